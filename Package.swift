@@ -1,0 +1,70 @@
+// swift-tools-version: 6.1
+// VkAttn: long-sequence model kernels (flash attention, SpMM, scans) on any Vulkan device.
+//
+// Module layering (one direction only):
+//   CVulkan (system library + shim) -> VulkanCompute (device layer) -> VkAttn (ops) -> vkattn-bench
+// Shaders/**/*.comp are compiled by glslc at build time (plugin in Tools/ShaderPlugin) and
+// embedded into VkAttn as base64 string literals.
+import PackageDescription
+
+let package = Package(
+    name: "VkAttn",
+    products: [
+        .library(name: "VkAttn", targets: ["VkAttn"]),
+        .executable(name: "vkattn-bench", targets: ["vkattn-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CVulkan",
+            path: "Sources/CVulkan",
+            pkgConfig: "vulkan",
+            providers: [.apt(["libvulkan-dev"])]
+        ),
+        .target(
+            name: "VulkanCompute",
+            dependencies: ["CVulkan"]
+        ),
+        .target(
+            name: "VkAttn",
+            dependencies: ["VulkanCompute"],
+            plugins: [.plugin(name: "ShaderPlugin")]
+        ),
+        .executableTarget(
+            name: "vkattn-bench",
+            dependencies: [
+                "VkAttn",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // Build-time tooling: the plugin plans one glslc run per shader variant; the compiler
+        // tool runs glslc and writes the SPIR-V as a Swift base64 literal.
+        .executableTarget(
+            name: "vkattn-shaderc",
+            path: "Tools/ShaderCompiler"
+        ),
+        .plugin(
+            name: "ShaderPlugin",
+            capability: .buildTool(),
+            dependencies: ["vkattn-shaderc"],
+            path: "Tools/ShaderPlugin"
+        ),
+        // Shared by the test targets: devices with validation checked, seeded random data.
+        .target(
+            name: "TestSupport",
+            dependencies: ["VkAttn"],
+            path: "Tests/TestSupport"
+        ),
+        .testTarget(
+            name: "VulkanComputeTests",
+            dependencies: ["CVulkan", "VulkanCompute", "VkAttn", "TestSupport"]
+        ),
+        .testTarget(
+            name: "VkAttnTests",
+            dependencies: ["VkAttn", "TestSupport"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

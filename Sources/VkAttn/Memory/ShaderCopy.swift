@@ -1,0 +1,52 @@
+import VulkanCompute
+
+/// Copies 32-bit words with a compute shader (uvec4 loads and stores): with vkCmdCopyBuffer,
+/// the bandwidth roofline that memory-bound kernels are compared against.
+///
+/// Source and destination: equal sizes, a multiple of 4 bytes. Larger than
+/// `maxStorageBufferRange` is split into several dispatches.
+public struct ShaderCopy: Hashable, Sendable {
+    public var workgroupSize: Int
+
+    public init(workgroupSize: Int = 256) {
+        self.workgroupSize = workgroupSize
+    }
+
+    /// The path name reported by the bench.
+    public static let path = "shader-copy-u32x4"
+
+    /// Records the copy into `stream`; throws before recording anything on bad input.
+    public func encode(_ stream: Stream, from source: BufferSlice, to destination: BufferSlice) throws {
+        guard source.byteCount == destination.byteCount else {
+            throw VulkanError.invalidArgument("ShaderCopy: source has \(source.byteCount) bytes, destination \(destination.byteCount)")
+        }
+        guard source.byteCount % 4 == 0 else {
+            throw VulkanError.invalidArgument("ShaderCopy: \(source.byteCount) bytes is not a multiple of 4")
+        }
+        let device = stream.device
+        let wg = Launch.workgroupSize(workgroupSize, device: device)
+        let kernel = try device.kernel(KernelDescriptor(
+            shader: Shaders.memoryCopy, bindings: 2, pushConstantBytes: 4,
+            specialization: [0: .int(wg)]))
+        for chunk in try chunks(bytes: source.byteCount, device: device) {
+            let src = try source.buffer.slice(offset: source.offset + chunk.offset, byteCount: chunk.bytes)
+            let dst = try destination.buffer.slice(offset: destination.offset + chunk.offset, byteCount: chunk.bytes)
+            var push = PushConstants()
+            try push.append(u32: chunk.bytes / 4, "ShaderCopy words")
+            let groups = Launch.gridStrideGroups(items: chunk.bytes / 16, workgroupSize: wg, device: device)
+            try stream.dispatch(kernel, bindings: [src, dst], push: push, groups: (groups, 1, 1))
+        }
+    }
+}
+
+/// Splits `bytes` into bindable pieces: each at most `maxStorageBufferRange`, each offset a
+/// multiple of the storage-buffer offset alignment and of 16 (one uvec4).
+func chunks(bytes: Int, device: Device) throws -> [(offset: Int, bytes: Int)] {
+    let caps = device.capabilities
+    let alignment = max(16, caps.minStorageBufferOffsetAlignment)
+    let step = caps.maxStorageBufferRange / alignment * alignment
+    guard step > 0 else {
+        throw VulkanError.unsupportedDevice(device: device.label, reason: "maxStorageBufferRange below \(alignment) bytes")
+    }
+    return stride(from: 0, to: bytes, by: step).map { ($0, min(step, bytes - $0)) }
+}

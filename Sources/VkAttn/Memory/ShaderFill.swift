@@ -1,0 +1,49 @@
+import VulkanCompute
+
+/// Fills a buffer with one value using a compute shader (vector stores): the write-only
+/// roofline, and the way kernels poison or zero their outputs.
+public struct ShaderFill: Hashable, Sendable {
+    public enum Element: String, Sendable, Hashable, CaseIterable {
+        case f32, u32
+    }
+
+    public var element: Element
+    public var workgroupSize: Int
+
+    public init(element: Element, workgroupSize: Int = 256) {
+        self.element = element
+        self.workgroupSize = workgroupSize
+    }
+
+    /// The path name reported by the bench.
+    public var path: String { "shader-fill-\(element.rawValue)x4" }
+
+    /// Fills `destination` (a multiple of 4 bytes) with `value`.
+    public static func encode(_ stream: Stream, _ destination: BufferSlice, value: Float) throws {
+        try ShaderFill(element: .f32).encode(stream, destination, bits: value.bitPattern)
+    }
+
+    /// Fills `destination` (a multiple of 4 bytes) with `value`.
+    public static func encode(_ stream: Stream, _ destination: BufferSlice, value: UInt32) throws {
+        try ShaderFill(element: .u32).encode(stream, destination, bits: value)
+    }
+
+    func encode(_ stream: Stream, _ destination: BufferSlice, bits: UInt32) throws {
+        guard destination.byteCount % 4 == 0 else {
+            throw VulkanError.invalidArgument("ShaderFill: \(destination.byteCount) bytes is not a multiple of 4")
+        }
+        let device = stream.device
+        let wg = Launch.workgroupSize(workgroupSize, device: device)
+        let shader = element == .f32 ? Shaders.memoryFillF32 : Shaders.memoryFillU32
+        let kernel = try device.kernel(KernelDescriptor(
+            shader: shader, bindings: 1, pushConstantBytes: 8, specialization: [0: .int(wg)]))
+        for chunk in try chunks(bytes: destination.byteCount, device: device) {
+            let dst = try destination.buffer.slice(offset: destination.offset + chunk.offset, byteCount: chunk.bytes)
+            var push = PushConstants()
+            try push.append(u32: chunk.bytes / 4, "ShaderFill count")
+            push.append(bits)
+            let groups = Launch.gridStrideGroups(items: chunk.bytes / 16, workgroupSize: wg, device: device)
+            try stream.dispatch(kernel, bindings: [dst], push: push, groups: (groups, 1, 1))
+        }
+    }
+}

@@ -1,0 +1,21 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Reads an environment variable without Foundation (the library does not link it).
+func environment(_ name: String) -> String? {
+    guard let value = getenv(name) else { return nil }
+    return String(cString: value)
+}
+
+/// The environment variables the library reads, in one place.
+public enum EnvironmentKey {
+    /// `1` turns on the Khronos validation layer; `sync` adds synchronization validation.
+    public static let validation = "VKATTN_VALIDATION"
+    /// A device index or a case-insensitive substring of its name.
+    public static let device = "VKATTN_DEVICE"
+}

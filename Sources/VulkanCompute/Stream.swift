@@ -1,0 +1,399 @@
+import CVulkan
+
+/// A point on a queue's timeline: the completion of one submission.
+public struct Submission: Sendable {
+    public let device: Device
+    let queue: Queue
+    public let value: UInt64
+
+    /// Whether the GPU has finished this submission.
+    public var isComplete: Bool {
+        var current: UInt64 = 0
+        return vkGetSemaphoreCounterValue(device.handle, queue.timeline, &current) == VK_SUCCESS && current >= value
+    }
+
+    /// Blocks until the GPU has finished this submission.
+    public func wait(timeoutNanoseconds: UInt64 = .max) throws {
+        var semaphore: VkSemaphore? = queue.timeline
+        var waitValue = value
+        let result = withUnsafePointer(to: &semaphore) { s in
+            withUnsafePointer(to: &waitValue) { v in
+                var info = VkSemaphoreWaitInfo()
+                info.sType = VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO
+                info.semaphoreCount = 1
+                info.pSemaphores = s
+                info.pValues = v
+                return vkWaitSemaphores(device.handle, &info, timeoutNanoseconds)
+            }
+        }
+        if result == VK_TIMEOUT { throw VulkanError.timeout("\(queue.kind) submission \(value) on \(device.label)") }
+        try check(result, "vkWaitSemaphores")
+    }
+}
+
+/// A GPU timestamp recorded in a stream; read it after `synchronize()`.
+public struct Timestamp: Sendable, Hashable {
+    let index: Int
+    let generation: Int
+}
+
+/// Records dispatches, copies and barriers into command buffers and submits them to one
+/// queue of a device.
+///
+/// Not Sendable: a stream is used by one task at a time (Vulkan command pools are externally
+/// synchronized). Create one stream per task; they can share the device.
+///
+/// Order: commands run in recording order only where a `barrier()` separates them. Host
+/// writes before `submit()` are visible to the GPU; GPU writes are visible to the host after
+/// `synchronize()` (or after waiting on the submission).
+public final class Stream {
+    public let device: Device
+    public let queueKind: QueueKind
+    let queue: Queue
+    private let commandPool: VkCommandPool
+    private var current: VkCommandBuffer?
+    private var recorded = 0
+    private var spare: [VkCommandBuffer] = []
+    private var inFlight: [VkCommandBuffer] = []
+    private var descriptorPools: [VkDescriptorPool] = []
+    private var poolIndex = 0
+    private var setsLeft = 0
+    private var queryPool: VkQueryPool?
+    private var queriesUsed = 0
+    private var generation = 0
+    private var timestampTicks: [UInt64] = []
+    private var resultsGeneration = -1
+    private var retained: [AnyObject] = []
+    private var waits: [(semaphore: VkSemaphore, value: UInt64)] = []
+    private var lastSubmission: Submission?
+
+    static let setsPerPool = 64
+    static let descriptorsPerPool = 64 * 16
+    public static let maxTimestamps = 1024
+
+    public init(device: Device, queue kind: QueueKind = .compute) throws {
+        self.device = device
+        self.queueKind = kind
+        self.queue = device.queue(kind)
+        var info = VkCommandPoolCreateInfo()
+        info.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO
+        info.queueFamilyIndex = UInt32(queue.family)
+        info.flags = VkCommandPoolCreateFlags(VK_COMMAND_POOL_CREATE_TRANSIENT_BIT.rawValue)
+        var pool: VkCommandPool?
+        try check(vkCreateCommandPool(device.handle, &info, nil, &pool), "vkCreateCommandPool")
+        guard let pool else { throw VulkanError.call("vkCreateCommandPool", result: -3) }
+        self.commandPool = pool
+    }
+
+    deinit {
+        if let lastSubmission { try? lastSubmission.wait() }
+        for pool in descriptorPools { vkDestroyDescriptorPool(device.handle, pool, nil) }
+        if let queryPool { vkDestroyQueryPool(device.handle, queryPool, nil) }
+        vkDestroyCommandPool(device.handle, commandPool, nil)
+    }
+
+    // MARK: Recording
+
+    /// Dispatches `kernel` over `groups` workgroups with `bindings` bound to 0..<n of set 0.
+    public func dispatch(_ kernel: Kernel, bindings: [BufferSlice], push: PushConstants = [],
+                         groups: (x: Int, y: Int, z: Int)) throws {
+        let d = kernel.descriptor
+        guard kernel.device === device else {
+            throw VulkanError.invalidArgument("kernel \(d.shader.name) belongs to \(kernel.device.label), stream to \(device.label)")
+        }
+        guard queue.kind == .compute || !device.hasDedicatedTransferQueue else {
+            throw VulkanError.invalidArgument("dispatch of \(d.shader.name) on a transfer stream")
+        }
+        guard bindings.count == d.bindings else {
+            throw VulkanError.invalidArgument("kernel \(d.shader.name) takes \(d.bindings) buffers, got \(bindings.count)")
+        }
+        guard push.byteCount == d.pushConstantBytes else {
+            throw VulkanError.invalidArgument("kernel \(d.shader.name) takes \(d.pushConstantBytes) push-constant bytes, got \(push.byteCount)")
+        }
+        let limits = device.capabilities.maxWorkgroupCount
+        for (axis, count) in [groups.x, groups.y, groups.z].enumerated() where count < 0 || count > limits[axis] {
+            throw VulkanError.invalidArgument("kernel \(d.shader.name): \(count) workgroups on axis \(axis), device allows \(limits[axis])")
+        }
+        for slice in bindings { try checkBinding(slice) }
+        if groups.x == 0 || groups.y == 0 || groups.z == 0 { return }
+
+        let cb = try commandBuffer()
+        let set = try allocateDescriptorSet(kernel.object.setLayout)
+        let infos = bindings.map { VkDescriptorBufferInfo(buffer: $0.buffer.handle, offset: VkDeviceSize($0.offset), range: VkDeviceSize($0.byteCount)) }
+        infos.withUnsafeBufferPointer { infoBuffer in
+            var writes = (0..<bindings.count).map { i -> VkWriteDescriptorSet in
+                var w = VkWriteDescriptorSet()
+                w.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET
+                w.dstSet = set
+                w.dstBinding = UInt32(i)
+                w.descriptorCount = 1
+                w.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER
+                w.pBufferInfo = infoBuffer.baseAddress.map { $0 + i }
+                return w
+            }
+            vkUpdateDescriptorSets(device.handle, UInt32(writes.count), &writes, 0, nil)
+        }
+        vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, kernel.object.pipeline)
+        var setOptional: VkDescriptorSet? = set
+        vkCmdBindDescriptorSets(cb, VK_PIPELINE_BIND_POINT_COMPUTE, kernel.object.layout, 0, 1, &setOptional, 0, nil)
+        if push.byteCount > 0 {
+            push.words.withUnsafeBytes {
+                vkCmdPushConstants(cb, kernel.object.layout, VkShaderStageFlags(VK_SHADER_STAGE_COMPUTE_BIT.rawValue),
+                                   0, UInt32($0.count), $0.baseAddress)
+            }
+        }
+        vkCmdDispatch(cb, UInt32(groups.x), UInt32(groups.y), UInt32(groups.z))
+        retained.append(kernel.object)
+        retained.append(contentsOf: bindings.map { $0.buffer as AnyObject })
+        recorded += 1
+    }
+
+    /// Copies `source` into `destination` (equal sizes) with vkCmdCopyBuffer.
+    public func copy(from source: BufferSlice, to destination: BufferSlice) throws {
+        guard source.byteCount == destination.byteCount else {
+            throw VulkanError.invalidArgument("copy of \(source.byteCount) bytes into a range of \(destination.byteCount) bytes")
+        }
+        for s in [source, destination] {
+            guard s.buffer.device === device else {
+                throw VulkanError.invalidArgument("buffer of \(s.buffer.device.label) used on a stream of \(device.label)")
+            }
+            try s.buffer.checkRange(offset: s.offset, bytes: s.byteCount)
+        }
+        let cb = try commandBuffer()
+        var region = VkBufferCopy(srcOffset: VkDeviceSize(source.offset), dstOffset: VkDeviceSize(destination.offset),
+                                  size: VkDeviceSize(source.byteCount))
+        vkCmdCopyBuffer(cb, source.buffer.handle, destination.buffer.handle, 1, &region)
+        retained.append(source.buffer)
+        retained.append(destination.buffer)
+        recorded += 1
+    }
+
+    /// Fills `destination` with a repeated 32-bit word (vkCmdFillBuffer): offset and size must
+    /// be multiples of 4.
+    public func fill(_ destination: BufferSlice, word: UInt32) throws {
+        guard destination.buffer.device === device else {
+            throw VulkanError.invalidArgument("buffer of \(destination.buffer.device.label) used on a stream of \(device.label)")
+        }
+        try destination.buffer.checkRange(offset: destination.offset, bytes: destination.byteCount)
+        guard destination.offset % 4 == 0, destination.byteCount % 4 == 0 else {
+            throw VulkanError.invalidArgument("fill range [\(destination.offset), +\(destination.byteCount)) is not 4-byte aligned")
+        }
+        let cb = try commandBuffer()
+        vkCmdFillBuffer(cb, destination.buffer.handle, VkDeviceSize(destination.offset), VkDeviceSize(destination.byteCount), word)
+        retained.append(destination.buffer)
+        recorded += 1
+    }
+
+    /// Makes every earlier dispatch and copy of this stream finish (and its writes visible)
+    /// before any later one starts.
+    public func barrier() throws {
+        let cb = try commandBuffer()
+        var b = VkMemoryBarrier()
+        b.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER
+        b.srcAccessMask = VkAccessFlags(VK_ACCESS_SHADER_WRITE_BIT.rawValue | VK_ACCESS_TRANSFER_WRITE_BIT.rawValue)
+        b.dstAccessMask = VkAccessFlags(VK_ACCESS_SHADER_READ_BIT.rawValue | VK_ACCESS_SHADER_WRITE_BIT.rawValue
+            | VK_ACCESS_TRANSFER_READ_BIT.rawValue | VK_ACCESS_TRANSFER_WRITE_BIT.rawValue)
+        let stages = stageMask()
+        vkCmdPipelineBarrier(cb, stages, stages, 0, 1, &b, 0, nil, 0, nil)
+    }
+
+    /// Records a GPU timestamp taken when every earlier command has completed.
+    public func timestamp() throws -> Timestamp {
+        guard device.capabilities.queueFamilies[queue.family].timestampValidBits > 0 else {
+            throw VulkanError.unsupportedDevice(device: device.label, reason: "queue family \(queue.family) has no timestamps")
+        }
+        guard queriesUsed < Stream.maxTimestamps else {
+            throw VulkanError.invalidArgument("more than \(Stream.maxTimestamps) timestamps before synchronize()")
+        }
+        let pool = try timestampPool()
+        let cb = try commandBuffer()
+        let index = queriesUsed
+        vkCmdResetQueryPool(cb, pool, UInt32(index), 1)
+        vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, pool, UInt32(index))
+        queriesUsed += 1
+        return Timestamp(index: index, generation: generation)
+    }
+
+    /// Makes the next submission wait until `submission` (on another queue of this device) has
+    /// finished.
+    public func wait(for submission: Submission) throws {
+        guard submission.device === device else {
+            throw VulkanError.invalidArgument("a stream of \(device.label) cannot wait on a submission of \(submission.device.label); wait on the host instead")
+        }
+        if submission.queue === queue { return }  // same queue: already ordered by the barrier rules
+        waits.append((submission.queue.timeline, submission.value))
+    }
+
+    // MARK: Submission
+
+    /// Submits what was recorded since the last submit. Returns the submission to wait on
+    /// (also from other streams of the device).
+    @discardableResult
+    public func submit() throws -> Submission {
+        if current == nil && waits.isEmpty, let lastSubmission { return lastSubmission }
+        let cb = try commandBuffer()
+        // GPU writes -> host reads, so that reads after the wait see the results.
+        var b = VkMemoryBarrier()
+        b.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER
+        b.srcAccessMask = VkAccessFlags(VK_ACCESS_SHADER_WRITE_BIT.rawValue | VK_ACCESS_TRANSFER_WRITE_BIT.rawValue)
+        b.dstAccessMask = VkAccessFlags(VK_ACCESS_HOST_READ_BIT.rawValue)
+        vkCmdPipelineBarrier(cb, stageMask(), VkPipelineStageFlags(VK_PIPELINE_STAGE_HOST_BIT.rawValue), 0, 1, &b, 0, nil, 0, nil)
+        try check(vkEndCommandBuffer(cb), "vkEndCommandBuffer")
+        current = nil
+        let value = try queue.submit(cb, waits: waits)
+        inFlight.append(cb)
+        waits.removeAll()
+        recorded = 0
+        let submission = Submission(device: device, queue: queue, value: value)
+        lastSubmission = submission
+        return submission
+    }
+
+    /// Submits pending work, waits for all of it, reads the timestamps and recycles the
+    /// stream's command buffers and descriptor sets.
+    public func synchronize(timeoutNanoseconds: UInt64 = .max) throws {
+        if current != nil || !waits.isEmpty { try submit() }
+        guard let lastSubmission else { return }
+        try lastSubmission.wait(timeoutNanoseconds: timeoutNanoseconds)
+        if queriesUsed > 0, let queryPool {
+            var ticks = [UInt64](repeating: 0, count: queriesUsed)
+            try ticks.withUnsafeMutableBytes { raw in
+                try check(vkGetQueryPoolResults(device.handle, queryPool, 0, UInt32(queriesUsed), raw.count, raw.baseAddress, 8,
+                                                VkQueryResultFlags(VK_QUERY_RESULT_64_BIT.rawValue | VK_QUERY_RESULT_WAIT_BIT.rawValue)),
+                          "vkGetQueryPoolResults")
+            }
+            let bits = device.capabilities.queueFamilies[queue.family].timestampValidBits
+            let mask: UInt64 = bits >= 64 ? .max : (1 << UInt64(bits)) - 1
+            timestampTicks = ticks.map { $0 & mask }
+        } else {
+            timestampTicks = []
+        }
+        resultsGeneration = generation
+        generation += 1
+        queriesUsed = 0
+        try check(vkResetCommandPool(device.handle, commandPool, 0), "vkResetCommandPool")
+        spare += inFlight
+        inFlight.removeAll()
+        for pool in descriptorPools { try check(vkResetDescriptorPool(device.handle, pool, 0), "vkResetDescriptorPool") }
+        poolIndex = 0
+        setsLeft = descriptorPools.isEmpty ? 0 : Stream.setsPerPool
+        retained.removeAll()
+        self.lastSubmission = nil
+    }
+
+    /// Nanoseconds between two timestamps of the last synchronized batch.
+    public func nanoseconds(from start: Timestamp, to end: Timestamp) throws -> Double {
+        guard start.generation == resultsGeneration, end.generation == resultsGeneration,
+              start.index < timestampTicks.count, end.index < timestampTicks.count else {
+            throw VulkanError.invalidArgument("timestamps are read after synchronize(), once, for the batch that recorded them")
+        }
+        let ticks = end.index >= start.index ? timestampTicks[end.index] &- timestampTicks[start.index] : 0
+        return Double(ticks) * device.capabilities.timestampPeriodNanoseconds
+    }
+
+    // MARK: Internals
+
+    private func stageMask() -> VkPipelineStageFlags {
+        let transfer = VK_PIPELINE_STAGE_TRANSFER_BIT.rawValue
+        return VkPipelineStageFlags(queue.kind == .compute || !device.hasDedicatedTransferQueue
+            ? transfer | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT.rawValue : transfer)
+    }
+
+    private func checkBinding(_ slice: BufferSlice) throws {
+        let caps = device.capabilities
+        guard slice.buffer.device === device else {
+            throw VulkanError.invalidArgument("buffer of \(slice.buffer.device.label) bound on a stream of \(device.label)")
+        }
+        try slice.buffer.checkRange(offset: slice.offset, bytes: slice.byteCount)
+        guard slice.byteCount <= caps.maxStorageBufferRange else {
+            throw VulkanError.bindingTooLarge(bytes: slice.byteCount, maxStorageBufferRange: caps.maxStorageBufferRange)
+        }
+        guard slice.offset % caps.minStorageBufferOffsetAlignment == 0 else {
+            throw VulkanError.misalignedOffset(offset: slice.offset, alignment: caps.minStorageBufferOffsetAlignment)
+        }
+    }
+
+    private func commandBuffer() throws -> VkCommandBuffer {
+        if let current { return current }
+        let cb: VkCommandBuffer
+        if let reused = spare.popLast() {
+            cb = reused
+        } else {
+            var info = VkCommandBufferAllocateInfo()
+            info.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO
+            info.commandPool = commandPool
+            info.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY
+            info.commandBufferCount = 1
+            var allocated: VkCommandBuffer?
+            try check(vkAllocateCommandBuffers(device.handle, &info, &allocated), "vkAllocateCommandBuffers")
+            guard let allocated else { throw VulkanError.call("vkAllocateCommandBuffers", result: -3) }
+            cb = allocated
+        }
+        var begin = VkCommandBufferBeginInfo()
+        begin.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO
+        begin.flags = VkCommandBufferUsageFlags(VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT.rawValue)
+        try check(vkBeginCommandBuffer(cb, &begin), "vkBeginCommandBuffer")
+        current = cb
+        return cb
+    }
+
+    private func allocateDescriptorSet(_ layout: VkDescriptorSetLayout) throws -> VkDescriptorSet {
+        if setsLeft == 0 {
+            poolIndex = descriptorPools.isEmpty ? 0 : poolIndex + 1
+            if poolIndex == descriptorPools.count {
+                var size = VkDescriptorPoolSize(type: VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, descriptorCount: UInt32(Stream.descriptorsPerPool))
+                var info = VkDescriptorPoolCreateInfo()
+                info.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO
+                info.maxSets = UInt32(Stream.setsPerPool)
+                info.poolSizeCount = 1
+                var pool: VkDescriptorPool?
+                try withUnsafePointer(to: &size) { sizePointer in
+                    info.pPoolSizes = sizePointer
+                    try check(vkCreateDescriptorPool(device.handle, &info, nil, &pool), "vkCreateDescriptorPool")
+                }
+                guard let pool else { throw VulkanError.call("vkCreateDescriptorPool", result: -3) }
+                descriptorPools.append(pool)
+            }
+            setsLeft = Stream.setsPerPool
+        }
+        var layoutOptional: VkDescriptorSetLayout? = layout
+        var set: VkDescriptorSet?
+        let pool = descriptorPools[poolIndex]
+        let result = withUnsafePointer(to: &layoutOptional) { layoutPointer in
+            var info = VkDescriptorSetAllocateInfo()
+            info.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO
+            info.descriptorPool = pool
+            info.descriptorSetCount = 1
+            info.pSetLayouts = layoutPointer
+            return vkAllocateDescriptorSets(device.handle, &info, &set)
+        }
+        if (result == VK_ERROR_OUT_OF_POOL_MEMORY || result == VK_ERROR_FRAGMENTED_POOL) && setsLeft < Stream.setsPerPool {
+            setsLeft = 0  // descriptors ran out before sets did: move to the next pool
+            return try allocateDescriptorSet(layout)
+        }
+        try check(result, "vkAllocateDescriptorSets")
+        guard let set else { throw VulkanError.call("vkAllocateDescriptorSets", result: -3) }
+        setsLeft -= 1
+        return set
+    }
+
+    private func timestampPool() throws -> VkQueryPool {
+        if let queryPool { return queryPool }
+        var info = VkQueryPoolCreateInfo()
+        info.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO
+        info.queryType = VK_QUERY_TYPE_TIMESTAMP
+        info.queryCount = UInt32(Stream.maxTimestamps)
+        var pool: VkQueryPool?
+        try check(vkCreateQueryPool(device.handle, &info, nil, &pool), "vkCreateQueryPool")
+        guard let pool else { throw VulkanError.call("vkCreateQueryPool", result: -3) }
+        queryPool = pool
+        return pool
+    }
+}
+
+extension Device {
+    /// A new stream on the compute queue (or the transfer queue).
+    public func makeStream(queue: QueueKind = .compute) throws -> Stream {
+        try Stream(device: self, queue: queue)
+    }
+}

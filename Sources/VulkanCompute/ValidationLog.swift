@@ -1,0 +1,60 @@
+import CVulkan
+import Synchronization
+
+/// One message from the validation layer (or the loader) at warning or error severity.
+public struct ValidationMessage: Sendable, CustomStringConvertible {
+    public enum Severity: String, Sendable { case warning, error }
+    public let severity: Severity
+    /// The VUID or message name, e.g. `VUID-vkCmdDispatch-None-02697`.
+    public let id: String
+    public let text: String
+
+    public var description: String { "[\(severity.rawValue)] \(id): \(text)" }
+}
+
+/// Collects every validation warning and error of an instance, so tests can fail on them.
+/// Outlives the instance when the caller keeps a reference: messages about objects leaked at
+/// device or instance teardown are still readable afterwards.
+public final class ValidationLog: Sendable {
+    private let storage = Mutex<[ValidationMessage]>([])
+
+    public init() {}
+
+    public var messages: [ValidationMessage] { storage.withLock { $0 } }
+
+    /// Returns the messages collected so far and forgets them.
+    public func drain() -> [ValidationMessage] {
+        storage.withLock { messages in
+            defer { messages.removeAll() }
+            return messages
+        }
+    }
+
+    func append(_ message: ValidationMessage) {
+        storage.withLock { $0.append(message) }
+    }
+}
+
+/// The debug-utils callback: runs on whatever thread made the Vulkan call.
+let debugCallback: PFN_vkDebugUtilsMessengerCallbackEXT = { severity, _, data, userData in
+    guard let userData, let data else { return VkBool32(VK_FALSE) }
+    let log = Unmanaged<ValidationLog>.fromOpaque(userData).takeUnretainedValue()
+    let isError = (severity.rawValue & VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT.rawValue) != 0
+    let id = data.pointee.pMessageIdName.map { String(cString: $0) } ?? "\(data.pointee.messageIdNumber)"
+    let text = data.pointee.pMessage.map { String(cString: $0) } ?? ""
+    log.append(ValidationMessage(severity: isError ? .error : .warning, id: id, text: text))
+    return VkBool32(VK_FALSE)
+}
+
+func messengerCreateInfo(_ log: ValidationLog) -> VkDebugUtilsMessengerCreateInfoEXT {
+    var info = VkDebugUtilsMessengerCreateInfoEXT()
+    info.sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT
+    info.messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT.rawValue
+        | VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT.rawValue
+    info.messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT.rawValue
+        | VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT.rawValue
+        | VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT.rawValue
+    info.pfnUserCallback = debugCallback
+    info.pUserData = Unmanaged.passUnretained(log).toOpaque()
+    return info
+}
