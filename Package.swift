@@ -4,7 +4,7 @@
 // Module layering (one direction only):
 //   CVulkan (system library + shim) -> VulkanCompute (device layer) -> VkAttn (ops) -> vkattn-bench
 // Shaders/**/*.comp are compiled by glslc at build time (plugin in Tools/ShaderPlugin) and
-// embedded into VkAttn as base64 string literals.
+// embedded as base64 string literals in VkAttnShaders, which VkAttn depends on.
 import PackageDescription
 
 let package = Package(
@@ -27,10 +27,17 @@ let package = Package(
             name: "VulkanCompute",
             dependencies: ["CVulkan"]
         ),
+        // The GLSL sources live in Shaders/ as this target's files, so that adding or editing
+        // one re-runs the plugin; their SPIR-V becomes generated Swift in this module.
+        .target(
+            name: "VkAttnShaders",
+            dependencies: ["VulkanCompute"],
+            path: "Shaders",
+            plugins: [.plugin(name: "ShaderPlugin")]
+        ),
         .target(
             name: "VkAttn",
-            dependencies: ["VulkanCompute"],
-            plugins: [.plugin(name: "ShaderPlugin")]
+            dependencies: ["VulkanCompute", "VkAttnShaders"]
         ),
         .executableTarget(
             name: "vkattn-bench",

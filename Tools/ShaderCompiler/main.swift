@@ -1,14 +1,22 @@
 // vkattn-shaderc: the build-time half of the shader pipeline (driven by Tools/ShaderPlugin).
 //
-//   compile --glslc G --input F.comp --include DIR --name N --symbol S --target-env E
-//           --output OUT.swift --scratch TMP.spv [--requires EXT]... [--define=K=V]...
-//       Runs glslc and writes OUT.swift: `extension Shaders { static let S = ShaderSource(...) }`
-//       with the SPIR-V as a base64 string literal (compiles in milliseconds, unlike an array
-//       literal). glslc's diagnostics (file:line: error) pass through and fail the build.
+//   compile --glslc G --input F.comp --include DIR --name N --symbol S --output OUT.swift --scratch DIR
+//       Compiles every variant of F.comp and writes OUT.swift: one `Shaders.<S><Variant>`
+//       `ShaderSource` per variant, with the SPIR-V as a base64 string literal (compiles in
+//       milliseconds, unlike an array literal), and `Shaders.<S>Variants`. glslc's diagnostics
+//       (file:line: error) pass through and fail the build.
 //   probe --glslc G --output OUT.swift --scratch DIR
 //       Records which cooperative-matrix GLSL extensions this glslc accepts.
 //   index --output OUT.swift SYMBOL...
-//       Writes `Shaders.all`, the list of every embedded shader.
+//       Writes `Shaders.all`, every variant of every shader file.
+//
+// Directives a .comp file may carry (lines starting with `//!`):
+//   //! variant NAME -DKEY=VALUE ...   one build of the file with these defines, embedded as
+//                                      `<name>.NAME` / `<symbol>NAME`. None: a single build.
+//   //! requires GL_EXT_name           the shader needs a GLSL extension this glslc may lack;
+//                                      without it the shader is embedded as unavailable, with
+//                                      the reason, rather than failing the build.
+//   //! target vulkan1.3               glslc --target-env (default vulkan1.2).
 import Foundation
 
 struct ToolError: Error, CustomStringConvertible {
@@ -116,50 +124,91 @@ func accepts(glslc: String, probe source: String, scratch: String) throws -> Boo
     return status == 0
 }
 
+struct Variant {
+    var name: String
+    var defines: [String]
+}
+
+struct Directives {
+    var variants: [Variant] = []
+    var requires: [String] = []
+    var targetEnv = "vulkan1.2"
+}
+
+func parseDirectives(_ text: String, file: String) throws -> Directives {
+    var result = Directives()
+    for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        let trimmed = line.trimmingCharacters(in: .whitespaces)
+        guard trimmed.hasPrefix("//!") else { continue }
+        let words = trimmed.dropFirst(3).split(separator: " ").map(String.init)
+        switch (words.first, words.count) {
+        case ("variant", 2...):
+            let defines = words.dropFirst(2).map { $0.hasPrefix("-D") ? String($0.dropFirst(2)) : $0 }
+            result.variants.append(Variant(name: words[1], defines: Array(defines)))
+        case ("requires", 2...):
+            result.requires += words.dropFirst()
+        case ("target", 2):
+            result.targetEnv = words[1]
+        default:
+            throw ToolError(description: "\(file):\(number + 1): error: unknown directive `\(trimmed)` (variant NAME -DK=V..., requires EXT, target ENV)")
+        }
+    }
+    return result
+}
+
+/// `memoryFill` + `f32` -> `memoryFillF32`.
+func variantSymbol(_ base: String, _ variant: String) -> String {
+    variant.split(whereSeparator: { "_-. ".contains($0) })
+        .reduce(base) { $0 + $1.prefix(1).uppercased() + $1.dropFirst() }
+}
+
 func compile(_ o: [String: [String]]) throws {
     let glslc = try one(o, "glslc"), input = try one(o, "input"), output = try one(o, "output")
     let name = try one(o, "name"), symbol = try one(o, "symbol"), scratch = try one(o, "scratch")
-    let targetEnv = try one(o, "target-env"), include = try one(o, "include")
+    let include = try one(o, "include")
+    try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
 
-    for ext in o["requires"] ?? [] {
+    let directives = try parseDirectives(try String(contentsOfFile: input, encoding: .utf8), file: input)
+    let variants = directives.variants.isEmpty ? [Variant(name: "", defines: [])] : directives.variants
+    var missing: String? = nil
+    for ext in directives.requires {
         guard let probeSymbol = probeExtensions[ext],
               let probe = probes.first(where: { $0.symbol == probeSymbol }) else {
-            throw ToolError(description: "\(input): unknown `//! requires \(ext)` (known: \(probeExtensions.keys.sorted()))")
+            throw ToolError(description: "\(input): error: unknown `//! requires \(ext)` (known: \(probeExtensions.keys.sorted()))")
         }
-        if try !accepts(glslc: glslc, probe: probe.source, scratch: scratch + ".probe") {
-            let reason = "this build's glslc does not accept \(ext)"
-            try writeIfChanged("""
-            // Generated by vkattn-shaderc from \(input). Do not edit.
-            import VulkanCompute
-            extension Shaders {
-                public static let \(symbol) = ShaderSource(name: \(swiftStringLiteral(name)), unavailable: \(swiftStringLiteral(reason)))
-            }
-
-            """, to: output)
-            return
+        if try !accepts(glslc: glslc, probe: probe.source, scratch: scratch + "/probe-" + symbol) {
+            missing = "this build's glslc does not accept \(ext)"
         }
     }
 
-    var args = ["-fshader-stage=compute", "--target-env=\(targetEnv)", "-O", "-I", include]
-    args += (o["define"] ?? []).map { "-D\($0)" }
-    args += ["-o", scratch, input]
-    let (status, log) = try run(glslc, args)
-    if !log.isEmpty { FileHandle.standardError.write(Data(log.utf8)) }
-    guard status == 0 else {
-        throw ToolError(description: "glslc failed on \(input) (variant \(name))")
+    var lines = ["// Generated by vkattn-shaderc from \(input). Do not edit.", "import VulkanCompute", "extension Shaders {"]
+    var variantSymbols: [String] = []
+    for variant in variants {
+        let fullName = variant.name.isEmpty ? name : "\(name).\(variant.name)"
+        let fullSymbol = variant.name.isEmpty ? symbol : variantSymbol(symbol, variant.name)
+        variantSymbols.append(fullSymbol)
+        if let missing {
+            lines.append("    public static let \(fullSymbol) = ShaderSource(name: \(swiftStringLiteral(fullName)), unavailable: \(swiftStringLiteral(missing)))")
+            continue
+        }
+        let spv = scratch + "/" + fullSymbol + ".spv"
+        var args = ["-fshader-stage=compute", "--target-env=\(directives.targetEnv)", "-O", "-I", include]
+        args += variant.defines.map { "-D\($0)" }
+        args += ["-o", spv, input]
+        let (status, log) = try run(glslc, args)
+        if !log.isEmpty { FileHandle.standardError.write(Data(log.utf8)) }
+        guard status == 0 else {
+            throw ToolError(description: "glslc failed on \(input) (variant \(fullName))")
+        }
+        let spirv = try Data(contentsOf: URL(fileURLWithPath: spv))
+        guard spirv.count % 4 == 0, spirv.count >= 20 else {
+            throw ToolError(description: "glslc wrote malformed SPIR-V for \(input) (variant \(fullName))")
+        }
+        lines.append("    public static let \(fullSymbol) = ShaderSource(name: \(swiftStringLiteral(fullName)), spirvBase64: \"\(spirv.base64EncodedString())\")")
     }
-    let spirv = try Data(contentsOf: URL(fileURLWithPath: scratch))
-    guard spirv.count % 4 == 0, spirv.count >= 20 else {
-        throw ToolError(description: "glslc wrote malformed SPIR-V for \(input)")
-    }
-    try writeIfChanged("""
-    // Generated by vkattn-shaderc from \(input). Do not edit.
-    import VulkanCompute
-    extension Shaders {
-        public static let \(symbol) = ShaderSource(name: \(swiftStringLiteral(name)), spirvBase64: "\(spirv.base64EncodedString())")
-    }
-
-    """, to: output)
+    lines.append("    static let \(symbol)Variants: [ShaderSource] = [\(variantSymbols.joined(separator: ", "))]")
+    lines.append("}")
+    try writeIfChanged(lines.joined(separator: "\n") + "\n", to: output)
 }
 
 func probe(_ o: [String: [String]]) throws {
@@ -188,7 +237,7 @@ func index(_ o: [String: [String]], symbols: [String]) throws {
     // Generated by vkattn-shaderc: every embedded shader. Do not edit.
     import VulkanCompute
     extension Shaders {
-        public static let all: [ShaderSource] = [\(symbols.joined(separator: ", "))]
+        public static let all: [ShaderSource] = [\(symbols.map { "\($0)Variants" }.joined(separator: ", "))].flatMap { $0 }
     }
 
     """, to: output)

@@ -1,68 +1,58 @@
-// Build-tool plugin: plans the compilation of every Shaders/**/*.comp (one glslc run per
-// variant) into generated Swift files that embed the SPIR-V.
+// Build-tool plugin: plans one command per Shaders/**/*.comp that compiles all of its
+// variants with glslc into a generated Swift file embedding the SPIR-V (see
+// Tools/ShaderCompiler for the directives a .comp file may carry).
 //
-// Directives read from the top of a .comp file (lines starting with `//!`):
-//   //! variant NAME -DKEY=VALUE ...   one more build of the file with these defines; the Swift
-//                                      symbol gets NAME as suffix. No variant line: one build.
-//   //! requires GL_EXT_name           the variant needs a GLSL extension this glslc may lack;
-//                                      when it does, the shader is embedded as unavailable.
-//   //! target vulkan1.3               glslc --target-env (default vulkan1.2).
+// The shaders are the files of the VkAttnShaders target, so SwiftPM re-plans (re-runs this
+// plugin) when one is added or removed. Everything read from inside a file (its variants,
+// its required extensions) is read by the compile command at build time, so editing a
+// directive needs no re-plan.
 import Foundation
 import PackagePlugin
 
 @main
 struct ShaderPlugin: BuildToolPlugin {
     func createBuildCommands(context: PluginContext, target: Target) async throws -> [Command] {
-        let shaderRoot = context.package.directoryURL.appending(path: "Shaders")
+        guard let module = target.sourceModule else { return [] }
+        let shaderRoot = module.directoryURL
         let glslc = try findGLSLC()
         let tool = try context.tool(named: "vkattn-shaderc").url
         let out = context.pluginWorkDirectoryURL
 
-        let allFiles = try filesUnder(shaderRoot)
-        // Every file under Shaders/ is an input of every compile: an edit to an #included
-        // .glsl must rebuild what includes it, and SwiftPM has no depfile support.
-        let comps = allFiles.filter { $0.pathExtension == "comp" }
+        // Every GLSL file is an input of every compile: an edit to an #included .glsl must
+        // rebuild what includes it, and build commands have no depfiles.
+        let glslFiles = module.sourceFiles.map(\.url).filter { ["comp", "glsl"].contains($0.pathExtension) }
             .sorted { $0.path < $1.path }
+        let comps = glslFiles.filter { $0.pathExtension == "comp" }
 
         var commands: [Command] = []
         var symbols: [String] = []
         for comp in comps {
             let relative = String(comp.path.dropFirst(shaderRoot.path.count + 1))
             let baseName = String(relative.dropLast(".comp".count))
-            let text = try String(contentsOf: comp, encoding: .utf8)
-            let directives = parseDirectives(text)
-            let variants = directives.variants.isEmpty ? [Variant(name: "", defines: [])] : directives.variants
-            for variant in variants {
-                let name = variant.name.isEmpty ? baseName : "\(baseName).\(variant.name)"
-                let symbol = swiftSymbol(baseName: baseName, variant: variant.name)
-                symbols.append(symbol)
-                let output = out.appending(path: "Shader_\(symbol).swift")
-                var args = [
+            let symbol = swiftSymbol(baseName)
+            symbols.append(symbol)
+            let output = out.appending(path: "Shader_\(symbol).swift")
+            commands.append(.buildCommand(
+                displayName: "Compiling shader \(relative)",
+                executable: tool,
+                arguments: [
                     "compile",
                     "--glslc", glslc.path,
                     "--input", comp.path,
                     "--include", shaderRoot.path,
-                    "--name", name,
+                    "--name", baseName,
                     "--symbol", symbol,
-                    "--target-env", directives.targetEnv,
                     "--output", output.path,
-                    "--scratch", out.appending(path: "\(symbol).spv").path,
-                ]
-                for ext in directives.requires { args += ["--requires", ext] }
-                args += variant.defines.map { "--define=\($0)" }
-                commands.append(.buildCommand(
-                    displayName: "Compiling shader \(name)",
-                    executable: tool,
-                    arguments: args,
-                    inputFiles: allFiles + [glslc],
-                    outputFiles: [output]
-                ))
-            }
+                    "--scratch", out.appending(path: "spv").path,
+                ],
+                inputFiles: glslFiles + [glslc],
+                outputFiles: [output]
+            ))
         }
 
         let index = out.appending(path: "ShaderIndex.swift")
         commands.append(.buildCommand(
-            displayName: "Indexing \(symbols.count) shaders",
+            displayName: "Indexing \(symbols.count) shader files",
             executable: tool,
             arguments: ["index", "--output", index.path] + symbols,
             inputFiles: [],
@@ -82,42 +72,9 @@ struct ShaderPlugin: BuildToolPlugin {
     }
 }
 
-struct Variant {
-    var name: String
-    var defines: [String]
-}
-
-struct Directives {
-    var variants: [Variant] = []
-    var requires: [String] = []
-    var targetEnv = "vulkan1.2"
-}
-
-func parseDirectives(_ text: String) -> Directives {
-    var result = Directives()
-    for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
-        let trimmed = line.trimmingCharacters(in: .whitespaces)
-        guard trimmed.hasPrefix("//!") else { continue }
-        let words = trimmed.dropFirst(3).split(separator: " ").map(String.init)
-        guard let keyword = words.first else { continue }
-        switch keyword {
-        case "variant" where words.count >= 2:
-            let defines = words.dropFirst(2).map { $0.hasPrefix("-D") ? String($0.dropFirst(2)) : $0 }
-            result.variants.append(Variant(name: words[1], defines: Array(defines)))
-        case "requires":
-            result.requires += words.dropFirst()
-        case "target" where words.count == 2:
-            result.targetEnv = words[1]
-        default:
-            continue
-        }
-    }
-    return result
-}
-
-/// `attention/forward.comp` variant `f16` -> `attentionForwardF16`.
-func swiftSymbol(baseName: String, variant: String) -> String {
-    let parts = (baseName + "_" + variant).split(whereSeparator: { "/_-. ".contains($0) })
+/// `attention/forward` -> `attentionForward`.
+func swiftSymbol(_ name: String) -> String {
+    let parts = name.split(whereSeparator: { "/_-. ".contains($0) })
     var symbol = ""
     for (i, part) in parts.enumerated() {
         let word = String(part)
@@ -125,17 +82,6 @@ func swiftSymbol(baseName: String, variant: String) -> String {
                          : word.prefix(1).uppercased() + word.dropFirst()
     }
     return symbol
-}
-
-func filesUnder(_ root: URL) throws -> [URL] {
-    guard let enumerator = FileManager.default.enumerator(
-        at: root, includingPropertiesForKeys: [.isRegularFileKey]) else { return [] }
-    var files: [URL] = []
-    for case let url as URL in enumerator {
-        let values = try url.resourceValues(forKeys: [.isRegularFileKey])
-        if values.isRegularFile == true { files.append(url) }
-    }
-    return files.sorted { $0.path < $1.path }
 }
 
 struct GLSLCNotFound: Error, CustomStringConvertible {

@@ -1,4 +1,5 @@
 import VulkanCompute
+import VkAttnShaders
 
 /// Copies 32-bit words with a compute shader (uvec4 loads and stores): with vkCmdCopyBuffer,
 /// the bandwidth roofline that memory-bound kernels are compared against.
@@ -26,7 +27,7 @@ public struct ShaderCopy: Hashable, Sendable {
         let device = stream.device
         let wg = Launch.workgroupSize(workgroupSize, device: device)
         let kernel = try device.kernel(KernelDescriptor(
-            shader: Shaders.memoryCopy, bindings: 2, pushConstantBytes: 4,
+            shader: Shaders.memoryCopy, bindings: 4, pushConstantBytes: 4,
             specialization: [0: .int(wg)]))
         for chunk in try chunks(bytes: source.byteCount, device: device) {
             let src = try source.buffer.slice(offset: source.offset + chunk.offset, byteCount: chunk.bytes)
@@ -34,7 +35,7 @@ public struct ShaderCopy: Hashable, Sendable {
             var push = PushConstants()
             try push.append(u32: chunk.bytes / 4, "ShaderCopy words")
             let groups = Launch.gridStrideGroups(items: chunk.bytes / 16, workgroupSize: wg, device: device)
-            try stream.dispatch(kernel, bindings: [src, dst], push: push, groups: (groups, 1, 1))
+            try stream.dispatch(kernel, bindings: [src, dst, src, dst], push: push, groups: (groups, 1, 1))
         }
     }
 }

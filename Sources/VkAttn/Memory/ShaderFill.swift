@@ -1,4 +1,5 @@
 import VulkanCompute
+import VkAttnShaders
 
 /// Fills a buffer with one value using a compute shader (vector stores): the write-only
 /// roofline, and the way kernels poison or zero their outputs.
@@ -36,14 +37,14 @@ public struct ShaderFill: Hashable, Sendable {
         let wg = Launch.workgroupSize(workgroupSize, device: device)
         let shader = element == .f32 ? Shaders.memoryFillF32 : Shaders.memoryFillU32
         let kernel = try device.kernel(KernelDescriptor(
-            shader: shader, bindings: 1, pushConstantBytes: 8, specialization: [0: .int(wg)]))
+            shader: shader, bindings: 2, pushConstantBytes: 8, specialization: [0: .int(wg)]))
         for chunk in try chunks(bytes: destination.byteCount, device: device) {
             let dst = try destination.buffer.slice(offset: destination.offset + chunk.offset, byteCount: chunk.bytes)
             var push = PushConstants()
             try push.append(u32: chunk.bytes / 4, "ShaderFill count")
             push.append(bits)
             let groups = Launch.gridStrideGroups(items: chunk.bytes / 16, workgroupSize: wg, device: device)
-            try stream.dispatch(kernel, bindings: [dst], push: push, groups: (groups, 1, 1))
+            try stream.dispatch(kernel, bindings: [dst, dst], push: push, groups: (groups, 1, 1))
         }
     }
 }
