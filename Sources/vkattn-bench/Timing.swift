@@ -1,0 +1,38 @@
+import VkAttn
+
+/// GPU-timestamp timing of one configuration: warm-up runs, then `iterations` timed runs,
+/// each bracketed by timestamps taken after everything before it finished.
+struct Timing {
+    static let maxIterations = Stream.maxTimestamps - 1
+
+    let samplesMs: [Double]
+
+    var medianMs: Double {
+        let s = samplesMs.sorted()
+        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    }
+    var minMs: Double { samplesMs.min() ?? 0 }
+    var maxMs: Double { samplesMs.max() ?? 0 }
+
+    /// Times `encode` (which records one run of the operation into the stream).
+    static func measure(_ device: Device, warmup: Int, iterations: Int, _ encode: (Stream) throws -> Void) throws -> Timing {
+        let stream = try device.makeStream()
+        for _ in 0..<warmup {
+            try encode(stream)
+            try stream.barrier()
+        }
+        try stream.synchronize()
+        var stamps = [try stream.timestamp()]
+        for _ in 0..<iterations {
+            try encode(stream)
+            try stream.barrier()
+            stamps.append(try stream.timestamp())
+        }
+        try stream.synchronize()
+        var samples: [Double] = []
+        for i in 1..<stamps.count {
+            samples.append(try stream.nanoseconds(from: stamps[i - 1], to: stamps[i]) / 1e6)
+        }
+        return Timing(samplesMs: samples)
+    }
+}
