@@ -23,11 +23,7 @@ struct Fill: ParsableCommand {
         let device = context.device
         let words = bytes / 4
         let buffer = try device.makeBuffer(of: UInt32.self, count: words)
-        let scratch = try device.makeBuffer(of: UInt32.self, count: words)
-        let copyTiming = try Timing.measure(device, warmup: measure.warmup, iterations: measure.iterations) { stream in
-            try stream.copy(from: scratch.whole, to: buffer.whole)
-        }
-        let copyGBps = 2 * Double(bytes) / (copyTiming.medianMs * 1e6)
+        let copyGBps = try CopyReference.gbps(context, bytes: bytes, warmup: measure.warmup, iterations: measure.iterations)
         var rng = SeededRandom.fresh()
         let config: [String: ConfigValue] = ["bytes": .int(bytes)]
         var rows: [ResultRow] = []
