@@ -13,7 +13,8 @@ struct TensorTests {
             let expected = dtype == .u32 ? values.map { abs($0) } : values
             let t = try device.makeTensor(expected, shape: [3, 5, 7], dtype: dtype)
             #expect(t.byteCount == 105 * dtype.byteSize)
-            #expect(try t.readFloats() == expected, "seed \(seed)")
+            let got = try t.readFloats()
+            #expect(got == expected, "seed \(seed) \(zip(got, expected).filter { $0.0 != $0.1 }.prefix(3))")
         }
     }
 

@@ -79,9 +79,9 @@ public struct Tensor: Sendable {
     public func readFloats() throws -> [Float] {
         switch dtype {
         case .f32: return try buffer.read(Float.self, count: elementCount, at: slice.offset)
-        case .f16: return try buffer.read(Float16.self, count: elementCount, at: slice.offset).map(Float.init)
-        case .i32: return try buffer.read(Int32.self, count: elementCount, at: slice.offset).map(Float.init)
-        case .u32: return try buffer.read(UInt32.self, count: elementCount, at: slice.offset).map(Float.init)
+        case .f16: return try buffer.read(Float16.self, count: elementCount, at: slice.offset).map { Float($0) }
+        case .i32: return try buffer.read(Int32.self, count: elementCount, at: slice.offset).map { Float($0) }
+        case .u32: return try buffer.read(UInt32.self, count: elementCount, at: slice.offset).map { Float($0) }
         }
     }
 
