@@ -1,0 +1,66 @@
+// Shared by the attention kernels: the push constants, the sequence geometry (dense or packed
+// variable-length) and the band mask. Include after the specialization constants VARLEN and
+// PACK_GQA and the cu_q / cu_k buffers are declared.
+#ifndef VKATTN_ATTENTION_PARAMS_GLSL
+#define VKATTN_ATTENTION_PARAMS_GLSL
+
+layout(push_constant) uniform Params {
+    uint batch;         // sequences
+    uint heads_q;       // Hq
+    uint heads_kv;      // Hkv
+    uint seq_q;         // dense: Sq; packed: longest query sequence
+    uint seq_k;         // dense: Sk; packed: longest key sequence
+    uint total_q;       // tokens of Q (packed LSE layout [Hq, total_q])
+    float scale_log2;   // softmax scale * log2(e)
+    float softcap;      // logit cap (natural units), used when SOFTCAP
+    int window_left;    // keys allowed down to diagonal - window_left; < 0: unbounded
+    int window_right;   // keys allowed up to diagonal + window_right; < 0: unbounded
+    uint split_keys;    // keys per split when SPLIT (a multiple of BC)
+    uint splits;        // splits of the key range (>= 1)
+    uint mask_block;    // block-mask block size (positions), when BLOCK_MASK
+    uint mask_rows;     // query blocks of the block mask
+} pc;
+
+const float LOG2E = 1.4426950408889634;
+const float LN2 = 0.6931471805599453;
+const float NEG_INF = -1.0 / 0.0;
+
+// Start token and length of sequence b (queries or keys).
+uint q_start(uint b) { return VARLEN ? uint(cu_q[b]) : b * pc.seq_q; }
+uint q_len(uint b)   { return VARLEN ? uint(cu_q[b + 1] - cu_q[b]) : pc.seq_q; }
+uint k_start(uint b) { return VARLEN ? uint(cu_k[b]) : b * pc.seq_k; }
+uint k_len(uint b)   { return VARLEN ? uint(cu_k[b + 1] - cu_k[b]) : pc.seq_k; }
+
+// Index of LSE (and of the backward's row sums D) for query i of sequence b, head h:
+// dense [B, Hq, Sq], packed [Hq, total_q].
+uint lse_index(uint b, uint h, uint i) {
+    return VARLEN ? h * pc.total_q + q_start(b) + i : (b * pc.heads_q + h) * pc.seq_q + i;
+}
+
+// Keys [lo, hi] (inclusive, possibly empty) that query i may see in a sequence of sq queries
+// and sk keys: the band around the bottom-right aligned diagonal, clipped to the sequence.
+ivec2 key_band(int i, int sq, int sk) {
+    int diagonal = i + sk - sq;
+    int lo = pc.window_left < 0 ? 0 : max(0, diagonal - pc.window_left);
+    int hi = pc.window_right < 0 ? sk - 1 : min(sk - 1, diagonal + pc.window_right);
+    return ivec2(lo, hi);
+}
+
+// Queries [lo, hi] that may see key j: the same band seen from the key side.
+ivec2 query_band(int j, int sq, int sk) {
+    int shift = sk - sq;  // query i sits on diagonal i + shift
+    int lo = pc.window_right < 0 ? 0 : max(0, j - shift - pc.window_right);
+    int hi = pc.window_left < 0 ? sq - 1 : min(sq - 1, j - shift + pc.window_left);
+    return ivec2(lo, hi);
+}
+
+// Logit in log2 units from a raw dot product q.k.
+float logit_log2(float dot_qk) {
+    if (SOFTCAP) {
+        float s = dot_qk * (pc.scale_log2 * LN2);
+        return pc.softcap * tanh(s / pc.softcap) * LOG2E;
+    }
+    return dot_qk * pc.scale_log2;
+}
+
+#endif

@@ -1,0 +1,134 @@
+/// How the tokens of Q, K, V (and O, dO, dQ, dK, dV) are laid out in memory.
+public enum AttentionLayout: Hashable, Sendable {
+    /// Q, O: [batch, Sq, Hq, D]; K, V: [batch, Sk, Hkv, D]; LSE: [batch, Hq, Sq].
+    case dense
+    /// Variable-length sequences packed back to back: Q, O: [totalQ, Hq, D];
+    /// K, V: [totalK, Hkv, D]; LSE: [Hq, totalQ]. Sequence b owns query tokens
+    /// `cuSeqlensQ[b] ..< cuSeqlensQ[b + 1]` and key tokens `cuSeqlensK[b] ..< cuSeqlensK[b + 1]`
+    /// (cumulative lengths, starting at 0; empty sequences allowed).
+    case packed(cuSeqlensQ: [Int32], cuSeqlensK: [Int32])
+}
+
+/// The shape of one attention problem, resolved from the operands and checked.
+struct AttentionGeometry: Hashable {
+    var batch: Int
+    var headsQ: Int
+    var headsKV: Int
+    var headDim: Int
+    /// Dense: the sequence lengths. Packed: the longest sequence.
+    var maxSq: Int
+    var maxSk: Int
+    var totalQ: Int
+    var totalK: Int
+    var dtype: DType
+    /// Packed layouts only: cumulative lengths (batch + 1 entries each).
+    var cuSeqlensQ: [Int32]?
+    var cuSeqlensK: [Int32]?
+
+    var isPacked: Bool { cuSeqlensQ != nil }
+    var groupSize: Int { headsQ / headsKV }
+
+    func sequence(_ b: Int) -> (qStart: Int, sq: Int, kStart: Int, sk: Int) {
+        if let cq = cuSeqlensQ, let ck = cuSeqlensK {
+            return (Int(cq[b]), Int(cq[b + 1] - cq[b]), Int(ck[b]), Int(ck[b + 1] - ck[b]))
+        }
+        return (b * maxSq, maxSq, b * maxSk, maxSk)
+    }
+
+    var qShape: [Int] { isPacked ? [totalQ, headsQ, headDim] : [batch, maxSq, headsQ, headDim] }
+    var kvShape: [Int] { isPacked ? [totalK, headsKV, headDim] : [batch, maxSk, headsKV, headDim] }
+    var lseShape: [Int] { isPacked ? [headsQ, totalQ] : [batch, headsQ, maxSq] }
+
+    /// Element offset of row (b, i, h) of a [*, S, H, D]-style tensor.
+    func qOffset(b: Int, i: Int, h: Int) -> Int { ((sequence(b).qStart + i) * headsQ + h) * headDim }
+    func kOffset(b: Int, j: Int, h: Int) -> Int { ((sequence(b).kStart + j) * headsKV + h) * headDim }
+    func lseOffset(b: Int, i: Int, h: Int) -> Int {
+        isPacked ? h * totalQ + sequence(b).qStart + i : (b * headsQ + h) * maxSq + i
+    }
+
+    static let supportedHeadDims = [32, 64, 96, 128, 256]
+
+    /// Checks Q, K, V and the layout; throws a `VkAttnError` naming `op` and the operand.
+    static func resolve(op: String, q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout) throws -> AttentionGeometry {
+        let device = q.device
+        for (name, t) in [("K", k), ("V", v)] where t.device !== device {
+            throw VkAttnError.deviceMismatch(op: op, operand: name)
+        }
+        guard q.dtype == .f32 || q.dtype == .f16 else {
+            throw VkAttnError.dtypeMismatch(op: op, operand: "Q", expected: "f32 or f16", actual: q.dtype.rawValue)
+        }
+        for (name, t) in [("K", k), ("V", v)] where t.dtype != q.dtype {
+            throw VkAttnError.dtypeMismatch(op: op, operand: name, expected: q.dtype.rawValue, actual: t.dtype.rawValue)
+        }
+        if q.dtype == .f16 && !(device.enabled.shaderFloat16 && device.enabled.storageBuffer16BitAccess) {
+            throw VkAttnError.unsupported(op: op, reason: "f16 needs shaderFloat16 and storageBuffer16BitAccess, which \(device.label) lacks")
+        }
+        let g = try resolve(op: op, qShape: q.shape, kShape: k.shape, vShape: v.shape, dtype: q.dtype, layout: layout)
+        for (name, t) in [("Q", q), ("K", k), ("V", v)] { try t.expectBindable(op: op, name) }
+        return g
+    }
+
+    /// Checks the shapes and the layout (no device involved).
+    static func resolve(op: String, qShape: [Int], kShape: [Int], vShape: [Int], dtype: DType, layout: AttentionLayout) throws -> AttentionGeometry {
+        let packed: Bool
+        switch layout {
+        case .dense: packed = false
+        case .packed: packed = true
+        }
+        let rank = packed ? 3 : 4
+        for (name, shape) in [("Q", qShape), ("K", kShape), ("V", vShape)] where shape.count != rank || shape.contains(where: { $0 <= 0 && !packed }) {
+            throw VkAttnError.shapeMismatch(op: op, operand: name, expected: packed ? "[tokens, heads, headDim]" : "[batch, seq, heads, headDim] (all positive)", actual: "\(shape)")
+        }
+        let d = qShape[rank - 1]
+        guard supportedHeadDims.contains(d) else {
+            throw VkAttnError.invalidValue(op: op, operand: "headDim", reason: "\(d) is not one of \(supportedHeadDims)")
+        }
+        let hq = qShape[rank - 2], hkv = kShape[rank - 2]
+        guard kShape[rank - 1] == d else {
+            throw VkAttnError.shapeMismatch(op: op, operand: "K", expected: "head dim \(d)", actual: "\(kShape)")
+        }
+        guard vShape == kShape else {
+            throw VkAttnError.shapeMismatch(op: op, operand: "V", expected: "\(kShape) (as K)", actual: "\(vShape)")
+        }
+        guard hkv > 0, hq > 0, hq % hkv == 0 else {
+            throw VkAttnError.invalidValue(op: op, operand: "heads", reason: "query heads \(hq) is not a multiple of key/value heads \(hkv)")
+        }
+        switch layout {
+        case .dense:
+            guard kShape[0] == qShape[0] else {
+                throw VkAttnError.shapeMismatch(op: op, operand: "K", expected: "batch \(qShape[0])", actual: "\(kShape)")
+            }
+            return AttentionGeometry(batch: qShape[0], headsQ: hq, headsKV: hkv, headDim: d, maxSq: qShape[1], maxSk: kShape[1],
+                                     totalQ: qShape[0] * qShape[1], totalK: kShape[0] * kShape[1], dtype: dtype)
+        case let .packed(cuQ, cuK):
+            try checkCumulative(op: op, "cuSeqlensQ", cuQ, total: qShape[0])
+            try checkCumulative(op: op, "cuSeqlensK", cuK, total: kShape[0])
+            guard cuQ.count == cuK.count else {
+                throw VkAttnError.invalidValue(op: op, operand: "cuSeqlensK", reason: "has \(cuK.count) entries, cuSeqlensQ has \(cuQ.count)")
+            }
+            guard qShape[0] > 0, kShape[0] > 0 else {
+                throw VkAttnError.shapeMismatch(op: op, operand: qShape[0] > 0 ? "K" : "Q", expected: "at least one token", actual: "\(qShape[0] > 0 ? kShape : qShape)")
+            }
+            let lengthsQ = zip(cuQ.dropFirst(), cuQ).map { Int($0 - $1) }
+            let lengthsK = zip(cuK.dropFirst(), cuK).map { Int($0 - $1) }
+            return AttentionGeometry(batch: cuQ.count - 1, headsQ: hq, headsKV: hkv, headDim: d,
+                                     maxSq: lengthsQ.max() ?? 0, maxSk: lengthsK.max() ?? 0,
+                                     totalQ: qShape[0], totalK: kShape[0], dtype: dtype, cuSeqlensQ: cuQ, cuSeqlensK: cuK)
+        }
+    }
+
+    static func checkCumulative(op: String, _ name: String, _ cu: [Int32], total: Int) throws {
+        guard cu.count >= 2 else {
+            throw VkAttnError.invalidValue(op: op, operand: name, reason: "needs batch + 1 >= 2 entries, got \(cu.count)")
+        }
+        guard cu[0] == 0 else {
+            throw VkAttnError.invalidValue(op: op, operand: name, reason: "must start at 0, got \(cu[0])")
+        }
+        for b in 1..<cu.count where cu[b] < cu[b - 1] {
+            throw VkAttnError.invalidValue(op: op, operand: name, reason: "decreases at index \(b) (\(cu[b - 1]) -> \(cu[b])): not monotonic")
+        }
+        guard Int(cu[cu.count - 1]) == total else {
+            throw VkAttnError.invalidValue(op: op, operand: name, reason: "ends at \(cu[cu.count - 1]) but the tensor has \(total) tokens")
+        }
+    }
+}

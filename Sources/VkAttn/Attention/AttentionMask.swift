@@ -1,0 +1,153 @@
+/// Which keys each query may attend, beyond the sequence bounds.
+///
+/// Positions are relative to each sequence. With `Sq` queries and `Sk` keys, query `i` is
+/// aligned with key `i + (Sk - Sq)` (bottom-right, as FlashAttention >= 2.1 does), so that the
+/// last query always sees the last key. Causal and sliding-window masks are a band around that
+/// diagonal; a block mask further restricts attention to listed key blocks. Masks compose.
+public struct AttentionMask: Hashable, Sendable {
+    /// Keys after the aligned diagonal are masked.
+    public var causal: Bool
+    /// Sliding window: keys more than `left` before / `right` after the aligned diagonal are
+    /// masked; nil means unbounded on that side.
+    public var windowLeft: Int?
+    public var windowRight: Int?
+    /// Block-sparse mask, or nil.
+    public var blocks: BlockMask?
+
+    public init(causal: Bool = false, windowLeft: Int? = nil, windowRight: Int? = nil, blocks: BlockMask? = nil) {
+        self.causal = causal
+        self.windowLeft = windowLeft
+        self.windowRight = windowRight
+        self.blocks = blocks
+    }
+
+    public static let none = AttentionMask()
+    public static let causal = AttentionMask(causal: true)
+
+    /// The band as the kernels see it: keys in `[diagonal - left, diagonal + right]`, -1 for
+    /// unbounded. Causal caps `right` at 0.
+    var band: (left: Int, right: Int) {
+        let left = windowLeft ?? -1
+        var right = windowRight ?? -1
+        if causal { right = right < 0 ? 0 : min(right, 0) }
+        return (left, right)
+    }
+
+    /// Whether query `i` (of `sq`) may attend key `j` (of `sk`).
+    public func allows(query i: Int, key j: Int, sq: Int, sk: Int) -> Bool {
+        guard j >= 0, j < sk else { return false }
+        let diagonal = i + sk - sq
+        let (left, right) = band
+        if left >= 0 && j < diagonal - left { return false }
+        if right >= 0 && j > diagonal + right { return false }
+        if let blocks, !blocks.allows(queryBlock: i / blocks.blockSize, keyBlock: j / blocks.blockSize) { return false }
+        return true
+    }
+
+    /// The fraction of (query, key) pairs kept for a `sq` x `sk` problem (for FLOP counts).
+    public func keptFraction(sq: Int, sk: Int) -> Double {
+        guard sq > 0, sk > 0 else { return 0 }
+        var kept = 0
+        for i in 0..<sq {
+            let diagonal = i + sk - sq
+            let (left, right) = band
+            var lo = 0, hi = sk - 1
+            if left >= 0 { lo = max(lo, diagonal - left) }
+            if right >= 0 { hi = min(hi, diagonal + right) }
+            guard lo <= hi else { continue }
+            if let blocks {
+                for j in lo...hi where blocks.allows(queryBlock: i / blocks.blockSize, keyBlock: j / blocks.blockSize) { kept += 1 }
+            } else {
+                kept += hi - lo + 1
+            }
+        }
+        return Double(kept) / (Double(sq) * Double(sk))
+    }
+}
+
+/// A block-sparse attention pattern in block-CSR form: query block `r` attends key blocks
+/// `columnIndices[rowOffsets[r] ..< rowOffsets[r + 1]]`. Blocks are `blockSize` x `blockSize`
+/// positions (16, 32, 64, 128 or 256), relative to each sequence.
+public struct BlockMask: Hashable, Sendable {
+    public let blockSize: Int
+    public let rowOffsets: [Int32]
+    public let columnIndices: [Int32]
+
+    public init(blockSize: Int, rowOffsets: [Int32], columnIndices: [Int32]) {
+        self.blockSize = blockSize
+        self.rowOffsets = rowOffsets
+        self.columnIndices = columnIndices
+    }
+
+    /// A mask from a dense predicate over (query block, key block).
+    public init(blockSize: Int, queryBlocks: Int, keyBlocks: Int, _ attends: (Int, Int) -> Bool) {
+        var offsets: [Int32] = [0]
+        var columns: [Int32] = []
+        for r in 0..<queryBlocks {
+            for c in 0..<keyBlocks where attends(r, c) { columns.append(Int32(c)) }
+            offsets.append(Int32(columns.count))
+            _ = r
+        }
+        self.init(blockSize: blockSize, rowOffsets: offsets, columnIndices: columns)
+    }
+
+    public var queryBlocks: Int { rowOffsets.count - 1 }
+
+    func allows(queryBlock r: Int, keyBlock c: Int) -> Bool {
+        guard r >= 0, r < queryBlocks else { return false }
+        let row = columnIndices[Int(rowOffsets[r])..<Int(rowOffsets[r + 1])]
+        return row.contains(Int32(c))
+    }
+
+    static let supportedBlockSizes = [16, 32, 64, 128, 256]
+
+    /// Checks the structure against a problem of `maxSq` x `maxSk` positions.
+    func validate(op: String, maxSq: Int, maxSk: Int) throws {
+        guard BlockMask.supportedBlockSizes.contains(blockSize) else {
+            throw VkAttnError.invalidValue(op: op, operand: "blockMask.blockSize", reason: "\(blockSize) is not one of \(BlockMask.supportedBlockSizes)")
+        }
+        let rows = (maxSq + blockSize - 1) / blockSize
+        let cols = (maxSk + blockSize - 1) / blockSize
+        guard rowOffsets.count == rows + 1 else {
+            throw VkAttnError.invalidValue(op: op, operand: "blockMask.rowOffsets", reason: "has \(rowOffsets.count) entries, expected \(rows + 1) (one per query block of \(blockSize) plus one)")
+        }
+        guard rowOffsets.first == 0 else {
+            throw VkAttnError.malformedSparse(op: op, row: 0, reason: "blockMask.rowOffsets must start at 0, got \(rowOffsets[0])")
+        }
+        for r in 0..<rows where rowOffsets[r + 1] < rowOffsets[r] {
+            throw VkAttnError.malformedSparse(op: op, row: r, reason: "blockMask.rowOffsets decrease (\(rowOffsets[r]) -> \(rowOffsets[r + 1]))")
+        }
+        guard Int(rowOffsets[rows]) == columnIndices.count else {
+            throw VkAttnError.malformedSparse(op: op, row: rows - 1, reason: "blockMask.rowOffsets end at \(rowOffsets[rows]) but there are \(columnIndices.count) column indices")
+        }
+        for r in 0..<rows {
+            var previous: Int32 = -1
+            for c in columnIndices[Int(rowOffsets[r])..<Int(rowOffsets[r + 1])] {
+                guard c >= 0, Int(c) < cols else {
+                    throw VkAttnError.malformedSparse(op: op, row: r, reason: "key block \(c) is outside [0, \(cols))")
+                }
+                guard c > previous else {
+                    throw VkAttnError.malformedSparse(op: op, row: r, reason: "key blocks must be strictly increasing (\(previous) then \(c))")
+                }
+                previous = c
+            }
+        }
+    }
+
+    /// The transpose: for each key block, the query blocks that attend it (the backward pass
+    /// walks key blocks).
+    func transposed(keyBlocks: Int) -> BlockMask {
+        var counts = [Int32](repeating: 0, count: keyBlocks + 1)
+        for c in columnIndices { counts[Int(c) + 1] += 1 }
+        for i in 0..<keyBlocks { counts[i + 1] += counts[i] }
+        var next = counts
+        var rows = [Int32](repeating: 0, count: columnIndices.count)
+        for r in 0..<queryBlocks {
+            for c in columnIndices[Int(rowOffsets[r])..<Int(rowOffsets[r + 1])] {
+                rows[Int(next[Int(c)])] = Int32(r)
+                next[Int(c)] += 1
+            }
+        }
+        return BlockMask(blockSize: blockSize, rowOffsets: counts, columnIndices: rows)
+    }
+}

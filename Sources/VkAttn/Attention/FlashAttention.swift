@@ -1,0 +1,97 @@
+import VulkanCompute
+import VkAttnShaders
+
+/// Exact attention that never materializes the Sq x Sk score matrix (FlashAttention-2), on
+/// any Vulkan device: forward -> (O, LSE), backward -> (dQ, dK, dV), decode (split-KV), merge.
+///
+/// Shapes (see `AttentionLayout`): dense Q, O [B, Sq, Hq, D]; K, V [B, Sk, Hkv, D];
+/// LSE [B, Hq, Sq] fp32, natural log. Packed variable-length: Q, O [totalQ, Hq, D];
+/// K, V [totalK, Hkv, D]; LSE [Hq, totalQ]. D in {32, 64, 96, 128, 256}; Hq a multiple of
+/// Hkv (MHA, GQA, MQA); f32 or f16 storage with fp32 accumulation.
+///
+/// The value is the configuration (mask, scale, softcap, output type); it is Hashable so it
+/// can key caches. Every input is checked before anything is dispatched; errors are
+/// `VkAttnError`s naming the op and the operand.
+public struct FlashAttention: Hashable, Sendable {
+    public var mask: AttentionMask
+    /// Softmax scale; nil means 1 / sqrt(D).
+    public var scale: Float?
+    /// Logit soft cap: logits become cap * tanh(logit / cap); nil means none.
+    public var softcap: Float?
+    /// Element type of O; nil means the input type. f16 inputs may ask for f32 outputs
+    /// (partials that are merged later should not be rounded).
+    public var outputDType: DType?
+
+    public init(mask: AttentionMask = .none, scale: Float? = nil, softcap: Float? = nil, outputDType: DType? = nil) {
+        self.mask = mask
+        self.scale = scale
+        self.softcap = softcap
+        self.outputDType = outputDType
+    }
+
+    /// The forward pass. Returns O (in `outputDType`) and LSE; rows that see no key get
+    /// O = 0 and LSE = -inf. `into` may supply the output tensors.
+    public func forward(q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout = .dense,
+                        into outputs: AttentionOutput? = nil, on stream: Stream) throws -> AttentionOutput {
+        let op = "attention.forward"
+        let g = try AttentionGeometry.resolve(op: op, q: q, k: k, v: v, layout: layout)
+        let (scale, softcap) = try checkOptions(op: op, g)
+        let device = stream.device
+        guard q.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "stream") }
+        let oType = try outputType(op: op, input: g.dtype)
+        let out = try outputs ?? AttentionOutput(
+            o: device.makeTensor(shape: g.qShape, dtype: oType),
+            lse: device.makeTensor(shape: g.lseShape, dtype: .f32), path: "")
+        try out.o.expect(op: op, "O", shape: g.qShape, dtype: oType, device: device)
+        try out.lse.expect(op: op, "LSE", shape: g.lseShape, dtype: .f32, device: device)
+        try out.o.expectBindable(op: op, "O")
+
+        let tiling = try AttentionTiling.choose(.forward, headDim: g.headDim, device: device, maxTile: mask.blocks?.blockSize)
+        let pack = g.groupSize > 1 && mask.blocks == nil
+        let launch = try AttentionLaunch(op: op, geometry: g, mask: mask, scale: scale, softcap: softcap,
+                                         tiling: tiling, packGQA: pack, device: device)
+        let kernel = try device.kernel(KernelDescriptor(
+            shader: Self.forwardShader(input: g.dtype, output: oType), bindings: 9,
+            pushConstantBytes: AttentionLaunch.pushConstantBytes,
+            specialization: launch.specialization(workgroupSize: tiling.workgroupSize)))
+        try stream.dispatch(kernel, bindings: [q.slice, k.slice, v.slice, out.o.slice, out.lse.slice,
+                                               launch.cuQ, launch.cuK, launch.maskOffsets, launch.maskColumns],
+                            push: launch.pushConstants,
+                            groups: (launch.rowTiles, pack ? g.headsKV : g.headsQ, g.batch))
+        return AttentionOutput(o: out.o, lse: out.lse, path: Self.path(g, tiling: tiling, pack: pack))
+    }
+
+    func outputType(op: String, input: DType) throws -> DType {
+        let o = outputDType ?? input
+        guard o == input || (input == .f16 && o == .f32) else {
+            throw VkAttnError.dtypeMismatch(op: op, operand: "outputDType", expected: input == .f16 ? "f16 or f32" : "f32", actual: o.rawValue)
+        }
+        return o
+    }
+
+    static func forwardShader(input: DType, output: DType) -> ShaderSource {
+        switch (input, output) {
+        case (.f16, .f16): return Shaders.attentionForwardF16
+        case (.f16, _): return Shaders.attentionForwardF16o32
+        default: return Shaders.attentionForwardF32
+        }
+    }
+
+    static func path(_ g: AttentionGeometry, tiling: AttentionTiling, pack: Bool) -> String {
+        "scalar-\(g.dtype) Br\(tiling.br) Bc\(tiling.bc) tpr\(tiling.threadsPerRow)" + (pack ? " packGQA" : "")
+    }
+}
+
+/// The result of a forward pass: O and LSE, and which kernel variant produced them.
+public struct AttentionOutput: Sendable {
+    public let o: Tensor
+    public let lse: Tensor
+    /// The kernel variant (e.g. `scalar-f32 Br32 Bc32 tpr8`), reported by the bench.
+    public let path: String
+
+    public init(o: Tensor, lse: Tensor, path: String = "") {
+        self.o = o
+        self.lse = lse
+        self.path = path
+    }
+}

@@ -1,0 +1,113 @@
+import Testing
+import VkAttn
+import TestSupport
+
+/// One random attention problem: host data (rounded to the storage type, so the reference
+/// sees exactly what the GPU reads), shapes and layout.
+struct AttentionCase: CustomStringConvertible {
+    var seed: UInt64
+    var qShape: [Int]
+    var kShape: [Int]
+    var layout: AttentionLayout = .dense
+    var dtype: DType = .f32
+    var attention = FlashAttention()
+    var q: [Float] = []
+    var k: [Float] = []
+    var v: [Float] = []
+    var dO: [Float] = []
+
+    init(seed: UInt64, batch: Int = 1, sq: Int, sk: Int, headsQ: Int = 2, headsKV: Int? = nil, headDim: Int = 32,
+         dtype: DType = .f32, attention: FlashAttention = FlashAttention()) {
+        self.init(seed: seed, qShape: [batch, sq, headsQ, headDim], kShape: [batch, sk, headsKV ?? headsQ, headDim],
+                  layout: .dense, dtype: dtype, attention: attention)
+    }
+
+    /// Packed variable-length sequences with the given lengths.
+    init(seed: UInt64, packedQ: [Int], packedK: [Int], headsQ: Int = 2, headsKV: Int? = nil, headDim: Int = 32,
+         dtype: DType = .f32, attention: FlashAttention = FlashAttention()) {
+        func cumulative(_ lengths: [Int]) -> [Int32] { lengths.reduce(into: [Int32(0)]) { $0.append($0.last! + Int32($1)) } }
+        let cq = cumulative(packedQ), ck = cumulative(packedK)
+        self.init(seed: seed, qShape: [Int(cq.last!), headsQ, headDim], kShape: [Int(ck.last!), headsKV ?? headsQ, headDim],
+                  layout: .packed(cuSeqlensQ: cq, cuSeqlensK: ck), dtype: dtype, attention: attention)
+    }
+
+    init(seed: UInt64, qShape: [Int], kShape: [Int], layout: AttentionLayout, dtype: DType, attention: FlashAttention) {
+        self.seed = seed
+        self.qShape = qShape
+        self.kShape = kShape
+        self.layout = layout
+        self.dtype = dtype
+        self.attention = attention
+        var rng = SeededRandom(seed: seed)
+        let round: (Float) -> Float = dtype == .f16 ? { Float(Float16($0)) } : { $0 }
+        q = rng.floats(qShape.reduce(1, *), in: -1...1).map(round)
+        k = rng.floats(kShape.reduce(1, *), in: -1...1).map(round)
+        v = rng.floats(kShape.reduce(1, *), in: -1...1).map(round)
+        dO = rng.floats(qShape.reduce(1, *), in: -1...1).map(round)
+    }
+
+    var description: String { "q\(qShape) k\(kShape) \(dtype) \(layout) \(attention) seed \(seed)" }
+
+    var problem: AttentionReference.Problem {
+        get throws { try AttentionReference.Problem(qShape: qShape, kShape: kShape, layout: layout, attention: attention) }
+    }
+
+    /// Relative error bound of the whole output (||out - ref|| / ||ref||) for this case's type.
+    var tolerance: Double { dtype == .f16 ? 2e-3 : 1e-5 }
+
+    func tensors(_ device: Device) throws -> (q: Tensor, k: Tensor, v: Tensor) {
+        (try device.makeTensor(q, shape: qShape, dtype: dtype),
+         try device.makeTensor(k, shape: kShape, dtype: dtype),
+         try device.makeTensor(v, shape: kShape, dtype: dtype))
+    }
+}
+
+/// ||a - b|| / ||b||; NaN anywhere, or a mismatch in where the infinities are, is infinite.
+func relativeError(_ a: [Float], _ b: [Double]) -> Double {
+    precondition(a.count == b.count)
+    var num = 0.0, den = 0.0
+    for (x, y) in zip(a, b) {
+        if x.isNaN || y.isNaN { return .infinity }
+        if y.isInfinite || x.isInfinite {
+            if Double(x) != y { return .infinity }
+            continue
+        }
+        num += (Double(x) - y) * (Double(x) - y)
+        den += y * y
+    }
+    return den == 0 ? (num == 0 ? 0 : .infinity) : (num / den).squareRoot()
+}
+
+/// Poisons a tensor with NaN so that an element the kernel forgot to write is caught.
+func poison(_ tensor: Tensor, _ device: Device) throws {
+    let stream = try device.makeStream()
+    try stream.fill(tensor.slice, word: tensor.dtype == .f16 ? 0x7E00_7E00 : Float.nan.bitPattern)
+    try stream.synchronize()
+}
+
+/// Runs the forward on the GPU (into NaN-poisoned outputs) and compares O and LSE with the
+/// reference; returns the errors.
+@discardableResult
+func checkForward(_ c: AttentionCase, _ device: Device, sourceLocation: SourceLocation = #_sourceLocation) throws -> (o: Double, lse: Double) {
+    let (q, k, v) = try c.tensors(device)
+    let problem = try c.problem
+    let oType = c.attention.outputDType ?? c.dtype
+    let o = try device.makeTensor(shape: c.qShape, dtype: oType)
+    let lseShape: [Int]
+    switch c.layout {
+    case .dense: lseShape = [c.qShape[0], c.qShape[2], c.qShape[1]]
+    case .packed: lseShape = [c.qShape[1], c.qShape[0]]
+    }
+    let lse = try device.makeTensor(shape: lseShape, dtype: .f32)
+    try poison(o, device)
+    try poison(lse, device)
+    let stream = try device.makeStream()
+    _ = try c.attention.forward(q: q, k: k, v: v, layout: c.layout, into: AttentionOutput(o: o, lse: lse), on: stream)
+    try stream.synchronize()
+    let ref = AttentionReference.forward(problem, q: c.q, k: c.k, v: c.v)
+    let errO = relativeError(try o.readFloats(), ref.o)
+    let errL = relativeError(try lse.readFloats(), ref.lse)
+    #expect(errO <= (oType == .f16 ? 2e-3 : c.tolerance), "O error \(errO): \(c)", sourceLocation: sourceLocation)
+    #expect(errL <= 1e-5, "LSE error \(errL): \(c)", sourceLocation: sourceLocation)
+    return (errO, errL)
+}
