@@ -62,8 +62,10 @@ struct AttentionCase: CustomStringConvertible {
     }
 }
 
-/// ||a - b|| / ||b||; NaN anywhere, or a mismatch in where the infinities are, is infinite.
-func relativeError(_ a: [Float], _ b: [Double]) -> Double {
+/// ||a - b|| / max(||b||, floor * sqrt(n)); NaN anywhere, or a mismatch in where the
+/// infinities are, is infinite. The floor keeps all-but-zero references (a gradient that
+/// cancels exactly, like dQ of a single key) from turning rounding noise into a huge ratio.
+func relativeError(_ a: [Float], _ b: [Double], floor: Double = 1e-3) -> Double {
     precondition(a.count == b.count)
     var num = 0.0, den = 0.0
     for (x, y) in zip(a, b) {
@@ -75,7 +77,7 @@ func relativeError(_ a: [Float], _ b: [Double]) -> Double {
         num += (Double(x) - y) * (Double(x) - y)
         den += y * y
     }
-    return den == 0 ? (num == 0 ? 0 : .infinity) : (num / den).squareRoot()
+    return (num / max(den, floor * floor * Double(a.count))).squareRoot()
 }
 
 /// Poisons a tensor with NaN so that an element the kernel forgot to write is caught.
@@ -110,4 +112,33 @@ func checkForward(_ c: AttentionCase, _ device: Device, sourceLocation: SourceLo
     #expect(errO <= (oType == .f16 ? 2e-3 : c.tolerance), "O error \(errO): \(c)", sourceLocation: sourceLocation)
     #expect(errL <= 1e-5, "LSE error \(errL): \(c)", sourceLocation: sourceLocation)
     return (errO, errL)
+}
+
+/// Runs forward then backward on the GPU (gradients into NaN-poisoned tensors) and compares
+/// dQ, dK, dV with the fp64 reference; returns the gradients for further checks.
+@discardableResult
+func checkBackward(_ c: AttentionCase, _ device: Device, gradientDType: DType? = nil,
+                   sourceLocation: SourceLocation = #_sourceLocation) throws -> [[Float]] {
+    let (q, k, v) = try c.tensors(device)
+    let problem = try c.problem
+    let dO = try device.makeTensor(c.dO, shape: c.qShape, dtype: c.dtype)
+    let gType = gradientDType ?? c.dtype
+    let grads = AttentionGradients(dq: try device.makeTensor(shape: c.qShape, dtype: gType),
+                                   dk: try device.makeTensor(shape: c.kShape, dtype: gType),
+                                   dv: try device.makeTensor(shape: c.kShape, dtype: gType))
+    for t in [grads.dq, grads.dk, grads.dv] { try poison(t, device) }
+    let stream = try device.makeStream()
+    let out = try c.attention.forward(q: q, k: k, v: v, layout: c.layout, on: stream)
+    try stream.barrier()
+    _ = try c.attention.backward(q: q, k: k, v: v, o: out.o, lse: out.lse, dO: dO, layout: c.layout,
+                                 gradientDType: gradientDType, into: grads, on: stream)
+    try stream.synchronize()
+    let ref = AttentionReference.backward(problem, q: c.q, k: c.k, v: c.v, dO: c.dO)
+    let got = [try grads.dq.readFloats(), try grads.dk.readFloats(), try grads.dv.readFloats()]
+    let bound = c.dtype == .f16 ? 2e-3 : 1e-5
+    for (name, gpu, cpu) in [("dQ", got[0], ref.dq), ("dK", got[1], ref.dk), ("dV", got[2], ref.dv)] {
+        let err = relativeError(gpu, cpu, floor: 1e-2)
+        #expect(err <= bound, "\(name) error \(err): \(c)", sourceLocation: sourceLocation)
+    }
+    return got
 }

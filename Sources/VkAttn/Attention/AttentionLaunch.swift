@@ -37,18 +37,21 @@ struct AttentionLaunch {
         maskColumns = try blockMask.flatMap { $0.columnIndices.isEmpty ? nil : try device.makeBuffer($0.columnIndices).whole } ?? dummy
         self.maskRows = blockMask?.queryBlocks ?? 0
 
-        // Every grid dimension must fit the device.
-        let limits = device.capabilities.maxWorkgroupCount
-        let needed = [rowTiles, packGQA ? g.headsKV : g.headsQ, g.batch * splits]
-        for axis in 0..<3 where needed[axis] > limits[axis] {
-            throw VkAttnError.unsupported(op: op, reason: "\(needed[axis]) workgroups on axis \(axis) exceed the device's \(limits[axis]); split the batch or sequence")
-        }
+        try AttentionLaunch.checkGrid(op: op, [rowTiles, packGQA ? g.headsKV : g.headsQ, g.batch * splits], device: device)
         for value in [g.totalQ * g.headsQ * g.headDim * splits, g.totalK * g.headsKV * g.headDim] where value >= Int(UInt32.max) {
             throw VkAttnError.tooLarge(op: op, operand: "tensor", bytes: value, limit: Int(UInt32.max))
         }
     }
 
     private let maskRows: Int
+
+    /// Throws unless a grid of `groups` workgroups fits the device.
+    static func checkGrid(op: String, _ groups: [Int], device: Device) throws {
+        let limits = device.capabilities.maxWorkgroupCount
+        for axis in 0..<3 where groups[axis] > limits[axis] {
+            throw VkAttnError.unsupported(op: op, reason: "\(groups[axis]) workgroups on axis \(axis) exceed the device's \(limits[axis]); split the batch or sequence")
+        }
+    }
 
     /// Query-row tiles along x (rows are (query, head-in-group) pairs when packing GQA).
     var rowTiles: Int {

@@ -26,10 +26,15 @@ public struct AttentionTiling: Hashable, Sendable, CustomStringConvertible {
         4 * (br * (d + 1) + bc * (d + 1) + br * (bc + 1))
     }
 
-    /// Shared memory of both backward kernels: Q and dO tiles (br x (D+1) each), K and V tiles
-    /// (bc x (D+1) each), P or dS (br x (bc+1)), LSE and D rows (br each); fp32.
-    static func backwardSharedBytes(br: Int, bc: Int, d: Int) -> Int {
+    /// Shared memory of the dQ kernel: Q and dO tiles (br x (D+1) each), K and V tiles
+    /// (bc x (D+1) each), dS (br x (bc+1)), LSE and Delta (br each); fp32.
+    static func dqSharedBytes(br: Int, bc: Int, d: Int) -> Int {
         4 * (2 * br * (d + 1) + 2 * bc * (d + 1) + br * (bc + 1) + 2 * br)
+    }
+
+    /// Shared memory of the dK/dV kernel: as dQ plus the P tile (br x (bc+1)).
+    static func dkdvSharedBytes(br: Int, bc: Int, d: Int) -> Int {
+        dqSharedBytes(br: br, bc: bc, d: d) + 4 * br * (bc + 1)
     }
 
     static func threadsPerRow(_ device: Device) -> Int {
@@ -38,21 +43,30 @@ public struct AttentionTiling: Hashable, Sendable, CustomStringConvertible {
         return t
     }
 
-    /// The largest tiles (preferring more rows, then more keys) that fit the device.
+    /// The largest tiles (preferring more lanes per row, then more rows, then more keys) that
+    /// fit the device: its shared memory, its workgroup limits and its subgroup size.
     static func choose(_ kind: Kind, headDim d: Int, device: Device, maxTile: Int? = nil) throws -> AttentionTiling {
         let caps = device.capabilities
-        let tpr = threadsPerRow(device)
         let candidates: [(Int, Int)] = kind == .dkdv
-            ? [(16, 32), (16, 16), (8, 16), (8, 8), (4, 8), (4, 4)]
-            : [(32, 64), (32, 32), (16, 64), (16, 32), (16, 16), (8, 32), (8, 16), (8, 8), (4, 8), (4, 4)]
-        for (br, bc) in candidates {
-            if let maxTile, br > maxTile || bc > maxTile { continue }
-            let rowsPerGroup = kind == .dkdv ? bc : br
-            let smem = kind == .forward ? forwardSharedBytes(br: br, bc: bc, d: d) : backwardSharedBytes(br: br, bc: bc, d: d)
-            guard smem <= caps.maxComputeSharedMemoryBytes,
-                  rowsPerGroup * tpr <= min(caps.maxWorkgroupInvocations, caps.maxWorkgroupSize[0], 256),
-                  bc % tpr == 0, br % tpr == 0 || kind != .dkdv, d % tpr == 0 else { continue }
-            return AttentionTiling(br: br, bc: bc, threadsPerRow: tpr, sharedBytes: smem, kind: kind)
+            ? [(16, 32), (16, 16), (8, 16), (8, 8), (4, 8), (4, 4), (2, 4), (2, 2)]
+            : [(32, 64), (32, 32), (16, 64), (16, 32), (16, 16), (8, 32), (8, 16), (8, 8), (8, 4), (4, 4), (4, 2), (2, 2)]
+        var tpr = threadsPerRow(device)
+        while tpr >= 1 {
+            for (br, bc) in candidates {
+                if let maxTile, br > maxTile || bc > maxTile { continue }
+                let rowsPerGroup = kind == .dkdv ? bc : br
+                let smem: Int
+                switch kind {
+                case .forward: smem = forwardSharedBytes(br: br, bc: bc, d: d)
+                case .dq: smem = dqSharedBytes(br: br, bc: bc, d: d)
+                case .dkdv: smem = dkdvSharedBytes(br: br, bc: bc, d: d)
+                }
+                guard smem <= caps.maxComputeSharedMemoryBytes,
+                      rowsPerGroup * tpr <= min(caps.maxWorkgroupInvocations, caps.maxWorkgroupSize[0], 256),
+                      kind == .dkdv ? br % tpr == 0 : bc % tpr == 0, d % tpr == 0 else { continue }
+                return AttentionTiling(br: br, bc: bc, threadsPerRow: tpr, sharedBytes: smem, kind: kind)
+            }
+            tpr /= 2
         }
         throw VkAttnError.unsupported(op: "attention", reason: "no tile of head dim \(d) fits \(caps.maxComputeSharedMemoryBytes) bytes of shared memory on \(device.label)")
     }

@@ -1,0 +1,118 @@
+import VulkanCompute
+import VkAttnShaders
+
+/// dQ, dK, dV of a backward pass, and the kernel variants that produced them.
+public struct AttentionGradients: Sendable {
+    /// Shaped as Q.
+    public let dq: Tensor
+    /// Shaped as K (summed over the query heads of each group).
+    public let dk: Tensor
+    /// Shaped as V (summed over the query heads of each group).
+    public let dv: Tensor
+    public let path: String
+
+    public init(dq: Tensor, dk: Tensor, dv: Tensor, path: String = "") {
+        self.dq = dq
+        self.dk = dk
+        self.dv = dv
+        self.path = path
+    }
+}
+
+extension FlashAttention {
+    /// The backward pass (FlashAttention-2 with recomputation): gradients of a loss with
+    /// respect to Q, K, V given dO, from the forward's O and LSE (same mask, scale, softcap).
+    /// Three dispatches: Delta = rowsum(dO * O), then dQ (per query tile) and dK/dV (per key
+    /// tile, summing a GQA group's heads) independently. No atomics: results are identical
+    /// run to run.
+    ///
+    /// dO has Q's shape and dtype; O has Q's shape (the input dtype, or f32 for f16 inputs);
+    /// LSE is f32 in the LSE layout. Gradients are in `gradientDType` (nil: the input dtype;
+    /// f16 inputs may ask for f32).
+    public func backward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, dO: Tensor,
+                         layout: AttentionLayout = .dense, gradientDType: DType? = nil,
+                         into outputs: AttentionGradients? = nil, on stream: Stream) throws -> AttentionGradients {
+        let op = "attention.backward"
+        let g = try AttentionGeometry.resolve(op: op, q: q, k: k, v: v, layout: layout)
+        let (scale, softcap) = try checkOptions(op: op, g)
+        let device = stream.device
+        guard q.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "stream") }
+        try dO.expect(op: op, "dO", shape: g.qShape, dtype: g.dtype, device: device)
+        try o.expect(op: op, "O", shape: g.qShape, device: device)
+        guard o.dtype == g.dtype || (g.dtype == .f16 && o.dtype == .f32) else {
+            throw VkAttnError.dtypeMismatch(op: op, operand: "O", expected: g.dtype == .f16 ? "f16 or f32" : "f32", actual: o.dtype.rawValue)
+        }
+        try lse.expect(op: op, "LSE", shape: g.lseShape, dtype: .f32, device: device)
+        let gType = try FlashAttention(outputDType: gradientDType).outputType(op: op, input: g.dtype)
+        let grads = try outputs ?? AttentionGradients(
+            dq: device.makeTensor(shape: g.qShape, dtype: gType),
+            dk: device.makeTensor(shape: g.kvShape, dtype: gType),
+            dv: device.makeTensor(shape: g.kvShape, dtype: gType))
+        try grads.dq.expect(op: op, "dQ", shape: g.qShape, dtype: gType, device: device)
+        try grads.dk.expect(op: op, "dK", shape: g.kvShape, dtype: gType, device: device)
+        try grads.dv.expect(op: op, "dV", shape: g.kvShape, dtype: gType, device: device)
+        for (name, t) in [("O", o), ("dO", dO), ("dQ", grads.dq), ("dK", grads.dk), ("dV", grads.dv)] {
+            try t.expectBindable(op: op, name)
+        }
+        let delta = try device.makeTensor(shape: g.lseShape, dtype: .f32)
+
+        let blocks = mask.blocks
+        let dqTiling = try AttentionTiling.choose(.dq, headDim: g.headDim, device: device, maxTile: blocks?.blockSize)
+        let dkdvTiling = try AttentionTiling.choose(.dkdv, headDim: g.headDim, device: device, maxTile: blocks?.blockSize)
+        let dqLaunch = try AttentionLaunch(op: op, geometry: g, mask: mask, scale: scale, softcap: softcap,
+                                           tiling: dqTiling, packGQA: false, device: device)
+        let keyBlocks = blocks.map { (g.maxSk + $0.blockSize - 1) / $0.blockSize } ?? 0
+        let dkdvLaunch = try AttentionLaunch(op: op, geometry: g, mask: mask, scale: scale, softcap: softcap,
+                                             tiling: dkdvTiling, packGQA: false,
+                                             blocks: blocks?.transposed(keyBlocks: keyBlocks), device: device)
+        let keyTiles = max(1, (g.maxSk + dkdvTiling.bc - 1) / dkdvTiling.bc)
+        try AttentionLaunch.checkGrid(op: op, [keyTiles, g.headsKV, g.batch], device: device)
+
+        // Delta = rowsum(dO * O), in the LSE layout.
+        let tpr = dqTiling.threadsPerRow
+        let rowsumGroup = min(256, device.capabilities.maxWorkgroupInvocations) / tpr * tpr
+        let rows = g.totalQ * g.headsQ
+        let groups = (rows + rowsumGroup / tpr - 1) / (rowsumGroup / tpr)
+        let gx = min(groups, device.capabilities.maxWorkgroupCount[0])
+        let rowsum = try device.kernel(KernelDescriptor(
+            shader: Self.rowsumShader(dO: g.dtype, o: o.dtype), bindings: 5,
+            pushConstantBytes: AttentionLaunch.pushConstantBytes,
+            specialization: [0: .int(rowsumGroup), 1: .int(g.headDim), 4: .int(tpr), 5: .bool(g.isPacked)]))
+        try stream.dispatch(rowsum, bindings: [dO.slice, o.slice, delta.slice, dqLaunch.cuQ, dqLaunch.cuK],
+                            push: dqLaunch.pushConstants, groups: (gx, (groups + gx - 1) / gx, 1))
+        try stream.barrier()
+
+        let variant = Self.backwardVariant(input: g.dtype, output: gType)
+        let dqKernel = try device.kernel(KernelDescriptor(
+            shader: variant.dq, bindings: 11, pushConstantBytes: AttentionLaunch.pushConstantBytes,
+            specialization: dqLaunch.specialization(workgroupSize: dqTiling.workgroupSize)))
+        try stream.dispatch(dqKernel, bindings: [q.slice, k.slice, v.slice, dO.slice, lse.slice, delta.slice, grads.dq.slice,
+                                                 dqLaunch.cuQ, dqLaunch.cuK, dqLaunch.maskOffsets, dqLaunch.maskColumns],
+                            push: dqLaunch.pushConstants, groups: (dqLaunch.rowTiles, g.headsQ, g.batch))
+        let dkdvKernel = try device.kernel(KernelDescriptor(
+            shader: variant.dkdv, bindings: 12, pushConstantBytes: AttentionLaunch.pushConstantBytes,
+            specialization: dkdvLaunch.specialization(workgroupSize: dkdvTiling.workgroupSize)))
+        try stream.dispatch(dkdvKernel, bindings: [q.slice, k.slice, v.slice, dO.slice, lse.slice, delta.slice,
+                                                   grads.dk.slice, grads.dv.slice, dkdvLaunch.cuQ, dkdvLaunch.cuK,
+                                                   dkdvLaunch.maskOffsets, dkdvLaunch.maskColumns],
+                            push: dkdvLaunch.pushConstants, groups: (keyTiles, g.headsKV, g.batch))
+        let path = "scalar-\(g.dtype) dQ Br\(dqTiling.br) Bc\(dqTiling.bc), dKdV Br\(dkdvTiling.br) Bc\(dkdvTiling.bc)"
+        return AttentionGradients(dq: grads.dq, dk: grads.dk, dv: grads.dv, path: path)
+    }
+
+    static func rowsumShader(dO: DType, o: DType) -> ShaderSource {
+        switch (dO, o) {
+        case (.f16, .f16): return Shaders.attentionBackwardRowsumF16
+        case (.f16, _): return Shaders.attentionBackwardRowsumF16o32
+        default: return Shaders.attentionBackwardRowsumF32
+        }
+    }
+
+    static func backwardVariant(input: DType, output: DType) -> (dq: ShaderSource, dkdv: ShaderSource) {
+        switch (input, output) {
+        case (.f16, .f16): return (Shaders.attentionBackwardDqF16, Shaders.attentionBackwardDkdvF16)
+        case (.f16, _): return (Shaders.attentionBackwardDqF16o32, Shaders.attentionBackwardDkdvF16o32)
+        default: return (Shaders.attentionBackwardDqF32, Shaders.attentionBackwardDkdvF32)
+        }
+    }
+}
