@@ -1,0 +1,71 @@
+import VulkanCompute
+import VkAttnShaders
+
+/// Combines partial attention results computed over disjoint key sets of the same queries
+/// into the exact result: LSE = log(sum exp(LSE_s)), O = sum exp(LSE_s - LSE) O_s. Used by
+/// split-KV decode and by schedulers that split keys across devices (ring attention).
+///
+/// Partials are fp32, stacked along a leading split dimension: O_s [S, B, Sq, H, D] (dense)
+/// or [S, totalQ, H, D] (packed), LSE_s [S, B, H, Sq] or [S, H, totalQ]. The result has the
+/// shapes without the leading dimension; O may be f32 or f16. A row no partial saw (all
+/// LSE_s = -inf) gets O = 0 and LSE = -inf.
+public enum AttentionMerge {
+    public static func merge(partialO: Tensor, partialLSE: Tensor, into o: Tensor, lse: Tensor, on stream: Stream) throws {
+        let op = "attention.merge"
+        let device = stream.device
+        for (name, t) in [("partialO", partialO), ("partialLSE", partialLSE), ("O", o), ("LSE", lse)] where t.device !== device {
+            throw VkAttnError.deviceMismatch(op: op, operand: name)
+        }
+        guard partialO.dtype == .f32 else {
+            throw VkAttnError.dtypeMismatch(op: op, operand: "partialO", expected: "f32", actual: partialO.dtype.rawValue)
+        }
+        guard partialO.shape.count == 5 || partialO.shape.count == 4 else {
+            throw VkAttnError.shapeMismatch(op: op, operand: "partialO", expected: "[splits, batch, seq, heads, headDim] or [splits, tokens, heads, headDim]", actual: "\(partialO.shape)")
+        }
+        let packed = partialO.shape.count == 4
+        let splits = partialO.shape[0]
+        let oShape = Array(partialO.shape.dropFirst())
+        let d = oShape[oShape.count - 1], heads = oShape[oShape.count - 2]
+        guard AttentionGeometry.supportedHeadDims.contains(d) else {
+            throw VkAttnError.invalidValue(op: op, operand: "headDim", reason: "\(d) is not one of \(AttentionGeometry.supportedHeadDims)")
+        }
+        let seq = packed ? oShape[0] : oShape[1]
+        let lseShape = packed ? [heads, oShape[0]] : [oShape[0], heads, seq]
+        try partialLSE.expect(op: op, "partialLSE", shape: [splits] + lseShape, dtype: .f32)
+        try o.expect(op: op, "O", shape: oShape)
+        guard o.dtype == .f32 || o.dtype == .f16 else {
+            throw VkAttnError.dtypeMismatch(op: op, operand: "O", expected: "f32 or f16", actual: o.dtype.rawValue)
+        }
+        try lse.expect(op: op, "LSE", shape: lseShape, dtype: .f32)
+        for (name, t) in [("partialO", partialO), ("partialLSE", partialLSE), ("O", o), ("LSE", lse)] {
+            try t.expectBindable(op: op, name)
+        }
+        let totalQ = packed ? oShape[0] : oShape[0] * oShape[1]
+        try encode(stream, partialO: partialO.slice, partialLSE: partialLSE.slice, o: o, lse: lse, splits: splits,
+                   headDim: d, heads: heads, seqQ: packed ? totalQ : seq, totalQ: totalQ, packed: packed)
+    }
+
+    static func encode(_ stream: Stream, partialO: BufferSlice, partialLSE: BufferSlice, o: Tensor, lse: Tensor,
+                       splits: Int, headDim d: Int, heads: Int, seqQ: Int, totalQ: Int, packed: Bool) throws {
+        let device = stream.device
+        let tpr = AttentionTiling.threadsPerRow(device)
+        let group = min(256, device.capabilities.maxWorkgroupInvocations) / tpr * tpr
+        let rows = totalQ * heads
+        let groups = (rows + group / tpr - 1) / (group / tpr)
+        let gx = min(groups, device.capabilities.maxWorkgroupCount[0])
+        var push = PushConstants()
+        for word in [UInt32(1), UInt32(heads), UInt32(heads), UInt32(seqQ), 0, UInt32(totalQ)] { push.append(word) }
+        push.append(Float(0))
+        push.append(Float(0))
+        push.append(Int32(-1))
+        push.append(Int32(-1))
+        for word in [UInt32(0), UInt32(splits), 0, 0] { push.append(word) }
+        let kernel = try device.kernel(KernelDescriptor(
+            shader: o.dtype == .f16 ? Shaders.attentionMergeF16 : Shaders.attentionMergeF32, bindings: 6,
+            pushConstantBytes: AttentionLaunch.pushConstantBytes,
+            specialization: [0: .int(group), 1: .int(d), 4: .int(tpr), 5: .bool(packed)]))
+        let dummy = try device.makeBuffer([Int32(0), 0, 0, 0]).whole
+        try stream.dispatch(kernel, bindings: [partialO, partialLSE, o.slice, lse.slice, dummy, dummy],
+                            push: push, groups: (gx, (groups + gx - 1) / gx, 1))
+    }
+}
