@@ -8,12 +8,21 @@
 // running max m, the running sum l and the output accumulator (online softmax, log2 domain).
 // It writes O = acc / l and LSE = ln(sum exp(logits)) (natural log, fp32).
 //
-// Invocation (r, t) = (row r of the tile, lane t of TPR lanes per row): it scores keys
-// t, t + TPR, ... of each tile and accumulates output dims t, t + TPR, ...; row reductions
-// are subgroup shuffles over the TPR lanes. Tiles outside the mask's band (causal, window),
-// the split's key range (decode) or the listed key blocks (block mask) are never loaded.
-// With SPLIT, each of `splits` workgroups per row block covers `split_keys` keys and writes
-// fp32 partials (O_s, LSE_s) at split-major offsets, merged by attention/merge.comp.
+// Each of the NS = WG / SG subgroups owns RM = BR / NS rows for the whole kernel. Tiles live in
+// shared memory as rows of vec4 (one vec4 load feeds four multiply-adds: on CPU devices such
+// as lavapipe a shared-memory load costs about as much per element as several FMAs, and on
+// GPUs 128-bit loads are cheapest). Per key tile:
+//   S = Q K^T   lanes split into KL lanes along keys (each CN = BC / KL keys) and SG / KL along
+//               rows (each RS rows); row max and sum reduce over the KL lanes of a row;
+//   O += P V    lanes split into QL lanes along dim quads (each QZ quads) and SG / QL along
+//               rows (each RZ rows).
+// With SEPARATE_KV the K and V tiles have their own buffers (two barriers per tile);
+// otherwise V overwrites K once the scores are done (four barriers, less shared memory).
+// Tiles outside the mask's band (causal, window), the split's key range (decode) or the
+// listed key blocks (block mask) are never loaded. With SPLIT, each of `splits` workgroups
+// per row block covers `split_keys` keys and writes fp32 partials (O_s, LSE_s) at
+// split-major offsets, merged by attention/merge.comp.
+#extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
 #ifdef USE_F16
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
@@ -22,14 +31,17 @@
 
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint D = 64;
-layout(constant_id = 2) const uint BR = 16;
+layout(constant_id = 2) const uint BR = 32;
 layout(constant_id = 3) const uint BC = 32;
-layout(constant_id = 4) const uint TPR = 8;
+layout(constant_id = 4) const uint SG = 8;    // subgroup size the pipeline runs with
 layout(constant_id = 5) const bool VARLEN = false;
 layout(constant_id = 6) const bool PACK_GQA = false;
 layout(constant_id = 7) const bool BLOCK_MASK = false;
 layout(constant_id = 8) const bool SOFTCAP = false;
 layout(constant_id = 9) const bool SPLIT = false;
+layout(constant_id = 10) const bool SEPARATE_KV = true;
+layout(constant_id = 11) const uint KL = 8;   // lanes along keys in S = Q K^T (power of 2, <= SG)
+layout(constant_id = 12) const uint QL = 8;   // lanes along dim quads in O += P V (<= SG)
 
 layout(std430, binding = 0) readonly buffer QBuf { IN_T q_buf[]; };
 layout(std430, binding = 1) readonly buffer KBuf { IN_T k_buf[]; };
@@ -43,35 +55,56 @@ layout(std430, binding = 8) readonly buffer MaskCols { int mask_cols[]; };
 
 #include "attention/params.glsl"
 
-const uint WG = BR * TPR;
-const uint DPT = D / TPR;   // output dims per invocation
-const uint KPT = BC / TPR;  // keys scored per invocation per tile
-const uint QS = D + 1;      // padded row stride of the Q and K/V tiles (no bank conflicts)
-const uint PS = BC + 1;     // padded row stride of the probability tile
+const uint WG = gl_WorkGroupSize.x;
+const uint NS = WG / SG;          // subgroups
+const uint RM = BR / NS;          // rows per subgroup
+const uint D4 = D / 4;            // dim quads
+const uint RS = RM / (SG / KL);   // rows per lane in S = Q K^T
+const uint CN = BC / KL;          // keys per lane in S = Q K^T
+const uint RZ = RM / (SG / QL);   // rows per lane in O += P V
+const uint QZ = D4 / QL;          // dim quads per lane in O += P V
+const uint RQ = D4 + 1;           // row stride (vec4) of the Q, K, V tiles
+const uint PQ = BC / 4 + 1;       // row stride (vec4) of the P tile
 
-// AttentionTiling.forwardSharedBytes mirrors these three declarations.
-shared float sQ[BR * QS];
-shared float sKV[BC * QS];
-shared float sP[BR * PS];
+// AttentionTiling.forwardSharedBytes mirrors these declarations.
+shared vec4 sQ[BR * RQ];
+shared vec4 sK[BC * RQ];                      // K rows, then V rows when not SEPARATE_KV
+shared vec4 sV[SEPARATE_KV ? BC * RQ : 1];
+shared vec4 sP[BR * PQ];
 
-float o_acc[DPT];
-float m_run = NEG_INF;  // running max of logits (log2 units)
-float l_run = 0.0;      // running sum of exp2(logit - m_run)
+vec4 o_acc[RZ * QZ];
+float m_run[RS];  // running max of logits (log2 units) of the lane's S rows
+float l_run[RS];  // running sum of exp2(logit - m)
+
+vec4 v_at(uint index) { return SEPARATE_KV ? sV[index] : sK[index]; }
+
+// Loads keys kt * BC ... of a K or V head into shared vec4 rows; zeros past the sequence.
+void load_tile(bool is_v, uint kt, uint sk, uint k0, uint hkv) {
+    for (uint x = gl_LocalInvocationIndex; x < BC * D4; x += WG) {
+        const uint jj = x / D4, dq = x % D4, j = kt * BC + jj;
+        vec4 value = vec4(0.0);
+        if (j < sk) {
+            const uint at = ((k0 + j) * pc.heads_kv + hkv) * D + dq * 4u;
+            value = is_v ? vec4(float(v_buf[at]), float(v_buf[at + 1u]), float(v_buf[at + 2u]), float(v_buf[at + 3u]))
+                         : vec4(float(k_buf[at]), float(k_buf[at + 1u]), float(k_buf[at + 2u]), float(k_buf[at + 3u]));
+        }
+        if (is_v && SEPARATE_KV) sV[jj * RQ + dq] = value; else sK[jj * RQ + dq] = value;
+    }
+}
 
 float row_max(float x) {
-    for (uint o = TPR >> 1; o > 0u; o >>= 1) x = max(x, subgroupShuffleXor(x, o));
+    for (uint o = KL >> 1; o > 0u; o >>= 1) x = max(x, subgroupShuffleXor(x, o));
     return x;
 }
 
 float row_sum(float x) {
-    for (uint o = TPR >> 1; o > 0u; o >>= 1) x += subgroupShuffleXor(x, o);
+    for (uint o = KL >> 1; o > 0u; o >>= 1) x += subgroupShuffleXor(x, o);
     return x;
 }
 
 void main() {
-    const uint tid = gl_LocalInvocationID.x;
-    const uint r = tid / TPR;
-    const uint t = tid % TPR;
+    const uint sub = gl_SubgroupID;
+    const uint lane = gl_SubgroupInvocationID;
     const uint G = pc.heads_q / pc.heads_kv;
     const uint b = SPLIT ? gl_WorkGroupID.z / pc.splits : gl_WorkGroupID.z;
     const uint split = SPLIT ? gl_WorkGroupID.z % pc.splits : 0u;
@@ -81,41 +114,52 @@ void main() {
     const uint row0 = gl_WorkGroupID.x * BR;
     if (row0 >= rows) return;  // uniform: the whole workgroup is past its sequence
 
-    const uint hkv_tile = PACK_GQA ? gl_WorkGroupID.y : gl_WorkGroupID.y / G;
-    const uint row = row0 + r;
-    const bool row_valid = row < rows;
-    const uint i = PACK_GQA ? row / G : row;
-    const uint hq = PACK_GQA ? gl_WorkGroupID.y * G + row % G : gl_WorkGroupID.y;
+    const uint hkv = PACK_GQA ? gl_WorkGroupID.y : gl_WorkGroupID.y / G;
     const uint q0 = q_start(b);
     const uint k0 = k_start(b);
 
-    // Keys this row may see, and the key tiles the whole tile needs.
-    int split_lo = SPLIT ? int(split * pc.split_keys) : 0;
-    int split_hi = SPLIT ? int((split + 1u) * pc.split_keys) - 1 : int(sk) - 1;
-    ivec2 band = key_band(int(i), int(sq), int(sk));
-    band = ivec2(max(band.x, split_lo), min(band.y, split_hi));
+    // The key tiles the whole row block needs (band, split).
+    const int split_lo = SPLIT ? int(split * pc.split_keys) : 0;
+    const int split_hi = SPLIT ? int((split + 1u) * pc.split_keys) - 1 : int(sk) - 1;
     const uint last_row = min(row0 + BR, rows) - 1u;
     const uint i_first = PACK_GQA ? row0 / G : row0;
     const uint i_last = PACK_GQA ? last_row / G : last_row;
-    int key_lo = max(key_band(int(i_first), int(sq), int(sk)).x, split_lo);
-    int key_hi = min(key_band(int(i_last), int(sq), int(sk)).y, split_hi);
+    const int key_lo = max(key_band(int(i_first), int(sq), int(sk)).x, split_lo);
+    const int key_hi = min(key_band(int(i_last), int(sq), int(sk)).y, split_hi);
     uint kt_lo = 0u, kt_hi = 0u;
     if (key_lo <= key_hi) {
         kt_lo = uint(key_lo) / BC;
         kt_hi = uint(key_hi) / BC + 1u;
     }
 
-    for (uint x = tid; x < BR * D; x += WG) {
-        const uint rr = x / D, d = x % D, rw = row0 + rr;
-        float value = 0.0;
+    for (uint x = gl_LocalInvocationIndex; x < BR * D4; x += WG) {
+        const uint rr = x / D4, dq = x % D4, rw = row0 + rr;
+        vec4 value = vec4(0.0);
         if (rw < rows) {
             const uint ii = PACK_GQA ? rw / G : rw;
             const uint hh = PACK_GQA ? gl_WorkGroupID.y * G + rw % G : gl_WorkGroupID.y;
-            value = float(q_buf[((q0 + ii) * pc.heads_q + hh) * D + d]);
+            const uint at = ((q0 + ii) * pc.heads_q + hh) * D + dq * 4u;
+            value = vec4(float(q_buf[at]), float(q_buf[at + 1u]), float(q_buf[at + 2u]), float(q_buf[at + 3u]));
         }
-        sQ[rr * QS + d] = value;
+        sQ[rr * RQ + dq] = value;
     }
-    for (uint k = 0u; k < DPT; ++k) o_acc[k] = 0.0;
+
+    // Lane coordinates: S = Q K^T rows sub*RM + s_row0 + a*(SG/KL), keys s_key0 + x*KL;
+    // O += P V rows sub*RM + o_row0 + a*(SG/QL), quads o_quad0 + z*QL.
+    const uint s_row0 = lane / KL, s_key0 = lane % KL;
+    const uint o_row0 = lane / QL, o_quad0 = lane % QL;
+    ivec2 band[RS];
+    for (uint a = 0u; a < RS; ++a) {
+        const uint rw = row0 + sub * RM + s_row0 + a * (SG / KL);
+        band[a] = ivec2(0, -1);
+        if (rw < rows) {
+            const ivec2 kb = key_band(int(PACK_GQA ? rw / G : rw), int(sq), int(sk));
+            band[a] = ivec2(max(kb.x, split_lo), min(kb.y, split_hi));
+        }
+        m_run[a] = NEG_INF;
+        l_run[a] = 0.0;
+    }
+    for (uint k = 0u; k < RZ * QZ; ++k) o_acc[k] = vec4(0.0);
 
     // The block mask lists key blocks per query block; otherwise one range of tiles.
     uint ranges = 1u, first_entry = 0u;
@@ -136,58 +180,107 @@ void main() {
             hi = min(hi, (kb + 1u) * tiles_per_block);
         }
         for (uint kt = lo; kt < hi; ++kt) {
-            barrier();  // the previous tile's readers of sKV and sP are done
-            for (uint x = tid; x < BC * D; x += WG) {
-                const uint jj = x / D, d = x % D, j = kt * BC + jj;
-                sKV[jj * QS + d] = j < sk ? float(k_buf[((k0 + j) * pc.heads_kv + hkv_tile) * D + d]) : 0.0;
-            }
+            barrier();  // the previous tile is done with sK, sV and sP
+            load_tile(false, kt, sk, k0, hkv);
+            if (SEPARATE_KV) load_tile(true, kt, sk, k0, hkv);
             barrier();
 
-            float s[KPT];
-            float tile_max = NEG_INF;
-            for (uint c = 0u; c < KPT; ++c) {
-                const uint jj = t + c * TPR;
-                const int j = int(kt * BC + jj);
-                float dot_qk = 0.0;
-                for (uint d = 0u; d < D; ++d) dot_qk += sQ[r * QS + d] * sKV[jj * QS + d];
-                const bool keep = row_valid && j >= band.x && j <= band.y;
-                s[c] = keep ? logit_log2(dot_qk) : NEG_INF;
-                tile_max = max(tile_max, s[c]);
+            // S = Q K^T: RS rows x CN keys per lane, four dims per load.
+            float s[RS * CN];
+            for (uint a = 0u; a < RS * CN; ++a) s[a] = 0.0;
+            for (uint dq = 0u; dq < D4; ++dq) {
+                vec4 kv[CN];
+                for (uint x = 0u; x < CN; ++x) kv[x] = sK[(s_key0 + x * KL) * RQ + dq];
+                for (uint a = 0u; a < RS; ++a) {
+                    const vec4 qv = sQ[(sub * RM + s_row0 + a * (SG / KL)) * RQ + dq];
+                    for (uint x = 0u; x < CN; ++x) s[a * CN + x] += dot(qv, kv[x]);
+                }
             }
-            tile_max = row_max(tile_max);
-            const float m_new = max(m_run, tile_max);
-            // All logits so far masked: keep m = -inf and add nothing (no -inf - -inf).
-            const float alpha = m_new == NEG_INF ? 1.0 : exp2(m_run - m_new);
-            float p_sum = 0.0;
-            for (uint c = 0u; c < KPT; ++c) {
-                const float pv = s[c] == NEG_INF ? 0.0 : exp2(s[c] - m_new);
-                p_sum += pv;
-                sP[r * PS + t + c * TPR] = pv;
+            // Online softmax per row over its KL lanes; P to shared for O += P V.
+            for (uint a = 0u; a < RS; ++a) {
+                const uint r = sub * RM + s_row0 + a * (SG / KL);
+                float tile_max = NEG_INF;
+                for (uint x = 0u; x < CN; ++x) {
+                    const int j = int(kt * BC + s_key0 + x * KL);
+                    s[a * CN + x] = (j >= band[a].x && j <= band[a].y) ? logit_log2(s[a * CN + x]) : NEG_INF;
+                    tile_max = max(tile_max, s[a * CN + x]);
+                }
+                tile_max = row_max(tile_max);
+                const float m_new = max(m_run[a], tile_max);
+                // All logits so far masked: keep m = -inf and add nothing (no -inf - -inf).
+                const float alpha = m_new == NEG_INF ? 1.0 : exp2(m_run[a] - m_new);
+                float p_sum = 0.0;
+                for (uint x = 0u; x < CN; ++x) {
+                    const uint jj = s_key0 + x * KL;
+                    const float p = s[a * CN + x] == NEG_INF ? 0.0 : exp2(s[a * CN + x] - m_new);
+                    sP[r * PQ + jj / 4u][jj % 4u] = p;
+                    p_sum += p;
+                }
+                l_run[a] = l_run[a] * alpha + row_sum(p_sum);
+                m_run[a] = m_new;
+                // The rescale factor travels with P: column BC of the row (the padding quad).
+                if (s_key0 == 0u) sP[r * PQ + BC / 4u].x = alpha;
             }
-            l_run = l_run * alpha + row_sum(p_sum);
-            m_run = m_new;
-            for (uint k = 0u; k < DPT; ++k) o_acc[k] *= alpha;
+            if (SEPARATE_KV) {
+                subgroupMemoryBarrierShared();  // P is read back by this subgroup only
+                subgroupBarrier();
+            } else {
+                barrier();  // every subgroup is done with K
+                load_tile(true, kt, sk, k0, hkv);
+                barrier();
+            }
 
-            barrier();  // K no longer read, P complete
-            for (uint x = tid; x < BC * D; x += WG) {
-                const uint jj = x / D, d = x % D, j = kt * BC + jj;
-                sKV[jj * QS + d] = j < sk ? float(v_buf[((k0 + j) * pc.heads_kv + hkv_tile) * D + d]) : 0.0;
+            // O = alpha O + P V: RZ rows x QZ quads per lane, four keys per P load.
+            for (uint a = 0u; a < RZ; ++a) {
+                const float alpha = sP[(sub * RM + o_row0 + a * (SG / QL)) * PQ + BC / 4u].x;
+                for (uint z = 0u; z < QZ; ++z) o_acc[a * QZ + z] *= alpha;
             }
-            barrier();
-            for (uint jj = 0u; jj < BC; ++jj) {
-                const float pv = sP[r * PS + jj];
-                for (uint k = 0u; k < DPT; ++k) o_acc[k] += pv * sKV[jj * QS + t + k * TPR];
+            for (uint jq = 0u; jq < BC / 4u; ++jq) {
+                vec4 vv[4 * QZ];
+                for (uint c = 0u; c < 4u; ++c) {
+                    for (uint z = 0u; z < QZ; ++z) vv[c * QZ + z] = v_at((jq * 4u + c) * RQ + o_quad0 + z * QL);
+                }
+                for (uint a = 0u; a < RZ; ++a) {
+                    const vec4 p = sP[(sub * RM + o_row0 + a * (SG / QL)) * PQ + jq];
+                    for (uint z = 0u; z < QZ; ++z) {
+                        o_acc[a * QZ + z] += p.x * vv[z] + p.y * vv[QZ + z] + p.z * vv[2u * QZ + z] + p.w * vv[3u * QZ + z];
+                    }
+                }
             }
         }
     }
 
-    if (row_valid) {
-        const float inv_l = l_run > 0.0 ? 1.0 / l_run : 0.0;  // fully masked row: O = 0
-        const uint split_rows = SPLIT ? split * pc.total_q * pc.heads_q : 0u;
-        const uint o_base = (split_rows + (q0 + i) * pc.heads_q + hq) * D;
-        for (uint k = 0u; k < DPT; ++k) o_buf[o_base + t + k * TPR] = OUT_T(o_acc[k] * inv_l);
-        if (t == 0u) {
-            lse_buf[split_rows + lse_index(b, hq, i)] = l_run > 0.0 ? (m_run + log2(l_run)) * LN2 : NEG_INF;
+    // 1 / l and LSE per row: the S lanes hold them; pass 1 / l through the P tile's padding.
+    subgroupMemoryBarrierShared();
+    subgroupBarrier();
+    const uint split_rows = SPLIT ? split * pc.total_q * pc.heads_q : 0u;
+    for (uint a = 0u; a < RS; ++a) {
+        const uint r = sub * RM + s_row0 + a * (SG / KL);
+        if (s_key0 == 0u) sP[r * PQ + BC / 4u].y = l_run[a] > 0.0 ? 1.0 / l_run[a] : 0.0;  // fully masked: O = 0
+        const uint rw = row0 + r;
+        if (s_key0 == 0u && rw < rows) {
+            const uint ii = PACK_GQA ? rw / G : rw;
+            const uint hh = PACK_GQA ? gl_WorkGroupID.y * G + rw % G : gl_WorkGroupID.y;
+            lse_buf[split_rows + lse_index(b, hh, ii)] = l_run[a] > 0.0 ? (m_run[a] + log2(l_run[a])) * LN2 : NEG_INF;
+        }
+    }
+    subgroupMemoryBarrierShared();
+    subgroupBarrier();
+    for (uint a = 0u; a < RZ; ++a) {
+        const uint r = sub * RM + o_row0 + a * (SG / QL);
+        const uint rw = row0 + r;
+        if (rw >= rows) continue;
+        const uint ii = PACK_GQA ? rw / G : rw;
+        const uint hh = PACK_GQA ? gl_WorkGroupID.y * G + rw % G : gl_WorkGroupID.y;
+        const uint o_base = (split_rows + (q0 + ii) * pc.heads_q + hh) * D;
+        const float inv_l = sP[r * PQ + BC / 4u].y;
+        for (uint z = 0u; z < QZ; ++z) {
+            const vec4 o = o_acc[a * QZ + z] * inv_l;
+            const uint at = o_base + (o_quad0 + z * QL) * 4u;
+            o_buf[at] = OUT_T(o.x);
+            o_buf[at + 1u] = OUT_T(o.y);
+            o_buf[at + 2u] = OUT_T(o.z);
+            o_buf[at + 3u] = OUT_T(o.w);
         }
     }
 }

@@ -72,3 +72,8 @@ func formatBytes(_ bytes: Int) -> String {
     if bytes >= 1 << 10 && bytes % (1 << 10) == 0 { return "\(bytes >> 10) KiB" }
     return "\(bytes) B"
 }
+
+/// A line on standard error (notes that must not mix with --json output).
+func note(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}

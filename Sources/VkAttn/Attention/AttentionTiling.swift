@@ -12,18 +12,86 @@ public struct AttentionTiling: Hashable, Sendable, CustomStringConvertible {
     /// are subgroup shuffles, so this never exceeds the device's minimum subgroup size.
     public let threadsPerRow: Int
     public let sharedBytes: Int
+    /// Forward only: rows per subgroup, and how a subgroup's lanes split over keys in
+    /// S = Q K^T (`microKeys` lanes along keys) and over dim quads in O += P V (`microDims`).
+    public let microRows: Int
+    public let microKeys: Int
+    public let microDims: Int
+    let forwardWorkgroup: Int
+    /// Forward only: whether K and V have their own shared buffers (else they take turns).
+    public let separateKV: Bool
 
-    public var workgroupSize: Int { (kind == .dkdv ? bc : br) * threadsPerRow }
+    public var workgroupSize: Int { kind == .forward ? forwardWorkgroup : (kind == .dkdv ? bc : br) * threadsPerRow }
     let kind: Kind
+
+    init(br: Int, bc: Int, threadsPerRow: Int, sharedBytes: Int, kind: Kind,
+         microRows: Int = 1, microKeys: Int = 1, microDims: Int = 1, forwardWorkgroup: Int = 0, separateKV: Bool = false) {
+        self.br = br
+        self.bc = bc
+        self.threadsPerRow = threadsPerRow
+        self.sharedBytes = sharedBytes
+        self.kind = kind
+        self.microRows = microRows
+        self.microKeys = microKeys
+        self.microDims = microDims
+        self.forwardWorkgroup = forwardWorkgroup
+        self.separateKV = separateKV
+    }
 
     enum Kind: Hashable { case forward, dq, dkdv }
 
-    public var description: String { "Br=\(br) Bc=\(bc) tpr=\(threadsPerRow) smem=\(sharedBytes)B" }
+    public var description: String {
+        kind == .forward ? "Br=\(br) Bc=\(bc) rows/subgroup=\(microRows) wg=\(forwardWorkgroup) \(separateKV ? "K|V" : "K,V") smem=\(sharedBytes)B"
+                         : "Br=\(br) Bc=\(bc) tpr=\(threadsPerRow) smem=\(sharedBytes)B"
+    }
 
-    /// Shared memory of the forward kernel: Q tile (br x (D+1)), one K-or-V tile
-    /// (bc x (D+1)), probabilities (br x (bc+1)); fp32.
-    static func forwardSharedBytes(br: Int, bc: Int, d: Int) -> Int {
-        4 * (br * (d + 1) + bc * (d + 1) + br * (bc + 1))
+    /// Shared memory of the forward kernel, in vec4 rows padded by one vec4: the Q tile
+    /// (br rows of D/4 + 1), the K tile (bc rows), the V tile (bc rows, or one vec4 when V
+    /// reuses the K buffer) and the P tile (br rows of bc/4 + 1).
+    static func forwardSharedBytes(br: Int, bc: Int, d: Int, separateKV: Bool) -> Int {
+        let rq = d / 4 + 1, pq = bc / 4 + 1
+        return 16 * (br * rq + bc * rq + (separateKV ? bc * rq : 1) + br * pq)
+    }
+
+    /// The forward kernel's subgroup requirements: subgroup arithmetic in compute shaders and
+    /// one known subgroup size (pinned with subgroup size control where the device varies it).
+    /// Returns the size to require of the pipeline, or nil when the device has only one.
+    static func forwardSubgroupRequirement(_ device: Device) throws -> Int? {
+        let caps = device.capabilities
+        guard caps.subgroupInCompute, caps.subgroupOperations.contains("arithmetic") else {
+            throw VkAttnError.unsupported(op: "attention", reason: "\(device.label) lacks subgroup arithmetic in compute shaders")
+        }
+        if caps.minSubgroupSize == caps.maxSubgroupSize { return nil }
+        guard device.enabled.subgroupSizeControl else {
+            throw VkAttnError.unsupported(op: "attention", reason: "\(device.label) varies its subgroup size (\(caps.minSubgroupSize)...\(caps.maxSubgroupSize)) without subgroup size control")
+        }
+        return caps.subgroupSize
+    }
+
+    static func chooseForward(headDim d: Int, device: Device, maxTile: Int?) throws -> AttentionTiling {
+        let caps = device.capabilities
+        let sg = try forwardSubgroupRequirement(device) ?? caps.subgroupSize
+        let maxWG = min(256, caps.maxWorkgroupInvocations, caps.maxWorkgroupSize[0])
+        let blocks = [(64, 64), (64, 32), (32, 64), (32, 32), (32, 16), (16, 32), (16, 16), (8, 16), (8, 8)]
+        for (br, bc) in blocks {
+            if let maxTile, br > maxTile || bc > maxTile { continue }
+            for separate in [true, false] {
+                let smem = forwardSharedBytes(br: br, bc: bc, d: d, separateKV: separate)
+                guard smem <= caps.maxComputeSharedMemoryBytes else { continue }
+                for subgroups in [8, 4, 2, 1] where br % subgroups == 0 && subgroups * sg <= maxWG {
+                    let rm = br / subgroups
+                    let keyLanes = min(sg, bc), quadLanes = min(sg, d / 4)
+                    guard rm % (sg / keyLanes) == 0, rm % (sg / quadLanes) == 0, (d / 4) % quadLanes == 0 else { continue }
+                    let rs = rm / (sg / keyLanes), cn = bc / keyLanes
+                    let rz = rm / (sg / quadLanes), qz = (d / 4) / quadLanes
+                    guard rs * cn <= 64, rz * qz * 4 <= 128, cn <= 8 else { continue }
+                    return AttentionTiling(br: br, bc: bc, threadsPerRow: sg, sharedBytes: smem, kind: .forward,
+                                           microRows: rm, microKeys: keyLanes, microDims: quadLanes, forwardWorkgroup: subgroups * sg,
+                                           separateKV: separate)
+                }
+            }
+        }
+        throw VkAttnError.unsupported(op: "attention", reason: "no forward tile of head dim \(d) fits \(caps.maxComputeSharedMemoryBytes) bytes of shared memory and subgroups of \(sg) on \(device.label)")
     }
 
     /// Shared memory of the dQ kernel: Q and dO tiles (br x (D+1) each), K and V tiles
@@ -46,6 +114,7 @@ public struct AttentionTiling: Hashable, Sendable, CustomStringConvertible {
     /// The largest tiles (preferring more lanes per row, then more rows, then more keys) that
     /// fit the device: its shared memory, its workgroup limits and its subgroup size.
     static func choose(_ kind: Kind, headDim d: Int, device: Device, maxTile: Int? = nil) throws -> AttentionTiling {
+        if kind == .forward { return try chooseForward(headDim: d, device: device, maxTile: maxTile) }
         let caps = device.capabilities
         let candidates: [(Int, Int)] = kind == .dkdv
             ? [(16, 32), (16, 16), (8, 16), (8, 8), (4, 8), (4, 4), (2, 4), (2, 2)]
@@ -57,7 +126,7 @@ public struct AttentionTiling: Hashable, Sendable, CustomStringConvertible {
                 let rowsPerGroup = kind == .dkdv ? bc : br
                 let smem: Int
                 switch kind {
-                case .forward: smem = forwardSharedBytes(br: br, bc: bc, d: d)
+                case .forward: smem = 0
                 case .dq: smem = dqSharedBytes(br: br, bc: bc, d: d)
                 case .dkdv: smem = dkdvSharedBytes(br: br, bc: bc, d: d)
                 }

@@ -53,7 +53,9 @@ public struct FlashAttention: Hashable, Sendable {
         let kernel = try device.kernel(KernelDescriptor(
             shader: Self.forwardShader(input: g.dtype, output: oType), bindings: 9,
             pushConstantBytes: AttentionLaunch.pushConstantBytes,
-            specialization: launch.specialization(workgroupSize: tiling.workgroupSize)))
+            specialization: launch.specialization(workgroupSize: tiling.workgroupSize),
+            requiredSubgroupSize: try AttentionTiling.forwardSubgroupRequirement(device),
+            fullSubgroups: device.enabled.computeFullSubgroups))
         try stream.dispatch(kernel, bindings: [q.slice, k.slice, v.slice, out.o.slice, out.lse.slice,
                                                launch.cuQ, launch.cuK, launch.maskOffsets, launch.maskColumns],
                             push: launch.pushConstants,
@@ -78,7 +80,7 @@ public struct FlashAttention: Hashable, Sendable {
     }
 
     static func path(_ g: AttentionGeometry, tiling: AttentionTiling, pack: Bool) -> String {
-        "scalar-\(g.dtype) Br\(tiling.br) Bc\(tiling.bc) tpr\(tiling.threadsPerRow)" + (pack ? " packGQA" : "")
+        "scalar-\(g.dtype) Br\(tiling.br) Bc\(tiling.bc) wg\(tiling.workgroupSize)" + (tiling.separateKV ? "" : " kv-shared") + (pack ? " packGQA" : "")
     }
 }
 

@@ -20,6 +20,7 @@ public enum AttentionReference {
         public let attention: FlashAttention
         public var batch: Int { g.batch }
         public var headsQ: Int { g.headsQ }
+        public var headsKV: Int { g.headsKV }
         public var headDim: Int { g.headDim }
 
         public init(qShape: [Int], kShape: [Int], layout: AttentionLayout = .dense, attention: FlashAttention) throws {
@@ -143,5 +144,75 @@ public enum AttentionReference {
             for d in 0..<dim { out[d] += w * part[d] }
         }
         return (out, result)
+    }
+}
+
+extension AttentionReference {
+    /// dQ of one query row (fp64), from scratch: the row's own LSE and Delta are recomputed.
+    public static func queryGradient(_ problem: Problem, row: Row, q: [Float], k: [Float], v: [Float], dO: [Float]) -> [Double] {
+        let g = problem.g
+        let fwd = forward(problem, row: row, q: q, k: k, v: v)
+        var dq = [Double](repeating: 0, count: g.headDim)
+        guard fwd.lse > -.infinity else { return dq }
+        let qo = problem.qOffset(row)
+        let hk = row.h / g.groupSize
+        var rowD = 0.0
+        for d in 0..<g.headDim { rowD += Double(dO[qo + d]) * fwd.o[d] }
+        let cap = problem.attention.softcap.map(Double.init)
+        for (j, s, u) in problem.logits(row, q: q, k: k) {
+            let ko = g.kOffset(b: row.b, j: j, h: hk)
+            var dp = 0.0
+            for d in 0..<g.headDim { dp += Double(dO[qo + d]) * Double(v[ko + d]) }
+            var ds = exp(s - fwd.lse) * (dp - rowD)
+            if let cap { let t = tanh(u / cap); ds *= 1 - t * t }
+            for d in 0..<g.headDim { dq[d] += problem.scale * ds * Double(k[ko + d]) }
+        }
+        return dq
+    }
+
+    /// dK and dV of one key (sequence b, key j, key/value head h), summed over the group's
+    /// query heads, given each query row's LSE and O as the device computed them (checking
+    /// these on sampled rows is the forward check's job). Costs O(Sq * D) per key instead of
+    /// a whole reference forward, so large problems can be spot-checked.
+    public static func keyGradient(_ problem: Problem, b: Int, j: Int, h: Int, q: [Float], k: [Float], v: [Float],
+                                   dO: [Float], o: [Float], lse: [Float]) -> (dk: [Double], dv: [Double]) {
+        let g = problem.g
+        let seq = g.sequence(b)
+        let ko = g.kOffset(b: b, j: j, h: h)
+        var dk = [Double](repeating: 0, count: g.headDim), dv = dk
+        let cap = problem.attention.softcap.map(Double.init)
+        for hq in h * g.groupSize..<(h + 1) * g.groupSize {
+            for i in 0..<seq.sq where problem.attention.mask.allows(query: i, key: j, sq: seq.sq, sk: seq.sk) {
+                let qo = g.qOffset(b: b, i: i, h: hq)
+                let rowLSE = Double(lse[g.lseOffset(b: b, i: i, h: hq)])
+                guard rowLSE > -.infinity else { continue }
+                var dot = 0.0, dp = 0.0, rowD = 0.0
+                for d in 0..<g.headDim {
+                    dot += Double(q[qo + d]) * Double(k[ko + d])
+                    dp += Double(dO[qo + d]) * Double(v[ko + d])
+                    rowD += Double(dO[qo + d]) * Double(o[qo + d])
+                }
+                let u = dot * problem.scale
+                var s = u
+                if let cap { s = cap * tanh(u / cap) }
+                let p = exp(s - rowLSE)
+                var ds = p * (dp - rowD)
+                if let cap { let t = tanh(u / cap); ds *= 1 - t * t }
+                for d in 0..<g.headDim {
+                    dv[d] += p * Double(dO[qo + d])
+                    dk[d] += problem.scale * ds * Double(q[qo + d])
+                }
+            }
+        }
+        return (dk, dv)
+    }
+
+    /// Offset of key j of sequence b, head h, in K's layout.
+    public static func keyOffset(_ problem: Problem, b: Int, j: Int, h: Int) -> Int { problem.g.kOffset(b: b, j: j, h: h) }
+
+    /// Sequence lengths (queries, keys) of sequence b.
+    public static func lengths(_ problem: Problem, b: Int) -> (sq: Int, sk: Int) {
+        let s = problem.g.sequence(b)
+        return (s.sq, s.sk)
     }
 }
