@@ -13,6 +13,9 @@ public struct EnabledFeatures: Sendable, Codable, Equatable {
     public var subgroupSizeControl = false
     public var computeFullSubgroups = false
     public var vulkanMemoryModel = false
+    /// Device-scope memory model operations (plain GLSL atomics need it once the memory
+    /// model is on).
+    public var vulkanMemoryModelDeviceScope = false
     public var shaderSubgroupExtendedTypes = false
     public var cooperativeMatrixKHR = false
     public var cooperativeMatrixNV = false
@@ -86,11 +89,13 @@ public final class Device: Sendable {
         f12.shaderInt8 = VkBool32(caps.shaderInt8 ? 1 : 0)
         f12.storageBuffer8BitAccess = VkBool32(caps.storageBuffer8BitAccess ? 1 : 0)
         f12.vulkanMemoryModel = VkBool32(caps.vulkanMemoryModel ? 1 : 0)
+        f12.vulkanMemoryModelDeviceScope = VkBool32(caps.vulkanMemoryModelDeviceScope ? 1 : 0)
         f12.shaderSubgroupExtendedTypes = VkBool32(caps.shaderSubgroupExtendedTypes ? 1 : 0)
         enabled.shaderFloat16 = caps.shaderFloat16
         enabled.shaderInt8 = caps.shaderInt8
         enabled.storageBuffer8BitAccess = caps.storageBuffer8BitAccess
         enabled.vulkanMemoryModel = caps.vulkanMemoryModel
+        enabled.vulkanMemoryModelDeviceScope = caps.vulkanMemoryModelDeviceScope
         enabled.shaderSubgroupExtendedTypes = caps.shaderSubgroupExtendedTypes
         chain.append(f12)
         if caps.apiVersionNumber >= vkattn_make_api_version(0, 1, 3, 0) {

@@ -103,6 +103,7 @@ public struct DeviceCapabilities: Sendable, Codable, Equatable {
     public var subgroupSizeControl: Bool
     public var computeFullSubgroups: Bool
     public var vulkanMemoryModel: Bool
+    public var vulkanMemoryModelDeviceScope: Bool
     public var shaderSubgroupExtendedTypes: Bool
     public var cooperativeMatrixKHR: [CooperativeMatrixShape]
     public var cooperativeMatrixNV: [CooperativeMatrixShape]
@@ -130,7 +131,7 @@ public struct DeviceCapabilities: Sendable, Codable, Equatable {
         case maxPerStageStorageBuffers, minStorageBufferOffsetAlignment, memoryHeaps
         case shaderFloat16, shaderFloat64, shaderInt8, shaderInt16, shaderInt64
         case storageBuffer16BitAccess, storageBuffer8BitAccess, timelineSemaphore, subgroupSizeControl
-        case computeFullSubgroups, vulkanMemoryModel, shaderSubgroupExtendedTypes
+        case computeFullSubgroups, vulkanMemoryModel, vulkanMemoryModelDeviceScope, shaderSubgroupExtendedTypes
         case cooperativeMatrixKHR, cooperativeMatrixNV
         case timestampPeriodNanoseconds, timestampComputeAndGraphics, queueFamilies, extensions
     }
@@ -297,6 +298,7 @@ extension DeviceCapabilities {
             && (p13?.pointee.requiredSubgroupSizeStages ?? 0) & VkShaderStageFlags(VK_SHADER_STAGE_COMPUTE_BIT.rawValue) != 0
         self.computeFullSubgroups = (f13?.pointee.computeFullSubgroups ?? 0) != 0
         self.vulkanMemoryModel = f12.pointee.vulkanMemoryModel != 0
+        self.vulkanMemoryModelDeviceScope = f12.pointee.vulkanMemoryModelDeviceScope != 0
         self.shaderSubgroupExtendedTypes = f12.pointee.shaderSubgroupExtendedTypes != 0
         self.cooperativeMatrixKHR = (fKHR?.pointee.cooperativeMatrix ?? 0) != 0
             ? cooperativeMatrixShapesKHR(instance: instance, pd) : []

@@ -44,6 +44,8 @@ struct ResultRow: Encodable {
     var ratioToCopy: Double?
     var check: CheckResult
     var maxRelError: Double?
+    /// Timed runs behind median/min/max.
+    var runs: Int
 
     enum CodingKeys: String, CodingKey {
         case op, device, config, path
@@ -52,6 +54,7 @@ struct ResultRow: Encodable {
         case ratioToCopy = "ratio_to_copy"
         case check
         case maxRelError = "max_rel_error"
+        case runs
     }
 
     func encode(to encoder: Encoder) throws {
@@ -68,6 +71,7 @@ struct ResultRow: Encodable {
         try c.encodeIfPresent(ratioToCopy, forKey: .ratioToCopy)
         try c.encode(check, forKey: .check)
         try c.encodeIfPresent(maxRelError, forKey: .maxRelError)
+        try c.encode(runs, forKey: .runs)
     }
 
     init(op: String, device: String, config: [String: ConfigValue], path: String, timing: Timing,
@@ -85,6 +89,7 @@ struct ResultRow: Encodable {
         self.ratioToCopy = ratioToCopy
         self.check = check
         self.maxRelError = maxRelError
+        self.runs = timing.samplesMs.count
     }
 
     func jsonLine() -> String {
@@ -95,12 +100,12 @@ struct ResultRow: Encodable {
     }
 
     static func table(_ rows: [ResultRow]) -> String {
-        let header = ["op", "path", "config", "median ms", "min ms", "max ms", "GB/s", "TFLOP/s", "ratio", "check"]
+        let header = ["op", "path", "config", "median ms", "min ms", "max ms", "runs", "GB/s", "TFLOP/s", "ratio", "check"]
         let body = rows.map { r -> [String] in
             [r.op, r.path,
              r.config.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "),
-             fixed(r.medianMs, 4), fixed(r.minMs, 4), fixed(r.maxMs, 4),
-             r.gbps.map { fixed($0, 2) } ?? "-", r.tflops.map { fixed($0, 2) } ?? "-",
+             fixed(r.medianMs, 4), fixed(r.minMs, 4), fixed(r.maxMs, 4), String(r.runs),
+             r.gbps.map { fixed($0, 2) } ?? "-", r.tflops.map { $0 < 1 ? fixed($0, 4) : fixed($0, 2) } ?? "-",
              r.ratioToCopy.map { fixed($0, 3) } ?? "-",
              r.check.rawValue + (r.maxRelError.map { " (\(String(format: "%.1e", $0)))" } ?? "")]
         }

@@ -14,16 +14,25 @@ struct Timing {
     var minMs: Double { samplesMs.min() ?? 0 }
     var maxMs: Double { samplesMs.max() ?? 0 }
 
-    /// Times `encode` (which records one run of the operation into the stream).
-    static func measure(_ device: Device, warmup: Int, iterations: Int, _ encode: (Stream) throws -> Void) throws -> Timing {
+    /// Times `encode` (which records one run of the operation into the stream): `warmup` runs
+    /// (at least one), then up to `iterations` timed runs, fewer when the runs are slow: the
+    /// timed runs stop at about `budgetSeconds` of GPU time, but never below three.
+    static func measure(_ device: Device, warmup: Int, iterations: Int, budgetSeconds: Double = 20,
+                        _ encode: (Stream) throws -> Void) throws -> Timing {
         let stream = try device.makeStream()
-        for _ in 0..<warmup {
+        var warmMs = 0.0
+        for _ in 0..<max(1, warmup) {
+            let start = try stream.timestamp()
             try encode(stream)
             try stream.barrier()
+            let end = try stream.timestamp()
+            try stream.synchronize()
+            warmMs = try stream.nanoseconds(from: start, to: end) / 1e6
         }
-        try stream.synchronize()
+        let affordable = warmMs > 0 ? Int(budgetSeconds * 1000 / warmMs) : iterations
+        let runs = min(iterations, max(3, affordable))
         var stamps = [try stream.timestamp()]
-        for _ in 0..<iterations {
+        for _ in 0..<runs {
             try encode(stream)
             try stream.barrier()
             stamps.append(try stream.timestamp())

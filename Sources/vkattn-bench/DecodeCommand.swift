@@ -1,0 +1,94 @@
+import ArgumentParser
+import VkAttn
+
+struct Decode: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Attention decode: a few queries per sequence against a long K/V cache (split-KV + merge).",
+        discussion: """
+            GB/s counts the bytes that must move: the K and V cache read once, Q read, O and LSE written. \
+            ratio_to_copy is against vkCmdCopyBuffer of the same byte count in the same run. TFLOP/s counts \
+            4*queries*cache*Hq*D, scaled by the mask's kept fraction. --check compares every row with the \
+            fp64 reference.
+            """)
+
+    @OptionGroup var device: DeviceOptions
+    @OptionGroup var measure: MeasureOptions
+    @OptionGroup var shape: AttentionShapeOptions
+    @Option(help: "Query rows per sequence (1 to 16 is the decode regime).") var queries = 1
+    @Option(help: "Cache length (keys) per sequence.") var cache = 16384
+    @Option(name: .customLong("cache-lengths"), help: "Packed caches: comma-separated cache lengths, one per sequence (overrides --batch and --cache).")
+    var cacheLengths: String?
+    @Option(help: "Key-range splits (default: from the device's compute units).") var splits: Int?
+
+    func run() throws {
+        let context = try BenchContext(device)
+        let dev = context.device
+        let dtype = shape.storage
+        let hkv = shape.kvHeads ?? shape.heads
+        var rng = SeededRandom.fresh()
+        var layout = AttentionLayout.dense
+        var lengths = [Int](repeating: cache, count: shape.batch)
+        var qShape = [shape.batch, queries, shape.heads, shape.dim]
+        var kShape = [shape.batch, cache, hkv, shape.dim]
+        if let cacheLengths {
+            lengths = try parseList(cacheLengths, "--cache-lengths")
+            let cuK = lengths.reduce(into: [Int32(0)]) { $0.append(($0.last ?? 0) + Int32($1)) }
+            let cuQ = (0...lengths.count).map { Int32($0 * queries) }
+            layout = .packed(cuSeqlensQ: cuQ, cuSeqlensK: cuK)
+            qShape = [lengths.count * queries, shape.heads, shape.dim]
+            kShape = [Int(cuK.last ?? 0), hkv, shape.dim]
+        }
+        let attention = FlashAttention(mask: try shape.mask(), softcap: shape.softcap)
+        let round: (Float) -> Float = dtype == .f16 ? { Float(Float16($0)) } : { $0 }
+        let hq = rng.floats(qShape.reduce(1, *)).map(round)
+        let hk = rng.floats(kShape.reduce(1, *)).map(round)
+        let hv = rng.floats(kShape.reduce(1, *)).map(round)
+        let q = try dev.makeTensor(hq, shape: qShape, dtype: dtype)
+        let k = try dev.makeTensor(hk, shape: kShape, dtype: dtype)
+        let v = try dev.makeTensor(hv, shape: kShape, dtype: dtype)
+
+        var output: AttentionOutput?
+        let timing = try Timing.measure(dev, warmup: measure.warmup, iterations: measure.iterations) { stream in
+            output = try attention.decode(q: q, kCache: k, vCache: v, layout: layout, splits: splits, into: output, on: stream)
+        }
+        guard let out = output else { throw ValidationError("decode produced nothing") }
+
+        let element = dtype.byteSize
+        let bytes = 2 * kShape.reduce(1, *) * element + 2 * qShape.reduce(1, *) * element + qShape.reduce(1, *) / shape.dim * 4
+        let kept = lengths.reduce(0.0) { $0 + Double(queries * $1) * attention.mask.keptFraction(sq: queries, sk: $1) }
+        let flops = 4 * kept * Double(shape.heads) * Double(shape.dim)
+        let copyGBps = try CopyReference.gbps(context, bytes: bytes, warmup: measure.warmup, iterations: measure.iterations)
+        let gbps = Double(bytes) / (timing.medianMs * 1e6)
+
+        var check: (CheckResult, Double?) = (.skipped, nil)
+        if measure.check {
+            let problem = try AttentionReference.Problem(qShape: qShape, kShape: kShape, layout: layout, attention: attention)
+            let ref = AttentionReference.forward(problem, q: hq, k: hk, v: hv)
+            let gpuO = try out.o.readFloats(), gpuL = try out.lse.readFloats()
+            var num = 0.0, den = 0.0, lseError = 0.0
+            for (x, y) in zip(gpuO, ref.o) {
+                let diff = Double(x) - y
+                num += diff.isNaN ? .infinity : diff * diff
+                den += y * y
+            }
+            for (x, y) in zip(gpuL, ref.lse) {
+                if y.isInfinite || x.isInfinite {
+                    if Double(x) != y { lseError = .infinity }
+                } else {
+                    lseError = max(lseError, abs(Double(x) - y) / max(abs(y), 1))
+                }
+            }
+            let error = max((num / max(den, 1e-12)).squareRoot(), lseError)
+            check = (error <= (dtype == .f16 ? 2e-3 : 1e-5) ? .pass : .fail, error)
+        }
+        let config: [String: ConfigValue] = [
+            "batch": .int(lengths.count), "queries": .int(queries), "cache": .int(lengths.max() ?? 0),
+            "heads": .int(shape.heads), "kv_heads": .int(hkv), "dim": .int(shape.dim), "dtype": .string(dtype.rawValue),
+            "mask": .string(shape.maskName(attention.mask)), "packed": .bool(cacheLengths != nil),
+        ]
+        try context.report([ResultRow(op: "attention.decode", device: context.deviceName, config: config, path: out.path,
+                                      timing: timing, gbps: gbps, tflops: flops / (timing.medianMs * 1e9),
+                                      ratioToCopy: gbps / copyGBps, check: check.0, maxRelError: check.1)],
+                           json: measure.json)
+    }
+}
