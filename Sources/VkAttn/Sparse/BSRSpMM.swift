@@ -112,6 +112,15 @@ public struct BSRSpMMPlan: Sendable {
 
     struct Reason: Error { var text: String }
 
+    /// Why the cooperative-matrix kernel cannot run on `device` for these blocks and values
+    /// (this build's glslc, the device's extension, features or shapes), or nil when it can.
+    public static func cooperativeMatrixUnavailableReason(device: Device, blockSize: Int, valueType: DType) -> String? {
+        if case let .failure(reason) = cooperativeMatrix(device: device, blockSize: blockSize, f16Values: valueType == .f16) {
+            return reason.text
+        }
+        return nil
+    }
+
     /// The NV cooperative-matrix shape this device and build can use for `blockSize` blocks,
     /// or why none.
     static func cooperativeMatrix(device: Device, blockSize: Int, f16Values: Bool) -> Result<CooperativeMatrixShape, Reason> {

@@ -167,7 +167,8 @@ public enum MatrixMarket {
 
         mutating func next() -> (Int, Substring)? {
             guard index < text.endIndex else { return nil }
-            let end = text[index...].firstIndex(of: "\n") ?? text.endIndex
+            // Bytewise: "\r\n" is one Character, so a Character search would miss it.
+            let end = text.utf8[index...].firstIndex(of: UInt8(ascii: "\n")) ?? text.endIndex
             let line = text[index..<end]
             index = end < text.endIndex ? text.index(after: end) : end
             lineNumber += 1
