@@ -4,9 +4,10 @@
 //! variant f16_v4 -DVEC=4 -DVALUE_F16
 //! variant f16_v1 -DVEC=1 -DVALUE_F16
 // CSR SpMM, nonzero-split along the merge path: C = alpha * A * B + beta * C (shapes as in
-// spmm_row_split.comp). A team of TN consecutive lanes (across the output's column vectors)
-// walks one path segment at a time, from the partition pass's (row, nonzero) coordinates: each
-// row that ends inside the segment is written whole (alpha * partial + beta * C); the partial
+// spmm_row_split.comp). A team of TN consecutive lanes (across the output's column vectors,
+// CPL vectors each per pass) walks one path segment at a time, from the partition pass's
+// (row, nonzero) coordinates: each row that ends inside the segment is written whole
+// (alpha * partial + beta * C); the partial
 // sum of the row still open at the segment's end is the segment's carry-out, which
 // spmm_merge_fixup.comp adds afterwards. Every row is written by exactly one segment, so no
 // two invocations touch the same output and the result is deterministic.
@@ -14,6 +15,7 @@
 
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint TN = 8;  // lanes across column vectors
+layout(constant_id = 2) const uint CPL = 1; // column vectors per lane (TN apart) per pass
 
 layout(std430, binding = 0) readonly buffer RowOffsets { int row_offsets[]; };
 layout(std430, binding = 1) readonly buffer Columns { int columns[]; };
@@ -42,6 +44,17 @@ layout(push_constant) uniform Push {
 
 const uint NO_ROW = 0xFFFFFFFFu;
 
+// acc[q] += A[p] * B[column of p, cv0 + q * TN] for the lane's column vectors that exist.
+void accumulate(inout ACC_T acc[CPL], uint p, uint cv0, uint vec_n) {
+    const uint at = CLAMP_INDEX(columns[p], pc.k) * vec_n + cv0;
+    const float a = float(values[p]);
+    for (uint q = 0u; q < CPL; ++q) {
+        if (cv0 + q * TN < vec_n) {
+            acc[q] += a * b[at + q * TN];
+        }
+    }
+}
+
 void main() {
     const uint lane = gl_LocalInvocationID.x % TN;
     const uint team = gl_GlobalInvocationID.x / TN;
@@ -55,27 +68,42 @@ void main() {
         const uint nz_end = min(to.y, pc.nnz);
         uint row = from.x;
         uint p = min(from.y, nz_end);
-        for (uint cv = lane; cv < vec_n; cv += TN) {
+        for (uint cb = 0u; cb < vec_n; cb += TN * CPL) {
             row = from.x;
             p = min(from.y, nz_end);
+            ACC_T acc[CPL];
             for (; row < row_end; ++row) {
                 const uint e = uint(clamp(row_offsets[row + 1u], int(p), int(nz_end)));
-                ACC_T acc = ACC_T(0.0);
+                for (uint q = 0u; q < CPL; ++q) {
+                    acc[q] = ACC_T(0.0);
+                }
                 for (; p < e; ++p) {
-                    acc += float(values[p]) * b[CLAMP_INDEX(columns[p], pc.k) * vec_n + cv];
+                    accumulate(acc, p, cb + lane, vec_n);
                 }
-                const uint at = row * vec_n + cv;
-                ACC_T result = pc.alpha * acc;
-                if (pc.beta != 0.0) {
-                    result += pc.beta * c[at];
+                for (uint q = 0u; q < CPL; ++q) {
+                    const uint cv = cb + lane + q * TN;
+                    if (cv < vec_n) {
+                        const uint at = row * vec_n + cv;
+                        ACC_T result = pc.alpha * acc[q];
+                        if (pc.beta != 0.0) {
+                            result += pc.beta * c[at];
+                        }
+                        c[at] = result;
+                    }
                 }
-                c[at] = result;
             }
-            ACC_T acc = ACC_T(0.0);
-            for (uint q = p; q < nz_end; ++q) {
-                acc += float(values[q]) * b[CLAMP_INDEX(columns[q], pc.k) * vec_n + cv];
+            for (uint q = 0u; q < CPL; ++q) {
+                acc[q] = ACC_T(0.0);
             }
-            carry[s * vec_n + cv] = acc;
+            for (uint t = p; t < nz_end; ++t) {
+                accumulate(acc, t, cb + lane, vec_n);
+            }
+            for (uint q = 0u; q < CPL; ++q) {
+                const uint cv = cb + lane + q * TN;
+                if (cv < vec_n) {
+                    carry[s * vec_n + cv] = acc[q];
+                }
+            }
         }
         if (lane == 0u) {
             // The row still open at the segment's end carries out if the segment consumed

@@ -7,7 +7,8 @@
 // row-major f32, fp32 accumulation.
 //
 // A team of TN * TK lanes of one subgroup owns a row at a time: TN lanes across the output's
-// columns (VEC columns each: vec4 loads of B and C when n % 4 == 0), TK lanes striding over
+// columns (CPL vectors of VEC columns each: vec4 loads of B and C when n % 4 == 0, so one
+// pass over the row's nonzeros covers TN * CPL * VEC columns), TK lanes striding over
 // the row's nonzeros, their partial sums combined by shuffles. Teams walk rows grid-stride
 // in subgroup lockstep, so every lane reaches the shuffles. beta == 0 never reads C.
 #extension GL_KHR_shader_subgroup_basic : require
@@ -17,6 +18,7 @@
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint TN = 8;  // lanes across column vectors
 layout(constant_id = 2) const uint TK = 1;  // lanes across a row's nonzeros
+layout(constant_id = 3) const uint CPL = 1; // column vectors per lane (TN apart) per pass
 
 layout(std430, binding = 0) readonly buffer RowOffsets { int row_offsets[]; };
 layout(std430, binding = 1) readonly buffer Columns { int columns[]; };
@@ -58,26 +60,39 @@ void main() {
         if (live) {
             ROW_RANGE(row_offsets, row, pc.nnz, start, end);
         }
-        for (uint cb = 0u; cb < vec_n; cb += TN) {
-            const uint cv = cb + tn;
-            const bool writes = live && cv < vec_n;
-            ACC_T acc = ACC_T(0.0);
-            if (writes) {
+        for (uint cb = 0u; cb < vec_n; cb += TN * CPL) {
+            ACC_T acc[CPL];
+            for (uint q = 0u; q < CPL; ++q) {
+                acc[q] = ACC_T(0.0);
+            }
+            if (live) {
                 for (uint p = start + tk; p < end; p += TK) {
-                    const uint j = CLAMP_INDEX(columns[p], pc.k);
-                    acc += float(values[p]) * b[j * vec_n + cv];
+                    const uint at = CLAMP_INDEX(columns[p], pc.k) * vec_n + cb + tn;
+                    const float a = float(values[p]);
+                    for (uint q = 0u; q < CPL; ++q) {
+                        if (cb + tn + q * TN < vec_n) {
+                            acc[q] += a * b[at + q * TN];
+                        }
+                    }
                 }
             }
-            for (uint m = TN; m < T; m <<= 1u) {
-                acc += subgroupShuffleXor(acc, m);
-            }
-            if (writes && tk == 0u) {
-                const uint at = row * vec_n + cv;
-                ACC_T result = pc.alpha * acc;
-                if (pc.beta != 0.0) {
-                    result += pc.beta * c[at];
+            for (uint q = 0u; q < CPL; ++q) {
+                for (uint m = TN; m < T; m <<= 1u) {
+                    acc[q] += subgroupShuffleXor(acc[q], m);
                 }
-                c[at] = result;
+            }
+            if (live && tk == 0u) {
+                for (uint q = 0u; q < CPL; ++q) {
+                    const uint cv = cb + tn + q * TN;
+                    if (cv < vec_n) {
+                        const uint at = row * vec_n + cv;
+                        ACC_T result = pc.alpha * acc[q];
+                        if (pc.beta != 0.0) {
+                            result += pc.beta * c[at];
+                        }
+                        c[at] = result;
+                    }
+                }
             }
         }
     }

@@ -22,6 +22,9 @@ struct SpMMTests {
         Case(rows: 131, cols: 257, n: 64, distribution: .powerLaw, density: 0.05),
         Case(rows: 97, cols: 89, n: 36, distribution: .blockDiagonal, density: 0.1),
         Case(rows: 211, cols: 61, n: 2, distribution: .uniform, density: 0.3),
+        // Several passes over the nonzeros (more column vectors than one pass covers).
+        Case(rows: 50, cols: 70, n: 150, distribution: .powerLaw, density: 0.1),
+        Case(rows: 43, cols: 29, n: 132, distribution: .uniform, density: 0.2),
     ]
 
     static let tolerance = 1e-5

@@ -75,6 +75,23 @@ struct SparseBSRTests {
         try run(a, n: c.n, dtype: dtype, kernel: .cooperativeMatrixNV, alpha: 1, beta: -1, seed: seed)
     }
 
+    @Test(arguments: [16, 32])
+    func blockingACSRMatrixKeepsItsProduct(blockSize: Int) throws {
+        let seed = testSeed()
+        var rng = SeededRandom(seed: seed)
+        let csr = SparseGenerator.csr(.powerLaw, rows: 70, cols: 45, density: 0.1, emptyRowFraction: 0.2, seed: seed)
+        let bsr = BSRArrays(csr: csr, blockSize: blockSize)
+        try bsr.validate(op: "test")
+        #expect(bsr.rows >= 70 && bsr.rows < 70 + blockSize && bsr.cols >= 45 && bsr.cols < 45 + blockSize)
+        let n = 5
+        let b = rng.floats(bsr.cols * n)
+        let viaBlocks = SparseReference.bsrmm(bsr, b: b, n: n)
+        let direct = SparseReference.spmm(csr, b: Array(b.prefix(csr.cols * n)), n: n)
+        let error = direct.maxError(of: Array(viaBlocks.expected.prefix(csr.rows * n)))
+        #expect(error <= 1e-6, "seed \(seed)")
+        #expect(viaBlocks.expected[(csr.rows * n)...].allSatisfy { $0 == 0 }, "padding rows, seed \(seed)")
+    }
+
     @Test func choiceIsReported() throws {
         try withDevice { device in
             let a = SparseGenerator.bsr(.banded, blockSize: 32, blockRows: 4, blockCols: 4, density: 0.5, seed: 3)

@@ -38,6 +38,41 @@ public struct BSRArrays: Sendable, Equatable {
                   values: rng.floats(pattern.nnz * blockSize * blockSize))
     }
 
+    /// The blocks of a well-formed CSR matrix: every `blockSize` x `blockSize` block holding
+    /// a nonzero becomes a dense block (zeros where the CSR has none). Rows and columns are
+    /// padded with zeros up to multiples of `blockSize`.
+    public init(csr: CSRArrays, blockSize bs: Int) {
+        let blockRows = (csr.rows + bs - 1) / bs
+        let blockCols = (csr.cols + bs - 1) / bs
+        var offsets: [Int32] = [0]
+        var columns: [Int32] = []
+        var values: [Float] = []
+        var slot = [Int](repeating: -1, count: blockCols)  // block column -> block index in this block row
+        for br in 0..<blockRows {
+            let rows = (br * bs)..<min(csr.rows, (br + 1) * bs)
+            var touched = Set<Int>()
+            for r in rows {
+                for p in Int(csr.rowOffsets[r])..<Int(csr.rowOffsets[r + 1]) { touched.insert(Int(csr.columnIndices[p]) / bs) }
+            }
+            let first = columns.count
+            for bc in touched.sorted() {
+                slot[bc] = columns.count
+                columns.append(Int32(bc))
+            }
+            values += [Float](repeating: 0, count: touched.count * bs * bs)
+            for r in rows {
+                for p in Int(csr.rowOffsets[r])..<Int(csr.rowOffsets[r + 1]) {
+                    let c = Int(csr.columnIndices[p])
+                    values[(slot[c / bs] * bs + r - br * bs) * bs + c % bs] += csr.values[p]
+                }
+            }
+            for b in first..<columns.count { slot[Int(columns[b])] = -1 }
+            offsets.append(Int32(columns.count))
+        }
+        self.init(blockSize: bs, blockRows: blockRows, blockCols: blockCols, blockRowOffsets: offsets,
+                  blockColumnIndices: columns, values: values)
+    }
+
     /// The same matrix with every value rounded to f16 and back.
     public func roundedToHalf() -> BSRArrays {
         var copy = self

@@ -25,6 +25,9 @@ public struct SpMMPlan: Sendable {
     public let vectorWidth: Int
     /// Lanes of a team across the output's column vectors.
     public let lanesAcrossColumns: Int
+    /// Column vectors each lane accumulates per pass over the nonzeros (so that one pass
+    /// covers up to lanesAcrossColumns x this x vectorWidth columns).
+    public let columnVectorsPerLane: Int
     /// Lanes of a team across a row's nonzeros (row-split; 1 for merge-path).
     public let lanesAcrossNonzeros: Int
     /// Merge-path items (rows + nonzeros) per team segment, and the number of segments.
@@ -69,6 +72,8 @@ public struct SpMMPlan: Sendable {
         let vecN = n / vectorWidth
         let tn = min(width, SparseLaunch.nextPowerOfTwo(vecN))
         self.lanesAcrossColumns = tn
+        let cpl = min(4, (vecN + tn - 1) / tn)
+        self.columnVectorsPerLane = cpl
         let f16 = matrix.valueType == .f16
         let v4 = vectorWidth == 4
         switch kernel {
@@ -80,7 +85,7 @@ public struct SpMMPlan: Sendable {
                              : (v4 ? Shaders.sparseSpmmRowSplitF32V4 : Shaders.sparseSpmmRowSplitF32V1)
             main = try device.kernel(KernelDescriptor(
                 shader: shader, bindings: 7, pushConstantBytes: 24,
-                specialization: [0: .int(workgroupSize), 1: .int(tn), 2: .int(lanesAcrossNonzeros)]))
+                specialization: [0: .int(workgroupSize), 1: .int(tn), 2: .int(lanesAcrossNonzeros), 3: .int(cpl)]))
             partition = nil
             fixup = nil
             scratch = nil
@@ -102,7 +107,7 @@ public struct SpMMPlan: Sendable {
                              : (v4 ? Shaders.sparseSpmmMergePathF32V4 : Shaders.sparseSpmmMergePathF32V1)
             main = try device.kernel(KernelDescriptor(
                 shader: shader, bindings: 11, pushConstantBytes: 28,
-                specialization: [0: .int(workgroupSize), 1: .int(tn)]))
+                specialization: [0: .int(workgroupSize), 1: .int(tn), 2: .int(cpl)]))
             partition = try device.kernel(KernelDescriptor(
                 shader: Shaders.sparseSpmmMergePartition, bindings: 2, pushConstantBytes: 16,
                 specialization: [0: .int(workgroupSize)]))
