@@ -48,7 +48,6 @@ public struct SpMMPlan: Sendable {
         let device = matrix.device
         guard n >= 1 else { throw VkAttnError.invalidValue(op: op, operand: "n", reason: "\(n) is not positive") }
         try SparseLaunch.requireValues(op: op, matrix.valueType, device: device)
-        try SparseLaunch.requireShuffle(op: op, device: device)
         for (name, tensor) in [("row offsets", matrix.rowOffsets), ("column indices", matrix.columnIndices), ("values", matrix.values)] {
             try SparseLaunch.expectUsable(op: op, name, tensor, device: device)
         }
@@ -78,6 +77,7 @@ public struct SpMMPlan: Sendable {
         let v4 = vectorWidth == 4
         switch kernel {
         case .rowSplit:
+            try SparseLaunch.requireShuffle(op: op, device: device)
             let tk = min(width / tn, SparseLaunch.previousPowerOfTwo(Int(stats.meanLength / 2)))
             lanesAcrossNonzeros = max(1, tk)
             workgroupSize = Launch.workgroupSize(128, device: device)
@@ -100,7 +100,7 @@ public struct SpMMPlan: Sendable {
             var perSegment = min(max(SparseLaunch.nextPowerOfTwo(max(1, items / teams)), 32), 4096)
             // The carry-outs (one n-vector per segment) must fit one binding.
             let carryLimit = min(caps.maxStorageBufferRange, 256 << 20)
-            while ((items + perSegment - 1) / perSegment) * n * 4 > carryLimit { perSegment *= 2 }
+            while perSegment < items && ((items + perSegment - 1) / perSegment) * n * 4 > carryLimit { perSegment *= 2 }
             itemsPerSegment = perSegment
             segments = max(1, (items + perSegment - 1) / perSegment)
             let shader = f16 ? (v4 ? Shaders.sparseSpmmMergePathF16V4 : Shaders.sparseSpmmMergePathF16V1)
@@ -140,6 +140,7 @@ public struct SpMMPlan: Sendable {
         try push.append(u32: matrix.nnz, "nnz")
         push.append(alpha)
         push.append(beta)
+        if kernel == .mergePath { try push.append(u32: segments, "segments") }
         let sparse = [matrix.rowOffsets.slice, matrix.columnIndices.slice, matrix.values.slice]
         let dense = [b.slice, b.slice, c.slice, c.slice]
 
@@ -150,6 +151,11 @@ public struct SpMMPlan: Sendable {
             try stream.dispatch(main, bindings: sparse + dense, push: push, groups: (groups, 1, 1))
         case .mergePath:
             guard let partition, let fixup, let scratch else { return }
+            var fixupPush = PushConstants()
+            try fixupPush.append(u32: matrix.rows, "rows")
+            try fixupPush.append(u32: n, "n")
+            try fixupPush.append(u32: segments, "segments")
+            fixupPush.append(alpha)
             var partitionPush = PushConstants()
             try partitionPush.append(u32: matrix.rows, "rows")
             try partitionPush.append(u32: matrix.nnz, "nnz")
@@ -159,18 +165,12 @@ public struct SpMMPlan: Sendable {
             try stream.dispatch(partition, bindings: [matrix.rowOffsets.slice, scratch.coords.whole],
                                 push: partitionPush, groups: (boundaries, 1, 1))
             try stream.barrier()
-            try push.append(u32: segments, "segments")
             let groups = SparseLaunch.groups(items: segments * lanesAcrossColumns, workgroupSize: workgroupSize, device: device)
             try stream.dispatch(main, bindings: sparse + dense + [scratch.coords.whole, scratch.carryRows.whole,
                                                                   scratch.carry.whole, scratch.carry.whole],
                                 push: push, groups: (groups, 1, 1))
             if segments > 1 {
                 try stream.barrier()
-                var fixupPush = PushConstants()
-                try fixupPush.append(u32: matrix.rows, "rows")
-                try fixupPush.append(u32: n, "n")
-                try fixupPush.append(u32: segments, "segments")
-                fixupPush.append(alpha)
                 let items = segments * (n / vectorWidth)
                 let fixupGroups = SparseLaunch.groups(items: items, workgroupSize: workgroupSize, device: device)
                 try stream.dispatch(fixup, bindings: [c.slice, c.slice, scratch.carry.whole, scratch.carry.whole,

@@ -14,11 +14,17 @@ enum SparseDeviceValidation {
 
     /// Validates per `mode`; returns the statistics and where the check ran.
     static func validate(_ s: Structure, mode: SparseValidation.Mode) throws -> (RowStatistics, SparseValidation.Site) {
+        let caps = s.rowOffsets.device.capabilities
+        let kernelsRun = caps.subgroupInCompute && caps.subgroupOperations.contains("arithmetic")
         let onDevice: Bool
         switch mode {
-        case .auto: onDevice = s.rows + s.nnz >= SparseValidation.deviceThreshold
+        case .auto: onDevice = kernelsRun && s.rows + s.nnz >= SparseValidation.deviceThreshold
         case .host: onDevice = false
-        case .device: onDevice = true
+        case .device:
+            guard kernelsRun else {
+                throw VkAttnError.unsupported(op: s.op, reason: "device validation needs subgroup arithmetic in compute shaders, which \(s.rowOffsets.device.label) does not offer")
+            }
+            onDevice = true
         }
         if onDevice { return (try onTheDevice(s), .device) }
         let offsets = try read(s.rowOffsets, first: 0, count: s.rows + 1)

@@ -18,7 +18,8 @@ public enum SparseValidation {
 
     /// Where a plan validated its matrix.
     public enum Mode: String, Sendable, Hashable, CaseIterable {
-        /// On the device when rows + nnz reaches `deviceThreshold`, else on the host.
+        /// On the device when rows + nnz reaches `deviceThreshold` (and the device has subgroup
+        /// arithmetic), else on the host. `validatedOn` of the plan says which.
         case auto
         /// Reads the structure back and checks it on the host.
         case host
