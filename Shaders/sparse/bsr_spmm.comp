@@ -9,7 +9,7 @@
 // of the block row it stages the block and the matching BS x 64 slab of B in shared memory,
 // then each invocation accumulates BS / 16 rows x 4 columns. Block rows are walked grid-stride
 // along y (uniformly per workgroup: the barriers are reached by all).
-#include "common/sparse.glsl"
+#include "sparse/common.glsl"
 
 layout(local_size_x = 256) in;
 layout(constant_id = 0) const uint BS = 32;

@@ -14,7 +14,7 @@
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #extension GL_KHR_shader_subgroup_basic : require
-#include "common/sparse.glsl"
+#include "sparse/common.glsl"
 
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint BS = 32;

@@ -13,7 +13,7 @@
 // loads when k % 4 == 0) and combine by shuffles. Teams iterate in subgroup lockstep.
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
-#include "common/sparse.glsl"
+#include "sparse/common.glsl"
 
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint T = 8;         // lanes across k

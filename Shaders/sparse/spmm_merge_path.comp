@@ -11,7 +11,7 @@
 // sum of the row still open at the segment's end is the segment's carry-out, which
 // spmm_merge_fixup.comp adds afterwards. Every row is written by exactly one segment, so no
 // two invocations touch the same output and the result is deterministic.
-#include "common/sparse.glsl"
+#include "sparse/common.glsl"
 
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint TN = 8;  // lanes across column vectors

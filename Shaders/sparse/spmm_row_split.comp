@@ -13,7 +13,7 @@
 // in subgroup lockstep, so every lane reaches the shuffles. beta == 0 never reads C.
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
-#include "common/sparse.glsl"
+#include "sparse/common.glsl"
 
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint TN = 8;  // lanes across column vectors

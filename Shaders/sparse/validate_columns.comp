@@ -6,7 +6,7 @@
 // sends its row to result.bad_column_row by atomicMin. The row of a nonzero is found by binary
 // search over those rows' offsets, which pass 1 proved non-decreasing.
 #include "common/grid.glsl"
-#include "common/atomic_min.glsl"
+#include "sparse/atomic_min.glsl"
 
 layout(local_size_x_id = 0) in;
 

@@ -9,7 +9,7 @@
 // structure is valid.
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #include "common/grid.glsl"
-#include "common/atomic_min.glsl"
+#include "sparse/atomic_min.glsl"
 
 layout(local_size_x_id = 0) in;
 

@@ -39,7 +39,7 @@ public enum SparseGenerator {
 
         for r in 0..<rows {
             let empty = emptyRowFraction > 0 && Double.random(in: 0..<1, using: &rng) < emptyRowFraction
-            if !empty {
+            if !empty && density > 0 {
                 switch distribution {
                 case .uniform, .powerLaw:
                     appendBernoulli(probability: probabilities[r], cols: cols, into: &columns, rng: &rng)

@@ -1,8 +1,8 @@
 // Shared by the sparse kernels: value types and vector widths chosen by -D variants.
 //   VALUE_F16: values are float16_t (16-bit storage: loads and conversions only), else float.
 //   VEC: 4 (vec4 views of the dense operands) or 1 (scalar views).
-#ifndef VKATTN_SPARSE_GLSL
-#define VKATTN_SPARSE_GLSL
+#ifndef VKATTN_SPARSE_COMMON_GLSL
+#define VKATTN_SPARSE_COMMON_GLSL
 
 #ifdef VALUE_F16
 #extension GL_EXT_shader_16bit_storage : require

@@ -2,8 +2,8 @@
 // GLSL's plain atomicMin uses Device scope, which a device with the Vulkan memory model on but
 // vulkanMemoryModelDeviceScope off must not use; the QUEUE_FAMILY_SCOPE variant (for devices
 // with the memory model enabled) uses QueueFamily scope instead, which covers the dispatch.
-#ifndef VKATTN_ATOMIC_MIN_GLSL
-#define VKATTN_ATOMIC_MIN_GLSL
+#ifndef VKATTN_SPARSE_ATOMIC_MIN_GLSL
+#define VKATTN_SPARSE_ATOMIC_MIN_GLSL
 
 #ifdef QUEUE_FAMILY_SCOPE
 #extension GL_KHR_memory_scope_semantics : require
