@@ -1,0 +1,89 @@
+/// A block-CSR sparse matrix on the host: a CSR structure over square `blockSize` x
+/// `blockSize` blocks, each stored dense. The matrix is [blockRows * blockSize,
+/// blockCols * blockSize].
+///
+/// Layout: block row `i` holds blocks `blockRowOffsets[i] ..< blockRowOffsets[i + 1]`; block `b`
+/// sits at block column `blockColumnIndices[b]` and its values are
+/// `values[b * blockSize * blockSize ..< (b + 1) * blockSize * blockSize]`, row-major.
+public struct BSRArrays: Sendable, Equatable {
+    public var blockSize: Int
+    public var blockRows: Int
+    public var blockCols: Int
+    public var blockRowOffsets: [Int32]
+    public var blockColumnIndices: [Int32]
+    public var values: [Float]
+
+    public init(blockSize: Int, blockRows: Int, blockCols: Int, blockRowOffsets: [Int32],
+                blockColumnIndices: [Int32], values: [Float]) {
+        self.blockSize = blockSize
+        self.blockRows = blockRows
+        self.blockCols = blockCols
+        self.blockRowOffsets = blockRowOffsets
+        self.blockColumnIndices = blockColumnIndices
+        self.values = values
+    }
+
+    public var rows: Int { blockRows * blockSize }
+    public var cols: Int { blockCols * blockSize }
+    /// Blocks stored.
+    public var blockCount: Int { blockColumnIndices.count }
+    /// Scalars stored (blocks x blockSize^2), zeros inside blocks included.
+    public var storedValues: Int { blockCount * blockSize * blockSize }
+
+    /// Dense blocks at the nonzero positions of `pattern` (a CSR of blockRows x blockCols,
+    /// whose values are ignored), with values from `rng`.
+    public init(blockSize: Int, pattern: CSRArrays, rng: inout SeededRandom) {
+        self.init(blockSize: blockSize, blockRows: pattern.rows, blockCols: pattern.cols,
+                  blockRowOffsets: pattern.rowOffsets, blockColumnIndices: pattern.columnIndices,
+                  values: rng.floats(pattern.nnz * blockSize * blockSize))
+    }
+
+    /// The blocks of a well-formed CSR matrix: every `blockSize` x `blockSize` block holding
+    /// a nonzero becomes a dense block (zeros where the CSR has none). Rows and columns are
+    /// padded with zeros up to multiples of `blockSize`.
+    public init(csr: CSRArrays, blockSize bs: Int) {
+        let blockRows = (csr.rows + bs - 1) / bs
+        let blockCols = (csr.cols + bs - 1) / bs
+        var offsets: [Int32] = [0]
+        var columns: [Int32] = []
+        var values: [Float] = []
+        var slot = [Int](repeating: -1, count: blockCols)  // block column -> block index in this block row
+        for br in 0..<blockRows {
+            let rows = (br * bs)..<min(csr.rows, (br + 1) * bs)
+            var touched = Set<Int>()
+            for r in rows {
+                for p in Int(csr.rowOffsets[r])..<Int(csr.rowOffsets[r + 1]) { touched.insert(Int(csr.columnIndices[p]) / bs) }
+            }
+            let first = columns.count
+            for bc in touched.sorted() {
+                slot[bc] = columns.count
+                columns.append(Int32(bc))
+            }
+            values += [Float](repeating: 0, count: touched.count * bs * bs)
+            for r in rows {
+                for p in Int(csr.rowOffsets[r])..<Int(csr.rowOffsets[r + 1]) {
+                    let c = Int(csr.columnIndices[p])
+                    values[(slot[c / bs] * bs + r - br * bs) * bs + c % bs] += csr.values[p]
+                }
+            }
+            for b in first..<columns.count { slot[Int(columns[b])] = -1 }
+            offsets.append(Int32(columns.count))
+        }
+        self.init(blockSize: bs, blockRows: blockRows, blockCols: blockCols, blockRowOffsets: offsets,
+                  blockColumnIndices: columns, values: values)
+    }
+
+    /// The same matrix with every value rounded to f16 and back.
+    public func roundedToHalf() -> BSRArrays {
+        var copy = self
+        copy.values = values.map { Float(Float16($0)) }
+        return copy
+    }
+
+    /// Checks the block structure (block rows named in errors).
+    @discardableResult
+    public func validate(op: String) throws -> RowStatistics {
+        try SparseValidation.check(op: op, rows: blockRows, cols: blockCols, nnz: blockCount,
+                                   rowOffsets: blockRowOffsets, columnIndices: blockColumnIndices, unit: .blockRow)
+    }
+}

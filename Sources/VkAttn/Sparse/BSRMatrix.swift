@@ -1,0 +1,83 @@
+/// A block-CSR sparse matrix on a device, square blocks of 16 or 32: the structure
+/// block-sparse attention masks use. [blockRows * blockSize, blockCols * blockSize].
+///
+/// - `blockRowOffsets`: i32 [blockRows + 1].
+/// - `blockColumnIndices`: i32 [max(blocks, 1)].
+/// - `values`: f32 or f16 [max(blocks, 1), blockSize, blockSize], each block row-major.
+///
+/// Building one checks shapes, element types and devices; the block structure is checked by
+/// the op before it dispatches.
+public struct BSRMatrix: Sendable {
+    public static let supportedBlockSizes = [16, 32]
+
+    public let blockSize: Int
+    public let blockRows: Int
+    public let blockCols: Int
+    public let blockCount: Int
+    public let blockRowOffsets: Tensor
+    public let blockColumnIndices: Tensor
+    public let values: Tensor
+
+    public var rows: Int { blockRows * blockSize }
+    public var cols: Int { blockCols * blockSize }
+    public var device: Device { blockRowOffsets.device }
+    public var valueType: DType { values.dtype }
+
+    public init(blockSize: Int, blockRows: Int, blockCols: Int, blockCount: Int,
+                blockRowOffsets: Tensor, blockColumnIndices: Tensor, values: Tensor) throws {
+        let op = "BSRMatrix"
+        try BSRMatrix.checkSizes(op: op, blockSize: blockSize, blockRows: blockRows, blockCols: blockCols, blockCount: blockCount)
+        try blockRowOffsets.expect(op: op, "block row offsets", shape: [blockRows + 1], dtype: .i32)
+        try blockColumnIndices.expect(op: op, "block column indices", shape: [max(blockCount, 1)], dtype: .i32,
+                                      device: blockRowOffsets.device)
+        try values.expect(op: op, "values", shape: [max(blockCount, 1), blockSize, blockSize], device: blockRowOffsets.device)
+        guard values.dtype == .f32 || values.dtype == .f16 else {
+            throw VkAttnError.dtypeMismatch(op: op, operand: "values", expected: "f32 or f16", actual: values.dtype.rawValue)
+        }
+        self.blockSize = blockSize
+        self.blockRows = blockRows
+        self.blockCols = blockCols
+        self.blockCount = blockCount
+        self.blockRowOffsets = blockRowOffsets
+        self.blockColumnIndices = blockColumnIndices
+        self.values = values
+    }
+
+    static func checkSizes(op: String, blockSize: Int, blockRows: Int, blockCols: Int, blockCount: Int) throws {
+        guard supportedBlockSizes.contains(blockSize) else {
+            throw VkAttnError.invalidValue(op: op, operand: "block size", reason: "\(blockSize) is not one of \(supportedBlockSizes)")
+        }
+        try SparseShape.check(op: op, rows: blockRows, cols: blockCols, nnz: blockCount)
+        for (name, value) in [("rows", blockRows), ("cols", blockCols)] where value > (Int(Int32.max) - 1) / blockSize {
+            throw VkAttnError.invalidValue(op: op, operand: name, reason: "\(value * blockSize) does not fit 32-bit indices")
+        }
+    }
+}
+
+extension Device {
+    /// Uploads `matrix` with values of `valueType` (f32 or f16), after checking its block
+    /// structure on the host.
+    public func makeBSR(_ matrix: BSRArrays, valueType: DType = .f32) throws -> BSRMatrix {
+        let op = "makeBSR"
+        try BSRMatrix.checkSizes(op: op, blockSize: matrix.blockSize, blockRows: matrix.blockRows,
+                                 blockCols: matrix.blockCols, blockCount: matrix.blockCount)
+        guard valueType == .f32 || valueType == .f16 else {
+            throw VkAttnError.dtypeMismatch(op: op, operand: "values", expected: "f32 or f16", actual: valueType.rawValue)
+        }
+        guard matrix.values.count == matrix.storedValues else {
+            throw VkAttnError.shapeMismatch(op: op, operand: "values", expected: "[\(matrix.storedValues)]", actual: "[\(matrix.values.count)]")
+        }
+        try matrix.validate(op: op)
+        let count = max(matrix.blockCount, 1)
+        let bs = matrix.blockSize
+        let offsets = try makeTensor(shape: [matrix.blockRows + 1], dtype: .i32)
+        try offsets.buffer.write(matrix.blockRowOffsets, at: offsets.slice.offset)
+        let columns = try makeTensor(shape: [count], dtype: .i32)
+        try columns.buffer.write(matrix.blockCount == 0 ? [Int32(0)] : matrix.blockColumnIndices, at: columns.slice.offset)
+        let stored = matrix.blockCount == 0 ? [Float](repeating: 0, count: bs * bs) : matrix.values
+        let values = try makeTensor(stored, shape: [count, bs, bs], dtype: valueType)
+        return try BSRMatrix(blockSize: bs, blockRows: matrix.blockRows, blockCols: matrix.blockCols,
+                             blockCount: matrix.blockCount, blockRowOffsets: offsets, blockColumnIndices: columns,
+                             values: values)
+    }
+}

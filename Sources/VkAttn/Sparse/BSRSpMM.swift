@@ -1,0 +1,171 @@
+/// The kernels of block-CSR SpMM.
+public enum BSRKernel: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+    /// Shared-memory tiles and fp32 FMAs: runs everywhere.
+    case scalar
+    /// GL_NV_cooperative_matrix multiply-accumulate (inputs rounded to f16, fp32 accumulators)
+    /// where the build's glslc accepted it and the device offers a fitting f16 shape.
+    case cooperativeMatrixNV = "coopmat-nv"
+
+    public var description: String { rawValue }
+}
+
+/// Options of a block-CSR SpMM plan.
+public struct BSRSpMMOptions: Sendable, Hashable {
+    /// The kernel to run, or nil for the cooperative-matrix one where available, else scalar.
+    public var kernel: BSRKernel?
+    public var validation: SparseValidation.Mode
+
+    public init(kernel: BSRKernel? = nil, validation: SparseValidation.Mode = .auto) {
+        self.kernel = kernel
+        self.validation = validation
+    }
+}
+
+/// Block-CSR sparse x dense: C = alpha * A * B + beta * C with A a `BSRMatrix`
+/// [blockRows * bs, blockCols * bs] (bs 16 or 32, f32 or f16 values), B [blockCols * bs, n]
+/// and C [blockRows * bs, n] row-major f32, fp32 accumulation; beta == 0 never reads C.
+///
+/// The plan validates the block structure (the error names the first bad block row) and
+/// picks the kernel; `kernel`, `path` and `cooperativeMatrixSkipped` say what runs and why.
+public struct BSRSpMMPlan: Sendable {
+    public static let op = "BSR SpMM"
+    static let tileColumns = 64
+
+    public let matrix: BSRMatrix
+    public let n: Int
+    public let statistics: RowStatistics
+    public let kernel: BSRKernel
+    public let validatedOn: SparseValidation.Site
+    /// The cooperative-matrix shape used (M x N x K), when `kernel` is `.cooperativeMatrixNV`.
+    public let cooperativeMatrixShape: CooperativeMatrixShape?
+    /// Why the cooperative-matrix kernel is not used on this device or build, when it is not.
+    public let cooperativeMatrixSkipped: String?
+
+    let main: Kernel
+    let workgroupSize: Int
+
+    /// The path name the bench reports, e.g. "bsr32-scalar" or "bsr32-coopmat-nv-16x16x16".
+    public var path: String {
+        if let s = cooperativeMatrixShape { return "bsr\(matrix.blockSize)-\(kernel.rawValue)-\(s.m)x\(s.n)x\(s.k)" }
+        return "bsr\(matrix.blockSize)-\(kernel.rawValue)"
+    }
+
+    public init(_ matrix: BSRMatrix, n: Int, options: BSRSpMMOptions = BSRSpMMOptions()) throws {
+        let op = BSRSpMMPlan.op
+        let device = matrix.device
+        let caps = device.capabilities
+        guard n >= 1 else { throw VkAttnError.invalidValue(op: op, operand: "n", reason: "\(n) is not positive") }
+        try SparseLaunch.requireValues(op: op, matrix.valueType, device: device)
+        for (name, tensor) in [("block row offsets", matrix.blockRowOffsets), ("block column indices", matrix.blockColumnIndices),
+                               ("values", matrix.values)] {
+            try SparseLaunch.expectUsable(op: op, name, tensor, device: device)
+        }
+        for (name, count) in [("B", matrix.cols * n), ("C", matrix.rows * n)] where count * 4 > caps.maxStorageBufferRange {
+            throw VkAttnError.tooLarge(op: op, operand: name, bytes: count * 4, limit: caps.maxStorageBufferRange)
+        }
+        let tiles = (n + BSRSpMMPlan.tileColumns - 1) / BSRSpMMPlan.tileColumns
+        guard tiles <= caps.maxWorkgroupCount[0] else {
+            throw VkAttnError.invalidValue(op: op, operand: "n", reason: "\(n) columns need \(tiles) workgroups, the device allows \(caps.maxWorkgroupCount[0])")
+        }
+
+        let (stats, site) = try SparseDeviceValidation.validate(
+            .init(op: op, rows: matrix.blockRows, cols: matrix.blockCols, nnz: matrix.blockCount,
+                  rowOffsets: matrix.blockRowOffsets, columnIndices: matrix.blockColumnIndices, unit: .blockRow),
+            mode: options.validation)
+        self.matrix = matrix
+        self.n = n
+        self.statistics = stats
+        self.validatedOn = site
+
+        let f16 = matrix.valueType == .f16
+        let coopmat = BSRSpMMPlan.cooperativeMatrix(device: device, blockSize: matrix.blockSize, f16Values: f16)
+        switch (options.kernel, coopmat) {
+        case (.scalar, _), (nil, .failure):
+            kernel = .scalar
+            cooperativeMatrixShape = nil
+            if case let .failure(reason) = coopmat {
+                cooperativeMatrixSkipped = reason.text
+            } else {
+                cooperativeMatrixSkipped = "the scalar kernel was requested"
+            }
+            workgroupSize = 256
+            main = try device.kernel(KernelDescriptor(
+                shader: f16 ? Shaders.sparseBsrSpmmF16 : Shaders.sparseBsrSpmmF32, bindings: 5, pushConstantBytes: 24,
+                specialization: [0: .int(matrix.blockSize)]))
+        case (.cooperativeMatrixNV, .failure(let reason)):
+            throw VkAttnError.unsupported(op: op, reason: "cooperative-matrix kernel: \(reason.text)")
+        case (.cooperativeMatrixNV, .success(let shape)), (nil, .success(let shape)):
+            kernel = .cooperativeMatrixNV
+            cooperativeMatrixShape = shape
+            cooperativeMatrixSkipped = nil
+            let subgroups = (matrix.blockSize / shape.m) * (BSRSpMMPlan.tileColumns / shape.n)
+            workgroupSize = subgroups * caps.subgroupSize
+            main = try device.kernel(KernelDescriptor(
+                shader: f16 ? Shaders.sparseBsrSpmmCoopmatNvF16 : Shaders.sparseBsrSpmmCoopmatNvF32, bindings: 5,
+                pushConstantBytes: 24,
+                specialization: [0: .int(workgroupSize), 1: .int(matrix.blockSize), 2: .int(shape.m), 3: .int(shape.n),
+                                 4: .int(shape.k), 5: .int(BSRSpMMPlan.tileColumns)],
+                requiredSubgroupSize: device.enabled.subgroupSizeControl ? caps.subgroupSize : nil,
+                fullSubgroups: device.enabled.computeFullSubgroups))
+        }
+    }
+
+    struct Reason: Error { var text: String }
+
+    /// Why the cooperative-matrix kernel cannot run on `device` for these blocks and values
+    /// (this build's glslc, the device's extension, features or shapes), or nil when it can.
+    public static func cooperativeMatrixUnavailableReason(device: Device, blockSize: Int, valueType: DType) -> String? {
+        if case let .failure(reason) = cooperativeMatrix(device: device, blockSize: blockSize, f16Values: valueType == .f16) {
+            return reason.text
+        }
+        return nil
+    }
+
+    /// The NV cooperative-matrix shape this device and build can use for `blockSize` blocks,
+    /// or why none.
+    static func cooperativeMatrix(device: Device, blockSize: Int, f16Values: Bool) -> Result<CooperativeMatrixShape, Reason> {
+        let shader = f16Values ? Shaders.sparseBsrSpmmCoopmatNvF16 : Shaders.sparseBsrSpmmCoopmatNvF32
+        if let reason = shader.unavailableReason { return .failure(Reason(text: reason)) }
+        guard device.enabled.cooperativeMatrixNV else {
+            return .failure(Reason(text: "\(device.label) offers no VK_NV_cooperative_matrix"))
+        }
+        guard device.enabled.shaderFloat16 else {
+            return .failure(Reason(text: "\(device.label) lacks shaderFloat16 (f16 shared-memory tiles)"))
+        }
+        let caps = device.capabilities
+        let fitting = caps.cooperativeMatrixNV.filter { s in
+            s.aType == "f16" && s.bType == "f16" && s.cType == "f32" && s.resultType == "f32" && s.scope == "subgroup"
+                && blockSize % s.m == 0 && blockSize % s.k == 0 && tileColumns % s.n == 0
+                && (blockSize / s.m) * (tileColumns / s.n) * caps.subgroupSize <= caps.maxWorkgroupInvocations
+        }
+        guard let best = fitting.max(by: { $0.m * $0.n * $0.k < $1.m * $1.n * $1.k }) else {
+            return .failure(Reason(text: "\(device.label) offers no f16 x f16 + f32 subgroup shape dividing \(blockSize) x \(tileColumns)"))
+        }
+        return .success(best)
+    }
+
+    /// Records C = alpha * A * B + beta * C. B: [A.cols, n] f32, C: [A.rows, n] f32.
+    public func encode(_ stream: Stream, b: Tensor, c: Tensor, alpha: Float = 1, beta: Float = 0) throws {
+        let op = BSRSpMMPlan.op
+        let device = matrix.device
+        guard stream.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "stream") }
+        try b.expect(op: op, "B", shape: [matrix.cols, n], dtype: .f32, device: device)
+        try c.expect(op: op, "C", shape: [matrix.rows, n], dtype: .f32, device: device)
+        try SparseLaunch.expectUsable(op: op, "B", b, device: device)
+        try SparseLaunch.expectUsable(op: op, "C", c, device: device)
+        try SparseLaunch.expectFinite(op: op, "alpha", alpha)
+        try SparseLaunch.expectFinite(op: op, "beta", beta)
+        var push = PushConstants()
+        try push.append(u32: matrix.blockRows, "block rows")
+        try push.append(u32: matrix.blockCols, "block cols")
+        try push.append(u32: n, "n")
+        try push.append(u32: matrix.blockCount, "blocks")
+        push.append(alpha)
+        push.append(beta)
+        let tiles = (n + BSRSpMMPlan.tileColumns - 1) / BSRSpMMPlan.tileColumns
+        let rows = min(matrix.blockRows, device.capabilities.maxWorkgroupCount[1])
+        try stream.dispatch(main, bindings: [matrix.blockRowOffsets.slice, matrix.blockColumnIndices.slice,
+                                             matrix.values.slice, b.slice, c.slice],
+                            push: push, groups: (tiles, rows, 1))
+    }
+}

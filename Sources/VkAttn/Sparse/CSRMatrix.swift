@@ -1,0 +1,85 @@
+/// A CSR sparse matrix [rows, cols] on a device: three tensors.
+///
+/// - `rowOffsets`: i32 [rows + 1]; row `r` owns nonzeros `rowOffsets[r] ..< rowOffsets[r + 1]`.
+/// - `columnIndices`: i32 [max(nnz, 1)], the column of each nonzero.
+/// - `values`: f32 or f16 [max(nnz, 1)].
+/// (A matrix without nonzeros still binds one element, since a tensor is never empty.)
+///
+/// Building one checks shapes, element types and devices only; the structure (offsets,
+/// indices) is checked by the op that uses it, before it dispatches anything (see
+/// `SparseValidation`). The same three arrays read as CSC describe the transpose, so a
+/// device-side transpose can return another `CSRMatrix` of shape [cols, rows].
+public struct CSRMatrix: Sendable {
+    public let rows: Int
+    public let cols: Int
+    public let nnz: Int
+    public let rowOffsets: Tensor
+    public let columnIndices: Tensor
+    public let values: Tensor
+
+    public var device: Device { rowOffsets.device }
+    public var valueType: DType { values.dtype }
+
+    public init(rows: Int, cols: Int, nnz: Int, rowOffsets: Tensor, columnIndices: Tensor, values: Tensor) throws {
+        let op = "CSRMatrix"
+        try SparseShape.check(op: op, rows: rows, cols: cols, nnz: nnz)
+        try rowOffsets.expect(op: op, "row offsets", shape: [rows + 1], dtype: .i32)
+        try columnIndices.expect(op: op, "column indices", shape: [max(nnz, 1)], dtype: .i32, device: rowOffsets.device)
+        try values.expect(op: op, "values", shape: [max(nnz, 1)], device: rowOffsets.device)
+        guard values.dtype == .f32 || values.dtype == .f16 else {
+            throw VkAttnError.dtypeMismatch(op: op, operand: "values", expected: "f32 or f16", actual: values.dtype.rawValue)
+        }
+        self.rows = rows
+        self.cols = cols
+        self.nnz = nnz
+        self.rowOffsets = rowOffsets
+        self.columnIndices = columnIndices
+        self.values = values
+    }
+
+    /// Copies the matrix back to the host (values widened to Float).
+    public func read() throws -> CSRArrays {
+        let offsets = try rowOffsets.buffer.read(Int32.self, count: rows + 1, at: rowOffsets.slice.offset)
+        let columns = nnz == 0 ? [] : try columnIndices.buffer.read(Int32.self, count: nnz, at: columnIndices.slice.offset)
+        let values = nnz == 0 ? [] : Array(try self.values.readFloats().prefix(nnz))
+        return CSRArrays(rows: rows, cols: cols, rowOffsets: offsets, columnIndices: columns, values: values)
+    }
+}
+
+extension Device {
+    /// Uploads `matrix` with values of `valueType` (f32 or f16), after checking its structure
+    /// on the host (a malformed one throws `VkAttnError.malformedSparse` naming the first bad
+    /// row; nothing is allocated).
+    public func makeCSR(_ matrix: CSRArrays, valueType: DType = .f32) throws -> CSRMatrix {
+        let op = "makeCSR"
+        try SparseShape.check(op: op, rows: matrix.rows, cols: matrix.cols, nnz: matrix.nnz)
+        guard valueType == .f32 || valueType == .f16 else {
+            throw VkAttnError.dtypeMismatch(op: op, operand: "values", expected: "f32 or f16", actual: valueType.rawValue)
+        }
+        guard matrix.values.count == matrix.nnz else {
+            throw VkAttnError.shapeMismatch(op: op, operand: "values", expected: "[\(matrix.nnz)]", actual: "[\(matrix.values.count)]")
+        }
+        try matrix.validate(op: op)
+        let count = max(matrix.nnz, 1)
+        let offsets = try makeTensor(shape: [matrix.rows + 1], dtype: .i32)
+        try offsets.buffer.write(matrix.rowOffsets, at: offsets.slice.offset)
+        let columns = try makeTensor(shape: [count], dtype: .i32)
+        try columns.buffer.write(matrix.nnz == 0 ? [Int32(0)] : matrix.columnIndices, at: columns.slice.offset)
+        let values = try makeTensor(matrix.nnz == 0 ? [0] : matrix.values, shape: [count], dtype: valueType)
+        return try CSRMatrix(rows: matrix.rows, cols: matrix.cols, nnz: matrix.nnz,
+                             rowOffsets: offsets, columnIndices: columns, values: values)
+    }
+}
+
+/// Limits every sparse format shares: sizes that fit i32 indices.
+enum SparseShape {
+    static func check(op: String, rows: Int, cols: Int, nnz: Int) throws {
+        guard rows >= 1 else { throw VkAttnError.invalidValue(op: op, operand: "rows", reason: "\(rows) is not positive") }
+        guard cols >= 1 else { throw VkAttnError.invalidValue(op: op, operand: "cols", reason: "\(cols) is not positive") }
+        guard nnz >= 0 else { throw VkAttnError.invalidValue(op: op, operand: "nnz", reason: "\(nnz) is negative") }
+        let limit = Int(Int32.max) - 1
+        for (name, value) in [("rows", rows), ("cols", cols), ("nnz", nnz)] where value > limit {
+            throw VkAttnError.invalidValue(op: op, operand: name, reason: "\(value) does not fit 32-bit indices")
+        }
+    }
+}

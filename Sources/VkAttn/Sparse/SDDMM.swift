@@ -1,0 +1,103 @@
+/// Options of an SDDMM plan.
+public struct SDDMMOptions: Sendable, Hashable {
+    /// Multiply each sampled dot product by the pattern's value at that nonzero.
+    public var scaleByValues: Bool
+    public var validation: SparseValidation.Mode
+
+    public init(scaleByValues: Bool = false, validation: SparseValidation.Mode = .auto) {
+        self.scaleByValues = scaleByValues
+        self.validation = validation
+    }
+}
+
+/// Sampled dense-dense product: for every nonzero p at (r, c) of a CSR pattern [M, N],
+/// out[p] = alpha * dot(X[r, :], Y[c, :]) * (scaleByValues ? pattern.values[p] : 1), with X
+/// [M, k] and Y [N, k] row-major f32 and out f32 [max(nnz, 1)] (the nonzeros' order), fp32
+/// accumulation. (X * Y^T sampled at the pattern: the score step of sparse attention and the
+/// gradient of SpMM with respect to A's values.)
+///
+/// Nonzero-split: teams of lanes take equal chunks of nonzeros, so skewed rows cost nothing
+/// extra. The plan validates the pattern first (the error names the first bad row).
+public struct SDDMMPlan: Sendable {
+    public static let op = "SDDMM"
+
+    public let pattern: CSRMatrix
+    public let k: Int
+    public let options: SDDMMOptions
+    public let statistics: RowStatistics
+    public let validatedOn: SparseValidation.Site
+    /// 4 (vec4 loads of X and Y) when k % 4 == 0, else 1.
+    public let vectorWidth: Int
+    /// Lanes of a team splitting k.
+    public let lanesAcrossK: Int
+    /// Consecutive nonzeros per team.
+    public let nonzerosPerTeam: Int
+
+    let main: Kernel
+    let workgroupSize: Int
+
+    /// The path name the bench reports, e.g. "nonzero-split/vec4".
+    public var path: String { "nonzero-split/\(vectorWidth == 4 ? "vec4" : "scalar")" }
+
+    public init(_ pattern: CSRMatrix, k: Int, options: SDDMMOptions = SDDMMOptions()) throws {
+        let op = SDDMMPlan.op
+        let device = pattern.device
+        guard k >= 1 else { throw VkAttnError.invalidValue(op: op, operand: "k", reason: "\(k) is not positive") }
+        try SparseLaunch.requireValues(op: op, pattern.valueType, device: device)
+        try SparseLaunch.requireShuffle(op: op, device: device)
+        for (name, tensor) in [("row offsets", pattern.rowOffsets), ("column indices", pattern.columnIndices), ("values", pattern.values)] {
+            try SparseLaunch.expectUsable(op: op, name, tensor, device: device)
+        }
+        for (name, count) in [("X", pattern.rows * k), ("Y", pattern.cols * k)] where count * 4 > device.capabilities.maxStorageBufferRange {
+            throw VkAttnError.tooLarge(op: op, operand: name, bytes: count * 4, limit: device.capabilities.maxStorageBufferRange)
+        }
+        let (stats, site) = try SparseDeviceValidation.validate(
+            .init(op: op, rows: pattern.rows, cols: pattern.cols, nnz: pattern.nnz, rowOffsets: pattern.rowOffsets,
+                  columnIndices: pattern.columnIndices, unit: .row),
+            mode: options.validation)
+        self.pattern = pattern
+        self.k = k
+        self.options = options
+        self.statistics = stats
+        self.validatedOn = site
+        self.vectorWidth = k % 4 == 0 ? 4 : 1
+        lanesAcrossK = min(SparseLaunch.subgroupWidth(device), SparseLaunch.nextPowerOfTwo(k / vectorWidth))
+        nonzerosPerTeam = 32
+        workgroupSize = Launch.workgroupSize(128, device: device)
+        let f16 = pattern.valueType == .f16
+        let v4 = vectorWidth == 4
+        let shader = f16 ? (v4 ? Shaders.sparseSddmmF16V4 : Shaders.sparseSddmmF16V1)
+                         : (v4 ? Shaders.sparseSddmmF32V4 : Shaders.sparseSddmmF32V1)
+        main = try device.kernel(KernelDescriptor(
+            shader: shader, bindings: 8, pushConstantBytes: 24,
+            specialization: [0: .int(workgroupSize), 1: .int(lanesAcrossK), 2: .bool(options.scaleByValues)]))
+    }
+
+    /// Records the sampled product into `out` (f32 [max(nnz, 1)]; only the first nnz
+    /// elements are written). X: [M, k] f32, Y: [N, k] f32.
+    public func encode(_ stream: Stream, x: Tensor, y: Tensor, out: Tensor, alpha: Float = 1) throws {
+        let op = SDDMMPlan.op
+        let device = pattern.device
+        guard stream.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "stream") }
+        try x.expect(op: op, "X", shape: [pattern.rows, k], dtype: .f32, device: device)
+        try y.expect(op: op, "Y", shape: [pattern.cols, k], dtype: .f32, device: device)
+        try out.expect(op: op, "out", shape: [max(pattern.nnz, 1)], dtype: .f32, device: device)
+        for (name, tensor) in [("X", x), ("Y", y), ("out", out)] {
+            try SparseLaunch.expectUsable(op: op, name, tensor, device: device)
+        }
+        try SparseLaunch.expectFinite(op: op, "alpha", alpha)
+        guard pattern.nnz > 0 else { return }
+        var push = PushConstants()
+        try push.append(u32: pattern.rows, "rows")
+        try push.append(u32: pattern.cols, "cols")
+        try push.append(u32: k, "k")
+        try push.append(u32: pattern.nnz, "nnz")
+        try push.append(u32: nonzerosPerTeam, "chunk")
+        push.append(alpha)
+        let teams = (pattern.nnz + nonzerosPerTeam - 1) / nonzerosPerTeam
+        let groups = SparseLaunch.groups(items: teams * lanesAcrossK, workgroupSize: workgroupSize, device: device)
+        try stream.dispatch(main, bindings: [pattern.rowOffsets.slice, pattern.columnIndices.slice, pattern.values.slice,
+                                             x.slice, x.slice, y.slice, y.slice, out.slice],
+                            push: push, groups: (groups, 1, 1))
+    }
+}

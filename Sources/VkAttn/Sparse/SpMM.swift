@@ -1,0 +1,182 @@
+/// CSR sparse x dense: C = alpha * A * B + beta * C with A a `CSRMatrix` [M, K] (f32 or f16
+/// values), B [K, n] and C [M, n] row-major f32 tensors, fp32 accumulation. beta == 0 never
+/// reads C (it may hold NaN).
+///
+/// Making the plan validates A's structure (on the host, or on the device for large
+/// matrices; `VkAttnError.malformedSparse` names the first bad row, before anything of the
+/// multiply is dispatched), computes its row statistics and picks the kernel: `kernel`
+/// and `path` say which. The kernels clamp every index they read, so not even a matrix
+/// changed after planning makes them leave their buffers.
+///
+/// A plan owns the merge-path scratch buffers: encode it into one stream at a time.
+public struct SpMMPlan: Sendable {
+    public static let op = "SpMM"
+
+    public let matrix: CSRMatrix
+    public let n: Int
+    public let statistics: RowStatistics
+    /// The kernel that runs.
+    public let kernel: SpMMKernel
+    /// True when the options named the kernel, false when the statistics chose it.
+    public let kernelForced: Bool
+    /// Where the structure was validated.
+    public let validatedOn: SparseValidation.Site
+    /// Columns per lane per load: 4 (vec4 loads of B and C) when n % 4 == 0, else 1.
+    public let vectorWidth: Int
+    /// Lanes of a team across the output's column vectors.
+    public let lanesAcrossColumns: Int
+    /// Column vectors each lane accumulates per pass over the nonzeros (so that one pass
+    /// covers up to lanesAcrossColumns x this x vectorWidth columns).
+    public let columnVectorsPerLane: Int
+    /// Lanes of a team across a row's nonzeros (row-split; 1 for merge-path).
+    public let lanesAcrossNonzeros: Int
+    /// Merge-path items (rows + nonzeros) per team segment, and the number of segments.
+    public let itemsPerSegment: Int
+    public let segments: Int
+
+    let workgroupSize: Int
+    let main: Kernel
+    let partition: Kernel?
+    let fixup: Kernel?
+    let scratch: (coords: Buffer, carryRows: Buffer, carry: Buffer)?
+
+    /// The path name the bench reports, e.g. "merge-path/vec4".
+    public var path: String { "\(kernel.rawValue)/\(vectorWidth == 4 ? "vec4" : "scalar")" }
+
+    public init(_ matrix: CSRMatrix, n: Int, options: SpMMOptions = SpMMOptions()) throws {
+        let op = SpMMPlan.op
+        let device = matrix.device
+        guard n >= 1 else { throw VkAttnError.invalidValue(op: op, operand: "n", reason: "\(n) is not positive") }
+        try SparseLaunch.requireValues(op: op, matrix.valueType, device: device)
+        for (name, tensor) in [("row offsets", matrix.rowOffsets), ("column indices", matrix.columnIndices), ("values", matrix.values)] {
+            try SparseLaunch.expectUsable(op: op, name, tensor, device: device)
+        }
+        for (name, count) in [("B", matrix.cols * n), ("C", matrix.rows * n)] where count * 4 > device.capabilities.maxStorageBufferRange {
+            throw VkAttnError.tooLarge(op: op, operand: name, bytes: count * 4, limit: device.capabilities.maxStorageBufferRange)
+        }
+
+        let (stats, site) = try SparseDeviceValidation.validate(
+            .init(op: op, rows: matrix.rows, cols: matrix.cols, nnz: matrix.nnz, rowOffsets: matrix.rowOffsets,
+                  columnIndices: matrix.columnIndices, unit: .row),
+            mode: options.validation)
+        self.matrix = matrix
+        self.n = n
+        self.statistics = stats
+        self.validatedOn = site
+        self.kernel = options.kernel ?? SpMMKernel.choose(for: stats)
+        self.kernelForced = options.kernel != nil
+        self.vectorWidth = n % 4 == 0 ? 4 : 1
+
+        let width = SparseLaunch.subgroupWidth(device)
+        let vecN = n / vectorWidth
+        let tn = min(width, SparseLaunch.nextPowerOfTwo(vecN))
+        self.lanesAcrossColumns = tn
+        let cpl = min(4, (vecN + tn - 1) / tn)
+        self.columnVectorsPerLane = cpl
+        let f16 = matrix.valueType == .f16
+        let v4 = vectorWidth == 4
+        switch kernel {
+        case .rowSplit:
+            try SparseLaunch.requireShuffle(op: op, device: device)
+            let tk = min(width / tn, SparseLaunch.previousPowerOfTwo(Int(stats.meanLength / 2)))
+            lanesAcrossNonzeros = max(1, tk)
+            workgroupSize = Launch.workgroupSize(128, device: device)
+            let shader = f16 ? (v4 ? Shaders.sparseSpmmRowSplitF16V4 : Shaders.sparseSpmmRowSplitF16V1)
+                             : (v4 ? Shaders.sparseSpmmRowSplitF32V4 : Shaders.sparseSpmmRowSplitF32V1)
+            main = try device.kernel(KernelDescriptor(
+                shader: shader, bindings: 7, pushConstantBytes: 24,
+                specialization: [0: .int(workgroupSize), 1: .int(tn), 2: .int(lanesAcrossNonzeros), 3: .int(cpl)]))
+            partition = nil
+            fixup = nil
+            scratch = nil
+            itemsPerSegment = 0
+            segments = 0
+        case .mergePath:
+            lanesAcrossNonzeros = 1
+            workgroupSize = Launch.workgroupSize(64, device: device)
+            let caps = device.capabilities
+            let items = matrix.rows + matrix.nnz
+            let teams = max(1, (caps.computeUnits ?? 8) * 2048 / tn)
+            var perSegment = min(max(SparseLaunch.nextPowerOfTwo(max(1, items / teams)), 32), 4096)
+            // The carry-outs (one n-vector per segment) must fit one binding.
+            let carryLimit = min(caps.maxStorageBufferRange, 256 << 20)
+            while perSegment < items && ((items + perSegment - 1) / perSegment) * n * 4 > carryLimit { perSegment *= 2 }
+            itemsPerSegment = perSegment
+            segments = max(1, (items + perSegment - 1) / perSegment)
+            let shader = f16 ? (v4 ? Shaders.sparseSpmmMergePathF16V4 : Shaders.sparseSpmmMergePathF16V1)
+                             : (v4 ? Shaders.sparseSpmmMergePathF32V4 : Shaders.sparseSpmmMergePathF32V1)
+            main = try device.kernel(KernelDescriptor(
+                shader: shader, bindings: 11, pushConstantBytes: 28,
+                specialization: [0: .int(workgroupSize), 1: .int(tn), 2: .int(cpl)]))
+            partition = try device.kernel(KernelDescriptor(
+                shader: Shaders.sparseSpmmMergePartition, bindings: 2, pushConstantBytes: 16,
+                specialization: [0: .int(workgroupSize)]))
+            fixup = try device.kernel(KernelDescriptor(
+                shader: v4 ? Shaders.sparseSpmmMergeFixupV4 : Shaders.sparseSpmmMergeFixupV1, bindings: 5,
+                pushConstantBytes: 16, specialization: [0: .int(workgroupSize)]))
+            scratch = (try device.makeBuffer(byteCount: (segments + 1) * 8),
+                       try device.makeBuffer(byteCount: segments * 4),
+                       try device.makeBuffer(byteCount: segments * n * 4))
+        }
+    }
+
+    /// Records C = alpha * A * B + beta * C into `stream`. B: [K, n] f32, C: [M, n] f32.
+    /// Throws before recording anything on bad operands.
+    public func encode(_ stream: Stream, b: Tensor, c: Tensor, alpha: Float = 1, beta: Float = 0) throws {
+        let op = SpMMPlan.op
+        let device = matrix.device
+        guard stream.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "stream") }
+        try b.expect(op: op, "B", shape: [matrix.cols, n], dtype: .f32, device: device)
+        try c.expect(op: op, "C", shape: [matrix.rows, n], dtype: .f32, device: device)
+        try SparseLaunch.expectUsable(op: op, "B", b, device: device)
+        try SparseLaunch.expectUsable(op: op, "C", c, device: device)
+        try SparseLaunch.expectFinite(op: op, "alpha", alpha)
+        try SparseLaunch.expectFinite(op: op, "beta", beta)
+
+        var push = PushConstants()
+        try push.append(u32: matrix.rows, "rows")
+        try push.append(u32: matrix.cols, "k")
+        try push.append(u32: n, "n")
+        try push.append(u32: matrix.nnz, "nnz")
+        push.append(alpha)
+        push.append(beta)
+        if kernel == .mergePath { try push.append(u32: segments, "segments") }
+        let sparse = [matrix.rowOffsets.slice, matrix.columnIndices.slice, matrix.values.slice]
+        let dense = [b.slice, b.slice, c.slice, c.slice]
+
+        switch kernel {
+        case .rowSplit:
+            let team = lanesAcrossColumns * lanesAcrossNonzeros
+            let groups = SparseLaunch.groups(items: matrix.rows * team, workgroupSize: workgroupSize, device: device)
+            try stream.dispatch(main, bindings: sparse + dense, push: push, groups: (groups, 1, 1))
+        case .mergePath:
+            guard let partition, let fixup, let scratch else { return }
+            var fixupPush = PushConstants()
+            try fixupPush.append(u32: matrix.rows, "rows")
+            try fixupPush.append(u32: n, "n")
+            try fixupPush.append(u32: segments, "segments")
+            fixupPush.append(alpha)
+            var partitionPush = PushConstants()
+            try partitionPush.append(u32: matrix.rows, "rows")
+            try partitionPush.append(u32: matrix.nnz, "nnz")
+            try partitionPush.append(u32: segments, "segments")
+            try partitionPush.append(u32: itemsPerSegment, "items per segment")
+            let boundaries = SparseLaunch.groups(items: segments + 1, workgroupSize: workgroupSize, device: device)
+            try stream.dispatch(partition, bindings: [matrix.rowOffsets.slice, scratch.coords.whole],
+                                push: partitionPush, groups: (boundaries, 1, 1))
+            try stream.barrier()
+            let groups = SparseLaunch.groups(items: segments * lanesAcrossColumns, workgroupSize: workgroupSize, device: device)
+            try stream.dispatch(main, bindings: sparse + dense + [scratch.coords.whole, scratch.carryRows.whole,
+                                                                  scratch.carry.whole, scratch.carry.whole],
+                                push: push, groups: (groups, 1, 1))
+            if segments > 1 {
+                try stream.barrier()
+                let items = segments * (n / vectorWidth)
+                let fixupGroups = SparseLaunch.groups(items: items, workgroupSize: workgroupSize, device: device)
+                try stream.dispatch(fixup, bindings: [c.slice, c.slice, scratch.carry.whole, scratch.carry.whole,
+                                                      scratch.carryRows.whole],
+                                    push: fixupPush, groups: (fixupGroups, 1, 1))
+            }
+        }
+    }
+}
