@@ -34,8 +34,9 @@ extension FlashAttention {
             throw VkAttnError.invalidValue(op: op, operand: "splits", reason: "\(requested) must be at least 1")
         }
 
-        let tiling = try AttentionTiling.choose(.forward, headDim: g.headDim, device: device, maxTile: mask.blocks?.blockSize)
         let pack = g.groupSize > 1 && mask.blocks == nil
+        let tiling = try AttentionTiling.choose(.forward, headDim: g.headDim, device: device, maxTile: mask.blocks?.blockSize,
+                                                rows: g.maxSq * (pack ? g.groupSize : 1))
         let plan = Self.decodePlan(g, tiling: tiling, pack: pack, device: device, requested: requested)
         if plan.splits == 1 {
             let result = try forward(q: q, k: kCache, v: vCache, layout: layout, into: out, on: stream)

@@ -68,12 +68,20 @@ public struct AttentionTiling: Hashable, Sendable, CustomStringConvertible {
         return caps.subgroupSize
     }
 
-    static func chooseForward(headDim d: Int, device: Device, maxTile: Int?) throws -> AttentionTiling {
+    /// `rows` (when small, as in decode) caps the row block near the rows there are, so that
+    /// a workgroup does not compute mostly padding.
+    static func chooseForward(headDim d: Int, device: Device, maxTile: Int?, rows: Int? = nil) throws -> AttentionTiling {
         let caps = device.capabilities
         let sg = try forwardSubgroupRequirement(device) ?? caps.subgroupSize
         let maxWG = min(256, caps.maxWorkgroupInvocations, caps.maxWorkgroupSize[0])
-        let blocks = [(64, 64), (64, 32), (32, 64), (32, 32), (32, 16), (16, 32), (16, 16), (8, 16), (8, 8)]
-        for (br, bc) in blocks {
+        let blocks = [(64, 64), (64, 32), (32, 64), (32, 32), (32, 16), (16, 64), (16, 32), (16, 16),
+                      (8, 64), (8, 32), (8, 16), (8, 8), (4, 64), (4, 32), (4, 16)]
+        var rowCap = Int.max
+        if let rows, rows < 32 {
+            rowCap = 4
+            while rowCap < rows { rowCap *= 2 }
+        }
+        for (br, bc) in blocks where br <= rowCap {
             if let maxTile, br > maxTile || bc > maxTile { continue }
             for separate in [true, false] {
                 let smem = forwardSharedBytes(br: br, bc: bc, d: d, separateKV: separate)
@@ -113,8 +121,8 @@ public struct AttentionTiling: Hashable, Sendable, CustomStringConvertible {
 
     /// The largest tiles (preferring more lanes per row, then more rows, then more keys) that
     /// fit the device: its shared memory, its workgroup limits and its subgroup size.
-    static func choose(_ kind: Kind, headDim d: Int, device: Device, maxTile: Int? = nil) throws -> AttentionTiling {
-        if kind == .forward { return try chooseForward(headDim: d, device: device, maxTile: maxTile) }
+    static func choose(_ kind: Kind, headDim d: Int, device: Device, maxTile: Int? = nil, rows: Int? = nil) throws -> AttentionTiling {
+        if kind == .forward { return try chooseForward(headDim: d, device: device, maxTile: maxTile, rows: rows) }
         let caps = device.capabilities
         let candidates: [(Int, Int)] = kind == .dkdv
             ? [(16, 32), (16, 16), (8, 16), (8, 8), (4, 8), (4, 4), (2, 4), (2, 2)]
