@@ -88,7 +88,11 @@ public struct AttentionTiling: Hashable, Sendable, CustomStringConvertible {
                 guard smem <= caps.maxComputeSharedMemoryBytes else { continue }
                 for subgroups in [8, 4, 2, 1] where br % subgroups == 0 && subgroups * sg <= maxWG {
                     let rm = br / subgroups
-                    let keyLanes = min(sg, bc), quadLanes = min(sg, d / 4)
+                    // Lane splits must divide the subgroup: the largest power of two that
+                    // divides both (D = 96 has 24 quads: 8 lanes along quads).
+                    let keyLanes = min(sg, bc)
+                    var quadLanes = 1
+                    while quadLanes * 2 <= sg && (d / 4) % (quadLanes * 2) == 0 { quadLanes *= 2 }
                     guard rm % (sg / keyLanes) == 0, rm % (sg / quadLanes) == 0, (d / 4) % quadLanes == 0 else { continue }
                     let rs = rm / (sg / keyLanes), cn = bc / keyLanes
                     let rz = rm / (sg / quadLanes), qz = (d / 4) / quadLanes
