@@ -2,14 +2,16 @@
 //! variant f32 -DIN_T=float -DOUT_T=float
 //! variant f16 -DIN_T=float16_t -DOUT_T=float16_t -DUSE_F16
 //! variant f16o32 -DIN_T=float16_t -DOUT_T=float -DUSE_F16
-// Flash attention backward, dK and dV (FlashAttention-2 with recomputation): a workgroup owns
-// BC keys of one (sequence, key/value head) and walks every query head of its group and
-// every query tile that can see those keys, recomputing P = exp(logit - LSE) and
-// dS = P * (dP - Delta), and accumulating dV = P^T . dO and dK = scale * dS^T . Q in
-// registers. GQA sums over the group's heads inside the workgroup: no atomics, results are
-// the same run to run. Invocation (c, t) owns key c of the tile and dims t, t + TPR, ...
-// The block mask given here is the transpose (key block -> query blocks).
-#extension GL_KHR_shader_subgroup_shuffle : require
+// Flash attention backward, dK and dV (FlashAttention-2 with recomputation). A workgroup
+// owns BC keys of one (sequence, key/value head); each of its NS subgroups owns RM of them.
+// It walks every query head of its GQA group and every query tile that can see its keys,
+// recomputing per tile (vec4 rows in shared memory):
+//   S^T = K Q^T and dP^T = V dO^T   lanes along query rows (RL), keys per lane RS, rows CR;
+//   P^T = exp(logit - LSE), dS^T = P^T * (dP^T - Delta), written to shared;
+//   dV += P^T dO and dK += dS^T Q    lanes along dim quads (QL), keys per lane RZ, quads QZ.
+// GQA sums over the group's heads inside the workgroup: no atomics, the same result every
+// run. The block mask given here is the transpose (key block -> query blocks).
+#extension GL_KHR_shader_subgroup_basic : require
 #ifdef USE_F16
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #extension GL_EXT_shader_16bit_storage : require
@@ -19,12 +21,14 @@ layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint D = 64;
 layout(constant_id = 2) const uint BR = 16;
 layout(constant_id = 3) const uint BC = 32;
-layout(constant_id = 4) const uint TPR = 8;
+layout(constant_id = 4) const uint SG = 8;
 layout(constant_id = 5) const bool VARLEN = false;
 layout(constant_id = 6) const bool PACK_GQA = false;  // unused by the backward
 layout(constant_id = 7) const bool BLOCK_MASK = false;
 layout(constant_id = 8) const bool SOFTCAP = false;
 layout(constant_id = 9) const bool SPLIT = false;     // unused by the backward
+layout(constant_id = 11) const uint RL = 8;           // lanes along query rows in S^T
+layout(constant_id = 12) const uint QL = 8;           // lanes along dim quads in dK, dV
 
 layout(std430, binding = 0) readonly buffer QBuf { IN_T q_buf[]; };
 layout(std430, binding = 1) readonly buffer KBuf { IN_T k_buf[]; };
@@ -41,26 +45,36 @@ layout(std430, binding = 11) readonly buffer MaskCols { int mask_cols[]; };
 
 #include "attention/params.glsl"
 
-const uint WG = BC * TPR;
-const uint DPT = D / TPR;
-const uint RPT = BR / TPR;  // query rows scored per invocation per tile
-const uint QS = D + 1;
-const uint PS = BC + 1;
+const uint WG = gl_WorkGroupSize.x;
+const uint NS = WG / SG;
+const uint RM = BC / NS;          // keys per subgroup
+const uint D4 = D / 4;
+const uint RS = RM / (SG / RL);   // keys per lane in S^T
+const uint CR = BR / RL;          // query rows per lane in S^T
+const uint RZ = RM / (SG / QL);   // keys per lane in dK, dV
+const uint QZ = D4 / QL;
+const uint RQ = D4 + 1;
+const uint PQ = BR / 4 + 1;       // row stride (vec4) of the P^T and dS^T tiles
 
 // AttentionTiling.dkdvSharedBytes mirrors these declarations.
-shared float sQ[BR * QS];
-shared float sDO[BR * QS];
-shared float sK[BC * QS];
-shared float sV[BC * QS];
-shared float sP[BR * PS];
-shared float sDS[BR * PS];
-shared float sLse[BR];
-shared float sDelta[BR];
+shared vec4 sK[BC * RQ];
+shared vec4 sV[BC * RQ];
+shared vec4 sQ[BR * RQ];
+shared vec4 sDO[BR * RQ];
+shared vec4 sPT[BC * PQ];
+shared vec4 sDST[BC * PQ];
+shared vec2 sStats[BR];           // (LSE in log2 units, Delta) per query row of the tile
+
+vec4 load4(uint which, uint at) {
+    if (which == 0u) return vec4(float(q_buf[at]), float(q_buf[at + 1u]), float(q_buf[at + 2u]), float(q_buf[at + 3u]));
+    if (which == 1u) return vec4(float(do_buf[at]), float(do_buf[at + 1u]), float(do_buf[at + 2u]), float(do_buf[at + 3u]));
+    if (which == 2u) return vec4(float(k_buf[at]), float(k_buf[at + 1u]), float(k_buf[at + 2u]), float(k_buf[at + 3u]));
+    return vec4(float(v_buf[at]), float(v_buf[at + 1u]), float(v_buf[at + 2u]), float(v_buf[at + 3u]));
+}
 
 void main() {
-    const uint tid = gl_LocalInvocationID.x;
-    const uint c = tid / TPR;   // key of the tile
-    const uint t = tid % TPR;
+    const uint sub = gl_SubgroupID;
+    const uint lane = gl_SubgroupInvocationID;
     const uint b = gl_WorkGroupID.z;
     const uint hkv = gl_WorkGroupID.y;
     const uint G = pc.heads_q / pc.heads_kv;
@@ -68,8 +82,6 @@ void main() {
     const uint key0 = gl_WorkGroupID.x * BC;
     if (key0 >= sk) return;
 
-    const uint j = key0 + c;
-    const bool key_valid = j < sk;
     const uint q0 = q_start(b), k0 = k_start(b);
     const uint j_last = min(key0 + BC, sk) - 1u;
     const int q_lo = query_band(int(key0), int(sq), int(sk)).x;
@@ -80,17 +92,19 @@ void main() {
         qt_hi = uint(q_hi) / BR + 1u;
     }
 
-    for (uint x = tid; x < BC * D; x += WG) {
-        const uint jj = x / D, d = x % D, jk = key0 + jj;
-        const uint at = ((k0 + jk) * pc.heads_kv + hkv) * D + d;
-        sK[jj * QS + d] = jk < sk ? float(k_buf[at]) : 0.0;
-        sV[jj * QS + d] = jk < sk ? float(v_buf[at]) : 0.0;
+    for (uint x = gl_LocalInvocationIndex; x < BC * D4; x += WG) {
+        const uint jj = x / D4, dq = x % D4, j = key0 + jj;
+        const uint at = ((k0 + j) * pc.heads_kv + hkv) * D + dq * 4u;
+        sK[jj * RQ + dq] = j < sk ? load4(2u, at) : vec4(0.0);
+        sV[jj * RQ + dq] = j < sk ? load4(3u, at) : vec4(0.0);
     }
-    float dk_acc[DPT];
-    float dv_acc[DPT];
-    for (uint k = 0u; k < DPT; ++k) {
-        dk_acc[k] = 0.0;
-        dv_acc[k] = 0.0;
+
+    const uint s_key0 = lane / RL, s_row0 = lane % RL;
+    const uint o_key0 = lane / QL, o_quad0 = lane % QL;
+    vec4 dk_acc[RZ * QZ], dv_acc[RZ * QZ];
+    for (uint k = 0u; k < RZ * QZ; ++k) {
+        dk_acc[k] = vec4(0.0);
+        dv_acc[k] = vec4(0.0);
     }
 
     uint ranges = 1u, first_entry = 0u;
@@ -114,57 +128,99 @@ void main() {
             }
             for (uint qt = lo; qt < hi; ++qt) {
                 barrier();
-                for (uint x = tid; x < BR * D; x += WG) {
-                    const uint rr = x / D, d = x % D, ii = qt * BR + rr;
-                    const uint at = ((q0 + ii) * pc.heads_q + hq) * D + d;
-                    sQ[rr * QS + d] = ii < sq ? float(q_buf[at]) : 0.0;
-                    sDO[rr * QS + d] = ii < sq ? float(do_buf[at]) : 0.0;
+                for (uint x = gl_LocalInvocationIndex; x < BR * D4; x += WG) {
+                    const uint rr = x / D4, dq = x % D4, ii = qt * BR + rr;
+                    const uint at = ((q0 + ii) * pc.heads_q + hq) * D + dq * 4u;
+                    sQ[rr * RQ + dq] = ii < sq ? load4(0u, at) : vec4(0.0);
+                    sDO[rr * RQ + dq] = ii < sq ? load4(1u, at) : vec4(0.0);
                 }
-                for (uint rr = tid; rr < BR; rr += WG) {
+                for (uint rr = gl_LocalInvocationIndex; rr < BR; rr += WG) {
                     const uint ii = qt * BR + rr;
-                    sLse[rr] = ii < sq ? lse_buf[lse_index(b, hq, ii)] * LOG2E : 0.0;
-                    sDelta[rr] = ii < sq ? delta_buf[lse_index(b, hq, ii)] : 0.0;
+                    sStats[rr] = ii < sq ? vec2(lse_buf[lse_index(b, hq, ii)] * LOG2E, delta_buf[lse_index(b, hq, ii)]) : vec2(0.0);
                 }
                 barrier();
-                for (uint x = 0u; x < RPT; ++x) {
-                    const uint rr = t + x * TPR;
-                    const int i = int(qt * BR + rr);
-                    float dot_qk = 0.0, dot_dov = 0.0;
-                    for (uint d = 0u; d < D; ++d) {
-                        dot_qk += sQ[rr * QS + d] * sK[c * QS + d];
-                        dot_dov += sDO[rr * QS + d] * sV[c * QS + d];
+
+                float s[RS * CR], dp[RS * CR];
+                for (uint a = 0u; a < RS * CR; ++a) {
+                    s[a] = 0.0;
+                    dp[a] = 0.0;
+                }
+                for (uint dq = 0u; dq < D4; ++dq) {
+                    vec4 qv[CR], ov[CR];
+                    for (uint x = 0u; x < CR; ++x) {
+                        qv[x] = sQ[(s_row0 + x * RL) * RQ + dq];
+                        ov[x] = sDO[(s_row0 + x * RL) * RQ + dq];
                     }
-                    float pv = 0.0, ds = 0.0;
-                    const ivec2 band = key_band(i, int(sq), int(sk));
-                    if (key_valid && i < int(sq) && int(j) >= band.x && int(j) <= band.y) {
-                        pv = exp2(logit_log2(dot_qk) - sLse[rr]);
-                        ds = pv * (dot_dov - sDelta[rr]);
-                        if (SOFTCAP) {
-                            const float th = tanh(dot_qk * (pc.scale_log2 * LN2) / pc.softcap);
-                            ds *= 1.0 - th * th;
+                    for (uint a = 0u; a < RS; ++a) {
+                        const uint c = sub * RM + s_key0 + a * (SG / RL);
+                        const vec4 kv = sK[c * RQ + dq], vv = sV[c * RQ + dq];
+                        for (uint x = 0u; x < CR; ++x) {
+                            s[a * CR + x] += dot(kv, qv[x]);
+                            dp[a * CR + x] += dot(vv, ov[x]);
                         }
                     }
-                    sP[rr * PS + c] = pv;
-                    sDS[rr * PS + c] = ds;
                 }
-                barrier();
-                for (uint rr = 0u; rr < BR; ++rr) {
-                    const float pv = sP[rr * PS + c], ds = sDS[rr * PS + c];
-                    for (uint k = 0u; k < DPT; ++k) {
-                        dv_acc[k] += pv * sDO[rr * QS + t + k * TPR];
-                        dk_acc[k] += ds * sQ[rr * QS + t + k * TPR];
+                for (uint a = 0u; a < RS; ++a) {
+                    const uint c = sub * RM + s_key0 + a * (SG / RL);
+                    const int j = int(key0 + c);
+                    for (uint x = 0u; x < CR; ++x) {
+                        const uint rr = s_row0 + x * RL;
+                        const int i = int(qt * BR + rr);
+                        float p = 0.0, ds = 0.0;
+                        const ivec2 band = key_band(i, int(sq), int(sk));
+                        if (j < int(sk) && i < int(sq) && j >= band.x && j <= band.y) {
+                            const vec2 stats = sStats[rr];
+                            p = exp2(logit_log2(s[a * CR + x]) - stats.x);
+                            ds = p * (dp[a * CR + x] - stats.y);
+                            if (SOFTCAP) {
+                                const float th = tanh(s[a * CR + x] * (pc.scale_log2 * LN2) / pc.softcap);
+                                ds *= 1.0 - th * th;
+                            }
+                        }
+                        sPT[c * PQ + rr / 4u][rr % 4u] = p;
+                        sDST[c * PQ + rr / 4u][rr % 4u] = ds;
+                    }
+                }
+                subgroupMemoryBarrierShared();  // P^T and dS^T are read back by this subgroup only
+                subgroupBarrier();
+
+                for (uint iq = 0u; iq < BR / 4u; ++iq) {
+                    vec4 oq[4 * QZ], qq[4 * QZ];
+                    for (uint r = 0u; r < 4u; ++r) {
+                        for (uint z = 0u; z < QZ; ++z) {
+                            oq[r * QZ + z] = sDO[(iq * 4u + r) * RQ + o_quad0 + z * QL];
+                            qq[r * QZ + z] = sQ[(iq * 4u + r) * RQ + o_quad0 + z * QL];
+                        }
+                    }
+                    for (uint a = 0u; a < RZ; ++a) {
+                        const uint c = sub * RM + o_key0 + a * (SG / QL);
+                        const vec4 p = sPT[c * PQ + iq], ds = sDST[c * PQ + iq];
+                        for (uint z = 0u; z < QZ; ++z) {
+                            dv_acc[a * QZ + z] += p.x * oq[z] + p.y * oq[QZ + z] + p.z * oq[2u * QZ + z] + p.w * oq[3u * QZ + z];
+                            dk_acc[a * QZ + z] += ds.x * qq[z] + ds.y * qq[QZ + z] + ds.z * qq[2u * QZ + z] + ds.w * qq[3u * QZ + z];
+                        }
                     }
                 }
             }
         }
     }
 
-    if (key_valid) {
-        const float scale = pc.scale_log2 * LN2;
+    const float scale = pc.scale_log2 * LN2;
+    for (uint a = 0u; a < RZ; ++a) {
+        const uint j = key0 + sub * RM + o_key0 + a * (SG / QL);
+        if (j >= sk) continue;
         const uint base = ((k0 + j) * pc.heads_kv + hkv) * D;
-        for (uint k = 0u; k < DPT; ++k) {
-            dk_buf[base + t + k * TPR] = OUT_T(dk_acc[k] * scale);
-            dv_buf[base + t + k * TPR] = OUT_T(dv_acc[k]);
+        for (uint z = 0u; z < QZ; ++z) {
+            const vec4 gk = dk_acc[a * QZ + z] * scale, gv = dv_acc[a * QZ + z];
+            const uint at = base + (o_quad0 + z * QL) * 4u;
+            dk_buf[at] = OUT_T(gk.x);
+            dk_buf[at + 1u] = OUT_T(gk.y);
+            dk_buf[at + 2u] = OUT_T(gk.z);
+            dk_buf[at + 3u] = OUT_T(gk.w);
+            dv_buf[at] = OUT_T(gv.x);
+            dv_buf[at + 1u] = OUT_T(gv.y);
+            dv_buf[at + 2u] = OUT_T(gv.z);
+            dv_buf[at + 3u] = OUT_T(gv.w);
         }
     }
 }

@@ -2,12 +2,14 @@
 //! variant f32 -DIN_T=float -DOUT_T=float
 //! variant f16 -DIN_T=float16_t -DOUT_T=float16_t -DUSE_F16
 //! variant f16o32 -DIN_T=float16_t -DOUT_T=float -DUSE_F16
-// Flash attention backward, dQ (FlashAttention-2 with recomputation, no atomics): a workgroup
-// owns BR query rows of one (sequence, query head) and streams K and V tiles, recomputing
-// P = exp(logit - LSE) and dS = P * (dP - Delta) with dP = dO . V, and accumulating
-// dQ = scale * dS . K. Tiles outside the mask are skipped as in the forward. Lane layout as
-// in forward.comp: invocation (r, t) scores keys t, t + TPR, ... and owns dims t, t + TPR, ...
-#extension GL_KHR_shader_subgroup_shuffle : require
+// Flash attention backward, dQ (FlashAttention-2 with recomputation, no atomics). A workgroup
+// owns BR query rows of one (sequence, query head); each of its NS subgroups owns RM of them.
+// Per K/V tile (vec4 rows in shared memory, as in forward.comp):
+//   S = Q K^T and dP = dO V^T   lanes along keys (KL), rows per lane RS, keys per lane CN;
+//   dS = P * (dP - Delta) with P = exp(logit - LSE), written to shared;
+//   dQ += dS K                  lanes along dim quads (QL), rows per lane RZ, quads QZ.
+// dQ = scale * the sum. Tiles outside the mask are skipped as in the forward.
+#extension GL_KHR_shader_subgroup_basic : require
 #ifdef USE_F16
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #extension GL_EXT_shader_16bit_storage : require
@@ -17,12 +19,14 @@ layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint D = 64;
 layout(constant_id = 2) const uint BR = 16;
 layout(constant_id = 3) const uint BC = 32;
-layout(constant_id = 4) const uint TPR = 8;
+layout(constant_id = 4) const uint SG = 8;
 layout(constant_id = 5) const bool VARLEN = false;
 layout(constant_id = 6) const bool PACK_GQA = false;  // unused by the backward
 layout(constant_id = 7) const bool BLOCK_MASK = false;
 layout(constant_id = 8) const bool SOFTCAP = false;
 layout(constant_id = 9) const bool SPLIT = false;     // unused by the backward
+layout(constant_id = 11) const uint KL = 8;
+layout(constant_id = 12) const uint QL = 8;
 
 layout(std430, binding = 0) readonly buffer QBuf { IN_T q_buf[]; };
 layout(std430, binding = 1) readonly buffer KBuf { IN_T k_buf[]; };
@@ -38,25 +42,34 @@ layout(std430, binding = 10) readonly buffer MaskCols { int mask_cols[]; };
 
 #include "attention/params.glsl"
 
-const uint WG = BR * TPR;
-const uint DPT = D / TPR;
-const uint KPT = BC / TPR;
-const uint QS = D + 1;
-const uint PS = BC + 1;
+const uint WG = gl_WorkGroupSize.x;
+const uint NS = WG / SG;
+const uint RM = BR / NS;
+const uint D4 = D / 4;
+const uint RS = RM / (SG / KL);
+const uint CN = BC / KL;
+const uint RZ = RM / (SG / QL);
+const uint QZ = D4 / QL;
+const uint RQ = D4 + 1;
+const uint PQ = BC / 4 + 1;  // the padding quad of a dS row holds (LSE in log2 units, Delta)
 
 // AttentionTiling.dqSharedBytes mirrors these declarations.
-shared float sQ[BR * QS];
-shared float sDO[BR * QS];
-shared float sK[BC * QS];
-shared float sV[BC * QS];
-shared float sDS[BR * PS];
-shared float sLse[BR];    // LSE in log2 units
-shared float sDelta[BR];
+shared vec4 sQ[BR * RQ];
+shared vec4 sDO[BR * RQ];
+shared vec4 sK[BC * RQ];
+shared vec4 sV[BC * RQ];
+shared vec4 sDS[BR * PQ];
+
+vec4 load4(uint which, uint at) {
+    if (which == 0u) return vec4(float(q_buf[at]), float(q_buf[at + 1u]), float(q_buf[at + 2u]), float(q_buf[at + 3u]));
+    if (which == 1u) return vec4(float(do_buf[at]), float(do_buf[at + 1u]), float(do_buf[at + 2u]), float(do_buf[at + 3u]));
+    if (which == 2u) return vec4(float(k_buf[at]), float(k_buf[at + 1u]), float(k_buf[at + 2u]), float(k_buf[at + 3u]));
+    return vec4(float(v_buf[at]), float(v_buf[at + 1u]), float(v_buf[at + 2u]), float(v_buf[at + 3u]));
+}
 
 void main() {
-    const uint tid = gl_LocalInvocationID.x;
-    const uint r = tid / TPR;
-    const uint t = tid % TPR;
+    const uint sub = gl_SubgroupID;
+    const uint lane = gl_SubgroupInvocationID;
     const uint b = gl_WorkGroupID.z;
     const uint hq = gl_WorkGroupID.y;
     const uint hkv = hq / (pc.heads_q / pc.heads_kv);
@@ -64,10 +77,7 @@ void main() {
     const uint row0 = gl_WorkGroupID.x * BR;
     if (row0 >= sq) return;
 
-    const uint i = row0 + r;
-    const bool row_valid = i < sq;
     const uint q0 = q_start(b), k0 = k_start(b);
-    const ivec2 band = key_band(int(i), int(sq), int(sk));
     const uint i_last = min(row0 + BR, sq) - 1u;
     const int key_lo = key_band(int(row0), int(sq), int(sk)).x;
     const int key_hi = key_band(int(i_last), int(sq), int(sk)).y;
@@ -77,19 +87,27 @@ void main() {
         kt_hi = uint(key_hi) / BC + 1u;
     }
 
-    for (uint x = tid; x < BR * D; x += WG) {
-        const uint rr = x / D, d = x % D, ii = row0 + rr;
-        const uint at = ((q0 + ii) * pc.heads_q + hq) * D + d;
-        sQ[rr * QS + d] = ii < sq ? float(q_buf[at]) : 0.0;
-        sDO[rr * QS + d] = ii < sq ? float(do_buf[at]) : 0.0;
+    for (uint x = gl_LocalInvocationIndex; x < BR * D4; x += WG) {
+        const uint rr = x / D4, dq = x % D4, ii = row0 + rr;
+        const uint at = ((q0 + ii) * pc.heads_q + hq) * D + dq * 4u;
+        sQ[rr * RQ + dq] = ii < sq ? load4(0u, at) : vec4(0.0);
+        sDO[rr * RQ + dq] = ii < sq ? load4(1u, at) : vec4(0.0);
     }
-    for (uint rr = tid; rr < BR; rr += WG) {
+    for (uint rr = gl_LocalInvocationIndex; rr < BR; rr += WG) {
         const uint ii = row0 + rr;
-        sLse[rr] = ii < sq ? lse_buf[lse_index(b, hq, ii)] * LOG2E : 0.0;
-        sDelta[rr] = ii < sq ? delta_buf[lse_index(b, hq, ii)] : 0.0;
+        sDS[rr * PQ + BC / 4u] = ii < sq ? vec4(lse_buf[lse_index(b, hq, ii)] * LOG2E, delta_buf[lse_index(b, hq, ii)], 0.0, 0.0)
+                                         : vec4(0.0);
     }
-    float dq_acc[DPT];
-    for (uint k = 0u; k < DPT; ++k) dq_acc[k] = 0.0;
+
+    const uint s_row0 = lane / KL, s_key0 = lane % KL;
+    const uint o_row0 = lane / QL, o_quad0 = lane % QL;
+    ivec2 band[RS];
+    for (uint a = 0u; a < RS; ++a) {
+        const uint ii = row0 + sub * RM + s_row0 + a * (SG / KL);
+        band[a] = ii < sq ? key_band(int(ii), int(sq), int(sk)) : ivec2(0, -1);
+    }
+    vec4 dq_acc[RZ * QZ];
+    for (uint k = 0u; k < RZ * QZ; ++k) dq_acc[k] = vec4(0.0);
 
     uint ranges = 1u, first_entry = 0u;
     if (BLOCK_MASK) {
@@ -110,43 +128,82 @@ void main() {
         }
         for (uint kt = lo; kt < hi; ++kt) {
             barrier();
-            for (uint x = tid; x < BC * D; x += WG) {
-                const uint jj = x / D, d = x % D, j = kt * BC + jj;
-                const uint at = ((k0 + j) * pc.heads_kv + hkv) * D + d;
-                sK[jj * QS + d] = j < sk ? float(k_buf[at]) : 0.0;
-                sV[jj * QS + d] = j < sk ? float(v_buf[at]) : 0.0;
+            for (uint x = gl_LocalInvocationIndex; x < BC * D4; x += WG) {
+                const uint jj = x / D4, dq = x % D4, j = kt * BC + jj;
+                const uint at = ((k0 + j) * pc.heads_kv + hkv) * D + dq * 4u;
+                sK[jj * RQ + dq] = j < sk ? load4(2u, at) : vec4(0.0);
+                sV[jj * RQ + dq] = j < sk ? load4(3u, at) : vec4(0.0);
             }
             barrier();
-            for (uint c = 0u; c < KPT; ++c) {
-                const uint jj = t + c * TPR;
-                const int j = int(kt * BC + jj);
-                float dot_qk = 0.0, dot_dov = 0.0;
-                for (uint d = 0u; d < D; ++d) {
-                    dot_qk += sQ[r * QS + d] * sK[jj * QS + d];
-                    dot_dov += sDO[r * QS + d] * sV[jj * QS + d];
+
+            float s[RS * CN], dp[RS * CN];
+            for (uint a = 0u; a < RS * CN; ++a) {
+                s[a] = 0.0;
+                dp[a] = 0.0;
+            }
+            for (uint dq = 0u; dq < D4; ++dq) {
+                vec4 kv[CN], vv[CN];
+                for (uint x = 0u; x < CN; ++x) {
+                    kv[x] = sK[(s_key0 + x * KL) * RQ + dq];
+                    vv[x] = sV[(s_key0 + x * KL) * RQ + dq];
                 }
-                float ds = 0.0;
-                if (row_valid && j >= band.x && j <= band.y) {
-                    const float pv = exp2(logit_log2(dot_qk) - sLse[r]);
-                    ds = pv * (dot_dov - sDelta[r]);
-                    if (SOFTCAP) {
-                        const float th = tanh(dot_qk * (pc.scale_log2 * LN2) / pc.softcap);
-                        ds *= 1.0 - th * th;
+                for (uint a = 0u; a < RS; ++a) {
+                    const uint r = sub * RM + s_row0 + a * (SG / KL);
+                    const vec4 qv = sQ[r * RQ + dq], ov = sDO[r * RQ + dq];
+                    for (uint x = 0u; x < CN; ++x) {
+                        s[a * CN + x] += dot(qv, kv[x]);
+                        dp[a * CN + x] += dot(ov, vv[x]);
                     }
                 }
-                sDS[r * PS + jj] = ds;
             }
-            barrier();
-            for (uint jj = 0u; jj < BC; ++jj) {
-                const float ds = sDS[r * PS + jj];
-                for (uint k = 0u; k < DPT; ++k) dq_acc[k] += ds * sK[jj * QS + t + k * TPR];
+            for (uint a = 0u; a < RS; ++a) {
+                const uint r = sub * RM + s_row0 + a * (SG / KL);
+                const vec4 stats = sDS[r * PQ + BC / 4u];
+                for (uint x = 0u; x < CN; ++x) {
+                    const uint jj = s_key0 + x * KL;
+                    const int j = int(kt * BC + jj);
+                    float ds = 0.0;
+                    if (j >= band[a].x && j <= band[a].y) {
+                        const float p = exp2(logit_log2(s[a * CN + x]) - stats.x);
+                        ds = p * (dp[a * CN + x] - stats.y);
+                        if (SOFTCAP) {
+                            const float th = tanh(s[a * CN + x] * (pc.scale_log2 * LN2) / pc.softcap);
+                            ds *= 1.0 - th * th;
+                        }
+                    }
+                    sDS[r * PQ + jj / 4u][jj % 4u] = ds;
+                }
+            }
+            subgroupMemoryBarrierShared();  // dS is read back by this subgroup only
+            subgroupBarrier();
+
+            for (uint jq = 0u; jq < BC / 4u; ++jq) {
+                vec4 kq[4 * QZ];
+                for (uint c = 0u; c < 4u; ++c) {
+                    for (uint z = 0u; z < QZ; ++z) kq[c * QZ + z] = sK[(jq * 4u + c) * RQ + o_quad0 + z * QL];
+                }
+                for (uint a = 0u; a < RZ; ++a) {
+                    const vec4 ds = sDS[(sub * RM + o_row0 + a * (SG / QL)) * PQ + jq];
+                    for (uint z = 0u; z < QZ; ++z) {
+                        dq_acc[a * QZ + z] += ds.x * kq[z] + ds.y * kq[QZ + z] + ds.z * kq[2u * QZ + z] + ds.w * kq[3u * QZ + z];
+                    }
+                }
             }
         }
     }
 
-    if (row_valid) {
-        const float scale = pc.scale_log2 * LN2;
-        const uint base = ((q0 + i) * pc.heads_q + hq) * D;
-        for (uint k = 0u; k < DPT; ++k) dq_buf[base + t + k * TPR] = OUT_T(dq_acc[k] * scale);
+    const float scale = pc.scale_log2 * LN2;
+    for (uint a = 0u; a < RZ; ++a) {
+        const uint ii = row0 + sub * RM + o_row0 + a * (SG / QL);
+        if (ii >= sq) continue;
+        const uint base = ((q0 + ii) * pc.heads_q + hq) * D;
+        for (uint z = 0u; z < QZ; ++z) {
+            const vec4 g = dq_acc[a * QZ + z] * scale;
+            const uint at = base + (o_quad0 + z * QL) * 4u;
+            dq_buf[at] = OUT_T(g.x);
+            dq_buf[at + 1u] = OUT_T(g.y);
+            dq_buf[at + 2u] = OUT_T(g.z);
+            dq_buf[at + 3u] = OUT_T(g.w);
+        }
     }
 }

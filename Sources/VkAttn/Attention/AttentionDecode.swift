@@ -52,7 +52,7 @@ extension FlashAttention {
             shader: Self.forwardShader(input: g.dtype, output: .f32), bindings: 9,
             pushConstantBytes: AttentionLaunch.pushConstantBytes,
             specialization: launch.specialization(workgroupSize: tiling.workgroupSize, split: true),
-            requiredSubgroupSize: try AttentionTiling.forwardSubgroupRequirement(device),
+            requiredSubgroupSize: try AttentionTiling.subgroupRequirement(device),
             fullSubgroups: device.enabled.computeFullSubgroups))
         try stream.dispatch(kernel, bindings: [q.slice, kCache.slice, vCache.slice, partialO.slice, partialLSE.slice,
                                                launch.cuQ, launch.cuK, launch.maskOffsets, launch.maskColumns],

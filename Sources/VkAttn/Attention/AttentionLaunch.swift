@@ -83,19 +83,17 @@ struct AttentionLaunch {
     static let pushConstantBytes = 14 * 4
 
     /// Specialization shared by the kernels: 0 workgroup size, 1 D, 2 Br, 3 Bc, 4 subgroup
-    /// size (forward) or lanes per row (backward), 5 packed layout, 6 GQA packing, 7 block
-    /// mask, 8 softcap, 9 split; forward also 10 separate K and V buffers, 11 lanes along keys,
-    /// 12 lanes along dim quads.
+    /// size, 5 packed layout, 6 GQA packing, 7 block mask, 8 softcap, 9 split, 10 separate K
+    /// and V buffers (forward), 11 lanes along the score product's streamed dimension, 12 lanes
+    /// along dim quads.
     func specialization(workgroupSize: Int, split: Bool = false) -> [UInt32: SpecializationValue] {
         var spec: [UInt32: SpecializationValue] = [
             0: .int(workgroupSize), 1: .int(geometry.headDim), 2: .int(tiling.br), 3: .int(tiling.bc),
-            4: .int(tiling.threadsPerRow), 5: .bool(geometry.isPacked),
+            4: .int(tiling.subgroupSize), 5: .bool(geometry.isPacked),
             6: .bool(packGQA), 7: .bool(mask.blocks != nil), 8: .bool(softcap != nil), 9: .bool(split)]
-        if tiling.kind == .forward {
-            spec[10] = .bool(tiling.separateKV)
-            spec[11] = .int(tiling.microKeys)
-            spec[12] = .int(tiling.microDims)
-        }
+        if tiling.kind == .forward { spec[10] = .bool(tiling.separateKV) }
+        spec[11] = .int(tiling.scoreLanes)
+        spec[12] = .int(tiling.quadLanes)
         return spec
     }
 }

@@ -1,65 +1,73 @@
 import VulkanCompute
 
-/// Tile sizes of the attention kernels for one device and head dimension. The shared-memory
-/// formula here is the one the shaders' `shared` declarations add up to (see
+/// Tile sizes and lane layout of the attention kernels for one device and head dimension.
+/// The shared-memory formulas here are what the shaders' `shared` declarations add up to (see
 /// Shaders/attention/*.comp): a change to either must change both.
+///
+/// Every kernel splits its workgroup into subgroups that each own some rows (forward, dQ:
+/// query rows; dK/dV: keys) for the whole kernel, and splits a subgroup's lanes two ways: along
+/// the streamed dimension for the score products and along dim quads (vec4) for the output
+/// products.
 public struct AttentionTiling: Hashable, Sendable, CustomStringConvertible {
     /// Query rows per workgroup (forward, dQ) or per inner step (dK/dV).
     public let br: Int
     /// Keys per tile (forward, dQ) or per workgroup (dK/dV).
     public let bc: Int
-    /// Invocations that share one row (forward, dQ) or one key (dK/dV); reductions over them
-    /// are subgroup shuffles, so this never exceeds the device's minimum subgroup size.
-    public let threadsPerRow: Int
+    /// The subgroup size the kernel is built for.
+    public let subgroupSize: Int
+    public let workgroupSize: Int
     public let sharedBytes: Int
-    /// Forward only: rows per subgroup, and how a subgroup's lanes split over keys in
-    /// S = Q K^T (`microKeys` lanes along keys) and over dim quads in O += P V (`microDims`).
-    public let microRows: Int
-    public let microKeys: Int
-    public let microDims: Int
-    let forwardWorkgroup: Int
+    /// Rows (forward, dQ) or keys (dK/dV) each subgroup owns.
+    public let rowsPerSubgroup: Int
+    /// Lanes along the streamed dimension in the score products (keys, or query rows for dK/dV).
+    public let scoreLanes: Int
+    /// Lanes along dim quads in the output products.
+    public let quadLanes: Int
     /// Forward only: whether K and V have their own shared buffers (else they take turns).
     public let separateKV: Bool
-
-    public var workgroupSize: Int { kind == .forward ? forwardWorkgroup : (kind == .dkdv ? bc : br) * threadsPerRow }
     let kind: Kind
-
-    init(br: Int, bc: Int, threadsPerRow: Int, sharedBytes: Int, kind: Kind,
-         microRows: Int = 1, microKeys: Int = 1, microDims: Int = 1, forwardWorkgroup: Int = 0, separateKV: Bool = false) {
-        self.br = br
-        self.bc = bc
-        self.threadsPerRow = threadsPerRow
-        self.sharedBytes = sharedBytes
-        self.kind = kind
-        self.microRows = microRows
-        self.microKeys = microKeys
-        self.microDims = microDims
-        self.forwardWorkgroup = forwardWorkgroup
-        self.separateKV = separateKV
-    }
 
     enum Kind: Hashable { case forward, dq, dkdv }
 
     public var description: String {
-        kind == .forward ? "Br=\(br) Bc=\(bc) rows/subgroup=\(microRows) wg=\(forwardWorkgroup) \(separateKV ? "K|V" : "K,V") smem=\(sharedBytes)B"
-                         : "Br=\(br) Bc=\(bc) tpr=\(threadsPerRow) smem=\(sharedBytes)B"
+        "Br=\(br) Bc=\(bc) wg=\(workgroupSize) sg=\(subgroupSize) rows/subgroup=\(rowsPerSubgroup) lanes \(scoreLanes)x\(quadLanes)"
+            + (kind == .forward ? (separateKV ? " K|V" : " K,V") : "") + " smem=\(sharedBytes)B"
     }
 
-    /// Shared memory of the forward kernel, in vec4 rows padded by one vec4: the Q tile
-    /// (br rows of D/4 + 1), the K tile (bc rows), the V tile (bc rows, or one vec4 when V
-    /// reuses the K buffer) and the P tile (br rows of bc/4 + 1).
+    // MARK: Shared memory (must match the shaders)
+
+    /// Forward: vec4 rows padded by one vec4: the Q tile (br rows of D/4 + 1), the K tile (bc
+    /// rows), the V tile (bc rows, or one vec4 when V reuses the K buffer) and the P tile (br
+    /// rows of bc/4 + 1).
     static func forwardSharedBytes(br: Int, bc: Int, d: Int, separateKV: Bool) -> Int {
         let rq = d / 4 + 1, pq = bc / 4 + 1
         return 16 * (br * rq + bc * rq + (separateKV ? bc * rq : 1) + br * pq)
     }
 
-    /// The forward kernel's subgroup requirements: subgroup arithmetic in compute shaders and
-    /// one known subgroup size (pinned with subgroup size control where the device varies it).
-    /// Returns the size to require of the pipeline, or nil when the device has only one.
-    static func forwardSubgroupRequirement(_ device: Device) throws -> Int? {
+    /// dQ: Q and dO tiles (br rows each), K and V tiles (bc rows each), dS (br rows of
+    /// bc/4 + 1, the padding quad holding LSE and Delta).
+    static func dqSharedBytes(br: Int, bc: Int, d: Int) -> Int {
+        let rq = d / 4 + 1
+        return 16 * (2 * br * rq + 2 * bc * rq + br * (bc / 4 + 1))
+    }
+
+    /// dK/dV: K and V tiles (bc rows each), Q and dO tiles (br rows each), P^T and dS^T (bc rows
+    /// of br/4 + 1 each), and (LSE, Delta) per query row.
+    static func dkdvSharedBytes(br: Int, bc: Int, d: Int) -> Int {
+        let rq = d / 4 + 1
+        return 16 * (2 * bc * rq + 2 * br * rq + 2 * bc * (br / 4 + 1)) + 8 * br
+    }
+
+    // MARK: Choice
+
+    /// The kernels' subgroup requirements: subgroup operations in compute shaders (arithmetic
+    /// for the forward's row reductions) and one known subgroup size, pinned with subgroup
+    /// size control where the device varies it. Returns the size to require of the pipeline,
+    /// or nil when the device has only one.
+    static func subgroupRequirement(_ device: Device) throws -> Int? {
         let caps = device.capabilities
-        guard caps.subgroupInCompute, caps.subgroupOperations.contains("arithmetic") else {
-            throw VkAttnError.unsupported(op: "attention", reason: "\(device.label) lacks subgroup arithmetic in compute shaders")
+        guard caps.subgroupInCompute, caps.subgroupOperations.contains("arithmetic"), caps.subgroupOperations.contains("shuffle") else {
+            throw VkAttnError.unsupported(op: "attention", reason: "\(device.label) lacks subgroup arithmetic and shuffles in compute shaders")
         }
         if caps.minSubgroupSize == caps.maxSubgroupSize { return nil }
         guard device.enabled.subgroupSizeControl else {
@@ -68,88 +76,72 @@ public struct AttentionTiling: Hashable, Sendable, CustomStringConvertible {
         return caps.subgroupSize
     }
 
-    /// `rows` (when small, as in decode) caps the row block near the rows there are, so that
-    /// a workgroup does not compute mostly padding.
-    static func chooseForward(headDim d: Int, device: Device, maxTile: Int?, rows: Int? = nil) throws -> AttentionTiling {
+    /// Lanes along dim quads: the largest power of two dividing both the subgroup and D/4
+    /// (D = 96 has 24 quads: 8 lanes along quads).
+    static func quadLanes(subgroup sg: Int, headDim d: Int) -> Int {
+        var lanes = 1
+        while lanes * 2 <= sg && (d / 4) % (lanes * 2) == 0 { lanes *= 2 }
+        return lanes
+    }
+
+    /// The first candidate (largest blocks first) that fits the device's shared memory,
+    /// workgroup limits, subgroup size and a register budget. `rows` (small, as in decode)
+    /// caps the forward's row block near the rows there are.
+    static func choose(_ kind: Kind, headDim d: Int, device: Device, maxTile: Int? = nil, rows: Int? = nil) throws -> AttentionTiling {
         let caps = device.capabilities
-        let sg = try forwardSubgroupRequirement(device) ?? caps.subgroupSize
+        let sg = try subgroupRequirement(device) ?? caps.subgroupSize
         let maxWG = min(256, caps.maxWorkgroupInvocations, caps.maxWorkgroupSize[0])
-        let blocks = [(64, 64), (64, 32), (32, 64), (32, 32), (32, 16), (16, 64), (16, 32), (16, 16),
+        let ql = quadLanes(subgroup: sg, headDim: d)
+        let qz = (d / 4) / ql
+        let blocks: [(Int, Int)]
+        switch kind {
+        case .forward:
+            blocks = [(64, 64), (64, 32), (32, 64), (32, 32), (32, 16), (16, 64), (16, 32), (16, 16),
                       (8, 64), (8, 32), (8, 16), (8, 8), (4, 64), (4, 32), (4, 16)]
+        case .dq:
+            blocks = [(32, 32), (16, 32), (32, 16), (16, 16), (8, 32), (8, 16), (8, 8), (4, 16), (4, 8)]
+        case .dkdv:
+            blocks = [(32, 32), (16, 32), (32, 16), (16, 16), (8, 32), (8, 16), (8, 8), (4, 8)]
+        }
         var rowCap = Int.max
-        if let rows, rows < 32 {
+        if kind == .forward, let rows, rows < 32 {
             rowCap = 4
             while rowCap < rows { rowCap *= 2 }
         }
         for (br, bc) in blocks where br <= rowCap {
             if let maxTile, br > maxTile || bc > maxTile { continue }
-            for separate in [true, false] {
-                let smem = forwardSharedBytes(br: br, bc: bc, d: d, separateKV: separate)
+            for separate in kind == .forward ? [true, false] : [true] {
+                let smem: Int
+                switch kind {
+                case .forward: smem = forwardSharedBytes(br: br, bc: bc, d: d, separateKV: separate)
+                case .dq: smem = dqSharedBytes(br: br, bc: bc, d: d)
+                case .dkdv: smem = dkdvSharedBytes(br: br, bc: bc, d: d)
+                }
                 guard smem <= caps.maxComputeSharedMemoryBytes else { continue }
-                for subgroups in [8, 4, 2, 1] where br % subgroups == 0 && subgroups * sg <= maxWG {
-                    let rm = br / subgroups
-                    // Lane splits must divide the subgroup: the largest power of two that
-                    // divides both (D = 96 has 24 quads: 8 lanes along quads).
-                    let keyLanes = min(sg, bc)
-                    var quadLanes = 1
-                    while quadLanes * 2 <= sg && (d / 4) % (quadLanes * 2) == 0 { quadLanes *= 2 }
-                    guard rm % (sg / keyLanes) == 0, rm % (sg / quadLanes) == 0, (d / 4) % quadLanes == 0 else { continue }
-                    let rs = rm / (sg / keyLanes), cn = bc / keyLanes
-                    let rz = rm / (sg / quadLanes), qz = (d / 4) / quadLanes
-                    guard rs * cn <= 64, rz * qz * 4 <= 128, cn <= 8 else { continue }
-                    return AttentionTiling(br: br, bc: bc, threadsPerRow: sg, sharedBytes: smem, kind: .forward,
-                                           microRows: rm, microKeys: keyLanes, microDims: quadLanes, forwardWorkgroup: subgroups * sg,
-                                           separateKV: separate)
+                let owned = kind == .dkdv ? bc : br      // rows (keys) the subgroups share out
+                let streamed = kind == .dkdv ? br : bc   // keys (rows) the score product walks
+                let sl = min(sg, streamed)
+                for subgroups in [8, 4, 2, 1] where owned % subgroups == 0 && subgroups * sg <= maxWG {
+                    let rm = owned / subgroups
+                    guard rm % (sg / sl) == 0, rm % (sg / ql) == 0 else { continue }
+                    let rs = rm / (sg / sl), cn = streamed / sl, rz = rm / (sg / ql)
+                    let scoreRegisters = (kind == .forward ? 1 : 2) * rs * cn
+                    let outputRegisters = (kind == .dkdv ? 2 : 1) * rz * qz * 4
+                    guard scoreRegisters <= 64, outputRegisters <= 128, cn <= 8 else { continue }
+                    return AttentionTiling(br: br, bc: bc, subgroupSize: sg, workgroupSize: subgroups * sg, sharedBytes: smem,
+                                           rowsPerSubgroup: rm, scoreLanes: sl, quadLanes: ql, separateKV: separate, kind: kind)
                 }
             }
         }
-        throw VkAttnError.unsupported(op: "attention", reason: "no forward tile of head dim \(d) fits \(caps.maxComputeSharedMemoryBytes) bytes of shared memory and subgroups of \(sg) on \(device.label)")
+        throw VkAttnError.unsupported(op: "attention", reason: "no \(kind) tile of head dim \(d) fits \(caps.maxComputeSharedMemoryBytes) bytes of shared memory and subgroups of \(sg) on \(device.label)")
     }
 
-    /// Shared memory of the dQ kernel: Q and dO tiles (br x (D+1) each), K and V tiles
-    /// (bc x (D+1) each), dS (br x (bc+1)), LSE and Delta (br each); fp32.
-    static func dqSharedBytes(br: Int, bc: Int, d: Int) -> Int {
-        4 * (2 * br * (d + 1) + 2 * bc * (d + 1) + br * (bc + 1) + 2 * br)
-    }
-
-    /// Shared memory of the dK/dV kernel: as dQ plus the P tile (br x (bc+1)).
-    static func dkdvSharedBytes(br: Int, bc: Int, d: Int) -> Int {
-        dqSharedBytes(br: br, bc: bc, d: d) + 4 * br * (bc + 1)
-    }
-
+    /// Lanes per row of the small row-wise kernels (Delta pre-pass, merge): a power of two no
+    /// larger than 8 or the subgroup.
     static func threadsPerRow(_ device: Device) -> Int {
         var t = 1
         while t * 2 <= min(8, device.capabilities.minSubgroupSize) { t *= 2 }
         return t
-    }
-
-    /// The largest tiles (preferring more lanes per row, then more rows, then more keys) that
-    /// fit the device: its shared memory, its workgroup limits and its subgroup size.
-    static func choose(_ kind: Kind, headDim d: Int, device: Device, maxTile: Int? = nil, rows: Int? = nil) throws -> AttentionTiling {
-        if kind == .forward { return try chooseForward(headDim: d, device: device, maxTile: maxTile, rows: rows) }
-        let caps = device.capabilities
-        let candidates: [(Int, Int)] = kind == .dkdv
-            ? [(16, 32), (16, 16), (8, 16), (8, 8), (4, 8), (4, 4), (2, 4), (2, 2)]
-            : [(32, 64), (32, 32), (16, 64), (16, 32), (16, 16), (8, 32), (8, 16), (8, 8), (8, 4), (4, 4), (4, 2), (2, 2)]
-        var tpr = threadsPerRow(device)
-        while tpr >= 1 {
-            for (br, bc) in candidates {
-                if let maxTile, br > maxTile || bc > maxTile { continue }
-                let rowsPerGroup = kind == .dkdv ? bc : br
-                let smem: Int
-                switch kind {
-                case .forward: smem = 0
-                case .dq: smem = dqSharedBytes(br: br, bc: bc, d: d)
-                case .dkdv: smem = dkdvSharedBytes(br: br, bc: bc, d: d)
-                }
-                guard smem <= caps.maxComputeSharedMemoryBytes,
-                      rowsPerGroup * tpr <= min(caps.maxWorkgroupInvocations, caps.maxWorkgroupSize[0], 256),
-                      kind == .dkdv ? br % tpr == 0 : bc % tpr == 0, d % tpr == 0 else { continue }
-                return AttentionTiling(br: br, bc: bc, threadsPerRow: tpr, sharedBytes: smem, kind: kind)
-            }
-            tpr /= 2
-        }
-        throw VkAttnError.unsupported(op: "attention", reason: "no tile of head dim \(d) fits \(caps.maxComputeSharedMemoryBytes) bytes of shared memory on \(device.label)")
     }
 
     /// Forward (and decode) tiles for `headDim` on `device`.

@@ -54,7 +54,7 @@ public struct FlashAttention: Hashable, Sendable {
             shader: Self.forwardShader(input: g.dtype, output: oType), bindings: 9,
             pushConstantBytes: AttentionLaunch.pushConstantBytes,
             specialization: launch.specialization(workgroupSize: tiling.workgroupSize),
-            requiredSubgroupSize: try AttentionTiling.forwardSubgroupRequirement(device),
+            requiredSubgroupSize: try AttentionTiling.subgroupRequirement(device),
             fullSubgroups: device.enabled.computeFullSubgroups))
         try stream.dispatch(kernel, bindings: [q.slice, k.slice, v.slice, out.o.slice, out.lse.slice,
                                                launch.cuQ, launch.cuK, launch.maskOffsets, launch.maskColumns],

@@ -69,7 +69,7 @@ extension FlashAttention {
         try AttentionLaunch.checkGrid(op: op, [keyTiles, g.headsKV, g.batch], device: device)
 
         // Delta = rowsum(dO * O), in the LSE layout.
-        let tpr = dqTiling.threadsPerRow
+        let tpr = AttentionTiling.threadsPerRow(device)
         let rowsumGroup = min(256, device.capabilities.maxWorkgroupInvocations) / tpr * tpr
         let rows = g.totalQ * g.headsQ
         let groups = (rows + rowsumGroup / tpr - 1) / (rowsumGroup / tpr)
@@ -85,18 +85,22 @@ extension FlashAttention {
         let variant = Self.backwardVariant(input: g.dtype, output: gType)
         let dqKernel = try device.kernel(KernelDescriptor(
             shader: variant.dq, bindings: 11, pushConstantBytes: AttentionLaunch.pushConstantBytes,
-            specialization: dqLaunch.specialization(workgroupSize: dqTiling.workgroupSize)))
+            specialization: dqLaunch.specialization(workgroupSize: dqTiling.workgroupSize),
+            requiredSubgroupSize: try AttentionTiling.subgroupRequirement(device),
+            fullSubgroups: device.enabled.computeFullSubgroups))
         try stream.dispatch(dqKernel, bindings: [q.slice, k.slice, v.slice, dO.slice, lse.slice, delta.slice, grads.dq.slice,
                                                  dqLaunch.cuQ, dqLaunch.cuK, dqLaunch.maskOffsets, dqLaunch.maskColumns],
                             push: dqLaunch.pushConstants, groups: (dqLaunch.rowTiles, g.headsQ, g.batch))
         let dkdvKernel = try device.kernel(KernelDescriptor(
             shader: variant.dkdv, bindings: 12, pushConstantBytes: AttentionLaunch.pushConstantBytes,
-            specialization: dkdvLaunch.specialization(workgroupSize: dkdvTiling.workgroupSize)))
+            specialization: dkdvLaunch.specialization(workgroupSize: dkdvTiling.workgroupSize),
+            requiredSubgroupSize: try AttentionTiling.subgroupRequirement(device),
+            fullSubgroups: device.enabled.computeFullSubgroups))
         try stream.dispatch(dkdvKernel, bindings: [q.slice, k.slice, v.slice, dO.slice, lse.slice, delta.slice,
                                                    grads.dk.slice, grads.dv.slice, dkdvLaunch.cuQ, dkdvLaunch.cuK,
                                                    dkdvLaunch.maskOffsets, dkdvLaunch.maskColumns],
                             push: dkdvLaunch.pushConstants, groups: (keyTiles, g.headsKV, g.batch))
-        let path = "scalar-\(g.dtype) dQ Br\(dqTiling.br) Bc\(dqTiling.bc), dKdV Br\(dkdvTiling.br) Bc\(dkdvTiling.bc)"
+        let path = "scalar-\(g.dtype) dQ Br\(dqTiling.br) Bc\(dqTiling.bc) wg\(dqTiling.workgroupSize), dKdV Br\(dkdvTiling.br) Bc\(dkdvTiling.bc) wg\(dkdvTiling.workgroupSize)"
         return AttentionGradients(dq: grads.dq, dk: grads.dk, dv: grads.dv, path: path)
     }
 
