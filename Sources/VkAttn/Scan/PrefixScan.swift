@@ -1,0 +1,165 @@
+import VulkanCompute
+import VkAttnShaders
+
+/// Prefix scan (inclusive or exclusive) of f32, i32 or u32 values on the device: sums, or
+/// running maxima of f32, over a 1-D array or along the last dimension of a batched tensor
+/// (every row scanned on its own), optionally segmented.
+///
+/// Shapes: `input` [n] or [..., n] (the leading dimensions are rows); `output` the same shape
+/// and dtype, or, for an exclusive scan of a 1-D input, [n + 1] to receive the total as its
+/// last element (CSR row pointers from row counts). Arrays larger than one storage-buffer
+/// binding (`maxStorageBufferRange`) are scanned in bindable chunks, the carry passing from
+/// each chunk to the next.
+///
+/// ```swift
+/// try PrefixScan(op: .add, exclusive: true).encode(stream, input: counts, output: rowPointers)
+/// ```
+public struct PrefixScan: Hashable, Sendable {
+    public var op: ScanOperator
+    public var exclusive: Bool
+    /// Forces a path; nil uses `ScanPath.preferred(for:)` of the stream's device.
+    public var path: ScanPath?
+    /// Overrides the launch shape; nil uses `Tuning.preferred(for:)`.
+    public var tuning: Tuning?
+
+    public init(op: ScanOperator = .add, exclusive: Bool = false, path: ScanPath? = nil, tuning: Tuning? = nil) {
+        self.op = op
+        self.exclusive = exclusive
+        self.path = path
+        self.tuning = tuning
+    }
+
+    /// The op name in errors.
+    public static let name = "PrefixScan"
+
+    /// The path `encode` takes on `device`.
+    public func resolvedPath(on device: Device) -> ScanPath {
+        path ?? ScanPath.preferred(for: device)
+    }
+
+    /// The path name the bench reports: the path, the load width and the tile.
+    public func pathLabel(on device: Device) -> String {
+        let t = tuning ?? Tuning.preferred(for: device)
+        return "\(resolvedPath(on: device).rawValue)/\(t.wideLoads ? "u64x2" : "u32x4")/tile\(t.tileElements)"
+    }
+
+    /// Records the scan into `stream`. Throws `VkAttnError` before recording anything when an
+    /// operand is wrong. In-place scans (`output` overlapping `input`) need
+    /// `.reduceThenScan`: the single pass's fallback may re-read a predecessor's input.
+    @discardableResult
+    public func encode(_ stream: Stream, input: Tensor, output: Tensor, segments: ScanSegments = .none) throws -> ScanDispatch {
+        let device = stream.device
+        let plan = try ScanPlan(scan: self, device: device, input: input, output: output, segments: segments)
+        return try plan.encode(stream)
+    }
+
+    /// `encode` on buffer slices holding `count` elements of `dtype` (1-D). `output` holds
+    /// `count` elements, or `count + 1` for an exclusive scan with the total at the end.
+    @discardableResult
+    public func encode(_ stream: Stream, input: BufferSlice, output: BufferSlice, count: Int, dtype: DType) throws -> ScanDispatch {
+        guard count > 0 else {
+            throw VkAttnError.invalidValue(op: Self.name, operand: "count", reason: "must be positive, got \(count)")
+        }
+        let outCount = output.byteCount / dtype.byteSize
+        guard input.byteCount >= count * dtype.byteSize else {
+            throw VkAttnError.shapeMismatch(op: Self.name, operand: "input", expected: "\(count * dtype.byteSize) bytes", actual: "\(input.byteCount) bytes")
+        }
+        let wantsTotal = exclusive && outCount > count
+        let x = try Tensor(input.buffer, shape: [count], dtype: dtype, byteOffset: input.offset)
+        let y = try Tensor(output.buffer, shape: [wantsTotal ? count + 1 : count], dtype: dtype, byteOffset: output.offset)
+        guard output.byteCount >= y.byteCount else {
+            throw VkAttnError.shapeMismatch(op: Self.name, operand: "output", expected: "\(y.byteCount) bytes", actual: "\(output.byteCount) bytes")
+        }
+        return try encode(stream, input: x, output: y)
+    }
+}
+
+extension PrefixScan {
+    /// Launch shape of the tile kernels.
+    public struct Tuning: Hashable, Sendable {
+        /// Invocations per workgroup: a power of two, a multiple of the subgroup size.
+        public var workgroupSize: Int
+        /// Consecutive elements per invocation: 4, 8, ..., 32.
+        public var itemsPerInvocation: Int
+        /// Polls of an unpublished predecessor before the single pass reduces it itself.
+        public var lookbackPolls: Int
+        /// Moves data as 64-bit words (needs shaderInt64): on lavapipe every 32-bit access is a
+        /// scalar load with a bounds check, so halving their number doubles the bandwidth.
+        public var wideLoads: Bool
+        /// Tiles one workgroup may take in turn (from the ticket counter): lavapipe pays a large
+        /// setup per workgroup, and caps the loop iterations of an invocation (65535 over the
+        /// whole dispatch), so it wants a few dozen; GPUs one.
+        public var tilesPerWorkgroup: Int
+        /// Tests: every tile treats its nearest `forcedFallbacks` predecessors (within the
+        /// chunk) as unpublished and reduces them from the input.
+        public var forcedFallbacks: Int
+
+        public init(workgroupSize: Int, itemsPerInvocation: Int, lookbackPolls: Int, wideLoads: Bool,
+                    tilesPerWorkgroup: Int, forcedFallbacks: Int = 0) {
+            self.workgroupSize = workgroupSize
+            self.itemsPerInvocation = itemsPerInvocation
+            self.lookbackPolls = lookbackPolls
+            self.wideLoads = wideLoads
+            self.tilesPerWorkgroup = tilesPerWorkgroup
+            self.forcedFallbacks = forcedFallbacks
+        }
+
+        public var tileElements: Int { workgroupSize * itemsPerInvocation }
+
+        /// Measured choices: on lavapipe (CPU) short polls (a fallback costs one tile's loads)
+        /// and 64-bit words; on GPUs long polls and 16-byte vectors.
+        public static func preferred(for device: Device) -> Tuning {
+            let caps = device.capabilities
+            let wg = min(256, caps.maxWorkgroupInvocations, caps.maxWorkgroupSize[0])
+            if caps.type == .cpu {
+                return Tuning(workgroupSize: wg, itemsPerInvocation: 16, lookbackPolls: 16,
+                              wideLoads: device.enabled.shaderInt64, tilesPerWorkgroup: 32)
+            }
+            return Tuning(workgroupSize: wg, itemsPerInvocation: 16, lookbackPolls: 4096, wideLoads: false,
+                          tilesPerWorkgroup: 1)
+        }
+
+        func validate(op: String, device: Device) throws {
+            let caps = device.capabilities
+            let wg = workgroupSize
+            guard wg > 0, wg & (wg - 1) == 0, wg >= caps.maxSubgroupSize,
+                  wg <= caps.maxWorkgroupInvocations, wg <= caps.maxWorkgroupSize[0] else {
+                throw VkAttnError.invalidValue(op: op, operand: "tuning.workgroupSize",
+                                               reason: "\(wg) must be a power of two in \(caps.maxSubgroupSize)...\(min(caps.maxWorkgroupInvocations, caps.maxWorkgroupSize[0]))")
+            }
+            guard itemsPerInvocation >= 4, itemsPerInvocation <= 32, itemsPerInvocation % 4 == 0 else {
+                throw VkAttnError.invalidValue(op: op, operand: "tuning.itemsPerInvocation", reason: "\(itemsPerInvocation) must be 4, 8, ..., 32")
+            }
+            // Lavapipe's loop cap (65535 iterations per invocation) bounds the polls there.
+            let maxPolls = caps.type == .cpu ? 64 : 1 << 24
+            guard lookbackPolls >= 0, lookbackPolls <= maxPolls else {
+                throw VkAttnError.invalidValue(op: op, operand: "tuning.lookbackPolls", reason: "\(lookbackPolls) must be in 0...\(maxPolls) on this device")
+            }
+            guard forcedFallbacks >= 0, forcedFallbacks <= 1 << 16 else {
+                throw VkAttnError.invalidValue(op: op, operand: "tuning.forcedFallbacks", reason: "\(forcedFallbacks) must be in 0...65536")
+            }
+            guard tilesPerWorkgroup >= 1, tilesPerWorkgroup <= 256 else {
+                throw VkAttnError.invalidValue(op: op, operand: "tuning.tilesPerWorkgroup", reason: "\(tilesPerWorkgroup) must be in 1...256")
+            }
+            if wideLoads && !device.enabled.shaderInt64 {
+                throw VkAttnError.unsupported(op: op, reason: "tuning.wideLoads needs shaderInt64, which \(device.label) lacks")
+            }
+        }
+    }
+}
+
+/// What `PrefixScan.encode` recorded: the path, the tiling, and (after the stream is
+/// synchronized) how many predecessor tiles the single pass reduced itself.
+public struct ScanDispatch: Sendable {
+    public let path: ScanPath
+    public let tiles: Int
+    public let chunks: Int
+    let status: Buffer
+    let statsWord: Int
+
+    /// Single pass: how often a tile reduced an unpublished predecessor from the input
+    /// (read after `synchronize()`). Zero for reduce-then-scan.
+    public func fallbacks() throws -> Int {
+        Int(try status.read(UInt32.self, count: 1, at: statsWord * 4)[0])
+    }
+}

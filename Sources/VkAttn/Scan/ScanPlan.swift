@@ -1,0 +1,258 @@
+import VulkanCompute
+import VkAttnShaders
+
+/// A validated prefix scan: operands checked, chunks and tiles laid out, kernels chosen.
+/// Built before anything is recorded, so every error is thrown with the stream untouched.
+struct ScanPlan {
+    let scan: PrefixScan
+    let device: Device
+    let input: Tensor
+    let output: Tensor
+    let path: ScanPath
+    let tuning: PrefixScan.Tuning
+    let count: Int              // elements scanned
+    let rowLength: Int?         // rows of a batched input restart the scan
+    let flags: Tensor?          // head flags given by the caller
+    let offsets: Tensor?        // segment starts given by the caller
+    let writesTotal: Bool
+    let chunkElements: Int
+    let chunks: [(start: Int, count: Int, tileBase: Int, tiles: Int)]
+    let totalTiles: Int
+
+    static let op = PrefixScan.name
+
+    init(scan: PrefixScan, device: Device, input: Tensor, output: Tensor, segments: ScanSegments) throws {
+        let op = Self.op
+        self.scan = scan
+        self.device = device
+        self.input = input
+        self.output = output
+        guard let n = input.shape.last, n > 0 else {
+            throw VkAttnError.shapeMismatch(op: op, operand: "input", expected: "[n] or [..., n] with n > 0", actual: "\(input.shape)")
+        }
+        guard scan.op.dtypes.contains(input.dtype) else {
+            throw VkAttnError.dtypeMismatch(op: op, operand: "input", expected: scan.op.dtypes.map(\.rawValue).joined(separator: "|"), actual: input.dtype.rawValue)
+        }
+        let count = input.elementCount
+        self.count = count
+        let wantsTotal = scan.exclusive && input.shape.count == 1 && output.shape == [n + 1]
+        self.writesTotal = wantsTotal
+        if !wantsTotal {
+            try output.expect(op: op, "output", shape: input.shape, dtype: input.dtype, device: device)
+        } else {
+            try output.expect(op: op, "output", shape: [n + 1], dtype: input.dtype, device: device)
+        }
+        guard input.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "input") }
+        self.rowLength = count > n ? n : nil
+
+        switch segments {
+        case .none:
+            flags = nil
+            offsets = nil
+        case .headFlags(let f):
+            guard f.elementCount == count, f.shape == input.shape || f.shape == [count] else {
+                throw VkAttnError.shapeMismatch(op: op, operand: "segments.headFlags", expected: "\(input.shape) or [\(count)]", actual: "\(f.shape)")
+            }
+            guard f.dtype == .u32 || f.dtype == .i32 else {
+                throw VkAttnError.dtypeMismatch(op: op, operand: "segments.headFlags", expected: "u32|i32", actual: f.dtype.rawValue)
+            }
+            guard f.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "segments.headFlags") }
+            flags = f
+            offsets = nil
+        case .offsets(let o):
+            guard o.shape.count == 1 else {
+                throw VkAttnError.shapeMismatch(op: op, operand: "segments.offsets", expected: "[segments]", actual: "\(o.shape)")
+            }
+            guard o.dtype == .u32 || o.dtype == .i32 else {
+                throw VkAttnError.dtypeMismatch(op: op, operand: "segments.offsets", expected: "u32|i32", actual: o.dtype.rawValue)
+            }
+            guard o.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "segments.offsets") }
+            try o.expectBindable(op: op, "segments.offsets")
+            guard count <= Int(UInt32.max) else {
+                throw VkAttnError.tooLarge(op: op, operand: "input (with segments.offsets)", bytes: input.byteCount, limit: Int(UInt32.max) * input.dtype.byteSize)
+            }
+            flags = nil
+            offsets = o
+        }
+
+        let path = scan.resolvedPath(on: device)
+        self.path = path
+        let tuning = scan.tuning ?? PrefixScan.Tuning.preferred(for: device)
+        try tuning.validate(op: op, device: device)
+        self.tuning = tuning
+
+        // Offsets must be bindable: the device's alignment, and 16 bytes for the vector views.
+        let alignment = max(16, device.capabilities.minStorageBufferOffsetAlignment)
+        for (name, tensor) in [("input", input), ("output", output)] + (flags.map { [("segments.headFlags", $0)] } ?? []) {
+            guard tensor.slice.offset % alignment == 0 else {
+                throw VkAttnError.invalidValue(op: op, operand: name, reason: "byte offset \(tensor.slice.offset) is not a multiple of \(alignment)")
+            }
+        }
+        if path == .singlePass && input.buffer === output.buffer
+            && input.slice.offset < output.slice.offset + output.byteCount
+            && output.slice.offset < input.slice.offset + input.byteCount {
+            throw VkAttnError.invalidValue(op: op, operand: "output", reason: "overlaps the input; in-place scans need path .reduceThenScan (the single pass may re-read a predecessor's input)")
+        }
+        guard n < 1 << 31, count < 1 << 40 else {
+            throw VkAttnError.tooLarge(op: op, operand: "input", bytes: input.byteCount, limit: (1 << 31) * 4)
+        }
+
+        // Chunks: whole tiles, each within one binding (and 32-bit indices).
+        let tile = tuning.tileElements
+        let range = min(device.capabilities.maxStorageBufferRange, 1 << 32 - 64) / 4
+        let chunkElements = range / tile * tile
+        guard chunkElements > 0 else {
+            throw VkAttnError.unsupported(op: op, reason: "maxStorageBufferRange \(device.capabilities.maxStorageBufferRange) is below one tile")
+        }
+        self.chunkElements = chunkElements
+        var chunks: [(start: Int, count: Int, tileBase: Int, tiles: Int)] = []
+        var tileBase = 0
+        for start in stride(from: 0, to: count, by: chunkElements) {
+            let c = min(chunkElements, count - start)
+            let tiles = (c + tile - 1) / tile
+            chunks.append((start, c, tileBase, tiles))
+            tileBase += tiles
+        }
+        self.chunks = chunks
+        self.totalTiles = tileBase
+        guard totalTiles < 1 << 30 else {
+            throw VkAttnError.tooLarge(op: op, operand: "input", bytes: input.byteCount, limit: (1 << 30) * tile * 4)
+        }
+    }
+
+    var segmentBits: Int { (rowLength != nil ? 1 : 0) | (flags != nil || offsets != nil ? 2 : 0) }
+
+    func tileShader() -> ShaderSource {
+        let variants: [ShaderSource]
+        switch (scan.op, input.dtype) {
+        case (.add, .i32): variants = [Shaders.scanTilesAddI32, Shaders.scanTilesAddI32Qf, Shaders.scanTilesAddI32W64, Shaders.scanTilesAddI32W64Qf]
+        case (.add, .u32): variants = [Shaders.scanTilesAddU32, Shaders.scanTilesAddU32Qf, Shaders.scanTilesAddU32W64, Shaders.scanTilesAddU32W64Qf]
+        case (.max, _): variants = [Shaders.scanTilesMaxF32, Shaders.scanTilesMaxF32Qf, Shaders.scanTilesMaxF32W64, Shaders.scanTilesMaxF32W64Qf]
+        case (.add, _): variants = [Shaders.scanTilesAddF32, Shaders.scanTilesAddF32Qf, Shaders.scanTilesAddF32W64, Shaders.scanTilesAddF32W64Qf]
+        }
+        // With the Vulkan memory model on, atomics use QueueFamily scope (Device scope would
+        // also need vulkanMemoryModelDeviceScope, which the device layer does not enable).
+        return variants[(tuning.wideLoads ? 2 : 0) + (device.enabled.vulkanMemoryModel ? 1 : 0)]
+    }
+
+    func spineShader() -> ShaderSource {
+        switch (scan.op, input.dtype) {
+        case (.add, .i32): return Shaders.scanSpineAddI32
+        case (.add, .u32): return Shaders.scanSpineAddU32
+        case (.max, _): return Shaders.scanSpineMaxF32
+        case (.add, _): return Shaders.scanSpineAddF32
+        }
+    }
+
+    func tileKernel(pass: Int) throws -> Kernel {
+        let caps = device.capabilities
+        let minSubgroup = max(1, caps.minSubgroupSize)
+        let rounds = (tuning.workgroupSize / minSubgroup + minSubgroup - 1) / minSubgroup
+        return try device.kernel(KernelDescriptor(
+            shader: tileShader(), bindings: 7, pushConstantBytes: 40,
+            specialization: [0: .int(tuning.workgroupSize), 1: .int(tuning.itemsPerInvocation),
+                             2: .int(segmentBits), 3: .bool(scan.exclusive), 4: .int(pass),
+                             5: .int(tuning.lookbackPolls), 6: .int(tuning.forcedFallbacks),
+                             7: .int(max(1, caps.maxSubgroupSize)), 8: .int(max(1, rounds))]))
+    }
+
+    /// Workgroups and tiles per workgroup for `tiles` tiles: enough workgroups that each takes
+    /// at most `tilesPerWorkgroup` (more when the grid's axis would overflow).
+    func grid(_ tiles: Int) -> (groups: (x: Int, y: Int, z: Int), perGroup: Int) {
+        let maxX = device.capabilities.maxWorkgroupCount[0]
+        let perGroup = max(tuning.tilesPerWorkgroup, (tiles + maxX - 1) / maxX)
+        return (((tiles + perGroup - 1) / perGroup, 1, 1), perGroup)
+    }
+
+    func encode(_ stream: Stream) throws -> ScanDispatch {
+        let op = Self.op
+        let elementBytes = input.dtype.byteSize
+        // Status words: [0] fallbacks, [1 + 2 chunk + pass] tickets, then two per tile (descriptors).
+        let descBase = 1 + 2 * chunks.count
+        let status = try device.makeBuffer(byteCount: 4 * (descBase + 2 * totalTiles))
+        let spine = path == .reduceThenScan ? try device.makeBuffer(byteCount: 8 * totalTiles) : status
+        // Kernels first: a pipeline that fails to build throws before anything is recorded.
+        let kernels = path == .singlePass ? [try tileKernel(pass: 0)] : [try tileKernel(pass: 1), try tileKernel(pass: 2)]
+        let spineKernel = path == .reduceThenScan
+            ? try device.kernel(KernelDescriptor(
+                shader: spineShader(), bindings: 1, pushConstantBytes: 4,
+                specialization: [0: .int(tuning.workgroupSize), 1: .int(16), 2: .int(segmentBits),
+                                 7: .int(max(1, device.capabilities.maxSubgroupSize))]))
+            : nil
+        let flagsKernel = offsets != nil
+            ? try device.kernel(KernelDescriptor(shader: Shaders.scanOffsetFlags, bindings: 2, pushConstantBytes: 12,
+                                                 specialization: [0: .int(256)]))
+            : nil
+        var flagSource = flags?.slice
+        var flagsBuffer: Buffer?
+        if offsets != nil {
+            let b = try device.makeBuffer(byteCount: 4 * count)
+            flagsBuffer = b
+            flagSource = b.whole
+        }
+
+        try stream.fill(status.whole, word: 0)
+        if let offsets, let flagsKernel, let flagsBuffer {
+            try stream.fill(flagsBuffer.whole, word: 0)
+            try stream.barrier()
+            for chunk in chunks {
+                var push = PushConstants()
+                try push.append(u32: offsets.elementCount, "\(op) offsets")
+                try push.append(u32: chunk.count, "\(op) chunk elements")
+                try push.append(u32: chunk.start, "\(op) chunk start")
+                let groups = Launch.gridStrideGroups(items: offsets.elementCount, workgroupSize: 256, device: device)
+                let slice = try flagsBuffer.slice(offset: chunk.start * 4, byteCount: chunk.count * 4)
+                try stream.dispatch(flagsKernel, bindings: [offsets.slice, slice], push: push, groups: (groups, 1, 1))
+            }
+        }
+        try stream.barrier()
+
+        func bindings(_ chunk: (start: Int, count: Int, tileBase: Int, tiles: Int)) throws -> [BufferSlice] {
+            let inSlice = try input.buffer.slice(offset: input.slice.offset + chunk.start * elementBytes, byteCount: chunk.count * elementBytes)
+            let last = chunk.start + chunk.count == count
+            let outCount = chunk.count + (last && writesTotal ? 1 : 0)
+            let outSlice = try output.buffer.slice(offset: output.slice.offset + chunk.start * elementBytes, byteCount: outCount * elementBytes)
+            let flagSlice = try flagSource.map {
+                try $0.buffer.slice(offset: $0.offset + chunk.start * 4, byteCount: chunk.count * 4)
+            } ?? inSlice
+            return [inSlice, inSlice, outSlice, outSlice, flagSlice, status.whole, spine.whole]
+        }
+        func push(_ index: Int, _ chunk: (start: Int, count: Int, tileBase: Int, tiles: Int), counter: Int = 0) throws -> PushConstants {
+            let last = chunk.start + chunk.count == count
+            var p = PushConstants()
+            try p.append(u32: chunk.count, "\(op) chunk elements")
+            try p.append(u32: chunk.tileBase, "\(op) tile base")
+            try p.append(u32: chunk.tiles, "\(op) tiles")
+            try p.append(u32: rowLength ?? 1, "\(op) row length")
+            try p.append(u32: rowLength.map { chunk.start % $0 } ?? 0, "\(op) row phase")
+            try p.append(u32: 1 + 2 * index + counter, "\(op) counter")
+            p.append(UInt32(0))
+            try p.append(u32: descBase, "\(op) descriptors")
+            p.append(UInt32(last && writesTotal ? 1 : 0))
+            try p.append(u32: grid(chunk.tiles).perGroup, "\(op) tiles per workgroup")
+            return p
+        }
+
+        if path == .singlePass {
+            for (i, chunk) in chunks.enumerated() {
+                if i > 0 { try stream.barrier() }
+                try stream.dispatch(kernels[0], bindings: bindings(chunk), push: push(i, chunk), groups: grid(chunk.tiles).groups)
+            }
+        } else {
+            for (i, chunk) in chunks.enumerated() {
+                try stream.dispatch(kernels[0], bindings: bindings(chunk), push: push(i, chunk), groups: grid(chunk.tiles).groups)
+            }
+            try stream.barrier()
+            if let spineKernel {
+                var p = PushConstants()
+                try p.append(u32: totalTiles, "\(op) tiles")
+                try stream.dispatch(spineKernel, bindings: [spine.whole], push: p, groups: (1, 1, 1))
+            }
+            try stream.barrier()
+            for (i, chunk) in chunks.enumerated() {
+                try stream.dispatch(kernels[1], bindings: bindings(chunk), push: push(i, chunk, counter: 1), groups: grid(chunk.tiles).groups)
+            }
+        }
+        return ScanDispatch(path: path, tiles: totalTiles, chunks: chunks.count, status: status, statsWord: 0)
+    }
+}

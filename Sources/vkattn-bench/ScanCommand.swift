@@ -1,0 +1,163 @@
+import ArgumentParser
+import Foundation
+import VkAttn
+
+struct Scan: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Prefix scan (sum or max; inclusive or exclusive; batched rows; segmented).",
+        discussion: """
+            GB/s counts the minimum bytes moved: every input element read once and every output \
+            element written once (plus the head flags read once with --segment-length). \
+            ratio_to_copy divides by vkCmdCopyBuffer's GB/s (read + write) for the same number \
+            of bytes, measured in the same run. path: the cross-tile path, the load width, the tile.
+            """)
+
+    @OptionGroup var device: DeviceOptions
+    @OptionGroup var measure: MeasureOptions
+    @Option(help: "Elements per row (suffixes K, M, G: binary multiples).", transform: { text in
+        guard let n = parseBytes(text) else { throw ValidationError("--count: '\(text)' is not a positive count like 4096, 64K, 64M") }
+        return n
+    })
+    var count = 1 << 26
+    @Option(help: "Rows scanned independently (input [batch, count]).") var batch = 1
+    @Option(help: "Element type: f32, i32, u32.") var dtype = "f32"
+    @Option(help: "Operator: add, or max (f32).") var op = "add"
+    @Flag(help: "Exclusive scan (default inclusive).") var exclusive = false
+    @Option(help: "Head flags every this many elements (a segmented scan); 0: none.") var segmentLength = 0
+    @Option(help: "Cross-tile path: single-pass-lookback, reduce-then-scan, both, or default (the device's choice).")
+    var path = "default"
+    @Option(help: "Tuning: invocations per workgroup (default: the device's).") var workgroupSize: Int?
+    @Option(help: "Tuning: elements per invocation, 4...32 (default: the device's).") var items: Int?
+    @Option(help: "Tuning: look-back polls before the fallback (default: the device's).") var polls: Int?
+    @Option(help: "Tuning: tiles per workgroup (default: the device's).") var tilesPerGroup: Int?
+
+    func validate() throws {
+        guard DType(rawValue: dtype).map({ [.f32, .i32, .u32].contains($0) }) == true else { throw ValidationError("--dtype must be f32, i32 or u32") }
+        guard let o = ScanOperator(rawValue: op) else { throw ValidationError("--op must be add or max") }
+        guard o.dtypes.contains(DType(rawValue: dtype) ?? .f16) else { throw ValidationError("--op \(op) does not take --dtype \(dtype)") }
+        guard batch >= 1 else { throw ValidationError("--batch must be >= 1") }
+        guard segmentLength >= 0 else { throw ValidationError("--segment-length must be >= 0") }
+        guard ["default", "both"].contains(path) || ScanPath(rawValue: path) != nil else {
+            throw ValidationError("--path must be single-pass-lookback, reduce-then-scan, both or default")
+        }
+    }
+
+    func run() throws {
+        let context = try BenchContext(device)
+        let rows = try ScanBenchmark(count: count, batch: batch, dtype: DType(rawValue: dtype) ?? .f32,
+                                     op: ScanOperator(rawValue: op) ?? .add, exclusive: exclusive,
+                                     segmentLength: segmentLength, path: path, measure: measure,
+                                     tuning: tuning(context.device)).run(context)
+        try context.report(rows, json: measure.json)
+    }
+
+    func tuning(_ device: Device) -> PrefixScan.Tuning? {
+        guard workgroupSize != nil || items != nil || polls != nil || tilesPerGroup != nil else { return nil }
+        var t = PrefixScan.Tuning.preferred(for: device)
+        if let workgroupSize { t.workgroupSize = workgroupSize }
+        if let items { t.itemsPerInvocation = items }
+        if let polls { t.lookbackPolls = polls }
+        if let tilesPerGroup { t.tilesPerWorkgroup = tilesPerGroup }
+        return t
+    }
+}
+
+struct ScanBenchmark {
+    var count: Int
+    var batch: Int
+    var dtype: DType
+    var op: ScanOperator
+    var exclusive: Bool
+    var segmentLength: Int
+    var path: String
+    var measure: MeasureOptions
+    var tuning: PrefixScan.Tuning?
+
+    func run(_ context: BenchContext) throws -> [ResultRow] {
+        let device = context.device
+        let total = count * batch
+        var rng = SeededRandom.fresh()
+        let shape = batch > 1 ? [batch, count] : [count]
+        let floats = dtype == .f32 ? rng.floats(total, in: -1...1) : []
+        let words = dtype == .f32 ? floats.map(\.bitPattern) : rng.words(total)
+        let input = try Tensor(try device.makeBuffer(words), shape: shape, dtype: dtype)
+        let output = try device.makeTensor(shape: shape, dtype: dtype)
+        let flagValues: [UInt32]? = segmentLength > 0 ? (0..<total).map { $0 % segmentLength == 0 ? 1 : 0 } : nil
+        let flags = try flagValues.map { try Tensor(try device.makeBuffer($0), shape: [total], dtype: .u32) }
+        let segments: ScanSegments = flags.map { .headFlags($0) } ?? .none
+        let bytes = total * 4 * (flags == nil ? 2 : 3)
+        let copyGBps = try CopyReference.gbps(context, bytes: bytes / 2, warmup: measure.warmup, iterations: measure.iterations)
+
+        let paths: [ScanPath?] = path == "both" ? ScanPath.allCases : [ScanPath(rawValue: path)]
+        var results: [ResultRow] = []
+        for forced in paths {
+            let scan = PrefixScan(op: op, exclusive: exclusive, path: forced, tuning: tuning)
+            let stream = try device.makeStream()
+            try ShaderFill.encode(stream, output.slice, value: Float.nan)
+            try stream.synchronize()
+            let timing = try Timing.measure(device, warmup: measure.warmup, iterations: measure.iterations) { stream in
+                try scan.encode(stream, input: input, output: output, segments: segments)
+            }
+            // One more run to report how often the single pass fell back (stderr: not a result).
+            let once = try scan.encode(stream, input: input, output: output, segments: segments)
+            try stream.synchronize()
+            if once.path == .singlePass {
+                FileHandle.standardError.write(Data("scan: \(try once.fallbacks()) fallbacks over \(once.tiles) tiles in one run\n".utf8))
+            }
+            let check = measure.check ? try verify(output: output, floats: floats, words: words, flags: flagValues)
+                                      : (CheckResult.skipped, nil)
+            let gbps = Double(bytes) / (timing.medianMs * 1e6)
+            var config: [String: ConfigValue] = ["count": .int(count), "batch": .int(batch), "dtype": .string(dtype.rawValue),
+                                                 "op": .string(op.rawValue), "exclusive": .bool(exclusive)]
+            if segmentLength > 0 { config["segment_length"] = .int(segmentLength) }
+            results.append(ResultRow(op: "scan", device: context.deviceName, config: config, path: scan.pathLabel(on: device),
+                                     timing: timing, gbps: gbps, ratioToCopy: gbps / copyGBps,
+                                     check: check.0, maxRelError: check.1))
+        }
+        return results
+    }
+
+    /// Integers exactly; f32 against the fp64 reference, error relative to the running sum of
+    /// |x| (the scale of any fp32 summation's rounding), failing above 1e-5 of that scale
+    /// plus the look-back chain's depth (tiles before the element) times 2^-24.
+    func verify(output: Tensor, floats: [Float], words: [UInt32], flags: [UInt32]?) throws -> (CheckResult, Double?) {
+        let heads = flags.map { $0.map { $0 != 0 } }
+        let rowLength = batch > 1 ? count : nil
+        let got = try output.buffer.read(UInt32.self, count: output.elementCount, at: output.slice.offset)
+        switch dtype {
+        case .u32:
+            let ref = ScanReference.scan(words, exclusive: exclusive, rowLength: rowLength, flags: heads)
+            let ok = got == ref
+            if let bad = got.indices.first(where: { got[$0] != ref[$0] }) {
+                FileHandle.standardError.write(Data("scan: first mismatch at \(bad): \(got[bad]) != \(ref[bad]) (diff \(got[bad] &- ref[bad]))\n".utf8))
+            }
+            return (ok ? .pass : .fail, ok ? 0 : 1)
+        case .i32:
+            let ref = ScanReference.scan(words.map { Int32(bitPattern: $0) }, exclusive: exclusive, rowLength: rowLength, flags: heads)
+            let ok = got.map { Int32(bitPattern: $0) } == ref
+            return (ok ? .pass : .fail, ok ? 0 : 1)
+        default:
+            let ref = ScanReference.scan(floats, op: op, exclusive: exclusive, rowLength: rowLength, flags: heads)
+            if op == .max {
+                let ok = zip(got, ref).allSatisfy { Double(Float(bitPattern: $0)) == $1 }
+                return (ok ? .pass : .fail, ok ? 0 : 1)
+            }
+            var scale = ScanReference.absoluteScale(floats, rowLength: rowLength, flags: heads)
+            if exclusive {
+                let h = ScanReference.heads(count: scale.count, rowLength: rowLength, flags: heads)
+                scale = scale.indices.map { i in h[i] ? 0 : (i == 0 ? 0 : scale[i - 1]) }
+            }
+            let tile = 4096.0
+            var worst = 0.0
+            var ok = true
+            for i in got.indices {
+                let err = abs(Double(Float(bitPattern: got[i])) - ref[i])
+                let rel = err / max(scale[i], 1e-30)
+                worst = max(worst, rel)
+                let depthBound = (1e-5 + Double(i) / tile * 0x1p-24) * scale[i]
+                if !(err <= depthBound + 1e-30) { ok = false }
+            }
+            return (ok ? .pass : .fail, worst)
+        }
+    }
+}
