@@ -25,6 +25,8 @@ struct SpMM: ParsableCommand {
     @Option(help: "CSR: auto, row-split, merge-path or all; BSR: auto, scalar, coopmat-nv or all.") var kernel = "auto"
     @Option(help: "C = alpha * A * B + beta * C.") var alpha: Float = 1
     @Option(help: "C = alpha * A * B + beta * C (0: C is not read).") var beta: Float = 0
+    @Flag(help: "CSR: multiply by A^T, transposed on the device first (the transpose is timed as its own row).")
+    var transpose = false
 
     func validate() throws {
         guard n >= 1 else { throw ValidationError("--n must be positive") }
@@ -106,12 +108,18 @@ struct SpMM: ParsableCommand {
                          tflops: flops / seconds / 1e12, ratioToCopy: gbps / copy, check: check.0, maxRelError: check.1)
     }
 
-    func runCSR(_ context: BenchContext, _ a: CSRArrays, source: [String: ConfigValue], seed: UInt64) throws -> [ResultRow] {
+    func runCSR(_ context: BenchContext, _ original: CSRArrays, source: [String: ConfigValue], seed: UInt64) throws -> [ResultRow] {
         let device = context.device
-        let a = input.valueType == .f16 ? a.roundedToHalf() : a
-        let matrix = try device.makeCSR(a, valueType: input.valueType)
-        let kernels: [SpMMKernel?] = kernel == "all" ? SpMMKernel.allCases : [kernel == "auto" ? nil : SpMMKernel(rawValue: kernel)]
+        var a = input.valueType == .f16 ? original.roundedToHalf() : original
+        var matrix = try device.makeCSR(a, valueType: input.valueType)
         var rows: [ResultRow] = []
+        if transpose {
+            let (row, t) = try measureTranspose(context, matrix, a, source: source)
+            rows.append(row)
+            matrix = t
+            a = SparseReference.transpose(a)
+        }
+        let kernels: [SpMMKernel?] = kernel == "all" ? SpMMKernel.allCases : [kernel == "auto" ? nil : SpMMKernel(rawValue: kernel)]
         let columns = distinctColumns(a)
         for requested in kernels {
             let plan = try SpMMPlan(matrix, n: n, options: SpMMOptions(kernel: requested, validation: input.validation))
@@ -121,6 +129,7 @@ struct SpMM: ParsableCommand {
             let valueBytes = input.valueType.byteSize
             let bytes = (a.rows + 1) * 4 + a.nnz * (4 + valueBytes) + columns * n * 4 + a.rows * n * 4 * (beta == 0 ? 1 : 2)
             var config = source.merging(statisticsConfig(plan.statistics))
+            if transpose { config["transpose"] = .bool(true) }
             config = config.merging(["cols": .int(a.cols), "n": .int(n), "dtype": .string(input.dtype), "format": .string("csr"),
                                      "kernel": .string(requested?.rawValue ?? "auto"), "validated_on": .string(plan.validatedOn.rawValue),
                                      "alpha": .double(Double(alpha)), "beta": .double(Double(beta))])
@@ -132,6 +141,36 @@ struct SpMM: ParsableCommand {
                 encode: { stream, b, c in try plan.encode(stream, b: b, c: c, alpha: alpha, beta: beta) }))
         }
         return rows
+    }
+
+    /// Times the device transpose of `matrix` (GB/s: the structure and values read once and
+    /// written once, plus the per-tile count table written, scanned and read); checks it
+    /// exactly against the reference.
+    func measureTranspose(_ context: BenchContext, _ matrix: CSRMatrix, _ a: CSRArrays,
+                          source: [String: ConfigValue]) throws -> (ResultRow, CSRMatrix) {
+        let device = context.device
+        let stream = try device.makeStream()
+        let (t, plan) = try CSRTranspose.encode(matrix, on: stream, validation: input.validation)
+        try stream.synchronize()
+        var check: (CheckResult, Double?) = (.skipped, nil)
+        if measure.check {
+            let same = try t.read() == SparseReference.transpose(a)
+            check = (same ? .pass : .fail, same ? 0 : 1)
+        }
+        // Each run allocates its outputs: keep the runs few.
+        let timing = try Timing.measure(device, warmup: 1, iterations: min(measure.iterations, 5)) { stream in
+            _ = try CSRTranspose.encode(matrix, on: stream, validation: .host)
+        }
+        let entry = 4 + input.valueType.byteSize
+        let bytes = 2 * (a.nnz * entry) + (a.rows + 1) * 4 + (a.cols + 1) * 4 + 4 * plan.tiles * a.cols * 4
+        let gbps = Double(bytes) / (timing.medianMs * 1e6)
+        let copy = try CopyReference.gbps(context, bytes: bytes, warmup: 2, iterations: 5)
+        var config = source
+        config = config.merging(["rows": .int(a.rows), "cols": .int(a.cols), "dtype": .string(input.dtype)]) { $1 }
+        if !measure.json { print("transpose: \(plan.tiles) row tiles, counts scanned by \(plan.scanPath.rawValue)") }
+        return (ResultRow(op: "csr.transpose", device: context.deviceName, config: config,
+                          path: "tiles\(plan.tiles)/\(plan.scanPath.rawValue)", timing: timing, gbps: gbps,
+                          ratioToCopy: gbps / copy, check: check.0, maxRelError: check.1), t)
     }
 
     func runBSR(_ context: BenchContext, _ a: BSRArrays, source: [String: ConfigValue], seed: UInt64) throws -> [ResultRow] {

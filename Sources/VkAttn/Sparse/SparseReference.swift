@@ -123,4 +123,25 @@ public enum SparseReference {
             mag[r * n + j] = Float(size)
         }
     }
+
+    /// The transpose of `a` as CSR (a stable counting sort by column: within a column, rows in
+    /// increasing order, entries of one row in their original order), what `CSRTranspose`
+    /// must produce exactly.
+    public static func transpose(_ a: CSRArrays) -> CSRArrays {
+        var counts = [Int32](repeating: 0, count: a.cols + 1)
+        for c in a.columnIndices { counts[Int(c) + 1] += 1 }
+        for c in 0..<a.cols { counts[c + 1] += counts[c] }
+        var next = counts
+        var rows = [Int32](repeating: 0, count: a.columnIndices.count)
+        var values = [Float](repeating: 0, count: a.values.count)
+        for r in 0..<a.rows {
+            for p in Int(a.rowOffsets[r])..<Int(a.rowOffsets[r + 1]) {
+                let c = Int(a.columnIndices[p])
+                rows[Int(next[c])] = Int32(r)
+                values[Int(next[c])] = a.values[p]
+                next[c] += 1
+            }
+        }
+        return CSRArrays(rows: a.cols, cols: a.rows, rowOffsets: counts, columnIndices: rows, values: values)
+    }
 }

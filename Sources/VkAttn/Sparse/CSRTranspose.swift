@@ -1,0 +1,111 @@
+import VulkanCompute
+import VkAttnShaders
+
+/// The transpose of a CSR matrix on the device: A [M, K] as CSR becomes A^T [K, M] as CSR
+/// (equivalently A as CSC), without a round trip through the host, so that A^T * B is
+/// `SpMMPlan(a.transposed(...), ...)`.
+///
+/// Built on the device prefix sum: the rows are cut into tiles of about equal nonzero counts,
+/// each walked in order by one subgroup; pass 1 counts each column's nonzeros per tile (laid out column-major over tiles),
+/// the exclusive `PrefixScan` of those counts gives every (column, tile) its first output slot
+/// (and the column pointers of the transpose), and pass 2 moves each nonzero to its slot. The
+/// transpose is stable (within a column, rows stay in order; duplicates keep their order) and
+/// identical run to run.
+///
+/// The count table has tiles x K entries: tiles are as many as fill the device, but fewer for
+/// wide or very sparse matrices (down to one, which is correct but serial); `plan.tiles` says
+/// how many ran.
+public struct CSRTranspose: Sendable {
+    public static let op = "CSRTranspose"
+
+    /// Subgroups (row tiles) the transpose used.
+    public let tiles: Int
+    /// Where the input structure was validated.
+    public let validatedOn: SparseValidation.Site
+    /// The prefix-sum path that scanned the counts.
+    public let scanPath: ScanPath
+
+    /// Entries of the count table at most (and at most what one binding holds).
+    static let countBudget = 1 << 23
+
+    /// Records the transpose of `matrix` into `stream` and returns it (valid once the stream's
+    /// work is done). The input's structure is validated first; a malformed matrix throws
+    /// `VkAttnError.malformedSparse` before anything is recorded.
+    public static func encode(_ matrix: CSRMatrix, on stream: Stream,
+                              validation: SparseValidation.Mode = .auto) throws -> (transpose: CSRMatrix, plan: CSRTranspose) {
+        let device = stream.device
+        guard matrix.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "matrix") }
+        try SparseLaunch.requireValues(op: op, matrix.valueType, device: device)
+        try SparseLaunch.requireShuffle(op: op, device: device)
+        for (name, tensor) in [("row offsets", matrix.rowOffsets), ("column indices", matrix.columnIndices), ("values", matrix.values)] {
+            try SparseLaunch.expectUsable(op: op, name, tensor, device: device)
+        }
+        let (_, site) = try SparseDeviceValidation.validate(
+            .init(op: op, rows: matrix.rows, cols: matrix.cols, nnz: matrix.nnz, rowOffsets: matrix.rowOffsets,
+                  columnIndices: matrix.columnIndices, unit: .row),
+            mode: validation)
+
+        let caps = device.capabilities
+        let wg = Launch.workgroupSize(256, device: device)
+        let subgroupsPerGroup = max(1, wg / caps.maxSubgroupSize)
+        let budget = min(countBudget, caps.maxStorageBufferRange / 4 - 1)
+        // Enough tiles to fill the device, but a count table no larger than a few times the
+        // nonzeros (scanning it should not cost more than moving them).
+        let cols = max(matrix.cols, 1)
+        let wanted = (caps.computeUnits ?? 4) * 64
+        var tiles = min(matrix.rows, budget / cols, max(1, 4 * matrix.nnz / cols), wanted, 4096)
+        tiles = max(1, tiles)
+        let entries = tiles * matrix.cols
+        let groups = min((tiles + subgroupsPerGroup - 1) / subgroupsPerGroup, caps.maxWorkgroupCount[0])
+        tiles = min(tiles, groups * subgroupsPerGroup)
+
+        let pointers = try device.makeTensor(shape: [matrix.cols + 1], dtype: .i32)
+        let outColumns = try device.makeTensor(shape: [max(matrix.nnz, 1)], dtype: .i32)
+        let outValues = try device.makeTensor(shape: [max(matrix.nnz, 1)], dtype: matrix.valueType)
+        let transpose = try CSRMatrix(rows: matrix.cols, cols: matrix.rows, nnz: matrix.nnz,
+                                      rowOffsets: pointers, columnIndices: outColumns, values: outValues)
+        var push = PushConstants()
+        try push.append(u32: matrix.rows, "rows")
+        try push.append(u32: matrix.cols, "cols")
+        try push.append(u32: matrix.nnz, "nnz")
+        try push.append(u32: tiles, "tiles")
+
+        let scan = PrefixScan(op: .add, exclusive: true)
+        guard entries > 0 else {
+            // No columns: the transpose has no rows; its one pointer is 0.
+            try stream.fill(pointers.slice, word: 0)
+            return (transpose, CSRTranspose(tiles: 0, validatedOn: site, scanPath: scan.resolvedPath(on: device)))
+        }
+        let counts = try device.makeBuffer(of: UInt32.self, count: entries)
+        let cursors = try device.makeBuffer(of: UInt32.self, count: entries + 1)
+        let count = try device.kernel(KernelDescriptor(shader: Shaders.sparseTransposeCount, bindings: 3, pushConstantBytes: 16,
+                                                        specialization: [0: .int(wg)]))
+        let firstSlots = try device.kernel(KernelDescriptor(shader: Shaders.sparseTransposePointers, bindings: 2, pushConstantBytes: 16,
+                                                             specialization: [0: .int(wg)]))
+        let scatter = try device.kernel(KernelDescriptor(
+            shader: matrix.valueType == .f16 ? Shaders.sparseTransposeScatterF16 : Shaders.sparseTransposeScatterF32,
+            bindings: 6, pushConstantBytes: 16, specialization: [0: .int(wg)]))
+
+        try stream.fill(counts.whole, word: 0)
+        try stream.barrier()
+        try stream.dispatch(count, bindings: [matrix.rowOffsets.slice, matrix.columnIndices.slice, counts.whole],
+                            push: push, groups: (groups, 1, 1))
+        try stream.barrier()
+        let dispatch = try scan.encode(stream, input: counts.whole, output: cursors.whole, count: entries, dtype: .u32)
+        try stream.barrier()
+        try stream.dispatch(firstSlots, bindings: [cursors.whole, pointers.slice], push: push,
+                            groups: (SparseLaunch.groups(items: matrix.cols + 1, workgroupSize: wg, device: device), 1, 1))
+        try stream.barrier()
+        try stream.dispatch(scatter, bindings: [matrix.rowOffsets.slice, matrix.columnIndices.slice, matrix.values.slice,
+                                                cursors.whole, outColumns.slice, outValues.slice],
+                            push: push, groups: (groups, 1, 1))
+        return (transpose, CSRTranspose(tiles: tiles, validatedOn: site, scanPath: dispatch.path))
+    }
+}
+
+extension CSRMatrix {
+    /// The transpose [cols, rows] computed on the device (see `CSRTranspose`).
+    public func transposed(on stream: Stream, validation: SparseValidation.Mode = .auto) throws -> CSRMatrix {
+        try CSRTranspose.encode(self, on: stream, validation: validation).transpose
+    }
+}
