@@ -51,6 +51,19 @@ struct MeasureOptions: ParsableArguments {
     }
 }
 
+/// `--bytes`: a positive multiple of 4 with an optional K, M or G suffix.
+struct ByteCountOption: ParsableArguments {
+    @Option(help: "Bytes (a multiple of 4; suffixes K, M, G).", transform: { text in
+        guard let bytes = parseBytes(text) else { throw ValidationError("--bytes: '\(text)' is not a positive size like 4096, 64K, 256M") }
+        return bytes
+    })
+    var bytes = 256 << 20
+
+    func validate() throws {
+        guard bytes % 4 == 0 else { throw ValidationError("--bytes must be a multiple of 4, got \(bytes)") }
+    }
+}
+
 /// Parses 4096, 64K, 32M, 1G (binary multiples).
 func parseBytes(_ text: String) -> Int? {
     let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]

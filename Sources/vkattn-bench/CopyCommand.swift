@@ -8,19 +8,11 @@ struct Copy: ParsableCommand {
 
     @OptionGroup var device: DeviceOptions
     @OptionGroup var measure: MeasureOptions
-    @Option(help: "Bytes to copy (a multiple of 4; suffixes K, M, G).", transform: { text in
-        guard let bytes = parseBytes(text) else { throw ValidationError("--bytes: '\(text)' is not a positive size like 4096, 64K, 256M") }
-        return bytes
-    })
-    var bytes = 256 << 20
-
-    func validate() throws {
-        guard bytes % 4 == 0 else { throw ValidationError("--bytes must be a multiple of 4, got \(bytes)") }
-    }
+    @OptionGroup var size: ByteCountOption
 
     func run() throws {
         let context = try BenchContext(device)
-        let rows = try CopyBenchmark(bytes: bytes, warmup: measure.warmup, iterations: measure.iterations,
+        let rows = try CopyBenchmark(bytes: size.bytes, warmup: measure.warmup, iterations: measure.iterations,
                                      check: measure.check).run(context)
         try context.report(rows, json: measure.json)
     }

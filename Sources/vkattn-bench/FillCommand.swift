@@ -8,22 +8,15 @@ struct Fill: ParsableCommand {
 
     @OptionGroup var device: DeviceOptions
     @OptionGroup var measure: MeasureOptions
-    @Option(help: "Bytes to fill (a multiple of 4; suffixes K, M, G).", transform: { text in
-        guard let bytes = parseBytes(text) else { throw ValidationError("--bytes: '\(text)' is not a positive size like 4096, 64K, 256M") }
-        return bytes
-    })
-    var bytes = 256 << 20
-
-    func validate() throws {
-        guard bytes % 4 == 0 else { throw ValidationError("--bytes must be a multiple of 4, got \(bytes)") }
-    }
+    @OptionGroup var size: ByteCountOption
 
     func run() throws {
         let context = try BenchContext(device)
         let device = context.device
+        let bytes = size.bytes
         let words = bytes / 4
         let buffer = try device.makeBuffer(of: UInt32.self, count: words)
-        let copyGBps = try CopyReference.gbps(context, bytes: bytes, warmup: measure.warmup, iterations: measure.iterations)
+        let copyGBps = try CopyReference.gbps(context, bytes: size.bytes, warmup: measure.warmup, iterations: measure.iterations)
         var rng = SeededRandom.fresh()
         let config: [String: ConfigValue] = ["bytes": .int(bytes)]
         var rows: [ResultRow] = []
