@@ -19,6 +19,8 @@ layout(push_constant) uniform Params {
     uint splits;        // splits of the key range (>= 1)
     uint mask_block;    // block-mask block size (positions), when BLOCK_MASK
     uint mask_rows;     // query blocks of the block mask
+    int diag_offset;    // added to the diagonal (AttentionMask.diagonalOffset)
+    uint top_left;      // 1: the diagonal of query i is key i (+ offset), not i + sk - sq
 } pc;
 
 const float LOG2E = 1.4426950408889634;
@@ -37,10 +39,14 @@ uint lse_index(uint b, uint h, uint i) {
     return VARLEN ? h * pc.total_q + q_start(b) + i : (b * pc.heads_q + h) * pc.seq_q + i;
 }
 
+// Key on the diagonal of query 0: bottom-right aligned (sk - sq) or top-left (0), plus the
+// per-call offset (a scheduler's block whose keys sit before or after its queries).
+int diagonal_shift(int sq, int sk) { return (pc.top_left != 0u ? 0 : sk - sq) + pc.diag_offset; }
+
 // Keys [lo, hi] (inclusive, possibly empty) that query i may see in a sequence of sq queries
-// and sk keys: the band around the bottom-right aligned diagonal, clipped to the sequence.
+// and sk keys: the band around the diagonal, clipped to the sequence.
 ivec2 key_band(int i, int sq, int sk) {
-    int diagonal = i + sk - sq;
+    int diagonal = i + diagonal_shift(sq, sk);
     int lo = pc.window_left < 0 ? 0 : max(0, diagonal - pc.window_left);
     int hi = pc.window_right < 0 ? sk - 1 : min(sk - 1, diagonal + pc.window_right);
     return ivec2(lo, hi);
@@ -48,7 +54,7 @@ ivec2 key_band(int i, int sq, int sk) {
 
 // Queries [lo, hi] that may see key j: the same band seen from the key side.
 ivec2 query_band(int j, int sq, int sk) {
-    int shift = sk - sq;  // query i sits on diagonal i + shift
+    int shift = diagonal_shift(sq, sk);  // query i sits on diagonal i + shift
     int lo = pc.window_right < 0 ? 0 : max(0, j - shift - pc.window_right);
     int hi = pc.window_left < 0 ? sq - 1 : min(sq - 1, j - shift + pc.window_left);
     return ivec2(lo, hi);

@@ -104,4 +104,14 @@ static inline PFN_vkDestroyDebugUtilsMessengerEXT vkattn_load_destroy_debug_mess
     return (PFN_vkDestroyDebugUtilsMessengerEXT)vkGetInstanceProcAddr(instance, "vkDestroyDebugUtilsMessengerEXT");
 }
 
+// VK_EXT_calibrated_timestamps: maps GPU timestamps to a host clock (parallel timelines).
+static inline PFN_vkGetPhysicalDeviceCalibrateableTimeDomainsEXT
+vkattn_load_calibrateable_time_domains(VkInstance instance) {
+    return (PFN_vkGetPhysicalDeviceCalibrateableTimeDomainsEXT)
+        vkGetInstanceProcAddr(instance, "vkGetPhysicalDeviceCalibrateableTimeDomainsEXT");
+}
+static inline PFN_vkGetCalibratedTimestampsEXT vkattn_load_calibrated_timestamps(VkDevice device) {
+    return (PFN_vkGetCalibratedTimestampsEXT)vkGetDeviceProcAddr(device, "vkGetCalibratedTimestampsEXT");
+}
+
 #endif

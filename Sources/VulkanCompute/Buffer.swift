@@ -31,8 +31,8 @@ public final class Buffer: Sendable {
     nonisolated(unsafe) let handle: VkBuffer
     nonisolated(unsafe) let memory: VkDeviceMemory
     /// Persistent mapping of host-visible, host-coherent memory; nil otherwise.
-    nonisolated(unsafe) private let mapped: UnsafeMutableRawPointer?
-    private let hostAccess = Mutex<Void>(())
+    nonisolated(unsafe) let mapped: UnsafeMutableRawPointer?
+    let hostAccess = Mutex<Void>(())
 
     /// True when the host reads and writes the memory directly (no staging copy).
     public var isHostVisible: Bool { mapped != nil }

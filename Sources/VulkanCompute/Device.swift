@@ -20,6 +20,8 @@ public struct EnabledFeatures: Sendable, Codable, Equatable {
     public var cooperativeMatrixKHR = false
     public var cooperativeMatrixNV = false
     public var memoryBudget = false
+    /// VK_EXT_calibrated_timestamps (GPU timestamps mapped to a host clock).
+    public var calibratedTimestamps = false
 }
 
 /// A logical device: a compute queue, a dedicated transfer queue where the device has one, and
@@ -127,6 +129,10 @@ public final class Device: Sendable {
         if caps.extensions.contains("VK_EXT_memory_budget") {
             extensions.append("VK_EXT_memory_budget")
             enabled.memoryBudget = true
+        }
+        if caps.extensions.contains("VK_EXT_calibrated_timestamps") {
+            extensions.append("VK_EXT_calibrated_timestamps")
+            enabled.calibratedTimestamps = true
         }
         self.enabled = enabled
 

@@ -61,10 +61,10 @@ public final class Stream {
     private var queryPool: VkQueryPool?
     private var queriesUsed = 0
     private var generation = 0
-    private var timestampTicks: [UInt64] = []
-    private var resultsGeneration = -1
+    var timestampTicks: [UInt64] = []
+    var resultsGeneration = -1
     private var retained: [AnyObject] = []
-    private var waits: [(semaphore: VkSemaphore, value: UInt64)] = []
+    var waits: [(semaphore: VkSemaphore, value: UInt64)] = []
     private var lastSubmission: Submission?
 
     static let setsPerPool = 64

@@ -77,10 +77,12 @@ struct AttentionLaunch {
         p.append(UInt32(splits))
         p.append(UInt32(mask.blocks?.blockSize ?? 0))
         p.append(UInt32(maskRows))
+        p.append(Int32(clamping: mask.diagonalOffset))
+        p.append(UInt32(mask.anchor == .topLeft ? 1 : 0))
         return p
     }
 
-    static let pushConstantBytes = 14 * 4
+    static let pushConstantBytes = 16 * 4
 
     /// Specialization shared by the kernels: 0 workgroup size, 1 D, 2 Br, 3 Bc, 4 subgroup
     /// size, 5 packed layout, 6 GQA packing, 7 block mask, 8 softcap, 9 split, 10 separate K
@@ -109,6 +111,9 @@ extension FlashAttention {
             guard cap.isFinite, cap > 0 else {
                 throw VkAttnError.invalidValue(op: op, operand: "softcap", reason: "\(cap) must be finite and positive")
             }
+        }
+        guard abs(mask.diagonalOffset) <= 1 << 30 else {
+            throw VkAttnError.invalidValue(op: op, operand: "diagonalOffset", reason: "\(mask.diagonalOffset) is beyond +-2^30")
         }
         for (name, w) in [("windowLeft", mask.windowLeft), ("windowRight", mask.windowRight)] {
             if let w, w < 0 {

@@ -2,9 +2,20 @@
 ///
 /// Positions are relative to each sequence. With `Sq` queries and `Sk` keys, query `i` is
 /// aligned with key `i + (Sk - Sq)` (bottom-right, as FlashAttention >= 2.1 does), so that the
-/// last query always sees the last key. Causal and sliding-window masks are a band around that
-/// diagonal; a block mask further restricts attention to listed key blocks. Masks compose.
+/// last query always sees the last key; `anchor: .topLeft` aligns it with key `i` instead, and
+/// `diagonalOffset` moves the diagonal by that many keys (a block of a sharded sequence whose
+/// keys sit before or after its queries: ring attention's zigzag and striped blocks). Causal
+/// and sliding-window masks are a band around that diagonal; a block mask further restricts
+/// attention to listed key blocks. Masks compose.
 public struct AttentionMask: Hashable, Sendable {
+    /// Where the diagonal of query 0 starts.
+    public enum Anchor: Hashable, Sendable {
+        /// Query i is aligned with key i + Sk - Sq (each sequence's last query with its last key).
+        case bottomRight
+        /// Query i is aligned with key i.
+        case topLeft
+    }
+
     /// Keys after the aligned diagonal are masked.
     public var causal: Bool
     /// Sliding window: keys more than `left` before / `right` after the aligned diagonal are
@@ -13,12 +24,24 @@ public struct AttentionMask: Hashable, Sendable {
     public var windowRight: Int?
     /// Block-sparse mask, or nil.
     public var blocks: BlockMask?
+    /// Alignment of the diagonal (default bottom-right).
+    public var anchor: Anchor
+    /// Keys the diagonal is moved by (positive: later keys), after the anchor.
+    public var diagonalOffset: Int
 
-    public init(causal: Bool = false, windowLeft: Int? = nil, windowRight: Int? = nil, blocks: BlockMask? = nil) {
+    public init(causal: Bool = false, windowLeft: Int? = nil, windowRight: Int? = nil, blocks: BlockMask? = nil,
+                anchor: Anchor = .bottomRight, diagonalOffset: Int = 0) {
         self.causal = causal
         self.windowLeft = windowLeft
         self.windowRight = windowRight
         self.blocks = blocks
+        self.anchor = anchor
+        self.diagonalOffset = diagonalOffset
+    }
+
+    /// The key on the diagonal of query `i` (of `sq` queries, `sk` keys).
+    public func diagonal(query i: Int, sq: Int, sk: Int) -> Int {
+        i + (anchor == .topLeft ? 0 : sk - sq) + diagonalOffset
     }
 
     public static let none = AttentionMask()
@@ -36,7 +59,7 @@ public struct AttentionMask: Hashable, Sendable {
     /// Whether query `i` (of `sq`) may attend key `j` (of `sk`).
     public func allows(query i: Int, key j: Int, sq: Int, sk: Int) -> Bool {
         guard j >= 0, j < sk else { return false }
-        let diagonal = i + sk - sq
+        let diagonal = self.diagonal(query: i, sq: sq, sk: sk)
         let (left, right) = band
         if left >= 0 && j < diagonal - left { return false }
         if right >= 0 && j > diagonal + right { return false }
@@ -49,7 +72,7 @@ public struct AttentionMask: Hashable, Sendable {
         guard sq > 0, sk > 0 else { return 0 }
         var kept = 0
         for i in 0..<sq {
-            let diagonal = i + sk - sq
+            let diagonal = self.diagonal(query: i, sq: sq, sk: sk)
             let (left, right) = band
             var lo = 0, hi = sk - 1
             if left >= 0 { lo = max(lo, diagonal - left) }

@@ -60,6 +60,8 @@ public enum AttentionMerge {
         push.append(Int32(-1))
         push.append(Int32(-1))
         for word in [UInt32(0), UInt32(splits), 0, 0] { push.append(word) }
+        push.append(Int32(0))
+        push.append(UInt32(0))
         let kernel = try device.kernel(KernelDescriptor(
             shader: o.dtype == .f16 ? Shaders.attentionMergeF16 : Shaders.attentionMergeF32, bindings: 6,
             pushConstantBytes: AttentionLaunch.pushConstantBytes,

@@ -1,0 +1,92 @@
+import CVulkan
+
+/// A timeline semaphore of one device that the host signals and GPU submissions wait on
+/// (wait-before-signal is allowed for timeline semaphores): how work that happens off the
+/// GPU, such as a copy between devices done by a host task, is ordered before the GPU work
+/// that needs it without blocking the thread that submits.
+///
+/// The value only grows. Whoever signals must signal every value that a submission waits on,
+/// also on error paths, or that queue stalls (and the device cannot be destroyed).
+///
+/// Sendable: the handle never changes; vkSignalSemaphore and vkWaitSemaphores may be called
+/// from any thread.
+public final class TimelineSemaphore: Sendable {
+    public let device: Device
+    nonisolated(unsafe) let handle: VkSemaphore
+
+    public init(device: Device, initialValue: UInt64 = 0) throws {
+        self.device = device
+        var typeInfo = VkSemaphoreTypeCreateInfo()
+        typeInfo.sType = VK_STRUCTURE_TYPE_SEMAPHORE_TYPE_CREATE_INFO
+        typeInfo.semaphoreType = VK_SEMAPHORE_TYPE_TIMELINE
+        typeInfo.initialValue = initialValue
+        var semaphore: VkSemaphore?
+        let result = withUnsafePointer(to: &typeInfo) { typePointer in
+            var info = VkSemaphoreCreateInfo()
+            info.sType = VK_STRUCTURE_TYPE_SEMAPHORE_CREATE_INFO
+            info.pNext = UnsafeRawPointer(typePointer)
+            return vkCreateSemaphore(device.handle, &info, nil, &semaphore)
+        }
+        try check(result, "vkCreateSemaphore(timeline)")
+        guard let semaphore else { throw VulkanError.call("vkCreateSemaphore", result: -3) }
+        handle = semaphore
+    }
+
+    deinit {
+        vkDestroySemaphore(device.handle, handle, nil)
+    }
+
+    /// The current value.
+    public var value: UInt64 {
+        var current: UInt64 = 0
+        _ = vkGetSemaphoreCounterValue(device.handle, handle, &current)
+        return current
+    }
+
+    /// Sets the value to `value` from the host (must be greater than the current value).
+    public func signal(_ value: UInt64) throws {
+        var info = VkSemaphoreSignalInfo()
+        info.sType = VK_STRUCTURE_TYPE_SEMAPHORE_SIGNAL_INFO
+        info.semaphore = handle
+        info.value = value
+        try check(vkSignalSemaphore(device.handle, &info), "vkSignalSemaphore(\(value))")
+    }
+
+    /// Blocks until the value reaches `value`.
+    public func wait(for value: UInt64, timeoutNanoseconds: UInt64 = .max) throws {
+        var semaphore: VkSemaphore? = handle
+        var waitValue = value
+        let result = withUnsafePointer(to: &semaphore) { s in
+            withUnsafePointer(to: &waitValue) { v in
+                var info = VkSemaphoreWaitInfo()
+                info.sType = VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO
+                info.semaphoreCount = 1
+                info.pSemaphores = s
+                info.pValues = v
+                return vkWaitSemaphores(device.handle, &info, timeoutNanoseconds)
+            }
+        }
+        if result == VK_TIMEOUT { throw VulkanError.timeout("timeline semaphore value \(value) on \(device.label)") }
+        try check(result, "vkWaitSemaphores")
+    }
+}
+
+extension Stream {
+    /// Makes the next submission of this stream wait (on the GPU) until `semaphore` reaches
+    /// `value`. The semaphore must outlive that submission.
+    public func wait(for semaphore: TimelineSemaphore, value: UInt64) throws {
+        guard semaphore.device === device else {
+            throw VulkanError.invalidArgument("a stream of \(device.label) cannot wait on a semaphore of \(semaphore.device.label)")
+        }
+        waits.append((semaphore.handle, value))
+    }
+
+    /// Raw ticks of a timestamp of the last synchronized batch (multiply by the device's
+    /// `timestampPeriodNanoseconds`; `GPUClock` maps them to the host clock).
+    public func ticks(of timestamp: Timestamp) throws -> UInt64 {
+        guard timestamp.generation == resultsGeneration, timestamp.index < timestampTicks.count else {
+            throw VulkanError.invalidArgument("timestamps are read after synchronize(), once, for the batch that recorded them")
+        }
+        return timestampTicks[timestamp.index]
+    }
+}
