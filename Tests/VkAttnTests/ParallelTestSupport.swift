@@ -1,0 +1,44 @@
+import Testing
+import VkAttn
+import TestSupport
+
+/// Runs `body` with a device group of `ranks` logical devices (validation per
+/// VKATTN_VALIDATION) and fails the test on any validation message.
+func withGroup<R: Sendable>(ranks: Int = 4, path: TransferPath? = nil,
+                            sourceLocation: SourceLocation = #_sourceLocation,
+                            _ body: (DeviceGroup) async throws -> R) async throws -> R {
+    let log = ValidationLog()
+    let result: R
+    do {
+        let group = try DeviceGroup(ranks: ranks, path: path, log: log)
+        result = try await body(group)
+    }
+    expectClean(log, sourceLocation: sourceLocation)
+    return result
+}
+
+/// Runs `body` once per communicator, concurrently; aborts the group when one rank fails.
+func onRanks<C: Communicator, R: Sendable>(_ comms: [C], _ body: @escaping @Sendable (C) async throws -> R) async throws -> [R] {
+    try await withThrowingTaskGroup(of: (Int, R).self) { tasks in
+        for comm in comms {
+            tasks.addTask {
+                do {
+                    return (comm.rank, try await body(comm))
+                } catch {
+                    comm.abort(error)
+                    throw error
+                }
+            }
+        }
+        var results = [R?](repeating: nil, count: comms.count)
+        for try await (rank, value) in tasks { results[rank] = value }
+        return results.compactMap { $0 }
+    }
+}
+
+/// Submits `stream`, waits for it without blocking a pool thread, then synchronizes it.
+func finish(_ stream: Stream) async throws {
+    let submission = try stream.submit()
+    while !submission.isComplete { try await Task.sleep(nanoseconds: 100_000) }
+    try stream.synchronize()
+}
