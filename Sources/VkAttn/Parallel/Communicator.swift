@@ -35,6 +35,8 @@ public protocol Communicator: Sendable {
 
     /// This rank, in 0..<size.
     var rank: Int { get }
+    /// This rank in the whole group (subgroups keep it): how timelines and traffic name it.
+    var globalRank: Int { get }
     var size: Int { get }
     /// This rank's device.
     var device: Device { get }

@@ -1,0 +1,26 @@
+import Testing
+import VkAttn
+import TestSupport
+
+/// Ring attention (forward and backward) against the single-device kernel: 1 to 4 ranks,
+/// every sharding, causal and not, ragged packed sequences (one empty), GQA.
+@Suite("Parallel: ring attention")
+struct ParallelRingTests {
+    @Test(arguments: SequenceSharding.allCases)
+    func ringMatchesOneDeviceForEveryRankCount(sharding: SequenceSharding) async throws {
+        let seed = testSeed()
+        try await withGroup { group in
+            for causal in [true, false] {
+                let c = ParallelCase(seed: seed, lengths: [37, 0, 50, 9], causal: causal)
+                let want = try c.single(group.devices[0], backward: true)
+                // The same bound for every rank count: merging more partials must not add error.
+                for n in 1...4 {
+                    let got = try await c.parallel(try group.communicators(first: n), sharding: sharding, scheme: .ring, backward: true)
+                    for (name, err) in ParallelCase.errors(got, want) {
+                        #expect(err <= c.tolerance, "\(name) error \(err), ranks \(n), \(sharding): \(c)")
+                    }
+                }
+            }
+        }
+    }
+}
