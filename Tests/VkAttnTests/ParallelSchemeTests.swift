@@ -93,3 +93,22 @@ struct ParallelSchemeTests {
         }
     }
 }
+
+extension ParallelSchemeTests {
+    /// Device -> staging -> host -> staging -> device, with the GPU copies on the rank's
+    /// queue: every scheme, forward and backward.
+    @Test func stagedTransfersGiveTheSameResults() async throws {
+        let seed = testSeed()
+        try await withGroup(ranks: 4, path: .staged) { group in
+            #expect(group.path == .staged)
+            let c = ParallelCase(seed: seed, lengths: [45, 12], headsQ: 4, headsKV: 2, causal: true)
+            let want = try c.single(group.devices[0], backward: true)
+            for (n, scheme) in [(3, ContextParallelScheme.ring), (4, .hierarchical(ulysses: 2)), (2, .allToAll), (3, .allGather(headSlices: 2))] {
+                let got = try await c.parallel(try group.communicators(first: n), sharding: .zigzag, scheme: scheme, backward: true)
+                for (name, err) in ParallelCase.errors(got, want) {
+                    #expect(err <= c.tolerance, "\(name) error \(err), ranks \(n) \(scheme) staged: \(c)")
+                }
+            }
+        }
+    }
+}

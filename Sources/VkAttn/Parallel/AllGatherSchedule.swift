@@ -61,9 +61,9 @@ struct AllGatherSchedule<C: Communicator> {
     }
 
     /// Packs heads [first, first + count) of `source` ([tokens, H, D]) into rows of `target`.
-    func pack(_ source: Tensor, first: Int, count: Int, into target: Tensor) throws {
+    func pack(_ source: Tensor, first: Int, count: Int, into target: Tensor, on stream: Stream? = nil) throws {
         let words = run.words(count, source.dtype)
-        try ParallelKernels.copyRows(stream, from: source.slice, to: target.slice, rows: source.shape[0], width: words,
+        try ParallelKernels.copyRows(stream ?? self.stream, from: source.slice, to: target.slice, rows: source.shape[0], width: words,
                                      sourceOffset: first * d * source.dtype.byteSize / 4, sourceStride: run.words(source.shape[1], source.dtype),
                                      destinationStride: words)
     }
@@ -75,22 +75,27 @@ struct AllGatherSchedule<C: Communicator> {
                                      sourceStride: words, destinationOffset: first * d, destinationStride: target.shape[1] * d)
     }
 
-    /// Packs slice h of K and V into the own rows of `k`, `v` and posts its transfers.
+    /// Packs slice h of K and V into the own rows of `k`, `v` and posts its transfers, all on
+    /// the post stream (submitted before the compute batch recorded just before, so the
+    /// transfers run while it computes).
     func gather(slice h: Int, k: Tensor, v: Tensor, into buffers: (k: Tensor, v: Tensor), plan: Plan,
                 after: [C.Request]) throws -> (sends: [C.Request], receives: [C.Request]) {
-        for r in after { try comm.complete(r, on: stream) }
-        try pack(k, first: h * hs, count: hs, into: try buffers.k.rows(0, plan.ownTokens))
-        try pack(v, first: h * hs, count: hs, into: try buffers.v.rows(0, plan.ownTokens))
-        try stream.barrier()
+        let post = run.post
+        for r in after { try comm.complete(r, on: post) }
+        try post.barrier()
+        try pack(k, first: h * hs, count: hs, into: try buffers.k.rows(0, plan.ownTokens), on: post)
+        try pack(v, first: h * hs, count: hs, into: try buffers.v.rows(0, plan.ownTokens), on: post)
+        try post.barrier()
         var sends: [C.Request] = [], receives: [C.Request] = []
         for route in plan.outgoing {
-            sends.append(try comm.send(try buffers.k.rows(route.row, route.tokens).slice, to: route.peer, tag: 500, on: stream))
-            sends.append(try comm.send(try buffers.v.rows(route.row, route.tokens).slice, to: route.peer, tag: 501, on: stream))
+            sends.append(try comm.send(try buffers.k.rows(route.row, route.tokens).slice, to: route.peer, tag: 500, on: post))
+            sends.append(try comm.send(try buffers.v.rows(route.row, route.tokens).slice, to: route.peer, tag: 501, on: post))
         }
         for route in plan.incoming {
-            receives.append(try comm.receive(into: try buffers.k.rows(route.row, route.tokens).slice, from: route.peer, tag: 500, on: stream))
-            receives.append(try comm.receive(into: try buffers.v.rows(route.row, route.tokens).slice, from: route.peer, tag: 501, on: stream))
+            receives.append(try comm.receive(into: try buffers.k.rows(route.row, route.tokens).slice, from: route.peer, tag: 500, on: post))
+            receives.append(try comm.receive(into: try buffers.v.rows(route.row, route.tokens).slice, from: route.peer, tag: 501, on: post))
         }
+        try post.submit()
         run.requests += sends + receives
         return (sends, receives)
     }
@@ -110,11 +115,8 @@ struct AllGatherSchedule<C: Communicator> {
         let acc = try QueryAccumulator(set: mine, headsQ: hqs, headDim: d, o: nil, device: run.device)
         var inFlight: [(sends: [C.Request], receives: [C.Request])] = [try gather(slice: 0, k: k, v: v, into: buffers[0], plan: plan, after: [])]
         for h in 0..<slices {
-            if h + 1 < slices {
-                let reuse = h >= 1 ? inFlight[h - 1].sends : []
-                inFlight.append(try gather(slice: h + 1, k: k, v: v, into: buffers[(h + 1) % 2], plan: plan, after: reuse))
-            }
             for r in inFlight[h].receives { try comm.complete(r, on: stream) }
+            try stream.barrier()
             try pack(q, first: h * hqs, count: hqs, into: qSlice)
             try run.tracer.begin("all-gather slice \(h)", on: stream)
             acc.reset()
@@ -126,6 +128,11 @@ struct AllGatherSchedule<C: Communicator> {
             try unpack(acc.o, into: oAll, first: h * hqs)
             try acc.copyLSE(into: out.lse, headOffset: h * hqs, on: stream)
             try stream.barrier()
+            if h + 1 < slices {
+                let reuse = h >= 1 ? inFlight[h - 1].sends : []
+                inFlight.append(try gather(slice: h + 1, k: k, v: v, into: buffers[(h + 1) % 2], plan: plan, after: reuse))
+            }
+            try stream.submit()
         }
         for flight in inFlight.suffix(2) { for r in flight.sends { try comm.complete(r, on: stream) } }
         try run.store(oAll, into: out.o)
@@ -174,19 +181,17 @@ struct AllGatherSchedule<C: Communicator> {
         }
 
         for h in 0..<slices {
-            if h + 1 < slices {
-                let reuse = h >= 1 ? inFlight[h - 1].sends : []
-                inFlight.append(try gather(slice: h + 1, k: k, v: v, into: buffers[(h + 1) % 2], plan: plan, after: reuse))
-            }
-            // Partials of slice h come back into inbox parity h (read by finishSlice(h - 2) before).
+            // Partials of slice h come back into inbox parity h (read by finishSlice(h - 2),
+            // submitted before this post).
             var receives: [C.Request] = []
             var row = 0
             for route in plan.outgoing {
-                receives.append(try comm.receive(into: try inbox[2 * (h % 2)].rows(row, route.tokens).slice, from: route.peer, tag: 510, on: stream))
-                receives.append(try comm.receive(into: try inbox[2 * (h % 2) + 1].rows(row, route.tokens).slice, from: route.peer, tag: 511, on: stream))
+                receives.append(try comm.receive(into: try inbox[2 * (h % 2)].rows(row, route.tokens).slice, from: route.peer, tag: 510, on: run.post))
+                receives.append(try comm.receive(into: try inbox[2 * (h % 2) + 1].rows(row, route.tokens).slice, from: route.peer, tag: 511, on: run.post))
                 row += route.tokens
             }
             for r in inFlight[h].receives { try comm.complete(r, on: stream) }
+            try stream.barrier()
             // The partial buffers of parity h were sent back two slices ago.
             if h >= 2 { for r in returned[h - 2].sends { try comm.complete(r, on: stream) } }
             try pack(q, first: h * hqs, count: hqs, into: qS)
@@ -207,6 +212,11 @@ struct AllGatherSchedule<C: Communicator> {
             try run.tracer.end(on: stream)
             try unpack(acc.dq, into: dqAll, first: h * hqs)
             try stream.barrier()
+            if h + 1 < slices {
+                let reuse = h >= 1 ? inFlight[h - 1].sends : []
+                inFlight.append(try gather(slice: h + 1, k: k, v: v, into: buffers[(h + 1) % 2], plan: plan, after: reuse))
+            }
+            try stream.submit()
             var sends: [C.Request] = []
             for route in plan.incoming {
                 sends.append(try comm.send(try part.k.rows(route.row, route.tokens).slice, to: route.peer, tag: 510, on: stream))

@@ -90,8 +90,12 @@ struct Mesh<C: Communicator> {
                                      into: { try target.rows(rowStarts[$0], members[$0].tokens).slice }, tag: tag + i)
             out.append(target)
         }
+        // The ring forwards the gathered K/V from the post stream: complete there too, after
+        // the compute stream (which holds the staged path's copies out of staging).
         for r in arrivals { try group?.complete(r, on: stream) }
         try stream.barrier()
+        try stream.submit()
+        for r in arrivals { try group?.complete(r, on: run.post) }
         return out
     }
 

@@ -5,7 +5,11 @@ final class RankRun<C: Communicator> {
     let plan: ShardPlan
     let pairs: PairAttention
     let shape: ContextParallelAttention.Shape
+    /// Compute and everything that consumes transfers.
     let stream: Stream
+    /// Posts of transfers that must be released before the next compute batch (same queue,
+    /// submitted first).
+    let post: Stream
     var tracer: RankTracer
     var requests: [C.Request] = []
     var calls = 0
@@ -16,6 +20,7 @@ final class RankRun<C: Communicator> {
         self.pairs = PairAttention(base: attention)
         self.shape = shape
         self.stream = try comm.device.makeStream()
+        self.post = try comm.device.makeStream()
         self.tracer = RankTracer(rank: comm.globalRank, clock: comm.clock, timeline: comm.timeline)
     }
 
@@ -27,11 +32,15 @@ final class RankRun<C: Communicator> {
     /// Submits, waits without blocking a pool thread, synchronizes, records the timeline and
     /// surfaces transfer errors.
     func finish() async throws {
+        let posted = try post.submit()
         let submission = try stream.submit()
+        try await awaitCompletion(posted)
         try await awaitCompletion(submission)
+        try post.synchronize()
         try stream.synchronize()
         try tracer.collect(stream)
         try comm.collectTimestamps(of: stream)
+        try comm.collectTimestamps(of: post)
         for r in requests { try await r.wait() }
     }
 
@@ -90,7 +99,7 @@ final class RankRun<C: Communicator> {
                                        o: u == 1 && out.o.dtype == .f32 ? out.o : nil, device: device)
         let ring = RingSchedule(comm: mesh.ring, members: mesh.ringMembers, pairs: pairs, headsKV: mesh.hkv, headDim: d,
                                 dtype: shape.dtype, tag: 1)
-        requests += try ring.forward(q: qg, k: kg, v: vg, into: acc, tracer: &tracer, on: stream)
+        requests += try ring.forward(q: qg, k: kg, v: vg, into: acc, tracer: &tracer, post: post, compute: stream)
         calls += try mesh.ringMembers.reduce(0) { $0 + (try pairs.pairs(queries: mesh.gathered, keys: $1).count) }
         try acc.finishUnreached(on: stream)
         if u == 1 {
@@ -135,7 +144,7 @@ final class RankRun<C: Communicator> {
         let ring = RingSchedule(comm: mesh.ring, members: mesh.ringMembers, pairs: pairs, headsKV: mesh.hkv, headDim: d,
                                 dtype: shape.dtype, tag: 1)
         requests += try ring.backward(q: qg, k: kg, v: vg, o: og, dO: dOg, lse: lsePieces, grads: acc, dk: dk, dv: dv,
-                                      tracer: &tracer, on: stream)
+                                      tracer: &tracer, post: post, compute: stream)
         calls += try mesh.ringMembers.reduce(0) { $0 + (try pairs.pairs(queries: mesh.gathered, keys: $1).count) }
         try acc.finishUnreached(on: stream)
         if direct {

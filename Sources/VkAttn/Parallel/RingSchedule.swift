@@ -26,72 +26,81 @@ struct RingSchedule<C: Communicator> {
         return ([t[0], t[1]], [t[2], t[3]])
     }
 
-    /// The K/V rotation of step i: completes the arrival of this step's block, posts its
-    /// forwarding and the next block's receive. Returns the block and the new requests.
+    /// The K/V rotation: the requests in flight.
     struct Rotation {
         var received: (C.Request, C.Request)?
         var sent: (C.Request, C.Request)?
         var requests: [C.Request] = []
     }
 
-    func rotate(step i: Int, k: Tensor, v: Tensor, buffers: (k: [Tensor], v: [Tensor]), state: inout Rotation,
-                on stream: Stream) throws -> (k: Tensor, v: Tensor) {
+    /// The block of step i, once its arrival is completed: on `post` first (the staged path
+    /// copies it out of staging there, before it is forwarded), then on `compute`, whose batch
+    /// then holds the GPU wait.
+    func arrive(step i: Int, k: Tensor, v: Tensor, buffers: (k: [Tensor], v: [Tensor]), state: Rotation,
+                post: Stream, compute: Stream) throws -> (k: Tensor, v: Tensor) {
         let s = source(step: i)
-        let block = i == 0 ? (k, v) : (try buffers.k[i % 2].rows(0, members[s].tokens), try buffers.v[i % 2].rows(0, members[s].tokens))
         if let received = state.received {
-            try comm.complete(received.0, on: stream)
-            try comm.complete(received.1, on: stream)
+            for stream in [post, compute] {
+                try comm.complete(received.0, on: stream)
+                try comm.complete(received.1, on: stream)
+            }
         }
-        var newSent: (C.Request, C.Request)?
-        var newReceived: (C.Request, C.Request)?
-        if i < size - 1 {
-            let filled = state.received.map { [$0.0, $0.1] } ?? []
-            let sk = try comm.send(block.0.slice, to: next, tag: tag, after: filled.isEmpty ? [] : [filled[0]], on: stream)
-            let sv = try comm.send(block.1.slice, to: next, tag: tag + 1, after: filled.isEmpty ? [] : [filled[1]], on: stream)
-            let incoming = members[source(step: i + 1)].tokens
-            let reading = state.sent.map { [$0.0, $0.1] } ?? []
-            let rk = try comm.receive(into: try buffers.k[(i + 1) % 2].rows(0, incoming).slice, from: previous, tag: tag,
-                                      after: reading.isEmpty ? [] : [reading[0]], on: stream)
-            let rv = try comm.receive(into: try buffers.v[(i + 1) % 2].rows(0, incoming).slice, from: previous, tag: tag + 1,
-                                      after: reading.isEmpty ? [] : [reading[1]], on: stream)
-            newSent = (sk, sv)
-            newReceived = (rk, rv)
-            state.requests += [sk, sv, rk, rv]
+        try compute.barrier()
+        return i == 0 ? (k, v) : (try buffers.k[i % 2].rows(0, members[s].tokens), try buffers.v[i % 2].rows(0, members[s].tokens))
+    }
+
+    /// Posts step i's forwarding of `block` and the receive of the next block, on `post`.
+    func forwardBlock(step i: Int, block: (k: Tensor, v: Tensor), buffers: (k: [Tensor], v: [Tensor]), state: inout Rotation,
+                      post: Stream) throws {
+        guard i < size - 1 else {
+            state.received = nil
+            return
         }
-        // Again, so that the waits sit in the batch that computes on the block.
-        if let received = state.received {
-            try comm.complete(received.0, on: stream)
-            try comm.complete(received.1, on: stream)
-        }
-        state.sent = newSent
-        state.received = newReceived
-        return block
+        let filled = state.received.map { [$0.0, $0.1] } ?? []
+        let sk = try comm.send(block.k.slice, to: next, tag: tag, after: filled.isEmpty ? [] : [filled[0]], on: post)
+        let sv = try comm.send(block.v.slice, to: next, tag: tag + 1, after: filled.isEmpty ? [] : [filled[1]], on: post)
+        let incoming = members[source(step: i + 1)].tokens
+        let reading = state.sent.map { [$0.0, $0.1] } ?? []
+        let rk = try comm.receive(into: try buffers.k[(i + 1) % 2].rows(0, incoming).slice, from: previous, tag: tag,
+                                  after: reading.isEmpty ? [] : [reading[0]], on: post)
+        let rv = try comm.receive(into: try buffers.v[(i + 1) % 2].rows(0, incoming).slice, from: previous, tag: tag + 1,
+                                  after: reading.isEmpty ? [] : [reading[1]], on: post)
+        state.sent = (sk, sv)
+        state.received = (rk, rv)
+        state.requests += [sk, sv, rk, rv]
     }
 
     /// Forward: the rank's queries (its own member's pieces) against every block, merged into
-    /// `acc`. Returns the transfer requests.
+    /// `acc`. Each step records its compute first, then posts the transfers on `post` and
+    /// submits `post` before `compute`: the copies are released before the step's kernels
+    /// start, not after they finish (both streams share the queue). Returns the requests.
     func forward(q: Tensor, k: Tensor, v: Tensor, into acc: QueryAccumulator, tracer: inout RankTracer,
-                 on stream: Stream) throws -> [C.Request] {
+                 post: Stream, compute: Stream) throws -> [C.Request] {
         let buffers = try rotationBuffers()
         var rotation = Rotation()
         for i in 0..<size {
-            let block = try rotate(step: i, k: k, v: v, buffers: buffers, state: &rotation, on: stream)
-            try tracer.begin("ring step \(i): block of rank \(source(step: i))", on: stream)
-            try acc.accumulate(pairs, q: q, k: block.k, v: block.v, keys: members[source(step: i)], on: stream)
-            try tracer.end(on: stream)
+            let block = try arrive(step: i, k: k, v: v, buffers: buffers, state: rotation, post: post, compute: compute)
+            try tracer.begin("ring step \(i): block of rank \(source(step: i))", on: compute)
+            try acc.accumulate(pairs, q: q, k: block.k, v: block.v, keys: members[source(step: i)], on: compute)
+            try tracer.end(on: compute)
+            try forwardBlock(step: i, block: block, buffers: buffers, state: &rotation, post: post)
+            try post.submit()
+            try compute.submit()
         }
         if let sent = rotation.sent {
-            try comm.complete(sent.0, on: stream)
-            try comm.complete(sent.1, on: stream)
+            try comm.complete(sent.0, on: compute)
+            try comm.complete(sent.1, on: compute)
         }
         return rotation.requests
     }
 
     /// Backward: every block is given the global (O, LSE) of the rank's queries; dQ sums in
     /// `grads`, and each block's dK/dV accumulator (fp32) travels around the ring with it,
-    /// arriving complete at its owner in `dk`, `dv` ([tokens, Hkv, D] fp32).
+    /// arriving complete at its owner in `dk`, `dv` ([tokens, Hkv, D] fp32). The accumulator
+    /// of step i arrives while step i computes its contribution into a step buffer; the sum
+    /// is formed after, and sent on during step i + 1.
     func backward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, dO: Tensor, lse: [Tensor], grads: GradientAccumulator,
-                  dk: Tensor, dv: Tensor, tracer: inout RankTracer, on stream: Stream) throws -> [C.Request] {
+                  dk: Tensor, dv: Tensor, tracer: inout RankTracer, post: Stream, compute: Stream) throws -> [C.Request] {
         let buffers = try rotationBuffers()
         var rotation = Rotation()
         let shape = [maxTokens, headsKV, headDim]
@@ -101,59 +110,62 @@ struct RingSchedule<C: Communicator> {
         var final: (C.Request, C.Request)?
         for i in 0..<size {
             let s = source(step: i), tokens = members[s].tokens
-            let block = try rotate(step: i, k: k, v: v, buffers: buffers, state: &rotation, on: stream)
+            let block = try arrive(step: i, k: k, v: v, buffers: buffers, state: rotation, post: post, compute: compute)
             let accK = size == 1 ? dk : try scratch[i % 2].rows(0, tokens)
             let accV = size == 1 ? dv : try scratch[2 + i % 2].rows(0, tokens)
+            let stepK = i == 0 ? accK : try scratch[4].rows(0, tokens)
+            let stepV = i == 0 ? accV : try scratch[5].rows(0, tokens)
+            var started = [Bool](repeating: false, count: members[s].pieces.count)
+            try tracer.begin("ring backward step \(i): block of rank \(s)", on: compute)
+            try grads.accumulate(pairs, q: q, o: o, dO: dO, lse: lse, k: block.k, v: block.v, keys: members[s],
+                                 dk: stepK, dv: stepV, keyStarted: &started, on: compute)
+            try GradientAccumulator.finishUnreached(keys: members[s], dk: stepK, dv: stepV, started: started, on: compute)
+            try tracer.end(on: compute)
+            try forwardBlock(step: i, block: block, buffers: buffers, state: &rotation, post: post)
             var arriving: (C.Request, C.Request)?
             if i > 0 {
                 let reading = dkvSent.count >= 2 ? [dkvSent[dkvSent.count - 2]] : []
-                let rk = try comm.receive(into: accK.slice, from: previous, tag: tag + 2, after: reading.map(\.0), on: stream)
-                let rv = try comm.receive(into: accV.slice, from: previous, tag: tag + 3, after: reading.map(\.1), on: stream)
+                let rk = try comm.receive(into: accK.slice, from: previous, tag: tag + 2, after: reading.map(\.0), on: post)
+                let rv = try comm.receive(into: accV.slice, from: previous, tag: tag + 3, after: reading.map(\.1), on: post)
                 arriving = (rk, rv)
                 requests += [rk, rv]
             }
             if i == size - 1 && size > 1 {
-                let rk = try comm.receive(into: dk.slice, from: previous, tag: tag + 2, on: stream)
-                let rv = try comm.receive(into: dv.slice, from: previous, tag: tag + 3, on: stream)
+                let rk = try comm.receive(into: dk.slice, from: previous, tag: tag + 2, on: post)
+                let rv = try comm.receive(into: dv.slice, from: previous, tag: tag + 3, on: post)
                 final = (rk, rv)
                 requests += [rk, rv]
             }
-            let stepK = i == 0 ? accK : try scratch[4].rows(0, tokens)
-            let stepV = i == 0 ? accV : try scratch[5].rows(0, tokens)
-            var started = [Bool](repeating: false, count: members[s].pieces.count)
-            try tracer.begin("ring backward step \(i): block of rank \(s)", on: stream)
-            try grads.accumulate(pairs, q: q, o: o, dO: dO, lse: lse, k: block.k, v: block.v, keys: members[s],
-                                 dk: stepK, dv: stepV, keyStarted: &started, on: stream)
-            try GradientAccumulator.finishUnreached(keys: members[s], dk: stepK, dv: stepV, started: started, on: stream)
-            try tracer.end(on: stream)
+            try post.submit()
+            try compute.submit()
             if let arriving {
-                try comm.complete(arriving.0, on: stream)
-                try comm.complete(arriving.1, on: stream)
-                try stream.barrier()
-                try GradientAccumulator.add(stepK, into: accK, on: stream)
-                try GradientAccumulator.add(stepV, into: accV, on: stream)
-                try stream.barrier()
+                try comm.complete(arriving.0, on: compute)
+                try comm.complete(arriving.1, on: compute)
+                try compute.barrier()
+                try GradientAccumulator.add(stepK, into: accK, on: compute)
+                try GradientAccumulator.add(stepV, into: accV, on: compute)
+                try compute.barrier()
             }
             if size > 1 {
-                let sk = try comm.send(accK.slice, to: next, tag: tag + 2, after: arriving.map { [$0.0] } ?? [], on: stream)
-                let sv = try comm.send(accV.slice, to: next, tag: tag + 3, after: arriving.map { [$0.1] } ?? [], on: stream)
+                let sk = try comm.send(accK.slice, to: next, tag: tag + 2, after: arriving.map { [$0.0] } ?? [], on: compute)
+                let sv = try comm.send(accV.slice, to: next, tag: tag + 3, after: arriving.map { [$0.1] } ?? [], on: compute)
                 dkvSent.append((sk, sv))
                 requests += [sk, sv]
             }
         }
         if let final {
-            try comm.complete(final.0, on: stream)
-            try comm.complete(final.1, on: stream)
+            try comm.complete(final.0, on: compute)
+            try comm.complete(final.1, on: compute)
         }
         for sent in dkvSent.suffix(2) {
-            try comm.complete(sent.0, on: stream)
-            try comm.complete(sent.1, on: stream)
+            try comm.complete(sent.0, on: compute)
+            try comm.complete(sent.1, on: compute)
         }
         if let sent = rotation.sent {
-            try comm.complete(sent.0, on: stream)
-            try comm.complete(sent.1, on: stream)
+            try comm.complete(sent.0, on: compute)
+            try comm.complete(sent.1, on: compute)
         }
-        try stream.barrier()
+        try compute.barrier()
         return rotation.requests + requests
     }
 }

@@ -1,0 +1,209 @@
+import ArgumentParser
+import Foundation
+import VkAttn
+
+/// The body of `ring`, `ulysses` and `hybrid`: the problem on one device (Timing.measure),
+/// then on N ranks (spans of the GPU intervals mapped to one host clock), overlap, bytes
+/// moved per rank against the paper's formula, --check against the one-device result,
+/// --timeline.
+struct ParallelAttentionBenchmark {
+    let options: ParallelOptions
+    let measure: MeasureOptions
+    let scheme: ContextParallelScheme
+    let op: String
+
+    struct Data: Sendable {
+        let q: [Float], k: [Float], v: [Float], dO: [Float]
+    }
+
+    func run() throws {
+        let log = ValidationLog()
+        let n = options.rankCount
+        let group = try DeviceGroup(ranks: n, instance: Instance(log: log), path: options.path.flatMap(TransferPath.init(rawValue:)))
+        let lengths = try options.lengths()
+        let hq = options.heads, hkv = options.kvHeads ?? hq, d = options.dim, dtype = options.storage
+        let sharding = SequenceSharding(rawValue: options.sharding) ?? .zigzag
+        let plan = try ShardPlan(lengths: lengths, ranks: n, sharding: sharding)
+        let attention = FlashAttention(mask: options.causal ? .causal : .none)
+        let cp = ContextParallelAttention(plan: plan, scheme: scheme, attention: attention)
+        try cp.validate(.init(headsQ: hq, headsKV: hkv, headDim: d, dtype: dtype), ranks: n)
+        let total = plan.totalTokens
+        var rng = SeededRandom.fresh()
+        let round: (Float) -> Float = dtype == .f16 ? { Float(Float16($0)) } : { $0 }
+        let data = Data(q: rng.floats(total * hq * d).map(round), k: rng.floats(total * hkv * d).map(round),
+                        v: rng.floats(total * hkv * d).map(round), dO: rng.floats(total * hq * d).map(round))
+        let deviceName = "\(group.devices[0].capabilities.name) x\(n) (\(group.placement.rawValue), \(group.path.rawValue))"
+        note("\(op): \(n) ranks, \(group.placement.rawValue), \(group.path.rawValue), clock \(group.clocks[0].method.rawValue) (+-\(Int(group.clocks[0].uncertaintyNanoseconds)) ns)")
+
+        // The same problem on one device (rank 0's device), timed with GPU timestamps.
+        let dev = group.devices[0]
+        let layout = AttentionLayout.packed(cuSeqlensQ: plan.cuSeqlens, cuSeqlensK: plan.cuSeqlens)
+        let q1 = try dev.makeTensor(data.q, shape: [total, hq, d], dtype: dtype)
+        let k1 = try dev.makeTensor(data.k, shape: [total, hkv, d], dtype: dtype)
+        let v1 = try dev.makeTensor(data.v, shape: [total, hkv, d], dtype: dtype)
+        var single: AttentionOutput?
+        let singleForward = try Timing.measure(dev, warmup: measure.warmup, iterations: measure.iterations) { stream in
+            single = try attention.forward(q: q1, k: k1, v: v1, layout: layout, into: single, on: stream)
+        }
+        guard let single else { throw ValidationError("forward produced nothing") }
+        var singleGrads: AttentionGradients?
+        var singleBackward: Timing?
+        if options.backward {
+            let dO1 = try dev.makeTensor(data.dO, shape: [total, hq, d], dtype: dtype)
+            singleBackward = try Timing.measure(dev, warmup: measure.warmup, iterations: measure.iterations) { stream in
+                singleGrads = try attention.backward(q: q1, k: k1, v: v1, o: single.o, lse: single.lse, dO: dO1, layout: layout,
+                                                     into: singleGrads, on: stream)
+            }
+        }
+
+        // Every rank's tensors.
+        let comms = try group.communicators()
+        struct RankTensors: Sendable {
+            let q: Tensor, k: Tensor, v: Tensor, dO: Tensor, out: AttentionOutput, grads: AttentionGradients
+        }
+        let oType = attention.outputDType ?? dtype
+        let tensors: [RankTensors] = try comms.map { comm in
+            let r = comm.rank, t = plan.tokens(rank: r), device = comm.device
+            func make(_ x: [Float], _ heads: Int, _ type: DType) throws -> Tensor {
+                try device.makeTensor(plan.shard(x, width: heads * d, rank: r), shape: [t, heads, d], dtype: type)
+            }
+            return RankTensors(q: try make(data.q, hq, dtype), k: try make(data.k, hkv, dtype), v: try make(data.v, hkv, dtype),
+                               dO: try make(data.dO, hq, dtype),
+                               out: AttentionOutput(o: try device.makeTensor(shape: [t, hq, d], dtype: oType),
+                                                    lse: try device.makeTensor(shape: [hq, t], dtype: .f32)),
+                               grads: AttentionGradients(dq: try device.makeTensor(shape: [t, hq, d], dtype: dtype),
+                                                         dk: try device.makeTensor(shape: [t, hkv, d], dtype: dtype),
+                                                         dv: try device.makeTensor(shape: [t, hkv, d], dtype: dtype)))
+        }
+
+        let forwardRuns = try timedRuns(group) {
+            try await ContextParallelAttention.onEveryRank(comms) { comm in
+                let t = tensors[comm.rank]
+                return try await cp.forward(q: t.q, k: t.k, v: t.v, into: t.out, communicator: comm).path
+            }[0]
+        }
+        var rows = [try row(forwardRuns, group: group, name: "\(op).forward", device: deviceName, single: singleForward,
+                            flops: flops(plan, hq: hq, d: d), backward: false, plan: plan, heads: (hq, hkv, d), dtype: dtype,
+                            check: measure.check ? try compare(plan, tensors.map { $0.out.o }, single.o, width: hq * d, dtype: dtype) : nil)]
+        if let lse = measure.check ? try compareColumns(plan, tensors.map { $0.out.lse }, single.lse, heads: hq) : nil,
+           let current = rows[0].base.maxRelError {
+            rows[0].base.maxRelError = max(current, lse)
+            rows[0].base.check = rows[0].base.maxRelError ?? 1 <= bound(dtype) ? .pass : .fail
+        }
+        var lastRuns = forwardRuns
+        if options.backward, let singleBackward, let singleGrads {
+            let backwardRuns = try timedRuns(group) {
+                try await ContextParallelAttention.onEveryRank(comms) { comm in
+                    let t = tensors[comm.rank]
+                    return try await cp.backward(q: t.q, k: t.k, v: t.v, o: t.out.o, lse: t.out.lse, dO: t.dO, into: t.grads,
+                                                 communicator: comm).path
+                }[0]
+            }
+            var check: Double?
+            if measure.check {
+                check = try [compare(plan, tensors.map { $0.grads.dq }, singleGrads.dq, width: hq * d, dtype: dtype),
+                             compare(plan, tensors.map { $0.grads.dk }, singleGrads.dk, width: hkv * d, dtype: dtype),
+                             compare(plan, tensors.map { $0.grads.dv }, singleGrads.dv, width: hkv * d, dtype: dtype)].max()
+            }
+            rows.append(try row(backwardRuns, group: group, name: "\(op).backward", device: deviceName, single: singleBackward,
+                                flops: 2.5 * flops(plan, hq: hq, d: d), backward: true, plan: plan, heads: (hq, hkv, d), dtype: dtype,
+                                check: check))
+            lastRuns = backwardRuns
+        }
+        if let file = options.timeline, let last = lastRuns.runs.last {
+            let names = Dictionary(uniqueKeysWithValues: group.devices.indices.map { ($0, "rank \($0): \(group.devices[$0].label)") })
+            try ParallelTimeline.chromeTrace(last.intervals, rankNames: names).write(toFile: file, atomically: true, encoding: .utf8)
+            note("timeline: \(last.intervals.count) intervals of the last timed run written to \(file)")
+        }
+        try reportParallel(rows, json: measure.json, log: log)
+    }
+
+    struct Run {
+        let spanMs: Double
+        let intervals: [ParallelTimeline.Interval]
+        let traffic: [RankTraffic]
+    }
+
+    /// Warm-up runs (not recorded), then timed runs, fewer when slow (about 60 s of runs,
+    /// never fewer than 3 unless --iterations says so).
+    func timedRuns(_ group: DeviceGroup, _ body: @escaping @Sendable () async throws -> String) throws -> (runs: [Run], path: String) {
+        group.timeline.isRecording = false
+        var warmSeconds = 0.0
+        for _ in 0..<max(1, measure.warmup) {
+            let start = Date()
+            _ = try blocking(body)
+            warmSeconds = Date().timeIntervalSince(start)
+        }
+        let count = min(measure.iterations, max(min(3, measure.iterations), Int(60 / max(warmSeconds, 1e-3))))
+        group.timeline.isRecording = true
+        var runs: [Run] = []
+        var path = ""
+        for _ in 0..<count {
+            _ = group.timeline.drain()
+            group.resetTraffic()
+            path = try blocking(body)
+            let intervals = group.timeline.drain()
+            let span = OverlapReport(intervals).spanNs / 1e6
+            runs.append(Run(spanMs: span, intervals: intervals, traffic: group.traffic))
+        }
+        group.timeline.isRecording = false
+        return (runs, path)
+    }
+
+    func row(_ measured: (runs: [Run], path: String), group: DeviceGroup, name: String, device: String, single: Timing, flops: Double,
+             backward: Bool, plan: ShardPlan, heads: (q: Int, kv: Int, d: Int), dtype: DType, check: Double?) throws -> ParallelRow {
+        let timing = Timing(samplesMs: measured.runs.map(\.spanMs))
+        let median = measured.runs.sorted { $0.spanMs < $1.spanMs }[measured.runs.count / 2]
+        let report = OverlapReport(median.intervals)
+        let bytes = median.traffic.map(\.bytesSent).max() ?? 0
+        let expected = Traffic.expected(scheme, backward: backward, plan: plan, heads: heads, dtype: dtype,
+                                        outputDType: dtype, ranks: group.ranks)
+        let config: [String: ConfigValue] = [
+            "ranks": .int(group.ranks), "seq": .int(plan.lengths.max() ?? 0), "sequences": .int(plan.lengths.count),
+            "heads": .int(heads.q), "kv_heads": .int(heads.kv), "dim": .int(heads.d), "dtype": .string(dtype.rawValue),
+            "causal": .bool(options.causal), "sharding": .string(plan.sharding.rawValue), "scheme": .string("\(scheme)"),
+            "placement": .string(group.placement.rawValue), "transfer": .string(group.path.rawValue),
+            "clock": .string(group.clocks[0].method.rawValue)]
+        let result = check.map { $0 <= bound(dtype) ? CheckResult.pass : .fail } ?? .skipped
+        let base = ResultRow(op: name, device: device, config: config, path: measured.path, timing: timing,
+                             tflops: flops / (timing.medianMs * 1e9), check: result, maxRelError: check)
+        return ParallelRow(base: base, ranks: group.ranks, singleDeviceMs: single.medianMs, overlapEfficiency: report.efficiency,
+                           exposedCommMs: report.exposedNs / 1e6 / Double(max(1, report.ranks.count)),
+                           copyMs: report.copyNs / 1e6 / Double(max(1, report.ranks.count)), bytesPerRank: bytes,
+                           bytesPerRankPerStep: Double(bytes) / Double(max(1, expected.steps)),
+                           expectedBytesPerRankPerStep: expected.bytes / Double(max(1, expected.steps)),
+                           steps: expected.steps, formula: expected.formula)
+    }
+
+    func flops(_ plan: ShardPlan, hq: Int, d: Int) -> Double {
+        let mask: AttentionMask = options.causal ? .causal : .none
+        return 4 * plan.lengths.reduce(0.0) { $0 + Double($1) * Double($1) * mask.keptFraction(sq: $1, sk: $1) } * Double(hq) * Double(d)
+    }
+
+    func bound(_ dtype: DType) -> Double { dtype == .f16 ? 2e-3 : 1e-5 }
+
+    /// ||parallel - single|| / ||single|| over the whole output (unsharded).
+    func compare(_ plan: ShardPlan, _ parts: [Tensor], _ single: Tensor, width: Int, dtype: DType) throws -> Double {
+        let got = plan.unshard(try parts.map { try $0.readFloats() }, width: width, fill: .nan)
+        return relativeL2(got, try single.readFloats())
+    }
+
+    func compareColumns(_ plan: ShardPlan, _ parts: [Tensor], _ single: Tensor, heads: Int) throws -> Double {
+        let got = plan.unshardColumns(try parts.map { try $0.readFloats() }, heads: heads, fill: .nan)
+        return relativeL2(got, try single.readFloats())
+    }
+
+    func relativeL2(_ a: [Float], _ b: [Float]) -> Double {
+        var num = 0.0, den = 0.0
+        for (x, y) in zip(a, b) {
+            if x.isInfinite || y.isInfinite {
+                if x != y { return .infinity }
+                continue
+            }
+            let diff = Double(x) - Double(y)
+            num += diff.isNaN ? .infinity : diff * diff
+            den += Double(y) * Double(y)
+        }
+        return (num / max(den, 1e-30)).squareRoot()
+    }
+}

@@ -1,0 +1,131 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Synchronization
+import VkAttn
+
+/// Options of the context-parallel subcommands (ring, ulysses, hybrid).
+struct ParallelOptions: ParsableArguments {
+    @Option(help: "Ranks (logical devices; default VKATTN_RANKS, else 2).") var ranks: Int?
+    @Option(help: "Sequence length.") var seq = 4096
+    @Option(help: "Sequences in the batch (each --seq long).") var batch = 1
+    @Option(help: "Packed variable-length batch: comma-separated lengths (overrides --seq/--batch).") var varlen: String?
+    @Option(help: "Query heads.") var heads = 2
+    @Option(name: .customLong("kv-heads"), help: "Key/value heads (default: --heads).") var kvHeads: Int?
+    @Option(help: "Head dimension (32, 64, 96, 128, 256).") var dim = 64
+    @Option(help: "Storage type: f32 or f16.") var dtype = "f32"
+    @Flag(help: "Causal mask.") var causal = false
+    @Option(help: "Sharding: zigzag, striped or contiguous.") var sharding = "zigzag"
+    @Option(help: "Transfer path: host-mapped or staged (default: host-mapped where all memory is host-visible).") var path: String?
+    @Flag(help: "Also time the backward pass.") var backward = false
+    @Option(help: "Write a Chrome trace (chrome://tracing, Perfetto) of the last timed run to FILE.") var timeline: String?
+
+    func validate() throws {
+        guard DType(rawValue: dtype) == .f32 || DType(rawValue: dtype) == .f16 else { throw ValidationError("--dtype must be f32 or f16") }
+        guard SequenceSharding(rawValue: sharding) != nil else { throw ValidationError("--sharding must be zigzag, striped or contiguous") }
+        if let path, TransferPath(rawValue: path) == nil { throw ValidationError("--path must be host-mapped or staged") }
+        if let ranks, ranks < 1 { throw ValidationError("--ranks must be at least 1") }
+    }
+
+    var rankCount: Int { ranks ?? DeviceGroup.ranksFromEnvironment ?? 2 }
+    var storage: DType { DType(rawValue: dtype) ?? .f32 }
+
+    func lengths() throws -> [Int] {
+        if let varlen { return try parseList(varlen, "--varlen") }
+        return [Int](repeating: seq, count: batch)
+    }
+}
+
+/// Runs an async body from a synchronous command (the main thread waits; the body runs on
+/// the cooperative pool).
+func blocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
+    let box = Mutex<Result<T, any Error>?>(nil)
+    let done = DispatchSemaphore(value: 0)
+    Task.detached {
+        let result: Result<T, any Error>
+        do { result = .success(try await body()) } catch { result = .failure(error) }
+        box.withLock { $0 = result }
+        done.signal()
+    }
+    done.wait()
+    guard let result = box.withLock({ $0 }) else { throw ValidationError("no result") }
+    return try result.get()
+}
+
+/// One measured configuration of a parallel scheduler: the bench's JSON contract (op,
+/// device, config, path, median/min/max ms, tflops, check, max_rel_error, runs) plus the
+/// parallel figures.
+struct ParallelRow: Encodable {
+    var base: ResultRow
+    var ranks: Int
+    /// The same problem on one device, in the same run.
+    var singleDeviceMs: Double
+    var overlapEfficiency: Double
+    var exposedCommMs: Double
+    var copyMs: Double
+    /// Bytes one rank sends per call (the largest over ranks), and per scheduler step.
+    var bytesPerRank: Int
+    var bytesPerRankPerStep: Double
+    /// The paper's formula for the same quantity.
+    var expectedBytesPerRankPerStep: Double
+    var steps: Int
+    var formula: String
+
+    enum Keys: String, CodingKey {
+        case ranks, singleDeviceMs = "single_device_ms", speedup, overlapEfficiency = "overlap_efficiency"
+        case exposedCommMs = "exposed_comm_ms", copyMs = "copy_ms", bytesPerRank = "bytes_per_rank"
+        case bytesPerRankPerStep = "bytes_per_rank_per_step", expectedBytesPerRankPerStep = "expected_bytes_per_rank_per_step"
+        case steps, formula
+    }
+
+    func encode(to encoder: Encoder) throws {
+        try base.encode(to: encoder)
+        var c = encoder.container(keyedBy: Keys.self)
+        try c.encode(ranks, forKey: .ranks)
+        try c.encode(singleDeviceMs, forKey: .singleDeviceMs)
+        try c.encode(singleDeviceMs / max(base.medianMs, 1e-9), forKey: .speedup)
+        try c.encode(overlapEfficiency, forKey: .overlapEfficiency)
+        try c.encode(exposedCommMs, forKey: .exposedCommMs)
+        try c.encode(copyMs, forKey: .copyMs)
+        try c.encode(bytesPerRank, forKey: .bytesPerRank)
+        try c.encode(bytesPerRankPerStep, forKey: .bytesPerRankPerStep)
+        try c.encode(expectedBytesPerRankPerStep, forKey: .expectedBytesPerRankPerStep)
+        try c.encode(steps, forKey: .steps)
+        try c.encode(formula, forKey: .formula)
+    }
+
+    func jsonLine() -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        guard let data = try? encoder.encode(self) else { return "{}" }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    static func table(_ rows: [ParallelRow]) -> String {
+        let header = ["op", "ranks", "path", "median ms", "1-device ms", "overlap", "exposed ms", "bytes/rank/step", "expected", "check"]
+        let body = rows.map { r -> [String] in
+            [r.base.op, String(r.ranks), r.base.path, fixed(r.base.medianMs, 1), fixed(r.singleDeviceMs, 1),
+             fixed(r.overlapEfficiency, 3), fixed(r.exposedCommMs, 2), fixed(r.bytesPerRankPerStep, 0), fixed(r.expectedBytesPerRankPerStep, 0),
+             r.base.check.rawValue + (r.base.maxRelError.map { " (\(String(format: "%.1e", $0)))" } ?? "")]
+        }
+        return renderTable(header: header, rows: body)
+    }
+}
+
+/// Prints rows (table or JSON Lines) and fails the process on a failed check or a validation
+/// message, as BenchContext.report does for single-device rows.
+func reportParallel(_ rows: [ParallelRow], json: Bool, log: ValidationLog) throws {
+    if json {
+        for row in rows { print(row.jsonLine()) }
+    } else {
+        print(ParallelRow.table(rows))
+        for row in rows { print("  \(row.base.op): \(row.formula)") }
+    }
+    let messages = log.drain()
+    for message in messages { note("validation: \(message)") }
+    if rows.contains(where: { $0.base.check == .fail }) {
+        note("error: a --check failed")
+        throw ExitCode.failure
+    }
+    if !messages.isEmpty { throw ExitCode.failure }
+}
