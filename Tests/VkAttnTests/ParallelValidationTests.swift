@@ -74,3 +74,36 @@ struct ParallelValidationTests {
         }
     }
 }
+
+extension ParallelValidationTests {
+    /// SPMD calls: one rank's bad tensor is its typed error, and the abort it causes frees
+    /// the peer that already posted (no hang).
+    @Test func aRankWithABadTensorAbortsItsPeersInsteadOfHangingThem() async throws {
+        try await withGroup(ranks: 2) { group in
+            let comms = try group.communicators()
+            let plan = try ShardPlan(lengths: [40], ranks: 2, sharding: .zigzag)
+            let t = try Self.tensors(comms, plan: plan, hq: 2, hkv: 2, extraToken: 1)
+            let cp = ContextParallelAttention(plan: plan, attention: FlashAttention(mask: .causal))
+            let outcomes = await withTaskGroup(of: (Int, String).self) { tasks in
+                for comm in comms {
+                    tasks.addTask {
+                        do {
+                            _ = try await cp.forward(q: t.q[comm.rank], k: t.k[comm.rank], v: t.v[comm.rank], communicator: comm)
+                            return (comm.rank, "ok")
+                        } catch let error as VkAttnError {
+                            return (comm.rank, "\(error)")
+                        } catch {
+                            return (comm.rank, "other: \(error)")
+                        }
+                    }
+                }
+                var out = ["", ""]
+                for await (rank, text) in tasks { out[rank] = text }
+                return out
+            }
+            #expect(outcomes[1].contains("Q has shape"), "\(outcomes)")
+            #expect(outcomes[0] != "ok", "rank 0 finished although rank 1 never took part: \(outcomes)")
+            #expect(group.abortError != nil)
+        }
+    }
+}

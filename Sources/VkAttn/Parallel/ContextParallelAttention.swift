@@ -152,13 +152,15 @@ public struct ContextParallelAttention: Sendable, Hashable {
         let device = comm.device
         let tokens = plan.tokens(rank: comm.rank)
         let oType = try attention.outputType(op: Self.op, input: shape.dtype)
-        let out = try output ?? AttentionOutput(o: device.makeTensor(shape: [tokens, shape.headsQ, shape.headDim], dtype: oType),
-                                                lse: device.makeTensor(shape: [shape.headsQ, tokens], dtype: .f32))
-        try checkRank(shape, rank: comm.rank, device: device, tensors: [
-            ("Q", q, [tokens, shape.headsQ, shape.headDim], nil), ("K", k, [tokens, shape.headsKV, shape.headDim], shape.dtype),
-            ("V", v, [tokens, shape.headsKV, shape.headDim], shape.dtype), ("O", out.o, [tokens, shape.headsQ, shape.headDim], oType),
-            ("LSE", out.lse, [shape.headsQ, tokens], .f32)])
+        // A rank-specific error (its tensors) aborts the group: the other ranks may already
+        // have posted. Errors of the shared configuration above happen on every rank alike.
         do {
+            let out = try output ?? AttentionOutput(o: device.makeTensor(shape: [tokens, shape.headsQ, shape.headDim], dtype: oType),
+                                                    lse: device.makeTensor(shape: [shape.headsQ, tokens], dtype: .f32))
+            try checkRank(shape, rank: comm.rank, device: device, tensors: [
+                ("Q", q, [tokens, shape.headsQ, shape.headDim], nil), ("K", k, [tokens, shape.headsKV, shape.headDim], shape.dtype),
+                ("V", v, [tokens, shape.headsKV, shape.headDim], shape.dtype), ("O", out.o, [tokens, shape.headsQ, shape.headDim], oType),
+                ("LSE", out.lse, [shape.headsQ, tokens], .f32)])
             let run = try RankRun(comm: comm, plan: plan, attention: attention, shape: shape)
             let path = try await run.forward(q: q, k: k, v: v, out: out, scheme: scheme)
             return ContextParallelOutput(output: AttentionOutput(o: out.o, lse: out.lse, path: path), path: path)
@@ -179,17 +181,17 @@ public struct ContextParallelAttention: Sendable, Hashable {
         let tokens = plan.tokens(rank: comm.rank)
         let gType = try FlashAttention(outputDType: gradientDType).outputType(op: Self.op, input: shape.dtype)
         let qShape = [tokens, shape.headsQ, shape.headDim], kShape = [tokens, shape.headsKV, shape.headDim]
-        let grads = try gradients ?? AttentionGradients(dq: device.makeTensor(shape: qShape, dtype: gType),
-                                                        dk: device.makeTensor(shape: kShape, dtype: gType),
-                                                        dv: device.makeTensor(shape: kShape, dtype: gType))
-        guard o.dtype == shape.dtype || (shape.dtype == .f16 && o.dtype == .f32) else {
-            throw VkAttnError.dtypeMismatch(op: Self.op, operand: "O", expected: shape.dtype == .f16 ? "f16 or f32" : "f32", actual: o.dtype.rawValue)
-        }
-        try checkRank(shape, rank: comm.rank, device: device, tensors: [
-            ("Q", q, qShape, nil), ("K", k, kShape, shape.dtype), ("V", v, kShape, shape.dtype), ("O", o, qShape, nil),
-            ("LSE", lse, [shape.headsQ, tokens], .f32), ("dO", dO, qShape, shape.dtype),
-            ("dQ", grads.dq, qShape, gType), ("dK", grads.dk, kShape, gType), ("dV", grads.dv, kShape, gType)])
         do {
+            let grads = try gradients ?? AttentionGradients(dq: device.makeTensor(shape: qShape, dtype: gType),
+                                                            dk: device.makeTensor(shape: kShape, dtype: gType),
+                                                            dv: device.makeTensor(shape: kShape, dtype: gType))
+            guard o.dtype == shape.dtype || (shape.dtype == .f16 && o.dtype == .f32) else {
+                throw VkAttnError.dtypeMismatch(op: Self.op, operand: "O", expected: shape.dtype == .f16 ? "f16 or f32" : "f32", actual: o.dtype.rawValue)
+            }
+            try checkRank(shape, rank: comm.rank, device: device, tensors: [
+                ("Q", q, qShape, nil), ("K", k, kShape, shape.dtype), ("V", v, kShape, shape.dtype), ("O", o, qShape, nil),
+                ("LSE", lse, [shape.headsQ, tokens], .f32), ("dO", dO, qShape, shape.dtype),
+                ("dQ", grads.dq, qShape, gType), ("dK", grads.dk, kShape, gType), ("dV", grads.dv, kShape, gType)])
             let run = try RankRun(comm: comm, plan: plan, attention: attention, shape: shape)
             let path = try await run.backward(q: q, k: k, v: v, o: o, lse: lse, dO: dO, grads: grads, scheme: scheme)
             return AttentionGradients(dq: grads.dq, dk: grads.dk, dv: grads.dv, path: path)

@@ -245,9 +245,11 @@ public final class LocalCommunicator: Communicator {
         let copies = pending.withLock { $0.removeValue(forKey: ObjectIdentifier(stream)) ?? [] }
         guard let timeline else { return }
         for copy in copies {
-            let start = clock.hostNanoseconds(ticks: try stream.ticks(of: copy.start))
-            let end = clock.hostNanoseconds(ticks: try stream.ticks(of: copy.end))
-            timeline.record(.init(rank: globalRank, kind: .copy, label: copy.label, startNs: start, endNs: end, bytes: copy.bytes))
+            // Entries of an earlier batch (a stream synchronized without collecting, or a
+            // dead stream whose identity was reused) have no ticks any more: not this batch's.
+            guard let startTicks = try? stream.ticks(of: copy.start), let endTicks = try? stream.ticks(of: copy.end) else { continue }
+            timeline.record(.init(rank: globalRank, kind: .copy, label: copy.label, startNs: clock.hostNanoseconds(ticks: startTicks),
+                                  endNs: clock.hostNanoseconds(ticks: endTicks), bytes: copy.bytes))
         }
     }
 
