@@ -21,6 +21,15 @@ struct ParallelSchemeTests {
                     }
                 }
             }
+            // Three ranks: 6 query heads, KV heads divided (3) and shared by all (MQA).
+            for kvHeads in [3, 1] {
+                let c = ParallelCase(seed: seed, lengths: [25, 14], headsQ: 6, headsKV: kvHeads, causal: true)
+                let want = try c.single(group.devices[0], backward: true)
+                let got = try await c.parallel(try group.communicators(first: 3), sharding: sharding, scheme: .allToAll, backward: true)
+                for (name, err) in ParallelCase.errors(got, want) {
+                    #expect(err <= c.tolerance, "\(name) error \(err), ranks 3, \(sharding): \(c)")
+                }
+            }
         }
     }
 
