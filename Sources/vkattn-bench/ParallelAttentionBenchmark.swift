@@ -157,7 +157,7 @@ struct ParallelAttentionBenchmark {
         let report = OverlapReport(median.intervals)
         let bytes = median.traffic.map(\.bytesSent).max() ?? 0
         let expected = Traffic.expected(scheme, backward: backward, plan: plan, heads: heads, dtype: dtype,
-                                        outputDType: dtype, ranks: group.ranks)
+                                        outputDType: dtype, ranks: group.ranks, causalMask: options.causal)
         let config: [String: ConfigValue] = [
             "ranks": .int(group.ranks), "seq": .int(plan.lengths.max() ?? 0), "sequences": .int(plan.lengths.count),
             "heads": .int(heads.q), "kv_heads": .int(heads.kv), "dim": .int(heads.d), "dtype": .string(dtype.rawValue),

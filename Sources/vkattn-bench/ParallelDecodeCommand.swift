@@ -71,7 +71,12 @@ struct TreeDecodeCommand: ParsableCommand {
         let report = OverlapReport(median.intervals)
         let rowsQ = Double(totalQ * heads)
         let steps = TreeDecode.steps(n)
-        let expected = Double(steps) * (rowsQ * 4 + rowsQ * Double(d + 1) * 4)
+        // The busiest rank sends the whole buffer once per doubling step, plus once more
+        // (the result back to a folded rank) when N is not a power of two.
+        var p = 1
+        while p * 2 <= n { p *= 2 }
+        let sends = p.trailingZeroBitCount + (p < n ? 1 : 0)
+        let expected = Double(sends) * (rowsQ * 4 + rowsQ * Double(d + 1) * 4)
         let bytes = median.traffic.map(\.bytesSent).max() ?? 0
         let device = "\(dev.capabilities.name) x\(n) (\(group.placement.rawValue), \(group.path.rawValue))"
         let config: [String: ConfigValue] = ["ranks": .int(n), "batch": .int(batch), "queries": .int(queries), "cache": .int(cache),
@@ -84,7 +89,7 @@ struct TreeDecodeCommand: ParsableCommand {
                               copyMs: report.copyNs / 1e6 / Double(max(1, report.ranks.count)), bytesPerRank: bytes,
                               bytesPerRankPerStep: Double(bytes) / Double(max(1, 2 * steps)),
                               expectedBytesPerRankPerStep: expected / Double(max(1, 2 * steps)), steps: 2 * steps,
-                              formula: "tree attention: all-reduce max of LSE (Tq Hq 4 B) and sum of [num | den] (Tq Hq (D+1) 4 B), log2 N steps each")
+                              formula: "tree attention: all-reduce max of LSE (Tq Hq 4 B) and sum of [num | den] (Tq Hq (D+1) 4 B); the busiest rank sends each buffer log2 P times (+1 when N > P, P the largest power of two <= N)")
         if let timeline, let last = runs.runs.last {
             try ParallelTimeline.chromeTrace(last.intervals).write(toFile: timeline, atomically: true, encoding: .utf8)
         }

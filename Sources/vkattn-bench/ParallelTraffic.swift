@@ -4,7 +4,7 @@ import VkAttn
 /// tokens per rank, b bytes per element), and the number of communication steps.
 enum Traffic {
     static func expected(_ scheme: ContextParallelScheme, backward: Bool, plan: ShardPlan, heads: (q: Int, kv: Int, d: Int),
-                         dtype: DType, outputDType: DType, ranks n: Int) -> (bytes: Double, steps: Int, formula: String) {
+                         dtype: DType, outputDType: DType, ranks n: Int, causalMask: Bool) -> (bytes: Double, steps: Int, formula: String) {
         let t = Double(plan.totalTokens) / Double(n)
         let b = Double(dtype.byteSize), hq = Double(heads.q), hkv = Double(heads.kv), d = Double(heads.d)
         func ring(_ r: Int, tokens: Double, kvHeads: Double) -> (Double, Int, String) {
@@ -43,12 +43,22 @@ enum Traffic {
             return (a2a + ringBytes, ringSteps + (u > 1 ? 2 : 0), "\(f1); \(f2) with S/N -> u S/N tokens and Hkv/u heads")
         case let .allGather(slices):
             guard n > 1 else { return (0, slices, "one rank: no traffic") }
-            let kv = Double(n - 1) * 2 * t * hkv * d * b
-            if !backward {
-                return (kv, slices, "all-gather (Llama 3 CP): K and V to the N-1 other ranks, 2 (N-1) (S/N) Hkv D b, in head slices")
+            // Llama 3 gathers everything, 2 (N-1) (S/N) Hkv D b; here only the pieces a rank's
+            // queries attend move (under a causal mask, those before them): counted on the plan.
+            let causal = causalMask
+            let needed = (0..<n).map { (try? plan.keyPieces(neededBy: $0, causal: causal)) ?? [] }
+            func tokens(_ r: Int, _ c: Int) -> Double { Double(plan.pieces(rank: r)[c].tokens) }
+            let perRank = (0..<n).map { r -> Double in
+                let sent = needed.enumerated().filter { $0.offset != r }.reduce(0.0) { total, entry in
+                    total + entry.element.filter { $0.rank == r }.reduce(0.0) { $0 + tokens($1.rank, $1.piece) }
+                }
+                let received = needed[r].reduce(0.0) { $0 + tokens($1.rank, $1.piece) }
+                return 2 * hkv * d * (sent * b + (backward ? received * 4 : 0))
             }
-            return (kv + Double(n - 1) * 2 * t * hkv * d * 4, slices,
-                    "all-gather backward: the gather again, then fp32 dK/dV partials back to their owners")
+            let full = Double(n - 1) * 2 * t * hkv * d * b
+            return (perRank.max() ?? 0, slices,
+                    (backward ? "all-gather backward: the gather again plus fp32 dK/dV partials of every received piece back to its owner; " : "")
+                    + "Llama 3 CP gathers 2 (N-1) (S/N) Hkv D b = \(Int(full)) B per rank; this scheme sends each piece only to the ranks whose queries attend it")
         }
     }
 }

@@ -163,3 +163,23 @@ enum PieceRelation: Hashable, Sendable {
         return .attend(AttentionMask(causal: true, anchor: .topLeft, diagonalOffset: offset))
     }
 }
+
+extension ShardPlan {
+    /// The key pieces (rank, piece index) of other ranks that some query of `rank` attends
+    /// (under a causal mask: only pieces with positions before its queries): what the
+    /// all-gather scheme moves to `rank`.
+    public func keyPieces(neededBy rank: Int, causal: Bool) throws -> [(rank: Int, piece: Int)] {
+        let mine = pieces(rank: rank)
+        var out: [(Int, Int)] = []
+        for source in 0..<ranks where source != rank {
+            for (c, key) in pieces(rank: source).enumerated() where key.tokens > 0 {
+                let attended = try mine.contains { query in
+                    if case .attend = try PieceRelation.between(query: query, key: key, causal: causal) { return true }
+                    return false
+                }
+                if attended { out.append((source, c)) }
+            }
+        }
+        return out
+    }
+}
