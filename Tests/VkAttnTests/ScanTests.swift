@@ -274,9 +274,10 @@ struct ScanSegmentTests {
         try withDevice { device in
             var h = ScanHarness(device: device, seed: seed)
             var tuning = PrefixScan.Tuning.preferred(for: device)
-            for (forced, polls) in [(1, 0), (3, 64), (40, 0)] {
+            for (forced, polls, perGroup) in [(1, 0, 1), (3, 16, 3), (40, 0, 32)] {
                 tuning.forcedFallbacks = forced
                 tuning.lookbackPolls = polls
+                tuning.tilesPerWorkgroup = perGroup
                 let n = 9 * tuning.tileElements + 77
                 let words = h.rng.words(n)
                 let scan = PrefixScan(op: .add, path: .singlePass, tuning: tuning)
