@@ -11,7 +11,7 @@ struct VkAttnBench: ParsableCommand {
             Environment: VKATTN_DEVICE (index or name substring), VKATTN_VALIDATION (1 or sync).
             --json prints one JSON object per measured configuration (JSON Lines).
             """,
-        subcommands: [Devices.self, Copy.self, Fill.self, Scan.self, Recurrence.self]
+        subcommands: [Devices.self, Copy.self, Fill.self, Scan.self, Recurrence.self, LinearAttention.self]
     )
 
     @OptionGroup var device: DeviceOptions
