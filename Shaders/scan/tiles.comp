@@ -183,7 +183,12 @@ void scan_subgroup_totals(bool store, out T av, out bool ah) {
             bool h = false;
             if (i < gl_NumSubgroups) {
                 v = T_FROM(s_v[i]);
-                h = s_h[i] != 0u;
+                h = SEG != 0u && s_h[i] != 0u;
+            }
+            if (SEG == 0u) {
+                if (store && i < gl_NumSubgroups) s_v[i] = t_bits(SCAN_OP(av, subgroup_exclusive(v)));
+                av = SCAN_OP(av, subgroup_total(v));
+                continue;
             }
             subgroup_inclusive(v, h);
             if (store) {
@@ -230,6 +235,10 @@ void reduce_tile(uint tile, out T fv, out bool fh) {
             combine(v, h, xc, hc);
             v = xc;
             h = hc;
+        }
+        if (SEG == 0u) {
+            fv = SCAN_OP(fv, subgroup_total(v));
+            continue;
         }
         subgroup_inclusive(v, h);
         T tv;
@@ -287,7 +296,12 @@ uint poll_window(uint tile, inout int pos, inout T acc, inout bool acch) {
         const uint f = notReady == uvec4(0u) ? gl_SubgroupSize : subgroupBallotFindLSB(notReady);
         const uint s = stops == uvec4(0u) ? gl_SubgroupSize : subgroupBallotFindLSB(stops);
         const uint m = s < f ? s + 1u : f;  // ready lanes to fold, nearest first
-        if (m > 0u) {
+        if (m > 0u && SEG == 0u) {
+            // Unsegmented: the order of the fold does not matter.
+            acc = SCAN_OP(subgroup_total(gl_SubgroupInvocationID < m ? v : SCAN_IDENTITY), acc);
+            pos -= int(m);
+            polls = 0u;
+        } else if (m > 0u) {
             // Fold lanes [0, m) in time order: reverse the lanes, scan, take the last.
             const uint src = gl_SubgroupSize - 1u - gl_SubgroupInvocationID;
             T rv = subgroupShuffle(v, src);
@@ -346,13 +360,19 @@ void main() {
         T iv;
         bool ih;
         thread_scan(x, heads, iv, ih);
-        subgroup_inclusive(iv, ih);
         T ev;
-        bool eh;
-        subgroup_shift(iv, ih, ev, eh);
-        if (lane == subgroupMax(lane)) {
-            s_v[sg] = t_bits(iv);
-            s_h[sg] = ih ? 1u : 0u;
+        bool eh = false;
+        if (SEG == 0u) {
+            ev = subgroup_exclusive(iv);
+            const T total = subgroup_total(iv);
+            if (lane == 0u) s_v[sg] = t_bits(total);
+        } else {
+            subgroup_inclusive(iv, ih);
+            subgroup_shift(iv, ih, ev, eh);
+            if (lane == subgroupMax(lane)) {
+                s_v[sg] = t_bits(iv);
+                s_h[sg] = ih ? 1u : 0u;
+            }
         }
         barrier();
 
@@ -393,7 +413,7 @@ void main() {
 
         // This invocation's prefix: the tile's, the subgroups' before it, then the lanes'.
         T sp = T_FROM(s_v[sg]);
-        bool sph = s_h[sg] != 0u;
+        bool sph = SEG != 0u && s_h[sg] != 0u;
         combine(T_FROM(s_prefix), false, sp, sph);
         combine(sp, sph, ev, eh);
         const T pre = ev;

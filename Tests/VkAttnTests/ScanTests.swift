@@ -163,7 +163,7 @@ struct ScanSegmentTests {
                 for exclusive in [false, true] {
                     // Sparse heads, a run of heads, and heads at the tile edges.
                     var flags = (0..<n).map { _ in h.rng.next() % 97 == 0 }
-                    for i in [0, 1, 2, 4095, 4096, 8191, 8192] where i < n { flags[i] = h.rng.next() % 2 == 0 }
+                    for i in [0, 1, 2, 2047, 2048, 4095, 4096, 6143, 6144, 8191, 8192] where i < n { flags[i] = h.rng.next() % 2 == 0 }
                     let words = h.rng.words(n).map { $0 & 0xFFFF }
                     let flagTensor = try device.makeTensor(flags.map { $0 ? 1 : 0 }, shape: [n], dtype: .u32)
                     let scan = PrefixScan(op: .add, exclusive: exclusive, path: path)

@@ -79,7 +79,7 @@ struct GLAPlan {
         if device.capabilities.type == .cpu {
             let columns = (Dk + Dv + gradsWorkgroup - 1) / gradsWorkgroup
             let worst = columns * C * (2 * Dv + 2 * C + Dk) + (C * C / gradsWorkgroup + 1) * (Dk + Dv)
-            guard worst < 60_000 else {
+            guard worst < 60_000, NC + Dv < 60_000 else {
                 throw VkAttnError.unsupported(op: name, reason: "Dk \(Dk), Dv \(Dv) with \(C)-row chunks exceed the loop cap of \(device.label); use smaller chunks")
             }
         }

@@ -95,6 +95,10 @@ struct RecurrencePlan {
             chunkLength = min(ct, max(4, ((length + 3) / 4 + 3) / 4 * 4))
         }
         chunks = (length + chunkLength - 1) / chunkLength
+        // The carries pass walks every chunk of a channel in one invocation (lavapipe's cap).
+        guard device.capabilities.type != .cpu || chunks < 60_000 else {
+            throw VkAttnError.unsupported(op: name, reason: "\(chunks) chunks per channel exceed the loop cap of \(device.label); use a longer chunkLength")
+        }
         path = try Self.choosePath(op: op, device: device, length: length, chunkLength: chunkLength, chunks: chunks)
         let workspaceBytes = 3 * chunks * batch * channels * cw * 4
         guard workspaceBytes <= device.capabilities.maxStorageBufferRange else {
