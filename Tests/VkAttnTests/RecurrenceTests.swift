@@ -178,6 +178,20 @@ struct RecurrenceTests {
         }
     }
 
+    /// The 16-byte vector views GPUs get (lavapipe defaults to 64-bit words).
+    @Test func vectorViewsOfGPUs() throws {
+        let seed = testSeed()
+        try withDevice { device in
+            var h = RecurrenceHarness(device: device, seed: seed)
+            for (layout, complex) in Self.cases {
+                for path in RecurrencePath.allCases {
+                    let op = LinearRecurrence(layout: layout, complex: complex, reverse: complex, path: path, chunkLength: 32, wideLoads: false)
+                    try h.run(op, batch: 2, length: 100, channels: 8, decay: .mixed, withH0: true)
+                }
+            }
+        }
+    }
+
     @Test func defaultChunkingOnALongSequence() throws {
         let seed = testSeed()
         try withDevice { device in

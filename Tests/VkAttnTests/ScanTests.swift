@@ -294,6 +294,32 @@ struct ScanSegmentTests {
         }
     }
 
+    /// The launch shape GPUs get (256 invocations, 16 items, one tile per workgroup, 16-byte
+    /// vectors), run here too.
+    @Test(arguments: ScanPath.allCases)
+    func gpuTuning(path: ScanPath) throws {
+        let seed = testSeed()
+        try withDevice { device in
+            var h = ScanHarness(device: device, seed: seed)
+            guard device.capabilities.maxWorkgroupInvocations >= 256 else { return }
+            let tuning = PrefixScan.Tuning(workgroupSize: 256, itemsPerInvocation: 16, lookbackPolls: 64, wideLoads: false,
+                                           tilesPerWorkgroup: 1)
+            for n in [1, 4097, 70_001] {
+                let words = h.rng.words(n)
+                let (out, _) = try h.run(PrefixScan(op: .add, exclusive: n % 2 == 1, path: path, tuning: tuning),
+                                         words: words, shape: [n], dtype: .u32)
+                #expect(out == ScanReference.scan(words, exclusive: n % 2 == 1), "n \(n) \(path) seed \(seed)")
+                let flags = (0..<n).map { _ in h.rng.next() % 300 == 0 }
+                let flagTensor = try device.makeTensor(flags.map { $0 ? 1 : 0 }, shape: [n], dtype: .u32)
+                let x = h.rng.floats(n)
+                let (f, _) = try h.run(PrefixScan(op: .max, path: path, tuning: tuning), words: x.map(\.bitPattern), shape: [n],
+                                       dtype: .f32, segments: .headFlags(flagTensor))
+                let ref = ScanReference.scan(x, op: .max, flags: flags)
+                ScanHarness.checkFloats(f.map(Float.init(bitPattern:)), ref, scale: ref, op: .max, seed: seed, "gpu tuning max n \(n) \(path)")
+            }
+        }
+    }
+
     @Test func inPlaceScanWithReduceThenScan() throws {
         let seed = testSeed()
         try withDevice { device in

@@ -29,17 +29,21 @@ public struct LinearRecurrence: Hashable, Sendable {
     public var path: RecurrencePath?
     /// Steps per chunk (a multiple of 4); nil: chosen from the device and the shape.
     public var chunkLength: Int?
+    /// Moves aligned data as 64-bit words (true) or 16-byte vectors (false); nil: 64-bit words
+    /// on CPU devices (lavapipe makes every 32-bit access a scalar load), vectors on GPUs.
+    public var wideLoads: Bool?
     /// Tests: the chained path treats the nearest `forcedFallbacks` predecessor chunks as
     /// unpublished and reduces their maps from the input.
     public var forcedFallbacks: Int
 
     public init(layout: Layout, complex: Bool = false, reverse: Bool = false, path: RecurrencePath? = nil,
-                chunkLength: Int? = nil, forcedFallbacks: Int = 0) {
+                chunkLength: Int? = nil, wideLoads: Bool? = nil, forcedFallbacks: Int = 0) {
         self.layout = layout
         self.complex = complex
         self.reverse = reverse
         self.path = path
         self.chunkLength = chunkLength
+        self.wideLoads = wideLoads
         self.forcedFallbacks = forcedFallbacks
     }
 

@@ -76,7 +76,10 @@ struct RecurrencePlan {
 
                 let rowAligned = op.layout == .bld ? (channels * cw) % 4 == 0 : (length * cw) % 4 == 0
         vec = rowAligned && all.allSatisfy { $0.slice.offset % 16 == 0 }
-        wide = vec && device.enabled.shaderInt64 && device.capabilities.type == .cpu
+        if op.wideLoads == true && !device.enabled.shaderInt64 {
+            throw VkAttnError.unsupported(op: name, reason: "wideLoads needs shaderInt64, which \(device.label) lacks")
+        }
+        wide = vec && (op.wideLoads ?? (device.enabled.shaderInt64 && device.capabilities.type == .cpu))
 
         // Chunks: enough (channel group, chunk) invocations to fill the device, 64 to 1024
         // steps (the maps cost 2 values per chunk; lavapipe caps an invocation's loop
