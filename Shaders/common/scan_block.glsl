@@ -31,6 +31,25 @@ void subgroup_inclusive(inout T v, inout bool h) {
     }
 }
 
+// Unsegmented subgroup reduction and exclusive scan: one subgroup operation each (lavapipe
+// runs every subgroup operation as a loop over the lanes, so the unsegmented paths use as few
+// as possible).
+T subgroup_total(T v) {
+#if defined(OP_ADD)
+    return subgroupAdd(v);
+#else
+    return subgroupMax(v);
+#endif
+}
+
+T subgroup_exclusive(T v) {
+#if defined(OP_ADD)
+    return subgroupExclusiveAdd(v);
+#else
+    return subgroupExclusiveMax(v);
+#endif
+}
+
 // Exclusive form of an inclusive subgroup scan (lane 0 gets the identity).
 void subgroup_shift(T iv, bool ih, out T ev, out bool eh) {
     ev = subgroupShuffleUp(iv, 1u);

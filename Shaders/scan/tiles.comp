@@ -70,6 +70,10 @@ layout(constant_id = 5) const uint SPIN = 16;           // polls without progres
 layout(constant_id = 6) const uint FORCE_FALLBACK = 0;  // tests: reduce this many predecessors from the input
 layout(constant_id = 7) const uint MAX_SUBGROUP = 128;  // the device's largest subgroup
 layout(constant_id = 8) const uint ROUNDS = 32;         // ceil(subgroups / subgroup size) at the smallest subgroup
+// The chunk's last tile (partial, and holding element n - 1) goes to a one-workgroup dispatch
+// built with TAIL: lavapipe runs both sides of every branch (masked), so the bounds checks and
+// scalar paths stay out of the kernel that does all the other tiles.
+layout(constant_id = 9) const bool TAIL = false;
 
 // Vector views move 4 words; lavapipe turns every 32-bit access into a scalar load with a
 // bounds check per lane, so the WIDE64 build moves them as two 64-bit words.
@@ -105,9 +109,7 @@ const uint TILE = gl_WorkGroupSize.x * ITEMS;
 
 shared uint s_v[gl_WorkGroupSize.x];   // subgroup totals, then their exclusive prefixes
 shared uint s_h[gl_WorkGroupSize.x];
-shared uint s_f[gl_WorkGroupSize.x];   // subgroup totals of a tile reduced by the fallback
-shared uint s_fh[gl_WorkGroupSize.x];
-shared uint s_tile, s_prefix, s_state, s_pos;
+shared uint s_tile, s_prefix;
 
 uvec4 load4(uint v) {
 #ifdef WIDE64
@@ -128,7 +130,7 @@ void store4(uint v, uvec4 w) {
 
 // ITEMS elements from chunk-local index `first` (identity past n) and their head bits.
 void load_items(uint first, out T x[ITEMS], out uint heads) {
-    if (first + ITEMS <= pc.n) {
+    if (!TAIL || first + ITEMS <= pc.n) {
         for (uint v = 0u; v < ITEMS / 4u; ++v) {
             const uvec4 w = load4(first / 4u + v);
             x[4u * v] = T_FROM(w.x);
@@ -145,13 +147,13 @@ void load_items(uint first, out T x[ITEMS], out uint heads) {
     if ((SEG & 1u) != 0u) {
         uint p = (pc.rowPhase + first % pc.rowLen) % pc.rowLen;
         for (uint k = 0u; k < ITEMS; ++k) {
-            if (p == 0u && first + k < pc.n) heads |= 1u << k;
+            if (p == 0u && (!TAIL || first + k < pc.n)) heads |= 1u << k;
             p = p + 1u == pc.rowLen ? 0u : p + 1u;
         }
     }
     if ((SEG & 2u) != 0u) {
         for (uint k = 0u; k < ITEMS; ++k) {
-            if (first + k < pc.n && flags[first + k] != 0u) heads |= 1u << k;
+            if ((!TAIL || first + k < pc.n) && flags[first + k] != 0u) heads |= 1u << k;
         }
     }
 }
@@ -180,8 +182,13 @@ void scan_subgroup_totals(bool store, out T av, out bool ah) {
             T v = SCAN_IDENTITY;
             bool h = false;
             if (i < gl_NumSubgroups) {
-                v = T_FROM(store ? s_v[i] : s_f[i]);
-                h = (store ? s_h[i] : s_fh[i]) != 0u;
+                v = T_FROM(s_v[i]);
+                h = SEG != 0u && s_h[i] != 0u;
+            }
+            if (SEG == 0u) {
+                if (store && i < gl_NumSubgroups) s_v[i] = t_bits(SCAN_OP(av, subgroup_exclusive(v)));
+                av = SCAN_OP(av, subgroup_total(v));
+                continue;
             }
             subgroup_inclusive(v, h);
             if (store) {
@@ -201,24 +208,46 @@ void scan_subgroup_totals(bool store, out T av, out bool ah) {
     }
 }
 
-// The total of chunk-local tile `tile`, reduced from the input by the whole workgroup (the
-// look-back's fallback). Uniform control flow; the result is meaningful in subgroup 0.
+// Whether chunk-local element i (< n) starts a segment.
+bool head_at(uint i) {
+    bool h = false;
+    if ((SEG & 1u) != 0u) h = (pc.rowPhase + i % pc.rowLen) % pc.rowLen == 0u;
+    if ((SEG & 2u) != 0u) h = h || flags[i] != 0u;
+    return h;
+}
+
+// The total of full chunk-local tile `tile` (only the last tile of a chunk is partial, and it
+// is never a predecessor), reduced from the input by the calling subgroup alone (the
+// look-back's fallback): rounds of 4 consecutive elements per lane, in order. A loop with a
+// small body, because every subgroup runs it (masked) once per tile on lavapipe.
 void reduce_tile(uint tile, out T fv, out bool fh) {
-    T x[ITEMS];
-    uint heads;
-    load_items(tile * TILE + gl_LocalInvocationIndex * ITEMS, x, heads);
-    T tv;
-    bool th;
-    thread_scan(x, heads, tv, th);
-    subgroup_inclusive(tv, th);
-    if (gl_SubgroupInvocationID == subgroupMax(gl_SubgroupInvocationID)) {
-        s_f[gl_SubgroupID] = t_bits(tv);
-        s_fh[gl_SubgroupID] = th ? 1u : 0u;
-    }
-    barrier();
     fv = SCAN_IDENTITY;
     fh = false;
-    if (gl_SubgroupID == 0u) scan_subgroup_totals(false, fv, fh);
+    const uint first = tile * TILE;
+    for (uint base = first; base < first + TILE; base += 4u * gl_SubgroupSize) {
+        const uint e = base + 4u * gl_SubgroupInvocationID;
+        T v = SCAN_IDENTITY;
+        bool h = false;
+        const uvec4 w = load4(e / 4u);
+        for (uint c = 0u; c < 4u; ++c) {
+            T xc = T_FROM(w[c]);
+            bool hc = SEG != 0u && head_at(e + c);
+            combine(v, h, xc, hc);
+            v = xc;
+            h = hc;
+        }
+        if (SEG == 0u) {
+            fv = SCAN_OP(fv, subgroup_total(v));
+            continue;
+        }
+        subgroup_inclusive(v, h);
+        T tv;
+        bool th;
+        subgroup_last(v, h, tv, th);
+        combine(fv, fh, tv, th);
+        fv = tv;
+        fh = th;
+    }
 }
 
 uint desc_word(uint half_, uint state, T v, bool h) {
@@ -267,7 +296,12 @@ uint poll_window(uint tile, inout int pos, inout T acc, inout bool acch) {
         const uint f = notReady == uvec4(0u) ? gl_SubgroupSize : subgroupBallotFindLSB(notReady);
         const uint s = stops == uvec4(0u) ? gl_SubgroupSize : subgroupBallotFindLSB(stops);
         const uint m = s < f ? s + 1u : f;  // ready lanes to fold, nearest first
-        if (m > 0u) {
+        if (m > 0u && SEG == 0u) {
+            // Unsegmented: the order of the fold does not matter.
+            acc = SCAN_OP(subgroup_total(gl_SubgroupInvocationID < m ? v : SCAN_IDENTITY), acc);
+            pos -= int(m);
+            polls = 0u;
+        } else if (m > 0u) {
             // Fold lanes [0, m) in time order: reverse the lanes, scan, take the last.
             const uint src = gl_SubgroupSize - 1u - gl_SubgroupInvocationID;
             T rv = subgroupShuffle(v, src);
@@ -287,55 +321,36 @@ uint poll_window(uint tile, inout int pos, inout T acc, inout bool acch) {
     return 1u;
 }
 
-// Decoupled look-back with fallback for global tile `tile` > 0, by the whole workgroup
-// (uniform control flow): leaves the tile's exclusive prefix in s_prefix and publishes its
-// inclusive prefix (total `av`, `ah` from subgroup 0) unless it was already complete.
-void look_back(uint tile, T av, bool ah, bool complete) {
+// Decoupled look-back with fallback for global tile `tile` > 0, run by subgroup 0: returns
+// the tile's exclusive prefix. Unpublished predecessors are reduced by this subgroup.
+T look_back(uint tile) {
     int pos = int(tile) - 1;
     T acc = SCAN_IDENTITY;
     bool acch = false;
-    while (true) {
-        if (gl_SubgroupID == 0u) {
-            const uint state = poll_window(tile, pos, acc, acch);
-            if (gl_SubgroupInvocationID == 0u) {
-                s_state = state;
-                s_pos = uint(pos);
-                if (state == 1u) {
-                    s_prefix = t_bits(acc);
-                    if (!complete) {
-                        T incl = av;
-                        bool inclH = ah;
-                        combine(acc, false, incl, inclH);
-                        publish(tile, 2u, incl, ah);
-                    }
-                }
-            }
-        }
-        barrier();
-        if (s_state == 1u) return;  // uniform
-        const uint k = s_pos;
+    while (poll_window(tile, pos, acc, acch) == 2u) {
         T fv;
         bool fh;
-        reduce_tile(k - pc.tileBase, fv, fh);
-        if (gl_SubgroupID == 0u) {
-            combine(fv, fh, acc, acch);
-            pos -= 1;
-            if (gl_SubgroupInvocationID == 0u) atomicAdd(status[pc.statsIndex], 1u, SCOPE, gl_StorageSemanticsBuffer, gl_SemanticsRelaxed);
-        }
-        barrier();  // s_f and s_state are free again
+        reduce_tile(uint(pos) - pc.tileBase, fv, fh);
+        combine(fv, fh, acc, acch);
+        pos -= 1;
+        if (gl_SubgroupInvocationID == 0u) atomicAdd(status[pc.statsIndex], 1u, SCOPE, gl_StorageSemanticsBuffer, gl_SemanticsRelaxed);
     }
+    return acc;
 }
 
 void main() {
     const uint sg = gl_SubgroupID;
     const uint lane = gl_SubgroupInvocationID;
-    for (uint j = 0u; j < pc.tilesPerGroup; ++j) {
-        if (gl_LocalInvocationIndex == 0u) {
-            s_tile = atomicAdd(status[pc.counterIndex], 1u, SCOPE, gl_StorageSemanticsBuffer, gl_SemanticsRelaxed);
-        }
-        barrier();
-        const uint tile = s_tile;
-        if (tile >= pc.tiles) break;  // uniform across the workgroup
+    // Tickets: the first here, each next one fetched while the current tile is in flight and
+    // broadcast with the tile's last barrier (a held ticket is always being worked on).
+    if (gl_LocalInvocationIndex == 0u) {
+        s_tile = TAIL ? 0u : atomicAdd(status[pc.counterIndex], 1u, SCOPE, gl_StorageSemanticsBuffer, gl_SemanticsRelaxed);
+    }
+    barrier();
+    uint tile = s_tile;
+    const uint fullTiles = TAIL ? 1u : pc.tiles;
+    for (uint j = 0u; j < pc.tilesPerGroup && tile < fullTiles; ++j) {
+        if (TAIL) tile = pc.tiles - 1u;  // the last tile of the chunk
         const uint global = pc.tileBase + tile;
         const uint first = tile * TILE + gl_LocalInvocationIndex * ITEMS;
 
@@ -345,43 +360,60 @@ void main() {
         T iv;
         bool ih;
         thread_scan(x, heads, iv, ih);
-        subgroup_inclusive(iv, ih);
         T ev;
-        bool eh;
-        subgroup_shift(iv, ih, ev, eh);
-        if (lane == subgroupMax(lane)) {
-            s_v[sg] = t_bits(iv);
-            s_h[sg] = ih ? 1u : 0u;
+        bool eh = false;
+        if (SEG == 0u) {
+            ev = subgroup_exclusive(iv);
+            const T total = subgroup_total(iv);
+            if (lane == 0u) s_v[sg] = t_bits(total);
+        } else {
+            subgroup_inclusive(iv, ih);
+            subgroup_shift(iv, ih, ev, eh);
+            if (lane == subgroupMax(lane)) {
+                s_v[sg] = t_bits(iv);
+                s_h[sg] = ih ? 1u : 0u;
+            }
         }
         barrier();
 
-        T av = SCAN_IDENTITY;
-        bool ah = false;
-        bool complete = true;
         if (sg == 0u) {
+            T av, tilePrefix = SCAN_IDENTITY;
+            bool ah;
             scan_subgroup_totals(true, av, ah);
-            if (lane == 0u) {
-                if (PASS == 1u) {
+            if (PASS == 1u) {
+                if (lane == 0u) {
                     spine[2u * global] = t_bits(av);
                     spine[2u * global + 1u] = ah ? 1u : 0u;
-                } else if (PASS == 2u) {
-                    s_prefix = spine[2u * global];
-                } else {
-                    complete = global == 0u || ah;  // nothing before this tile matters
-                    publish(global, complete ? 2u : 1u, av, ah);
-                    s_prefix = t_bits(SCAN_IDENTITY);
+                }
+            } else if (PASS == 2u) {
+                tilePrefix = T_FROM(spine[2u * global]);
+            } else {
+                const bool complete = global == 0u || ah;  // nothing before this tile matters
+                if (lane == 0u) publish(global, complete ? 2u : 1u, av, ah);
+                if (global > 0u) {
+                    tilePrefix = look_back(global);
+                    if (!complete && lane == 0u) {
+                        T incl = av;
+                        bool inclH = ah;
+                        combine(tilePrefix, false, incl, inclH);
+                        publish(global, 2u, incl, ah);
+                    }
                 }
             }
-        }
-        if (PASS == 1u) continue;
-        if (PASS == 0u && global > 0u) {
-            look_back(global, av, ah, subgroupBroadcastFirst(complete));
+            if (lane == 0u) {
+                s_prefix = t_bits(tilePrefix);
+                // No ticket past this workgroup's last tile: a taken ticket must be worked on.
+                s_tile = TAIL || j + 1u == pc.tilesPerGroup ? ~0u
+                       : atomicAdd(status[pc.counterIndex], 1u, SCOPE, gl_StorageSemanticsBuffer, gl_SemanticsRelaxed);
+            }
         }
         barrier();
+        const uint next = s_tile;
+        if (PASS == 1u) { tile = next; continue; }
 
         // This invocation's prefix: the tile's, the subgroups' before it, then the lanes'.
         T sp = T_FROM(s_v[sg]);
-        bool sph = s_h[sg] != 0u;
+        bool sph = SEG != 0u && s_h[sg] != 0u;
         combine(T_FROM(s_prefix), false, sp, sph);
         combine(sp, sph, ev, eh);
         const T pre = ev;
@@ -392,9 +424,9 @@ void main() {
             const T incl = seen ? x[k] : SCAN_OP(pre, x[k]);
             y[k] = EXCLUSIVE ? ((((heads >> k) & 1u) != 0u) ? SCAN_IDENTITY : before) : incl;
             before = incl;
-            if (pc.writeTotal != 0u && first + k + 1u == pc.n) out_s[pc.n] = t_bits(incl);
+            if (TAIL && pc.writeTotal != 0u && first + k + 1u == pc.n) out_s[pc.n] = t_bits(incl);
         }
-        if (first + ITEMS <= pc.n) {
+        if (!TAIL || first + ITEMS <= pc.n) {
             for (uint v = 0u; v < ITEMS / 4u; ++v) {
                 store4(first / 4u + v, uvec4(t_bits(y[4u * v]), t_bits(y[4u * v + 1u]),
                                              t_bits(y[4u * v + 2u]), t_bits(y[4u * v + 3u])));
@@ -404,5 +436,8 @@ void main() {
                 if (first + k < pc.n) out_s[first + k] = t_bits(y[k]);
             }
         }
+        // Nobody reads s_v, s_h, s_prefix of this tile past here; the next tile's first
+        // barrier orders their reuse.
+        tile = next;
     }
 }

@@ -11,7 +11,9 @@ struct VkAttnBench: ParsableCommand {
             Environment: VKATTN_DEVICE (index or name substring), VKATTN_VALIDATION (1 or sync).
             --json prints one JSON object per measured configuration (JSON Lines).
             """,
-        subcommands: [Devices.self, Copy.self, Fill.self, Attention.self, Decode.self, SpMM.self, SDDMM.self, Scan.self, Suite.self, Compare.self, Ring.self, Ulysses.self, Hybrid.self, TreeDecodeCommand.self]
+        subcommands: [Devices.self, Copy.self, Fill.self, Attention.self, Decode.self, SpMM.self, SDDMM.self, Scan.self,
+                      Recurrence.self, LinearAttention.self, Ring.self, Ulysses.self, Hybrid.self, TreeDecodeCommand.self,
+                      Suite.self, Compare.self]
     )
 
     @OptionGroup var device: DeviceOptions

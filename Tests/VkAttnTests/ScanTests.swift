@@ -163,7 +163,7 @@ struct ScanSegmentTests {
                 for exclusive in [false, true] {
                     // Sparse heads, a run of heads, and heads at the tile edges.
                     var flags = (0..<n).map { _ in h.rng.next() % 97 == 0 }
-                    for i in [0, 1, 2, 4095, 4096, 8191, 8192] where i < n { flags[i] = h.rng.next() % 2 == 0 }
+                    for i in [0, 1, 2, 2047, 2048, 4095, 4096, 6143, 6144, 8191, 8192] where i < n { flags[i] = h.rng.next() % 2 == 0 }
                     let words = h.rng.words(n).map { $0 & 0xFFFF }
                     let flagTensor = try device.makeTensor(flags.map { $0 ? 1 : 0 }, shape: [n], dtype: .u32)
                     let scan = PrefixScan(op: .add, exclusive: exclusive, path: path)
@@ -274,9 +274,10 @@ struct ScanSegmentTests {
         try withDevice { device in
             var h = ScanHarness(device: device, seed: seed)
             var tuning = PrefixScan.Tuning.preferred(for: device)
-            for (forced, polls) in [(1, 0), (3, 64), (40, 0)] {
+            for (forced, polls, perGroup) in [(1, 0, 1), (3, 16, 3), (40, 0, 32)] {
                 tuning.forcedFallbacks = forced
                 tuning.lookbackPolls = polls
+                tuning.tilesPerWorkgroup = perGroup
                 let n = 9 * tuning.tileElements + 77
                 let words = h.rng.words(n)
                 let scan = PrefixScan(op: .add, path: .singlePass, tuning: tuning)
@@ -289,6 +290,32 @@ struct ScanSegmentTests {
                 let (seg, _) = try h.run(PrefixScan(op: .add, exclusive: true, path: .singlePass, tuning: tuning),
                                          words: words, shape: [n], dtype: .u32, segments: .headFlags(flagTensor))
                 #expect(seg == ScanReference.scan(words, exclusive: true, flags: flags), "segmented forced \(forced) seed \(seed)")
+            }
+        }
+    }
+
+    /// The launch shape GPUs get (256 invocations, 16 items, one tile per workgroup, 16-byte
+    /// vectors), run here too.
+    @Test(arguments: ScanPath.allCases)
+    func gpuTuning(path: ScanPath) throws {
+        let seed = testSeed()
+        try withDevice { device in
+            var h = ScanHarness(device: device, seed: seed)
+            guard device.capabilities.maxWorkgroupInvocations >= 256 else { return }
+            let tuning = PrefixScan.Tuning(workgroupSize: 256, itemsPerInvocation: 16, lookbackPolls: 64, wideLoads: false,
+                                           tilesPerWorkgroup: 1)
+            for n in [1, 4097, 70_001] {
+                let words = h.rng.words(n)
+                let (out, _) = try h.run(PrefixScan(op: .add, exclusive: n % 2 == 1, path: path, tuning: tuning),
+                                         words: words, shape: [n], dtype: .u32)
+                #expect(out == ScanReference.scan(words, exclusive: n % 2 == 1), "n \(n) \(path) seed \(seed)")
+                let flags = (0..<n).map { _ in h.rng.next() % 300 == 0 }
+                let flagTensor = try device.makeTensor(flags.map { $0 ? 1 : 0 }, shape: [n], dtype: .u32)
+                let x = h.rng.floats(n)
+                let (f, _) = try h.run(PrefixScan(op: .max, path: path, tuning: tuning), words: x.map(\.bitPattern), shape: [n],
+                                       dtype: .f32, segments: .headFlags(flagTensor))
+                let ref = ScanReference.scan(x, op: .max, flags: flags)
+                ScanHarness.checkFloats(f.map(Float.init(bitPattern:)), ref, scale: ref, op: .max, seed: seed, "gpu tuning max n \(n) \(path)")
             }
         }
     }

@@ -106,13 +106,17 @@ extension PrefixScan {
 
         public var tileElements: Int { workgroupSize * itemsPerInvocation }
 
-        /// Measured choices: on lavapipe (CPU) short polls (a fallback costs one tile's loads)
-        /// and 64-bit words; on GPUs long polls and 16-byte vectors.
+        /// Measured choices: on lavapipe (CPU) small workgroups with 32 items per invocation,
+        /// short polls (a fallback costs one tile's loads) and 64-bit words; on GPUs 256
+        /// invocations, long polls and 16-byte vectors.
         public static func preferred(for device: Device) -> Tuning {
             let caps = device.capabilities
             let wg = min(256, caps.maxWorkgroupInvocations, caps.maxWorkgroupSize[0])
             if caps.type == .cpu {
-                return Tuning(workgroupSize: wg, itemsPerInvocation: 16, lookbackPolls: 16,
+                // Lavapipe runs every subgroup (8 lanes) of a workgroup through all of the tile's
+                // code, masked, so the serial per-tile part is cheapest with few subgroups and
+                // many items each.
+                return Tuning(workgroupSize: min(64, wg), itemsPerInvocation: 32, lookbackPolls: 16,
                               wideLoads: device.enabled.shaderInt64, tilesPerWorkgroup: 32)
             }
             return Tuning(workgroupSize: wg, itemsPerInvocation: 16, lookbackPolls: 4096, wideLoads: false,

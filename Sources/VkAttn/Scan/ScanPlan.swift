@@ -144,7 +144,7 @@ struct ScanPlan {
         }
     }
 
-    func tileKernel(pass: Int) throws -> Kernel {
+    func tileKernel(pass: Int, tail: Bool) throws -> Kernel {
         let caps = device.capabilities
         let minSubgroup = max(1, caps.minSubgroupSize)
         let rounds = (tuning.workgroupSize / minSubgroup + minSubgroup - 1) / minSubgroup
@@ -153,7 +153,7 @@ struct ScanPlan {
             specialization: [0: .int(tuning.workgroupSize), 1: .int(tuning.itemsPerInvocation),
                              2: .int(segmentBits), 3: .bool(scan.exclusive), 4: .int(pass),
                              5: .int(tuning.lookbackPolls), 6: .int(tuning.forcedFallbacks),
-                             7: .int(max(1, caps.maxSubgroupSize)), 8: .int(max(1, rounds))]))
+                             7: .int(max(1, caps.maxSubgroupSize)), 8: .int(max(1, rounds)), 9: .bool(tail)]))
     }
 
     /// Workgroups and tiles per workgroup for `tiles` tiles: enough workgroups that each takes
@@ -172,7 +172,9 @@ struct ScanPlan {
         let status = try device.makeBuffer(byteCount: 4 * (descBase + 2 * totalTiles))
         let spine = path == .reduceThenScan ? try device.makeBuffer(byteCount: 8 * totalTiles) : status
         // Kernels first: a pipeline that fails to build throws before anything is recorded.
-        let kernels = path == .singlePass ? [try tileKernel(pass: 0)] : [try tileKernel(pass: 1), try tileKernel(pass: 2)]
+        // Per pass: the kernel for every tile but each chunk's last, and the last tile's.
+        let passes = path == .singlePass ? [0] : [1, 2]
+        let kernels = try passes.map { (main: try tileKernel(pass: $0, tail: false), tail: try tileKernel(pass: $0, tail: true)) }
         let spineKernel = path == .reduceThenScan
             ? try device.kernel(KernelDescriptor(
                 shader: spineShader(), bindings: 1, pushConstantBytes: 4,
@@ -217,31 +219,40 @@ struct ScanPlan {
             } ?? inSlice
             return [inSlice, inSlice, outSlice, outSlice, flagSlice, status.whole, spine.whole]
         }
-        func push(_ index: Int, _ chunk: (start: Int, count: Int, tileBase: Int, tiles: Int), counter: Int = 0) throws -> PushConstants {
+        func push(_ index: Int, _ chunk: (start: Int, count: Int, tileBase: Int, tiles: Int), counter: Int = 0, tiles: Int) throws -> PushConstants {
             let last = chunk.start + chunk.count == count
             var p = PushConstants()
             try p.append(u32: chunk.count, "\(op) chunk elements")
             try p.append(u32: chunk.tileBase, "\(op) tile base")
-            try p.append(u32: chunk.tiles, "\(op) tiles")
+            try p.append(u32: tiles, "\(op) tiles")
             try p.append(u32: rowLength ?? 1, "\(op) row length")
             try p.append(u32: rowLength.map { chunk.start % $0 } ?? 0, "\(op) row phase")
             try p.append(u32: 1 + 2 * index + counter, "\(op) counter")
             p.append(UInt32(0))
             try p.append(u32: descBase, "\(op) descriptors")
             p.append(UInt32(last && writesTotal ? 1 : 0))
-            try p.append(u32: grid(chunk.tiles).perGroup, "\(op) tiles per workgroup")
+            try p.append(u32: grid(max(1, tiles)).perGroup, "\(op) tiles per workgroup")
             return p
         }
 
+        // One pass over every chunk: the tiles but the last (many workgroups), a barrier (the last
+        // tile then finds its predecessors complete), the last tile (one workgroup).
+        func runPass(_ k: Int) throws {
+            for (i, chunk) in chunks.enumerated() {
+                if chunk.tiles > 1 {
+                    try stream.dispatch(kernels[k].main, bindings: bindings(chunk), push: push(i, chunk, counter: k, tiles: chunk.tiles - 1),
+                                        groups: grid(chunk.tiles - 1).groups)
+                    try stream.barrier()
+                }
+                try stream.dispatch(kernels[k].tail, bindings: bindings(chunk), push: push(i, chunk, counter: k, tiles: chunk.tiles),
+                                    groups: (1, 1, 1))
+                if i + 1 < chunks.count { try stream.barrier() }
+            }
+        }
         if path == .singlePass {
-            for (i, chunk) in chunks.enumerated() {
-                if i > 0 { try stream.barrier() }
-                try stream.dispatch(kernels[0], bindings: bindings(chunk), push: push(i, chunk), groups: grid(chunk.tiles).groups)
-            }
+            try runPass(0)
         } else {
-            for (i, chunk) in chunks.enumerated() {
-                try stream.dispatch(kernels[0], bindings: bindings(chunk), push: push(i, chunk), groups: grid(chunk.tiles).groups)
-            }
+            try runPass(0)
             try stream.barrier()
             if let spineKernel {
                 var p = PushConstants()
@@ -249,9 +260,7 @@ struct ScanPlan {
                 try stream.dispatch(spineKernel, bindings: [spine.whole], push: p, groups: (1, 1, 1))
             }
             try stream.barrier()
-            for (i, chunk) in chunks.enumerated() {
-                try stream.dispatch(kernels[1], bindings: bindings(chunk), push: push(i, chunk, counter: 1), groups: grid(chunk.tiles).groups)
-            }
+            try runPass(1)
         }
         return ScanDispatch(path: path, tiles: totalTiles, chunks: chunks.count, status: status, statsWord: 0)
     }

@@ -1,0 +1,57 @@
+#version 450
+// Gated linear attention, the output of one chunk (one workgroup per (b, h, chunk)):
+//   o_t = (q_t * exp(gcum_t)) S_start + sum_{s <= t in the chunk} A[t][s] v_s,
+//   A[t][s] = sum_i q_t[i] k_s[i] exp(gcum_t[i] - gcum_s[i])   (the masked intra-chunk product),
+// with S_start the boundary state before the chunk. Decays are relative to rows of the same
+// chunk, so every exponent is <= 0 for non-positive log gates.
+layout(local_size_x_id = 0) in;
+layout(constant_id = 1) const uint GATE = 2;  // 0: none, 1: per head, 2: per key dimension
+layout(constant_id = 3) const uint CH = 32;   // rows per chunk (sizes the shared matrix)
+#include "common/scan_gla.glsl"
+
+layout(std430, binding = 0) readonly buffer Q { float q[]; };
+layout(std430, binding = 1) readonly buffer K { float k[]; };
+layout(std430, binding = 2) readonly buffer V { float v[]; };
+layout(std430, binding = 3) readonly buffer GC { float gcum[]; };
+layout(std430, binding = 4) readonly buffer S { float states[]; };
+layout(std430, binding = 5) writeonly buffer O { float o[]; };
+
+shared float A[CH * CH];
+
+float gc(uint b, uint t, uint h, uint i) { return GATE != 0u ? gcum[gate_index(b, t, h, i)] : 0.0; }
+
+void main() {
+    const uint wg = gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x;
+    const uint c = wg % pc.NC;
+    const uint bh = wg / pc.NC;
+    if (bh >= pc.B * pc.H) return;  // uniform
+    const uint b = bh / pc.H, h = bh % pc.H;
+    const uint rows = chunk_rows(c);
+    const uint t0 = c * pc.C;
+    const uint lid = gl_LocalInvocationIndex;
+
+    for (uint e = lid; e < rows * rows; e += gl_WorkGroupSize.x) {
+        const uint t = e / rows, s = e % rows;
+        float a = 0.0;
+        if (s <= t) {
+            const float headDecay = GATE == 1u ? exp(gc(b, t0 + t, h, 0u) - gc(b, t0 + s, h, 0u)) : 1.0;
+            for (uint i = 0u; i < pc.Dk; ++i) {
+                const float d = GATE == 2u ? exp(gc(b, t0 + t, h, i) - gc(b, t0 + s, h, i)) : 1.0;
+                a += q[qk_index(b, t0 + t, h, i)] * k[qk_index(b, t0 + s, h, i)] * d;
+            }
+            a *= headDecay;
+        }
+        A[t * CH + s] = a;
+    }
+    barrier();
+    for (uint e = lid; e < rows * pc.Dv; e += gl_WorkGroupSize.x) {
+        const uint t = e / pc.Dv, j = e % pc.Dv;
+        float acc = 0.0;
+        for (uint i = 0u; i < pc.Dk; ++i) {
+            const float d = GATE != 0u ? exp(gc(b, t0 + t, h, i)) : 1.0;
+            acc += q[qk_index(b, t0 + t, h, i)] * d * states[state_index(b, h, c, i, j)];
+        }
+        for (uint s = 0u; s <= t; ++s) acc += A[t * CH + s] * v[vo_index(b, t0 + s, h, j)];
+        o[vo_index(b, t0 + t, h, j)] = acc;
+    }
+}

@@ -1,0 +1,240 @@
+import VulkanCompute
+import VkAttnShaders
+
+/// A validated GLA call: shapes, chunking, workspaces and the kernels of both passes.
+struct GLAPlan {
+    let op: GatedLinearAttention
+    let device: Device
+    let q: Tensor, k: Tensor, v: Tensor
+    let gates: Tensor?
+    let initial: Tensor?
+    let B: Int, L: Int, H: Int, Dk: Int, Dv: Int
+    let C: Int, NC: Int
+    let gradsWorkgroup: Int
+
+    static let opName = GatedLinearAttention.name
+
+    var gateMode: Int {
+        switch op.gating {
+        case .none: return 0
+        case .perHead: return 1
+        case .perKey: return 2
+        }
+    }
+
+    init(op: GatedLinearAttention, device: Device, q: Tensor, k: Tensor, v: Tensor, logGates: Tensor?, initialState: Tensor?) throws {
+        let name = Self.opName
+        self.op = op
+        self.device = device
+        self.q = q
+        self.k = k
+        self.v = v
+        guard q.shape.count == 4, q.shape.allSatisfy({ $0 > 0 }) else {
+            throw VkAttnError.shapeMismatch(op: name, operand: "q", expected: "[B, L, H, Dk]", actual: "\(q.shape)")
+        }
+        (B, L, H, Dk) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
+        guard v.shape.count == 4, Array(v.shape.prefix(3)) == [B, L, H], v.shape[3] > 0 else {
+            throw VkAttnError.shapeMismatch(op: name, operand: "v", expected: "[\(B), \(L), \(H), Dv]", actual: "\(v.shape)")
+        }
+        Dv = v.shape[3]
+        try q.expect(op: name, "q", shape: q.shape, dtype: .f32, device: device)
+        try k.expect(op: name, "k", shape: q.shape, dtype: .f32, device: device)
+        try v.expect(op: name, "v", shape: v.shape, dtype: .f32, device: device)
+        switch (op.gating, logGates) {
+        case (.none, nil):
+            break
+        case (.none, .some):
+            throw VkAttnError.invalidValue(op: name, operand: "logGates", reason: "given, but the gating is .none")
+        case (_, nil):
+            throw VkAttnError.invalidValue(op: name, operand: "logGates", reason: "required for \(op.gating) gating")
+        case (.perHead, let g?):
+            try g.expect(op: name, "logGates", shape: [B, L, H], dtype: .f32, device: device)
+        case (.perKey, let g?):
+            try g.expect(op: name, "logGates", shape: q.shape, dtype: .f32, device: device)
+        }
+        gates = logGates
+        if let initialState { try initialState.expect(op: name, "initialState", shape: [B, H, Dk, Dv], dtype: .f32, device: device) }
+        initial = initialState
+        guard Dk <= 256, Dv <= 256 else {
+            throw VkAttnError.unsupported(op: name, reason: "head dimensions up to 256 (Dk \(Dk), Dv \(Dv))")
+        }
+        C = op.chunkLength(on: device)
+        guard C >= 1, C <= 64, 2 * C * C * 4 + 512 <= device.capabilities.maxComputeSharedMemoryBytes else {
+            throw VkAttnError.invalidValue(op: name, operand: "chunkLength", reason: "\(C) must be in 1...64 with two \(C) x \(C) fp32 matrices in shared memory")
+        }
+        NC = (L + C - 1) / C
+        for (operand, t) in [("q", q), ("k", k), ("v", v)] + (gates.map { [("logGates", $0)] } ?? []) + (initial.map { [("initialState", $0)] } ?? []) {
+            try t.expectBindable(op: name, operand)
+        }
+        let statesBytes = B * H * (NC + 1) * Dk * Dv * 4
+        guard statesBytes <= device.capabilities.maxStorageBufferRange else {
+            throw VkAttnError.tooLarge(op: name, operand: "chunk-boundary states", bytes: statesBytes, limit: device.capabilities.maxStorageBufferRange)
+        }
+        guard B * L * H * max(Dk, Dv) < 1 << 31, B * H * NC * Dk * Dv < 1 << 31 else {
+            throw VkAttnError.tooLarge(op: name, operand: "q", bytes: q.byteCount, limit: 1 << 33)
+        }
+        gradsWorkgroup = Dk + Dv > 256 ? 256 : 128
+        // Lavapipe caps an invocation at 65535 loop iterations: the per-chunk kernels loop over
+        // rows times head dimensions.
+        if device.capabilities.type == .cpu {
+            let columns = (Dk + Dv + gradsWorkgroup - 1) / gradsWorkgroup
+            let worst = columns * C * (2 * Dv + 2 * C + Dk) + (C * C / gradsWorkgroup + 1) * (Dk + Dv)
+            guard worst < 60_000, NC + Dv < 60_000 else {
+                throw VkAttnError.unsupported(op: name, reason: "Dk \(Dk), Dv \(Dv) with \(C)-row chunks exceed the loop cap of \(device.label); use smaller chunks")
+            }
+        }
+    }
+
+
+    var label: String { "chunked/\(op.gating.rawValue)/chunk\(C)" }
+
+    func push(flags: Int) throws -> PushConstants {
+        var p = PushConstants()
+        for (value, what) in [(B, "B"), (L, "L"), (H, "H"), (Dk, "Dk"), (Dv, "Dv"), (C, "chunk"), (NC, "chunks"), (flags, "flags")] {
+            try p.append(u32: value, "\(Self.opName) \(what)")
+        }
+        return p
+    }
+
+    func kernel(_ shader: ShaderSource, bindings: Int, mode: Int = 0, workgroup: Int = 64) throws -> Kernel {
+        try device.kernel(KernelDescriptor(shader: shader, bindings: bindings, pushConstantBytes: 32,
+                                           specialization: [0: .int(workgroup), 1: .int(gateMode), 2: .int(mode), 3: .int(C)]))
+    }
+
+    func grid(invocations: Int, workgroup: Int) -> (x: Int, y: Int, z: Int) {
+        let groups = max(1, (invocations + workgroup - 1) / workgroup)
+        return grid(groups: groups)
+    }
+
+    func grid(groups: Int) -> (x: Int, y: Int, z: Int) {
+        let maxX = device.capabilities.maxWorkgroupCount[0]
+        let x = min(groups, maxX)
+        return (x, (groups + x - 1) / x, 1)
+    }
+
+    /// The shared first half of both passes: the chunk-local gate sums and the boundary
+    /// states (into `states`).
+    func encodeStates(_ stream: Stream, states: BufferSlice) throws -> Buffer? {
+        let g = gateMode
+        var gcum: Buffer?
+        if let gates {
+            let buffer = try device.makeBuffer(byteCount: gates.byteCount)
+            gcum = buffer
+            let k = try kernel(Shaders.scanGlaCumsum, bindings: 2)
+            try stream.dispatch(k, bindings: [gates.slice, buffer.whole], push: push(flags: 0),
+                                groups: grid(invocations: B * H * (g == 2 ? Dk : 1) * NC, workgroup: 64))
+            try stream.barrier()
+        }
+        let gcumSlice = gcum?.whole ?? q.slice
+        let contributions = try kernel(Shaders.scanGlaState, bindings: 4, mode: 0)
+        try stream.dispatch(contributions, bindings: [k.slice, v.slice, gcumSlice, states], push: push(flags: 0),
+                            groups: grid(invocations: B * H * NC * Dk * Dv, workgroup: 64))
+        try stream.barrier()
+        let scan = try kernel(Shaders.scanGlaScan, bindings: 4, mode: 0)
+        try stream.dispatch(scan, bindings: [states, gcumSlice, initial?.slice ?? q.slice, states],
+                            push: push(flags: initial != nil ? 1 : 0), groups: grid(invocations: B * H * Dk * Dv, workgroup: 64))
+        try stream.barrier()
+        return gcum
+    }
+
+    func forward(_ stream: Stream, output: Tensor, finalState: Tensor?, chunkStates: Tensor?) throws -> GLADispatch {
+        let name = Self.opName
+        try output.expect(op: name, "output", shape: [B, L, H, Dv], dtype: .f32, device: device)
+        try output.expectBindable(op: name, "output")
+        if let finalState { try finalState.expect(op: name, "finalState", shape: [B, H, Dk, Dv], dtype: .f32, device: device) }
+        if let chunkStates {
+            try chunkStates.expect(op: name, "chunkStates", shape: [B, H, NC + 1, Dk, Dv], dtype: .f32, device: device)
+            try chunkStates.expectBindable(op: name, "chunkStates")
+        }
+        try expectNoOverlap([("output", output)] + (finalState.map { [("finalState", $0)] } ?? []) + (chunkStates.map { [("chunkStates", $0)] } ?? []))
+
+        let statesSlice = try chunkStates?.slice ?? device.makeBuffer(byteCount: B * H * (NC + 1) * Dk * Dv * 4).whole
+        let outputKernel = try kernel(Shaders.scanGlaOutput, bindings: 6, workgroup: 128)
+        let gcum = try encodeStates(stream, states: statesSlice)
+        try stream.dispatch(outputKernel, bindings: [q.slice, k.slice, v.slice, gcum?.whole ?? q.slice, statesSlice, output.slice],
+                            push: push(flags: 0), groups: grid(groups: B * H * NC))
+        if let finalState {
+            // The final state is the last boundary state of each (b, h).
+            try stream.barrier()
+            for bh in 0..<(B * H) {
+                let from = try statesSlice.buffer.slice(offset: statesSlice.offset + ((bh * (NC + 1) + NC) * Dk * Dv) * 4, byteCount: Dk * Dv * 4)
+                let to = try finalState.buffer.slice(offset: finalState.slice.offset + bh * Dk * Dv * 4, byteCount: Dk * Dv * 4)
+                try stream.copy(from: from, to: to)
+            }
+        }
+        return GLADispatch(chunkLength: C, chunks: NC, label: label)
+    }
+
+    func backward(_ stream: Stream, dOutput: Tensor, dFinalState: Tensor?, dq: Tensor, dk: Tensor, dv: Tensor,
+                  dLogGates: Tensor?, dInitialState: Tensor?) throws -> GLADispatch {
+        let name = Self.opName
+        try dOutput.expect(op: name, "dOutput", shape: [B, L, H, Dv], dtype: .f32, device: device)
+        if let dFinalState { try dFinalState.expect(op: name, "dFinalState", shape: [B, H, Dk, Dv], dtype: .f32, device: device) }
+        try dq.expect(op: name, "dq", shape: [B, L, H, Dk], dtype: .f32, device: device)
+        try dk.expect(op: name, "dk", shape: [B, L, H, Dk], dtype: .f32, device: device)
+        try dv.expect(op: name, "dv", shape: [B, L, H, Dv], dtype: .f32, device: device)
+        switch (op.gating, dLogGates) {
+        case (.none, nil):
+            break
+        case (.none, .some):
+            throw VkAttnError.invalidValue(op: name, operand: "dLogGates", reason: "given, but the gating is .none")
+        case (_, nil):
+            throw VkAttnError.invalidValue(op: name, operand: "dLogGates", reason: "required for \(op.gating) gating")
+        case (.perHead, let g?):
+            try g.expect(op: name, "dLogGates", shape: [B, L, H], dtype: .f32, device: device)
+        case (.perKey, let g?):
+            try g.expect(op: name, "dLogGates", shape: [B, L, H, Dk], dtype: .f32, device: device)
+        }
+        if let dInitialState { try dInitialState.expect(op: name, "dInitialState", shape: [B, H, Dk, Dv], dtype: .f32, device: device) }
+        let outputs = [("dq", dq), ("dk", dk), ("dv", dv)] + (dLogGates.map { [("dLogGates", $0)] } ?? [])
+            + (dInitialState.map { [("dInitialState", $0)] } ?? [])
+        for (operand, t) in outputs + [("dOutput", dOutput)] + (dFinalState.map { [("dFinalState", $0)] } ?? []) {
+            try t.expectBindable(op: name, operand)
+        }
+        try expectNoOverlap(outputs)
+
+        let stateBytes = B * H * (NC + 1) * Dk * Dv * 4
+        let states = try device.makeBuffer(byteCount: stateBytes)
+        let dstates = try device.makeBuffer(byteCount: stateBytes)
+        let gated = gates != nil
+        let rloc = try device.makeBuffer(byteCount: gated ? B * L * H * Dk * 4 : 16)
+        let totals = try device.makeBuffer(byteCount: gated ? B * H * NC * Dk * 4 : 16)
+        let contributions = try kernel(Shaders.scanGlaState, bindings: 4, mode: 1)
+        let scan = try kernel(Shaders.scanGlaScan, bindings: 4, mode: 1)
+        let grads = try kernel(Shaders.scanGlaGrads, bindings: 12, workgroup: gradsWorkgroup)
+        let carry = try kernel(Shaders.scanGlaGate, bindings: 5, mode: 0)
+        let gateGrad = try kernel(Shaders.scanGlaGate, bindings: 5, mode: 1)
+
+        let gcum = try encodeStates(stream, states: states.whole)
+        let gcumSlice = gcum?.whole ?? q.slice
+        try stream.dispatch(contributions, bindings: [q.slice, dOutput.slice, gcumSlice, dstates.whole], push: push(flags: 0),
+                            groups: grid(invocations: B * H * NC * Dk * Dv, workgroup: 64))
+        try stream.barrier()
+        let scanFlags = (dFinalState != nil ? 2 : 0) | (dInitialState != nil ? 4 : 0)
+        try stream.dispatch(scan, bindings: [dstates.whole, gcumSlice, dFinalState?.slice ?? q.slice, dInitialState?.slice ?? dstates.whole],
+                            push: push(flags: scanFlags), groups: grid(invocations: B * H * Dk * Dv, workgroup: 64))
+        try stream.barrier()
+        try stream.dispatch(grads, bindings: [q.slice, k.slice, v.slice, gcumSlice, states.whole, dstates.whole, dOutput.slice,
+                                              dq.slice, dk.slice, dv.slice, rloc.whole, totals.whole],
+                            push: push(flags: 0), groups: grid(groups: B * H * NC))
+        if let dLogGates {
+            try stream.barrier()
+            try stream.dispatch(carry, bindings: [rloc.whole, totals.whole, states.whole, dFinalState?.slice ?? q.slice, dLogGates.slice],
+                                push: push(flags: dFinalState != nil ? 2 : 0), groups: grid(invocations: B * H * Dk, workgroup: 64))
+            try stream.barrier()
+            try stream.dispatch(gateGrad, bindings: [rloc.whole, totals.whole, states.whole, dFinalState?.slice ?? q.slice, dLogGates.slice],
+                                push: push(flags: 0), groups: grid(invocations: B * L * H * (op.gating == .perKey ? Dk : 1), workgroup: 64))
+        }
+        return GLADispatch(chunkLength: C, chunks: NC, label: label)
+    }
+
+    func expectNoOverlap(_ outputs: [(String, Tensor)]) throws {
+        let inputs = [("q", q), ("k", k), ("v", v)] + (gates.map { [("logGates", $0)] } ?? []) + (initial.map { [("initialState", $0)] } ?? [])
+        for (oName, o) in outputs {
+            for (iName, i) in inputs where o.buffer === i.buffer
+                && o.slice.offset < i.slice.offset + i.byteCount && i.slice.offset < o.slice.offset + o.byteCount {
+                throw VkAttnError.invalidValue(op: Self.opName, operand: oName, reason: "overlaps \(iName)")
+            }
+        }
+    }
+}

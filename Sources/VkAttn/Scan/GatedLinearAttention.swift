@@ -1,0 +1,84 @@
+import VulkanCompute
+import VkAttnShaders
+
+/// Chunked gated linear attention (GLA, RetNet/Lightning decay, plain linear attention),
+/// forward and backward, fp32:
+///
+///     S_t = diag(g_t) S_{t-1} + k_t^T v_t,    o_t = q_t S_t
+///
+/// Shapes: q, k [B, L, H, Dk]; v, o [B, L, H, Dv]; states S [B, H, Dk, Dv]. Gates are given as
+/// log-gates log g_t (decays: log g <= 0): [B, L, H, Dk] for `.perKey` (GLA), [B, L, H] for
+/// `.perHead` (a scalar decay per head and step), none for `.none`. No scale is applied to q.
+///
+/// The sequence is cut into chunks of `chunkLength(on:)` rows (from the device's shared
+/// memory): each chunk's masked intra-chunk product is computed with decays relative to rows
+/// of the same chunk (exp of a log-gate sum between two rows of the chunk, never of a large
+/// positive number), and an inter-chunk pass carries the state. Optional initial state in,
+/// final state out, and on request every chunk-boundary state ([B, H, chunks + 1, Dk, Dv]:
+/// the state before each chunk, then the final state).
+public struct GatedLinearAttention: Hashable, Sendable {
+    public enum Gating: String, Sendable, Hashable, CaseIterable, Codable, CustomStringConvertible {
+        case none
+        case perHead = "per-head"
+        case perKey = "per-key"
+        public var description: String { rawValue }
+    }
+
+    public var gating: Gating
+    /// Rows per chunk; nil: from the device (`preferredChunkLength(on:)`).
+    public var chunkLength: Int?
+
+    public init(gating: Gating, chunkLength: Int? = nil) {
+        self.gating = gating
+        self.chunkLength = chunkLength
+    }
+
+    public static let name = "GatedLinearAttention"
+
+    /// The largest of 64, 32, 16 rows whose two C x C fp32 matrices (the backward's A and dA)
+    /// fit the device's shared memory.
+    public static func preferredChunkLength(on device: Device) -> Int {
+        let shared = device.capabilities.maxComputeSharedMemoryBytes
+        for c in [64, 32, 16] where 2 * c * c * 4 + 512 <= shared { return c }
+        return 8
+    }
+
+    public func chunkLength(on device: Device) -> Int {
+        chunkLength ?? Self.preferredChunkLength(on: device)
+    }
+
+    /// Chunks of a sequence of `length` rows: the boundary states have chunks + 1 slots.
+    public func chunkCount(length: Int, on device: Device) -> Int {
+        let c = chunkLength(on: device)
+        return (length + c - 1) / c
+    }
+
+    /// Records the forward pass: o, and when given the final state and every boundary state.
+    @discardableResult
+    public func forward(_ stream: Stream, q: Tensor, k: Tensor, v: Tensor, logGates: Tensor? = nil,
+                        initialState: Tensor? = nil, output: Tensor, finalState: Tensor? = nil,
+                        chunkStates: Tensor? = nil) throws -> GLADispatch {
+        let plan = try GLAPlan(op: self, device: stream.device, q: q, k: k, v: v, logGates: logGates, initialState: initialState)
+        return try plan.forward(stream, output: output, finalState: finalState, chunkStates: chunkStates)
+    }
+
+    /// Records the backward pass: from dOutput (and dFinalState, nil: zeros) the gradients of
+    /// q, k, v, the log-gates (required unless `.none`) and, when given, the initial state.
+    @discardableResult
+    public func backward(_ stream: Stream, q: Tensor, k: Tensor, v: Tensor, logGates: Tensor? = nil,
+                         initialState: Tensor? = nil, dOutput: Tensor, dFinalState: Tensor? = nil,
+                         dq: Tensor, dk: Tensor, dv: Tensor, dLogGates: Tensor? = nil,
+                         dInitialState: Tensor? = nil) throws -> GLADispatch {
+        let plan = try GLAPlan(op: self, device: stream.device, q: q, k: k, v: v, logGates: logGates, initialState: initialState)
+        return try plan.backward(stream, dOutput: dOutput, dFinalState: dFinalState, dq: dq, dk: dk, dv: dv,
+                                 dLogGates: dLogGates, dInitialState: dInitialState)
+    }
+}
+
+/// What a GLA call recorded.
+public struct GLADispatch: Sendable {
+    public let chunkLength: Int
+    public let chunks: Int
+    /// The bench's path label: gating and chunk length.
+    public let label: String
+}

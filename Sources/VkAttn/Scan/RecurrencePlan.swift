@@ -1,0 +1,231 @@
+import VulkanCompute
+import VkAttnShaders
+
+/// A validated recurrence call (forward or backward): shapes, chunking and kernels, built
+/// before anything is recorded.
+struct RecurrencePlan {
+    let op: LinearRecurrence
+    let device: Device
+    let dims: LinearRecurrence.Dimensions
+    let a: Tensor
+    let x: Tensor            // b (forward) or dh (backward)
+    let out: Tensor          // h (forward) or db (backward)
+    let hf: Tensor?          // backward: the forward's h
+    let da: Tensor?          // backward
+    let initial: Tensor?     // h0 (forward) or dFinal (backward)
+    let forwardH0: Tensor?   // backward: the forward's h0 (for da at the forward's first step)
+    let state: Tensor?       // final state (forward) or dh0 (backward)
+    let isBackward: Bool
+    let path: RecurrencePath
+    let vec: Bool
+    let wide: Bool
+    let chunkLength: Int
+    let chunks: Int
+
+    static let opName = LinearRecurrence.name
+
+    init(op: LinearRecurrence, device: Device, a: Tensor, inputs: [(String, Tensor)], h0: Tensor?,
+         outputs: [(String, Tensor)], state: (String, Tensor)?, backward forwardH0: Tensor??) throws {
+        let name = Self.opName
+        self.op = op
+        self.device = device
+        let cw = op.complex ? 2 : 1
+        let rank = op.complex ? 4 : 3
+        guard a.shape.count == rank, !op.complex || a.shape[3] == 2 else {
+            throw VkAttnError.shapeMismatch(op: name, operand: "a", expected: op.complex ? "[B, L, D, 2] or [B, D, L, 2]" : "[B, L, D] or [B, D, L]",
+                                            actual: "\(a.shape)")
+        }
+        let (batch, length, channels) = op.layout == .bld ? (a.shape[0], a.shape[1], a.shape[2]) : (a.shape[0], a.shape[2], a.shape[1])
+        guard batch > 0, length > 0, channels > 0 else {
+            throw VkAttnError.shapeMismatch(op: name, operand: "a", expected: "positive dimensions", actual: "\(a.shape)")
+        }
+        dims = .init(batch: batch, length: length, channels: channels)
+        try a.expect(op: name, "a", shape: a.shape, dtype: .f32, device: device)
+        let stateShape = [batch, channels] + (op.complex ? [2] : [])
+        for (operand, t) in inputs + outputs {
+            try t.expect(op: name, operand, shape: a.shape, dtype: .f32, device: device)
+        }
+        if let h0 { try h0.expect(op: name, forwardH0 == nil ? "h0" : "dFinal", shape: stateShape, dtype: .f32, device: device) }
+        if let (operand, s) = state { try s.expect(op: name, operand, shape: stateShape, dtype: .f32, device: device) }
+        if let fh = forwardH0, let fh { try fh.expect(op: name, "h0", shape: stateShape, dtype: .f32, device: device) }
+
+        self.a = a
+        self.x = inputs[0].1
+        self.hf = inputs.count > 1 ? inputs[1].1 : nil
+        self.out = outputs[0].1
+        self.da = outputs.count > 1 ? outputs[1].1 : nil
+        self.initial = h0
+        self.forwardH0 = forwardH0 ?? nil
+        self.state = state?.1
+        self.isBackward = forwardH0 != nil
+
+        let all = [a, x, out] + [hf, da, initial, self.forwardH0, self.state].compactMap { $0 }
+        for t in all {
+            try t.expectBindable(op: name, "a tensor of \(a.shape)")
+            guard t.slice.offset % max(4, device.capabilities.minStorageBufferOffsetAlignment) == 0 else {
+                throw VkAttnError.invalidValue(op: name, operand: "tensor offset", reason: "\(t.slice.offset) is not a multiple of \(device.capabilities.minStorageBufferOffsetAlignment)")
+            }
+        }
+        // Outputs must not overlap any input (the replay reads a and b after others wrote).
+        for (oName, o) in outputs {
+            for (iName, i) in [("a", a)] + inputs where o.buffer === i.buffer
+                && o.slice.offset < i.slice.offset + i.byteCount && i.slice.offset < o.slice.offset + o.byteCount {
+                throw VkAttnError.invalidValue(op: name, operand: oName, reason: "overlaps \(iName)")
+            }
+        }
+
+                let rowAligned = op.layout == .bld ? (channels * cw) % 4 == 0 : (length * cw) % 4 == 0
+        vec = rowAligned && all.allSatisfy { $0.slice.offset % 16 == 0 }
+        if op.wideLoads == true && !device.enabled.shaderInt64 {
+            throw VkAttnError.unsupported(op: name, reason: "wideLoads needs shaderInt64, which \(device.label) lacks")
+        }
+        wide = vec && (op.wideLoads ?? (device.enabled.shaderInt64 && device.capabilities.type == .cpu))
+
+        // Chunks: enough (channel group, chunk) invocations to fill the device, 64 to 1024
+        // steps (the maps cost 2 values per chunk; lavapipe caps an invocation's loop
+        // iterations), and always a few chunks per channel (at most L / 4 steps each), so that
+        // time is cut even where channels alone would fill the device.
+        let groups = op.layout == .bld ? batch * channels * cw / (vec ? 4 : cw) : batch * channels
+        if let forced = op.chunkLength {
+            guard forced >= 4, forced % 4 == 0, forced <= 1 << 14 else {
+                throw VkAttnError.invalidValue(op: name, operand: "chunkLength", reason: "\(forced) must be a multiple of 4 in 4...16384")
+            }
+            chunkLength = forced
+        } else {
+            let target = device.capabilities.type == .cpu ? 4096 : (device.capabilities.computeUnits ?? 64) * 2048
+            var ct = 64
+            while ct < 1024 && groups * ((length + ct - 1) / ct) > target { ct *= 2 }
+            chunkLength = min(ct, max(4, ((length + 3) / 4 + 3) / 4 * 4))
+        }
+        chunks = (length + chunkLength - 1) / chunkLength
+        // The carries pass walks every chunk of a channel in one invocation (lavapipe's cap).
+        guard device.capabilities.type != .cpu || chunks < 60_000 else {
+            throw VkAttnError.unsupported(op: name, reason: "\(chunks) chunks per channel exceed the loop cap of \(device.label); use a longer chunkLength")
+        }
+        path = try Self.choosePath(op: op, device: device, length: length, chunkLength: chunkLength, chunks: chunks)
+        let workspaceBytes = 3 * chunks * batch * channels * cw * 4
+        guard workspaceBytes <= device.capabilities.maxStorageBufferRange else {
+            throw VkAttnError.tooLarge(op: name, operand: "chunk maps (raise chunkLength)", bytes: workspaceBytes,
+                                       limit: device.capabilities.maxStorageBufferRange)
+        }
+        guard length < 1 << 30, a.elementCount < 1 << 31 else {
+            throw VkAttnError.tooLarge(op: name, operand: "a", bytes: a.byteCount, limit: 1 << 33)
+        }
+    }
+
+    var label: String {
+        "\(path.rawValue)/\(op.layout.rawValue)\(op.complex ? "/complex" : "")/\(vec ? (wide ? "u64x2" : "u32x4") : "scalar")/chunk\(chunkLength)"
+    }
+
+    func chunkShader() -> ShaderSource {
+        let variants: [ShaderSource]
+        switch (op.layout, op.complex) {
+        case (.bld, false): variants = [Shaders.recurrenceBldReal, Shaders.recurrenceBldRealQf, Shaders.recurrenceBldRealW64, Shaders.recurrenceBldRealW64Qf]
+        case (.bld, true): variants = [Shaders.recurrenceBldComplex, Shaders.recurrenceBldComplexQf, Shaders.recurrenceBldComplexW64, Shaders.recurrenceBldComplexW64Qf]
+        case (.bdl, false): variants = [Shaders.recurrenceBdlReal, Shaders.recurrenceBdlRealQf, Shaders.recurrenceBdlRealW64, Shaders.recurrenceBdlRealW64Qf]
+        case (.bdl, true): variants = [Shaders.recurrenceBdlComplex, Shaders.recurrenceBdlComplexQf, Shaders.recurrenceBdlComplexW64, Shaders.recurrenceBdlComplexW64Qf]
+        }
+        // With the Vulkan memory model on, the chained path's atomics use QueueFamily scope.
+        return variants[(wide ? 2 : 0) + (device.enabled.vulkanMemoryModel ? 1 : 0)]
+    }
+
+    /// Polls of an unpublished predecessor chunk before the chained path reduces it.
+    static let chainPolls = 16
+
+    /// The path: forced, or the device's preference, falling back to chunked where the chained
+    /// path could exceed lavapipe's loop cap: an invocation that reduces every predecessor runs
+    /// at most L + chunk + chunks * (polls + 2) loop iterations, and the cap is 65535.
+    static func choosePath(op: LinearRecurrence, device: Device, length: Int, chunkLength: Int, chunks: Int) throws -> RecurrencePath {
+        let preferred = op.path ?? RecurrencePath.preferred(for: device)
+        guard preferred == .chained, device.capabilities.type == .cpu else { return preferred }
+        let worst = length + chunkLength + chunks * (chainPolls + 2 + op.forcedFallbacks) + 64
+        if worst < 60_000 { return .chained }
+        if op.path == .chained {
+            throw VkAttnError.unsupported(op: opName, reason: "the chained path on \(device.label) (a CPU device that caps each invocation at 65535 loop iterations) would need up to \(worst) iterations at L = \(length); use .chunked or longer chunks")
+        }
+        return .chunked
+    }
+
+    /// Processing runs backward in memory for a reversed forward, and for the backward pass
+    /// of a forward one.
+    var runsReversed: Bool { op.reverse != isBackward }
+
+    func chunkKernel(pass: Int) throws -> Kernel {
+        try device.kernel(KernelDescriptor(
+            shader: chunkShader(), bindings: 16, pushConstantBytes: op.layout == .bld ? 36 : 32,
+            specialization: [0: .int(64), 1: .int(pass), 2: .bool(runsReversed), 3: .bool(isBackward), 4: .bool(vec),
+                             5: .int(Self.chainPolls), 6: .int(op.forcedFallbacks)]))
+    }
+
+    func grid(invocations: Int, workgroup: Int) -> (x: Int, y: Int, z: Int) {
+        let groups = max(1, (invocations + workgroup - 1) / workgroup)
+        let maxX = device.capabilities.maxWorkgroupCount[0]
+        let x = min(groups, maxX)
+        return (x, (groups + x - 1) / x, 1)
+    }
+
+    func encode(_ stream: Stream) throws -> RecurrenceDispatch {
+        let cw = op.complex ? 2 : 1
+        let channels = dims.batch * dims.channels
+        let chained = path == .chained
+        // Chained: two status words per float of each chunk's end state; chunked: the maps
+        // (A and B planes) and the start states.
+        let mapsBuffer = try device.makeBuffer(byteCount: (chained ? 1 : 2) * chunks * channels * cw * 4)
+        let startsBuffer = try device.makeBuffer(byteCount: (chained ? 2 : 1) * chunks * channels * cw * 4)
+        let passes = chained ? [try chunkKernel(pass: 4)] : [try chunkKernel(pass: 1), try chunkKernel(pass: 3)]
+        let carries = try device.kernel(KernelDescriptor(
+            shader: op.complex ? Shaders.recurrenceCarriesComplex : Shaders.recurrenceCarriesReal,
+            bindings: 5, pushConstantBytes: 32, specialization: [0: .int(64), 3: .bool(isBackward)]))
+
+        let dummy = a.slice
+        let bindings = [a.slice, a.slice, x.slice, x.slice, out.slice, out.slice, mapsBuffer.whole, startsBuffer.whole,
+                        hf?.slice ?? dummy, hf?.slice ?? dummy, da?.slice ?? out.slice, da?.slice ?? out.slice,
+                        forwardH0?.slice ?? dummy, startsBuffer.whole, initial?.slice ?? dummy,
+                        state?.slice ?? mapsBuffer.whole]
+        var push = PushConstants()
+        let groups: Int
+        if op.layout == .bld {
+            try push.append(u32: dims.length, "L")
+            try push.append(u32: dims.channels, "D")
+            try push.append(u32: dims.batch, "B")
+            try push.append(u32: chunks, "chunks")
+            try push.append(u32: chunkLength, "chunk length")
+            groups = dims.batch * dims.channels * cw / (vec ? 4 : cw) * chunks
+        } else {
+            try push.append(u32: dims.length, "L")
+            try push.append(u32: channels, "channels")
+            try push.append(u32: chunks, "chunks")
+            try push.append(u32: chunkLength, "chunk length")
+            groups = channels * chunks
+        }
+        push.append(UInt32(forwardH0 != nil ? 1 : 0))
+        push.append(UInt32(initial != nil ? 1 : 0))
+        push.append(UInt32(state != nil ? 1 : 0))
+        push.append(UInt32(op.reverse ? dims.length - 1 : 0))  // the forward's first step
+
+        var carryPush = PushConstants()
+        try carryPush.append(u32: channels, "channels")
+        try carryPush.append(u32: chunks, "chunks")
+        carryPush.append(UInt32(initial != nil ? 1 : 0))
+        carryPush.append(UInt32(state != nil ? 1 : 0))
+        try carryPush.append(u32: dims.length, "L")
+        try carryPush.append(u32: dims.channels, "D")
+        carryPush.append(UInt32(op.layout == .bdl ? 1 : 0))
+        carryPush.append(UInt32(op.reverse ? dims.length - 1 : 0))  // the forward's first step
+
+        if chained {
+            try stream.fill(startsBuffer.whole, word: 0)
+            try stream.barrier()
+            try stream.dispatch(passes[0], bindings: bindings, push: push, groups: grid(invocations: groups, workgroup: 64))
+            return RecurrenceDispatch(path: .chained, chunkLength: chunkLength, chunks: chunks, label: label)
+        }
+        try stream.dispatch(passes[0], bindings: bindings, push: push, groups: grid(invocations: groups, workgroup: 64))
+        try stream.barrier()
+        try stream.dispatch(carries, bindings: [mapsBuffer.whole, startsBuffer.whole, initial?.slice ?? dummy,
+                                                state?.slice ?? startsBuffer.whole, a.slice],
+                            push: carryPush, groups: grid(invocations: channels, workgroup: 64))
+        try stream.barrier()
+        try stream.dispatch(passes[1], bindings: bindings, push: push, groups: grid(invocations: groups, workgroup: 64))
+        return RecurrenceDispatch(path: .chunked, chunkLength: chunkLength, chunks: chunks, label: label)
+    }
+}

@@ -1,0 +1,117 @@
+import ArgumentParser
+import Foundation
+import VkAttn
+
+struct LinearAttention: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "linear-attention",
+        abstract: "Chunked gated linear attention (fp32), forward or backward.",
+        discussion: """
+            GB/s counts the minimum bytes moved: forward reads q, k, v (and the log-gates) and \
+            writes o; backward also reads dO and writes dq, dk, dv (and the log-gate gradient). \
+            TFLOP/s counts the chunked algorithm's multiply-adds (x2): per chunk of C rows the \
+            intra-chunk products C^2/2 (Dk + Dv) and the inter-chunk terms C Dk Dv (x2 with the \
+            state update); backward about twice as many. ratio_to_copy divides GB/s by \
+            vkCmdCopyBuffer's over as many bytes, measured in the same run.
+            """)
+
+    @OptionGroup var device: DeviceOptions
+    @OptionGroup var measure: MeasureOptions
+    @Option(help: "B.") var batch = 2
+    @Option(help: "L (sequence length).") var length = 2048
+    @Option(help: "H (heads).") var heads = 4
+    @Option(help: "Dk (key dimension).") var dk = 64
+    @Option(help: "Dv (value dimension).") var dv = 64
+    @Option(help: "Gates: per-key (GLA), per-head (scalar decay), none.") var gating = "per-key"
+    @Option(help: "Rows per chunk (default: from the device's shared memory).") var chunkLength: Int?
+    @Flag(help: "Time the backward pass.") var backward = false
+    @Option(help: "Element type (fp32 only).") var dtype = "f32"
+
+    func validate() throws {
+        guard GatedLinearAttention.Gating(rawValue: gating) != nil else { throw ValidationError("--gating must be per-key, per-head or none") }
+        guard batch >= 1, length >= 1, heads >= 1, dk >= 1, dv >= 1 else { throw ValidationError("sizes must be >= 1") }
+        guard dtype == "f32" else { throw ValidationError("--dtype: linear attention is fp32 only") }
+    }
+
+    func run() throws {
+        let context = try BenchContext(device)
+        let device = context.device
+        let op = GatedLinearAttention(gating: GatedLinearAttention.Gating(rawValue: gating) ?? .perKey, chunkLength: chunkLength)
+        var rng = SeededRandom.fresh()
+        let (b, l, h) = (batch, length, heads)
+        let qv = rng.floats(b * l * h * dk), kv = rng.floats(b * l * h * dk), vv = rng.floats(b * l * h * dv)
+        let gateShape = op.gating == .perHead ? [b, l, h] : [b, l, h, dk]
+        let gv: [Float]? = op.gating == .none ? nil : rng.floats(gateShape.reduce(1, *), in: -0.5...0)
+        let q = try device.makeTensor(qv, shape: [b, l, h, dk]), k = try device.makeTensor(kv, shape: [b, l, h, dk])
+        let v = try device.makeTensor(vv, shape: [b, l, h, dv])
+        let g = try gv.map { try device.makeTensor($0, shape: gateShape) }
+        let o = try device.makeTensor(shape: [b, l, h, dv], dtype: .f32)
+        let reference = GLAReference(gating: op.gating, batch: b, length: l, heads: h, dk: dk, dv: dv)
+
+        let gateBytes = (gv?.count ?? 0) * 4
+        let forwardBytes = (2 * b * l * h * dk + 2 * b * l * h * dv) * 4 + gateBytes
+        let bytes = backward ? forwardBytes + (b * l * h * dv + 2 * b * l * h * dk + b * l * h * dv) * 4 + gateBytes : forwardBytes
+        let c = Double(op.chunkLength(on: device)), chunks = Double(op.chunkCount(length: l, on: device))
+        let perChunk = c * c / 2 * Double(dk + dv) + 2 * c * Double(dk * dv)
+        let flops = 2 * Double(b * h) * chunks * perChunk * (backward ? 2 : 1)
+        let copyGBps = try CopyReference.gbps(context, bytes: bytes / 2, warmup: measure.warmup, iterations: measure.iterations)
+
+        var label = ""
+        var check: (CheckResult, Double?) = (.skipped, nil)
+        let timing: Timing
+        if !backward {
+            timing = try Timing.measure(device, warmup: measure.warmup, iterations: measure.iterations) { s in
+                label = try op.forward(s, q: q, k: k, v: v, logGates: g, output: o).label
+            }
+            if measure.check {
+                let absolute: ([Float]) -> [Float] = { $0.map { abs($0) } }
+                let ref = reference.forward(q: qv, k: kv, v: vv, logGates: gv, initialState: nil).o
+                let scale = reference.forward(q: absolute(qv), k: absolute(kv), v: absolute(vv), logGates: gv, initialState: nil).o
+                check = compare(try o.readFloats(), ref, scale: scale, depth: 4 * (l + dk + dv + Int(c)))
+            }
+        } else {
+            let dO = try device.makeTensor(rng.floats(b * l * h * dv), shape: [b, l, h, dv])
+            let dq = try device.makeTensor(shape: [b, l, h, dk], dtype: .f32), dkT = try device.makeTensor(shape: [b, l, h, dk], dtype: .f32)
+            let dvT = try device.makeTensor(shape: [b, l, h, dv], dtype: .f32)
+            let dg = try g.map { _ in try device.makeTensor(shape: gateShape, dtype: .f32) }
+            timing = try Timing.measure(device, warmup: measure.warmup, iterations: measure.iterations) { s in
+                label = try op.backward(s, q: q, k: k, v: v, logGates: g, dOutput: dO, dq: dq, dk: dkT, dv: dvT, dLogGates: dg).label
+            }
+            if measure.check {
+                let absolute: ([Float]) -> [Float] = { $0.map { abs($0) } }
+                let dOValues = try dO.readFloats()
+                let ref = reference.backward(q: qv, k: kv, v: vv, logGates: gv, initialState: nil, dO: dOValues, dFinal: nil)
+                let scale = reference.backward(q: absolute(qv), k: absolute(kv), v: absolute(vv), logGates: gv, initialState: nil,
+                                               dO: absolute(dOValues), dFinal: nil)
+                let depth = 4 * (l + dk + dv + Int(c))
+                let results = [compare(try dq.readFloats(), ref.dq, scale: scale.dq, depth: depth),
+                               compare(try dkT.readFloats(), ref.dk, scale: scale.dk, depth: depth),
+                               compare(try dvT.readFloats(), ref.dv, scale: scale.dv, depth: depth)]
+                check = (results.allSatisfy { $0.0 == .pass } ? .pass : .fail, results.map { $0.1 ?? 0 }.max())
+            }
+        }
+        let gbps = Double(bytes) / (timing.medianMs * 1e6)
+        let config: [String: ConfigValue] = [
+            "batch": .int(b), "length": .int(l), "heads": .int(h), "dk": .int(dk), "dv": .int(dv),
+            "gating": .string(op.gating.rawValue), "pass": .string(backward ? "backward" : "forward"), "dtype": .string("f32"),
+        ]
+        let row = ResultRow(op: "linear-attention", device: context.deviceName, config: config, path: label, timing: timing,
+                            gbps: gbps, tflops: flops / (timing.medianMs * 1e9), ratioToCopy: gbps / copyGBps,
+                            check: check.0, maxRelError: check.1)
+        try context.report([row], json: measure.json)
+    }
+
+    /// Error relative to the same sum of absolute values, failing above 8u per unit of depth
+    /// (see LinearAttentionTests). The gate gradient is not checked here (the tests do).
+    func compare(_ got: [Float], _ ref: [Double], scale: [Double], depth: Int) -> (CheckResult, Double?) {
+        let tol = 8 * 0x1p-24 * Double(depth)
+        var worst = 0.0
+        var ok = true
+        for i in got.indices {
+            let err = abs(Double(got[i]) - ref[i])
+            worst = max(worst, err / max(scale[i], 1e-30))
+            if !(err <= tol * scale[i] + 1e-30) { ok = false }
+        }
+        return (ok ? .pass : .fail, worst)
+    }
+}

@@ -1,0 +1,148 @@
+import ArgumentParser
+import Foundation
+import VkAttn
+
+struct Recurrence: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Linear recurrence h_t = a_t * h_{t-1} + b_t (fp32, real or complex; forward or backward).",
+        discussion: """
+            GB/s counts the minimum bytes moved: forward reads a and b and writes h (3 values \
+            per step and channel) plus h0 and the final state; backward reads a, h and dh and \
+            writes da and db (5 per step) plus dFinal, h0 and dh0. ratio_to_copy divides by \
+            vkCmdCopyBuffer's GB/s (read + write) over as many bytes, measured in the same run.
+            """)
+
+    @OptionGroup var device: DeviceOptions
+    @OptionGroup var measure: MeasureOptions
+    @Option(help: "Layout: BLD ([B, L, D]) or BDL ([B, D, L]).") var layout = "BDL"
+    @Option(help: "B.") var batch = 4
+    @Option(help: "L (time steps).") var length = 4096
+    @Option(help: "D (channels).") var channels = 1024
+    @Flag(help: "Complex values ((re, im) pairs).") var complex = false
+    @Flag(help: "Run time backward (h_t from h_{t+1}).") var reverse = false
+    @Flag(help: "Time the backward pass (gradients of a, b, h0).") var backward = false
+    @Option(help: "Path: chunked-3-pass, chained-lookback, both, or default (the device's choice).") var path = "default"
+    @Option(help: "Steps per chunk (a multiple of 4; default: the device's choice).") var chunkLength: Int?
+    @Option(help: "Element type (fp32 only).") var dtype = "f32"
+
+    func validate() throws {
+        guard LinearRecurrence.Layout(rawValue: layout.uppercased()) != nil else { throw ValidationError("--layout must be BLD or BDL") }
+        guard batch >= 1, length >= 1, channels >= 1 else { throw ValidationError("--batch, --length and --channels must be >= 1") }
+        guard dtype == "f32" else { throw ValidationError("--dtype: the recurrence is fp32 only") }
+        guard ["default", "both"].contains(path) || RecurrencePath(rawValue: path) != nil else {
+            throw ValidationError("--path must be chunked-3-pass, chained-lookback, both or default")
+        }
+    }
+
+    func run() throws {
+        let context = try BenchContext(device)
+        let rows = try RecurrenceBenchmark(command: self).run(context)
+        try context.report(rows, json: measure.json)
+    }
+}
+
+struct RecurrenceBenchmark {
+    let command: Recurrence
+
+    func run(_ context: BenchContext) throws -> [ResultRow] {
+        let c = command
+        let device = context.device
+        let layout = LinearRecurrence.Layout(rawValue: c.layout.uppercased()) ?? .bdl
+        let cw = c.complex ? 2 : 1
+        let count = c.batch * c.length * c.channels * cw
+        let shape: [Int] = (layout == .bld ? [c.batch, c.length, c.channels] : [c.batch, c.channels, c.length]) + (c.complex ? [2] : [])
+        let stateShape: [Int] = [c.batch, c.channels] + (c.complex ? [2] : [])
+        let states = c.batch * c.channels * cw
+        var rng = SeededRandom.fresh()
+        // Decays in (0.9, 1): long memories, values that stay O(1).
+        var aValues = [Float](repeating: 0, count: count)
+        if c.complex {
+            for i in stride(from: 0, to: count, by: 2) {
+                let r = Float.random(in: 0.9...1, using: &rng), p = Float.random(in: -0.3...0.3, using: &rng)
+                aValues[i] = r * Float(cos(Double(p)))
+                aValues[i + 1] = r * Float(sin(Double(p)))
+            }
+        } else {
+            for i in 0..<count { aValues[i] = Float.random(in: 0.9...1, using: &rng) }
+        }
+        let bValues = rng.floats(count)
+        let h0Values = rng.floats(states)
+        let a = try device.makeTensor(aValues, shape: shape)
+        let b = try device.makeTensor(bValues, shape: shape)
+        let h0 = try device.makeTensor(h0Values, shape: stateShape)
+        let h = try device.makeTensor(shape: shape, dtype: .f32)
+        let final = try device.makeTensor(shape: stateShape, dtype: .f32)
+        let stepBytes = (c.backward ? 5 : 3) * count * 4
+        let bytes = stepBytes + (c.backward ? 3 : 2) * states * 4
+        let copyGBps = try CopyReference.gbps(context, bytes: bytes / 2, warmup: c.measure.warmup, iterations: c.measure.iterations)
+        let reference = RecurrenceReference(layout: layout, complex: c.complex, reverse: c.reverse,
+                                            batch: c.batch, length: c.length, channels: c.channels)
+
+        let paths: [RecurrencePath?] = c.path == "both" ? RecurrencePath.allCases : [RecurrencePath(rawValue: c.path)]
+        var rows: [ResultRow] = []
+        for forced in paths {
+            let op = LinearRecurrence(layout: layout, complex: c.complex, reverse: c.reverse, path: forced, chunkLength: c.chunkLength)
+            let stream = try device.makeStream()
+            var label = ""
+            var check: (CheckResult, Double?) = (.skipped, nil)
+            let timing: Timing
+            if !c.backward {
+                try ShaderFill.encode(stream, h.slice, value: Float.nan)
+                try stream.synchronize()
+                timing = try Timing.measure(device, warmup: c.measure.warmup, iterations: c.measure.iterations) { s in
+                    label = try op.forward(s, a: a, b: b, h0: h0, h: h, finalState: final).label
+                }
+                if c.measure.check {
+                    let (refH, _) = reference.forward(a: aValues, b: bValues, h0: h0Values)
+                    let m = reference.magnitude(a: aValues, b: bValues, h0: h0Values)
+                    check = compare(try h.readFloats(), refH, scale: m)
+                }
+            } else {
+                try op.forward(stream, a: a, b: b, h0: h0, h: h, finalState: final)
+                try stream.synchronize()
+                let dh = try device.makeTensor(rng.floats(count), shape: shape)
+                let dFinal = try device.makeTensor(rng.floats(states), shape: stateShape)
+                let da = try device.makeTensor(shape: shape, dtype: .f32)
+                let db = try device.makeTensor(shape: shape, dtype: .f32)
+                let dh0 = try device.makeTensor(shape: stateShape, dtype: .f32)
+                timing = try Timing.measure(device, warmup: c.measure.warmup, iterations: c.measure.iterations) { s in
+                    label = try op.backward(s, a: a, h: h, h0: h0, dh: dh, dFinal: dFinal, da: da, db: db, dh0: dh0).label
+                }
+                if c.measure.check {
+                    let hValues = try h.readFloats()
+                    let ref = reference.backward(a: aValues, h: hValues, h0: h0Values, dh: try dh.readFloats(), dFinal: try dFinal.readFloats())
+                    let back = RecurrenceReference(layout: layout, complex: c.complex, reverse: !c.reverse,
+                                                   batch: c.batch, length: c.length, channels: c.channels)
+                    let g = back.magnitude(a: aValues, b: try dh.readFloats().map { abs($0) + 1e-3 }, h0: try dFinal.readFloats())
+                    let hMax = hValues.map { abs(Double($0)) }.max() ?? 1
+                    let first = compare(try db.readFloats(), ref.db, scale: g.map { 2 * $0 })
+                    let second = compare(try da.readFloats(), ref.da, scale: g.map { 2 * $0 * max(hMax, 1e-3) })
+                    check = (first.0 == .pass && second.0 == .pass ? .pass : .fail, max(first.1, second.1))
+                }
+            }
+            let gbps = Double(bytes) / (timing.medianMs * 1e6)
+            let config: [String: ConfigValue] = [
+                "layout": .string(layout.rawValue), "batch": .int(c.batch), "length": .int(c.length),
+                "channels": .int(c.channels), "complex": .bool(c.complex), "reverse": .bool(c.reverse),
+                "pass": .string(c.backward ? "backward" : "forward"), "dtype": .string("f32"),
+            ]
+            rows.append(ResultRow(op: "recurrence", device: context.deviceName, config: config, path: label, timing: timing,
+                                  gbps: gbps, ratioToCopy: gbps / copyGBps, check: check.0, maxRelError: check.1))
+        }
+        return rows
+    }
+
+    /// Error relative to the magnitude recurrence (|a|, |b|), failing above 2u * (L + 8) of
+    /// it: the bound of any evaluation order of the recurrence in fp32 (see RecurrenceTests).
+    func compare(_ got: [Float], _ ref: [Double], scale: [Double]) -> (CheckResult, Double) {
+        let tol = 2 * 0x1p-24 * Double(command.length + 8)
+        var worst = 0.0
+        var ok = true
+        for i in got.indices {
+            let err = abs(Double(got[i]) - ref[i])
+            worst = max(worst, err / max(scale[i], 1e-30))
+            if !(err <= tol * scale[i] + 1e-30) { ok = false }
+        }
+        return (ok ? .pass : .fail, worst)
+    }
+}
