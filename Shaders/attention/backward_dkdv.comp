@@ -10,7 +10,10 @@
 //   P^T = exp(logit - LSE), dS^T = P^T * (dP^T - Delta), written to shared;
 //   dV += P^T dO and dK += dS^T Q    lanes along dim quads (QL), keys per lane RZ, quads QZ.
 // GQA sums over the group's heads inside the workgroup: no atomics, the same result every
-// run. The block mask given here is the transpose (key block -> query blocks).
+// run. The block mask given here is the transpose (key block -> query blocks). With SPLIT
+// (devices that cap an invocation's loop iterations), workgroup column s covers queries
+// [s * split_keys, (s + 1) * split_keys) and writes fp32 partials of dK and dV at split-major
+// offsets; attention/sum_partials.comp adds them up in split order.
 #extension GL_KHR_shader_subgroup_basic : require
 #ifdef USE_F16
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
@@ -26,7 +29,7 @@ layout(constant_id = 5) const bool VARLEN = false;
 layout(constant_id = 6) const bool PACK_GQA = false;  // unused by the backward
 layout(constant_id = 7) const bool BLOCK_MASK = false;
 layout(constant_id = 8) const bool SOFTCAP = false;
-layout(constant_id = 9) const bool SPLIT = false;     // unused by the backward
+layout(constant_id = 9) const bool SPLIT = false;     // query range split into pc.splits partials
 layout(constant_id = 11) const uint RL = 8;           // lanes along query rows in S^T
 layout(constant_id = 12) const uint QL = 8;           // lanes along dim quads in dK, dV
 
@@ -75,7 +78,8 @@ vec4 load4(uint which, uint at) {
 void main() {
     const uint sub = gl_SubgroupID;
     const uint lane = gl_SubgroupInvocationID;
-    const uint b = gl_WorkGroupID.z;
+    const uint b = SPLIT ? gl_WorkGroupID.z / pc.splits : gl_WorkGroupID.z;
+    const uint split = SPLIT ? gl_WorkGroupID.z % pc.splits : 0u;
     const uint hkv = gl_WorkGroupID.y;
     const uint G = pc.heads_q / pc.heads_kv;
     const uint sq = q_len(b), sk = k_len(b);
@@ -90,6 +94,10 @@ void main() {
     if (q_lo <= q_hi) {
         qt_lo = uint(q_lo) / BR;
         qt_hi = uint(q_hi) / BR + 1u;
+    }
+    if (SPLIT) {  // queries [split * split_keys, (split + 1) * split_keys), a whole number of tiles
+        qt_lo = max(qt_lo, split * (pc.split_keys / BR));
+        qt_hi = min(qt_hi, (split + 1u) * (pc.split_keys / BR));
     }
 
     for (uint x = gl_LocalInvocationIndex; x < BC * D4; x += WG) {
@@ -209,7 +217,8 @@ void main() {
     for (uint a = 0u; a < RZ; ++a) {
         const uint j = key0 + sub * RM + o_key0 + a * (SG / QL);
         if (j >= sk) continue;
-        const uint base = ((k0 + j) * pc.heads_kv + hkv) * D;
+        const uint total_k = VARLEN ? uint(cu_k[pc.batch]) : pc.batch * pc.seq_k;
+        const uint base = ((SPLIT ? split * total_k : 0u) + (k0 + j)) * pc.heads_kv * D + hkv * D;
         for (uint z = 0u; z < QZ; ++z) {
             const vec4 gk = dk_acc[a * QZ + z] * scale, gv = dv_acc[a * QZ + z];
             const uint at = base + (o_quad0 + z * QL) * 4u;

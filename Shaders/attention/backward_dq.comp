@@ -8,7 +8,10 @@
 //   S = Q K^T and dP = dO V^T   lanes along keys (KL), rows per lane RS, keys per lane CN;
 //   dS = P * (dP - Delta) with P = exp(logit - LSE), written to shared;
 //   dQ += dS K                  lanes along dim quads (QL), rows per lane RZ, quads QZ.
-// dQ = scale * the sum. Tiles outside the mask are skipped as in the forward.
+// dQ = scale * the sum. Tiles outside the mask are skipped as in the forward. With SPLIT
+// (devices that cap an invocation's loop iterations), workgroup column s covers keys
+// [s * split_keys, (s + 1) * split_keys) and writes an fp32 partial at split-major offsets;
+// attention/sum_partials.comp adds them up in split order.
 #extension GL_KHR_shader_subgroup_basic : require
 #ifdef USE_F16
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
@@ -24,7 +27,7 @@ layout(constant_id = 5) const bool VARLEN = false;
 layout(constant_id = 6) const bool PACK_GQA = false;  // unused by the backward
 layout(constant_id = 7) const bool BLOCK_MASK = false;
 layout(constant_id = 8) const bool SOFTCAP = false;
-layout(constant_id = 9) const bool SPLIT = false;     // unused by the backward
+layout(constant_id = 9) const bool SPLIT = false;     // key range split into pc.splits partials
 layout(constant_id = 11) const uint KL = 8;
 layout(constant_id = 12) const uint QL = 8;
 
@@ -70,7 +73,8 @@ vec4 load4(uint which, uint at) {
 void main() {
     const uint sub = gl_SubgroupID;
     const uint lane = gl_SubgroupInvocationID;
-    const uint b = gl_WorkGroupID.z;
+    const uint b = SPLIT ? gl_WorkGroupID.z / pc.splits : gl_WorkGroupID.z;
+    const uint split = SPLIT ? gl_WorkGroupID.z % pc.splits : 0u;
     const uint hq = gl_WorkGroupID.y;
     const uint hkv = hq / (pc.heads_q / pc.heads_kv);
     const uint sq = q_len(b), sk = k_len(b);
@@ -85,6 +89,10 @@ void main() {
     if (key_lo <= key_hi) {
         kt_lo = uint(key_lo) / BC;
         kt_hi = uint(key_hi) / BC + 1u;
+    }
+    if (SPLIT) {  // keys [split * split_keys, (split + 1) * split_keys), a whole number of tiles
+        kt_lo = max(kt_lo, split * (pc.split_keys / BC));
+        kt_hi = min(kt_hi, (split + 1u) * (pc.split_keys / BC));
     }
 
     for (uint x = gl_LocalInvocationIndex; x < BR * D4; x += WG) {
@@ -196,7 +204,7 @@ void main() {
     for (uint a = 0u; a < RZ; ++a) {
         const uint ii = row0 + sub * RM + o_row0 + a * (SG / QL);
         if (ii >= sq) continue;
-        const uint base = ((q0 + ii) * pc.heads_q + hq) * D;
+        const uint base = ((SPLIT ? split * pc.total_q : 0u) + (q0 + ii)) * pc.heads_q * D + hq * D;
         for (uint z = 0u; z < QZ; ++z) {
             const vec4 g = dq_acc[a * QZ + z] * scale;
             const uint at = base + (o_quad0 + z * QL) * 4u;

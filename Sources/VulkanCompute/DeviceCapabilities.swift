@@ -108,6 +108,11 @@ public struct DeviceCapabilities: Sendable, Codable, Equatable {
     public var cooperativeMatrixKHR: [CooperativeMatrixShape]
     public var cooperativeMatrixNV: [CooperativeMatrixShape]
 
+    /// Loop iterations one invocation may run in total, across all its loops, where the driver
+    /// caps them (llvmpipe/lavapipe: 65535; past it, loops silently exit early): kernels whose
+    /// per-invocation work grows with the problem must split it below this. nil: no cap.
+    public var loopIterationLimit: Int?
+
     public var timestampPeriodNanoseconds: Double
     public var timestampComputeAndGraphics: Bool
     public var queueFamilies: [QueueFamily]
@@ -133,7 +138,7 @@ public struct DeviceCapabilities: Sendable, Codable, Equatable {
         case storageBuffer16BitAccess, storageBuffer8BitAccess, timelineSemaphore, subgroupSizeControl
         case computeFullSubgroups, vulkanMemoryModel, vulkanMemoryModelDeviceScope, shaderSubgroupExtendedTypes
         case cooperativeMatrixKHR, cooperativeMatrixNV
-        case timestampPeriodNanoseconds, timestampComputeAndGraphics, queueFamilies, extensions
+        case loopIterationLimit, timestampPeriodNanoseconds, timestampComputeAndGraphics, queueFamilies, extensions
     }
 }
 
@@ -304,6 +309,9 @@ extension DeviceCapabilities {
             ? cooperativeMatrixShapesKHR(instance: instance, pd) : []
         self.cooperativeMatrixNV = (fNV?.pointee.cooperativeMatrix ?? 0) != 0
             ? cooperativeMatrixShapesNV(instance: instance, pd) : []
+        // llvmpipe's loop limiter (LP_MAX_TGSI_LOOP_ITERATIONS) counts every loop iteration of an
+        // invocation against one budget.
+        self.loopIterationLimit = string(fromCArray: p12.pointee.driverName) == "llvmpipe" ? 65535 : nil
         self.timestampPeriodNanoseconds = Double(limits.timestampPeriod)
         self.timestampComputeAndGraphics = limits.timestampComputeAndGraphics != 0
         self.queueFamilies = Array(queueFamilies)

@@ -19,51 +19,25 @@ extension FlashAttention {
     public func decode(q: Tensor, kCache: Tensor, vCache: Tensor, layout: AttentionLayout = .dense,
                        splits requested: Int? = nil, into outputs: AttentionOutput? = nil,
                        on stream: Stream) throws -> AttentionOutput {
-        let op = "attention.decode"
-        let g = try AttentionGeometry.resolve(op: op, q: q, k: kCache, v: vCache, layout: layout)
-        let (scale, softcap) = try checkOptions(op: op, g)
-        let device = stream.device
-        guard q.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "stream") }
-        let oType = try outputType(op: op, input: g.dtype)
-        let out = try outputs ?? AttentionOutput(
-            o: device.makeTensor(shape: g.qShape, dtype: oType),
-            lse: device.makeTensor(shape: g.lseShape, dtype: .f32))
-        try out.o.expect(op: op, "O", shape: g.qShape, dtype: oType, device: device)
-        try out.lse.expect(op: op, "LSE", shape: g.lseShape, dtype: .f32, device: device)
+        let prepared = try prepare(op: "attention.decode", q: q, k: kCache, v: vCache, layout: layout, outputs: outputs, stream: stream)
         if let requested, requested < 1 {
-            throw VkAttnError.invalidValue(op: op, operand: "splits", reason: "\(requested) must be at least 1")
+            throw VkAttnError.invalidValue(op: prepared.op, operand: "splits", reason: "\(requested) must be at least 1")
         }
-
-        let pack = g.groupSize > 1 && mask.blocks == nil
+        let g = prepared.geometry, device = stream.device
         let tiling = try AttentionTiling.choose(.forward, headDim: g.headDim, device: device, maxTile: mask.blocks?.blockSize,
-                                                rows: g.maxSq * (pack ? g.groupSize : 1))
-        let plan = Self.decodePlan(g, tiling: tiling, pack: pack, device: device, requested: requested)
+                                                rows: g.maxSq * (prepared.pack ? g.groupSize : 1))
+        var plan = Self.decodePlan(g, tiling: tiling, pack: prepared.pack, device: device, requested: requested)
+        // Never more keys per split than one invocation may walk (lavapipe's loop cap).
+        if let maxTiles = tiling.maxTilesPerInvocation(headDim: g.headDim, device: device), plan.splitKeys > maxTiles * tiling.bc {
+            let splitKeys = maxTiles * tiling.bc
+            plan = DecodePlan(splits: (g.maxSk + splitKeys - 1) / splitKeys, splitKeys: splitKeys)
+        }
         if plan.splits == 1 {
-            let result = try forward(q: q, k: kCache, v: vCache, layout: layout, into: out, on: stream)
+            let result = try encodeSingle(prepared, q: q, k: kCache, v: vCache, tiling: tiling, stream: stream)
             return AttentionOutput(o: result.o, lse: result.lse, path: "decode single-pass " + result.path)
         }
-
-        let launch = try AttentionLaunch(op: op, geometry: g, mask: mask, scale: scale, softcap: softcap, tiling: tiling,
-                                         packGQA: pack, splits: plan.splits, splitKeys: plan.splitKeys, device: device)
-        let partialO = try device.makeTensor(shape: [plan.splits] + g.qShape, dtype: .f32)
-        let partialLSE = try device.makeTensor(shape: [plan.splits] + g.lseShape, dtype: .f32)
-        try partialO.expectBindable(op: op, "partial O")
-        let kernel = try device.kernel(KernelDescriptor(
-            shader: Self.forwardShader(input: g.dtype, output: .f32), bindings: 9,
-            pushConstantBytes: AttentionLaunch.pushConstantBytes,
-            specialization: launch.specialization(workgroupSize: tiling.workgroupSize, split: true),
-            requiredSubgroupSize: try AttentionTiling.subgroupRequirement(device),
-            fullSubgroups: device.enabled.computeFullSubgroups))
-        try stream.dispatch(kernel, bindings: [q.slice, kCache.slice, vCache.slice, partialO.slice, partialLSE.slice,
-                                               launch.cuQ, launch.cuK, launch.maskOffsets, launch.maskColumns],
-                            push: launch.pushConstants,
-                            groups: (launch.rowTiles, pack ? g.headsKV : g.headsQ, g.batch * plan.splits))
-        try stream.barrier()
-        try AttentionMerge.encode(stream, partialO: partialO.slice, partialLSE: partialLSE.slice, o: out.o, lse: out.lse,
-                                  splits: plan.splits, headDim: g.headDim, heads: g.headsQ,
-                                  seqQ: g.isPacked ? g.totalQ : g.maxSq, totalQ: g.totalQ, packed: g.isPacked)
-        return AttentionOutput(o: out.o, lse: out.lse,
-                               path: "decode split-kv x\(plan.splits) (\(plan.splitKeys) keys) + merge, " + Self.path(g, tiling: tiling, pack: pack))
+        return try encodeSplit(prepared, q: q, k: kCache, v: vCache, tiling: tiling, splitKeys: plan.splitKeys,
+                               splits: plan.splits, stream: stream, label: "decode split-kv")
     }
 
     /// Enough splits that the grid has about four workgroups per compute unit (16 units

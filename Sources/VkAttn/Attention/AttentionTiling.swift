@@ -149,3 +149,52 @@ public struct AttentionTiling: Hashable, Sendable, CustomStringConvertible {
         try choose(.forward, headDim: headDim, device: device)
     }
 }
+
+// MARK: Loop budget
+
+extension AttentionTiling {
+    /// An upper bound on the loop iterations one invocation runs per streamed tile (a key tile
+    /// for the forward and dQ, a query tile of one head for dK/dV), counting every loop of the
+    /// tile's body as if the compiler unrolled none of them, and on the iterations run once
+    /// outside the tile loop. Devices that cap an invocation's loop iterations
+    /// (`DeviceCapabilities.loopIterationLimit`) get the work split so that prologue + tiles x
+    /// per-tile stays below the cap.
+    func loopIterations(headDim d: Int) -> (perTile: Int, once: Int) {
+        let wg = workgroupSize, d4 = d / 4
+        let streamed = kind == .dkdv ? br : bc
+        let owned = kind == .dkdv ? bc : br
+        let rs = rowsPerSubgroup / max(1, subgroupSize / scoreLanes)
+        let cn = streamed / scoreLanes
+        let rz = rowsPerSubgroup / max(1, subgroupSize / quadLanes)
+        let qz = d4 / quadLanes
+        let shuffles = 2 * Int(log2(Double(max(scoreLanes, 1))))
+        let load = (streamed * d4 + wg - 1) / wg
+        let scores = rs * cn + d4 * (1 + cn + rs * (1 + cn))
+        let products = (streamed / 4) * (1 + 4 * (1 + qz) + rz * (1 + qz))
+        let perTile: Int
+        switch kind {
+        case .forward:
+            perTile = 2 * load + scores + rs * (1 + 2 * cn + shuffles) + rz * (1 + qz) + products + 4
+        case .dq:
+            perTile = load + scores + d4 * rs * cn + rs * (1 + cn) + products + 4
+        case .dkdv:
+            perTile = load + (streamed + wg - 1) / wg + scores + d4 * rs * cn + rs * (1 + cn) + 2 * products + 4
+        }
+        let once = (owned * d4 + wg - 1) / wg + (owned + wg - 1) / wg + 4 * rs + 2 * rz * (1 + qz) + 64
+        return (perTile, once)
+    }
+
+    /// The most streamed tiles one invocation may walk on `device` (nil: no cap), keeping a
+    /// tenth of the budget in reserve.
+    func maxTilesPerInvocation(headDim d: Int, device: Device) -> Int? {
+        guard let limit = device.capabilities.loopIterationLimit else { return nil }
+        let cost = loopIterations(headDim: d)
+        return max(1, (limit * 9 / 10 - cost.once) / cost.perTile)
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif

@@ -59,14 +59,21 @@ extension FlashAttention {
         let blocks = mask.blocks
         let dqTiling = try AttentionTiling.choose(.dq, headDim: g.headDim, device: device, maxTile: blocks?.blockSize)
         let dkdvTiling = try AttentionTiling.choose(.dkdv, headDim: g.headDim, device: device, maxTile: blocks?.blockSize)
+        // Devices that cap an invocation's loop iterations (lavapipe) get the streamed range
+        // split into fp32 partials, summed in split order afterwards.
+        let dqSplit = try Self.backwardSplit(op: op, tiling: dqTiling, streamed: g.maxSk, tile: dqTiling.bc,
+                                             repeats: 1, headDim: g.headDim, device: device)
+        let dkdvSplit = try Self.backwardSplit(op: op, tiling: dkdvTiling, streamed: g.maxSq, tile: dkdvTiling.br,
+                                               repeats: g.groupSize, headDim: g.headDim, device: device)
         let dqLaunch = try AttentionLaunch(op: op, geometry: g, mask: mask, scale: scale, softcap: softcap,
-                                           tiling: dqTiling, packGQA: false, device: device)
+                                           tiling: dqTiling, packGQA: false, splits: dqSplit.splits, splitKeys: dqSplit.size,
+                                           device: device)
         let keyBlocks = blocks.map { (g.maxSk + $0.blockSize - 1) / $0.blockSize } ?? 0
         let dkdvLaunch = try AttentionLaunch(op: op, geometry: g, mask: mask, scale: scale, softcap: softcap,
-                                             tiling: dkdvTiling, packGQA: false,
+                                             tiling: dkdvTiling, packGQA: false, splits: dkdvSplit.splits, splitKeys: dkdvSplit.size,
                                              blocks: blocks?.transposed(keyBlocks: keyBlocks), device: device)
         let keyTiles = max(1, (g.maxSk + dkdvTiling.bc - 1) / dkdvTiling.bc)
-        try AttentionLaunch.checkGrid(op: op, [keyTiles, g.headsKV, g.batch], device: device)
+        try AttentionLaunch.checkGrid(op: op, [keyTiles, g.headsKV, g.batch * dkdvSplit.splits], device: device)
 
         // Delta = rowsum(dO * O), in the LSE layout.
         let tpr = AttentionTiling.threadsPerRow(device)
@@ -82,26 +89,74 @@ extension FlashAttention {
                             push: dqLaunch.pushConstants, groups: (gx, (groups + gx - 1) / gx, 1))
         try stream.barrier()
 
-        let variant = Self.backwardVariant(input: g.dtype, output: gType)
+        // dQ: one column of workgroups per split, into dQ itself or into fp32 partials.
+        let dqParts = dqSplit.splits > 1 ? try device.makeTensor(shape: [dqSplit.splits] + g.qShape, dtype: .f32) : nil
         let dqKernel = try device.kernel(KernelDescriptor(
-            shader: variant.dq, bindings: 11, pushConstantBytes: AttentionLaunch.pushConstantBytes,
-            specialization: dqLaunch.specialization(workgroupSize: dqTiling.workgroupSize),
+            shader: Self.backwardVariant(input: g.dtype, output: dqParts == nil ? gType : .f32).dq, bindings: 11,
+            pushConstantBytes: AttentionLaunch.pushConstantBytes,
+            specialization: dqLaunch.specialization(workgroupSize: dqTiling.workgroupSize, split: dqParts != nil),
             requiredSubgroupSize: try AttentionTiling.subgroupRequirement(device),
             fullSubgroups: device.enabled.computeFullSubgroups))
-        try stream.dispatch(dqKernel, bindings: [q.slice, k.slice, v.slice, dO.slice, lse.slice, delta.slice, grads.dq.slice,
+        try stream.dispatch(dqKernel, bindings: [q.slice, k.slice, v.slice, dO.slice, lse.slice, delta.slice,
+                                                 (dqParts ?? grads.dq).slice,
                                                  dqLaunch.cuQ, dqLaunch.cuK, dqLaunch.maskOffsets, dqLaunch.maskColumns],
-                            push: dqLaunch.pushConstants, groups: (dqLaunch.rowTiles, g.headsQ, g.batch))
+                            push: dqLaunch.pushConstants, groups: (dqLaunch.rowTiles, g.headsQ, g.batch * dqSplit.splits))
+        let dkParts = dkdvSplit.splits > 1 ? try device.makeTensor(shape: [dkdvSplit.splits] + g.kvShape, dtype: .f32) : nil
+        let dvParts = dkdvSplit.splits > 1 ? try device.makeTensor(shape: [dkdvSplit.splits] + g.kvShape, dtype: .f32) : nil
         let dkdvKernel = try device.kernel(KernelDescriptor(
-            shader: variant.dkdv, bindings: 12, pushConstantBytes: AttentionLaunch.pushConstantBytes,
-            specialization: dkdvLaunch.specialization(workgroupSize: dkdvTiling.workgroupSize),
+            shader: Self.backwardVariant(input: g.dtype, output: dkParts == nil ? gType : .f32).dkdv, bindings: 12,
+            pushConstantBytes: AttentionLaunch.pushConstantBytes,
+            specialization: dkdvLaunch.specialization(workgroupSize: dkdvTiling.workgroupSize, split: dkParts != nil),
             requiredSubgroupSize: try AttentionTiling.subgroupRequirement(device),
             fullSubgroups: device.enabled.computeFullSubgroups))
         try stream.dispatch(dkdvKernel, bindings: [q.slice, k.slice, v.slice, dO.slice, lse.slice, delta.slice,
-                                                   grads.dk.slice, grads.dv.slice, dkdvLaunch.cuQ, dkdvLaunch.cuK,
-                                                   dkdvLaunch.maskOffsets, dkdvLaunch.maskColumns],
-                            push: dkdvLaunch.pushConstants, groups: (keyTiles, g.headsKV, g.batch))
-        let path = "scalar-\(g.dtype) dQ Br\(dqTiling.br) Bc\(dqTiling.bc) wg\(dqTiling.workgroupSize), dKdV Br\(dkdvTiling.br) Bc\(dkdvTiling.bc) wg\(dkdvTiling.workgroupSize)"
+                                                   (dkParts ?? grads.dk).slice, (dvParts ?? grads.dv).slice,
+                                                   dkdvLaunch.cuQ, dkdvLaunch.cuK, dkdvLaunch.maskOffsets, dkdvLaunch.maskColumns],
+                            push: dkdvLaunch.pushConstants, groups: (keyTiles, g.headsKV, g.batch * dkdvSplit.splits))
+        for (parts, out, splits) in [(dqParts, grads.dq, dqSplit.splits), (dkParts, grads.dk, dkdvSplit.splits),
+                                     (dvParts, grads.dv, dkdvSplit.splits)] {
+            guard let parts else { continue }
+            try stream.barrier()
+            try Self.sumPartials(parts, into: out, splits: splits, stream: stream)
+        }
+        var path = "scalar-\(g.dtype) dQ Br\(dqTiling.br) Bc\(dqTiling.bc) wg\(dqTiling.workgroupSize), dKdV Br\(dkdvTiling.br) Bc\(dkdvTiling.bc) wg\(dkdvTiling.workgroupSize)"
+        if dqSplit.splits > 1 || dkdvSplit.splits > 1 {
+            path += ", loop-capped splits dQ x\(dqSplit.splits) dKdV x\(dkdvSplit.splits)"
+        }
         return AttentionGradients(dq: grads.dq, dk: grads.dk, dv: grads.dv, path: path)
+    }
+
+    /// How to split a backward kernel's streamed range (keys for dQ, query rows for dK/dV,
+    /// walked `repeats` times: once per query head of a GQA group) so that no invocation runs
+    /// more loop iterations than the device allows: `splits` ranges of `size` positions (a
+    /// whole number of tiles). One split where the device has no cap or the range fits.
+    static func backwardSplit(op: String, tiling: AttentionTiling, streamed: Int, tile: Int, repeats: Int,
+                              headDim: Int, device: Device) throws -> (splits: Int, size: Int) {
+        let tiles = max(1, (streamed + tile - 1) / tile)
+        guard let maxTiles = tiling.maxTilesPerInvocation(headDim: headDim, device: device), tiles * repeats > maxTiles else {
+            return (1, tiles * tile)
+        }
+        let perSplit = maxTiles / repeats
+        guard perSplit >= 1 else {
+            throw VkAttnError.unsupported(op: op, reason: "a GQA group of \(repeats) query heads exceeds the loop iterations one invocation may run on \(device.label)")
+        }
+        let splits = (tiles + perSplit - 1) / perSplit
+        return (splits, perSplit * tile)
+    }
+
+    /// out = sum of the `splits` fp32 partials stacked in `parts` (split order), converted to
+    /// out's dtype.
+    static func sumPartials(_ parts: Tensor, into out: Tensor, splits: Int, stream: Stream) throws {
+        let device = stream.device
+        let wg = Launch.workgroupSize(256, device: device)
+        let kernel = try device.kernel(KernelDescriptor(
+            shader: out.dtype == .f16 ? Shaders.attentionSumPartialsF16 : Shaders.attentionSumPartialsF32,
+            bindings: 2, pushConstantBytes: 8, specialization: [0: .int(wg)]))
+        var push = PushConstants()
+        try push.append(u32: out.elementCount, "elements")
+        try push.append(u32: splits, "splits")
+        try stream.dispatch(kernel, bindings: [parts.slice, out.slice], push: push,
+                            groups: (Launch.gridStrideGroups(items: out.elementCount, workgroupSize: wg, device: device), 1, 1))
     }
 
     static func rowsumShader(dO: DType, o: DType) -> ShaderSource {
