@@ -40,7 +40,7 @@ public struct CSRTranspose: Sendable {
         for (name, tensor) in [("row offsets", matrix.rowOffsets), ("column indices", matrix.columnIndices), ("values", matrix.values)] {
             try SparseLaunch.expectUsable(op: op, name, tensor, device: device)
         }
-        let (_, site) = try SparseDeviceValidation.validate(
+        let (stats, site) = try SparseDeviceValidation.validate(
             .init(op: op, rows: matrix.rows, cols: matrix.cols, nnz: matrix.nnz, rowOffsets: matrix.rowOffsets,
                   columnIndices: matrix.columnIndices, unit: .row),
             mode: validation)
@@ -55,6 +55,22 @@ public struct CSRTranspose: Sendable {
         let wanted = (caps.computeUnits ?? 4) * 64
         var tiles = min(matrix.rows, budget / cols, max(1, 4 * matrix.nnz / cols), wanted, 4096)
         tiles = max(1, tiles)
+        // A subgroup walks its tile's rows and their nonzeros in chunks of a subgroup, ranking
+        // each chunk with a loop over the lanes: where the device caps an invocation's loop
+        // iterations (lavapipe), use enough tiles to stay below the cap.
+        if let limit = caps.loopIterationLimit {
+            let sg = caps.minSubgroupSize
+            func cost(_ t: Int) -> Int {
+                let nonzeros = matrix.nnz / t + stats.maxLength + 1
+                let rows = (matrix.rows + t - 1) / t + 1
+                return rows + (nonzeros / sg + rows) * (sg + 3) + 64
+            }
+            let budgetLimit = limit * 9 / 10
+            while cost(tiles) > budgetLimit && tiles < min(matrix.rows, budget / cols, 65535) { tiles = min(tiles * 2, matrix.rows, budget / cols, 65535) }
+            guard cost(tiles) <= budgetLimit else {
+                throw VkAttnError.unsupported(op: op, reason: "a row of \(stats.maxLength) nonzeros, or \(matrix.nnz) nonzeros over \(matrix.cols) columns, needs more loop iterations per invocation than \(device.label) allows (\(limit))")
+            }
+        }
         let entries = tiles * matrix.cols
         let groups = min((tiles + subgroupsPerGroup - 1) / subgroupsPerGroup, caps.maxWorkgroupCount[0])
         tiles = min(tiles, groups * subgroupsPerGroup)

@@ -12,33 +12,33 @@
 public struct SpMMPlan: Sendable {
     public static let op = "SpMM"
 
-    public let matrix: CSRMatrix
-    public let n: Int
-    public let statistics: RowStatistics
+    public private(set) var matrix: CSRMatrix
+    public private(set) var n: Int
+    public private(set) var statistics: RowStatistics
     /// The kernel that runs.
-    public let kernel: SpMMKernel
+    public private(set) var kernel: SpMMKernel
     /// True when the options named the kernel, false when the statistics chose it.
-    public let kernelForced: Bool
+    public private(set) var kernelForced: Bool
     /// Where the structure was validated.
-    public let validatedOn: SparseValidation.Site
+    public private(set) var validatedOn: SparseValidation.Site
     /// Columns per lane per load: 4 (vec4 loads of B and C) when n % 4 == 0, else 1.
-    public let vectorWidth: Int
+    public private(set) var vectorWidth: Int
     /// Lanes of a team across the output's column vectors.
-    public let lanesAcrossColumns: Int
+    public private(set) var lanesAcrossColumns: Int
     /// Column vectors each lane accumulates per pass over the nonzeros (so that one pass
     /// covers up to lanesAcrossColumns x this x vectorWidth columns).
-    public let columnVectorsPerLane: Int
+    public private(set) var columnVectorsPerLane: Int
     /// Lanes of a team across a row's nonzeros (row-split; 1 for merge-path).
-    public let lanesAcrossNonzeros: Int
+    public private(set) var lanesAcrossNonzeros: Int
     /// Merge-path items (rows + nonzeros) per team segment, and the number of segments.
-    public let itemsPerSegment: Int
-    public let segments: Int
+    public private(set) var itemsPerSegment: Int
+    public private(set) var segments: Int
 
-    let workgroupSize: Int
-    let main: Kernel
-    let partition: Kernel?
-    let fixup: Kernel?
-    let scratch: (coords: Buffer, carryRows: Buffer, carry: Buffer)?
+    var workgroupSize: Int
+    var main: Kernel
+    var partition: Kernel?
+    var fixup: Kernel?
+    var scratch: (coords: Buffer, carryRows: Buffer, carry: Buffer)?
 
     /// The path name the bench reports, e.g. "merge-path/vec4".
     public var path: String { "\(kernel.rawValue)/\(vectorWidth == 4 ? "vec4" : "scalar")" }
@@ -117,6 +117,43 @@ public struct SpMMPlan: Sendable {
             scratch = (try device.makeBuffer(byteCount: (segments + 1) * 8),
                        try device.makeBuffer(byteCount: segments * 4),
                        try device.makeBuffer(byteCount: segments * n * 4))
+        }
+
+        // Devices that cap an invocation's loop iterations (lavapipe) must not see a team walk
+        // more than that: switch kernels when the statistics chose, else refuse.
+        if let limit = device.capabilities.loopIterationLimit, loopIterationEstimate > limit * 9 / 10 {
+            if !kernelForced {
+                var other = options
+                other.kernel = kernel == .rowSplit ? .mergePath : .rowSplit
+                if let alternative = try? SpMMPlan(matrix, n: n, options: other), alternative.loopIterationEstimate <= limit * 9 / 10 {
+                    self = alternative
+                    self.kernelForced = false
+                    return
+                }
+            }
+            throw VkAttnError.unsupported(op: op, reason: "\(kernel.rawValue) would run about \(loopIterationEstimate) loop iterations per invocation, more than \(device.label) allows (\(limit)); use fewer columns n per call")
+        }
+    }
+
+    /// An upper bound on the loop iterations one team's invocation runs: rows (row-split) or
+    /// merge-path segments per team, times the passes over the columns, times the nonzeros
+    /// walked per pass.
+    public var loopIterationEstimate: Int {
+        let device = matrix.device
+        let passes = max(1, ((n / vectorWidth) + lanesAcrossColumns * columnVectorsPerLane - 1) / (lanesAcrossColumns * columnVectorsPerLane))
+        let team = lanesAcrossColumns * lanesAcrossNonzeros
+        switch kernel {
+        case .rowSplit:
+            let groups = SparseLaunch.groups(items: matrix.rows * team, workgroupSize: workgroupSize, device: device)
+            let teams = max(1, groups * max(1, workgroupSize / team))
+            let rowsPerTeam = (matrix.rows + teams - 1) / teams
+            let nonzeros = min(rowsPerTeam * statistics.maxLength, matrix.nnz)
+            return rowsPerTeam * (1 + passes * (2 + columnVectorsPerLane)) + passes * (nonzeros / lanesAcrossNonzeros + 1) * (1 + columnVectorsPerLane)
+        case .mergePath:
+            let groups = SparseLaunch.groups(items: segments * lanesAcrossColumns, workgroupSize: workgroupSize, device: device)
+            let teams = max(1, groups * max(1, workgroupSize / lanesAcrossColumns))
+            let segmentsPerTeam = (segments + teams - 1) / teams
+            return segmentsPerTeam * passes * (itemsPerSegment + 2) * (1 + columnVectorsPerLane) + 64
         }
     }
 
