@@ -72,6 +72,18 @@ public struct BSRSpMMPlan: Sendable {
             .init(op: op, rows: matrix.blockRows, cols: matrix.blockCols, nnz: matrix.blockCount,
                   rowOffsets: matrix.blockRowOffsets, columnIndices: matrix.blockColumnIndices, unit: .blockRow),
             mode: options.validation)
+        // The scalar kernel's workgroup walks its block rows' blocks, with a loop over the
+        // block's columns per block: devices that cap an invocation's loop iterations
+        // (lavapipe) refuse block rows longer than that allows.
+        if let limit = caps.loopIterationLimit {
+            let bs = matrix.blockSize
+            let perBlock = (bs * bs + 255) / 256 + (bs * BSRSpMMPlan.tileColumns + 255) / 256 + bs * (1 + (bs / 16) * 5) + 4
+            let rowsPerGroup = (matrix.blockRows + min(matrix.blockRows, caps.maxWorkgroupCount[1]) - 1) / max(1, min(matrix.blockRows, caps.maxWorkgroupCount[1]))
+            let estimate = rowsPerGroup * (stats.maxLength * perBlock + 16)
+            if estimate > limit * 9 / 10 {
+                throw VkAttnError.unsupported(op: op, reason: "a block row of \(stats.maxLength) blocks needs about \(estimate) loop iterations per invocation, more than \(device.label) allows (\(limit))")
+            }
+        }
         self.matrix = matrix
         self.n = n
         self.statistics = stats

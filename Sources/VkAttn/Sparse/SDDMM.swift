@@ -64,6 +64,17 @@ public struct SDDMMPlan: Sendable {
         lanesAcrossK = min(SparseLaunch.subgroupWidth(device), SparseLaunch.nextPowerOfTwo(k / vectorWidth))
         nonzerosPerTeam = 32
         workgroupSize = Launch.workgroupSize(128, device: device)
+        // A team walks chunks of nonzeros, each a loop over k: devices that cap an invocation's
+        // loop iterations (lavapipe) refuse what would exceed it.
+        if let limit = device.capabilities.loopIterationLimit, pattern.nnz > 0 {
+            let teams = (pattern.nnz + nonzerosPerTeam - 1) / nonzerosPerTeam
+            let groups = SparseLaunch.groups(items: teams * lanesAcrossK, workgroupSize: workgroupSize, device: device)
+            let chunksPerTeam = (teams + groups * max(1, workgroupSize / lanesAcrossK) - 1) / (groups * max(1, workgroupSize / lanesAcrossK))
+            let estimate = chunksPerTeam * nonzerosPerTeam * ((k / vectorWidth) / lanesAcrossK + 8) + 16
+            if estimate > limit * 9 / 10 {
+                throw VkAttnError.unsupported(op: op, reason: "\(pattern.nnz) nonzeros with k = \(k) need about \(estimate) loop iterations per invocation, more than \(device.label) allows (\(limit))")
+            }
+        }
         let f16 = pattern.valueType == .f16
         let v4 = vectorWidth == 4
         let shader = f16 ? (v4 ? Shaders.sparseSddmmF16V4 : Shaders.sparseSddmmF16V1)
