@@ -64,7 +64,7 @@ struct CopyBenchmark {
         return [
             ResultRow(op: "copy", device: context.deviceName, config: config, path: "vkCmdCopyBuffer", timing: reference,
                       gbps: referenceGBps, ratioToCopy: 1, check: referenceCheck.0, maxRelError: referenceCheck.1),
-            ResultRow(op: "copy", device: context.deviceName, config: config, path: ShaderCopy.path, timing: shader,
+            ResultRow(op: "copy", device: context.deviceName, config: config, path: ShaderCopy.path(on: device), timing: shader,
                       gbps: shaderGBps, ratioToCopy: shaderGBps / referenceGBps, check: shaderCheck.0, maxRelError: shaderCheck.1),
         ]
     }

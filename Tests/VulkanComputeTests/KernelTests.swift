@@ -121,7 +121,7 @@ struct KernelTests {
             let words = try shader.spirv()
             #expect(words[0] == 0x0723_0203, "\(shader.name)")
         }
-        #expect(Shaders.named("memory/copy") == Shaders.memoryCopy)
+        #expect(Shaders.named("memory/copy.u64x2") == Shaders.memoryCopyU64x2)
         #expect(Shaders.named("memory/fill.f32") == Shaders.memoryFillF32)
         #expect(!Shaders.toolchain.glslcVersion.isEmpty)
     }

@@ -13,8 +13,11 @@ public struct ShaderCopy: Hashable, Sendable {
         self.workgroupSize = workgroupSize
     }
 
-    /// The path name reported by the bench.
-    public static let path = "shader-copy-u32x4"
+    /// The path name reported by the bench: 16-byte loads as two 64-bit words where the
+    /// device has 64-bit integers (lavapipe moves those twice as fast), else as four 32-bit.
+    public static func path(on device: Device) -> String {
+        device.enabled.shaderInt64 ? "shader-copy-u64x2" : "shader-copy-u32x4"
+    }
 
     /// Records the copy into `stream`; throws before recording anything on bad input.
     public func encode(_ stream: Stream, from source: BufferSlice, to destination: BufferSlice) throws {
@@ -27,7 +30,7 @@ public struct ShaderCopy: Hashable, Sendable {
         let device = stream.device
         let wg = Launch.workgroupSize(workgroupSize, device: device)
         let kernel = try device.kernel(KernelDescriptor(
-            shader: Shaders.memoryCopy, bindings: 4, pushConstantBytes: 4,
+            shader: device.enabled.shaderInt64 ? Shaders.memoryCopyU64x2 : Shaders.memoryCopyU32x4, bindings: 4, pushConstantBytes: 4,
             specialization: [0: .int(wg)]))
         for chunk in try chunks(bytes: source.byteCount, device: device) {
             let src = try source.buffer.slice(offset: source.offset + chunk.offset, byteCount: chunk.bytes)
