@@ -34,6 +34,37 @@ struct GLAHarness {
         #expect(bad < 0, "\(what): element \(bad) of \(got.count) is \(bad >= 0 ? got[bad] : 0), reference \(bad >= 0 ? ref[bad] : 0), scale \(bad >= 0 ? scale[bad] : 0), seed \(seed)")
     }
 
+    /// Scale of the gate gradient: the reverse cumulative sum of |q| |dq| + |k| |dk| (plus the
+    /// final-state term), from the reference run on absolute values.
+    static func gateScale(gating: GatedLinearAttention.Gating, b: Int, l: Int, h: Int, dk: Int, dv: Int, q: [Float], k: [Float],
+                          dFinal: [Float]?, finalAbs: [Double], dqAbs: [Double], dkAbs: [Double]) -> [Double] {
+        var scale = [Double](repeating: 0, count: gating == .perHead ? b * l * h : b * l * h * dk)
+        for bb in 0..<b {
+            for hh in 0..<h {
+                var running = [Double](repeating: 0, count: dk)
+                if let dFinal {
+                    for i in 0..<dk {
+                        for j in 0..<dv {
+                            let e = ((bb * h + hh) * dk + i) * dv + j
+                            running[i] += Swift.abs(Double(dFinal[e])) * finalAbs[e]
+                        }
+                    }
+                }
+                for t in stride(from: l - 1, through: 0, by: -1) {
+                    var rowTotal = 0.0
+                    for i in 0..<dk {
+                        let at = ((bb * l + t) * h + hh) * dk + i
+                        running[i] += Swift.abs(Double(q[at])) * dqAbs[at] + Swift.abs(Double(k[at])) * dkAbs[at]
+                        if gating == .perKey { scale[at] = running[i] }
+                        rowTotal += running[i]
+                    }
+                    if gating == .perHead { scale[(bb * l + t) * h + hh] = rowTotal }
+                }
+            }
+        }
+        return scale
+    }
+
     func poisoned(_ shape: [Int]) throws -> Tensor {
         let t = try device.makeTensor(shape: shape, dtype: .f32)
         let stream = try device.makeStream()
@@ -98,31 +129,8 @@ struct GLAHarness {
         Self.check(try dvT.readFloats(), grads.dv, scale: gradsAbs.dv, depth: depth, seed: seed, "dv " + what)
         Self.check(try ds0T.readFloats(), grads.dInitial, scale: gradsAbs.dInitial, depth: depth, seed: seed, "dInitial " + what)
         if let dgT {
-            // Scale of the reverse cumulative sum of q * dq - k * dk (plus the final-state term).
-            var scale = [Double](repeating: 0, count: grads.dLogGates.count)
-            for bb in 0..<b {
-                for hh in 0..<h {
-                    var running = [Double](repeating: 0, count: dk)
-                    if let dFinal {
-                        for i in 0..<dk {
-                            for j in 0..<dv {
-                                let e = ((bb * h + hh) * dk + i) * dv + j
-                                running[i] += Swift.abs(Double(dFinal[e])) * finalAbs[e]
-                            }
-                        }
-                    }
-                    for t in stride(from: l - 1, through: 0, by: -1) {
-                        var rowTotal = 0.0
-                        for i in 0..<dk {
-                            let at = ((bb * l + t) * h + hh) * dk + i
-                            running[i] += Swift.abs(Double(q[at])) * gradsAbs.dq[at] + Swift.abs(Double(k[at])) * gradsAbs.dk[at]
-                            if op.gating == .perKey { scale[at] = running[i] }
-                            rowTotal += running[i]
-                        }
-                        if op.gating == .perHead { scale[(bb * l + t) * h + hh] = rowTotal }
-                    }
-                }
-            }
+            let scale = Self.gateScale(gating: op.gating, b: b, l: l, h: h, dk: dk, dv: dv, q: q, k: k, dFinal: dFinal,
+                                       finalAbs: finalAbs, dqAbs: gradsAbs.dq, dkAbs: gradsAbs.dk)
             Self.check(try dgT.readFloats(), grads.dLogGates, scale: scale, depth: depth, seed: seed, "dLogGates " + what)
         }
     }

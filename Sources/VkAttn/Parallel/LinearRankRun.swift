@@ -1,0 +1,147 @@
+import VulkanCompute
+
+/// One rank's call of `ContextParallelLinearAttention`: the local GLA, the carry kernels and
+/// the all-scan, recorded on one stream; compute intervals go to the group's timeline. Lives
+/// in the rank's task (Stream is not Sendable).
+final class LinearRankRun<C: Communicator> {
+    let comm: C
+    let op: ContextParallelLinearAttention
+    let shape: ContextParallelLinearAttention.Shape
+    let stream: Stream
+    let carry: LinearCarry
+    var tracer: RankTracer
+
+    /// Tags of the forward and the backward scans (the chain uses tag + segment).
+    static var forwardTag: Int { 1 << 20 }
+    static var backwardTag: Int { 1 << 21 }
+
+    init(comm: C, op: ContextParallelLinearAttention, shape: ContextParallelLinearAttention.Shape) throws {
+        self.comm = comm
+        self.op = op
+        self.shape = shape
+        stream = try comm.device.makeStream()
+        carry = try LinearCarry(device: comm.device, gating: op.attention.gating, batch: shape.batch, length: op.lengths[comm.rank],
+                                heads: shape.heads, dk: shape.dk, dv: shape.dv)
+        tracer = RankTracer(rank: comm.globalRank, clock: comm.clock, timeline: comm.timeline)
+    }
+
+    var device: Device { comm.device }
+    var rank: Int { comm.rank }
+    var isLast: Bool { comm.rank == comm.size - 1 }
+    var stateShape: [Int] { [shape.batch, shape.heads, shape.dk, shape.dv] }
+    var combine: AffineScan { AffineScan(rows: carry.rows, width: shape.dv) }
+
+    /// A scan value, its result and the scratch every algorithm fits in.
+    func scanBuffers() throws -> (value: Buffer, result: Buffer, scratch: Buffer) {
+        let bytes = combine.byteCount
+        return (try device.makeBuffer(byteCount: bytes), try device.makeBuffer(byteCount: bytes),
+                try device.makeBuffer(byteCount: (comm.size + 1) * bytes))
+    }
+
+    func path(_ local: GLADispatch, backward: Bool) -> String {
+        "\(op.scheme)\(backward ? " backward" : "") x\(comm.size): local \(local.label) + correction kernel, "
+            + "all-scan \(op.scheme.algorithm)\(backward ? " over the reversed ranks" : ""), \(comm.path.rawValue)"
+    }
+
+    /// Submits, waits without blocking a pool thread, records the timeline, surfaces transfer errors.
+    func finish(_ requests: [C.Request]) async throws {
+        let submission = try stream.submit()
+        try await awaitCompletion(submission)
+        try stream.synchronize()
+        try tracer.collect(stream)
+        try comm.collectTimestamps(of: stream)
+        for r in requests { try await r.wait() }
+    }
+
+    func forward(q: Tensor, k: Tensor, v: Tensor, logGates: Tensor?, initialState: Tensor?, returnFinalState: Bool) async throws -> LinearParallelOutput {
+        let o = try device.makeTensor(shape: [shape.batch, op.lengths[rank], shape.heads, shape.dv], dtype: .f32)
+        let localFinal = try device.makeTensor(shape: stateShape, dtype: .f32)
+        let incoming = try device.makeTensor(shape: stateShape, dtype: .f32)
+        let (value, result, scratch) = try scanBuffers()
+
+        // Local chunks from zero (rank 0: from the global initial state, which then is part
+        // of its B and reaches every later rank through the scan).
+        try tracer.begin("local GLA forward", on: stream)
+        let local = try op.attention.forward(stream, q: q, k: k, v: v, logGates: logGates, initialState: initialState,
+                                             output: o, finalState: localFinal)
+        try stream.barrier()
+        try carry.encodeDecay(stream, logGates: logGates, value: value.whole)
+        try carry.pack(stream, state: localFinal.slice, into: value.whole)
+        try tracer.end(on: stream)
+
+        let requests = try comm.allScan(value.whole, into: result.whole, combine: combine, algorithm: op.scheme.algorithm,
+                                        scratch: scratch.whole, tag: Self.forwardTag, on: stream)
+
+        try tracer.begin("state correction", on: stream)
+        if rank > 0 {
+            try carry.encodeCorrection(stream, q: q, incoming: result.whole, output: o)
+        }
+        if let initialState {
+            try stream.copy(from: initialState.slice, to: incoming.slice)
+            try stream.barrier()
+        } else {
+            try carry.unpack(stream, value: result.whole, into: incoming.slice)  // rank 0: the identity's zeros
+        }
+        var final: Tensor?
+        if returnFinalState && isLast {
+            // The inclusive prefix: this rank's map after the incoming one.
+            let inclusive = try device.makeBuffer(byteCount: combine.byteCount)
+            try combine.encode(stream, earlier: result.whole, later: value.whole, into: inclusive.whole, rows: 0..<combine.rows)
+            try stream.barrier()
+            let f = try device.makeTensor(shape: stateShape, dtype: .f32)
+            try carry.unpack(stream, value: inclusive.whole, into: f.slice)
+            final = f
+        }
+        try tracer.end(on: stream)
+        try await finish(requests)
+        return LinearParallelOutput(output: o, incomingState: incoming, finalState: final, path: path(local, backward: false))
+    }
+
+    func backward(q: Tensor, k: Tensor, v: Tensor, logGates: Tensor?, incomingState: Tensor, dOutput: Tensor,
+                  dFinalState: Tensor?) async throws -> LinearParallelGradients {
+        let l = op.lengths[rank]
+        let dq = try device.makeTensor(shape: q.shape, dtype: .f32)
+        let dk = try device.makeTensor(shape: k.shape, dtype: .f32)
+        let dv = try device.makeTensor(shape: v.shape, dtype: .f32)
+        let gateShape = op.attention.gating == .perKey ? [shape.batch, l, shape.heads, shape.dk] : [shape.batch, l, shape.heads]
+        let dg = try logGates.map { _ in try device.makeTensor(shape: gateShape, dtype: .f32) }
+        let dInitial = rank == 0 ? try device.makeTensor(shape: stateShape, dtype: .f32) : nil
+        var (value, result, scratch) = try scanBuffers()
+
+        // This rank's map of the state gradient: dS_in = a * dS_out + E (the last rank folds
+        // in the global final-state gradient, since nothing comes after it).
+        try tracer.begin("state gradient", on: stream)
+        try carry.encodeDecay(stream, logGates: logGates, value: value.whole)
+        try carry.encodeStateGradient(stream, q: q, dOutput: dOutput, value: value.whole)
+        if isLast, let dFinalState {
+            let outer = try device.makeBuffer(byteCount: combine.byteCount)
+            try combine.encodeIdentity(stream, into: outer.whole, rows: 0..<combine.rows)
+            try stream.barrier()
+            try carry.pack(stream, state: dFinalState.slice, into: outer.whole)
+            let folded = try device.makeBuffer(byteCount: combine.byteCount)
+            try combine.encode(stream, earlier: outer.whole, later: value.whole, into: folded.whole, rows: 0..<combine.rows)
+            try stream.barrier()
+            value = folded
+        }
+        try tracer.end(on: stream)
+
+        // Suffix scan: the same combine over the ranks in reverse order.
+        let reversed = try comm.subgroup(Array((0..<comm.size).reversed()))
+        let requests = try reversed.allScan(value.whole, into: result.whole, combine: combine, algorithm: op.scheme.algorithm,
+                                            scratch: scratch.whole, tag: Self.backwardTag, on: stream)
+        var dOut: Tensor? = dFinalState
+        if !isLast {
+            let t = try device.makeTensor(shape: stateShape, dtype: .f32)
+            try carry.unpack(stream, value: result.whole, into: t.slice)
+            dOut = t
+        }
+
+        try tracer.begin("local GLA backward", on: stream)
+        let local = try op.attention.backward(stream, q: q, k: k, v: v, logGates: logGates, initialState: incomingState,
+                                              dOutput: dOutput, dFinalState: dOut, dq: dq, dk: dk, dv: dv, dLogGates: dg,
+                                              dInitialState: dInitial)
+        try tracer.end(on: stream)
+        try await finish(requests)
+        return LinearParallelGradients(dq: dq, dk: dk, dv: dv, dLogGates: dg, dInitialState: dInitial, path: path(local, backward: true))
+    }
+}

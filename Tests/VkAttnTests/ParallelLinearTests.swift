@@ -1,0 +1,235 @@
+import Testing
+import VkAttn
+import TestSupport
+
+/// A global GLA problem [B, L, H, *] on the host, sharded contiguously over ranks.
+struct LinearProblem: Sendable {
+    let gating: GatedLinearAttention.Gating
+    let b: Int, l: Int, h: Int, dk: Int, dv: Int
+    let q: [Float], k: [Float], v: [Float], g: [Float]?, s0: [Float]?, dO: [Float], dFinal: [Float]?
+
+    init(gating: GatedLinearAttention.Gating, b: Int, l: Int, h: Int, dk: Int, dv: Int, states: Bool, seed: UInt64) {
+        var rng = SeededRandom(seed: seed)
+        (self.gating, self.b, self.l, self.h, self.dk, self.dv) = (gating, b, l, h, dk, dv)
+        q = rng.floats(b * l * h * dk)
+        k = rng.floats(b * l * h * dk)
+        v = rng.floats(b * l * h * dv)
+        g = gating == .none ? nil : rng.floats(gating == .perHead ? b * l * h : b * l * h * dk, in: -1...0)
+        s0 = states ? rng.floats(b * h * dk * dv) : nil
+        dO = rng.floats(b * l * h * dv)
+        dFinal = states ? rng.floats(b * h * dk * dv) : nil
+    }
+
+    var gateShapeTail: [Int] { gating == .perKey ? [h, dk] : [h] }
+    var reference: GLAReference { GLAReference(gating: gating, batch: b, length: l, heads: h, dk: dk, dv: dv) }
+
+    /// Rows t in `range` of every batch entry of x [B, L, width].
+    func shard(_ x: [Float], width: Int, _ range: Range<Int>) -> [Float] {
+        (0..<b).flatMap { bb in x[((bb * l + range.lowerBound) * width)..<((bb * l + range.upperBound) * width)] }
+    }
+
+    /// The inverse of `shard` over all ranks.
+    func unshard(_ parts: [[Float]], width: Int, lengths: [Int]) -> [Float] {
+        var out = [Float](repeating: .nan, count: b * l * width)
+        var start = 0
+        for (part, n) in zip(parts, lengths) {
+            for bb in 0..<b {
+                for t in 0..<n {
+                    for c in 0..<width { out[(bb * l + start + t) * width + c] = part[(bb * n + t) * width + c] }
+                }
+            }
+            start += n
+        }
+        return out
+    }
+}
+
+/// What every rank returns, gathered into global layouts.
+struct LinearResult {
+    var o: [Float], final: [Float]?, dq: [Float], dk: [Float], dv: [Float], dg: [Float]?, dInitial: [Float]?
+    var incoming: [[Float]]
+    var paths: [String]
+}
+
+struct RankLinearResult: Sendable {
+    let o: [Float], final: [Float]?, incoming: [Float], dq: [Float], dk: [Float], dv: [Float], dg: [Float]?, dInitial: [Float]?
+    let path: String
+}
+
+func runParallelLinear(_ p: LinearProblem, comms: [LocalCommunicator], scheme: LinearParallelScheme, chunk: Int?) async throws -> LinearResult {
+    let n = comms.count
+    let lengths = ContextParallelLinearAttention.evenLengths(total: p.l, ranks: n)
+    let starts = lengths.indices.map { lengths.prefix($0).reduce(0, +) }
+    let op = ContextParallelLinearAttention(lengths: lengths, scheme: scheme, attention: GatedLinearAttention(gating: p.gating, chunkLength: chunk))
+    let ranks = try await onRanks(comms) { comm -> RankLinearResult in
+        let r = comm.rank, device = comm.device, lr = lengths[r]
+        let range = starts[r]..<(starts[r] + lr)
+        let q = try device.makeTensor(p.shard(p.q, width: p.h * p.dk, range), shape: [p.b, lr, p.h, p.dk])
+        let k = try device.makeTensor(p.shard(p.k, width: p.h * p.dk, range), shape: [p.b, lr, p.h, p.dk])
+        let v = try device.makeTensor(p.shard(p.v, width: p.h * p.dv, range), shape: [p.b, lr, p.h, p.dv])
+        let gw = p.gateShapeTail.reduce(1, *)
+        let g = try p.g.map { try device.makeTensor(p.shard($0, width: gw, range), shape: [p.b, lr] + p.gateShapeTail) }
+        let dO = try device.makeTensor(p.shard(p.dO, width: p.h * p.dv, range), shape: [p.b, lr, p.h, p.dv])
+        let state = [p.b, p.h, p.dk, p.dv]
+        let s0 = r == 0 ? try p.s0.map { try device.makeTensor($0, shape: state) } : nil
+        let dFinal = r == n - 1 ? try p.dFinal.map { try device.makeTensor($0, shape: state) } : nil
+        let out = try await op.forward(q: q, k: k, v: v, logGates: g, initialState: s0, returnFinalState: true, communicator: comm)
+        let grads = try await op.backward(q: q, k: k, v: v, logGates: g, incomingState: out.incomingState, dOutput: dO,
+                                          dFinalState: dFinal, communicator: comm)
+        #expect((out.finalState != nil) == (r == n - 1))
+        #expect((grads.dInitialState != nil) == (r == 0))
+        return RankLinearResult(o: try out.output.readFloats(), final: try out.finalState?.readFloats(), incoming: try out.incomingState.readFloats(),
+                                dq: try grads.dq.readFloats(), dk: try grads.dk.readFloats(), dv: try grads.dv.readFloats(),
+                                dg: try grads.dLogGates?.readFloats(), dInitial: try grads.dInitialState?.readFloats(),
+                                path: out.path + " | " + grads.path)
+    }
+    let gw = p.gateShapeTail.reduce(1, *)
+    return LinearResult(o: p.unshard(ranks.map(\.o), width: p.h * p.dv, lengths: lengths), final: ranks[n - 1].final,
+                        dq: p.unshard(ranks.map(\.dq), width: p.h * p.dk, lengths: lengths),
+                        dk: p.unshard(ranks.map(\.dk), width: p.h * p.dk, lengths: lengths),
+                        dv: p.unshard(ranks.map(\.dv), width: p.h * p.dv, lengths: lengths),
+                        dg: p.g == nil ? nil : p.unshard(ranks.map { $0.dg ?? [] }, width: gw, lengths: lengths),
+                        dInitial: ranks[0].dInitial, incoming: ranks.map(\.incoming), paths: ranks.map(\.path))
+}
+
+/// Linear attention across ranks (LASP, LASP-2, ZeCO) against the fp64 reference and the
+/// single-device GLA. The bound is the single-device one (GLAHarness: 8u per unit of depth
+/// times the sum of absolute terms, depth from L + Dk + Dv + chunk), the same for 1..4 ranks:
+/// splitting the sequence only regroups the same sums. Against the single-device GLA the
+/// bound is twice that (both err from the reference).
+@Suite("Parallel linear attention")
+struct ParallelLinearTests {
+    static let schemes: [LinearParallelScheme] = [.lasp, .lasp2, .zeco(segments: 4)]
+
+    /// Forward (o, final state, incoming states) and backward (dq, dk, dv, dg, dS0) of every
+    /// scheme on 1..4 ranks against the reference and the one-device op.
+    func check(_ p: LinearProblem, chunk: Int?, ranks: ClosedRange<Int>, path: TransferPath? = nil, seed: UInt64) async throws {
+        let ref = p.reference
+        let abs: ([Float]) -> [Float] = { $0.map { Swift.abs($0) } }
+        let fwd = ref.forward(q: p.q, k: p.k, v: p.v, logGates: p.g, initialState: p.s0)
+        let fwdAbs = ref.forward(q: abs(p.q), k: abs(p.k), v: abs(p.v), logGates: p.g, initialState: p.s0.map(abs))
+        let bwd = ref.backward(q: p.q, k: p.k, v: p.v, logGates: p.g, initialState: p.s0, dO: p.dO, dFinal: p.dFinal)
+        let bwdAbs = ref.backward(q: abs(p.q), k: abs(p.k), v: abs(p.v), logGates: p.g, initialState: p.s0.map(abs), dO: abs(p.dO),
+                                  dFinal: p.dFinal.map(abs))
+        let gScale = GLAHarness.gateScale(gating: p.gating, b: p.b, l: p.l, h: p.h, dk: p.dk, dv: p.dv, q: p.q, k: p.k, dFinal: p.dFinal,
+                                          finalAbs: fwdAbs.final, dqAbs: bwdAbs.dq, dkAbs: bwdAbs.dk)
+        let depth = 4 * (p.l + p.dk + p.dv + (chunk ?? 64))
+        try await withGroup(ranks: ranks.upperBound, path: path) { group in
+            // The single-device op: the first rank alone.
+            let single = try await runParallelLinear(p, comms: try group.communicators(first: 1), scheme: .lasp2, chunk: chunk)
+            for n in ranks {
+                for scheme in Self.schemes {
+                    let got = try await runParallelLinear(p, comms: try group.communicators(first: n), scheme: scheme, chunk: chunk)
+                    let what = "\(p.gating) \(scheme) x\(n) [\(p.b), \(p.l), \(p.h), \(p.dk), \(p.dv)] states \(p.s0 != nil)"
+                    #expect(got.paths.allSatisfy { $0.contains("correction kernel") && $0.contains("\(scheme)") }, "\(got.paths)")
+                    func both(_ x: [Float], _ one: [Float], _ r: [Double], _ scale: [Double], _ name: String) {
+                        GLAHarness.check(x, r, scale: scale, depth: depth, seed: seed, name + " " + what)
+                        GLAHarness.check(x, one.map(Double.init), scale: scale, depth: 2 * depth, seed: seed, name + " vs one device " + what)
+                    }
+                    both(got.o, single.o, fwd.o, fwdAbs.o, "o")
+                    both(got.final ?? [], single.final ?? [], fwd.final, fwdAbs.final, "final")
+                    both(got.dq, single.dq, bwd.dq, bwdAbs.dq, "dq")
+                    both(got.dk, single.dk, bwd.dk, bwdAbs.dk, "dk")
+                    both(got.dv, single.dv, bwd.dv, bwdAbs.dv, "dv")
+                    both(got.dInitial ?? [], single.dInitial ?? [], bwd.dInitial, bwdAbs.dInitial, "dInitial")
+                    if let dg = got.dg { both(dg, single.dg ?? [], bwd.dLogGates, gScale, "dLogGates") }
+                    // Rank r's incoming state is the reference's state after the tokens before it.
+                    let lengths = ContextParallelLinearAttention.evenLengths(total: p.l, ranks: n)
+                    for r in 1..<n {
+                        let before = lengths.prefix(r).reduce(0, +)
+                        let prefix = LinearProblem.prefix(p, tokens: before)
+                        let s = prefix.reference.forward(q: prefix.q, k: prefix.k, v: prefix.v, logGates: prefix.g, initialState: p.s0)
+                        let sAbs = prefix.reference.forward(q: abs(prefix.q), k: abs(prefix.k), v: abs(prefix.v), logGates: prefix.g,
+                                                            initialState: p.s0.map(abs))
+                        GLAHarness.check(got.incoming[r], s.final, scale: sAbs.final, depth: depth, seed: seed, "incoming rank \(r) " + what)
+                    }
+                }
+            }
+        }
+    }
+
+    @Test(arguments: GatedLinearAttention.Gating.allCases)
+    func unevenShardsOddShapesEveryScheme(gating: GatedLinearAttention.Gating) async throws {
+        let seed = testSeed()
+        // 37 tokens: 19/18, 13/12/12, 10/9/9/9 per rank, none a multiple of the 8-row chunks.
+        let p = LinearProblem(gating: gating, b: 2, l: 37, h: 3, dk: 5, dv: 4, states: true, seed: seed)
+        try await check(p, chunk: 8, ranks: 1...4, seed: seed)
+    }
+
+    @Test func withoutStatesAndWithSeveralCarryChunks() async throws {
+        let seed = testSeed()
+        // 150 tokens over 2 ranks: 75 each, two 64-row chunks of the carry kernels per rank;
+        // the per-head case over 3 ranks through staging buffers.
+        let p = LinearProblem(gating: .perKey, b: 1, l: 150, h: 2, dk: 7, dv: 6, states: false, seed: seed)
+        try await check(p, chunk: nil, ranks: 2...2, seed: seed)
+        let ph = LinearProblem(gating: .perHead, b: 1, l: 150, h: 2, dk: 7, dv: 6, states: false, seed: seed &+ 1)
+        try await check(ph, chunk: 16, ranks: 3...3, path: .staged, seed: seed)
+    }
+
+    @Test func badConfigurationsAreTypedErrors() async throws {
+        try await withGroup(ranks: 2) { group in
+            let comms = try group.communicators()
+            let device = comms[0].device, device1 = comms[1].device
+            let gla = GatedLinearAttention(gating: .perKey, chunkLength: 8)
+            func tensors(_ d: Device, _ l: Int, dk: Int = 4) throws -> (Tensor, Tensor, Tensor, Tensor) {
+                (try d.makeTensor(shape: [1, l, 2, dk], dtype: .f32), try d.makeTensor(shape: [1, l, 2, dk], dtype: .f32),
+                 try d.makeTensor(shape: [1, l, 2, 3], dtype: .f32), try d.makeTensor(shape: [1, l, 2, dk], dtype: .f32))
+            }
+            let (q0, k0, v0, g0) = try tensors(device, 5), (q1, k1, v1, g1) = try tensors(device1, 4)
+            func expectError(_ op: ContextParallelLinearAttention, q: [Tensor] = [q0, q1], g: [Tensor]? = [g0, g1],
+                             _ needle: String, sourceLocation: SourceLocation = #_sourceLocation) async {
+                do {
+                    _ = try await op.forward(q: q, k: [k0, k1], v: [v0, v1], logGates: g, communicators: comms)
+                    Issue.record("expected an error containing \(needle)", sourceLocation: sourceLocation)
+                } catch let error as VkAttnError {
+                    #expect("\(error)".contains(needle), "\(error)", sourceLocation: sourceLocation)
+                } catch {
+                    Issue.record("untyped error \(error)", sourceLocation: sourceLocation)
+                }
+            }
+            // Lengths for 3 ranks on a group of 2.
+            await expectError(ContextParallelLinearAttention(lengths: [5, 4, 1], attention: gla), "ranks")
+            // A rank without tokens.
+            await expectError(ContextParallelLinearAttention(lengths: [9, 0], attention: gla), "lengths")
+            // Rank 1's q is not its 4 tokens.
+            await expectError(ContextParallelLinearAttention(lengths: [4, 5], attention: gla), "q")
+            // Mismatched head dim between q and k on rank 1.
+            let (qBad, _, _, _) = try tensors(device1, 4, dk: 6)
+            await expectError(ContextParallelLinearAttention(lengths: [5, 4], attention: gla), q: [q0, qBad], "k")
+            // Gates missing for per-key gating, and given for none.
+            await expectError(ContextParallelLinearAttention(lengths: [5, 4], attention: gla), g: nil, "logGates")
+            await expectError(ContextParallelLinearAttention(lengths: [5, 4], attention: GatedLinearAttention(gating: .none)), "logGates")
+            // ZeCO segments beyond the state rows (1 * 2 * 4 = 8).
+            await expectError(ContextParallelLinearAttention(lengths: [5, 4], scheme: .zeco(segments: 9), attention: gla), "segments")
+            await expectError(ContextParallelLinearAttention(lengths: [5, 4], scheme: .zeco(segments: 0), attention: gla), "segments")
+            // Wrong incoming-state shape in the backward.
+            let op = ContextParallelLinearAttention(lengths: [5, 4], attention: gla)
+            let bad = [try device.makeTensor(shape: [1, 2, 4, 4], dtype: .f32), try device1.makeTensor(shape: [1, 2, 4, 3], dtype: .f32)]
+            let dO = [try device.makeTensor(shape: [1, 5, 2, 3], dtype: .f32), try device1.makeTensor(shape: [1, 4, 2, 3], dtype: .f32)]
+            await #expect(throws: VkAttnError.self) {
+                _ = try await op.backward(q: [q0, q1], k: [k0, k1], v: [v0, v1], logGates: [g0, g1], incomingStates: bad, dOutput: dO,
+                                          communicators: comms)
+            }
+            #expect(group.abortError == nil, "a configuration error must be found before anything is posted")
+        }
+    }
+}
+
+extension LinearProblem {
+    /// The first `tokens` tokens of `p` (for incoming-state references).
+    static func prefix(_ p: LinearProblem, tokens: Int) -> LinearProblem {
+        LinearProblem(p, length: tokens)
+    }
+
+    init(_ p: LinearProblem, length: Int) {
+        (gating, b, l, h, dk, dv) = (p.gating, p.b, length, p.h, p.dk, p.dv)
+        q = p.shard(p.q, width: p.h * p.dk, 0..<length)
+        k = p.shard(p.k, width: p.h * p.dk, 0..<length)
+        v = p.shard(p.v, width: p.h * p.dv, 0..<length)
+        let gw = p.gateShapeTail.reduce(1, *)
+        g = p.g.map { p.shard($0, width: gw, 0..<length) }
+        s0 = p.s0
+        dO = p.shard(p.dO, width: p.h * p.dv, 0..<length)
+        dFinal = p.dFinal
+    }
+}
