@@ -121,7 +121,7 @@ struct ParallelLinearTests {
                 for scheme in Self.schemes {
                     let got = try await runParallelLinear(p, comms: try group.communicators(first: n), scheme: scheme, chunk: chunk)
                     let what = "\(p.gating) \(scheme) x\(n) [\(p.b), \(p.l), \(p.h), \(p.dk), \(p.dv)] states \(p.s0 != nil)"
-                    #expect(got.paths.allSatisfy { $0.contains("correction kernel") && $0.contains("\(scheme)") }, "\(got.paths)")
+                    #expect(got.paths.allSatisfy { $0.contains("correction kernel") && $0.contains("state-gradient kernel") && $0.contains("\(scheme)") }, "\(got.paths)")
                     func both(_ x: [Float], _ one: [Float], _ r: [Double], _ scale: [Double], _ name: String) {
                         GLAHarness.check(x, r, scale: scale, depth: depth, seed: seed, name + " " + what)
                         GLAHarness.check(x, one.map(Double.init), scale: scale, depth: 2 * depth, seed: seed, name + " vs one device " + what)

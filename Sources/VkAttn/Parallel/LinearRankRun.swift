@@ -39,7 +39,7 @@ final class LinearRankRun<C: Communicator> {
     }
 
     func path(_ local: GLADispatch, backward: Bool) -> String {
-        "\(op.scheme)\(backward ? " backward" : "") x\(comm.size): local \(local.label) + correction kernel, "
+        "\(op.scheme)\(backward ? " backward" : "") x\(comm.size): local \(local.label) + \(backward ? "state-gradient" : "correction") kernel, "
             + "all-scan \(op.scheme.algorithm)\(backward ? " over the reversed ranks" : ""), \(comm.path.rawValue)"
     }
 

@@ -1,0 +1,300 @@
+import ArgumentParser
+import Foundation
+import Synchronization
+import VkAttn
+
+/// Options of `lasp`, `lasp2` and `zeco` (chunked gated linear attention across ranks).
+struct LinearParallelOptions: ParsableArguments {
+    @Option(help: "Ranks (logical devices; default VKATTN_RANKS, else 2).") var ranks: Int?
+    @Option(help: "Total sequence length, split contiguously over the ranks (uneven splits allowed).") var seq = 4096
+    @Option(help: "B (sequences, each --seq long).") var batch = 1
+    @Option(help: "H (heads).") var heads = 4
+    @Option(help: "Dk (key dimension).") var dk = 64
+    @Option(help: "Dv (value dimension).") var dv = 64
+    @Option(help: "Gates: per-key (GLA), per-head (scalar decay), none.") var gating = "per-key"
+    @Option(help: "Rows per chunk of the local GLA (default: from the device).") var chunkLength: Int?
+    @Option(help: "Transfer path: host-mapped or staged (default: host-mapped where all memory is host-visible).") var path: String?
+    @Flag(help: "Also time the backward pass.") var backward = false
+    @Option(help: "Write a Chrome trace (chrome://tracing, Perfetto) of the last timed run to FILE.") var timeline: String?
+
+    func validate() throws {
+        guard GatedLinearAttention.Gating(rawValue: gating) != nil else { throw ValidationError("--gating must be per-key, per-head or none") }
+        guard batch >= 1, seq >= 1, heads >= 1, dk >= 1, dv >= 1 else { throw ValidationError("sizes must be >= 1") }
+        if let path, TransferPath(rawValue: path) == nil { throw ValidationError("--path must be host-mapped or staged") }
+        if let ranks, ranks < 1 || ranks > seq { throw ValidationError("--ranks must be in 1...--seq") }
+    }
+
+    var rankCount: Int { ranks ?? DeviceGroup.ranksFromEnvironment ?? 2 }
+}
+
+struct Lasp: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Linear attention across N ranks, LASP's serial chain of states.",
+        discussion: LinearParallelBenchmark.discussion)
+    @OptionGroup var options: LinearParallelOptions
+    @OptionGroup var measure: MeasureOptions
+
+    func run() throws {
+        try LinearParallelBenchmark(options: options, measure: measure, scheme: .lasp, op: "lasp").run()
+    }
+}
+
+struct Lasp2: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Linear attention across N ranks, LASP-2: one all-gather of every rank's (decay, state).",
+        discussion: LinearParallelBenchmark.discussion)
+    @OptionGroup var options: LinearParallelOptions
+    @OptionGroup var measure: MeasureOptions
+
+    func run() throws {
+        try LinearParallelBenchmark(options: options, measure: measure, scheme: .lasp2, op: "lasp2").run()
+    }
+}
+
+struct Zeco: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Linear attention across N ranks, ZeCO: the chain of states pipelined in row segments (all-scan).",
+        discussion: LinearParallelBenchmark.discussion)
+    @OptionGroup var options: LinearParallelOptions
+    @OptionGroup var measure: MeasureOptions
+    @Option(help: "Row segments of the pipelined chain (1 = LASP's chain).") var segments = 4
+
+    func run() throws {
+        try LinearParallelBenchmark(options: options, measure: measure, scheme: .zeco(segments: segments), op: "zeco").run()
+    }
+}
+
+/// The body of `lasp`, `lasp2` and `zeco`: the problem on one device (Timing.measure), then on
+/// N ranks (the span of every rank's GPU intervals on one host clock), overlap, bytes one rank
+/// sends against the paper's formula, --check against the one-device result, --timeline.
+struct LinearParallelBenchmark {
+    let options: LinearParallelOptions
+    let measure: MeasureOptions
+    let scheme: LinearParallelScheme
+    let op: String
+
+    static let discussion = """
+        median_ms is the span of the GPU intervals of every rank on one host clock (first start to last end) \
+        for one call; single_device_ms the same problem on rank 0's device alone. overlap_efficiency = \
+        1 - exposed / copy time. bytes_per_rank is the most one rank sends per call; the expected bytes \
+        follow the papers: LASP-2 all-gathers N - 1 states of Dk x Dv (+ Dk decays) per head per rank \
+        (B H Dk (Dv + 1) 4 bytes each); LASP's chain and ZeCO's all-scan send one state per hop. The \
+        backward sends the same again (the suffix scan of state gradients). --check compares o (and \
+        dq, dk, dv, d log-gates with --backward) with the one-device run (relative L2 <= 1e-5).
+        """
+
+    struct Shard: Sendable {
+        let q: Tensor, k: Tensor, v: Tensor, g: Tensor?, dO: Tensor
+    }
+
+    func run() throws {
+        let log = ValidationLog()
+        let n = options.rankCount
+        let group = try DeviceGroup(ranks: n, instance: Instance(log: log), path: options.path.flatMap(TransferPath.init(rawValue:)))
+        let (b, l, h, dk, dv) = (options.batch, options.seq, options.heads, options.dk, options.dv)
+        let gla = GatedLinearAttention(gating: GatedLinearAttention.Gating(rawValue: options.gating) ?? .perKey, chunkLength: options.chunkLength)
+        let lengths = ContextParallelLinearAttention.evenLengths(total: l, ranks: n)
+        let cp = ContextParallelLinearAttention(lengths: lengths, scheme: scheme, attention: gla)
+        try cp.validate(ranks: n, shape: .init(batch: b, heads: h, dk: dk, dv: dv))
+        let gateTail = gla.gating == .perKey ? [h, dk] : [h]
+        var rng = SeededRandom.fresh()
+        let qv = rng.floats(b * l * h * dk), kv = rng.floats(b * l * h * dk), vv = rng.floats(b * l * h * dv)
+        let gv: [Float]? = gla.gating == .none ? nil : rng.floats(b * l * gateTail.reduce(1, *), in: -0.5...0)
+        let dOv = rng.floats(b * l * h * dv)
+        let deviceName = "\(group.devices[0].capabilities.name) x\(n) (\(group.placement.rawValue), \(group.path.rawValue))"
+        note("\(op): \(n) ranks, lengths \(lengths), \(group.placement.rawValue), \(group.path.rawValue), clock \(group.clocks[0].method.rawValue)")
+
+        // The same problem on one device (rank 0's), timed with GPU timestamps.
+        let dev = group.devices[0]
+        let q1 = try dev.makeTensor(qv, shape: [b, l, h, dk]), k1 = try dev.makeTensor(kv, shape: [b, l, h, dk])
+        let v1 = try dev.makeTensor(vv, shape: [b, l, h, dv])
+        let g1 = try gv.map { try dev.makeTensor($0, shape: [b, l] + gateTail) }
+        let o1 = try dev.makeTensor(shape: [b, l, h, dv], dtype: .f32)
+        let singleForward = try Timing.measure(dev, warmup: measure.warmup, iterations: measure.iterations) { stream in
+            try gla.forward(stream, q: q1, k: k1, v: v1, logGates: g1, output: o1)
+        }
+        let dO1 = try dev.makeTensor(dOv, shape: [b, l, h, dv])
+        let single = (dq: try dev.makeTensor(shape: [b, l, h, dk], dtype: .f32), dk: try dev.makeTensor(shape: [b, l, h, dk], dtype: .f32),
+                      dv: try dev.makeTensor(shape: [b, l, h, dv], dtype: .f32),
+                      dg: try g1.map { _ in try dev.makeTensor(shape: [b, l] + gateTail, dtype: .f32) })
+        let singleBackward = options.backward ? try Timing.measure(dev, warmup: measure.warmup, iterations: measure.iterations) { stream in
+            try gla.backward(stream, q: q1, k: k1, v: v1, logGates: g1, dOutput: dO1, dq: single.dq, dk: single.dk, dv: single.dv,
+                             dLogGates: single.dg)
+        } : nil
+
+        // Every rank's shard.
+        let comms = try group.communicators()
+        let starts = lengths.indices.map { lengths.prefix($0).reduce(0, +) }
+        func shard(_ x: [Float], width: Int, rank r: Int) -> [Float] {
+            var out: [Float] = []
+            for bb in 0..<b {
+                let from = (bb * l + starts[r]) * width, count = lengths[r] * width
+                out += x[from..<(from + count)]
+            }
+            return out
+        }
+        let gateWidth = gateTail.reduce(1, *)
+        var built: [Shard] = []
+        for comm in comms {
+            let r = comm.rank, lr = lengths[r], device = comm.device
+            let q = try device.makeTensor(shard(qv, width: h * dk, rank: r), shape: [b, lr, h, dk])
+            let k = try device.makeTensor(shard(kv, width: h * dk, rank: r), shape: [b, lr, h, dk])
+            let v = try device.makeTensor(shard(vv, width: h * dv, rank: r), shape: [b, lr, h, dv])
+            let dO = try device.makeTensor(shard(dOv, width: h * dv, rank: r), shape: [b, lr, h, dv])
+            var g: Tensor?
+            if let gv { g = try device.makeTensor(shard(gv, width: gateWidth, rank: r), shape: [b, lr] + gateTail) }
+            built.append(Shard(q: q, k: k, v: v, g: g, dO: dO))
+        }
+        let shards = built
+        let outputs = LockedBox<[LinearParallelOutput]>([])
+        let forwardRuns = try timedLinearRuns(group, measure: measure) {
+            let out = try await ContextParallelAttention.onEveryRank(comms) { comm in
+                let s = shards[comm.rank]
+                return try await cp.forward(q: s.q, k: s.k, v: s.v, logGates: s.g, communicator: comm)
+            }
+            outputs.value = out
+            return out[0].path
+        }
+        let forwardOutputs = outputs.value
+        func unshard(_ parts: [Tensor], width: Int) throws -> [Float] {
+            let values = try parts.map { try $0.readFloats() }
+            var out = [Float](repeating: .nan, count: b * l * width)
+            for (r, part) in values.enumerated() {
+                for bb in 0..<b {
+                    for t in 0..<lengths[r] {
+                        for c in 0..<width { out[(bb * l + starts[r] + t) * width + c] = part[(bb * lengths[r] + t) * width + c] }
+                    }
+                }
+            }
+            return out
+        }
+        let forwardCheck = measure.check ? relativeL2(try unshard(forwardOutputs.map(\.output), width: h * dv), try o1.readFloats()) : nil
+        let flops = Double(b * l * h) * Double(4 * dk * dv + 2 * gla.chunkLength(on: dev) * (dk + dv))
+        var rows = [try row(forwardRuns, group: group, name: "\(op).forward", device: deviceName, single: singleForward, flops: flops,
+                            check: forwardCheck)]
+        var lastRuns = forwardRuns
+        if let singleBackward {
+            let grads = LockedBox<[LinearParallelGradients]>([])
+            let backwardRuns = try timedLinearRuns(group, measure: measure) {
+                let out = try await ContextParallelAttention.onEveryRank(comms) { comm in
+                    let s = shards[comm.rank]
+                    return try await cp.backward(q: s.q, k: s.k, v: s.v, logGates: s.g, incomingState: forwardOutputs[comm.rank].incomingState,
+                                                 dOutput: s.dO, communicator: comm)
+                }
+                grads.value = out
+                return out[0].path
+            }
+            var check: Double?
+            if measure.check {
+                let got = grads.value
+                var errors = [relativeL2(try unshard(got.map(\.dq), width: h * dk), try single.dq.readFloats()),
+                              relativeL2(try unshard(got.map(\.dk), width: h * dk), try single.dk.readFloats()),
+                              relativeL2(try unshard(got.map(\.dv), width: h * dv), try single.dv.readFloats())]
+                if let dg = single.dg {
+                    errors.append(relativeL2(try unshard(got.compactMap(\.dLogGates), width: gateTail.reduce(1, *)), try dg.readFloats()))
+                }
+                check = errors.max()
+            }
+            rows.append(try row(backwardRuns, group: group, name: "\(op).backward", device: deviceName, single: singleBackward,
+                                flops: 2 * flops, check: check))
+            lastRuns = backwardRuns
+        }
+        if let file = options.timeline, let last = lastRuns.runs.last {
+            let names = Dictionary(uniqueKeysWithValues: group.devices.indices.map { ($0, "rank \($0): \(group.devices[$0].label)") })
+            try ParallelTimeline.chromeTrace(last.intervals, rankNames: names).write(toFile: file, atomically: true, encoding: .utf8)
+            note("timeline: \(last.intervals.count) intervals of the last timed run written to \(file)")
+        }
+        try reportParallel(rows, json: measure.json, log: log)
+    }
+
+    /// Bytes one rank sends per call by the papers' formulas: one value is B H Dk (Dv + 1)
+    /// fp32 (each state row with its decay).
+    func expected(ranks n: Int) -> (bytes: Double, steps: Int, formula: String) {
+        let value = Double(options.batch * options.heads * options.dk * (options.dv + 1) * 4)
+        guard n > 1 else { return (0, 1, "one rank: no traffic") }
+        switch scheme {
+        case .lasp2:
+            return (Double(n - 1) * value, 1,
+                    "LASP-2: one all-gather, each rank sends its state to N-1 ranks: (N-1) B H Dk (Dv+1) 4 = \(Int(Double(n - 1) * value)) B")
+        case .lasp:
+            return (value, 1, "LASP: a chain, each rank but the last sends one state B H Dk (Dv+1) 4 = \(Int(value)) B")
+        case let .zeco(segments):
+            return (value, 1, "ZeCO all-scan: a chain in \(segments) segments, each rank but the last sends one state B H Dk (Dv+1) 4 = \(Int(value)) B")
+        }
+    }
+
+    func row(_ measured: (runs: [LinearRun], path: String), group: DeviceGroup, name: String, device: String, single: Timing,
+             flops: Double, check: Double?) throws -> ParallelRow {
+        let timing = Timing(samplesMs: measured.runs.map(\.spanMs))
+        let median = measured.runs.sorted { $0.spanMs < $1.spanMs }[measured.runs.count / 2]
+        let report = OverlapReport(median.intervals)
+        let bytes = median.traffic.map(\.bytesSent).max() ?? 0
+        let expected = expected(ranks: group.ranks)
+        let config: [String: ConfigValue] = [
+            "ranks": .int(group.ranks), "seq": .int(options.seq), "batch": .int(options.batch), "heads": .int(options.heads),
+            "dk": .int(options.dk), "dv": .int(options.dv), "gating": .string(options.gating), "scheme": .string("\(scheme)"),
+            "placement": .string(group.placement.rawValue), "transfer": .string(group.path.rawValue),
+            "clock": .string(group.clocks[0].method.rawValue)]
+        let result = check.map { $0 <= 1e-5 ? CheckResult.pass : .fail } ?? .skipped
+        let base = ResultRow(op: name, device: device, config: config, path: measured.path, timing: timing,
+                             tflops: flops / (timing.medianMs * 1e9), check: result, maxRelError: check)
+        return ParallelRow(base: base, ranks: group.ranks, singleDeviceMs: single.medianMs, overlapEfficiency: report.efficiency,
+                           exposedCommMs: report.exposedNs / 1e6 / Double(max(1, report.ranks.count)),
+                           copyMs: report.copyNs / 1e6 / Double(max(1, report.ranks.count)), bytesPerRank: bytes,
+                           bytesPerRankPerStep: Double(bytes) / Double(max(1, expected.steps)),
+                           expectedBytesPerRankPerStep: expected.bytes / Double(max(1, expected.steps)),
+                           steps: expected.steps, formula: expected.formula)
+    }
+
+    func relativeL2(_ a: [Float], _ b: [Float]) -> Double {
+        var num = 0.0, den = 0.0
+        for (x, y) in zip(a, b) {
+            let diff = Double(x) - Double(y)
+            num += diff.isNaN ? .infinity : diff * diff
+            den += Double(y) * Double(y)
+        }
+        return (num / max(den, 1e-30)).squareRoot()
+    }
+}
+
+struct LinearRun {
+    let spanMs: Double
+    let intervals: [ParallelTimeline.Interval]
+    let traffic: [RankTraffic]
+}
+
+/// A value set from the body of a timed run (the pool task) and read after it.
+final class LockedBox<T: Sendable>: Sendable {
+    private let lock: Mutex<T>
+    init(_ value: T) { lock = Mutex(value) }
+    var value: T {
+        get { lock.withLock { $0 } }
+        set { lock.withLock { $0 = newValue } }
+    }
+}
+
+/// Warm-up runs (not recorded), then timed runs, fewer when slow (about 60 s of runs, never
+/// fewer than 3 unless --iterations says so); each run's intervals and traffic.
+func timedLinearRuns(_ group: DeviceGroup, measure: MeasureOptions,
+                     _ body: @escaping @Sendable () async throws -> String) throws -> (runs: [LinearRun], path: String) {
+    group.timeline.isRecording = false
+    var warmSeconds = 0.0
+    for _ in 0..<max(1, measure.warmup) {
+        let start = Date()
+        _ = try blocking(body)
+        warmSeconds = Date().timeIntervalSince(start)
+    }
+    let count = min(measure.iterations, max(min(3, measure.iterations), Int(60 / max(warmSeconds, 1e-3))))
+    group.timeline.isRecording = true
+    defer { group.timeline.isRecording = false }
+    var runs: [LinearRun] = []
+    var path = ""
+    for _ in 0..<count {
+        _ = group.timeline.drain()
+        group.resetTraffic()
+        path = try blocking(body)
+        let intervals = group.timeline.drain()
+        runs.append(LinearRun(spanMs: OverlapReport(intervals).spanNs / 1e6, intervals: intervals, traffic: group.traffic))
+    }
+    return (runs, path)
+}
