@@ -1,15 +1,23 @@
 import VulkanCompute
 
-/// One rank's call of `ContextParallelLinearAttention`: the local GLA, the carry kernels and
-/// the all-scan, recorded on one stream; compute intervals go to the group's timeline. Lives
-/// in the rank's task (Stream is not Sendable).
+/// One rank's call of `ContextParallelLinearAttention`, recorded on two streams of the
+/// device's queue so that the scan's transfers run while the rank computes: `stream` records
+/// what the scan needs (the local states and the scan value), is submitted, then `compute`
+/// records the work that does not need the scan (the forward's output from the local states;
+/// the backward's recomputed states and dO contributions) and is submitted before the scan
+/// posts its waits on `stream`; what needs the scan's result (the correction, the backward's
+/// gradients) follows the scan on `stream`. Compute intervals go to the group's timeline.
+/// Lives in the rank's task (Stream is not Sendable).
 final class LinearRankRun<C: Communicator> {
     let comm: C
     let op: ContextParallelLinearAttention
     let shape: ContextParallelLinearAttention.Shape
     let stream: Stream
+    let compute: Stream
     let carry: LinearCarry
     var tracer: RankTracer
+    var computeTracer: RankTracer
+    var submissions: [Submission] = []
 
     /// Tags of the forward and the backward scans (the chain uses tag + segment).
     static var forwardTag: Int { 1 << 20 }
@@ -20,9 +28,11 @@ final class LinearRankRun<C: Communicator> {
         self.op = op
         self.shape = shape
         stream = try comm.device.makeStream()
+        compute = try comm.device.makeStream()
         carry = try LinearCarry(device: comm.device, gating: op.attention.gating, batch: shape.batch, length: op.lengths[comm.rank],
                                 heads: shape.heads, dk: shape.dk, dv: shape.dv)
         tracer = RankTracer(rank: comm.globalRank, clock: comm.clock, timeline: comm.timeline)
+        computeTracer = RankTracer(rank: comm.globalRank, clock: comm.clock, timeline: comm.timeline)
     }
 
     var device: Device { comm.device }
@@ -38,17 +48,32 @@ final class LinearRankRun<C: Communicator> {
                 try device.makeBuffer(byteCount: (comm.size + 1) * bytes))
     }
 
-    func path(_ local: GLADispatch, backward: Bool) -> String {
-        "\(op.scheme)\(backward ? " backward" : "") x\(comm.size): local \(local.label) + \(backward ? "state-gradient" : "correction") kernel, "
+    func path(_ plan: GLAPlan, backward: Bool) -> String {
+        "\(op.scheme)\(backward ? " backward" : "") x\(comm.size): local \(plan.label) + \(backward ? "state-gradient" : "correction") kernel, "
             + "all-scan \(op.scheme.algorithm)\(backward ? " over the reversed ranks" : ""), \(comm.path.rawValue)"
+    }
+
+    /// Submits what the scan needs: a send's bytes are ready once the submission that posted
+    /// it is done, so nothing queued after it may delay the send.
+    func releaseScanInputs() throws {
+        submissions.append(try stream.submit())
+    }
+
+    /// Submits `compute` after the scan's posts: the queue runs it before the waits the scan
+    /// recorded on `stream` (submitted later), so the transfers overlap it. (A chain's middle
+    /// rank submits its wait with the send that forwards the prefix; its compute follows.)
+    func releaseCompute() throws {
+        submissions.append(try compute.submit())
     }
 
     /// Submits, waits without blocking a pool thread, records the timeline, surfaces transfer errors.
     func finish(_ requests: [C.Request]) async throws {
-        let submission = try stream.submit()
-        try await awaitCompletion(submission)
+        submissions.append(try stream.submit())
+        for s in submissions { try await awaitCompletion(s) }
+        try compute.synchronize()
         try stream.synchronize()
         try tracer.collect(stream)
+        try computeTracer.collect(compute)
         try comm.collectTimestamps(of: stream)
         for r in requests { try await r.wait() }
     }
@@ -58,19 +83,26 @@ final class LinearRankRun<C: Communicator> {
         let localFinal = try device.makeTensor(shape: stateShape, dtype: .f32)
         let incoming = try device.makeTensor(shape: stateShape, dtype: .f32)
         let (value, result, scratch) = try scanBuffers()
-
         // Local chunks from zero (rank 0: from the global initial state, which then is part
         // of its B and reaches every later rank through the scan).
-        try tracer.begin("local GLA forward", on: stream)
-        let local = try op.attention.forward(stream, q: q, k: k, v: v, logGates: logGates, initialState: initialState,
-                                             output: o, finalState: localFinal)
+        let plan = try GLAPlan(op: op.attention, device: device, q: q, k: k, v: v, logGates: logGates, initialState: initialState)
+        try plan.checkForward(output: o, finalState: localFinal, chunkStates: nil)
+
+        try tracer.begin("local states", on: stream)
+        let (states, gcum) = try plan.encodeForwardStates(stream, chunkStates: nil)
+        try plan.encodeFinalState(stream, states: states, into: localFinal)
         try stream.barrier()
         try carry.encodeDecay(stream, logGates: logGates, value: value.whole)
         try carry.pack(stream, state: localFinal.slice, into: value.whole)
         try tracer.end(on: stream)
 
+        try computeTracer.begin("local output", on: compute)
+        try plan.encodeForwardOutput(compute, states: states, gcum: gcum, output: o)
+        try computeTracer.end(on: compute)
+        try releaseScanInputs()
         let requests = try comm.allScan(value.whole, into: result.whole, combine: combine, algorithm: op.scheme.algorithm,
                                         scratch: scratch.whole, tag: Self.forwardTag, on: stream)
+        try releaseCompute()
 
         try tracer.begin("state correction", on: stream)
         if rank > 0 {
@@ -94,7 +126,7 @@ final class LinearRankRun<C: Communicator> {
         }
         try tracer.end(on: stream)
         try await finish(requests)
-        return LinearParallelOutput(output: o, incomingState: incoming, finalState: final, path: path(local, backward: false))
+        return LinearParallelOutput(output: o, incomingState: incoming, finalState: final, path: path(plan, backward: false))
     }
 
     func backward(q: Tensor, k: Tensor, v: Tensor, logGates: Tensor?, incomingState: Tensor, dOutput: Tensor,
@@ -106,7 +138,11 @@ final class LinearRankRun<C: Communicator> {
         let gateShape = op.attention.gating == .perKey ? [shape.batch, l, shape.heads, shape.dk] : [shape.batch, l, shape.heads]
         let dg = try logGates.map { _ in try device.makeTensor(shape: gateShape, dtype: .f32) }
         let dInitial = rank == 0 ? try device.makeTensor(shape: stateShape, dtype: .f32) : nil
+        // The gradient of this shard's final state: from the scan, or the global one on the last rank.
+        let dOut = isLast ? dFinalState : try device.makeTensor(shape: stateShape, dtype: .f32)
         var (value, result, scratch) = try scanBuffers()
+        let plan = try GLAPlan(op: op.attention, device: device, q: q, k: k, v: v, logGates: logGates, initialState: incomingState)
+        try plan.checkBackward(dOutput: dOutput, dFinalState: dOut, dq: dq, dk: dk, dv: dv, dLogGates: dg, dInitialState: dInitial)
 
         // This rank's map of the state gradient: dS_in = a * dS_out + E (the last rank folds
         // in the global final-state gradient, since nothing comes after it).
@@ -125,23 +161,26 @@ final class LinearRankRun<C: Communicator> {
         }
         try tracer.end(on: stream)
 
+        // What needs no state gradient computes while the scan's transfers run.
+        try computeTracer.begin("local states", on: compute)
+        let work = try plan.encodeBackwardStates(compute, dOutput: dOutput)
+        try computeTracer.end(on: compute)
+
         // Suffix scan: the same combine over the ranks in reverse order.
+        try releaseScanInputs()
         let reversed = try comm.subgroup(Array((0..<comm.size).reversed()))
         let requests = try reversed.allScan(value.whole, into: result.whole, combine: combine, algorithm: op.scheme.algorithm,
                                             scratch: scratch.whole, tag: Self.backwardTag, on: stream)
-        var dOut: Tensor? = dFinalState
-        if !isLast {
-            let t = try device.makeTensor(shape: stateShape, dtype: .f32)
-            try carry.unpack(stream, value: result.whole, into: t.slice)
-            dOut = t
+        try releaseCompute()
+        if !isLast, let dOut {
+            try carry.unpack(stream, value: result.whole, into: dOut.slice)
         }
 
-        try tracer.begin("local GLA backward", on: stream)
-        let local = try op.attention.backward(stream, q: q, k: k, v: v, logGates: logGates, initialState: incomingState,
-                                              dOutput: dOutput, dFinalState: dOut, dq: dq, dk: dk, dv: dv, dLogGates: dg,
-                                              dInitialState: dInitial)
+        try tracer.begin("local gradients", on: stream)
+        try plan.encodeBackwardGradients(stream, work, dOutput: dOutput, dFinalState: dOut, dq: dq, dk: dk, dv: dv, dLogGates: dg,
+                                         dInitialState: dInitial)
         try tracer.end(on: stream)
         try await finish(requests)
-        return LinearParallelGradients(dq: dq, dk: dk, dv: dv, dLogGates: dg, dInitialState: dInitial, path: path(local, backward: true))
+        return LinearParallelGradients(dq: dq, dk: dk, dv: dv, dLogGates: dg, dInitialState: dInitial, path: path(plan, backward: true))
     }
 }

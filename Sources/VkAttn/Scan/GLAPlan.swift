@@ -137,7 +137,8 @@ struct GLAPlan {
         return gcum
     }
 
-    func forward(_ stream: Stream, output: Tensor, finalState: Tensor?, chunkStates: Tensor?) throws -> GLADispatch {
+    /// Checks the forward's operands (before anything is recorded).
+    func checkForward(output: Tensor, finalState: Tensor?, chunkStates: Tensor?) throws {
         let name = Self.opName
         try output.expect(op: name, "output", shape: [B, L, H, Dv], dtype: .f32, device: device)
         try output.expectBindable(op: name, "output")
@@ -147,26 +148,48 @@ struct GLAPlan {
             try chunkStates.expectBindable(op: name, "chunkStates")
         }
         try expectNoOverlap([("output", output)] + (finalState.map { [("finalState", $0)] } ?? []) + (chunkStates.map { [("chunkStates", $0)] } ?? []))
+    }
 
-        let statesSlice = try chunkStates?.slice ?? device.makeBuffer(byteCount: B * H * (NC + 1) * Dk * Dv * 4).whole
-        let outputKernel = try kernel(Shaders.scanGlaOutput, bindings: 6, workgroup: 128)
-        let gcum = try encodeStates(stream, states: statesSlice)
-        try stream.dispatch(outputKernel, bindings: [q.slice, k.slice, v.slice, gcum?.whole ?? q.slice, statesSlice, output.slice],
-                            push: push(flags: 0), groups: grid(groups: B * H * NC))
+    func forward(_ stream: Stream, output: Tensor, finalState: Tensor?, chunkStates: Tensor?) throws -> GLADispatch {
+        try checkForward(output: output, finalState: finalState, chunkStates: chunkStates)
+        let (statesSlice, gcum) = try encodeForwardStates(stream, chunkStates: chunkStates)
+        try encodeForwardOutput(stream, states: statesSlice, gcum: gcum, output: output)
         if let finalState {
-            // The final state is the last boundary state of each (b, h).
             try stream.barrier()
-            for bh in 0..<(B * H) {
-                let from = try statesSlice.buffer.slice(offset: statesSlice.offset + ((bh * (NC + 1) + NC) * Dk * Dv) * 4, byteCount: Dk * Dv * 4)
-                let to = try finalState.buffer.slice(offset: finalState.slice.offset + bh * Dk * Dv * 4, byteCount: Dk * Dv * 4)
-                try stream.copy(from: from, to: to)
-            }
+            try encodeFinalState(stream, states: statesSlice, into: finalState)
         }
         return GLADispatch(chunkLength: C, chunks: NC, label: label)
     }
 
-    func backward(_ stream: Stream, dOutput: Tensor, dFinalState: Tensor?, dq: Tensor, dk: Tensor, dv: Tensor,
-                  dLogGates: Tensor?, dInitialState: Tensor?) throws -> GLADispatch {
+    /// The forward's first half: the boundary states (into `chunkStates` when given) and the
+    /// chunk-local gate sums. Callers that run work between the halves (the cross-rank scan of
+    /// ContextParallelLinearAttention) record the second half, perhaps on another stream of
+    /// the same queue, after it.
+    func encodeForwardStates(_ stream: Stream, chunkStates: Tensor?) throws -> (states: BufferSlice, gcum: Buffer?) {
+        let states = try chunkStates?.slice ?? device.makeBuffer(byteCount: B * H * (NC + 1) * Dk * Dv * 4).whole
+        let gcum = try encodeStates(stream, states: states)
+        return (states, gcum)
+    }
+
+    /// The forward's second half: o from the boundary states.
+    func encodeForwardOutput(_ stream: Stream, states: BufferSlice, gcum: Buffer?, output: Tensor) throws {
+        let outputKernel = try kernel(Shaders.scanGlaOutput, bindings: 6, workgroup: 128)
+        try stream.dispatch(outputKernel, bindings: [q.slice, k.slice, v.slice, gcum?.whole ?? q.slice, states, output.slice],
+                            push: push(flags: 0), groups: grid(groups: B * H * NC))
+    }
+
+    /// The final state: the last boundary state of each (b, h).
+    func encodeFinalState(_ stream: Stream, states: BufferSlice, into finalState: Tensor) throws {
+        for bh in 0..<(B * H) {
+            let from = try states.buffer.slice(offset: states.offset + ((bh * (NC + 1) + NC) * Dk * Dv) * 4, byteCount: Dk * Dv * 4)
+            let to = try finalState.buffer.slice(offset: finalState.slice.offset + bh * Dk * Dv * 4, byteCount: Dk * Dv * 4)
+            try stream.copy(from: from, to: to)
+        }
+    }
+
+    /// Checks the backward's operands (before anything is recorded).
+    func checkBackward(dOutput: Tensor, dFinalState: Tensor?, dq: Tensor, dk: Tensor, dv: Tensor,
+                       dLogGates: Tensor?, dInitialState: Tensor?) throws {
         let name = Self.opName
         try dOutput.expect(op: name, "dOutput", shape: [B, L, H, Dv], dtype: .f32, device: device)
         if let dFinalState { try dFinalState.expect(op: name, "dFinalState", shape: [B, H, Dk, Dv], dtype: .f32, device: device) }
@@ -192,24 +215,51 @@ struct GLAPlan {
             try t.expectBindable(op: name, operand)
         }
         try expectNoOverlap(outputs)
+    }
 
+    func backward(_ stream: Stream, dOutput: Tensor, dFinalState: Tensor?, dq: Tensor, dk: Tensor, dv: Tensor,
+                  dLogGates: Tensor?, dInitialState: Tensor?) throws -> GLADispatch {
+        try checkBackward(dOutput: dOutput, dFinalState: dFinalState, dq: dq, dk: dk, dv: dv, dLogGates: dLogGates, dInitialState: dInitialState)
+        let work = try encodeBackwardStates(stream, dOutput: dOutput)
+        try encodeBackwardGradients(stream, work, dOutput: dOutput, dFinalState: dFinalState, dq: dq, dk: dk, dv: dv,
+                                    dLogGates: dLogGates, dInitialState: dInitialState)
+        return GLADispatch(chunkLength: C, chunks: NC, label: label)
+    }
+
+    /// What the backward's first half leaves for the second.
+    struct BackwardWork {
+        let states: Buffer, dstates: Buffer, gcum: Buffer?
+        var gcumSlice: BufferSlice
+    }
+
+    /// The backward's first half, which needs no final-state gradient: the boundary states and
+    /// the per-chunk contributions of dO to the state gradients. Callers that run work
+    /// between the halves (the cross-rank suffix scan) record the second half after it.
+    func encodeBackwardStates(_ stream: Stream, dOutput: Tensor) throws -> BackwardWork {
         let stateBytes = B * H * (NC + 1) * Dk * Dv * 4
         let states = try device.makeBuffer(byteCount: stateBytes)
         let dstates = try device.makeBuffer(byteCount: stateBytes)
-        let gated = gates != nil
-        let rloc = try device.makeBuffer(byteCount: gated ? B * L * H * Dk * 4 : 16)
-        let totals = try device.makeBuffer(byteCount: gated ? B * H * NC * Dk * 4 : 16)
         let contributions = try kernel(Shaders.scanGlaState, bindings: 4, mode: 1)
-        let scan = try kernel(Shaders.scanGlaScan, bindings: 4, mode: 1)
-        let grads = try kernel(Shaders.scanGlaGrads, bindings: 12, workgroup: gradsWorkgroup)
-        let carry = try kernel(Shaders.scanGlaGate, bindings: 5, mode: 0)
-        let gateGrad = try kernel(Shaders.scanGlaGate, bindings: 5, mode: 1)
-
         let gcum = try encodeStates(stream, states: states.whole)
         let gcumSlice = gcum?.whole ?? q.slice
         try stream.dispatch(contributions, bindings: [q.slice, dOutput.slice, gcumSlice, dstates.whole], push: push(flags: 0),
                             groups: grid(invocations: B * H * NC * Dk * Dv, workgroup: 64))
         try stream.barrier()
+        return BackwardWork(states: states, dstates: dstates, gcum: gcum, gcumSlice: gcumSlice)
+    }
+
+    /// The backward's second half: the state-gradient pass from `dFinalState`, then dq, dk,
+    /// dv and the gate gradient.
+    func encodeBackwardGradients(_ stream: Stream, _ work: BackwardWork, dOutput: Tensor, dFinalState: Tensor?, dq: Tensor, dk: Tensor,
+                                 dv: Tensor, dLogGates: Tensor?, dInitialState: Tensor?) throws {
+        let (states, dstates, gcumSlice) = (work.states, work.dstates, work.gcumSlice)
+        let gated = gates != nil
+        let rloc = try device.makeBuffer(byteCount: gated ? B * L * H * Dk * 4 : 16)
+        let totals = try device.makeBuffer(byteCount: gated ? B * H * NC * Dk * 4 : 16)
+        let scan = try kernel(Shaders.scanGlaScan, bindings: 4, mode: 1)
+        let grads = try kernel(Shaders.scanGlaGrads, bindings: 12, workgroup: gradsWorkgroup)
+        let carry = try kernel(Shaders.scanGlaGate, bindings: 5, mode: 0)
+        let gateGrad = try kernel(Shaders.scanGlaGate, bindings: 5, mode: 1)
         let scanFlags = (dFinalState != nil ? 2 : 0) | (dInitialState != nil ? 4 : 0)
         try stream.dispatch(scan, bindings: [dstates.whole, gcumSlice, dFinalState?.slice ?? q.slice, dInitialState?.slice ?? dstates.whole],
                             push: push(flags: scanFlags), groups: grid(invocations: B * H * Dk * Dv, workgroup: 64))
@@ -225,7 +275,6 @@ struct GLAPlan {
             try stream.dispatch(gateGrad, bindings: [rloc.whole, totals.whole, states.whole, dFinalState?.slice ?? q.slice, dLogGates.slice],
                                 push: push(flags: 0), groups: grid(invocations: B * L * H * (op.gating == .perKey ? Dk : 1), workgroup: 64))
         }
-        return GLADispatch(chunkLength: C, chunks: NC, label: label)
     }
 
     func expectNoOverlap(_ outputs: [(String, Tensor)]) throws {
