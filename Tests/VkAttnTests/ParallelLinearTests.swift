@@ -56,9 +56,10 @@ struct RankLinearResult: Sendable {
     let path: String
 }
 
-func runParallelLinear(_ p: LinearProblem, comms: [LocalCommunicator], scheme: LinearParallelScheme, chunk: Int?) async throws -> LinearResult {
+func runParallelLinear(_ p: LinearProblem, comms: [LocalCommunicator], scheme: LinearParallelScheme, chunk: Int?,
+                       lengths custom: [Int]? = nil) async throws -> LinearResult {
     let n = comms.count
-    let lengths = ContextParallelLinearAttention.evenLengths(total: p.l, ranks: n)
+    let lengths = custom ?? ContextParallelLinearAttention.evenLengths(total: p.l, ranks: n)
     let starts = lengths.indices.map { lengths.prefix($0).reduce(0, +) }
     let op = ContextParallelLinearAttention(lengths: lengths, scheme: scheme, attention: GatedLinearAttention(gating: p.gating, chunkLength: chunk))
     let ranks = try await onRanks(comms) { comm -> RankLinearResult in
@@ -103,7 +104,8 @@ struct ParallelLinearTests {
 
     /// Forward (o, final state, incoming states) and backward (dq, dk, dv, dg, dS0) of every
     /// scheme on 1..4 ranks against the reference and the one-device op.
-    func check(_ p: LinearProblem, chunk: Int?, ranks: ClosedRange<Int>, path: TransferPath? = nil, seed: UInt64) async throws {
+    func check(_ p: LinearProblem, chunk: Int?, ranks: ClosedRange<Int>, path: TransferPath? = nil, lengths custom: [Int]? = nil,
+               seed: UInt64) async throws {
         let ref = p.reference
         let abs: ([Float]) -> [Float] = { $0.map { Swift.abs($0) } }
         let fwd = ref.forward(q: p.q, k: p.k, v: p.v, logGates: p.g, initialState: p.s0)
@@ -119,7 +121,8 @@ struct ParallelLinearTests {
             let single = try await runParallelLinear(p, comms: try group.communicators(first: 1), scheme: .lasp2, chunk: chunk)
             for n in ranks {
                 for scheme in Self.schemes {
-                    let got = try await runParallelLinear(p, comms: try group.communicators(first: n), scheme: scheme, chunk: chunk)
+                    let got = try await runParallelLinear(p, comms: try group.communicators(first: n), scheme: scheme, chunk: chunk,
+                                                          lengths: custom)
                     let what = "\(p.gating) \(scheme) x\(n) [\(p.b), \(p.l), \(p.h), \(p.dk), \(p.dv)] states \(p.s0 != nil)"
                     #expect(got.paths.allSatisfy { $0.contains("correction kernel") && $0.contains("state-gradient kernel") && $0.contains("\(scheme)") }, "\(got.paths)")
                     func both(_ x: [Float], _ one: [Float], _ r: [Double], _ scale: [Double], _ name: String) {
@@ -134,7 +137,7 @@ struct ParallelLinearTests {
                     both(got.dInitial ?? [], single.dInitial ?? [], bwd.dInitial, bwdAbs.dInitial, "dInitial")
                     if let dg = got.dg { both(dg, single.dg ?? [], bwd.dLogGates, gScale, "dLogGates") }
                     // Rank r's incoming state is the reference's state after the tokens before it.
-                    let lengths = ContextParallelLinearAttention.evenLengths(total: p.l, ranks: n)
+                    let lengths = custom ?? ContextParallelLinearAttention.evenLengths(total: p.l, ranks: n)
                     for r in 1..<n {
                         let before = lengths.prefix(r).reduce(0, +)
                         let prefix = LinearProblem.prefix(p, tokens: before)
@@ -164,6 +167,67 @@ struct ParallelLinearTests {
         try await check(p, chunk: nil, ranks: 2...2, seed: seed)
         let ph = LinearProblem(gating: .perHead, b: 1, l: 150, h: 2, dk: 7, dv: 6, states: false, seed: seed &+ 1)
         try await check(ph, chunk: 16, ranks: 3...3, path: .staged, seed: seed)
+    }
+
+    @Test func singleTokenShards() async throws {
+        let seed = testSeed()
+        let p = LinearProblem(gating: .perKey, b: 1, l: 37, h: 2, dk: 3, dv: 5, states: true, seed: seed)
+        try await check(p, chunk: 8, ranks: 3...3, lengths: [1, 30, 6], seed: seed)
+        try await check(p, chunk: 8, ranks: 4...4, lengths: [2, 1, 1, 33], seed: seed)
+    }
+
+    /// Compute intervals on every rank, copies, and the bytes each rank sends: one value
+    /// B H Dk (Dv + 1) fp32 per hop of a chain, N - 1 values per rank for the all-gather; the
+    /// backward's chain runs from the last rank to the first.
+    @Test(arguments: [LinearParallelScheme.lasp2, .zeco(segments: 3)])
+    func timelineAndTraffic(scheme: LinearParallelScheme) async throws {
+        let seed = testSeed()
+        let p = LinearProblem(gating: .perHead, b: 2, l: 40, h: 3, dk: 4, dv: 5, states: false, seed: seed)
+        try await withGroup(ranks: 3) { group in
+            let comms = try group.communicators()
+            let lengths = ContextParallelLinearAttention.evenLengths(total: p.l, ranks: 3)
+            let op = ContextParallelLinearAttention(lengths: lengths, scheme: scheme, attention: GatedLinearAttention(gating: p.gating))
+            let value = p.b * p.h * p.dk * (p.dv + 1) * 4
+            let starts = [0, lengths[0], lengths[0] + lengths[1]]
+            struct Shard: Sendable { let q: Tensor, k: Tensor, v: Tensor, g: Tensor, dO: Tensor }
+            let shards = try comms.map { comm -> Shard in
+                let r = comm.rank, lr = lengths[r], range = starts[r]..<(starts[r] + lr), d = comm.device
+                return Shard(q: try d.makeTensor(p.shard(p.q, width: p.h * p.dk, range), shape: [p.b, lr, p.h, p.dk]),
+                             k: try d.makeTensor(p.shard(p.k, width: p.h * p.dk, range), shape: [p.b, lr, p.h, p.dk]),
+                             v: try d.makeTensor(p.shard(p.v, width: p.h * p.dv, range), shape: [p.b, lr, p.h, p.dv]),
+                             g: try d.makeTensor(p.shard(p.g ?? [], width: p.h, range), shape: [p.b, lr, p.h]),
+                             dO: try d.makeTensor(p.shard(p.dO, width: p.h * p.dv, range), shape: [p.b, lr, p.h, p.dv]))
+            }
+            _ = group.timeline.drain()
+            group.resetTraffic()
+            let outs = try await op.forward(q: shards.map(\.q), k: shards.map(\.k), v: shards.map(\.v), logGates: shards.map(\.g),
+                                            communicators: comms)
+            let forwardTraffic = group.traffic.map(\.bytesSent)
+            let forwardIntervals = group.timeline.drain()
+            group.resetTraffic()
+            _ = try await op.backward(q: shards.map(\.q), k: shards.map(\.k), v: shards.map(\.v), logGates: shards.map(\.g),
+                                      incomingStates: outs.map(\.incomingState), dOutput: shards.map(\.dO), communicators: comms)
+            let backwardTraffic = group.traffic.map(\.bytesSent)
+            let backwardIntervals = group.timeline.drain()
+            if scheme == .lasp2 {
+                #expect(forwardTraffic == [2 * value, 2 * value, 2 * value], "\(forwardTraffic), value \(value)")
+                #expect(backwardTraffic == [2 * value, 2 * value, 2 * value], "\(backwardTraffic), value \(value)")
+            } else {
+                #expect(forwardTraffic == [value, value, 0], "\(forwardTraffic), value \(value)")
+                #expect(backwardTraffic == [0, value, value], "\(backwardTraffic), value \(value)")
+            }
+            for (intervals, labels) in [(forwardIntervals, ["local states", "local output", "state correction"]),
+                                        (backwardIntervals, ["state gradient", "local states", "local gradients"])] {
+                for rank in 0..<3 {
+                    for label in labels {
+                        #expect(intervals.contains { $0.rank == rank && $0.kind == .compute && $0.label == label }, "rank \(rank) lacks \(label)")
+                    }
+                    #expect(intervals.contains { $0.rank == rank && $0.kind == .copy }, "rank \(rank) has no copy interval")
+                }
+                let report = OverlapReport(intervals)
+                #expect(report.efficiency >= 0 && report.efficiency <= 1)
+            }
+        }
     }
 
     @Test func badConfigurationsAreTypedErrors() async throws {
