@@ -117,6 +117,8 @@ struct ParallelLinearTests {
                                           finalAbs: fwdAbs.final, dqAbs: bwdAbs.dq, dkAbs: bwdAbs.dk)
         let depth = 4 * (p.l + p.dk + p.dv + (chunk ?? 64))
         try await withGroup(ranks: ranks.upperBound, path: path) { group in
+            // Without recording no tracer barrier orders the streams: the run's own barriers must.
+            group.timeline.isRecording = false
             // The single-device op: the first rank alone.
             let single = try await runParallelLinear(p, comms: try group.communicators(first: 1), scheme: .lasp2, chunk: chunk)
             for n in ranks {

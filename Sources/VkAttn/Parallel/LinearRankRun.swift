@@ -2,11 +2,11 @@ import VulkanCompute
 
 /// One rank's call of `ContextParallelLinearAttention`, recorded on two streams of the
 /// device's queue so that the scan's transfers run while the rank computes: `stream` records
-/// what the scan needs (the local states and the scan value), is submitted, then `compute`
-/// records the work that does not need the scan (the forward's output from the local states;
-/// the backward's recomputed states and dO contributions) and is submitted before the scan
-/// posts its waits on `stream`; what needs the scan's result (the correction, the backward's
-/// gradients) follows the scan on `stream`. Compute intervals go to the group's timeline.
+/// what the scan needs (the local states and the scan value) and is submitted; the scan is
+/// posted; then `compute`, holding the work that does not need the scan (the forward's output
+/// from the local states; the backward's recomputed states and dO contributions), is
+/// submitted ahead of the waits the scan recorded on `stream`; what needs the scan's result
+/// (the correction, the backward's gradients) follows the scan on `stream`. Compute intervals go to the group's timeline.
 /// Lives in the rank's task (Stream is not Sendable).
 final class LinearRankRun<C: Communicator> {
     let comm: C
@@ -96,6 +96,7 @@ final class LinearRankRun<C: Communicator> {
         try carry.pack(stream, state: localFinal.slice, into: value.whole)
         try tracer.end(on: stream)
 
+        try compute.barrier()  // after the states, submitted earlier on the same queue
         try computeTracer.begin("local output", on: compute)
         try plan.encodeForwardOutput(compute, states: states, gcum: gcum, output: o)
         try computeTracer.end(on: compute)
