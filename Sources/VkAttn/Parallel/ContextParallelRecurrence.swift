@@ -1,0 +1,265 @@
+import VulkanCompute
+import VkAttnShaders
+
+/// What a rank's `ContextParallelRecurrence` call did.
+public struct RecurrenceShardOutput: Sendable {
+    /// The schedule, e.g. `lasp2 x3 forward: chained-lookback/BLD/u64x2/chunk64 + cumulative
+    /// decay (recurrence with b = 0, h0 = 1) + carry added in place`.
+    public let path: String
+    /// The local recurrence's dispatch (the first of the two local passes).
+    public let local: RecurrenceDispatch
+    /// Bytes and messages this rank sent during the call.
+    public let bytesSent: Int
+    public let messagesSent: Int
+}
+
+/// The linear recurrence h_t = a_t h_{t-1} + b_t (`LinearRecurrence`, real, forward in time)
+/// with the time axis sharded contiguously over the ranks of a communicator: rank r holds
+/// steps [s_r, s_r + L_r) of every channel (any L_r >= 1; lengths may differ), as tensors of
+/// the op's layout ([B, L_r, D] or [B, D, L_r]); states are [B, D].
+///
+/// A shard is an affine map per channel, S -> A S + B (A the product of its a, B its local
+/// final state from zero), so the state entering rank r is the exclusive scan of the maps
+/// (LASP, LASP-2, ZeCO all use this; `algorithm` picks how it moves):
+/// 1. the local recurrence from h0 = 0 (rank 0: the global h0) gives h^loc and B; the same
+///    kernel on b = 0, h0 = 1 gives the cumulative decay P_t = prod_{s <= t} a_s and A;
+/// 2. `allScan` of the rows [A, B] (`AffineScan`, width 1, one row per channel) gives the
+///    incoming state h_in (the identity on rank 0);
+/// 3. h_t = h^loc_t + P_t h_in, one elementwise kernel (no pass over time after the scan).
+/// Backward: the gradient flows from the last rank to the first; the map of rank r takes the
+/// gradient arriving at its end to the one leaving its start (dh_in = A dEnd + G, G the local
+/// backward's dh0), so a scan of the same affine maps on the reversed ranks (`subgroup`) gives
+/// each rank its dEnd; the local backward (dFinal = 0, the last rank: the global dFinal) is
+/// corrected by Q_t dEnd with Q_t = prod_{t < s} a_s (the backward kernel on dh = 0,
+/// dFinal = 1): db_t += Q_t dEnd, da_t += Q_t dEnd h_{t-1}.
+///
+/// Every check happens before anything is posted; a failure after that aborts the group.
+public struct ContextParallelRecurrence: Sendable, Hashable {
+    /// Layout, path, chunk length and loads of the local passes; `complex` and `reverse` are
+    /// not supported across ranks (a typed error).
+    public var recurrence: LinearRecurrence
+    /// `.chain(segments: 1)`: LASP; `.allGather`: LASP-2; `.chain(segments: k)`: ZeCO.
+    public var algorithm: AllScanAlgorithm
+
+    public init(recurrence: LinearRecurrence = LinearRecurrence(layout: .bld), algorithm: AllScanAlgorithm = .chain(segments: 1)) {
+        self.recurrence = recurrence
+        self.algorithm = algorithm
+    }
+
+    public static let op = "contextParallelRecurrence"
+
+    /// The scheme's name: lasp, lasp2 or zeco(k).
+    public var scheme: String {
+        switch algorithm {
+        case .chain(segments: 1): return "lasp"
+        case let .chain(segments: k): return "zeco(\(k))"
+        case .allGather: return "lasp2"
+        }
+    }
+
+    /// Bytes one rank sends per call with `channels` = B * D rows of 8 bytes: the chain
+    /// passes one prefix on (none from the last rank), the all-gather sends its map to every
+    /// other rank.
+    public func expectedBytesSent(rank: Int, ranks: Int, channels: Int) -> Int {
+        let value = channels * 8
+        switch algorithm {
+        case .chain: return rank + 1 < ranks ? value : 0
+        case .allGather: return (ranks - 1) * value
+        }
+    }
+
+    /// The shard's dimensions, after the checks every rank makes before posting.
+    struct Shard {
+        let batch: Int, length: Int, channels: Int
+        var rows: Int { batch * channels }
+        var elements: Int { batch * length * channels }
+    }
+
+    func check<C: Communicator>(a: Tensor, _ comm: C) throws -> Shard {
+        let op = Self.op
+        guard !recurrence.complex, !recurrence.reverse else {
+            throw VkAttnError.unsupported(op: op, reason: "complex or reversed recurrences are not split across ranks (real, forward in time only)")
+        }
+        guard a.device === comm.device else { throw VkAttnError.deviceMismatch(op: op, operand: "a") }
+        guard a.shape.count == 3, a.shape.allSatisfy({ $0 > 0 }) else {
+            throw VkAttnError.shapeMismatch(op: op, operand: "a", expected: recurrence.layout == .bld ? "[B, L, D], L >= 1 on every rank" : "[B, D, L], L >= 1 on every rank",
+                                            actual: "\(a.shape)")
+        }
+        let shard = recurrence.layout == .bld ? Shard(batch: a.shape[0], length: a.shape[1], channels: a.shape[2])
+                                              : Shard(batch: a.shape[0], length: a.shape[2], channels: a.shape[1])
+        if case let .chain(segments) = algorithm, segments < 1 || segments > shard.rows {
+            throw VkAttnError.invalidValue(op: op, operand: "segments", reason: "\(segments) must be in 1...\(shard.rows) (B * D rows of the state)")
+        }
+        return shard
+    }
+
+    func checkState(_ t: Tensor?, _ operand: String, _ shard: Shard, _ device: Device) throws {
+        try t?.expect(op: Self.op, operand, shape: [shard.batch, shard.channels], dtype: .f32, device: device)
+        if let t { try t.expectBindable(op: Self.op, operand) }
+    }
+
+    var local: LinearRecurrence {
+        var op = recurrence
+        op.reverse = false
+        return op
+    }
+
+    // MARK: Forward
+
+    /// One rank's forward (SPMD: every rank of `comm` calls it with its shard). `h0`: the
+    /// global initial state, rank 0 only (nil: zeros). Writes h (every state of the shard) and,
+    /// when given, `finalState` (the state at the shard's end; the last rank's is the global
+    /// final state) and `incoming` (the state entering the shard, which `backward` takes).
+    public func forward<C: Communicator>(a: Tensor, b: Tensor, h0: Tensor? = nil, h: Tensor, finalState: Tensor? = nil,
+                                         incoming: Tensor? = nil, communicator comm: C) async throws -> RecurrenceShardOutput {
+        let op = Self.op, device = comm.device
+        let shard = try check(a: a, comm)
+        guard h0 == nil || comm.rank == 0 else {
+            throw VkAttnError.invalidValue(op: op, operand: "h0", reason: "only rank 0 takes the initial state (rank \(comm.rank) of \(comm.size) was given one)")
+        }
+        for (operand, t) in [("finalState", finalState), ("incoming", incoming)] { try checkState(t, operand, shard, device) }
+        let stateShape = [shard.batch, shard.channels]
+        let t = try ScratchArena.allocate(device, [(a.shape, .f32), (a.shape, .f32), (stateShape, .f32), (stateShape, .f32),
+                                                   (stateShape, .f32), ([shard.rows * 2], .f32), ([shard.rows * 2], .f32),
+                                                   ([shard.rows * 2 * (comm.size + 1)], .f32), ([4], .f32)])
+        let (zeros, decay, ones, endA, endB, value, prefix, scratch, dummy) = (t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8])
+        // Both local passes are validated (plans built) before anything is recorded or posted.
+        let local = local
+        let plans = try [
+            RecurrencePlan(op: local, device: device, a: a, inputs: [("b", b)], h0: h0, outputs: [("h", h)],
+                           state: ("finalState", endB), backward: nil),
+            RecurrencePlan(op: local, device: device, a: a, inputs: [("b", zeros)], h0: ones, outputs: [("h", decay)],
+                           state: ("finalState", endA), backward: nil),
+        ]
+        let stream = try device.makeStream()
+        let before = comm.traffic
+        var tracer = RankTracer(rank: comm.globalRank, clock: comm.clock, timeline: comm.timeline)
+        var requests: [C.Request] = []
+        let dispatch: RecurrenceDispatch
+        do {
+            try tracer.begin("recurrence shard + decay", on: stream)
+            try stream.fill(zeros.slice, word: 0)
+            try stream.fill(ones.slice, word: Float(1).bitPattern)
+            try stream.barrier()
+            dispatch = try plans[0].encode(stream)
+            _ = try plans[1].encode(stream)
+            try stream.barrier()
+            try RecurrenceCarry.encode(stream, .pack, count: shard.rows, length: 1, channels: shard.channels, bdl: false,
+                                       .init(m: endA.slice, x: endB.slice, y: value.slice), dummy: dummy.slice)
+            try tracer.end(on: stream)
+            requests = try comm.allScan(value.slice, into: prefix.slice, combine: AffineScan(rows: shard.rows, width: 1),
+                                        algorithm: algorithm, scratch: scratch.slice, tag: 1000, on: stream)
+            try tracer.begin("recurrence carry", on: stream)
+            try RecurrenceCarry.encode(stream, .forward, count: shard.elements, length: shard.length, channels: shard.channels,
+                                       bdl: recurrence.layout == .bdl, .init(m: decay.slice, scan: prefix.slice, y: h.slice),
+                                       dummy: dummy.slice)
+            if let finalState {
+                try RecurrenceCarry.encode(stream, .state, count: shard.rows, length: 1, channels: shard.channels, bdl: false, affine: true,
+                                           .init(m: endA.slice, x: endB.slice, scan: prefix.slice, y: finalState.slice), dummy: dummy.slice)
+            }
+            if let incoming {
+                if let h0 {
+                    try stream.copy(from: h0.slice, to: incoming.slice)
+                } else {
+                    try RecurrenceCarry.encode(stream, .state, count: shard.rows, length: 1, channels: shard.channels, bdl: false,
+                                               .init(scan: prefix.slice, y: incoming.slice), dummy: dummy.slice)
+                }
+            }
+            try tracer.end(on: stream)
+            try await finish(stream, &tracer, requests, comm)
+        } catch {
+            comm.abort(error)
+            throw error
+        }
+        return output("forward", dispatch, before, comm)
+    }
+
+    // MARK: Backward
+
+    /// One rank's backward of `forward` with the same a and h: from dh (of every state of the
+    /// shard) and, on the last rank only, dFinal (of the global final state; nil: zeros),
+    /// writes da, db and, when given, dIncoming (the gradient of the state entering the shard;
+    /// rank 0: dh0). `incoming` is the forward's `incoming` (the state entering the shard),
+    /// required on every rank but 0, where it is the global h0 (nil: zeros).
+    public func backward<C: Communicator>(a: Tensor, h: Tensor, incoming: Tensor? = nil, dh: Tensor, dFinal: Tensor? = nil,
+                                          da: Tensor, db: Tensor, dIncoming: Tensor? = nil,
+                                          communicator comm: C) async throws -> RecurrenceShardOutput {
+        let op = Self.op, device = comm.device
+        let shard = try check(a: a, comm)
+        guard dFinal == nil || comm.rank == comm.size - 1 else {
+            throw VkAttnError.invalidValue(op: op, operand: "dFinal", reason: "only the last rank takes the final state's gradient (rank \(comm.rank) of \(comm.size) was given one)")
+        }
+        guard incoming != nil || comm.rank == 0 else {
+            throw VkAttnError.invalidValue(op: op, operand: "incoming", reason: "rank \(comm.rank) needs the state entering its shard (the forward's incoming) for da at its first step")
+        }
+        try checkState(dIncoming, "dIncoming", shard, device)
+        let stateShape = [shard.batch, shard.channels]
+        let t = try ScratchArena.allocate(device, [(a.shape, .f32), (a.shape, .f32), (a.shape, .f32), (stateShape, .f32),
+                                                   (stateShape, .f32), (stateShape, .f32), ([shard.rows * 2], .f32),
+                                                   ([shard.rows * 2], .f32), ([shard.rows * 2 * (comm.size + 1)], .f32), ([4], .f32)])
+        let (zeros, decay, unused, ones, endA, endG, value, suffix, scratch, dummy) = (t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9])
+        let local = local
+        let plans = try [
+            RecurrencePlan(op: local, device: device, a: a, inputs: [("dh", dh), ("h", h)], h0: dFinal, outputs: [("db", db), ("da", da)],
+                           state: ("dh0", endG), backward: .some(incoming)),
+            // Q_t = prod of a after t (db of dh = 0, dFinal = 1) and A (its dh0).
+            RecurrencePlan(op: local, device: device, a: a, inputs: [("dh", zeros), ("h", h)], h0: ones,
+                           outputs: [("db", decay), ("da", unused)], state: ("dh0", endA), backward: .some(nil)),
+        ]
+        // The suffix order: rank r of the reversed group is rank size - 1 - r.
+        let reversed = try comm.subgroup(Array((0..<comm.size).reversed()))
+        let stream = try device.makeStream()
+        let before = comm.traffic
+        var tracer = RankTracer(rank: comm.globalRank, clock: comm.clock, timeline: comm.timeline)
+        var requests: [C.Request] = []
+        let dispatch: RecurrenceDispatch
+        do {
+            try tracer.begin("recurrence backward shard + decay", on: stream)
+            try stream.fill(zeros.slice, word: 0)
+            try stream.fill(ones.slice, word: Float(1).bitPattern)
+            try stream.barrier()
+            dispatch = try plans[0].encode(stream)
+            _ = try plans[1].encode(stream)
+            try stream.barrier()
+            try RecurrenceCarry.encode(stream, .pack, count: shard.rows, length: 1, channels: shard.channels, bdl: false,
+                                       .init(m: endA.slice, x: endG.slice, y: value.slice), dummy: dummy.slice)
+            try tracer.end(on: stream)
+            requests = try reversed.allScan(value.slice, into: suffix.slice, combine: AffineScan(rows: shard.rows, width: 1),
+                                            algorithm: algorithm, scratch: scratch.slice, tag: 1100, on: stream)
+            try tracer.begin("recurrence backward carry", on: stream)
+            try RecurrenceCarry.encode(stream, .backward, count: shard.elements, length: shard.length, channels: shard.channels,
+                                       bdl: recurrence.layout == .bdl,
+                                       .init(m: decay.slice, scan: suffix.slice, y: db.slice, z: da.slice, h: h.slice,
+                                             incoming: incoming?.slice), dummy: dummy.slice)
+            if let dIncoming {
+                try RecurrenceCarry.encode(stream, .state, count: shard.rows, length: 1, channels: shard.channels, bdl: false, affine: true,
+                                           .init(m: endA.slice, x: endG.slice, scan: suffix.slice, y: dIncoming.slice), dummy: dummy.slice)
+            }
+            try tracer.end(on: stream)
+            try await finish(stream, &tracer, requests, reversed)
+        } catch {
+            comm.abort(error)
+            throw error
+        }
+        return output("backward", dispatch, before, comm)
+    }
+
+    // MARK: Helpers
+
+    /// Submits, waits without blocking a pool thread, records the timeline, surfaces transfer errors.
+    func finish<C: Communicator>(_ stream: Stream, _ tracer: inout RankTracer, _ requests: [C.Request], _ comm: C) async throws {
+        let submission = try stream.submit()
+        try await awaitCompletion(submission)
+        try stream.synchronize()
+        try tracer.collect(stream)
+        try comm.collectTimestamps(of: stream)
+        for r in requests { try await r.wait() }
+    }
+
+    func output<C: Communicator>(_ direction: String, _ dispatch: RecurrenceDispatch, _ before: RankTraffic, _ comm: C) -> RecurrenceShardOutput {
+        let after = comm.traffic
+        let path = "\(scheme) x\(comm.size) \(direction): \(dispatch.label) + cumulative decay (the same kernel on b = 0, h0 = 1) + carry added in place, \(comm.path.rawValue)"
+        return RecurrenceShardOutput(path: path, local: dispatch, bytesSent: after.bytesSent - before.bytesSent,
+                                     messagesSent: after.messagesSent - before.messagesSent)
+    }
+}

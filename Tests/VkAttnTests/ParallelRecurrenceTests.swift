@@ -1,0 +1,282 @@
+import Testing
+import VkAttn
+import TestSupport
+
+/// One random recurrence problem over the whole sequence, run on one device
+/// (`LinearRecurrence`) and sharded over ranks (`ContextParallelRecurrence`).
+///
+/// Bound: `RecurrenceHarness.check`'s, 2u (steps + 8) times the magnitude run on |a| and |b|,
+/// with steps = L + 16 for every rank count: the carry adds per state one product and one sum
+/// (2u) and the scan of the maps two roundings per rank (at most 4 ranks: 8u) on top of the
+/// local recurrences' bound.
+struct ShardedRecurrenceCase: Sendable {
+    let seed: UInt64
+    let layout: LinearRecurrence.Layout
+    let batch: Int, length: Int, channels: Int
+    let withBoundaries: Bool
+    let a: [Float], b: [Float], dh: [Float]
+    let h0: [Float]?, dFinal: [Float]?
+
+    init(seed: UInt64, layout: LinearRecurrence.Layout, batch: Int, length: Int, channels: Int, withBoundaries: Bool, device: Device) {
+        self.seed = seed
+        self.layout = layout
+        self.batch = batch
+        self.length = length
+        self.channels = channels
+        self.withBoundaries = withBoundaries
+        var h = RecurrenceHarness(device: device, seed: seed)
+        let count = batch * length * channels
+        a = h.coefficients(count, complex: false, decay: .mixed)
+        b = h.rng.floats(count)
+        dh = h.rng.floats(count)
+        h0 = withBoundaries ? h.rng.floats(batch * channels) : nil
+        dFinal = withBoundaries ? h.rng.floats(batch * channels) : nil
+    }
+
+    var shape: [Int] { layout == .bld ? [batch, length, channels] : [batch, channels, length] }
+    func shape(_ steps: Int) -> [Int] { layout == .bld ? [batch, steps, channels] : [batch, channels, steps] }
+    var reference: RecurrenceReference {
+        RecurrenceReference(layout: layout, complex: false, reverse: false, batch: batch, length: length, channels: channels)
+    }
+
+    /// Steps [lo, hi) of every channel, in the layout.
+    func slice(_ x: [Float], _ lo: Int, _ hi: Int) -> [Float] {
+        var out: [Float] = []
+        switch layout {
+        case .bld:
+            for bi in 0..<batch { out += x[((bi * length + lo) * channels)..<((bi * length + hi) * channels)] }
+        case .bdl:
+            for row in 0..<(batch * channels) { out += x[(row * length + lo)..<(row * length + hi)] }
+        }
+        return out
+    }
+
+    /// The shards back into the whole sequence.
+    func join(_ parts: [[Float]], bounds: [Int]) -> [Float] {
+        var out = [Float](repeating: .nan, count: batch * length * channels)
+        for (r, part) in parts.enumerated() {
+            let lo = bounds[r], n = bounds[r + 1] - lo
+            var k = 0
+            switch layout {
+            case .bld:
+                for bi in 0..<batch {
+                    for t in 0..<n {
+                        for d in 0..<channels { out[(bi * length + lo + t) * channels + d] = part[k]; k += 1 }
+                    }
+                }
+            case .bdl:
+                for row in 0..<(batch * channels) {
+                    for t in 0..<n { out[row * length + lo + t] = part[k]; k += 1 }
+                }
+            }
+        }
+        return out
+    }
+
+    struct Result: Sendable {
+        var h: [Float], final: [Float], da: [Float], db: [Float], dh0: [Float]
+    }
+
+    /// The single-device kernel's forward and backward.
+    func single(_ device: Device, op: LinearRecurrence) throws -> Result {
+        let state = [batch, channels]
+        let stream = try device.makeStream()
+        let aT = try device.makeTensor(a, shape: shape), bT = try device.makeTensor(b, shape: shape)
+        let h0T = try h0.map { try device.makeTensor($0, shape: state) }
+        let hT = try device.makeTensor(shape: shape, dtype: .f32), finalT = try device.makeTensor(shape: state, dtype: .f32)
+        try op.forward(stream, a: aT, b: bT, h0: h0T, h: hT, finalState: finalT)
+        let daT = try device.makeTensor(shape: shape, dtype: .f32), dbT = try device.makeTensor(shape: shape, dtype: .f32)
+        let dh0T = try device.makeTensor(shape: state, dtype: .f32)
+        try stream.barrier()
+        try op.backward(stream, a: aT, h: hT, h0: h0T, dh: try device.makeTensor(dh, shape: shape),
+                        dFinal: try dFinal.map { try device.makeTensor($0, shape: state) }, da: daT, db: dbT, dh0: dh0T)
+        try stream.synchronize()
+        return Result(h: try hT.readFloats(), final: try finalT.readFloats(), da: try daT.readFloats(), db: try dbT.readFloats(),
+                      dh0: try dh0T.readFloats())
+    }
+
+    /// Every rank's forward then backward; `bounds` are the shard starts plus L.
+    func parallel(_ comms: [LocalCommunicator], bounds: [Int], op: ContextParallelRecurrence) async throws
+        -> (Result, incoming: [[Float]], outputs: [[RecurrenceShardOutput]]) {
+        let n = comms.count
+        let perRank = try await ContextParallelAttention.onEveryRank(comms) { comm in
+            let r = comm.rank, dev = comm.device, lo = bounds[r], hi = bounds[r + 1]
+            let local = shape(hi - lo), state = [batch, channels]
+            let aT = try dev.makeTensor(slice(a, lo, hi), shape: local)
+            let h = try Guarded(dev, shape: local, dtype: .f32), final = try Guarded(dev, shape: state, dtype: .f32)
+            let incoming = try Guarded(dev, shape: state, dtype: .f32)
+            let forward = try await op.forward(a: aT, b: try dev.makeTensor(slice(b, lo, hi), shape: local),
+                                               h0: r == 0 ? try h0.map { try dev.makeTensor($0, shape: state) } : nil,
+                                               h: h.tensor, finalState: final.tensor, incoming: incoming.tensor, communicator: comm)
+            let da = try Guarded(dev, shape: local, dtype: .f32), db = try Guarded(dev, shape: local, dtype: .f32)
+            let dIncoming = try Guarded(dev, shape: state, dtype: .f32)
+            let backward = try await op.backward(a: aT, h: h.tensor, incoming: r == 0 && h0 == nil ? nil : incoming.tensor,
+                                                 dh: try dev.makeTensor(slice(dh, lo, hi), shape: local),
+                                                 dFinal: r == n - 1 ? try dFinal.map { try dev.makeTensor($0, shape: state) } : nil,
+                                                 da: da.tensor, db: db.tensor, dIncoming: dIncoming.tensor, communicator: comm)
+            for (g, what) in [(h, "h"), (final, "final"), (incoming, "incoming"), (da, "da"), (db, "db"), (dIncoming, "dIncoming")] {
+                try g.checkGuards("\(what) rank \(r) of \(n)")
+            }
+            return (h: try h.tensor.readFloats(), final: try final.tensor.readFloats(), incoming: try incoming.tensor.readFloats(),
+                    da: try da.tensor.readFloats(), db: try db.tensor.readFloats(), dIncoming: try dIncoming.tensor.readFloats(),
+                    outputs: [forward, backward])
+        }
+        let result = Result(h: join(perRank.map(\.h), bounds: bounds), final: perRank[n - 1].final,
+                            da: join(perRank.map(\.da), bounds: bounds), db: join(perRank.map(\.db), bounds: bounds),
+                            dh0: perRank[0].dIncoming)
+        return (result, perRank.map(\.incoming), perRank.map(\.outputs))
+    }
+
+    /// Checks `got` against the fp64 reference and the single-device kernel's result.
+    func check(_ got: Result, single: Result, _ what: String) {
+        let ref = reference
+        let steps = length + 16
+        let (h, final) = ref.forward(a: a, b: b, h0: h0)
+        let m = ref.magnitude(a: a, b: b, h0: h0)
+        var finalScale = [Double](repeating: 0, count: final.count)
+        for bi in 0..<batch {
+            for d in 0..<channels { finalScale[bi * channels + d] = m[ref.index(bi, length - 1, d)] }
+        }
+        // Scales as in RecurrenceHarness: the gradient recurrence run on |a| and |dh|.
+        let reversed = RecurrenceReference(layout: layout, complex: false, reverse: true, batch: batch, length: length, channels: channels)
+        let gScale = reversed.magnitude(a: a, b: dh.map { abs($0) + 1e-3 }, h0: dFinal).map { $0 * 2 }
+        let hMax = (got.h + (h0 ?? [])).map { abs(Double($0)) }.max() ?? 1
+        let daScale = gScale.map { $0 * max(hMax, 1e-3) }
+        let dh0Scale = [Double](repeating: (gScale.max() ?? 1), count: got.dh0.count)
+        let (da, db, dh0) = ref.backward(a: a, h: got.h, h0: h0, dh: dh, dFinal: dFinal)
+        func both(_ x: [Float], _ r: [Double], _ s: [Float], _ scale: [Double], _ name: String) {
+            RecurrenceHarness.check(x, r, scale: scale, steps: steps, seed: seed, "\(name) vs fp64, \(what)")
+            RecurrenceHarness.check(x, s.map(Double.init), scale: scale.map { $0 * 2 }, steps: steps, seed: seed,
+                                    "\(name) vs one device, \(what)")
+        }
+        both(got.h, h, single.h, m, "h")
+        both(got.final, final, single.final, finalScale, "final")
+        both(got.db, db, single.db, gScale, "db")
+        both(got.da, da, single.da, daScale, "da")
+        both(got.dh0, dh0, single.dh0, dh0Scale, "dh0")
+    }
+}
+
+@Suite("Parallel: linear recurrence across ranks")
+struct ParallelRecurrenceTests {
+    static let schemes: [AllScanAlgorithm] = [.chain(segments: 1), .allGather, .chain(segments: 3)]
+
+    /// Shard bounds: near-equal splits, and uneven ones with length-1 shards.
+    static func splits(_ length: Int) -> [[Int]] {
+        (1...4).map { n in (0...n).map { $0 * length / n } } + [[0, 1, 2, length], [0, length - 2, length - 1, length],
+                                                              [0, 1, length / 2, length / 2 + 1, length]]
+    }
+
+    @Test(arguments: schemes)
+    func forwardAndBackwardMatchOneDeviceOnEveryRankCount(algorithm: AllScanAlgorithm) async throws {
+        let seed = testSeed()
+        try await withGroup(ranks: 4) { group in
+            let c = ShardedRecurrenceCase(seed: seed, layout: .bld, batch: 2, length: 101, channels: 7, withBoundaries: true,
+                                          device: group.devices[0])
+            let single = try c.single(group.devices[0], op: LinearRecurrence(layout: .bld))
+            let op = ContextParallelRecurrence(recurrence: LinearRecurrence(layout: .bld), algorithm: algorithm)
+            for bounds in Self.splits(c.length) {
+                let n = bounds.count - 1
+                group.resetTraffic()
+                _ = group.timeline.drain()
+                let (got, incoming, outputs) = try await c.parallel(try group.communicators(first: n), bounds: bounds, op: op)
+                let what = "\(op.scheme) bounds \(bounds)"
+                c.check(got, single: single, what)
+                // The state entering rank r is h at the end of rank r - 1 (rank 0: h0).
+                for r in 0..<n {
+                    let want = r == 0 ? c.h0 ?? [] : (0..<(c.batch * c.channels)).map {
+                        single.h[c.reference.index($0 / c.channels, bounds[r] - 1, $0 % c.channels)]
+                    }
+                    let err = zip(incoming[r], want).map { abs($0 - $1) / (1 + abs($1)) }.max() ?? .infinity
+                    #expect(err < 1e-4, "incoming of rank \(r), \(what): error \(err), seed \(seed)")
+                }
+                // Traffic: each rank's sends per call (forward, backward mirrored) as the scheme says.
+                for r in 0..<n {
+                    let forward = outputs[r][0], backward = outputs[r][1]
+                    #expect(forward.bytesSent == op.expectedBytesSent(rank: r, ranks: n, channels: c.batch * c.channels),
+                            "forward bytes of rank \(r), \(what)")
+                    #expect(backward.bytesSent == op.expectedBytesSent(rank: n - 1 - r, ranks: n, channels: c.batch * c.channels),
+                            "backward bytes of rank \(r), \(what)")
+                    #expect(forward.path.hasPrefix("\(op.scheme) x\(n) forward"), "\(forward.path)")
+                }
+                let intervals = group.timeline.drain()
+                for r in 0..<n {
+                    #expect(intervals.contains { $0.rank == r && $0.kind == .compute }, "rank \(r) has no compute interval, \(what)")
+                }
+                if n > 1 { #expect(intervals.contains { $0.kind == .copy && $0.bytes > 0 }, "no copy interval, \(what)") }
+            }
+        }
+    }
+
+    /// Time-contiguous layout, 33 channels, no h0 / dFinal, the chunked local path.
+    @Test(arguments: schemes)
+    func bdlLayoutWithoutBoundaryStates(algorithm: AllScanAlgorithm) async throws {
+        let seed = testSeed()
+        try await withGroup(ranks: 3) { group in
+            let c = ShardedRecurrenceCase(seed: seed, layout: .bdl, batch: 1, length: 301, channels: 33, withBoundaries: false,
+                                          device: group.devices[0])
+            let recurrence = LinearRecurrence(layout: .bdl, path: .chunked, chunkLength: 16)
+            let single = try c.single(group.devices[0], op: LinearRecurrence(layout: .bdl))
+            let op = ContextParallelRecurrence(recurrence: recurrence, algorithm: algorithm)
+            for bounds in [[0, 150, 301], [0, 1, 300, 301], [0, 97, 98, 301]] {
+                let (got, _, _) = try await c.parallel(try group.communicators(first: bounds.count - 1), bounds: bounds, op: op)
+                c.check(got, single: single, "\(op.scheme) BDL bounds \(bounds)")
+            }
+        }
+    }
+
+    @Test func badConfigurationsAreTypedErrorsBeforeAnythingIsPosted() async throws {
+        try await withGroup(ranks: 2) { group in
+            let comms = try group.communicators()
+            let dev = comms[1].device
+            let a = try dev.makeTensor(shape: [1, 5, 3], dtype: .f32), b = try dev.makeTensor(shape: [1, 5, 3], dtype: .f32)
+            let h = try dev.makeTensor(shape: [1, 5, 3], dtype: .f32), state = try dev.makeTensor(shape: [1, 3], dtype: .f32)
+            let plain = ContextParallelRecurrence()
+            func expectError(_ what: String, _ body: () async throws -> Void) async {
+                do {
+                    try await body()
+                    Issue.record("\(what): no error")
+                } catch let error as VkAttnError {
+                    #expect("\(error)".contains("contextParallelRecurrence") || "\(error)".contains("LinearRecurrence"), "\(what): \(error)")
+                } catch {
+                    Issue.record("\(what): \(error)")
+                }
+            }
+            await expectError("h0 on rank 1") { _ = try await plain.forward(a: a, b: b, h0: state, h: h, communicator: comms[1]) }
+            await expectError("complex") {
+                _ = try await ContextParallelRecurrence(recurrence: LinearRecurrence(layout: .bld, complex: true))
+                    .forward(a: a, b: b, h: h, communicator: comms[1])
+            }
+            await expectError("reverse") {
+                _ = try await ContextParallelRecurrence(recurrence: LinearRecurrence(layout: .bld, reverse: true))
+                    .forward(a: a, b: b, h: h, communicator: comms[1])
+            }
+            await expectError("segments > rows") {
+                _ = try await ContextParallelRecurrence(algorithm: .chain(segments: 4)).forward(a: a, b: b, h: h, communicator: comms[1])
+            }
+            await expectError("b of another shape") {
+                _ = try await plain.forward(a: a, b: try dev.makeTensor(shape: [1, 4, 3], dtype: .f32), h: h, communicator: comms[1])
+            }
+            await expectError("finalState of another shape") {
+                _ = try await plain.forward(a: a, b: b, h: h, finalState: try dev.makeTensor(shape: [3], dtype: .f32), communicator: comms[1])
+            }
+            await expectError("a tensor of rank 2") {
+                _ = try await plain.forward(a: state, b: state, h: state, communicator: comms[1])
+            }
+            await expectError("dFinal off the last rank") {
+                let d0 = comms[0].device
+                let x = try (0..<5).map { _ in try d0.makeTensor(shape: [1, 5, 3], dtype: .f32) }
+                _ = try await plain.backward(a: x[0], h: x[1], dh: x[2], dFinal: try d0.makeTensor(shape: [1, 3], dtype: .f32),
+                                             da: x[3], db: x[4], communicator: comms[0])
+            }
+            await expectError("no incoming on rank 1") {
+                _ = try await plain.backward(a: a, h: h, dh: b, da: try dev.makeTensor(shape: [1, 5, 3], dtype: .f32),
+                                             db: try dev.makeTensor(shape: [1, 5, 3], dtype: .f32), communicator: comms[1])
+            }
+            await expectError("tensor on another device") {
+                _ = try await plain.forward(a: a, b: b, h: h, communicator: comms[0])
+            }
+            #expect(group.abortError == nil, "a configuration error aborted the group")
+        }
+    }
+}
