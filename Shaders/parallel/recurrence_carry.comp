@@ -6,6 +6,7 @@
 //   0 pack:      value[2c] = m[c], value[2c + 1] = x[c]                (the shard's map)
 //   1 forward:   y[i] += m[i] * s(ch(i))       m: prod of a up to t within the shard
 //   2 backward:  y[i] += g, z[i] += g * hprev(i), g = m[i] * s(ch(i))  m: prod of a after t
+//                (after in the forward's order of steps)
 //   3 state:     y[c] = AFFINE ? x[c] + m[c] * s(c) : s(c)
 // Elements are [B, L, D] (BDL = 0) or [B, D, L] (BDL = 1) fp32; channels c = b * D + d.
 // Grid-stride loop; every operand bound at an aligned offset plus a word offset.
@@ -27,7 +28,8 @@ layout(push_constant) uniform Push {
     uint steps;        // L of the shard
     uint channels;     // D
     uint bdl;
-    uint flags;        // bit 0: AFFINE (mode 3); bit 1: incoming given (mode 2)
+    uint flags;        // bit 0: AFFINE (mode 3); bit 1: incoming given (mode 2); bit 2: the
+                       // recurrence runs backward in time (h_{t+1} precedes h_t)
     uint m_offset;
     uint x_offset;
     uint scan_offset;
@@ -64,9 +66,14 @@ void main() {
         const float g = m[pc.m_offset + i] * scan[pc.scan_offset + 2u * c + 1u];
         y[pc.y_offset + i] += g;
         if (MODE == 2u) {
+            // The state before step t in the forward's order: h_{t-1}, or h_{t+1} reversed; the
+            // incoming state at the shard's first step.
+            const bool reversed = (pc.flags & 4u) != 0u;
             float previous = 0.0;
-            if (t > 0u) {
+            if (!reversed && t > 0u) {
                 previous = h[pc.h_offset + i - timeStride];
+            } else if (reversed && t + 1u < pc.steps) {
+                previous = h[pc.h_offset + i + timeStride];
             } else if ((pc.flags & 2u) != 0u) {
                 previous = incoming[pc.incoming_offset + c];
             }

@@ -12,14 +12,17 @@ import TestSupport
 struct ShardedRecurrenceCase: Sendable {
     let seed: UInt64
     let layout: LinearRecurrence.Layout
+    let reverse: Bool
     let batch: Int, length: Int, channels: Int
     let withBoundaries: Bool
     let a: [Float], b: [Float], dh: [Float]
     let h0: [Float]?, dFinal: [Float]?
 
-    init(seed: UInt64, layout: LinearRecurrence.Layout, batch: Int, length: Int, channels: Int, withBoundaries: Bool, device: Device) {
+    init(seed: UInt64, layout: LinearRecurrence.Layout, reverse: Bool = false, batch: Int, length: Int, channels: Int,
+         withBoundaries: Bool, device: Device) {
         self.seed = seed
         self.layout = layout
+        self.reverse = reverse
         self.batch = batch
         self.length = length
         self.channels = channels
@@ -36,8 +39,12 @@ struct ShardedRecurrenceCase: Sendable {
     var shape: [Int] { layout == .bld ? [batch, length, channels] : [batch, channels, length] }
     func shape(_ steps: Int) -> [Int] { layout == .bld ? [batch, steps, channels] : [batch, channels, steps] }
     var reference: RecurrenceReference {
-        RecurrenceReference(layout: layout, complex: false, reverse: false, batch: batch, length: length, channels: channels)
+        RecurrenceReference(layout: layout, complex: false, reverse: reverse, batch: batch, length: length, channels: channels)
     }
+
+    /// The rank of the first steps (h0 enters there) and of the last ones, of `n`.
+    func first(_ n: Int) -> Int { reverse ? n - 1 : 0 }
+    func last(_ n: Int) -> Int { reverse ? 0 : n - 1 }
 
     /// Steps [lo, hi) of every channel, in the layout.
     func slice(_ x: [Float], _ lo: Int, _ hi: Int) -> [Float] {
@@ -106,13 +113,13 @@ struct ShardedRecurrenceCase: Sendable {
             let h = try Guarded(dev, shape: local, dtype: .f32), final = try Guarded(dev, shape: state, dtype: .f32)
             let incoming = try Guarded(dev, shape: state, dtype: .f32)
             let forward = try await op.forward(a: aT, b: try dev.makeTensor(slice(b, lo, hi), shape: local),
-                                               h0: r == 0 ? try h0.map { try dev.makeTensor($0, shape: state) } : nil,
+                                               h0: r == first(n) ? try h0.map { try dev.makeTensor($0, shape: state) } : nil,
                                                h: h.tensor, finalState: final.tensor, incoming: incoming.tensor, communicator: comm)
             let da = try Guarded(dev, shape: local, dtype: .f32), db = try Guarded(dev, shape: local, dtype: .f32)
             let dIncoming = try Guarded(dev, shape: state, dtype: .f32)
-            let backward = try await op.backward(a: aT, h: h.tensor, incoming: r == 0 && h0 == nil ? nil : incoming.tensor,
+            let backward = try await op.backward(a: aT, h: h.tensor, incoming: r == first(n) && h0 == nil ? nil : incoming.tensor,
                                                  dh: try dev.makeTensor(slice(dh, lo, hi), shape: local),
-                                                 dFinal: r == n - 1 ? try dFinal.map { try dev.makeTensor($0, shape: state) } : nil,
+                                                 dFinal: r == last(n) ? try dFinal.map { try dev.makeTensor($0, shape: state) } : nil,
                                                  da: da.tensor, db: db.tensor, dIncoming: dIncoming.tensor, communicator: comm)
             for (g, what) in [(h, "h"), (final, "final"), (incoming, "incoming"), (da, "da"), (db, "db"), (dIncoming, "dIncoming")] {
                 try g.checkGuards("\(what) rank \(r) of \(n)")
@@ -121,9 +128,9 @@ struct ShardedRecurrenceCase: Sendable {
                     da: try da.tensor.readFloats(), db: try db.tensor.readFloats(), dIncoming: try dIncoming.tensor.readFloats(),
                     outputs: [forward, backward])
         }
-        let result = Result(h: join(perRank.map(\.h), bounds: bounds), final: perRank[n - 1].final,
+        let result = Result(h: join(perRank.map(\.h), bounds: bounds), final: perRank[last(n)].final,
                             da: join(perRank.map(\.da), bounds: bounds), db: join(perRank.map(\.db), bounds: bounds),
-                            dh0: perRank[0].dIncoming)
+                            dh0: perRank[first(n)].dIncoming)
         return (result, perRank.map(\.incoming), perRank.map(\.outputs))
     }
 
@@ -135,10 +142,10 @@ struct ShardedRecurrenceCase: Sendable {
         let m = ref.magnitude(a: a, b: b, h0: h0)
         var finalScale = [Double](repeating: 0, count: final.count)
         for bi in 0..<batch {
-            for d in 0..<channels { finalScale[bi * channels + d] = m[ref.index(bi, length - 1, d)] }
+            for d in 0..<channels { finalScale[bi * channels + d] = m[ref.index(bi, reverse ? 0 : length - 1, d)] }
         }
         // Scales as in RecurrenceHarness: the gradient recurrence run on |a| and |dh|.
-        let reversed = RecurrenceReference(layout: layout, complex: false, reverse: true, batch: batch, length: length, channels: channels)
+        let reversed = RecurrenceReference(layout: layout, complex: false, reverse: !reverse, batch: batch, length: length, channels: channels)
         let gScale = reversed.magnitude(a: a, b: dh.map { abs($0) + 1e-3 }, h0: dFinal).map { $0 * 2 }
         let hMax = (got.h + (h0 ?? [])).map { abs(Double($0)) }.max() ?? 1
         let daScale = gScale.map { $0 * max(hMax, 1e-3) }
@@ -167,35 +174,38 @@ struct ParallelRecurrenceTests {
                                                               [0, 1, length / 2, length / 2 + 1, length]]
     }
 
-    @Test(arguments: schemes)
-    func forwardAndBackwardMatchOneDeviceOnEveryRankCount(algorithm: AllScanAlgorithm) async throws {
+    @Test(arguments: schemes, [false, true])
+    func forwardAndBackwardMatchOneDeviceOnEveryRankCount(algorithm: AllScanAlgorithm, reverse: Bool) async throws {
         let seed = testSeed()
         try await withGroup(ranks: 4) { group in
-            let c = ShardedRecurrenceCase(seed: seed, layout: .bld, batch: 2, length: 101, channels: 7, withBoundaries: true,
-                                          device: group.devices[0])
-            let single = try c.single(group.devices[0], op: LinearRecurrence(layout: .bld))
-            let op = ContextParallelRecurrence(recurrence: LinearRecurrence(layout: .bld), algorithm: algorithm)
+            let c = ShardedRecurrenceCase(seed: seed, layout: .bld, reverse: reverse, batch: 2, length: 101, channels: 7,
+                                          withBoundaries: true, device: group.devices[0])
+            let recurrence = LinearRecurrence(layout: .bld, reverse: reverse)
+            let single = try c.single(group.devices[0], op: recurrence)
+            let op = ContextParallelRecurrence(recurrence: recurrence, algorithm: algorithm)
             for bounds in Self.splits(c.length) {
                 let n = bounds.count - 1
                 group.resetTraffic()
                 _ = group.timeline.drain()
                 let (got, incoming, outputs) = try await c.parallel(try group.communicators(first: n), bounds: bounds, op: op)
-                let what = "\(op.scheme) bounds \(bounds)"
+                let what = "\(op.scheme) reverse \(reverse) bounds \(bounds)"
                 c.check(got, single: single, what)
-                // The state entering rank r is h at the end of rank r - 1 (rank 0: h0).
+                // The state entering a shard is h at the neighbouring step outside it (the first rank: h0).
                 for r in 0..<n {
-                    let want = r == 0 ? c.h0 ?? [] : (0..<(c.batch * c.channels)).map {
-                        single.h[c.reference.index($0 / c.channels, bounds[r] - 1, $0 % c.channels)]
+                    let outside = reverse ? bounds[r + 1] : bounds[r] - 1
+                    let want = r == c.first(n) ? c.h0 ?? [] : (0..<(c.batch * c.channels)).map {
+                        single.h[c.reference.index($0 / c.channels, outside, $0 % c.channels)]
                     }
                     let err = zip(incoming[r], want).map { abs($0 - $1) / (1 + abs($1)) }.max() ?? .infinity
                     #expect(err < 1e-4, "incoming of rank \(r), \(what): error \(err), seed \(seed)")
                 }
-                // Traffic: each rank's sends per call (forward, backward mirrored) as the scheme says.
+                // Traffic: each rank's sends per call as the scheme says.
+                let rows = c.batch * c.channels
                 for r in 0..<n {
                     let forward = outputs[r][0], backward = outputs[r][1]
-                    #expect(forward.bytesSent == op.expectedBytesSent(rank: r, ranks: n, channels: c.batch * c.channels),
+                    #expect(forward.bytesSent == op.expectedBytesSent(rank: r, ranks: n, channels: rows, backward: false),
                             "forward bytes of rank \(r), \(what)")
-                    #expect(backward.bytesSent == op.expectedBytesSent(rank: n - 1 - r, ranks: n, channels: c.batch * c.channels),
+                    #expect(backward.bytesSent == op.expectedBytesSent(rank: r, ranks: n, channels: rows, backward: true),
                             "backward bytes of rank \(r), \(what)")
                     #expect(forward.path.hasPrefix("\(op.scheme) x\(n) forward"), "\(forward.path)")
                 }
@@ -208,11 +218,12 @@ struct ParallelRecurrenceTests {
         }
     }
 
-    /// Time-contiguous layout, 33 channels, no h0 / dFinal, the chunked local path.
-    @Test(arguments: schemes)
-    func bdlLayoutWithoutBoundaryStates(algorithm: AllScanAlgorithm) async throws {
+    /// Time-contiguous layout, 33 channels, no h0 / dFinal, the chunked local path; both
+    /// transfer paths.
+    @Test(arguments: schemes, TransferPath.allCases)
+    func bdlLayoutWithoutBoundaryStates(algorithm: AllScanAlgorithm, transfer: TransferPath) async throws {
         let seed = testSeed()
-        try await withGroup(ranks: 3) { group in
+        try await withGroup(ranks: 3, path: transfer) { group in
             let c = ShardedRecurrenceCase(seed: seed, layout: .bdl, batch: 1, length: 301, channels: 33, withBoundaries: false,
                                           device: group.devices[0])
             let recurrence = LinearRecurrence(layout: .bdl, path: .chunked, chunkLength: 16)
@@ -220,7 +231,7 @@ struct ParallelRecurrenceTests {
             let op = ContextParallelRecurrence(recurrence: recurrence, algorithm: algorithm)
             for bounds in [[0, 150, 301], [0, 1, 300, 301], [0, 97, 98, 301]] {
                 let (got, _, _) = try await c.parallel(try group.communicators(first: bounds.count - 1), bounds: bounds, op: op)
-                c.check(got, single: single, "\(op.scheme) BDL bounds \(bounds)")
+                c.check(got, single: single, "\(op.scheme) BDL \(transfer.rawValue) bounds \(bounds)")
             }
         }
     }
@@ -247,9 +258,11 @@ struct ParallelRecurrenceTests {
                 _ = try await ContextParallelRecurrence(recurrence: LinearRecurrence(layout: .bld, complex: true))
                     .forward(a: a, b: b, h: h, communicator: comms[1])
             }
-            await expectError("reverse") {
+            await expectError("h0 on rank 0 of a reversed recurrence") {
+                let d0 = comms[0].device
+                let x = try (0..<3).map { _ in try d0.makeTensor(shape: [1, 5, 3], dtype: .f32) }
                 _ = try await ContextParallelRecurrence(recurrence: LinearRecurrence(layout: .bld, reverse: true))
-                    .forward(a: a, b: b, h: h, communicator: comms[1])
+                    .forward(a: x[0], b: x[1], h0: try d0.makeTensor(shape: [1, 3], dtype: .f32), h: x[2], communicator: comms[0])
             }
             await expectError("segments > rows") {
                 _ = try await ContextParallelRecurrence(algorithm: .chain(segments: 4)).forward(a: a, b: b, h: h, communicator: comms[1])

@@ -13,18 +13,19 @@ public struct RecurrenceShardOutput: Sendable {
     public let messagesSent: Int
 }
 
-/// The linear recurrence h_t = a_t h_{t-1} + b_t (`LinearRecurrence`, real, forward in time)
-/// with the time axis sharded contiguously over the ranks of a communicator: rank r holds
+/// The linear recurrence h_t = a_t h_{t-1} + b_t (`LinearRecurrence`, real, forward or
+/// reversed in time) with the time axis sharded contiguously over the ranks of a
+/// communicator: rank r holds
 /// steps [s_r, s_r + L_r) of every channel (any L_r >= 1; lengths may differ), as tensors of
 /// the op's layout ([B, L_r, D] or [B, D, L_r]); states are [B, D].
 ///
 /// A shard is an affine map per channel, S -> A S + B (A the product of its a, B its local
 /// final state from zero), so the state entering rank r is the exclusive scan of the maps
 /// (LASP, LASP-2, ZeCO all use this; `algorithm` picks how it moves):
-/// 1. the local recurrence from h0 = 0 (rank 0: the global h0) gives h^loc and B; the same
+/// 1. the local recurrence from h0 = 0 (the first rank: the global h0) gives h^loc and B; the same
 ///    kernel on b = 0, h0 = 1 gives the cumulative decay P_t = prod_{s <= t} a_s and A;
 /// 2. `allScan` of the rows [A, B] (`AffineScan`, width 1, one row per channel) gives the
-///    incoming state h_in (the identity on rank 0);
+///    incoming state h_in (the identity on the first rank);
 /// 3. h_t = h^loc_t + P_t h_in, one elementwise kernel (no pass over time after the scan).
 /// Backward: the gradient flows from the last rank to the first; the map of rank r takes the
 /// gradient arriving at its end to the one leaving its start (dh_in = A dEnd + G, G the local
@@ -32,11 +33,13 @@ public struct RecurrenceShardOutput: Sendable {
 /// each rank its dEnd; the local backward (dFinal = 0, the last rank: the global dFinal) is
 /// corrected by Q_t dEnd with Q_t = prod_{t < s} a_s (the backward kernel on dh = 0,
 /// dFinal = 1): db_t += Q_t dEnd, da_t += Q_t dEnd h_{t-1}.
+/// With `reverse` the state flows from the last rank to rank 0 (the forward's scan runs on the
+/// reversed ranks, the backward's on the ranks in order): "first" and "last" swap.
 ///
 /// Every check happens before anything is posted; a failure after that aborts the group.
 public struct ContextParallelRecurrence: Sendable, Hashable {
-    /// Layout, path, chunk length and loads of the local passes; `complex` and `reverse` are
-    /// not supported across ranks (a typed error).
+    /// Layout, direction, path, chunk length and loads of the local passes; `complex` is not
+    /// supported across ranks (a typed error).
     public var recurrence: LinearRecurrence
     /// `.chain(segments: 1)`: LASP; `.allGather`: LASP-2; `.chain(segments: k)`: ZeCO.
     public var algorithm: AllScanAlgorithm
@@ -58,12 +61,14 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
     }
 
     /// Bytes one rank sends per call with `channels` = B * D rows of 8 bytes: the chain
-    /// passes one prefix on (none from the last rank), the all-gather sends its map to every
-    /// other rank.
-    public func expectedBytesSent(rank: Int, ranks: Int, channels: Int) -> Int {
+    /// passes one prefix on (none from the rank the state reaches last: the last rank for a
+    /// forward recurrence's forward pass or a reversed one's backward, else rank 0), the
+    /// all-gather sends its map to every other rank.
+    public func expectedBytesSent(rank: Int, ranks: Int, channels: Int, backward: Bool) -> Int {
         let value = channels * 8
+        let position = backward == recurrence.reverse ? rank : ranks - 1 - rank
         switch algorithm {
-        case .chain: return rank + 1 < ranks ? value : 0
+        case .chain: return position + 1 < ranks ? value : 0
         case .allGather: return (ranks - 1) * value
         }
     }
@@ -77,8 +82,8 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
 
     func check<C: Communicator>(a: Tensor, _ comm: C) throws -> Shard {
         let op = Self.op
-        guard !recurrence.complex, !recurrence.reverse else {
-            throw VkAttnError.unsupported(op: op, reason: "complex or reversed recurrences are not split across ranks (real, forward in time only)")
+        guard !recurrence.complex else {
+            throw VkAttnError.unsupported(op: op, reason: "complex recurrences are not split across ranks (real values only)")
         }
         guard a.device === comm.device else { throw VkAttnError.deviceMismatch(op: op, operand: "a") }
         guard a.shape.count == 3, a.shape.allSatisfy({ $0 > 0 }) else {
@@ -98,24 +103,29 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
         if let t { try t.expectBindable(op: Self.op, operand) }
     }
 
-    var local: LinearRecurrence {
-        var op = recurrence
-        op.reverse = false
-        return op
+    /// The communicator in the order the state flows: the ranks in order for a forward
+    /// recurrence's forward pass and a reversed one's backward, else reversed. Every rank
+    /// calls it (`subgroup` of the reversed members).
+    func flow<C: Communicator>(_ comm: C, backward: Bool) throws -> C {
+        backward == recurrence.reverse ? comm : try comm.subgroup(Array((0..<comm.size).reversed()))
     }
+
+    /// The rank that holds the recurrence's first steps (h0 enters there).
+    func firstRank(_ size: Int) -> Int { recurrence.reverse ? size - 1 : 0 }
 
     // MARK: Forward
 
     /// One rank's forward (SPMD: every rank of `comm` calls it with its shard). `h0`: the
-    /// global initial state, rank 0 only (nil: zeros). Writes h (every state of the shard) and,
-    /// when given, `finalState` (the state at the shard's end; the last rank's is the global
-    /// final state) and `incoming` (the state entering the shard, which `backward` takes).
+    /// global initial state, on the first rank only (rank 0; reversed: the last rank; nil:
+    /// zeros). Writes h (every state of the shard) and, when given, `finalState` (the state
+    /// leaving the shard; the last shard's is the global final state) and `incoming` (the
+    /// state entering the shard, which `backward` takes).
     public func forward<C: Communicator>(a: Tensor, b: Tensor, h0: Tensor? = nil, h: Tensor, finalState: Tensor? = nil,
                                          incoming: Tensor? = nil, communicator comm: C) async throws -> RecurrenceShardOutput {
         let op = Self.op, device = comm.device
         let shard = try check(a: a, comm)
-        guard h0 == nil || comm.rank == 0 else {
-            throw VkAttnError.invalidValue(op: op, operand: "h0", reason: "only rank 0 takes the initial state (rank \(comm.rank) of \(comm.size) was given one)")
+        guard h0 == nil || comm.rank == firstRank(comm.size) else {
+            throw VkAttnError.invalidValue(op: op, operand: "h0", reason: "only rank \(firstRank(comm.size)) (the first steps) takes the initial state (rank \(comm.rank) of \(comm.size) was given one)")
         }
         for (operand, t) in [("finalState", finalState), ("incoming", incoming)] { try checkState(t, operand, shard, device) }
         let stateShape = [shard.batch, shard.channels]
@@ -124,13 +134,14 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
                                                    ([shard.rows * 2 * (comm.size + 1)], .f32), ([4], .f32)])
         let (zeros, decay, ones, endA, endB, value, prefix, scratch, dummy) = (t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8])
         // Both local passes are validated (plans built) before anything is recorded or posted.
-        let local = local
+        let local = recurrence
         let plans = try [
             RecurrencePlan(op: local, device: device, a: a, inputs: [("b", b)], h0: h0, outputs: [("h", h)],
                            state: ("finalState", endB), backward: nil),
             RecurrencePlan(op: local, device: device, a: a, inputs: [("b", zeros)], h0: ones, outputs: [("h", decay)],
                            state: ("finalState", endA), backward: nil),
         ]
+        let flow = try flow(comm, backward: false)
         let stream = try device.makeStream()
         let before = comm.traffic
         var tracer = RankTracer(rank: comm.globalRank, clock: comm.clock, timeline: comm.timeline)
@@ -147,7 +158,7 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
             try RecurrenceCarry.encode(stream, .pack, count: shard.rows, length: 1, channels: shard.channels, bdl: false,
                                        .init(m: endA.slice, x: endB.slice, y: value.slice), dummy: dummy.slice)
             try tracer.end(on: stream)
-            requests = try comm.allScan(value.slice, into: prefix.slice, combine: AffineScan(rows: shard.rows, width: 1),
+            requests = try flow.allScan(value.slice, into: prefix.slice, combine: AffineScan(rows: shard.rows, width: 1),
                                         algorithm: algorithm, scratch: scratch.slice, tag: 1000, on: stream)
             try tracer.begin("recurrence carry", on: stream)
             try RecurrenceCarry.encode(stream, .forward, count: shard.elements, length: shard.length, channels: shard.channels,
@@ -166,7 +177,7 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
                 }
             }
             try tracer.end(on: stream)
-            try await finish(stream, &tracer, requests, comm)
+            try await finish(stream, &tracer, requests, flow)
         } catch {
             comm.abort(error)
             throw error
@@ -177,19 +188,21 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
     // MARK: Backward
 
     /// One rank's backward of `forward` with the same a and h: from dh (of every state of the
-    /// shard) and, on the last rank only, dFinal (of the global final state; nil: zeros),
-    /// writes da, db and, when given, dIncoming (the gradient of the state entering the shard;
-    /// rank 0: dh0). `incoming` is the forward's `incoming` (the state entering the shard),
-    /// required on every rank but 0, where it is the global h0 (nil: zeros).
+    /// shard) and, on the rank of the last steps only (the last rank; reversed: rank 0),
+    /// dFinal (of the global final state; nil: zeros), writes da, db and, when given,
+    /// dIncoming (the gradient of the state entering the shard; on the first rank: dh0).
+    /// `incoming` is the forward's `incoming` (the state entering the shard), required on
+    /// every rank but the first, where it is the global h0 (nil: zeros).
     public func backward<C: Communicator>(a: Tensor, h: Tensor, incoming: Tensor? = nil, dh: Tensor, dFinal: Tensor? = nil,
                                           da: Tensor, db: Tensor, dIncoming: Tensor? = nil,
                                           communicator comm: C) async throws -> RecurrenceShardOutput {
         let op = Self.op, device = comm.device
         let shard = try check(a: a, comm)
-        guard dFinal == nil || comm.rank == comm.size - 1 else {
-            throw VkAttnError.invalidValue(op: op, operand: "dFinal", reason: "only the last rank takes the final state's gradient (rank \(comm.rank) of \(comm.size) was given one)")
+        let lastRank = comm.size - 1 - firstRank(comm.size)
+        guard dFinal == nil || comm.rank == lastRank else {
+            throw VkAttnError.invalidValue(op: op, operand: "dFinal", reason: "only rank \(lastRank) (the last steps) takes the final state's gradient (rank \(comm.rank) of \(comm.size) was given one)")
         }
-        guard incoming != nil || comm.rank == 0 else {
+        guard incoming != nil || comm.rank == firstRank(comm.size) else {
             throw VkAttnError.invalidValue(op: op, operand: "incoming", reason: "rank \(comm.rank) needs the state entering its shard (the forward's incoming) for da at its first step")
         }
         try checkState(dIncoming, "dIncoming", shard, device)
@@ -198,7 +211,7 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
                                                    (stateShape, .f32), (stateShape, .f32), ([shard.rows * 2], .f32),
                                                    ([shard.rows * 2], .f32), ([shard.rows * 2 * (comm.size + 1)], .f32), ([4], .f32)])
         let (zeros, decay, unused, ones, endA, endG, value, suffix, scratch, dummy) = (t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9])
-        let local = local
+        let local = recurrence
         let plans = try [
             RecurrencePlan(op: local, device: device, a: a, inputs: [("dh", dh), ("h", h)], h0: dFinal, outputs: [("db", db), ("da", da)],
                            state: ("dh0", endG), backward: .some(incoming)),
@@ -206,8 +219,8 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
             RecurrencePlan(op: local, device: device, a: a, inputs: [("dh", zeros), ("h", h)], h0: ones,
                            outputs: [("db", decay), ("da", unused)], state: ("dh0", endA), backward: .some(nil)),
         ]
-        // The suffix order: rank r of the reversed group is rank size - 1 - r.
-        let reversed = try comm.subgroup(Array((0..<comm.size).reversed()))
+        // Gradients flow against the state: the suffix order.
+        let flow = try flow(comm, backward: true)
         let stream = try device.makeStream()
         let before = comm.traffic
         var tracer = RankTracer(rank: comm.globalRank, clock: comm.clock, timeline: comm.timeline)
@@ -224,11 +237,11 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
             try RecurrenceCarry.encode(stream, .pack, count: shard.rows, length: 1, channels: shard.channels, bdl: false,
                                        .init(m: endA.slice, x: endG.slice, y: value.slice), dummy: dummy.slice)
             try tracer.end(on: stream)
-            requests = try reversed.allScan(value.slice, into: suffix.slice, combine: AffineScan(rows: shard.rows, width: 1),
+            requests = try flow.allScan(value.slice, into: suffix.slice, combine: AffineScan(rows: shard.rows, width: 1),
                                             algorithm: algorithm, scratch: scratch.slice, tag: 1100, on: stream)
             try tracer.begin("recurrence backward carry", on: stream)
             try RecurrenceCarry.encode(stream, .backward, count: shard.elements, length: shard.length, channels: shard.channels,
-                                       bdl: recurrence.layout == .bdl,
+                                       bdl: recurrence.layout == .bdl, reversed: recurrence.reverse,
                                        .init(m: decay.slice, scan: suffix.slice, y: db.slice, z: da.slice, h: h.slice,
                                              incoming: incoming?.slice), dummy: dummy.slice)
             if let dIncoming {
@@ -236,7 +249,7 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
                                            .init(m: endA.slice, x: endG.slice, scan: suffix.slice, y: dIncoming.slice), dummy: dummy.slice)
             }
             try tracer.end(on: stream)
-            try await finish(stream, &tracer, requests, reversed)
+            try await finish(stream, &tracer, requests, flow)
         } catch {
             comm.abort(error)
             throw error

@@ -21,8 +21,9 @@ enum RecurrenceCarry {
     }
 
     /// Records one step over `count` elements (forward, backward: the shard's [B, L, D] or
-    /// [B, D, L] values) or channels (pack, state). `affine`: state = x + m * s (else s).
-    static func encode(_ stream: Stream, _ mode: Mode, count: Int, length: Int, channels: Int, bdl: Bool, affine: Bool = false,
+    /// [B, D, L] values) or channels (pack, state). `affine`: state = x + m * s (else s);
+    /// `reversed`: the recurrence runs backward in time.
+    static func encode(_ stream: Stream, _ mode: Mode, count: Int, length: Int, channels: Int, bdl: Bool, affine: Bool = false, reversed: Bool = false,
                        _ o: Operands, dummy: BufferSlice) throws {
         guard count > 0 else { return }
         let device = stream.device
@@ -35,7 +36,7 @@ enum RecurrenceCarry {
         try push.append(u32: length, "length")
         try push.append(u32: channels, "channels")
         push.append(UInt32(bdl ? 1 : 0))
-        push.append(UInt32((affine ? 1 : 0) | (o.incoming != nil ? 2 : 0)))
+        push.append(UInt32((affine ? 1 : 0) | (o.incoming != nil ? 2 : 0) | (reversed ? 4 : 0)))
         for (slot, name) in zip(slots, ["m", "x", "scan", "y", "z", "h", "incoming"]) {
             try push.append(u32: slot.word, "\(name) offset")
         }
