@@ -13,33 +13,39 @@ struct ShardedRecurrenceCase: Sendable {
     let seed: UInt64
     let layout: LinearRecurrence.Layout
     let reverse: Bool
+    let complex: Bool
     let batch: Int, length: Int, channels: Int
     let withBoundaries: Bool
     let a: [Float], b: [Float], dh: [Float]
     let h0: [Float]?, dFinal: [Float]?
 
-    init(seed: UInt64, layout: LinearRecurrence.Layout, reverse: Bool = false, batch: Int, length: Int, channels: Int,
-         withBoundaries: Bool, device: Device) {
+    init(seed: UInt64, layout: LinearRecurrence.Layout, reverse: Bool = false, complex: Bool = false, batch: Int, length: Int,
+         channels: Int, withBoundaries: Bool, device: Device) {
         self.seed = seed
         self.layout = layout
         self.reverse = reverse
+        self.complex = complex
         self.batch = batch
         self.length = length
         self.channels = channels
         self.withBoundaries = withBoundaries
         var h = RecurrenceHarness(device: device, seed: seed)
         let count = batch * length * channels
-        a = h.coefficients(count, complex: false, decay: .mixed)
-        b = h.rng.floats(count)
-        dh = h.rng.floats(count)
-        h0 = withBoundaries ? h.rng.floats(batch * channels) : nil
-        dFinal = withBoundaries ? h.rng.floats(batch * channels) : nil
+        let cw = complex ? 2 : 1
+        a = h.coefficients(count, complex: complex, decay: .mixed)
+        b = h.rng.floats(count * cw)
+        dh = h.rng.floats(count * cw)
+        h0 = withBoundaries ? h.rng.floats(batch * channels * cw) : nil
+        dFinal = withBoundaries ? h.rng.floats(batch * channels * cw) : nil
     }
 
-    var shape: [Int] { layout == .bld ? [batch, length, channels] : [batch, channels, length] }
-    func shape(_ steps: Int) -> [Int] { layout == .bld ? [batch, steps, channels] : [batch, channels, steps] }
+    /// Floats per value.
+    var cw: Int { complex ? 2 : 1 }
+    var shape: [Int] { shape(length) }
+    func shape(_ steps: Int) -> [Int] { (layout == .bld ? [batch, steps, channels] : [batch, channels, steps]) + (complex ? [2] : []) }
+    var stateShape: [Int] { [batch, channels] + (complex ? [2] : []) }
     var reference: RecurrenceReference {
-        RecurrenceReference(layout: layout, complex: false, reverse: reverse, batch: batch, length: length, channels: channels)
+        RecurrenceReference(layout: layout, complex: complex, reverse: reverse, batch: batch, length: length, channels: channels)
     }
 
     /// The rank of the first steps (h0 enters there) and of the last ones, of `n`.
@@ -51,30 +57,29 @@ struct ShardedRecurrenceCase: Sendable {
         var out: [Float] = []
         switch layout {
         case .bld:
-            for bi in 0..<batch { out += x[((bi * length + lo) * channels)..<((bi * length + hi) * channels)] }
+            for bi in 0..<batch { out += x[((bi * length + lo) * channels * cw)..<((bi * length + hi) * channels * cw)] }
         case .bdl:
-            for row in 0..<(batch * channels) { out += x[(row * length + lo)..<(row * length + hi)] }
+            for row in 0..<(batch * channels) { out += x[((row * length + lo) * cw)..<((row * length + hi) * cw)] }
         }
         return out
     }
 
     /// The shards back into the whole sequence.
     func join(_ parts: [[Float]], bounds: [Int]) -> [Float] {
-        var out = [Float](repeating: .nan, count: batch * length * channels)
+        var out = [Float](repeating: .nan, count: batch * length * channels * cw)
         for (r, part) in parts.enumerated() {
             let lo = bounds[r], n = bounds[r + 1] - lo
             var k = 0
+            // A run of `count` floats of the shard lands at float `at` of the whole.
+            func put(_ at: Int, _ count: Int) {
+                for j in 0..<count { out[at + j] = part[k + j] }
+                k += count
+            }
             switch layout {
             case .bld:
-                for bi in 0..<batch {
-                    for t in 0..<n {
-                        for d in 0..<channels { out[(bi * length + lo + t) * channels + d] = part[k]; k += 1 }
-                    }
-                }
+                for bi in 0..<batch { put((bi * length + lo) * channels * cw, n * channels * cw) }
             case .bdl:
-                for row in 0..<(batch * channels) {
-                    for t in 0..<n { out[row * length + lo + t] = part[k]; k += 1 }
-                }
+                for row in 0..<(batch * channels) { put((row * length + lo) * cw, n * cw) }
             }
         }
         return out
@@ -86,7 +91,7 @@ struct ShardedRecurrenceCase: Sendable {
 
     /// The single-device kernel's forward and backward.
     func single(_ device: Device, op: LinearRecurrence) throws -> Result {
-        let state = [batch, channels]
+        let state = stateShape
         let stream = try device.makeStream()
         let aT = try device.makeTensor(a, shape: shape), bT = try device.makeTensor(b, shape: shape)
         let h0T = try h0.map { try device.makeTensor($0, shape: state) }
@@ -108,7 +113,7 @@ struct ShardedRecurrenceCase: Sendable {
         let n = comms.count
         let perRank = try await ContextParallelAttention.onEveryRank(comms) { comm in
             let r = comm.rank, dev = comm.device, lo = bounds[r], hi = bounds[r + 1]
-            let local = shape(hi - lo), state = [batch, channels]
+            let local = shape(hi - lo), state = stateShape
             let aT = try dev.makeTensor(slice(a, lo, hi), shape: local)
             let h = try Guarded(dev, shape: local, dtype: .f32), final = try Guarded(dev, shape: state, dtype: .f32)
             let incoming = try Guarded(dev, shape: state, dtype: .f32)
@@ -142,10 +147,12 @@ struct ShardedRecurrenceCase: Sendable {
         let m = ref.magnitude(a: a, b: b, h0: h0)
         var finalScale = [Double](repeating: 0, count: final.count)
         for bi in 0..<batch {
-            for d in 0..<channels { finalScale[bi * channels + d] = m[ref.index(bi, reverse ? 0 : length - 1, d)] }
+            for d in 0..<channels {
+                for k in 0..<cw { finalScale[(bi * channels + d) * cw + k] = m[ref.index(bi, reverse ? 0 : length - 1, d) + k] }
+            }
         }
         // Scales as in RecurrenceHarness: the gradient recurrence run on |a| and |dh|.
-        let reversed = RecurrenceReference(layout: layout, complex: false, reverse: !reverse, batch: batch, length: length, channels: channels)
+        let reversed = RecurrenceReference(layout: layout, complex: complex, reverse: !reverse, batch: batch, length: length, channels: channels)
         let gScale = reversed.magnitude(a: a, b: dh.map { abs($0) + 1e-3 }, h0: dFinal).map { $0 * 2 }
         let hMax = (got.h + (h0 ?? [])).map { abs(Double($0)) }.max() ?? 1
         let daScale = gScale.map { $0 * max(hMax, 1e-3) }
@@ -193,8 +200,9 @@ struct ParallelRecurrenceTests {
                 // The state entering a shard is h at the neighbouring step outside it (the first rank: h0).
                 for r in 0..<n {
                     let outside = reverse ? bounds[r + 1] : bounds[r] - 1
-                    let want = r == c.first(n) ? c.h0 ?? [] : (0..<(c.batch * c.channels)).map {
-                        single.h[c.reference.index($0 / c.channels, outside, $0 % c.channels)]
+                    let want = r == c.first(n) ? c.h0 ?? [] : (0..<(c.batch * c.channels * c.cw)).map {
+                        let channel = $0 / c.cw
+                        return single.h[c.reference.index(channel / c.channels, outside, channel % c.channels) + $0 % c.cw]
                     }
                     let err = zip(incoming[r], want).map { abs($0 - $1) / (1 + abs($1)) }.max() ?? .infinity
                     #expect(err < 1e-4, "incoming of rank \(r), \(what): error \(err), seed \(seed)")
@@ -236,6 +244,69 @@ struct ParallelRecurrenceTests {
         }
     }
 
+    /// Complex values (`ComplexAffineScan` across ranks), both layouts and directions.
+    @Test(arguments: LinearRecurrence.Layout.allCases, [false, true])
+    func complexValues(layout: LinearRecurrence.Layout, reverse: Bool) async throws {
+        let seed = testSeed()
+        try await withGroup(ranks: 4) { group in
+            let c = ShardedRecurrenceCase(seed: seed, layout: layout, reverse: reverse, complex: true, batch: 2, length: 67, channels: 5,
+                                          withBoundaries: true, device: group.devices[0])
+            let recurrence = LinearRecurrence(layout: layout, complex: true, reverse: reverse)
+            let single = try c.single(group.devices[0], op: recurrence)
+            for (k, bounds) in [[0, 67], [0, 1, 67], [0, 20, 21, 67], [0, 16, 33, 50, 67]].enumerated() {
+                let op = ContextParallelRecurrence(recurrence: recurrence, algorithm: Self.schemes[k % Self.schemes.count])
+                let n = bounds.count - 1
+                let (got, _, outputs) = try await c.parallel(try group.communicators(first: n), bounds: bounds, op: op)
+                c.check(got, single: single, "complex \(op.scheme) \(layout) reverse \(reverse) bounds \(bounds)")
+                for r in 0..<n {
+                    #expect(outputs[r][0].bytesSent == op.expectedBytesSent(rank: r, ranks: n, channels: c.batch * c.channels, backward: false),
+                            "complex forward bytes of rank \(r), bounds \(bounds)")
+                }
+            }
+        }
+    }
+
+    /// The complex combine alone: the exclusive scan of random complex maps (|a| < 1) equals
+    /// the fp64 composition, for 1 to 4 ranks and every algorithm.
+    @Test(arguments: schemes)
+    func complexAffineScanMatchesTheComposition(algorithm: AllScanAlgorithm) async throws {
+        let seed = testSeed()
+        let combine = ComplexAffineScan(rows: 5, width: 3)
+        let count = combine.rows * (combine.width + 1) * 2
+        @Sendable func value(_ rank: Int) -> [Float] {
+            var rng = SeededRandom(seed: seed &+ UInt64(rank))
+            var v = rng.floats(count)
+            for r in 0..<combine.rows {
+                v[r * 8] *= 0.7
+                v[r * 8 + 1] *= 0.7
+            }
+            return v
+        }
+        try await withGroup { group in
+            for n in 1...4 {
+                let results = try await onRanks(try group.communicators(first: n)) { comm in
+                    let device = comm.device
+                    let stream = try device.makeStream()
+                    let mine = try device.makeBuffer(value(comm.rank))
+                    let result = try device.makeBuffer([Float](repeating: .nan, count: count))
+                    let scratch = try device.makeBuffer(of: Float.self, count: count * (comm.size + 1))
+                    let requests = try comm.allScan(mine.whole, into: result.whole, combine: combine, algorithm: algorithm,
+                                                    scratch: scratch.whole, tag: 60, on: stream)
+                    try await finish(stream)
+                    try await comm.wait(requests)
+                    return try result.read(Float.self, count: count)
+                }
+                for (rank, got) in results.enumerated() {
+                    var identity = [Double](repeating: 0, count: count)
+                    for r in 0..<combine.rows { identity[r * 8] = 1 }
+                    let expected = rank == 0 ? identity : ComplexAffineScan.reference((0..<rank).map(value), width: combine.width)
+                    let err = zip(got, expected).map { abs(Double($0) - $1) }.max() ?? .infinity
+                    #expect(err < 1e-5, "\(algorithm) ranks \(n) rank \(rank): error \(err), seed \(seed)")
+                }
+            }
+        }
+    }
+
     @Test func badConfigurationsAreTypedErrorsBeforeAnythingIsPosted() async throws {
         try await withGroup(ranks: 2) { group in
             let comms = try group.communicators()
@@ -254,7 +325,7 @@ struct ParallelRecurrenceTests {
                 }
             }
             await expectError("h0 on rank 1") { _ = try await plain.forward(a: a, b: b, h0: state, h: h, communicator: comms[1]) }
-            await expectError("complex") {
+            await expectError("complex op with a real shape") {
                 _ = try await ContextParallelRecurrence(recurrence: LinearRecurrence(layout: .bld, complex: true))
                     .forward(a: a, b: b, h: h, communicator: comms[1])
             }

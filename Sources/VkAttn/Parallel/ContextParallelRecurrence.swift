@@ -13,18 +13,19 @@ public struct RecurrenceShardOutput: Sendable {
     public let messagesSent: Int
 }
 
-/// The linear recurrence h_t = a_t h_{t-1} + b_t (`LinearRecurrence`, real, forward or
-/// reversed in time) with the time axis sharded contiguously over the ranks of a
+/// The linear recurrence h_t = a_t h_{t-1} + b_t (`LinearRecurrence`, real or complex,
+/// forward or reversed in time) with the time axis sharded contiguously over the ranks of a
 /// communicator: rank r holds
 /// steps [s_r, s_r + L_r) of every channel (any L_r >= 1; lengths may differ), as tensors of
-/// the op's layout ([B, L_r, D] or [B, D, L_r]); states are [B, D].
+/// the op's layout ([B, L_r, D] or [B, D, L_r], complex: plus [2]); states are [B, D] (+ [2]).
 ///
 /// A shard is an affine map per channel, S -> A S + B (A the product of its a, B its local
 /// final state from zero), so the state entering rank r is the exclusive scan of the maps
 /// (LASP, LASP-2, ZeCO all use this; `algorithm` picks how it moves):
 /// 1. the local recurrence from h0 = 0 (the first rank: the global h0) gives h^loc and B; the same
 ///    kernel on b = 0, h0 = 1 gives the cumulative decay P_t = prod_{s <= t} a_s and A;
-/// 2. `allScan` of the rows [A, B] (`AffineScan`, width 1, one row per channel) gives the
+/// 2. `allScan` of the rows [A, B] (`AffineScan`, complex: `ComplexAffineScan`, width 1, one
+///    row per channel) gives the
 ///    incoming state h_in (the identity on the first rank);
 /// 3. h_t = h^loc_t + P_t h_in, one elementwise kernel (no pass over time after the scan).
 /// Backward: the gradient flows from the last rank to the first; the map of rank r takes the
@@ -32,14 +33,14 @@ public struct RecurrenceShardOutput: Sendable {
 /// backward's dh0), so a scan of the same affine maps on the reversed ranks (`subgroup`) gives
 /// each rank its dEnd; the local backward (dFinal = 0, the last rank: the global dFinal) is
 /// corrected by Q_t dEnd with Q_t = prod_{t < s} a_s (the backward kernel on dh = 0,
-/// dFinal = 1): db_t += Q_t dEnd, da_t += Q_t dEnd h_{t-1}.
+/// dFinal = 1): db_t += Q_t dEnd, da_t += Q_t dEnd h_{t-1} (complex: the backward kernel's
+/// products are of conj(a), and da takes conj(h_{t-1}), PyTorch's convention).
 /// With `reverse` the state flows from the last rank to rank 0 (the forward's scan runs on the
 /// reversed ranks, the backward's on the ranks in order): "first" and "last" swap.
 ///
 /// Every check happens before anything is posted; a failure after that aborts the group.
 public struct ContextParallelRecurrence: Sendable, Hashable {
-    /// Layout, direction, path, chunk length and loads of the local passes; `complex` is not
-    /// supported across ranks (a typed error).
+    /// Layout, real or complex, direction, path, chunk length and loads of the local passes.
     public var recurrence: LinearRecurrence
     /// `.chain(segments: 1)`: LASP; `.allGather`: LASP-2; `.chain(segments: k)`: ZeCO.
     public var algorithm: AllScanAlgorithm
@@ -60,12 +61,12 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
         }
     }
 
-    /// Bytes one rank sends per call with `channels` = B * D rows of 8 bytes: the chain
+    /// Bytes one rank sends per call with `channels` = B * D rows of 8 bytes (complex: 16): the chain
     /// passes one prefix on (none from the rank the state reaches last: the last rank for a
     /// forward recurrence's forward pass or a reversed one's backward, else rank 0), the
     /// all-gather sends its map to every other rank.
     public func expectedBytesSent(rank: Int, ranks: Int, channels: Int, backward: Bool) -> Int {
-        let value = channels * 8
+        let value = channels * (recurrence.complex ? 16 : 8)
         let position = backward == recurrence.reverse ? rank : ranks - 1 - rank
         switch algorithm {
         case .chain: return position + 1 < ranks ? value : 0
@@ -75,23 +76,25 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
 
     /// The shard's dimensions, after the checks every rank makes before posting.
     struct Shard {
-        let batch: Int, length: Int, channels: Int
+        let batch: Int, length: Int, channels: Int, complex: Bool
         var rows: Int { batch * channels }
         var elements: Int { batch * length * channels }
+        var stateShape: [Int] { [batch, channels] + (complex ? [2] : []) }
+        /// Floats of one scan value: a row [a, b] per channel.
+        var valueFloats: Int { rows * (complex ? 4 : 2) }
     }
 
     func check<C: Communicator>(a: Tensor, _ comm: C) throws -> Shard {
         let op = Self.op
-        guard !recurrence.complex else {
-            throw VkAttnError.unsupported(op: op, reason: "complex recurrences are not split across ranks (real values only)")
-        }
         guard a.device === comm.device else { throw VkAttnError.deviceMismatch(op: op, operand: "a") }
-        guard a.shape.count == 3, a.shape.allSatisfy({ $0 > 0 }) else {
-            throw VkAttnError.shapeMismatch(op: op, operand: "a", expected: recurrence.layout == .bld ? "[B, L, D], L >= 1 on every rank" : "[B, D, L], L >= 1 on every rank",
+        let complex = recurrence.complex
+        guard a.shape.count == (complex ? 4 : 3), a.shape.allSatisfy({ $0 > 0 }), !complex || a.shape[3] == 2 else {
+            let dims = recurrence.layout == .bld ? "[B, L, D" : "[B, D, L"
+            throw VkAttnError.shapeMismatch(op: op, operand: "a", expected: "\(dims)\(complex ? ", 2" : "")], L >= 1 on every rank",
                                             actual: "\(a.shape)")
         }
-        let shard = recurrence.layout == .bld ? Shard(batch: a.shape[0], length: a.shape[1], channels: a.shape[2])
-                                              : Shard(batch: a.shape[0], length: a.shape[2], channels: a.shape[1])
+        let shard = recurrence.layout == .bld ? Shard(batch: a.shape[0], length: a.shape[1], channels: a.shape[2], complex: complex)
+                                              : Shard(batch: a.shape[0], length: a.shape[2], channels: a.shape[1], complex: complex)
         if case let .chain(segments) = algorithm, segments < 1 || segments > shard.rows {
             throw VkAttnError.invalidValue(op: op, operand: "segments", reason: "\(segments) must be in 1...\(shard.rows) (B * D rows of the state)")
         }
@@ -99,7 +102,7 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
     }
 
     func checkState(_ t: Tensor?, _ operand: String, _ shard: Shard, _ device: Device) throws {
-        try t?.expect(op: Self.op, operand, shape: [shard.batch, shard.channels], dtype: .f32, device: device)
+        try t?.expect(op: Self.op, operand, shape: shard.stateShape, dtype: .f32, device: device)
         if let t { try t.expectBindable(op: Self.op, operand) }
     }
 
@@ -128,11 +131,11 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
             throw VkAttnError.invalidValue(op: op, operand: "h0", reason: "only rank \(firstRank(comm.size)) (the first steps) takes the initial state (rank \(comm.rank) of \(comm.size) was given one)")
         }
         for (operand, t) in [("finalState", finalState), ("incoming", incoming)] { try checkState(t, operand, shard, device) }
-        let stateShape = [shard.batch, shard.channels]
-        let t = try ScratchArena.allocate(device, [(a.shape, .f32), (a.shape, .f32), (stateShape, .f32), (stateShape, .f32),
-                                                   (stateShape, .f32), ([shard.rows * 2], .f32), ([shard.rows * 2], .f32),
-                                                   ([shard.rows * 2 * (comm.size + 1)], .f32), ([4], .f32)])
-        let (zeros, decay, ones, endA, endB, value, prefix, scratch, dummy) = (t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8])
+        let stateShape = shard.stateShape, v = shard.valueFloats
+        let t = try ScratchArena.allocate(device, [(a.shape, .f32), (a.shape, .f32), (stateShape, .f32),
+                                                   (stateShape, .f32), ([v], .f32), ([v], .f32), ([v * (comm.size + 1)], .f32), ([4], .f32)])
+        let (zeros, decay, endA, endB, value, prefix, scratch, dummy) = (t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7])
+        let ones = try unit(shard, device)
         // Both local passes are validated (plans built) before anything is recorded or posted.
         let local = recurrence
         let plans = try [
@@ -150,30 +153,28 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
         do {
             try tracer.begin("recurrence shard + decay", on: stream)
             try stream.fill(zeros.slice, word: 0)
-            try stream.fill(ones.slice, word: Float(1).bitPattern)
             try stream.barrier()
             dispatch = try plans[0].encode(stream)
             _ = try plans[1].encode(stream)
             try stream.barrier()
             try RecurrenceCarry.encode(stream, .pack, count: shard.rows, length: 1, channels: shard.channels, bdl: false,
-                                       .init(m: endA.slice, x: endB.slice, y: value.slice), dummy: dummy.slice)
+                                       .init(m: endA.slice, x: endB.slice, y: value.slice), dummy: dummy.slice, complex: shard.complex)
             try tracer.end(on: stream)
-            requests = try flow.allScan(value.slice, into: prefix.slice, combine: AffineScan(rows: shard.rows, width: 1),
-                                        algorithm: algorithm, scratch: scratch.slice, tag: 1000, on: stream)
+            requests = try scan(flow, value, into: prefix, shard, scratch: scratch, tag: 1000, on: stream)
             try tracer.begin("recurrence carry", on: stream)
             try RecurrenceCarry.encode(stream, .forward, count: shard.elements, length: shard.length, channels: shard.channels,
                                        bdl: recurrence.layout == .bdl, .init(m: decay.slice, scan: prefix.slice, y: h.slice),
-                                       dummy: dummy.slice)
+                                       dummy: dummy.slice, complex: shard.complex)
             if let finalState {
                 try RecurrenceCarry.encode(stream, .state, count: shard.rows, length: 1, channels: shard.channels, bdl: false, affine: true,
-                                           .init(m: endA.slice, x: endB.slice, scan: prefix.slice, y: finalState.slice), dummy: dummy.slice)
+                                           .init(m: endA.slice, x: endB.slice, scan: prefix.slice, y: finalState.slice), dummy: dummy.slice, complex: shard.complex)
             }
             if let incoming {
                 if let h0 {
                     try stream.copy(from: h0.slice, to: incoming.slice)
                 } else {
                     try RecurrenceCarry.encode(stream, .state, count: shard.rows, length: 1, channels: shard.channels, bdl: false,
-                                               .init(scan: prefix.slice, y: incoming.slice), dummy: dummy.slice)
+                                               .init(scan: prefix.slice, y: incoming.slice), dummy: dummy.slice, complex: shard.complex)
                 }
             }
             try tracer.end(on: stream)
@@ -206,11 +207,11 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
             throw VkAttnError.invalidValue(op: op, operand: "incoming", reason: "rank \(comm.rank) needs the state entering its shard (the forward's incoming) for da at its first step")
         }
         try checkState(dIncoming, "dIncoming", shard, device)
-        let stateShape = [shard.batch, shard.channels]
+        let stateShape = shard.stateShape, v = shard.valueFloats
         let t = try ScratchArena.allocate(device, [(a.shape, .f32), (a.shape, .f32), (a.shape, .f32), (stateShape, .f32),
-                                                   (stateShape, .f32), (stateShape, .f32), ([shard.rows * 2], .f32),
-                                                   ([shard.rows * 2], .f32), ([shard.rows * 2 * (comm.size + 1)], .f32), ([4], .f32)])
-        let (zeros, decay, unused, ones, endA, endG, value, suffix, scratch, dummy) = (t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9])
+                                                   (stateShape, .f32), ([v], .f32), ([v], .f32), ([v * (comm.size + 1)], .f32), ([4], .f32)])
+        let (zeros, decay, unused, endA, endG, value, suffix, scratch, dummy) = (t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8])
+        let ones = try unit(shard, device)
         let local = recurrence
         let plans = try [
             RecurrencePlan(op: local, device: device, a: a, inputs: [("dh", dh), ("h", h)], h0: dFinal, outputs: [("db", db), ("da", da)],
@@ -229,24 +230,22 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
         do {
             try tracer.begin("recurrence backward shard + decay", on: stream)
             try stream.fill(zeros.slice, word: 0)
-            try stream.fill(ones.slice, word: Float(1).bitPattern)
             try stream.barrier()
             dispatch = try plans[0].encode(stream)
             _ = try plans[1].encode(stream)
             try stream.barrier()
             try RecurrenceCarry.encode(stream, .pack, count: shard.rows, length: 1, channels: shard.channels, bdl: false,
-                                       .init(m: endA.slice, x: endG.slice, y: value.slice), dummy: dummy.slice)
+                                       .init(m: endA.slice, x: endG.slice, y: value.slice), dummy: dummy.slice, complex: shard.complex)
             try tracer.end(on: stream)
-            requests = try flow.allScan(value.slice, into: suffix.slice, combine: AffineScan(rows: shard.rows, width: 1),
-                                            algorithm: algorithm, scratch: scratch.slice, tag: 1100, on: stream)
+            requests = try scan(flow, value, into: suffix, shard, scratch: scratch, tag: 1100, on: stream)
             try tracer.begin("recurrence backward carry", on: stream)
             try RecurrenceCarry.encode(stream, .backward, count: shard.elements, length: shard.length, channels: shard.channels,
                                        bdl: recurrence.layout == .bdl, reversed: recurrence.reverse,
                                        .init(m: decay.slice, scan: suffix.slice, y: db.slice, z: da.slice, h: h.slice,
-                                             incoming: incoming?.slice), dummy: dummy.slice)
+                                             incoming: incoming?.slice), dummy: dummy.slice, complex: shard.complex)
             if let dIncoming {
                 try RecurrenceCarry.encode(stream, .state, count: shard.rows, length: 1, channels: shard.channels, bdl: false, affine: true,
-                                           .init(m: endA.slice, x: endG.slice, scan: suffix.slice, y: dIncoming.slice), dummy: dummy.slice)
+                                           .init(m: endA.slice, x: endG.slice, scan: suffix.slice, y: dIncoming.slice), dummy: dummy.slice, complex: shard.complex)
             }
             try tracer.end(on: stream)
             try await finish(stream, &tracer, requests, flow)
@@ -258,6 +257,23 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
     }
 
     // MARK: Helpers
+
+    /// The state 1 (complex: (1, 0) per channel): h0 of the cumulative-decay pass.
+    func unit(_ shard: Shard, _ device: Device) throws -> Tensor {
+        let one: [Float] = shard.complex ? [1, 0] : [1]
+        return try device.makeTensor([[Float]](repeating: one, count: shard.rows).flatMap { $0 }, shape: shard.stateShape)
+    }
+
+    /// The exclusive scan of the rows [A, B] along `flow`.
+    func scan<C: Communicator>(_ flow: C, _ value: Tensor, into result: Tensor, _ shard: Shard, scratch: Tensor, tag: Int,
+                               on stream: Stream) throws -> [C.Request] {
+        if shard.complex {
+            return try flow.allScan(value.slice, into: result.slice, combine: ComplexAffineScan(rows: shard.rows, width: 1),
+                                    algorithm: algorithm, scratch: scratch.slice, tag: tag, on: stream)
+        }
+        return try flow.allScan(value.slice, into: result.slice, combine: AffineScan(rows: shard.rows, width: 1),
+                                algorithm: algorithm, scratch: scratch.slice, tag: tag, on: stream)
+    }
 
     /// Submits, waits without blocking a pool thread, records the timeline, surfaces transfer errors.
     func finish<C: Communicator>(_ stream: Stream, _ tracer: inout RankTracer, _ requests: [C.Request], _ comm: C) async throws {

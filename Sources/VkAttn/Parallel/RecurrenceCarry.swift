@@ -22,14 +22,15 @@ enum RecurrenceCarry {
 
     /// Records one step over `count` elements (forward, backward: the shard's [B, L, D] or
     /// [B, D, L] values) or channels (pack, state). `affine`: state = x + m * s (else s);
-    /// `reversed`: the recurrence runs backward in time.
-    static func encode(_ stream: Stream, _ mode: Mode, count: Int, length: Int, channels: Int, bdl: Bool, affine: Bool = false, reversed: Bool = false,
-                       _ o: Operands, dummy: BufferSlice) throws {
+    /// `reversed`: the recurrence runs backward in time; `complex`: values are (re, im) pairs
+    /// (`count` counts pairs).
+    static func encode(_ stream: Stream, _ mode: Mode, count: Int, length: Int, channels: Int, bdl: Bool, affine: Bool = false,
+                       reversed: Bool = false, _ o: Operands, dummy: BufferSlice, complex: Bool) throws {
         guard count > 0 else { return }
         let device = stream.device
         let wg = Launch.workgroupSize(ParallelKernels.group, device: device)
         let kernel = try device.kernel(KernelDescriptor(shader: Shaders.parallelRecurrenceCarry, bindings: 7, pushConstantBytes: 48,
-                                                        specialization: [0: .int(wg), 1: .int(mode.rawValue)]))
+                                                        specialization: [0: .int(wg), 1: .int(mode.rawValue), 2: .bool(complex)]))
         let slots = try [o.m, o.x, o.scan, o.y, o.z, o.h, o.incoming].map { try ParallelKernels.bindable($0 ?? dummy) }
         var push = PushConstants()
         try push.append(u32: count, "elements")
