@@ -4,7 +4,7 @@ import VkAttnShaders
 /// What a rank's `ContextParallelRecurrence` call did.
 public struct RecurrenceShardOutput: Sendable {
     /// The schedule, e.g. `lasp2 x3 forward: chained-lookback/BLD/u64x2/chunk64 + cumulative
-    /// decay (recurrence with b = 0, h0 = 1) + carry added in place`.
+    /// decay (the same kernel on b = 0, h0 = 1) + carry added in place, host-mapped`.
     public let path: String
     /// The local recurrence's dispatch (the first of the two local passes).
     public let local: RecurrenceDispatch
@@ -15,18 +15,18 @@ public struct RecurrenceShardOutput: Sendable {
 
 /// The linear recurrence h_t = a_t h_{t-1} + b_t (`LinearRecurrence`, real or complex,
 /// forward or reversed in time) with the time axis sharded contiguously over the ranks of a
-/// communicator: rank r holds
-/// steps [s_r, s_r + L_r) of every channel (any L_r >= 1; lengths may differ), as tensors of
-/// the op's layout ([B, L_r, D] or [B, D, L_r], complex: plus [2]); states are [B, D] (+ [2]).
+/// communicator: rank r holds steps [s_r, s_r + L_r) of every channel (any L_r >= 1; lengths
+/// may differ), as tensors of the op's layout ([B, L_r, D] or [B, D, L_r], complex: plus
+/// [2]); states are [B, D] (+ [2]).
 ///
 /// A shard is an affine map per channel, S -> A S + B (A the product of its a, B its local
 /// final state from zero), so the state entering rank r is the exclusive scan of the maps
 /// (LASP, LASP-2, ZeCO all use this; `algorithm` picks how it moves):
-/// 1. the local recurrence from h0 = 0 (the first rank: the global h0) gives h^loc and B; the same
-///    kernel on b = 0, h0 = 1 gives the cumulative decay P_t = prod_{s <= t} a_s and A;
+/// 1. the local recurrence from h0 = 0 (the first rank: the global h0) gives h^loc and B;
+///    the same kernel on b = 0, h0 = 1 gives the cumulative decay P_t = prod_{s <= t} a_s
+///    and A (a second local pass instead of a per-time loop or a rerun after the scan);
 /// 2. `allScan` of the rows [A, B] (`AffineScan`, complex: `ComplexAffineScan`, width 1, one
-///    row per channel) gives the
-///    incoming state h_in (the identity on the first rank);
+///    row per channel) gives the incoming state h_in (the identity on the first rank);
 /// 3. h_t = h^loc_t + P_t h_in, one elementwise kernel (no pass over time after the scan).
 /// Backward: the gradient flows from the last rank to the first; the map of rank r takes the
 /// gradient arriving at its end to the one leaving its start (dh_in = A dEnd + G, G the local
@@ -61,8 +61,8 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
         }
     }
 
-    /// Bytes one rank sends per call with `channels` = B * D rows of 8 bytes (complex: 16): the chain
-    /// passes one prefix on (none from the rank the state reaches last: the last rank for a
+    /// Bytes one rank sends per call with `channels` = B * D rows of 8 bytes (complex: 16):
+    /// the chain passes one prefix on (none from the rank the state reaches last: the last rank for a
     /// forward recurrence's forward pass or a reversed one's backward, else rank 0), the
     /// all-gather sends its map to every other rank.
     public func expectedBytesSent(rank: Int, ranks: Int, channels: Int, backward: Bool) -> Int {
