@@ -307,6 +307,25 @@ struct ParallelRecurrenceTests {
         }
     }
 
+    /// Ranks that disagree on the channels only meet in the scan's messages: every rank
+    /// fails (the sizes differ), none waits forever.
+    @Test(arguments: schemes)
+    func ranksWithDifferentChannelCountsFailInsteadOfHanging(algorithm: AllScanAlgorithm) async throws {
+        try await withGroup(ranks: 2) { group in
+            let op = ContextParallelRecurrence(algorithm: algorithm)
+            do {
+                _ = try await ContextParallelAttention.onEveryRank(try group.communicators()) { comm in
+                    let dev = comm.device, shape = [1, 4, comm.rank == 0 ? 4 : 3]
+                    let x = try (0..<3).map { _ in try dev.makeTensor([Float](repeating: 0.5, count: shape.reduce(1, *)), shape: shape) }
+                    return try await op.forward(a: x[0], b: x[1], h: x[2], communicator: comm).bytesSent
+                }
+                Issue.record("\(op.scheme): mismatched ranks did not fail")
+            } catch {
+                #expect(group.abortError != nil && "\(error)".contains("bytes"), "\(op.scheme): \(error)")
+            }
+        }
+    }
+
     @Test func badConfigurationsAreTypedErrorsBeforeAnythingIsPosted() async throws {
         try await withGroup(ranks: 2) { group in
             let comms = try group.communicators()
