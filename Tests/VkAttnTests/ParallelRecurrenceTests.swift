@@ -326,6 +326,54 @@ struct ParallelRecurrenceTests {
         }
     }
 
+    /// The all-ranks call equals the per-rank calls bit for bit and checks the ranks against
+    /// each other before anything starts.
+    @Test func allRanksAtOnce() async throws {
+        let seed = testSeed()
+        try await withGroup(ranks: 3) { group in
+            let c = ShardedRecurrenceCase(seed: seed, layout: .bld, reverse: true, batch: 1, length: 40, channels: 9, withBoundaries: true,
+                                          device: group.devices[0])
+            let bounds = [0, 13, 14, 40]
+            let comms = try group.communicators()
+            let op = ContextParallelRecurrence(recurrence: LinearRecurrence(layout: .bld, reverse: true), algorithm: .allGather)
+            let (want, _, _) = try await c.parallel(comms, bounds: bounds, op: op)
+            func tensors(_ x: [Float]?) throws -> [Tensor] {
+                try comms.map { comm in
+                    let r = comm.rank, lo = bounds[r], hi = bounds[r + 1]
+                    return x == nil ? try comm.device.makeTensor(shape: c.shape(hi - lo), dtype: .f32)
+                                    : try comm.device.makeTensor(c.slice(x ?? [], lo, hi), shape: c.shape(hi - lo))
+                }
+            }
+            func states() throws -> [Tensor] { try comms.map { try $0.device.makeTensor(shape: c.stateShape, dtype: .f32) } }
+            let a = try tensors(c.a), h = try tensors(nil), final = try states(), incoming = try states()
+            let devices = comms.map(\.device)
+            let h0 = try devices[2].makeTensor(c.h0 ?? [], shape: c.stateShape)
+            _ = try await op.forward(a: a, b: try tensors(c.b), h0: h0, h: h, finalState: final, incoming: incoming, communicators: comms)
+            let da = try tensors(nil), db = try tensors(nil), dIncoming = try states()
+            _ = try await op.backward(a: a, h: h, incoming: incoming, dh: try tensors(c.dh),
+                                      dFinal: try devices[0].makeTensor(c.dFinal ?? [], shape: c.stateShape),
+                                      da: da, db: db, dIncoming: dIncoming, communicators: comms)
+            #expect(c.join(try h.map { try $0.readFloats() }, bounds: bounds) == want.h, "h, seed \(seed)")
+            #expect(c.join(try da.map { try $0.readFloats() }, bounds: bounds) == want.da, "da, seed \(seed)")
+            #expect(c.join(try db.map { try $0.readFloats() }, bounds: bounds) == want.db, "db, seed \(seed)")
+            #expect(try final[0].readFloats() == want.final && dIncoming[2].readFloats() == want.dh0, "final, dh0, seed \(seed)")
+
+            // Rank 1 with other channels: a typed error before any rank starts.
+            func other() throws -> [Tensor] {
+                var x = try tensors(nil)
+                x[1] = try devices[1].makeTensor(shape: [1, 1, 8], dtype: .f32)
+                return x
+            }
+            do {
+                _ = try await op.forward(a: try other(), b: try other(), h: try other(), communicators: comms)
+                Issue.record("ranks with other channels: no error")
+            } catch let error as VkAttnError {
+                #expect("\(error)".contains("a of rank 1"), "\(error)")
+            }
+            #expect(group.abortError == nil, "a configuration error aborted the group")
+        }
+    }
+
     @Test func badConfigurationsAreTypedErrorsBeforeAnythingIsPosted() async throws {
         try await withGroup(ranks: 2) { group in
             let comms = try group.communicators()

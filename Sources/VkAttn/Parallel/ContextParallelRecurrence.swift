@@ -84,9 +84,38 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
         var valueFloats: Int { rows * (complex ? 4 : 2) }
     }
 
-    func check<C: Communicator>(a: Tensor, _ comm: C) throws -> Shard {
+    /// Every check of one rank's forward that needs no other rank: before anything is posted.
+    func checkForward(rank: Int, size: Int, device: Device, a: Tensor, b: Tensor, h0: Tensor?, h: Tensor, finalState: Tensor?,
+                      incoming: Tensor?) throws -> Shard {
+        let shard = try check(a: a, device)
+        guard h0 == nil || rank == firstRank(size) else {
+            throw VkAttnError.invalidValue(op: Self.op, operand: "h0", reason: "only rank \(firstRank(size)) (the first steps) takes the initial state (rank \(rank) of \(size) was given one)")
+        }
+        for (operand, t) in [("finalState", finalState), ("incoming", incoming)] { try checkState(t, operand, shard, device) }
+        _ = try RecurrencePlan(op: recurrence, device: device, a: a, inputs: [("b", b)], h0: h0, outputs: [("h", h)], state: nil, backward: nil)
+        return shard
+    }
+
+    /// Every check of one rank's backward that needs no other rank.
+    func checkBackward(rank: Int, size: Int, device: Device, a: Tensor, h: Tensor, incoming: Tensor?, dh: Tensor, dFinal: Tensor?,
+                       da: Tensor, db: Tensor, dIncoming: Tensor?) throws -> Shard {
+        let shard = try check(a: a, device)
+        let lastRank = size - 1 - firstRank(size)
+        guard dFinal == nil || rank == lastRank else {
+            throw VkAttnError.invalidValue(op: Self.op, operand: "dFinal", reason: "only rank \(lastRank) (the last steps) takes the final state's gradient (rank \(rank) of \(size) was given one)")
+        }
+        guard incoming != nil || rank == firstRank(size) else {
+            throw VkAttnError.invalidValue(op: Self.op, operand: "incoming", reason: "rank \(rank) needs the state entering its shard (the forward's incoming) for da at its first step")
+        }
+        try checkState(dIncoming, "dIncoming", shard, device)
+        _ = try RecurrencePlan(op: recurrence, device: device, a: a, inputs: [("dh", dh), ("h", h)], h0: dFinal,
+                               outputs: [("db", db), ("da", da)], state: nil, backward: .some(incoming))
+        return shard
+    }
+
+    func check(a: Tensor, _ device: Device) throws -> Shard {
         let op = Self.op
-        guard a.device === comm.device else { throw VkAttnError.deviceMismatch(op: op, operand: "a") }
+        guard a.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "a") }
         let complex = recurrence.complex
         guard a.shape.count == (complex ? 4 : 3), a.shape.allSatisfy({ $0 > 0 }), !complex || a.shape[3] == 2 else {
             let dims = recurrence.layout == .bld ? "[B, L, D" : "[B, D, L"
@@ -125,12 +154,9 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
     /// state entering the shard, which `backward` takes).
     public func forward<C: Communicator>(a: Tensor, b: Tensor, h0: Tensor? = nil, h: Tensor, finalState: Tensor? = nil,
                                          incoming: Tensor? = nil, communicator comm: C) async throws -> RecurrenceShardOutput {
-        let op = Self.op, device = comm.device
-        let shard = try check(a: a, comm)
-        guard h0 == nil || comm.rank == firstRank(comm.size) else {
-            throw VkAttnError.invalidValue(op: op, operand: "h0", reason: "only rank \(firstRank(comm.size)) (the first steps) takes the initial state (rank \(comm.rank) of \(comm.size) was given one)")
-        }
-        for (operand, t) in [("finalState", finalState), ("incoming", incoming)] { try checkState(t, operand, shard, device) }
+        let device = comm.device
+        let shard = try checkForward(rank: comm.rank, size: comm.size, device: device, a: a, b: b, h0: h0, h: h,
+                                     finalState: finalState, incoming: incoming)
         let stateShape = shard.stateShape, v = shard.valueFloats
         let t = try ScratchArena.allocate(device, [(a.shape, .f32), (a.shape, .f32), (stateShape, .f32),
                                                    (stateShape, .f32), ([v], .f32), ([v], .f32), ([v * (comm.size + 1)], .f32), ([4], .f32)])
@@ -197,16 +223,9 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
     public func backward<C: Communicator>(a: Tensor, h: Tensor, incoming: Tensor? = nil, dh: Tensor, dFinal: Tensor? = nil,
                                           da: Tensor, db: Tensor, dIncoming: Tensor? = nil,
                                           communicator comm: C) async throws -> RecurrenceShardOutput {
-        let op = Self.op, device = comm.device
-        let shard = try check(a: a, comm)
-        let lastRank = comm.size - 1 - firstRank(comm.size)
-        guard dFinal == nil || comm.rank == lastRank else {
-            throw VkAttnError.invalidValue(op: op, operand: "dFinal", reason: "only rank \(lastRank) (the last steps) takes the final state's gradient (rank \(comm.rank) of \(comm.size) was given one)")
-        }
-        guard incoming != nil || comm.rank == firstRank(comm.size) else {
-            throw VkAttnError.invalidValue(op: op, operand: "incoming", reason: "rank \(comm.rank) needs the state entering its shard (the forward's incoming) for da at its first step")
-        }
-        try checkState(dIncoming, "dIncoming", shard, device)
+        let device = comm.device
+        let shard = try checkBackward(rank: comm.rank, size: comm.size, device: device, a: a, h: h, incoming: incoming, dh: dh,
+                                      dFinal: dFinal, da: da, db: db, dIncoming: dIncoming)
         let stateShape = shard.stateShape, v = shard.valueFloats
         let t = try ScratchArena.allocate(device, [(a.shape, .f32), (a.shape, .f32), (a.shape, .f32), (stateShape, .f32),
                                                    (stateShape, .f32), ([v], .f32), ([v], .f32), ([v * (comm.size + 1)], .f32), ([4], .f32)])
