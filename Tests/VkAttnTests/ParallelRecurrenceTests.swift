@@ -216,6 +216,8 @@ struct ParallelRecurrenceTests {
                     #expect(backward.bytesSent == op.expectedBytesSent(rank: r, ranks: n, channels: rows, backward: true),
                             "backward bytes of rank \(r), \(what)")
                     #expect(forward.path.hasPrefix("\(op.scheme) x\(n) forward"), "\(forward.path)")
+                    // Only the first shard of each flow skips the decay pass.
+                    #expect(forward.decayPass == (r != c.first(n)) && backward.decayPass == (r != c.last(n)), "\(what) rank \(r)")
                 }
                 let intervals = group.timeline.drain()
                 for r in 0..<n {

@@ -11,6 +11,9 @@ public struct RecurrenceShardOutput: Sendable {
     /// Bytes and messages this rank sent during the call.
     public let bytesSent: Int
     public let messagesSent: Int
+    /// Whether this rank ran the cumulative-decay pass and the carry (every rank but the
+    /// first of the flow: rank 0 of a forward recurrence's forward pass).
+    public let decayPass: Bool
 }
 
 /// The linear recurrence h_t = a_t h_{t-1} + b_t (`LinearRecurrence`, real or complex,
@@ -28,6 +31,8 @@ public struct RecurrenceShardOutput: Sendable {
 /// 2. `allScan` of the rows [A, B] (`AffineScan`, complex: `ComplexAffineScan`, width 1, one
 ///    row per channel) gives the incoming state h_in (the identity on the first rank);
 /// 3. h_t = h^loc_t + P_t h_in, one elementwise kernel (no pass over time after the scan).
+/// The first shard of the flow has nothing before it: its map is the constant B (A = 0), so it
+/// runs neither the decay pass nor the carry (`RecurrenceShardOutput.decayPass`).
 /// Backward: the gradient flows from the last rank to the first; the map of rank r takes the
 /// gradient arriving at its end to the one leaving its start (dh_in = A dEnd + G, G the local
 /// backward's dh0), so a scan of the same affine maps on the reversed ranks (`subgroup`) gives
@@ -171,6 +176,9 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
                            state: ("finalState", endA), backward: nil),
         ]
         let flow = try flow(comm, backward: false)
+        // Nothing precedes the first shard of the flow: its map is the constant B (A = 0), its
+        // incoming state the identity's zero, so it skips the decay pass and the carry.
+        let isFirst = flow.rank == 0
         let stream = try device.makeStream()
         let before = comm.traffic
         var tracer = RankTracer(rank: comm.globalRank, clock: comm.clock, timeline: comm.timeline)
@@ -181,19 +189,22 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
             try stream.fill(zeros.slice, word: 0)
             try stream.barrier()
             dispatch = try plans[0].encode(stream)
-            _ = try plans[1].encode(stream)
+            if !isFirst { _ = try plans[1].encode(stream) }
             try stream.barrier()
             try RecurrenceCarry.encode(stream, .pack, count: shard.rows, length: 1, channels: shard.channels, bdl: false,
-                                       .init(m: endA.slice, x: endB.slice, y: value.slice), dummy: dummy.slice, complex: shard.complex)
+                                       .init(m: isFirst ? zeros.slice : endA.slice, x: endB.slice, y: value.slice), dummy: dummy.slice,
+                                       complex: shard.complex)
             try tracer.end(on: stream)
             requests = try scan(flow, value, into: prefix, shard, scratch: scratch, tag: 1000, on: stream)
             try tracer.begin("recurrence carry", on: stream)
-            try RecurrenceCarry.encode(stream, .forward, count: shard.elements, length: shard.length, channels: shard.channels,
-                                       bdl: recurrence.layout == .bdl, .init(m: decay.slice, scan: prefix.slice, y: h.slice),
-                                       dummy: dummy.slice, complex: shard.complex)
+            if !isFirst {
+                try RecurrenceCarry.encode(stream, .forward, count: shard.elements, length: shard.length, channels: shard.channels,
+                                           bdl: recurrence.layout == .bdl, .init(m: decay.slice, scan: prefix.slice, y: h.slice),
+                                           dummy: dummy.slice, complex: shard.complex)
+            }
             if let finalState {
                 try RecurrenceCarry.encode(stream, .state, count: shard.rows, length: 1, channels: shard.channels, bdl: false, affine: true,
-                                           .init(m: endA.slice, x: endB.slice, scan: prefix.slice, y: finalState.slice), dummy: dummy.slice, complex: shard.complex)
+                                           .init(m: isFirst ? zeros.slice : endA.slice, x: endB.slice, scan: prefix.slice, y: finalState.slice), dummy: dummy.slice, complex: shard.complex)
             }
             if let incoming {
                 if let h0 {
@@ -209,7 +220,7 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
             comm.abort(error)
             throw error
         }
-        return output("forward", dispatch, before, comm)
+        return output("forward", dispatch, before, comm, decayPass: !isFirst)
     }
 
     // MARK: Backward
@@ -241,6 +252,7 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
         ]
         // Gradients flow against the state: the suffix order.
         let flow = try flow(comm, backward: true)
+        let isFirst = flow.rank == 0  // the shard of the last steps: a constant map, no decay pass
         let stream = try device.makeStream()
         let before = comm.traffic
         var tracer = RankTracer(rank: comm.globalRank, clock: comm.clock, timeline: comm.timeline)
@@ -251,20 +263,23 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
             try stream.fill(zeros.slice, word: 0)
             try stream.barrier()
             dispatch = try plans[0].encode(stream)
-            _ = try plans[1].encode(stream)
+            if !isFirst { _ = try plans[1].encode(stream) }
             try stream.barrier()
             try RecurrenceCarry.encode(stream, .pack, count: shard.rows, length: 1, channels: shard.channels, bdl: false,
-                                       .init(m: endA.slice, x: endG.slice, y: value.slice), dummy: dummy.slice, complex: shard.complex)
+                                       .init(m: isFirst ? zeros.slice : endA.slice, x: endG.slice, y: value.slice), dummy: dummy.slice,
+                                       complex: shard.complex)
             try tracer.end(on: stream)
             requests = try scan(flow, value, into: suffix, shard, scratch: scratch, tag: 1100, on: stream)
             try tracer.begin("recurrence backward carry", on: stream)
-            try RecurrenceCarry.encode(stream, .backward, count: shard.elements, length: shard.length, channels: shard.channels,
-                                       bdl: recurrence.layout == .bdl, reversed: recurrence.reverse,
-                                       .init(m: decay.slice, scan: suffix.slice, y: db.slice, z: da.slice, h: h.slice,
-                                             incoming: incoming?.slice), dummy: dummy.slice, complex: shard.complex)
+            if !isFirst {
+                try RecurrenceCarry.encode(stream, .backward, count: shard.elements, length: shard.length, channels: shard.channels,
+                                           bdl: recurrence.layout == .bdl, reversed: recurrence.reverse,
+                                           .init(m: decay.slice, scan: suffix.slice, y: db.slice, z: da.slice, h: h.slice,
+                                                 incoming: incoming?.slice), dummy: dummy.slice, complex: shard.complex)
+            }
             if let dIncoming {
                 try RecurrenceCarry.encode(stream, .state, count: shard.rows, length: 1, channels: shard.channels, bdl: false, affine: true,
-                                           .init(m: endA.slice, x: endG.slice, scan: suffix.slice, y: dIncoming.slice), dummy: dummy.slice, complex: shard.complex)
+                                           .init(m: isFirst ? zeros.slice : endA.slice, x: endG.slice, scan: suffix.slice, y: dIncoming.slice), dummy: dummy.slice, complex: shard.complex)
             }
             try tracer.end(on: stream)
             try await finish(stream, &tracer, requests, flow)
@@ -272,7 +287,7 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
             comm.abort(error)
             throw error
         }
-        return output("backward", dispatch, before, comm)
+        return output("backward", dispatch, before, comm, decayPass: !isFirst)
     }
 
     // MARK: Helpers
@@ -304,10 +319,13 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
         for r in requests { try await r.wait() }
     }
 
-    func output<C: Communicator>(_ direction: String, _ dispatch: RecurrenceDispatch, _ before: RankTraffic, _ comm: C) -> RecurrenceShardOutput {
+    func output<C: Communicator>(_ direction: String, _ dispatch: RecurrenceDispatch, _ before: RankTraffic, _ comm: C,
+                                 decayPass: Bool) -> RecurrenceShardOutput {
         let after = comm.traffic
-        let path = "\(scheme) x\(comm.size) \(direction): \(dispatch.label) + cumulative decay (the same kernel on b = 0, h0 = 1) + carry added in place, \(comm.path.rawValue)"
+        let carry = decayPass ? " + cumulative decay (the same kernel on b = 0, h0 = 1) + carry added in place"
+                              : " (first of the flow: constant map, no decay pass, no carry)"
+        let path = "\(scheme) x\(comm.size) \(direction): \(dispatch.label)\(carry), \(comm.path.rawValue)"
         return RecurrenceShardOutput(path: path, local: dispatch, bytesSent: after.bytesSent - before.bytesSent,
-                                     messagesSent: after.messagesSent - before.messagesSent)
+                                     messagesSent: after.messagesSent - before.messagesSent, decayPass: decayPass)
     }
 }
