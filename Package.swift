@@ -11,6 +11,9 @@ let package = Package(
     name: "VkAttn",
     products: [
         .library(name: "VkAttn", targets: ["VkAttn"]),
+        // The communicator on Open MPI (one process per rank): a product of its own, so that
+        // apps using only VkAttn never need MPI installed.
+        .library(name: "VkAttnMPI", targets: ["VkAttnMPI"]),
         .executable(name: "vkattn-bench", targets: ["vkattn-bench"]),
     ],
     dependencies: [
@@ -38,6 +41,16 @@ let package = Package(
         .target(
             name: "VkAttn",
             dependencies: ["VulkanCompute", "VkAttnShaders"]
+        ),
+        .systemLibrary(
+            name: "CMPI",
+            path: "Sources/CMPI",
+            pkgConfig: "ompi",
+            providers: [.apt(["libopenmpi-dev"])]
+        ),
+        .target(
+            name: "VkAttnMPI",
+            dependencies: ["VkAttn", "CMPI"]
         ),
         .executableTarget(
             name: "vkattn-bench",
