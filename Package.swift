@@ -52,6 +52,11 @@ let package = Package(
             name: "VkAttnMPI",
             dependencies: ["VkAttn", "CMPI"]
         ),
+        // The MPI tests: an executable run under `mpirun -np N` (Tools/test-mpi.sh).
+        .executableTarget(
+            name: "vkattn-mpi-tests",
+            dependencies: ["VkAttnMPI"]
+        ),
         .executableTarget(
             name: "vkattn-bench",
             dependencies: [

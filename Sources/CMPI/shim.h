@@ -29,6 +29,8 @@ static inline int vkmpi_thread_funneled(void) { return MPI_THREAD_FUNNELED; }
 static inline int vkmpi_thread_serialized(void) { return MPI_THREAD_SERIALIZED; }
 static inline int vkmpi_thread_multiple(void) { return MPI_THREAD_MULTIPLE; }
 static inline int vkmpi_tag_ub_key(void) { return MPI_TAG_UB; }
+static inline int vkmpi_comm_type_shared(void) { return MPI_COMM_TYPE_SHARED; }
+static inline MPI_Info vkmpi_info_null(void) { return MPI_INFO_NULL; }
 static inline int vkmpi_status_source(const MPI_Status *s) { return s->MPI_SOURCE; }
 static inline int vkmpi_status_tag(const MPI_Status *s) { return s->MPI_TAG; }
 

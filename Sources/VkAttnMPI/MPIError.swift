@@ -25,7 +25,7 @@ public enum MPIError: Error, CustomStringConvertible, Sendable {
 }
 
 /// Throws `MPIError.call` unless `code` is MPI_SUCCESS.
-func check(_ code: Int32, _ name: String) throws {
+func mpiCheck(_ code: Int32, _ name: String) throws {
     guard code != vkmpi_success() else { return }
     var buffer = [CChar](repeating: 0, count: Int(vkmpi_max_error_string()) + 1)
     var length: Int32 = 0

@@ -1,0 +1,28 @@
+import VkAttn
+
+/// A posted send, receive or collective of an `MPICommunicator`.
+public final class MPIRequest: CommunicationRequest {
+    public enum Kind: String, Sendable { case send, receive, collective }
+
+    public let kind: Kind
+    public let bytes: Int
+    /// The other rank (in the posting communicator); -1 for a collective.
+    public let peer: Int
+    /// Signaled by the engine thread with `value` once the source is read (send) or the bytes
+    /// are in the destination (receive, collective).
+    let semaphore: TimelineSemaphore
+    let value: UInt64
+    let event = MPIEvent()
+
+    init(kind: Kind, bytes: Int, peer: Int, semaphore: TimelineSemaphore, value: UInt64) {
+        self.kind = kind
+        self.bytes = bytes
+        self.peer = peer
+        self.semaphore = semaphore
+        self.value = value
+    }
+
+    public func wait() async throws { try await event.wait() }
+
+    public var isDone: Bool { event.result != nil }
+}
