@@ -16,6 +16,8 @@ final class EngineLoop {
     private var notices: [(MPI_Request?, UnsafeMutableRawPointer)] = []
     private var aborted = false
     var progressed = false
+    /// Row datatypes and ops of the affine all-scan, by width.
+    var affineOps: [Int: (MPI_Datatype?, MPI_Op?)] = [:]
 
     init(core: EngineCore, identity: MPIIdentity) {
         self.core = core
