@@ -110,7 +110,7 @@ public final class MPIEngine: Sendable {
     let core: EngineCore
     let identity: MPIIdentity
 
-    private static let current = Mutex<MPIEngine?>(nil)
+    static let current = Mutex<MPIEngine?>(nil)
 
     private init(core: EngineCore, identity: MPIIdentity) {
         self.core = core
@@ -203,5 +203,12 @@ public final class MPIEngine: Sendable {
         let done = DispatchSemaphore(value: 0)
         core.enqueue(.shutdown { done.signal() })
         done.wait()
+    }
+}
+
+extension MPIEngine {
+    /// Finalizes MPI if this process started it (for exits on error paths).
+    public static func finalizeIfStarted() {
+        current.withLock { $0 }?.finalize()
     }
 }
