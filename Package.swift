@@ -61,6 +61,8 @@ let package = Package(
             name: "vkattn-bench",
             dependencies: [
                 "VkAttn",
+                // --backend mpi (the VkAttn library product itself stays free of MPI).
+                "VkAttnMPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
