@@ -2,8 +2,8 @@
 # The MPI backend's tests: vkattn-mpi-tests under `mpirun --oversubscribe -np N` on this host
 # (N = 2, 3, 4; VKATTN_MPI_RANKS overrides), each rank a process with its own logical Vulkan
 # device, then the failure runs: one rank throws (every rank must exit with an error naming
-# it) and one rank never joins (timeouts must end every rank). Every mpirun runs under
-# `timeout`, so a hang fails the script instead of the CI job.
+# it), one rank never joins (timeouts must end every rank), one rank cannot create its
+# device. Every mpirun runs under `timeout`, so a hang fails the script, not the CI job.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash Tools/install-deps.sh
@@ -48,4 +48,6 @@ expect_failure "rank 1 of 3 throws" "MPI: rank 1 failed: contextParallel" 2 \
   "${launcher[@]}" -np 3 "$bin" --fail-rank 1
 expect_failure "rank 1 of 2 never joins (VKATTN_MPI_TIMEOUT=3)" "did not complete within 3.0 s" 2 \
   env VKATTN_MPI_TIMEOUT=3 "${launcher[@]}" -np 2 "$bin" --stall-rank 1
+expect_failure "rank 0 of 3 cannot create its device" "MPI: rank 0 failed: no Vulkan device matches" 2 \
+  "${launcher[@]}" -np 1 env VKATTN_DEVICE=no-such-device "$bin" : -np 2 "$bin"
 echo "MPI tests passed"

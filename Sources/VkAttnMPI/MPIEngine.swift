@@ -149,7 +149,8 @@ public final class MPIEngine: Sendable {
             thread.name = "vkattn-mpi-engine"
             thread.start()
             ready.wait()
-            let identity = try started.withLock { $0! }.get()
+            guard let outcome = started.withLock({ $0 }) else { throw MPIError.finalized }
+            let identity = try outcome.get()
             let made = MPIEngine(core: core, identity: identity)
             engine = made
             return made
@@ -174,7 +175,8 @@ public final class MPIEngine: Sendable {
             done.signal()
         })
         done.wait()
-        return try result.withLock { $0! }.get()
+        guard let outcome = result.withLock({ $0 }) else { throw MPIError.finalized }
+        return try outcome.get()
     }
 
     /// Aborts the whole group: every rank's pending and later operations fail with an error
@@ -207,6 +209,9 @@ public final class MPIEngine: Sendable {
 }
 
 extension MPIEngine {
+    /// This process's world rank, once MPI is started.
+    public static var startedWorldRank: Int? { current.withLock { $0 }?.worldRank }
+
     /// Finalizes MPI if this process started it (for exits on error paths).
     public static func finalizeIfStarted() {
         current.withLock { $0 }?.finalize()

@@ -50,6 +50,21 @@ enum MPIBackend {
         return runs.map { $0.lastEndNs - $0.firstStartNs }.max() ?? 0
     }
 
+    /// One timeline interval on the wire.
+    struct WireInterval: Codable {
+        var rank: Int, kind: ParallelTimeline.Kind, label: String, startNs: Double, endNs: Double, bytes: Int
+    }
+
+    /// Every rank's intervals, on every rank (for one Chrome trace written by rank 0; across
+    /// hosts the ranks' clocks are offset by the hosts' clock difference).
+    static func gatherIntervals(_ comm: MPICommunicator, _ intervals: [ParallelTimeline.Interval]) async throws -> [ParallelTimeline.Interval] {
+        let wire = intervals.map { WireInterval(rank: $0.rank, kind: $0.kind, label: $0.label, startNs: $0.startNs, endNs: $0.endNs, bytes: $0.bytes) }
+        let all = try await comm.hostAllGather(Array(try JSONEncoder().encode(wire)))
+        return try all.flatMap { try JSONDecoder().decode([WireInterval].self, from: Data($0)) }.map {
+            ParallelTimeline.Interval(rank: $0.rank, kind: $0.kind, label: $0.label, startNs: $0.startNs, endNs: $0.endNs, bytes: $0.bytes)
+        }
+    }
+
     static func rankTable(_ runs: [RankRun]) -> String {
         let header = ["rank", "time ms", "compute ms", "copy ms", "exposed ms", "overlap", "bytes sent", "bytes received", "messages"]
         let rows = runs.map { r -> [String] in
@@ -178,6 +193,14 @@ struct MPIAttentionBenchmark {
             }
             last = backwardRuns
         }
+        if let file = options.timeline {
+            let intervals = try await MPIBackend.gatherIntervals(comm, last.lastIntervals)
+            if root {
+                let names = Dictionary(uniqueKeysWithValues: (0..<n).map { ($0, "rank \($0) (process)") })
+                try ParallelTimeline.chromeTrace(intervals, rankNames: names).write(toFile: file, atomically: true, encoding: .utf8)
+                note("timeline: \(intervals.count) intervals of every rank's last timed run written to \(file)")
+            }
+        }
         guard root else { return }
         print("per rank (median run of the last pass, host clock of each process):")
         print(MPIBackend.rankTable(last.median))
@@ -188,6 +211,8 @@ struct MPIAttentionBenchmark {
         var spansMs: [Double]
         var median: [MPIBackend.RankRun]
         var path: String
+        /// This rank's intervals of the last timed run (--timeline).
+        var lastIntervals: [ParallelTimeline.Interval]
     }
 
     /// Warm-up runs, then timed runs (as many on every rank: rank 0's count), each after a
@@ -204,6 +229,7 @@ struct MPIAttentionBenchmark {
         let count = Int(counts[0].withUnsafeBytes { $0.loadUnaligned(as: Int64.self) })
         var all: [[MPIBackend.RankRun]] = []
         var path = ""
+        var lastIntervals: [ParallelTimeline.Interval] = []
         for _ in 0..<count {
             try await comm.barrier()
             _ = comm.timeline?.drain()
@@ -211,12 +237,13 @@ struct MPIAttentionBenchmark {
             comm.timeline?.isRecording = true
             path = try await body()
             comm.timeline?.isRecording = false
-            let mine = MPIBackend.rankRun(comm, comm.timeline?.drain() ?? [])
+            lastIntervals = comm.timeline?.drain() ?? []
+            let mine = MPIBackend.rankRun(comm, lastIntervals)
             all.append(try await MPIBackend.gather(comm, mine))
         }
         let spans = all.map { MPIBackend.span($0, sameHost: sameHost) / 1e6 }
         let median = all[spans.indices.sorted { spans[$0] < spans[$1] }[spans.count / 2]]
-        return Measured(spansMs: spans, median: median, path: path)
+        return Measured(spansMs: spans, median: median, path: path, lastIntervals: lastIntervals)
     }
 
     func row(_ m: Measured, name: String, device: String, single: Timing, flops: Double, backward: Bool, plan: ShardPlan,

@@ -4,6 +4,7 @@
 //   vkattn-mpi-tests                    the communicator, its collectives, every scheduler
 //   vkattn-mpi-tests --fail-rank K      rank K throws: every rank must exit with an error naming K
 //   vkattn-mpi-tests --stall-rank K     rank K never joins: timeouts must end every rank
+// (A rank that cannot create its device: Tools/test-mpi.sh starts one with a bad VKATTN_DEVICE.)
 import Glibc
 import VkAttn
 import VkAttnMPI
@@ -31,7 +32,7 @@ let comm: MPICommunicator
 do {
     comm = try MPICommunicator.world(log: log)
 } catch {
-    fail(-1, error)
+    fail(MPIEngine.startedWorldRank ?? -1, error)
 }
 let rank = comm.rank
 
