@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The MPI backend's tests: vkattn-mpi-tests under `mpirun --oversubscribe -np N` on this host
-# (N = 2, 3, 4; VKATTN_MPI_RANKS overrides), each rank a process with its own logical Vulkan
-# device, then the failure runs: one rank throws (every rank must exit with an error naming
-# it), one rank never joins (timeouts must end every rank), one rank cannot create its
-# device. Every mpirun runs under `timeout`, so a hang fails the script, not the CI job.
+# (N = 2, 3, 4, VKATTN_MPI_RANKS overrides; and N = 3 through staging buffers), each rank a
+# process with its own logical Vulkan device; then the failure runs: one rank throws (every
+# rank must exit with an error naming it), one rank never joins (timeouts must end every
+# rank), one rank cannot create its device. Every mpirun runs under `timeout`, so a hang
+# fails the script, not the CI job.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash Tools/install-deps.sh
@@ -20,6 +21,8 @@ for n in ${VKATTN_MPI_RANKS:-2 3 4}; do
   echo "== ${launcher[*]} -np $n vkattn-mpi-tests"
   timeout "${VKATTN_MPI_TEST_LIMIT:-900}" "${launcher[@]}" -np "$n" "$bin"
 done
+echo "== ${launcher[*]} -np 3 vkattn-mpi-tests --staged"
+timeout "${VKATTN_MPI_TEST_LIMIT:-900}" "${launcher[@]}" -np 3 "$bin" --staged
 
 # Runs a failure case; it must fail (not time out) and print `pattern` on `count` lines.
 expect_failure() {

@@ -150,11 +150,12 @@ final class SendOp: EngineOp, @unchecked Sendable {
 }
 
 /// A receive: MPI_Irecv into a host block as soon as the engine takes it; once the message is
-/// in and the destination free (the stream's work at posting, and `after`), the block is
+/// in and the destination free (the stream's work at posting, and `after`; a private staging
+/// buffer of the staged path is always free), the block is
 /// written into the destination and the semaphore signaled in posting order.
 final class ReceiveOp: EngineOp, @unchecked Sendable {
     let destination: BufferSlice
-    let free: Submission
+    let free: Submission?
     let after: [MPIRequest]
     let peer: Int32
     let tag: Int32
@@ -163,7 +164,7 @@ final class ReceiveOp: EngineOp, @unchecked Sendable {
     private var arrived = false
     private var stored = false
 
-    init(destination: BufferSlice, free: Submission, after: [MPIRequest], peer: Int, tag: Int, base: EngineOp.Base) {
+    init(destination: BufferSlice, free: Submission?, after: [MPIRequest], peer: Int, tag: Int, base: EngineOp.Base) {
         self.destination = destination
         self.free = free
         self.after = after
@@ -218,7 +219,7 @@ final class ReceiveOp: EngineOp, @unchecked Sendable {
 extension EngineOp {
     /// What every operation carries, gathered by the communicator.
     struct Base {
-        let request: MPIRequest
+        var request: MPIRequest
         let key: ChannelKey
         let comm: CommHandle
         let label: String

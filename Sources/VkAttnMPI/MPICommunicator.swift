@@ -8,11 +8,14 @@ import VkAttn
 ///
 /// Transfers follow the protocol's ordering model. A send submits the stream; the engine
 /// thread (see `MPIEngine`) waits for that submission (and `after`), reads the source into a
-/// host block (directly from mapped memory where the buffer is host-visible, through a GPU
-/// staging copy otherwise: `path`), posts MPI_Isend and signals the send's timeline semaphore.
-/// A receive posts MPI_Irecv into a host block at once; once the message is in and the
-/// destination free, the engine writes it there and signals the receive's semaphore, which
-/// `complete` makes the consuming stream wait for. Tags are MPI tags of this communicator's
+/// host block, posts MPI_Isend and signals the send's timeline semaphore. A receive posts
+/// MPI_Irecv into a host block at once; once the message is in and the destination free, the
+/// engine writes it there and signals the receive's semaphore, which `complete` makes the
+/// consuming stream wait for. `path`: `host-mapped` reads and writes the buffers' mapped
+/// memory (every device memory host-visible: lavapipe, UMA); `staged` goes through a
+/// host-visible staging buffer per message, filled by a GPU copy recorded on the sender's
+/// stream and emptied by one that `complete` records on the receiver's (the engine thread
+/// never records GPU work for point-to-point transfers). Tags are MPI tags of this communicator's
 /// own MPI communicator (a subgroup gets one from MPI_Comm_create_group), so messages between
 /// two ranks with one tag are matched in posting order by MPI's non-overtaking rule.
 public final class MPICommunicator: Communicator {
@@ -50,7 +53,9 @@ public final class MPICommunicator: Communicator {
     /// this process's local rank modulo their count; else the instance's selected device (so
     /// several processes share it as logical devices, as on lavapipe). A failure here (no
     /// device) aborts the group, so the other ranks fail naming this one.
-    public static func world(log: ValidationLog = ValidationLog(), timeout: Double? = nil) throws -> MPICommunicator {
+    /// `path` forces a transfer path (default: host-mapped when the device's memory is
+    /// host-visible, else staged).
+    public static func world(log: ValidationLog = ValidationLog(), timeout: Double? = nil, path: TransferPath? = nil) throws -> MPICommunicator {
         let engine = try MPIEngine.start(timeout: timeout)
         do {
             let instance = try Instance(log: log)
@@ -66,9 +71,12 @@ public final class MPICommunicator: Communicator {
             }
             let device = try Device(physicalDevice: physical)
             let mapped = try device.makeBuffer(byteCount: 16).isHostVisible
+            if path == .hostMapped && !mapped {
+                throw VkAttnError.unsupported(op: "MPICommunicator", reason: "the host-mapped path needs host-visible device memory, which \(device.label) lacks")
+            }
             let all = Array(0..<engine.worldSize)
             return MPICommunicator(engine: engine, rank: engine.worldRank, members: all, device: device,
-                                   path: mapped ? .hostMapped : .staged, clock: try GPUClock.calibrate(device),
+                                   path: path ?? (mapped ? .hostMapped : .staged), clock: try GPUClock.calibrate(device),
                                    timeline: ParallelTimeline(), deviceChoice: choice, comm: CommHandle(raw: vkmpi_comm_world()), context: 0)
         } catch {
             engine.abort(error)
@@ -93,10 +101,18 @@ public final class MPICommunicator: Communicator {
         let op = "communicator.send"
         try check(peer: peer, tag: tag, op: op)
         try checkLocal(source, stream: stream, op: op, operand: "source")
+        var from = source
+        if path == .staged {
+            let staging = try device.makeBuffer(byteCount: source.byteCount, location: .host)
+            try stream.barrier()
+            try stream.copy(from: source, to: staging.whole)
+            try stream.barrier()
+            from = staging.whole
+        }
         let ready = try stream.submit()
         let key = ChannelKey(context: context, peer: peer, tag: tag, kind: .send)
-        let posted = try engine.core.post(key, device: device) { semaphore, value in
-            SendOp(source: source, ready: ready, after: after, peer: peer, tag: tag,
+        let posted = try engine.core.post(key, device: device) { [from] semaphore, value in
+            SendOp(source: from, ready: ready, after: after, peer: peer, tag: tag,
                    base: base(.send, bytes: source.byteCount, peer: peer, tag: tag, semaphore: semaphore, value: value,
                               label: "send \(tag) -> \(members[peer]) (MPI)"))
         }
@@ -107,12 +123,16 @@ public final class MPICommunicator: Communicator {
         let op = "communicator.receive"
         try check(peer: peer, tag: tag, op: op)
         try checkLocal(destination, stream: stream, op: op, operand: "destination")
+        let staging = path == .staged ? try device.makeBuffer(byteCount: destination.byteCount, location: .host) : nil
         let free = try stream.submit()
         let key = ChannelKey(context: context, peer: peer, tag: tag, kind: .receive)
         let posted = try engine.core.post(key, device: device) { semaphore, value in
-            ReceiveOp(destination: destination, free: free, after: after, peer: peer, tag: tag,
-                      base: base(.receive, bytes: destination.byteCount, peer: peer, tag: tag, semaphore: semaphore, value: value,
-                                 label: "recv \(tag) <- \(members[peer]) (MPI)"))
+            var b = base(.receive, bytes: destination.byteCount, peer: peer, tag: tag, semaphore: semaphore, value: value,
+                         label: "recv \(tag) <- \(members[peer]) (MPI)")
+            b.request = MPIRequest(kind: .receive, bytes: destination.byteCount, peer: peer, semaphore: semaphore, value: value,
+                                   staging: staging, destination: destination)
+            return ReceiveOp(destination: staging?.whole ?? destination, free: staging == nil ? free : nil, after: after, peer: peer, tag: tag,
+                             base: b)
         }
         return posted.request
     }
@@ -122,6 +142,12 @@ public final class MPICommunicator: Communicator {
             throw VkAttnError.deviceMismatch(op: "communicator.complete", operand: "stream")
         }
         try stream.wait(for: request.semaphore, value: request.value)
+        // Staged receive: the first completion copies staging into the destination.
+        guard let staging = request.staging, let destination = request.destination,
+              request.copiedOut.withLock({ done in defer { done = true }; return !done }) else { return }
+        try stream.barrier()
+        try stream.copy(from: try staging.slice(offset: 0, byteCount: request.bytes), to: destination)
+        try stream.barrier()
     }
 
     private func check(peer: Int, tag: Int, op: String) throws {

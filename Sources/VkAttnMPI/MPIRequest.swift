@@ -1,3 +1,4 @@
+import Synchronization
 import VkAttn
 
 /// A posted send, receive or collective of an `MPICommunicator`.
@@ -13,13 +14,21 @@ public final class MPIRequest: CommunicationRequest {
     let semaphore: TimelineSemaphore
     let value: UInt64
     let event = MPIEvent()
+    /// Staged receive: the host-visible buffer the engine fills, and where `complete` copies it.
+    let staging: Buffer?
+    let destination: BufferSlice?
+    /// Staged receive: whether a `complete` has recorded the copy out of staging.
+    let copiedOut = Mutex(false)
 
-    init(kind: Kind, bytes: Int, peer: Int, semaphore: TimelineSemaphore, value: UInt64) {
+    init(kind: Kind, bytes: Int, peer: Int, semaphore: TimelineSemaphore, value: UInt64, staging: Buffer? = nil,
+         destination: BufferSlice? = nil) {
         self.kind = kind
         self.bytes = bytes
         self.peer = peer
         self.semaphore = semaphore
         self.value = value
+        self.staging = staging
+        self.destination = destination
     }
 
     public func wait() async throws { try await event.wait() }

@@ -1,7 +1,8 @@
 // vkattn-mpi-tests: the MPI backend's tests, run under `mpirun -np N` (Tools/test-mpi.sh).
 // Every rank checks its part against host or single-device references; rank 0 prints every
 // rank's lines; the exit status is non-zero on any failure.
-//   vkattn-mpi-tests                    the communicator, its collectives, every scheduler
+//   vkattn-mpi-tests [--staged]         the communicator, its collectives, every scheduler
+//                                       (--staged: through staging buffers even where memory is mapped)
 //   vkattn-mpi-tests --fail-rank K      rank K throws: every rank must exit with an error naming K
 //   vkattn-mpi-tests --stall-rank K     rank K never joins: timeouts must end every rank
 // (A rank that cannot create its device: Tools/test-mpi.sh starts one with a bad VKATTN_DEVICE.)
@@ -30,7 +31,7 @@ func fail(_ rank: Int, _ error: any Error) -> Never {
 let log = ValidationLog()
 let comm: MPICommunicator
 do {
-    comm = try MPICommunicator.world(log: log)
+    comm = try MPICommunicator.world(log: log, path: CommandLine.arguments.contains("--staged") ? .staged : nil)
 } catch {
     fail(MPIEngine.startedWorldRank ?? -1, error)
 }
