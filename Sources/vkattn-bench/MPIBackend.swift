@@ -12,10 +12,10 @@ enum MPIBackend {
     /// the others wait in a barrier (VKATTN_MPI_TIMEOUT still overrides).
     static let benchTimeoutSeconds = 3600.0
 
-    /// This process's communicator over every rank of the MPI job.
-    static func communicator(log: ValidationLog) throws -> MPICommunicator {
+    /// This process's communicator over every rank of the MPI job (`path` forces a transfer path).
+    static func communicator(log: ValidationLog, path: TransferPath? = nil) throws -> MPICommunicator {
         let timeout = ProcessInfo.processInfo.environment["VKATTN_MPI_TIMEOUT"].flatMap(Double.init) ?? benchTimeoutSeconds
-        return try MPICommunicator.world(log: log, timeout: timeout)
+        return try MPICommunicator.world(log: log, timeout: timeout, path: path)
     }
 
     /// One rank's figures of one timed run.
@@ -87,7 +87,7 @@ struct MPIAttentionBenchmark {
 
     func run() throws {
         let log = ValidationLog()
-        let comm = try MPIBackend.communicator(log: log)
+        let comm = try MPIBackend.communicator(log: log, path: options.path.flatMap(TransferPath.init(rawValue:)))
         defer { comm.finalize() }
         do {
             try blocking { try await self.body(comm, log: log) }
