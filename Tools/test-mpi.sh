@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The MPI backend's tests: vkattn-mpi-tests under `mpirun --oversubscribe -np N` on this host
-# (N = 2, 3, 4, VKATTN_MPI_RANKS overrides; and N = 3 through staging buffers), each rank a
+# (N = 1, 2, 3, 4, VKATTN_MPI_RANKS overrides; and N = 3 through staging buffers), each rank a
 # process with its own logical Vulkan device; then the failure runs: one rank throws (every
 # rank must exit with an error naming it), one rank never joins (timeouts must end every
 # rank), one rank cannot create its device. Every mpirun runs under `timeout`, so a hang
@@ -17,7 +17,7 @@ export OMPI_MCA_btl="${OMPI_MCA_btl:-self,vader,tcp}"
 launcher=(mpirun --oversubscribe)
 [ "$(id -u)" -ne 0 ] || launcher+=(--allow-run-as-root)
 
-for n in ${VKATTN_MPI_RANKS:-2 3 4}; do
+for n in ${VKATTN_MPI_RANKS:-1 2 3 4}; do
   echo "== ${launcher[*]} -np $n vkattn-mpi-tests"
   timeout "${VKATTN_MPI_TEST_LIMIT:-900}" "${launcher[@]}" -np "$n" "$bin"
 done
