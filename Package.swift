@@ -11,6 +11,9 @@ let package = Package(
     name: "VkAttn",
     products: [
         .library(name: "VkAttn", targets: ["VkAttn"]),
+        // The communicator on Open MPI (one process per rank): a product of its own, so that
+        // apps using only VkAttn never need MPI installed.
+        .library(name: "VkAttnMPI", targets: ["VkAttnMPI"]),
         .executable(name: "vkattn-bench", targets: ["vkattn-bench"]),
     ],
     dependencies: [
@@ -39,10 +42,27 @@ let package = Package(
             name: "VkAttn",
             dependencies: ["VulkanCompute", "VkAttnShaders"]
         ),
+        .systemLibrary(
+            name: "CMPI",
+            path: "Sources/CMPI",
+            pkgConfig: "ompi",
+            providers: [.apt(["libopenmpi-dev"])]
+        ),
+        .target(
+            name: "VkAttnMPI",
+            dependencies: ["VkAttn", "CMPI"]
+        ),
+        // The MPI tests: an executable run under `mpirun -np N` (Tools/test-mpi.sh).
+        .executableTarget(
+            name: "vkattn-mpi-tests",
+            dependencies: ["VkAttnMPI"]
+        ),
         .executableTarget(
             name: "vkattn-bench",
             dependencies: [
                 "VkAttn",
+                // --backend mpi (the VkAttn library product itself stays free of MPI).
+                "VkAttnMPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -17,6 +17,9 @@ struct ParallelAttentionBenchmark {
     }
 
     func run() throws {
+        if options.backend == "mpi" {
+            return try MPIAttentionBenchmark(options: options, measure: measure, scheme: scheme, op: op).run()
+        }
         let log = ValidationLog()
         let n = options.rankCount
         let group = try DeviceGroup(ranks: n, instance: Instance(log: log), path: options.path.flatMap(TransferPath.init(rawValue:)))

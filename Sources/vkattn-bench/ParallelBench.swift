@@ -19,12 +19,15 @@ struct ParallelOptions: ParsableArguments {
     @Option(help: "Transfer path: host-mapped or staged (default: host-mapped where all memory is host-visible).") var path: String?
     @Flag(help: "Also time the backward pass.") var backward = false
     @Option(help: "Write a Chrome trace (chrome://tracing, Perfetto) of the last timed run to FILE.") var timeline: String?
+    @Option(help: "local (ranks are devices of this process) or mpi (one process per rank: mpirun -np N vkattn-bench ...).")
+    var backend = "local"
 
     func validate() throws {
         guard DType(rawValue: dtype) == .f32 || DType(rawValue: dtype) == .f16 else { throw ValidationError("--dtype must be f32 or f16") }
         guard SequenceSharding(rawValue: sharding) != nil else { throw ValidationError("--sharding must be zigzag, striped or contiguous") }
         if let path, TransferPath(rawValue: path) == nil { throw ValidationError("--path must be host-mapped or staged") }
         if let ranks, ranks < 1 { throw ValidationError("--ranks must be at least 1") }
+        guard ["local", "mpi"].contains(backend) else { throw ValidationError("--backend must be local or mpi") }
     }
 
     var rankCount: Int { ranks ?? DeviceGroup.ranksFromEnvironment ?? 2 }

@@ -18,8 +18,9 @@ public protocol CommunicationRequest: Sendable {
 
 /// Point-to-point messages between ranks, each rank a device of its own, behind which an
 /// in-process implementation (`LocalCommunicator`: devices of one process) and later a
-/// multi-process one can sit. Collectives (all-gather, all-to-all, all-reduce, all-scan) are
-/// built on these operations in extensions and may be overridden by a backend.
+/// multi-process one can sit (`MPICommunicator` in VkAttnMPI). Collectives (all-gather,
+/// all-to-all, all-reduce, all-scan) are requirements with default implementations built on
+/// these operations; a backend may implement them on collectives of its own.
 ///
 /// Ordering model: a rank records its work on its own streams. `send` and `receive` are
 /// posted at a point of a stream and submit it: the bytes of a send are read after the work
@@ -66,6 +67,15 @@ public protocol Communicator: Sendable {
     func abort(_ error: any Error)
     /// Bytes this rank sent and received so far (all communicators of the group share them).
     var traffic: RankTraffic { get }
+
+    // Collectives: the defaults (Collectives.swift, AllReduce.swift, AllScan.swift) build them
+    // from send and receive; a backend with collectives of its own (MPI) implements them.
+    func allGather(_ source: BufferSlice, into destinations: [BufferSlice], tag: Int, on stream: Stream) throws -> [Request]
+    func allToAll(_ sources: [BufferSlice], into destinations: [BufferSlice], tag: Int, on stream: Stream) throws -> [Request]
+    func allReduce(_ buffer: BufferSlice, count: Int, op: ReduceOp, scratch: BufferSlice, tag: Int,
+                   on stream: Stream) throws -> [Request]
+    func allScan<C: ScanCombine>(_ value: BufferSlice, into result: BufferSlice, combine: C, algorithm: AllScanAlgorithm,
+                                 scratch: BufferSlice, tag: Int, on stream: Stream) throws -> [Request]
 }
 
 /// Bytes and messages of one rank.

@@ -1,0 +1,37 @@
+import Synchronization
+import VkAttn
+
+/// A posted send, receive or collective of an `MPICommunicator`.
+public final class MPIRequest: CommunicationRequest {
+    public enum Kind: String, Sendable { case send, receive, collective }
+
+    public let kind: Kind
+    public let bytes: Int
+    /// The other rank (in the posting communicator); -1 for a collective.
+    public let peer: Int
+    /// Signaled by the engine thread with `value` once the source is read (send) or the bytes
+    /// are in the destination (receive, collective).
+    let semaphore: TimelineSemaphore
+    let value: UInt64
+    let event = MPIEvent()
+    /// Staged receive: the host-visible buffer the engine fills, and where `complete` copies it.
+    let staging: Buffer?
+    let destination: BufferSlice?
+    /// Staged receive: whether a `complete` has recorded the copy out of staging.
+    let copiedOut = Mutex(false)
+
+    init(kind: Kind, bytes: Int, peer: Int, semaphore: TimelineSemaphore, value: UInt64, staging: Buffer? = nil,
+         destination: BufferSlice? = nil) {
+        self.kind = kind
+        self.bytes = bytes
+        self.peer = peer
+        self.semaphore = semaphore
+        self.value = value
+        self.staging = staging
+        self.destination = destination
+    }
+
+    public func wait() async throws { try await event.wait() }
+
+    public var isDone: Bool { event.result != nil }
+}
