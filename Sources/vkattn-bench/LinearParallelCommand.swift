@@ -146,7 +146,7 @@ struct LinearParallelBenchmark {
             built.append(Shard(q: q, k: k, v: v, g: g, dO: dO))
         }
         let shards = built
-        let outputs = LockedBox<[LinearParallelOutput]>([])
+        let outputs = LinearBenchBox<[LinearParallelOutput]>([])
         let forwardRuns = try timedLinearRuns(group, measure: measure) {
             let out = try await ContextParallelAttention.onEveryRank(comms) { comm in
                 let s = shards[comm.rank]
@@ -174,7 +174,7 @@ struct LinearParallelBenchmark {
                             check: forwardCheck)]
         var lastRuns = forwardRuns
         if let singleBackward {
-            let grads = LockedBox<[LinearParallelGradients]>([])
+            let grads = LinearBenchBox<[LinearParallelGradients]>([])
             let backwardRuns = try timedLinearRuns(group, measure: measure) {
                 let out = try await ContextParallelAttention.onEveryRank(comms) { comm in
                     let s = shards[comm.rank]
@@ -264,7 +264,7 @@ struct LinearRun {
 }
 
 /// A value set from the body of a timed run (the pool task) and read after it.
-final class LockedBox<T: Sendable>: Sendable {
+final class LinearBenchBox<T: Sendable>: Sendable {
     private let lock: Mutex<T>
     init(_ value: T) { lock = Mutex(value) }
     var value: T {
