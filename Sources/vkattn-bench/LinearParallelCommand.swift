@@ -217,9 +217,9 @@ struct LinearParallelBenchmark {
             return (Double(n - 1) * value, 1,
                     "LASP-2: one all-gather, each rank sends its state to N-1 ranks: (N-1) B H Dk (Dv+1) 4 = \(Int(Double(n - 1) * value)) B")
         case .lasp:
-            return (value, 1, "LASP: a chain, each rank but the last sends one state B H Dk (Dv+1) 4 = \(Int(value)) B")
+            return (value, 1, "LASP: a chain, each rank but the last (backward: the first) sends one state B H Dk (Dv+1) 4 = \(Int(value)) B")
         case let .zeco(segments):
-            return (value, 1, "ZeCO all-scan: a chain in \(segments) segments, each rank but the last sends one state B H Dk (Dv+1) 4 = \(Int(value)) B")
+            return (value, 1, "ZeCO all-scan: a chain in \(segments) segments, each rank but the last (backward: the first) sends one state B H Dk (Dv+1) 4 = \(Int(value)) B")
         }
     }
 
