@@ -146,7 +146,7 @@ struct LinearParallelBenchmark {
             built.append(Shard(q: q, k: k, v: v, g: g, dO: dO))
         }
         let shards = built
-        let outputs = LockedBox<[LinearParallelOutput]>([])
+        let outputs = LinearBenchBox<[LinearParallelOutput]>([])
         let forwardRuns = try timedLinearRuns(group, measure: measure) {
             let out = try await ContextParallelAttention.onEveryRank(comms) { comm in
                 let s = shards[comm.rank]
@@ -174,7 +174,7 @@ struct LinearParallelBenchmark {
                             check: forwardCheck)]
         var lastRuns = forwardRuns
         if let singleBackward {
-            let grads = LockedBox<[LinearParallelGradients]>([])
+            let grads = LinearBenchBox<[LinearParallelGradients]>([])
             let backwardRuns = try timedLinearRuns(group, measure: measure) {
                 let out = try await ContextParallelAttention.onEveryRank(comms) { comm in
                     let s = shards[comm.rank]
@@ -217,9 +217,9 @@ struct LinearParallelBenchmark {
             return (Double(n - 1) * value, 1,
                     "LASP-2: one all-gather, each rank sends its state to N-1 ranks: (N-1) B H Dk (Dv+1) 4 = \(Int(Double(n - 1) * value)) B")
         case .lasp:
-            return (value, 1, "LASP: a chain, each rank but the last sends one state B H Dk (Dv+1) 4 = \(Int(value)) B")
+            return (value, 1, "LASP: a chain, each rank but the last (backward: the first) sends one state B H Dk (Dv+1) 4 = \(Int(value)) B")
         case let .zeco(segments):
-            return (value, 1, "ZeCO all-scan: a chain in \(segments) segments, each rank but the last sends one state B H Dk (Dv+1) 4 = \(Int(value)) B")
+            return (value, 1, "ZeCO all-scan: a chain in \(segments) segments, each rank but the last (backward: the first) sends one state B H Dk (Dv+1) 4 = \(Int(value)) B")
         }
     }
 
@@ -264,7 +264,7 @@ struct LinearRun {
 }
 
 /// A value set from the body of a timed run (the pool task) and read after it.
-final class LockedBox<T: Sendable>: Sendable {
+final class LinearBenchBox<T: Sendable>: Sendable {
     private let lock: Mutex<T>
     init(_ value: T) { lock = Mutex(value) }
     var value: T {
