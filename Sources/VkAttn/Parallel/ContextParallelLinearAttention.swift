@@ -26,7 +26,7 @@ public enum LinearParallelScheme: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-/// One rank's forward result.
+/// One rank's forward result (the tensors given in `into:`, where given).
 public struct LinearParallelOutput: Sendable {
     /// o [B, L_r, H, Dv] fp32 of the rank's tokens.
     public let output: Tensor
@@ -39,7 +39,7 @@ public struct LinearParallelOutput: Sendable {
     public let path: String
 }
 
-/// One rank's gradients.
+/// One rank's gradients (the tensors given in `into:`, where given).
 public struct LinearParallelGradients: Sendable {
     public let dq: Tensor, dk: Tensor, dv: Tensor
     /// d(log-gates) in the gates' shape; nil for `.none`.
