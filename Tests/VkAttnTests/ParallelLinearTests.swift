@@ -56,8 +56,11 @@ struct RankLinearResult: Sendable {
     let path: String
 }
 
+/// Every rank's forward then backward. `poisoned`: every output is a caller-provided NaN tensor
+/// inside guard words (`into:`), so a result that matches proves each element written and none
+/// outside.
 func runParallelLinear(_ p: LinearProblem, comms: [LocalCommunicator], scheme: LinearParallelScheme, chunk: Int?,
-                       lengths custom: [Int]? = nil) async throws -> LinearResult {
+                       lengths custom: [Int]? = nil, poisoned: Bool = false) async throws -> LinearResult {
     let n = comms.count
     let lengths = custom ?? ContextParallelLinearAttention.evenLengths(total: p.l, ranks: n)
     let starts = lengths.indices.map { lengths.prefix($0).reduce(0, +) }
@@ -74,11 +77,32 @@ func runParallelLinear(_ p: LinearProblem, comms: [LocalCommunicator], scheme: L
         let state = [p.b, p.h, p.dk, p.dv]
         let s0 = r == 0 ? try p.s0.map { try device.makeTensor($0, shape: state) } : nil
         let dFinal = r == n - 1 ? try p.dFinal.map { try device.makeTensor($0, shape: state) } : nil
-        let out = try await op.forward(q: q, k: k, v: v, logGates: g, initialState: s0, returnFinalState: true, communicator: comm)
+        func poison(_ shape: [Int], _ given: Bool = true) throws -> Guarded? {
+            poisoned && given ? try Guarded(device, shape: shape, dtype: .f32) : nil
+        }
+        let o = try poison([p.b, lr, p.h, p.dv]), incoming = try poison(state), final = try poison(state, r == n - 1)
+        let dq = try poison([p.b, lr, p.h, p.dk]), dk = try poison([p.b, lr, p.h, p.dk]), dv = try poison([p.b, lr, p.h, p.dv])
+        let dg = try poison([p.b, lr] + p.gateShapeTail, p.g != nil), dInitial = try poison(state, r == 0)
+        let out = try await op.forward(q: q, k: k, v: v, logGates: g, initialState: s0, returnFinalState: true,
+                                       into: poisoned ? LinearParallelOutputStorage(output: o?.tensor, incomingState: incoming?.tensor,
+                                                                                    finalState: final?.tensor) : nil,
+                                       communicator: comm)
         let grads = try await op.backward(q: q, k: k, v: v, logGates: g, incomingState: out.incomingState, dOutput: dO,
-                                          dFinalState: dFinal, communicator: comm)
+                                          dFinalState: dFinal,
+                                          into: poisoned ? LinearParallelGradientStorage(dq: dq?.tensor, dk: dk?.tensor, dv: dv?.tensor,
+                                                                                         dLogGates: dg?.tensor, dInitialState: dInitial?.tensor) : nil,
+                                          communicator: comm)
         #expect((out.finalState != nil) == (r == n - 1))
         #expect((grads.dInitialState != nil) == (r == 0))
+        if poisoned {
+            let pairs: [(String, Guarded?, Tensor?)] = [("o", o, out.output), ("incoming", incoming, out.incomingState), ("final", final, out.finalState),
+                                                         ("dq", dq, grads.dq), ("dk", dk, grads.dk), ("dv", dv, grads.dv),
+                                                         ("dLogGates", dg, grads.dLogGates), ("dInitial", dInitial, grads.dInitialState)]
+            for (name, given, got) in pairs {
+                #expect((given == nil) == (got == nil) && (given.map { $0.tensor.buffer === got?.buffer } ?? true), "\(name) rank \(r) is not the caller's tensor")
+                try given?.checkGuards("\(name) rank \(r) of \(n) \(scheme)")
+            }
+        }
         return RankLinearResult(o: try out.output.readFloats(), final: try out.finalState?.readFloats(), incoming: try out.incomingState.readFloats(),
                                 dq: try grads.dq.readFloats(), dk: try grads.dk.readFloats(), dv: try grads.dv.readFloats(),
                                 dg: try grads.dLogGates?.readFloats(), dInitial: try grads.dInitialState?.readFloats(),
@@ -105,7 +129,7 @@ struct ParallelLinearTests {
     /// Forward (o, final state, incoming states) and backward (dq, dk, dv, dg, dS0) of every
     /// scheme on 1..4 ranks against the reference and the one-device op.
     func check(_ p: LinearProblem, chunk: Int?, ranks: ClosedRange<Int>, path: TransferPath? = nil, lengths custom: [Int]? = nil,
-               seed: UInt64) async throws {
+               poisoned: Bool = false, seed: UInt64) async throws {
         let ref = p.reference
         let abs: ([Float]) -> [Float] = { $0.map { Swift.abs($0) } }
         let fwd = ref.forward(q: p.q, k: p.k, v: p.v, logGates: p.g, initialState: p.s0)
@@ -124,7 +148,7 @@ struct ParallelLinearTests {
             for n in ranks {
                 for scheme in Self.schemes {
                     let got = try await runParallelLinear(p, comms: try group.communicators(first: n), scheme: scheme, chunk: chunk,
-                                                          lengths: custom)
+                                                          lengths: custom, poisoned: poisoned)
                     let what = "\(p.gating) \(scheme) x\(n) [\(p.b), \(p.l), \(p.h), \(p.dk), \(p.dv)] states \(p.s0 != nil)"
                     #expect(got.paths.allSatisfy { $0.contains("correction kernel") && $0.contains("state-gradient kernel") && $0.contains("\(scheme)") }, "\(got.paths)")
                     func both(_ x: [Float], _ one: [Float], _ r: [Double], _ scale: [Double], _ name: String) {
@@ -138,8 +162,11 @@ struct ParallelLinearTests {
                     both(got.dv, single.dv, bwd.dv, bwdAbs.dv, "dv")
                     both(got.dInitial ?? [], single.dInitial ?? [], bwd.dInitial, bwdAbs.dInitial, "dInitial")
                     if let dg = got.dg { both(dg, single.dg ?? [], bwd.dLogGates, gScale, "dLogGates") }
-                    // Rank r's incoming state is the reference's state after the tokens before it.
+                    // Rank r's incoming state is the reference's state after the tokens before it
+                    // (rank 0's: the initial state, or zeros).
                     let lengths = custom ?? ContextParallelLinearAttention.evenLengths(total: p.l, ranks: n)
+                    let s0 = p.s0 ?? [Float](repeating: 0, count: p.b * p.h * p.dk * p.dv)
+                    #expect(got.incoming[0] == s0, "incoming rank 0 \(what), seed \(seed)")
                     for r in 1..<n {
                         let before = lengths.prefix(r).reduce(0, +)
                         let prefix = LinearProblem.prefix(p, tokens: before)
@@ -159,6 +186,17 @@ struct ParallelLinearTests {
         // 37 tokens: 19/18, 13/12/12, 10/9/9/9 per rank, none a multiple of the 8-row chunks.
         let p = LinearProblem(gating: gating, b: 2, l: 37, h: 3, dk: 5, dv: 4, states: true, seed: seed)
         try await check(p, chunk: 8, ranks: 1...4, seed: seed)
+    }
+
+    /// Caller-provided outputs (`into:`) filled with NaN, inside guard words, on 1..4 ranks of
+    /// every scheme: the results match the reference, so every element is written.
+    @Test(arguments: GatedLinearAttention.Gating.allCases)
+    func poisonedCallerOutputsAreFullyWritten(gating: GatedLinearAttention.Gating) async throws {
+        let seed = testSeed()
+        // 11 tokens: 6/5, 4/4/3, 3/3/3/2 per rank over 4-row chunks; without states for
+        // per-head gating (rank 0's incoming state is then the scan identity's zeros).
+        let p = LinearProblem(gating: gating, b: 1, l: 11, h: 2, dk: 3, dv: 5, states: gating != .perHead, seed: seed)
+        try await check(p, chunk: 4, ranks: 1...4, poisoned: true, seed: seed)
     }
 
     @Test func withoutStatesAndWithSeveralCarryChunks() async throws {
@@ -277,6 +315,72 @@ struct ParallelLinearTests {
                                           communicators: comms)
             }
             #expect(group.abortError == nil, "a configuration error must be found before anything is posted")
+        }
+    }
+
+    /// Bad caller-provided outputs (shape, dtype, device, rank, overlap with an input or
+    /// another output, count) are typed errors naming the operand, found before any rank posts.
+    @Test func badCallerOutputsAreTypedErrors() async throws {
+        try await withGroup(ranks: 2) { group in
+            let comms = try group.communicators()
+            let d = comms.map(\.device)
+            let op = ContextParallelLinearAttention(lengths: [5, 4], attention: GatedLinearAttention(gating: .perHead, chunkLength: 4))
+            let l = [5, 4]
+            func t(_ r: Int, _ shape: [Int], _ dtype: DType = .f32) throws -> Tensor { try d[r].makeTensor(shape: shape, dtype: dtype) }
+            // Rank 1's q lies at the start of a larger buffer, so a view of it can be shaped as o.
+            let qBuffer = try d[1].makeBuffer(byteCount: 256)
+            let q = [try t(0, [1, 5, 2, 3]), try Tensor(qBuffer, shape: [1, 4, 2, 3], dtype: .f32)]
+            let k = try (0..<2).map { try t($0, [1, l[$0], 2, 3]) }
+            let v = try (0..<2).map { try t($0, [1, l[$0], 2, 4]) }, g = try (0..<2).map { try t($0, [1, l[$0], 2]) }
+            let dO = try (0..<2).map { try t($0, [1, l[$0], 2, 4]) }, incoming = try (0..<2).map { try t($0, [1, 2, 3, 4]) }
+            let oShape = [1, 4, 2, 4], state = [1, 2, 3, 4]
+            let qView = try Tensor(qBuffer, shape: oShape, dtype: .f32)
+            let shared = try d[1].makeBuffer(byteCount: 2 * 4 * 32 * 4)
+            let oInShared = try Tensor(shared, shape: oShape, dtype: .f32)
+            let stateOverlappingO = try Tensor(shared, shape: state, dtype: .f32, byteOffset: 64)
+            func forward(_ rank1: LinearParallelOutputStorage, rank0: LinearParallelOutputStorage = .init(), count: Int = 2,
+                         _ needle: String, sourceLocation: SourceLocation = #_sourceLocation) async {
+                do {
+                    _ = try await op.forward(q: q, k: k, v: v, logGates: g, returnFinalState: true,
+                                             into: Array([rank0, rank1].prefix(count)), communicators: comms)
+                    Issue.record("expected an error containing \(needle)", sourceLocation: sourceLocation)
+                } catch let error as VkAttnError {
+                    #expect("\(error)".contains(needle), "\(error)", sourceLocation: sourceLocation)
+                } catch {
+                    Issue.record("untyped error \(error)", sourceLocation: sourceLocation)
+                }
+            }
+            func backward(_ storage: LinearParallelGradientStorage, rank: Int = 1, _ needle: String,
+                          sourceLocation: SourceLocation = #_sourceLocation) async {
+                var all = [LinearParallelGradientStorage(), LinearParallelGradientStorage()]
+                all[rank] = storage
+                do {
+                    _ = try await op.backward(q: q, k: k, v: v, logGates: g, incomingStates: incoming, dOutput: dO, into: all,
+                                              communicators: comms)
+                    Issue.record("expected an error containing \(needle)", sourceLocation: sourceLocation)
+                } catch let error as VkAttnError {
+                    #expect("\(error)".contains(needle), "\(error)", sourceLocation: sourceLocation)
+                } catch {
+                    Issue.record("untyped error \(error)", sourceLocation: sourceLocation)
+                }
+            }
+            await forward(.init(output: try t(1, [1, 5, 2, 4])), "output has shape")                      // rank 0's length
+            await forward(.init(output: try t(1, oShape, .f16)), "output is f16")                          // dtype
+            await forward(.init(output: try t(0, oShape)), "output belongs to a different device")                             // rank 0's device
+            await forward(.init(incomingState: try t(1, [1, 2, 4, 3])), "incomingState has shape") // Dk, Dv swapped
+            await forward(.init(output: qView), "overlaps q")
+            await forward(.init(output: oInShared, incomingState: stateOverlappingO), "overlaps output")
+            await forward(.init(), rank0: .init(finalState: try t(0, state)), "finalState: given on rank 0") // not the last rank
+            await forward(.init(), count: 1, "into")                                             // one set for two ranks
+            await backward(.init(dq: try t(1, [1, 4, 2, 4])), "dq has shape")
+            await backward(.init(dv: try t(1, [1, 4, 2, 4], .i32)), "dv is i32")
+            await backward(.init(dLogGates: try t(1, [1, 4, 2, 3])), "dLogGates has shape")      // per-key shape for per-head gates
+            await backward(.init(dInitialState: try t(1, state)), "dInitialState: given on rank 1") // only rank 0
+            await backward(.init(dv: dO[1]), "overlaps dOutput")
+            await backward(.init(dInitialState: incoming[0]), rank: 0, "overlaps incomingState")
+            let dqk = try d[1].makeTensor(shape: [1, 4, 2, 3], dtype: .f32)
+            await backward(.init(dq: dqk, dk: dqk), "overlaps dq")
+            #expect(group.abortError == nil, "a bad output must be found before anything is posted")
         }
     }
 }

@@ -26,7 +26,7 @@ public enum LinearParallelScheme: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-/// One rank's forward result.
+/// One rank's forward result (the tensors given in `into:`, where given).
 public struct LinearParallelOutput: Sendable {
     /// o [B, L_r, H, Dv] fp32 of the rank's tokens.
     public let output: Tensor
@@ -39,7 +39,7 @@ public struct LinearParallelOutput: Sendable {
     public let path: String
 }
 
-/// One rank's gradients.
+/// One rank's gradients (the tensors given in `into:`, where given).
 public struct LinearParallelGradients: Sendable {
     public let dq: Tensor, dk: Tensor, dv: Tensor
     /// d(log-gates) in the gates' shape; nil for `.none`.
@@ -147,9 +147,11 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
 
     /// One rank's forward (every rank of `communicator` calls it with its shard).
     /// `initialState` [B, H, Dk, Dv] only on rank 0; `returnFinalState` gives the final state
-    /// on the last rank.
+    /// on the last rank. `outputs`: caller-provided tensors to write (nil fields: allocated),
+    /// checked with the inputs before anything is posted.
     public func forward<C: Communicator>(q: Tensor, k: Tensor, v: Tensor, logGates: Tensor? = nil, initialState: Tensor? = nil,
-                                         returnFinalState: Bool = false, communicator comm: C) async throws -> LinearParallelOutput {
+                                         returnFinalState: Bool = false, into outputs: LinearParallelOutputStorage? = nil,
+                                         communicator comm: C) async throws -> LinearParallelOutput {
         let shape = try Self.shape(q: q, v: v)
         try validate(ranks: comm.size, shape: shape)
         do {
@@ -159,8 +161,12 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
             }
             try checkRank(shape, rank: comm.rank, size: comm.size, device: comm.device, q: q, k: k, v: v, logGates: logGates,
                           extra: [("initialState", initialState, state)])
+            let outputs = outputs ?? LinearParallelOutputStorage()
+            try checkOutputs(outputs, shape: shape, rank: comm.rank, size: comm.size, returnFinalState: returnFinalState, device: comm.device,
+                             inputs: [("q", q), ("k", k), ("v", v), ("logGates", logGates), ("initialState", initialState)])
             let run = try LinearRankRun(comm: comm, op: self, shape: shape)
-            return try await run.forward(q: q, k: k, v: v, logGates: logGates, initialState: initialState, returnFinalState: returnFinalState)
+            return try await run.forward(q: q, k: k, v: v, logGates: logGates, initialState: initialState, returnFinalState: returnFinalState,
+                                         into: outputs)
         } catch {
             comm.abort(error)
             throw error
@@ -168,9 +174,11 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
     }
 
     /// One rank's backward: `incomingState` is the forward's; `dFinalState` only on the last
-    /// rank (nil: zeros). Rank 0 also returns the initial state's gradient.
+    /// rank (nil: zeros). Rank 0 also returns the initial state's gradient. `gradients`:
+    /// caller-provided tensors to write (nil fields: allocated), checked before anything is posted.
     public func backward<C: Communicator>(q: Tensor, k: Tensor, v: Tensor, logGates: Tensor? = nil, incomingState: Tensor,
-                                          dOutput: Tensor, dFinalState: Tensor? = nil, communicator comm: C) async throws -> LinearParallelGradients {
+                                          dOutput: Tensor, dFinalState: Tensor? = nil, into gradients: LinearParallelGradientStorage? = nil,
+                                          communicator comm: C) async throws -> LinearParallelGradients {
         let shape = try Self.shape(q: q, v: v)
         try validate(ranks: comm.size, shape: shape)
         do {
@@ -181,9 +189,13 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
             try checkRank(shape, rank: comm.rank, size: comm.size, device: comm.device, q: q, k: k, v: v, logGates: logGates,
                           extra: [("incomingState", incomingState, state), ("dOutput", dOutput, [shape.batch, lengths[comm.rank], shape.heads, shape.dv]),
                                   ("dFinalState", dFinalState, state)])
+            let gradients = gradients ?? LinearParallelGradientStorage()
+            try checkGradients(gradients, shape: shape, rank: comm.rank, device: comm.device,
+                               inputs: [("q", q), ("k", k), ("v", v), ("logGates", logGates), ("incomingState", incomingState),
+                                        ("dOutput", dOutput), ("dFinalState", dFinalState)])
             let run = try LinearRankRun(comm: comm, op: self, shape: shape)
             return try await run.backward(q: q, k: k, v: v, logGates: logGates, incomingState: incomingState, dOutput: dOutput,
-                                          dFinalState: dFinalState)
+                                          dFinalState: dFinalState, into: gradients)
         } catch {
             comm.abort(error)
             throw error
@@ -193,27 +205,37 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
     // MARK: All ranks at once
 
     /// Every rank's forward, concurrently (in-process groups); arrays indexed by rank. Checks
-    /// every rank's tensors before any rank starts.
+    /// every rank's tensors (and `outputs`, one per rank) before any rank starts.
     public func forward<C: Communicator>(q: [Tensor], k: [Tensor], v: [Tensor], logGates: [Tensor]? = nil, initialState: Tensor? = nil,
-                                         returnFinalState: Bool = false, communicators: [C]) async throws -> [LinearParallelOutput] {
+                                         returnFinalState: Bool = false, into outputs: [LinearParallelOutputStorage]? = nil,
+                                         communicators: [C]) async throws -> [LinearParallelOutput] {
         try precheck(communicators, [q, k, v] + (logGates.map { [$0] } ?? []))
+        try precheckCount(outputs?.count, communicators.count)
         for r in communicators.indices {
             let shape = try Self.shape(q: q[r], v: v[r])
             try validate(ranks: communicators.count, shape: shape)
+            let s0 = r == 0 ? initialState : nil
             try checkRank(shape, rank: r, size: communicators.count, device: communicators[r].device, q: q[r], k: k[r], v: v[r],
-                          logGates: logGates?[r], extra: [("initialState", r == 0 ? initialState : nil, [shape.batch, shape.heads, shape.dk, shape.dv])])
+                          logGates: logGates?[r], extra: [("initialState", s0, [shape.batch, shape.heads, shape.dk, shape.dv])])
+            if let o = outputs?[r] {
+                try checkOutputs(o, shape: shape, rank: r, size: communicators.count, returnFinalState: returnFinalState,
+                                 device: communicators[r].device,
+                                 inputs: [("q", q[r]), ("k", k[r]), ("v", v[r]), ("logGates", logGates?[r]), ("initialState", s0)])
+            }
         }
         return try await ContextParallelAttention.onEveryRank(communicators) { comm in
             let r = comm.rank
             return try await self.forward(q: q[r], k: k[r], v: v[r], logGates: logGates?[r], initialState: r == 0 ? initialState : nil,
-                                          returnFinalState: returnFinalState, communicator: comm)
+                                          returnFinalState: returnFinalState, into: outputs?[r], communicator: comm)
         }
     }
 
-    /// Every rank's backward, concurrently; arrays indexed by rank.
+    /// Every rank's backward, concurrently; arrays indexed by rank (`gradients`: one per rank).
     public func backward<C: Communicator>(q: [Tensor], k: [Tensor], v: [Tensor], logGates: [Tensor]? = nil, incomingStates: [Tensor],
-                                          dOutput: [Tensor], dFinalState: Tensor? = nil, communicators: [C]) async throws -> [LinearParallelGradients] {
+                                          dOutput: [Tensor], dFinalState: Tensor? = nil, into gradients: [LinearParallelGradientStorage]? = nil,
+                                          communicators: [C]) async throws -> [LinearParallelGradients] {
         try precheck(communicators, [q, k, v, incomingStates, dOutput] + (logGates.map { [$0] } ?? []))
+        try precheckCount(gradients?.count, communicators.count)
         let last = communicators.count - 1
         for r in communicators.indices {
             let shape = try Self.shape(q: q[r], v: v[r])
@@ -223,11 +245,17 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
                           logGates: logGates?[r], extra: [("incomingState", incomingStates[r], state),
                                                           ("dOutput", dOutput[r], [shape.batch, lengths[r], shape.heads, shape.dv]),
                                                           ("dFinalState", r == last ? dFinalState : nil, state)])
+            if let g = gradients?[r] {
+                try checkGradients(g, shape: shape, rank: r, device: communicators[r].device,
+                                   inputs: [("q", q[r]), ("k", k[r]), ("v", v[r]), ("logGates", logGates?[r]), ("incomingState", incomingStates[r]),
+                                            ("dOutput", dOutput[r]), ("dFinalState", r == last ? dFinalState : nil)])
+            }
         }
         return try await ContextParallelAttention.onEveryRank(communicators) { comm in
             let r = comm.rank
             return try await self.backward(q: q[r], k: k[r], v: v[r], logGates: logGates?[r], incomingState: incomingStates[r],
-                                           dOutput: dOutput[r], dFinalState: r == last ? dFinalState : nil, communicator: comm)
+                                           dOutput: dOutput[r], dFinalState: r == last ? dFinalState : nil, into: gradients?[r],
+                                           communicator: comm)
         }
     }
 
@@ -240,6 +268,12 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
         }
         for list in lists where list.count != communicators.count {
             throw VkAttnError.invalidValue(op: Self.op, operand: "tensors", reason: "\(list.count) tensors for \(communicators.count) ranks")
+        }
+    }
+
+    func precheckCount(_ storages: Int?, _ ranks: Int) throws {
+        if let storages, storages != ranks {
+            throw VkAttnError.invalidValue(op: Self.op, operand: "into", reason: "\(storages) output sets for \(ranks) ranks")
         }
     }
 }

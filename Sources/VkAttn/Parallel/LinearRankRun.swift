@@ -78,10 +78,12 @@ final class LinearRankRun<C: Communicator> {
         for r in requests { try await r.wait() }
     }
 
-    func forward(q: Tensor, k: Tensor, v: Tensor, logGates: Tensor?, initialState: Tensor?, returnFinalState: Bool) async throws -> LinearParallelOutput {
-        let o = try device.makeTensor(shape: [shape.batch, op.lengths[rank], shape.heads, shape.dv], dtype: .f32)
+    /// `into`'s tensors were checked by the caller; nil ones are allocated here.
+    func forward(q: Tensor, k: Tensor, v: Tensor, logGates: Tensor?, initialState: Tensor?, returnFinalState: Bool,
+                 into storage: LinearParallelOutputStorage) async throws -> LinearParallelOutput {
+        let o = try storage.output ?? device.makeTensor(shape: [shape.batch, op.lengths[rank], shape.heads, shape.dv], dtype: .f32)
         let localFinal = try device.makeTensor(shape: stateShape, dtype: .f32)
-        let incoming = try device.makeTensor(shape: stateShape, dtype: .f32)
+        let incoming = try storage.incomingState ?? device.makeTensor(shape: stateShape, dtype: .f32)
         let (value, result, scratch) = try scanBuffers()
         // Local chunks from zero (rank 0: from the global initial state, which then is part
         // of its B and reaches every later rank through the scan).
@@ -121,7 +123,7 @@ final class LinearRankRun<C: Communicator> {
             let inclusive = try device.makeBuffer(byteCount: combine.byteCount)
             try combine.encode(stream, earlier: result.whole, later: value.whole, into: inclusive.whole, rows: 0..<combine.rows)
             try stream.barrier()
-            let f = try device.makeTensor(shape: stateShape, dtype: .f32)
+            let f = try storage.finalState ?? device.makeTensor(shape: stateShape, dtype: .f32)
             try carry.unpack(stream, value: inclusive.whole, into: f.slice)
             final = f
         }
@@ -131,14 +133,14 @@ final class LinearRankRun<C: Communicator> {
     }
 
     func backward(q: Tensor, k: Tensor, v: Tensor, logGates: Tensor?, incomingState: Tensor, dOutput: Tensor,
-                  dFinalState: Tensor?) async throws -> LinearParallelGradients {
+                  dFinalState: Tensor?, into storage: LinearParallelGradientStorage) async throws -> LinearParallelGradients {
         let l = op.lengths[rank]
-        let dq = try device.makeTensor(shape: q.shape, dtype: .f32)
-        let dk = try device.makeTensor(shape: k.shape, dtype: .f32)
-        let dv = try device.makeTensor(shape: v.shape, dtype: .f32)
+        let dq = try storage.dq ?? device.makeTensor(shape: q.shape, dtype: .f32)
+        let dk = try storage.dk ?? device.makeTensor(shape: k.shape, dtype: .f32)
+        let dv = try storage.dv ?? device.makeTensor(shape: v.shape, dtype: .f32)
         let gateShape = op.attention.gating == .perKey ? [shape.batch, l, shape.heads, shape.dk] : [shape.batch, l, shape.heads]
-        let dg = try logGates.map { _ in try device.makeTensor(shape: gateShape, dtype: .f32) }
-        let dInitial = rank == 0 ? try device.makeTensor(shape: stateShape, dtype: .f32) : nil
+        let dg = try logGates.map { _ in try storage.dLogGates ?? device.makeTensor(shape: gateShape, dtype: .f32) }
+        let dInitial = rank == 0 ? try storage.dInitialState ?? device.makeTensor(shape: stateShape, dtype: .f32) : nil
         // The gradient of this shard's final state: from the scan, or the global one on the last rank.
         let dOut = isLast ? dFinalState : try device.makeTensor(shape: stateShape, dtype: .f32)
         var (value, result, scratch) = try scanBuffers()
