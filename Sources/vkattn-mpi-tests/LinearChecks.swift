@@ -170,9 +170,12 @@ enum LinearChecks {
         let dFinal = r == n - 1 ? try device.makeTensor(c.dFinal, shape: c.state) : nil
         for scheme in schemes {
             let op = ContextParallelLinearAttention(lengths: lengths, scheme: scheme, attention: c.attention)
+            let before = comm.traffic.bytesSent
             let out = try await op.forward(q: q, k: k, v: v, logGates: g, initialState: s0, returnFinalState: true, communicator: comm)
+            let between = comm.traffic.bytesSent
             let grads = try await op.backward(q: q, k: k, v: v, logGates: g, incomingState: out.incomingState, dOutput: dO,
                                               dFinalState: dFinal, communicator: comm)
+            let sent = (forward: between - before, backward: comm.traffic.bytesSent - between)
             var got = ["o": try out.output.readFloats(), "dq": try grads.dq.readFloats(), "dk": try grads.dk.readFloats(),
                        "dv": try grads.dv.readFloats()]
             if let x = grads.dLogGates { got["dLogGates"] = try x.readFloats() }
@@ -189,6 +192,15 @@ enum LinearChecks {
                 report.expect("\(what) \(name) vs fp64 (error / bound)", error: boundRatio(x, reference, scale: scale, tol: c.tol), bound: 1)
                 report.expect("\(what) \(name) vs one device (error / bound)",
                               error: boundRatio(x, one.map(Double.init), scale: scale, tol: 2 * c.tol), bound: 1)
+            }
+            // Bytes: a chain sends one value B H Dk (Dv + 1) fp32 per hop (none from the rank the
+            // flow reaches last: the last rank forward, rank 0 backward); LASP-2 hands its value
+            // to MPI_Iexscan on every rank (the point-to-point all-gather would send N - 1).
+            let value = c.b * c.h * c.dk * (c.dv + 1) * 4
+            let want: (forward: Int, backward: Int)
+            if case .lasp2 = scheme { want = (value, value) } else { want = (r < n - 1 ? value : 0, r > 0 ? value : 0) }
+            if n > 1 {
+                report.expect("\(what) bytes sent", sent == want, "forward \(sent.forward), backward \(sent.backward), expected \(want)")
             }
             report.expect("\(what) incoming state vs fp64 (error / bound)",
                           error: boundRatio(try out.incomingState.readFloats(), incoming.0, scale: incoming.1, tol: c.tol), bound: 1)
