@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The MPI backend's tests: vkattn-mpi-tests under `mpirun --oversubscribe -np N` on this host
 # (N = 1, 2, 3, 4, VKATTN_MPI_RANKS overrides; and N = 3 through staging buffers), each rank a
-# process with its own logical Vulkan device; then the failure runs: one rank throws (every
+# process with its own logical Vulkan device (collectives, every scheduler, linear attention and
+# the linear recurrence across ranks against single-device kernels); then the failure runs: one rank throws (every
 # rank must exit with an error naming it), one rank never joins (timeouts must end every
 # rank), one rank cannot create its device. Every mpirun runs under `timeout`, so a hang
 # fails the script, not the CI job.

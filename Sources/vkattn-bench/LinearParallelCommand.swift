@@ -16,8 +16,11 @@ struct LinearParallelOptions: ParsableArguments {
     @Option(help: "Transfer path: host-mapped or staged (default: host-mapped where all memory is host-visible).") var path: String?
     @Flag(help: "Also time the backward pass.") var backward = false
     @Option(help: "Write a Chrome trace (chrome://tracing, Perfetto) of the last timed run to FILE.") var timeline: String?
+    @Option(help: "local (ranks are devices of this process) or mpi (one process per rank: mpirun -np N vkattn-bench ...).")
+    var backend = "local"
 
     func validate() throws {
+        guard ["local", "mpi"].contains(backend) else { throw ValidationError("--backend must be local or mpi") }
         guard GatedLinearAttention.Gating(rawValue: gating) != nil else { throw ValidationError("--gating must be per-key, per-head or none") }
         guard batch >= 1, seq >= 1, heads >= 1, dk >= 1, dv >= 1 else { throw ValidationError("sizes must be >= 1") }
         if let path, TransferPath(rawValue: path) == nil { throw ValidationError("--path must be host-mapped or staged") }
@@ -88,6 +91,9 @@ struct LinearParallelBenchmark {
     }
 
     func run() throws {
+        if options.backend == "mpi" {
+            return try MPILinearBenchmark(options: options, measure: measure, scheme: scheme, op: op).run()
+        }
         let log = ValidationLog()
         let n = options.rankCount
         let group = try DeviceGroup(ranks: n, instance: Instance(log: log), path: options.path.flatMap(TransferPath.init(rawValue:)))

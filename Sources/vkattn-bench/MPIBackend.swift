@@ -65,6 +65,46 @@ enum MPIBackend {
         }
     }
 
+    struct Measured {
+        var spansMs: [Double]
+        var median: [RankRun]
+        var path: String
+        /// This rank's intervals of the last timed run (--timeline).
+        var lastIntervals: [ParallelTimeline.Interval]
+    }
+
+    /// Warm-up runs, then timed runs (as many on every rank: rank 0's count), each after a
+    /// barrier; every rank's figures gathered per run (every `--backend mpi` command).
+    static func timed(_ comm: MPICommunicator, measure: MeasureOptions, sameHost: Bool,
+                      _ body: () async throws -> String) async throws -> Measured {
+        comm.timeline?.isRecording = false
+        var warm = 0.0
+        for _ in 0..<max(1, measure.warmup) {
+            let start = Date()
+            _ = try await body()
+            warm = Date().timeIntervalSince(start)
+        }
+        let counts = try await comm.hostAllGather(withUnsafeBytes(of: Int64(min(measure.iterations, max(min(3, measure.iterations), Int(60 / max(warm, 1e-3)))))) { Array($0) })
+        let count = Int(counts[0].withUnsafeBytes { $0.loadUnaligned(as: Int64.self) })
+        var all: [[RankRun]] = []
+        var path = ""
+        var lastIntervals: [ParallelTimeline.Interval] = []
+        for _ in 0..<count {
+            try await comm.barrier()
+            _ = comm.timeline?.drain()
+            comm.engine.resetTraffic()
+            comm.timeline?.isRecording = true
+            path = try await body()
+            comm.timeline?.isRecording = false
+            lastIntervals = comm.timeline?.drain() ?? []
+            let mine = rankRun(comm, lastIntervals)
+            all.append(try await gather(comm, mine))
+        }
+        let spans = all.map { span($0, sameHost: sameHost) / 1e6 }
+        let median = all[spans.indices.sorted { spans[$0] < spans[$1] }[spans.count / 2]]
+        return Measured(spansMs: spans, median: median, path: path, lastIntervals: lastIntervals)
+    }
+
     static func rankTable(_ runs: [RankRun]) -> String {
         let header = ["rank", "time ms", "compute ms", "copy ms", "exposed ms", "overlap", "bytes sent", "bytes received", "messages"]
         let rows = runs.map { r -> [String] in
@@ -159,7 +199,7 @@ struct MPIAttentionBenchmark {
                                        dk: try device.makeTensor(shape: [t, hkv, d], dtype: dtype),
                                        dv: try device.makeTensor(shape: [t, hkv, d], dtype: dtype))
 
-        let forwardRuns = try await timed(comm, sameHost: sameHost) {
+        let forwardRuns = try await MPIBackend.timed(comm, measure: measure, sameHost: sameHost) {
             try await cp.forward(q: qt, k: kt, v: vt, into: out, communicator: comm).path
         }
         var check: Double?
@@ -175,7 +215,7 @@ struct MPIAttentionBenchmark {
         }
         var last = forwardRuns
         if options.backward {
-            let backwardRuns = try await timed(comm, sameHost: sameHost) {
+            let backwardRuns = try await MPIBackend.timed(comm, measure: measure, sameHost: sameHost) {
                 try await cp.backward(q: qt, k: kt, v: vt, o: out.o, lse: out.lse, dO: dOt, into: grads, communicator: comm).path
             }
             var check: Double?
@@ -207,46 +247,7 @@ struct MPIAttentionBenchmark {
         try reportParallel(rows, json: measure.json, log: log)
     }
 
-    struct Measured {
-        var spansMs: [Double]
-        var median: [MPIBackend.RankRun]
-        var path: String
-        /// This rank's intervals of the last timed run (--timeline).
-        var lastIntervals: [ParallelTimeline.Interval]
-    }
-
-    /// Warm-up runs, then timed runs (as many on every rank: rank 0's count), each after a
-    /// barrier; every rank's figures gathered per run.
-    func timed(_ comm: MPICommunicator, sameHost: Bool, _ body: () async throws -> String) async throws -> Measured {
-        comm.timeline?.isRecording = false
-        var warm = 0.0
-        for _ in 0..<max(1, measure.warmup) {
-            let start = Date()
-            _ = try await body()
-            warm = Date().timeIntervalSince(start)
-        }
-        let counts = try await comm.hostAllGather(withUnsafeBytes(of: Int64(min(measure.iterations, max(min(3, measure.iterations), Int(60 / max(warm, 1e-3)))))) { Array($0) })
-        let count = Int(counts[0].withUnsafeBytes { $0.loadUnaligned(as: Int64.self) })
-        var all: [[MPIBackend.RankRun]] = []
-        var path = ""
-        var lastIntervals: [ParallelTimeline.Interval] = []
-        for _ in 0..<count {
-            try await comm.barrier()
-            _ = comm.timeline?.drain()
-            comm.engine.resetTraffic()
-            comm.timeline?.isRecording = true
-            path = try await body()
-            comm.timeline?.isRecording = false
-            lastIntervals = comm.timeline?.drain() ?? []
-            let mine = MPIBackend.rankRun(comm, lastIntervals)
-            all.append(try await MPIBackend.gather(comm, mine))
-        }
-        let spans = all.map { MPIBackend.span($0, sameHost: sameHost) / 1e6 }
-        let median = all[spans.indices.sorted { spans[$0] < spans[$1] }[spans.count / 2]]
-        return Measured(spansMs: spans, median: median, path: path, lastIntervals: lastIntervals)
-    }
-
-    func row(_ m: Measured, name: String, device: String, single: Timing, flops: Double, backward: Bool, plan: ShardPlan,
+    func row(_ m: MPIBackend.Measured, name: String, device: String, single: Timing, flops: Double, backward: Bool, plan: ShardPlan,
              heads: (q: Int, kv: Int, d: Int), dtype: DType, check: Double?, sameHost: Bool) -> ParallelRow {
         let n = m.median.count
         let timing = Timing(samplesMs: m.spansMs)

@@ -1,8 +1,10 @@
 // vkattn-mpi-tests: the MPI backend's tests, run under `mpirun -np N` (Tools/test-mpi.sh).
 // Every rank checks its part against host or single-device references; rank 0 prints every
 // rank's lines; the exit status is non-zero on any failure.
-//   vkattn-mpi-tests [--staged]         the communicator, its collectives, every scheduler
+//   vkattn-mpi-tests [--staged]         the communicator, its collectives, every scheduler, linear
+//                                       attention and the linear recurrence across ranks
 //                                       (--staged: through staging buffers even where memory is mapped)
+//   vkattn-mpi-tests --only NAME[,NAME] only those groups: collectives, schedulers, linear, recurrence
 //   vkattn-mpi-tests --fail-rank K      rank K throws: every rank must exit with an error naming K
 //   vkattn-mpi-tests --stall-rank K     rank K never joins: timeouts must end every rank
 // (A rank that cannot create its device: Tools/test-mpi.sh starts one with a bad VKATTN_DEVICE.)
@@ -65,8 +67,16 @@ do {
         print("vkattn-mpi-tests: \(comm.size) ranks, seed \(seed) (VKATTN_SEED replays), device: \(comm.deviceChoice), path \(comm.path.rawValue)")
         for (name, path) in MPICommunicator.collectivePaths.sorted(by: { $0.key < $1.key }) { print("  \(name): \(path)") }
     }
-    try await CollectiveChecks.run(comm, report)
-    try await SchedulerChecks.run(comm, report)
+    let only = CommandLine.arguments.firstIndex(of: "--only").flatMap { i in
+        i + 1 < CommandLine.arguments.count ? Set(CommandLine.arguments[i + 1].split(separator: ",").map(String.init)) : nil
+    }
+    let groups: [(String, (MPICommunicator, Report) async throws -> Void)] = [
+        ("collectives", CollectiveChecks.run), ("schedulers", SchedulerChecks.run),
+        ("linear", LinearChecks.run), ("recurrence", RecurrenceChecks.run),
+    ]
+    for (name, checks) in groups where only?.contains(name) ?? true {
+        try await checks(comm, report)
+    }
     let messages = log.messages
     report.expect("no validation messages", messages.isEmpty, messages.first.map { "\($0)" } ?? "")
     report.expect("traffic counted", comm.traffic.bytesSent > 0 && comm.traffic.bytesReceived > 0, "\(comm.traffic)")

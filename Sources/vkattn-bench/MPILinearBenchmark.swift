@@ -1,0 +1,218 @@
+import ArgumentParser
+import Foundation
+import VkAttn
+import VkAttnMPI
+
+/// `lasp|lasp2|zeco --backend mpi`: the numbers of the in-process run (span, overlap, bytes
+/// one rank sends against the papers' formulas, --check), each process measuring its rank on
+/// `MPICommunicator` and rank 0 assembling them; rank 0 also times the single-device run.
+/// LASP and ZeCO pass states point to point (one per hop); LASP-2's all-scan is MPI_Iexscan,
+/// to which each rank hands its one (decay, state) value.
+struct MPILinearBenchmark {
+    let options: LinearParallelOptions
+    let measure: MeasureOptions
+    let scheme: LinearParallelScheme
+    let op: String
+
+    func run() throws {
+        let log = ValidationLog()
+        let comm = try MPIBackend.communicator(log: log, path: options.path.flatMap(TransferPath.init(rawValue:)))
+        defer { comm.finalize() }
+        do {
+            try blocking { try await self.body(comm, log: log) }
+        } catch {
+            comm.abort(error)
+            throw error
+        }
+    }
+
+    func body(_ comm: MPICommunicator, log: ValidationLog) async throws {
+        let n = comm.size, r = comm.rank, root = r == 0
+        if let ranks = options.ranks, ranks != n {
+            throw ValidationError("--ranks \(ranks) but mpirun started \(n) processes (omit --ranks with --backend mpi)")
+        }
+        let (b, l, h, dk, dv) = (options.batch, options.seq, options.heads, options.dk, options.dv)
+        guard l >= n else { throw ValidationError("--seq \(l) is below the \(n) processes: every rank needs a token") }
+        let gla = GatedLinearAttention(gating: GatedLinearAttention.Gating(rawValue: options.gating) ?? .perKey, chunkLength: options.chunkLength)
+        let lengths = ContextParallelLinearAttention.evenLengths(total: l, ranks: n)
+        let cp = ContextParallelLinearAttention(lengths: lengths, scheme: scheme, attention: gla)
+        try cp.validate(ranks: n, shape: .init(batch: b, heads: h, dk: dk, dv: dv))
+        let gateTail = gla.gating == .perKey ? [h, dk] : [h], gateWidth = gateTail.reduce(1, *)
+        // Rank 0's seed, so that every rank makes the same global data and takes its shard.
+        let seeds = try await comm.hostAllGather(withUnsafeBytes(of: SeededRandom.fresh().seed) { Array($0) })
+        var rng = SeededRandom(seed: seeds[0].withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+        let qv = rng.floats(b * l * h * dk), kv = rng.floats(b * l * h * dk), vv = rng.floats(b * l * h * dv)
+        let gv: [Float]? = gla.gating == .none ? nil : rng.floats(b * l * gateWidth, in: -0.5...0)
+        let dOv = rng.floats(b * l * h * dv)
+        let device = comm.device
+        let sameHost = comm.engine.localSize == n
+        let deviceName = "\(device.capabilities.name) x\(n) (mpi, \(comm.path.rawValue))"
+        if root {
+            note("\(op) --backend mpi: \(n) processes, lengths \(lengths), rank 0 on \(comm.deviceChoice), \(comm.path.rawValue), clock \(comm.clock.method.rawValue) (+-\(Int(comm.clock.uncertaintyNanoseconds)) ns)\(sameHost ? "" : "; ranks on several hosts: spans are per rank")")
+        }
+
+        // The single-device run on rank 0 (the others wait in the barrier below).
+        var single: (forward: Timing, o: [Float], backward: Timing?, grads: [[Float]])?
+        if root {
+            let q1 = try device.makeTensor(qv, shape: [b, l, h, dk]), k1 = try device.makeTensor(kv, shape: [b, l, h, dk])
+            let v1 = try device.makeTensor(vv, shape: [b, l, h, dv])
+            let g1 = try gv.map { try device.makeTensor($0, shape: [b, l] + gateTail) }
+            let o1 = try device.makeTensor(shape: [b, l, h, dv], dtype: .f32)
+            let forward = try Timing.measure(device, warmup: measure.warmup, iterations: measure.iterations) { stream in
+                try gla.forward(stream, q: q1, k: k1, v: v1, logGates: g1, output: o1)
+            }
+            var backward: Timing?
+            var grads: [[Float]] = []
+            if options.backward {
+                let dO1 = try device.makeTensor(dOv, shape: [b, l, h, dv])
+                let dq = try device.makeTensor(shape: [b, l, h, dk], dtype: .f32), dkT = try device.makeTensor(shape: [b, l, h, dk], dtype: .f32)
+                let dvT = try device.makeTensor(shape: [b, l, h, dv], dtype: .f32)
+                let dg = try g1.map { _ in try device.makeTensor(shape: [b, l] + gateTail, dtype: .f32) }
+                backward = try Timing.measure(device, warmup: measure.warmup, iterations: measure.iterations) { stream in
+                    try gla.backward(stream, q: q1, k: k1, v: v1, logGates: g1, dOutput: dO1, dq: dq, dk: dkT, dv: dvT, dLogGates: dg)
+                }
+                grads = try [dq.readFloats(), dkT.readFloats(), dvT.readFloats()] + (dg.map { [try $0.readFloats()] } ?? [])
+            }
+            single = (forward, try o1.readFloats(), backward, grads)
+        }
+        try await comm.barrier()
+
+        // This rank's shard: tokens [start, start + lengths[r]) of every batch entry.
+        let start = lengths.prefix(r).reduce(0, +), lr = lengths[r]
+        func shard(_ x: [Float], width: Int) -> [Float] {
+            var out: [Float] = []
+            for bb in 0..<b {
+                let from: Int = (bb * l + start) * width
+                out += x[from..<(from + lr * width)]
+            }
+            return out
+        }
+        let q = try device.makeTensor(shard(qv, width: h * dk), shape: [b, lr, h, dk])
+        let k = try device.makeTensor(shard(kv, width: h * dk), shape: [b, lr, h, dk])
+        let v = try device.makeTensor(shard(vv, width: h * dv), shape: [b, lr, h, dv])
+        let g = try gv.map { try device.makeTensor(shard($0, width: gateWidth), shape: [b, lr] + gateTail) }
+        let dO = try device.makeTensor(shard(dOv, width: h * dv), shape: [b, lr, h, dv])
+
+        var forwardOut: LinearParallelOutput?
+        let forwardRuns = try await MPIBackend.timed(comm, measure: measure, sameHost: sameHost) {
+            let out = try await cp.forward(q: q, k: k, v: v, logGates: g, communicator: comm)
+            forwardOut = out
+            return out.path
+        }
+        guard let forwardOut else { throw ValidationError("the forward produced nothing") }
+        var check: Double?
+        if measure.check {
+            let o = try await gather(comm, forwardOut.output, lengths: lengths, width: h * dv)
+            if let single { check = relativeL2(o, single.o) }
+        }
+        let chunk = gla.chunkLength(on: device)
+        let flops = Double(b * l * h) * Double(4 * dk * dv + 2 * chunk * (dk + dv))
+        var rows: [ParallelRow] = []
+        if let single {
+            rows.append(row(forwardRuns, name: "\(op).forward", device: deviceName, single: single.forward, flops: flops, check: check,
+                            sameHost: sameHost))
+        }
+        var last = forwardRuns
+        if options.backward {
+            var gradients: LinearParallelGradients?
+            let backwardRuns = try await MPIBackend.timed(comm, measure: measure, sameHost: sameHost) {
+                let grads = try await cp.backward(q: q, k: k, v: v, logGates: g, incomingState: forwardOut.incomingState, dOutput: dO,
+                                                  communicator: comm)
+                gradients = grads
+                return grads.path
+            }
+            var check: Double?
+            if measure.check, let got = gradients {
+                var parts = [try await gather(comm, got.dq, lengths: lengths, width: h * dk),
+                             try await gather(comm, got.dk, lengths: lengths, width: h * dk),
+                             try await gather(comm, got.dv, lengths: lengths, width: h * dv)]
+                if let dg = got.dLogGates { parts.append(try await gather(comm, dg, lengths: lengths, width: gateWidth)) }
+                if let single { check = zip(parts, single.grads).map { relativeL2($0, $1) }.max() }
+            }
+            if let single, let timing = single.backward {
+                rows.append(row(backwardRuns, name: "\(op).backward", device: deviceName, single: timing, flops: 2 * flops, check: check,
+                                sameHost: sameHost))
+            }
+            last = backwardRuns
+        }
+        if let file = options.timeline {
+            let intervals = try await MPIBackend.gatherIntervals(comm, last.lastIntervals)
+            if root {
+                let names = Dictionary(uniqueKeysWithValues: (0..<n).map { ($0, "rank \($0) (process)") })
+                try ParallelTimeline.chromeTrace(intervals, rankNames: names).write(toFile: file, atomically: true, encoding: .utf8)
+                note("timeline: \(intervals.count) intervals of every rank's last timed run written to \(file)")
+            }
+        }
+        guard root else { return }
+        print("per rank (median run of the last pass, host clock of each process):")
+        print(MPIBackend.rankTable(last.median))
+        try reportParallel(rows, json: measure.json, log: log)
+    }
+
+    /// Bytes one rank hands to MPI per call, and the papers' formulas beside it: LASP and ZeCO
+    /// send one state B H Dk (Dv + 1) fp32 per hop point to point; LASP-2's all-scan is one
+    /// MPI_Iexscan contribution of one state per rank, which Open MPI's libnbc forwards as a
+    /// chain (linear, its default: one state per hop, N - 1 hops) or by recursive doubling
+    /// (OMPI_MCA_coll_libnbc_iexscan_algorithm=2: ceil(log2 N) states per rank); the paper's
+    /// all-gather sends N - 1 states per rank (the in-process run's point-to-point all-gather).
+    func expected(ranks n: Int) -> (bytes: Double, steps: Int, formula: String) {
+        let value = options.batch * options.heads * options.dk * (options.dv + 1) * 4
+        guard case .lasp2 = scheme else {
+            return LinearParallelBenchmark(options: options, measure: measure, scheme: scheme, op: op).expected(ranks: n)
+        }
+        let rounds = n > 1 ? Int(log2(Double(n)).rounded(.up)) : 0
+        return (Double(value), 1, "LASP-2 on MPI_Iexscan: each rank hands MPI one state B H Dk (Dv+1) 4 = \(value) B; Open MPI's "
+                + "libnbc moves it as a chain (default: N-1 hops of \(value) B) or by recursive doubling (\(rounds) x \(value) B per rank); "
+                + "the paper's all-gather: (N-1) states = \((n - 1) * value) B per rank")
+    }
+
+    func row(_ m: MPIBackend.Measured, name: String, device: String, single: Timing, flops: Double, check: Double?,
+             sameHost: Bool) -> ParallelRow {
+        let n = m.median.count
+        let timing = Timing(samplesMs: m.spansMs)
+        let copy = m.median.reduce(0) { $0 + $1.copyNs }, exposed = m.median.reduce(0) { $0 + $1.exposedNs }
+        let bytes = m.median.map(\.traffic.bytesSent).max() ?? 0
+        let expected = expected(ranks: n)
+        let config: [String: ConfigValue] = [
+            "ranks": .int(n), "seq": .int(options.seq), "batch": .int(options.batch), "heads": .int(options.heads),
+            "dk": .int(options.dk), "dv": .int(options.dv), "gating": .string(options.gating), "scheme": .string("\(scheme)"),
+            "backend": .string("mpi"), "transfer": .string("mpi, \(device)"), "same_host": .bool(sameHost)]
+        let result = check.map { $0 <= 1e-5 ? CheckResult.pass : .fail } ?? .skipped
+        let base = ResultRow(op: name, device: device, config: config, path: m.path + " (MPI)", timing: timing,
+                             tflops: flops / (timing.medianMs * 1e9), check: result, maxRelError: check)
+        return ParallelRow(base: base, ranks: n, singleDeviceMs: single.medianMs, overlapEfficiency: copy > 0 ? 1 - exposed / copy : 1,
+                           exposedCommMs: exposed / 1e6 / Double(max(1, n)), copyMs: copy / 1e6 / Double(max(1, n)), bytesPerRank: bytes,
+                           bytesPerRankPerStep: Double(bytes) / Double(max(1, expected.steps)),
+                           expectedBytesPerRankPerStep: expected.bytes / Double(max(1, expected.steps)),
+                           steps: expected.steps, formula: expected.formula)
+    }
+
+    /// The global [B, L, width] rows from every rank's [B, L_r, width] shard (on every rank).
+    func gather(_ comm: MPICommunicator, _ tensor: Tensor, lengths: [Int], width: Int) async throws -> [Float] {
+        let parts = try await comm.hostAllGather(try tensor.readFloats().withUnsafeBytes { Array($0) })
+            .map { bytes in bytes.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) } }
+        let b = options.batch, l = options.seq
+        var out = [Float](repeating: .nan, count: b * l * width)
+        var start = 0
+        for (part, lr) in zip(parts, lengths) {
+            for bb in 0..<b {
+                for t in 0..<lr {
+                    for c in 0..<width where part.count == b * lr * width { out[(bb * l + start + t) * width + c] = part[(bb * lr + t) * width + c] }
+                }
+            }
+            start += lr
+        }
+        return out
+    }
+
+    func relativeL2(_ a: [Float], _ b: [Float]) -> Double {
+        guard a.count == b.count else { return .infinity }
+        var num = 0.0, den = 0.0
+        for (x, y) in zip(a, b) {
+            let diff = Double(x) - Double(y)
+            num += diff.isNaN ? .infinity : diff * diff
+            den += Double(y) * Double(y)
+        }
+        return (num / max(den, 1e-30)).squareRoot()
+    }
+}
