@@ -185,17 +185,10 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
         var requests: [C.Request] = []
         let dispatch: RecurrenceDispatch
         do {
-            try tracer.begin("recurrence shard + decay", on: stream)
-            try stream.fill(zeros.slice, word: 0)
-            try stream.barrier()
-            dispatch = try plans[0].encode(stream)
-            if !isFirst { _ = try plans[1].encode(stream) }
-            try stream.barrier()
-            try RecurrenceCarry.encode(stream, .pack, count: shard.rows, length: 1, channels: shard.channels, bdl: false,
-                                       .init(m: isFirst ? zeros.slice : endA.slice, x: endB.slice, y: value.slice), dummy: dummy.slice,
-                                       complex: shard.complex)
-            try tracer.end(on: stream)
-            requests = try scan(flow, value, into: prefix, shard, scratch: scratch, tag: 1000, on: stream)
+            let shardPass = try encodeShard("recurrence shard + decay", plans, isFirst: isFirst, zeros: zeros, endA: endA, end: endB,
+                                            value: value, into: prefix, scratch: scratch, dummy: dummy, shard, flow: flow, tag: 1000,
+                                            on: stream, &tracer)
+            (dispatch, requests) = shardPass
             try tracer.begin("recurrence carry", on: stream)
             if !isFirst {
                 try RecurrenceCarry.encode(stream, .forward, count: shard.elements, length: shard.length, channels: shard.channels,
@@ -259,17 +252,10 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
         var requests: [C.Request] = []
         let dispatch: RecurrenceDispatch
         do {
-            try tracer.begin("recurrence backward shard + decay", on: stream)
-            try stream.fill(zeros.slice, word: 0)
-            try stream.barrier()
-            dispatch = try plans[0].encode(stream)
-            if !isFirst { _ = try plans[1].encode(stream) }
-            try stream.barrier()
-            try RecurrenceCarry.encode(stream, .pack, count: shard.rows, length: 1, channels: shard.channels, bdl: false,
-                                       .init(m: isFirst ? zeros.slice : endA.slice, x: endG.slice, y: value.slice), dummy: dummy.slice,
-                                       complex: shard.complex)
-            try tracer.end(on: stream)
-            requests = try scan(flow, value, into: suffix, shard, scratch: scratch, tag: 1100, on: stream)
+            let shardPass = try encodeShard("recurrence backward shard + decay", plans, isFirst: isFirst, zeros: zeros, endA: endA,
+                                            end: endG, value: value, into: suffix, scratch: scratch, dummy: dummy, shard, flow: flow,
+                                            tag: 1100, on: stream, &tracer)
+            (dispatch, requests) = shardPass
             try tracer.begin("recurrence backward carry", on: stream)
             if !isFirst {
                 try RecurrenceCarry.encode(stream, .backward, count: shard.elements, length: shard.length, channels: shard.channels,
@@ -291,6 +277,27 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
     }
 
     // MARK: Helpers
+
+    /// Records the shard's local pass (`plans[0]`) and, past the first shard of the flow, its
+    /// cumulative-decay pass (`plans[1]`, ending in `endA`); packs the rows [A, B] (A = 0 on the
+    /// first shard; B = `end`, the local pass's end state) into `value` and posts their exclusive
+    /// scan along `flow` into `result`. Returns the local pass's dispatch and the scan's requests.
+    func encodeShard<C: Communicator>(_ label: String, _ plans: [RecurrencePlan], isFirst: Bool, zeros: Tensor, endA: Tensor,
+                                      end: Tensor, value: Tensor, into result: Tensor, scratch: Tensor, dummy: Tensor,
+                                      _ shard: Shard, flow: C, tag: Int, on stream: Stream,
+                                      _ tracer: inout RankTracer) throws -> (RecurrenceDispatch, [C.Request]) {
+        try tracer.begin(label, on: stream)
+        try stream.fill(zeros.slice, word: 0)
+        try stream.barrier()
+        let dispatch = try plans[0].encode(stream)
+        if !isFirst { _ = try plans[1].encode(stream) }
+        try stream.barrier()
+        try RecurrenceCarry.encode(stream, .pack, count: shard.rows, length: 1, channels: shard.channels, bdl: false,
+                                   .init(m: isFirst ? zeros.slice : endA.slice, x: end.slice, y: value.slice), dummy: dummy.slice,
+                                   complex: shard.complex)
+        try tracer.end(on: stream)
+        return (dispatch, try scan(flow, value, into: result, shard, scratch: scratch, tag: tag, on: stream))
+    }
 
     /// The state 1 (complex: (1, 0) per channel): h0 of the cumulative-decay pass.
     func unit(_ shard: Shard, _ device: Device) throws -> Tensor {
