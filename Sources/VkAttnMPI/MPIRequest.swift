@@ -13,7 +13,7 @@ public final class MPIRequest: CommunicationRequest {
     /// are in the destination (receive, collective).
     let semaphore: TimelineSemaphore
     let value: UInt64
-    let event = MPIEvent()
+    let event = HostEvent()
     /// Staged receive: the host-visible buffer the engine fills, and where `complete` copies it.
     let staging: Buffer?
     let destination: BufferSlice?
@@ -33,5 +33,5 @@ public final class MPIRequest: CommunicationRequest {
 
     public func wait() async throws { try await event.wait() }
 
-    public var isDone: Bool { event.result != nil }
+    public var isDone: Bool { event.isDone }
 }

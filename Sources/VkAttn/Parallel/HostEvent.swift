@@ -1,8 +1,9 @@
 import Synchronization
 
 /// A one-shot event that tasks await without holding a thread: the host-side completion of a
-/// transfer between devices. Succeeds or fails exactly once; later calls are ignored.
-final class HostEvent: Sendable {
+/// transfer (between devices, or over MPI in VkAttnMPI). Succeeds or fails exactly once; later
+/// calls are ignored. Public so that communicators in other modules share it.
+public final class HostEvent: Sendable {
     private struct State {
         var result: Result<Void, any Error>?
         var waiters: [CheckedContinuation<Void, any Error>] = []
@@ -10,11 +11,16 @@ final class HostEvent: Sendable {
 
     private let state = Mutex(State())
 
-    var isDone: Bool { state.withLock { $0.result != nil } }
+    public init() {}
 
-    func succeed() { finish(.success(())) }
+    /// nil while pending; the outcome afterwards.
+    public var result: Result<Void, any Error>? { state.withLock { $0.result } }
 
-    func fail(_ error: any Error) { finish(.failure(error)) }
+    public var isDone: Bool { state.withLock { $0.result != nil } }
+
+    public func succeed() { finish(.success(())) }
+
+    public func fail(_ error: any Error) { finish(.failure(error)) }
 
     private func finish(_ result: Result<Void, any Error>) {
         let waiters: [CheckedContinuation<Void, any Error>] = state.withLock { s in
@@ -27,7 +33,7 @@ final class HostEvent: Sendable {
     }
 
     /// Returns when the event has happened; rethrows its failure.
-    func wait() async throws {
+    public func wait() async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let done: Result<Void, any Error>? = state.withLock { s in
                 if let result = s.result { return result }
