@@ -153,7 +153,7 @@ struct LinearParallelBenchmark {
         }
         let shards = built
         let outputs = LinearBenchBox<[LinearParallelOutput]>([])
-        let forwardRuns = try timedLinearRuns(group, measure: measure) {
+        let forwardRuns = try timedGroupRuns(group, measure: measure) {
             let out = try await ContextParallelAttention.onEveryRank(comms) { comm in
                 let s = shards[comm.rank]
                 return try await cp.forward(q: s.q, k: s.k, v: s.v, logGates: s.g, communicator: comm)
@@ -181,7 +181,7 @@ struct LinearParallelBenchmark {
         var lastRuns = forwardRuns
         if let singleBackward {
             let grads = LinearBenchBox<[LinearParallelGradients]>([])
-            let backwardRuns = try timedLinearRuns(group, measure: measure) {
+            let backwardRuns = try timedGroupRuns(group, measure: measure) {
                 let out = try await ContextParallelAttention.onEveryRank(comms) { comm in
                     let s = shards[comm.rank]
                     return try await cp.backward(q: s.q, k: s.k, v: s.v, logGates: s.g, incomingState: forwardOutputs[comm.rank].incomingState,
@@ -205,11 +205,7 @@ struct LinearParallelBenchmark {
                                 flops: 2 * flops, check: check))
             lastRuns = backwardRuns
         }
-        if let file = options.timeline, let last = lastRuns.runs.last {
-            let names = Dictionary(uniqueKeysWithValues: group.devices.indices.map { ($0, "rank \($0): \(group.devices[$0].label)") })
-            try ParallelTimeline.chromeTrace(last.intervals, rankNames: names).write(toFile: file, atomically: true, encoding: .utf8)
-            note("timeline: \(last.intervals.count) intervals of the last timed run written to \(file)")
-        }
+        try writeGroupTimeline(options.timeline, group, lastRuns.runs)
         try reportParallel(rows, json: measure.json, log: log)
     }
 
@@ -229,7 +225,7 @@ struct LinearParallelBenchmark {
         }
     }
 
-    func row(_ measured: (runs: [LinearRun], path: String), group: DeviceGroup, name: String, device: String, single: Timing,
+    func row(_ measured: (runs: [TimedRun], path: String), group: DeviceGroup, name: String, device: String, single: Timing,
              flops: Double, check: Double?) throws -> ParallelRow {
         let timing = Timing(samplesMs: measured.runs.map(\.spanMs))
         let median = measured.runs.sorted { $0.spanMs < $1.spanMs }[measured.runs.count / 2]
@@ -241,15 +237,10 @@ struct LinearParallelBenchmark {
             "dk": .int(options.dk), "dv": .int(options.dv), "gating": .string(options.gating), "scheme": .string("\(scheme)"),
             "placement": .string(group.placement.rawValue), "transfer": .string(group.path.rawValue),
             "clock": .string(group.clocks[0].method.rawValue)]
-        let result = check.map { $0 <= 1e-5 ? CheckResult.pass : .fail } ?? .skipped
-        let base = ResultRow(op: name, device: device, config: config, path: measured.path, timing: timing,
-                             tflops: flops / (timing.medianMs * 1e9), check: result, maxRelError: check)
-        return ParallelRow(base: base, ranks: group.ranks, singleDeviceMs: single.medianMs, overlapEfficiency: report.efficiency,
-                           exposedCommMs: report.exposedNs / 1e6 / Double(max(1, report.ranks.count)),
-                           copyMs: report.copyNs / 1e6 / Double(max(1, report.ranks.count)), bytesPerRank: bytes,
-                           bytesPerRankPerStep: Double(bytes) / Double(max(1, expected.steps)),
-                           expectedBytesPerRankPerStep: expected.bytes / Double(max(1, expected.steps)),
-                           steps: expected.steps, formula: expected.formula)
+        return .measured(op: name, device: device, config: config, path: measured.path, timing: timing, flops: flops, check: check,
+                         bound: 1e-5, ranks: group.ranks, single: single, overlapEfficiency: report.efficiency,
+                         copyNs: report.copyNs, exposedNs: report.exposedNs, overlapRanks: report.ranks.count, bytesPerRank: bytes,
+                         expected: expected)
     }
 
     func relativeL2(_ a: [Float], _ b: [Float]) -> Double {
@@ -263,12 +254,6 @@ struct LinearParallelBenchmark {
     }
 }
 
-struct LinearRun {
-    let spanMs: Double
-    let intervals: [ParallelTimeline.Interval]
-    let traffic: [RankTraffic]
-}
-
 /// A value set from the body of a timed run (the pool task) and read after it.
 final class LinearBenchBox<T: Sendable>: Sendable {
     private let lock: Mutex<T>
@@ -277,30 +262,4 @@ final class LinearBenchBox<T: Sendable>: Sendable {
         get { lock.withLock { $0 } }
         set { lock.withLock { $0 = newValue } }
     }
-}
-
-/// Warm-up runs (not recorded), then timed runs, fewer when slow (about 60 s of runs, never
-/// fewer than 3 unless --iterations says so); each run's intervals and traffic.
-func timedLinearRuns(_ group: DeviceGroup, measure: MeasureOptions,
-                     _ body: @escaping @Sendable () async throws -> String) throws -> (runs: [LinearRun], path: String) {
-    group.timeline.isRecording = false
-    var warmSeconds = 0.0
-    for _ in 0..<max(1, measure.warmup) {
-        let start = Date()
-        _ = try blocking(body)
-        warmSeconds = Date().timeIntervalSince(start)
-    }
-    let count = min(measure.iterations, max(min(3, measure.iterations), Int(60 / max(warmSeconds, 1e-3))))
-    group.timeline.isRecording = true
-    defer { group.timeline.isRecording = false }
-    var runs: [LinearRun] = []
-    var path = ""
-    for _ in 0..<count {
-        _ = group.timeline.drain()
-        group.resetTraffic()
-        path = try blocking(body)
-        let intervals = group.timeline.drain()
-        runs.append(LinearRun(spanMs: OverlapReport(intervals).spanNs / 1e6, intervals: intervals, traffic: group.traffic))
-    }
-    return (runs, path)
 }

@@ -79,7 +79,7 @@ struct ParallelAttentionBenchmark {
                                                          dv: try device.makeTensor(shape: [t, hkv, d], dtype: dtype)))
         }
 
-        let forwardRuns = try timedRuns(group) {
+        let forwardRuns = try timedGroupRuns(group, measure: measure) {
             try await ContextParallelAttention.onEveryRank(comms) { comm in
                 let t = tensors[comm.rank]
                 return try await cp.forward(q: t.q, k: t.k, v: t.v, into: t.out, communicator: comm).path
@@ -95,7 +95,7 @@ struct ParallelAttentionBenchmark {
         }
         var lastRuns = forwardRuns
         if options.backward, let singleBackward, let singleGrads {
-            let backwardRuns = try timedRuns(group) {
+            let backwardRuns = try timedGroupRuns(group, measure: measure) {
                 try await ContextParallelAttention.onEveryRank(comms) { comm in
                     let t = tensors[comm.rank]
                     return try await cp.backward(q: t.q, k: t.k, v: t.v, o: t.out.o, lse: t.out.lse, dO: t.dO, into: t.grads,
@@ -113,47 +113,11 @@ struct ParallelAttentionBenchmark {
                                 check: check))
             lastRuns = backwardRuns
         }
-        if let file = options.timeline, let last = lastRuns.runs.last {
-            let names = Dictionary(uniqueKeysWithValues: group.devices.indices.map { ($0, "rank \($0): \(group.devices[$0].label)") })
-            try ParallelTimeline.chromeTrace(last.intervals, rankNames: names).write(toFile: file, atomically: true, encoding: .utf8)
-            note("timeline: \(last.intervals.count) intervals of the last timed run written to \(file)")
-        }
+        try writeGroupTimeline(options.timeline, group, lastRuns.runs)
         try reportParallel(rows, json: measure.json, log: log)
     }
 
-    struct Run {
-        let spanMs: Double
-        let intervals: [ParallelTimeline.Interval]
-        let traffic: [RankTraffic]
-    }
-
-    /// Warm-up runs (not recorded), then timed runs, fewer when slow (about 60 s of runs,
-    /// never fewer than 3 unless --iterations says so).
-    func timedRuns(_ group: DeviceGroup, _ body: @escaping @Sendable () async throws -> String) throws -> (runs: [Run], path: String) {
-        group.timeline.isRecording = false
-        var warmSeconds = 0.0
-        for _ in 0..<max(1, measure.warmup) {
-            let start = Date()
-            _ = try blocking(body)
-            warmSeconds = Date().timeIntervalSince(start)
-        }
-        let count = min(measure.iterations, max(min(3, measure.iterations), Int(60 / max(warmSeconds, 1e-3))))
-        group.timeline.isRecording = true
-        var runs: [Run] = []
-        var path = ""
-        for _ in 0..<count {
-            _ = group.timeline.drain()
-            group.resetTraffic()
-            path = try blocking(body)
-            let intervals = group.timeline.drain()
-            let span = OverlapReport(intervals).spanNs / 1e6
-            runs.append(Run(spanMs: span, intervals: intervals, traffic: group.traffic))
-        }
-        group.timeline.isRecording = false
-        return (runs, path)
-    }
-
-    func row(_ measured: (runs: [Run], path: String), group: DeviceGroup, name: String, device: String, single: Timing, flops: Double,
+    func row(_ measured: (runs: [TimedRun], path: String), group: DeviceGroup, name: String, device: String, single: Timing, flops: Double,
              backward: Bool, plan: ShardPlan, heads: (q: Int, kv: Int, d: Int), dtype: DType, check: Double?) throws -> ParallelRow {
         let timing = Timing(samplesMs: measured.runs.map(\.spanMs))
         let median = measured.runs.sorted { $0.spanMs < $1.spanMs }[measured.runs.count / 2]
@@ -167,15 +131,10 @@ struct ParallelAttentionBenchmark {
             "causal": .bool(options.causal), "sharding": .string(plan.sharding.rawValue), "scheme": .string("\(scheme)"),
             "placement": .string(group.placement.rawValue), "transfer": .string(group.path.rawValue),
             "clock": .string(group.clocks[0].method.rawValue)]
-        let result = check.map { $0 <= bound(dtype) ? CheckResult.pass : .fail } ?? .skipped
-        let base = ResultRow(op: name, device: device, config: config, path: measured.path, timing: timing,
-                             tflops: flops / (timing.medianMs * 1e9), check: result, maxRelError: check)
-        return ParallelRow(base: base, ranks: group.ranks, singleDeviceMs: single.medianMs, overlapEfficiency: report.efficiency,
-                           exposedCommMs: report.exposedNs / 1e6 / Double(max(1, report.ranks.count)),
-                           copyMs: report.copyNs / 1e6 / Double(max(1, report.ranks.count)), bytesPerRank: bytes,
-                           bytesPerRankPerStep: Double(bytes) / Double(max(1, expected.steps)),
-                           expectedBytesPerRankPerStep: expected.bytes / Double(max(1, expected.steps)),
-                           steps: expected.steps, formula: expected.formula)
+        return .measured(op: name, device: device, config: config, path: measured.path, timing: timing, flops: flops, check: check,
+                         bound: bound(dtype), ranks: group.ranks, single: single, overlapEfficiency: report.efficiency,
+                         copyNs: report.copyNs, exposedNs: report.exposedNs, overlapRanks: report.ranks.count, bytesPerRank: bytes,
+                         expected: expected)
     }
 
     func flops(_ plan: ShardPlan, hq: Int, d: Int) -> Double {

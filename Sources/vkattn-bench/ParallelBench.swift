@@ -115,6 +115,26 @@ struct ParallelRow: Encodable {
     }
 }
 
+extension ParallelRow {
+    /// The row of one measured call: `timing` over the timed runs beside the single-device
+    /// time; the overlap figures of the median run (`copyNs` and `exposedNs` summed over
+    /// `overlapRanks` ranks), the bytes its busiest rank sent and the expected traffic;
+    /// `check` passes at or below `bound`.
+    static func measured(op: String, device: String, config: [String: ConfigValue], path: String, timing: Timing, flops: Double,
+                         check: Double?, bound: Double, ranks: Int, single: Timing, overlapEfficiency: Double, copyNs: Double,
+                         exposedNs: Double, overlapRanks: Int, bytesPerRank bytes: Int,
+                         expected: (bytes: Double, steps: Int, formula: String)) -> ParallelRow {
+        let result = check.map { $0 <= bound ? CheckResult.pass : .fail } ?? .skipped
+        let base = ResultRow(op: op, device: device, config: config, path: path, timing: timing,
+                             tflops: flops / (timing.medianMs * 1e9), check: result, maxRelError: check)
+        return ParallelRow(base: base, ranks: ranks, singleDeviceMs: single.medianMs, overlapEfficiency: overlapEfficiency,
+                           exposedCommMs: exposedNs / 1e6 / Double(max(1, overlapRanks)), copyMs: copyNs / 1e6 / Double(max(1, overlapRanks)),
+                           bytesPerRank: bytes, bytesPerRankPerStep: Double(bytes) / Double(max(1, expected.steps)),
+                           expectedBytesPerRankPerStep: expected.bytes / Double(max(1, expected.steps)),
+                           steps: expected.steps, formula: expected.formula)
+    }
+}
+
 /// Prints rows (table or JSON Lines) and fails the process on a failed check or a validation
 /// message, as BenchContext.report does for single-device rows.
 func reportParallel(_ rows: [ParallelRow], json: Bool, log: ValidationLog) throws {

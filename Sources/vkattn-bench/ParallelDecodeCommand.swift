@@ -54,7 +54,7 @@ struct TreeDecodeCommand: ParsableCommand {
         }
         let bench = ParallelAttentionBenchmark(options: try ParallelOptions.parse(["--ranks", "\(n)"]), measure: measure,
                                                scheme: .ring, op: "tree-decode")
-        let runs = try bench.timedRuns(group) {
+        let runs = try timedGroupRuns(group, measure: measure) {
             try await ContextParallelAttention.onEveryRank(comms) { comm in
                 let s = shards[comm.rank]
                 return try await TreeDecode().decode(q: s.q, kCache: s.k, vCache: s.v, layout: .packed(cuSeqlensQ: cuQ, cuSeqlensK: s.cuK),
@@ -81,15 +81,11 @@ struct TreeDecodeCommand: ParsableCommand {
         let device = "\(dev.capabilities.name) x\(n) (\(group.placement.rawValue), \(group.path.rawValue))"
         let config: [String: ConfigValue] = ["ranks": .int(n), "batch": .int(batch), "queries": .int(queries), "cache": .int(cache),
                                              "heads": .int(heads), "kv_heads": .int(hkv), "dim": .int(d)]
-        let base = ResultRow(op: "tree-decode", device: device, config: config, path: runs.path, timing: timing,
-                             tflops: 4 * Double(totalQ * cache * heads * d) / (timing.medianMs * 1e9),
-                             check: check.map { $0 <= 1e-5 ? .pass : .fail } ?? .skipped, maxRelError: check)
-        let row = ParallelRow(base: base, ranks: n, singleDeviceMs: singleTiming.medianMs, overlapEfficiency: report.efficiency,
-                              exposedCommMs: report.exposedNs / 1e6 / Double(max(1, report.ranks.count)),
-                              copyMs: report.copyNs / 1e6 / Double(max(1, report.ranks.count)), bytesPerRank: bytes,
-                              bytesPerRankPerStep: Double(bytes) / Double(max(1, 2 * steps)),
-                              expectedBytesPerRankPerStep: expected / Double(max(1, 2 * steps)), steps: 2 * steps,
-                              formula: "tree attention: all-reduce max of LSE (Tq Hq 4 B) and sum of [num | den] (Tq Hq (D+1) 4 B); the busiest rank sends each buffer log2 P times (+1 when N > P, P the largest power of two <= N)")
+        let row = ParallelRow.measured(
+            op: "tree-decode", device: device, config: config, path: runs.path, timing: timing,
+            flops: 4 * Double(totalQ * cache * heads * d), check: check, bound: 1e-5, ranks: n, single: singleTiming,
+            overlapEfficiency: report.efficiency, copyNs: report.copyNs, exposedNs: report.exposedNs, overlapRanks: report.ranks.count,
+            bytesPerRank: bytes, expected: (expected, 2 * steps, "tree attention: all-reduce max of LSE (Tq Hq 4 B) and sum of [num | den] (Tq Hq (D+1) 4 B); the busiest rank sends each buffer log2 P times (+1 when N > P, P the largest power of two <= N)"))
         if let timeline, let last = runs.runs.last {
             try ParallelTimeline.chromeTrace(last.intervals).write(toFile: timeline, atomically: true, encoding: .utf8)
         }
