@@ -4,9 +4,9 @@ import VkAttn
 import VkAttnMPI
 
 /// `--backend mpi`: one process per rank under mpirun, each with its own device, on
-/// `MPICommunicator`. Reusable by every parallel subcommand: `MPIBackend.communicator(log:)`
-/// gives this process's communicator, `MPIBackend.span(...)` and `MPIBackend.rankTable(...)`
-/// turn per-rank timelines into the bench's numbers.
+/// `MPICommunicator`. Reusable by every parallel subcommand: `MPIBackend.run(path:_:)` runs a
+/// body on this process's communicator, `timed`, `row` and `report` turn per-rank timelines
+/// into the bench's numbers, table and trace.
 enum MPIBackend {
     /// The bench waits far longer than the tests: rank 0 times the single-device run while
     /// the others wait in a barrier (VKATTN_MPI_TIMEOUT still overrides).
@@ -16,6 +16,63 @@ enum MPIBackend {
     static func communicator(log: ValidationLog, path: TransferPath? = nil) throws -> MPICommunicator {
         let timeout = ProcessInfo.processInfo.environment["VKATTN_MPI_TIMEOUT"].flatMap(Double.init) ?? benchTimeoutSeconds
         return try MPICommunicator.world(log: log, timeout: timeout, path: path)
+    }
+
+    /// Runs `body` on this process's communicator (`path` forces a transfer path); an error
+    /// aborts every rank instead of leaving them waiting.
+    static func run(path: String?, _ body: @escaping @Sendable (MPICommunicator, ValidationLog) async throws -> Void) throws {
+        let log = ValidationLog()
+        let comm = try communicator(log: log, path: path.flatMap(TransferPath.init(rawValue:)))
+        defer { comm.finalize() }
+        do {
+            try blocking { try await body(comm, log) }
+        } catch {
+            comm.abort(error)
+            throw error
+        }
+    }
+
+    /// Refuses a --ranks other than the processes mpirun started.
+    static func checkRanks(_ ranks: Int?, _ comm: MPICommunicator) throws {
+        if let ranks, ranks != comm.size {
+            throw ValidationError("--ranks \(ranks) but mpirun started \(comm.size) processes (omit --ranks with --backend mpi)")
+        }
+    }
+
+    /// A generator seeded by rank 0's fresh seed, so that every rank makes the same global data
+    /// and takes its shard.
+    static func sharedRandom(_ comm: MPICommunicator) async throws -> SeededRandom {
+        let seeds = try await comm.hostAllGather(withUnsafeBytes(of: SeededRandom.fresh().seed) { Array($0) })
+        return SeededRandom(seed: seeds[0].withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+    }
+
+    /// The end of every `--backend mpi` command: the Chrome trace of every rank's last timed run
+    /// (--timeline), then on rank 0 the per-rank table of the last pass's median run and the rows.
+    static func report(_ comm: MPICommunicator, last: Measured, timeline: String?, rows: [ParallelRow], json: Bool,
+                       log: ValidationLog) async throws {
+        if let file = timeline {
+            let intervals = try await gatherIntervals(comm, last.lastIntervals)
+            if comm.rank == 0 {
+                let names = Dictionary(uniqueKeysWithValues: (0..<comm.size).map { ($0, "rank \($0) (process)") })
+                try ParallelTimeline.chromeTrace(intervals, rankNames: names).write(toFile: file, atomically: true, encoding: .utf8)
+                note("timeline: \(intervals.count) intervals of every rank's last timed run written to \(file)")
+            }
+        }
+        guard comm.rank == 0 else { return }
+        print("per rank (median run of the last pass, host clock of each process):")
+        print(rankTable(last.median))
+        try reportParallel(rows, json: json, log: log)
+    }
+
+    /// The row of one measured call from every rank's figures of its median run.
+    static func row(_ m: Measured, op: String, device: String, config: [String: ConfigValue], single: Timing, flops: Double,
+                    check: Double?, bound: Double, expected: (bytes: Double, steps: Int, formula: String)) -> ParallelRow {
+        let n = m.median.count
+        let copy = m.median.reduce(0) { $0 + $1.copyNs }, exposed = m.median.reduce(0) { $0 + $1.exposedNs }
+        return .measured(op: op, device: device, config: config, path: m.path + " (MPI)", timing: Timing(samplesMs: m.spansMs),
+                         flops: flops, check: check, bound: bound, ranks: n, single: single,
+                         overlapEfficiency: copy > 0 ? 1 - exposed / copy : 1, copyNs: copy, exposedNs: exposed, overlapRanks: n,
+                         bytesPerRank: m.median.map(\.traffic.bytesSent).max() ?? 0, expected: expected)
     }
 
     /// One rank's figures of one timed run.
@@ -126,22 +183,12 @@ struct MPIAttentionBenchmark {
     let op: String
 
     func run() throws {
-        let log = ValidationLog()
-        let comm = try MPIBackend.communicator(log: log, path: options.path.flatMap(TransferPath.init(rawValue:)))
-        defer { comm.finalize() }
-        do {
-            try blocking { try await self.body(comm, log: log) }
-        } catch {
-            comm.abort(error)
-            throw error
-        }
+        try MPIBackend.run(path: options.path) { comm, log in try await self.body(comm, log: log) }
     }
 
     func body(_ comm: MPICommunicator, log: ValidationLog) async throws {
         let n = comm.size, r = comm.rank, root = r == 0
-        if let ranks = options.ranks, ranks != n {
-            throw ValidationError("--ranks \(ranks) but mpirun started \(n) processes (omit --ranks with --backend mpi)")
-        }
+        try MPIBackend.checkRanks(options.ranks, comm)
         let lengths = try options.lengths()
         let hq = options.heads, hkv = options.kvHeads ?? hq, d = options.dim, dtype = options.storage
         let sharding = SequenceSharding(rawValue: options.sharding) ?? .zigzag
@@ -149,9 +196,7 @@ struct MPIAttentionBenchmark {
         let attention = FlashAttention(mask: options.causal ? .causal : .none)
         let cp = ContextParallelAttention(plan: plan, scheme: scheme, attention: attention)
         try cp.validate(.init(headsQ: hq, headsKV: hkv, headDim: d, dtype: dtype), ranks: n)
-        // Rank 0's seed, so that every rank makes the same global data and takes its shard.
-        let seeds = try await comm.hostAllGather(withUnsafeBytes(of: SeededRandom.fresh().seed) { Array($0) })
-        var rng = SeededRandom(seed: seeds[0].withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+        var rng = try await MPIBackend.sharedRandom(comm)
         let total = plan.totalTokens
         let round: (Float) -> Float = dtype == .f16 ? { Float(Float16($0)) } : { $0 }
         let q = rng.floats(total * hq * d).map(round), k = rng.floats(total * hkv * d).map(round)
@@ -233,26 +278,12 @@ struct MPIAttentionBenchmark {
             }
             last = backwardRuns
         }
-        if let file = options.timeline {
-            let intervals = try await MPIBackend.gatherIntervals(comm, last.lastIntervals)
-            if root {
-                let names = Dictionary(uniqueKeysWithValues: (0..<n).map { ($0, "rank \($0) (process)") })
-                try ParallelTimeline.chromeTrace(intervals, rankNames: names).write(toFile: file, atomically: true, encoding: .utf8)
-                note("timeline: \(intervals.count) intervals of every rank's last timed run written to \(file)")
-            }
-        }
-        guard root else { return }
-        print("per rank (median run of the last pass, host clock of each process):")
-        print(MPIBackend.rankTable(last.median))
-        try reportParallel(rows, json: measure.json, log: log)
+        try await MPIBackend.report(comm, last: last, timeline: options.timeline, rows: rows, json: measure.json, log: log)
     }
 
     func row(_ m: MPIBackend.Measured, name: String, device: String, single: Timing, flops: Double, backward: Bool, plan: ShardPlan,
              heads: (q: Int, kv: Int, d: Int), dtype: DType, check: Double?, sameHost: Bool) -> ParallelRow {
         let n = m.median.count
-        let timing = Timing(samplesMs: m.spansMs)
-        let copy = m.median.reduce(0) { $0 + $1.copyNs }, exposed = m.median.reduce(0) { $0 + $1.exposedNs }
-        let bytes = m.median.map(\.traffic.bytesSent).max() ?? 0
         let expected = Traffic.expected(scheme, backward: backward, plan: plan, heads: heads, dtype: dtype, outputDType: dtype,
                                         ranks: n, causalMask: options.causal)
         let config: [String: ConfigValue] = [
@@ -260,14 +291,8 @@ struct MPIAttentionBenchmark {
             "heads": .int(heads.q), "kv_heads": .int(heads.kv), "dim": .int(heads.d), "dtype": .string(dtype.rawValue),
             "causal": .bool(options.causal), "sharding": .string(plan.sharding.rawValue), "scheme": .string("\(scheme)"),
             "backend": .string("mpi"), "transfer": .string("mpi, \(device)"), "same_host": .bool(sameHost)]
-        let result = check.map { $0 <= (dtype == .f16 ? 2e-3 : 1e-5) ? CheckResult.pass : .fail } ?? .skipped
-        let base = ResultRow(op: name, device: device, config: config, path: m.path + " (MPI)", timing: timing,
-                             tflops: flops / (timing.medianMs * 1e9), check: result, maxRelError: check)
-        return ParallelRow(base: base, ranks: n, singleDeviceMs: single.medianMs, overlapEfficiency: copy > 0 ? 1 - exposed / copy : 1,
-                           exposedCommMs: exposed / 1e6 / Double(max(1, n)), copyMs: copy / 1e6 / Double(max(1, n)), bytesPerRank: bytes,
-                           bytesPerRankPerStep: Double(bytes) / Double(max(1, expected.steps)),
-                           expectedBytesPerRankPerStep: expected.bytes / Double(max(1, expected.steps)),
-                           steps: expected.steps, formula: expected.formula)
+        return MPIBackend.row(m, op: name, device: device, config: config, single: single, flops: flops, check: check, bound: dtype == .f16 ? 2e-3 : 1e-5,
+                              expected: expected)
     }
 
     /// The global [tokens, width] rows from every rank's shard (on every rank).

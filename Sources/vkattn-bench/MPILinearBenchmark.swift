@@ -15,22 +15,12 @@ struct MPILinearBenchmark {
     let op: String
 
     func run() throws {
-        let log = ValidationLog()
-        let comm = try MPIBackend.communicator(log: log, path: options.path.flatMap(TransferPath.init(rawValue:)))
-        defer { comm.finalize() }
-        do {
-            try blocking { try await self.body(comm, log: log) }
-        } catch {
-            comm.abort(error)
-            throw error
-        }
+        try MPIBackend.run(path: options.path) { comm, log in try await self.body(comm, log: log) }
     }
 
     func body(_ comm: MPICommunicator, log: ValidationLog) async throws {
         let n = comm.size, r = comm.rank, root = r == 0
-        if let ranks = options.ranks, ranks != n {
-            throw ValidationError("--ranks \(ranks) but mpirun started \(n) processes (omit --ranks with --backend mpi)")
-        }
+        try MPIBackend.checkRanks(options.ranks, comm)
         let (b, l, h, dk, dv) = (options.batch, options.seq, options.heads, options.dk, options.dv)
         guard l >= n else { throw ValidationError("--seq \(l) is below the \(n) processes: every rank needs a token") }
         let gla = GatedLinearAttention(gating: GatedLinearAttention.Gating(rawValue: options.gating) ?? .perKey, chunkLength: options.chunkLength)
@@ -38,9 +28,7 @@ struct MPILinearBenchmark {
         let cp = ContextParallelLinearAttention(lengths: lengths, scheme: scheme, attention: gla)
         try cp.validate(ranks: n, shape: .init(batch: b, heads: h, dk: dk, dv: dv))
         let gateTail = gla.gating == .perKey ? [h, dk] : [h], gateWidth = gateTail.reduce(1, *)
-        // Rank 0's seed, so that every rank makes the same global data and takes its shard.
-        let seeds = try await comm.hostAllGather(withUnsafeBytes(of: SeededRandom.fresh().seed) { Array($0) })
-        var rng = SeededRandom(seed: seeds[0].withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+        var rng = try await MPIBackend.sharedRandom(comm)
         let qv = rng.floats(b * l * h * dk), kv = rng.floats(b * l * h * dk), vv = rng.floats(b * l * h * dv)
         let gv: [Float]? = gla.gating == .none ? nil : rng.floats(b * l * gateWidth, in: -0.5...0)
         let dOv = rng.floats(b * l * h * dv)
@@ -135,18 +123,7 @@ struct MPILinearBenchmark {
             }
             last = backwardRuns
         }
-        if let file = options.timeline {
-            let intervals = try await MPIBackend.gatherIntervals(comm, last.lastIntervals)
-            if root {
-                let names = Dictionary(uniqueKeysWithValues: (0..<n).map { ($0, "rank \($0) (process)") })
-                try ParallelTimeline.chromeTrace(intervals, rankNames: names).write(toFile: file, atomically: true, encoding: .utf8)
-                note("timeline: \(intervals.count) intervals of every rank's last timed run written to \(file)")
-            }
-        }
-        guard root else { return }
-        print("per rank (median run of the last pass, host clock of each process):")
-        print(MPIBackend.rankTable(last.median))
-        try reportParallel(rows, json: measure.json, log: log)
+        try await MPIBackend.report(comm, last: last, timeline: options.timeline, rows: rows, json: measure.json, log: log)
     }
 
     /// Bytes one rank hands to MPI per call, and the papers' formulas beside it: LASP and ZeCO
@@ -169,22 +146,13 @@ struct MPILinearBenchmark {
     func row(_ m: MPIBackend.Measured, name: String, device: String, single: Timing, flops: Double, check: Double?,
              sameHost: Bool) -> ParallelRow {
         let n = m.median.count
-        let timing = Timing(samplesMs: m.spansMs)
-        let copy = m.median.reduce(0) { $0 + $1.copyNs }, exposed = m.median.reduce(0) { $0 + $1.exposedNs }
-        let bytes = m.median.map(\.traffic.bytesSent).max() ?? 0
         let expected = expected(ranks: n)
         let config: [String: ConfigValue] = [
             "ranks": .int(n), "seq": .int(options.seq), "batch": .int(options.batch), "heads": .int(options.heads),
             "dk": .int(options.dk), "dv": .int(options.dv), "gating": .string(options.gating), "scheme": .string("\(scheme)"),
             "backend": .string("mpi"), "transfer": .string("mpi, \(device)"), "same_host": .bool(sameHost)]
-        let result = check.map { $0 <= 1e-5 ? CheckResult.pass : .fail } ?? .skipped
-        let base = ResultRow(op: name, device: device, config: config, path: m.path + " (MPI)", timing: timing,
-                             tflops: flops / (timing.medianMs * 1e9), check: result, maxRelError: check)
-        return ParallelRow(base: base, ranks: n, singleDeviceMs: single.medianMs, overlapEfficiency: copy > 0 ? 1 - exposed / copy : 1,
-                           exposedCommMs: exposed / 1e6 / Double(max(1, n)), copyMs: copy / 1e6 / Double(max(1, n)), bytesPerRank: bytes,
-                           bytesPerRankPerStep: Double(bytes) / Double(max(1, expected.steps)),
-                           expectedBytesPerRankPerStep: expected.bytes / Double(max(1, expected.steps)),
-                           steps: expected.steps, formula: expected.formula)
+        return MPIBackend.row(m, op: name, device: device, config: config, single: single, flops: flops, check: check, bound: 1e-5,
+                              expected: expected)
     }
 
     /// The global [B, L, width] rows from every rank's [B, L_r, width] shard (on every rank).
