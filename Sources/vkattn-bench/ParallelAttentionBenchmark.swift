@@ -147,25 +147,11 @@ struct ParallelAttentionBenchmark {
     /// ||parallel - single|| / ||single|| over the whole output (unsharded).
     func compare(_ plan: ShardPlan, _ parts: [Tensor], _ single: Tensor, width: Int, dtype: DType) throws -> Double {
         let got = plan.unshard(try parts.map { try $0.readFloats() }, width: width, fill: .nan)
-        return relativeL2(got, try single.readFloats())
+        return relativeL2(got, try single.readFloats(), infinitiesMatch: true)
     }
 
     func compareColumns(_ plan: ShardPlan, _ parts: [Tensor], _ single: Tensor, heads: Int) throws -> Double {
         let got = plan.unshardColumns(try parts.map { try $0.readFloats() }, heads: heads, fill: .nan)
-        return relativeL2(got, try single.readFloats())
-    }
-
-    func relativeL2(_ a: [Float], _ b: [Float]) -> Double {
-        var num = 0.0, den = 0.0
-        for (x, y) in zip(a, b) {
-            if x.isInfinite || y.isInfinite {
-                if x != y { return .infinity }
-                continue
-            }
-            let diff = Double(x) - Double(y)
-            num += diff.isNaN ? .infinity : diff * diff
-            den += Double(y) * Double(y)
-        }
-        return (num / max(den, 1e-30)).squareRoot()
+        return relativeL2(got, try single.readFloats(), infinitiesMatch: true)
     }
 }
