@@ -148,19 +148,8 @@ extension ParallelCommunicatorTests {
         }
         try await withGroup { group in
             for n in 1...4 {
-                let comms = try group.communicators(first: n)
-                let results = try await onRanks(comms) { comm in
-                    let device = comm.device
-                    let stream = try device.makeStream()
-                    let mine = try device.makeBuffer(value(comm.rank))
-                    let result = try device.makeBuffer([Float](repeating: .nan, count: count))
-                    let scratch = try device.makeBuffer(of: Float.self, count: count * (comm.size + 1))
-                    let requests = try comm.allScan(mine.whole, into: result.whole, combine: combine, algorithm: algorithm,
-                                                    scratch: scratch.whole, tag: 40, on: stream)
-                    try await finish(stream)
-                    try await comm.wait(requests)
-                    return try result.read(Float.self, count: count)
-                }
+                let results = try await allScanOnRanks(try group.communicators(first: n), count: count, combine: combine,
+                                                       algorithm: algorithm, tag: 40, value)
                 for (rank, got) in results.enumerated() {
                     var identity = [Double](repeating: 0, count: count)
                     for r in 0..<combine.rows { identity[r * 6] = 1 }

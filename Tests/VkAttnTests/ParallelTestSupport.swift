@@ -36,6 +36,23 @@ func onRanks<C: Communicator, R: Sendable>(_ comms: [C], _ body: @escaping @Send
     }
 }
 
+/// Every rank's exclusive all-scan of its `value(rank)` (`count` floats) over `comms`, read back.
+func allScanOnRanks<C: Communicator, S: ScanCombine>(_ comms: [C], count: Int, combine: S, algorithm: AllScanAlgorithm, tag: Int,
+                                                     _ value: @escaping @Sendable (Int) -> [Float]) async throws -> [[Float]] {
+    try await onRanks(comms) { comm in
+        let device = comm.device
+        let stream = try device.makeStream()
+        let mine = try device.makeBuffer(value(comm.rank))
+        let result = try device.makeBuffer([Float](repeating: .nan, count: count))
+        let scratch = try device.makeBuffer(of: Float.self, count: count * (comm.size + 1))
+        let requests = try comm.allScan(mine.whole, into: result.whole, combine: combine, algorithm: algorithm,
+                                        scratch: scratch.whole, tag: tag, on: stream)
+        try await finish(stream)
+        try await comm.wait(requests)
+        return try result.read(Float.self, count: count)
+    }
+}
+
 /// Submits `stream`, waits for it without blocking a pool thread, then synchronizes it.
 func finish(_ stream: Stream) async throws {
     let submission = try stream.submit()
