@@ -209,26 +209,10 @@ struct MPIAttentionBenchmark {
         }
 
         // The single-device run on rank 0 (the others wait in the barrier below).
-        var single: (forward: Timing, out: AttentionOutput, backward: Timing?, grads: AttentionGradients?)?
+        var single: SingleDeviceAttention?
         if root {
-            let layout = AttentionLayout.packed(cuSeqlensQ: plan.cuSeqlens, cuSeqlensK: plan.cuSeqlens)
-            let q1 = try device.makeTensor(q, shape: [total, hq, d], dtype: dtype)
-            let k1 = try device.makeTensor(k, shape: [total, hkv, d], dtype: dtype)
-            let v1 = try device.makeTensor(v, shape: [total, hkv, d], dtype: dtype)
-            var out: AttentionOutput?
-            let forward = try Timing.measure(device, warmup: measure.warmup, iterations: measure.iterations) { stream in
-                out = try attention.forward(q: q1, k: k1, v: v1, layout: layout, into: out, on: stream)
-            }
-            guard let out else { throw ValidationError("forward produced nothing") }
-            var grads: AttentionGradients?
-            var backward: Timing?
-            if options.backward {
-                let dO1 = try device.makeTensor(dO, shape: [total, hq, d], dtype: dtype)
-                backward = try Timing.measure(device, warmup: measure.warmup, iterations: measure.iterations) { stream in
-                    grads = try attention.backward(q: q1, k: k1, v: v1, o: out.o, lse: out.lse, dO: dO1, layout: layout, into: grads, on: stream)
-                }
-            }
-            single = (forward, out, backward, grads)
+            single = try SingleDeviceAttention(device, attention, plan: plan, q: q, k: k, v: v, dO: dO, heads: (hq, hkv, d), dtype: dtype,
+                                               measure: measure, backward: options.backward)
         }
         try await comm.barrier()
 

@@ -39,25 +39,9 @@ struct ParallelAttentionBenchmark {
         note("\(op): \(n) ranks, \(group.placement.rawValue), \(group.path.rawValue), clock \(group.clocks[0].method.rawValue) (+-\(Int(group.clocks[0].uncertaintyNanoseconds)) ns)")
 
         // The same problem on one device (rank 0's device), timed with GPU timestamps.
-        let dev = group.devices[0]
-        let layout = AttentionLayout.packed(cuSeqlensQ: plan.cuSeqlens, cuSeqlensK: plan.cuSeqlens)
-        let q1 = try dev.makeTensor(data.q, shape: [total, hq, d], dtype: dtype)
-        let k1 = try dev.makeTensor(data.k, shape: [total, hkv, d], dtype: dtype)
-        let v1 = try dev.makeTensor(data.v, shape: [total, hkv, d], dtype: dtype)
-        var single: AttentionOutput?
-        let singleForward = try Timing.measure(dev, warmup: measure.warmup, iterations: measure.iterations) { stream in
-            single = try attention.forward(q: q1, k: k1, v: v1, layout: layout, into: single, on: stream)
-        }
-        guard let single else { throw ValidationError("forward produced nothing") }
-        var singleGrads: AttentionGradients?
-        var singleBackward: Timing?
-        if options.backward {
-            let dO1 = try dev.makeTensor(data.dO, shape: [total, hq, d], dtype: dtype)
-            singleBackward = try Timing.measure(dev, warmup: measure.warmup, iterations: measure.iterations) { stream in
-                singleGrads = try attention.backward(q: q1, k: k1, v: v1, o: single.o, lse: single.lse, dO: dO1, layout: layout,
-                                                     into: singleGrads, on: stream)
-            }
-        }
+        let s = try SingleDeviceAttention(group.devices[0], attention, plan: plan, q: data.q, k: data.k, v: data.v, dO: data.dO,
+                                          heads: (hq, hkv, d), dtype: dtype, measure: measure, backward: options.backward)
+        let single = s.out, singleForward = s.forward, singleBackward = s.backward, singleGrads = s.grads
 
         // Every rank's tensors.
         let comms = try group.communicators()
@@ -153,5 +137,36 @@ struct ParallelAttentionBenchmark {
     func compareColumns(_ plan: ShardPlan, _ parts: [Tensor], _ single: Tensor, heads: Int) throws -> Double {
         let got = plan.unshardColumns(try parts.map { try $0.readFloats() }, heads: heads, fill: .nan)
         return relativeL2(got, try single.readFloats(), infinitiesMatch: true)
+    }
+}
+
+/// The single-device run a parallel one is compared with: the whole packed problem on
+/// `device`, timed with GPU timestamps (the backward too when `backward`).
+struct SingleDeviceAttention {
+    var forward: Timing
+    var out: AttentionOutput
+    var backward: Timing?
+    var grads: AttentionGradients?
+
+    init(_ device: Device, _ attention: FlashAttention, plan: ShardPlan, q: [Float], k: [Float], v: [Float], dO: [Float],
+         heads: (q: Int, kv: Int, d: Int), dtype: DType, measure: MeasureOptions, backward: Bool) throws {
+        let (total, hq, hkv, d) = (plan.totalTokens, heads.q, heads.kv, heads.d)
+        let layout = AttentionLayout.packed(cuSeqlensQ: plan.cuSeqlens, cuSeqlensK: plan.cuSeqlens)
+        let q1 = try device.makeTensor(q, shape: [total, hq, d], dtype: dtype)
+        let k1 = try device.makeTensor(k, shape: [total, hkv, d], dtype: dtype)
+        let v1 = try device.makeTensor(v, shape: [total, hkv, d], dtype: dtype)
+        var out: AttentionOutput?
+        forward = try Timing.measure(device, warmup: measure.warmup, iterations: measure.iterations) { stream in
+            out = try attention.forward(q: q1, k: k1, v: v1, layout: layout, into: out, on: stream)
+        }
+        guard let out else { throw ValidationError("forward produced nothing") }
+        self.out = out
+        guard backward else { return }
+        let dO1 = try device.makeTensor(dO, shape: [total, hq, d], dtype: dtype)
+        var grads: AttentionGradients?
+        self.backward = try Timing.measure(device, warmup: measure.warmup, iterations: measure.iterations) { stream in
+            grads = try attention.backward(q: q1, k: k1, v: v1, o: out.o, lse: out.lse, dO: dO1, layout: layout, into: grads, on: stream)
+        }
+        self.grads = grads
     }
 }
