@@ -112,21 +112,8 @@ struct LinearParallelBenchmark {
 
         // The same problem on one device (rank 0's), timed with GPU timestamps.
         let dev = group.devices[0]
-        let q1 = try dev.makeTensor(qv, shape: [b, l, h, dk]), k1 = try dev.makeTensor(kv, shape: [b, l, h, dk])
-        let v1 = try dev.makeTensor(vv, shape: [b, l, h, dv])
-        let g1 = try gv.map { try dev.makeTensor($0, shape: [b, l] + gateTail) }
-        let o1 = try dev.makeTensor(shape: [b, l, h, dv], dtype: .f32)
-        let singleForward = try Timing.measure(dev, warmup: measure.warmup, iterations: measure.iterations) { stream in
-            try gla.forward(stream, q: q1, k: k1, v: v1, logGates: g1, output: o1)
-        }
-        let dO1 = try dev.makeTensor(dOv, shape: [b, l, h, dv])
-        let single = (dq: try dev.makeTensor(shape: [b, l, h, dk], dtype: .f32), dk: try dev.makeTensor(shape: [b, l, h, dk], dtype: .f32),
-                      dv: try dev.makeTensor(shape: [b, l, h, dv], dtype: .f32),
-                      dg: try g1.map { _ in try dev.makeTensor(shape: [b, l] + gateTail, dtype: .f32) })
-        let singleBackward = options.backward ? try Timing.measure(dev, warmup: measure.warmup, iterations: measure.iterations) { stream in
-            try gla.backward(stream, q: q1, k: k1, v: v1, logGates: g1, dOutput: dO1, dq: single.dq, dk: single.dk, dv: single.dv,
-                             dLogGates: single.dg)
-        } : nil
+        let s = try SingleDeviceLinear(dev, gla, options: options, q: qv, k: kv, v: vv, logGates: gv, dO: dOv, measure: measure)
+        let o1 = s.output, singleForward = s.forward
 
         // Every rank's shard.
         let comms = try group.communicators()
@@ -179,7 +166,7 @@ struct LinearParallelBenchmark {
         var rows = [try row(forwardRuns, group: group, name: "\(op).forward", device: deviceName, single: singleForward, flops: flops,
                             check: forwardCheck)]
         var lastRuns = forwardRuns
-        if let singleBackward {
+        if let singleBackward = s.backward, let single = s.grads {
             let grads = LinearBenchBox<[LinearParallelGradients]>([])
             let backwardRuns = try timedGroupRuns(group, measure: measure) {
                 let out = try await ContextParallelAttention.onEveryRank(comms) { comm in
@@ -241,6 +228,38 @@ struct LinearParallelBenchmark {
                          bound: 1e-5, ranks: group.ranks, single: single, overlapEfficiency: report.efficiency,
                          copyNs: report.copyNs, exposedNs: report.exposedNs, overlapRanks: report.ranks.count, bytesPerRank: bytes,
                          expected: expected)
+    }
+}
+
+/// The single-device run a parallel one is compared with: the whole [B, L] problem on
+/// `device`, timed with GPU timestamps (the backward too with --backward).
+struct SingleDeviceLinear {
+    var forward: Timing
+    var output: Tensor
+    var backward: Timing?
+    var grads: (dq: Tensor, dk: Tensor, dv: Tensor, dg: Tensor?)?
+
+    init(_ device: Device, _ gla: GatedLinearAttention, options: LinearParallelOptions, q: [Float], k: [Float], v: [Float],
+         logGates: [Float]?, dO: [Float], measure: MeasureOptions) throws {
+        let (b, l, h, dk, dv) = (options.batch, options.seq, options.heads, options.dk, options.dv)
+        let gateTail = gla.gating == .perKey ? [h, dk] : [h]
+        let q1 = try device.makeTensor(q, shape: [b, l, h, dk]), k1 = try device.makeTensor(k, shape: [b, l, h, dk])
+        let v1 = try device.makeTensor(v, shape: [b, l, h, dv])
+        let g1 = try logGates.map { try device.makeTensor($0, shape: [b, l] + gateTail) }
+        let o1 = try device.makeTensor(shape: [b, l, h, dv], dtype: .f32)
+        forward = try Timing.measure(device, warmup: measure.warmup, iterations: measure.iterations) { stream in
+            try gla.forward(stream, q: q1, k: k1, v: v1, logGates: g1, output: o1)
+        }
+        output = o1
+        guard options.backward else { return }
+        let dO1 = try device.makeTensor(dO, shape: [b, l, h, dv])
+        let g = (dq: try device.makeTensor(shape: [b, l, h, dk], dtype: .f32), dk: try device.makeTensor(shape: [b, l, h, dk], dtype: .f32),
+                 dv: try device.makeTensor(shape: [b, l, h, dv], dtype: .f32),
+                 dg: try g1.map { _ in try device.makeTensor(shape: [b, l] + gateTail, dtype: .f32) })
+        backward = try Timing.measure(device, warmup: measure.warmup, iterations: measure.iterations) { stream in
+            try gla.backward(stream, q: q1, k: k1, v: v1, logGates: g1, dOutput: dO1, dq: g.dq, dk: g.dk, dv: g.dv, dLogGates: g.dg)
+        }
+        grads = g
     }
 }
 

@@ -42,26 +42,11 @@ struct MPILinearBenchmark {
         // The single-device run on rank 0 (the others wait in the barrier below).
         var single: (forward: Timing, o: [Float], backward: Timing?, grads: [[Float]])?
         if root {
-            let q1 = try device.makeTensor(qv, shape: [b, l, h, dk]), k1 = try device.makeTensor(kv, shape: [b, l, h, dk])
-            let v1 = try device.makeTensor(vv, shape: [b, l, h, dv])
-            let g1 = try gv.map { try device.makeTensor($0, shape: [b, l] + gateTail) }
-            let o1 = try device.makeTensor(shape: [b, l, h, dv], dtype: .f32)
-            let forward = try Timing.measure(device, warmup: measure.warmup, iterations: measure.iterations) { stream in
-                try gla.forward(stream, q: q1, k: k1, v: v1, logGates: g1, output: o1)
-            }
-            var backward: Timing?
-            var grads: [[Float]] = []
-            if options.backward {
-                let dO1 = try device.makeTensor(dOv, shape: [b, l, h, dv])
-                let dq = try device.makeTensor(shape: [b, l, h, dk], dtype: .f32), dkT = try device.makeTensor(shape: [b, l, h, dk], dtype: .f32)
-                let dvT = try device.makeTensor(shape: [b, l, h, dv], dtype: .f32)
-                let dg = try g1.map { _ in try device.makeTensor(shape: [b, l] + gateTail, dtype: .f32) }
-                backward = try Timing.measure(device, warmup: measure.warmup, iterations: measure.iterations) { stream in
-                    try gla.backward(stream, q: q1, k: k1, v: v1, logGates: g1, dOutput: dO1, dq: dq, dk: dkT, dv: dvT, dLogGates: dg)
-                }
-                grads = try [dq.readFloats(), dkT.readFloats(), dvT.readFloats()] + (dg.map { [try $0.readFloats()] } ?? [])
-            }
-            single = (forward, try o1.readFloats(), backward, grads)
+            let s = try SingleDeviceLinear(device, gla, options: options, q: qv, k: kv, v: vv, logGates: gv, dO: dOv, measure: measure)
+            let grads = try s.grads.map { g in
+                try [g.dq.readFloats(), g.dk.readFloats(), g.dv.readFloats()] + (g.dg.map { [try $0.readFloats()] } ?? [])
+            } ?? []
+            single = (s.forward, try s.output.readFloats(), s.backward, grads)
         }
         try await comm.barrier()
 
