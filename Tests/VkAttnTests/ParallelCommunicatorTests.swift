@@ -3,10 +3,10 @@ import VkAttn
 import TestSupport
 
 /// The in-process communicator: point-to-point rotation, all-gather, all-to-all,
-/// all-reduce, all-scan, for 1 to 4 ranks and both transfer paths; errors and abort.
+/// all-reduce, all-scan, for 1 to 4 ranks and every transfer path; errors and abort.
 @Suite("Parallel: communicator")
 struct ParallelCommunicatorTests {
-    static let paths: [TransferPath] = [.hostMapped, .staged]
+    static let paths: [TransferPath] = [.hostMapped, .staged, .importedHost]
 
     static func values(_ seed: UInt64, rank: Int, count: Int) -> [Float] {
         var rng = SeededRandom(seed: seed &+ UInt64(rank) &* 7919)
@@ -172,8 +172,9 @@ extension ParallelCommunicatorTests {
         }
     }
 
-    @Test func mismatchedSizesFailBothSidesAndBadPeersAreTypedErrors() async throws {
-        try await withGroup(ranks: 2) { group in
+    @Test(arguments: paths)
+    func mismatchedSizesFailBothSidesAndBadPeersAreTypedErrors(path: TransferPath) async throws {
+        try await withGroup(ranks: 2, path: path) { group in
             let comms = try group.communicators()
             let outcomes = try await onRanks(comms) { comm -> String in
                 let stream = try comm.device.makeStream()
