@@ -172,6 +172,18 @@ extension ParallelCommunicatorTests {
         }
     }
 
+    /// Without a path asked for: host-mapped where every device's memory is host-visible (no
+    /// GPU copies needed), else imported-host where every device imports host memory, else staged.
+    @Test func defaultPathFollowsTheDevices() async throws {
+        try await withGroup(ranks: 2) { group in
+            let mapped = try group.devices.allSatisfy { try $0.makeBuffer(byteCount: 16).isHostVisible }
+            let importing = group.devices.allSatisfy { $0.capabilities.externalMemoryHost }
+            #expect(group.path == (mapped ? .hostMapped : importing ? .importedHost : .staged), "\(group.path)")
+            let comms = try group.communicators()
+            #expect(comms.allSatisfy { $0.path == group.path })
+        }
+    }
+
     @Test(arguments: paths)
     func mismatchedSizesFailBothSidesAndBadPeersAreTypedErrors(path: TransferPath) async throws {
         try await withGroup(ranks: 2, path: path) { group in
