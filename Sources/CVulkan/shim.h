@@ -114,4 +114,10 @@ static inline PFN_vkGetCalibratedTimestampsEXT vkattn_load_calibrated_timestamps
     return (PFN_vkGetCalibratedTimestampsEXT)vkGetDeviceProcAddr(device, "vkGetCalibratedTimestampsEXT");
 }
 
+// VK_EXT_external_memory_host: one host allocation imported into several devices (the
+// in-process communicator's imported-host path).
+static inline PFN_vkGetMemoryHostPointerPropertiesEXT vkattn_load_host_pointer_properties(VkDevice device) {
+    return (PFN_vkGetMemoryHostPointerPropertiesEXT)vkGetDeviceProcAddr(device, "vkGetMemoryHostPointerPropertiesEXT");
+}
+
 #endif

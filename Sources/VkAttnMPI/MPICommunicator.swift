@@ -71,6 +71,10 @@ public final class MPICommunicator: Communicator {
             }
             let device = try Device(physicalDevice: physical)
             let mapped = try device.makeBuffer(byteCount: 16).isHostVisible
+            if path == .importedHost {
+                // One process's host allocation cannot be imported by another process's device.
+                throw VkAttnError.unsupported(op: "MPICommunicator", reason: "the imported-host path moves bytes between devices of one process; use host-mapped or staged")
+            }
             if path == .hostMapped && !mapped {
                 throw VkAttnError.unsupported(op: "MPICommunicator", reason: "the host-mapped path needs host-visible device memory, which \(device.label) lacks")
             }

@@ -33,6 +33,8 @@ public final class Buffer: Sendable {
     /// Persistent mapping of host-visible, host-coherent memory; nil otherwise.
     nonisolated(unsafe) let mapped: UnsafeMutableRawPointer?
     let hostAccess = Mutex<Void>(())
+    /// The host allocation this buffer's memory imports (kept alive while the buffer lives).
+    public let hostAllocation: HostAllocation?
 
     /// True when the host reads and writes the memory directly (no staging copy).
     public var isHostVisible: Bool { mapped != nil }
@@ -52,27 +54,7 @@ public final class Buffer: Sendable {
         self.byteCount = byteCount
         self.location = location
 
-        var info = VkBufferCreateInfo()
-        info.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO
-        info.size = VkDeviceSize(byteCount)
-        info.usage = VkBufferUsageFlags(VK_BUFFER_USAGE_STORAGE_BUFFER_BIT.rawValue
-            | VK_BUFFER_USAGE_TRANSFER_SRC_BIT.rawValue | VK_BUFFER_USAGE_TRANSFER_DST_BIT.rawValue)
-        // With a transfer queue of its own family, buffers are shared by both families
-        // (no ownership transfers between copies and dispatches).
-        var families = [UInt32(device.computeQueue.family), UInt32(device.transferQueue.family)]
-        var buffer: VkBuffer?
-        let created = families.withUnsafeMutableBufferPointer { familyPointer in
-            if familyPointer[0] != familyPointer[1] {
-                info.sharingMode = VK_SHARING_MODE_CONCURRENT
-                info.queueFamilyIndexCount = 2
-                info.pQueueFamilyIndices = UnsafePointer(familyPointer.baseAddress)
-            } else {
-                info.sharingMode = VK_SHARING_MODE_EXCLUSIVE
-            }
-            return vkCreateBuffer(device.handle, &info, nil, &buffer)
-        }
-        try check(created, "vkCreateBuffer(\(byteCount) bytes)")
-        guard let buffer else { throw VulkanError.call("vkCreateBuffer", result: -3) }
+        let buffer = try Buffer.makeHandle(device: device, byteCount: byteCount, external: nil)
 
         var requirements = VkMemoryRequirements()
         vkGetBufferMemoryRequirements(device.handle, buffer, &requirements)
@@ -127,6 +109,53 @@ public final class Buffer: Sendable {
         self.handle = buffer
         self.memory = memory
         self.mapped = mapping
+        self.hostAllocation = nil
+    }
+
+    /// A buffer over memory already allocated and bound (an import, BufferImport.swift).
+    init(device: Device, byteCount: Int, handle: VkBuffer, memory: VkDeviceMemory, mapped: UnsafeMutableRawPointer?,
+         hostAllocation: HostAllocation) {
+        self.device = device
+        self.byteCount = byteCount
+        self.location = .host
+        self.handle = handle
+        self.memory = memory
+        self.mapped = mapped
+        self.hostAllocation = hostAllocation
+    }
+
+    /// A buffer handle of `byteCount` bytes for storage and copies (shared by the compute and
+    /// transfer families where they differ); `external` names an import's handle type.
+    static func makeHandle(device: Device, byteCount: Int, external: VkExternalMemoryHandleTypeFlagBits?) throws -> VkBuffer {
+        var info = VkBufferCreateInfo()
+        info.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO
+        info.size = VkDeviceSize(byteCount)
+        info.usage = VkBufferUsageFlags(VK_BUFFER_USAGE_STORAGE_BUFFER_BIT.rawValue
+            | VK_BUFFER_USAGE_TRANSFER_SRC_BIT.rawValue | VK_BUFFER_USAGE_TRANSFER_DST_BIT.rawValue)
+        // A buffer over imported memory names the handle type it will be bound to.
+        var externalInfo = VkExternalMemoryBufferCreateInfo()
+        externalInfo.sType = VK_STRUCTURE_TYPE_EXTERNAL_MEMORY_BUFFER_CREATE_INFO
+        externalInfo.handleTypes = VkExternalMemoryHandleTypeFlags(external?.rawValue ?? 0)
+        // With a transfer queue of its own family, buffers are shared by both families
+        // (no ownership transfers between copies and dispatches).
+        var families = [UInt32(device.computeQueue.family), UInt32(device.transferQueue.family)]
+        var buffer: VkBuffer?
+        let created = families.withUnsafeMutableBufferPointer { familyPointer in
+            if familyPointer[0] != familyPointer[1] {
+                info.sharingMode = VK_SHARING_MODE_CONCURRENT
+                info.queueFamilyIndexCount = 2
+                info.pQueueFamilyIndices = UnsafePointer(familyPointer.baseAddress)
+            } else {
+                info.sharingMode = VK_SHARING_MODE_EXCLUSIVE
+            }
+            return withUnsafePointer(to: &externalInfo) { externalPointer in
+                if external != nil { info.pNext = UnsafeRawPointer(externalPointer) }
+                return vkCreateBuffer(device.handle, &info, nil, &buffer)
+            }
+        }
+        try check(created, "vkCreateBuffer(\(byteCount) bytes)")
+        guard let buffer else { throw VulkanError.call("vkCreateBuffer", result: -3) }
+        return buffer
     }
 
     deinit {

@@ -22,6 +22,8 @@ public struct EnabledFeatures: Sendable, Codable, Equatable {
     public var memoryBudget = false
     /// VK_EXT_calibrated_timestamps (GPU timestamps mapped to a host clock).
     public var calibratedTimestamps = false
+    /// VK_EXT_external_memory_host (buffers over imported host allocations).
+    public var externalMemoryHost = false
 }
 
 /// A logical device: a compute queue, a dedicated transfer queue where the device has one, and
@@ -44,6 +46,8 @@ public final class Device: Sendable {
     /// Memory types: property flags and heap index, read once.
     let memoryTypes: [(flags: UInt32, heap: Int)]
     let pipelines = Mutex<[KernelDescriptor: PipelineObject]>([:])
+    /// vkGetMemoryHostPointerPropertiesEXT where VK_EXT_external_memory_host is enabled.
+    let hostPointerProperties: PFN_vkGetMemoryHostPointerPropertiesEXT?
 
     public var instance: Instance { physicalDevice.instance }
     public var capabilities: DeviceCapabilities { physicalDevice.capabilities }
@@ -134,6 +138,10 @@ public final class Device: Sendable {
             extensions.append("VK_EXT_calibrated_timestamps")
             enabled.calibratedTimestamps = true
         }
+        if caps.extensions.contains("VK_EXT_external_memory_host") {
+            extensions.append("VK_EXT_external_memory_host")
+            enabled.externalMemoryHost = true
+        }
         self.enabled = enabled
 
         // Queues: one compute queue, plus one transfer queue from a DMA-only family.
@@ -201,6 +209,7 @@ public final class Device: Sendable {
         self.handle = device
         self.computeQueue = compute
         self.transferQueue = transfer
+        self.hostPointerProperties = enabled.externalMemoryHost ? vkattn_load_host_pointer_properties(device) : nil
 
         var memory = VkPhysicalDeviceMemoryProperties()
         vkGetPhysicalDeviceMemoryProperties(pd, &memory)

@@ -113,6 +113,12 @@ public struct DeviceCapabilities: Sendable, Codable, Equatable {
     /// per-invocation work grows with the problem must split it below this. nil: no cap.
     public var loopIterationLimit: Int?
 
+    /// VK_EXT_external_memory_host: the alignment (bytes) of a host pointer and size the device
+    /// imports; nil when the extension is not offered.
+    public var minImportedHostPointerAlignment: Int?
+    /// Whether the device imports host allocations (VK_EXT_external_memory_host).
+    public var externalMemoryHost: Bool { minImportedHostPointerAlignment != nil }
+
     public var timestampPeriodNanoseconds: Double
     public var timestampComputeAndGraphics: Bool
     public var queueFamilies: [QueueFamily]
@@ -138,7 +144,7 @@ public struct DeviceCapabilities: Sendable, Codable, Equatable {
         case storageBuffer16BitAccess, storageBuffer8BitAccess, timelineSemaphore, subgroupSizeControl
         case computeFullSubgroups, vulkanMemoryModel, vulkanMemoryModelDeviceScope, shaderSubgroupExtendedTypes
         case cooperativeMatrixKHR, cooperativeMatrixNV
-        case loopIterationLimit, timestampPeriodNanoseconds, timestampComputeAndGraphics, queueFamilies, extensions
+        case loopIterationLimit, minImportedHostPointerAlignment, timestampPeriodNanoseconds, timestampComputeAndGraphics, queueFamilies, extensions
     }
 }
 
@@ -180,6 +186,12 @@ extension DeviceCapabilities {
             var v = VkPhysicalDeviceShaderCorePropertiesAMD()
             v.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_CORE_PROPERTIES_AMD
             amd = props.append(v)
+        }
+        var hostImport: UnsafeMutablePointer<VkPhysicalDeviceExternalMemoryHostPropertiesEXT>? = nil
+        if has("VK_EXT_external_memory_host") {
+            var v = VkPhysicalDeviceExternalMemoryHostPropertiesEXT()
+            v.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_EXTERNAL_MEMORY_HOST_PROPERTIES_EXT
+            hostImport = props.append(v)
         }
         head.withMemoryRebound(to: VkPhysicalDeviceProperties2.self, capacity: 1) { vkGetPhysicalDeviceProperties2(pd, $0) }
         let limits = head.pointee.properties.limits
@@ -312,6 +324,7 @@ extension DeviceCapabilities {
         // llvmpipe's loop limiter (LP_MAX_TGSI_LOOP_ITERATIONS) counts every loop iteration of an
         // invocation against one budget.
         self.loopIterationLimit = string(fromCArray: p12.pointee.driverName) == "llvmpipe" ? 65535 : nil
+        self.minImportedHostPointerAlignment = hostImport.map { Int($0.pointee.minImportedHostPointerAlignment) }
         self.timestampPeriodNanoseconds = Double(limits.timestampPeriod)
         self.timestampComputeAndGraphics = limits.timestampComputeAndGraphics != 0
         self.queueFamilies = Array(queueFamilies)

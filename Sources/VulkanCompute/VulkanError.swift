@@ -20,6 +20,9 @@ public enum VulkanError: Error, Equatable, Sendable, CustomStringConvertible {
     case rangeOutOfBounds(offset: Int, bytes: Int, bufferBytes: Int)
     /// A binding offset not aligned to `minStorageBufferOffsetAlignment`.
     case misalignedOffset(offset: Int, alignment: Int)
+    /// A host-allocation import whose offset or size is not a multiple of the device's
+    /// minImportedHostPointerAlignment.
+    case misalignedImport(offset: Int, bytes: Int, alignment: Int)
     /// A shader that this build could not embed (e.g. glslc lacked an extension).
     case shaderUnavailable(name: String, reason: String)
     /// An argument that is wrong in itself (counts, sizes, kinds); the message says which.
@@ -49,6 +52,8 @@ public enum VulkanError: Error, Equatable, Sendable, CustomStringConvertible {
             return "range of \(bytes) bytes at offset \(offset) lies outside a buffer of \(bufferBytes) bytes"
         case let .misalignedOffset(offset, alignment):
             return "binding offset \(offset) is not a multiple of minStorageBufferOffsetAlignment (\(alignment))"
+        case let .misalignedImport(offset, bytes, alignment):
+            return "import of \(bytes) bytes at offset \(offset) of a host allocation: offset and allocation are not multiples of minImportedHostPointerAlignment (\(alignment))"
         case let .shaderUnavailable(name, reason):
             return "shader \(name) is unavailable: \(reason)"
         case let .invalidArgument(message):

@@ -3,10 +3,10 @@ import VkAttn
 import TestSupport
 
 /// The in-process communicator: point-to-point rotation, all-gather, all-to-all,
-/// all-reduce, all-scan, for 1 to 4 ranks and both transfer paths; errors and abort.
+/// all-reduce, all-scan, for 1 to 4 ranks and every transfer path; errors and abort.
 @Suite("Parallel: communicator")
 struct ParallelCommunicatorTests {
-    static let paths: [TransferPath] = [.hostMapped, .staged]
+    static let paths: [TransferPath] = [.hostMapped, .staged, .importedHost]
 
     static func values(_ seed: UInt64, rank: Int, count: Int) -> [Float] {
         var rng = SeededRandom(seed: seed &+ UInt64(rank) &* 7919)
@@ -161,8 +161,21 @@ extension ParallelCommunicatorTests {
         }
     }
 
-    @Test func mismatchedSizesFailBothSidesAndBadPeersAreTypedErrors() async throws {
+    /// Without a path asked for: host-mapped where every device's memory is host-visible (no
+    /// GPU copies needed), else imported-host where every device imports host memory, else staged.
+    @Test func defaultPathFollowsTheDevices() async throws {
         try await withGroup(ranks: 2) { group in
+            let mapped = try group.devices.allSatisfy { try $0.makeBuffer(byteCount: 16).isHostVisible }
+            let importing = group.devices.allSatisfy { $0.capabilities.externalMemoryHost }
+            #expect(group.path == (mapped ? .hostMapped : importing ? .importedHost : .staged), "\(group.path)")
+            let comms = try group.communicators()
+            #expect(comms.allSatisfy { $0.path == group.path })
+        }
+    }
+
+    @Test(arguments: paths)
+    func mismatchedSizesFailBothSidesAndBadPeersAreTypedErrors(path: TransferPath) async throws {
+        try await withGroup(ranks: 2, path: path) { group in
             let comms = try group.communicators()
             let outcomes = try await onRanks(comms) { comm -> String in
                 let stream = try comm.device.makeStream()

@@ -23,4 +23,21 @@ struct ParallelRingTests {
             }
         }
     }
+
+    /// The ring over the imported-host path: each message's staging is one host allocation
+    /// both devices import; the GPUs copy in and out, no host copy.
+    @Test func ringOverImportedHostMemoryMatchesOneDevice() async throws {
+        let seed = testSeed()
+        try await withGroup(path: .importedHost) { group in
+            #expect(group.path == .importedHost)
+            let c = ParallelCase(seed: seed, lengths: [37, 0, 50, 9], causal: true)
+            let want = try c.single(group.devices[0], backward: true)
+            for n in [2, 4] {
+                let got = try await c.parallel(try group.communicators(first: n), sharding: .zigzag, scheme: .ring, backward: true)
+                for (name, err) in ParallelCase.errors(got, want) {
+                    #expect(err <= c.tolerance, "\(name) error \(err), ranks \(n), imported-host: \(c)")
+                }
+            }
+        }
+    }
 }

@@ -24,16 +24,20 @@ struct ParallelTimelineTests {
         #expect(abs(report.efficiency - (1 - 60.0 / 130)) < 1e-12)
     }
 
-    @Test func ringRecordsComputeAndCopiesOnEveryRankAndWritesAValidTrace() async throws {
+    /// Every path records copies on every rank: host copies (host-mapped, staged) and the GPU
+    /// copies to and from staging (staged, imported-host, with timestamps).
+    @Test(arguments: TransferPath.allCases)
+    func ringRecordsComputeAndCopiesOnEveryRankAndWritesAValidTrace(path: TransferPath) async throws {
         let seed = testSeed()
-        try await withGroup(ranks: 3) { group in
+        try await withGroup(ranks: 3, path: path) { group in
+            #expect(group.path == path)
             let c = ParallelCase(seed: seed, lengths: [200], headsQ: 2, headsKV: 2, causal: true)
             _ = group.timeline.drain()
             _ = try await c.parallel(try group.communicators(), sharding: .zigzag, scheme: .ring, backward: true)
             let intervals = group.timeline.drain()
             for rank in 0..<3 {
                 #expect(intervals.contains { $0.rank == rank && $0.kind == .compute }, "rank \(rank) has no compute interval")
-                #expect(intervals.contains { $0.rank == rank && $0.kind == .copy && $0.bytes > 0 }, "rank \(rank) has no copy interval")
+                #expect(intervals.contains { $0.rank == rank && $0.kind == .copy && $0.bytes > 0 }, "rank \(rank) has no copy interval (\(path))")
             }
             #expect(intervals.allSatisfy { $0.endNs >= $0.startNs && $0.startNs > 0 })
             let report = OverlapReport(intervals)

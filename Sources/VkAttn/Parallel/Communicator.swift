@@ -6,13 +6,18 @@ public enum TransferPath: String, Sendable, Hashable, Codable, CaseIterable {
     /// Device -> host-visible staging (a GPU copy, on the transfer queue where the device has
     /// one) -> host copy -> the receiver's staging -> device (a GPU copy on the receiver).
     case staged
+    /// Device -> one host allocation imported into both the sender's and the receiver's
+    /// device (VK_EXT_external_memory_host; a GPU copy on the sender) -> device (a GPU copy on
+    /// the receiver): no host copy, the relay only orders the two.
+    case importedHost = "imported-host"
 }
 
 /// A posted send or receive.
 public protocol CommunicationRequest: Sendable {
     var bytes: Int { get }
-    /// Returns when the transfer is done on the host side (for a receive in the staged path,
-    /// the final staging-to-device copy is recorded by `complete(_:on:)`); rethrows its error.
+    /// Returns when the transfer is done on the host side (for a receive in the staged and
+    /// imported-host paths, the final staging-to-device copy is recorded by `complete(_:on:)`);
+    /// rethrows its error.
     func wait() async throws
 }
 

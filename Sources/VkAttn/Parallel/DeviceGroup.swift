@@ -38,7 +38,8 @@ public final class DeviceGroup: Sendable {
     /// the group takes distinct usable GPUs when there are at least `ranks` of them and
     /// `VKATTN_DEVICE` is unset, else `ranks` logical devices on the instance's selected device.
     /// `path` forces a transfer path; by default host-mapped when every device's memory is
-    /// host-visible, else staged.
+    /// host-visible, else imported-host where every device imports host allocations
+    /// (VK_EXT_external_memory_host), else staged.
     public init(ranks: Int, instance: Instance, physicalDevices: [PhysicalDevice]? = nil, path: TransferPath? = nil) throws {
         let op = "DeviceGroup"
         guard ranks >= 1 else {
@@ -67,8 +68,13 @@ public final class DeviceGroup: Sendable {
         if path == .hostMapped && !mapped {
             throw VkAttnError.unsupported(op: op, reason: "the host-mapped path needs host-visible device memory, which \(devices.first { !((try? $0.makeBuffer(byteCount: 16).isHostVisible) ?? false) }?.label ?? "a device") lacks")
         }
+        let importing = devices.allSatisfy { $0.enabled.externalMemoryHost }
+        if path == .importedHost && !importing {
+            throw VkAttnError.unsupported(op: op, reason: "the imported-host path needs VK_EXT_external_memory_host, which \(devices.first { !$0.enabled.externalMemoryHost }?.label ?? "a device") does not offer")
+        }
         timeline = ParallelTimeline()
-        fabric = LocalFabric(devices: devices, clocks: clocks, path: path ?? (mapped ? .hostMapped : .staged), timeline: timeline)
+        fabric = LocalFabric(devices: devices, clocks: clocks, path: path ?? (mapped ? .hostMapped : importing ? .importedHost : .staged),
+                             timeline: timeline)
     }
 
     /// A group on a new instance (validation per `VKATTN_VALIDATION`).

@@ -43,9 +43,11 @@ public final class LocalRequest: CommunicationRequest {
 /// devices through host-visible memory (see `TransferPath`), host copies run on relay tasks,
 /// and timeline semaphores signaled by the host order each device's GPU work after them.
 ///
-/// In the staged path, the GPU copies to and from staging go to the device's dedicated
-/// transfer queue when it has one (the communicator's own stream there, ordered against the
-/// rank's stream by timeline semaphores), else onto the caller's stream.
+/// In the staged and imported-host paths, the GPU copies to and from staging go to the
+/// device's dedicated transfer queue when it has one (the communicator's own stream there,
+/// ordered against the rank's stream by timeline semaphores), else onto the caller's stream.
+/// In the imported-host path a message's staging is one host allocation that the sender's and
+/// the receiver's devices both import (made by whichever side posts first, `LocalFabric`).
 public final class LocalCommunicator: Communicator {
     let fabric: LocalFabric
     public let rank: Int
@@ -80,7 +82,7 @@ public final class LocalCommunicator: Communicator {
         self.members = members
         self.context = context
         let device = fabric.devices[members[rank]]
-        lane = fabric.path == .staged && device.hasDedicatedTransferQueue
+        lane = fabric.path != .hostMapped && device.hasDedicatedTransferQueue
             ? try TransferLane(device: device) : nil
     }
 
@@ -98,31 +100,47 @@ public final class LocalCommunicator: Communicator {
         try checkPeer(peer, op: op)
         try checkLocal(source, stream: stream, op: op, operand: "source")
         let key = LocalFabric.ChannelKey(source: globalRank, destination: members[peer], context: context, tag: tag)
+        let label = "send \(tag) -> \(members[peer]), to staging"
+        // Staged: the copy into staging of this rank's own; imported-host: into the message's
+        // staging, known once the fabric numbers the message (`toStaging` then runs under its lock).
+        let toStaging = { (buffer: Buffer) throws -> Submission in
+            let target = try buffer.slice(offset: 0, byteCount: source.byteCount)
+            guard let lane = self.lane else {
+                try self.recordCopy(from: source, to: target, on: stream, label: label)
+                return try stream.submit()
+            }
+            let callerWork = try stream.submit()
+            return try lane.stream.withLock { t in
+                try t.wait(for: callerWork)
+                try self.recordCopy(from: source, to: target, on: t, label: label)
+                return try t.submit()
+            }
+        }
         var staging: Buffer?
-        let ready: Submission
+        var ready: Submission?
         switch path {
         case .hostMapped:
             ready = try stream.submit()
         case .staged:
             let buffer = try device.makeBuffer(byteCount: source.byteCount, location: .host)
             staging = buffer
-            let label = "send \(tag) -> \(members[peer]), to staging"
-            if let lane {
-                let callerWork = try stream.submit()
-                ready = try lane.stream.withLock { t in
-                    try t.wait(for: callerWork)
-                    try recordCopy(from: source, to: buffer.whole, on: t, label: label)
-                    return try t.submit()
-                }
-            } else {
-                try recordCopy(from: source, to: buffer.whole, on: stream, label: label)
-                ready = try stream.submit()
-            }
+            ready = try toStaging(buffer)
+        case .importedHost:
+            break
         }
-        return try fabric.postSend(key, bytes: source.byteCount) { semaphore, value in
-            LocalFabric.SendPost(source: source, ready: ready, after: after, request: LocalRequest(
+        return try fabric.postSend(key, bytes: source.byteCount) { semaphore, value, imported in
+            var buffer = staging
+            var submitted = ready
+            if let imported {
+                buffer = imported.sender
+                submitted = try toStaging(imported.sender)
+            }
+            guard let submitted else {
+                throw VkAttnError.unsupported(op: op, reason: "an imported-host send without its imported staging")
+            }
+            return LocalFabric.SendPost(source: source, ready: submitted, after: after, request: LocalRequest(
                 kind: .send, bytes: source.byteCount, peer: members[peer], semaphore: semaphore, value: value,
-                staging: staging, destination: nil, stagedCopy: path == .staged ? ready : nil))
+                staging: buffer, destination: nil, stagedCopy: path == .hostMapped ? nil : submitted))
         }
     }
 
@@ -133,10 +151,10 @@ public final class LocalCommunicator: Communicator {
         let key = LocalFabric.ChannelKey(source: members[peer], destination: globalRank, context: context, tag: tag)
         let free = try stream.submit()
         let staging = path == .staged ? try device.makeBuffer(byteCount: destination.byteCount, location: .host) : nil
-        return try fabric.postReceive(key, bytes: destination.byteCount) { semaphore, value in
+        return try fabric.postReceive(key, bytes: destination.byteCount) { semaphore, value, imported in
             LocalFabric.ReceivePost(destination: destination, free: path == .hostMapped ? free : nil, after: after, request: LocalRequest(
                 kind: .receive, bytes: destination.byteCount, peer: members[peer], semaphore: semaphore, value: value,
-                staging: staging, destination: destination, stagedCopy: nil))
+                staging: imported?.receiver ?? staging, destination: destination, stagedCopy: nil))
         }
     }
 
@@ -147,10 +165,10 @@ public final class LocalCommunicator: Communicator {
         switch (request.kind, path) {
         case (.receive, .hostMapped), (.send, .hostMapped):
             try stream.wait(for: request.semaphore, value: request.value)
-        case (.send, .staged):
+        case (.send, .staged), (.send, .importedHost):
             if let copy = request.stagedCopy { try stream.wait(for: copy) }
             try stream.barrier()
-        case (.receive, .staged):
+        case (.receive, .staged), (.receive, .importedHost):
             let earlier = request.copiedOut.withLock { state -> (done: Bool, lane: Submission?) in
                 defer { state.done = true }
                 return state

@@ -47,6 +47,18 @@ final class LocalFabric: Sendable {
         let sendDone: TimelineSemaphore
         /// Semaphores are signaled in message order: the previous message's turn.
         var lastSignal: HostEvent?
+        /// Imported-host path: message k's staging, made by the first of its send and receive
+        /// to be posted and taken by the other.
+        var imported: [UInt64: ImportedStaging] = [:]
+    }
+
+    /// Imported-host path: one host allocation imported into the sender's and the receiver's
+    /// device, so the sender's GPU copies into it and the receiver's GPU copies out of it.
+    struct ImportedStaging: Sendable {
+        let sender: Buffer
+        let receiver: Buffer
+        let bytes: Int
+        let madeBySend: Bool
     }
 
     struct Match: Sendable {
@@ -82,13 +94,25 @@ final class LocalFabric: Sendable {
 
     // MARK: Posting
 
-    /// Registers a send; `make` builds the request once its message number is known.
-    func postSend(_ key: ChannelKey, bytes: Int, make: (TimelineSemaphore, UInt64) -> (SendPost)) throws -> LocalRequest {
+    /// Registers a send; `make` builds the request once its message number (and, in the
+    /// imported-host path, its staging) is known. It runs under the fabric's lock, so message
+    /// numbers follow posting order; when it throws, nothing is posted.
+    func postSend(_ key: ChannelKey, bytes: Int, make: (TimelineSemaphore, UInt64, ImportedStaging?) throws -> (SendPost)) throws -> LocalRequest {
         let (post, match) = try state.withLock { s -> (SendPost, Match?) in
             if let error = s.aborted { throw error }
             var channel = try s.channels[key] ?? makeChannel(key)
-            channel.postedSends += 1
-            let post = make(channel.sendDone, channel.postedSends)
+            let number = channel.postedSends + 1
+            let before = channel.imported[number]
+            let staging = path == .importedHost ? try importedStaging(&channel, key, number, bytes: bytes, bySend: true) : nil
+            let post: SendPost
+            do {
+                post = try make(channel.sendDone, number, staging)
+            } catch {
+                channel.imported[number] = before
+                s.channels[key] = channel
+                throw error
+            }
+            channel.postedSends = number
             channel.sends.append(post)
             let match = Self.pop(&channel, key)
             s.channels[key] = channel
@@ -98,12 +122,22 @@ final class LocalFabric: Sendable {
         return post.request
     }
 
-    func postReceive(_ key: ChannelKey, bytes: Int, make: (TimelineSemaphore, UInt64) -> (ReceivePost)) throws -> LocalRequest {
+    func postReceive(_ key: ChannelKey, bytes: Int, make: (TimelineSemaphore, UInt64, ImportedStaging?) throws -> (ReceivePost)) throws -> LocalRequest {
         let (post, match) = try state.withLock { s -> (ReceivePost, Match?) in
             if let error = s.aborted { throw error }
             var channel = try s.channels[key] ?? makeChannel(key)
-            channel.postedReceives += 1
-            let post = make(channel.arrival, channel.postedReceives)
+            let number = channel.postedReceives + 1
+            let before = channel.imported[number]
+            let staging = path == .importedHost ? try importedStaging(&channel, key, number, bytes: bytes, bySend: false) : nil
+            let post: ReceivePost
+            do {
+                post = try make(channel.arrival, number, staging)
+            } catch {
+                channel.imported[number] = before
+                s.channels[key] = channel
+                throw error
+            }
+            channel.postedReceives = number
             channel.receives.append(post)
             let match = Self.pop(&channel, key)
             s.channels[key] = channel
@@ -116,6 +150,28 @@ final class LocalFabric: Sendable {
     private func makeChannel(_ key: ChannelKey) throws -> Channel {
         Channel(arrival: try TimelineSemaphore(device: devices[key.destination]),
                 sendDone: try TimelineSemaphore(device: devices[key.source]))
+    }
+
+    /// Message `number`'s imported staging: the one its other side made (taken, so the channel
+    /// forgets it), else a new one kept for the other side. Sizes that differ get a staging of
+    /// their own: the relay then fails both requests for the mismatch.
+    private func importedStaging(_ channel: inout Channel, _ key: ChannelKey, _ number: UInt64, bytes: Int,
+                                 bySend: Bool) throws -> ImportedStaging {
+        if let existing = channel.imported[number], existing.madeBySend != bySend {
+            channel.imported[number] = nil
+            if existing.bytes == bytes { return existing }
+            return try makeImportedStaging(key, bytes: bytes, bySend: bySend)
+        }
+        let made = try makeImportedStaging(key, bytes: bytes, bySend: bySend)
+        channel.imported[number] = made
+        return made
+    }
+
+    private func makeImportedStaging(_ key: ChannelKey, bytes: Int, bySend: Bool) throws -> ImportedStaging {
+        let sender = devices[key.source], receiver = devices[key.destination]
+        let allocation = try HostAllocation(byteCount: bytes, importableBy: [sender, receiver])
+        return ImportedStaging(sender: try sender.importBuffer(allocation), receiver: try receiver.importBuffer(allocation),
+                               bytes: bytes, madeBySend: bySend)
     }
 
     private static func pop(_ channel: inout Channel, _ key: ChannelKey) -> Match? {
@@ -158,6 +214,10 @@ final class LocalFabric: Sendable {
                 }
                 try Buffer.hostCopy(from: try from.slice(offset: 0, byteCount: sendRequest.bytes),
                                     to: try to.slice(offset: 0, byteCount: receiveRequest.bytes))
+            case .importedHost:
+                // The sender's GPU copy has put the bytes into memory the receiver's device
+                // imports too: the relay only orders the receiver's copy out after it.
+                break
             }
             let end = HostClock.nanoseconds()
             record(m, start: start, end: end)
@@ -182,7 +242,7 @@ final class LocalFabric: Sendable {
             s.traffic[m.key.destination].bytesReceived += bytes
             s.traffic[m.key.destination].messagesReceived += 1
         }
-        guard let timeline else { return }
+        guard let timeline, path != .importedHost else { return }
         let what = path == .staged ? "host copy (staged)" : "host copy"
         timeline.record(.init(rank: m.key.source, kind: .copy, label: "send \(m.key.tag) -> \(m.key.destination), \(what)",
                               startNs: Double(start), endNs: Double(end), bytes: bytes))
