@@ -13,7 +13,7 @@ struct LinearParallelOptions: ParsableArguments {
     @Option(help: "Dv (value dimension).") var dv = 64
     @Option(help: "Gates: per-key (GLA), per-head (scalar decay), none.") var gating = "per-key"
     @Option(help: "Rows per chunk of the local GLA (default: from the device).") var chunkLength: Int?
-    @Option(help: "Transfer path: host-mapped or staged (default: host-mapped where all memory is host-visible).") var path: String?
+    @Option(help: "Transfer path: host-mapped, staged or imported-host (default: host-mapped where all memory is host-visible, else imported-host where offered, else staged).") var path: String?
     @Flag(help: "Also time the backward pass.") var backward = false
     @Option(help: "Write a Chrome trace (chrome://tracing, Perfetto) of the last timed run to FILE.") var timeline: String?
     @Option(help: "local (ranks are devices of this process) or mpi (one process per rank: mpirun -np N vkattn-bench ...).")
@@ -23,7 +23,7 @@ struct LinearParallelOptions: ParsableArguments {
         guard ["local", "mpi"].contains(backend) else { throw ValidationError("--backend must be local or mpi") }
         guard GatedLinearAttention.Gating(rawValue: gating) != nil else { throw ValidationError("--gating must be per-key, per-head or none") }
         guard batch >= 1, seq >= 1, heads >= 1, dk >= 1, dv >= 1 else { throw ValidationError("sizes must be >= 1") }
-        if let path, TransferPath(rawValue: path) == nil { throw ValidationError("--path must be host-mapped or staged") }
+        if let path, TransferPath(rawValue: path) == nil { throw ValidationError("--path must be host-mapped, staged or imported-host") }
         if let ranks, ranks < 1 || ranks > seq { throw ValidationError("--ranks must be in 1...--seq") }
     }
 

@@ -16,7 +16,7 @@ struct ParallelOptions: ParsableArguments {
     @Option(help: "Storage type: f32 or f16.") var dtype = "f32"
     @Flag(help: "Causal mask.") var causal = false
     @Option(help: "Sharding: zigzag, striped or contiguous.") var sharding = "zigzag"
-    @Option(help: "Transfer path: host-mapped or staged (default: host-mapped where all memory is host-visible).") var path: String?
+    @Option(help: "Transfer path: host-mapped, staged or imported-host (default: host-mapped where all memory is host-visible, else imported-host where offered, else staged).") var path: String?
     @Flag(help: "Also time the backward pass.") var backward = false
     @Option(help: "Write a Chrome trace (chrome://tracing, Perfetto) of the last timed run to FILE.") var timeline: String?
     @Option(help: "local (ranks are devices of this process) or mpi (one process per rank: mpirun -np N vkattn-bench ...).")
@@ -25,7 +25,7 @@ struct ParallelOptions: ParsableArguments {
     func validate() throws {
         guard DType(rawValue: dtype) == .f32 || DType(rawValue: dtype) == .f16 else { throw ValidationError("--dtype must be f32 or f16") }
         guard SequenceSharding(rawValue: sharding) != nil else { throw ValidationError("--sharding must be zigzag, striped or contiguous") }
-        if let path, TransferPath(rawValue: path) == nil { throw ValidationError("--path must be host-mapped or staged") }
+        if let path, TransferPath(rawValue: path) == nil { throw ValidationError("--path must be host-mapped, staged or imported-host") }
         if let ranks, ranks < 1 { throw ValidationError("--ranks must be at least 1") }
         guard ["local", "mpi"].contains(backend) else { throw ValidationError("--backend must be local or mpi") }
     }

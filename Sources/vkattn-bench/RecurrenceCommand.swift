@@ -111,9 +111,7 @@ struct RecurrenceBenchmark {
                 if c.measure.check {
                     let hValues = try h.readFloats()
                     let ref = reference.backward(a: aValues, h: hValues, h0: h0Values, dh: try dh.readFloats(), dFinal: try dFinal.readFloats())
-                    let back = RecurrenceReference(layout: layout, complex: c.complex, reverse: !c.reverse,
-                                                   batch: c.batch, length: c.length, channels: c.channels)
-                    let g = back.magnitude(a: aValues, b: try dh.readFloats().map { abs($0) + 1e-3 }, h0: try dFinal.readFloats())
+                    let g = reference.gradientMagnitude(a: aValues, dh: try dh.readFloats(), dFinal: try dFinal.readFloats())
                     let hMax = hValues.map { abs(Double($0)) }.max() ?? 1
                     let first = compare(try db.readFloats(), ref.db, scale: g.map { 2 * $0 })
                     let second = compare(try da.readFloats(), ref.da, scale: g.map { 2 * $0 * max(hMax, 1e-3) })

@@ -108,9 +108,7 @@ enum RecurrenceChecks {
         }
         let single = try c.single(device)
         // Scales as ParallelRecurrenceTests: the gradient recurrence run on |a| and |dh|.
-        let reversed = RecurrenceReference(layout: c.layout, complex: c.complex, reverse: !c.reverse, batch: c.batch, length: c.length,
-                                           channels: c.channels)
-        let gScale = reversed.magnitude(a: c.a, b: c.dh.map { abs($0) + 1e-3 }, h0: c.dFinal).map { $0 * 2 }
+        let gScale = ref.gradientMagnitude(a: c.a, dh: c.dh, dFinal: c.dFinal).map { $0 * 2 }
         let hMax = ((single["h"] ?? []) + c.h0).map { abs(Double($0)) }.max() ?? 1
         let daScale = gScale.map { $0 * max(hMax, 1e-3) }
         let (da, db, dh0) = ref.backward(a: c.a, h: single["h"] ?? [], h0: c.h0, dh: c.dh, dFinal: c.dFinal)

@@ -152,8 +152,7 @@ struct ShardedRecurrenceCase: Sendable {
             }
         }
         // Scales as in RecurrenceHarness: the gradient recurrence run on |a| and |dh|.
-        let reversed = RecurrenceReference(layout: layout, complex: complex, reverse: !reverse, batch: batch, length: length, channels: channels)
-        let gScale = reversed.magnitude(a: a, b: dh.map { abs($0) + 1e-3 }, h0: dFinal).map { $0 * 2 }
+        let gScale = ref.gradientMagnitude(a: a, dh: dh, dFinal: dFinal).map { $0 * 2 }
         let hMax = (got.h + (h0 ?? [])).map { abs(Double($0)) }.max() ?? 1
         let daScale = gScale.map { $0 * max(hMax, 1e-3) }
         let dh0Scale = [Double](repeating: (gScale.max() ?? 1), count: got.dh0.count)

@@ -117,9 +117,7 @@ struct RecurrenceHarness {
         let (da, db, dh0) = ref.backward(a: a, h: gotH, h0: h0, dh: dh, dFinal: dFinal)
         // Scales: the gradient recurrence run on |a| and |dh| (in the opposite direction),
         // times the magnitude of the state it multiplies for da.
-        let reversed = RecurrenceReference(layout: op.layout, complex: op.complex, reverse: !op.reverse,
-                                           batch: batch, length: length, channels: channels)
-        let gScale = reversed.magnitude(a: a, b: dh.map { abs($0) + 1e-3 }, h0: dFinal)
+        let gScale = ref.gradientMagnitude(a: a, dh: dh, dFinal: dFinal)
         let hMax = (gotH + (h0 ?? [])).map { abs(Double($0)) }.max() ?? 1
         Self.check(try dbT.readFloats(), db, scale: gScale.map { $0 * 2 }, steps: length, seed: seed, "db " + what)
         Self.check(try daT.readFloats(), da, scale: gScale.map { $0 * 2 * max(hMax, 1e-3) }, steps: length, seed: seed, "da " + what)

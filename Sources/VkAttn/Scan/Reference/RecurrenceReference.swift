@@ -77,6 +77,30 @@ public struct RecurrenceReference: Sendable {
         return m
     }
 
+    /// The scale of the backward's rounding errors: the gradient recurrence (run the other
+    /// way) on |dh| (+ 1e-3) and |a|. The gradient of step t is carried over by the a of the
+    /// neighbouring step (t + 1 for a forward recurrence, t - 1 reversed), not by a_t, so each
+    /// step takes the largest |a| of t - 1, t and t + 1: a bound for either alignment (with a_t
+    /// alone, a small a_t beside a large neighbour under-estimates the scale).
+    public func gradientMagnitude(a: [Float], dh: [Float], dFinal: [Float]?) -> [Double] {
+        var widest = [Float](repeating: 0, count: a.count)
+        for bi in 0..<batch {
+            for d in 0..<channels {
+                for t in 0..<length {
+                    var m: Float = 0
+                    for u in max(t - 1, 0)...min(t + 1, length - 1) {
+                        let i = index(bi, u, d)
+                        m = max(m, complex ? (a[i] * a[i] + a[i + 1] * a[i + 1]).squareRoot() : abs(a[i]))
+                    }
+                    widest[index(bi, t, d)] = m
+                }
+            }
+        }
+        let gradient = RecurrenceReference(layout: layout, complex: complex, reverse: !reverse, batch: batch, length: length,
+                                           channels: channels)
+        return gradient.magnitude(a: widest, b: dh.map { abs($0) + 1e-3 }, h0: dFinal)
+    }
+
     /// Gradients of a real loss through the forward: da, db, dh0 from dh and dFinal, with `h`
     /// the forward's output (PyTorch's convention for complex values).
     public func backward(a: [Float], h: [Float], h0: [Float]?, dh: [Float], dFinal: [Float]?)
