@@ -98,53 +98,41 @@ final class LocalFabric: Sendable {
     /// imported-host path, its staging) is known. It runs under the fabric's lock, so message
     /// numbers follow posting order; when it throws, nothing is posted.
     func postSend(_ key: ChannelKey, bytes: Int, make: (TimelineSemaphore, UInt64, ImportedStaging?) throws -> (SendPost)) throws -> LocalRequest {
-        let (post, match) = try state.withLock { s -> (SendPost, Match?) in
-            if let error = s.aborted { throw error }
-            var channel = try s.channels[key] ?? makeChannel(key)
-            let number = channel.postedSends + 1
-            let before = channel.imported[number]
-            let staging = path == .importedHost ? try importedStaging(&channel, key, number, bytes: bytes, bySend: true) : nil
-            let post: SendPost
-            do {
-                post = try make(channel.sendDone, number, staging)
-            } catch {
-                channel.imported[number] = before
-                s.channels[key] = channel
-                throw error
-            }
-            channel.postedSends = number
-            channel.sends.append(post)
-            let match = Self.pop(&channel, key)
-            s.channels[key] = channel
-            return (post, match)
-        }
-        if let match { start(match) }
-        return post.request
+        try post(key, bytes: bytes, bySend: true, posted: \.postedSends, queue: \.sends, semaphore: \.sendDone, make: make).request
     }
 
     func postReceive(_ key: ChannelKey, bytes: Int, make: (TimelineSemaphore, UInt64, ImportedStaging?) throws -> (ReceivePost)) throws -> LocalRequest {
-        let (post, match) = try state.withLock { s -> (ReceivePost, Match?) in
+        try post(key, bytes: bytes, bySend: false, posted: \.postedReceives, queue: \.receives, semaphore: \.arrival, make: make).request
+    }
+
+    /// One side of a channel (`posted`, `queue`, the semaphore its requests wait on): numbers
+    /// the message, takes or creates its imported staging, queues the post and starts the
+    /// relay when it completes a pair. A failing `make` leaves the channel as it was.
+    private func post<P: Sendable>(_ key: ChannelKey, bytes: Int, bySend: Bool, posted: WritableKeyPath<Channel, UInt64>,
+                                   queue: WritableKeyPath<Channel, [P]>, semaphore: KeyPath<Channel, TimelineSemaphore>,
+                                   make: (TimelineSemaphore, UInt64, ImportedStaging?) throws -> P) throws -> P {
+        let (post, match) = try state.withLock { s -> (P, Match?) in
             if let error = s.aborted { throw error }
             var channel = try s.channels[key] ?? makeChannel(key)
-            let number = channel.postedReceives + 1
+            let number = channel[keyPath: posted] + 1
             let before = channel.imported[number]
-            let staging = path == .importedHost ? try importedStaging(&channel, key, number, bytes: bytes, bySend: false) : nil
-            let post: ReceivePost
+            let staging = path == .importedHost ? try importedStaging(&channel, key, number, bytes: bytes, bySend: bySend) : nil
+            let post: P
             do {
-                post = try make(channel.arrival, number, staging)
+                post = try make(channel[keyPath: semaphore], number, staging)
             } catch {
                 channel.imported[number] = before
                 s.channels[key] = channel
                 throw error
             }
-            channel.postedReceives = number
-            channel.receives.append(post)
+            channel[keyPath: posted] = number
+            channel[keyPath: queue].append(post)
             let match = Self.pop(&channel, key)
             s.channels[key] = channel
             return (post, match)
         }
         if let match { start(match) }
-        return post.request
+        return post
     }
 
     private func makeChannel(_ key: ChannelKey) throws -> Channel {
