@@ -11,14 +11,14 @@ uint chain_half(float x, uint part) {
 }
 
 void chain_publish(uint f, float x) {
-    atomicStore(status[2u * f], chain_half(x, 0u), SCOPE, gl_StorageSemanticsBuffer, gl_SemanticsRelaxed);
-    atomicStore(status[2u * f + 1u], chain_half(x, 1u), SCOPE, gl_StorageSemanticsBuffer, gl_SemanticsRelaxed);
+    atomicStore(status[2u * f], chain_half(x, 0u), SCOPE, gl_StorageSemanticsNone, gl_SemanticsRelaxed);
+    atomicStore(status[2u * f + 1u], chain_half(x, 1u), SCOPE, gl_StorageSemanticsNone, gl_SemanticsRelaxed);
 }
 
 // False while float f is unpublished.
 bool chain_read(uint f, out float x) {
-    const uint w0 = atomicLoad(status[2u * f], SCOPE, gl_StorageSemanticsBuffer, gl_SemanticsRelaxed);
-    const uint w1 = atomicLoad(status[2u * f + 1u], SCOPE, gl_StorageSemanticsBuffer, gl_SemanticsRelaxed);
+    const uint w0 = atomicLoad(status[2u * f], SCOPE, gl_StorageSemanticsNone, gl_SemanticsRelaxed);
+    const uint w1 = atomicLoad(status[2u * f + 1u], SCOPE, gl_StorageSemanticsNone, gl_SemanticsRelaxed);
     x = uintBitsToFloat((w0 & 0xFFFFu) | (w1 << 16));
     return (w0 & w1 & 0x80000000u) != 0u;
 }

@@ -257,15 +257,15 @@ uint desc_word(uint half_, uint state, T v, bool h) {
 
 void publish(uint tile, uint state, T v, bool h) {
     const uint i = pc.descBase + 2u * tile;
-    atomicStore(status[i], desc_word(0u, state, v, h), SCOPE, gl_StorageSemanticsBuffer, gl_SemanticsRelaxed);
-    atomicStore(status[i + 1u], desc_word(1u, state, v, h), SCOPE, gl_StorageSemanticsBuffer, gl_SemanticsRelaxed);
+    atomicStore(status[i], desc_word(0u, state, v, h), SCOPE, gl_StorageSemanticsNone, gl_SemanticsRelaxed);
+    atomicStore(status[i + 1u], desc_word(1u, state, v, h), SCOPE, gl_StorageSemanticsNone, gl_SemanticsRelaxed);
 }
 
 // Tile k's descriptor: state 0 while unpublished (or torn between two publications).
 void read_desc(uint k, out uint state, out T v, out bool h) {
     const uint i = pc.descBase + 2u * k;
-    const uint w0 = atomicLoad(status[i], SCOPE, gl_StorageSemanticsBuffer, gl_SemanticsRelaxed);
-    const uint w1 = atomicLoad(status[i + 1u], SCOPE, gl_StorageSemanticsBuffer, gl_SemanticsRelaxed);
+    const uint w0 = atomicLoad(status[i], SCOPE, gl_StorageSemanticsNone, gl_SemanticsRelaxed);
+    const uint w1 = atomicLoad(status[i + 1u], SCOPE, gl_StorageSemanticsNone, gl_SemanticsRelaxed);
     state = (w0 >> 30) == (w1 >> 30) ? w0 >> 30 : 0u;
     v = T_FROM((w0 & 0xFFFFu) | (w1 << 16));
     h = ((w0 >> 29) & 1u) != 0u;
@@ -333,7 +333,7 @@ T look_back(uint tile) {
         reduce_tile(uint(pos) - pc.tileBase, fv, fh);
         combine(fv, fh, acc, acch);
         pos -= 1;
-        if (gl_SubgroupInvocationID == 0u) atomicAdd(status[pc.statsIndex], 1u, SCOPE, gl_StorageSemanticsBuffer, gl_SemanticsRelaxed);
+        if (gl_SubgroupInvocationID == 0u) atomicAdd(status[pc.statsIndex], 1u, SCOPE, gl_StorageSemanticsNone, gl_SemanticsRelaxed);
     }
     return acc;
 }
@@ -344,7 +344,7 @@ void main() {
     // Tickets: the first here, each next one fetched while the current tile is in flight and
     // broadcast with the tile's last barrier (a held ticket is always being worked on).
     if (gl_LocalInvocationIndex == 0u) {
-        s_tile = TAIL ? 0u : atomicAdd(status[pc.counterIndex], 1u, SCOPE, gl_StorageSemanticsBuffer, gl_SemanticsRelaxed);
+        s_tile = TAIL ? 0u : atomicAdd(status[pc.counterIndex], 1u, SCOPE, gl_StorageSemanticsNone, gl_SemanticsRelaxed);
     }
     barrier();
     uint tile = s_tile;
@@ -404,7 +404,7 @@ void main() {
                 s_prefix = t_bits(tilePrefix);
                 // No ticket past this workgroup's last tile: a taken ticket must be worked on.
                 s_tile = TAIL || j + 1u == pc.tilesPerGroup ? ~0u
-                       : atomicAdd(status[pc.counterIndex], 1u, SCOPE, gl_StorageSemanticsBuffer, gl_SemanticsRelaxed);
+                       : atomicAdd(status[pc.counterIndex], 1u, SCOPE, gl_StorageSemanticsNone, gl_SemanticsRelaxed);
             }
         }
         barrier();

@@ -7,7 +7,7 @@
 
 #ifdef QUEUE_FAMILY_SCOPE
 #extension GL_KHR_memory_scope_semantics : require
-#define ATOMIC_MIN(mem, value) atomicMin(mem, value, gl_ScopeQueueFamily, gl_StorageSemanticsBuffer, gl_SemanticsRelaxed)
+#define ATOMIC_MIN(mem, value) atomicMin(mem, value, gl_ScopeQueueFamily, gl_StorageSemanticsNone, gl_SemanticsRelaxed)
 #else
 #define ATOMIC_MIN(mem, value) atomicMin(mem, value)
 #endif
