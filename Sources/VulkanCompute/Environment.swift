@@ -18,4 +18,11 @@ public enum EnvironmentKey {
     public static let validation = "VKATTN_VALIDATION"
     /// A device index or a case-insensitive substring of its name.
     public static let device = "VKATTN_DEVICE"
+    /// `1` keeps every op on its scalar kernels even where cooperative matrices are usable.
+    public static let disableCooperativeMatrix = "VKATTN_DISABLE_COOPMAT"
+}
+
+extension EnvironmentKey {
+    /// The value of the environment variable `name`, or nil when it is unset.
+    public static func value(of name: String) -> String? { environment(name) }
 }

@@ -77,3 +77,22 @@ enum ProcessEnvironment {
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// The kernel preferences worth testing on `device`: scalar always, cooperative matrices where
+/// this build and the device can run them.
+public func kernelPreferences(_ device: Device, input: DType = .f16) -> [KernelPreference] {
+    CooperativeMatrix.unavailableReason(device: device, input: input) == nil ? [.scalar, .cooperativeMatrix] : [.scalar]
+}
+
+/// Ends the current test as skipped, saying why, when `device` cannot run cooperative-matrix
+/// kernels on `input`. With `VKATTN_REQUIRE_COOPMAT=1` (CI's cooperative-matrix leg) that is a
+/// failure instead: a skip there must not read as a pass.
+public func requireCooperativeMatrix(_ device: Device, input: DType = .f16,
+                                     sourceLocation: SourceLocation = #_sourceLocation) throws {
+    guard let reason = CooperativeMatrix.unavailableReason(device: device, input: input) else { return }
+    if ProcessEnvironment.value("VKATTN_REQUIRE_COOPMAT") == "1" {
+        Issue.record("cooperative matrices required (VKATTN_REQUIRE_COOPMAT=1) but unavailable: \(reason)", sourceLocation: sourceLocation)
+        return
+    }
+    try Test.cancel("skipped: \(reason)", sourceLocation: sourceLocation)
+}

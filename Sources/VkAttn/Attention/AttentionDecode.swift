@@ -24,8 +24,8 @@ extension FlashAttention {
             throw VkAttnError.invalidValue(op: prepared.op, operand: "splits", reason: "\(requested) must be at least 1")
         }
         let g = prepared.geometry, device = stream.device
-        let tiling = try AttentionTiling.choose(.forward, headDim: g.headDim, device: device, maxTile: mask.blocks?.blockSize,
-                                                rows: g.maxSq * (prepared.pack ? g.groupSize : 1))
+        let tiling = try forwardTiling(prepared, q: q, k: kCache, v: vCache, device: device,
+                                       rows: g.maxSq * (prepared.pack ? g.groupSize : 1))
         var plan = Self.decodePlan(g, tiling: tiling, pack: prepared.pack, device: device, requested: requested)
         // Never more keys per split than one invocation may walk (lavapipe's loop cap).
         if let maxTiles = tiling.maxTilesPerInvocation(headDim: g.headDim, device: device), plan.splitKeys > maxTiles * tiling.bc {

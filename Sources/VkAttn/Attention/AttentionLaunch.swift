@@ -87,12 +87,19 @@ struct AttentionLaunch {
     /// Specialization shared by the kernels: 0 workgroup size, 1 D, 2 Br, 3 Bc, 4 subgroup
     /// size, 5 packed layout, 6 GQA packing, 7 block mask, 8 softcap, 9 split, 10 separate K
     /// and V buffers (forward), 11 lanes along the score product's streamed dimension, 12 lanes
-    /// along dim quads.
+    /// along dim quads; cooperative-matrix kernels take 13, 14, 15 (the shape M, N, K) instead of
+    /// 10 to 12.
     func specialization(workgroupSize: Int, split: Bool = false) -> [UInt32: SpecializationValue] {
         var spec: [UInt32: SpecializationValue] = [
             0: .int(workgroupSize), 1: .int(geometry.headDim), 2: .int(tiling.br), 3: .int(tiling.bc),
             4: .int(tiling.subgroupSize), 5: .bool(geometry.isPacked),
             6: .bool(packGQA), 7: .bool(mask.blocks != nil), 8: .bool(softcap != nil), 9: .bool(split)]
+        if let shape = tiling.matrix {
+            spec[13] = .int(shape.m)
+            spec[14] = .int(shape.n)
+            spec[15] = .int(shape.k)
+            return spec
+        }
         if tiling.kind == .forward { spec[10] = .bool(tiling.separateKV) }
         spec[11] = .int(tiling.scoreLanes)
         spec[12] = .int(tiling.quadLanes)

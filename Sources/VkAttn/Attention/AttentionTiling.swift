@@ -26,11 +26,16 @@ public struct AttentionTiling: Hashable, Sendable, CustomStringConvertible {
     /// Forward only: whether K and V have their own shared buffers (else they take turns).
     public let separateKV: Bool
     let kind: Kind
+    /// The cooperative-matrix shape (M x N x K) of a tensor-core tiling; nil for the scalar
+    /// kernels. Each subgroup then owns M rows (forward, dQ) or M keys (dK/dV).
+    public internal(set) var matrix: CooperativeMatrixShape? = nil
+    /// For a scalar tiling on a device that offers cooperative matrices: why they are not used.
+    public internal(set) var matrixSkipped: String? = nil
 
     enum Kind: Hashable { case forward, dq, dkdv }
 
     public var description: String {
-        "Br=\(br) Bc=\(bc) wg=\(workgroupSize) sg=\(subgroupSize) rows/subgroup=\(rowsPerSubgroup) lanes \(scoreLanes)x\(quadLanes)"
+        (matrix.map { "coopmat \(CooperativeMatrix.text($0)) " } ?? "") + "Br=\(br) Bc=\(bc) wg=\(workgroupSize) sg=\(subgroupSize) rows/subgroup=\(rowsPerSubgroup) lanes \(scoreLanes)x\(quadLanes)"
             + (kind == .forward ? (separateKV ? " K|V" : " K,V") : "") + " smem=\(sharedBytes)B"
     }
 
@@ -160,6 +165,7 @@ extension AttentionTiling {
     /// (`DeviceCapabilities.loopIterationLimit`) get the work split so that prologue + tiles x
     /// per-tile stays below the cap.
     func loopIterations(headDim d: Int) -> (perTile: Int, once: Int) {
+        if let shape = matrix { return coopmatLoopIterations(headDim: d, shape: shape) }
         let wg = workgroupSize, d4 = d / 4
         let streamed = kind == .dkdv ? br : bc
         let owned = kind == .dkdv ? bc : br

@@ -21,12 +21,23 @@ public struct FlashAttention: Hashable, Sendable {
     /// Element type of O; nil means the input type. f16 inputs may ask for f32 outputs
     /// (partials that are merged later should not be rounded).
     public var outputDType: DType?
+    /// Cooperative-matrix (tensor-core) kernels or scalar ones; `.automatic` takes cooperative
+    /// matrices for 16-bit inputs where the build and the device allow (see `path`).
+    public var preference: KernelPreference
 
-    public init(mask: AttentionMask = .none, scale: Float? = nil, softcap: Float? = nil, outputDType: DType? = nil) {
+    /// - Parameters:
+    ///   - mask: causal, sliding-window and block-sparse masking (`AttentionMask`).
+    ///   - scale: the softmax scale; nil means 1 / sqrt(D).
+    ///   - softcap: logit soft cap (cap * tanh(logit / cap)); nil means none.
+    ///   - outputDType: the type of O (and of the backward's gradients); nil means the inputs'.
+    ///   - preference: which kernels run (cooperative matrices or scalar).
+    public init(mask: AttentionMask = .none, scale: Float? = nil, softcap: Float? = nil, outputDType: DType? = nil,
+                preference: KernelPreference = .automatic) {
         self.mask = mask
         self.scale = scale
         self.softcap = softcap
         self.outputDType = outputDType
+        self.preference = preference
     }
 
     /// The forward pass. Returns O (in `outputDType`) and LSE; rows that see no key get
@@ -39,7 +50,7 @@ public struct FlashAttention: Hashable, Sendable {
                         into outputs: AttentionOutput? = nil, on stream: Stream) throws -> AttentionOutput {
         let prepared = try prepare(op: "attention.forward", q: q, k: k, v: v, layout: layout, outputs: outputs, stream: stream)
         let g = prepared.geometry
-        let tiling = try AttentionTiling.choose(.forward, headDim: g.headDim, device: stream.device, maxTile: mask.blocks?.blockSize)
+        let tiling = try forwardTiling(prepared, q: q, k: k, v: v, device: stream.device)
         let keyTiles = max(1, (g.maxSk + tiling.bc - 1) / tiling.bc)
         if let maxTiles = tiling.maxTilesPerInvocation(headDim: g.headDim, device: stream.device), keyTiles > maxTiles {
             let splitKeys = maxTiles * tiling.bc
@@ -86,7 +97,7 @@ public struct FlashAttention: Hashable, Sendable {
                                                launch.cuQ, launch.cuK, launch.maskOffsets, launch.maskColumns],
                             push: launch.pushConstants,
                             groups: (launch.rowTiles, p.pack ? g.headsKV : g.headsQ, g.batch))
-        return AttentionOutput(o: p.out.o, lse: p.out.lse, path: Self.path(g, tiling: tiling, pack: p.pack))
+        return AttentionOutput(o: p.out.o, lse: p.out.lse, path: path(g, tiling: tiling, pack: p.pack))
     }
 
     /// `splits` workgroups per row block, each over `splitKeys` keys, writing fp32 partials
@@ -109,12 +120,12 @@ public struct FlashAttention: Hashable, Sendable {
                                   splits: splits, headDim: g.headDim, heads: g.headsQ,
                                   seqQ: g.isPacked ? g.totalQ : g.maxSq, totalQ: g.totalQ, packed: g.isPacked)
         return AttentionOutput(o: p.out.o, lse: p.out.lse,
-                               path: "\(label) x\(splits) (\(splitKeys) keys) + merge, " + Self.path(g, tiling: tiling, pack: p.pack))
+                               path: "\(label) x\(splits) (\(splitKeys) keys) + merge, " + path(g, tiling: tiling, pack: p.pack))
     }
 
     func forwardKernel(_ launch: AttentionLaunch, tiling: AttentionTiling, output: DType, split: Bool, device: Device) throws -> Kernel {
         try device.kernel(KernelDescriptor(
-            shader: Self.forwardShader(input: launch.geometry.dtype, output: output), bindings: 9,
+            shader: Self.forwardShader(input: launch.geometry.dtype, output: output, cooperative: tiling.matrix != nil), bindings: 9,
             pushConstantBytes: AttentionLaunch.pushConstantBytes,
             specialization: launch.specialization(workgroupSize: tiling.workgroupSize, split: split),
             requiredSubgroupSize: try AttentionTiling.subgroupRequirement(device),
@@ -129,7 +140,10 @@ public struct FlashAttention: Hashable, Sendable {
         return o
     }
 
-    static func forwardShader(input: DType, output: DType) -> ShaderSource {
+    static func forwardShader(input: DType, output: DType, cooperative: Bool = false) -> ShaderSource {
+        if cooperative {
+            return output == .f32 ? Shaders.attentionForwardCoopmatF16o32 : Shaders.attentionForwardCoopmatF16
+        }
         switch (input, output) {
         case (.f16, .f16): return Shaders.attentionForwardF16
         case (.f16, _): return Shaders.attentionForwardF16o32
@@ -137,8 +151,13 @@ public struct FlashAttention: Hashable, Sendable {
         }
     }
 
-    static func path(_ g: AttentionGeometry, tiling: AttentionTiling, pack: Bool) -> String {
-        "scalar-\(g.dtype) Br\(tiling.br) Bc\(tiling.bc) wg\(tiling.workgroupSize)" + (tiling.separateKV ? "" : " kv-shared") + (pack ? " packGQA" : "")
+    func path(_ g: AttentionGeometry, tiling: AttentionTiling, pack: Bool) -> String {
+        let geometry = "Br\(tiling.br) Bc\(tiling.bc) wg\(tiling.workgroupSize)" + (pack ? " packGQA" : "")
+        if let shape = tiling.matrix {
+            return "coopmat-\(g.dtype) \(CooperativeMatrix.text(shape)) " + geometry
+        }
+        return "scalar-\(g.dtype) " + geometry + (tiling.separateKV ? "" : " kv-shared")
+            + (tiling.matrixSkipped.map { " [no coopmat: \($0)]" } ?? "")
     }
 }
 

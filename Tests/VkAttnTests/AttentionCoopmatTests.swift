@@ -1,0 +1,167 @@
+import Testing
+import VkAttn
+import TestSupport
+
+/// The cooperative-matrix (tensor-core) attention kernels against the fp64 reference, on
+/// devices that offer KHR cooperative matrices (Mesa 26's lavapipe on a CPU: 8x8x8); elsewhere
+/// each test ends as skipped and says why.
+@Suite("Flash attention on cooperative matrices")
+struct AttentionCoopmatTests {
+    static let coopmat = FlashAttention(preference: .cooperativeMatrix)
+
+    static func attention(_ mask: AttentionMask = .none, softcap: Float? = nil, outputDType: DType? = nil) -> FlashAttention {
+        FlashAttention(mask: mask, softcap: softcap, outputDType: outputDType, preference: .cooperativeMatrix)
+    }
+
+    /// The forward's path on this problem, checked to be a cooperative-matrix one.
+    func expectCoopmatPath(_ c: AttentionCase, _ device: Device, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let (q, k, v) = try c.tensors(device)
+        let stream = try device.makeStream()
+        let out = try c.attention.forward(q: q, k: k, v: v, layout: c.layout, on: stream)
+        try stream.synchronize()
+        #expect(out.path.contains("coopmat-"), "\(out.path)", sourceLocation: sourceLocation)
+    }
+
+    @Test(arguments: [1, 17, 333, 1023])
+    func awkwardLengthsCausalAndNot(length: Int) throws {
+        let seed = testSeed()
+        try withDevice { device in
+            try requireCooperativeMatrix(device)
+            for causal in [false, true] {
+                let c = AttentionCase(seed: seed, sq: length, sk: length, headsQ: 2, headDim: 64, dtype: .f16,
+                                      attention: Self.attention(AttentionMask(causal: causal)))
+                try checkForward(c, device)
+            }
+            try expectCoopmatPath(AttentionCase(seed: seed, sq: length, sk: length, headDim: 64, dtype: .f16, attention: Self.coopmat), device)
+        }
+    }
+
+    @Test(arguments: [32, 64, 96, 128, 256])
+    func everyHeadDim(headDim: Int) throws {
+        let seed = testSeed()
+        try withDevice { device in
+            try requireCooperativeMatrix(device)
+            try checkForward(AttentionCase(seed: seed, sq: 37, sk: 70, headsQ: 1, headDim: headDim, dtype: .f16,
+                                           attention: Self.attention(.causal)), device)
+        }
+    }
+
+    @Test func groupedQueryHeadsWithCausalWindow() throws {
+        let seed = testSeed()
+        try withDevice { device in
+            try requireCooperativeMatrix(device)
+            let window = AttentionMask(causal: true, windowLeft: 64)
+            try checkForward(AttentionCase(seed: seed, batch: 2, sq: 333, sk: 333, headsQ: 4, headsKV: 2, headDim: 128, dtype: .f16,
+                                           attention: Self.attention(window)), device)
+            try checkForward(AttentionCase(seed: seed, sq: 17, sk: 90, headsQ: 3, headsKV: 1, headDim: 64, dtype: .f16,
+                                           attention: Self.attention()), device)
+            for (left, right) in [(16, 8), (0, 0), (nil, 3)] as [(Int?, Int?)] {
+                let mask = AttentionMask(causal: false, windowLeft: left, windowRight: right)
+                try checkForward(AttentionCase(seed: seed, sq: 100, sk: 120, headDim: 64, dtype: .f16, attention: Self.attention(mask)), device)
+            }
+        }
+    }
+
+    @Test func crossLengthsSoftcapAndFloatOutput() throws {
+        let seed = testSeed()
+        try withDevice { device in
+            try requireCooperativeMatrix(device)
+            for (sq, sk) in [(17, 333), (333, 17), (1, 127), (64, 1)] {
+                try checkForward(AttentionCase(seed: seed, sq: sq, sk: sk, headDim: 64, dtype: .f16,
+                                               attention: Self.attention(.causal)), device)
+            }
+            try checkForward(AttentionCase(seed: seed, sq: 50, sk: 61, headDim: 64, dtype: .f16,
+                                           attention: Self.attention(.causal, softcap: 1.5)), device)
+            try checkForward(AttentionCase(seed: seed, sq: 40, sk: 131, headDim: 128, dtype: .f16,
+                                           attention: Self.attention(outputDType: .f32)), device)
+        }
+    }
+
+    @Test func blockSparseMask() throws {
+        let seed = testSeed()
+        var rng = SeededRandom(seed: seed)
+        try withDevice { device in
+            try requireCooperativeMatrix(device)
+            let sq = 70, sk = 90, block = 16
+            let rows = (sq + block - 1) / block, cols = (sk + block - 1) / block
+            var pattern = (0..<rows).map { _ in (0..<cols).map { _ in rng.next() % 3 != 0 } }
+            pattern[1] = [Bool](repeating: false, count: cols)  // a query block that sees nothing
+            let blocks = BlockMask(blockSize: block, queryBlocks: rows, keyBlocks: cols) { pattern[$0][$1] }
+            for causal in [false, true] {
+                try checkForward(AttentionCase(seed: seed, batch: 2, sq: sq, sk: sk, headDim: 64, dtype: .f16,
+                                               attention: Self.attention(AttentionMask(causal: causal, blocks: blocks))), device)
+            }
+        }
+    }
+
+    @Test func packedVariableLengthWithEmptySequences() throws {
+        let seed = testSeed()
+        try withDevice { device in
+            try requireCooperativeMatrix(device)
+            for causal in [false, true] {
+                try checkForward(AttentionCase(seed: seed, packedQ: [5, 0, 35, 1, 70], packedK: [5, 3, 40, 0, 90],
+                                               headsQ: 4, headsKV: 2, headDim: 64, dtype: .f16,
+                                               attention: Self.attention(AttentionMask(causal: causal))), device)
+            }
+        }
+    }
+
+    /// Decode (split-KV over a long cache, GQA rows packed) on cooperative matrices.
+    @Test(arguments: [1, 4, 16])
+    func decodeAgainstALongCache(queries: Int) throws {
+        let seed = testSeed()
+        try withDevice { device in
+            try requireCooperativeMatrix(device)
+            let c = AttentionCase(seed: seed, batch: 2, sq: queries, sk: 1000, headsQ: 8, headsKV: 2, headDim: 128, dtype: .f16,
+                                  attention: Self.attention(.causal))
+            for splits in [nil, 1, 3] as [Int?] {
+                let (q, k, v) = try c.tensors(device)
+                let stream = try device.makeStream()
+                let out = try c.attention.decode(q: q, kCache: k, vCache: v, splits: splits, on: stream)
+                try stream.synchronize()
+                let ref = AttentionReference.forward(try c.problem, q: c.q, k: c.k, v: c.v)
+                let errO = relativeError(try out.o.readFloats(), ref.o), errL = relativeError(try out.lse.readFloats(), ref.lse)
+                #expect(errO <= c.tolerance && errL <= 1e-5, "O \(errO) LSE \(errL) \(out.path): \(c)")
+                #expect(out.path.contains("coopmat-"), "\(out.path)")
+            }
+        }
+    }
+
+    /// The same inputs give the same bits twice, and scalar and cooperative-matrix kernels agree
+    /// within the f16 bound.
+    @Test func deterministicAndAgreesWithScalar() throws {
+        let seed = testSeed()
+        try withDevice { device in
+            try requireCooperativeMatrix(device)
+            var c = AttentionCase(seed: seed, sq: 129, sk: 129, headsQ: 4, headsKV: 1, headDim: 64, dtype: .f16,
+                                  attention: Self.attention(.causal))
+            let (q, k, v) = try c.tensors(device)
+            func run(_ attention: FlashAttention) throws -> [Float] {
+                let stream = try device.makeStream()
+                let out = try attention.forward(q: q, k: k, v: v, on: stream)
+                try stream.synchronize()
+                return try out.o.readFloats()
+            }
+            let first = try run(c.attention), second = try run(c.attention)
+            #expect(first.map(\.bitPattern) == second.map(\.bitPattern), "two runs differ: \(c)")
+            c.attention.preference = .scalar
+            let scalar = try run(c.attention)
+            #expect(relativeError(first, scalar.map(Double.init)) <= 2e-3, "coopmat and scalar disagree: \(c)")
+        }
+    }
+
+    /// f32 inputs are never rounded to 16 bits behind the caller's back: automatic stays scalar
+    /// (saying why), and an explicit request is a typed error.
+    @Test func floatInputsStayScalar() throws {
+        try withDevice { device in
+            try requireCooperativeMatrix(device)
+            let c = AttentionCase(seed: 1, sq: 8, sk: 8, headDim: 64, dtype: .f32)
+            let (q, k, v) = try c.tensors(device)
+            let stream = try device.makeStream()
+            let out = try FlashAttention().forward(q: q, k: k, v: v, on: stream)
+            #expect(out.path.hasPrefix("scalar-f32") && out.path.contains("no coopmat"), "\(out.path)")
+            #expect(throws: VkAttnError.self) { try Self.coopmat.forward(q: q, k: k, v: v, on: stream) }
+            try stream.synchronize()
+        }
+    }
+}
