@@ -2,7 +2,9 @@
 //! requires GL_KHR_cooperative_matrix
 //! target vulkan1.2
 //! variant f16 -DMAT_T=float16_t -DOUT_T=float16_t
+//! variant f16_cpu -DMAT_T=float16_t -DOUT_T=float16_t -DROLLED
 //! variant f16o32 -DMAT_T=float16_t -DOUT_T=float
+//! variant f16o32_cpu -DMAT_T=float16_t -DOUT_T=float -DROLLED
 // Flash attention forward on KHR cooperative matrices (FlashAttention-2 schedule, the same
 // contract as forward.comp: O = softmax(scale * Q K^T + mask) V, LSE in natural log, fp32
 // partials with SPLIT). Inputs are 16-bit (MAT_T); S, O, m, l and LSE are fp32; P is rounded to
@@ -28,6 +30,8 @@
 #extension GL_EXT_shader_16bit_storage : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#extension GL_EXT_control_flow_attributes : require
 
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint D = 64;
@@ -105,7 +109,7 @@ void main() {
     }
     barrier();
     MAT_A qf[D / KK];
-    for (uint kq = 0u; kq < D / KK; ++kq) {
+    COOP_LOOP for (uint kq = 0u; kq < D / KK; ++kq) {
         coopMatLoad(qf[kq], sKV, sub * MM * DW + kq * (KK / 8u), DW, gl_CooperativeMatrixLayoutRowMajor);
     }
 
@@ -160,9 +164,9 @@ void main() {
             barrier();
 
             // S = Q K^T, NN keys at a time, into this subgroup's scratch rows.
-            for (uint n = 0u; n < BC / NN; ++n) {
+            COOP_LOOP for (uint n = 0u; n < BC / NN; ++n) {
                 MAT_C s = MAT_C(0.0);
-                for (uint kq = 0u; kq < D / KK; ++kq) {
+                COOP_LOOP for (uint kq = 0u; kq < D / KK; ++kq) {
                     MAT_B kt_frag;
                     coopMatLoad(kt_frag, sKV, n * NN * DW + kq * (KK / 8u), DW, gl_CooperativeMatrixLayoutColumnMajor);
                     s = coopMatMulAdd(qf[kq], kt_frag, s);
@@ -206,12 +210,12 @@ void main() {
             MAT_C alpha_tile;
             coopMatLoad(alpha_tile, sT, sub * MM * NN, NN, gl_CooperativeMatrixLayoutRowMajor);
             MAT_A pf[BC / KK];
-            for (uint kk = 0u; kk < BC / KK; ++kk) {
+            COOP_LOOP for (uint kk = 0u; kk < BC / KK; ++kk) {
                 coopMatLoad(pf[kk], sP, sub * MM * PS + kk * KK, PS, gl_CooperativeMatrixLayoutRowMajor);
             }
-            for (uint n = 0u; n < D / NN; ++n) {
+            COOP_LOOP for (uint n = 0u; n < D / NN; ++n) {
                 MAT_C o = o_acc[n] * alpha_tile;
-                for (uint kk = 0u; kk < BC / KK; ++kk) {
+                COOP_LOOP for (uint kk = 0u; kk < BC / KK; ++kk) {
                     MAT_B v_frag;
                     coopMatLoad(v_frag, sKV, (BC + kk * KK) * DW + n * (NN / 8u), DW, gl_CooperativeMatrixLayoutRowMajor);
                     o = coopMatMulAdd(pf[kk], v_frag, o);
@@ -240,7 +244,7 @@ void main() {
     subgroupBarrier();
     MAT_C inv_tile;
     coopMatLoad(inv_tile, sT, sub * MM * NN, NN, gl_CooperativeMatrixLayoutRowMajor);
-    for (uint n = 0u; n < D / NN; ++n) {
+    COOP_LOOP for (uint n = 0u; n < D / NN; ++n) {
         coopMatStore(o_acc[n] * inv_tile, sS, sub * MM * SS, SS, gl_CooperativeMatrixLayoutRowMajor);
         subgroupMemoryBarrierShared();
         subgroupBarrier();

@@ -20,6 +20,9 @@ public enum EnvironmentKey {
     public static let device = "VKATTN_DEVICE"
     /// `1` keeps every op on its scalar kernels even where cooperative matrices are usable.
     public static let disableCooperativeMatrix = "VKATTN_DISABLE_COOPMAT"
+    /// `rolled` or `unrolled`: which variant of the cooperative-matrix kernels to run (default:
+    /// rolled on CPU devices, unrolled on GPUs); lets a CPU check the GPU variants.
+    public static let cooperativeMatrixLoops = "VKATTN_COOPMAT_LOOPS"
 }
 
 extension EnvironmentKey {

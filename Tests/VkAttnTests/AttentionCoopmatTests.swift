@@ -164,4 +164,77 @@ struct AttentionCoopmatTests {
             try stream.synchronize()
         }
     }
+
+    // MARK: Backward
+
+    @Test(arguments: [1, 17, 333])
+    func backwardAwkwardLengths(length: Int) throws {
+        let seed = testSeed()
+        try withDevice { device in
+            try requireCooperativeMatrix(device)
+            for causal in [false, true] {
+                try checkBackward(AttentionCase(seed: seed, sq: length, sk: length, headsQ: 2, headDim: 64, dtype: .f16,
+                                                attention: Self.attention(AttentionMask(causal: causal))), device)
+            }
+        }
+    }
+
+    @Test func backwardGroupedHeadsWindowAndEveryHeadDim() throws {
+        let seed = testSeed()
+        try withDevice { device in
+            try requireCooperativeMatrix(device)
+            try checkBackward(AttentionCase(seed: seed, sq: 200, sk: 200, headsQ: 4, headsKV: 2, headDim: 128, dtype: .f16,
+                                            attention: Self.attention(AttentionMask(causal: true, windowLeft: 64))), device)
+            for d in [32, 96, 256] {
+                try checkBackward(AttentionCase(seed: seed, sq: 45, sk: 70, headsQ: 2, headsKV: 1, headDim: d, dtype: .f16,
+                                                attention: Self.attention(.causal)), device)
+            }
+            for (sq, sk) in [(17, 90), (90, 17)] {
+                try checkBackward(AttentionCase(seed: seed, sq: sq, sk: sk, headDim: 64, dtype: .f16,
+                                                attention: Self.attention(.causal, softcap: 2)), device, gradientDType: .f32)
+            }
+        }
+    }
+
+    @Test func backwardPackedAndBlockSparse() throws {
+        let seed = testSeed()
+        var rng = SeededRandom(seed: seed)
+        try withDevice { device in
+            try requireCooperativeMatrix(device)
+            try checkBackward(AttentionCase(seed: seed, packedQ: [5, 0, 35, 1, 70], packedK: [5, 3, 40, 0, 90],
+                                            headsQ: 4, headsKV: 2, headDim: 64, dtype: .f16, attention: Self.attention(.causal)), device)
+            let sq = 70, sk = 90, block = 16
+            let rows = (sq + block - 1) / block, cols = (sk + block - 1) / block
+            let pattern = (0..<rows).map { _ in (0..<cols).map { _ in rng.next() % 3 != 0 } }
+            let blocks = BlockMask(blockSize: block, queryBlocks: rows, keyBlocks: cols) { pattern[$0][$1] }
+            try checkBackward(AttentionCase(seed: seed, batch: 2, sq: sq, sk: sk, headDim: 64, dtype: .f16,
+                                            attention: Self.attention(AttentionMask(causal: true, blocks: blocks))), device)
+        }
+    }
+
+    /// Many keys: P and dS sink toward 1 / keys, below f16's normal range without the per-tile
+    /// power-of-two scaling.
+    @Test func backwardOverManyKeysKeepsSmallGradients() throws {
+        let seed = testSeed()
+        try withDevice { device in
+            try requireCooperativeMatrix(device)
+            try checkBackward(AttentionCase(seed: seed, sq: 24, sk: 4100, headsQ: 1, headDim: 64, dtype: .f16,
+                                            attention: Self.attention()), device, gradientDType: .f32)
+        }
+    }
+
+    @Test func backwardPathsSayCooperativeMatrix() throws {
+        try withDevice { device in
+            try requireCooperativeMatrix(device)
+            let c = AttentionCase(seed: 7, sq: 40, sk: 40, headsQ: 2, headDim: 64, dtype: .f16, attention: Self.attention(.causal))
+            let (q, k, v) = try c.tensors(device)
+            let stream = try device.makeStream()
+            let out = try c.attention.forward(q: q, k: k, v: v, on: stream)
+            let dO = try device.makeTensor(c.dO, shape: c.qShape, dtype: .f16)
+            try stream.barrier()
+            let grads = try c.attention.backward(q: q, k: k, v: v, o: out.o, lse: out.lse, dO: dO, on: stream)
+            try stream.synchronize()
+            #expect(grads.path.contains("dQ coopmat-f16") && grads.path.contains("dKdV coopmat-f16"), "\(grads.path)")
+        }
+    }
 }

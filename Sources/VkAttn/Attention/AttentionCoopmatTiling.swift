@@ -12,9 +12,24 @@ extension AttentionTiling {
         16 * 2 * bc * (d / 8 + 1) + 4 * br * (bc + 4) + 2 * br * (bc + 8) + 4 * subgroups * shape.m * shape.n
     }
 
-    /// The forward's tiles on cooperative matrices of `shape`, or nil when none fits the device
-    /// (shared memory, workgroup size, subgroup layout) and the mask's blocks (`maxTile`).
-    /// `rows` (decode) caps the subgroups near the rows there are.
+    /// dQ: the K and V tiles as words (Q's and dO's rows pass through them first, so br <= 2 bc),
+    /// the fp32 S and dP rows (br rows of bc + 4 each) and the 16-bit dS rows (br rows of bc + 8).
+    static func coopmatDqSharedBytes(br: Int, bc: Int, d: Int) -> Int {
+        16 * 2 * bc * (d / 8 + 1) + 2 * 4 * br * (bc + 4) + 2 * br * (bc + 8)
+    }
+
+    /// dK/dV: a staging tile of 2 * max(bc, br) word rows (K and V first, then Q and dO per query
+    /// tile), the fp32 S^T and dP^T rows (bc rows of br + 4 each), the 16-bit P^T and dS^T rows
+    /// (bc rows of br + 8 each) and (LSE, Delta) per query row.
+    static func coopmatDkdvSharedBytes(br: Int, bc: Int, d: Int) -> Int {
+        16 * 2 * max(bc, br) * (d / 8 + 1) + 2 * 4 * bc * (br + 4) + 2 * 2 * bc * (br + 8) + 8 * br
+    }
+
+    /// Tiles of a cooperative-matrix kernel with matrices of `shape`, or nil when none fits the
+    /// device (shared memory, workgroup size, subgroup layout) and the mask's blocks (`maxTile`).
+    /// Each subgroup owns `shape.m` rows (forward, dQ: query rows; dK/dV: keys); the workgroup
+    /// streams tiles of the other dimension. `rows` (decode) caps the subgroups near the rows
+    /// there are.
     static func chooseCooperative(_ kind: Kind, headDim d: Int, shape: CooperativeMatrixShape, device: Device,
                                   maxTile: Int? = nil, rows: Int? = nil) -> AttentionTiling? {
         let caps = device.capabilities
@@ -30,11 +45,22 @@ extension AttentionTiling {
         var subgroupCounts = [4, 2, 1]
         if let rows { subgroupCounts = subgroupCounts.filter { $0 == 1 || ($0 / 2) * shape.m < rows } }
         for ns in subgroupCounts where ns * sg <= maxWG {
-            let br = ns * shape.m
-            if let maxTile, br > maxTile || maxTile % br != 0 { continue }
-            for bc in [64, 32, 16, 8] where bc % shape.n == 0 && bc % shape.k == 0 && br <= 2 * bc && bc % lanesPerRow == 0 {
-                if let maxTile, bc > maxTile || maxTile % bc != 0 { continue }
-                let smem = coopmatForwardSharedBytes(br: br, bc: bc, d: d, subgroups: ns, shape: shape)
+            let owned = ns * shape.m
+            if let maxTile, owned > maxTile || maxTile % owned != 0 { continue }
+            for streamed in [64, 32, 16, 8] where streamed % shape.n == 0 && streamed % shape.k == 0 && streamed % lanesPerRow == 0 {
+                if let maxTile, streamed > maxTile || maxTile % streamed != 0 { continue }
+                let (br, bc) = kind == .dkdv ? (streamed, owned) : (owned, streamed)
+                let smem: Int
+                switch kind {
+                case .forward:
+                    guard br <= 2 * bc else { continue }
+                    smem = coopmatForwardSharedBytes(br: br, bc: bc, d: d, subgroups: ns, shape: shape)
+                case .dq:
+                    guard br <= 2 * bc else { continue }
+                    smem = coopmatDqSharedBytes(br: br, bc: bc, d: d)
+                case .dkdv:
+                    smem = coopmatDkdvSharedBytes(br: br, bc: bc, d: d)
+                }
                 guard smem <= caps.maxComputeSharedMemoryBytes else { continue }
                 return AttentionTiling(br: br, bc: bc, subgroupSize: sg, workgroupSize: ns * sg, sharedBytes: smem,
                                        rowsPerSubgroup: shape.m, scoreLanes: lanesPerRow, quadLanes: 0, separateKV: true,
@@ -50,15 +76,17 @@ extension AttentionTiling {
     func coopmatLoopIterations(headDim d: Int, shape: CooperativeMatrixShape) -> (perTile: Int, once: Int) {
         let wg = workgroupSize, d8 = d / 8, ns = workgroupSize / subgroupSize
         let w = Self.matrixOpIterations(shape, subgroupSize: subgroupSize)
-        let tpr = scoreLanes, rpl = max(1, shape.m / subgroupSize), cpl = bc / tpr
+        let streamed = kind == .dkdv ? br : bc, owned = kind == .dkdv ? bc : br
+        let passes = kind == .forward ? 1 : kind == .dq ? 2 : 3  // products per score element
+        let tpr = scoreLanes, rpl = max(1, shape.m / subgroupSize), cpl = streamed / tpr
         let shuffles = 2 * (Int.bitWidth - 1 - max(tpr, 1).leadingZeroBitCount)
-        let load = (bc * d8 + wg - 1) / wg
-        let scores = (bc / shape.n) * (2 + (d / shape.k) * (1 + 2 * w) + w)
-        let softmax = rpl * (3 + 2 * cpl + shuffles + shape.n / tpr)
-        let products = (1 + bc / shape.k) * (1 + w) + (d / shape.n) * (2 + w + (bc / shape.k) * (1 + 2 * w))
+        let load = (streamed * d8 + wg - 1) / wg + (streamed + wg - 1) / wg
+        let scores = passes * (streamed / shape.n) * (2 + (d / shape.k) * (1 + 2 * w) + w)
+        let softmax = passes * rpl * (3 + 2 * cpl + shuffles + shape.n / tpr)
+        let products = passes * ((1 + streamed / shape.k) * (1 + w) + (d / shape.n) * (2 + w + (streamed / shape.k) * (1 + 2 * w)))
         let perTile = load + scores + softmax + products + 4
-        let once = (br * d8 + wg - 1) / wg + (d / shape.k) * (1 + w) + rpl * (1 + shape.n / tpr) + w
-            + (d / shape.n) * (1 + 2 * w + (shape.m * shape.n + subgroupSize - 1) / subgroupSize) + 64 + ns
+        let once = 2 * (owned * d8 + wg - 1) / wg + 2 * (d / shape.k) * (1 + w) + rpl * (1 + shape.n / tpr) + w
+            + 2 * (d / shape.n) * (1 + 2 * w + (shape.m * shape.n + subgroupSize - 1) / subgroupSize) + 64 + ns
         return (perTile, once)
     }
 

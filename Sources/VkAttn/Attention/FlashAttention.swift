@@ -125,11 +125,23 @@ public struct FlashAttention: Hashable, Sendable {
 
     func forwardKernel(_ launch: AttentionLaunch, tiling: AttentionTiling, output: DType, split: Bool, device: Device) throws -> Kernel {
         try device.kernel(KernelDescriptor(
-            shader: Self.forwardShader(input: launch.geometry.dtype, output: output, cooperative: tiling.matrix != nil), bindings: 9,
+            shader: Self.forwardShader(input: launch.geometry.dtype, output: output, cooperative: tiling.matrix != nil,
+                                       rolled: Self.rolledCooperativeLoops(device)), bindings: 9,
             pushConstantBytes: AttentionLaunch.pushConstantBytes,
             specialization: launch.specialization(workgroupSize: tiling.workgroupSize, split: split),
             requiredSubgroupSize: try AttentionTiling.subgroupRequirement(device),
             fullSubgroups: device.enabled.computeFullSubgroups))
+    }
+
+    /// CPU devices emulate cooperative matrices; their variants keep the loops around matrix
+    /// operations rolled (Shaders/attention/coopmat.glsl), or compiling a kernel takes minutes.
+    /// `VKATTN_COOPMAT_LOOPS=rolled|unrolled` overrides the choice.
+    static func rolledCooperativeLoops(_ device: Device) -> Bool {
+        switch EnvironmentKey.value(of: EnvironmentKey.cooperativeMatrixLoops) {
+        case "rolled": return true
+        case "unrolled": return false
+        default: return device.capabilities.type == .cpu
+        }
     }
 
     func outputType(op: String, input: DType) throws -> DType {
@@ -140,9 +152,14 @@ public struct FlashAttention: Hashable, Sendable {
         return o
     }
 
-    static func forwardShader(input: DType, output: DType, cooperative: Bool = false) -> ShaderSource {
+    static func forwardShader(input: DType, output: DType, cooperative: Bool = false, rolled: Bool = false) -> ShaderSource {
         if cooperative {
-            return output == .f32 ? Shaders.attentionForwardCoopmatF16o32 : Shaders.attentionForwardCoopmatF16
+            switch (output == .f32, rolled) {
+            case (true, false): return Shaders.attentionForwardCoopmatF16o32
+            case (true, true): return Shaders.attentionForwardCoopmatF16o32Cpu
+            case (false, false): return Shaders.attentionForwardCoopmatF16
+            case (false, true): return Shaders.attentionForwardCoopmatF16Cpu
+            }
         }
         switch (input, output) {
         case (.f16, .f16): return Shaders.attentionForwardF16

@@ -57,8 +57,11 @@ extension FlashAttention {
         let delta = try device.makeTensor(shape: g.lseShape, dtype: .f32)
 
         let blocks = mask.blocks
-        let dqTiling = try AttentionTiling.choose(.dq, headDim: g.headDim, device: device, maxTile: blocks?.blockSize)
-        let dkdvTiling = try AttentionTiling.choose(.dkdv, headDim: g.headDim, device: device, maxTile: blocks?.blockSize)
+        let operands = [("Q", q), ("K", k), ("V", v), ("dO", dO)]
+        let dqTiling = try tiling(.dq, op: op, geometry: g, shader: Self.backwardVariant(input: g.dtype, output: gType, cooperative: true).dq,
+                                  operands: operands, device: device)
+        let dkdvTiling = try tiling(.dkdv, op: op, geometry: g, shader: Self.backwardVariant(input: g.dtype, output: gType, cooperative: true).dkdv,
+                                    operands: operands, device: device)
         // Devices that cap an invocation's loop iterations (lavapipe) get the streamed range
         // split into fp32 partials, summed in split order afterwards.
         let dqSplit = try Self.backwardSplit(op: op, tiling: dqTiling, streamed: g.maxSk, tile: dqTiling.bc,
@@ -92,7 +95,8 @@ extension FlashAttention {
         // dQ: one column of workgroups per split, into dQ itself or into fp32 partials.
         let dqParts = dqSplit.splits > 1 ? try device.makeTensor(shape: [dqSplit.splits] + g.qShape, dtype: .f32) : nil
         let dqKernel = try device.kernel(KernelDescriptor(
-            shader: Self.backwardVariant(input: g.dtype, output: dqParts == nil ? gType : .f32).dq, bindings: 11,
+            shader: Self.backwardVariant(input: g.dtype, output: dqParts == nil ? gType : .f32, cooperative: dqTiling.matrix != nil,
+                                         rolled: Self.rolledCooperativeLoops(device)).dq, bindings: 11,
             pushConstantBytes: AttentionLaunch.pushConstantBytes,
             specialization: dqLaunch.specialization(workgroupSize: dqTiling.workgroupSize, split: dqParts != nil),
             requiredSubgroupSize: try AttentionTiling.subgroupRequirement(device),
@@ -104,7 +108,8 @@ extension FlashAttention {
         let dkParts = dkdvSplit.splits > 1 ? try device.makeTensor(shape: [dkdvSplit.splits] + g.kvShape, dtype: .f32) : nil
         let dvParts = dkdvSplit.splits > 1 ? try device.makeTensor(shape: [dkdvSplit.splits] + g.kvShape, dtype: .f32) : nil
         let dkdvKernel = try device.kernel(KernelDescriptor(
-            shader: Self.backwardVariant(input: g.dtype, output: dkParts == nil ? gType : .f32).dkdv, bindings: 12,
+            shader: Self.backwardVariant(input: g.dtype, output: dkParts == nil ? gType : .f32, cooperative: dkdvTiling.matrix != nil,
+                                         rolled: Self.rolledCooperativeLoops(device)).dkdv, bindings: 12,
             pushConstantBytes: AttentionLaunch.pushConstantBytes,
             specialization: dkdvLaunch.specialization(workgroupSize: dkdvTiling.workgroupSize, split: dkParts != nil),
             requiredSubgroupSize: try AttentionTiling.subgroupRequirement(device),
@@ -119,7 +124,7 @@ extension FlashAttention {
             try stream.barrier()
             try Self.sumPartials(parts, into: out, splits: splits, stream: stream)
         }
-        var path = "scalar-\(g.dtype) dQ Br\(dqTiling.br) Bc\(dqTiling.bc) wg\(dqTiling.workgroupSize), dKdV Br\(dkdvTiling.br) Bc\(dkdvTiling.bc) wg\(dkdvTiling.workgroupSize)"
+        var path = Self.backwardPath("dQ", dqTiling, dtype: g.dtype) + ", " + Self.backwardPath("dKdV", dkdvTiling, dtype: g.dtype)
         if dqSplit.splits > 1 || dkdvSplit.splits > 1 {
             path += ", loop-capped splits dQ x\(dqSplit.splits) dKdV x\(dkdvSplit.splits)"
         }
@@ -167,7 +172,22 @@ extension FlashAttention {
         }
     }
 
-    static func backwardVariant(input: DType, output: DType) -> (dq: ShaderSource, dkdv: ShaderSource) {
+    /// `dQ coopmat-f16 8x8x8 Br32 Bc32 wg32` or `dQ scalar-f32 Br32 Bc32 wg64 [no coopmat: ...]`.
+    static func backwardPath(_ name: String, _ t: AttentionTiling, dtype: DType) -> String {
+        let kernel = t.matrix.map { "coopmat-\(dtype) \(CooperativeMatrix.text($0))" } ?? "scalar-\(dtype)"
+        return "\(name) \(kernel) Br\(t.br) Bc\(t.bc) wg\(t.workgroupSize)" + (t.matrixSkipped.map { " [no coopmat: \($0)]" } ?? "")
+    }
+
+    static func backwardVariant(input: DType, output: DType, cooperative: Bool = false,
+                                rolled: Bool = false) -> (dq: ShaderSource, dkdv: ShaderSource) {
+        if cooperative {
+            switch (output == .f32, rolled) {
+            case (true, false): return (Shaders.attentionBackwardDqCoopmatF16o32, Shaders.attentionBackwardDkdvCoopmatF16o32)
+            case (true, true): return (Shaders.attentionBackwardDqCoopmatF16o32Cpu, Shaders.attentionBackwardDkdvCoopmatF16o32Cpu)
+            case (false, false): return (Shaders.attentionBackwardDqCoopmatF16, Shaders.attentionBackwardDkdvCoopmatF16)
+            case (false, true): return (Shaders.attentionBackwardDqCoopmatF16Cpu, Shaders.attentionBackwardDkdvCoopmatF16Cpu)
+            }
+        }
         switch (input, output) {
         case (.f16, .f16): return (Shaders.attentionBackwardDqF16, Shaders.attentionBackwardDkdvF16)
         case (.f16, _): return (Shaders.attentionBackwardDqF16o32, Shaders.attentionBackwardDkdvF16o32)
