@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The cooperative-matrix kernels on a CPU: builds the package with Debian unstable's glslc (which
+# compiles GL_KHR_cooperative_matrix) into .build-next and runs, on unstable's lavapipe (which
+# offers VK_KHR_cooperative_matrix, 8x8x8) with its validation layer:
+#   - every test suite whose name contains "Coopmat", where a skip is a failure
+#     (VKATTN_REQUIRE_COOPMAT=1);
+#   - vkattn-bench --check on the issue's commands, once with the CPU variants (matrix loops
+#     rolled) and once with the GPU variants (unrolled), each path required to say "coopmat".
+# Tools/mesa-next.sh provisions the runtime (no system install).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export VKATTN_VALIDATION="${VKATTN_VALIDATION:-1}"
+bash Tools/mesa-next.sh provision
+bash Tools/mesa-next.sh build --build-tests
+run() { bash Tools/mesa-next.sh run "$@"; }
+bench=.build-next/debug/vkattn-bench
+run "$bench" devices
+
+VKATTN_REQUIRE_COOPMAT=1 run .build-next/debug/VkAttnPackageTests.xctest --testing-library swift-testing --filter Coopmat
+
+# Each command must pass --check and report a cooperative-matrix path for every row.
+check() {
+    local out
+    out=$(run "$bench" "$@" --check --warmup 0 --iterations 1)
+    echo "$out"
+    if echo "$out" | awk 'NR > 2 && NF > 0' | grep -qv "coopmat-"; then
+        echo "error: a row of 'vkattn-bench $*' did not take a cooperative-matrix path" >&2
+        exit 1
+    fi
+}
+for loops in rolled unrolled; do
+    export VKATTN_COOPMAT_LOOPS=$loops
+    echo "--- $loops cooperative-matrix loops"
+    check attention --seq 1023 --heads 4 --kv-heads 2 --dim 128 --dtype f16 --causal --backward
+    check attention --seq 1023 --heads 4 --kv-heads 2 --dim 128 --dtype f16 --causal --backward --window 64,0
+    check decode --dtype f16 --cache 4096
+done
