@@ -1,15 +1,20 @@
 #version 450
-//! variant f32 -DVEC=1
-//! variant f16 -DVEC=1 -DVALUE_F16
+//! variant f32 -DVEC=1 -DDENSE_T=float
+//! variant f16 -DVEC=1 -DVALUE_F16 -DDENSE_T=float
+//! variant f32b16 -DVEC=1 -DDENSE_T=float16_t -DDENSE_16
+//! variant f16b16 -DVEC=1 -DVALUE_F16 -DDENSE_T=float16_t -DDENSE_16
 // Block-CSR SpMM, scalar: C = alpha * A * B + beta * C, A [block_rows * BS, block_cols * BS]
-// with square BS x BS blocks (16 or 32, row-major each), B [block_cols * BS, n] and C row-major
-// f32, fp32 accumulation.
+// with square BS x BS blocks (16 or 32, row-major each), B [block_cols * BS, n] row-major f32 or
+// f16 (DENSE_T), C row-major f32, fp32 accumulation.
 //
 // A workgroup of 256 invocations (16 x 16) owns a block row x 64 output columns. For each block
 // of the block row it stages the block and the matching BS x 64 slab of B in shared memory,
 // then each invocation accumulates BS / 16 rows x 4 columns. Block rows are walked grid-stride
 // along y (uniformly per workgroup: the barriers are reached by all).
 #include "sparse/common.glsl"
+#ifdef DENSE_16
+#extension GL_EXT_shader_16bit_storage : require
+#endif
 
 layout(local_size_x = 256) in;
 layout(constant_id = 0) const uint BS = 32;
@@ -19,7 +24,7 @@ const uint MAX_BS = 32;
 layout(std430, binding = 0) readonly buffer BlockOffsets { int block_offsets[]; };
 layout(std430, binding = 1) readonly buffer BlockColumns { int block_columns[]; };
 layout(std430, binding = 2) readonly buffer Values { VALUE_T values[]; };
-layout(std430, binding = 3) readonly buffer B { float b[]; };
+layout(std430, binding = 3) readonly buffer B { DENSE_T b[]; };
 layout(std430, binding = 4) buffer C { float c[]; };
 
 layout(push_constant) uniform Push {
@@ -56,7 +61,7 @@ void main() {
             for (uint i = id; i < BS * TILE_N; i += 256u) {
                 const uint r = i / TILE_N;
                 const uint col = col0 + i % TILE_N;
-                tile_b[i] = col < pc.n ? b[(bc * BS + r) * pc.n + col] : 0.0;
+                tile_b[i] = col < pc.n ? float(b[(bc * BS + r) * pc.n + col]) : 0.0;
             }
             barrier();
             for (uint kk = 0u; kk < BS; ++kk) {

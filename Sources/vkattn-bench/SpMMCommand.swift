@@ -22,7 +22,7 @@ struct SpMM: ParsableCommand {
     @Option(help: "Columns of B and C.") var n = 64
     @Option(help: "csr or bsr.") var format = "csr"
     @Option(help: "Block size of --format bsr: 16 or 32.") var block = 32
-    @Option(help: "CSR: auto, row-split, merge-path or all; BSR: auto, scalar, coopmat-nv or all.") var kernel = "auto"
+    @Option(help: "CSR: auto, row-split, merge-path or all; BSR: auto, scalar, coopmat, coopmat-nv or all.") var kernel = "auto"
     @Option(help: "C = alpha * A * B + beta * C.") var alpha: Float = 1
     @Option(help: "C = alpha * A * B + beta * C (0: C is not read).") var beta: Float = 0
     @Flag(help: "CSR: multiply by A^T, transposed on the device first (the transpose is timed as its own row).")
@@ -78,12 +78,13 @@ struct SpMM: ParsableCommand {
     /// One measured row: check once on fresh outputs (C poisoned with NaN when beta == 0),
     /// then time.
     func measureRow(_ context: BenchContext, m: Int, k: Int, seed: UInt64, config: [String: ConfigValue], path: String,
-                    flops: Double, bytes: Int, tolerance: Double,
+                    flops: Double, bytes: Int, tolerance: Double, denseType: DType = .f32,
                     reference: (_ b: [Float], _ c: [Float]?) -> SparseReference.Output,
                     encode: @escaping (Stream, Tensor, Tensor) throws -> Void) throws -> ResultRow {
         let device = context.device
-        let (bValues, cValues) = operands(m: m, k: k, seed: seed)
-        let b = try device.makeTensor(bValues, shape: [k, n])
+        var (bValues, cValues) = operands(m: m, k: k, seed: seed)
+        if denseType == .f16 { bValues = bValues.map { Float(Float16($0)) } }  // what the device holds
+        let b = try device.makeTensor(bValues, shape: [k, n], dtype: denseType)
         let c = try device.makeTensor(shape: [m, n], dtype: .f32)
         var check: (CheckResult, Double?) = (.skipped, nil)
         if measure.check {
@@ -177,32 +178,39 @@ struct SpMM: ParsableCommand {
         let device = context.device
         let a = input.valueType == .f16 ? a.roundedToHalf() : a
         let matrix = try device.makeBSR(a, valueType: input.valueType)
+        // --dtype f16 makes both operands 16-bit (values and B), as a tensor-core user would.
+        let denseType: DType = input.valueType == .f16 ? .f16 : .f32
         var kernels: [BSRKernel?] = kernel == "all" ? BSRKernel.allCases : [kernel == "auto" ? nil : BSRKernel(rawValue: kernel)]
-        if let reason = BSRSpMMPlan.cooperativeMatrixUnavailableReason(device: device, blockSize: a.blockSize, valueType: input.valueType) {
-            if !measure.json { print("spmm: cooperative-matrix kernel skipped: \(reason)") }
-            if kernel == "all" { kernels.removeAll { $0 == .cooperativeMatrixNV } }
+        for coop in [BSRKernel.cooperativeMatrix, .cooperativeMatrixNV] {
+            if let reason = BSRSpMMPlan.cooperativeMatrixUnavailableReason(device: device, blockSize: a.blockSize, valueType: input.valueType,
+                                                                         denseType: denseType, kernel: coop) {
+                if !measure.json { print("spmm: \(coop) kernel unavailable: \(reason)") }
+                if kernel == "all" { kernels.removeAll { $0 == coop } }
+            }
         }
         var rows: [ResultRow] = []
         for requested in kernels {
-            let plan = try BSRSpMMPlan(matrix, n: n, options: BSRSpMMOptions(kernel: requested, validation: input.validation))
+            let plan = try BSRSpMMPlan(matrix, n: n, options: BSRSpMMOptions(kernel: requested, validation: input.validation,
+                                                                            denseType: requested == .cooperativeMatrixNV ? .f32 : denseType))
             if !measure.json {
                 print("spmm: block-CSR \(a.blockRows)x\(a.blockCols) blocks of \(a.blockSize), \(plan.statistics) (blocks); kernel \(plan.path)")
             }
             let bytes = (a.blockRows + 1) * 4 + a.blockCount * 4 + a.storedValues * input.valueType.byteSize
-                + a.cols * n * 4 + a.rows * n * 4 * (beta == 0 ? 1 : 2)
+                + a.cols * n * plan.denseType.byteSize + a.rows * n * 4 * (beta == 0 ? 1 : 2)
             var config = source.merging(["rows": .int(a.rows), "cols": .int(a.cols), "blocks": .int(a.blockCount),
                                          "block": .int(a.blockSize), "n": .int(n), "dtype": .string(input.dtype),
+                                         "dense_dtype": .string(plan.denseType.rawValue),
                                          "format": .string("bsr"), "kernel": .string(requested?.rawValue ?? "auto"),
                                          "alpha": .double(Double(alpha)), "beta": .double(Double(beta))])
             if let skipped = plan.cooperativeMatrixSkipped { config["coopmat_skipped"] = .string(skipped) }
             let alpha = self.alpha, beta = self.beta
-            let coopmat = plan.kernel == .cooperativeMatrixNV
+            let roundsInputs = plan.kernel == .cooperativeMatrixNV
             rows.append(try measureRow(
                 context, m: a.rows, k: a.cols, seed: seed, config: config, path: plan.path,
-                flops: 2 * Double(a.storedValues) * Double(n), bytes: bytes, tolerance: 1e-4,
+                flops: 2 * Double(a.storedValues) * Double(n), bytes: bytes, tolerance: 1e-4, denseType: plan.denseType,
                 reference: { b, c0 in
-                    // The cooperative-matrix kernel rounds A and B to f16.
-                    SparseReference.bsrmm(coopmat ? a.roundedToHalf() : a, b: coopmat ? b.map { Float(Float16($0)) } : b, n: n,
+                    // The NV cooperative-matrix kernel rounds A and B to f16.
+                    SparseReference.bsrmm(roundsInputs ? a.roundedToHalf() : a, b: roundsInputs ? b.map { Float(Float16($0)) } : b, n: n,
                                           alpha: alpha, beta: beta, c0: c0)
                 },
                 encode: { stream, b, c in try plan.encode(stream, b: b, c: c, alpha: alpha, beta: beta) }))

@@ -96,3 +96,15 @@ public func requireCooperativeMatrix(_ device: Device, input: DType = .f16,
     }
     try Test.cancel("skipped: \(reason)", sourceLocation: sourceLocation)
 }
+
+/// Whether this machine's default device runs cooperative-matrix kernels, asked once: the
+/// condition of the cooperative-matrix suites, which are skipped with the reason where not (and
+/// run, to fail in `requireCooperativeMatrix`, when `VKATTN_REQUIRE_COOPMAT=1`).
+public enum CooperativeMatrixProbe {
+    public static let unavailableReason: String? = {
+        guard let device = try? Device(validation: .off) else { return "no Vulkan device" }
+        return CooperativeMatrix.unavailableReason(device: device)
+    }()
+    public static var shouldRun: Bool { unavailableReason == nil || ProcessEnvironment.value("VKATTN_REQUIRE_COOPMAT") == "1" }
+    public static var skipComment: Comment { Comment(rawValue: "skipped: \(unavailableReason ?? "")") }
+}

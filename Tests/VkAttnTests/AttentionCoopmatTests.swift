@@ -5,7 +5,7 @@ import TestSupport
 /// The cooperative-matrix (tensor-core) attention kernels against the fp64 reference, on
 /// devices that offer KHR cooperative matrices (Mesa 26's lavapipe on a CPU: 8x8x8); elsewhere
 /// each test ends as skipped and says why.
-@Suite("Flash attention on cooperative matrices")
+@Suite("Flash attention on cooperative matrices", .enabled(if: CooperativeMatrixProbe.shouldRun, CooperativeMatrixProbe.skipComment))
 struct AttentionCoopmatTests {
     static let coopmat = FlashAttention(preference: .cooperativeMatrix)
 

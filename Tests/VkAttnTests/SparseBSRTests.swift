@@ -7,7 +7,8 @@ import TestSupport
 enum BSRCooperativeMatrixProbe {
     static let skipReason: String? = {
         guard let device = try? Device(validation: .off) else { return "no device" }
-        return BSRSpMMPlan.cooperativeMatrixUnavailableReason(device: device, blockSize: 16, valueType: .f32)
+        return BSRSpMMPlan.cooperativeMatrixUnavailableReason(device: device, blockSize: 16, valueType: .f32, denseType: .f32,
+                                                              kernel: .cooperativeMatrixNV)
     }()
     static var available: Bool { skipReason == nil }
 }
@@ -31,16 +32,18 @@ struct SparseBSRTests {
         Case(blockSize: 16, blockRows: 11, blockCols: 3, n: 130, density: 0.6),
     ]
 
-    func run(_ a: BSRArrays, n: Int, dtype: DType, kernel: BSRKernel, alpha: Float, beta: Float, seed: UInt64,
+    func run(_ a: BSRArrays, n: Int, dtype: DType, denseType: DType = .f32, kernel: BSRKernel, alpha: Float, beta: Float, seed: UInt64,
              sourceLocation: SourceLocation = #_sourceLocation) throws {
         var rng = SeededRandom(seed: seed ^ 0xB5B)
         let a = dtype == .f16 ? a.roundedToHalf() : a
         var b = rng.floats(a.cols * n)
+        if denseType == .f16 { b = b.map { Float(Float16($0)) } }
         let c0: [Float]? = beta == 0 ? nil : rng.floats(a.rows * n)
         try withDevice { device in
-            let plan = try BSRSpMMPlan(try device.makeBSR(a, valueType: dtype), n: n, options: BSRSpMMOptions(kernel: kernel))
+            let plan = try BSRSpMMPlan(try device.makeBSR(a, valueType: dtype), n: n,
+                                       options: BSRSpMMOptions(kernel: kernel, denseType: denseType))
             #expect(plan.kernel == kernel, sourceLocation: sourceLocation)
-            let bt = try device.makeTensor(b, shape: [a.cols, n])
+            let bt = try device.makeTensor(b, shape: [a.cols, n], dtype: denseType)
             let c = try GuardedTensor(device, shape: [a.rows, n], values: c0, guardValue: beta == 0 ? .nan : 99)
             let stream = try device.makeStream()
             try plan.encode(stream, b: bt, c: c.tensor, alpha: alpha, beta: beta)
@@ -62,6 +65,7 @@ struct SparseBSRTests {
                                     density: c.density, emptyRowFraction: 0.2, seed: seed)
         try run(a, n: c.n, dtype: dtype, kernel: .scalar, alpha: 1, beta: 0, seed: seed)
         try run(a, n: c.n, dtype: dtype, kernel: .scalar, alpha: -0.5, beta: 1.5, seed: seed)
+        try run(a, n: c.n, dtype: dtype, denseType: .f16, kernel: .scalar, alpha: 0.75, beta: 0.5, seed: seed)
     }
 
     @Test(.enabled(if: BSRCooperativeMatrixProbe.available,
@@ -97,13 +101,21 @@ struct SparseBSRTests {
             let a = SparseGenerator.bsr(.banded, blockSize: 32, blockRows: 4, blockCols: 4, density: 0.5, seed: 3)
             let matrix = try device.makeBSR(a)
             let auto = try BSRSpMMPlan(matrix, n: 32)
-            if let reason = auto.cooperativeMatrixSkipped {
-                #expect(auto.kernel == .scalar && auto.path == "bsr32-scalar" && !reason.isEmpty)
+            // f32 operands are never narrowed behind the caller's back: automatic stays scalar, says why.
+            #expect(auto.kernel == .scalar && auto.path == "bsr32-scalar" && auto.cooperativeMatrixSkipped?.contains("16-bit") == true)
+            #expect(throws: VkAttnError.self) {
+                _ = try BSRSpMMPlan(matrix, n: 32, options: BSRSpMMOptions(kernel: .cooperativeMatrix))
+            }
+            if let reason = BSRCooperativeMatrixProbe.skipReason {
                 #expect(throws: VkAttnError.unsupported(op: "BSR SpMM", reason: "cooperative-matrix kernel: \(reason)")) {
                     _ = try BSRSpMMPlan(matrix, n: 32, options: BSRSpMMOptions(kernel: .cooperativeMatrixNV))
                 }
+            }
+            let half = try BSRSpMMPlan(try device.makeBSR(a.roundedToHalf(), valueType: .f16), n: 32, options: BSRSpMMOptions(denseType: .f16))
+            if let reason = BSRSpMMPlan.cooperativeMatrixUnavailableReason(device: device, blockSize: 32, valueType: .f16) {
+                #expect(half.kernel == .scalar && half.cooperativeMatrixSkipped == reason)
             } else {
-                #expect(auto.kernel == .cooperativeMatrixNV && auto.cooperativeMatrixShape != nil)
+                #expect(half.kernel == .cooperativeMatrix && half.cooperativeMatrixShape != nil && half.path.hasPrefix("bsr32-coopmat-"))
             }
             let scalar = try BSRSpMMPlan(matrix, n: 32, options: BSRSpMMOptions(kernel: .scalar))
             #expect(scalar.kernel == .scalar && scalar.cooperativeMatrixSkipped != nil)
@@ -146,5 +158,38 @@ struct SparseBSRTests {
             }
             try stream.synchronize()
         }
+    }
+
+    /// Wrong B type for the plan: a typed error before recording.
+    @Test func denseTypeIsChecked() throws {
+        try withDevice { device in
+            let a = SparseGenerator.bsr(.uniform, blockSize: 16, blockRows: 2, blockCols: 3, density: 0.5, seed: 9)
+            let plan = try BSRSpMMPlan(try device.makeBSR(a), n: 8, options: BSRSpMMOptions(denseType: .f16))
+            let stream = try device.makeStream()
+            let c = try device.makeTensor(shape: [32, 8], dtype: .f32)
+            #expect(throws: VkAttnError.dtypeMismatch(op: "BSR SpMM", operand: "B", expected: "f16", actual: "f32")) {
+                try plan.encode(stream, b: try device.makeTensor(shape: [48, 8], dtype: .f32), c: c)
+            }
+            #expect(throws: VkAttnError.self) {
+                _ = try BSRSpMMPlan(try device.makeBSR(a), n: 8, options: BSRSpMMOptions(denseType: .i32))
+            }
+            try stream.synchronize()
+        }
+    }
+}
+
+/// Block-CSR SpMM on KHR cooperative matrices (f16 values, f16 B, fp32 accumulation) against the
+/// fp64 reference on the same 16-bit inputs.
+@Suite("Block-CSR SpMM on cooperative matrices", .enabled(if: CooperativeMatrixProbe.shouldRun, CooperativeMatrixProbe.skipComment))
+struct SparseBSRCoopmatTests {
+    @Test(arguments: SparseBSRTests.cases)
+    func matchesReference(c: SparseBSRTests.Case) throws {
+        let seed = testSeed()
+        try withDevice { device in try requireCooperativeMatrix(device) }
+        let a = SparseGenerator.bsr(.powerLaw, blockSize: c.blockSize, blockRows: c.blockRows, blockCols: c.blockCols,
+                                    density: c.density, emptyRowFraction: 0.2, seed: seed)
+        let tests = SparseBSRTests()
+        try tests.run(a, n: c.n, dtype: .f16, denseType: .f16, kernel: .cooperativeMatrix, alpha: 2, beta: 0, seed: seed)
+        try tests.run(a, n: c.n, dtype: .f16, denseType: .f16, kernel: .cooperativeMatrix, alpha: 1, beta: -1, seed: seed)
     }
 }

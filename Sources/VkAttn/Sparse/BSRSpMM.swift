@@ -2,8 +2,12 @@
 public enum BSRKernel: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
     /// Shared-memory tiles and fp32 FMAs: runs everywhere.
     case scalar
-    /// GL_NV_cooperative_matrix multiply-accumulate (inputs rounded to f16, fp32 accumulators)
-    /// where the build's glslc accepted it and the device offers a fitting f16 shape.
+    /// KHR cooperative-matrix multiply-accumulate (tensor cores) on 16-bit values and a 16-bit
+    /// B, fp32 accumulators, where the build's glslc accepted GL_KHR_cooperative_matrix and the
+    /// device offers a fitting f16 shape. The automatic choice for f16 values and f16 B.
+    case cooperativeMatrix = "coopmat"
+    /// GL_NV_cooperative_matrix multiply-accumulate with every input rounded to f16 (fp32
+    /// accumulators): only on request, since it narrows f32 operands.
     case cooperativeMatrixNV = "coopmat-nv"
 
     public var description: String { rawValue }
@@ -14,16 +18,25 @@ public struct BSRSpMMOptions: Sendable, Hashable {
     /// The kernel to run, or nil for the cooperative-matrix one where available, else scalar.
     public var kernel: BSRKernel?
     public var validation: SparseValidation.Mode
+    /// The element type of the dense operand B: f32 or f16.
+    public var denseType: DType
 
-    public init(kernel: BSRKernel? = nil, validation: SparseValidation.Mode = .auto) {
+    /// - Parameters:
+    ///   - kernel: the kernel to run, or nil for cooperative matrices where the operands are
+    ///     16-bit and the build and device allow, else scalar.
+    ///   - validation: where the block structure is validated.
+    ///   - denseType: B's element type (f32 or f16).
+    public init(kernel: BSRKernel? = nil, validation: SparseValidation.Mode = .auto, denseType: DType = .f32) {
         self.kernel = kernel
         self.validation = validation
+        self.denseType = denseType
     }
 }
 
 /// Block-CSR sparse x dense: C = alpha * A * B + beta * C with A a `BSRMatrix`
 /// [blockRows * bs, blockCols * bs] (bs 16 or 32, f32 or f16 values), B [blockCols * bs, n]
-/// and C [blockRows * bs, n] row-major f32, fp32 accumulation; beta == 0 never reads C.
+/// row-major f32 or f16 (`BSRSpMMOptions.denseType`) and C [blockRows * bs, n] row-major f32,
+/// fp32 accumulation; beta == 0 never reads C.
 ///
 /// The plan validates the block structure (the error names the first bad block row) and
 /// picks the kernel; `kernel`, `path` and `cooperativeMatrixSkipped` say what runs and why.
@@ -36,7 +49,9 @@ public struct BSRSpMMPlan: Sendable {
     public let statistics: RowStatistics
     public let kernel: BSRKernel
     public let validatedOn: SparseValidation.Site
-    /// The cooperative-matrix shape used (M x N x K), when `kernel` is `.cooperativeMatrixNV`.
+    /// B's element type.
+    public let denseType: DType
+    /// The cooperative-matrix shape used (M x N x K), when `kernel` is a cooperative-matrix one.
     public let cooperativeMatrixShape: CooperativeMatrixShape?
     /// Why the cooperative-matrix kernel is not used on this device or build, when it is not.
     public let cooperativeMatrixSkipped: String?
@@ -44,7 +59,7 @@ public struct BSRSpMMPlan: Sendable {
     let main: Kernel
     let workgroupSize: Int
 
-    /// The path name the bench reports, e.g. "bsr32-scalar" or "bsr32-coopmat-nv-16x16x16".
+    /// The path name the bench reports, e.g. "bsr32-scalar" or "bsr32-coopmat-16x16x16".
     public var path: String {
         if let s = cooperativeMatrixShape { return "bsr\(matrix.blockSize)-\(kernel.rawValue)-\(s.m)x\(s.n)x\(s.k)" }
         return "bsr\(matrix.blockSize)-\(kernel.rawValue)"
@@ -90,26 +105,66 @@ public struct BSRSpMMPlan: Sendable {
         self.validatedOn = site
 
         let f16 = matrix.valueType == .f16
-        let coopmat = BSRSpMMPlan.cooperativeMatrix(device: device, blockSize: matrix.blockSize, f16Values: f16)
-        switch (options.kernel, coopmat) {
-        case (.scalar, _), (nil, .failure):
-            kernel = .scalar
-            cooperativeMatrixShape = nil
-            if case let .failure(reason) = coopmat {
-                cooperativeMatrixSkipped = reason.text
-            } else {
-                cooperativeMatrixSkipped = "the scalar kernel was requested"
-            }
-            workgroupSize = 256
-            main = try device.kernel(KernelDescriptor(
-                shader: f16 ? Shaders.sparseBsrSpmmF16 : Shaders.sparseBsrSpmmF32, bindings: 5, pushConstantBytes: 24,
-                specialization: [0: .int(matrix.blockSize)]))
-        case (.cooperativeMatrixNV, .failure(let reason)):
+        guard options.denseType == .f32 || options.denseType == .f16 else {
+            throw VkAttnError.dtypeMismatch(op: op, operand: "denseType", expected: "f32 or f16", actual: options.denseType.rawValue)
+        }
+        if options.denseType == .f16 && !(device.enabled.storageBuffer16BitAccess) {
+            throw VkAttnError.unsupported(op: op, reason: "f16 B needs storageBuffer16BitAccess, which \(device.label) lacks")
+        }
+        denseType = options.denseType
+        let khr = BSRSpMMPlan.cooperativeMatrixKHR(device: device, blockSize: matrix.blockSize, valueType: matrix.valueType,
+                                                    denseType: options.denseType)
+        var chosen = options.kernel ?? .scalar
+        var skipped: String? = nil
+        switch (options.kernel, khr) {
+        case (nil, .success), (.cooperativeMatrix, .success):
+            chosen = .cooperativeMatrix
+        case (.cooperativeMatrix, .failure(let reason)):
             throw VkAttnError.unsupported(op: op, reason: "cooperative-matrix kernel: \(reason.text)")
-        case (.cooperativeMatrixNV, .success(let shape)), (nil, .success(let shape)):
-            kernel = .cooperativeMatrixNV
+        case (nil, .failure(let reason)):
+            chosen = .scalar
+            skipped = reason.text
+        case (.scalar, _):
+            skipped = "the scalar kernel was requested"
+        case (.cooperativeMatrixNV, _):
+            break
+        }
+        kernel = chosen
+        cooperativeMatrixSkipped = skipped
+        switch chosen {
+        case .scalar:
+            cooperativeMatrixShape = nil
+            workgroupSize = 256
+            let shader: ShaderSource
+            switch (f16, options.denseType == .f16) {
+            case (false, false): shader = Shaders.sparseBsrSpmmF32
+            case (true, false): shader = Shaders.sparseBsrSpmmF16
+            case (false, true): shader = Shaders.sparseBsrSpmmF32b16
+            case (true, true): shader = Shaders.sparseBsrSpmmF16b16
+            }
+            main = try device.kernel(KernelDescriptor(shader: shader, bindings: 5, pushConstantBytes: 24,
+                                                      specialization: [0: .int(matrix.blockSize)]))
+        case .cooperativeMatrix:
+            guard case .success(let shape) = khr else { throw VkAttnError.unsupported(op: op, reason: "no cooperative-matrix shape") }
             cooperativeMatrixShape = shape
-            cooperativeMatrixSkipped = nil
+            let subgroups = (matrix.blockSize / shape.m) * (BSRSpMMPlan.tileColumns / shape.n)
+            workgroupSize = subgroups * caps.subgroupSize
+            main = try device.kernel(KernelDescriptor(
+                shader: Shaders.sparseBsrSpmmCoopmatF16, bindings: 5, pushConstantBytes: 24,
+                specialization: [0: .int(workgroupSize), 1: .int(matrix.blockSize), 2: .int(shape.m), 3: .int(shape.n),
+                                 4: .int(shape.k), 5: .int(BSRSpMMPlan.tileColumns)],
+                requiredSubgroupSize: device.enabled.subgroupSizeControl ? caps.subgroupSize : nil,
+                fullSubgroups: true))
+        case .cooperativeMatrixNV:
+            guard options.denseType == .f32 else {
+                throw VkAttnError.unsupported(op: op, reason: "the NV cooperative-matrix kernel takes an f32 B")
+            }
+            let shape: CooperativeMatrixShape
+            switch BSRSpMMPlan.cooperativeMatrix(device: device, blockSize: matrix.blockSize, f16Values: f16) {
+            case .success(let s): shape = s
+            case .failure(let reason): throw VkAttnError.unsupported(op: op, reason: "cooperative-matrix kernel: \(reason.text)")
+            }
+            cooperativeMatrixShape = shape
             let subgroups = (matrix.blockSize / shape.m) * (BSRSpMMPlan.tileColumns / shape.n)
             workgroupSize = subgroups * caps.subgroupSize
             main = try device.kernel(KernelDescriptor(
@@ -122,14 +177,33 @@ public struct BSRSpMMPlan: Sendable {
         }
     }
 
+    /// The KHR cooperative-matrix shape for these blocks and operand types, or why none.
+    static func cooperativeMatrixKHR(device: Device, blockSize: Int, valueType: DType, denseType: DType) -> Result<CooperativeMatrixShape, Reason> {
+        guard valueType == .f16, denseType == .f16 else {
+            return .failure(Reason(text: "\(valueType) values with a \(denseType) B (cooperative matrices take 16-bit operands: f16 values and denseType .f16)"))
+        }
+        let caps = device.capabilities
+        let maxWG = min(caps.maxWorkgroupInvocations, caps.maxWorkgroupSize[0])
+        let result = CooperativeMatrix.shape(device: device, input: .f16, shader: Shaders.sparseBsrSpmmCoopmatF16) { s in
+            blockSize % s.m == 0 && blockSize % s.k == 0 && tileColumns % s.n == 0
+                && (blockSize / s.m) * (tileColumns / s.n) * caps.subgroupSize <= maxWG
+        }
+        return result.mapError { Reason(text: $0.reason) }
+    }
+
     struct Reason: Error { var text: String }
 
-    /// Why the cooperative-matrix kernel cannot run on `device` for these blocks and values
-    /// (this build's glslc, the device's extension, features or shapes), or nil when it can.
-    public static func cooperativeMatrixUnavailableReason(device: Device, blockSize: Int, valueType: DType) -> String? {
-        if case let .failure(reason) = cooperativeMatrix(device: device, blockSize: blockSize, f16Values: valueType == .f16) {
-            return reason.text
-        }
+
+    /// Why `kernel` (a cooperative-matrix one) cannot run on `device` for these blocks and
+    /// operand types (this build's glslc, the device's extension, features or shapes, the
+    /// operands), or nil when it can.
+    public static func cooperativeMatrixUnavailableReason(device: Device, blockSize: Int, valueType: DType,
+                                                          denseType: DType = .f16,
+                                                          kernel: BSRKernel = .cooperativeMatrix) -> String? {
+        let result = kernel == .cooperativeMatrixNV
+            ? cooperativeMatrix(device: device, blockSize: blockSize, f16Values: valueType == .f16)
+            : cooperativeMatrixKHR(device: device, blockSize: blockSize, valueType: valueType, denseType: denseType)
+        if case let .failure(reason) = result { return reason.text }
         return nil
     }
 
@@ -161,7 +235,7 @@ public struct BSRSpMMPlan: Sendable {
         let op = BSRSpMMPlan.op
         let device = matrix.device
         guard stream.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "stream") }
-        try b.expect(op: op, "B", shape: [matrix.cols, n], dtype: .f32, device: device)
+        try b.expect(op: op, "B", shape: [matrix.cols, n], dtype: denseType, device: device)
         try c.expect(op: op, "C", shape: [matrix.rows, n], dtype: .f32, device: device)
         try SparseLaunch.expectUsable(op: op, "B", b, device: device)
         try SparseLaunch.expectUsable(op: op, "C", c, device: device)
