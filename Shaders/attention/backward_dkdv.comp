@@ -2,6 +2,8 @@
 //! variant f32 -DIN_T=float -DOUT_T=float
 //! variant f16 -DIN_T=float16_t -DOUT_T=float16_t -DUSE_F16
 //! variant f16o32 -DIN_T=float16_t -DOUT_T=float -DUSE_F16
+//! variant bf16 -DIN_T=uint16_t -DOUT_T=uint16_t -DIN_BF16 -DOUT_BF16 -DUSE_16BIT
+//! variant bf16o32 -DIN_T=uint16_t -DOUT_T=float -DIN_BF16 -DUSE_16BIT
 // Flash attention backward, dK and dV (FlashAttention-2 with recomputation). A workgroup
 // owns BC keys of one (sequence, key/value head); each of its NS subgroups owns RM of them.
 // It walks every query head of its GQA group and every query tile that can see its keys,
@@ -17,6 +19,8 @@
 #extension GL_KHR_shader_subgroup_basic : require
 #ifdef USE_F16
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#endif
+#if defined(USE_F16) || defined(USE_16BIT)
 #extension GL_EXT_shader_16bit_storage : require
 #endif
 
@@ -47,6 +51,7 @@ layout(std430, binding = 10) readonly buffer MaskRows { int mask_offsets[]; };
 layout(std430, binding = 11) readonly buffer MaskCols { int mask_cols[]; };
 
 #include "attention/params.glsl"
+#include "common/dtype.glsl"
 
 const uint WG = gl_WorkGroupSize.x;
 const uint NS = WG / SG;
@@ -69,10 +74,10 @@ shared vec4 sDST[BC * PQ];
 shared vec2 sStats[BR];           // (LSE in log2 units, Delta) per query row of the tile
 
 vec4 load4(uint which, uint at) {
-    if (which == 0u) return vec4(float(q_buf[at]), float(q_buf[at + 1u]), float(q_buf[at + 2u]), float(q_buf[at + 3u]));
-    if (which == 1u) return vec4(float(do_buf[at]), float(do_buf[at + 1u]), float(do_buf[at + 2u]), float(do_buf[at + 3u]));
-    if (which == 2u) return vec4(float(k_buf[at]), float(k_buf[at + 1u]), float(k_buf[at + 2u]), float(k_buf[at + 3u]));
-    return vec4(float(v_buf[at]), float(v_buf[at + 1u]), float(v_buf[at + 2u]), float(v_buf[at + 3u]));
+    if (which == 0u) return vec4(LOAD_IN(q_buf[at]), LOAD_IN(q_buf[at + 1u]), LOAD_IN(q_buf[at + 2u]), LOAD_IN(q_buf[at + 3u]));
+    if (which == 1u) return vec4(LOAD_IN(do_buf[at]), LOAD_IN(do_buf[at + 1u]), LOAD_IN(do_buf[at + 2u]), LOAD_IN(do_buf[at + 3u]));
+    if (which == 2u) return vec4(LOAD_IN(k_buf[at]), LOAD_IN(k_buf[at + 1u]), LOAD_IN(k_buf[at + 2u]), LOAD_IN(k_buf[at + 3u]));
+    return vec4(LOAD_IN(v_buf[at]), LOAD_IN(v_buf[at + 1u]), LOAD_IN(v_buf[at + 2u]), LOAD_IN(v_buf[at + 3u]));
 }
 
 void main() {
@@ -222,14 +227,14 @@ void main() {
         for (uint z = 0u; z < QZ; ++z) {
             const vec4 gk = dk_acc[a * QZ + z] * scale, gv = dv_acc[a * QZ + z];
             const uint at = base + (o_quad0 + z * QL) * 4u;
-            dk_buf[at] = OUT_T(gk.x);
-            dk_buf[at + 1u] = OUT_T(gk.y);
-            dk_buf[at + 2u] = OUT_T(gk.z);
-            dk_buf[at + 3u] = OUT_T(gk.w);
-            dv_buf[at] = OUT_T(gv.x);
-            dv_buf[at + 1u] = OUT_T(gv.y);
-            dv_buf[at + 2u] = OUT_T(gv.z);
-            dv_buf[at + 3u] = OUT_T(gv.w);
+            dk_buf[at] = STORE_OUT(gk.x);
+            dk_buf[at + 1u] = STORE_OUT(gk.y);
+            dk_buf[at + 2u] = STORE_OUT(gk.z);
+            dk_buf[at + 3u] = STORE_OUT(gk.w);
+            dv_buf[at] = STORE_OUT(gv.x);
+            dv_buf[at + 1u] = STORE_OUT(gv.y);
+            dv_buf[at + 2u] = STORE_OUT(gv.z);
+            dv_buf[at + 3u] = STORE_OUT(gv.w);
         }
     }
 }

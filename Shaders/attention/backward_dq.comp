@@ -2,6 +2,8 @@
 //! variant f32 -DIN_T=float -DOUT_T=float
 //! variant f16 -DIN_T=float16_t -DOUT_T=float16_t -DUSE_F16
 //! variant f16o32 -DIN_T=float16_t -DOUT_T=float -DUSE_F16
+//! variant bf16 -DIN_T=uint16_t -DOUT_T=uint16_t -DIN_BF16 -DOUT_BF16 -DUSE_16BIT
+//! variant bf16o32 -DIN_T=uint16_t -DOUT_T=float -DIN_BF16 -DUSE_16BIT
 // Flash attention backward, dQ (FlashAttention-2 with recomputation, no atomics). A workgroup
 // owns BR query rows of one (sequence, query head); each of its NS subgroups owns RM of them.
 // Per K/V tile (vec4 rows in shared memory, as in forward.comp):
@@ -15,6 +17,8 @@
 #extension GL_KHR_shader_subgroup_basic : require
 #ifdef USE_F16
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#endif
+#if defined(USE_F16) || defined(USE_16BIT)
 #extension GL_EXT_shader_16bit_storage : require
 #endif
 
@@ -44,6 +48,7 @@ layout(std430, binding = 9) readonly buffer MaskRows { int mask_offsets[]; };
 layout(std430, binding = 10) readonly buffer MaskCols { int mask_cols[]; };
 
 #include "attention/params.glsl"
+#include "common/dtype.glsl"
 
 const uint WG = gl_WorkGroupSize.x;
 const uint NS = WG / SG;
@@ -64,10 +69,10 @@ shared vec4 sV[BC * RQ];
 shared vec4 sDS[BR * PQ];
 
 vec4 load4(uint which, uint at) {
-    if (which == 0u) return vec4(float(q_buf[at]), float(q_buf[at + 1u]), float(q_buf[at + 2u]), float(q_buf[at + 3u]));
-    if (which == 1u) return vec4(float(do_buf[at]), float(do_buf[at + 1u]), float(do_buf[at + 2u]), float(do_buf[at + 3u]));
-    if (which == 2u) return vec4(float(k_buf[at]), float(k_buf[at + 1u]), float(k_buf[at + 2u]), float(k_buf[at + 3u]));
-    return vec4(float(v_buf[at]), float(v_buf[at + 1u]), float(v_buf[at + 2u]), float(v_buf[at + 3u]));
+    if (which == 0u) return vec4(LOAD_IN(q_buf[at]), LOAD_IN(q_buf[at + 1u]), LOAD_IN(q_buf[at + 2u]), LOAD_IN(q_buf[at + 3u]));
+    if (which == 1u) return vec4(LOAD_IN(do_buf[at]), LOAD_IN(do_buf[at + 1u]), LOAD_IN(do_buf[at + 2u]), LOAD_IN(do_buf[at + 3u]));
+    if (which == 2u) return vec4(LOAD_IN(k_buf[at]), LOAD_IN(k_buf[at + 1u]), LOAD_IN(k_buf[at + 2u]), LOAD_IN(k_buf[at + 3u]));
+    return vec4(LOAD_IN(v_buf[at]), LOAD_IN(v_buf[at + 1u]), LOAD_IN(v_buf[at + 2u]), LOAD_IN(v_buf[at + 3u]));
 }
 
 void main() {
@@ -208,10 +213,10 @@ void main() {
         for (uint z = 0u; z < QZ; ++z) {
             const vec4 g = dq_acc[a * QZ + z] * scale;
             const uint at = base + (o_quad0 + z * QL) * 4u;
-            dq_buf[at] = OUT_T(g.x);
-            dq_buf[at + 1u] = OUT_T(g.y);
-            dq_buf[at + 2u] = OUT_T(g.z);
-            dq_buf[at + 3u] = OUT_T(g.w);
+            dq_buf[at] = STORE_OUT(g.x);
+            dq_buf[at + 1u] = STORE_OUT(g.y);
+            dq_buf[at + 2u] = STORE_OUT(g.z);
+            dq_buf[at + 3u] = STORE_OUT(g.w);
         }
     }
 }

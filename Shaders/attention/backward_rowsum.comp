@@ -2,11 +2,15 @@
 //! variant f32 -DDO_T=float -DO_T=float
 //! variant f16 -DDO_T=float16_t -DO_T=float16_t -DUSE_F16
 //! variant f16o32 -DDO_T=float16_t -DO_T=float -DUSE_F16
+//! variant bf16 -DDO_T=uint16_t -DO_T=uint16_t -DDO_BF16 -DO_BF16 -DUSE_16BIT
+//! variant bf16o32 -DDO_T=uint16_t -DO_T=float -DDO_BF16 -DUSE_16BIT
 // Backward pre-pass: Delta_i = sum_d dO[i, d] * O[i, d] for every (token, query head), written
 // in the LSE layout (dense [B, Hq, Sq], packed [Hq, totalQ]). TPR lanes share a row.
 #extension GL_KHR_shader_subgroup_shuffle : require
 #ifdef USE_F16
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#endif
+#if defined(USE_F16) || defined(USE_16BIT)
 #extension GL_EXT_shader_16bit_storage : require
 #endif
 
@@ -23,6 +27,7 @@ layout(std430, binding = 3) readonly buffer CuQ { int cu_q[]; };
 layout(std430, binding = 4) readonly buffer CuK { int cu_k[]; };
 
 #include "attention/params.glsl"
+#include "common/dtype.glsl"
 
 void main() {
     const uint lane = gl_LocalInvocationID.x % TPR;
@@ -32,7 +37,7 @@ void main() {
     const uint rows = pc.total_q * pc.heads_q;
     float acc = 0.0;
     if (row < rows) {
-        for (uint d = lane; d < D; d += TPR) acc += float(do_buf[row * D + d]) * float(o_buf[row * D + d]);
+        for (uint d = lane; d < D; d += TPR) acc += LOAD_DO(do_buf[row * D + d]) * LOAD_O(o_buf[row * D + d]);
     }
     for (uint o = TPR >> 1; o > 0u; o >>= 1) acc += subgroupShuffleXor(acc, o);
     if (row < rows && lane == 0u) {

@@ -2,6 +2,8 @@
 //! variant f32 -DIN_T=float -DOUT_T=float
 //! variant f16 -DIN_T=float16_t -DOUT_T=float16_t -DUSE_F16
 //! variant f16o32 -DIN_T=float16_t -DOUT_T=float -DUSE_F16
+//! variant bf16 -DIN_T=uint16_t -DOUT_T=uint16_t -DIN_BF16 -DOUT_BF16 -DUSE_16BIT
+//! variant bf16o32 -DIN_T=uint16_t -DOUT_T=float -DIN_BF16 -DUSE_16BIT
 // Flash attention forward (FlashAttention-2 schedule). A workgroup owns BR query rows of one
 // (sequence, head) -- with PACK_GQA, BR rows of (query, head) pairs that share one key/value
 // head -- and streams K and V through shared memory BC keys at a time, keeping per row the
@@ -26,6 +28,8 @@
 #extension GL_KHR_shader_subgroup_shuffle : require
 #ifdef USE_F16
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#endif
+#if defined(USE_F16) || defined(USE_16BIT)
 #extension GL_EXT_shader_16bit_storage : require
 #endif
 
@@ -54,6 +58,7 @@ layout(std430, binding = 7) readonly buffer MaskRows { int mask_offsets[]; };
 layout(std430, binding = 8) readonly buffer MaskCols { int mask_cols[]; };
 
 #include "attention/params.glsl"
+#include "common/dtype.glsl"
 
 const uint WG = gl_WorkGroupSize.x;
 const uint NS = WG / SG;          // subgroups
@@ -85,8 +90,8 @@ void load_tile(bool is_v, uint kt, uint sk, uint k0, uint hkv) {
         vec4 value = vec4(0.0);
         if (j < sk) {
             const uint at = ((k0 + j) * pc.heads_kv + hkv) * D + dq * 4u;
-            value = is_v ? vec4(float(v_buf[at]), float(v_buf[at + 1u]), float(v_buf[at + 2u]), float(v_buf[at + 3u]))
-                         : vec4(float(k_buf[at]), float(k_buf[at + 1u]), float(k_buf[at + 2u]), float(k_buf[at + 3u]));
+            value = is_v ? vec4(LOAD_IN(v_buf[at]), LOAD_IN(v_buf[at + 1u]), LOAD_IN(v_buf[at + 2u]), LOAD_IN(v_buf[at + 3u]))
+                         : vec4(LOAD_IN(k_buf[at]), LOAD_IN(k_buf[at + 1u]), LOAD_IN(k_buf[at + 2u]), LOAD_IN(k_buf[at + 3u]));
         }
         if (is_v && SEPARATE_KV) sV[jj * RQ + dq] = value; else sK[jj * RQ + dq] = value;
     }
@@ -139,7 +144,7 @@ void main() {
             const uint ii = PACK_GQA ? rw / G : rw;
             const uint hh = PACK_GQA ? gl_WorkGroupID.y * G + rw % G : gl_WorkGroupID.y;
             const uint at = ((q0 + ii) * pc.heads_q + hh) * D + dq * 4u;
-            value = vec4(float(q_buf[at]), float(q_buf[at + 1u]), float(q_buf[at + 2u]), float(q_buf[at + 3u]));
+            value = vec4(LOAD_IN(q_buf[at]), LOAD_IN(q_buf[at + 1u]), LOAD_IN(q_buf[at + 2u]), LOAD_IN(q_buf[at + 3u]));
         }
         sQ[rr * RQ + dq] = value;
     }
@@ -277,10 +282,10 @@ void main() {
         for (uint z = 0u; z < QZ; ++z) {
             const vec4 o = o_acc[a * QZ + z] * inv_l;
             const uint at = o_base + (o_quad0 + z * QL) * 4u;
-            o_buf[at] = OUT_T(o.x);
-            o_buf[at + 1u] = OUT_T(o.y);
-            o_buf[at + 2u] = OUT_T(o.z);
-            o_buf[at + 3u] = OUT_T(o.w);
+            o_buf[at] = STORE_OUT(o.x);
+            o_buf[at + 1u] = STORE_OUT(o.y);
+            o_buf[at + 2u] = STORE_OUT(o.z);
+            o_buf[at + 3u] = STORE_OUT(o.w);
         }
     }
 }

@@ -1,6 +1,7 @@
 #version 450
 //! variant f32 -DOUT_T=float
 //! variant f16 -DOUT_T=float16_t -DUSE_F16
+//! variant bf16 -DOUT_T=uint16_t -DOUT_BF16 -DUSE_16BIT
 // Merges `splits` partial attention results over disjoint key sets of the same queries:
 // LSE = log(sum_s exp(LSE_s)), O = sum_s exp(LSE_s - LSE) * O_s. Partials are fp32, stacked
 // split-major: O_s at s * rows * D, LSE_s at s * rows (rows = total_q * heads_q, LSE layout as
@@ -9,6 +10,8 @@
 #extension GL_KHR_shader_subgroup_basic : require
 #ifdef USE_F16
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#endif
+#if defined(USE_F16) || defined(USE_16BIT)
 #extension GL_EXT_shader_16bit_storage : require
 #endif
 
@@ -26,6 +29,7 @@ layout(std430, binding = 4) readonly buffer CuQ { int cu_q[]; };
 layout(std430, binding = 5) readonly buffer CuK { int cu_k[]; };
 
 #include "attention/params.glsl"
+#include "common/dtype.glsl"
 
 void main() {
     const uint lane = gl_LocalInvocationID.x % TPR;
@@ -40,7 +44,7 @@ void main() {
     float m = NEG_INF;
     for (uint s = 0u; s < pc.splits; ++s) m = max(m, part_lse[s * rows + li]);
     if (m == NEG_INF) {
-        for (uint d = lane; d < D; d += TPR) o_buf[row * D + d] = OUT_T(0.0);
+        for (uint d = lane; d < D; d += TPR) o_buf[row * D + d] = STORE_OUT(0.0);
         if (lane == 0u) lse_buf[li] = NEG_INF;
         return;
     }
@@ -53,7 +57,7 @@ void main() {
             const float l = part_lse[s * rows + li];
             if (l != NEG_INF) acc += exp(l - lse) * part_o[(s * rows + row) * D + d];
         }
-        o_buf[row * D + d] = OUT_T(acc);
+        o_buf[row * D + d] = STORE_OUT(acc);
     }
     if (lane == 0u) lse_buf[li] = lse;
 }

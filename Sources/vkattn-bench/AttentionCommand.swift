@@ -7,14 +7,14 @@ struct AttentionShapeOptions: ParsableArguments {
     @Option(help: "Query heads.") var heads = 8
     @Option(name: .customLong("kv-heads"), help: "Key/value heads (default: --heads; fewer is GQA/MQA).") var kvHeads: Int?
     @Option(help: "Head dimension (32, 64, 96, 128, 256).") var dim = 64
-    @Option(help: "Storage type: f32 or f16.") var dtype: String = "f32"
+    @Option(help: "Storage type: f32, f16 or bf16.") var dtype: String = "f32"
     @Flag(help: "Causal mask (bottom-right aligned when query and key lengths differ).") var causal = false
     @Option(help: "Sliding window L,R (keys before / after the diagonal; -1 or empty: unbounded).") var window: String?
     @Option(help: "Logit soft cap.") var softcap: Float?
 
     func validate() throws {
-        guard DType(rawValue: dtype) == .f32 || DType(rawValue: dtype) == .f16 else {
-            throw ValidationError("--dtype must be f32 or f16")
+        guard let t = DType(rawValue: dtype), t == .f32 || t.isHalfWidth else {
+            throw ValidationError("--dtype must be f32, f16 or bf16")
         }
         _ = try mask()
     }
@@ -110,7 +110,7 @@ struct Attention: ParsableCommand {
             }
         }
         let attention = FlashAttention(mask: try shape.mask(blocks: blocks), softcap: shape.softcap)
-        let round: (Float) -> Float = dtype == .f16 ? { Float(Float16($0)) } : { $0 }
+        let round = dtype.rounded
         let hq = rng.floats(qShape.reduce(1, *)).map(round)
         let hk = rng.floats(kShape.reduce(1, *)).map(round)
         let hv = rng.floats(kShape.reduce(1, *)).map(round)
@@ -135,7 +135,7 @@ struct Attention: ParsableCommand {
         }
         guard let out = output else { throw ValidationError("forward produced nothing") }
         let problem = try AttentionReference.Problem(qShape: qShape, kShape: kShape, layout: layout, attention: attention)
-        let bound = dtype == .f16 ? 2e-3 : 1e-5
+        let bound = checkBound(dtype)
         var forwardCheck: (CheckResult, Double?) = (.skipped, nil)
         let rows = measure.check ? sampleRows(problem, count: checkRows, &rng) : []
         if measure.check {

@@ -39,7 +39,7 @@ struct Decode: ParsableCommand {
             kShape = [Int(cuK.last ?? 0), hkv, shape.dim]
         }
         let attention = FlashAttention(mask: try shape.mask(), softcap: shape.softcap)
-        let round: (Float) -> Float = dtype == .f16 ? { Float(Float16($0)) } : { $0 }
+        let round = dtype.rounded
         let hq = rng.floats(qShape.reduce(1, *)).map(round)
         let hk = rng.floats(kShape.reduce(1, *)).map(round)
         let hv = rng.floats(kShape.reduce(1, *)).map(round)
@@ -79,7 +79,7 @@ struct Decode: ParsableCommand {
                 }
             }
             let error = max((num / max(den, 1e-12)).squareRoot(), lseError)
-            check = (error <= (dtype == .f16 ? 2e-3 : 1e-5) ? .pass : .fail, error)
+            check = (error <= checkBound(dtype) ? .pass : .fail, error)
         }
         let config: [String: ConfigValue] = [
             "batch": .int(lengths.count), "queries": .int(queries), "cache": .int(lengths.max() ?? 0),

@@ -1,3 +1,4 @@
+import VkAttn
 import Foundation
 
 /// A JSON scalar for the `config` object of a result.
@@ -125,4 +126,14 @@ func renderTable(header: [String], rows: [[String]]) -> String {
             .joined(separator: "  ").trimmingCharacters(in: .whitespaces)
     }
     return ([line(header), line(widths.map { String(repeating: "-", count: $0) })] + rows.map(line)).joined(separator: "\n")
+}
+
+/// The relative-L2 bound of `--check` for outputs stored as `dtype`: the rounding of the
+/// stored result dominates (f16 2^-11, bf16 2^-8 per element), accumulation is fp32.
+func checkBound(_ dtype: DType) -> Double {
+    switch dtype {
+    case .f16: return 2e-3
+    case .bf16: return 8e-3
+    default: return 1e-5
+    }
 }

@@ -54,14 +54,17 @@ struct AttentionGeometry: Hashable {
         for (name, t) in [("K", k), ("V", v)] where t.device !== device {
             throw VkAttnError.deviceMismatch(op: op, operand: name)
         }
-        guard q.dtype == .f32 || q.dtype == .f16 else {
-            throw VkAttnError.dtypeMismatch(op: op, operand: "Q", expected: "f32 or f16", actual: q.dtype.rawValue)
+        guard q.dtype == .f32 || q.dtype.isHalfWidth else {
+            throw VkAttnError.dtypeMismatch(op: op, operand: "Q", expected: "f32, f16 or bf16", actual: q.dtype.rawValue)
         }
         for (name, t) in [("K", k), ("V", v)] where t.dtype != q.dtype {
             throw VkAttnError.dtypeMismatch(op: op, operand: name, expected: q.dtype.rawValue, actual: t.dtype.rawValue)
         }
         if q.dtype == .f16 && !(device.enabled.shaderFloat16 && device.enabled.storageBuffer16BitAccess) {
             throw VkAttnError.unsupported(op: op, reason: "f16 needs shaderFloat16 and storageBuffer16BitAccess, which \(device.label) lacks")
+        }
+        if q.dtype == .bf16 && !device.enabled.storageBuffer16BitAccess {
+            throw VkAttnError.unsupported(op: op, reason: "bf16 needs storageBuffer16BitAccess, which \(device.label) lacks")
         }
         let g = try resolve(op: op, qShape: q.shape, kShape: k.shape, vShape: v.shape, dtype: q.dtype, layout: layout)
         for (name, t) in [("Q", q), ("K", k), ("V", v)] { try t.expectBindable(op: op, name) }

@@ -33,8 +33,8 @@ public enum AttentionMerge {
         let lseShape = packed ? [heads, oShape[0]] : [oShape[0], heads, seq]
         try partialLSE.expect(op: op, "partialLSE", shape: [splits] + lseShape, dtype: .f32)
         try o.expect(op: op, "O", shape: oShape)
-        guard o.dtype == .f32 || o.dtype == .f16 else {
-            throw VkAttnError.dtypeMismatch(op: op, operand: "O", expected: "f32 or f16", actual: o.dtype.rawValue)
+        guard o.dtype == .f32 || o.dtype.isHalfWidth else {
+            throw VkAttnError.dtypeMismatch(op: op, operand: "O", expected: "f32, f16 or bf16", actual: o.dtype.rawValue)
         }
         try lse.expect(op: op, "LSE", shape: lseShape, dtype: .f32)
         for (name, t) in [("partialO", partialO), ("partialLSE", partialLSE), ("O", o), ("LSE", lse)] {
@@ -63,7 +63,8 @@ public enum AttentionMerge {
         push.append(Int32(0))
         push.append(UInt32(0))
         let kernel = try device.kernel(KernelDescriptor(
-            shader: o.dtype == .f16 ? Shaders.attentionMergeF16 : Shaders.attentionMergeF32, bindings: 6,
+            shader: o.dtype == .f16 ? Shaders.attentionMergeF16 : o.dtype == .bf16 ? Shaders.attentionMergeBf16 : Shaders.attentionMergeF32,
+            bindings: 6,
             pushConstantBytes: AttentionLaunch.pushConstantBytes,
             specialization: [0: .int(group), 1: .int(d), 4: .int(tpr), 5: .bool(packed)]))
         let dummy = try device.makeBuffer([Int32(0), 0, 0, 0]).whole

@@ -146,8 +146,8 @@ public struct FlashAttention: Hashable, Sendable {
 
     func outputType(op: String, input: DType) throws -> DType {
         let o = outputDType ?? input
-        guard o == input || (input == .f16 && o == .f32) else {
-            throw VkAttnError.dtypeMismatch(op: op, operand: "outputDType", expected: input == .f16 ? "f16 or f32" : "f32", actual: o.rawValue)
+        guard o == input || (input.isHalfWidth && o == .f32) else {
+            throw VkAttnError.dtypeMismatch(op: op, operand: "outputDType", expected: input.isHalfWidth ? "\(input) or f32" : "f32", actual: o.rawValue)
         }
         return o
     }
@@ -164,6 +164,8 @@ public struct FlashAttention: Hashable, Sendable {
         switch (input, output) {
         case (.f16, .f16): return Shaders.attentionForwardF16
         case (.f16, _): return Shaders.attentionForwardF16o32
+        case (.bf16, .bf16): return Shaders.attentionForwardBf16
+        case (.bf16, _): return Shaders.attentionForwardBf16o32
         default: return Shaders.attentionForwardF32
         }
     }

@@ -39,8 +39,8 @@ extension FlashAttention {
         guard q.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "stream") }
         try dO.expect(op: op, "dO", shape: g.qShape, dtype: g.dtype, device: device)
         try o.expect(op: op, "O", shape: g.qShape, device: device)
-        guard o.dtype == g.dtype || (g.dtype == .f16 && o.dtype == .f32) else {
-            throw VkAttnError.dtypeMismatch(op: op, operand: "O", expected: g.dtype == .f16 ? "f16 or f32" : "f32", actual: o.dtype.rawValue)
+        guard o.dtype == g.dtype || (g.dtype.isHalfWidth && o.dtype == .f32) else {
+            throw VkAttnError.dtypeMismatch(op: op, operand: "O", expected: g.dtype.isHalfWidth ? "\(g.dtype) or f32" : "f32", actual: o.dtype.rawValue)
         }
         try lse.expect(op: op, "LSE", shape: g.lseShape, dtype: .f32, device: device)
         let gType = try FlashAttention(outputDType: gradientDType).outputType(op: op, input: g.dtype)
@@ -155,7 +155,8 @@ extension FlashAttention {
         let device = stream.device
         let wg = Launch.workgroupSize(256, device: device)
         let kernel = try device.kernel(KernelDescriptor(
-            shader: out.dtype == .f16 ? Shaders.attentionSumPartialsF16 : Shaders.attentionSumPartialsF32,
+            shader: out.dtype == .f16 ? Shaders.attentionSumPartialsF16
+                : out.dtype == .bf16 ? Shaders.attentionSumPartialsBf16 : Shaders.attentionSumPartialsF32,
             bindings: 2, pushConstantBytes: 8, specialization: [0: .int(wg)]))
         var push = PushConstants()
         try push.append(u32: out.elementCount, "elements")
@@ -168,6 +169,8 @@ extension FlashAttention {
         switch (dO, o) {
         case (.f16, .f16): return Shaders.attentionBackwardRowsumF16
         case (.f16, _): return Shaders.attentionBackwardRowsumF16o32
+        case (.bf16, .bf16): return Shaders.attentionBackwardRowsumBf16
+        case (.bf16, _): return Shaders.attentionBackwardRowsumBf16o32
         default: return Shaders.attentionBackwardRowsumF32
         }
     }
@@ -191,6 +194,8 @@ extension FlashAttention {
         switch (input, output) {
         case (.f16, .f16): return (Shaders.attentionBackwardDqF16, Shaders.attentionBackwardDkdvF16)
         case (.f16, _): return (Shaders.attentionBackwardDqF16o32, Shaders.attentionBackwardDkdvF16o32)
+        case (.bf16, .bf16): return (Shaders.attentionBackwardDqBf16, Shaders.attentionBackwardDkdvBf16)
+        case (.bf16, _): return (Shaders.attentionBackwardDqBf16o32, Shaders.attentionBackwardDkdvBf16o32)
         default: return (Shaders.attentionBackwardDqF32, Shaders.attentionBackwardDkdvF32)
         }
     }

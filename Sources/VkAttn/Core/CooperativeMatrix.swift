@@ -55,6 +55,11 @@ public enum CooperativeMatrix {
                       fits: (CooperativeMatrixShape) -> Bool = { _ in true }) -> Result<CooperativeMatrixShape, Unavailable> {
         if disabledByEnvironment { return .failure(Unavailable("disabled by \(EnvironmentKey.disableCooperativeMatrix)")) }
         if let reason = buildReason { return .failure(Unavailable(reason)) }
+        if input == .bf16 {
+            // Never narrowed to f16 (bf16's range is larger): bf16 runs on the scalar kernels,
+            // which widen the 16-bit words exactly, until bf16 matrix kernels exist.
+            return .failure(Unavailable("no bf16 cooperative-matrix kernels (bf16 is never narrowed to f16); scalar kernels widen it exactly"))
+        }
         guard let component = componentName(input) else {
             return .failure(Unavailable("\(input) inputs (cooperative-matrix kernels take 16-bit inputs)"))
         }

@@ -2,12 +2,27 @@ import VulkanCompute
 
 /// Element types of tensors.
 public enum DType: String, Sendable, Hashable, Codable, CaseIterable, CustomStringConvertible {
-    case f32, f16, i32, u32
+    /// IEEE float32, float16, bfloat16 (the upper half of a float32), and 32-bit integers.
+    case f32, f16, bf16, i32, u32
 
     public var byteSize: Int {
         switch self {
         case .f32, .i32, .u32: return 4
-        case .f16: return 2
+        case .f16, .bf16: return 2
+        }
+    }
+
+    /// f16 or bf16: the 16-bit floating-point storage types.
+    public var isHalfWidth: Bool { self == .f16 || self == .bf16 }
+
+    /// `value` rounded to this type and back (identity for f32; integers truncate).
+    public func rounded(_ value: Float) -> Float {
+        switch self {
+        case .f32: return value
+        case .f16: return Float(Float16(value))
+        case .bf16: return BFloat16.rounded(value)
+        case .i32: return Float(Int32(value))
+        case .u32: return Float(UInt32(value))
         }
     }
 
@@ -80,6 +95,7 @@ public struct Tensor: Sendable {
         switch dtype {
         case .f32: return try buffer.read(Float.self, count: elementCount, at: slice.offset)
         case .f16: return try buffer.read(Float16.self, count: elementCount, at: slice.offset).map { Float($0) }
+        case .bf16: return try buffer.read(UInt16.self, count: elementCount, at: slice.offset).map(BFloat16.float)
         case .i32: return try buffer.read(Int32.self, count: elementCount, at: slice.offset).map { Float($0) }
         case .u32: return try buffer.read(UInt32.self, count: elementCount, at: slice.offset).map { Float($0) }
         }
@@ -93,6 +109,7 @@ public struct Tensor: Sendable {
         switch dtype {
         case .f32: try buffer.write(values, at: slice.offset)
         case .f16: try buffer.write(values.map(Float16.init), at: slice.offset)
+        case .bf16: try buffer.write(values.map(BFloat16.bits), at: slice.offset)
         case .i32: try buffer.write(values.map { Int32($0) }, at: slice.offset)
         case .u32: try buffer.write(values.map { UInt32($0) }, at: slice.offset)
         }
