@@ -1,4 +1,9 @@
 #version 450
+//! variant f32 -DIN_T=float -DOUT_T=float
+//! variant f16 -DIN_T=float16_t -DOUT_T=float16_t -DUSE_F16
+//! variant f16o32 -DIN_T=float16_t -DOUT_T=float -DUSE_F16
+//! variant bf16 -DIN_T=uint16_t -DOUT_T=uint16_t -DIN_BF16 -DOUT_BF16 -DUSE_16BIT
+//! variant bf16o32 -DIN_T=uint16_t -DOUT_T=float -DIN_BF16 -DUSE_16BIT
 // Gated linear attention backward for one chunk (one workgroup per (b, h, chunk)), from the
 // state before the chunk S (forward boundary states) and the gradient of the state after it
 // G (backward pass of the state scan). With A[t][s] the forward's masked intra-chunk product,
@@ -9,21 +14,25 @@
 // and, for the gates, the chunk-local reverse cumulative sum of z_t = q_t * dq_t - k_t * dk_t
 // (into rloc) with its chunk total (into totals): dlog g_t = sum_{u >= t} z_u plus the
 // final-state term, completed by gla_gate.comp.
+#if defined(USE_F16) || defined(USE_16BIT)
+#extension GL_EXT_shader_16bit_storage : require
+#endif
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint GATE = 2;
 layout(constant_id = 3) const uint CH = 32;
 #include "common/scan_gla.glsl"
+#include "common/dtype.glsl"
 
-layout(std430, binding = 0) readonly buffer Q { float q[]; };
-layout(std430, binding = 1) readonly buffer K { float k[]; };
-layout(std430, binding = 2) readonly buffer V { float v[]; };
+layout(std430, binding = 0) readonly buffer Q { IN_T q[]; };
+layout(std430, binding = 1) readonly buffer K { IN_T k[]; };
+layout(std430, binding = 2) readonly buffer V { IN_T v[]; };
 layout(std430, binding = 3) readonly buffer GC { float gcum[]; };
 layout(std430, binding = 4) readonly buffer S { float states[]; };     // forward boundary states
 layout(std430, binding = 5) readonly buffer G { float dstates[]; };    // gradients of the states after each chunk
-layout(std430, binding = 6) readonly buffer DO { float dO[]; };
-layout(std430, binding = 7) writeonly buffer DQ { float dq[]; };
-layout(std430, binding = 8) writeonly buffer DK { float dk[]; };
-layout(std430, binding = 9) writeonly buffer DV { float dv[]; };
+layout(std430, binding = 6) readonly buffer DO { IN_T dO[]; };
+layout(std430, binding = 7) writeonly buffer DQ { OUT_T dq[]; };
+layout(std430, binding = 8) writeonly buffer DK { OUT_T dk[]; };
+layout(std430, binding = 9) writeonly buffer DV { OUT_T dv[]; };
 layout(std430, binding = 10) writeonly buffer R { float rloc[]; };     // [B, L, H, Dk]
 layout(std430, binding = 11) writeonly buffer T { float totals[]; };   // [B, H, NC, Dk]
 
@@ -49,10 +58,10 @@ void main() {
         float a = 0.0, da = 0.0;
         if (s <= t) {
             for (uint i = 0u; i < pc.Dk; ++i) {
-                a += q[qk_index(b, t0 + t, h, i)] * k[qk_index(b, t0 + s, h, i)] * (GATE == 2u ? decay(b, t0 + t, t0 + s, h, i) : 1.0);
+                a += LOAD_IN(q[qk_index(b, t0 + t, h, i)]) * LOAD_IN(k[qk_index(b, t0 + s, h, i)]) * (GATE == 2u ? decay(b, t0 + t, t0 + s, h, i) : 1.0);
             }
             if (GATE == 1u) a *= decay(b, t0 + t, t0 + s, h, 0u);
-            for (uint j = 0u; j < pc.Dv; ++j) da += dO[vo_index(b, t0 + t, h, j)] * v[vo_index(b, t0 + s, h, j)];
+            for (uint j = 0u; j < pc.Dv; ++j) da += LOAD_IN(dO[vo_index(b, t0 + t, h, j)]) * LOAD_IN(v[vo_index(b, t0 + s, h, j)]);
         }
         A[t * CH + s] = a;
         dA[t * CH + s] = da;
@@ -69,17 +78,17 @@ void main() {
                 const float gt = gc(b, tg, h, i);
                 float sq = 0.0, gv = 0.0;
                 for (uint j = 0u; j < pc.Dv; ++j) {
-                    sq += dO[vo_index(b, tg, h, j)] * states[state_index(b, h, c, i, j)];
-                    gv += dstates[state_index(b, h, c, i, j)] * v[vo_index(b, tg, h, j)];
+                    sq += LOAD_IN(dO[vo_index(b, tg, h, j)]) * states[state_index(b, h, c, i, j)];
+                    gv += dstates[state_index(b, h, c, i, j)] * LOAD_IN(v[vo_index(b, tg, h, j)]);
                 }
                 float dqv = (GATE != 0u ? exp(gt) : 1.0) * sq;
                 float dkv = (GATE != 0u ? exp(gLast - gt) : 1.0) * gv;
-                for (uint s = 0u; s <= t; ++s) dqv += dA[t * CH + s] * k[qk_index(b, t0 + s, h, i)] * decay(b, tg, t0 + s, h, i);
-                for (uint u = t; u < rows; ++u) dkv += dA[u * CH + t] * q[qk_index(b, t0 + u, h, i)] * decay(b, t0 + u, tg, h, i);
-                dq[qk_index(b, tg, h, i)] = dqv;
-                dk[qk_index(b, tg, h, i)] = dkv;
+                for (uint s = 0u; s <= t; ++s) dqv += dA[t * CH + s] * LOAD_IN(k[qk_index(b, t0 + s, h, i)]) * decay(b, tg, t0 + s, h, i);
+                for (uint u = t; u < rows; ++u) dkv += dA[u * CH + t] * LOAD_IN(q[qk_index(b, t0 + u, h, i)]) * decay(b, t0 + u, tg, h, i);
+                dq[qk_index(b, tg, h, i)] = STORE_OUT(dqv);
+                dk[qk_index(b, tg, h, i)] = STORE_OUT(dkv);
                 if (GATE != 0u) {
-                    run += q[qk_index(b, tg, h, i)] * dqv - k[qk_index(b, tg, h, i)] * dkv;
+                    run += LOAD_IN(q[qk_index(b, tg, h, i)]) * dqv - LOAD_IN(k[qk_index(b, tg, h, i)]) * dkv;
                     rloc[qk_index(b, tg, h, i)] = run;
                 }
             }
@@ -90,11 +99,11 @@ void main() {
                 const uint tg = t0 + t;
                 float acc = 0.0;
                 for (uint i = 0u; i < pc.Dk; ++i) {
-                    acc += k[qk_index(b, tg, h, i)] * (GATE != 0u ? exp(gc(b, last, h, i) - gc(b, tg, h, i)) : 1.0)
+                    acc += LOAD_IN(k[qk_index(b, tg, h, i)]) * (GATE != 0u ? exp(gc(b, last, h, i) - gc(b, tg, h, i)) : 1.0)
                          * dstates[state_index(b, h, c, i, j)];
                 }
-                for (uint u = t; u < rows; ++u) acc += A[u * CH + t] * dO[vo_index(b, t0 + u, h, j)];
-                dv[vo_index(b, tg, h, j)] = acc;
+                for (uint u = t; u < rows; ++u) acc += A[u * CH + t] * LOAD_IN(dO[vo_index(b, t0 + u, h, j)]);
+                dv[vo_index(b, tg, h, j)] = STORE_OUT(acc);
             }
         }
     }

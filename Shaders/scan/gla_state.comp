@@ -1,17 +1,24 @@
 #version 450
+//! variant f32 -DIN_T=float
+//! variant f16 -DIN_T=float16_t -DUSE_F16
+//! variant bf16 -DIN_T=uint16_t -DIN_BF16 -DUSE_16BIT
 // Gated linear attention, per-chunk state contributions, one invocation per (b, h, chunk,
 // i, j) element of a Dk x Dv state, serial over the chunk's rows:
 //   MODE 0 (forward):  dS_c[i][j] = sum_s k_s[i] exp(gcum_last[i] - gcum_s[i]) v_s[j], into
 //                      slot c + 1 of the boundary states (the scan pass turns it into S).
 //   MODE 1 (backward): dG_c[i][j] = sum_t q_t[i] exp(gcum_t[i]) dO_t[j], into slot c of the
 //                      state gradients.
+#if defined(USE_F16) || defined(USE_16BIT)
+#extension GL_EXT_shader_16bit_storage : require
+#endif
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint GATE = 2;  // 0: none, 1: per head, 2: per key dimension
 layout(constant_id = 2) const uint MODE = 0;
 #include "common/scan_gla.glsl"
+#include "common/dtype.glsl"
 
-layout(std430, binding = 0) readonly buffer X { float x[]; };   // k (forward) or q (backward)
-layout(std430, binding = 1) readonly buffer Y { float y[]; };   // v (forward) or dO (backward)
+layout(std430, binding = 0) readonly buffer X { IN_T x[]; };   // k (forward) or q (backward)
+layout(std430, binding = 1) readonly buffer Y { IN_T y[]; };   // v (forward) or dO (backward)
 layout(std430, binding = 2) readonly buffer GC { float gcum[]; };
 layout(std430, binding = 3) writeonly buffer S { float states[]; };
 
@@ -32,7 +39,7 @@ void main() {
         const uint t = t0 + r;
         const float g = GATE != 0u ? gcum[gate_index(b, t, h, i)] : 0.0;
         const float decay = GATE != 0u ? exp(MODE == 0u ? last - g : g) : 1.0;
-        acc += x[qk_index(b, t, h, i)] * decay * y[vo_index(b, t, h, j)];
+        acc += LOAD_IN(x[qk_index(b, t, h, i)]) * decay * LOAD_IN(y[vo_index(b, t, h, j)]);
     }
     states[state_index(b, h, MODE == 0u ? c + 1u : c, i, j)] = acc;
 }

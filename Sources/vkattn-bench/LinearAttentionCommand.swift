@@ -5,7 +5,7 @@ import VkAttn
 struct LinearAttention: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "linear-attention",
-        abstract: "Chunked gated linear attention (fp32), forward or backward.",
+        abstract: "Chunked gated linear attention (f32, f16 or bf16 inputs, fp32 accumulation), forward or backward.",
         discussion: """
             GB/s counts the minimum bytes moved: forward reads q, k, v (and the log-gates) and \
             writes o; backward also reads dO and writes dq, dk, dv (and the log-gate gradient). \
@@ -25,32 +25,37 @@ struct LinearAttention: ParsableCommand {
     @Option(help: "Gates: per-key (GLA), per-head (scalar decay), none.") var gating = "per-key"
     @Option(help: "Rows per chunk (default: from the device's shared memory).") var chunkLength: Int?
     @Flag(help: "Time the backward pass.") var backward = false
-    @Option(help: "Element type (fp32 only).") var dtype = "f32"
+    @Option(help: "Type of q, k, v, dO and the outputs: f32, f16 or bf16 (gates and states are fp32).") var dtype = "f32"
+    @Option(help: "Kernels: auto, scalar or coopmat.") var kernel = KernelPreference.automatic.rawValue
 
     func validate() throws {
         guard GatedLinearAttention.Gating(rawValue: gating) != nil else { throw ValidationError("--gating must be per-key, per-head or none") }
         guard batch >= 1, length >= 1, heads >= 1, dk >= 1, dv >= 1 else { throw ValidationError("sizes must be >= 1") }
-        guard dtype == "f32" else { throw ValidationError("--dtype: linear attention is fp32 only") }
+        guard let t = DType(rawValue: dtype), t == .f32 || t.isHalfWidth else { throw ValidationError("--dtype must be f32, f16 or bf16") }
+        guard KernelPreference(rawValue: kernel) != nil else { throw ValidationError("--kernel must be auto, scalar or coopmat") }
     }
 
     func run() throws {
         let context = try BenchContext(device)
         let device = context.device
-        let op = GatedLinearAttention(gating: GatedLinearAttention.Gating(rawValue: gating) ?? .perKey, chunkLength: chunkLength)
+        let op = GatedLinearAttention(gating: GatedLinearAttention.Gating(rawValue: gating) ?? .perKey, chunkLength: chunkLength,
+                                      preference: KernelPreference(rawValue: kernel) ?? .automatic)
+        let type = DType(rawValue: dtype) ?? .f32
         var rng = SeededRandom.fresh()
         let (b, l, h) = (batch, length, heads)
-        let qv = rng.floats(b * l * h * dk), kv = rng.floats(b * l * h * dk), vv = rng.floats(b * l * h * dv)
+        let qv = rng.floats(b * l * h * dk).map(type.rounded), kv = rng.floats(b * l * h * dk).map(type.rounded)
+        let vv = rng.floats(b * l * h * dv).map(type.rounded)
         let gateShape = op.gating == .perHead ? [b, l, h] : [b, l, h, dk]
         let gv: [Float]? = op.gating == .none ? nil : rng.floats(gateShape.reduce(1, *), in: -0.5...0)
-        let q = try device.makeTensor(qv, shape: [b, l, h, dk]), k = try device.makeTensor(kv, shape: [b, l, h, dk])
-        let v = try device.makeTensor(vv, shape: [b, l, h, dv])
+        let q = try device.makeTensor(qv, shape: [b, l, h, dk], dtype: type), k = try device.makeTensor(kv, shape: [b, l, h, dk], dtype: type)
+        let v = try device.makeTensor(vv, shape: [b, l, h, dv], dtype: type)
         let g = try gv.map { try device.makeTensor($0, shape: gateShape) }
-        let o = try device.makeTensor(shape: [b, l, h, dv], dtype: .f32)
+        let o = try device.makeTensor(shape: [b, l, h, dv], dtype: type)
         let reference = GLAReference(gating: op.gating, batch: b, length: l, heads: h, dk: dk, dv: dv)
 
-        let gateBytes = (gv?.count ?? 0) * 4
-        let forwardBytes = (2 * b * l * h * dk + 2 * b * l * h * dv) * 4 + gateBytes
-        let bytes = backward ? forwardBytes + (b * l * h * dv + 2 * b * l * h * dk + b * l * h * dv) * 4 + gateBytes : forwardBytes
+        let gateBytes = (gv?.count ?? 0) * 4, e = type.byteSize
+        let forwardBytes = (2 * b * l * h * dk + 2 * b * l * h * dv) * e + gateBytes
+        let bytes = backward ? forwardBytes + (b * l * h * dv + 2 * b * l * h * dk + b * l * h * dv) * e + gateBytes : forwardBytes
         let c = Double(op.chunkLength(on: device)), chunks = Double(op.chunkCount(length: l, on: device))
         let perChunk = c * c / 2 * Double(dk + dv) + 2 * c * Double(dk * dv)
         let flops = 2 * Double(b * h) * chunks * perChunk * (backward ? 2 : 1)
@@ -67,12 +72,12 @@ struct LinearAttention: ParsableCommand {
                 let absolute: ([Float]) -> [Float] = { $0.map { abs($0) } }
                 let ref = reference.forward(q: qv, k: kv, v: vv, logGates: gv, initialState: nil).o
                 let scale = reference.forward(q: absolute(qv), k: absolute(kv), v: absolute(vv), logGates: gv, initialState: nil).o
-                check = compare(try o.readFloats(), ref, scale: scale, depth: 4 * (l + dk + dv + Int(c)))
+                check = compare(try o.readFloats(), ref, scale: scale, depth: 4 * (l + dk + dv + Int(c)), type: type)
             }
         } else {
-            let dO = try device.makeTensor(rng.floats(b * l * h * dv), shape: [b, l, h, dv])
-            let dq = try device.makeTensor(shape: [b, l, h, dk], dtype: .f32), dkT = try device.makeTensor(shape: [b, l, h, dk], dtype: .f32)
-            let dvT = try device.makeTensor(shape: [b, l, h, dv], dtype: .f32)
+            let dO = try device.makeTensor(rng.floats(b * l * h * dv).map(type.rounded), shape: [b, l, h, dv], dtype: type)
+            let dq = try device.makeTensor(shape: [b, l, h, dk], dtype: type), dkT = try device.makeTensor(shape: [b, l, h, dk], dtype: type)
+            let dvT = try device.makeTensor(shape: [b, l, h, dv], dtype: type)
             let dg = try g.map { _ in try device.makeTensor(shape: gateShape, dtype: .f32) }
             timing = try Timing.measure(device, warmup: measure.warmup, iterations: measure.iterations) { s in
                 label = try op.backward(s, q: q, k: k, v: v, logGates: g, dOutput: dO, dq: dq, dk: dkT, dv: dvT, dLogGates: dg).label
@@ -84,16 +89,16 @@ struct LinearAttention: ParsableCommand {
                 let scale = reference.backward(q: absolute(qv), k: absolute(kv), v: absolute(vv), logGates: gv, initialState: nil,
                                                dO: absolute(dOValues), dFinal: nil)
                 let depth = 4 * (l + dk + dv + Int(c))
-                let results = [compare(try dq.readFloats(), ref.dq, scale: scale.dq, depth: depth),
-                               compare(try dkT.readFloats(), ref.dk, scale: scale.dk, depth: depth),
-                               compare(try dvT.readFloats(), ref.dv, scale: scale.dv, depth: depth)]
+                let results = [compare(try dq.readFloats(), ref.dq, scale: scale.dq, depth: depth, type: type),
+                               compare(try dkT.readFloats(), ref.dk, scale: scale.dk, depth: depth, type: type),
+                               compare(try dvT.readFloats(), ref.dv, scale: scale.dv, depth: depth, type: type)]
                 check = (results.allSatisfy { $0.0 == .pass } ? .pass : .fail, results.map { $0.1 ?? 0 }.max())
             }
         }
         let gbps = Double(bytes) / (timing.medianMs * 1e6)
         let config: [String: ConfigValue] = [
             "batch": .int(b), "length": .int(l), "heads": .int(h), "dk": .int(dk), "dv": .int(dv),
-            "gating": .string(op.gating.rawValue), "pass": .string(backward ? "backward" : "forward"), "dtype": .string("f32"),
+            "gating": .string(op.gating.rawValue), "pass": .string(backward ? "backward" : "forward"), "dtype": .string(type.rawValue),
         ]
         let row = ResultRow(op: "linear-attention", device: context.deviceName, config: config, path: label, timing: timing,
                             gbps: gbps, tflops: flops / (timing.medianMs * 1e9), ratioToCopy: gbps / copyGBps,
@@ -102,9 +107,12 @@ struct LinearAttention: ParsableCommand {
     }
 
     /// Error relative to the same sum of absolute values, failing above 8u per unit of depth
-    /// (see LinearAttentionTests). The gate gradient is not checked here (the tests do).
-    func compare(_ got: [Float], _ ref: [Double], scale: [Double], depth: Int) -> (CheckResult, Double?) {
-        let tol = 8 * 0x1p-24 * Double(depth)
+    /// (see LinearAttentionTests), plus 8 units of a 16-bit type's roundoff (its inputs are
+    /// exact, its outputs and the cooperative-matrix operands are rounded). The gate gradient is
+    /// not checked here (the tests do).
+    func compare(_ got: [Float], _ ref: [Double], scale: [Double], depth: Int, type: DType) -> (CheckResult, Double?) {
+        let unit = type == .f16 ? 0x1p-11 : type == .bf16 ? 0x1p-8 : 0
+        let tol = 8 * 0x1p-24 * Double(depth) + 8 * unit
         var worst = 0.0
         var ok = true
         for i in got.indices {

@@ -24,8 +24,11 @@ struct GLAHarness {
 
     enum Decay { case mixed, nearZero, nearOne }
 
-    static func check(_ got: [Float], _ ref: [Double], scale: [Double], depth: Int, seed: UInt64, _ what: String) {
-        let tol = 8 * 0x1p-24 * Double(depth)
+    /// `rounding`: the unit roundoff of 16-bit inputs and outputs (0 for f32): their rounding
+    /// (and, on cooperative matrices, the 16-bit intermediate products) adds a few units of it
+    /// relative to the same absolute scale.
+    static func check(_ got: [Float], _ ref: [Double], scale: [Double], depth: Int, seed: UInt64, _ what: String, rounding: Double = 0) {
+        let tol = 8 * 0x1p-24 * Double(depth) + 8 * rounding
         var bad = -1
         for i in got.indices where !(abs(Double(got[i]) - ref[i]) <= tol * scale[i] + 1e-30) {
             bad = i
@@ -65,10 +68,19 @@ struct GLAHarness {
         return scale
     }
 
-    func poisoned(_ shape: [Int]) throws -> Tensor {
-        let t = try device.makeTensor(shape: shape, dtype: .f32)
+    /// The unit roundoff of a 16-bit type (0 for f32).
+    static func rounding(_ dtype: DType) -> Double {
+        switch dtype {
+        case .f16: return 0x1p-11
+        case .bf16: return 0x1p-8
+        default: return 0
+        }
+    }
+
+    func poisoned(_ shape: [Int], dtype: DType = .f32) throws -> Tensor {
+        let t = try device.makeTensor(shape: shape, dtype: dtype)
         let stream = try device.makeStream()
-        try ShaderFill.encode(stream, t.slice, value: Float.nan)
+        try stream.fill(t.slice, word: dtype == .f16 ? 0x7E00_7E00 : dtype == .bf16 ? 0x7FC0_7FC0 : Float.nan.bitPattern)
         try stream.synchronize()
         return t
     }
@@ -82,24 +94,31 @@ struct GLAHarness {
     }
 
     /// Runs forward and backward once and checks every output against the reference.
-    mutating func run(_ op: GatedLinearAttention, b: Int, l: Int, h: Int, dk: Int, dv: Int, decay: Decay, states: Bool) throws {
+    /// `dtype`: q, k, v, dO and the outputs o, dq, dk, dv (states, gates and their gradients
+    /// stay fp32).
+    mutating func run(_ op: GatedLinearAttention, b: Int, l: Int, h: Int, dk: Int, dv: Int, decay: Decay, states: Bool,
+                      dtype: DType = .f32, expectPath: String? = nil) throws {
         let ref = GLAReference(gating: op.gating, batch: b, length: l, heads: h, dk: dk, dv: dv)
-        let q = rng.floats(b * l * h * dk), k = rng.floats(b * l * h * dk), v = rng.floats(b * l * h * dv)
+        let round = dtype.rounded
+        let q = rng.floats(b * l * h * dk).map(round), k = rng.floats(b * l * h * dk).map(round)
+        let v = rng.floats(b * l * h * dv).map(round)
+        let rounding = Self.rounding(dtype)
         let gateCount = op.gating == .perHead ? b * l * h : b * l * h * dk
         let g = op.gating == .none ? nil : logGates(gateCount, decay)
         let s0 = states ? rng.floats(b * h * dk * dv) : nil
-        let what = "\(op.gating) chunk \(op.chunkLength(on: device)) [\(b), \(l), \(h), \(dk), \(dv)] \(decay) states \(states)"
+        let what = "\(op.gating) chunk \(op.chunkLength(on: device)) [\(b), \(l), \(h), \(dk), \(dv)] \(decay) states \(states) \(dtype)"
 
-        let qT = try device.makeTensor(q, shape: [b, l, h, dk]), kT = try device.makeTensor(k, shape: [b, l, h, dk])
-        let vT = try device.makeTensor(v, shape: [b, l, h, dv])
+        let qT = try device.makeTensor(q, shape: [b, l, h, dk], dtype: dtype), kT = try device.makeTensor(k, shape: [b, l, h, dk], dtype: dtype)
+        let vT = try device.makeTensor(v, shape: [b, l, h, dv], dtype: dtype)
         let gT = try g.map { try device.makeTensor($0, shape: op.gating == .perHead ? [b, l, h] : [b, l, h, dk]) }
         let s0T = try s0.map { try device.makeTensor($0, shape: [b, h, dk, dv]) }
         let chunks = op.chunkCount(length: l, on: device)
-        let oT = try poisoned([b, l, h, dv]), finalT = try poisoned([b, h, dk, dv])
+        let oT = try poisoned([b, l, h, dv], dtype: dtype), finalT = try poisoned([b, h, dk, dv])
         let boundariesT = try poisoned([b, h, chunks + 1, dk, dv])
         let stream = try device.makeStream()
-        try op.forward(stream, q: qT, k: kT, v: vT, logGates: gT, initialState: s0T, output: oT, finalState: finalT,
-                       chunkStates: boundariesT)
+        let forwardPath = try op.forward(stream, q: qT, k: kT, v: vT, logGates: gT, initialState: s0T, output: oT, finalState: finalT,
+                                         chunkStates: boundariesT).label
+        if let expectPath { #expect(forwardPath.contains(expectPath), "\(forwardPath): \(what)") }
         try stream.synchronize()
 
         let abs: ([Float]) -> [Float] = { $0.map { Swift.abs($0) } }
@@ -107,31 +126,33 @@ struct GLAHarness {
         let (oAbs, finalAbs, boundariesAbs) = ref.forward(q: abs(q), k: abs(k), v: abs(v), logGates: g, initialState: s0.map(abs),
                                                           chunkLength: op.chunkLength(on: device))
         let depth = 4 * (l + dk + dv + op.chunkLength(on: device))
-        Self.check(try oT.readFloats(), o, scale: oAbs, depth: depth, seed: seed, "o " + what)
-        Self.check(try finalT.readFloats(), final, scale: finalAbs, depth: depth, seed: seed, "final " + what)
-        Self.check(try boundariesT.readFloats(), boundaries, scale: boundariesAbs, depth: depth, seed: seed, "boundaries " + what)
+        Self.check(try oT.readFloats(), o, scale: oAbs, depth: depth, seed: seed, "o " + what, rounding: rounding)
+        Self.check(try finalT.readFloats(), final, scale: finalAbs, depth: depth, seed: seed, "final " + what, rounding: rounding)
+        Self.check(try boundariesT.readFloats(), boundaries, scale: boundariesAbs, depth: depth, seed: seed, "boundaries " + what, rounding: rounding)
 
-        let dO = rng.floats(b * l * h * dv)
+        let dO = rng.floats(b * l * h * dv).map(round)
         let dFinal = states ? rng.floats(b * h * dk * dv) : nil
-        let dOT = try device.makeTensor(dO, shape: [b, l, h, dv])
+        let dOT = try device.makeTensor(dO, shape: [b, l, h, dv], dtype: dtype)
         let dFinalT = try dFinal.map { try device.makeTensor($0, shape: [b, h, dk, dv]) }
-        let dqT = try poisoned([b, l, h, dk]), dkT = try poisoned([b, l, h, dk]), dvT = try poisoned([b, l, h, dv])
+        let dqT = try poisoned([b, l, h, dk], dtype: dtype), dkT = try poisoned([b, l, h, dk], dtype: dtype)
+        let dvT = try poisoned([b, l, h, dv], dtype: dtype)
         let dgT = try op.gating == .none ? nil : poisoned(op.gating == .perHead ? [b, l, h] : [b, l, h, dk])
         let ds0T = try poisoned([b, h, dk, dv])
-        try op.backward(stream, q: qT, k: kT, v: vT, logGates: gT, initialState: s0T, dOutput: dOT, dFinalState: dFinalT,
-                        dq: dqT, dk: dkT, dv: dvT, dLogGates: dgT, dInitialState: ds0T)
+        let backwardPath = try op.backward(stream, q: qT, k: kT, v: vT, logGates: gT, initialState: s0T, dOutput: dOT, dFinalState: dFinalT,
+                                           dq: dqT, dk: dkT, dv: dvT, dLogGates: dgT, dInitialState: ds0T).label
+        if let expectPath { #expect(backwardPath.contains(expectPath), "\(backwardPath): \(what)") }
         try stream.synchronize()
         let grads = ref.backward(q: q, k: k, v: v, logGates: g, initialState: s0, dO: dO, dFinal: dFinal)
         let gradsAbs = ref.backward(q: abs(q), k: abs(k), v: abs(v), logGates: g, initialState: s0.map(abs), dO: abs(dO),
                                     dFinal: dFinal.map(abs))
-        Self.check(try dqT.readFloats(), grads.dq, scale: gradsAbs.dq, depth: depth, seed: seed, "dq " + what)
-        Self.check(try dkT.readFloats(), grads.dk, scale: gradsAbs.dk, depth: depth, seed: seed, "dk " + what)
-        Self.check(try dvT.readFloats(), grads.dv, scale: gradsAbs.dv, depth: depth, seed: seed, "dv " + what)
-        Self.check(try ds0T.readFloats(), grads.dInitial, scale: gradsAbs.dInitial, depth: depth, seed: seed, "dInitial " + what)
+        Self.check(try dqT.readFloats(), grads.dq, scale: gradsAbs.dq, depth: depth, seed: seed, "dq " + what, rounding: rounding)
+        Self.check(try dkT.readFloats(), grads.dk, scale: gradsAbs.dk, depth: depth, seed: seed, "dk " + what, rounding: rounding)
+        Self.check(try dvT.readFloats(), grads.dv, scale: gradsAbs.dv, depth: depth, seed: seed, "dv " + what, rounding: rounding)
+        Self.check(try ds0T.readFloats(), grads.dInitial, scale: gradsAbs.dInitial, depth: depth, seed: seed, "dInitial " + what, rounding: rounding)
         if let dgT {
             let scale = Self.gateScale(gating: op.gating, b: b, l: l, h: h, dk: dk, dv: dv, q: q, k: k, dFinal: dFinal,
                                        finalAbs: finalAbs, dqAbs: gradsAbs.dq, dkAbs: gradsAbs.dk)
-            Self.check(try dgT.readFloats(), grads.dLogGates, scale: scale, depth: depth, seed: seed, "dLogGates " + what)
+            Self.check(try dgT.readFloats(), grads.dLogGates, scale: scale, depth: depth, seed: seed, "dLogGates " + what, rounding: rounding)
         }
     }
 }
@@ -147,6 +168,23 @@ struct LinearAttentionTests {
                                                  (1, 70, 2, 16, 16, nil), (1, 33, 1, 5, 9, 16)] as [(Int, Int, Int, Int, Int, Int?)] {
                 let op = GatedLinearAttention(gating: gating, chunkLength: chunk)
                 try h.run(op, b: b, l: l, h: heads, dk: dk, dv: dv, decay: .mixed, states: l % 2 == 1)
+            }
+        }
+    }
+
+    /// 16-bit q, k, v, dO and outputs (states, gates fp32) on the scalar kernels, which widen
+    /// the words exactly.
+    @Test(arguments: [DType.f16, .bf16])
+    func halfWidthInputsAndOutputs(dtype: DType) throws {
+        let seed = testSeed()
+        try withDevice { device in
+            var h = GLAHarness(device: device, seed: seed)
+            for gating in GatedLinearAttention.Gating.allCases {
+                for (b, l, heads, dk, dv, chunk) in [(1, 1, 1, 8, 8, nil), (2, 37, 3, 16, 8, 8), (1, 70, 2, 32, 16, nil)] as [(Int, Int, Int, Int, Int, Int?)] {
+                    let op = GatedLinearAttention(gating: gating, chunkLength: chunk, preference: .scalar)
+                    try h.run(op, b: b, l: l, h: heads, dk: dk, dv: dv, decay: .mixed, states: l % 2 == 1, dtype: dtype,
+                              expectPath: "scalar-\(dtype)")
+                }
             }
         }
     }

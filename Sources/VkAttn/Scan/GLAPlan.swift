@@ -9,6 +9,8 @@ struct GLAPlan {
     let gates: Tensor?
     let initial: Tensor?
     let B: Int, L: Int, H: Int, Dk: Int, Dv: Int
+    /// q, k, v (and dO): f32, f16 or bf16; outputs f32 or this type. Gates and states are fp32.
+    let inputType: DType
     let C: Int, NC: Int
     let gradsWorkgroup: Int
 
@@ -37,9 +39,16 @@ struct GLAPlan {
             throw VkAttnError.shapeMismatch(op: name, operand: "v", expected: "[\(B), \(L), \(H), Dv]", actual: "\(v.shape)")
         }
         Dv = v.shape[3]
-        try q.expect(op: name, "q", shape: q.shape, dtype: .f32, device: device)
-        try k.expect(op: name, "k", shape: q.shape, dtype: .f32, device: device)
-        try v.expect(op: name, "v", shape: v.shape, dtype: .f32, device: device)
+        inputType = q.dtype
+        guard inputType == .f32 || inputType.isHalfWidth else {
+            throw VkAttnError.dtypeMismatch(op: name, operand: "q", expected: "f32, f16 or bf16", actual: inputType.rawValue)
+        }
+        if inputType.isHalfWidth && !device.enabled.storageBuffer16BitAccess {
+            throw VkAttnError.unsupported(op: name, reason: "\(inputType) inputs need storageBuffer16BitAccess, which \(device.label) lacks")
+        }
+        try q.expect(op: name, "q", shape: q.shape, dtype: inputType, device: device)
+        try k.expect(op: name, "k", shape: q.shape, dtype: inputType, device: device)
+        try v.expect(op: name, "v", shape: v.shape, dtype: inputType, device: device)
         switch (op.gating, logGates) {
         case (.none, nil):
             break
@@ -86,7 +95,36 @@ struct GLAPlan {
     }
 
 
-    var label: String { "chunked/\(op.gating.rawValue)/chunk\(C)" }
+    var label: String { "chunked/\(op.gating.rawValue)/chunk\(C)/scalar-\(inputType)" }
+
+    /// The output type `t` (f32 or the input type) of an output operand, or a typed error.
+    func expectOutputType(_ operand: String, _ t: Tensor) throws {
+        guard t.dtype == .f32 || t.dtype == inputType else {
+            throw VkAttnError.dtypeMismatch(op: Self.opName, operand: operand, expected: inputType == .f32 ? "f32" : "f32 or \(inputType)",
+                                            actual: t.dtype.rawValue)
+        }
+    }
+
+    /// The variant of a kernel reading the inputs and writing outputs of type `output`.
+    func variant(_ f32: ShaderSource, f16: ShaderSource, f16o32: ShaderSource, bf16: ShaderSource, bf16o32: ShaderSource,
+                 output: DType) -> ShaderSource {
+        switch (inputType, output) {
+        case (.f16, .f16): return f16
+        case (.f16, _): return f16o32
+        case (.bf16, .bf16): return bf16
+        case (.bf16, _): return bf16o32
+        default: return f32
+        }
+    }
+
+    /// The state-contribution kernel for the inputs' type.
+    var stateShader: ShaderSource {
+        switch inputType {
+        case .f16: return Shaders.scanGlaStateF16
+        case .bf16: return Shaders.scanGlaStateBf16
+        default: return Shaders.scanGlaStateF32
+        }
+    }
 
     func push(flags: Int) throws -> PushConstants {
         var p = PushConstants()
@@ -126,7 +164,7 @@ struct GLAPlan {
             try stream.barrier()
         }
         let gcumSlice = gcum?.whole ?? q.slice
-        let contributions = try kernel(Shaders.scanGlaState, bindings: 4, mode: 0)
+        let contributions = try kernel(stateShader, bindings: 4, mode: 0)
         try stream.dispatch(contributions, bindings: [k.slice, v.slice, gcumSlice, states], push: push(flags: 0),
                             groups: grid(invocations: B * H * NC * Dk * Dv, workgroup: 64))
         try stream.barrier()
@@ -140,7 +178,8 @@ struct GLAPlan {
     /// Checks the forward's operands (before anything is recorded).
     func checkForward(output: Tensor, finalState: Tensor?, chunkStates: Tensor?) throws {
         let name = Self.opName
-        try output.expect(op: name, "output", shape: [B, L, H, Dv], dtype: .f32, device: device)
+        try output.expect(op: name, "output", shape: [B, L, H, Dv], device: device)
+        try expectOutputType("output", output)
         try output.expectBindable(op: name, "output")
         if let finalState { try finalState.expect(op: name, "finalState", shape: [B, H, Dk, Dv], dtype: .f32, device: device) }
         if let chunkStates {
@@ -173,7 +212,9 @@ struct GLAPlan {
 
     /// The forward's second half: o from the boundary states.
     func encodeForwardOutput(_ stream: Stream, states: BufferSlice, gcum: Buffer?, output: Tensor) throws {
-        let outputKernel = try kernel(Shaders.scanGlaOutput, bindings: 6, workgroup: 128)
+        let outputKernel = try kernel(variant(Shaders.scanGlaOutputF32, f16: Shaders.scanGlaOutputF16, f16o32: Shaders.scanGlaOutputF16o32,
+                                              bf16: Shaders.scanGlaOutputBf16, bf16o32: Shaders.scanGlaOutputBf16o32, output: output.dtype),
+                                      bindings: 6, workgroup: 128)
         try stream.dispatch(outputKernel, bindings: [q.slice, k.slice, v.slice, gcum?.whole ?? q.slice, states, output.slice],
                             push: push(flags: 0), groups: grid(groups: B * H * NC))
     }
@@ -191,11 +232,12 @@ struct GLAPlan {
     func checkBackward(dOutput: Tensor, dFinalState: Tensor?, dq: Tensor, dk: Tensor, dv: Tensor,
                        dLogGates: Tensor?, dInitialState: Tensor?) throws {
         let name = Self.opName
-        try dOutput.expect(op: name, "dOutput", shape: [B, L, H, Dv], dtype: .f32, device: device)
+        try dOutput.expect(op: name, "dOutput", shape: [B, L, H, Dv], dtype: inputType, device: device)
         if let dFinalState { try dFinalState.expect(op: name, "dFinalState", shape: [B, H, Dk, Dv], dtype: .f32, device: device) }
-        try dq.expect(op: name, "dq", shape: [B, L, H, Dk], dtype: .f32, device: device)
-        try dk.expect(op: name, "dk", shape: [B, L, H, Dk], dtype: .f32, device: device)
-        try dv.expect(op: name, "dv", shape: [B, L, H, Dv], dtype: .f32, device: device)
+        try dq.expect(op: name, "dq", shape: [B, L, H, Dk], device: device)
+        try expectOutputType("dq", dq)
+        try dk.expect(op: name, "dk", shape: [B, L, H, Dk], dtype: dq.dtype, device: device)
+        try dv.expect(op: name, "dv", shape: [B, L, H, Dv], dtype: dq.dtype, device: device)
         switch (op.gating, dLogGates) {
         case (.none, nil):
             break
@@ -239,7 +281,7 @@ struct GLAPlan {
         let stateBytes = B * H * (NC + 1) * Dk * Dv * 4
         let states = try device.makeBuffer(byteCount: stateBytes)
         let dstates = try device.makeBuffer(byteCount: stateBytes)
-        let contributions = try kernel(Shaders.scanGlaState, bindings: 4, mode: 1)
+        let contributions = try kernel(stateShader, bindings: 4, mode: 1)
         let gcum = try encodeStates(stream, states: states.whole)
         let gcumSlice = gcum?.whole ?? q.slice
         try stream.dispatch(contributions, bindings: [q.slice, dOutput.slice, gcumSlice, dstates.whole], push: push(flags: 0),
@@ -257,7 +299,9 @@ struct GLAPlan {
         let rloc = try device.makeBuffer(byteCount: gated ? B * L * H * Dk * 4 : 16)
         let totals = try device.makeBuffer(byteCount: gated ? B * H * NC * Dk * 4 : 16)
         let scan = try kernel(Shaders.scanGlaScan, bindings: 4, mode: 1)
-        let grads = try kernel(Shaders.scanGlaGrads, bindings: 12, workgroup: gradsWorkgroup)
+        let grads = try kernel(variant(Shaders.scanGlaGradsF32, f16: Shaders.scanGlaGradsF16, f16o32: Shaders.scanGlaGradsF16o32,
+                                       bf16: Shaders.scanGlaGradsBf16, bf16o32: Shaders.scanGlaGradsBf16o32, output: dq.dtype),
+                               bindings: 12, workgroup: gradsWorkgroup)
         let carry = try kernel(Shaders.scanGlaGate, bindings: 5, mode: 0)
         let gateGrad = try kernel(Shaders.scanGlaGate, bindings: 5, mode: 1)
         let scanFlags = (dFinalState != nil ? 2 : 0) | (dInitialState != nil ? 4 : 0)

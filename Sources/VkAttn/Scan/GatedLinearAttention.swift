@@ -2,11 +2,13 @@ import VulkanCompute
 import VkAttnShaders
 
 /// Chunked gated linear attention (GLA, RetNet/Lightning decay, plain linear attention),
-/// forward and backward, fp32:
+/// forward and backward, fp32 accumulation:
 ///
 ///     S_t = diag(g_t) S_{t-1} + k_t^T v_t,    o_t = q_t S_t
 ///
-/// Shapes: q, k [B, L, H, Dk]; v, o [B, L, H, Dv]; states S [B, H, Dk, Dv]. Gates are given as
+/// Shapes: q, k [B, L, H, Dk]; v, o [B, L, H, Dv]; states S [B, H, Dk, Dv]. q, k, v (and the
+/// backward's dO) are f32, f16 or bf16, all alike; o, dq, dk, dv are f32 or that type; states,
+/// gates and their gradients are f32. Gates are given as
 /// log-gates log g_t (decays: log g <= 0): [B, L, H, Dk] for `.perKey` (GLA), [B, L, H] for
 /// `.perHead` (a scalar decay per head and step), none for `.none`. No scale is applied to q.
 ///
@@ -27,10 +29,19 @@ public struct GatedLinearAttention: Hashable, Sendable {
     public var gating: Gating
     /// Rows per chunk; nil: from the device (`preferredChunkLength(on:)`).
     public var chunkLength: Int?
+    /// Cooperative-matrix (tensor-core) kernels for the chunk products or scalar ones;
+    /// `.automatic` takes cooperative matrices for f16 inputs where the build and the device
+    /// allow (the dispatch's `label` says which ran).
+    public var preference: KernelPreference
 
-    public init(gating: Gating, chunkLength: Int? = nil) {
+    /// - Parameters:
+    ///   - gating: per-key (GLA), per-head (scalar decay) or none.
+    ///   - chunkLength: rows per chunk; nil chooses from the device.
+    ///   - preference: which kernels run.
+    public init(gating: Gating, chunkLength: Int? = nil, preference: KernelPreference = .automatic) {
         self.gating = gating
         self.chunkLength = chunkLength
+        self.preference = preference
     }
 
     public static let name = "GatedLinearAttention"
