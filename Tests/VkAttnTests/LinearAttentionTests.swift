@@ -325,3 +325,53 @@ struct LinearAttentionValidationTests {
         }
     }
 }
+
+/// GLA's chunk products on KHR cooperative matrices (f16 q, k, v, dO; fp32 accumulation, gates
+/// and states) against the fp64 reference, on devices that offer them.
+@Suite("Gated linear attention on cooperative matrices", .enabled(if: CooperativeMatrixProbe.shouldRun, CooperativeMatrixProbe.skipComment))
+struct LinearAttentionCoopmatTests {
+    @Test(arguments: GatedLinearAttention.Gating.allCases)
+    func awkwardShapesForwardAndBackward(gating: GatedLinearAttention.Gating) throws {
+        let seed = testSeed()
+        try withDevice { device in
+            try requireCooperativeMatrix(device)
+            var h = GLAHarness(device: device, seed: seed)
+            for (b, l, heads, dk, dv, chunk) in [(1, 1, 1, 8, 8, nil), (1, 7, 2, 16, 8, 8), (2, 37, 3, 8, 16, 16),
+                                                 (1, 70, 2, 32, 16, nil), (1, 333, 1, 64, 64, nil)] as [(Int, Int, Int, Int, Int, Int?)] {
+                let op = GatedLinearAttention(gating: gating, chunkLength: chunk, preference: .cooperativeMatrix)
+                try h.run(op, b: b, l: l, h: heads, dk: dk, dv: dv, decay: .mixed, states: l % 2 == 1, dtype: .f16, expectPath: "coopmat-f16")
+            }
+        }
+    }
+
+    @Test(arguments: [GatedLinearAttention.Gating.perHead, .perKey])
+    func decaysNearZeroAndNearOne(gating: GatedLinearAttention.Gating) throws {
+        let seed = testSeed()
+        try withDevice { device in
+            try requireCooperativeMatrix(device)
+            var h = GLAHarness(device: device, seed: seed)
+            for decay in [GLAHarness.Decay.nearZero, .nearOne] {
+                try h.run(GatedLinearAttention(gating: gating, chunkLength: 16, preference: .cooperativeMatrix), b: 1, l: 45, h: 2,
+                          dk: 16, dv: 8, decay: decay, states: true, dtype: .f16, expectPath: "coopmat-f16")
+            }
+        }
+    }
+
+    /// Shapes the square tiles cannot cover stay scalar and say why; an explicit request is a
+    /// typed error.
+    @Test func unfitShapesSayWhy() throws {
+        try withDevice { device in
+            try requireCooperativeMatrix(device)
+            let (b, l, h, dk, dv) = (1, 10, 1, 12, 8)
+            let q = try device.makeTensor(shape: [b, l, h, dk], dtype: .f16), v = try device.makeTensor(shape: [b, l, h, dv], dtype: .f16)
+            let o = try device.makeTensor(shape: [b, l, h, dv], dtype: .f16)
+            let stream = try device.makeStream()
+            let label = try GatedLinearAttention(gating: .none).forward(stream, q: q, k: q, v: v, output: o).label
+            #expect(label.contains("scalar-f16") && label.contains("no coopmat"), "\(label)")
+            #expect(throws: VkAttnError.self) {
+                try GatedLinearAttention(gating: .none, preference: .cooperativeMatrix).forward(stream, q: q, k: q, v: v, output: o)
+            }
+            try stream.synchronize()
+        }
+    }
+}

@@ -13,6 +13,10 @@ struct GLAPlan {
     let inputType: DType
     let C: Int, NC: Int
     let gradsWorkgroup: Int
+    /// The cooperative-matrix layout of the chunk products, or nil for the scalar kernels.
+    let coopmat: GLACoopmat?
+    /// Why the cooperative-matrix kernels do not run, on a device that offers them.
+    let coopmatSkipped: String?
 
     static let opName = GatedLinearAttention.name
 
@@ -83,6 +87,22 @@ struct GLAPlan {
             throw VkAttnError.tooLarge(op: name, operand: "q", bytes: q.byteCount, limit: 1 << 33)
         }
         gradsWorkgroup = Dk + Dv > 256 ? 256 : 128
+        var skipped: String? = "the scalar kernels were requested"
+        var chosen: GLACoopmat? = nil
+        if op.preference != .scalar {
+            switch GLACoopmat.choose(device: device, input: inputType, chunk: C, dk: Dk, dv: Dv) {
+            case .success(let layout):
+                chosen = layout
+                skipped = nil
+            case .failure(let why):
+                if op.preference == .cooperativeMatrix {
+                    throw VkAttnError.unsupported(op: name, reason: "cooperative-matrix kernels: \(why.reason)")
+                }
+                skipped = why.reason
+            }
+        }
+        coopmat = chosen
+        coopmatSkipped = device.enabled.cooperativeMatrixKHR ? skipped : nil
         // Lavapipe caps an invocation at 65535 loop iterations: the per-chunk kernels loop over
         // rows times head dimensions.
         if device.capabilities.type == .cpu {
@@ -95,7 +115,10 @@ struct GLAPlan {
     }
 
 
-    var label: String { "chunked/\(op.gating.rawValue)/chunk\(C)/scalar-\(inputType)" }
+    var label: String {
+        let kernels = coopmat.map { "coopmat-\(inputType) \(CooperativeMatrix.text($0.shape))" } ?? "scalar-\(inputType)"
+        return "chunked/\(op.gating.rawValue)/chunk\(C)/\(kernels)" + (coopmatSkipped.map { " [no coopmat: \($0)]" } ?? "")
+    }
 
     /// The output type `t` (f32 or the input type) of an output operand, or a typed error.
     func expectOutputType(_ operand: String, _ t: Tensor) throws {
@@ -164,9 +187,9 @@ struct GLAPlan {
             try stream.barrier()
         }
         let gcumSlice = gcum?.whole ?? q.slice
-        let contributions = try kernel(stateShader, bindings: 4, mode: 0)
-        try stream.dispatch(contributions, bindings: [k.slice, v.slice, gcumSlice, states], push: push(flags: 0),
-                            groups: grid(invocations: B * H * NC * Dk * Dv, workgroup: 64))
+        let contributions = try stateContributions(mode: 0)
+        try stream.dispatch(contributions.kernel, bindings: [k.slice, v.slice, gcumSlice, states], push: push(flags: 0),
+                            groups: contributions.groups)
         try stream.barrier()
         let scan = try kernel(Shaders.scanGlaScan, bindings: 4, mode: 0)
         try stream.dispatch(scan, bindings: [states, gcumSlice, initial?.slice ?? q.slice, states],
@@ -212,9 +235,7 @@ struct GLAPlan {
 
     /// The forward's second half: o from the boundary states.
     func encodeForwardOutput(_ stream: Stream, states: BufferSlice, gcum: Buffer?, output: Tensor) throws {
-        let outputKernel = try kernel(variant(Shaders.scanGlaOutputF32, f16: Shaders.scanGlaOutputF16, f16o32: Shaders.scanGlaOutputF16o32,
-                                              bf16: Shaders.scanGlaOutputBf16, bf16o32: Shaders.scanGlaOutputBf16o32, output: output.dtype),
-                                      bindings: 6, workgroup: 128)
+        let outputKernel = try outputKernel(output: output.dtype)
         try stream.dispatch(outputKernel, bindings: [q.slice, k.slice, v.slice, gcum?.whole ?? q.slice, states, output.slice],
                             push: push(flags: 0), groups: grid(groups: B * H * NC))
     }
@@ -265,7 +286,7 @@ struct GLAPlan {
         let work = try encodeBackwardStates(stream, dOutput: dOutput)
         try encodeBackwardGradients(stream, work, dOutput: dOutput, dFinalState: dFinalState, dq: dq, dk: dk, dv: dv,
                                     dLogGates: dLogGates, dInitialState: dInitialState)
-        return GLADispatch(chunkLength: C, chunks: NC, label: label)
+        return GLADispatch(chunkLength: C, chunks: NC, label: label + (coopmat != nil ? ", gradients scalar-\(inputType)" : ""))
     }
 
     /// What the backward's first half leaves for the second.
@@ -281,11 +302,11 @@ struct GLAPlan {
         let stateBytes = B * H * (NC + 1) * Dk * Dv * 4
         let states = try device.makeBuffer(byteCount: stateBytes)
         let dstates = try device.makeBuffer(byteCount: stateBytes)
-        let contributions = try kernel(stateShader, bindings: 4, mode: 1)
+        let contributions = try stateContributions(mode: 1)
         let gcum = try encodeStates(stream, states: states.whole)
         let gcumSlice = gcum?.whole ?? q.slice
-        try stream.dispatch(contributions, bindings: [q.slice, dOutput.slice, gcumSlice, dstates.whole], push: push(flags: 0),
-                            groups: grid(invocations: B * H * NC * Dk * Dv, workgroup: 64))
+        try stream.dispatch(contributions.kernel, bindings: [q.slice, dOutput.slice, gcumSlice, dstates.whole], push: push(flags: 0),
+                            groups: contributions.groups)
         try stream.barrier()
         return BackwardWork(states: states, dstates: dstates, gcum: gcum, gcumSlice: gcumSlice)
     }

@@ -1,0 +1,98 @@
+import VulkanCompute
+import VkAttnShaders
+
+/// How a GLA call runs its chunk products on cooperative matrices (Shaders/scan/*_coopmat.comp):
+/// the square shape, the subgroups of the output kernel and the rows the state kernel stages at
+/// a time. The shared-memory formulas mirror the shaders' declarations.
+struct GLACoopmat: Hashable {
+    let shape: CooperativeMatrixShape
+    let subgroupSize: Int
+    /// Subgroups of the output kernel (each owns chunk / M / subgroups row blocks).
+    let outputSubgroups: Int
+    /// Subgroups of the state kernel.
+    let stateSubgroups: Int
+    /// Rows the state kernel stages at a time.
+    let stateRows: Int
+
+    var m: Int { shape.m }
+
+    /// The output kernel: the chunk's v rows and a state slice (16-bit, rows of Dv + 8), and per
+    /// subgroup two [M][Dk + 8] 16-bit tiles, an M x (M + 4) fp32 tile, an M x (M + 8) 16-bit
+    /// tile and a word.
+    static func outputSharedBytes(chunk: Int, dk: Int, dv: Int, m: Int, subgroups: Int) -> Int {
+        2 * chunk * (dv + 8) + 2 * m * (dv + 8) + subgroups * (2 * 2 * m * (dk + 8) + 4 * m * (m + 4) + 2 * m * (m + 8) + 4)
+    }
+
+    /// The state kernel: `rows` rows of Dk + 8 and of Dv + 8, 16-bit.
+    static func stateSharedBytes(rows: Int, dk: Int, dv: Int) -> Int { 2 * rows * (dk + 8 + dv + 8) }
+
+    /// The layout for this problem on `device`, or why the cooperative-matrix kernels cannot run.
+    static func choose(device: Device, input: DType, chunk: Int, dk: Int, dv: Int) -> Result<GLACoopmat, CooperativeMatrix.Unavailable> {
+        let caps = device.capabilities
+        let sg = caps.subgroupSize
+        let maxWG = min(256, caps.maxWorkgroupInvocations, caps.maxWorkgroupSize[0])
+        let shared = caps.maxComputeSharedMemoryBytes
+        func layout(_ s: CooperativeMatrixShape) -> GLACoopmat? {
+            let m = s.m
+            guard s.n == m, s.k == m, dk % m == 0, dv % m == 0, chunk % m == 0 else { return nil }
+            guard let ns = [4, 2, 1].first(where: { ns in
+                (chunk / m) % ns == 0 && ns * sg <= maxWG && outputSharedBytes(chunk: chunk, dk: dk, dv: dv, m: m, subgroups: ns) <= shared
+            }) else { return nil }
+            guard let rows = [chunk, 64, 32, 16, 8].first(where: { $0 % m == 0 && $0 <= chunk && stateSharedBytes(rows: $0, dk: dk, dv: dv) <= shared })
+            else { return nil }
+            // The state kernel's subgroups share its Dk/M x Dv/M tiles evenly: every subgroup runs
+            // as many matrix operations (lavapipe needs it; see Shaders/scan/gla_coopmat.glsl).
+            let tiles = (dk / m) * (dv / m)
+            let stateSubgroups = [4, 2, 1].first { tiles % $0 == 0 && $0 * sg <= maxWG } ?? 1
+            return GLACoopmat(shape: s, subgroupSize: sg, outputSubgroups: ns, stateSubgroups: stateSubgroups, stateRows: rows)
+        }
+        let result = CooperativeMatrix.shape(device: device, input: input, shader: Shaders.scanGlaOutputCoopmatF16) { layout($0) != nil }
+        switch result {
+        case .failure(let why):
+            return .failure(why)
+        case .success(let shape):
+            guard let chosen = layout(shape) else {
+                return .failure(CooperativeMatrix.Unavailable("no square shape fits Dk \(dk), Dv \(dv) and \(chunk)-row chunks"))
+            }
+            return .success(chosen)
+        }
+    }
+
+    /// Specialization of a cooperative-matrix GLA kernel (ids of Shaders/scan/gla_*_coopmat.comp).
+    func specialization(workgroup: Int, gate: Int, mode: Int, rows: Int, dk: Int, dv: Int) -> [UInt32: SpecializationValue] {
+        [0: .int(workgroup), 1: .int(gate), 2: .int(mode), 3: .int(rows), 4: .int(dk), 5: .int(dv), 6: .int(m), 7: .int(subgroupSize)]
+    }
+}
+
+extension GLAPlan {
+    /// The state-contribution kernel (MODE 0 forward, 1 backward) and its grid.
+    func stateContributions(mode: Int) throws -> (kernel: Kernel, groups: (x: Int, y: Int, z: Int)) {
+        if let cm = coopmat {
+            let wg = cm.stateSubgroups * cm.subgroupSize
+            let shader = FlashAttention.rolledCooperativeLoops(device) ? Shaders.scanGlaStateCoopmatF16Cpu : Shaders.scanGlaStateCoopmatF16
+            let kernel = try device.kernel(KernelDescriptor(
+                shader: shader, bindings: 4, pushConstantBytes: 32,
+                specialization: cm.specialization(workgroup: wg, gate: gateMode, mode: mode, rows: cm.stateRows, dk: Dk, dv: Dv),
+                requiredSubgroupSize: device.enabled.subgroupSizeControl ? cm.subgroupSize : nil, fullSubgroups: true))
+            return (kernel, grid(groups: B * H * NC))
+        }
+        return (try kernel(stateShader, bindings: 4, mode: mode), grid(invocations: B * H * NC * Dk * Dv, workgroup: 64))
+    }
+
+    /// The forward's output kernel for outputs of `output` type, and its workgroup size.
+    func outputKernel(output: DType) throws -> Kernel {
+        if let cm = coopmat {
+            let wg = cm.outputSubgroups * cm.subgroupSize
+            let rolled = FlashAttention.rolledCooperativeLoops(device)
+            let shader = output == .f32 ? (rolled ? Shaders.scanGlaOutputCoopmatF16o32Cpu : Shaders.scanGlaOutputCoopmatF16o32)
+                : (rolled ? Shaders.scanGlaOutputCoopmatF16Cpu : Shaders.scanGlaOutputCoopmatF16)
+            return try device.kernel(KernelDescriptor(
+                shader: shader, bindings: 6, pushConstantBytes: 32,
+                specialization: cm.specialization(workgroup: wg, gate: gateMode, mode: 0, rows: C, dk: Dk, dv: Dv),
+                requiredSubgroupSize: device.enabled.subgroupSizeControl ? cm.subgroupSize : nil, fullSubgroups: true))
+        }
+        return try kernel(variant(Shaders.scanGlaOutputF32, f16: Shaders.scanGlaOutputF16, f16o32: Shaders.scanGlaOutputF16o32,
+                                  bf16: Shaders.scanGlaOutputBf16, bf16o32: Shaders.scanGlaOutputBf16o32, output: output),
+                          bindings: 6, workgroup: 128)
+    }
+}
