@@ -18,12 +18,14 @@ run "$bench" devices
 
 VKATTN_REQUIRE_COOPMAT=1 run .build-next/debug/VkAttnPackageTests.xctest --testing-library swift-testing --filter Coopmat
 
-# Each command must pass --check and report a cooperative-matrix path for every row.
+# Each command must pass --check (the bench exits 1 otherwise); with `coopmat` first, every
+# result row must also report a cooperative-matrix path.
 check() {
-    local out
+    local want=$1 out
+    shift
     out=$(run "$bench" "$@" --check --warmup 0 --iterations 1)
     echo "$out"
-    if echo "$out" | awk 'NR > 2 && NF > 0' | grep -qv "coopmat-"; then
+    if [ "$want" = coopmat ] && echo "$out" | awk '/^-+ / { table = 1; next } table && NF > 0' | grep -qv "coopmat-"; then
         echo "error: a row of 'vkattn-bench $*' did not take a cooperative-matrix path" >&2
         exit 1
     fi
@@ -31,7 +33,16 @@ check() {
 for loops in rolled unrolled; do
     export VKATTN_COOPMAT_LOOPS=$loops
     echo "--- $loops cooperative-matrix loops"
-    check attention --seq 1023 --heads 4 --kv-heads 2 --dim 128 --dtype f16 --causal --backward
-    check attention --seq 1023 --heads 4 --kv-heads 2 --dim 128 --dtype f16 --causal --backward --window 64,0
-    check decode --dtype f16 --cache 4096
+    check coopmat attention --seq 1023 --heads 4 --kv-heads 2 --dim 128 --dtype f16 --causal --backward
+    check coopmat attention --seq 1023 --heads 4 --kv-heads 2 --dim 128 --dtype f16 --causal --backward --window 64,0
+    check coopmat decode --dtype f16 --cache 4096
+    check coopmat linear-attention --dtype f16 --length 1000
+    check coopmat linear-attention --dtype f16 --length 1000 --backward
+    check coopmat spmm --format bsr --dtype f16 --rows 2048 --density 0.02
 done
+unset VKATTN_COOPMAT_LOOPS
+# bf16 has no cooperative-matrix kernels on this device: the same commands pass on the scalar ones.
+echo "--- bf16"
+check any attention --seq 1023 --heads 4 --kv-heads 2 --dim 128 --dtype bf16 --causal --backward --window 64,0
+check any decode --dtype bf16 --cache 4096
+check any linear-attention --dtype bf16 --length 1000 --backward

@@ -25,14 +25,23 @@ enum DeviceReport {
         var selected: Int?
         var validation: ValidationOptions
         var shaderToolchain: ShaderToolchain
+        /// Shader variants this build left out, with the reason (e.g. the cooperative-matrix ones
+        /// under a glslc without GL_KHR_cooperative_matrix).
+        var unavailableShaders: [String: String]
         var devices: [DeviceCapabilities]
+    }
+
+    /// Every variant this build could not compile, by name, with why.
+    static var unavailableShaders: [String: String] {
+        Dictionary(Shaders.all.compactMap { s in s.unavailableReason.map { (s.name, $0) } }, uniquingKeysWith: { a, _ in a })
     }
 
     static func json(_ instance: Instance, selected: Int?) throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let document = Document(selected: selected, validation: instance.validation,
-                                shaderToolchain: Shaders.toolchain, devices: instance.capabilities)
+                                shaderToolchain: Shaders.toolchain, unavailableShaders: unavailableShaders,
+                                devices: instance.capabilities)
         return String(decoding: try encoder.encode(document), as: UTF8.self)
     }
 
@@ -81,6 +90,15 @@ enum DeviceReport {
         }
         let t = Shaders.toolchain
         out.append("Shaders built by \(t.glslcVersion): GL_NV_cooperative_matrix \(t.acceptsNVCooperativeMatrix ? "yes" : "no"), GL_KHR_cooperative_matrix \(t.acceptsKHRCooperativeMatrix ? "yes" : "no")")
+        let coopmat = Shaders.all.filter { $0.name.contains("coopmat") }
+        let built = coopmat.filter(\.isAvailable)
+        out.append("  cooperative-matrix variants: \(built.count) of \(coopmat.count) built"
+                   + (built.isEmpty ? "" : " (\(Set(built.map { $0.name.split(separator: ".")[0] }).sorted().joined(separator: ", ")))"))
+        var missing: [String: [String]] = [:]
+        for (name, reason) in unavailableShaders { missing[reason, default: []].append(name) }
+        for (reason, names) in missing.sorted(by: { $0.key < $1.key }) {
+            out.append("  left out, \(reason): \(names.count) variants (\(Set(names.map { $0.split(separator: ".")[0] }).sorted().joined(separator: ", ")))")
+        }
         return out.joined(separator: "\n")
     }
 }
