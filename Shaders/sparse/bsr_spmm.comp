@@ -3,9 +3,13 @@
 //! variant f16 -DVEC=1 -DVALUE_F16 -DDENSE_T=float
 //! variant f32b16 -DVEC=1 -DDENSE_T=float16_t -DDENSE_16
 //! variant f16b16 -DVEC=1 -DVALUE_F16 -DDENSE_T=float16_t -DDENSE_16
+//! variant bf16 -DVEC=1 -DVALUE_BF16 -DDENSE_T=float
+//! variant f32bbf16 -DVEC=1 -DDENSE_T=uint16_t -DDENSE_16 -DDENSE_BF16
+//! variant bf16bbf16 -DVEC=1 -DVALUE_BF16 -DDENSE_T=uint16_t -DDENSE_16 -DDENSE_BF16
 // Block-CSR SpMM, scalar: C = alpha * A * B + beta * C, A [block_rows * BS, block_cols * BS]
-// with square BS x BS blocks (16 or 32, row-major each), B [block_cols * BS, n] row-major f32 or
-// f16 (DENSE_T), C row-major f32, fp32 accumulation.
+// with square BS x BS blocks (16 or 32, row-major each; values f32, f16 or bf16), B
+// [block_cols * BS, n] row-major f32, f16 or bf16 (DENSE_T), C row-major f32, fp32 accumulation.
+// bf16 is read as 16-bit words and widened exactly (Shaders/sparse/common.glsl).
 //
 // A workgroup of 256 invocations (16 x 16) owns a block row x 64 output columns. For each block
 // of the block row it stages the block and the matching BS x 64 slab of B in shared memory,
@@ -56,12 +60,12 @@ void main() {
         for (uint blk = start; blk < end; ++blk) {
             const uint bc = CLAMP_INDEX(block_columns[blk], pc.block_cols);
             for (uint i = id; i < BS * BS; i += 256u) {
-                tile_a[i] = float(values[blk * BS * BS + i]);
+                tile_a[i] = LOAD_VALUE(values[blk * BS * BS + i]);
             }
             for (uint i = id; i < BS * TILE_N; i += 256u) {
                 const uint r = i / TILE_N;
                 const uint col = col0 + i % TILE_N;
-                tile_b[i] = col < pc.n ? float(b[(bc * BS + r) * pc.n + col]) : 0.0;
+                tile_b[i] = col < pc.n ? LOAD_DENSE(b[(bc * BS + r) * pc.n + col]) : 0.0;
             }
             barrier();
             for (uint kk = 0u; kk < BS; ++kk) {

@@ -83,7 +83,7 @@ struct SpMM: ParsableCommand {
                     encode: @escaping (Stream, Tensor, Tensor) throws -> Void) throws -> ResultRow {
         let device = context.device
         var (bValues, cValues) = operands(m: m, k: k, seed: seed)
-        if denseType == .f16 { bValues = bValues.map { Float(Float16($0)) } }  // what the device holds
+        bValues = bValues.map(denseType.rounded)  // what the device holds
         let b = try device.makeTensor(bValues, shape: [k, n], dtype: denseType)
         let c = try device.makeTensor(shape: [m, n], dtype: .f32)
         var check: (CheckResult, Double?) = (.skipped, nil)
@@ -176,10 +176,10 @@ struct SpMM: ParsableCommand {
 
     func runBSR(_ context: BenchContext, _ a: BSRArrays, source: [String: ConfigValue], seed: UInt64) throws -> [ResultRow] {
         let device = context.device
-        let a = input.valueType == .f16 ? a.roundedToHalf() : a
+        let a = a.rounded(to: input.valueType)
         let matrix = try device.makeBSR(a, valueType: input.valueType)
-        // --dtype f16 makes both operands 16-bit (values and B), as a tensor-core user would.
-        let denseType: DType = input.valueType == .f16 ? .f16 : .f32
+        // --dtype f16 or bf16 makes both operands 16-bit (values and B), as a training user would.
+        let denseType = input.valueType
         var kernels: [BSRKernel?] = kernel == "all" ? BSRKernel.allCases : [kernel == "auto" ? nil : BSRKernel(rawValue: kernel)]
         for coop in [BSRKernel.cooperativeMatrix, .cooperativeMatrixNV] {
             if let reason = BSRSpMMPlan.cooperativeMatrixUnavailableReason(device: device, blockSize: a.blockSize, valueType: input.valueType,

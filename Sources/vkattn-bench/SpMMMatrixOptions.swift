@@ -13,16 +13,16 @@ struct SparseMatrixOptions: ParsableArguments {
     @Option(help: "Fraction of rows left empty (generated matrix).") var emptyRows = 0.0
     @Option(help: "Read the matrix from this Matrix Market (.mtx) file instead of generating one.") var matrix: String?
     @Option(help: "Seed of the generated matrix and dense operands (default: random).") var seed: UInt64?
-    @Option(help: "Values: f32 or f16.") var dtype = "f32"
+    @Option(help: "Values: f32, f16 or bf16 (bf16: block-CSR only).") var dtype = "f32"
     @Option(help: "Where the structure is validated: auto, host, device.") var validation = SparseValidation.Mode.auto
 
-    var valueType: DType { dtype == "f16" ? .f16 : .f32 }
+    var valueType: DType { DType(rawValue: dtype) ?? .f32 }
 
     func validate() throws {
         guard rows >= 1, (cols ?? rows) >= 1 else { throw ValidationError("--rows and --cols must be positive") }
         guard (0...1).contains(density) else { throw ValidationError("--density must be in [0, 1], got \(density)") }
         guard (0...1).contains(emptyRows) else { throw ValidationError("--empty-rows must be in [0, 1], got \(emptyRows)") }
-        guard dtype == "f32" || dtype == "f16" else { throw ValidationError("--dtype must be f32 or f16, got \(dtype)") }
+        guard ["f32", "f16", "bf16"].contains(dtype) else { throw ValidationError("--dtype must be f32, f16 or bf16, got \(dtype)") }
     }
 
     /// The matrix (generated, or read: a malformed file throws its MatrixMarketError) and the

@@ -35,9 +35,8 @@ struct SparseBSRTests {
     func run(_ a: BSRArrays, n: Int, dtype: DType, denseType: DType = .f32, kernel: BSRKernel, alpha: Float, beta: Float, seed: UInt64,
              sourceLocation: SourceLocation = #_sourceLocation) throws {
         var rng = SeededRandom(seed: seed ^ 0xB5B)
-        let a = dtype == .f16 ? a.roundedToHalf() : a
-        var b = rng.floats(a.cols * n)
-        if denseType == .f16 { b = b.map { Float(Float16($0)) } }
+        let a = a.rounded(to: dtype)
+        var b = rng.floats(a.cols * n).map(denseType.rounded)
         let c0: [Float]? = beta == 0 ? nil : rng.floats(a.rows * n)
         try withDevice { device in
             let plan = try BSRSpMMPlan(try device.makeBSR(a, valueType: dtype), n: n,
@@ -58,14 +57,15 @@ struct SparseBSRTests {
         }
     }
 
-    @Test(arguments: cases, [DType.f32, .f16])
+    @Test(arguments: cases, [DType.f32, .f16, .bf16])
     func scalarMatchesReference(c: Case, dtype: DType) throws {
         let seed = testSeed()
         let a = SparseGenerator.bsr(.uniform, blockSize: c.blockSize, blockRows: c.blockRows, blockCols: c.blockCols,
                                     density: c.density, emptyRowFraction: 0.2, seed: seed)
         try run(a, n: c.n, dtype: dtype, kernel: .scalar, alpha: 1, beta: 0, seed: seed)
         try run(a, n: c.n, dtype: dtype, kernel: .scalar, alpha: -0.5, beta: 1.5, seed: seed)
-        try run(a, n: c.n, dtype: dtype, denseType: .f16, kernel: .scalar, alpha: 0.75, beta: 0.5, seed: seed)
+        try run(a, n: c.n, dtype: dtype, denseType: dtype == .f32 ? .f16 : dtype, kernel: .scalar, alpha: 0.75, beta: 0.5, seed: seed)
+        if dtype == .f32 { try run(a, n: c.n, dtype: .f32, denseType: .bf16, kernel: .scalar, alpha: 1, beta: 0, seed: seed) }
     }
 
     @Test(.enabled(if: BSRCooperativeMatrixProbe.available,
@@ -102,7 +102,7 @@ struct SparseBSRTests {
             let matrix = try device.makeBSR(a)
             let auto = try BSRSpMMPlan(matrix, n: 32)
             // f32 operands are never narrowed behind the caller's back: automatic stays scalar, says why.
-            #expect(auto.kernel == .scalar && auto.path == "bsr32-scalar" && auto.cooperativeMatrixSkipped?.contains("16-bit") == true)
+            #expect(auto.kernel == .scalar && auto.path == "bsr32-scalar" && auto.cooperativeMatrixSkipped?.contains("f16 values") == true)
             #expect(throws: VkAttnError.self) {
                 _ = try BSRSpMMPlan(matrix, n: 32, options: BSRSpMMOptions(kernel: .cooperativeMatrix))
             }

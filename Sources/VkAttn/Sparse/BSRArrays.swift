@@ -74,9 +74,12 @@ public struct BSRArrays: Sendable, Equatable {
     }
 
     /// The same matrix with every value rounded to f16 and back.
-    public func roundedToHalf() -> BSRArrays {
+    public func roundedToHalf() -> BSRArrays { rounded(to: .f16) }
+
+    /// The same matrix with every value rounded to `dtype` and back (what the device holds).
+    public func rounded(to dtype: DType) -> BSRArrays {
         var copy = self
-        copy.values = values.map { Float(Float16($0)) }
+        copy.values = values.map(dtype.rounded)
         return copy
     }
 

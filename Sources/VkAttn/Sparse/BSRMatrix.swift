@@ -31,8 +31,8 @@ public struct BSRMatrix: Sendable {
         try blockColumnIndices.expect(op: op, "block column indices", shape: [max(blockCount, 1)], dtype: .i32,
                                       device: blockRowOffsets.device)
         try values.expect(op: op, "values", shape: [max(blockCount, 1), blockSize, blockSize], device: blockRowOffsets.device)
-        guard values.dtype == .f32 || values.dtype == .f16 else {
-            throw VkAttnError.dtypeMismatch(op: op, operand: "values", expected: "f32 or f16", actual: values.dtype.rawValue)
+        guard values.dtype == .f32 || values.dtype.isHalfWidth else {
+            throw VkAttnError.dtypeMismatch(op: op, operand: "values", expected: "f32, f16 or bf16", actual: values.dtype.rawValue)
         }
         self.blockSize = blockSize
         self.blockRows = blockRows
@@ -55,14 +55,14 @@ public struct BSRMatrix: Sendable {
 }
 
 extension Device {
-    /// Uploads `matrix` with values of `valueType` (f32 or f16), after checking its block
+    /// Uploads `matrix` with values of `valueType` (f32, f16 or bf16), after checking its block
     /// structure on the host.
     public func makeBSR(_ matrix: BSRArrays, valueType: DType = .f32) throws -> BSRMatrix {
         let op = "makeBSR"
         try BSRMatrix.checkSizes(op: op, blockSize: matrix.blockSize, blockRows: matrix.blockRows,
                                  blockCols: matrix.blockCols, blockCount: matrix.blockCount)
-        guard valueType == .f32 || valueType == .f16 else {
-            throw VkAttnError.dtypeMismatch(op: op, operand: "values", expected: "f32 or f16", actual: valueType.rawValue)
+        guard valueType == .f32 || valueType.isHalfWidth else {
+            throw VkAttnError.dtypeMismatch(op: op, operand: "values", expected: "f32, f16 or bf16", actual: valueType.rawValue)
         }
         guard matrix.values.count == matrix.storedValues else {
             throw VkAttnError.shapeMismatch(op: op, operand: "values", expected: "[\(matrix.storedValues)]", actual: "[\(matrix.values.count)]")

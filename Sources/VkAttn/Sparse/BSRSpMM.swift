@@ -18,14 +18,14 @@ public struct BSRSpMMOptions: Sendable, Hashable {
     /// The kernel to run, or nil for the cooperative-matrix one where available, else scalar.
     public var kernel: BSRKernel?
     public var validation: SparseValidation.Mode
-    /// The element type of the dense operand B: f32 or f16.
+    /// The element type of the dense operand B: f32, f16 or bf16.
     public var denseType: DType
 
     /// - Parameters:
     ///   - kernel: the kernel to run, or nil for cooperative matrices where the operands are
     ///     16-bit and the build and device allow, else scalar.
     ///   - validation: where the block structure is validated.
-    ///   - denseType: B's element type (f32 or f16).
+    ///   - denseType: B's element type (f32, f16 or bf16).
     public init(kernel: BSRKernel? = nil, validation: SparseValidation.Mode = .auto, denseType: DType = .f32) {
         self.kernel = kernel
         self.validation = validation
@@ -34,8 +34,8 @@ public struct BSRSpMMOptions: Sendable, Hashable {
 }
 
 /// Block-CSR sparse x dense: C = alpha * A * B + beta * C with A a `BSRMatrix`
-/// [blockRows * bs, blockCols * bs] (bs 16 or 32, f32 or f16 values), B [blockCols * bs, n]
-/// row-major f32 or f16 (`BSRSpMMOptions.denseType`) and C [blockRows * bs, n] row-major f32,
+/// [blockRows * bs, blockCols * bs] (bs 16 or 32, f32, f16 or bf16 values), B [blockCols * bs, n]
+/// row-major f32, f16 or bf16 (`BSRSpMMOptions.denseType`) and C [blockRows * bs, n] row-major f32,
 /// fp32 accumulation; beta == 0 never reads C.
 ///
 /// The plan validates the block structure (the error names the first bad block row) and
@@ -105,11 +105,11 @@ public struct BSRSpMMPlan: Sendable {
         self.validatedOn = site
 
         let f16 = matrix.valueType == .f16
-        guard options.denseType == .f32 || options.denseType == .f16 else {
-            throw VkAttnError.dtypeMismatch(op: op, operand: "denseType", expected: "f32 or f16", actual: options.denseType.rawValue)
+        guard options.denseType == .f32 || options.denseType.isHalfWidth else {
+            throw VkAttnError.dtypeMismatch(op: op, operand: "denseType", expected: "f32, f16 or bf16", actual: options.denseType.rawValue)
         }
-        if options.denseType == .f16 && !(device.enabled.storageBuffer16BitAccess) {
-            throw VkAttnError.unsupported(op: op, reason: "f16 B needs storageBuffer16BitAccess, which \(device.label) lacks")
+        if options.denseType.isHalfWidth && !(device.enabled.storageBuffer16BitAccess) {
+            throw VkAttnError.unsupported(op: op, reason: "\(options.denseType) B needs storageBuffer16BitAccess, which \(device.label) lacks")
         }
         denseType = options.denseType
         let khr = BSRSpMMPlan.cooperativeMatrixKHR(device: device, blockSize: matrix.blockSize, valueType: matrix.valueType,
@@ -136,11 +136,16 @@ public struct BSRSpMMPlan: Sendable {
             cooperativeMatrixShape = nil
             workgroupSize = 256
             let shader: ShaderSource
-            switch (f16, options.denseType == .f16) {
-            case (false, false): shader = Shaders.sparseBsrSpmmF32
-            case (true, false): shader = Shaders.sparseBsrSpmmF16
-            case (false, true): shader = Shaders.sparseBsrSpmmF32b16
-            case (true, true): shader = Shaders.sparseBsrSpmmF16b16
+            switch (matrix.valueType, options.denseType) {
+            case (.f32, .f32): shader = Shaders.sparseBsrSpmmF32
+            case (.f16, .f32): shader = Shaders.sparseBsrSpmmF16
+            case (.f32, .f16): shader = Shaders.sparseBsrSpmmF32b16
+            case (.f16, .f16): shader = Shaders.sparseBsrSpmmF16b16
+            case (.bf16, .f32): shader = Shaders.sparseBsrSpmmBf16
+            case (.f32, .bf16): shader = Shaders.sparseBsrSpmmF32bbf16
+            case (.bf16, .bf16): shader = Shaders.sparseBsrSpmmBf16bbf16
+            default:
+                throw VkAttnError.unsupported(op: op, reason: "\(matrix.valueType) values with a \(options.denseType) B (supported: both f32, both 16-bit of one kind, or one f32 and one 16-bit)")
             }
             main = try device.kernel(KernelDescriptor(shader: shader, bindings: 5, pushConstantBytes: 24,
                                                       specialization: [0: .int(matrix.blockSize)]))
@@ -156,8 +161,8 @@ public struct BSRSpMMPlan: Sendable {
                 requiredSubgroupSize: device.enabled.subgroupSizeControl ? caps.subgroupSize : nil,
                 fullSubgroups: true))
         case .cooperativeMatrixNV:
-            guard options.denseType == .f32 else {
-                throw VkAttnError.unsupported(op: op, reason: "the NV cooperative-matrix kernel takes an f32 B")
+            guard options.denseType == .f32, matrix.valueType != .bf16 else {
+                throw VkAttnError.unsupported(op: op, reason: "the NV cooperative-matrix kernel takes f32 or f16 values and an f32 B")
             }
             let shape: CooperativeMatrixShape
             switch BSRSpMMPlan.cooperativeMatrix(device: device, blockSize: matrix.blockSize, f16Values: f16) {
@@ -180,7 +185,7 @@ public struct BSRSpMMPlan: Sendable {
     /// The KHR cooperative-matrix shape for these blocks and operand types, or why none.
     static func cooperativeMatrixKHR(device: Device, blockSize: Int, valueType: DType, denseType: DType) -> Result<CooperativeMatrixShape, Reason> {
         guard valueType == .f16, denseType == .f16 else {
-            return .failure(Reason(text: "\(valueType) values with a \(denseType) B (cooperative matrices take 16-bit operands: f16 values and denseType .f16)"))
+            return .failure(Reason(text: "\(valueType) values with a \(denseType) B (the cooperative-matrix kernel takes f16 values and an f16 B; f32 is never rounded and bf16 never narrowed behind the caller's back)"))
         }
         let caps = device.capabilities
         let maxWG = min(caps.maxWorkgroupInvocations, caps.maxWorkgroupSize[0])

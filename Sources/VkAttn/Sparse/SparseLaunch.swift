@@ -22,8 +22,8 @@ enum SparseLaunch {
 
     /// Throws unless the device can load values of `dtype` (f16 needs 16-bit storage).
     static func requireValues(op: String, _ dtype: DType, device: Device) throws {
-        if dtype == .f16 && !device.enabled.storageBuffer16BitAccess {
-            throw VkAttnError.unsupported(op: op, reason: "f16 values need storageBuffer16BitAccess, which \(device.label) does not offer")
+        if dtype.isHalfWidth && !device.enabled.storageBuffer16BitAccess {
+            throw VkAttnError.unsupported(op: op, reason: "\(dtype) values need storageBuffer16BitAccess, which \(device.label) does not offer")
         }
     }
 
