@@ -13,13 +13,10 @@
 #endif
 // Mesa 26.2's lavapipe loses the later work of a subgroup that runs more cooperative-matrix
 // operations than the other subgroups of its workgroup (a triangular loop whose trip count
-// depends on gl_SubgroupID: the longer subgroup's final stores never happen). The CPU variants
-// keep the count of matrix operations the same in every subgroup.
-#ifdef ROLLED
-const bool UNIFORM_MATRIX_OPS = true;
-#else
-const bool UNIFORM_MATRIX_OPS = false;
-#endif
+// depends on gl_SubgroupID: the longer subgroup's final stores never happen). With
+// UNIFORM_MATRIX_OPS (specialization constant 8, set on CPU devices) every subgroup walks every
+// block pair, the unneeded ones masked to zero.
+layout(constant_id = 8) const bool UNIFORM_MATRIX_OPS = false;
 
 #define MAT_A coopmat<MAT_T, gl_ScopeSubgroup, MM, MM, gl_MatrixUseA>
 #define MAT_B coopmat<MAT_T, gl_ScopeSubgroup, MM, MM, gl_MatrixUseB>

@@ -13,6 +13,12 @@ struct GLACoopmat: Hashable {
     let stateSubgroups: Int
     /// Rows the state kernel stages at a time.
     let stateRows: Int
+    /// Subgroups of the gradients kernel, or nil when its tiles do not fit (then the scalar
+    /// gradients kernel runs, and `gradsSkipped` says why).
+    let gradsSubgroups: Int?
+
+    var gradsSkipped: String { "its tiles do not fit \(sharedLimit) bytes of shared memory" }
+    let sharedLimit: Int
 
     var m: Int { shape.m }
 
@@ -21,6 +27,14 @@ struct GLACoopmat: Hashable {
     /// tile and a word.
     static func outputSharedBytes(chunk: Int, dk: Int, dv: Int, m: Int, subgroups: Int) -> Int {
         2 * chunk * (dv + 8) + 2 * m * (dv + 8) + subgroups * (2 * 2 * m * (dk + 8) + 4 * m * (m + 4) + 2 * m * (m + 8) + 4)
+    }
+
+    /// The gradients kernel: the chunk's v and dO rows and an S and a G slice (16-bit, rows of
+    /// Dv + 8), and per subgroup two [M][Dk + 8] 16-bit tiles, two M x (M + 4) fp32 tiles, an
+    /// M x (M + 8) 16-bit tile and two words.
+    static func gradsSharedBytes(chunk: Int, dk: Int, dv: Int, m: Int, subgroups: Int) -> Int {
+        2 * 2 * chunk * (dv + 8) + 2 * 2 * m * (dv + 8)
+            + subgroups * (2 * 2 * m * (dk + 8) + 2 * 4 * m * (m + 4) + 2 * m * (m + 8) + 8)
     }
 
     /// The state kernel: `rows` rows of Dk + 8 and of Dv + 8, 16-bit.
@@ -44,7 +58,11 @@ struct GLACoopmat: Hashable {
             // as many matrix operations (lavapipe needs it; see Shaders/scan/gla_coopmat.glsl).
             let tiles = (dk / m) * (dv / m)
             let stateSubgroups = [4, 2, 1].first { tiles % $0 == 0 && $0 * sg <= maxWG } ?? 1
-            return GLACoopmat(shape: s, subgroupSize: sg, outputSubgroups: ns, stateSubgroups: stateSubgroups, stateRows: rows)
+            let grads = [4, 2, 1].first { ns in
+                (chunk / m) % ns == 0 && ns * sg <= maxWG && gradsSharedBytes(chunk: chunk, dk: dk, dv: dv, m: m, subgroups: ns) <= shared
+            }
+            return GLACoopmat(shape: s, subgroupSize: sg, outputSubgroups: ns, stateSubgroups: stateSubgroups, stateRows: rows,
+                              gradsSubgroups: grads, sharedLimit: shared, uniformMatrixOps: caps.driverName == "llvmpipe")
         }
         let result = CooperativeMatrix.shape(device: device, input: input, shader: Shaders.scanGlaOutputCoopmatF16) { layout($0) != nil }
         switch result {
@@ -58,9 +76,27 @@ struct GLACoopmat: Hashable {
         }
     }
 
+    /// Whether every subgroup must run as many matrix operations (lavapipe; see
+    /// Shaders/scan/gla_coopmat.glsl).
+    let uniformMatrixOps: Bool
+
     /// Specialization of a cooperative-matrix GLA kernel (ids of Shaders/scan/gla_*_coopmat.comp).
     func specialization(workgroup: Int, gate: Int, mode: Int, rows: Int, dk: Int, dv: Int) -> [UInt32: SpecializationValue] {
-        [0: .int(workgroup), 1: .int(gate), 2: .int(mode), 3: .int(rows), 4: .int(dk), 5: .int(dv), 6: .int(m), 7: .int(subgroupSize)]
+        [0: .int(workgroup), 1: .int(gate), 2: .int(mode), 3: .int(rows), 4: .int(dk), 5: .int(dv), 6: .int(m), 7: .int(subgroupSize),
+         8: .bool(uniformMatrixOps)]
+    }
+}
+
+extension GLACoopmat {
+    /// The gradients kernel for dq, dk, dv of type `output`.
+    func gradsKernel(device: Device, subgroups: Int, gate: Int, chunk: Int, dk: Int, dv: Int, output: DType) throws -> Kernel {
+        let rolled = FlashAttention.rolledCooperativeLoops(device)
+        let shader = output == .f32 ? (rolled ? Shaders.scanGlaGradsCoopmatF16o32Cpu : Shaders.scanGlaGradsCoopmatF16o32)
+            : (rolled ? Shaders.scanGlaGradsCoopmatF16Cpu : Shaders.scanGlaGradsCoopmatF16)
+        return try device.kernel(KernelDescriptor(
+            shader: shader, bindings: 10, pushConstantBytes: 32,
+            specialization: specialization(workgroup: subgroups * subgroupSize, gate: gate, mode: 0, rows: chunk, dk: dk, dv: dv),
+            requiredSubgroupSize: device.enabled.subgroupSizeControl ? subgroupSize : nil, fullSubgroups: true))
     }
 }
 

@@ -286,7 +286,7 @@ struct GLAPlan {
         let work = try encodeBackwardStates(stream, dOutput: dOutput)
         try encodeBackwardGradients(stream, work, dOutput: dOutput, dFinalState: dFinalState, dq: dq, dk: dk, dv: dv,
                                     dLogGates: dLogGates, dInitialState: dInitialState)
-        return GLADispatch(chunkLength: C, chunks: NC, label: label + (coopmat != nil ? ", gradients scalar-\(inputType)" : ""))
+        return GLADispatch(chunkLength: C, chunks: NC, label: label + (coopmat.map { $0.gradsSubgroups == nil ? ", gradients scalar-\(inputType) (\($0.gradsSkipped))" : "" } ?? ""))
     }
 
     /// What the backward's first half leaves for the second.
@@ -320,18 +320,32 @@ struct GLAPlan {
         let rloc = try device.makeBuffer(byteCount: gated ? B * L * H * Dk * 4 : 16)
         let totals = try device.makeBuffer(byteCount: gated ? B * H * NC * Dk * 4 : 16)
         let scan = try kernel(Shaders.scanGlaScan, bindings: 4, mode: 1)
-        let grads = try kernel(variant(Shaders.scanGlaGradsF32, f16: Shaders.scanGlaGradsF16, f16o32: Shaders.scanGlaGradsF16o32,
-                                       bf16: Shaders.scanGlaGradsBf16, bf16o32: Shaders.scanGlaGradsBf16o32, output: dq.dtype),
-                               bindings: 12, workgroup: gradsWorkgroup)
+        let coopGrads = coopmat.flatMap { cm in cm.gradsSubgroups.map { (cm, $0) } }
         let carry = try kernel(Shaders.scanGlaGate, bindings: 5, mode: 0)
         let gateGrad = try kernel(Shaders.scanGlaGate, bindings: 5, mode: 1)
         let scanFlags = (dFinalState != nil ? 2 : 0) | (dInitialState != nil ? 4 : 0)
         try stream.dispatch(scan, bindings: [dstates.whole, gcumSlice, dFinalState?.slice ?? q.slice, dInitialState?.slice ?? dstates.whole],
                             push: push(flags: scanFlags), groups: grid(invocations: B * H * Dk * Dv, workgroup: 64))
         try stream.barrier()
-        try stream.dispatch(grads, bindings: [q.slice, k.slice, v.slice, gcumSlice, states.whole, dstates.whole, dOutput.slice,
-                                              dq.slice, dk.slice, dv.slice, rloc.whole, totals.whole],
-                            push: push(flags: 0), groups: grid(groups: B * H * NC))
+        if let (cm, subgroups) = coopGrads {
+            try stream.dispatch(try cm.gradsKernel(device: device, subgroups: subgroups, gate: gateMode, chunk: C, dk: Dk, dv: Dv, output: dq.dtype),
+                                bindings: [q.slice, k.slice, v.slice, gcumSlice, states.whole, dstates.whole, dOutput.slice,
+                                           dq.slice, dk.slice, dv.slice],
+                                push: push(flags: 0), groups: grid(groups: B * H * NC))
+            if gated {
+                try stream.barrier()
+                let zsum = try kernel(dq.dtype == .f32 ? Shaders.scanGlaZsumF16o32 : Shaders.scanGlaZsumF16, bindings: 6)
+                try stream.dispatch(zsum, bindings: [q.slice, k.slice, dq.slice, dk.slice, rloc.whole, totals.whole],
+                                    push: push(flags: 0), groups: grid(invocations: B * H * NC * Dk, workgroup: 64))
+            }
+        } else {
+            let grads = try kernel(variant(Shaders.scanGlaGradsF32, f16: Shaders.scanGlaGradsF16, f16o32: Shaders.scanGlaGradsF16o32,
+                                           bf16: Shaders.scanGlaGradsBf16, bf16o32: Shaders.scanGlaGradsBf16o32, output: dq.dtype),
+                                   bindings: 12, workgroup: gradsWorkgroup)
+            try stream.dispatch(grads, bindings: [q.slice, k.slice, v.slice, gcumSlice, states.whole, dstates.whole, dOutput.slice,
+                                                  dq.slice, dk.slice, dv.slice, rloc.whole, totals.whole],
+                                push: push(flags: 0), groups: grid(groups: B * H * NC))
+        }
         if let dLogGates {
             try stream.barrier()
             try stream.dispatch(carry, bindings: [rloc.whole, totals.whole, states.whole, dFinalState?.slice ?? q.slice, dLogGates.slice],
