@@ -20,10 +20,11 @@ struct Suite: ParsableCommand {
     /// (subcommand, arguments) for every configuration of the suite.
     func plan() -> [(String, [String])] {
         var steps: [(String, [String])] = []
-        let seqs = quick ? [256, 512] : [1024, 4096, 16384]
         let dims = quick ? [64] : [64, 128]
         steps.append(("copy", ["--bytes", quick ? "16M" : "1G"]))
-        for dtype in quick ? ["f32"] : ["f16", "f32"] {
+        // The tensor-core targets: f16 and bf16, S = 4K..64K; f32 (scalar kernels) at 4K.
+        for dtype in quick ? ["f32"] : ["f16", "bf16", "f32"] {
+            let seqs = quick ? [256, 512] : dtype == "f32" ? [4096] : [4096, 16384, 65536]
             for d in dims {
                 for s in seqs {
                     for causal in [false, true] {
@@ -35,8 +36,19 @@ struct Suite: ParsableCommand {
                 }
             }
         }
-        steps.append(("decode", quick ? ["--heads", "8", "--kv-heads", "2", "--cache", "2048"]
-                                      : ["--heads", "32", "--kv-heads", "8", "--dim", "128", "--cache", "32768", "--batch", "4", "--dtype", "f16"]))
+        for dtype in quick ? ["f32"] : ["f16", "bf16"] {
+            steps.append(("decode", quick ? ["--heads", "8", "--kv-heads", "2", "--cache", "2048"]
+                                          : ["--heads", "32", "--kv-heads", "8", "--dim", "128", "--cache", "32768", "--batch", "4", "--dtype", dtype]))
+        }
+        steps.append(("scan", ["--count", quick ? "1048576" : "268435456"]))
+        if !quick {
+            // No PyTorch peer: checked and timed for the record.
+            for backward in [false, true] {
+                steps.append(("linear-attention", ["--batch", "2", "--length", "16384", "--heads", "8", "--dk", "128", "--dv", "128",
+                                                   "--dtype", "f16"] + (backward ? ["--backward"] : [])))
+            }
+            steps.append(("spmm", ["--format", "bsr", "--dtype", "f16", "--rows", "16384", "--density", "0.01", "--n", "256"]))
+        }
         for n in quick ? [16] : [64, 256, 512] {
             for distribution in ["uniform", "power-law"] {
                 for density in quick ? ["0.01"] : ["0.0005", "0.01", "0.05"] {

@@ -30,7 +30,7 @@ def parse_step(args):
     for name in ["--seq", "--seq-k", "--heads", "--kv-heads", "--dim", "--batch", "--queries", "--cache",
                  "--rows", "--cols", "--n", "--count"]:
         p.add_argument(name, type=int)
-    for name in ["--dtype", "--bytes", "--density", "--distribution", "--window"]:
+    for name in ["--dtype", "--bytes", "--density", "--distribution", "--window", "--format"]:
         p.add_argument(name)
     for name in ["--causal", "--backward", "--exclusive"]:
         p.add_argument(name, action="store_true")
@@ -67,8 +67,11 @@ def row(op, device, config, path, timing, **values):
     return out
 
 
+DTYPES = {"f16": "float16", "bf16": "bfloat16", "f32": "float32"}
+
+
 def attention_rows(torch, F, device_name, o, iterations):
-    dtype = {"f16": torch.float16, "f32": torch.float32}[o.dtype or "f32"]
+    dtype = getattr(torch, DTYPES[o.dtype or "f32"])
     b, sq, h, d = o.batch or 1, o.seq, o.heads or 8, o.dim or 64
     sk = o.seq_k or sq
     hkv = o.kv_heads or h
@@ -107,14 +110,14 @@ def attention_rows(torch, F, device_name, o, iterations):
 
 
 def decode_rows(torch, F, device_name, o, iterations):
-    dtype = {"f16": torch.float16, "f32": torch.float32}[o.dtype or "f32"]
+    dtype = getattr(torch, DTYPES[o.dtype or "f32"])
     b, nq, h, d, cache = o.batch or 1, o.queries or 1, o.heads or 8, o.dim or 64, o.cache or 16384
     hkv = o.kv_heads or h
     q = torch.randn(b, h, nq, d, device="cuda", dtype=dtype)
     k = torch.randn(b, hkv, cache, d, device="cuda", dtype=dtype)
     v = torch.randn(b, hkv, cache, d, device="cuda", dtype=dtype)
     t = time_ms(torch, lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=hkv != h), iterations=iterations)
-    element = 2 if dtype == torch.float16 else 4
+    element = 4 if dtype == torch.float32 else 2
     moved = 2 * k.numel() * element + 2 * q.numel() * element + b * nq * h * 4
     config = {"batch": b, "queries": nq, "cache": cache, "heads": h, "kv_heads": hkv, "dim": d,
               "dtype": o.dtype or "f32", "mask": "causal" if o.causal else "none", "packed": False}
@@ -180,8 +183,8 @@ def main():
             "scan": lambda: scan_rows(torch, device_name, o, options.iterations),
             "spmm": lambda: spmm_rows(torch, device_name, o, options.iterations),
         }
-        if step["command"] not in handlers:
-            print(f"peers: no peer for {step['command']}", file=sys.stderr)
+        if step["command"] not in handlers or (step["command"] == "spmm" and o.format == "bsr"):
+            print(f"peers: no peer for {step['command']} {' '.join(step['args'])}", file=sys.stderr)
             continue
         for result in handlers[step["command"]]():
             print(json.dumps(result, sort_keys=True), flush=True)
