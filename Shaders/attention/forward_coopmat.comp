@@ -5,6 +5,8 @@
 //! variant f16_cpu -DMAT_T=float16_t -DOUT_T=float16_t -DROLLED
 //! variant f16o32 -DMAT_T=float16_t -DOUT_T=float
 //! variant f16o32_cpu -DMAT_T=float16_t -DOUT_T=float -DROLLED
+//! variant bf16 -DMAT_T=bfloat16_t -DOUT_T=bfloat16_t -DUSE_BF16 requires:GL_EXT_bfloat16
+//! variant bf16o32 -DMAT_T=bfloat16_t -DOUT_T=float -DUSE_BF16 requires:GL_EXT_bfloat16
 // Flash attention forward on KHR cooperative matrices (FlashAttention-2 schedule, the same
 // contract as forward.comp: O = softmax(scale * Q K^T + mask) V, LSE in natural log, fp32
 // partials with SPLIT). Inputs are 16-bit (MAT_T); S, O, m, l and LSE are fp32; P is rounded to
@@ -28,6 +30,9 @@
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #extension GL_EXT_shader_16bit_storage : require
+#ifdef USE_BF16
+#extension GL_EXT_bfloat16 : require
+#endif
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
 #extension GL_KHR_shader_subgroup_arithmetic : require

@@ -76,6 +76,17 @@ static const uint32_t VKATTN_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_F
 static const uint32_t VKATTN_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_KHR = 1000506001u;
 static const uint32_t VKATTN_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_PROPERTIES_KHR = 1000506002u;
 
+// ---- VK_KHR_shader_bfloat16 (spec extension 142), absent before header 1.4.311 ----
+// Declared under VkAttn's own name, so that it never collides with newer headers' definition.
+typedef struct VkattnPhysicalDeviceShaderBfloat16Features {
+    VkStructureType sType;
+    void *pNext;
+    VkBool32 shaderBFloat16Type;
+    VkBool32 shaderBFloat16DotProduct;
+    VkBool32 shaderBFloat16CooperativeMatrix;
+} VkattnPhysicalDeviceShaderBfloat16Features;
+static const uint32_t VKATTN_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_BFLOAT16_FEATURES_KHR = 1000141000u;
+
 // ---- What Swift cannot import: function-like macros ----
 static inline uint32_t vkattn_make_api_version(uint32_t variant, uint32_t major, uint32_t minor, uint32_t patch) {
     return VK_MAKE_API_VERSION(variant, major, minor, patch);

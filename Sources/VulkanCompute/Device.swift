@@ -19,6 +19,8 @@ public struct EnabledFeatures: Sendable, Codable, Equatable {
     public var shaderSubgroupExtendedTypes = false
     public var cooperativeMatrixKHR = false
     public var cooperativeMatrixNV = false
+    /// VK_KHR_shader_bfloat16 with bf16 cooperative matrices (enabled only with both features).
+    public var shaderBFloat16CooperativeMatrix = false
     public var memoryBudget = false
     /// VK_EXT_calibrated_timestamps (GPU timestamps mapped to a host clock).
     public var calibratedTimestamps = false
@@ -121,6 +123,15 @@ public final class Device: Sendable {
             chain.append(f)
             extensions.append("VK_KHR_cooperative_matrix")
             enabled.cooperativeMatrixKHR = true
+        }
+        if enabled.cooperativeMatrixKHR && caps.shaderBFloat16Type && caps.shaderBFloat16CooperativeMatrix {
+            var f = VkattnPhysicalDeviceShaderBfloat16Features()
+            f.sType = VkStructureType(rawValue: VKATTN_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_BFLOAT16_FEATURES_KHR)
+            f.shaderBFloat16Type = VkBool32(1)
+            f.shaderBFloat16CooperativeMatrix = VkBool32(1)
+            chain.append(f)
+            extensions.append("VK_KHR_shader_bfloat16")
+            enabled.shaderBFloat16CooperativeMatrix = true
         }
         if !caps.cooperativeMatrixNV.isEmpty {
             var f = VkPhysicalDeviceCooperativeMatrixFeaturesNV()

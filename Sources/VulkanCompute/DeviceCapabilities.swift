@@ -105,6 +105,9 @@ public struct DeviceCapabilities: Sendable, Codable, Equatable {
     public var vulkanMemoryModel: Bool
     public var vulkanMemoryModelDeviceScope: Bool
     public var shaderSubgroupExtendedTypes: Bool
+    /// VK_KHR_shader_bfloat16: bfloat16 as a shader type, and in cooperative matrices.
+    public var shaderBFloat16Type: Bool
+    public var shaderBFloat16CooperativeMatrix: Bool
     public var cooperativeMatrixKHR: [CooperativeMatrixShape]
     public var cooperativeMatrixNV: [CooperativeMatrixShape]
 
@@ -143,7 +146,7 @@ public struct DeviceCapabilities: Sendable, Codable, Equatable {
         case shaderFloat16, shaderFloat64, shaderInt8, shaderInt16, shaderInt64
         case storageBuffer16BitAccess, storageBuffer8BitAccess, timelineSemaphore, subgroupSizeControl
         case computeFullSubgroups, vulkanMemoryModel, vulkanMemoryModelDeviceScope, shaderSubgroupExtendedTypes
-        case cooperativeMatrixKHR, cooperativeMatrixNV
+        case shaderBFloat16Type, shaderBFloat16CooperativeMatrix, cooperativeMatrixKHR, cooperativeMatrixNV
         case loopIterationLimit, minImportedHostPointerAlignment, timestampPeriodNanoseconds, timestampComputeAndGraphics, queueFamilies, extensions
     }
 }
@@ -218,6 +221,12 @@ extension DeviceCapabilities {
             var v = VkPhysicalDeviceCooperativeMatrixFeaturesKHR()
             v.sType = VkStructureType(rawValue: VKATTN_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR)
             fKHR = feats.append(v)
+        }
+        var fBF16: UnsafeMutablePointer<VkattnPhysicalDeviceShaderBfloat16Features>? = nil
+        if has("VK_KHR_shader_bfloat16") {
+            var v = VkattnPhysicalDeviceShaderBfloat16Features()
+            v.sType = VkStructureType(rawValue: VKATTN_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_BFLOAT16_FEATURES_KHR)
+            fBF16 = feats.append(v)
         }
         var fNV: UnsafeMutablePointer<VkPhysicalDeviceCooperativeMatrixFeaturesNV>? = nil
         if has("VK_NV_cooperative_matrix") {
@@ -317,6 +326,8 @@ extension DeviceCapabilities {
         self.vulkanMemoryModel = f12.pointee.vulkanMemoryModel != 0
         self.vulkanMemoryModelDeviceScope = f12.pointee.vulkanMemoryModelDeviceScope != 0
         self.shaderSubgroupExtendedTypes = f12.pointee.shaderSubgroupExtendedTypes != 0
+        self.shaderBFloat16Type = (fBF16?.pointee.shaderBFloat16Type ?? 0) != 0
+        self.shaderBFloat16CooperativeMatrix = (fBF16?.pointee.shaderBFloat16CooperativeMatrix ?? 0) != 0
         self.cooperativeMatrixKHR = (fKHR?.pointee.cooperativeMatrix ?? 0) != 0
             ? cooperativeMatrixShapesKHR(instance: instance, pd) : []
         self.cooperativeMatrixNV = (fNV?.pointee.cooperativeMatrix ?? 0) != 0

@@ -51,8 +51,12 @@ public struct ShaderToolchain: Sendable, Codable, Equatable {
     public let glslcVersion: String
     public let acceptsNVCooperativeMatrix: Bool
     public let acceptsKHRCooperativeMatrix: Bool
+    /// GL_EXT_bfloat16 with bf16 cooperative matrices (glslang 16).
+    public let acceptsBFloat16CooperativeMatrix: Bool
 
-    public init(glslcVersion: String, acceptsNVCooperativeMatrix: Bool, acceptsKHRCooperativeMatrix: Bool) {
+    public init(glslcVersion: String, acceptsNVCooperativeMatrix: Bool, acceptsBFloat16CooperativeMatrix: Bool = false,
+                acceptsKHRCooperativeMatrix: Bool) {
+        self.acceptsBFloat16CooperativeMatrix = acceptsBFloat16CooperativeMatrix
         self.glslcVersion = glslcVersion
         self.acceptsNVCooperativeMatrix = acceptsNVCooperativeMatrix
         self.acceptsKHRCooperativeMatrix = acceptsKHRCooperativeMatrix

@@ -77,6 +77,7 @@ enum DeviceReport {
                 ("max allocation", formatBytes(caps.maxMemoryAllocationBytes)),
                 ("memory heaps", heaps),
                 ("fp16 / int8", "shaderFloat16 \(caps.shaderFloat16), shaderInt8 \(caps.shaderInt8)"),
+                ("bfloat16", "type \(caps.shaderBFloat16Type), cooperative matrices \(caps.shaderBFloat16CooperativeMatrix)"),
                 ("16/8-bit storage", "\(caps.storageBuffer16BitAccess) / \(caps.storageBuffer8BitAccess)"),
                 ("coopmat KHR", shapes(caps.cooperativeMatrixKHR)),
                 ("coopmat NV", shapes(caps.cooperativeMatrixNV)),

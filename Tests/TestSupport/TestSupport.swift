@@ -97,6 +97,14 @@ public func requireCooperativeMatrix(_ device: Device, input: DType = .f16,
     try Test.cancel("skipped: \(reason)", sourceLocation: sourceLocation)
 }
 
+/// Ends the current (non-parameterized) test as skipped, saying why, when `device` has no
+/// cooperative matrices for `input` — even under `VKATTN_REQUIRE_COOPMAT=1`: for types the CI
+/// device is not expected to offer (bf16 on lavapipe).
+public func skipUnlessCooperativeMatrix(_ device: Device, input: DType, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    guard let reason = CooperativeMatrix.unavailableReason(device: device, input: input) else { return }
+    try Test.cancel("skipped: \(reason)", sourceLocation: sourceLocation)
+}
+
 /// Whether this machine's default device runs cooperative-matrix kernels, asked once: the
 /// condition of the cooperative-matrix suites, which are skipped with the reason where not (and
 /// run, to fail in `requireCooperativeMatrix`, when `VKATTN_REQUIRE_COOPMAT=1`).

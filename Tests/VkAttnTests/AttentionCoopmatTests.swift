@@ -165,6 +165,20 @@ struct AttentionCoopmatTests {
         }
     }
 
+    /// bf16 on bf16 matrix types (VK_KHR_shader_bfloat16), where the device has them: forward,
+    /// backward and decode against the fp64 reference.
+    @Test func bfloat16MatrixTypesWhereOffered() throws {
+        let seed = testSeed()
+        try withDevice { device in
+            try skipUnlessCooperativeMatrix(device, input: .bf16)
+            let c = AttentionCase(seed: seed, sq: 333, sk: 333, headsQ: 4, headsKV: 2, headDim: 128, dtype: .bf16,
+                                  attention: Self.attention(AttentionMask(causal: true, windowLeft: 64)))
+            try checkForward(c, device)
+            try checkBackward(c, device)
+            try expectCoopmatPath(c, device)
+        }
+    }
+
     // MARK: Backward
 
     @Test(arguments: [1, 17, 333])

@@ -154,6 +154,7 @@ public struct FlashAttention: Hashable, Sendable {
 
     static func forwardShader(input: DType, output: DType, cooperative: Bool = false, rolled: Bool = false) -> ShaderSource {
         if cooperative {
+            if input == .bf16 { return output == .f32 ? Shaders.attentionForwardCoopmatBf16o32 : Shaders.attentionForwardCoopmatBf16 }
             switch (output == .f32, rolled) {
             case (true, false): return Shaders.attentionForwardCoopmatF16o32
             case (true, true): return Shaders.attentionForwardCoopmatF16o32Cpu

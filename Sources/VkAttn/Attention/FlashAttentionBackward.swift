@@ -184,6 +184,10 @@ extension FlashAttention {
     static func backwardVariant(input: DType, output: DType, cooperative: Bool = false,
                                 rolled: Bool = false) -> (dq: ShaderSource, dkdv: ShaderSource) {
         if cooperative {
+            if input == .bf16 {
+                return output == .f32 ? (Shaders.attentionBackwardDqCoopmatBf16o32, Shaders.attentionBackwardDkdvCoopmatBf16o32)
+                    : (Shaders.attentionBackwardDqCoopmatBf16, Shaders.attentionBackwardDkdvCoopmatBf16)
+            }
             switch (output == .f32, rolled) {
             case (true, false): return (Shaders.attentionBackwardDqCoopmatF16o32, Shaders.attentionBackwardDkdvCoopmatF16o32)
             case (true, true): return (Shaders.attentionBackwardDqCoopmatF16o32Cpu, Shaders.attentionBackwardDkdvCoopmatF16o32Cpu)

@@ -38,6 +38,7 @@ public enum CooperativeMatrix {
     static func componentName(_ dtype: DType) -> String? {
         switch dtype {
         case .f16: return "f16"
+        case .bf16: return "bf16"
         default: return nil
         }
     }
@@ -55,11 +56,6 @@ public enum CooperativeMatrix {
                       fits: (CooperativeMatrixShape) -> Bool = { _ in true }) -> Result<CooperativeMatrixShape, Unavailable> {
         if disabledByEnvironment { return .failure(Unavailable("disabled by \(EnvironmentKey.disableCooperativeMatrix)")) }
         if let reason = buildReason { return .failure(Unavailable(reason)) }
-        if input == .bf16 {
-            // Never narrowed to f16 (bf16's range is larger): bf16 runs on the scalar kernels,
-            // which widen the 16-bit words exactly, until bf16 matrix kernels exist.
-            return .failure(Unavailable("no bf16 cooperative-matrix kernels (bf16 is never narrowed to f16); scalar kernels widen it exactly"))
-        }
         guard let component = componentName(input) else {
             return .failure(Unavailable("\(input) inputs (cooperative-matrix kernels take 16-bit inputs)"))
         }
@@ -68,6 +64,11 @@ public enum CooperativeMatrix {
         guard enabled.vulkanMemoryModel else { return .failure(Unavailable("\(device.label) lacks vulkanMemoryModel")) }
         guard enabled.shaderFloat16, enabled.storageBuffer16BitAccess else {
             return .failure(Unavailable("\(device.label) lacks shaderFloat16 or 16-bit storage"))
+        }
+        // bf16 is never narrowed to f16 (its range is larger): without bf16 matrix types the
+        // scalar kernels widen its words exactly.
+        if input == .bf16 && !enabled.shaderBFloat16CooperativeMatrix {
+            return .failure(Unavailable("\(device.label) offers no bf16 cooperative matrices (VK_KHR_shader_bfloat16); bf16 is never narrowed to f16"))
         }
         // SPIR-V before 1.6 needs full subgroups for cooperative matrices (VUID-10770).
         guard enabled.computeFullSubgroups else { return .failure(Unavailable("\(device.label) lacks computeFullSubgroups")) }

@@ -42,6 +42,9 @@ struct GLACoopmat: Hashable {
 
     /// The layout for this problem on `device`, or why the cooperative-matrix kernels cannot run.
     static func choose(device: Device, input: DType, chunk: Int, dk: Int, dv: Int) -> Result<GLACoopmat, CooperativeMatrix.Unavailable> {
+        guard input == .f16 else {
+            return .failure(CooperativeMatrix.Unavailable("\(input) inputs (the GLA cooperative-matrix kernels take f16; bf16 is never narrowed)"))
+        }
         let caps = device.capabilities
         let sg = caps.subgroupSize
         let maxWG = min(256, caps.maxWorkgroupInvocations, caps.maxWorkgroupSize[0])
