@@ -78,12 +78,6 @@ enum ProcessEnvironment {
 import Glibc
 #endif
 
-/// The kernel preferences worth testing on `device`: scalar always, cooperative matrices where
-/// this build and the device can run them.
-public func kernelPreferences(_ device: Device, input: DType = .f16) -> [KernelPreference] {
-    CooperativeMatrix.unavailableReason(device: device, input: input) == nil ? [.scalar, .cooperativeMatrix] : [.scalar]
-}
-
 /// Ends the current test as skipped, saying why, when `device` cannot run cooperative-matrix
 /// kernels on `input`. With `VKATTN_REQUIRE_COOPMAT=1` (CI's cooperative-matrix leg) that is a
 /// failure instead: a skip there must not read as a pass.
