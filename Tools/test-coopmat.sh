@@ -34,7 +34,7 @@ for loops in rolled unrolled; do
     export VKATTN_COOPMAT_LOOPS=$loops
     echo "--- $loops cooperative-matrix loops"
     check coopmat attention --seq 1023 --heads 4 --kv-heads 2 --dim 128 --dtype f16 --causal --backward
-    check coopmat attention --seq 1023 --heads 4 --kv-heads 2 --dim 128 --dtype f16 --causal --backward --window 64,0
+    check coopmat attention --seq 1023 --heads 4 --kv-heads 2 --dim 128 --dtype f16 --causal --backward --window 64
     check coopmat decode --dtype f16 --cache 4096
     check coopmat linear-attention --dtype f16 --length 1000
     check coopmat linear-attention --dtype f16 --length 1000 --backward
@@ -43,6 +43,6 @@ done
 unset VKATTN_COOPMAT_LOOPS
 # bf16 has no cooperative-matrix kernels on this device: the same commands pass on the scalar ones.
 echo "--- bf16"
-check any attention --seq 1023 --heads 4 --kv-heads 2 --dim 128 --dtype bf16 --causal --backward --window 64,0
+check any attention --seq 1023 --heads 4 --kv-heads 2 --dim 128 --dtype bf16 --causal --backward --window 64
 check any decode --dtype bf16 --cache 4096
 check any linear-attention --dtype bf16 --length 1000 --backward

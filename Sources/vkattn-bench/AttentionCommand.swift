@@ -9,7 +9,7 @@ struct AttentionShapeOptions: ParsableArguments {
     @Option(help: "Head dimension (32, 64, 96, 128, 256).") var dim = 64
     @Option(help: "Storage type: f32, f16 or bf16.") var dtype: String = "f32"
     @Flag(help: "Causal mask (bottom-right aligned when query and key lengths differ).") var causal = false
-    @Option(help: "Sliding window L,R (keys before / after the diagonal; -1 or empty: unbounded).") var window: String?
+    @Option(help: "Sliding window: N keys before the diagonal, or L,R (keys before / after it; -1 or empty: unbounded).") var window: String?
     @Option(help: "Logit soft cap.") var softcap: Float?
 
     func validate() throws {
@@ -24,8 +24,9 @@ struct AttentionShapeOptions: ParsableArguments {
     func mask(blocks: BlockMask? = nil) throws -> AttentionMask {
         var left: Int?, right: Int?
         if let window {
-            let parts = window.split(separator: ",", omittingEmptySubsequences: false).map { String($0) }
-            guard parts.count == 2 else { throw ValidationError("--window takes L,R, got '\(window)'") }
+            var parts = window.split(separator: ",", omittingEmptySubsequences: false).map { String($0) }
+            if parts.count == 1 { parts.append("-1") }  // N: N keys before the diagonal (a sliding window)
+            guard parts.count == 2 else { throw ValidationError("--window takes N or L,R, got '\(window)'") }
             func side(_ s: String) throws -> Int? {
                 if s.isEmpty || s == "-1" { return nil }
                 guard let v = Int(s), v >= 0 else { throw ValidationError("--window: '\(s)' is not a size") }
