@@ -43,6 +43,9 @@ done
 unset VKATTN_COOPMAT_LOOPS
 # bf16 has no cooperative-matrix kernels on this device: the same commands pass on the scalar ones.
 echo "--- bf16"
+check any attention --seq 1023 --heads 4 --kv-heads 2 --dim 128 --dtype bf16 --causal --backward
 check any attention --seq 1023 --heads 4 --kv-heads 2 --dim 128 --dtype bf16 --causal --backward --window 64
 check any decode --dtype bf16 --cache 4096
+check any linear-attention --dtype bf16 --length 1000
 check any linear-attention --dtype bf16 --length 1000 --backward
+check any spmm --format bsr --dtype bf16 --rows 2048 --density 0.02

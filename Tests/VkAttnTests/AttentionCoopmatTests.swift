@@ -181,7 +181,7 @@ struct AttentionCoopmatTests {
 
     // MARK: Backward
 
-    @Test(arguments: [1, 17, 333])
+    @Test(arguments: [1, 17, 333, 1023])
     func backwardAwkwardLengths(length: Int) throws {
         let seed = testSeed()
         try withDevice { device in
