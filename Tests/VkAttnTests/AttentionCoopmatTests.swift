@@ -82,11 +82,8 @@ struct AttentionCoopmatTests {
         var rng = SeededRandom(seed: seed)
         try withDevice { device in
             try requireCooperativeMatrix(device)
-            let sq = 70, sk = 90, block = 16
-            let rows = (sq + block - 1) / block, cols = (sk + block - 1) / block
-            var pattern = (0..<rows).map { _ in (0..<cols).map { _ in rng.next() % 3 != 0 } }
-            pattern[1] = [Bool](repeating: false, count: cols)  // a query block that sees nothing
-            let blocks = BlockMask(blockSize: block, queryBlocks: rows, keyBlocks: cols) { pattern[$0][$1] }
+            let sq = 70, sk = 90
+            let blocks = randomBlockMask(sq: sq, sk: sk, block: 16, emptyRow: true, &rng)
             for causal in [false, true] {
                 try checkForward(AttentionCase(seed: seed, batch: 2, sq: sq, sk: sk, headDim: 64, dtype: .f16,
                                                attention: Self.attention(AttentionMask(causal: causal, blocks: blocks))), device)
@@ -115,14 +112,8 @@ struct AttentionCoopmatTests {
             let c = AttentionCase(seed: seed, batch: 2, sq: queries, sk: 1000, headsQ: 8, headsKV: 2, headDim: 128, dtype: .f16,
                                   attention: Self.attention(.causal))
             for splits in [nil, 1, 3] as [Int?] {
-                let (q, k, v) = try c.tensors(device)
-                let stream = try device.makeStream()
-                let out = try c.attention.decode(q: q, kCache: k, vCache: v, splits: splits, on: stream)
-                try stream.synchronize()
-                let ref = AttentionReference.forward(try c.problem, q: c.q, k: c.k, v: c.v)
-                let errO = relativeError(try out.o.readFloats(), ref.o), errL = relativeError(try out.lse.readFloats(), ref.lse)
-                #expect(errO <= c.tolerance && errL <= 1e-5, "O \(errO) LSE \(errL) \(out.path): \(c)")
-                #expect(out.path.contains("coopmat-"), "\(out.path)")
+                let path = try checkDecode(c, device, splits: splits)
+                #expect(path.contains("coopmat-"), "\(path)")
             }
         }
     }
@@ -217,10 +208,8 @@ struct AttentionCoopmatTests {
             try requireCooperativeMatrix(device)
             try checkBackward(AttentionCase(seed: seed, packedQ: [5, 0, 35, 1, 70], packedK: [5, 3, 40, 0, 90],
                                             headsQ: 4, headsKV: 2, headDim: 64, dtype: .f16, attention: Self.attention(.causal)), device)
-            let sq = 70, sk = 90, block = 16
-            let rows = (sq + block - 1) / block, cols = (sk + block - 1) / block
-            let pattern = (0..<rows).map { _ in (0..<cols).map { _ in rng.next() % 3 != 0 } }
-            let blocks = BlockMask(blockSize: block, queryBlocks: rows, keyBlocks: cols) { pattern[$0][$1] }
+            let sq = 70, sk = 90
+            let blocks = randomBlockMask(sq: sq, sk: sk, block: 16, emptyRow: false, &rng)
             try checkBackward(AttentionCase(seed: seed, batch: 2, sq: sq, sk: sk, headDim: 64, dtype: .f16,
                                             attention: Self.attention(AttentionMask(causal: true, blocks: blocks))), device)
         }

@@ -4,19 +4,6 @@ import TestSupport
 
 @Suite("Flash attention decode and merge")
 struct AttentionDecodeTests {
-    /// Runs decode into poisoned outputs and compares with the reference.
-    func checkDecode(_ c: AttentionCase, _ device: Device, splits: Int? = nil) throws -> String {
-        let (q, k, v) = try c.tensors(device)
-        let stream = try device.makeStream()
-        let out = try c.attention.decode(q: q, kCache: k, vCache: v, layout: c.layout, splits: splits, on: stream)
-        try stream.synchronize()
-        let ref = AttentionReference.forward(try c.problem, q: c.q, k: c.k, v: c.v)
-        let errO = relativeError(try out.o.readFloats(), ref.o)
-        let errL = relativeError(try out.lse.readFloats(), ref.lse)
-        #expect(errO <= c.tolerance && errL <= 1e-5, "O \(errO) LSE \(errL) \(out.path): \(c)")
-        return out.path
-    }
-
     @Test(arguments: [1, 4, 16])
     func fewQueriesAgainstALongCache(queries: Int) throws {
         let seed = testSeed()

@@ -157,3 +157,27 @@ func checkBackward(_ c: AttentionCase, _ device: Device, gradientDType: DType? =
     }
     return got
 }
+
+/// Runs decode (`splits` nil: the planned split) and compares O and LSE with the reference;
+/// returns the path.
+@discardableResult
+func checkDecode(_ c: AttentionCase, _ device: Device, splits: Int? = nil, sourceLocation: SourceLocation = #_sourceLocation) throws -> String {
+    let (q, k, v) = try c.tensors(device)
+    let stream = try device.makeStream()
+    let out = try c.attention.decode(q: q, kCache: k, vCache: v, layout: c.layout, splits: splits, on: stream)
+    try stream.synchronize()
+    let ref = AttentionReference.forward(try c.problem, q: c.q, k: c.k, v: c.v)
+    let errO = relativeError(try out.o.readFloats(), ref.o)
+    let errL = relativeError(try out.lse.readFloats(), ref.lse)
+    #expect(errO <= c.tolerance && errL <= 1e-5, "O \(errO) LSE \(errL) \(out.path): \(c)", sourceLocation: sourceLocation)
+    return out.path
+}
+
+/// A random block mask over sq x sk positions (about two thirds of the blocks kept), with query
+/// block 1 seeing nothing when `emptyRow`.
+func randomBlockMask(sq: Int, sk: Int, block: Int, emptyRow: Bool, _ rng: inout SeededRandom) -> BlockMask {
+    let rows = (sq + block - 1) / block, cols = (sk + block - 1) / block
+    var pattern = (0..<rows).map { _ in (0..<cols).map { _ in rng.next() % 3 != 0 } }
+    if emptyRow && rows > 1 { pattern[1] = [Bool](repeating: false, count: cols) }
+    return BlockMask(blockSize: block, queryBlocks: rows, keyBlocks: cols) { pattern[$0][$1] }
+}
