@@ -142,4 +142,29 @@ struct AttentionValidationTests {
             try stream.synchronize()
         }
     }
+
+    /// Windows past any sequence (Int.max, Int32.max) are unbounded, not an empty band; an
+    /// absurd diagonal offset is a typed error, not a trap.
+    @Test func hugeWindowsAreUnboundedAndHugeOffsetsAreErrors() throws {
+        let seed = testSeed()
+        try withDevice { device in
+            for (left, right) in [(Int.max, Int.max), (Int(Int32.max), Int(Int32.max)), (Int.max, nil)] as [(Int, Int?)] {
+                for causal in [false, true] {
+                    let mask = AttentionMask(causal: causal, windowLeft: left, windowRight: right)
+                    let errors = try checkForward(AttentionCase(seed: seed, sq: 40, sk: 50, attention: FlashAttention(mask: mask)), device)
+                    #expect(errors.o < 1e-4, "window (\(left), \(String(describing: right))) seed \(seed)")
+                    #expect(mask.allows(query: 0, key: 0, sq: 40, sk: 50) && mask.keptFraction(sq: 40, sk: 50) == AttentionMask(causal: causal).keptFraction(sq: 40, sk: 50))
+                }
+            }
+            let stream = try device.makeStream()
+            let q = try tensor(device, [1, 16, 2, 32])
+            for offset in [Int.min, Int.max, (1 << 30) + 1] {
+                let attention = FlashAttention(mask: AttentionMask(causal: true, diagonalOffset: offset))
+                expectError("attention.forward", "diagonalOffset") { _ = try attention.forward(q: q, k: q, v: q, on: stream) }
+                _ = attention.mask.allows(query: 3, key: 2, sq: 16, sk: 16)
+                _ = attention.mask.keptFraction(sq: 16, sk: 16)
+            }
+            try stream.synchronize()
+        }
+    }
 }

@@ -119,7 +119,7 @@ extension FlashAttention {
                 throw VkAttnError.invalidValue(op: op, operand: "softcap", reason: "\(cap) must be finite and positive")
             }
         }
-        guard abs(mask.diagonalOffset) <= 1 << 30 else {
+        guard mask.diagonalOffset.magnitude <= 1 << 30 else {
             throw VkAttnError.invalidValue(op: op, operand: "diagonalOffset", reason: "\(mask.diagonalOffset) is beyond +-2^30")
         }
         for (name, w) in [("windowLeft", mask.windowLeft), ("windowRight", mask.windowRight)] {

@@ -39,10 +39,15 @@ public struct AttentionMask: Hashable, Sendable {
         self.diagonalOffset = diagonalOffset
     }
 
-    /// The key on the diagonal of query `i` (of `sq` queries, `sk` keys).
+    /// The key on the diagonal of query `i` (of `sq` queries, `sk` keys). The offset is taken
+    /// within +-2^40 here (the ops refuse anything beyond +-2^30), so absurd values cannot trap.
     public func diagonal(query i: Int, sq: Int, sk: Int) -> Int {
-        i + (anchor == .topLeft ? 0 : sk - sq) + diagonalOffset
+        i + (anchor == .topLeft ? 0 : sk - sq) + max(-Self.unboundedWindow << 10, min(Self.unboundedWindow << 10, diagonalOffset))
     }
+
+    /// Windows of this many keys or more cover any sequence VkAttn can hold: they are unbounded
+    /// (the kernels' 32-bit band arithmetic would overflow on larger ones).
+    public static let unboundedWindow = 1 << 30
 
     public static let none = AttentionMask()
     public static let causal = AttentionMask(causal: true)
@@ -50,8 +55,8 @@ public struct AttentionMask: Hashable, Sendable {
     /// The band as the kernels see it: keys in `[diagonal - left, diagonal + right]`, -1 for
     /// unbounded. Causal caps `right` at 0.
     var band: (left: Int, right: Int) {
-        let left = windowLeft ?? -1
-        var right = windowRight ?? -1
+        let left = windowLeft.map { $0 >= Self.unboundedWindow ? -1 : $0 } ?? -1
+        var right = windowRight.map { $0 >= Self.unboundedWindow ? -1 : $0 } ?? -1
         if causal { right = right < 0 ? 0 : min(right, 0) }
         return (left, right)
     }

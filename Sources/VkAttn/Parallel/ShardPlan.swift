@@ -38,11 +38,16 @@ public struct ShardPlan: Hashable, Sendable {
 
     public init(lengths: [Int], ranks: Int, sharding: SequenceSharding) throws {
         let op = "ShardPlan"
-        guard !lengths.isEmpty, lengths.allSatisfy({ $0 >= 0 }), lengths.reduce(0, +) > 0 else {
+        guard !lengths.isEmpty, lengths.allSatisfy({ $0 >= 0 }) else {
             throw VkAttnError.invalidValue(op: op, operand: "lengths", reason: "\(lengths.prefix(8)) must be non-negative with at least one token")
         }
-        guard ranks >= 1 else {
-            throw VkAttnError.invalidValue(op: op, operand: "ranks", reason: "\(ranks) must be at least 1")
+        // Packed layouts count tokens in 32-bit cu_seqlens.
+        let total = try Checked.sum(op: op, operand: "lengths", lengths)
+        guard total > 0, total <= Int(Int32.max) else {
+            throw VkAttnError.invalidValue(op: op, operand: "lengths", reason: "\(total) tokens in all; 1 ... \(Int32.max) fit the packed layouts")
+        }
+        guard ranks >= 1, ranks <= total else {
+            throw VkAttnError.invalidValue(op: op, operand: "ranks", reason: "\(ranks) must be between 1 and the \(total) tokens")
         }
         self.lengths = lengths
         self.ranks = ranks

@@ -59,9 +59,10 @@ public struct GatedLinearAttention: Hashable, Sendable {
     }
 
     /// Chunks of a sequence of `length` rows: the boundary states have chunks + 1 slots.
+    /// (A chunk length below 1, which forward and backward refuse, counts as 1 here.)
     public func chunkCount(length: Int, on device: Device) -> Int {
-        let c = chunkLength(on: device)
-        return (length + c - 1) / c
+        let c = max(1, chunkLength(on: device))
+        return length / c + (length % c == 0 ? 0 : 1)
     }
 
     /// Records the forward pass: o, and when given the final state and every boundary state.

@@ -61,8 +61,9 @@ public struct PrefixScan: Hashable, Sendable {
             throw VkAttnError.invalidValue(op: Self.name, operand: "count", reason: "must be positive, got \(count)")
         }
         let outCount = output.byteCount / dtype.byteSize
-        guard input.byteCount >= count * dtype.byteSize else {
-            throw VkAttnError.shapeMismatch(op: Self.name, operand: "input", expected: "\(count * dtype.byteSize) bytes", actual: "\(input.byteCount) bytes")
+        let bytes = try Checked.product(op: Self.name, operand: "count", count, dtype.byteSize)
+        guard input.byteCount >= bytes else {
+            throw VkAttnError.shapeMismatch(op: Self.name, operand: "input", expected: "\(bytes) bytes", actual: "\(input.byteCount) bytes")
         }
         let wantsTotal = exclusive && outCount > count
         let x = try Tensor(input.buffer, shape: [count], dtype: dtype, byteOffset: input.offset)

@@ -75,8 +75,11 @@ public struct BSRSpMMPlan: Sendable {
                                ("values", matrix.values)] {
             try SparseLaunch.expectUsable(op: op, name, tensor, device: device)
         }
-        for (name, count) in [("B", matrix.cols * n), ("C", matrix.rows * n)] where count * 4 > caps.maxStorageBufferRange {
-            throw VkAttnError.tooLarge(op: op, operand: name, bytes: count * 4, limit: caps.maxStorageBufferRange)
+        for (name, count) in [("B", matrix.cols), ("C", matrix.rows)] {
+            let bytes = try Checked.product(op: op, operand: "n", count, n, 4)
+            guard bytes <= caps.maxStorageBufferRange else {
+                throw VkAttnError.tooLarge(op: op, operand: name, bytes: bytes, limit: caps.maxStorageBufferRange)
+            }
         }
         let tiles = (n + BSRSpMMPlan.tileColumns - 1) / BSRSpMMPlan.tileColumns
         guard tiles <= caps.maxWorkgroupCount[0] else {

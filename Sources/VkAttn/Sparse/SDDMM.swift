@@ -48,8 +48,11 @@ public struct SDDMMPlan: Sendable {
         for (name, tensor) in [("row offsets", pattern.rowOffsets), ("column indices", pattern.columnIndices), ("values", pattern.values)] {
             try SparseLaunch.expectUsable(op: op, name, tensor, device: device)
         }
-        for (name, count) in [("X", pattern.rows * k), ("Y", pattern.cols * k)] where count * 4 > device.capabilities.maxStorageBufferRange {
-            throw VkAttnError.tooLarge(op: op, operand: name, bytes: count * 4, limit: device.capabilities.maxStorageBufferRange)
+        for (name, count) in [("X", pattern.rows), ("Y", pattern.cols)] {
+            let bytes = try Checked.product(op: op, operand: "k", count, k, 4)
+            guard bytes <= device.capabilities.maxStorageBufferRange else {
+                throw VkAttnError.tooLarge(op: op, operand: name, bytes: bytes, limit: device.capabilities.maxStorageBufferRange)
+            }
         }
         let (stats, site) = try SparseDeviceValidation.validate(
             .init(op: op, rows: pattern.rows, cols: pattern.cols, nnz: pattern.nnz, rowOffsets: pattern.rowOffsets,

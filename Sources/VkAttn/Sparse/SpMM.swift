@@ -51,8 +51,11 @@ public struct SpMMPlan: Sendable {
         for (name, tensor) in [("row offsets", matrix.rowOffsets), ("column indices", matrix.columnIndices), ("values", matrix.values)] {
             try SparseLaunch.expectUsable(op: op, name, tensor, device: device)
         }
-        for (name, count) in [("B", matrix.cols * n), ("C", matrix.rows * n)] where count * 4 > device.capabilities.maxStorageBufferRange {
-            throw VkAttnError.tooLarge(op: op, operand: name, bytes: count * 4, limit: device.capabilities.maxStorageBufferRange)
+        for (name, count) in [("B", matrix.cols), ("C", matrix.rows)] {
+            let bytes = try Checked.product(op: op, operand: "n", count, n, 4)
+            guard bytes <= device.capabilities.maxStorageBufferRange else {
+                throw VkAttnError.tooLarge(op: op, operand: name, bytes: bytes, limit: device.capabilities.maxStorageBufferRange)
+            }
         }
 
         let (stats, site) = try SparseDeviceValidation.validate(
