@@ -69,6 +69,14 @@ struct MatrixMarketTests {
         Bad(name: "symmetric upper entry", text: "%%MatrixMarket matrix coordinate real symmetric\n3 3 2\n1 1 1\n1 3 2\n", line: 4, reasonContains: "above the diagonal"),
         Bad(name: "symmetric not square", text: "%%MatrixMarket matrix coordinate real symmetric\n3 4 1\n1 1 1\n", line: 2, reasonContains: "must be square"),
         Bad(name: "skew diagonal", text: "%%MatrixMarket matrix coordinate real skew-symmetric\n3 3 1\n2 2 1\n", line: 3, reasonContains: "on the diagonal"),
+        // Hostile sizes and values (issue 13): errors, not crashes or silent wrong answers.
+        Bad(name: "a billion entries announced", text: header + "2 2 1073741822\n1 1 1\n", line: 4, reasonContains: "expected 1073741822 entries, found 1"),
+        Bad(name: "rows past any binding", text: header + "2147483646 2147483646 1\n1 1 1\n", line: 2, reasonContains: "row offsets"),
+        Bad(name: "value beyond f32", text: header + "2 2 1\n1 1 1e39\n", line: 3, reasonContains: "beyond f32's range"),
+        Bad(name: "duplicates summing past f32", text: header + "2 2 2\n1 1 3e38\n1 1 3e38\n", line: 4, reasonContains: "sum to"),
+        Bad(name: "NUL inside a value", text: header + "2 2 1\n1 1 -2\u{0}.0\n", line: 3, reasonContains: "control character"),
+        Bad(name: "hexadecimal value", text: header + "2 2 1\n1 1 0x1p3\n", line: 3, reasonContains: "not a finite real"),
+        Bad(name: "nan value", text: header + "2 2 1\n1 1 nan\n", line: 3, reasonContains: "not a finite real"),
     ]
 
     @Test(arguments: bad)

@@ -18,8 +18,9 @@ public struct MatrixMarketError: Error, Equatable, Sendable, CustomStringConvert
 
 /// Reader of Matrix Market (.mtx) coordinate files: fields real, integer and pattern
 /// (values 1); symmetry general, symmetric and skew-symmetric (the stored lower triangle is
-/// mirrored). Duplicate entries are summed. Every problem is a `MatrixMarketError` naming the
-/// line.
+/// mirrored). Duplicate entries are summed (in fp64, then rounded once). Values must be finite
+/// in f32, alone and summed; the size line is checked against what any Vulkan device can bind
+/// before anything is allocated. Every problem is a `MatrixMarketError` naming the line.
 public enum MatrixMarket {
     public enum Field: String, Sendable { case real, integer, pattern }
     public enum Symmetry: String, Sendable { case general, symmetric, skewSymmetric = "skew-symmetric" }
@@ -72,16 +73,25 @@ public enum MatrixMarket {
         guard rows < Int(Int32.max), cols < Int(Int32.max), entries < Int(Int32.max) / 2 else {
             throw MatrixMarketError(line: sizeNumber, reason: "size \(rows) x \(cols) with \(entries) entries does not fit 32-bit indices")
         }
+        // Row offsets are (rows + 1) 32-bit words: past 4 GiB no Vulkan device can bind them
+        // (maxStorageBufferRange is a 32-bit byte count), and allocating them would be the crash.
+        guard rows < 1 << 30 else {
+            throw MatrixMarketError(line: sizeNumber, reason: "\(rows) rows need \((rows + 1) * 4) bytes of row offsets, more than any Vulkan device binds (4 GiB)")
+        }
         if symmetry != .general && rows != cols {
             throw MatrixMarketError(line: sizeNumber, reason: "a \(symmetry.rawValue) matrix must be square, got \(rows) x \(cols)")
         }
 
-        var triplets: [(row: Int, col: Int, value: Float)] = []
-        triplets.reserveCapacity(symmetry == .general ? entries : 2 * entries)
+        var triplets: [(row: Int, col: Int, value: Double, line: Int)] = []
+        // The announced count is not trusted for memory: an entry line takes at least 4 bytes.
+        triplets.reserveCapacity(min(symmetry == .general ? entries : 2 * entries, bytes.count / 2 + 16))
         var read = 0
         while let (number, text) = lines.next() {
             let tokens = tokenize(text)
             if tokens.isEmpty || tokens[0].hasPrefix("%") { continue }
+            if let bad = text.utf8.first(where: { $0 < 0x20 && $0 != 0x09 && $0 != 0x0D || $0 == 0x7F }) {
+                throw MatrixMarketError(line: number, reason: "control character 0x\(String(bad, radix: 16)) in an entry line")
+            }
             guard read < entries else {
                 throw MatrixMarketError(line: number, reason: "more entries than the \(entries) the size line announced")
             }
@@ -95,19 +105,22 @@ public enum MatrixMarket {
             guard (1...rows).contains(i), (1...cols).contains(j) else {
                 throw MatrixMarketError(line: number, reason: "entry (\(i), \(j)) is outside 1...\(rows) x 1...\(cols)")
             }
-            var value: Float = 1
+            var value: Double = 1
             switch field {
             case .pattern: break
             case .integer:
                 guard let v = Int(tokens[2]) else {
                     throw MatrixMarketError(line: number, reason: "value `\(tokens[2])` is not an integer")
                 }
-                value = Float(v)
+                value = Double(v)
             case .real:
-                guard let v = Double(tokens[2]), v.isFinite else {
+                guard isDecimalReal(tokens[2]), let v = Double(tokens[2]), v.isFinite else {
                     throw MatrixMarketError(line: number, reason: "value `\(tokens[2])` is not a finite real number")
                 }
-                value = Float(v)
+                guard Float(v).isFinite else {
+                    throw MatrixMarketError(line: number, reason: "value `\(tokens[2])` is beyond f32's range")
+                }
+                value = v
             }
             if symmetry != .general && j > i {
                 throw MatrixMarketError(line: number, reason: "entry (\(i), \(j)) is above the diagonal of a \(symmetry.rawValue) matrix (only the lower triangle is stored)")
@@ -115,16 +128,39 @@ public enum MatrixMarket {
             if symmetry == .skewSymmetric && i == j {
                 throw MatrixMarketError(line: number, reason: "entry (\(i), \(j)) is on the diagonal of a skew-symmetric matrix")
             }
-            triplets.append((i - 1, j - 1, value))
+            triplets.append((i - 1, j - 1, value, number))
             if symmetry != .general && i != j {
-                triplets.append((j - 1, i - 1, symmetry == .skewSymmetric ? -value : value))
+                triplets.append((j - 1, i - 1, symmetry == .skewSymmetric ? -value : value, number))
             }
             read += 1
         }
         guard read == entries else {
             throw MatrixMarketError(line: lines.lineNumber + 1, reason: "expected \(entries) entries, found \(read)")
         }
-        return CSRArrays(rows: rows, cols: cols, triplets: triplets)
+        return CSRArrays(rows: rows, cols: cols, triplets: try summedDuplicates(triplets))
+    }
+
+    /// The entries with duplicates summed in fp64 and rounded to f32 once; a sum beyond f32's
+    /// range names the line of its last term.
+    static func summedDuplicates(_ triplets: [(row: Int, col: Int, value: Double, line: Int)]) throws -> [(row: Int, col: Int, value: Float)] {
+        let sorted = triplets.sorted { ($0.row, $0.col, $0.line) < ($1.row, $1.col, $1.line) }
+        var merged: [(row: Int, col: Int, value: Float)] = []
+        merged.reserveCapacity(sorted.count)
+        var at = 0
+        while at < sorted.count {
+            let (r, c) = (sorted[at].row, sorted[at].col)
+            var sum = 0.0, end = at
+            while end < sorted.count && sorted[end].row == r && sorted[end].col == c {
+                sum += sorted[end].value
+                end += 1
+            }
+            guard Float(sum).isFinite else {
+                throw MatrixMarketError(line: sorted[end - 1].line, reason: "duplicate entries of (\(r + 1), \(c + 1)) sum to \(sum), beyond f32's range")
+            }
+            merged.append((r, c, Float(sum)))
+            at = end
+        }
+        return merged
     }
 
     static func parseBanner(_ text: Substring, line: Int) throws -> (Field, Symmetry) {
@@ -148,6 +184,30 @@ public enum MatrixMarket {
             throw MatrixMarketError(line: line, reason: "symmetry `\(tokens[4])` is not supported (general, symmetric or skew-symmetric)")
         }
         return (field, symmetry)
+    }
+
+    /// Decimal notation only, as the format defines reals: [+-] digits [. digits] [(e|E) [+-] digits],
+    /// with a digit before or after the point (Swift's `Double` also takes hex, inf and nan).
+    static func isDecimalReal(_ token: Substring) -> Bool {
+        var bytes = token.utf8[...]
+        func digits() -> Int {
+            let n = bytes.prefix { $0 >= 0x30 && $0 <= 0x39 }.count
+            bytes = bytes.dropFirst(n)
+            return n
+        }
+        if let first = bytes.first, first == 0x2B || first == 0x2D { bytes = bytes.dropFirst() }
+        var mantissa = digits()
+        if bytes.first == 0x2E {
+            bytes = bytes.dropFirst()
+            mantissa += digits()
+        }
+        guard mantissa > 0 else { return false }
+        if let e = bytes.first, e == 0x65 || e == 0x45 {
+            bytes = bytes.dropFirst()
+            if let sign = bytes.first, sign == 0x2B || sign == 0x2D { bytes = bytes.dropFirst() }
+            guard digits() > 0 else { return false }
+        }
+        return bytes.isEmpty
     }
 
     static func tokenize(_ line: Substring) -> [Substring] {
