@@ -14,8 +14,11 @@ struct AttentionShapeOptions: ParsableArguments {
 
     func validate() throws {
         guard let t = DType(rawValue: dtype), t == .f32 || t.isHalfWidth else {
-            throw ValidationError("--dtype must be f32, f16 or bf16")
+            throw OptionError("--dtype must be f32, f16 or bf16")
         }
+        try Limits.positive(["--batch": batch, "--heads": heads, "--dim": dim])
+        try Limits.positive("--kv-heads", kvHeads)
+        if let softcap, !(softcap.isFinite && softcap > 0) { throw OptionError("--softcap must be finite and positive, got \(softcap)") }
         _ = try mask()
     }
 
@@ -26,10 +29,10 @@ struct AttentionShapeOptions: ParsableArguments {
         if let window {
             var parts = window.split(separator: ",", omittingEmptySubsequences: false).map { String($0) }
             if parts.count == 1 { parts.append("-1") }  // N: N keys before the diagonal (a sliding window)
-            guard parts.count == 2 else { throw ValidationError("--window takes N or L,R, got '\(window)'") }
+            guard parts.count == 2 else { throw OptionError("--window takes N or L,R, got '\(window)'") }
             func side(_ s: String) throws -> Int? {
                 if s.isEmpty || s == "-1" { return nil }
-                guard let v = Int(s), v >= 0 else { throw ValidationError("--window: '\(s)' is not a size") }
+                guard let v = Int(s), v >= 0 else { throw OptionError("--window: '\(s)' is not a size") }
                 return v
             }
             left = try side(parts[0])
@@ -53,7 +56,7 @@ struct AttentionShapeOptions: ParsableArguments {
 func parseList(_ text: String, _ option: String) throws -> [Int] {
     let values = text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
     guard !values.isEmpty, values.allSatisfy({ ($0 ?? -1) >= 0 }) else {
-        throw ValidationError("\(option) takes comma-separated lengths, got '\(text)'")
+        throw OptionError("\(option) takes comma-separated lengths, got '\(text)'")
     }
     return values.compactMap { $0 }
 }
@@ -80,6 +83,32 @@ struct Attention: ParsableCommand {
     @Flag(help: "Also time the backward pass.") var backward = false
     @Option(name: .customLong("check-rows"), help: "Query rows (and keys) sampled by --check.") var checkRows = 64
 
+    func validate() throws {
+        try Limits.positive(["--seq": seq, "--check-rows": checkRows])
+        try Limits.positive("--seq-k", seqK)
+        try Limits.require(try operands().list)
+    }
+
+    /// Q, K, V (and the layout and lengths) the options describe, checked for overflow.
+    func operands() throws -> (list: [(name: String, shape: [Int], element: Int)], layout: AttentionLayout,
+                               qShape: [Int], kShape: [Int], varlen: [Int]?) {
+        let hkv = shape.kvHeads ?? shape.heads
+        var layout = AttentionLayout.dense
+        var qShape = [shape.batch, seq, shape.heads, shape.dim]
+        var kShape = [shape.batch, seqK ?? seq, hkv, shape.dim]
+        var lens: [Int]?
+        if let varlen {
+            let parsed = try parseList(varlen, "--varlen")
+            let cu = try Limits.cumulative(parsed, "--varlen")
+            layout = .packed(cuSeqlensQ: cu, cuSeqlensK: cu)
+            qShape = [Int(cu.last ?? 0), shape.heads, shape.dim]
+            kShape = [Int(cu.last ?? 0), hkv, shape.dim]
+            lens = parsed
+        }
+        let e = shape.storage.byteSize
+        return ([("Q", qShape, e), ("K", kShape, e), ("V", kShape, e)], layout, qShape, kShape, lens)
+    }
+
     func run() throws {
         let context = try BenchContext(device)
         let dev = context.device
@@ -87,23 +116,15 @@ struct Attention: ParsableCommand {
         let hkv = shape.kvHeads ?? shape.heads
         var rng = SeededRandom.fresh()
 
-        var layout = AttentionLayout.dense
-        var qShape = [shape.batch, seq, shape.heads, shape.dim]
-        var kShape = [shape.batch, seqK ?? seq, hkv, shape.dim]
-        var lengths = [(Int, Int)](repeating: (seq, seqK ?? seq), count: shape.batch)
-        if let varlen {
-            let lens = try parseList(varlen, "--varlen")
-            let cu = lens.reduce(into: [Int32(0)]) { $0.append(($0.last ?? 0) + Int32($1)) }
-            layout = .packed(cuSeqlensQ: cu, cuSeqlensK: cu)
-            qShape = [Int(cu.last ?? 0), shape.heads, shape.dim]
-            kShape = [Int(cu.last ?? 0), hkv, shape.dim]
-            lengths = lens.map { ($0, $0) }
-        }
+        let described = try operands()
+        try Limits.require(described.list, on: context)
+        let layout = described.layout, qShape = described.qShape, kShape = described.kShape
+        let lengths = described.varlen?.map { ($0, $0) } ?? [(Int, Int)](repeating: (seq, seqK ?? seq), count: shape.batch)
         var blocks: BlockMask?
         if let blockMask {
             let parts = blockMask.split(separator: ":")
-            guard parts.count == 2, let size = Int(parts[0]), let density = Double(parts[1]) else {
-                throw ValidationError("--block-mask takes SIZE:DENSITY, got '\(blockMask)'")
+            guard parts.count == 2, let size = Int(parts[0]), let density = Double(parts[1]), size >= 1, (0...1).contains(density) else {
+                throw OptionError("--block-mask takes SIZE:DENSITY (size >= 1, density in 0...1), got '\(blockMask)'")
             }
             let maxQ = lengths.map(\.0).max() ?? 0, maxK = lengths.map(\.1).max() ?? 0
             blocks = BlockMask(blockSize: size, queryBlocks: (maxQ + size - 1) / size, keyBlocks: (maxK + size - 1) / size) { r, c in
@@ -134,7 +155,7 @@ struct Attention: ParsableCommand {
         let forwardTiming = try Timing.measure(dev, warmup: measure.warmup, iterations: measure.iterations) { stream in
             output = try attention.forward(q: q, k: k, v: v, layout: layout, into: output, on: stream)
         }
-        guard let out = output else { throw ValidationError("forward produced nothing") }
+        guard let out = output else { throw OptionError("forward produced nothing") }
         let problem = try AttentionReference.Problem(qShape: qShape, kShape: kShape, layout: layout, attention: attention)
         let bound = checkBound(dtype)
         var forwardCheck: (CheckResult, Double?) = (.skipped, nil)
@@ -172,7 +193,7 @@ struct Attention: ParsableCommand {
             let timing = try Timing.measure(dev, warmup: measure.warmup, iterations: measure.iterations) { stream in
                 grads = try attention.backward(q: q, k: k, v: v, o: out.o, lse: out.lse, dO: dO, layout: layout, into: grads, on: stream)
             }
-            guard let grads else { throw ValidationError("backward produced nothing") }
+            guard let grads else { throw OptionError("backward produced nothing") }
             var check: (CheckResult, Double?) = (.skipped, nil)
             if measure.check {
                 let gdq = try grads.dq.readFloats(), gdk = try grads.dk.readFloats(), gdv = try grads.dv.readFloats()

@@ -44,23 +44,24 @@ struct MeasureOptions: ParsableArguments {
     @Flag(help: "One JSON object per configuration (JSON Lines).") var json = false
 
     func validate() throws {
-        guard warmup >= 0 else { throw ValidationError("--warmup must be >= 0") }
+        guard (0...Timing.maxIterations).contains(warmup) else { throw OptionError("--warmup must be in 0...\(Timing.maxIterations)") }
         guard (1...Timing.maxIterations).contains(iterations) else {
-            throw ValidationError("--iterations must be in 1...\(Timing.maxIterations)")
+            throw OptionError("--iterations must be in 1...\(Timing.maxIterations)")
         }
     }
 }
 
 /// `--bytes`: a positive multiple of 4 with an optional K, M or G suffix.
 struct ByteCountOption: ParsableArguments {
-    @Option(help: "Bytes (a multiple of 4; suffixes K, M, G).", transform: { text in
-        guard let bytes = parseBytes(text) else { throw ValidationError("--bytes: '\(text)' is not a positive size like 4096, 64K, 256M") }
-        return bytes
-    })
-    var bytes = 256 << 20
+    // Kept as text and parsed in `validate`, so that a bad value is a one-line error.
+    @Option(name: .customLong("bytes"), help: "Bytes (a multiple of 4; suffixes K, M, G).") var bytesText = "256M"
+
+    var bytes: Int { parseBytes(bytesText) ?? 0 }
 
     func validate() throws {
-        guard bytes % 4 == 0 else { throw ValidationError("--bytes must be a multiple of 4, got \(bytes)") }
+        guard parseBytes(bytesText) != nil else { throw OptionError("--bytes: '\(bytesText)' is not a positive size like 4096, 64K, 256M") }
+        guard bytes % 4 == 0 else { throw OptionError("--bytes must be a multiple of 4, got \(bytes)") }
+        try Limits.require([("--bytes", [bytes], 1)])
     }
 }
 

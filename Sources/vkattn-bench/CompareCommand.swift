@@ -26,7 +26,7 @@ struct Compare: ParsableCommand {
                          ratio.unit, fixed(ratio.value, 3)])
         }
         guard !rows.isEmpty else {
-            throw ValidationError("no configuration appears in both \(a) and \(b)")
+            throw OptionError("no configuration appears in both \(a) and \(b)")
         }
         print(renderTable(header: ["op", "config", "path A", "path B", "A", "B", "unit", "A/B"], rows: rows))
         print("")
@@ -47,7 +47,10 @@ struct ResultFile {
 
     /// Reads JSON Lines, skipping lines that are not result objects.
     static func load(_ path: String) throws -> [ResultFile] {
-        let text = try String(contentsOfFile: path, encoding: .utf8)
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw OptionError("compare: cannot read '\(path)'")
+        }
+        let text = String(decoding: data, as: UTF8.self)
         return text.split(separator: "\n").compactMap { line in
             guard let data = line.data(using: .utf8),
                   let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],

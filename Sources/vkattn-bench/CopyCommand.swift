@@ -12,6 +12,7 @@ struct Copy: ParsableCommand {
 
     func run() throws {
         let context = try BenchContext(device)
+        try Limits.require([("the copied buffer", [size.bytes], 1)], on: context)
         let rows = try CopyBenchmark(bytes: size.bytes, warmup: measure.warmup, iterations: measure.iterations,
                                      check: measure.check).run(context)
         try context.report(rows, json: measure.json)

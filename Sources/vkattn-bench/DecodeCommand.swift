@@ -20,24 +20,43 @@ struct Decode: ParsableCommand {
     var cacheLengths: String?
     @Option(help: "Key-range splits (default: from the device's compute units).") var splits: Int?
 
+    func validate() throws {
+        try Limits.positive(["--queries": queries, "--cache": cache])
+        try Limits.positive("--splits", splits)
+        try Limits.require(try operands().list)
+    }
+
+    /// Q, K, V and the layout the options describe, checked for overflow.
+    func operands() throws -> (list: [(name: String, shape: [Int], element: Int)], layout: AttentionLayout,
+                               qShape: [Int], kShape: [Int], lengths: [Int]?) {
+        let hkv = shape.kvHeads ?? shape.heads
+        var layout = AttentionLayout.dense
+        var qShape = [shape.batch, queries, shape.heads, shape.dim]
+        var kShape = [shape.batch, cache, hkv, shape.dim]
+        var lengths: [Int]?
+        if let cacheLengths {
+            let parsed = try parseList(cacheLengths, "--cache-lengths")
+            let cuK = try Limits.cumulative(parsed, "--cache-lengths")
+            let cuQ = try Limits.cumulative([Int](repeating: queries, count: parsed.count), "--queries")
+            layout = .packed(cuSeqlensQ: cuQ, cuSeqlensK: cuK)
+            qShape = [Int(cuQ.last ?? 0), shape.heads, shape.dim]
+            kShape = [Int(cuK.last ?? 0), hkv, shape.dim]
+            lengths = parsed
+        }
+        let e = shape.storage.byteSize
+        return ([("Q", qShape, e), ("K cache", kShape, e), ("V cache", kShape, e)], layout, qShape, kShape, lengths)
+    }
+
     func run() throws {
         let context = try BenchContext(device)
         let dev = context.device
         let dtype = shape.storage
         let hkv = shape.kvHeads ?? shape.heads
         var rng = SeededRandom.fresh()
-        var layout = AttentionLayout.dense
-        var lengths = [Int](repeating: cache, count: shape.batch)
-        var qShape = [shape.batch, queries, shape.heads, shape.dim]
-        var kShape = [shape.batch, cache, hkv, shape.dim]
-        if let cacheLengths {
-            lengths = try parseList(cacheLengths, "--cache-lengths")
-            let cuK = lengths.reduce(into: [Int32(0)]) { $0.append(($0.last ?? 0) + Int32($1)) }
-            let cuQ = (0...lengths.count).map { Int32($0 * queries) }
-            layout = .packed(cuSeqlensQ: cuQ, cuSeqlensK: cuK)
-            qShape = [lengths.count * queries, shape.heads, shape.dim]
-            kShape = [Int(cuK.last ?? 0), hkv, shape.dim]
-        }
+        let described = try operands()
+        try Limits.require(described.list, on: context)
+        let layout = described.layout, qShape = described.qShape, kShape = described.kShape
+        let lengths = described.lengths ?? [Int](repeating: cache, count: shape.batch)
         let attention = FlashAttention(mask: try shape.mask(), softcap: shape.softcap)
         let round = dtype.rounded
         let hq = rng.floats(qShape.reduce(1, *)).map(round)
@@ -51,7 +70,7 @@ struct Decode: ParsableCommand {
         let timing = try Timing.measure(dev, warmup: measure.warmup, iterations: measure.iterations) { stream in
             output = try attention.decode(q: q, kCache: k, vCache: v, layout: layout, splits: splits, into: output, on: stream)
         }
-        guard let out = output else { throw ValidationError("decode produced nothing") }
+        guard let out = output else { throw OptionError("decode produced nothing") }
 
         let element = dtype.byteSize
         let bytes = 2 * kShape.reduce(1, *) * element + 2 * qShape.reduce(1, *) * element + qShape.reduce(1, *) / shape.dim * 4

@@ -12,6 +12,7 @@ struct Fill: ParsableCommand {
 
     func run() throws {
         let context = try BenchContext(device)
+        try Limits.require([("the filled buffer", [size.bytes], 1)], on: context)
         let device = context.device
         let bytes = size.bytes
         let words = bytes / 4

@@ -29,14 +29,23 @@ struct LinearAttention: ParsableCommand {
     @Option(help: "Kernels: auto, scalar or coopmat.") var kernel = KernelPreference.automatic.rawValue
 
     func validate() throws {
-        guard GatedLinearAttention.Gating(rawValue: gating) != nil else { throw ValidationError("--gating must be per-key, per-head or none") }
-        guard batch >= 1, length >= 1, heads >= 1, dk >= 1, dv >= 1 else { throw ValidationError("sizes must be >= 1") }
-        guard let t = DType(rawValue: dtype), t == .f32 || t.isHalfWidth else { throw ValidationError("--dtype must be f32, f16 or bf16") }
-        guard KernelPreference(rawValue: kernel) != nil else { throw ValidationError("--kernel must be auto, scalar or coopmat") }
+        guard GatedLinearAttention.Gating(rawValue: gating) != nil else { throw OptionError("--gating must be per-key, per-head or none") }
+        guard batch >= 1, length >= 1, heads >= 1, dk >= 1, dv >= 1 else { throw OptionError("sizes must be >= 1") }
+        guard let t = DType(rawValue: dtype), t == .f32 || t.isHalfWidth else { throw OptionError("--dtype must be f32, f16 or bf16") }
+        guard KernelPreference(rawValue: kernel) != nil else { throw OptionError("--kernel must be auto, scalar or coopmat") }
+        if let chunkLength, !(1...64).contains(chunkLength) { throw OptionError("--chunk-length must be in 1...64, got \(chunkLength)") }
+        try Limits.require(operands)
+    }
+
+    /// q, k, v and the gates.
+    var operands: [(name: String, shape: [Int], element: Int)] {
+        let e = (DType(rawValue: dtype) ?? .f32).byteSize
+        return [("q", [batch, length, heads, dk], e), ("v", [batch, length, heads, dv], e), ("gates", [batch, length, heads, dk], 4)]
     }
 
     func run() throws {
         let context = try BenchContext(device)
+        try Limits.require(operands, on: context)
         let device = context.device
         let op = GatedLinearAttention(gating: GatedLinearAttention.Gating(rawValue: gating) ?? .perKey, chunkLength: chunkLength,
                                       preference: KernelPreference(rawValue: kernel) ?? .automatic)

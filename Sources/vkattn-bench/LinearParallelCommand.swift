@@ -20,14 +20,21 @@ struct LinearParallelOptions: ParsableArguments {
     var backend = "local"
 
     func validate() throws {
-        guard ["local", "mpi"].contains(backend) else { throw ValidationError("--backend must be local or mpi") }
-        guard GatedLinearAttention.Gating(rawValue: gating) != nil else { throw ValidationError("--gating must be per-key, per-head or none") }
-        guard batch >= 1, seq >= 1, heads >= 1, dk >= 1, dv >= 1 else { throw ValidationError("sizes must be >= 1") }
-        if let path, TransferPath(rawValue: path) == nil { throw ValidationError("--path must be host-mapped, staged or imported-host") }
-        if let ranks, ranks < 1 || ranks > seq { throw ValidationError("--ranks must be in 1...--seq") }
+        guard ["local", "mpi"].contains(backend) else { throw OptionError("--backend must be local or mpi") }
+        guard GatedLinearAttention.Gating(rawValue: gating) != nil else { throw OptionError("--gating must be per-key, per-head or none") }
+        guard batch >= 1, seq >= 1, heads >= 1, dk >= 1, dv >= 1 else { throw OptionError("sizes must be >= 1") }
+        if let path, TransferPath(rawValue: path) == nil { throw OptionError("--path must be host-mapped, staged or imported-host") }
+        if backend == "local" {
+            let n = try Limits.ranks(ranks)
+            guard n <= seq else { throw OptionError("--ranks must be in 1...--seq") }
+        }
+        if let chunkLength, !(1...64).contains(chunkLength) { throw OptionError("--chunk-length must be in 1...64, got \(chunkLength)") }
+        try Limits.require([("q", [batch, seq, heads, dk], 4), ("v", [batch, seq, heads, dv], 4)])
+        try checkWritable(timeline, "--timeline")
     }
 
-    var rankCount: Int { ranks ?? DeviceGroup.ranksFromEnvironment ?? 2 }
+    /// `--ranks`, else VKATTN_RANKS, else 2 (validated in `validate`).
+    var rankCount: Int { (try? Limits.ranks(ranks)) ?? 2 }
 }
 
 struct Lasp: ParsableCommand {
@@ -61,6 +68,10 @@ struct Zeco: ParsableCommand {
     @OptionGroup var options: LinearParallelOptions
     @OptionGroup var measure: MeasureOptions
     @Option(help: "Row segments of the pipelined chain (1 = LASP's chain).") var segments = 4
+
+    func validate() throws {
+        guard (1...options.seq).contains(segments) else { throw OptionError("--segments must be in 1...--seq, got \(segments)") }
+    }
 
     func run() throws {
         try LinearParallelBenchmark(options: options, measure: measure, scheme: .zeco(segments: segments), op: "zeco").run()

@@ -35,7 +35,7 @@ enum MPIBackend {
     /// Refuses a --ranks other than the processes mpirun started.
     static func checkRanks(_ ranks: Int?, _ comm: MPICommunicator) throws {
         if let ranks, ranks != comm.size {
-            throw ValidationError("--ranks \(ranks) but mpirun started \(comm.size) processes (omit --ranks with --backend mpi)")
+            throw OptionError("--ranks \(ranks) but mpirun started \(comm.size) processes (omit --ranks with --backend mpi)")
         }
     }
 

@@ -22,7 +22,7 @@ struct MPILinearBenchmark {
         let n = comm.size, r = comm.rank, root = r == 0
         try MPIBackend.checkRanks(options.ranks, comm)
         let (b, l, h, dk, dv) = (options.batch, options.seq, options.heads, options.dk, options.dv)
-        guard l >= n else { throw ValidationError("--seq \(l) is below the \(n) processes: every rank needs a token") }
+        guard l >= n else { throw OptionError("--seq \(l) is below the \(n) processes: every rank needs a token") }
         let gla = GatedLinearAttention(gating: GatedLinearAttention.Gating(rawValue: options.gating) ?? .perKey, chunkLength: options.chunkLength)
         let lengths = ContextParallelLinearAttention.evenLengths(total: l, ranks: n)
         let cp = ContextParallelLinearAttention(lengths: lengths, scheme: scheme, attention: gla)
@@ -72,7 +72,7 @@ struct MPILinearBenchmark {
             forwardOut = out
             return out.path
         }
-        guard let forwardOut else { throw ValidationError("the forward produced nothing") }
+        guard let forwardOut else { throw OptionError("the forward produced nothing") }
         var check: Double?
         if measure.check {
             let o = try await gather(comm, forwardOut.output, lengths: lengths, width: h * dv)

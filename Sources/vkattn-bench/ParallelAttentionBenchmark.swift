@@ -159,7 +159,7 @@ struct SingleDeviceAttention {
         forward = try Timing.measure(device, warmup: measure.warmup, iterations: measure.iterations) { stream in
             out = try attention.forward(q: q1, k: k1, v: v1, layout: layout, into: out, on: stream)
         }
-        guard let out else { throw ValidationError("forward produced nothing") }
+        guard let out else { throw OptionError("forward produced nothing") }
         self.out = out
         guard backward else { return }
         let dO1 = try device.makeTensor(dO, shape: [total, hq, d], dtype: dtype)

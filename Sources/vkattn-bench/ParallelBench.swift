@@ -23,18 +23,26 @@ struct ParallelOptions: ParsableArguments {
     var backend = "local"
 
     func validate() throws {
-        guard DType(rawValue: dtype) == .f32 || DType(rawValue: dtype) == .f16 else { throw ValidationError("--dtype must be f32 or f16") }
-        guard SequenceSharding(rawValue: sharding) != nil else { throw ValidationError("--sharding must be zigzag, striped or contiguous") }
-        if let path, TransferPath(rawValue: path) == nil { throw ValidationError("--path must be host-mapped, staged or imported-host") }
-        if let ranks, ranks < 1 { throw ValidationError("--ranks must be at least 1") }
-        guard ["local", "mpi"].contains(backend) else { throw ValidationError("--backend must be local or mpi") }
+        guard DType(rawValue: dtype) == .f32 || DType(rawValue: dtype) == .f16 else { throw OptionError("--dtype must be f32 or f16") }
+        guard SequenceSharding(rawValue: sharding) != nil else { throw OptionError("--sharding must be zigzag, striped or contiguous") }
+        if let path, TransferPath(rawValue: path) == nil { throw OptionError("--path must be host-mapped, staged or imported-host") }
+        guard ["local", "mpi"].contains(backend) else { throw OptionError("--backend must be local or mpi") }
+        if backend == "local" { _ = try Limits.ranks(ranks) }
+        try Limits.positive(["--seq": seq, "--batch": batch, "--heads": heads, "--dim": dim])
+        try Limits.positive("--kv-heads", kvHeads)
+        let tokens = Int(try Limits.cumulative(try lengths(), varlen == nil ? "--seq x --batch" : "--varlen").last ?? 0)
+        let e = storage.byteSize
+        try Limits.require([("Q", [tokens, heads, dim], e), ("K", [tokens, kvHeads ?? heads, dim], e)])
+        try checkWritable(timeline, "--timeline")
     }
 
-    var rankCount: Int { ranks ?? DeviceGroup.ranksFromEnvironment ?? 2 }
+    /// `--ranks`, else VKATTN_RANKS, else 2 (validated in `validate`).
+    var rankCount: Int { (try? Limits.ranks(ranks)) ?? 2 }
     var storage: DType { DType(rawValue: dtype) ?? .f32 }
 
     func lengths() throws -> [Int] {
         if let varlen { return try parseList(varlen, "--varlen") }
+        guard batch <= 1 << 20 else { throw OptionError("--batch must be at most 2^20, got \(batch)") }
         return [Int](repeating: seq, count: batch)
     }
 }
@@ -51,7 +59,7 @@ func blocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) thr
         done.signal()
     }
     done.wait()
-    guard let result = box.withLock({ $0 }) else { throw ValidationError("no result") }
+    guard let result = box.withLock({ $0 }) else { throw OptionError("no result") }
     return try result.get()
 }
 

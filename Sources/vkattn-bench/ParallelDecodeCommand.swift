@@ -21,9 +21,18 @@ struct TreeDecodeCommand: ParsableCommand {
     @Option(help: "Head dimension.") var dim = 64
     @Option(help: "Write a Chrome trace of the last timed run to FILE.") var timeline: String?
 
+    func validate() throws {
+        _ = try Limits.ranks(ranks)
+        try Limits.positive(["--batch": batch, "--queries": queries, "--cache": cache, "--heads": heads, "--dim": dim])
+        try Limits.positive("--kv-heads", kvHeads)
+        guard batch <= 1 << 20 else { throw OptionError("--batch must be at most 2^20, got \(batch)") }
+        try Limits.require([("Q", [batch, queries, heads, dim], 4), ("K cache", [batch, cache, kvHeads ?? heads, dim], 4)])
+        try checkWritable(timeline, "--timeline")
+    }
+
     func run() throws {
         let log = ValidationLog()
-        let n = ranks ?? DeviceGroup.ranksFromEnvironment ?? 2
+        let n = try Limits.ranks(ranks)
         let group = try DeviceGroup(ranks: n, instance: Instance(log: log))
         let hkv = kvHeads ?? heads, d = dim
         let lengths = [Int](repeating: cache, count: batch)
@@ -40,7 +49,7 @@ struct TreeDecodeCommand: ParsableCommand {
             single = try FlashAttention().decode(q: qt, kCache: kt, vCache: vt, layout: .packed(cuSeqlensQ: cuQ, cuSeqlensK: plan.cuSeqlens),
                                                  into: single, on: stream)
         }
-        guard let single else { throw ValidationError("decode produced nothing") }
+        guard let single else { throw OptionError("decode produced nothing") }
         let comms = try group.communicators()
         struct Shard: Sendable { let q: Tensor, k: Tensor, v: Tensor, cuK: [Int32], out: AttentionOutput }
         let shards: [Shard] = try comms.map { comm in

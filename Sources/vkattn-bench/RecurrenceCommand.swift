@@ -26,16 +26,25 @@ struct Recurrence: ParsableCommand {
     @Option(help: "Element type (fp32 only).") var dtype = "f32"
 
     func validate() throws {
-        guard LinearRecurrence.Layout(rawValue: layout.uppercased()) != nil else { throw ValidationError("--layout must be BLD or BDL") }
-        guard batch >= 1, length >= 1, channels >= 1 else { throw ValidationError("--batch, --length and --channels must be >= 1") }
-        guard dtype == "f32" else { throw ValidationError("--dtype: the recurrence is fp32 only") }
+        guard LinearRecurrence.Layout(rawValue: layout.uppercased()) != nil else { throw OptionError("--layout must be BLD or BDL") }
+        guard batch >= 1, length >= 1, channels >= 1 else { throw OptionError("--batch, --length and --channels must be >= 1") }
+        try Limits.positive("--chunk-length", chunkLength)
+        try Limits.require(operands)
+        guard dtype == "f32" else { throw OptionError("--dtype: the recurrence is fp32 only") }
         guard ["default", "both"].contains(path) || RecurrencePath(rawValue: path) != nil else {
-            throw ValidationError("--path must be chunked-3-pass, chained-lookback, both or default")
+            throw OptionError("--path must be chunked-3-pass, chained-lookback, both or default")
         }
+    }
+
+    /// a, b and h ([B, L, D] or [B, D, L], complex: x2).
+    var operands: [(name: String, shape: [Int], element: Int)] {
+        let shape = [batch, length, channels, complex ? 2 : 1]
+        return [("a", shape, 4), ("b", shape, 4), ("h", shape, 4)]
     }
 
     func run() throws {
         let context = try BenchContext(device)
+        try Limits.require(operands, on: context)
         let rows = try RecurrenceBenchmark(command: self).run(context)
         try context.report(rows, json: measure.json)
     }

@@ -137,3 +137,10 @@ func checkBound(_ dtype: DType) -> Double {
     default: return 1e-5
     }
 }
+
+/// A bad option value: one line on stderr and exit status 1 (ArgumentParser prints a
+/// `ValidationError` with the whole usage text and exit status 64).
+struct OptionError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

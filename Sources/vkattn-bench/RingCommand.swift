@@ -19,7 +19,7 @@ struct Ring: ParsableCommand {
     var headSlices = 2
 
     func validate() throws {
-        guard ["p2p", "all-gather"].contains(variant) else { throw ValidationError("--variant must be p2p or all-gather") }
+        guard ["p2p", "all-gather"].contains(variant) else { throw OptionError("--variant must be p2p or all-gather") }
     }
 
     func run() throws {

@@ -20,7 +20,8 @@ struct SDDMM: ParsableCommand {
     @Option(help: "out = alpha * ...") var alpha: Float = 1
 
     func validate() throws {
-        guard k >= 1 else { throw ValidationError("--k must be positive") }
+        guard k >= 1 else { throw OptionError("--k must be positive") }
+        try Limits.require([("X", [input.rows, k], 4), ("Y", [input.cols ?? input.rows, k], 4)])
     }
 
     func run() throws {

@@ -14,16 +14,15 @@ struct Scan: ParsableCommand {
 
     @OptionGroup var device: DeviceOptions
     @OptionGroup var measure: MeasureOptions
-    @Option(help: "Elements per row (suffixes K, M, G: binary multiples).", transform: { text in
-        guard let n = parseBytes(text) else { throw ValidationError("--count: '\(text)' is not a positive count like 4096, 64K, 64M") }
-        return n
-    })
-    var count = 1 << 26
+    // Kept as text and parsed in `validate`, so that a bad value is a one-line error.
+    @Option(name: .customLong("count"), help: "Elements per row (suffixes K, M, G: binary multiples).") var countText = "64M"
+
+    var count: Int { parseBytes(countText) ?? 0 }
     @Option(help: "Rows scanned independently (input [batch, count]).") var batch = 1
     @Option(help: "Element type: f32, i32, u32.") var dtype = "f32"
     @Option(help: "Operator: add, or max (f32).") var op = "add"
     @Flag(help: "Exclusive scan (default inclusive).") var exclusive = false
-    @Option(help: "Head flags every this many elements (a segmented scan); 0: none.") var segmentLength = 0
+    @Option(help: "Head flags every this many elements (a segmented scan; default none).") var segmentLength: Int?
     @Option(help: "Cross-tile path: single-pass-lookback, reduce-then-scan, both, or default (the device's choice).")
     var path = "default"
     @Option(help: "Tuning: invocations per workgroup (default: the device's).") var workgroupSize: Int?
@@ -32,21 +31,35 @@ struct Scan: ParsableCommand {
     @Option(help: "Tuning: tiles per workgroup (default: the device's).") var tilesPerGroup: Int?
 
     func validate() throws {
-        guard DType(rawValue: dtype).map({ [.f32, .i32, .u32].contains($0) }) == true else { throw ValidationError("--dtype must be f32, i32 or u32") }
-        guard let o = ScanOperator(rawValue: op) else { throw ValidationError("--op must be add or max") }
-        guard o.dtypes.contains(DType(rawValue: dtype) ?? .f16) else { throw ValidationError("--op \(op) does not take --dtype \(dtype)") }
-        guard batch >= 1 else { throw ValidationError("--batch must be >= 1") }
-        guard segmentLength >= 0 else { throw ValidationError("--segment-length must be >= 0") }
+        guard DType(rawValue: dtype).map({ [.f32, .i32, .u32].contains($0) }) == true else { throw OptionError("--dtype must be f32, i32 or u32") }
+        guard let o = ScanOperator(rawValue: op) else { throw OptionError("--op must be add or max") }
+        guard o.dtypes.contains(DType(rawValue: dtype) ?? .f16) else { throw OptionError("--op \(op) does not take --dtype \(dtype)") }
+        guard batch >= 1 else { throw OptionError("--batch must be >= 1") }
+        guard parseBytes(countText) != nil else { throw OptionError("--count: '\(countText)' is not a positive count like 4096, 64K, 64M") }
+        try Limits.positive("--segment-length", segmentLength)
+        if let segmentLength, segmentLength > count { throw OptionError("--segment-length must be at most --count (\(count)), got \(segmentLength)") }
+        for (name, value) in [("--workgroup-size", workgroupSize), ("--items", items), ("--polls", polls), ("--tiles-per-group", tilesPerGroup)] {
+            try Limits.positive(name, value)
+        }
+        // The scan walks arrays larger than one binding in chunks, but the input and output are
+        // each one allocation.
+        let bytes = try Limits.bytes("--count x --batch", [count, batch], element: 4)
+        guard bytes <= 1 << 40 else { throw OptionError("--count x --batch: \(bytes) bytes is beyond any device") }
         guard ["default", "both"].contains(path) || ScanPath(rawValue: path) != nil else {
-            throw ValidationError("--path must be single-pass-lookback, reduce-then-scan, both or default")
+            throw OptionError("--path must be single-pass-lookback, reduce-then-scan, both or default")
         }
     }
 
     func run() throws {
         let context = try BenchContext(device)
+        let bytes = count * batch * 4
+        let limit = context.device.capabilities.maxMemoryAllocationBytes
+        guard bytes <= limit else {
+            throw OptionError("--count x --batch: \(bytes) bytes per array is more than \(context.deviceName) allocates at once (\(limit) bytes)")
+        }
         let rows = try ScanBenchmark(count: count, batch: batch, dtype: DType(rawValue: dtype) ?? .f32,
                                      op: ScanOperator(rawValue: op) ?? .add, exclusive: exclusive,
-                                     segmentLength: segmentLength, path: path, measure: measure,
+                                     segmentLength: segmentLength ?? 0, path: path, measure: measure,
                                      tuning: tuning(context.device)).run(context)
         try context.report(rows, json: measure.json)
     }

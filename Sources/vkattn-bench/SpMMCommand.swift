@@ -29,19 +29,21 @@ struct SpMM: ParsableCommand {
     var transpose = false
 
     func validate() throws {
-        guard n >= 1 else { throw ValidationError("--n must be positive") }
+        guard n >= 1 else { throw OptionError("--n must be positive") }
+        guard BSRMatrix.supportedBlockSizes.contains(block) else { throw OptionError("--block must be 16 or 32, got \(block)") }
+        try Limits.require([("B", [input.cols ?? input.rows, n], 4), ("C", [input.rows, n], 4)])
         switch format {
         case "csr":
             guard kernel == "auto" || kernel == "all" || SpMMKernel(rawValue: kernel) != nil else {
-                throw ValidationError("--kernel for csr: auto, row-split, merge-path or all; got \(kernel)")
+                throw OptionError("--kernel for csr: auto, row-split, merge-path or all; got \(kernel)")
             }
         case "bsr":
-            guard BSRMatrix.supportedBlockSizes.contains(block) else { throw ValidationError("--block must be 16 or 32") }
+            guard BSRMatrix.supportedBlockSizes.contains(block) else { throw OptionError("--block must be 16 or 32") }
             guard kernel == "auto" || kernel == "all" || BSRKernel(rawValue: kernel) != nil else {
-                throw ValidationError("--kernel for bsr: auto, scalar, coopmat-nv or all; got \(kernel)")
+                throw OptionError("--kernel for bsr: auto, scalar, coopmat, coopmat-nv or all; got \(kernel)")
             }
         default:
-            throw ValidationError("--format must be csr or bsr, got \(format)")
+            throw OptionError("--format must be csr or bsr, got \(format)")
         }
     }
 

@@ -19,10 +19,18 @@ struct SparseMatrixOptions: ParsableArguments {
     var valueType: DType { DType(rawValue: dtype) ?? .f32 }
 
     func validate() throws {
-        guard rows >= 1, (cols ?? rows) >= 1 else { throw ValidationError("--rows and --cols must be positive") }
-        guard (0...1).contains(density) else { throw ValidationError("--density must be in [0, 1], got \(density)") }
-        guard (0...1).contains(emptyRows) else { throw ValidationError("--empty-rows must be in [0, 1], got \(emptyRows)") }
-        guard ["f32", "f16", "bf16"].contains(dtype) else { throw ValidationError("--dtype must be f32, f16 or bf16, got \(dtype)") }
+        guard rows >= 1, (cols ?? rows) >= 1 else { throw OptionError("--rows and --cols must be positive") }
+        guard (0...1).contains(density) else { throw OptionError("--density must be in [0, 1], got \(density)") }
+        guard (0...1).contains(emptyRows) else { throw OptionError("--empty-rows must be in [0, 1], got \(emptyRows)") }
+        guard ["f32", "f16", "bf16"].contains(dtype) else { throw OptionError("--dtype must be f32, f16 or bf16, got \(dtype)") }
+        // Row offsets are rows + 1 words, the nonzeros a column index and a value each: both
+        // must fit one binding (4 GiB in Vulkan) before the generator allocates them.
+        let c = cols ?? rows
+        guard rows < 1 << 30, c < 1 << 30 else { throw OptionError("--rows and --cols must be below 2^30 (row offsets of 4 GiB at most)") }
+        let nonzeros = Double(rows) * Double(c) * density
+        guard nonzeros <= Double(1 << 29) else {
+            throw OptionError("--rows x --cols x --density asks for \(nonzeros) nonzeros, more than one binding holds (2^29)")
+        }
     }
 
     /// The matrix (generated, or read: a malformed file throws its MatrixMarketError) and the

@@ -17,6 +17,10 @@ struct Suite: ParsableCommand {
     @Flag(name: .customLong("plan-json"), help: "Print the plan (subcommand and arguments per step) as JSON and exit; Tools/peers reads it.")
     var planJSON = false
 
+    func validate() throws {
+        guard (1...Timing.maxIterations).contains(iterations) else { throw OptionError("--iterations must be in 1...\(Timing.maxIterations)") }
+    }
+
     /// (subcommand, arguments) for every configuration of the suite.
     func plan() -> [(String, [String])] {
         var steps: [(String, [String])] = []

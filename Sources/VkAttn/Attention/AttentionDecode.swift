@@ -26,6 +26,15 @@ extension FlashAttention {
         let g = prepared.geometry, device = stream.device
         let tiling = try forwardTiling(prepared, q: q, k: kCache, v: vCache, device: device,
                                        rows: g.maxSq * (prepared.pack ? g.groupSize : 1))
+        if let requested {
+            // More splits than key tiles (or than the grid holds) would be clamped: say so instead.
+            let keyTiles = max(1, (g.maxSk + tiling.bc - 1) / tiling.bc)
+            let limit = device.capabilities.maxWorkgroupCount[2] / max(1, g.batch)
+            guard requested <= keyTiles, requested <= limit else {
+                throw VkAttnError.invalidValue(op: prepared.op, operand: "splits",
+                                               reason: "\(requested) is more than the \(min(keyTiles, limit)) splits of \(tiling.bc)-key tiles this cache allows")
+            }
+        }
         var plan = Self.decodePlan(g, tiling: tiling, pack: prepared.pack, device: device, requested: requested)
         // Never more keys per split than one invocation may walk (lavapipe's loop cap).
         if let maxTiles = tiling.maxTilesPerInvocation(headDim: g.headDim, device: device), plan.splitKeys > maxTiles * tiling.bc {

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Absurd values for every numeric option of every vkattn-bench subcommand: each must end in one
+# line "Error: ..." and exit status 1, before anything large is allocated (no crash, no hang, no
+# silent clamp). A few values are legitimate for their option (listed in `accepts`); those must
+# run to completion instead. Runs on lavapipe in CI (after the tests have built the bench).
+#     bash Tools/bench-sweep.sh [path/to/vkattn-bench]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bench="${1:-.build/debug/vkattn-bench}"
+[ -x "$bench" ] || { echo "bench-sweep: $bench not built (swift build first)" >&2; exit 2; }
+values=(-1 0 2147483648 1099511627776 4611686018427387904 9223372036854775807)
+
+# Tiny base configurations, so that an accepted value finishes quickly.
+declare -A base=(
+  [copy]="--bytes 4K" [fill]="--bytes 4K"
+  [attention]="--seq 8 --heads 1 --dim 32" [decode]="--cache 16 --heads 1 --dim 32"
+  [spmm]="--rows 32 --n 4" [sddmm]="--rows 32 --k 4"
+  [scan]="--count 64" [recurrence]="--batch 1 --length 8 --channels 4"
+  [linear-attention]="--batch 1 --length 8 --heads 1 --dk 8 --dv 8"
+  [ring]="--seq 32 --heads 1 --dim 32" [ulysses]="--seq 32 --heads 2 --dim 32" [hybrid]="--ranks 4 --seq 32 --heads 2 --dim 32 --ulysses 2"
+  [tree-decode]="--batch 1 --cache 32 --heads 1 --dim 32"
+  [lasp]="--seq 16 --heads 1 --dk 8 --dv 8" [lasp2]="--seq 16 --heads 1 --dk 8 --dv 8" [zeco]="--seq 16 --heads 1 --dk 8 --dv 8"
+  [suite]="--quick"
+)
+declare -A options=(
+  [copy]="--bytes --warmup --iterations" [fill]="--bytes --warmup --iterations"
+  [attention]="--batch --heads --kv-heads --dim --seq --seq-k --check-rows --warmup --iterations"
+  [decode]="--batch --heads --kv-heads --dim --queries --cache --splits"
+  [spmm]="--rows --cols --n --block --density --empty-rows"
+  [sddmm]="--rows --cols --k --density"
+  [scan]="--count --batch --segment-length --workgroup-size --items --polls --tiles-per-group"
+  [recurrence]="--batch --length --channels --chunk-length"
+  [linear-attention]="--batch --length --heads --dk --dv --chunk-length"
+  [ring]="--ranks --seq --batch --heads --kv-heads --dim" [ulysses]="--ranks --seq --batch --heads --dim"
+  [hybrid]="--ranks --ulysses --seq --heads"
+  [tree-decode]="--ranks --batch --queries --cache --heads --kv-heads --dim"
+  [lasp]="--ranks --seq --batch --heads --dk --dv --chunk-length" [lasp2]="--ranks --seq --dk"
+  [zeco]="--ranks --seq --segments"
+  [suite]="--iterations"
+)
+# option=value pairs that are legitimate (they run).
+accepts=" --warmup=0 --check-rows=2147483648 --check-rows=1099511627776 --check-rows=4611686018427387904 --check-rows=9223372036854775807 --density=0 --empty-rows=0 "
+
+failures=0 runs=0
+for command in "${!options[@]}"; do
+  for option in ${options[$command]}; do
+    for value in "${values[@]}"; do
+      runs=$((runs + 1))
+      # shellcheck disable=SC2086
+      measure="--iterations 1 --warmup 0"
+      [ "$command" = suite ] && measure=""
+      # shellcheck disable=SC2086
+      out=$(timeout 120 "$bench" "$command" ${base[$command]} $measure "$option=$value" 2>&1 >/dev/null)
+      status=$?
+      if [[ "$accepts" == *" $option=$value "* ]]; then
+        [ "$status" -eq 0 ] && continue
+        echo "FAIL $command $option=$value: a legitimate value failed (status $status): $(echo "$out" | head -3)"
+      else
+        lines=$(printf '%s' "$out" | grep -c '')
+        [ "$status" -eq 1 ] && [ "$lines" -eq 1 ] && [[ "$out" == Error:* ]] && continue
+        echo "FAIL $command $option=$value: status $status, $lines lines: $(echo "$out" | head -3 | cut -c1-200)"
+      fi
+      failures=$((failures + 1))
+    done
+  done
+done
+echo "bench-sweep: $runs runs, $failures failures"
+[ "$failures" -eq 0 ]
