@@ -18,7 +18,7 @@ void subgroup_inclusive(inout T v, inout bool h) {
 #if defined(OP_ADD)
         v = subgroupInclusiveAdd(v);
 #else
-        v = subgroupInclusiveMax(v);
+        v = key_value(subgroupInclusiveMax(max_key(v)));
 #endif
         return;
     }
@@ -38,7 +38,7 @@ T subgroup_total(T v) {
 #if defined(OP_ADD)
     return subgroupAdd(v);
 #else
-    return subgroupMax(v);
+    return key_value(subgroupMax(max_key(v)));
 #endif
 }
 
@@ -46,7 +46,7 @@ T subgroup_exclusive(T v) {
 #if defined(OP_ADD)
     return subgroupExclusiveAdd(v);
 #else
-    return subgroupExclusiveMax(v);
+    return key_value(subgroupExclusiveMax(max_key(v)));
 #endif
 }
 

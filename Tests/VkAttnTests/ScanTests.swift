@@ -54,7 +54,7 @@ struct ScanHarness {
         for i in got.indices {
             let g = Double(got[i])
             if op == .max {
-                if !(g == ref[i] || (g.isInfinite && ref[i].isInfinite && g.sign == ref[i].sign)) { at = i; break }
+                if !(g == ref[i] || (g.isInfinite && ref[i].isInfinite && g.sign == ref[i].sign) || (g.isNaN && ref[i].isNaN)) { at = i; break }
                 continue
             }
             let err = abs(g - ref[i])
@@ -123,6 +123,32 @@ struct ScanTests {
                     let ref = ScanReference.scan(x, op: .max, exclusive: exclusive)
                     ScanHarness.checkFloats(out.map(Float.init(bitPattern:)), ref, scale: ref, op: .max, seed: seed,
                                             "max n \(n) exclusive \(exclusive) \(path)")
+                }
+            }
+        }
+    }
+}
+
+/// A max scan propagates NaN from where it appears to the end of its segment (PyTorch's cummax,
+/// NumPy's maximum.accumulate), on every path, in lone values and in runs across tiles.
+@Suite("Prefix scan: NaN in a max scan")
+struct ScanNaNTests {
+    @Test(arguments: ScanPath.allCases)
+    func nanPropagatesToTheEndOfItsSegment(path: ScanPath) throws {
+        let seed = testSeed()
+        try withDevice { device in
+            var h = ScanHarness(device: device, seed: seed)
+            for (rows, n) in [(1, 1), (1, 7), (1, 4099), (3, 1023), (2, 20000)] {
+                for exclusive in [false, true] {
+                    var x = h.rng.floats(rows * n, in: -5...5)
+                    let at = Int(h.rng.next() % UInt64(rows * n))
+                    x[at] = .nan
+                    if rows * n > 10 { x[(at + rows * n / 2) % (rows * n)] = -.nan }
+                    let (f, _) = try h.run(PrefixScan(op: .max, exclusive: exclusive, path: path),
+                                           words: x.map(\.bitPattern), shape: rows > 1 ? [rows, n] : [n], dtype: .f32)
+                    let ref = ScanReference.scan(x, op: .max, exclusive: exclusive, rowLength: rows > 1 ? n : nil)
+                    ScanHarness.checkFloats(f.map(Float.init(bitPattern:)), ref, scale: ref, op: .max, seed: seed,
+                                            "NaN at \(at) rows \(rows) n \(n) exclusive \(exclusive) \(path)")
                 }
             }
         }

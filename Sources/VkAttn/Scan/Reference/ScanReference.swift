@@ -39,7 +39,8 @@ public enum ScanReference {
         let values = x.map(Double.init)
         switch op {
         case .add: return scan(values, identity: 0, exclusive: exclusive, heads: h, +)
-        case .max: return scan(values, identity: -.infinity, exclusive: exclusive, heads: h) { Swift.max($0, $1) }
+        // NaN propagates, as in PyTorch's cummax (Swift.max would keep whichever came first).
+        case .max: return scan(values, identity: -.infinity, exclusive: exclusive, heads: h) { $0.isNaN || $1.isNaN ? .nan : Swift.max($0, $1) }
         }
     }
 
