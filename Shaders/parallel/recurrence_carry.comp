@@ -1,4 +1,6 @@
 #version 450
+//! variant reads
+//! variant backward -DWRITES_Z
 // The cross-rank carry of a linear recurrence h_t = a_t h_{t-1} + b_t sharded over time
 // (ContextParallelRecurrence). A rank's shard is an affine map per channel, state -> A S + B;
 // the all-scan's exclusive prefix is rows [a, s] per channel, s the state entering the shard
@@ -12,6 +14,9 @@
 // COMPLEX: every value is a (re, im) pair, products are complex, the scan's rows are
 // [a, s] complex (4 floats) and da takes conj(hprev) (PyTorch's convention).
 // Grid-stride loop; every operand bound at an aligned offset plus a word offset.
+// Only the backward variant (WRITES_Z, MODE 2) writes z: in the others binding 4 is read-only,
+// so the placeholder bound there is never a write (synchronization validation would otherwise
+// see back-to-back dispatches writing and reading the shared placeholder).
 #include "common/grid.glsl"
 
 layout(local_size_x_id = 0) in;
@@ -22,7 +27,11 @@ layout(std430, binding = 0) readonly buffer M { float m[]; };
 layout(std430, binding = 1) readonly buffer X { float x[]; };
 layout(std430, binding = 2) readonly buffer Scan { float scan[]; };
 layout(std430, binding = 3) buffer Y { float y[]; };
+#ifdef WRITES_Z
 layout(std430, binding = 4) buffer Z { float z[]; };
+#else
+layout(std430, binding = 4) readonly buffer Z { float z[]; };
+#endif
 layout(std430, binding = 5) readonly buffer H { float h[]; };
 layout(std430, binding = 6) readonly buffer Incoming { float incoming[]; };
 
@@ -67,12 +76,14 @@ void storeY(uint k, vec2 v, bool add) {
 }
 
 void addZ(uint k, vec2 v) {
+#ifdef WRITES_Z
     if (COMPLEX) {
         z[pc.z_offset + 2u * k] += v.x;
         z[pc.z_offset + 2u * k + 1u] += v.y;
     } else {
         z[pc.z_offset + k] += v.x;
     }
+#endif
 }
 
 void main() {

@@ -111,6 +111,9 @@ vkattn_load_cooperative_matrix_nv(VkInstance instance) {
 static inline PFN_vkCreateDebugUtilsMessengerEXT vkattn_load_create_debug_messenger(VkInstance instance) {
     return (PFN_vkCreateDebugUtilsMessengerEXT)vkGetInstanceProcAddr(instance, "vkCreateDebugUtilsMessengerEXT");
 }
+static inline PFN_vkSetDebugUtilsObjectNameEXT vkattn_load_set_object_name(VkInstance instance) {
+    return (PFN_vkSetDebugUtilsObjectNameEXT)vkGetInstanceProcAddr(instance, "vkSetDebugUtilsObjectNameEXT");
+}
 static inline PFN_vkDestroyDebugUtilsMessengerEXT vkattn_load_destroy_debug_messenger(VkInstance instance) {
     return (PFN_vkDestroyDebugUtilsMessengerEXT)vkGetInstanceProcAddr(instance, "vkDestroyDebugUtilsMessengerEXT");
 }

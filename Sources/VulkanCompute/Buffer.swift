@@ -110,6 +110,7 @@ public final class Buffer: Sendable {
         self.memory = memory
         self.mapped = mapping
         self.hostAllocation = nil
+        device.track("buffer", 1)
     }
 
     /// A buffer over memory already allocated and bound (an import, BufferImport.swift).
@@ -122,6 +123,7 @@ public final class Buffer: Sendable {
         self.memory = memory
         self.mapped = mapped
         self.hostAllocation = hostAllocation
+        device.track("buffer", 1)
     }
 
     /// A buffer handle of `byteCount` bytes for storage and copies (shared by the compute and
@@ -159,6 +161,7 @@ public final class Buffer: Sendable {
     }
 
     deinit {
+        device.track("buffer", -1)
         if mapped != nil { vkUnmapMemory(device.handle, memory) }
         vkDestroyBuffer(device.handle, handle, nil)
         vkFreeMemory(device.handle, memory, nil)

@@ -48,6 +48,8 @@ public final class Device: Sendable {
     /// Memory types: property flags and heap index, read once.
     let memoryTypes: [(flags: UInt32, heap: Int)]
     let pipelines = Mutex<[KernelDescriptor: PipelineObject]>([:])
+    /// Objects of this device still alive, by kind (buffers, streams, semaphores).
+    let live = Mutex<[String: Int]>([:])
     /// vkGetMemoryHostPointerPropertiesEXT where VK_EXT_external_memory_host is enabled.
     let hostPointerProperties: PFN_vkGetMemoryHostPointerPropertiesEXT?
 
@@ -259,5 +261,16 @@ public final class Device: Sendable {
     /// Heap budgets as of now (VK_EXT_memory_budget), or the static heap sizes without it.
     public func memoryHeaps() -> [MemoryHeap] {
         DeviceCapabilities(instance: instance.handle, physicalDevice: physicalDevice.handle, index: physicalDevice.index).memoryHeaps
+    }
+}
+
+extension Device {
+    /// The Vulkan objects made on this device that are still alive, by kind ("buffer",
+    /// "stream", "timeline semaphore"). Each keeps the device alive: a device that outlives the
+    /// code that made it was leaked by one of these (tests and the bench report it).
+    public var liveObjects: [String: Int] { live.withLock { $0.filter { $0.value != 0 } } }
+
+    func track(_ kind: String, _ delta: Int) {
+        live.withLock { $0[kind, default: 0] += delta }
     }
 }

@@ -49,10 +49,17 @@ public final class Instance: Sendable {
         self.log = log
         self.validation = validation
 
-        let availableLayers = try Instance.layerNames()
+        let layerVersions = try Instance.layerVersions()
         let layerName = "VK_LAYER_KHRONOS_validation"
-        if validation.enabled && !availableLayers.contains(layerName) {
+        if validation.enabled && layerVersions[layerName] == nil {
             throw VulkanError.validationLayerMissing
+        }
+        // Layers before SDK 1.3.296 time out on legal host-signaled timeline waits under load
+        // (UNASSIGNED-VkSemaphore-state-timeout, "most likely a validation bug"; fixed by
+        // KhronosGroup/Vulkan-ValidationLayers#8519). Debian 12 ships 1.3.239: there it is counted
+        // as a known layer bug, not a finding. Newer layers report everything.
+        if let version = layerVersions[layerName], version < vkattn_make_api_version(0, 1, 3, 296) {
+            log.knownLayerBugs = [ValidationLog.semaphoreStateTimeout]
         }
         let available = try Instance.extensionNames(layer: nil)
         let layerExtensions = validation.enabled ? try Instance.extensionNames(layer: layerName) : []
@@ -165,11 +172,16 @@ public final class Instance: Sendable {
     }
 
     static func layerNames() throws -> Set<String> {
+        Set(try layerVersions().keys)
+    }
+
+    /// Installed layers and the Vulkan header version (spec version) each was built against.
+    static func layerVersions() throws -> [String: UInt32] {
         var count: UInt32 = 0
         try check(vkEnumerateInstanceLayerProperties(&count, nil), "vkEnumerateInstanceLayerProperties")
         var props = [VkLayerProperties](repeating: VkLayerProperties(), count: Int(count))
         try check(vkEnumerateInstanceLayerProperties(&count, &props), "vkEnumerateInstanceLayerProperties")
-        return Set(props.prefix(Int(count)).map { string(fromCArray: $0.layerName) })
+        return Dictionary(props.prefix(Int(count)).map { (string(fromCArray: $0.layerName), $0.specVersion) }, uniquingKeysWith: max)
     }
 
     static func extensionNames(layer: String?) throws -> Set<String> {

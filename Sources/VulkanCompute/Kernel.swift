@@ -194,6 +194,17 @@ extension Device {
             vkDestroyDescriptorSetLayout(handle, setLayout, nil)
             throw VulkanError.call("vkCreateComputePipelines(\(d.shader.name))", result: result.rawValue)
         }
+        // Validation messages name the pipeline by its shader (variant) rather than a handle.
+        if instance.validation.enabled, let setName = vkattn_load_set_object_name(instance.handle) {
+            d.shader.name.withCString { name in
+                var info = VkDebugUtilsObjectNameInfoEXT()
+                info.sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_OBJECT_NAME_INFO_EXT
+                info.objectType = VK_OBJECT_TYPE_PIPELINE
+                info.objectHandle = UInt64(UInt(bitPattern: pipeline))
+                info.pObjectName = name
+                _ = setName(handle, &info)
+            }
+        }
         return PipelineObject(pipeline: pipeline, layout: layout, setLayout: setLayout)
     }
 }

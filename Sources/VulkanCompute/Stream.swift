@@ -83,9 +83,11 @@ public final class Stream {
         try check(vkCreateCommandPool(device.handle, &info, nil, &pool), "vkCreateCommandPool")
         guard let pool else { throw VulkanError.call("vkCreateCommandPool", result: -3) }
         self.commandPool = pool
+        device.track("stream", 1)
     }
 
     deinit {
+        device.track("stream", -1)
         if let lastSubmission { try? lastSubmission.wait() }
         for pool in descriptorPools { vkDestroyDescriptorPool(device.handle, pool, nil) }
         if let queryPool { vkDestroyQueryPool(device.handle, queryPool, nil) }

@@ -30,9 +30,11 @@ public final class TimelineSemaphore: Sendable {
         try check(result, "vkCreateSemaphore(timeline)")
         guard let semaphore else { throw VulkanError.call("vkCreateSemaphore", result: -3) }
         handle = semaphore
+        device.track("timeline semaphore", 1)
     }
 
     deinit {
+        device.track("timeline semaphore", -1)
         vkDestroySemaphore(device.handle, handle, nil)
     }
 

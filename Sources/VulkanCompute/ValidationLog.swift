@@ -17,10 +17,24 @@ public struct ValidationMessage: Sendable, CustomStringConvertible {
 /// device or instance teardown are still readable afterwards.
 public final class ValidationLog: Sendable {
     private let storage = Mutex<[ValidationMessage]>([])
+    private let known = Mutex<(ids: Set<String>, count: Int)>(([], 0))
+
+    /// The old layers' false positive on host-signaled timeline semaphores (see `Instance`).
+    static let semaphoreStateTimeout = "UNASSIGNED-VkSemaphore-state-timeout"
 
     public init() {}
 
     public var messages: [ValidationMessage] { storage.withLock { $0 } }
+
+    /// Message ids this log counts as known bugs of the installed layer instead of keeping them
+    /// (set by `Instance` for old layers only).
+    var knownLayerBugs: Set<String> {
+        get { known.withLock { $0.ids } }
+        set { known.withLock { $0.ids = newValue } }
+    }
+
+    /// How many messages were known layer bugs (not findings), so far.
+    public var knownLayerBugCount: Int { known.withLock { $0.count } }
 
     /// Returns the messages collected so far and forgets them.
     public func drain() -> [ValidationMessage] {
@@ -31,7 +45,12 @@ public final class ValidationLog: Sendable {
     }
 
     func append(_ message: ValidationMessage) {
-        storage.withLock { $0.append(message) }
+        let isKnown = known.withLock { state in
+            guard state.ids.contains(message.id) else { return false }
+            state.count += 1
+            return true
+        }
+        if !isKnown { storage.withLock { $0.append(message) } }
     }
 }
 

@@ -8,10 +8,11 @@ struct BenchContext {
     let log: ValidationLog
 
     init(_ options: DeviceOptions) throws {
-        let log = ValidationLog()
+        let log = BenchTeardown.log()
         let instance = try Instance(log: log)
         self.device = try Device(physicalDevice: instance.selectDevice(options.device))
         self.log = log
+        BenchTeardown.watch([device])
     }
 
     var deviceName: String { device.capabilities.name }

@@ -105,9 +105,10 @@ struct LinearParallelBenchmark {
         if options.backend == "mpi" {
             return try MPILinearBenchmark(options: options, measure: measure, scheme: scheme, op: op).run()
         }
-        let log = ValidationLog()
+        let log = BenchTeardown.log()
         let n = options.rankCount
         let group = try DeviceGroup(ranks: n, instance: Instance(log: log), path: options.path.flatMap(TransferPath.init(rawValue:)))
+        BenchTeardown.watch(group.devices)
         let (b, l, h, dk, dv) = (options.batch, options.seq, options.heads, options.dk, options.dv)
         let gla = GatedLinearAttention(gating: GatedLinearAttention.Gating(rawValue: options.gating) ?? .perKey, chunkLength: options.chunkLength)
         let lengths = ContextParallelLinearAttention.evenLengths(total: l, ranks: n)

@@ -21,7 +21,7 @@ enum MPIBackend {
     /// Runs `body` on this process's communicator (`path` forces a transfer path); an error
     /// aborts every rank instead of leaving them waiting.
     static func run(path: String?, _ body: @escaping @Sendable (MPICommunicator, ValidationLog) async throws -> Void) throws {
-        let log = ValidationLog()
+        let log = BenchTeardown.log()
         let comm = try communicator(log: log, path: path.flatMap(TransferPath.init(rawValue:)))
         defer { comm.finalize() }
         do {

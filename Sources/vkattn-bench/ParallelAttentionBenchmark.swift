@@ -20,9 +20,10 @@ struct ParallelAttentionBenchmark {
         if options.backend == "mpi" {
             return try MPIAttentionBenchmark(options: options, measure: measure, scheme: scheme, op: op).run()
         }
-        let log = ValidationLog()
+        let log = BenchTeardown.log()
         let n = options.rankCount
         let group = try DeviceGroup(ranks: n, instance: Instance(log: log), path: options.path.flatMap(TransferPath.init(rawValue:)))
+        BenchTeardown.watch(group.devices)
         let lengths = try options.lengths()
         let hq = options.heads, hkv = options.kvHeads ?? hq, d = options.dim, dtype = options.storage
         let sharding = SequenceSharding(rawValue: options.sharding) ?? .zigzag

@@ -31,9 +31,10 @@ struct TreeDecodeCommand: ParsableCommand {
     }
 
     func run() throws {
-        let log = ValidationLog()
+        let log = BenchTeardown.log()
         let n = try Limits.ranks(ranks)
         let group = try DeviceGroup(ranks: n, instance: Instance(log: log))
+        BenchTeardown.watch(group.devices)
         let hkv = kvHeads ?? heads, d = dim
         let lengths = [Int](repeating: cache, count: batch)
         let plan = try ShardPlan(lengths: lengths, ranks: n, sharding: .contiguous)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import VkAttn
 
 @main
@@ -18,6 +19,18 @@ struct VkAttnBench: ParsableCommand {
     )
 
     @OptionGroup var device: DeviceOptions
+
+    /// ArgumentParser's entry, then the teardown check (BenchTeardown) once the command and every
+    /// device it made are gone.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+        if !BenchTeardown.finish() { Foundation.exit(1) }
+    }
 
     func run() throws {
         let context = try BenchContext(device)

@@ -12,19 +12,38 @@ public func testSeed() -> UInt64 {
 /// Runs `body` with a new device on the default (or `VKATTN_DEVICE`) physical device, with
 /// validation as `VKATTN_VALIDATION` says, and records a test failure for every validation
 /// message, including those about objects still alive when the device and instance are
-/// destroyed (the device is released before the log is read).
+/// destroyed (the device is released before the log is read), and for a device that outlives
+/// the test: some buffer, stream or semaphore made on it was leaked (kept alive past `body`),
+/// which keeps the device (and its leak) from ever reaching the validation layer.
 public func withDevice<R>(
     sourceLocation: SourceLocation = #_sourceLocation,
     _ body: (Device) throws -> R
 ) throws -> R {
     let log = ValidationLog()
     let result: R
+    weak var survivor: Device?
     do {
         let device = try Device(log: log)
+        survivor = device
         result = try body(device)
+    }
+    if let survivor {
+        Issue.record("Vulkan objects outlive the test, keeping the device alive: \(survivor.liveObjects)", sourceLocation: sourceLocation)
     }
     expectClean(log, sourceLocation: sourceLocation)
     return result
+}
+
+/// The objects still alive on a device that `body` made and that should have died with it, or
+/// nil when it did die (what `withDevice` checks; tests of the check itself call this).
+public func deviceLeaks(_ body: (Device) throws -> Void) throws -> [String: Int]? {
+    weak var survivor: Device?
+    do {
+        let device = try Device(validation: .off)
+        survivor = device
+        try body(device)
+    }
+    return survivor?.liveObjects
 }
 
 /// The async form of `withDevice`, for tests that use the device from several tasks.
@@ -34,9 +53,14 @@ public func withDevice<R: Sendable>(
 ) async throws -> R {
     let log = ValidationLog()
     let result: R
+    weak var survivor: Device?
     do {
         let device = try Device(log: log)
+        survivor = device
         result = try await body(device)
+    }
+    if let survivor {
+        Issue.record("Vulkan objects outlive the test, keeping the device alive: \(survivor.liveObjects)", sourceLocation: sourceLocation)
     }
     expectClean(log, sourceLocation: sourceLocation)
     return result

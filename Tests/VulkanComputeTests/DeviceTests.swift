@@ -155,3 +155,27 @@ struct SeededRandomForTests {
     mutating func bytes(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8(truncatingIfNeeded: next()) } }
     mutating func floats(_ n: Int) -> [Float] { (0..<n).map { _ in Float(Int64(bitPattern: next()) >> 40) / Float(1 << 23) } }
 }
+
+/// A buffer kept past its device's scope keeps the device alive, and is reported.
+@Suite("Leaks are reported")
+struct LeakTests {
+    @Test func aLeakedBufferIsReported() throws {
+        nonisolated(unsafe) var kept: [Buffer] = []
+        let leaks = try deviceLeaks { device in
+            kept.append(try device.makeBuffer(byteCount: 64))
+            _ = try device.makeStream()  // released: not a leak
+        }
+        #expect(leaks == ["buffer": 1], "\(String(describing: leaks))")
+        kept.removeAll()
+        #expect(try deviceLeaks { device in _ = try device.makeBuffer(byteCount: 64) } == nil)
+    }
+
+    @Test func liveObjectsCountWhatIsAlive() throws {
+        try withDevice { device in
+            let buffer = try device.makeBuffer(byteCount: 16)
+            let stream = try device.makeStream()
+            #expect(device.liveObjects["buffer"] == 1 && device.liveObjects["stream"] == 1)
+            _ = (buffer, stream)
+        }
+    }
+}

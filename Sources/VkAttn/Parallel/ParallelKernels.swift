@@ -119,7 +119,10 @@ public enum ParallelKernels {
         let identity = earlier == nil || later == nil
         let kernel = try device.kernel(KernelDescriptor(shader: Shaders.parallelAffineCombine, bindings: 3, pushConstantBytes: 20,
                                                         specialization: [0: .int(wg), 1: .bool(identity)]))
-        let e = try bindable(earlier ?? result), l = try bindable(later ?? result), r = try bindable(result)
+        // The identity reads nothing: its unused inputs get a read-only placeholder, never the
+        // result being written (a same-buffer read and write that synchronization validation flags).
+        let placeholder = identity ? try device.makeBuffer(byteCount: 16).whole : result
+        let e = try bindable(earlier ?? placeholder), l = try bindable(later ?? placeholder), r = try bindable(result)
         var push = PushConstants()
         for (value, what) in [(rows, "rows"), (width, "width"), (e.word, "earlier offset"), (l.word, "later offset"), (r.word, "result offset")] {
             try push.append(u32: value, what)

@@ -29,7 +29,8 @@ enum RecurrenceCarry {
         guard count > 0 else { return }
         let device = stream.device
         let wg = Launch.workgroupSize(ParallelKernels.group, device: device)
-        let kernel = try device.kernel(KernelDescriptor(shader: Shaders.parallelRecurrenceCarry, bindings: 7, pushConstantBytes: 48,
+        let shader = mode == .backward ? Shaders.parallelRecurrenceCarryBackward : Shaders.parallelRecurrenceCarryReads
+        let kernel = try device.kernel(KernelDescriptor(shader: shader, bindings: 7, pushConstantBytes: 48,
                                                         specialization: [0: .int(wg), 1: .int(mode.rawValue), 2: .bool(complex)]))
         let slots = try [o.m, o.x, o.scan, o.y, o.z, o.h, o.incoming].map { try ParallelKernels.bindable($0 ?? dummy) }
         var push = PushConstants()

@@ -1,0 +1,43 @@
+import ArgumentParser
+import Foundation
+import Synchronization
+import VkAttn
+
+/// What a run leaves behind, checked after the command returned and every device it made was
+/// released: validation messages raised while devices and instances were destroyed (reports
+/// drain the logs earlier, before that teardown) and devices still alive because some buffer,
+/// stream or semaphore was leaked. Either one fails the run (exit status 1).
+enum BenchTeardown {
+    private struct WeakDevice: @unchecked Sendable {
+        // Safe: a weak reference read and written only under `state`'s lock.
+        weak var device: Device?
+    }
+    private static let state = Mutex<(logs: [ValidationLog], devices: [WeakDevice])>(([], []))
+
+    /// A validation log whose late messages are checked at the end of the run.
+    static func log() -> ValidationLog {
+        let log = ValidationLog()
+        state.withLock { $0.logs.append(log) }
+        return log
+    }
+
+    /// Devices that must be gone by the end of the run.
+    static func watch(_ devices: [Device]) {
+        state.withLock { $0.devices += devices.map { WeakDevice(device: $0) } }
+    }
+
+    /// Prints what the teardown found; false when anything was found.
+    static func finish() -> Bool {
+        let (logs, devices) = state.withLock { ($0.logs, $0.devices) }
+        var clean = true
+        for message in logs.flatMap({ $0.drain() }) {
+            FileHandle.standardError.write(Data("validation (teardown): \(message)\n".utf8))
+            clean = false
+        }
+        for device in devices.compactMap(\.device) {
+            FileHandle.standardError.write(Data("error: \(device.label) outlives the run, kept alive by \(device.liveObjects)\n".utf8))
+            clean = false
+        }
+        return clean
+    }
+}
