@@ -32,11 +32,22 @@ struct DeviceTests {
         guard let caps = instance.capabilities.first(where: { $0.driverName == "llvmpipe" }) else { return }
         #expect(caps.type == .cpu)
         #expect(caps.vendor == "Mesa")
-        // 8 lanes with 256-bit vectors (the default), 16 with LP_NATIVE_VECTOR_WIDTH=512.
-        #expect(caps.subgroupSize == (caps.name.contains("512 bits") ? 16 : 8))
+        // One lane per 32 bits of the vector width the name reports: "(LLVM 15.0.6, 256 bits)"
+        // is 8 lanes (the default), 4 with LP_NATIVE_VECTOR_WIDTH=128, 16 with 512.
+        let bits = caps.name.split(separator: " ").firstIndex(of: "bits)").flatMap { i in
+            Int(caps.name.split(separator: " ")[i - 1])
+        }
+        #expect(bits != nil && caps.subgroupSize == (bits ?? 0) / 32, "\(caps.name): subgroup size \(caps.subgroupSize)")
         #expect(caps.maxComputeSharedMemoryBytes == 32768)
         #expect(caps.maxStorageBufferRange == 128 << 20)
-        #expect(caps.cooperativeMatrixKHR.isEmpty && caps.cooperativeMatrixNV.isEmpty)
+        // Cooperative matrices exactly where the driver offers the extension (Mesa 26: 8x8x8 with
+        // f16 inputs, f16 or f32 accumulators; not Mesa 22), never NVIDIA's.
+        if caps.extensions.contains("VK_KHR_cooperative_matrix") {
+            #expect(caps.cooperativeMatrixKHR.contains { $0.m == 8 && $0.n == 8 && $0.k == 8 && $0.aType == "f16" && $0.cType == "f32" })
+        } else {
+            #expect(caps.cooperativeMatrixKHR.isEmpty)
+        }
+        #expect(caps.cooperativeMatrixNV.isEmpty)
         #expect(caps.shaderFloat16 && caps.storageBuffer16BitAccess && caps.timelineSemaphore)
         #expect(caps.subgroupOperations.contains("arithmetic"))
         #expect(caps.unsupportedReason == nil)

@@ -46,8 +46,13 @@ public struct CSRTranspose: Sendable {
             mode: validation)
 
         let caps = device.capabilities
-        let wg = Launch.workgroupSize(256, device: device)
-        let subgroupsPerGroup = max(1, wg / caps.maxSubgroupSize)
+        // One subgroup per workgroup (power-of-two subgroup sizes make any smaller one divide
+        // it, so subgroups are always full): a tile's subgroup runs as many subgroupBarriers as
+        // its rows need, and Mesa 26's lavapipe drops the work of subgroups whose barrier counts
+        // differ from their workgroup neighbours' (SubgroupBarrierTests reproduces it), though a
+        // subgroup-scope barrier concerns its own subgroup only.
+        let wg = caps.maxSubgroupSize
+        let subgroupsPerGroup = 1
         let budget = min(countBudget, caps.maxStorageBufferRange / 4 - 1)
         // Enough tiles to fill the device, but a count table no larger than a few times the
         // nonzeros (scanning it should not cost more than moving them).
@@ -96,8 +101,9 @@ public struct CSRTranspose: Sendable {
         let cursors = try device.makeBuffer(of: UInt32.self, count: entries + 1)
         let count = try device.kernel(KernelDescriptor(shader: Shaders.sparseTransposeCount, bindings: 3, pushConstantBytes: 16,
                                                         specialization: [0: .int(wg)]))
+        let pointwise = Launch.workgroupSize(256, device: device)
         let firstSlots = try device.kernel(KernelDescriptor(shader: Shaders.sparseTransposePointers, bindings: 2, pushConstantBytes: 16,
-                                                             specialization: [0: .int(wg)]))
+                                                             specialization: [0: .int(pointwise)]))
         let scatter = try device.kernel(KernelDescriptor(
             shader: matrix.valueType == .f16 ? Shaders.sparseTransposeScatterF16 : Shaders.sparseTransposeScatterF32,
             bindings: 6, pushConstantBytes: 16, specialization: [0: .int(wg)]))
@@ -110,7 +116,7 @@ public struct CSRTranspose: Sendable {
         let dispatch = try scan.encode(stream, input: counts.whole, output: cursors.whole, count: entries, dtype: .u32)
         try stream.barrier()
         try stream.dispatch(firstSlots, bindings: [cursors.whole, pointers.slice], push: push,
-                            groups: (SparseLaunch.groups(items: matrix.cols + 1, workgroupSize: wg, device: device), 1, 1))
+                            groups: (SparseLaunch.groups(items: matrix.cols + 1, workgroupSize: pointwise, device: device), 1, 1))
         try stream.barrier()
         try stream.dispatch(scatter, bindings: [matrix.rowOffsets.slice, matrix.columnIndices.slice, matrix.values.slice,
                                                 cursors.whole, outColumns.slice, outValues.slice],
