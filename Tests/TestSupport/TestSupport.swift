@@ -15,6 +15,7 @@ public func testSeed() -> UInt64 {
 /// destroyed (the device is released before the log is read), and for a device that outlives
 /// the test: some buffer, stream or semaphore made on it was leaked (kept alive past `body`),
 /// which keeps the device (and its leak) from ever reaching the validation layer.
+@discardableResult
 public func withDevice<R>(
     sourceLocation: SourceLocation = #_sourceLocation,
     _ body: (Device) throws -> R
@@ -47,6 +48,7 @@ public func deviceLeaks(_ body: (Device) throws -> Void) throws -> [String: Int]
 }
 
 /// The async form of `withDevice`, for tests that use the device from several tasks.
+@discardableResult
 public func withDevice<R: Sendable>(
     sourceLocation: SourceLocation = #_sourceLocation,
     _ body: (Device) async throws -> R
