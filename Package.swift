@@ -2,7 +2,9 @@
 // VkAttn: long-sequence model kernels (flash attention, SpMM, scans) on any Vulkan device.
 //
 // Module layering (one direction only):
-//   CVulkan (system library + shim) -> VulkanCompute (device layer) -> VkAttn (ops) -> vkattn-bench
+//   CVulkan (system library + shim) -> VulkanCompute (device layer) -> VkAttn (ops)
+//     -> VkAttnParallel (schedulers over ranks) -> VkAttnMPI (Open MPI transport) -> vkattn-bench
+//   VkAttn -> VkAttnReference (fp64 references, generators, error measures) -> tests, --check
 // Shaders/**/*.comp are compiled by glslc at build time (plugin in Tools/ShaderPlugin) and
 // embedded as base64 string literals in VkAttnShaders, which VkAttn depends on.
 import PackageDescription
@@ -11,6 +13,12 @@ let package = Package(
     name: "VkAttn",
     products: [
         .library(name: "VkAttn", targets: ["VkAttn"]),
+        // Context parallelism: transports, sharding, traces and the schedulers that split one
+        // sequence over the ranks of a device group.
+        .library(name: "VkAttnParallel", targets: ["VkAttnParallel"]),
+        // fp64 CPU references of every kernel, seeded generators and the error measures the
+        // tests and `--check` use: for apps that check their own runs the same way.
+        .library(name: "VkAttnReference", targets: ["VkAttnReference"]),
         // The communicator on Open MPI (one process per rank): a product of its own, so that
         // apps using only VkAttn never need MPI installed.
         .library(name: "VkAttnMPI", targets: ["VkAttnMPI"]),
@@ -42,6 +50,14 @@ let package = Package(
             name: "VkAttn",
             dependencies: ["VulkanCompute", "VkAttnShaders"]
         ),
+        .target(
+            name: "VkAttnParallel",
+            dependencies: ["VkAttn"]
+        ),
+        .target(
+            name: "VkAttnReference",
+            dependencies: ["VkAttn"]
+        ),
         .systemLibrary(
             name: "CMPI",
             path: "Sources/CMPI",
@@ -50,17 +66,19 @@ let package = Package(
         ),
         .target(
             name: "VkAttnMPI",
-            dependencies: ["VkAttn", "CMPI"]
+            dependencies: ["VkAttnParallel", "CMPI"]
         ),
         // The MPI tests: an executable run under `mpirun -np N` (Tools/test-mpi.sh).
         .executableTarget(
             name: "vkattn-mpi-tests",
-            dependencies: ["VkAttnMPI"]
+            dependencies: ["VkAttnMPI", "VkAttnReference"]
         ),
         .executableTarget(
             name: "vkattn-bench",
             dependencies: [
                 "VkAttn",
+                "VkAttnParallel",
+                "VkAttnReference",
                 // --backend mpi (the VkAttn library product itself stays free of MPI).
                 "VkAttnMPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -78,19 +96,26 @@ let package = Package(
             dependencies: ["vkattn-shaderc"],
             path: "Tools/ShaderPlugin"
         ),
-        // Shared by the test targets: devices with validation checked, seeded random data.
+        // Shared by the test targets: devices with validation checked; re-exports the references.
         .target(
             name: "TestSupport",
-            dependencies: ["VkAttn"],
+            dependencies: ["VkAttn", "VkAttnReference"],
             path: "Tests/TestSupport"
+        ),
+        // Shaders only tests dispatch, compiled by the same plugin, out of the shipped library.
+        .target(
+            name: "VkAttnTestShaders",
+            dependencies: ["VulkanCompute"],
+            path: "Tests/TestShaders",
+            plugins: [.plugin(name: "ShaderPlugin")]
         ),
         .testTarget(
             name: "VulkanComputeTests",
-            dependencies: ["CVulkan", "VulkanCompute", "VkAttn", "TestSupport"]
+            dependencies: ["CVulkan", "VulkanCompute", "VkAttn", "VkAttnTestShaders", "TestSupport"]
         ),
         .testTarget(
             name: "VkAttnTests",
-            dependencies: ["VkAttn", "TestSupport"]
+            dependencies: ["VkAttn", "VkAttnParallel", "TestSupport"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -12,7 +12,7 @@ let package = Package(
     targets: [
         .executableTarget(
             name: "consumer",
-            dependencies: [.product(name: "VkAttn", package: "VkAttn")]
+            dependencies: [.product(name: "VkAttn", package: "VkAttn"), .product(name: "VkAttnReference", package: "VkAttn")]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -1,5 +1,6 @@
 import CMPI
 import VkAttn
+import VkAttnParallel
 
 /// One posted operation as the engine thread advances it.
 ///

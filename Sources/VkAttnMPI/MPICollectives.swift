@@ -1,6 +1,7 @@
 import CMPI
 import Synchronization
 import VkAttn
+import VkAttnParallel
 
 /// The protocol's collectives on MPI's nonblocking collectives (same signatures, checks and
 /// results as the point-to-point defaults): all-gather -> MPI_Iallgather, all-to-all ->

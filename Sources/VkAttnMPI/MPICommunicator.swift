@@ -2,6 +2,7 @@ import CMPI
 import Glibc
 import Synchronization
 import VkAttn
+import VkAttnParallel
 
 /// One rank of a group of processes on Open MPI, each process with its own Vulkan device:
 /// the `Communicator` the schedulers run on across processes and hosts.

@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import Synchronization
 import VkAttn
+import VkAttnParallel
 
 /// An MPI communicator handle. @unchecked Sendable: an immutable handle value that only the
 /// engine thread passes to MPI.

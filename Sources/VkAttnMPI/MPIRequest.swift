@@ -1,5 +1,6 @@
 import Synchronization
 import VkAttn
+import VkAttnParallel
 
 /// A posted send, receive or collective of an `MPICommunicator`.
 public final class MPIRequest: CommunicationRequest {

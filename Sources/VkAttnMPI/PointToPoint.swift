@@ -1,4 +1,5 @@
 import VkAttn
+import VkAttnParallel
 
 /// A communicator's point-to-point operations without its own collectives: the protocol's
 /// default collectives (built on send and receive) run on it. `MPICommunicator` uses it for

@@ -1,5 +1,6 @@
 import ArgumentParser
 import VkAttn
+import VkAttnReference
 
 /// Options shared by `attention` and `decode`: heads, head dim, dtype, mask.
 struct AttentionShapeOptions: ParsableArguments {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import VkAttn
+import VkAttnReference
 
 struct Copy: ParsableCommand {
     static let configuration = CommandConfiguration(

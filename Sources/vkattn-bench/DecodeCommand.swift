@@ -1,5 +1,6 @@
 import ArgumentParser
 import VkAttn
+import VkAttnReference
 
 struct Decode: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import VkAttn
+import VkAttnReference
 
 struct LinearAttention: ParsableCommand {
     static let configuration = CommandConfiguration(

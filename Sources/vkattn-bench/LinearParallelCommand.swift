@@ -2,6 +2,8 @@ import ArgumentParser
 import Foundation
 import Synchronization
 import VkAttn
+import VkAttnReference
+import VkAttnParallel
 
 /// Options of `lasp`, `lasp2` and `zeco` (chunked gated linear attention across ranks).
 struct LinearParallelOptions: ParsableArguments {

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import VkAttn
+import VkAttnReference
+import VkAttnParallel
 import VkAttnMPI
 
 /// `--backend mpi`: one process per rank under mpirun, each with its own device, on

@@ -1,6 +1,8 @@
+import VkAttnParallel
 import ArgumentParser
 import Foundation
 import VkAttn
+import VkAttnReference
 import VkAttnMPI
 
 /// `lasp|lasp2|zeco --backend mpi`: the numbers of the in-process run (span, overlap, bytes

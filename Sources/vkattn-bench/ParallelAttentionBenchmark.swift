@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import VkAttn
+import VkAttnReference
+import VkAttnParallel
 
 /// The body of `ring`, `ulysses` and `hybrid`: the problem on one device (Timing.measure),
 /// then on N ranks (spans of the GPU intervals mapped to one host clock), overlap, bytes

@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import Synchronization
 import VkAttn
+import VkAttnParallel
 
 /// Options of the context-parallel subcommands (ring, ulysses, hybrid).
 struct ParallelOptions: ParsableArguments {
@@ -143,23 +144,6 @@ extension ParallelRow {
     }
 }
 
-/// ||a - b|| / ||b|| in fp64; infinite for a size mismatch or a NaN. `infinitiesMatch`: equal
-/// infinities (the LSE of a fully masked row) agree, others are an infinite error; otherwise
-/// any infinity enters the sums as it is.
-func relativeL2(_ a: [Float], _ b: [Float], infinitiesMatch: Bool) -> Double {
-    guard a.count == b.count else { return .infinity }
-    var num = 0.0, den = 0.0
-    for (x, y) in zip(a, b) {
-        if infinitiesMatch, x.isInfinite || y.isInfinite {
-            if x != y { return .infinity }
-            continue
-        }
-        let diff = Double(x) - Double(y)
-        num += diff.isNaN ? .infinity : diff * diff
-        den += Double(y) * Double(y)
-    }
-    return (num / max(den, 1e-30)).squareRoot()
-}
 
 /// Prints rows (table or JSON Lines) and fails the process on a failed check or a validation
 /// message, as BenchContext.report does for single-device rows.

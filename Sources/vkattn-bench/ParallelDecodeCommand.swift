@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import VkAttn
+import VkAttnReference
+import VkAttnParallel
 
 struct TreeDecodeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,4 +1,5 @@
 import VkAttn
+import VkAttnParallel
 
 /// Bytes one rank sends per call by the formulas of the schemes' papers (even split: T = S / N
 /// tokens per rank, b bytes per element), and the number of communication steps.

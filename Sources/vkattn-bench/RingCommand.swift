@@ -1,3 +1,4 @@
+import VkAttnParallel
 import ArgumentParser
 import VkAttn
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import VkAttn
+import VkAttnReference
 
 struct SDDMM: ParsableCommand {
     static let configuration = CommandConfiguration(

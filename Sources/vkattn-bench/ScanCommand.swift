@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import VkAttn
+import VkAttnReference
 
 struct Scan: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,5 +1,6 @@
 import ArgumentParser
 import VkAttn
+import VkAttnReference
 
 extension SparseDistribution: ExpressibleByArgument {}
 extension SparseValidation.Mode: ExpressibleByArgument {}

@@ -1,5 +1,6 @@
 import Foundation
 import VkAttn
+import VkAttnParallel
 
 /// One timed run of an in-process parallel call: its span, every rank's intervals and traffic.
 struct TimedRun {

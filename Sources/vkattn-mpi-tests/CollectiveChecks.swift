@@ -1,4 +1,6 @@
 import VkAttn
+import VkAttnReference
+import VkAttnParallel
 import VkAttnMPI
 
 /// The communicator's operations against host references: a ring rotation of point-to-point

@@ -1,4 +1,5 @@
 import VkAttn
+import VkAttnParallel
 import VkAttnMPI
 
 /// Failure behaviour: one rank fails and every rank must end with an error naming it, not hang.

@@ -1,6 +1,7 @@
 import Glibc
 import VkAttn
 import VkAttnMPI
+import VkAttnParallel
 
 /// What one rank found: a line per check, failures marked.
 final class Report {
@@ -33,21 +34,6 @@ func freshSeed() -> UInt64 {
     return HostClock.nanoseconds() & 0xFFFF_FFFF
 }
 
-/// ||a - b|| / max(||b||, floor * sqrt(n)); NaN anywhere is infinite (as the in-process tests).
-func relativeError(_ a: [Float], _ b: [Double], floor: Double = 1e-3) -> Double {
-    guard a.count == b.count else { return .infinity }
-    var num = 0.0, den = 0.0
-    for (x, y) in zip(a, b) {
-        if x.isNaN || y.isNaN { return .infinity }
-        if y.isInfinite || x.isInfinite {
-            if Double(x) != y { return .infinity }
-            continue
-        }
-        num += (Double(x) - y) * (Double(x) - y)
-        den += y * y
-    }
-    return (num / max(den, floor * floor * Double(a.count))).squareRoot()
-}
 
 func maxAbsError(_ a: [Float], _ b: [Double]) -> Double {
     guard a.count == b.count else { return .infinity }

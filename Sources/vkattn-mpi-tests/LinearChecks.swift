@@ -1,5 +1,7 @@
 import VkAttn
+import VkAttnReference
 import VkAttnMPI
+import VkAttnParallel
 
 /// Elementwise bound of the in-process GLA and recurrence tests: |got - ref| <= tol * scale
 /// per element. Returns the worst |got - ref| / (tol * scale), so a check passes at <= 1

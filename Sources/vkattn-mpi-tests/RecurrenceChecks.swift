@@ -1,5 +1,7 @@
 import Glibc
 import VkAttn
+import VkAttnReference
+import VkAttnParallel
 import VkAttnMPI
 
 /// One linear recurrence h_t = a_t h_{t-1} + b_t over the whole sequence (the same on every

@@ -1,4 +1,6 @@
 import VkAttn
+import VkAttnReference
+import VkAttnParallel
 import VkAttnMPI
 
 /// Every context-parallel scheduler across the processes against the single-device kernel:

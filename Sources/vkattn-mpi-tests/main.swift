@@ -11,6 +11,7 @@
 import Glibc
 import VkAttn
 import VkAttnMPI
+import VkAttnParallel
 
 func option(_ name: String) -> Int? {
     let args = CommandLine.arguments

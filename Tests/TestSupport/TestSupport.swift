@@ -1,5 +1,6 @@
 // Helpers shared by the test targets.
 import Testing
+@_exported import VkAttnReference
 import VkAttn
 
 /// A seed for random test data: `VKATTN_SEED` when set (to replay a failure), else fresh.
@@ -78,16 +79,6 @@ public func expectClean(_ log: ValidationLog, sourceLocation: SourceLocation = #
 /// Whether this run has the validation layer on (`VKATTN_VALIDATION`).
 public var validationEnabled: Bool { ValidationOptions.fromEnvironment().enabled }
 
-/// Largest |a - b| / max(|b|, floor) over two arrays, NaN-aware (a NaN anywhere is infinite error).
-public func maxRelativeError(_ a: [Float], _ b: [Float], floor: Float = 1e-6) -> Float {
-    precondition(a.count == b.count)
-    var worst: Float = 0
-    for (x, y) in zip(a, b) {
-        if x.isNaN || y.isNaN { return .infinity }
-        worst = max(worst, abs(x - y) / max(abs(y), floor))
-    }
-    return worst
-}
 
 enum ProcessEnvironment {
     static func value(_ name: String) -> String? {

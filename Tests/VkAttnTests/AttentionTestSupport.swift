@@ -71,23 +71,6 @@ struct AttentionCase: CustomStringConvertible {
     }
 }
 
-/// ||a - b|| / max(||b||, floor * sqrt(n)); NaN anywhere, or a mismatch in where the
-/// infinities are, is infinite. The floor keeps all-but-zero references (a gradient that
-/// cancels exactly, like dQ of a single key) from turning rounding noise into a huge ratio.
-func relativeError(_ a: [Float], _ b: [Double], floor: Double = 1e-3) -> Double {
-    precondition(a.count == b.count)
-    var num = 0.0, den = 0.0
-    for (x, y) in zip(a, b) {
-        if x.isNaN || y.isNaN { return .infinity }
-        if y.isInfinite || x.isInfinite {
-            if Double(x) != y { return .infinity }
-            continue
-        }
-        num += (Double(x) - y) * (Double(x) - y)
-        den += y * y
-    }
-    return (num / max(den, floor * floor * Double(a.count))).squareRoot()
-}
 
 /// Poisons a tensor with NaN so that an element the kernel forgot to write is caught.
 func poison(_ tensor: Tensor, _ device: Device) throws {

@@ -1,5 +1,6 @@
 import Testing
 import VkAttn
+import VkAttnParallel
 import TestSupport
 
 /// Absurd integers at the public API are typed errors (or well-defined results), never traps.

@@ -1,5 +1,6 @@
 import Testing
 import VkAttn
+import VkAttnParallel
 import TestSupport
 
 /// One context-parallel problem: global host data, the single-device results (the kernel

@@ -1,5 +1,6 @@
 import Testing
 import VkAttn
+import VkAttnParallel
 import TestSupport
 
 /// The in-process communicator: point-to-point rotation, all-gather, all-to-all,

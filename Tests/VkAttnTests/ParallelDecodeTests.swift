@@ -1,5 +1,6 @@
 import Testing
 import VkAttn
+import VkAttnParallel
 import TestSupport
 
 /// Tree decode: the KV cache sharded over 1 to 4 ranks (ragged, some ranks without a

@@ -1,5 +1,6 @@
 import Testing
 import VkAttn
+import VkAttnParallel
 import TestSupport
 
 /// A global GLA problem [B, L, H, *] on the host, sharded contiguously over ranks.

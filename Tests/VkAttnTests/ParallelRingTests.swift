@@ -1,5 +1,6 @@
 import Testing
 import VkAttn
+import VkAttnParallel
 import TestSupport
 
 /// Ring attention (forward and backward) against the single-device kernel: 1 to 4 ranks,

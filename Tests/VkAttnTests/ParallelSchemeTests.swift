@@ -1,5 +1,6 @@
 import Testing
 import VkAttn
+import VkAttnParallel
 import TestSupport
 
 /// Ulysses, the 2-D hybrid and the all-gather variant against the single-device kernel, and

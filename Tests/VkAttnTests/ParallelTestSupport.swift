@@ -1,5 +1,6 @@
 import Testing
 import VkAttn
+import VkAttnParallel
 import TestSupport
 
 /// Runs `body` with a device group of `ranks` logical devices (validation per

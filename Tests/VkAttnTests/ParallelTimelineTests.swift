@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import VkAttn
+import VkAttnParallel
 import TestSupport
 
 /// Overlap measurement and the Chrome trace.

@@ -1,5 +1,6 @@
 import Testing
 import VkAttn
+import VkAttnParallel
 import TestSupport
 
 /// Bad configurations are typed errors, thrown before anything is posted or dispatched; the

@@ -1,9 +1,10 @@
 import Testing
 @testable import VulkanCompute
 import VkAttn
+import VkAttnTestShaders
 import TestSupport
 
-let testAffineShader = Shaders.testAffine
+let testAffineShader = TestShaders.affine
 
 func affineDescriptor(workgroup: Int = 64, scale: Float, step: UInt32) -> KernelDescriptor {
     KernelDescriptor(shader: testAffineShader, bindings: 2, pushConstantBytes: 8,

@@ -1,6 +1,6 @@
 import Testing
 import VulkanCompute
-import VkAttnShaders
+import VkAttnTestShaders
 import TestSupport
 
 /// Subgroup-scope barriers in control flow that differs between the subgroups of a workgroup
@@ -20,7 +20,7 @@ struct SubgroupBarrierTests {
             let maxSubgroups = groups * max(1, workgroup / caps.minSubgroupSize)
             let marks = try device.makeBuffer([UInt32](repeating: 0, count: maxSubgroups * rounds))
             let info = try device.makeBuffer([UInt32](repeating: 0, count: 1))
-            let kernel = try device.kernel(KernelDescriptor(shader: Shaders.testSubgroupBarrier, bindings: 2, pushConstantBytes: 4,
+            let kernel = try device.kernel(KernelDescriptor(shader: TestShaders.subgroupBarrier, bindings: 2, pushConstantBytes: 4,
                                                             specialization: [0: .int(workgroup)]))
             let stream = try device.makeStream()
             try stream.dispatch(kernel, bindings: [marks.whole, info.whole], push: [UInt32(rounds)], groups: (groups, 1, 1))

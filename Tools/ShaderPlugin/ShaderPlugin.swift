@@ -17,6 +17,9 @@ struct ShaderPlugin: BuildToolPlugin {
         let glslc = try findGLSLC()
         let tool = try context.tool(named: "vkattn-shaderc").url
         let out = context.pluginWorkDirectoryURL
+        // The generated members extend the module's one hand-written enum, named after the
+        // module: VkAttnShaders -> Shaders, VkAttnTestShaders -> TestShaders.
+        let namespace = target.name.hasPrefix("VkAttn") ? String(target.name.dropFirst("VkAttn".count)) : target.name
 
         // Every GLSL file is an input of every compile: an edit to an #included .glsl must
         // rebuild what includes it, and build commands have no depfiles.
@@ -42,6 +45,7 @@ struct ShaderPlugin: BuildToolPlugin {
                     "--include", shaderRoot.path,
                     "--name", baseName,
                     "--symbol", symbol,
+                    "--namespace", namespace,
                     "--output", output.path,
                     "--scratch", out.appending(path: "spv").path,
                 ],
@@ -54,11 +58,13 @@ struct ShaderPlugin: BuildToolPlugin {
         commands.append(.buildCommand(
             displayName: "Indexing \(symbols.count) shader files",
             executable: tool,
-            arguments: ["index", "--output", index.path] + symbols,
+            arguments: ["index", "--output", index.path, "--namespace", namespace] + symbols,
             inputFiles: [],
             outputFiles: [index]
         ))
 
+        // What the compiler accepts is reported once, by the library's shaders.
+        guard namespace == "Shaders" else { return commands }
         let features = out.appending(path: "ShaderToolchain.swift")
         commands.append(.buildCommand(
             displayName: "Probing glslc features",

@@ -109,7 +109,7 @@ struct AttentionLaunch {
 
 extension FlashAttention {
     /// Checks the options against a resolved problem.
-    func checkOptions(op: String, _ g: AttentionGeometry) throws -> (scale: Float, softcap: Float?) {
+    package func checkOptions(op: String, _ g: AttentionGeometry) throws -> (scale: Float, softcap: Float?) {
         let scale = self.scale ?? 1 / Float(g.headDim).squareRoot()
         guard scale.isFinite, scale != 0 else {
             throw VkAttnError.invalidValue(op: op, operand: "scale", reason: "\(scale) is not a finite nonzero number")

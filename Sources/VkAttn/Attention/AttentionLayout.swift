@@ -10,46 +10,46 @@ public enum AttentionLayout: Hashable, Sendable {
 }
 
 /// The shape of one attention problem, resolved from the operands and checked.
-struct AttentionGeometry: Hashable {
-    var batch: Int
-    var headsQ: Int
-    var headsKV: Int
-    var headDim: Int
+package struct AttentionGeometry: Hashable {
+    package var batch: Int
+    package var headsQ: Int
+    package var headsKV: Int
+    package var headDim: Int
     /// Dense: the sequence lengths. Packed: the longest sequence.
-    var maxSq: Int
-    var maxSk: Int
-    var totalQ: Int
-    var totalK: Int
-    var dtype: DType
+    package var maxSq: Int
+    package var maxSk: Int
+    package var totalQ: Int
+    package var totalK: Int
+    package var dtype: DType
     /// Packed layouts only: cumulative lengths (batch + 1 entries each).
-    var cuSeqlensQ: [Int32]?
-    var cuSeqlensK: [Int32]?
+    package var cuSeqlensQ: [Int32]?
+    package var cuSeqlensK: [Int32]?
 
-    var isPacked: Bool { cuSeqlensQ != nil }
-    var groupSize: Int { headsQ / headsKV }
+    package var isPacked: Bool { cuSeqlensQ != nil }
+    package var groupSize: Int { headsQ / headsKV }
 
-    func sequence(_ b: Int) -> (qStart: Int, sq: Int, kStart: Int, sk: Int) {
+    package func sequence(_ b: Int) -> (qStart: Int, sq: Int, kStart: Int, sk: Int) {
         if let cq = cuSeqlensQ, let ck = cuSeqlensK {
             return (Int(cq[b]), Int(cq[b + 1] - cq[b]), Int(ck[b]), Int(ck[b + 1] - ck[b]))
         }
         return (b * maxSq, maxSq, b * maxSk, maxSk)
     }
 
-    var qShape: [Int] { isPacked ? [totalQ, headsQ, headDim] : [batch, maxSq, headsQ, headDim] }
-    var kvShape: [Int] { isPacked ? [totalK, headsKV, headDim] : [batch, maxSk, headsKV, headDim] }
-    var lseShape: [Int] { isPacked ? [headsQ, totalQ] : [batch, headsQ, maxSq] }
+    package var qShape: [Int] { isPacked ? [totalQ, headsQ, headDim] : [batch, maxSq, headsQ, headDim] }
+    package var kvShape: [Int] { isPacked ? [totalK, headsKV, headDim] : [batch, maxSk, headsKV, headDim] }
+    package var lseShape: [Int] { isPacked ? [headsQ, totalQ] : [batch, headsQ, maxSq] }
 
     /// Element offset of row (b, i, h) of a [*, S, H, D]-style tensor.
-    func qOffset(b: Int, i: Int, h: Int) -> Int { ((sequence(b).qStart + i) * headsQ + h) * headDim }
-    func kOffset(b: Int, j: Int, h: Int) -> Int { ((sequence(b).kStart + j) * headsKV + h) * headDim }
-    func lseOffset(b: Int, i: Int, h: Int) -> Int {
+    package func qOffset(b: Int, i: Int, h: Int) -> Int { ((sequence(b).qStart + i) * headsQ + h) * headDim }
+    package func kOffset(b: Int, j: Int, h: Int) -> Int { ((sequence(b).kStart + j) * headsKV + h) * headDim }
+    package func lseOffset(b: Int, i: Int, h: Int) -> Int {
         isPacked ? h * totalQ + sequence(b).qStart + i : (b * headsQ + h) * maxSq + i
     }
 
-    static let supportedHeadDims = [32, 64, 96, 128, 256]
+    package static let supportedHeadDims = [32, 64, 96, 128, 256]
 
     /// Checks Q, K, V and the layout; throws a `VkAttnError` naming `op` and the operand.
-    static func resolve(op: String, q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout) throws -> AttentionGeometry {
+    package static func resolve(op: String, q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout) throws -> AttentionGeometry {
         let device = q.device
         for (name, t) in [("K", k), ("V", v)] where t.device !== device {
             throw VkAttnError.deviceMismatch(op: op, operand: name)
@@ -72,7 +72,7 @@ struct AttentionGeometry: Hashable {
     }
 
     /// Checks the shapes and the layout (no device involved).
-    static func resolve(op: String, qShape: [Int], kShape: [Int], vShape: [Int], dtype: DType, layout: AttentionLayout) throws -> AttentionGeometry {
+    package static func resolve(op: String, qShape: [Int], kShape: [Int], vShape: [Int], dtype: DType, layout: AttentionLayout) throws -> AttentionGeometry {
         let packed: Bool
         switch layout {
         case .dense: packed = false
@@ -120,7 +120,7 @@ struct AttentionGeometry: Hashable {
         }
     }
 
-    static func checkCumulative(op: String, _ name: String, _ cu: [Int32], total: Int) throws {
+    package static func checkCumulative(op: String, _ name: String, _ cu: [Int32], total: Int) throws {
         guard cu.count >= 2 else {
             throw VkAttnError.invalidValue(op: op, operand: name, reason: "needs batch + 1 >= 2 entries, got \(cu.count)")
         }

@@ -143,7 +143,7 @@ public struct AttentionTiling: Hashable, Sendable, CustomStringConvertible {
 
     /// Lanes per row of the small row-wise kernels (Delta pre-pass, merge): a power of two no
     /// larger than 8 or the subgroup.
-    static func threadsPerRow(_ device: Device) -> Int {
+    package static func threadsPerRow(_ device: Device) -> Int {
         var t = 1
         while t * 2 <= min(8, device.capabilities.minSubgroupSize) { t *= 2 }
         return t

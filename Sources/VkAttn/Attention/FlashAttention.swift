@@ -144,7 +144,7 @@ public struct FlashAttention: Hashable, Sendable {
         }
     }
 
-    func outputType(op: String, input: DType) throws -> DType {
+    package func outputType(op: String, input: DType) throws -> DType {
         let o = outputDType ?? input
         guard o == input || (input.isHalfWidth && o == .f32) else {
             throw VkAttnError.dtypeMismatch(op: op, operand: "outputDType", expected: input.isHalfWidth ? "\(input) or f32" : "f32", actual: o.rawValue)

@@ -105,7 +105,7 @@ extension GLACoopmat {
 
 extension GLAPlan {
     /// The state-contribution kernel (MODE 0 forward, 1 backward) and its grid.
-    func stateContributions(mode: Int) throws -> (kernel: Kernel, groups: (x: Int, y: Int, z: Int)) {
+    package func stateContributions(mode: Int) throws -> (kernel: Kernel, groups: (x: Int, y: Int, z: Int)) {
         if let cm = coopmat {
             let wg = cm.stateSubgroups * cm.subgroupSize
             let shader = FlashAttention.rolledCooperativeLoops(device) ? Shaders.scanGlaStateCoopmatF16Cpu : Shaders.scanGlaStateCoopmatF16
@@ -119,7 +119,7 @@ extension GLAPlan {
     }
 
     /// The forward's output kernel for outputs of `output` type, and its workgroup size.
-    func outputKernel(output: DType) throws -> Kernel {
+    package func outputKernel(output: DType) throws -> Kernel {
         if let cm = coopmat {
             let wg = cm.outputSubgroups * cm.subgroupSize
             let rolled = FlashAttention.rolledCooperativeLoops(device)

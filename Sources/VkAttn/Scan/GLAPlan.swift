@@ -2,25 +2,25 @@ import VulkanCompute
 import VkAttnShaders
 
 /// A validated GLA call: shapes, chunking, workspaces and the kernels of both passes.
-struct GLAPlan {
-    let op: GatedLinearAttention
-    let device: Device
-    let q: Tensor, k: Tensor, v: Tensor
-    let gates: Tensor?
-    let initial: Tensor?
-    let B: Int, L: Int, H: Int, Dk: Int, Dv: Int
+package struct GLAPlan {
+    package let op: GatedLinearAttention
+    package let device: Device
+    package let q: Tensor, k: Tensor, v: Tensor
+    package let gates: Tensor?
+    package let initial: Tensor?
+    package let B: Int, L: Int, H: Int, Dk: Int, Dv: Int
     /// q, k, v (and dO): f32, f16 or bf16; outputs f32 or this type. Gates and states are fp32.
-    let inputType: DType
-    let C: Int, NC: Int
-    let gradsWorkgroup: Int
+    package let inputType: DType
+    package let C: Int, NC: Int
+    package let gradsWorkgroup: Int
     /// The cooperative-matrix layout of the chunk products, or nil for the scalar kernels.
     let coopmat: GLACoopmat?
     /// Why the cooperative-matrix kernels do not run, on a device that offers them.
-    let coopmatSkipped: String?
+    package let coopmatSkipped: String?
 
-    static let opName = GatedLinearAttention.name
+    package static let opName = GatedLinearAttention.name
 
-    var gateMode: Int {
+    package var gateMode: Int {
         switch op.gating {
         case .none: return 0
         case .perHead: return 1
@@ -28,7 +28,7 @@ struct GLAPlan {
         }
     }
 
-    init(op: GatedLinearAttention, device: Device, q: Tensor, k: Tensor, v: Tensor, logGates: Tensor?, initialState: Tensor?) throws {
+    package init(op: GatedLinearAttention, device: Device, q: Tensor, k: Tensor, v: Tensor, logGates: Tensor?, initialState: Tensor?) throws {
         let name = Self.opName
         self.op = op
         self.device = device
@@ -115,13 +115,13 @@ struct GLAPlan {
     }
 
 
-    var label: String {
+    package var label: String {
         let kernels = coopmat.map { "coopmat-\(inputType) \(CooperativeMatrix.text($0.shape))" } ?? "scalar-\(inputType)"
         return "chunked/\(op.gating.rawValue)/chunk\(C)/\(kernels)" + (coopmatSkipped.map { " [no coopmat: \($0)]" } ?? "")
     }
 
     /// The output type `t` (f32 or the input type) of an output operand, or a typed error.
-    func expectOutputType(_ operand: String, _ t: Tensor) throws {
+    package func expectOutputType(_ operand: String, _ t: Tensor) throws {
         guard t.dtype == .f32 || t.dtype == inputType else {
             throw VkAttnError.dtypeMismatch(op: Self.opName, operand: operand, expected: inputType == .f32 ? "f32" : "f32 or \(inputType)",
                                             actual: t.dtype.rawValue)
@@ -129,7 +129,7 @@ struct GLAPlan {
     }
 
     /// The variant of a kernel reading the inputs and writing outputs of type `output`.
-    func variant(_ f32: ShaderSource, f16: ShaderSource, f16o32: ShaderSource, bf16: ShaderSource, bf16o32: ShaderSource,
+    package func variant(_ f32: ShaderSource, f16: ShaderSource, f16o32: ShaderSource, bf16: ShaderSource, bf16o32: ShaderSource,
                  output: DType) -> ShaderSource {
         switch (inputType, output) {
         case (.f16, .f16): return f16
@@ -141,7 +141,7 @@ struct GLAPlan {
     }
 
     /// The state-contribution kernel for the inputs' type.
-    var stateShader: ShaderSource {
+    package var stateShader: ShaderSource {
         switch inputType {
         case .f16: return Shaders.scanGlaStateF16
         case .bf16: return Shaders.scanGlaStateBf16
@@ -149,7 +149,7 @@ struct GLAPlan {
         }
     }
 
-    func push(flags: Int) throws -> PushConstants {
+    package func push(flags: Int) throws -> PushConstants {
         var p = PushConstants()
         for (value, what) in [(B, "B"), (L, "L"), (H, "H"), (Dk, "Dk"), (Dv, "Dv"), (C, "chunk"), (NC, "chunks"), (flags, "flags")] {
             try p.append(u32: value, "\(Self.opName) \(what)")
@@ -157,17 +157,17 @@ struct GLAPlan {
         return p
     }
 
-    func kernel(_ shader: ShaderSource, bindings: Int, mode: Int = 0, workgroup: Int = 64) throws -> Kernel {
+    package func kernel(_ shader: ShaderSource, bindings: Int, mode: Int = 0, workgroup: Int = 64) throws -> Kernel {
         try device.kernel(KernelDescriptor(shader: shader, bindings: bindings, pushConstantBytes: 32,
                                            specialization: [0: .int(workgroup), 1: .int(gateMode), 2: .int(mode), 3: .int(C)]))
     }
 
-    func grid(invocations: Int, workgroup: Int) -> (x: Int, y: Int, z: Int) {
+    package func grid(invocations: Int, workgroup: Int) -> (x: Int, y: Int, z: Int) {
         let groups = max(1, (invocations + workgroup - 1) / workgroup)
         return grid(groups: groups)
     }
 
-    func grid(groups: Int) -> (x: Int, y: Int, z: Int) {
+    package func grid(groups: Int) -> (x: Int, y: Int, z: Int) {
         let maxX = device.capabilities.maxWorkgroupCount[0]
         let x = min(groups, maxX)
         return (x, (groups + x - 1) / x, 1)
@@ -175,7 +175,7 @@ struct GLAPlan {
 
     /// The shared first half of both passes: the chunk-local gate sums and the boundary
     /// states (into `states`).
-    func encodeStates(_ stream: Stream, states: BufferSlice) throws -> Buffer? {
+    package func encodeStates(_ stream: Stream, states: BufferSlice) throws -> Buffer? {
         let g = gateMode
         var gcum: Buffer?
         if let gates {
@@ -199,7 +199,7 @@ struct GLAPlan {
     }
 
     /// Checks the forward's operands (before anything is recorded).
-    func checkForward(output: Tensor, finalState: Tensor?, chunkStates: Tensor?) throws {
+    package func checkForward(output: Tensor, finalState: Tensor?, chunkStates: Tensor?) throws {
         let name = Self.opName
         try output.expect(op: name, "output", shape: [B, L, H, Dv], device: device)
         try expectOutputType("output", output)
@@ -212,7 +212,7 @@ struct GLAPlan {
         try expectNoOverlap([("output", output)] + (finalState.map { [("finalState", $0)] } ?? []) + (chunkStates.map { [("chunkStates", $0)] } ?? []))
     }
 
-    func forward(_ stream: Stream, output: Tensor, finalState: Tensor?, chunkStates: Tensor?) throws -> GLADispatch {
+    package func forward(_ stream: Stream, output: Tensor, finalState: Tensor?, chunkStates: Tensor?) throws -> GLADispatch {
         try checkForward(output: output, finalState: finalState, chunkStates: chunkStates)
         let (statesSlice, gcum) = try encodeForwardStates(stream, chunkStates: chunkStates)
         try encodeForwardOutput(stream, states: statesSlice, gcum: gcum, output: output)
@@ -227,21 +227,21 @@ struct GLAPlan {
     /// chunk-local gate sums. Callers that run work between the halves (the cross-rank scan of
     /// ContextParallelLinearAttention) record the second half, perhaps on another stream of
     /// the same queue, after it.
-    func encodeForwardStates(_ stream: Stream, chunkStates: Tensor?) throws -> (states: BufferSlice, gcum: Buffer?) {
+    package func encodeForwardStates(_ stream: Stream, chunkStates: Tensor?) throws -> (states: BufferSlice, gcum: Buffer?) {
         let states = try chunkStates?.slice ?? device.makeBuffer(byteCount: B * H * (NC + 1) * Dk * Dv * 4).whole
         let gcum = try encodeStates(stream, states: states)
         return (states, gcum)
     }
 
     /// The forward's second half: o from the boundary states.
-    func encodeForwardOutput(_ stream: Stream, states: BufferSlice, gcum: Buffer?, output: Tensor) throws {
+    package func encodeForwardOutput(_ stream: Stream, states: BufferSlice, gcum: Buffer?, output: Tensor) throws {
         let outputKernel = try outputKernel(output: output.dtype)
         try stream.dispatch(outputKernel, bindings: [q.slice, k.slice, v.slice, gcum?.whole ?? q.slice, states, output.slice],
                             push: push(flags: 0), groups: grid(groups: B * H * NC))
     }
 
     /// The final state: the last boundary state of each (b, h).
-    func encodeFinalState(_ stream: Stream, states: BufferSlice, into finalState: Tensor) throws {
+    package func encodeFinalState(_ stream: Stream, states: BufferSlice, into finalState: Tensor) throws {
         for bh in 0..<(B * H) {
             let from = try states.buffer.slice(offset: states.offset + ((bh * (NC + 1) + NC) * Dk * Dv) * 4, byteCount: Dk * Dv * 4)
             let to = try finalState.buffer.slice(offset: finalState.slice.offset + bh * Dk * Dv * 4, byteCount: Dk * Dv * 4)
@@ -250,7 +250,7 @@ struct GLAPlan {
     }
 
     /// Checks the backward's operands (before anything is recorded).
-    func checkBackward(dOutput: Tensor, dFinalState: Tensor?, dq: Tensor, dk: Tensor, dv: Tensor,
+    package func checkBackward(dOutput: Tensor, dFinalState: Tensor?, dq: Tensor, dk: Tensor, dv: Tensor,
                        dLogGates: Tensor?, dInitialState: Tensor?) throws {
         let name = Self.opName
         try dOutput.expect(op: name, "dOutput", shape: [B, L, H, Dv], dtype: inputType, device: device)
@@ -280,7 +280,7 @@ struct GLAPlan {
         try expectNoOverlap(outputs)
     }
 
-    func backward(_ stream: Stream, dOutput: Tensor, dFinalState: Tensor?, dq: Tensor, dk: Tensor, dv: Tensor,
+    package func backward(_ stream: Stream, dOutput: Tensor, dFinalState: Tensor?, dq: Tensor, dk: Tensor, dv: Tensor,
                   dLogGates: Tensor?, dInitialState: Tensor?) throws -> GLADispatch {
         try checkBackward(dOutput: dOutput, dFinalState: dFinalState, dq: dq, dk: dk, dv: dv, dLogGates: dLogGates, dInitialState: dInitialState)
         let work = try encodeBackwardStates(stream, dOutput: dOutput)
@@ -290,7 +290,7 @@ struct GLAPlan {
     }
 
     /// What the backward's first half leaves for the second.
-    struct BackwardWork {
+    package struct BackwardWork {
         let states: Buffer, dstates: Buffer, gcum: Buffer?
         var gcumSlice: BufferSlice
     }
@@ -298,7 +298,7 @@ struct GLAPlan {
     /// The backward's first half, which needs no final-state gradient: the boundary states and
     /// the per-chunk contributions of dO to the state gradients. Callers that run work
     /// between the halves (the cross-rank suffix scan) record the second half after it.
-    func encodeBackwardStates(_ stream: Stream, dOutput: Tensor) throws -> BackwardWork {
+    package func encodeBackwardStates(_ stream: Stream, dOutput: Tensor) throws -> BackwardWork {
         let stateBytes = B * H * (NC + 1) * Dk * Dv * 4
         let states = try device.makeBuffer(byteCount: stateBytes)
         let dstates = try device.makeBuffer(byteCount: stateBytes)
@@ -313,7 +313,7 @@ struct GLAPlan {
 
     /// The backward's second half: the state-gradient pass from `dFinalState`, then dq, dk,
     /// dv and the gate gradient.
-    func encodeBackwardGradients(_ stream: Stream, _ work: BackwardWork, dOutput: Tensor, dFinalState: Tensor?, dq: Tensor, dk: Tensor,
+    package func encodeBackwardGradients(_ stream: Stream, _ work: BackwardWork, dOutput: Tensor, dFinalState: Tensor?, dq: Tensor, dk: Tensor,
                                  dv: Tensor, dLogGates: Tensor?, dInitialState: Tensor?) throws {
         let (states, dstates, gcumSlice) = (work.states, work.dstates, work.gcumSlice)
         let gated = gates != nil
@@ -356,7 +356,7 @@ struct GLAPlan {
         }
     }
 
-    func expectNoOverlap(_ outputs: [(String, Tensor)]) throws {
+    package func expectNoOverlap(_ outputs: [(String, Tensor)]) throws {
         let inputs = [("q", q), ("k", k), ("v", v)] + (gates.map { [("logGates", $0)] } ?? []) + (initial.map { [("initialState", $0)] } ?? [])
         for (oName, o) in outputs {
             for (iName, i) in inputs where o.buffer === i.buffer

@@ -3,28 +3,28 @@ import VkAttnShaders
 
 /// A validated recurrence call (forward or backward): shapes, chunking and kernels, built
 /// before anything is recorded.
-struct RecurrencePlan {
-    let op: LinearRecurrence
-    let device: Device
-    let dims: LinearRecurrence.Dimensions
-    let a: Tensor
-    let x: Tensor            // b (forward) or dh (backward)
-    let out: Tensor          // h (forward) or db (backward)
-    let hf: Tensor?          // backward: the forward's h
-    let da: Tensor?          // backward
-    let initial: Tensor?     // h0 (forward) or dFinal (backward)
-    let forwardH0: Tensor?   // backward: the forward's h0 (for da at the forward's first step)
-    let state: Tensor?       // final state (forward) or dh0 (backward)
-    let isBackward: Bool
-    let path: RecurrencePath
-    let vec: Bool
-    let wide: Bool
-    let chunkLength: Int
-    let chunks: Int
+package struct RecurrencePlan {
+    package let op: LinearRecurrence
+    package let device: Device
+    package let dims: LinearRecurrence.Dimensions
+    package let a: Tensor
+    package let x: Tensor            // b (forward) or dh (backward)
+    package let out: Tensor          // h (forward) or db (backward)
+    package let hf: Tensor?          // backward: the forward's h
+    package let da: Tensor?          // backward
+    package let initial: Tensor?     // h0 (forward) or dFinal (backward)
+    package let forwardH0: Tensor?   // backward: the forward's h0 (for da at the forward's first step)
+    package let state: Tensor?       // final state (forward) or dh0 (backward)
+    package let isBackward: Bool
+    package let path: RecurrencePath
+    package let vec: Bool
+    package let wide: Bool
+    package let chunkLength: Int
+    package let chunks: Int
 
-    static let opName = LinearRecurrence.name
+    package static let opName = LinearRecurrence.name
 
-    init(op: LinearRecurrence, device: Device, a: Tensor, inputs: [(String, Tensor)], h0: Tensor?,
+    package init(op: LinearRecurrence, device: Device, a: Tensor, inputs: [(String, Tensor)], h0: Tensor?,
          outputs: [(String, Tensor)], state: (String, Tensor)?, backward forwardH0: Tensor??) throws {
         let name = Self.opName
         self.op = op
@@ -113,11 +113,11 @@ struct RecurrencePlan {
         }
     }
 
-    var label: String {
+    package var label: String {
         "\(path.rawValue)/\(op.layout.rawValue)\(op.complex ? "/complex" : "")/\(vec ? (wide ? "u64x2" : "u32x4") : "scalar")/chunk\(chunkLength)"
     }
 
-    func chunkShader() -> ShaderSource {
+    package func chunkShader() -> ShaderSource {
         let variants: [ShaderSource]
         switch (op.layout, op.complex) {
         case (.bld, false): variants = [Shaders.recurrenceBldReal, Shaders.recurrenceBldRealQf, Shaders.recurrenceBldRealW64, Shaders.recurrenceBldRealW64Qf]
@@ -130,12 +130,12 @@ struct RecurrencePlan {
     }
 
     /// Polls of an unpublished predecessor chunk before the chained path reduces it.
-    static let chainPolls = 16
+    package static let chainPolls = 16
 
     /// The path: forced, or the device's preference, falling back to chunked where the chained
     /// path could exceed lavapipe's loop cap: an invocation that reduces every predecessor runs
     /// at most L + chunk + chunks * (polls + 2) loop iterations, and the cap is 65535.
-    static func choosePath(op: LinearRecurrence, device: Device, length: Int, chunkLength: Int, chunks: Int) throws -> RecurrencePath {
+    package static func choosePath(op: LinearRecurrence, device: Device, length: Int, chunkLength: Int, chunks: Int) throws -> RecurrencePath {
         let preferred = op.path ?? RecurrencePath.preferred(for: device)
         guard preferred == .chained, device.capabilities.type == .cpu else { return preferred }
         let worst = length + chunkLength + chunks * (chainPolls + 2 + op.forcedFallbacks) + 64
@@ -148,23 +148,23 @@ struct RecurrencePlan {
 
     /// Processing runs backward in memory for a reversed forward, and for the backward pass
     /// of a forward one.
-    var runsReversed: Bool { op.reverse != isBackward }
+    package var runsReversed: Bool { op.reverse != isBackward }
 
-    func chunkKernel(pass: Int) throws -> Kernel {
+    package func chunkKernel(pass: Int) throws -> Kernel {
         try device.kernel(KernelDescriptor(
             shader: chunkShader(), bindings: 16, pushConstantBytes: op.layout == .bld ? 36 : 32,
             specialization: [0: .int(64), 1: .int(pass), 2: .bool(runsReversed), 3: .bool(isBackward), 4: .bool(vec),
                              5: .int(Self.chainPolls), 6: .int(op.forcedFallbacks)]))
     }
 
-    func grid(invocations: Int, workgroup: Int) -> (x: Int, y: Int, z: Int) {
+    package func grid(invocations: Int, workgroup: Int) -> (x: Int, y: Int, z: Int) {
         let groups = max(1, (invocations + workgroup - 1) / workgroup)
         let maxX = device.capabilities.maxWorkgroupCount[0]
         let x = min(groups, maxX)
         return (x, (groups + x - 1) / x, 1)
     }
 
-    func encode(_ stream: Stream) throws -> RecurrenceDispatch {
+    package func encode(_ stream: Stream) throws -> RecurrenceDispatch {
         let cw = op.complex ? 2 : 1
         let channels = dims.batch * dims.channels
         let chained = path == .chained

@@ -30,14 +30,6 @@ public struct BSRArrays: Sendable, Equatable {
     /// Scalars stored (blocks x blockSize^2), zeros inside blocks included.
     public var storedValues: Int { blockCount * blockSize * blockSize }
 
-    /// Dense blocks at the nonzero positions of `pattern` (a CSR of blockRows x blockCols,
-    /// whose values are ignored), with values from `rng`.
-    public init(blockSize: Int, pattern: CSRArrays, rng: inout SeededRandom) {
-        self.init(blockSize: blockSize, blockRows: pattern.rows, blockCols: pattern.cols,
-                  blockRowOffsets: pattern.rowOffsets, blockColumnIndices: pattern.columnIndices,
-                  values: rng.floats(pattern.nnz * blockSize * blockSize))
-    }
-
     /// The blocks of a well-formed CSR matrix: every `blockSize` x `blockSize` block holding
     /// a nonzero becomes a dense block (zeros where the CSR has none). Rows and columns are
     /// padded with zeros up to multiples of `blockSize`.

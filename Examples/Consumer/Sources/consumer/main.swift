@@ -1,6 +1,7 @@
 // Copies random data with VkAttn's shader copy and checks it: proves the SPIR-V travels
 // inside the binary (this program runs from a directory unrelated to any build folder).
 import VkAttn
+import VkAttnReference
 
 #if canImport(Glibc)
 import Glibc

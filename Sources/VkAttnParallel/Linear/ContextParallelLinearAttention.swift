@@ -1,0 +1,280 @@
+import VkAttn
+/// How the ranks of a linear-attention group pass states: one switch per call. Every scheme is
+/// the same exclusive all-scan over affine maps S -> a S + B (`AffineScan`), moved differently.
+public enum LinearParallelScheme: Hashable, Sendable, CustomStringConvertible {
+    /// LASP (Sun et al.): the serial chain; rank r waits for the prefix of ranks 0..<r.
+    case lasp
+    /// LASP-2 (Sun et al. 2025): one all-gather of every rank's (a, B), a local prefix combine.
+    case lasp2
+    /// ZeCO (Chou et al. 2025): the chain pipelined in `segments` row segments, so the next
+    /// rank combines the first rows while later ones are in flight.
+    case zeco(segments: Int)
+
+    public var algorithm: AllScanAlgorithm {
+        switch self {
+        case .lasp: return .chain(segments: 1)
+        case .lasp2: return .allGather
+        case let .zeco(segments): return .chain(segments: segments)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .lasp: return "lasp"
+        case .lasp2: return "lasp2"
+        case let .zeco(segments): return "zeco(\(segments) segments)"
+        }
+    }
+}
+
+/// One rank's forward result (the tensors given in `into:`, where given).
+public struct LinearParallelOutput: Sendable {
+    /// o [B, L_r, H, Dv] fp32 of the rank's tokens.
+    public let output: Tensor
+    /// S_in [B, H, Dk, Dv]: the state entering the rank's shard (the global initial state, or
+    /// zeros, on rank 0). The backward takes it back.
+    public let incomingState: Tensor
+    /// The state after the whole sequence: on the last rank when asked for, else nil.
+    public let finalState: Tensor?
+    /// The schedule taken, e.g. `lasp2 x3 per-key: local chunked/per-key/chunk32 + correction kernel`.
+    public let path: String
+}
+
+/// One rank's gradients (the tensors given in `into:`, where given).
+public struct LinearParallelGradients: Sendable {
+    public let dq: Tensor, dk: Tensor, dv: Tensor
+    /// d(log-gates) in the gates' shape; nil for `.none`.
+    public let dLogGates: Tensor?
+    /// The gradient of the global initial state: on rank 0, else nil.
+    public let dInitialState: Tensor?
+    public let path: String
+}
+
+/// Chunked gated linear attention (`GatedLinearAttention`) over a sequence sharded
+/// contiguously across the ranks of a device group: rank r holds tokens
+/// [sum of lengths before r, + lengths[r]) of every batch entry, as q, k [B, L_r, H, Dk],
+/// v [B, L_r, H, Dv], log-gates [B, L_r, H(, Dk)]. Outputs and gradients equal the
+/// single-device op's within fp32 rounding.
+///
+/// Forward: each rank runs the local GLA from a zero state (rank 0 from the global initial
+/// state), giving its final state B_r; its total decay a_r = exp(sum of its log-gates) per
+/// key row; the exclusive all-scan of (a_r, B_r) gives the incoming state S_in; a correction
+/// kernel adds (q_t exp(G_t)) S_in to the local output (G_t the log-gates cumulated over the
+/// shard), so the local chunks are not run twice.
+/// Backward: the state gradient flows from later ranks to earlier ones: each rank's value is
+/// (a_r, E_r), E_r = sum_t (q_t exp(G_t))^T dO_t the gradient of its incoming state from its
+/// own outputs (plus a_r dFinal on the last rank); an exclusive scan over the ranks in
+/// reverse order (a diagonal decay is its own transpose) gives the gradient of each shard's
+/// final state, and the local GLA backward from S_in with that gradient gives dq, dk, dv and
+/// d(log-gates).
+public struct ContextParallelLinearAttention: Sendable, Hashable {
+    /// Tokens per rank (each >= 1).
+    public var lengths: [Int]
+    public var scheme: LinearParallelScheme
+    public var attention: GatedLinearAttention
+
+    public init(lengths: [Int], scheme: LinearParallelScheme = .lasp2, attention: GatedLinearAttention) {
+        self.lengths = lengths
+        self.scheme = scheme
+        self.attention = attention
+    }
+
+    /// `total` tokens split contiguously over `ranks` ranks, the first `total % ranks` one longer.
+    public static func evenLengths(total: Int, ranks: Int) -> [Int] {
+        guard ranks > 0 else { return [] }
+        return (0..<ranks).map { total / ranks + ($0 < total % ranks ? 1 : 0) }
+    }
+
+    static let op = "contextParallelLinear"
+
+    /// Batch, heads and head dimensions (from q and v).
+    public struct Shape: Hashable, Sendable {
+        public var batch: Int, heads: Int, dk: Int, dv: Int
+
+        public init(batch: Int, heads: Int, dk: Int, dv: Int) {
+            (self.batch, self.heads, self.dk, self.dv) = (batch, heads, dk, dv)
+        }
+    }
+
+    static func shape(q: Tensor, v: Tensor) throws -> Shape {
+        guard q.shape.count == 4, v.shape.count == 4 else {
+            throw VkAttnError.shapeMismatch(op: op, operand: q.shape.count == 4 ? "v" : "q", expected: "[B, L_r, H, D]",
+                                            actual: "\(q.shape.count == 4 ? v.shape : q.shape)")
+        }
+        return Shape(batch: q.shape[0], heads: q.shape[2], dk: q.shape[3], dv: v.shape[3])
+    }
+
+    /// Checks the configuration shared by every rank (throws before anything is posted).
+    public func validate(ranks: Int, shape: Shape) throws {
+        let op = Self.op
+        guard ranks == lengths.count else {
+            throw VkAttnError.invalidValue(op: op, operand: "ranks", reason: "the communicator has \(ranks) ranks, lengths has \(lengths.count)")
+        }
+        if let r = lengths.firstIndex(where: { $0 < 1 }) {
+            throw VkAttnError.invalidValue(op: op, operand: "lengths", reason: "rank \(r) holds \(lengths[r]) tokens; every rank needs at least one")
+        }
+        guard shape.batch > 0, shape.heads > 0, shape.dk > 0, shape.dv > 0 else {
+            throw VkAttnError.shapeMismatch(op: op, operand: "q", expected: "positive B, H, Dk, Dv", actual: "\(shape)")
+        }
+        if case let .zeco(segments) = scheme {
+            let rows = shape.batch * shape.heads * shape.dk
+            guard segments >= 1, segments <= rows else {
+                throw VkAttnError.invalidValue(op: op, operand: "segments", reason: "\(segments) must be in 1...\(rows) (B * H * Dk state rows)")
+            }
+        }
+    }
+
+    /// Checks one rank's tensors.
+    func checkRank(_ shape: Shape, rank: Int, size: Int, device: Device, q: Tensor, k: Tensor, v: Tensor, logGates: Tensor?,
+                   extra: [(String, Tensor?, [Int])]) throws {
+        let op = Self.op
+        let (b, l, h) = (shape.batch, lengths[rank], shape.heads)
+        try q.expect(op: op, "q", shape: [b, l, h, shape.dk], dtype: .f32, device: device)
+        try k.expect(op: op, "k", shape: [b, l, h, shape.dk], dtype: .f32, device: device)
+        try v.expect(op: op, "v", shape: [b, l, h, shape.dv], dtype: .f32, device: device)
+        switch (attention.gating, logGates) {
+        case (.none, nil): break
+        case (.none, .some): throw VkAttnError.invalidValue(op: op, operand: "logGates", reason: "given, but the gating is .none")
+        case (_, nil): throw VkAttnError.invalidValue(op: op, operand: "logGates", reason: "required for \(attention.gating) gating")
+        case (.perHead, let g?): try g.expect(op: op, "logGates", shape: [b, l, h], dtype: .f32, device: device)
+        case (.perKey, let g?): try g.expect(op: op, "logGates", shape: [b, l, h, shape.dk], dtype: .f32, device: device)
+        }
+        for (name, t, expected) in extra {
+            if let t { try t.expect(op: op, name, shape: expected, dtype: .f32, device: device) }
+        }
+    }
+
+    // MARK: One rank
+
+    /// One rank's forward (every rank of `communicator` calls it with its shard).
+    /// `initialState` [B, H, Dk, Dv] only on rank 0; `returnFinalState` gives the final state
+    /// on the last rank. `outputs`: caller-provided tensors to write (nil fields: allocated),
+    /// checked with the inputs before anything is posted.
+    public func forward<C: Communicator>(q: Tensor, k: Tensor, v: Tensor, logGates: Tensor? = nil, initialState: Tensor? = nil,
+                                         returnFinalState: Bool = false, into outputs: LinearParallelOutputStorage? = nil,
+                                         communicator comm: C) async throws -> LinearParallelOutput {
+        let shape = try Self.shape(q: q, v: v)
+        try validate(ranks: comm.size, shape: shape)
+        do {
+            let state = [shape.batch, shape.heads, shape.dk, shape.dv]
+            if initialState != nil && comm.rank != 0 {
+                throw VkAttnError.invalidValue(op: Self.op, operand: "initialState", reason: "given on rank \(comm.rank); only rank 0 takes it")
+            }
+            try checkRank(shape, rank: comm.rank, size: comm.size, device: comm.device, q: q, k: k, v: v, logGates: logGates,
+                          extra: [("initialState", initialState, state)])
+            let outputs = outputs ?? LinearParallelOutputStorage()
+            try checkOutputs(outputs, shape: shape, rank: comm.rank, size: comm.size, returnFinalState: returnFinalState, device: comm.device,
+                             inputs: [("q", q), ("k", k), ("v", v), ("logGates", logGates), ("initialState", initialState)])
+            let run = try LinearRankRun(comm: comm, op: self, shape: shape)
+            return try await run.forward(q: q, k: k, v: v, logGates: logGates, initialState: initialState, returnFinalState: returnFinalState,
+                                         into: outputs)
+        } catch {
+            comm.abort(error)
+            throw error
+        }
+    }
+
+    /// One rank's backward: `incomingState` is the forward's; `dFinalState` only on the last
+    /// rank (nil: zeros). Rank 0 also returns the initial state's gradient. `gradients`:
+    /// caller-provided tensors to write (nil fields: allocated), checked before anything is posted.
+    public func backward<C: Communicator>(q: Tensor, k: Tensor, v: Tensor, logGates: Tensor? = nil, incomingState: Tensor,
+                                          dOutput: Tensor, dFinalState: Tensor? = nil, into gradients: LinearParallelGradientStorage? = nil,
+                                          communicator comm: C) async throws -> LinearParallelGradients {
+        let shape = try Self.shape(q: q, v: v)
+        try validate(ranks: comm.size, shape: shape)
+        do {
+            let state = [shape.batch, shape.heads, shape.dk, shape.dv]
+            if dFinalState != nil && comm.rank != comm.size - 1 {
+                throw VkAttnError.invalidValue(op: Self.op, operand: "dFinalState", reason: "given on rank \(comm.rank); only the last rank takes it")
+            }
+            try checkRank(shape, rank: comm.rank, size: comm.size, device: comm.device, q: q, k: k, v: v, logGates: logGates,
+                          extra: [("incomingState", incomingState, state), ("dOutput", dOutput, [shape.batch, lengths[comm.rank], shape.heads, shape.dv]),
+                                  ("dFinalState", dFinalState, state)])
+            let gradients = gradients ?? LinearParallelGradientStorage()
+            try checkGradients(gradients, shape: shape, rank: comm.rank, device: comm.device,
+                               inputs: [("q", q), ("k", k), ("v", v), ("logGates", logGates), ("incomingState", incomingState),
+                                        ("dOutput", dOutput), ("dFinalState", dFinalState)])
+            let run = try LinearRankRun(comm: comm, op: self, shape: shape)
+            return try await run.backward(q: q, k: k, v: v, logGates: logGates, incomingState: incomingState, dOutput: dOutput,
+                                          dFinalState: dFinalState, into: gradients)
+        } catch {
+            comm.abort(error)
+            throw error
+        }
+    }
+
+    // MARK: All ranks at once
+
+    /// Every rank's forward, concurrently (in-process groups); arrays indexed by rank. Checks
+    /// every rank's tensors (and `outputs`, one per rank) before any rank starts.
+    public func forward<C: Communicator>(q: [Tensor], k: [Tensor], v: [Tensor], logGates: [Tensor]? = nil, initialState: Tensor? = nil,
+                                         returnFinalState: Bool = false, into outputs: [LinearParallelOutputStorage]? = nil,
+                                         communicators: [C]) async throws -> [LinearParallelOutput] {
+        try precheck(communicators, [q, k, v] + (logGates.map { [$0] } ?? []))
+        try precheckCount(outputs?.count, communicators.count)
+        for r in communicators.indices {
+            let shape = try Self.shape(q: q[r], v: v[r])
+            try validate(ranks: communicators.count, shape: shape)
+            let s0 = r == 0 ? initialState : nil
+            try checkRank(shape, rank: r, size: communicators.count, device: communicators[r].device, q: q[r], k: k[r], v: v[r],
+                          logGates: logGates?[r], extra: [("initialState", s0, [shape.batch, shape.heads, shape.dk, shape.dv])])
+            if let o = outputs?[r] {
+                try checkOutputs(o, shape: shape, rank: r, size: communicators.count, returnFinalState: returnFinalState,
+                                 device: communicators[r].device,
+                                 inputs: [("q", q[r]), ("k", k[r]), ("v", v[r]), ("logGates", logGates?[r]), ("initialState", s0)])
+            }
+        }
+        return try await ContextParallelAttention.onEveryRank(communicators) { comm in
+            let r = comm.rank
+            return try await self.forward(q: q[r], k: k[r], v: v[r], logGates: logGates?[r], initialState: r == 0 ? initialState : nil,
+                                          returnFinalState: returnFinalState, into: outputs?[r], communicator: comm)
+        }
+    }
+
+    /// Every rank's backward, concurrently; arrays indexed by rank (`gradients`: one per rank).
+    public func backward<C: Communicator>(q: [Tensor], k: [Tensor], v: [Tensor], logGates: [Tensor]? = nil, incomingStates: [Tensor],
+                                          dOutput: [Tensor], dFinalState: Tensor? = nil, into gradients: [LinearParallelGradientStorage]? = nil,
+                                          communicators: [C]) async throws -> [LinearParallelGradients] {
+        try precheck(communicators, [q, k, v, incomingStates, dOutput] + (logGates.map { [$0] } ?? []))
+        try precheckCount(gradients?.count, communicators.count)
+        let last = communicators.count - 1
+        for r in communicators.indices {
+            let shape = try Self.shape(q: q[r], v: v[r])
+            try validate(ranks: communicators.count, shape: shape)
+            let state = [shape.batch, shape.heads, shape.dk, shape.dv]
+            try checkRank(shape, rank: r, size: communicators.count, device: communicators[r].device, q: q[r], k: k[r], v: v[r],
+                          logGates: logGates?[r], extra: [("incomingState", incomingStates[r], state),
+                                                          ("dOutput", dOutput[r], [shape.batch, lengths[r], shape.heads, shape.dv]),
+                                                          ("dFinalState", r == last ? dFinalState : nil, state)])
+            if let g = gradients?[r] {
+                try checkGradients(g, shape: shape, rank: r, device: communicators[r].device,
+                                   inputs: [("q", q[r]), ("k", k[r]), ("v", v[r]), ("logGates", logGates?[r]), ("incomingState", incomingStates[r]),
+                                            ("dOutput", dOutput[r]), ("dFinalState", r == last ? dFinalState : nil)])
+            }
+        }
+        return try await ContextParallelAttention.onEveryRank(communicators) { comm in
+            let r = comm.rank
+            return try await self.backward(q: q[r], k: k[r], v: v[r], logGates: logGates?[r], incomingState: incomingStates[r],
+                                           dOutput: dOutput[r], dFinalState: r == last ? dFinalState : nil, into: gradients?[r],
+                                           communicator: comm)
+        }
+    }
+
+    func precheck<C: Communicator>(_ communicators: [C], _ lists: [[Tensor]]) throws {
+        guard !communicators.isEmpty, communicators.enumerated().allSatisfy({ $0.offset == $0.element.rank }) else {
+            throw VkAttnError.invalidValue(op: Self.op, operand: "communicators", reason: "must be one per rank, in rank order")
+        }
+        guard communicators.count == lengths.count else {
+            throw VkAttnError.invalidValue(op: Self.op, operand: "ranks", reason: "\(communicators.count) communicators, lengths has \(lengths.count)")
+        }
+        for list in lists where list.count != communicators.count {
+            throw VkAttnError.invalidValue(op: Self.op, operand: "tensors", reason: "\(list.count) tensors for \(communicators.count) ranks")
+        }
+    }
+
+    func precheckCount(_ storages: Int?, _ ranks: Int) throws {
+        if let storages, storages != ranks {
+            throw VkAttnError.invalidValue(op: Self.op, operand: "into", reason: "\(storages) output sets for \(ranks) ranks")
+        }
+    }
+}

@@ -1,0 +1,49 @@
+import VkAttn
+import VulkanCompute
+import VkAttnShaders
+
+/// The elementwise steps of `ContextParallelRecurrence` (Shaders/parallel/recurrence_carry.comp):
+/// packing a shard's affine map per channel, adding the carried state (forward) or gradient
+/// (backward) into the local results, and the shard's boundary states.
+enum RecurrenceCarry {
+    enum Mode: Int {
+        case pack = 0, forward, backward, state
+    }
+
+    /// The operands of one step; nil ones are bound to `dummy` and never read.
+    struct Operands {
+        var m: BufferSlice?
+        var x: BufferSlice?
+        var scan: BufferSlice?
+        var y: BufferSlice
+        var z: BufferSlice?
+        var h: BufferSlice?
+        var incoming: BufferSlice?
+    }
+
+    /// Records one step over `count` elements (forward, backward: the shard's [B, L, D] or
+    /// [B, D, L] values) or channels (pack, state). `affine`: state = x + m * s (else s);
+    /// `reversed`: the recurrence runs backward in time; `complex`: values are (re, im) pairs
+    /// (`count` counts pairs).
+    static func encode(_ stream: Stream, _ mode: Mode, count: Int, length: Int, channels: Int, bdl: Bool, affine: Bool = false,
+                       reversed: Bool = false, _ o: Operands, dummy: BufferSlice, complex: Bool) throws {
+        guard count > 0 else { return }
+        let device = stream.device
+        let wg = Launch.workgroupSize(ParallelKernels.group, device: device)
+        let shader = mode == .backward ? Shaders.parallelRecurrenceCarryBackward : Shaders.parallelRecurrenceCarryReads
+        let kernel = try device.kernel(KernelDescriptor(shader: shader, bindings: 7, pushConstantBytes: 48,
+                                                        specialization: [0: .int(wg), 1: .int(mode.rawValue), 2: .bool(complex)]))
+        let slots = try [o.m, o.x, o.scan, o.y, o.z, o.h, o.incoming].map { try ParallelKernels.bindable($0 ?? dummy) }
+        var push = PushConstants()
+        try push.append(u32: count, "elements")
+        try push.append(u32: length, "length")
+        try push.append(u32: channels, "channels")
+        push.append(UInt32(bdl ? 1 : 0))
+        push.append(UInt32((affine ? 1 : 0) | (o.incoming != nil ? 2 : 0) | (reversed ? 4 : 0)))
+        for (slot, name) in zip(slots, ["m", "x", "scan", "y", "z", "h", "incoming"]) {
+            try push.append(u32: slot.word, "\(name) offset")
+        }
+        try stream.dispatch(kernel, bindings: slots.map(\.range), push: push,
+                            groups: (ParallelKernels.groups(count, device), 1, 1))
+    }
+}

@@ -1,0 +1,191 @@
+import VkAttn
+/// How the tokens of each sequence are divided among the ranks of a context-parallel group.
+public enum SequenceSharding: String, Sendable, Hashable, Codable, CaseIterable {
+    /// Rank r holds the r-th of N consecutive chunks (simple, unbalanced under a causal mask).
+    case contiguous
+    /// 2N chunks; rank r holds chunks r and 2N-1-r, so every rank gets the same causal work
+    /// (Megatron / TransformerEngine load balancing).
+    case zigzag
+    /// Rank r holds positions r, r + N, r + 2N, ... (Striped Attention).
+    case striped
+}
+
+/// The positions of every sequence that one piece of a shard holds: for sequence b,
+/// `starts[b] + stride * i` for i in 0..<counts[b]. A rank's shard is a list of pieces; a
+/// piece is one packed attention operand ([tokens, heads, headDim] with `cuSeqlens`).
+public struct SequencePiece: Hashable, Sendable {
+    public let starts: [Int]
+    public let counts: [Int]
+    public let stride: Int
+
+    public var tokens: Int { counts.reduce(0, +) }
+
+    /// Cumulative counts (batch + 1 entries), the packed layout's cu_seqlens.
+    public var cuSeqlens: [Int32] { counts.reduce(into: [Int32(0)]) { $0.append($0[$0.count - 1] + Int32($1)) } }
+}
+
+/// A global problem (packed sequences of `lengths` tokens; a dense batch is the case of equal
+/// lengths) split over `ranks` ranks by `sharding`.
+///
+/// Rank-local layout: the rank's pieces one after another, each piece its sequences one after
+/// another, each sequence's positions in increasing order. Local Q, K, V, O are
+/// [localTokens, heads, headDim] and LSE is [Hq, localTokens] (the packed attention layouts).
+/// Lengths that do not divide evenly give chunks that differ by one token (no padding tokens
+/// are computed or sent); a rank may hold no token of some sequence.
+public struct ShardPlan: Hashable, Sendable {
+    public let lengths: [Int]
+    public let ranks: Int
+    public let sharding: SequenceSharding
+
+    public init(lengths: [Int], ranks: Int, sharding: SequenceSharding) throws {
+        let op = "ShardPlan"
+        guard !lengths.isEmpty, lengths.allSatisfy({ $0 >= 0 }) else {
+            throw VkAttnError.invalidValue(op: op, operand: "lengths", reason: "\(lengths.prefix(8)) must be non-negative with at least one token")
+        }
+        // Packed layouts count tokens in 32-bit cu_seqlens.
+        let total = try Checked.sum(op: op, operand: "lengths", lengths)
+        guard total > 0, total <= Int(Int32.max) else {
+            throw VkAttnError.invalidValue(op: op, operand: "lengths", reason: "\(total) tokens in all; 1 ... \(Int32.max) fit the packed layouts")
+        }
+        guard ranks >= 1, ranks <= total else {
+            throw VkAttnError.invalidValue(op: op, operand: "ranks", reason: "\(ranks) must be between 1 and the \(total) tokens")
+        }
+        self.lengths = lengths
+        self.ranks = ranks
+        self.sharding = sharding
+        for r in 0..<ranks where tokens(rank: r) == 0 {
+            throw VkAttnError.invalidValue(op: op, operand: "lengths", reason: "\(lengths.reduce(0, +)) tokens leave rank \(r) of \(ranks) without a token under \(sharding) sharding")
+        }
+    }
+
+    /// Global cumulative lengths (the packed layout of the whole problem).
+    public var cuSeqlens: [Int32] { lengths.reduce(into: [Int32(0)]) { $0.append($0[$0.count - 1] + Int32($1)) } }
+    public var totalTokens: Int { lengths.reduce(0, +) }
+
+    /// Chunk k of n of a sequence of length `length`: [k L / n, (k + 1) L / n).
+    static func chunk(_ k: Int, of n: Int, length: Int) -> (start: Int, count: Int) {
+        let start = k * length / n
+        return (start, (k + 1) * length / n - start)
+    }
+
+    public func pieces(rank r: Int) -> [SequencePiece] {
+        func chunkPiece(_ k: Int, of n: Int) -> SequencePiece {
+            let chunks = lengths.map { Self.chunk(k, of: n, length: $0) }
+            return SequencePiece(starts: chunks.map(\.start), counts: chunks.map(\.count), stride: 1)
+        }
+        switch sharding {
+        case .contiguous:
+            return [chunkPiece(r, of: ranks)]
+        case .zigzag:
+            return [chunkPiece(r, of: 2 * ranks), chunkPiece(2 * ranks - 1 - r, of: 2 * ranks)]
+        case .striped:
+            return [SequencePiece(starts: lengths.map { _ in r }, counts: lengths.map { max(0, ($0 - r + ranks - 1) / ranks) }, stride: ranks)]
+        }
+    }
+
+    public func tokens(rank: Int) -> Int { pieces(rank: rank).reduce(0) { $0 + $1.tokens } }
+
+    /// The global token (index into the packed global problem) of each local token of `rank`.
+    public func globalTokens(rank: Int) -> [Int] {
+        let cu = cuSeqlens
+        var out: [Int] = []
+        for piece in pieces(rank: rank) {
+            for b in lengths.indices {
+                for i in 0..<piece.counts[b] { out.append(Int(cu[b]) + piece.starts[b] + piece.stride * i) }
+            }
+        }
+        return out
+    }
+
+    /// Rank `rank`'s rows of a global [totalTokens, width] array.
+    public func shard<T>(_ global: [T], width: Int, rank: Int) -> [T] {
+        globalTokens(rank: rank).flatMap { global[($0 * width)..<(($0 + 1) * width)] }
+    }
+
+    /// The global [totalTokens, width] array from every rank's rows.
+    public func unshard<T>(_ locals: [[T]], width: Int, fill: T) -> [T] {
+        var out = [T](repeating: fill, count: totalTokens * width)
+        for (rank, local) in locals.enumerated() {
+            for (i, g) in globalTokens(rank: rank).enumerated() {
+                out[(g * width)..<((g + 1) * width)] = local[(i * width)..<((i + 1) * width)]
+            }
+        }
+        return out
+    }
+
+    /// Rank `rank`'s columns of a global [heads, totalTokens] array (LSE).
+    public func shardColumns<T>(_ global: [T], heads: Int, rank: Int) -> [T] {
+        let tokens = globalTokens(rank: rank)
+        return (0..<heads).flatMap { h in tokens.map { global[h * totalTokens + $0] } }
+    }
+
+    /// The global [heads, totalTokens] array from every rank's [heads, localTokens] columns.
+    public func unshardColumns<T>(_ locals: [[T]], heads: Int, fill: T) -> [T] {
+        var out = [T](repeating: fill, count: heads * totalTokens)
+        for (rank, local) in locals.enumerated() {
+            let tokens = globalTokens(rank: rank)
+            for h in 0..<heads {
+                for (i, g) in tokens.enumerated() { out[h * totalTokens + g] = local[h * tokens.count + i] }
+            }
+        }
+        return out
+    }
+}
+
+/// What one query piece does with one key piece under the mask.
+enum PieceRelation: Hashable, Sendable {
+    /// No query sees any key.
+    case skip
+    /// One attention call with this mask (none, or causal with a top-left offset).
+    case attend(AttentionMask)
+
+    /// The exact relation of two pieces of the same sequences: causal masks become a band
+    /// with the offset their positions imply; for every sequence with tokens in both pieces
+    /// it must be the same band (true of the shardings here).
+    static func between(query: SequencePiece, key: SequencePiece, causal: Bool) throws -> PieceRelation {
+        let shared = query.counts.indices.filter { query.counts[$0] > 0 && key.counts[$0] > 0 }
+        guard !shared.isEmpty else { return .skip }
+        guard causal else { return .attend(.none) }
+        guard query.stride == key.stride else {
+            throw VkAttnError.unsupported(op: "context parallel attention", reason: "pieces with strides \(query.stride) and \(key.stride)")
+        }
+        let n = query.stride
+        var full = true, none = true
+        var offsets = Set<Int>()
+        for b in shared {
+            let qFirst = query.starts[b], qLast = qFirst + n * (query.counts[b] - 1)
+            let kFirst = key.starts[b], kLast = kFirst + n * (key.counts[b] - 1)
+            if kLast > qFirst { full = false }
+            if kFirst <= qLast { none = false }
+            // key j <= query i  <=>  j <= i + floor((qFirst - kFirst) / n)
+            let d = qFirst - kFirst
+            offsets.insert(d >= 0 ? d / n : -((-d + n - 1) / n))
+        }
+        if none { return .skip }
+        if full { return .attend(.none) }
+        guard offsets.count == 1, let offset = offsets.first else {
+            throw VkAttnError.unsupported(op: "context parallel attention", reason: "a piece pair whose causal band differs between sequences (offsets \(offsets.sorted()))")
+        }
+        return .attend(AttentionMask(causal: true, anchor: .topLeft, diagonalOffset: offset))
+    }
+}
+
+extension ShardPlan {
+    /// The key pieces (rank, piece index) of other ranks that some query of `rank` attends
+    /// (under a causal mask: only pieces with positions before its queries): what the
+    /// all-gather scheme moves to `rank`.
+    public func keyPieces(neededBy rank: Int, causal: Bool) throws -> [(rank: Int, piece: Int)] {
+        let mine = pieces(rank: rank)
+        var out: [(Int, Int)] = []
+        for source in 0..<ranks where source != rank {
+            for (c, key) in pieces(rank: source).enumerated() where key.tokens > 0 {
+                let attended = try mine.contains { query in
+                    if case .attend = try PieceRelation.between(query: query, key: key, causal: causal) { return true }
+                    return false
+                }
+                if attended { out.append((source, c)) }
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,272 @@
+import VkAttn
+/// How the ranks of a context-parallel group exchange data for softmax attention: one switch
+/// per call, as TransformerEngine's cp_comm_type.
+public enum ContextParallelScheme: Hashable, Sendable, CustomStringConvertible {
+    /// Ring attention (p2p): K/V blocks rotate around the ranks while the current block
+    /// computes; partials merged with the exact LSE rule; the backward sends dK/dV around.
+    case ring
+    /// Each rank gathers the K/V its queries need (under a causal mask only the blocks before
+    /// them), `headSlices` slices of the KV heads at a time, the next slice's transfer running
+    /// while the current one computes; the backward returns dK/dV partials to their owners.
+    case allGather(headSlices: Int)
+    /// Ulysses (a2a): all-to-all from sequence shards to head shards, attention over the whole
+    /// sequence for Hq / N heads, all-to-all back.
+    case allToAll
+    /// 2-D (a2a+p2p, USP / LoongTrain): ranks form (N / ulysses) x ulysses; all-to-all inside
+    /// each group of `ulysses` consecutive ranks, ring attention between the groups.
+    case hierarchical(ulysses: Int)
+
+    public var description: String {
+        switch self {
+        case .ring: return "ring"
+        case let .allGather(slices): return "all-gather(\(slices) head slices)"
+        case .allToAll: return "all-to-all"
+        case let .hierarchical(u): return "hierarchical(ulysses \(u))"
+        }
+    }
+}
+
+/// The result of one rank's context-parallel forward.
+public struct ContextParallelOutput: Sendable {
+    /// O [localTokens, Hq, D] (attention.outputDType, default the input type) and
+    /// LSE [Hq, localTokens] fp32 of this rank's queries.
+    public let output: AttentionOutput
+    /// The schedule taken, e.g. `ring x4 zigzag, 10 calls`.
+    public let path: String
+}
+
+/// Exact softmax attention over sequences sharded across the ranks of a device group: each
+/// rank holds the tokens `plan` gives it (Q, K, V, O [localTokens, heads, D], LSE
+/// [Hq, localTokens], see `ShardPlan`); `scheme` picks how K/V (or heads) move. Outputs and
+/// gradients equal the single-device `FlashAttention`'s within fp32 rounding: partials stay
+/// fp32 until the final write.
+///
+/// Supported: mask none or causal, scale, softcap; MHA/GQA/MQA; f32 and f16 storage; packed
+/// variable-length sequences (a dense batch is the equal-length case). Every check happens
+/// before anything is posted; a failure on one rank after that aborts the group so no peer
+/// waits forever.
+public struct ContextParallelAttention: Sendable, Hashable {
+    public var plan: ShardPlan
+    public var scheme: ContextParallelScheme
+    public var attention: FlashAttention
+
+    public init(plan: ShardPlan, scheme: ContextParallelScheme = .ring, attention: FlashAttention = FlashAttention()) {
+        self.plan = plan
+        self.scheme = scheme
+        self.attention = attention
+    }
+
+    /// Heads and head dim of a problem (from the tensors).
+    public struct Shape: Hashable, Sendable {
+        public var headsQ: Int
+        public var headsKV: Int
+        public var headDim: Int
+        public var dtype: DType
+
+        public init(headsQ: Int, headsKV: Int, headDim: Int, dtype: DType) {
+            self.headsQ = headsQ
+            self.headsKV = headsKV
+            self.headDim = headDim
+            self.dtype = dtype
+        }
+    }
+
+    static let op = "contextParallel"
+
+    /// Checks the configuration for `ranks` ranks (the same on every rank): mask, options,
+    /// heads against the scheme, head dim, dtype. Throws the typed error.
+    public func validate(_ shape: Shape, ranks: Int) throws {
+        let op = Self.op
+        guard ranks == plan.ranks else {
+            throw VkAttnError.invalidValue(op: op, operand: "ranks", reason: "the communicator has \(ranks) ranks, the plan \(plan.ranks)")
+        }
+        let mask = attention.mask
+        guard mask.windowLeft == nil, mask.windowRight == nil, mask.blocks == nil, mask.anchor == .bottomRight, mask.diagonalOffset == 0 else {
+            throw VkAttnError.unsupported(op: op, reason: "context-parallel attention takes mask none or causal (no window, block mask, anchor or offset)")
+        }
+        let total = plan.totalTokens
+        let g = try AttentionGeometry.resolve(op: op, qShape: [total, shape.headsQ, shape.headDim],
+                                              kShape: [total, shape.headsKV, shape.headDim], vShape: [total, shape.headsKV, shape.headDim],
+                                              dtype: shape.dtype, layout: .packed(cuSeqlensQ: plan.cuSeqlens, cuSeqlensK: plan.cuSeqlens))
+        _ = try attention.checkOptions(op: op, g)
+        guard shape.dtype == .f32 || shape.dtype == .f16 else {
+            throw VkAttnError.dtypeMismatch(op: op, operand: "Q", expected: "f32 or f16", actual: shape.dtype.rawValue)
+        }
+        _ = try attention.outputType(op: op, input: shape.dtype)
+        switch scheme {
+        case .ring:
+            break
+        case let .allGather(slices):
+            guard slices >= 1, shape.headsKV % slices == 0 else {
+                throw VkAttnError.invalidValue(op: op, operand: "headSlices", reason: "\(slices) does not divide the \(shape.headsKV) key/value heads")
+            }
+        case .allToAll:
+            try Self.checkUlysses(shape, ulysses: ranks)
+        case let .hierarchical(u):
+            guard u >= 1, ranks % u == 0 else {
+                throw VkAttnError.invalidValue(op: op, operand: "ulysses", reason: "\(u) does not divide \(ranks) ranks")
+            }
+            try Self.checkUlysses(shape, ulysses: u)
+        }
+        // Every piece pair must have one band (true of the shardings; checked once here).
+        for a in 0..<plan.ranks {
+            for b in 0..<plan.ranks {
+                for p in plan.pieces(rank: a) { for k in plan.pieces(rank: b) { _ = try PieceRelation.between(query: p, key: k, causal: mask.causal) } }
+            }
+        }
+    }
+
+    static func checkUlysses(_ shape: Shape, ulysses u: Int) throws {
+        guard shape.headsQ % u == 0 else {
+            throw VkAttnError.invalidValue(op: op, operand: "heads", reason: "\(shape.headsQ) query heads are not divisible by \(u) ranks (all-to-all shards heads)")
+        }
+        guard shape.headsKV % u == 0 || u % shape.headsKV == 0 else {
+            throw VkAttnError.invalidValue(op: op, operand: "kvHeads", reason: "\(shape.headsKV) key/value heads neither divide nor are divisible by \(u) ranks")
+        }
+    }
+
+    /// Checks one rank's tensors (after `validate`).
+    func checkRank(_ shape: Shape, rank: Int, device: Device, tensors: [(String, Tensor, [Int], DType?)]) throws {
+        for (name, t, expected, dtype) in tensors {
+            try t.expect(op: Self.op, name, shape: expected, dtype: dtype, device: device)
+        }
+        if shape.dtype == .f16 && !(device.enabled.shaderFloat16 && device.enabled.storageBuffer16BitAccess) {
+            throw VkAttnError.unsupported(op: Self.op, reason: "f16 needs shaderFloat16 and storageBuffer16BitAccess, which \(device.label) lacks")
+        }
+    }
+
+    static func shape(q: Tensor, k: Tensor) throws -> Shape {
+        guard q.shape.count == 3, k.shape.count == 3 else {
+            throw VkAttnError.shapeMismatch(op: op, operand: q.shape.count == 3 ? "K" : "Q", expected: "[localTokens, heads, headDim]",
+                                            actual: "\(q.shape.count == 3 ? k.shape : q.shape)")
+        }
+        return Shape(headsQ: q.shape[1], headsKV: k.shape[1], headDim: q.shape[2], dtype: q.dtype)
+    }
+
+    // MARK: Forward
+
+    /// One rank's forward (every rank of `communicator` calls it with its local tensors).
+    public func forward<C: Communicator>(q: Tensor, k: Tensor, v: Tensor, into output: AttentionOutput? = nil,
+                                         communicator comm: C) async throws -> ContextParallelOutput {
+        let shape = try Self.shape(q: q, k: k)
+        try validate(shape, ranks: comm.size)
+        let device = comm.device
+        let tokens = plan.tokens(rank: comm.rank)
+        let oType = try attention.outputType(op: Self.op, input: shape.dtype)
+        // A rank-specific error (its tensors) aborts the group: the other ranks may already
+        // have posted. Errors of the shared configuration above happen on every rank alike.
+        do {
+            let out = try output ?? AttentionOutput(o: device.makeTensor(shape: [tokens, shape.headsQ, shape.headDim], dtype: oType),
+                                                    lse: device.makeTensor(shape: [shape.headsQ, tokens], dtype: .f32))
+            try checkRank(shape, rank: comm.rank, device: device, tensors: [
+                ("Q", q, [tokens, shape.headsQ, shape.headDim], nil), ("K", k, [tokens, shape.headsKV, shape.headDim], shape.dtype),
+                ("V", v, [tokens, shape.headsKV, shape.headDim], shape.dtype), ("O", out.o, [tokens, shape.headsQ, shape.headDim], oType),
+                ("LSE", out.lse, [shape.headsQ, tokens], .f32)])
+            let run = try RankRun(comm: comm, plan: plan, attention: attention, shape: shape)
+            let path = try await run.forward(q: q, k: k, v: v, out: out, scheme: scheme)
+            return ContextParallelOutput(output: AttentionOutput(o: out.o, lse: out.lse, path: path), path: path)
+        } catch {
+            comm.abort(error)
+            throw error
+        }
+    }
+
+    /// One rank's backward from the forward's O and LSE: dQ, dK, dV of the rank's tokens
+    /// (`gradientDType`, default the input type; f16 inputs may ask for f32).
+    public func backward<C: Communicator>(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, dO: Tensor,
+                                          gradientDType: DType? = nil, into gradients: AttentionGradients? = nil,
+                                          communicator comm: C) async throws -> AttentionGradients {
+        let shape = try Self.shape(q: q, k: k)
+        try validate(shape, ranks: comm.size)
+        let device = comm.device
+        let tokens = plan.tokens(rank: comm.rank)
+        let gType = try FlashAttention(outputDType: gradientDType).outputType(op: Self.op, input: shape.dtype)
+        let qShape = [tokens, shape.headsQ, shape.headDim], kShape = [tokens, shape.headsKV, shape.headDim]
+        do {
+            let grads = try gradients ?? AttentionGradients(dq: device.makeTensor(shape: qShape, dtype: gType),
+                                                            dk: device.makeTensor(shape: kShape, dtype: gType),
+                                                            dv: device.makeTensor(shape: kShape, dtype: gType))
+            guard o.dtype == shape.dtype || (shape.dtype == .f16 && o.dtype == .f32) else {
+                throw VkAttnError.dtypeMismatch(op: Self.op, operand: "O", expected: shape.dtype == .f16 ? "f16 or f32" : "f32", actual: o.dtype.rawValue)
+            }
+            try checkRank(shape, rank: comm.rank, device: device, tensors: [
+                ("Q", q, qShape, nil), ("K", k, kShape, shape.dtype), ("V", v, kShape, shape.dtype), ("O", o, qShape, nil),
+                ("LSE", lse, [shape.headsQ, tokens], .f32), ("dO", dO, qShape, shape.dtype),
+                ("dQ", grads.dq, qShape, gType), ("dK", grads.dk, kShape, gType), ("dV", grads.dv, kShape, gType)])
+            let run = try RankRun(comm: comm, plan: plan, attention: attention, shape: shape)
+            let path = try await run.backward(q: q, k: k, v: v, o: o, lse: lse, dO: dO, grads: grads, scheme: scheme)
+            return AttentionGradients(dq: grads.dq, dk: grads.dk, dv: grads.dv, path: path)
+        } catch {
+            comm.abort(error)
+            throw error
+        }
+    }
+
+    // MARK: All ranks at once
+
+    /// Every rank's forward, concurrently (in-process groups); arrays indexed by rank. Checks
+    /// every rank's tensors before any rank starts.
+    public func forward<C: Communicator>(q: [Tensor], k: [Tensor], v: [Tensor], communicators: [C]) async throws -> [ContextParallelOutput] {
+        try precheck(communicators, [q, k, v])
+        for r in communicators.indices {
+            let shape = try Self.shape(q: q[r], k: k[r])
+            try validate(shape, ranks: communicators.count)
+            let t = plan.tokens(rank: r)
+            try checkRank(shape, rank: r, device: communicators[r].device, tensors: [
+                ("Q", q[r], [t, shape.headsQ, shape.headDim], nil), ("K", k[r], [t, shape.headsKV, shape.headDim], shape.dtype),
+                ("V", v[r], [t, shape.headsKV, shape.headDim], shape.dtype)])
+        }
+        return try await Self.onEveryRank(communicators) { comm in
+            try await self.forward(q: q[comm.rank], k: k[comm.rank], v: v[comm.rank], communicator: comm)
+        }
+    }
+
+    /// Every rank's backward, concurrently; arrays indexed by rank.
+    public func backward<C: Communicator>(q: [Tensor], k: [Tensor], v: [Tensor], o: [Tensor], lse: [Tensor], dO: [Tensor],
+                                          gradientDType: DType? = nil, communicators: [C]) async throws -> [AttentionGradients] {
+        try precheck(communicators, [q, k, v, o, lse, dO])
+        for r in communicators.indices {
+            let shape = try Self.shape(q: q[r], k: k[r])
+            try validate(shape, ranks: communicators.count)
+            let t = plan.tokens(rank: r)
+            try checkRank(shape, rank: r, device: communicators[r].device, tensors: [
+                ("Q", q[r], [t, shape.headsQ, shape.headDim], nil), ("K", k[r], [t, shape.headsKV, shape.headDim], shape.dtype),
+                ("V", v[r], [t, shape.headsKV, shape.headDim], shape.dtype), ("O", o[r], [t, shape.headsQ, shape.headDim], nil),
+                ("LSE", lse[r], [shape.headsQ, t], .f32), ("dO", dO[r], [t, shape.headsQ, shape.headDim], shape.dtype)])
+        }
+        return try await Self.onEveryRank(communicators) { comm in
+            let r = comm.rank
+            return try await self.backward(q: q[r], k: k[r], v: v[r], o: o[r], lse: lse[r], dO: dO[r],
+                                           gradientDType: gradientDType, communicator: comm)
+        }
+    }
+
+    func precheck<C: Communicator>(_ communicators: [C], _ lists: [[Tensor]]) throws {
+        guard !communicators.isEmpty, communicators.enumerated().allSatisfy({ $0.offset == $0.element.rank }) else {
+            throw VkAttnError.invalidValue(op: Self.op, operand: "communicators", reason: "must be one per rank, in rank order")
+        }
+        for list in lists where list.count != communicators.count {
+            throw VkAttnError.invalidValue(op: Self.op, operand: "tensors", reason: "\(list.count) tensors for \(communicators.count) ranks")
+        }
+    }
+
+    /// Runs `body` on every communicator concurrently; the first failure aborts the group.
+    public static func onEveryRank<C: Communicator, R: Sendable>(_ communicators: [C],
+                                                                 _ body: @escaping @Sendable (C) async throws -> R) async throws -> [R] {
+        try await withThrowingTaskGroup(of: (Int, R).self) { tasks in
+            for comm in communicators {
+                tasks.addTask {
+                    do {
+                        return (comm.rank, try await body(comm))
+                    } catch {
+                        comm.abort(error)
+                        throw error
+                    }
+                }
+            }
+            var results = [R?](repeating: nil, count: communicators.count)
+            for try await (rank, value) in tasks { results[rank] = value }
+            return results.compactMap { $0 }
+        }
+    }
+}

@@ -1,0 +1,172 @@
+import VkAttn
+/// Ring attention on one rank of a ring of `comm.size` members (Liu et al., Ring Attention;
+/// Brandon et al., Striped Attention): member m holds K/V rows for `members[m]`'s pieces.
+/// At step i the rank computes against the block of member r - i while that block moves on
+/// to r + 1 and the block of r - i - 1 arrives (two buffers, one computing, one receiving).
+/// Everything is posted and recorded at once; the GPU waits only where a block is consumed.
+struct RingSchedule<C: Communicator> {
+    let comm: C
+    let members: [PieceSet]
+    let pairs: PairAttention
+    let headsKV: Int
+    let headDim: Int
+    let dtype: DType
+    let tag: Int
+
+    var size: Int { comm.size }
+    var rank: Int { comm.rank }
+    var next: Int { (rank + 1) % size }
+    var previous: Int { (rank + size - 1) % size }
+    func source(step i: Int) -> Int { (rank - i % size + size) % size }
+    var maxTokens: Int { members.map(\.tokens).max() ?? 1 }
+
+    /// Rotating K/V buffers (two of each), or none for a single member.
+    func rotationBuffers() throws -> (k: [Tensor], v: [Tensor]) {
+        guard size > 1 else { return ([], []) }
+        let t = try ScratchArena.allocate(comm.device, [([maxTokens, headsKV, headDim], dtype)] + [([Int], DType)](repeating: ([maxTokens, headsKV, headDim], dtype), count: 3))
+        return ([t[0], t[1]], [t[2], t[3]])
+    }
+
+    /// The K/V rotation: the requests in flight.
+    struct Rotation {
+        var received: (C.Request, C.Request)?
+        var sent: (C.Request, C.Request)?
+        var requests: [C.Request] = []
+    }
+
+    /// The block of step i, once its arrival is completed: on `post` first (the staged path
+    /// copies it out of staging there, before it is forwarded), then on `compute`, whose batch
+    /// then holds the GPU wait.
+    func arrive(step i: Int, k: Tensor, v: Tensor, buffers: (k: [Tensor], v: [Tensor]), state: Rotation,
+                post: Stream, compute: Stream) throws -> (k: Tensor, v: Tensor) {
+        let s = source(step: i)
+        if let received = state.received {
+            for stream in [post, compute] {
+                try comm.complete(received.0, on: stream)
+                try comm.complete(received.1, on: stream)
+            }
+        }
+        try compute.barrier()
+        return i == 0 ? (k, v) : (try buffers.k[i % 2].rows(0, members[s].tokens), try buffers.v[i % 2].rows(0, members[s].tokens))
+    }
+
+    /// Posts step i's forwarding of `block` and the receive of the next block, on `post`.
+    func forwardBlock(step i: Int, block: (k: Tensor, v: Tensor), buffers: (k: [Tensor], v: [Tensor]), state: inout Rotation,
+                      post: Stream) throws {
+        guard i < size - 1 else {
+            state.received = nil
+            return
+        }
+        let filled = state.received.map { [$0.0, $0.1] } ?? []
+        let sk = try comm.send(block.k.slice, to: next, tag: tag, after: filled.isEmpty ? [] : [filled[0]], on: post)
+        let sv = try comm.send(block.v.slice, to: next, tag: tag + 1, after: filled.isEmpty ? [] : [filled[1]], on: post)
+        let incoming = members[source(step: i + 1)].tokens
+        let reading = state.sent.map { [$0.0, $0.1] } ?? []
+        let rk = try comm.receive(into: try buffers.k[(i + 1) % 2].rows(0, incoming).slice, from: previous, tag: tag,
+                                  after: reading.isEmpty ? [] : [reading[0]], on: post)
+        let rv = try comm.receive(into: try buffers.v[(i + 1) % 2].rows(0, incoming).slice, from: previous, tag: tag + 1,
+                                  after: reading.isEmpty ? [] : [reading[1]], on: post)
+        state.sent = (sk, sv)
+        state.received = (rk, rv)
+        state.requests += [sk, sv, rk, rv]
+    }
+
+    /// Forward: the rank's queries (its own member's pieces) against every block, merged into
+    /// `acc`. Each step records its compute first, then posts the transfers on `post` and
+    /// submits `post` before `compute`: the copies are released before the step's kernels
+    /// start, not after they finish (both streams share the queue). Returns the requests.
+    func forward(q: Tensor, k: Tensor, v: Tensor, into acc: QueryAccumulator, tracer: inout RankTracer,
+                 post: Stream, compute: Stream) throws -> [C.Request] {
+        let buffers = try rotationBuffers()
+        var rotation = Rotation()
+        for i in 0..<size {
+            let block = try arrive(step: i, k: k, v: v, buffers: buffers, state: rotation, post: post, compute: compute)
+            try tracer.begin("ring step \(i): block of rank \(source(step: i))", on: compute)
+            try acc.accumulate(pairs, q: q, k: block.k, v: block.v, keys: members[source(step: i)], on: compute)
+            try tracer.end(on: compute)
+            try forwardBlock(step: i, block: block, buffers: buffers, state: &rotation, post: post)
+            try post.submit()
+            try compute.submit()
+        }
+        if let sent = rotation.sent {
+            try comm.complete(sent.0, on: compute)
+            try comm.complete(sent.1, on: compute)
+        }
+        return rotation.requests
+    }
+
+    /// Backward: every block is given the global (O, LSE) of the rank's queries; dQ sums in
+    /// `grads`, and each block's dK/dV accumulator (fp32) travels around the ring with it,
+    /// arriving complete at its owner in `dk`, `dv` ([tokens, Hkv, D] fp32). The accumulator
+    /// of step i arrives while step i computes its contribution into a step buffer; the sum
+    /// is formed after, and sent on during step i + 1.
+    func backward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, dO: Tensor, lse: [Tensor], grads: GradientAccumulator,
+                  dk: Tensor, dv: Tensor, tracer: inout RankTracer, post: Stream, compute: Stream) throws -> [C.Request] {
+        let buffers = try rotationBuffers()
+        var rotation = Rotation()
+        let shape = [maxTokens, headsKV, headDim]
+        let scratch = size > 1 ? try ScratchArena.allocate(comm.device, [([Int], DType)](repeating: (shape, .f32), count: 6)) : []
+        var dkvSent: [(C.Request, C.Request)] = []
+        var requests: [C.Request] = []
+        var final: (C.Request, C.Request)?
+        for i in 0..<size {
+            let s = source(step: i), tokens = members[s].tokens
+            let block = try arrive(step: i, k: k, v: v, buffers: buffers, state: rotation, post: post, compute: compute)
+            let accK = size == 1 ? dk : try scratch[i % 2].rows(0, tokens)
+            let accV = size == 1 ? dv : try scratch[2 + i % 2].rows(0, tokens)
+            let stepK = i == 0 ? accK : try scratch[4].rows(0, tokens)
+            let stepV = i == 0 ? accV : try scratch[5].rows(0, tokens)
+            var started = [Bool](repeating: false, count: members[s].pieces.count)
+            try tracer.begin("ring backward step \(i): block of rank \(s)", on: compute)
+            try grads.accumulate(pairs, q: q, o: o, dO: dO, lse: lse, k: block.k, v: block.v, keys: members[s],
+                                 dk: stepK, dv: stepV, keyStarted: &started, on: compute)
+            try GradientAccumulator.finishUnreached(keys: members[s], dk: stepK, dv: stepV, started: started, on: compute)
+            try tracer.end(on: compute)
+            try forwardBlock(step: i, block: block, buffers: buffers, state: &rotation, post: post)
+            var arriving: (C.Request, C.Request)?
+            if i > 0 {
+                let reading = dkvSent.count >= 2 ? [dkvSent[dkvSent.count - 2]] : []
+                let rk = try comm.receive(into: accK.slice, from: previous, tag: tag + 2, after: reading.map(\.0), on: post)
+                let rv = try comm.receive(into: accV.slice, from: previous, tag: tag + 3, after: reading.map(\.1), on: post)
+                arriving = (rk, rv)
+                requests += [rk, rv]
+            }
+            if i == size - 1 && size > 1 {
+                let rk = try comm.receive(into: dk.slice, from: previous, tag: tag + 2, on: post)
+                let rv = try comm.receive(into: dv.slice, from: previous, tag: tag + 3, on: post)
+                final = (rk, rv)
+                requests += [rk, rv]
+            }
+            try post.submit()
+            try compute.submit()
+            if let arriving {
+                try comm.complete(arriving.0, on: compute)
+                try comm.complete(arriving.1, on: compute)
+                try compute.barrier()
+                try GradientAccumulator.add(stepK, into: accK, on: compute)
+                try GradientAccumulator.add(stepV, into: accV, on: compute)
+                try compute.barrier()
+            }
+            if size > 1 {
+                let sk = try comm.send(accK.slice, to: next, tag: tag + 2, after: arriving.map { [$0.0] } ?? [], on: compute)
+                let sv = try comm.send(accV.slice, to: next, tag: tag + 3, after: arriving.map { [$0.1] } ?? [], on: compute)
+                dkvSent.append((sk, sv))
+                requests += [sk, sv]
+            }
+        }
+        if let final {
+            try comm.complete(final.0, on: compute)
+            try comm.complete(final.1, on: compute)
+        }
+        for sent in dkvSent.suffix(2) {
+            try comm.complete(sent.0, on: compute)
+            try comm.complete(sent.1, on: compute)
+        }
+        if let sent = rotation.sent {
+            try comm.complete(sent.0, on: compute)
+            try comm.complete(sent.1, on: compute)
+        }
+        try compute.barrier()
+        return rotation.requests + requests
+    }
+}

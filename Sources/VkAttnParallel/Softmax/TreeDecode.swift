@@ -1,0 +1,83 @@
+import VkAttn
+/// Decode across devices (Tree Attention, Shyam et al. 2024): the KV cache is sharded over the
+/// ranks (each holds some of every sequence's cached tokens), the few query rows are on every
+/// rank. Each rank computes its exact partial (O_r, LSE_r) with split-KV decode; an all-reduce
+/// of max(LSE) gives M, then one all-reduce (sum) of [exp(LSE_r - M) O_r | exp(LSE_r - M)]
+/// gives numerator and denominator: O = num / den, LSE = M + log(den), exactly the single-device
+/// result up to fp32 rounding. Each all-reduce takes log2(N) exchange steps (recursive
+/// doubling; two more when N is not a power of two), and every rank ends with the same bits.
+public struct TreeDecode: Sendable, Hashable {
+    public var attention: FlashAttention
+
+    public init(attention: FlashAttention = FlashAttention()) {
+        self.attention = attention
+    }
+
+    /// One rank's call. `q`: dense [B, Sq, Hq, D] or packed [totalQ, Hq, D] (the same on
+    /// every rank); `kCache`, `vCache`: this rank's shard in `layout` (packed: this rank's
+    /// cache lengths per sequence in cuSeqlensK; a sequence may have none here). Writes O (in
+    /// attention.outputDType) and LSE of the whole cache.
+    public func decode<C: Communicator>(q: Tensor, kCache: Tensor, vCache: Tensor, layout: AttentionLayout = .dense,
+                                        into output: AttentionOutput? = nil, communicator comm: C) async throws -> ContextParallelOutput {
+        let op = "treeDecode"
+        let mask = attention.mask
+        guard mask == .none else {
+            throw VkAttnError.unsupported(op: op, reason: "decode across ranks takes no mask (every cached key is before the queries)")
+        }
+        let device = comm.device
+        guard q.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "Q") }
+        let g = try AttentionGeometry.resolve(op: op, q: q, k: kCache, v: vCache, layout: layout)
+        _ = try attention.checkOptions(op: op, g)
+        let oType = try attention.outputType(op: op, input: g.dtype)
+        let out = try output ?? AttentionOutput(o: device.makeTensor(shape: g.qShape, dtype: oType),
+                                                lse: device.makeTensor(shape: g.lseShape, dtype: .f32))
+        try out.o.expect(op: op, "O", shape: g.qShape, dtype: oType, device: device)
+        try out.lse.expect(op: op, "LSE", shape: g.lseShape, dtype: .f32, device: device)
+        let rows = g.totalQ * g.headsQ, d = g.headDim
+        do {
+            let stream = try device.makeStream()
+            var tracer = RankTracer(rank: comm.globalRank, clock: comm.clock, timeline: comm.timeline)
+            let t = try ScratchArena.allocate(device, [(g.qShape, .f32), (g.lseShape, .f32), (g.lseShape, .f32),
+                                                       ([rows * (d + 1)], .f32), ([rows * (d + 1)], .f32)])
+            let (o, lse, m, w, scratch) = (t[0], t[1], t[2], t[3], t[4])
+            try tracer.begin("decode shard", on: stream)
+            let partial = FlashAttention(mask: mask, scale: attention.scale, softcap: attention.softcap, outputDType: .f32)
+            let local = try partial.decode(q: q, kCache: kCache, vCache: vCache, layout: layout, into: AttentionOutput(o: o, lse: lse), on: stream)
+            try stream.barrier()
+            try stream.copy(from: lse.slice, to: m.slice)
+            try tracer.end(on: stream)
+            var requests = try comm.allReduce(m.slice, count: rows, op: .max, scratch: scratch.slice, tag: 900, on: stream)
+            try ParallelKernels.tree(stream, o: o.slice, lse: lse.slice, max: m.slice, w: w.slice, tokens: g.totalQ, heads: g.headsQ,
+                                     seqQ: g.maxSq, headDim: d, packed: g.isPacked, finish: false)
+            try stream.barrier()
+            requests += try comm.allReduce(w.slice, count: rows * (d + 1), op: .sum, scratch: scratch.slice, tag: 910, on: stream)
+            try ParallelKernels.tree(stream, o: o.slice, lse: lse.slice, max: m.slice, w: w.slice, tokens: g.totalQ, heads: g.headsQ,
+                                     seqQ: g.maxSq, headDim: d, packed: g.isPacked, finish: true)
+            try stream.barrier()
+            if oType == .f16 {
+                try ParallelKernels.castToHalf(stream, from: o.slice, to: out.o.slice, count: o.elementCount)
+            } else {
+                try stream.copy(from: o.slice, to: out.o.slice)
+            }
+            try stream.copy(from: lse.slice, to: out.lse.slice)
+            let submission = try stream.submit()
+            try await awaitCompletion(submission)
+            try stream.synchronize()
+            try tracer.collect(stream)
+            try comm.collectTimestamps(of: stream)
+            for r in requests { try await r.wait() }
+            let path = "tree x\(comm.size): \(local.path), all-reduce max + sum (\(Self.steps(comm.size)) steps each)"
+            return ContextParallelOutput(output: AttentionOutput(o: out.o, lse: out.lse, path: path), path: path)
+        } catch {
+            comm.abort(error)
+            throw error
+        }
+    }
+
+    /// Exchange steps of one all-reduce over `ranks` ranks.
+    public static func steps(_ ranks: Int) -> Int {
+        var p = 1, steps = 0
+        while p * 2 <= ranks { p *= 2; steps += 1 }
+        return steps + (p < ranks ? 2 : 0)
+    }
+}

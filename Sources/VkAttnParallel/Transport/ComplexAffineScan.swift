@@ -1,0 +1,73 @@
+import VkAttn
+import VulkanCompute
+import VkAttnShaders
+
+/// Complex affine maps S -> a * S + B acting row by row on a complex state: the all-scan
+/// combine of a complex diagonal recurrence across ranks (`ContextParallelRecurrence`). A
+/// value is `rows` rows of [a, b_0 ... b_{width-1}] complex fp32 (re, im pairs); applying
+/// (a1, B1) then (a2, B2) gives (a2 a1, a2 B1 + B2) (Shaders/parallel/complex_affine_combine.comp).
+public struct ComplexAffineScan: ScanCombine {
+    public let rows: Int
+    public let width: Int
+
+    public init(rows: Int, width: Int) {
+        self.rows = rows
+        self.width = width
+    }
+
+    public var rowBytes: Int { (width + 1) * 8 }
+
+    public func encodeIdentity(_ stream: Stream, into result: BufferSlice, rows range: Range<Int>) throws {
+        try encode(stream, earlier: nil, later: nil, result: try rowsOf(result, range), rows: range.count)
+    }
+
+    public func encode(_ stream: Stream, earlier: BufferSlice, later: BufferSlice, into result: BufferSlice, rows range: Range<Int>) throws {
+        try encode(stream, earlier: try rowsOf(earlier, range), later: try rowsOf(later, range), result: try rowsOf(result, range),
+                   rows: range.count)
+    }
+
+    func rowsOf(_ slice: BufferSlice, _ range: Range<Int>) throws -> BufferSlice {
+        try slice.buffer.slice(offset: slice.offset + range.lowerBound * rowBytes, byteCount: range.count * rowBytes)
+    }
+
+    func encode(_ stream: Stream, earlier: BufferSlice?, later: BufferSlice?, result: BufferSlice, rows: Int) throws {
+        guard rows > 0 else { return }
+        let device = stream.device
+        let wg = Launch.workgroupSize(ParallelKernels.group, device: device)
+        let identity = earlier == nil || later == nil
+        let kernel = try device.kernel(KernelDescriptor(shader: Shaders.parallelComplexAffineCombine, bindings: 3, pushConstantBytes: 20,
+                                                        specialization: [0: .int(wg), 1: .bool(identity)]))
+        let slots = try [earlier ?? result, later ?? result, result].map { try ParallelKernels.bindable($0) }
+        var push = PushConstants()
+        try push.append(u32: rows, "rows")
+        try push.append(u32: width, "width")
+        for (slot, what) in zip(slots, ["earlier", "later", "result"]) {
+            // Complex elements: a row starts on a whole complex number of every binding.
+            guard slot.word % 2 == 0 else {
+                throw VkAttnError.invalidValue(op: "communicator.allScan", operand: what, reason: "offset is not a multiple of 8 bytes past its binding")
+            }
+            try push.append(u32: slot.word / 2, "\(what) offset")
+        }
+        try stream.dispatch(kernel, bindings: slots.map(\.range), push: push,
+                            groups: (ParallelKernels.groups(rows * (width + 1), device), 1, 1))
+    }
+
+    /// The host reference: the composition of `values` in order (rank 0 first), fp64.
+    public static func reference(_ values: [[Float]], width: Int) -> [Double] {
+        guard let first = values.first else { return [] }
+        var acc = first.map(Double.init)
+        let rowFloats = 2 * (width + 1)
+        for v in values.dropFirst() {
+            for r in 0..<(acc.count / rowFloats) {
+                let o = r * rowFloats
+                let (ar, ai) = (Double(v[o]), Double(v[o + 1]))
+                for c in stride(from: 0, to: rowFloats, by: 2) {
+                    let (xr, xi) = (acc[o + c], acc[o + c + 1])
+                    acc[o + c] = ar * xr - ai * xi + (c == 0 ? 0 : Double(v[o + c]))
+                    acc[o + c + 1] = ar * xi + ai * xr + (c == 0 ? 0 : Double(v[o + c + 1]))
+                }
+            }
+        }
+        return acc
+    }
+}

@@ -1,0 +1,59 @@
+import VkAttn
+import Synchronization
+
+/// A one-shot event that tasks await without holding a thread: the host-side completion of a
+/// transfer (between devices, or over MPI in VkAttnMPI). Succeeds or fails exactly once; later
+/// calls are ignored. Public so that communicators in other modules share it.
+public final class HostEvent: Sendable {
+    private struct State {
+        var result: Result<Void, any Error>?
+        var waiters: [CheckedContinuation<Void, any Error>] = []
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// nil while pending; the outcome afterwards.
+    public var result: Result<Void, any Error>? { state.withLock { $0.result } }
+
+    public var isDone: Bool { state.withLock { $0.result != nil } }
+
+    public func succeed() { finish(.success(())) }
+
+    public func fail(_ error: any Error) { finish(.failure(error)) }
+
+    private func finish(_ result: Result<Void, any Error>) {
+        let waiters: [CheckedContinuation<Void, any Error>] = state.withLock { s in
+            guard s.result == nil else { return [] }
+            s.result = result
+            defer { s.waiters.removeAll() }
+            return s.waiters
+        }
+        for waiter in waiters { waiter.resume(with: result) }
+    }
+
+    /// Returns when the event has happened; rethrows its failure.
+    public func wait() async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let done: Result<Void, any Error>? = state.withLock { s in
+                if let result = s.result { return result }
+                s.waiters.append(continuation)
+                return nil
+            }
+            if let done { continuation.resume(with: done) }
+        }
+    }
+}
+
+/// Waits for a GPU submission without blocking a thread of the cooperative pool (a blocked
+/// pool thread could be the one a host copy needs: with two cores, that would deadlock).
+/// Polls the timeline with a short, growing sleep; `stop` is checked between polls.
+func awaitCompletion(_ submission: Submission, stop: (@Sendable () throws -> Void)? = nil) async throws {
+    var delay: UInt64 = 5_000
+    while !submission.isComplete {
+        try stop?()
+        try await Task.sleep(nanoseconds: delay)
+        delay = min(delay * 2, 200_000)
+    }
+}

@@ -1,0 +1,219 @@
+import VkAttn
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// CPU reference of the attention kernels, fp64 throughout: what the tests and
+/// `vkattn-bench --check` compare against. Inputs are flat Float arrays in the layouts of
+/// `FlashAttention` (shapes as the tensors would have them).
+public enum AttentionReference {
+    /// One query row of one head: (sequence b, query i within it, query head h).
+    public struct Row: Hashable, Sendable {
+        public let b: Int, i: Int, h: Int
+        public init(b: Int, i: Int, h: Int) { self.b = b; self.i = i; self.h = h }
+    }
+
+    /// The problem, resolved from shapes; throws the same errors as the kernels.
+    public struct Problem: Sendable {
+        let g: AttentionGeometry
+        public let attention: FlashAttention
+        public var batch: Int { g.batch }
+        public var headsQ: Int { g.headsQ }
+        public var headsKV: Int { g.headsKV }
+        public var headDim: Int { g.headDim }
+
+        public init(qShape: [Int], kShape: [Int], layout: AttentionLayout = .dense, attention: FlashAttention) throws {
+            g = try AttentionGeometry.resolve(op: "AttentionReference", qShape: qShape, kShape: kShape, vShape: kShape, dtype: .f32, layout: layout)
+            self.attention = attention
+            _ = try attention.checkOptions(op: "AttentionReference", g)
+        }
+
+        /// Every row of the problem.
+        public var rows: [Row] {
+            var result: [Row] = []
+            for b in 0..<g.batch {
+                for i in 0..<g.sequence(b).sq { for h in 0..<g.headsQ { result.append(Row(b: b, i: i, h: h)) } }
+            }
+            return result
+        }
+
+        /// Offsets (in elements) of a row's D values in Q/O and of its LSE.
+        public func qOffset(_ row: Row) -> Int { g.qOffset(b: row.b, i: row.i, h: row.h) }
+        public func lseOffset(_ row: Row) -> Int { g.lseOffset(b: row.b, i: row.i, h: row.h) }
+
+        var scale: Double { Double(attention.scale ?? 1 / Float(g.headDim).squareRoot()) }
+
+        /// Logits (natural units, after scale and softcap) of one row against its keys, with
+        /// the raw scaled dot products (the backward needs them for the softcap derivative).
+        func logits(_ row: Row, q: [Float], k: [Float]) -> [(j: Int, s: Double, u: Double)] {
+            let seq = g.sequence(row.b)
+            let hk = row.h / g.groupSize
+            let qo = g.qOffset(b: row.b, i: row.i, h: row.h)
+            var out: [(Int, Double, Double)] = []
+            for j in 0..<seq.sk where attention.mask.allows(query: row.i, key: j, sq: seq.sq, sk: seq.sk) {
+                let ko = g.kOffset(b: row.b, j: j, h: hk)
+                var dot = 0.0
+                for d in 0..<g.headDim { dot += Double(q[qo + d]) * Double(k[ko + d]) }
+                let u = dot * scale
+                var s = u
+                if let cap = attention.softcap.map(Double.init) { s = cap * tanh(u / cap) }
+                out.append((j, s, u))
+            }
+            return out
+        }
+    }
+
+    /// O (D values) and LSE of one row; a row that sees no key has O = 0 and LSE = -inf.
+    public static func forward(_ problem: Problem, row: Row, q: [Float], k: [Float], v: [Float]) -> (o: [Double], lse: Double) {
+        let g = problem.g
+        let logits = problem.logits(row, q: q, k: k)
+        guard let m = logits.map(\.s).max() else { return ([Double](repeating: 0, count: g.headDim), -.infinity) }
+        var l = 0.0
+        var o = [Double](repeating: 0, count: g.headDim)
+        let hk = row.h / g.groupSize
+        for (j, s, _) in logits {
+            let p = exp(s - m)
+            l += p
+            let vo = g.kOffset(b: row.b, j: j, h: hk)
+            for d in 0..<g.headDim { o[d] += p * Double(v[vo + d]) }
+        }
+        return (o.map { $0 / l }, m + log(l))
+    }
+
+    /// The whole forward: O in Q's layout, LSE in the LSE layout.
+    public static func forward(_ problem: Problem, q: [Float], k: [Float], v: [Float]) -> (o: [Double], lse: [Double]) {
+        let g = problem.g
+        var o = [Double](repeating: 0, count: g.totalQ * g.headsQ * g.headDim)
+        var lse = [Double](repeating: -.infinity, count: g.totalQ * g.headsQ)
+        for row in problem.rows {
+            let r = forward(problem, row: row, q: q, k: k, v: v)
+            let qo = problem.qOffset(row)
+            for d in 0..<g.headDim { o[qo + d] = r.o[d] }
+            lse[problem.lseOffset(row)] = r.lse
+        }
+        return (o, lse)
+    }
+
+    /// Gradients of sum(dO * O) with respect to Q, K and V, in their layouts (dK, dV summed
+    /// over the query heads of each group).
+    public static func backward(_ problem: Problem, q: [Float], k: [Float], v: [Float], dO: [Float]) -> (dq: [Double], dk: [Double], dv: [Double]) {
+        let g = problem.g
+        let dim = g.headDim
+        var dq = [Double](repeating: 0, count: q.count)
+        var dk = [Double](repeating: 0, count: k.count)
+        var dv = [Double](repeating: 0, count: v.count)
+        let cap = problem.attention.softcap.map(Double.init)
+        for row in problem.rows {
+            let fwd = forward(problem, row: row, q: q, k: k, v: v)
+            guard fwd.lse > -.infinity else { continue }
+            let qo = problem.qOffset(row)
+            let hk = row.h / g.groupSize
+            var rowD = 0.0
+            for d in 0..<dim { rowD += Double(dO[qo + d]) * fwd.o[d] }
+            for (j, s, u) in problem.logits(row, q: q, k: k) {
+                let p = exp(s - fwd.lse)
+                let ko = g.kOffset(b: row.b, j: j, h: hk)
+                var dp = 0.0
+                for d in 0..<dim {
+                    dv[ko + d] += p * Double(dO[qo + d])
+                    dp += Double(dO[qo + d]) * Double(v[ko + d])
+                }
+                var ds = p * (dp - rowD)
+                if let cap { let t = tanh(u / cap); ds *= 1 - t * t }
+                ds *= problem.scale
+                for d in 0..<dim {
+                    dq[qo + d] += ds * Double(k[ko + d])
+                    dk[ko + d] += ds * Double(q[qo + d])
+                }
+            }
+        }
+        return (dq, dk, dv)
+    }
+
+    /// Combines partial results over disjoint key sets of the same queries: per row,
+    /// LSE = log(sum exp(LSE_p)) and O = sum exp(LSE_p - LSE) O_p.
+    public static func merge(o: [[Double]], lse: [Double]) -> (o: [Double], lse: Double) {
+        let dim = o.first?.count ?? 0
+        guard let m = lse.max(), m > -.infinity else { return ([Double](repeating: 0, count: dim), -.infinity) }
+        let total = lse.reduce(0.0) { $0 + exp($1 - m) }
+        let result = m + log(total)
+        var out = [Double](repeating: 0, count: dim)
+        for (part, l) in zip(o, lse) where l > -.infinity {
+            let w = exp(l - result)
+            for d in 0..<dim { out[d] += w * part[d] }
+        }
+        return (out, result)
+    }
+}
+
+extension AttentionReference {
+    /// dQ of one query row (fp64), from scratch: the row's own LSE and Delta are recomputed.
+    public static func queryGradient(_ problem: Problem, row: Row, q: [Float], k: [Float], v: [Float], dO: [Float]) -> [Double] {
+        let g = problem.g
+        let fwd = forward(problem, row: row, q: q, k: k, v: v)
+        var dq = [Double](repeating: 0, count: g.headDim)
+        guard fwd.lse > -.infinity else { return dq }
+        let qo = problem.qOffset(row)
+        let hk = row.h / g.groupSize
+        var rowD = 0.0
+        for d in 0..<g.headDim { rowD += Double(dO[qo + d]) * fwd.o[d] }
+        let cap = problem.attention.softcap.map(Double.init)
+        for (j, s, u) in problem.logits(row, q: q, k: k) {
+            let ko = g.kOffset(b: row.b, j: j, h: hk)
+            var dp = 0.0
+            for d in 0..<g.headDim { dp += Double(dO[qo + d]) * Double(v[ko + d]) }
+            var ds = exp(s - fwd.lse) * (dp - rowD)
+            if let cap { let t = tanh(u / cap); ds *= 1 - t * t }
+            for d in 0..<g.headDim { dq[d] += problem.scale * ds * Double(k[ko + d]) }
+        }
+        return dq
+    }
+
+    /// dK and dV of one key (sequence b, key j, key/value head h), summed over the group's
+    /// query heads, given each query row's LSE and O as the device computed them (checking
+    /// these on sampled rows is the forward check's job). Costs O(Sq * D) per key instead of
+    /// a whole reference forward, so large problems can be spot-checked.
+    public static func keyGradient(_ problem: Problem, b: Int, j: Int, h: Int, q: [Float], k: [Float], v: [Float],
+                                   dO: [Float], o: [Float], lse: [Float]) -> (dk: [Double], dv: [Double]) {
+        let g = problem.g
+        let seq = g.sequence(b)
+        let ko = g.kOffset(b: b, j: j, h: h)
+        var dk = [Double](repeating: 0, count: g.headDim), dv = dk
+        let cap = problem.attention.softcap.map(Double.init)
+        for hq in h * g.groupSize..<(h + 1) * g.groupSize {
+            for i in 0..<seq.sq where problem.attention.mask.allows(query: i, key: j, sq: seq.sq, sk: seq.sk) {
+                let qo = g.qOffset(b: b, i: i, h: hq)
+                let rowLSE = Double(lse[g.lseOffset(b: b, i: i, h: hq)])
+                guard rowLSE > -.infinity else { continue }
+                var dot = 0.0, dp = 0.0, rowD = 0.0
+                for d in 0..<g.headDim {
+                    dot += Double(q[qo + d]) * Double(k[ko + d])
+                    dp += Double(dO[qo + d]) * Double(v[ko + d])
+                    rowD += Double(dO[qo + d]) * Double(o[qo + d])
+                }
+                let u = dot * problem.scale
+                var s = u
+                if let cap { s = cap * tanh(u / cap) }
+                let p = exp(s - rowLSE)
+                var ds = p * (dp - rowD)
+                if let cap { let t = tanh(u / cap); ds *= 1 - t * t }
+                for d in 0..<g.headDim {
+                    dv[d] += p * Double(dO[qo + d])
+                    dk[d] += problem.scale * ds * Double(q[qo + d])
+                }
+            }
+        }
+        return (dk, dv)
+    }
+
+    /// Offset of key j of sequence b, head h, in K's layout.
+    public static func keyOffset(_ problem: Problem, b: Int, j: Int, h: Int) -> Int { problem.g.kOffset(b: b, j: j, h: h) }
+
+    /// Sequence lengths (queries, keys) of sequence b.
+    public static func lengths(_ problem: Problem, b: Int) -> (sq: Int, sk: Int) {
+        let s = problem.g.sequence(b)
+        return (s.sq, s.sk)
+    }
+}

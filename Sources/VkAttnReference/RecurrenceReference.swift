@@ -1,0 +1,133 @@
+import VkAttn
+/// Sequential fp64 references for `LinearRecurrence` (forward and backward), shared by the
+/// tests and `vkattn-bench --check`. Arrays are flat in the op's layout ([B, L, D] or
+/// [B, D, L], complex values as interleaved (re, im)); states are [B, D] (interleaved).
+public struct RecurrenceReference: Sendable {
+    public let layout: LinearRecurrence.Layout
+    public let complex: Bool
+    public let reverse: Bool
+    public let batch: Int
+    public let length: Int
+    public let channels: Int
+
+    public init(layout: LinearRecurrence.Layout, complex: Bool, reverse: Bool, batch: Int, length: Int, channels: Int) {
+        self.layout = layout
+        self.complex = complex
+        self.reverse = reverse
+        self.batch = batch
+        self.length = length
+        self.channels = channels
+    }
+
+    var cw: Int { complex ? 2 : 1 }
+
+    /// Index of the first float of value (b, t, d).
+    public func index(_ b: Int, _ t: Int, _ d: Int) -> Int {
+        switch layout {
+        case .bld: return ((b * length + t) * channels + d) * cw
+        case .bdl: return ((b * channels + d) * length + t) * cw
+        }
+    }
+
+    /// Time of processing step u.
+    func time(_ u: Int, reversed: Bool) -> Int { reversed ? length - 1 - u : u }
+
+    typealias C = (re: Double, im: Double)
+    func mul(_ x: C, _ y: C) -> C { (x.re * y.re - x.im * y.im, x.re * y.im + x.im * y.re) }
+    func conj(_ x: C) -> C { (x.re, -x.im) }
+    func value<T: BinaryFloatingPoint>(_ v: [T], _ i: Int) -> C { (Double(v[i]), complex ? Double(v[i + 1]) : 0) }
+    func put(_ v: inout [Double], _ i: Int, _ x: C) {
+        v[i] = x.re
+        if complex { v[i + 1] = x.im }
+    }
+
+    /// h (every state) and the final state.
+    public func forward(a: [Float], b: [Float], h0: [Float]?) -> (h: [Double], final: [Double]) {
+        var h = [Double](repeating: 0, count: a.count)
+        var final = [Double](repeating: 0, count: batch * channels * cw)
+        for bi in 0..<batch {
+            for d in 0..<channels {
+                let s = (bi * channels + d) * cw
+                var state: C = h0.map { value($0, s) } ?? (0, 0)
+                for u in 0..<length {
+                    let i = index(bi, time(u, reversed: reverse), d)
+                    let x = mul(value(a, i), state)
+                    state = (x.re + value(b, i).re, x.im + value(b, i).im)
+                    put(&h, i, state)
+                }
+                put(&final, s, state)
+            }
+        }
+        return (h, final)
+    }
+
+    /// The forward run on |a| and |b| (|.| of each value): at each step, the scale of the
+    /// terms a rounding error of the real recurrence can be proportional to.
+    public func magnitude(a: [Float], b: [Float], h0: [Float]?) -> [Double] {
+        func absolute(_ v: [Float]) -> [Float] {
+            guard complex else { return v.map { abs($0) } }
+            var out = v
+            for i in stride(from: 0, to: v.count, by: 2) {
+                out[i] = (v[i] * v[i] + v[i + 1] * v[i + 1]).squareRoot()
+                out[i + 1] = 0
+            }
+            return out
+        }
+        var m = forward(a: absolute(a), b: absolute(b), h0: h0.map(absolute)).h
+        if complex { for i in stride(from: 0, to: m.count, by: 2) { m[i + 1] = m[i] } }
+        return m
+    }
+
+    /// The scale of the backward's rounding errors: the gradient recurrence (run the other
+    /// way) on |dh| (+ 1e-3) and |a|. The gradient of step t is carried over by the a of the
+    /// neighbouring step (t + 1 for a forward recurrence, t - 1 reversed), not by a_t, so each
+    /// step takes the largest |a| of t - 1, t and t + 1: a bound for either alignment (with a_t
+    /// alone, a small a_t beside a large neighbour under-estimates the scale).
+    public func gradientMagnitude(a: [Float], dh: [Float], dFinal: [Float]?) -> [Double] {
+        var widest = [Float](repeating: 0, count: a.count)
+        for bi in 0..<batch {
+            for d in 0..<channels {
+                for t in 0..<length {
+                    var m: Float = 0
+                    for u in max(t - 1, 0)...min(t + 1, length - 1) {
+                        let i = index(bi, u, d)
+                        m = max(m, complex ? (a[i] * a[i] + a[i + 1] * a[i + 1]).squareRoot() : abs(a[i]))
+                    }
+                    widest[index(bi, t, d)] = m
+                }
+            }
+        }
+        let gradient = RecurrenceReference(layout: layout, complex: complex, reverse: !reverse, batch: batch, length: length,
+                                           channels: channels)
+        return gradient.magnitude(a: widest, b: dh.map { abs($0) + 1e-3 }, h0: dFinal)
+    }
+
+    /// Gradients of a real loss through the forward: da, db, dh0 from dh and dFinal, with `h`
+    /// the forward's output (PyTorch's convention for complex values).
+    public func backward(a: [Float], h: [Float], h0: [Float]?, dh: [Float], dFinal: [Float]?)
+        -> (da: [Double], db: [Double], dh0: [Double]) {
+        var da = [Double](repeating: 0, count: a.count)
+        var db = [Double](repeating: 0, count: a.count)
+        var dh0 = [Double](repeating: 0, count: batch * channels * cw)
+        for bi in 0..<batch {
+            for d in 0..<channels {
+                let s = (bi * channels + d) * cw
+                var g: C = dFinal.map { value($0, s) } ?? (0, 0)
+                // Forward steps from the last back to the first.
+                for u in stride(from: length - 1, through: 0, by: -1) {
+                    let i = index(bi, time(u, reversed: reverse), d)
+                    if u < length - 1 {
+                        let next = index(bi, time(u + 1, reversed: reverse), d)
+                        g = mul(conj(value(a, next)), g)
+                    }
+                    g = (g.re + value(dh, i).re, g.im + value(dh, i).im)
+                    put(&db, i, g)
+                    let previous: C = u > 0 ? value(h, index(bi, time(u - 1, reversed: reverse), d)) : (h0.map { value($0, s) } ?? (0, 0))
+                    put(&da, i, mul(g, conj(previous)))
+                }
+                put(&dh0, s, mul(conj(value(a, index(bi, time(0, reversed: reverse), d))), g))
+            }
+        }
+        return (da, db, dh0)
+    }
+}
