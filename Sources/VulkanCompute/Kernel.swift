@@ -11,29 +11,39 @@ public struct SpecializationValue: Hashable, Sendable {
     public static func int(_ v: Int) -> Self { Self(bits: UInt32(truncatingIfNeeded: v)) }
 }
 
-/// Everything that makes a compute pipeline: the shader, its interface (storage-buffer
-/// bindings 0..<bindings in set 0, push-constant bytes) and its specialization. Hashable: it
-/// is the key of the device's pipeline cache.
+/// Everything that makes a compute pipeline: the shader (whose `ShaderInterface` gives the
+/// push-constant layout), its storage-buffer bindings 0..<bindings in set 0 and its
+/// specialization. Hashable: it is the key of the device's pipeline cache.
 public struct KernelDescriptor: Hashable, Sendable {
     public var shader: ShaderSource
     public var bindings: Int
-    public var pushConstantBytes: Int
-    public var specialization: [UInt32: SpecializationValue]
+    /// Specialization constants by their GLSL names (`local_size_x` for `local_size_x_id`);
+    /// `Device.kernel` refuses a name the shader does not declare.
+    public var specialization: [String: SpecializationValue]
     /// Pin the subgroup size (VK_EXT_subgroup_size_control / Vulkan 1.3), or nil for the default.
     public var requiredSubgroupSize: Int?
     /// Require full subgroups (computeFullSubgroups), for shaders that assume them.
     public var fullSubgroups: Bool
 
-    public init(shader: ShaderSource, bindings: Int, pushConstantBytes: Int = 0,
-                specialization: [UInt32: SpecializationValue] = [:],
+    /// A pipeline description.
+    /// - Parameters:
+    ///   - shader: the embedded shader variant.
+    ///   - bindings: storage buffers bound at 0..<bindings of set 0.
+    ///   - specialization: values of the shader's specialization constants, by GLSL name;
+    ///     unnamed ones keep the shader's defaults.
+    ///   - requiredSubgroupSize: a subgroup size to pin, or nil.
+    ///   - fullSubgroups: whether the shader needs full subgroups.
+    public init(shader: ShaderSource, bindings: Int, specialization: [String: SpecializationValue] = [:],
                 requiredSubgroupSize: Int? = nil, fullSubgroups: Bool = false) {
         self.shader = shader
         self.bindings = bindings
-        self.pushConstantBytes = pushConstantBytes
         self.specialization = specialization
         self.requiredSubgroupSize = requiredSubgroupSize
         self.fullSubgroups = fullSubgroups
     }
+
+    /// The push-constant block's size, from the shader's interface.
+    public var pushConstantBytes: Int { shader.interface.pushConstantBytes }
 }
 
 /// The Vulkan objects of one pipeline, owned by the device's cache and destroyed with it.
@@ -81,6 +91,10 @@ extension Device {
                   size & (size - 1) == 0 else {
                 throw VulkanError.unsupportedDevice(device: label, reason: "subgroup size \(size) cannot be required (range \(caps.minSubgroupSize)...\(caps.maxSubgroupSize), control \(enabled.subgroupSizeControl ? "on" : "off"))")
             }
+        }
+        let declared = descriptor.shader.interface.specializationIDs
+        if descriptor.shader.isAvailable, let unknown = descriptor.specialization.keys.sorted().first(where: { declared[$0] == nil }) {
+            throw VulkanError.invalidArgument("kernel \(descriptor.shader.name): no specialization constant named \(unknown) (the shader declares \(declared.keys.sorted()))")
         }
         if descriptor.fullSubgroups && !enabled.computeFullSubgroups {
             throw VulkanError.unsupportedDevice(device: label, reason: "computeFullSubgroups is not offered")
@@ -149,12 +163,14 @@ extension Device {
             throw VulkanError.call("vkCreatePipelineLayout", result: layoutResult.rawValue)
         }
 
-        // Specialization constants, in id order.
-        let ids = d.specialization.keys.sorted()
+        // Specialization constants, in id order (names were checked by `kernel`).
+        let byID = Dictionary(d.specialization.compactMap { name, value in d.shader.interface.specializationIDs[name].map { ($0, value) } },
+                              uniquingKeysWith: { a, _ in a })
+        let ids = byID.keys.sorted()
         var entries = ids.enumerated().map { i, id -> VkSpecializationMapEntry in
             VkSpecializationMapEntry(constantID: id, offset: UInt32(i * 4), size: 4)
         }
-        var data = ids.map { d.specialization[$0]?.bits ?? 0 }
+        var data = ids.map { byID[$0]?.bits ?? 0 }
         var subgroupInfo = VkPipelineShaderStageRequiredSubgroupSizeCreateInfo()
         subgroupInfo.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_REQUIRED_SUBGROUP_SIZE_CREATE_INFO
         subgroupInfo.requiredSubgroupSize = UInt32(d.requiredSubgroupSize ?? 0)

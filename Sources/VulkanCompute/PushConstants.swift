@@ -1,28 +1,81 @@
 /// A 32-bit value that can go into a push-constant block (std430: 4-byte scalars).
 public protocol PushConstantScalar: Sendable {
+    /// The value's 32 bits as the shader reads them.
     var pushWord: UInt32 { get }
+    /// The GLSL type this Swift type mirrors.
+    static var glslScalar: ShaderInterface.Scalar { get }
 }
-extension UInt32: PushConstantScalar { public var pushWord: UInt32 { self } }
-extension Int32: PushConstantScalar { public var pushWord: UInt32 { UInt32(bitPattern: self) } }
-extension Float: PushConstantScalar { public var pushWord: UInt32 { bitPattern } }
-extension Bool: PushConstantScalar { public var pushWord: UInt32 { self ? 1 : 0 } }
+extension UInt32: PushConstantScalar {
+    public var pushWord: UInt32 { self }
+    public static var glslScalar: ShaderInterface.Scalar { .uint }
+}
+extension Int32: PushConstantScalar {
+    public var pushWord: UInt32 { UInt32(bitPattern: self) }
+    public static var glslScalar: ShaderInterface.Scalar { .int }
+}
+extension Float: PushConstantScalar {
+    public var pushWord: UInt32 { bitPattern }
+    public static var glslScalar: ShaderInterface.Scalar { .float }
+}
+extension Bool: PushConstantScalar {
+    public var pushWord: UInt32 { self ? 1 : 0 }
+    public static var glslScalar: ShaderInterface.Scalar { .bool }
+}
 
-/// The push constants of one dispatch, as 32-bit words in declaration order.
-public struct PushConstants: Sendable, ExpressibleByArrayLiteral {
-    public var words: [UInt32]
+/// The Swift twin of a GLSL `layout(push_constant)` block: a struct whose stored properties
+/// are the block's members in the same order, each named as the GLSL member in camelCase
+/// (`heads_q` -> `headsQ`) and typed `UInt32`, `Int32`, `Float` or `Bool` for `uint`, `int`,
+/// `float`, `bool`. `Stream.dispatch` compares names, types and count with the shader's
+/// `ShaderInterface` on every dispatch and throws on any difference, so a member added,
+/// removed, renamed or reordered on one side only is an error, never a shifted value.
+///
+/// ```swift
+/// struct CopyPush: PushConstantBlock { var words: UInt32 }   // GLSL: uint words;
+/// try stream.dispatch(kernel, bindings: [src, dst], push: CopyPush(words: n), groups: (g, 1, 1))
+/// ```
+public protocol PushConstantBlock: Sendable {}
 
-    public init(_ values: [any PushConstantScalar]) { words = values.map(\.pushWord) }
-    public init(arrayLiteral values: any PushConstantScalar...) { self.init(values) }
+/// A block's words, checked against a shader's interface.
+struct PushConstantWords {
+    var words: [UInt32] = []
 
-    public mutating func append(_ value: some PushConstantScalar) { words.append(value.pushWord) }
+    var byteCount: Int { words.count * 4 }
 
-    /// Appends an Int as a u32, or throws when it does not fit (negative or >= 2^32).
-    public mutating func append(u32 value: Int, _ what: @autoclosure () -> String) throws {
+    /// The words of `block`, or a typed error naming the first member that does not match
+    /// `interface` (the shader `shader`'s).
+    init(_ block: some PushConstantBlock, interface: ShaderInterface, shader: String) throws {
+        let children = Array(Mirror(reflecting: block).children)
+        let expected = interface.pushConstants
+        let swiftNames = children.map { $0.label ?? "_" }
+        guard children.count == expected.count else {
+            throw VulkanError.invalidArgument("kernel \(shader): push-constant block \(type(of: block)) has \(children.count) members \(swiftNames), the shader's has \(expected.count) \(expected.map { ShaderInterface.swiftName($0.name) })")
+        }
+        for (child, member) in zip(children, expected) {
+            let name = ShaderInterface.swiftName(member.name)
+            guard child.label == name else {
+                throw VulkanError.invalidArgument("kernel \(shader): push-constant member \(child.label ?? "_") of \(type(of: block)) stands where the shader has \(member.type.rawValue) \(member.name) (Swift: \(name))")
+            }
+            guard let scalar = child.value as? any PushConstantScalar, type(of: scalar).glslScalar == member.type else {
+                throw VulkanError.invalidArgument("kernel \(shader): push-constant member \(name) of \(type(of: block)) is \(type(of: child.value)), the shader's \(member.name) is \(member.type.rawValue)")
+            }
+            words.append(scalar.pushWord)
+        }
+    }
+
+    init() {}
+}
+
+extension UInt32 {
+    /// `value` as a u32 push constant, or a typed error naming it when it does not fit
+    /// (negative or >= 2^32).
+    /// - Parameters:
+    ///   - value: a size, count or offset.
+    ///   - what: its name, for the error.
+    /// - Throws: `VulkanError.invalidArgument`.
+    public init(pushing value: Int, _ what: @autoclosure () -> String) throws {
         guard let v = UInt32(exactly: value) else {
             throw VulkanError.invalidArgument("\(what()) = \(value) does not fit in 32 bits")
         }
-        words.append(v)
+        self = v
     }
-
-    public var byteCount: Int { words.count * 4 }
 }

@@ -9,17 +9,30 @@ public struct ShaderSource: Hashable, Sendable, CustomStringConvertible {
     private let base64: StaticString?
     /// Why the shader is missing from this build, or nil when it is embedded.
     public let unavailableReason: String?
+    /// Its push-constant block and specialization constants, as the GLSL declares them.
+    public let interface: ShaderInterface
 
-    public init(name: String, spirvBase64: StaticString) {
+    /// An embedded shader (the build plugin writes these).
+    /// - Parameters:
+    ///   - name: the path under the shader root without `.comp`, plus `.variant`.
+    ///   - spirvBase64: the SPIR-V, base64.
+    ///   - interface: what the GLSL of this variant declares.
+    public init(name: String, spirvBase64: StaticString, interface: ShaderInterface = .empty) {
         self.name = name
         self.base64 = spirvBase64
         self.unavailableReason = nil
+        self.interface = interface
     }
 
+    /// A shader this build could not compile.
+    /// - Parameters:
+    ///   - name: as for an embedded shader.
+    ///   - reason: why, e.g. the GLSL extension this glslc lacks.
     public init(name: String, unavailable reason: String) {
         self.name = name
         self.base64 = nil
         self.unavailableReason = reason
+        self.interface = .empty
     }
 
     public var isAvailable: Bool { base64 != nil }

@@ -96,9 +96,34 @@ public final class Stream {
 
     // MARK: Recording
 
-    /// Dispatches `kernel` over `groups` workgroups with `bindings` bound to 0..<n of set 0.
-    public func dispatch(_ kernel: Kernel, bindings: [BufferSlice], push: PushConstants = [],
+    /// Dispatches `kernel` over `groups` workgroups with `bindings` bound to 0..<n of set 0
+    /// and `push` as its push constants.
+    /// - Parameters:
+    ///   - kernel: a pipeline of this stream's device.
+    ///   - bindings: one slice per binding of the kernel, in binding order.
+    ///   - push: the Swift twin of the shader's push-constant block (checked member by member
+    ///     against the shader's `ShaderInterface`).
+    ///   - groups: workgroups along x, y, z (0 on any axis records nothing).
+    /// - Throws: `VulkanError.invalidArgument` for a foreign kernel, a binding count, a push
+    ///   block that does not mirror the shader's, or a grid beyond the device's limits.
+    public func dispatch(_ kernel: Kernel, bindings: [BufferSlice], push: some PushConstantBlock,
                          groups: (x: Int, y: Int, z: Int)) throws {
+        let words = try PushConstantWords(push, interface: kernel.descriptor.shader.interface, shader: kernel.descriptor.shader.name)
+        try dispatch(kernel, bindings: bindings, words: words, groups: groups)
+    }
+
+    /// Dispatches a kernel whose shader has no push constants.
+    /// - Parameters:
+    ///   - kernel: a pipeline of this stream's device.
+    ///   - bindings: one slice per binding of the kernel, in binding order.
+    ///   - groups: workgroups along x, y, z.
+    /// - Throws: as the dispatch with push constants; also when the shader declares some.
+    public func dispatch(_ kernel: Kernel, bindings: [BufferSlice], groups: (x: Int, y: Int, z: Int)) throws {
+        try dispatch(kernel, bindings: bindings, words: PushConstantWords(), groups: groups)
+    }
+
+    private func dispatch(_ kernel: Kernel, bindings: [BufferSlice], words push: PushConstantWords,
+                          groups: (x: Int, y: Int, z: Int)) throws {
         let d = kernel.descriptor
         guard kernel.device === device else {
             throw VulkanError.invalidArgument("kernel \(d.shader.name) belongs to \(kernel.device.label), stream to \(device.label)")

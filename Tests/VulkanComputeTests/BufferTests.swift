@@ -82,14 +82,14 @@ struct BufferTests {
             let big = try device.makeBuffer(byteCount: range + 16)
             let out = try device.makeBuffer(byteCount: range + 16)
             let kernel = try device.kernel(KernelDescriptor(
-                shader: testAffineShader, bindings: 2, pushConstantBytes: 8, specialization: [0: .u32(64)]))
+                shader: testAffineShader, bindings: 2, specialization: ["local_size_x": .u32(64)]))
             let stream = try device.makeStream()
             #expect(throws: VulkanError.bindingTooLarge(bytes: range + 16, maxStorageBufferRange: range)) {
-                try stream.dispatch(kernel, bindings: [big.whole, out.whole], push: [UInt32(1), Float(0)], groups: (1, 1, 1))
+                try stream.dispatch(kernel, bindings: [big.whole, out.whole], push: AffinePush(n: UInt32(1), bias: Float(0)), groups: (1, 1, 1))
             }
             // A binding of exactly the limit is fine.
             try stream.dispatch(kernel, bindings: [big.slice(offset: 0, byteCount: range), out.slice(offset: 16, byteCount: range)],
-                                push: [UInt32(1), Float(0)], groups: (1, 1, 1))
+                                push: AffinePush(n: UInt32(1), bias: Float(0)), groups: (1, 1, 1))
             try stream.synchronize()
         }
     }
@@ -101,11 +101,11 @@ struct BufferTests {
             let x = try device.makeBuffer(byteCount: 1024)
             let y = try device.makeBuffer(byteCount: 1024)
             let kernel = try device.kernel(KernelDescriptor(
-                shader: testAffineShader, bindings: 2, pushConstantBytes: 8, specialization: [0: .u32(64)]))
+                shader: testAffineShader, bindings: 2, specialization: ["local_size_x": .u32(64)]))
             let stream = try device.makeStream()
             #expect(throws: VulkanError.misalignedOffset(offset: 4, alignment: alignment)) {
                 try stream.dispatch(kernel, bindings: [x.slice(offset: 4, byteCount: 64), y.whole],
-                                    push: [UInt32(1), Float(0)], groups: (1, 1, 1))
+                                    push: AffinePush(n: UInt32(1), bias: Float(0)), groups: (1, 1, 1))
             }
         }
     }

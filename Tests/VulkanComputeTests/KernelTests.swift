@@ -7,8 +7,14 @@ import TestSupport
 let testAffineShader = TestShaders.affine
 
 func affineDescriptor(workgroup: Int = 64, scale: Float, step: UInt32) -> KernelDescriptor {
-    KernelDescriptor(shader: testAffineShader, bindings: 2, pushConstantBytes: 8,
-                     specialization: [0: .int(workgroup), 1: .f32(scale), 2: .u32(step)])
+    KernelDescriptor(shader: testAffineShader, bindings: 2,
+                     specialization: ["local_size_x": .int(workgroup), "SCALE": .f32(scale), "STEP": .u32(step)])
+}
+
+/// Tests/TestShaders/affine.comp's push constants.
+struct AffinePush: PushConstantBlock {
+    var n: UInt32
+    var bias: Float
 }
 
 @Suite("Kernels: specialization, push constants, cache, argument checks")
@@ -25,7 +31,7 @@ struct KernelTests {
             let yb = try device.makeBuffer([Float](repeating: .nan, count: padded))
             let kernel = try device.kernel(affineDescriptor(scale: scale, step: step))
             let stream = try device.makeStream()
-            try stream.dispatch(kernel, bindings: [xb.whole, yb.whole], push: [UInt32(n), bias],
+            try stream.dispatch(kernel, bindings: [xb.whole, yb.whole], push: AffinePush(n: UInt32(n), bias: bias),
                                 groups: ((n + 63) / 64, 1, 1))
             try stream.synchronize()
             let y = try yb.read(Float.self, count: padded)
@@ -68,23 +74,54 @@ struct KernelTests {
             let x = try device.makeBuffer(byteCount: 256)
             let stream = try device.makeStream()
             #expect(throws: VulkanError.self) {  // one buffer short
-                try stream.dispatch(kernel, bindings: [x.whole], push: [UInt32(1), Float(0)], groups: (1, 1, 1))
+                try stream.dispatch(kernel, bindings: [x.whole], push: AffinePush(n: UInt32(1), bias: Float(0)), groups: (1, 1, 1))
             }
             #expect(throws: VulkanError.self) {  // push constants short
-                try stream.dispatch(kernel, bindings: [x.whole, x.whole], push: [UInt32(1)], groups: (1, 1, 1))
+                try stream.dispatch(kernel, bindings: [x.whole, x.whole], push: ShortPush(n: 1), groups: (1, 1, 1))
             }
             #expect(throws: VulkanError.self) {  // too many workgroups
                 let limit = device.capabilities.maxWorkgroupCount[0]
-                try stream.dispatch(kernel, bindings: [x.whole, x.whole], push: [UInt32(1), Float(0)], groups: (limit + 1, 1, 1))
+                try stream.dispatch(kernel, bindings: [x.whole, x.whole], push: AffinePush(n: UInt32(1), bias: Float(0)), groups: (limit + 1, 1, 1))
             }
-            #expect(throws: VulkanError.self) {
-                _ = try device.kernel(KernelDescriptor(shader: testAffineShader, bindings: 2, pushConstantBytes: 6))
-            }
-            #expect(throws: VulkanError.self) {
-                _ = try device.kernel(KernelDescriptor(shader: testAffineShader, bindings: 2, pushConstantBytes: 4096))
+            #expect(throws: VulkanError.self) {  // a specialization constant the shader does not declare
+                _ = try device.kernel(KernelDescriptor(shader: testAffineShader, bindings: 2, specialization: ["SCALES": .f32(1)]))
             }
             try stream.synchronize()  // nothing was recorded: a no-op
         }
+    }
+
+    /// Swift and GLSL agree by name and type, never by position alone: a block whose members
+    /// are swapped, renamed, retyped or missing is refused before anything is recorded, and
+    /// the error names the member.
+    @Test func pushConstantBlocksMustMirrorTheShader() throws {
+        let interface = testAffineShader.interface
+        #expect(interface.pushConstants.map(\.name) == ["n", "bias"])
+        #expect(interface.pushConstants.map(\.type) == [.uint, .float])
+        #expect(interface.pushConstantBytes == 8)
+        #expect(interface.specializationIDs == ["local_size_x": 0, "SCALE": 1, "STEP": 2])
+        try withDevice { device in
+            let kernel = try device.kernel(affineDescriptor(scale: 1, step: 0))
+            let x = try device.makeBuffer(byteCount: 256)
+            let stream = try device.makeStream()
+            func refusal(_ block: some PushConstantBlock) -> String {
+                do {
+                    try stream.dispatch(kernel, bindings: [x.whole, x.whole], push: block, groups: (1, 1, 1))
+                    return "accepted"
+                } catch {
+                    return "\(error)"
+                }
+            }
+            #expect(refusal(SwappedPush(bias: 0, n: 1)).contains("bias"))
+            #expect(refusal(RenamedPush(count: 1, bias: 0)).contains("count"))
+            #expect(refusal(RetypedPush(n: 1, bias: 0)).contains("bias"))
+            #expect(refusal(LongPush(n: 1, bias: 0, extra: 0)).contains("3 members"))
+            #expect(refusal(ShortPush(n: 1)).contains("1 members"))
+            try stream.dispatch(kernel, bindings: [x.whole, x.whole], push: AffinePush(n: 0, bias: 0), groups: (1, 1, 1))
+            try stream.synchronize()
+        }
+        #expect(ShaderInterface.swiftName("heads_q") == "headsQ")
+        #expect(ShaderInterface.swiftName("items_per_segment") == "itemsPerSegment")
+        #expect(ShaderInterface.swiftName("Dk") == "Dk")
     }
 
     @Test func aShaderThisBuildLacksIsATypedError() throws {
@@ -108,7 +145,7 @@ struct KernelTests {
             let xa = try a.makeBuffer(byteCount: 64)
             let streamB = try b.makeStream()
             #expect(throws: VulkanError.self) {
-                try streamB.dispatch(kernelA, bindings: [xb.whole, xb.whole], push: [UInt32(1), Float(0)], groups: (1, 1, 1))
+                try streamB.dispatch(kernelA, bindings: [xb.whole, xb.whole], push: AffinePush(n: UInt32(1), bias: Float(0)), groups: (1, 1, 1))
             }
             #expect(throws: VulkanError.self) { try streamB.copy(from: xa.whole, to: xb.whole) }
         }
@@ -127,3 +164,9 @@ struct KernelTests {
         #expect(!Shaders.toolchain.glslcVersion.isEmpty)
     }
 }
+
+struct ShortPush: PushConstantBlock { var n: UInt32 }
+struct SwappedPush: PushConstantBlock { var bias: Float; var n: UInt32 }
+struct RenamedPush: PushConstantBlock { var count: UInt32; var bias: Float }
+struct RetypedPush: PushConstantBlock { var n: UInt32; var bias: UInt32 }
+struct LongPush: PushConstantBlock { var n: UInt32; var bias: Float; var extra: UInt32 }

@@ -14,7 +14,7 @@ struct StreamTests {
             let stream = try device.makeStream()
             var stamps = [try stream.timestamp()]
             for _ in 0..<4 {
-                try stream.dispatch(kernel, bindings: [x.whole, y.whole], push: [UInt32(n), Float(0)], groups: (n / 64, 1, 1))
+                try stream.dispatch(kernel, bindings: [x.whole, y.whole], push: AffinePush(n: UInt32(n), bias: Float(0)), groups: (n / 64, 1, 1))
                 try stream.barrier()
                 stamps.append(try stream.timestamp())
             }
@@ -47,7 +47,7 @@ struct StreamTests {
             for round in 0..<3 {
                 for i in 0..<200 {  // alternate a -> b, b -> a, each adding 1
                     let (src, dst) = i % 2 == 0 ? (a, b) : (b, a)
-                    try stream.dispatch(kernel, bindings: [src.whole, dst.whole], push: [UInt32(n), Float(1)],
+                    try stream.dispatch(kernel, bindings: [src.whole, dst.whole], push: AffinePush(n: UInt32(n), bias: Float(1)),
                                         groups: ((n + 63) / 64, 1, 1))
                     try stream.barrier()
                 }
@@ -109,7 +109,7 @@ struct StreamTests {
                         let kernel = try device.kernel(affineDescriptor(scale: Float(t), step: 1))
                         let stream = try device.makeStream()
                         for _ in 0..<10 {
-                            try stream.dispatch(kernel, bindings: [xb.whole, yb.whole], push: [UInt32(n), Float(0.5)],
+                            try stream.dispatch(kernel, bindings: [xb.whole, yb.whole], push: AffinePush(n: UInt32(n), bias: Float(0.5)),
                                                 groups: ((n + 63) / 64, 1, 1))
                             try stream.synchronize()
                         }

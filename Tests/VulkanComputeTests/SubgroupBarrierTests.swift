@@ -20,10 +20,10 @@ struct SubgroupBarrierTests {
             let maxSubgroups = groups * max(1, workgroup / caps.minSubgroupSize)
             let marks = try device.makeBuffer([UInt32](repeating: 0, count: maxSubgroups * rounds))
             let info = try device.makeBuffer([UInt32](repeating: 0, count: 1))
-            let kernel = try device.kernel(KernelDescriptor(shader: TestShaders.subgroupBarrier, bindings: 2, pushConstantBytes: 4,
-                                                            specialization: [0: .int(workgroup)]))
+            let kernel = try device.kernel(KernelDescriptor(shader: TestShaders.subgroupBarrier, bindings: 2,
+                                                            specialization: ["local_size_x": .int(workgroup)]))
             let stream = try device.makeStream()
-            try stream.dispatch(kernel, bindings: [marks.whole, info.whole], push: [UInt32(rounds)], groups: (groups, 1, 1))
+            try stream.dispatch(kernel, bindings: [marks.whole, info.whole], push: RoundsPush(rounds: UInt32(rounds)), groups: (groups, 1, 1))
             try stream.synchronize()
             let perGroup = Int(try info.read(UInt32.self, count: 1)[0])
             let got = try marks.read(UInt32.self, count: maxSubgroups * rounds)
@@ -45,4 +45,9 @@ struct SubgroupBarrierTests {
             }
         }
     }
+}
+
+/// Tests/TestShaders/subgroup_barrier.comp's push constants.
+struct RoundsPush: PushConstantBlock {
+    var rounds: UInt32
 }

@@ -3,7 +3,8 @@
 //   compile --glslc G --input F.comp --include DIR --name N --symbol S --output OUT.swift --scratch DIR
 //       Compiles every variant of F.comp and writes OUT.swift: one `Shaders.<S><Variant>`
 //       `ShaderSource` per variant, with the SPIR-V as a base64 string literal (compiles in
-//       milliseconds, unlike an array literal), and `Shaders.<S>Variants`. glslc's diagnostics
+//       milliseconds, unlike an array literal) and its interface (push-constant members and
+//       specialization constants, read from the preprocessed GLSL), and `Shaders.<S>Variants`. glslc's diagnostics
 //       (file:line: error) pass through and fail the build.
 //   probe --glslc G --output OUT.swift --scratch DIR
 //       Records which cooperative-matrix GLSL extensions this glslc accepts.
@@ -228,7 +229,18 @@ func compile(_ o: [String: [String]]) throws {
         guard spirv.count % 4 == 0, spirv.count >= 20 else {
             throw ToolError(description: "glslc wrote malformed SPIR-V for \(input) (variant \(fullName))")
         }
-        lines.append("    public static let \(fullSymbol) = ShaderSource(name: \(swiftStringLiteral(fullName)), spirvBase64: \"\(spirv.base64EncodedString())\")")
+        // The interface comes from the same preprocessing as the SPIR-V (same defines).
+        let preprocessed = scratch + "/" + fullSymbol + ".i.comp"
+        var preArgs = ["-E", "-fshader-stage=compute", "--target-env=\(directives.targetEnv)", "-I", include]
+        preArgs += variant.defines.map { "-D\($0)" }
+        preArgs += ["-o", preprocessed, input]
+        let (preStatus, preLog) = try run(glslc, preArgs)
+        guard preStatus == 0 else {
+            throw ToolError(description: "glslc -E failed on \(input) (variant \(fullName)): \(preLog)")
+        }
+        let interface = try readInterface(preprocessed: try String(contentsOfFile: preprocessed, encoding: .utf8), file: input)
+        lines.append("    public static let \(fullSymbol) = ShaderSource(name: \(swiftStringLiteral(fullName)), spirvBase64: \"\(spirv.base64EncodedString())\",")
+        lines.append("        interface: \(swiftInterface(interface)))")
     }
     lines.append("    static let \(symbol)Variants: [ShaderSource] = [\(variantSymbols.joined(separator: ", "))]")
     lines.append("}")

@@ -59,52 +59,58 @@ struct AttentionLaunch {
         return max(1, (rows + tiling.br - 1) / tiling.br)
     }
 
-    var pushConstants: PushConstants {
+    var pushConstants: AttentionParams {
         let g = geometry
         let band = mask.band
-        var p = PushConstants()
-        p.append(UInt32(g.batch))
-        p.append(UInt32(g.headsQ))
-        p.append(UInt32(g.headsKV))
-        p.append(UInt32(g.maxSq))
-        p.append(UInt32(g.maxSk))
-        p.append(UInt32(g.totalQ))
-        p.append(scale * 1.442_695_040_888_963_4)
-        p.append(softcap ?? 0)
-        p.append(Int32(clamping: band.left))
-        p.append(Int32(clamping: band.right))
-        p.append(UInt32(splitKeys))
-        p.append(UInt32(splits))
-        p.append(UInt32(mask.blocks?.blockSize ?? 0))
-        p.append(UInt32(maskRows))
-        p.append(Int32(clamping: mask.diagonalOffset))
-        p.append(UInt32(mask.anchor == .topLeft ? 1 : 0))
-        return p
+        return AttentionParams(
+            batch: UInt32(g.batch), headsQ: UInt32(g.headsQ), headsKv: UInt32(g.headsKV), seqQ: UInt32(g.maxSq),
+            seqK: UInt32(g.maxSk), totalQ: UInt32(g.totalQ), scaleLog2: scale * 1.442_695_040_888_963_4, softcap: softcap ?? 0,
+            windowLeft: Int32(clamping: band.left), windowRight: Int32(clamping: band.right), splitKeys: UInt32(splitKeys),
+            splits: UInt32(splits), maskBlock: UInt32(mask.blocks?.blockSize ?? 0), maskRows: UInt32(maskRows),
+            diagOffset: Int32(clamping: mask.diagonalOffset), topLeft: mask.anchor == .topLeft ? 1 : 0)
     }
 
-    static let pushConstantBytes = 16 * 4
-
-    /// Specialization shared by the kernels: 0 workgroup size, 1 D, 2 Br, 3 Bc, 4 subgroup
-    /// size, 5 packed layout, 6 GQA packing, 7 block mask, 8 softcap, 9 split, 10 separate K
-    /// and V buffers (forward), 11 lanes along the score product's streamed dimension, 12 lanes
-    /// along dim quads; cooperative-matrix kernels take 13, 14, 15 (the shape M, N, K) instead of
-    /// 10 to 12.
-    func specialization(workgroupSize: Int, split: Bool = false) -> [UInt32: SpecializationValue] {
-        var spec: [UInt32: SpecializationValue] = [
-            0: .int(workgroupSize), 1: .int(geometry.headDim), 2: .int(tiling.br), 3: .int(tiling.bc),
-            4: .int(tiling.subgroupSize), 5: .bool(geometry.isPacked),
-            6: .bool(packGQA), 7: .bool(mask.blocks != nil), 8: .bool(softcap != nil), 9: .bool(split)]
+    /// Specialization shared by the kernels (names as in the GLSL): the workgroup size, head
+    /// dim, tile (BR x BC), subgroup size, packed layout, GQA packing, block mask, softcap and
+    /// split; the scalar kernels add their lane split of the two products (the forward also
+    /// whether K and V sit in separate shared buffers), the cooperative-matrix ones the shape
+    /// MM x NN x KK.
+    func specialization(workgroupSize: Int, split: Bool = false) -> [String: SpecializationValue] {
+        var spec: [String: SpecializationValue] = [
+            "local_size_x": .int(workgroupSize), "D": .int(geometry.headDim), "BR": .int(tiling.br), "BC": .int(tiling.bc),
+            "SG": .int(tiling.subgroupSize), "VARLEN": .bool(geometry.isPacked),
+            "PACK_GQA": .bool(packGQA), "BLOCK_MASK": .bool(mask.blocks != nil), "SOFTCAP": .bool(softcap != nil), "SPLIT": .bool(split)]
         if let shape = tiling.matrix {
-            spec[13] = .int(shape.m)
-            spec[14] = .int(shape.n)
-            spec[15] = .int(shape.k)
+            spec["MM"] = .int(shape.m)
+            spec["NN"] = .int(shape.n)
+            spec["KK"] = .int(shape.k)
             return spec
         }
-        if tiling.kind == .forward { spec[10] = .bool(tiling.separateKV) }
-        spec[11] = .int(tiling.scoreLanes)
-        spec[12] = .int(tiling.quadLanes)
+        if tiling.kind == .forward { spec["SEPARATE_KV"] = .bool(tiling.separateKV) }
+        spec[tiling.kind == .dkdv ? "RL" : "KL"] = .int(tiling.scoreLanes)
+        spec["QL"] = .int(tiling.quadLanes)
         return spec
     }
+}
+
+/// Shaders/attention/params.glsl: the push constants every attention kernel shares.
+struct AttentionParams: PushConstantBlock {
+    var batch: UInt32
+    var headsQ: UInt32
+    var headsKv: UInt32
+    var seqQ: UInt32
+    var seqK: UInt32
+    var totalQ: UInt32
+    var scaleLog2: Float
+    var softcap: Float
+    var windowLeft: Int32
+    var windowRight: Int32
+    var splitKeys: UInt32
+    var splits: UInt32
+    var maskBlock: UInt32
+    var maskRows: UInt32
+    var diagOffset: Int32
+    var topLeft: UInt32
 }
 
 extension FlashAttention {

@@ -53,20 +53,14 @@ public enum AttentionMerge {
         let rows = totalQ * heads
         let groups = (rows + group / tpr - 1) / (group / tpr)
         let gx = min(groups, device.capabilities.maxWorkgroupCount[0])
-        var push = PushConstants()
-        for word in [UInt32(1), UInt32(heads), UInt32(heads), UInt32(seqQ), 0, UInt32(totalQ)] { push.append(word) }
-        push.append(Float(0))
-        push.append(Float(0))
-        push.append(Int32(-1))
-        push.append(Int32(-1))
-        for word in [UInt32(0), UInt32(splits), 0, 0] { push.append(word) }
-        push.append(Int32(0))
-        push.append(UInt32(0))
+        // The merge reads the shared attention block: only its sizes and the split count matter.
+        let push = AttentionParams(batch: 1, headsQ: UInt32(heads), headsKv: UInt32(heads), seqQ: UInt32(seqQ), seqK: 0,
+                                   totalQ: UInt32(totalQ), scaleLog2: 0, softcap: 0, windowLeft: -1, windowRight: -1,
+                                   splitKeys: 0, splits: UInt32(splits), maskBlock: 0, maskRows: 0, diagOffset: 0, topLeft: 0)
         let kernel = try device.kernel(KernelDescriptor(
             shader: o.dtype == .f16 ? Shaders.attentionMergeF16 : o.dtype == .bf16 ? Shaders.attentionMergeBf16 : Shaders.attentionMergeF32,
             bindings: 6,
-            pushConstantBytes: AttentionLaunch.pushConstantBytes,
-            specialization: [0: .int(group), 1: .int(d), 4: .int(tpr), 5: .bool(packed)]))
+            specialization: ["local_size_x": .int(group), "D": .int(d), "TPR": .int(tpr), "VARLEN": .bool(packed)]))
         let dummy = try device.makeBuffer([Int32(0), 0, 0, 0]).whole
         try stream.dispatch(kernel, bindings: [partialO, partialLSE, o.slice, lse.slice, dummy, dummy],
                             push: push, groups: (gx, (groups + gx - 1) / gx, 1))

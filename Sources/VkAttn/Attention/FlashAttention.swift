@@ -127,7 +127,6 @@ public struct FlashAttention: Hashable, Sendable {
         try device.kernel(KernelDescriptor(
             shader: Self.forwardShader(input: launch.geometry.dtype, output: output, cooperative: tiling.matrix != nil,
                                        rolled: Self.rolledCooperativeLoops(device)), bindings: 9,
-            pushConstantBytes: AttentionLaunch.pushConstantBytes,
             specialization: launch.specialization(workgroupSize: tiling.workgroupSize, split: split),
             requiredSubgroupSize: try AttentionTiling.subgroupRequirement(device),
             fullSubgroups: device.enabled.computeFullSubgroups))

@@ -86,8 +86,7 @@ extension FlashAttention {
         let gx = min(groups, device.capabilities.maxWorkgroupCount[0])
         let rowsum = try device.kernel(KernelDescriptor(
             shader: Self.rowsumShader(dO: g.dtype, o: o.dtype), bindings: 5,
-            pushConstantBytes: AttentionLaunch.pushConstantBytes,
-            specialization: [0: .int(rowsumGroup), 1: .int(g.headDim), 4: .int(tpr), 5: .bool(g.isPacked)]))
+            specialization: ["local_size_x": .int(rowsumGroup), "D": .int(g.headDim), "TPR": .int(tpr), "VARLEN": .bool(g.isPacked)]))
         try stream.dispatch(rowsum, bindings: [dO.slice, o.slice, delta.slice, dqLaunch.cuQ, dqLaunch.cuK],
                             push: dqLaunch.pushConstants, groups: (gx, (groups + gx - 1) / gx, 1))
         try stream.barrier()
@@ -97,7 +96,6 @@ extension FlashAttention {
         let dqKernel = try device.kernel(KernelDescriptor(
             shader: Self.backwardVariant(input: g.dtype, output: dqParts == nil ? gType : .f32, cooperative: dqTiling.matrix != nil,
                                          rolled: Self.rolledCooperativeLoops(device)).dq, bindings: 11,
-            pushConstantBytes: AttentionLaunch.pushConstantBytes,
             specialization: dqLaunch.specialization(workgroupSize: dqTiling.workgroupSize, split: dqParts != nil),
             requiredSubgroupSize: try AttentionTiling.subgroupRequirement(device),
             fullSubgroups: device.enabled.computeFullSubgroups))
@@ -110,7 +108,6 @@ extension FlashAttention {
         let dkdvKernel = try device.kernel(KernelDescriptor(
             shader: Self.backwardVariant(input: g.dtype, output: dkParts == nil ? gType : .f32, cooperative: dkdvTiling.matrix != nil,
                                          rolled: Self.rolledCooperativeLoops(device)).dkdv, bindings: 12,
-            pushConstantBytes: AttentionLaunch.pushConstantBytes,
             specialization: dkdvLaunch.specialization(workgroupSize: dkdvTiling.workgroupSize, split: dkParts != nil),
             requiredSubgroupSize: try AttentionTiling.subgroupRequirement(device),
             fullSubgroups: device.enabled.computeFullSubgroups))
@@ -157,10 +154,8 @@ extension FlashAttention {
         let kernel = try device.kernel(KernelDescriptor(
             shader: out.dtype == .f16 ? Shaders.attentionSumPartialsF16
                 : out.dtype == .bf16 ? Shaders.attentionSumPartialsBf16 : Shaders.attentionSumPartialsF32,
-            bindings: 2, pushConstantBytes: 8, specialization: [0: .int(wg)]))
-        var push = PushConstants()
-        try push.append(u32: out.elementCount, "elements")
-        try push.append(u32: splits, "splits")
+            bindings: 2, specialization: ["local_size_x": .int(wg)]))
+        let push = SumPartialsPush(count: try UInt32(pushing: out.elementCount, "elements"), splits: try UInt32(pushing: splits, "splits"))
         try stream.dispatch(kernel, bindings: [parts.slice, out.slice], push: push,
                             groups: (Launch.gridStrideGroups(items: out.elementCount, workgroupSize: wg, device: device), 1, 1))
     }
@@ -203,4 +198,10 @@ extension FlashAttention {
         default: return (Shaders.attentionBackwardDqF32, Shaders.attentionBackwardDkdvF32)
         }
     }
+}
+
+/// Shaders/attention/sum_partials.comp.
+struct SumPartialsPush: PushConstantBlock {
+    var count: UInt32
+    var splits: UInt32
 }

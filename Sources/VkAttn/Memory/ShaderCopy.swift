@@ -30,17 +30,20 @@ public struct ShaderCopy: Hashable, Sendable {
         let device = stream.device
         let wg = Launch.workgroupSize(workgroupSize, device: device)
         let kernel = try device.kernel(KernelDescriptor(
-            shader: device.enabled.shaderInt64 ? Shaders.memoryCopyU64x2 : Shaders.memoryCopyU32x4, bindings: 4, pushConstantBytes: 4,
-            specialization: [0: .int(wg)]))
+            shader: device.enabled.shaderInt64 ? Shaders.memoryCopyU64x2 : Shaders.memoryCopyU32x4, bindings: 4, specialization: ["local_size_x": .int(wg)]))
         for chunk in try chunks(bytes: source.byteCount, device: device) {
             let src = try source.buffer.slice(offset: source.offset + chunk.offset, byteCount: chunk.bytes)
             let dst = try destination.buffer.slice(offset: destination.offset + chunk.offset, byteCount: chunk.bytes)
-            var push = PushConstants()
-            try push.append(u32: chunk.bytes / 4, "ShaderCopy words")
+            let push = CopyPush(words: try UInt32(pushing: chunk.bytes / 4, "ShaderCopy words"))
             let groups = Launch.gridStrideGroups(items: chunk.bytes / 16, workgroupSize: wg, device: device)
             try stream.dispatch(kernel, bindings: [src, dst, src, dst], push: push, groups: (groups, 1, 1))
         }
     }
+}
+
+/// Shaders/memory/copy.comp.
+struct CopyPush: PushConstantBlock {
+    var words: UInt32
 }
 
 /// Splits `bytes` into bindable pieces: each at most `maxStorageBufferRange`, each offset a

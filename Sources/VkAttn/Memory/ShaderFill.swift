@@ -37,14 +37,28 @@ public struct ShaderFill: Hashable, Sendable {
         let wg = Launch.workgroupSize(workgroupSize, device: device)
         let shader = element == .f32 ? Shaders.memoryFillF32 : Shaders.memoryFillU32
         let kernel = try device.kernel(KernelDescriptor(
-            shader: shader, bindings: 2, pushConstantBytes: 8, specialization: [0: .int(wg)]))
+            shader: shader, bindings: 2, specialization: ["local_size_x": .int(wg)]))
         for chunk in try chunks(bytes: destination.byteCount, device: device) {
             let dst = try destination.buffer.slice(offset: destination.offset + chunk.offset, byteCount: chunk.bytes)
-            var push = PushConstants()
-            try push.append(u32: chunk.bytes / 4, "ShaderFill count")
-            push.append(bits)
+            let count = try UInt32(pushing: chunk.bytes / 4, "ShaderFill count")
             let groups = Launch.gridStrideGroups(items: chunk.bytes / 16, workgroupSize: wg, device: device)
-            try stream.dispatch(kernel, bindings: [dst, dst], push: push, groups: (groups, 1, 1))
+            if element == .f32 {
+                try stream.dispatch(kernel, bindings: [dst, dst], push: FillPushF32(count: count, value: Float(bitPattern: bits)), groups: (groups, 1, 1))
+            } else {
+                try stream.dispatch(kernel, bindings: [dst, dst], push: FillPushU32(count: count, value: bits), groups: (groups, 1, 1))
+            }
         }
     }
+}
+
+/// Shaders/memory/fill.comp, variant f32.
+struct FillPushF32: PushConstantBlock {
+    var count: UInt32
+    var value: Float
+}
+
+/// Shaders/memory/fill.comp, variant u32.
+struct FillPushU32: PushConstantBlock {
+    var count: UInt32
+    var value: UInt32
 }

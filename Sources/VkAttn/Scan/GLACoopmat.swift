@@ -84,9 +84,19 @@ struct GLACoopmat: Hashable {
     let uniformMatrixOps: Bool
 
     /// Specialization of a cooperative-matrix GLA kernel (ids of Shaders/scan/gla_*_coopmat.comp).
-    func specialization(workgroup: Int, gate: Int, mode: Int, rows: Int, dk: Int, dv: Int) -> [UInt32: SpecializationValue] {
-        [0: .int(workgroup), 1: .int(gate), 2: .int(mode), 3: .int(rows), 4: .int(dk), 5: .int(dv), 6: .int(m), 7: .int(subgroupSize),
-         8: .bool(uniformMatrixOps)]
+    /// `mode`: the state kernel's MODE (its rows are RB), nil for the output and gradient
+    /// kernels (rows CH).
+    func specialization(workgroup: Int, gate: Int, mode: Int?, rows: Int, dk: Int, dv: Int) -> [String: SpecializationValue] {
+        var spec: [String: SpecializationValue] = [
+            "local_size_x": .int(workgroup), "GATE": .int(gate), "DK": .int(dk), "DV": .int(dv), "MM": .int(m),
+            "SG": .int(subgroupSize), "UNIFORM_MATRIX_OPS": .bool(uniformMatrixOps)]
+        if let mode {
+            spec["MODE"] = .int(mode)
+            spec["RB"] = .int(rows)
+        } else {
+            spec["CH"] = .int(rows)
+        }
+        return spec
     }
 }
 
@@ -97,8 +107,8 @@ extension GLACoopmat {
         let shader = output == .f32 ? (rolled ? Shaders.scanGlaGradsCoopmatF16o32Cpu : Shaders.scanGlaGradsCoopmatF16o32)
             : (rolled ? Shaders.scanGlaGradsCoopmatF16Cpu : Shaders.scanGlaGradsCoopmatF16)
         return try device.kernel(KernelDescriptor(
-            shader: shader, bindings: 10, pushConstantBytes: 32,
-            specialization: specialization(workgroup: subgroups * subgroupSize, gate: gate, mode: 0, rows: chunk, dk: dk, dv: dv),
+            shader: shader, bindings: 10,
+            specialization: specialization(workgroup: subgroups * subgroupSize, gate: gate, mode: nil, rows: chunk, dk: dk, dv: dv),
             requiredSubgroupSize: device.enabled.subgroupSizeControl ? subgroupSize : nil, fullSubgroups: true))
     }
 }
@@ -110,7 +120,7 @@ extension GLAPlan {
             let wg = cm.stateSubgroups * cm.subgroupSize
             let shader = FlashAttention.rolledCooperativeLoops(device) ? Shaders.scanGlaStateCoopmatF16Cpu : Shaders.scanGlaStateCoopmatF16
             let kernel = try device.kernel(KernelDescriptor(
-                shader: shader, bindings: 4, pushConstantBytes: 32,
+                shader: shader, bindings: 4,
                 specialization: cm.specialization(workgroup: wg, gate: gateMode, mode: mode, rows: cm.stateRows, dk: Dk, dv: Dv),
                 requiredSubgroupSize: device.enabled.subgroupSizeControl ? cm.subgroupSize : nil, fullSubgroups: true))
             return (kernel, grid(groups: B * H * NC))
@@ -126,8 +136,8 @@ extension GLAPlan {
             let shader = output == .f32 ? (rolled ? Shaders.scanGlaOutputCoopmatF16o32Cpu : Shaders.scanGlaOutputCoopmatF16o32)
                 : (rolled ? Shaders.scanGlaOutputCoopmatF16Cpu : Shaders.scanGlaOutputCoopmatF16)
             return try device.kernel(KernelDescriptor(
-                shader: shader, bindings: 6, pushConstantBytes: 32,
-                specialization: cm.specialization(workgroup: wg, gate: gateMode, mode: 0, rows: C, dk: Dk, dv: Dv),
+                shader: shader, bindings: 6,
+                specialization: cm.specialization(workgroup: wg, gate: gateMode, mode: nil, rows: C, dk: Dk, dv: Dv),
                 requiredSubgroupSize: device.enabled.subgroupSizeControl ? cm.subgroupSize : nil, fullSubgroups: true))
         }
         return try kernel(variant(Shaders.scanGlaOutputF32, f16: Shaders.scanGlaOutputF16, f16o32: Shaders.scanGlaOutputF16o32,

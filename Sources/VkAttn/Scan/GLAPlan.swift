@@ -149,17 +149,18 @@ package struct GLAPlan {
         }
     }
 
-    package func push(flags: Int) throws -> PushConstants {
-        var p = PushConstants()
-        for (value, what) in [(B, "B"), (L, "L"), (H, "H"), (Dk, "Dk"), (Dv, "Dv"), (C, "chunk"), (NC, "chunks"), (flags, "flags")] {
-            try p.append(u32: value, "\(Self.opName) \(what)")
-        }
-        return p
+    package func push(flags: Int) throws -> GLAPush {
+        let name = Self.opName
+        return GLAPush(B: try UInt32(pushing: B, "\(name) B"), L: try UInt32(pushing: L, "\(name) L"), H: try UInt32(pushing: H, "\(name) H"),
+                       Dk: try UInt32(pushing: Dk, "\(name) Dk"), Dv: try UInt32(pushing: Dv, "\(name) Dv"), C: try UInt32(pushing: C, "\(name) chunk"),
+                       NC: try UInt32(pushing: NC, "\(name) chunks"), flags: try UInt32(pushing: flags, "\(name) flags"))
     }
 
     package func kernel(_ shader: ShaderSource, bindings: Int, mode: Int = 0, workgroup: Int = 64) throws -> Kernel {
-        try device.kernel(KernelDescriptor(shader: shader, bindings: bindings, pushConstantBytes: 32,
-                                           specialization: [0: .int(workgroup), 1: .int(gateMode), 2: .int(mode), 3: .int(C)]))
+        // The scalar GLA kernels share these constants; each declares the ones it uses.
+        let shared: [String: SpecializationValue] = ["local_size_x": .int(workgroup), "GATE": .int(gateMode), "MODE": .int(mode), "CH": .int(C)]
+        return try device.kernel(KernelDescriptor(shader: shader, bindings: bindings,
+                                                  specialization: shared.filter { shader.interface.specializationIDs[$0.key] != nil }))
     }
 
     package func grid(invocations: Int, workgroup: Int) -> (x: Int, y: Int, z: Int) {
@@ -364,5 +365,17 @@ package struct GLAPlan {
                 throw VkAttnError.invalidValue(op: Self.opName, operand: oName, reason: "overlaps \(iName)")
             }
         }
+    }
+}
+
+/// Shaders/scan/gla_*.comp (and Shaders/parallel/linear_carry.comp): the chunked GLA sizes.
+package struct GLAPush: PushConstantBlock {
+    package var B: UInt32, L: UInt32, H: UInt32, Dk: UInt32, Dv: UInt32
+    /// Chunk length and chunks.
+    package var C: UInt32, NC: UInt32
+    package var flags: UInt32
+
+    package init(B: UInt32, L: UInt32, H: UInt32, Dk: UInt32, Dv: UInt32, C: UInt32, NC: UInt32, flags: UInt32) {
+        (self.B, self.L, self.H, self.Dk, self.Dv, self.C, self.NC, self.flags) = (B, L, H, Dk, Dv, C, NC, flags)
     }
 }

@@ -152,9 +152,9 @@ package struct RecurrencePlan {
 
     package func chunkKernel(pass: Int) throws -> Kernel {
         try device.kernel(KernelDescriptor(
-            shader: chunkShader(), bindings: 16, pushConstantBytes: op.layout == .bld ? 36 : 32,
-            specialization: [0: .int(64), 1: .int(pass), 2: .bool(runsReversed), 3: .bool(isBackward), 4: .bool(vec),
-                             5: .int(Self.chainPolls), 6: .int(op.forcedFallbacks)]))
+            shader: chunkShader(), bindings: 16,
+            specialization: ["local_size_x": .int(64), "PASS": .int(pass), "REVERSE": .bool(runsReversed), "BACKWARD": .bool(isBackward),
+                             "VEC": .bool(vec), "SPIN": .int(Self.chainPolls), "FORCE_FALLBACK": .int(op.forcedFallbacks)]))
     }
 
     package func grid(invocations: Int, workgroup: Int) -> (x: Int, y: Int, z: Int) {
@@ -175,57 +175,71 @@ package struct RecurrencePlan {
         let passes = chained ? [try chunkKernel(pass: 4)] : [try chunkKernel(pass: 1), try chunkKernel(pass: 3)]
         let carries = try device.kernel(KernelDescriptor(
             shader: op.complex ? Shaders.recurrenceCarriesComplex : Shaders.recurrenceCarriesReal,
-            bindings: 5, pushConstantBytes: 32, specialization: [0: .int(64), 3: .bool(isBackward)]))
+            bindings: 5, specialization: ["local_size_x": .int(64), "BACKWARD": .bool(isBackward)]))
 
         let dummy = a.slice
         let bindings = [a.slice, a.slice, x.slice, x.slice, out.slice, out.slice, mapsBuffer.whole, startsBuffer.whole,
                         hf?.slice ?? dummy, hf?.slice ?? dummy, da?.slice ?? out.slice, da?.slice ?? out.slice,
                         forwardH0?.slice ?? dummy, startsBuffer.whole, initial?.slice ?? dummy,
                         state?.slice ?? mapsBuffer.whole]
-        var push = PushConstants()
-        let groups: Int
-        if op.layout == .bld {
-            try push.append(u32: dims.length, "L")
-            try push.append(u32: dims.channels, "D")
-            try push.append(u32: dims.batch, "B")
-            try push.append(u32: chunks, "chunks")
-            try push.append(u32: chunkLength, "chunk length")
-            groups = dims.batch * dims.channels * cw / (vec ? 4 : cw) * chunks
-        } else {
-            try push.append(u32: dims.length, "L")
-            try push.append(u32: channels, "channels")
-            try push.append(u32: chunks, "chunks")
-            try push.append(u32: chunkLength, "chunk length")
-            groups = channels * chunks
+        let (L, nc, ct) = (try UInt32(pushing: dims.length, "L"), try UInt32(pushing: chunks, "chunks"), try UInt32(pushing: chunkLength, "chunk length"))
+        let (hasH0, hasInit, hasFinal): (UInt32, UInt32, UInt32) = (forwardH0 != nil ? 1 : 0, initial != nil ? 1 : 0, state != nil ? 1 : 0)
+        let tFirst = UInt32(op.reverse ? dims.length - 1 : 0)  // the forward's first step
+        let groups = op.layout == .bld ? dims.batch * dims.channels * cw / (vec ? 4 : cw) * chunks : channels * chunks
+        func dispatchPass(_ kernel: Kernel) throws {
+            let grid = grid(invocations: groups, workgroup: 64)
+            if op.layout == .bld {
+                let push = RecurrenceBLDPush(L: L, D: try UInt32(pushing: dims.channels, "D"), B: try UInt32(pushing: dims.batch, "B"), nc: nc, ct: ct,
+                                             hasH0: hasH0, hasInit: hasInit, hasFinal: hasFinal, tFirst: tFirst)
+                try stream.dispatch(kernel, bindings: bindings, push: push, groups: grid)
+            } else {
+                let push = RecurrenceBDLPush(L: L, C: try UInt32(pushing: channels, "channels"), nc: nc, ct: ct,
+                                             hasH0: hasH0, hasInit: hasInit, hasFinal: hasFinal, tFirst: tFirst)
+                try stream.dispatch(kernel, bindings: bindings, push: push, groups: grid)
+            }
         }
-        push.append(UInt32(forwardH0 != nil ? 1 : 0))
-        push.append(UInt32(initial != nil ? 1 : 0))
-        push.append(UInt32(state != nil ? 1 : 0))
-        push.append(UInt32(op.reverse ? dims.length - 1 : 0))  // the forward's first step
-
-        var carryPush = PushConstants()
-        try carryPush.append(u32: channels, "channels")
-        try carryPush.append(u32: chunks, "chunks")
-        carryPush.append(UInt32(initial != nil ? 1 : 0))
-        carryPush.append(UInt32(state != nil ? 1 : 0))
-        try carryPush.append(u32: dims.length, "L")
-        try carryPush.append(u32: dims.channels, "D")
-        carryPush.append(UInt32(op.layout == .bdl ? 1 : 0))
-        carryPush.append(UInt32(op.reverse ? dims.length - 1 : 0))  // the forward's first step
+        let carryPush = RecurrenceCarriesPush(C: try UInt32(pushing: channels, "channels"), nc: nc, hasInit: hasInit, hasFinal: hasFinal,
+                                              L: L, D: try UInt32(pushing: dims.channels, "D"), layoutBDL: op.layout == .bdl ? 1 : 0, tFirst: tFirst)
 
         if chained {
             try stream.fill(startsBuffer.whole, word: 0)
             try stream.barrier()
-            try stream.dispatch(passes[0], bindings: bindings, push: push, groups: grid(invocations: groups, workgroup: 64))
+            try dispatchPass(passes[0])
             return RecurrenceDispatch(path: .chained, chunkLength: chunkLength, chunks: chunks, label: label)
         }
-        try stream.dispatch(passes[0], bindings: bindings, push: push, groups: grid(invocations: groups, workgroup: 64))
+        try dispatchPass(passes[0])
         try stream.barrier()
         try stream.dispatch(carries, bindings: [mapsBuffer.whole, startsBuffer.whole, initial?.slice ?? dummy,
                                                 state?.slice ?? startsBuffer.whole, a.slice],
                             push: carryPush, groups: grid(invocations: channels, workgroup: 64))
         try stream.barrier()
-        try stream.dispatch(passes[1], bindings: bindings, push: push, groups: grid(invocations: groups, workgroup: 64))
+        try dispatchPass(passes[1])
         return RecurrenceDispatch(path: .chunked, chunkLength: chunkLength, chunks: chunks, label: label)
     }
+}
+
+/// Shaders/recurrence/bld.comp: [B, L, D] tensors.
+struct RecurrenceBLDPush: PushConstantBlock {
+    var L: UInt32, D: UInt32, B: UInt32
+    /// Chunks and chunk length.
+    var nc: UInt32, ct: UInt32
+    var hasH0: UInt32, hasInit: UInt32, hasFinal: UInt32
+    var tFirst: UInt32
+}
+
+/// Shaders/recurrence/bdl.comp: [B, D, L] tensors, C = B * D rows.
+struct RecurrenceBDLPush: PushConstantBlock {
+    var L: UInt32, C: UInt32
+    var nc: UInt32, ct: UInt32
+    var hasH0: UInt32, hasInit: UInt32, hasFinal: UInt32
+    var tFirst: UInt32
+}
+
+/// Shaders/recurrence/carries.comp.
+struct RecurrenceCarriesPush: PushConstantBlock {
+    var C: UInt32, nc: UInt32
+    var hasInit: UInt32, hasFinal: UInt32
+    var L: UInt32, D: UInt32
+    var layoutBDL: UInt32
+    var tFirst: UInt32
 }

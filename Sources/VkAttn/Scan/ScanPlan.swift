@@ -149,11 +149,11 @@ struct ScanPlan {
         let minSubgroup = max(1, caps.minSubgroupSize)
         let rounds = (tuning.workgroupSize / minSubgroup + minSubgroup - 1) / minSubgroup
         return try device.kernel(KernelDescriptor(
-            shader: tileShader(), bindings: 7, pushConstantBytes: 40,
-            specialization: [0: .int(tuning.workgroupSize), 1: .int(tuning.itemsPerInvocation),
-                             2: .int(segmentBits), 3: .bool(scan.exclusive), 4: .int(pass),
-                             5: .int(tuning.lookbackPolls), 6: .int(tuning.forcedFallbacks),
-                             7: .int(max(1, caps.maxSubgroupSize)), 8: .int(max(1, rounds)), 9: .bool(tail)]))
+            shader: tileShader(), bindings: 7,
+            specialization: ["local_size_x": .int(tuning.workgroupSize), "ITEMS": .int(tuning.itemsPerInvocation),
+                             "SEG": .int(segmentBits), "EXCLUSIVE": .bool(scan.exclusive), "PASS": .int(pass),
+                             "SPIN": .int(tuning.lookbackPolls), "FORCE_FALLBACK": .int(tuning.forcedFallbacks),
+                             "MAX_SUBGROUP": .int(max(1, caps.maxSubgroupSize)), "ROUNDS": .int(max(1, rounds)), "TAIL": .bool(tail)]))
     }
 
     /// Workgroups and tiles per workgroup for `tiles` tiles: enough workgroups that each takes
@@ -177,13 +177,13 @@ struct ScanPlan {
         let kernels = try passes.map { (main: try tileKernel(pass: $0, tail: false), tail: try tileKernel(pass: $0, tail: true)) }
         let spineKernel = path == .reduceThenScan
             ? try device.kernel(KernelDescriptor(
-                shader: spineShader(), bindings: 1, pushConstantBytes: 4,
-                specialization: [0: .int(tuning.workgroupSize), 1: .int(16), 2: .int(segmentBits),
-                                 7: .int(max(1, device.capabilities.maxSubgroupSize))]))
+                shader: spineShader(), bindings: 1,
+                specialization: ["local_size_x": .int(tuning.workgroupSize), "ITEMS": .int(16), "SEG": .int(segmentBits),
+                                 "MAX_SUBGROUP": .int(max(1, device.capabilities.maxSubgroupSize))]))
             : nil
         let flagsKernel = offsets != nil
-            ? try device.kernel(KernelDescriptor(shader: Shaders.scanOffsetFlags, bindings: 2, pushConstantBytes: 12,
-                                                 specialization: [0: .int(256)]))
+            ? try device.kernel(KernelDescriptor(shader: Shaders.scanOffsetFlags, bindings: 2,
+                                                 specialization: ["local_size_x": .int(256)]))
             : nil
         var flagSource = flags?.slice
         var flagsBuffer: Buffer?
@@ -198,10 +198,9 @@ struct ScanPlan {
             try stream.fill(flagsBuffer.whole, word: 0)
             try stream.barrier()
             for chunk in chunks {
-                var push = PushConstants()
-                try push.append(u32: offsets.elementCount, "\(op) offsets")
-                try push.append(u32: chunk.count, "\(op) chunk elements")
-                try push.append(u32: chunk.start, "\(op) chunk start")
+                let push = ScanOffsetFlagsPush(count: try UInt32(pushing: offsets.elementCount, "\(op) offsets"),
+                                               n: try UInt32(pushing: chunk.count, "\(op) chunk elements"),
+                                               base: try UInt32(pushing: chunk.start, "\(op) chunk start"))
                 let groups = Launch.gridStrideGroups(items: offsets.elementCount, workgroupSize: 256, device: device)
                 let slice = try flagsBuffer.slice(offset: chunk.start * 4, byteCount: chunk.count * 4)
                 try stream.dispatch(flagsKernel, bindings: [offsets.slice, slice], push: push, groups: (groups, 1, 1))
@@ -219,20 +218,15 @@ struct ScanPlan {
             } ?? inSlice
             return [inSlice, inSlice, outSlice, outSlice, flagSlice, status.whole, spine.whole]
         }
-        func push(_ index: Int, _ chunk: (start: Int, count: Int, tileBase: Int, tiles: Int), counter: Int = 0, tiles: Int) throws -> PushConstants {
+        func push(_ index: Int, _ chunk: (start: Int, count: Int, tileBase: Int, tiles: Int), counter: Int = 0, tiles: Int) throws -> ScanTilesPush {
             let last = chunk.start + chunk.count == count
-            var p = PushConstants()
-            try p.append(u32: chunk.count, "\(op) chunk elements")
-            try p.append(u32: chunk.tileBase, "\(op) tile base")
-            try p.append(u32: tiles, "\(op) tiles")
-            try p.append(u32: rowLength ?? 1, "\(op) row length")
-            try p.append(u32: rowLength.map { chunk.start % $0 } ?? 0, "\(op) row phase")
-            try p.append(u32: 1 + 2 * index + counter, "\(op) counter")
-            p.append(UInt32(0))
-            try p.append(u32: descBase, "\(op) descriptors")
-            p.append(UInt32(last && writesTotal ? 1 : 0))
-            try p.append(u32: grid(max(1, tiles)).perGroup, "\(op) tiles per workgroup")
-            return p
+            return ScanTilesPush(
+                n: try UInt32(pushing: chunk.count, "\(op) chunk elements"), tileBase: try UInt32(pushing: chunk.tileBase, "\(op) tile base"),
+                tiles: try UInt32(pushing: tiles, "\(op) tiles"), rowLen: try UInt32(pushing: rowLength ?? 1, "\(op) row length"),
+                rowPhase: try UInt32(pushing: rowLength.map { chunk.start % $0 } ?? 0, "\(op) row phase"),
+                counterIndex: try UInt32(pushing: 1 + 2 * index + counter, "\(op) counter"), statsIndex: 0,
+                descBase: try UInt32(pushing: descBase, "\(op) descriptors"), writeTotal: last && writesTotal ? 1 : 0,
+                tilesPerGroup: try UInt32(pushing: grid(max(1, tiles)).perGroup, "\(op) tiles per workgroup"))
         }
 
         // One pass over every chunk: the tiles but the last (many workgroups), a barrier (the last
@@ -255,13 +249,38 @@ struct ScanPlan {
             try runPass(0)
             try stream.barrier()
             if let spineKernel {
-                var p = PushConstants()
-                try p.append(u32: totalTiles, "\(op) tiles")
-                try stream.dispatch(spineKernel, bindings: [spine.whole], push: p, groups: (1, 1, 1))
+                try stream.dispatch(spineKernel, bindings: [spine.whole], push: ScanSpinePush(tiles: try UInt32(pushing: totalTiles, "\(op) tiles")),
+                                    groups: (1, 1, 1))
             }
             try stream.barrier()
             try runPass(1)
         }
         return ScanDispatch(path: path, tiles: totalTiles, chunks: chunks.count, status: status, statsWord: 0)
     }
+}
+
+/// Shaders/scan/tiles.comp.
+struct ScanTilesPush: PushConstantBlock {
+    var n: UInt32
+    var tileBase: UInt32
+    var tiles: UInt32
+    var rowLen: UInt32
+    var rowPhase: UInt32
+    var counterIndex: UInt32
+    var statsIndex: UInt32
+    var descBase: UInt32
+    var writeTotal: UInt32
+    var tilesPerGroup: UInt32
+}
+
+/// Shaders/scan/spine.comp.
+struct ScanSpinePush: PushConstantBlock {
+    var tiles: UInt32
+}
+
+/// Shaders/scan/offset_flags.comp.
+struct ScanOffsetFlagsPush: PushConstantBlock {
+    var count: UInt32
+    var n: UInt32
+    var base: UInt32
 }

@@ -150,17 +150,17 @@ public struct BSRSpMMPlan: Sendable {
             default:
                 throw VkAttnError.unsupported(op: op, reason: "\(matrix.valueType) values with a \(options.denseType) B (supported: both f32, both 16-bit of one kind, or one f32 and one 16-bit)")
             }
-            main = try device.kernel(KernelDescriptor(shader: shader, bindings: 5, pushConstantBytes: 24,
-                                                      specialization: [0: .int(matrix.blockSize)]))
+            main = try device.kernel(KernelDescriptor(shader: shader, bindings: 5,
+                                                      specialization: ["BS": .int(matrix.blockSize)]))
         case .cooperativeMatrix:
             guard case .success(let shape) = khr else { throw VkAttnError.unsupported(op: op, reason: "no cooperative-matrix shape") }
             cooperativeMatrixShape = shape
             let subgroups = (matrix.blockSize / shape.m) * (BSRSpMMPlan.tileColumns / shape.n)
             workgroupSize = subgroups * caps.subgroupSize
             main = try device.kernel(KernelDescriptor(
-                shader: Shaders.sparseBsrSpmmCoopmatF16, bindings: 5, pushConstantBytes: 24,
-                specialization: [0: .int(workgroupSize), 1: .int(matrix.blockSize), 2: .int(shape.m), 3: .int(shape.n),
-                                 4: .int(shape.k), 5: .int(BSRSpMMPlan.tileColumns)],
+                shader: Shaders.sparseBsrSpmmCoopmatF16, bindings: 5,
+                specialization: ["local_size_x": .int(workgroupSize), "BS": .int(matrix.blockSize), "MM": .int(shape.m), "NN": .int(shape.n),
+                                 "KK": .int(shape.k), "TILE_N": .int(BSRSpMMPlan.tileColumns)],
                 requiredSubgroupSize: device.enabled.subgroupSizeControl ? caps.subgroupSize : nil,
                 fullSubgroups: true))
         case .cooperativeMatrixNV:
@@ -177,9 +177,8 @@ public struct BSRSpMMPlan: Sendable {
             workgroupSize = subgroups * caps.subgroupSize
             main = try device.kernel(KernelDescriptor(
                 shader: f16 ? Shaders.sparseBsrSpmmCoopmatNvF16 : Shaders.sparseBsrSpmmCoopmatNvF32, bindings: 5,
-                pushConstantBytes: 24,
-                specialization: [0: .int(workgroupSize), 1: .int(matrix.blockSize), 2: .int(shape.m), 3: .int(shape.n),
-                                 4: .int(shape.k), 5: .int(BSRSpMMPlan.tileColumns)],
+                specialization: ["local_size_x": .int(workgroupSize), "BS": .int(matrix.blockSize), "MM": .int(shape.m), "NN": .int(shape.n),
+                                 "KK": .int(shape.k), "TILE_N": .int(BSRSpMMPlan.tileColumns)],
                 requiredSubgroupSize: device.enabled.subgroupSizeControl ? caps.subgroupSize : nil,
                 fullSubgroups: device.enabled.computeFullSubgroups))
         }
@@ -249,17 +248,18 @@ public struct BSRSpMMPlan: Sendable {
         try SparseLaunch.expectUsable(op: op, "C", c, device: device)
         try SparseLaunch.expectFinite(op: op, "alpha", alpha)
         try SparseLaunch.expectFinite(op: op, "beta", beta)
-        var push = PushConstants()
-        try push.append(u32: matrix.blockRows, "block rows")
-        try push.append(u32: matrix.blockCols, "block cols")
-        try push.append(u32: n, "n")
-        try push.append(u32: matrix.blockCount, "blocks")
-        push.append(alpha)
-        push.append(beta)
+        let push = BSRSpMMPush(blockRows: try UInt32(pushing: matrix.blockRows, "block rows"), blockCols: try UInt32(pushing: matrix.blockCols, "block cols"),
+                               n: try UInt32(pushing: n, "n"), blocks: try UInt32(pushing: matrix.blockCount, "blocks"), alpha: alpha, beta: beta)
         let tiles = (n + BSRSpMMPlan.tileColumns - 1) / BSRSpMMPlan.tileColumns
         let rows = min(matrix.blockRows, device.capabilities.maxWorkgroupCount[1])
         try stream.dispatch(main, bindings: [matrix.blockRowOffsets.slice, matrix.blockColumnIndices.slice,
                                              matrix.values.slice, b.slice, c.slice],
                             push: push, groups: (tiles, rows, 1))
     }
+}
+
+/// Shaders/sparse/bsr_spmm*.comp.
+struct BSRSpMMPush: PushConstantBlock {
+    var blockRows: UInt32, blockCols: UInt32, n: UInt32, blocks: UInt32
+    var alpha: Float, beta: Float
 }

@@ -85,11 +85,8 @@ public struct CSRTranspose: Sendable {
         let outValues = try device.makeTensor(shape: [max(matrix.nnz, 1)], dtype: matrix.valueType)
         let transpose = try CSRMatrix(rows: matrix.cols, cols: matrix.rows, nnz: matrix.nnz,
                                       rowOffsets: pointers, columnIndices: outColumns, values: outValues)
-        var push = PushConstants()
-        try push.append(u32: matrix.rows, "rows")
-        try push.append(u32: matrix.cols, "cols")
-        try push.append(u32: matrix.nnz, "nnz")
-        try push.append(u32: tiles, "tiles")
+        let push = TransposePush(rows: try UInt32(pushing: matrix.rows, "rows"), cols: try UInt32(pushing: matrix.cols, "cols"),
+                                 nnz: try UInt32(pushing: matrix.nnz, "nnz"), tiles: try UInt32(pushing: tiles, "tiles"))
 
         let scan = PrefixScan(op: .add, exclusive: true)
         guard entries > 0 else {
@@ -99,14 +96,14 @@ public struct CSRTranspose: Sendable {
         }
         let counts = try device.makeBuffer(of: UInt32.self, count: entries)
         let cursors = try device.makeBuffer(of: UInt32.self, count: entries + 1)
-        let count = try device.kernel(KernelDescriptor(shader: Shaders.sparseTransposeCount, bindings: 3, pushConstantBytes: 16,
-                                                        specialization: [0: .int(wg)]))
+        let count = try device.kernel(KernelDescriptor(shader: Shaders.sparseTransposeCount, bindings: 3,
+                                                        specialization: ["local_size_x": .int(wg)]))
         let pointwise = Launch.workgroupSize(256, device: device)
-        let firstSlots = try device.kernel(KernelDescriptor(shader: Shaders.sparseTransposePointers, bindings: 2, pushConstantBytes: 16,
-                                                             specialization: [0: .int(pointwise)]))
+        let firstSlots = try device.kernel(KernelDescriptor(shader: Shaders.sparseTransposePointers, bindings: 2,
+                                                             specialization: ["local_size_x": .int(pointwise)]))
         let scatter = try device.kernel(KernelDescriptor(
             shader: matrix.valueType == .f16 ? Shaders.sparseTransposeScatterF16 : Shaders.sparseTransposeScatterF32,
-            bindings: 6, pushConstantBytes: 16, specialization: [0: .int(wg)]))
+            bindings: 6, specialization: ["local_size_x": .int(wg)]))
 
         try stream.fill(counts.whole, word: 0)
         try stream.barrier()
@@ -130,4 +127,9 @@ extension CSRMatrix {
     public func transposed(on stream: Stream, validation: SparseValidation.Mode = .auto) throws -> CSRMatrix {
         try CSRTranspose.encode(self, on: stream, validation: validation).transpose
     }
+}
+
+/// Shaders/sparse/transpose_{count,pointers,scatter}.comp.
+struct TransposePush: PushConstantBlock {
+    var rows: UInt32, cols: UInt32, nnz: UInt32, tiles: UInt32
 }

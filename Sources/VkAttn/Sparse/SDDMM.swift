@@ -83,8 +83,8 @@ public struct SDDMMPlan: Sendable {
         let shader = f16 ? (v4 ? Shaders.sparseSddmmF16V4 : Shaders.sparseSddmmF16V1)
                          : (v4 ? Shaders.sparseSddmmF32V4 : Shaders.sparseSddmmF32V1)
         main = try device.kernel(KernelDescriptor(
-            shader: shader, bindings: 8, pushConstantBytes: 24,
-            specialization: [0: .int(workgroupSize), 1: .int(lanesAcrossK), 2: .bool(options.scaleByValues)]))
+            shader: shader, bindings: 8,
+            specialization: ["local_size_x": .int(workgroupSize), "T": .int(lanesAcrossK), "SCALE": .bool(options.scaleByValues)]))
     }
 
     /// Records the sampled product into `out` (f32 [max(nnz, 1)]; only the first nnz
@@ -101,17 +101,21 @@ public struct SDDMMPlan: Sendable {
         }
         try SparseLaunch.expectFinite(op: op, "alpha", alpha)
         guard pattern.nnz > 0 else { return }
-        var push = PushConstants()
-        try push.append(u32: pattern.rows, "rows")
-        try push.append(u32: pattern.cols, "cols")
-        try push.append(u32: k, "k")
-        try push.append(u32: pattern.nnz, "nnz")
-        try push.append(u32: nonzerosPerTeam, "chunk")
-        push.append(alpha)
+        let push = SDDMMPush(rows: try UInt32(pushing: pattern.rows, "rows"), cols: try UInt32(pushing: pattern.cols, "cols"),
+                             k: try UInt32(pushing: k, "k"), nnz: try UInt32(pushing: pattern.nnz, "nnz"),
+                             chunk: try UInt32(pushing: nonzerosPerTeam, "chunk"), alpha: alpha)
         let teams = (pattern.nnz + nonzerosPerTeam - 1) / nonzerosPerTeam
         let groups = SparseLaunch.groups(items: teams * lanesAcrossK, workgroupSize: workgroupSize, device: device)
         try stream.dispatch(main, bindings: [pattern.rowOffsets.slice, pattern.columnIndices.slice, pattern.values.slice,
                                              x.slice, x.slice, y.slice, y.slice, out.slice],
                             push: push, groups: (groups, 1, 1))
     }
+}
+
+/// Shaders/sparse/sddmm.comp.
+struct SDDMMPush: PushConstantBlock {
+    var rows: UInt32, cols: UInt32, k: UInt32, nnz: UInt32
+    /// Nonzeros per team.
+    var chunk: UInt32
+    var alpha: Float
 }

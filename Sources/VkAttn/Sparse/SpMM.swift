@@ -87,8 +87,8 @@ public struct SpMMPlan: Sendable {
             let shader = f16 ? (v4 ? Shaders.sparseSpmmRowSplitF16V4 : Shaders.sparseSpmmRowSplitF16V1)
                              : (v4 ? Shaders.sparseSpmmRowSplitF32V4 : Shaders.sparseSpmmRowSplitF32V1)
             main = try device.kernel(KernelDescriptor(
-                shader: shader, bindings: 7, pushConstantBytes: 24,
-                specialization: [0: .int(workgroupSize), 1: .int(tn), 2: .int(lanesAcrossNonzeros), 3: .int(cpl)]))
+                shader: shader, bindings: 7,
+                specialization: ["local_size_x": .int(workgroupSize), "TN": .int(tn), "TK": .int(lanesAcrossNonzeros), "CPL": .int(cpl)]))
             partition = nil
             fixup = nil
             scratch = nil
@@ -109,14 +109,14 @@ public struct SpMMPlan: Sendable {
             let shader = f16 ? (v4 ? Shaders.sparseSpmmMergePathF16V4 : Shaders.sparseSpmmMergePathF16V1)
                              : (v4 ? Shaders.sparseSpmmMergePathF32V4 : Shaders.sparseSpmmMergePathF32V1)
             main = try device.kernel(KernelDescriptor(
-                shader: shader, bindings: 11, pushConstantBytes: 28,
-                specialization: [0: .int(workgroupSize), 1: .int(tn), 2: .int(cpl)]))
+                shader: shader, bindings: 11,
+                specialization: ["local_size_x": .int(workgroupSize), "TN": .int(tn), "CPL": .int(cpl)]))
             partition = try device.kernel(KernelDescriptor(
-                shader: Shaders.sparseSpmmMergePartition, bindings: 2, pushConstantBytes: 16,
-                specialization: [0: .int(workgroupSize)]))
+                shader: Shaders.sparseSpmmMergePartition, bindings: 2,
+                specialization: ["local_size_x": .int(workgroupSize)]))
             fixup = try device.kernel(KernelDescriptor(
                 shader: v4 ? Shaders.sparseSpmmMergeFixupV4 : Shaders.sparseSpmmMergeFixupV1, bindings: 5,
-                pushConstantBytes: 16, specialization: [0: .int(workgroupSize)]))
+                specialization: ["local_size_x": .int(workgroupSize)]))
             scratch = (try device.makeBuffer(byteCount: (segments + 1) * 8),
                        try device.makeBuffer(byteCount: segments * 4),
                        try device.makeBuffer(byteCount: segments * n * 4))
@@ -173,14 +173,8 @@ public struct SpMMPlan: Sendable {
         try SparseLaunch.expectFinite(op: op, "alpha", alpha)
         try SparseLaunch.expectFinite(op: op, "beta", beta)
 
-        var push = PushConstants()
-        try push.append(u32: matrix.rows, "rows")
-        try push.append(u32: matrix.cols, "k")
-        try push.append(u32: n, "n")
-        try push.append(u32: matrix.nnz, "nnz")
-        push.append(alpha)
-        push.append(beta)
-        if kernel == .mergePath { try push.append(u32: segments, "segments") }
+        let push = SpMMRowSplitPush(rows: try UInt32(pushing: matrix.rows, "rows"), k: try UInt32(pushing: matrix.cols, "k"),
+                                    n: try UInt32(pushing: n, "n"), nnz: try UInt32(pushing: matrix.nnz, "nnz"), alpha: alpha, beta: beta)
         let sparse = [matrix.rowOffsets.slice, matrix.columnIndices.slice, matrix.values.slice]
         let dense = [b.slice, b.slice, c.slice, c.slice]
 
@@ -191,16 +185,11 @@ public struct SpMMPlan: Sendable {
             try stream.dispatch(main, bindings: sparse + dense, push: push, groups: (groups, 1, 1))
         case .mergePath:
             guard let partition, let fixup, let scratch else { return }
-            var fixupPush = PushConstants()
-            try fixupPush.append(u32: matrix.rows, "rows")
-            try fixupPush.append(u32: n, "n")
-            try fixupPush.append(u32: segments, "segments")
-            fixupPush.append(alpha)
-            var partitionPush = PushConstants()
-            try partitionPush.append(u32: matrix.rows, "rows")
-            try partitionPush.append(u32: matrix.nnz, "nnz")
-            try partitionPush.append(u32: segments, "segments")
-            try partitionPush.append(u32: itemsPerSegment, "items per segment")
+            let segmentCount = try UInt32(pushing: segments, "segments")
+            let mergePush = SpMMMergePathPush(rows: push.rows, k: push.k, n: push.n, nnz: push.nnz, alpha: alpha, beta: beta, segments: segmentCount)
+            let fixupPush = SpMMMergeFixupPush(rows: push.rows, n: push.n, segments: segmentCount, alpha: alpha)
+            let partitionPush = SpMMMergePartitionPush(rows: push.rows, nnz: push.nnz, segments: segmentCount,
+                                                       itemsPerSegment: try UInt32(pushing: itemsPerSegment, "items per segment"))
             let boundaries = SparseLaunch.groups(items: segments + 1, workgroupSize: workgroupSize, device: device)
             try stream.dispatch(partition, bindings: [matrix.rowOffsets.slice, scratch.coords.whole],
                                 push: partitionPush, groups: (boundaries, 1, 1))
@@ -208,7 +197,7 @@ public struct SpMMPlan: Sendable {
             let groups = SparseLaunch.groups(items: segments * lanesAcrossColumns, workgroupSize: workgroupSize, device: device)
             try stream.dispatch(main, bindings: sparse + dense + [scratch.coords.whole, scratch.carryRows.whole,
                                                                   scratch.carry.whole, scratch.carry.whole],
-                                push: push, groups: (groups, 1, 1))
+                                push: mergePush, groups: (groups, 1, 1))
             if segments > 1 {
                 try stream.barrier()
                 let items = segments * (n / vectorWidth)
@@ -219,4 +208,29 @@ public struct SpMMPlan: Sendable {
             }
         }
     }
+}
+
+/// Shaders/sparse/spmm_row_split.comp.
+struct SpMMRowSplitPush: PushConstantBlock {
+    var rows: UInt32, k: UInt32, n: UInt32, nnz: UInt32
+    var alpha: Float, beta: Float
+}
+
+/// Shaders/sparse/spmm_merge_path.comp.
+struct SpMMMergePathPush: PushConstantBlock {
+    var rows: UInt32, k: UInt32, n: UInt32, nnz: UInt32
+    var alpha: Float, beta: Float
+    var segments: UInt32
+}
+
+/// Shaders/sparse/spmm_merge_fixup.comp.
+struct SpMMMergeFixupPush: PushConstantBlock {
+    var rows: UInt32, n: UInt32, segments: UInt32
+    var alpha: Float
+}
+
+/// Shaders/sparse/spmm_merge_partition.comp.
+struct SpMMMergePartitionPush: PushConstantBlock {
+    var rows: UInt32, nnz: UInt32, segments: UInt32
+    var itemsPerSegment: UInt32
 }

@@ -46,28 +46,23 @@ enum SparseDeviceValidation {
         let memoryModel = device.enabled.vulkanMemoryModel
         let rowsKernel = try device.kernel(KernelDescriptor(
             shader: memoryModel ? Shaders.sparseValidateRowsQueueFamily : Shaders.sparseValidateRowsDevice,
-            bindings: 3, pushConstantBytes: 12, specialization: [0: .int(wg)]))
+            bindings: 3, specialization: ["local_size_x": .int(wg)]))
         let columnsKernel = try device.kernel(KernelDescriptor(
             shader: memoryModel ? Shaders.sparseValidateColumnsQueueFamily : Shaders.sparseValidateColumnsDevice,
-            bindings: 3, pushConstantBytes: 12, specialization: [0: .int(wg)]))
+            bindings: 3, specialization: ["local_size_x": .int(wg)]))
 
         let stream = try device.makeStream()
         try stream.fill(result.whole, word: .max)
         try stream.fill(partials.whole, word: 0)
         try stream.barrier()
-        var push = PushConstants()
-        try push.append(u32: s.rows, "rows")
-        try push.append(u32: s.nnz, "nnz")
-        push.append(Float(Double(s.nnz) / Double(s.rows)))
-        try stream.dispatch(rowsKernel, bindings: [s.rowOffsets.slice, result.whole, partials.whole], push: push,
+        let (rows, cols, nnz) = (try UInt32(pushing: s.rows, "rows"), try UInt32(pushing: s.cols, "cols"), try UInt32(pushing: s.nnz, "nnz"))
+        try stream.dispatch(rowsKernel, bindings: [s.rowOffsets.slice, result.whole, partials.whole],
+                            push: ValidateRowsPush(rows: rows, nnz: nnz, mean: Float(Double(s.nnz) / Double(s.rows))),
                             groups: (rowGroups, 1, 1))
         try stream.barrier()
-        push = PushConstants()
-        try push.append(u32: s.rows, "rows")
-        try push.append(u32: s.cols, "cols")
-        try push.append(u32: s.nnz, "nnz")
         let nnzGroups = Launch.gridStrideGroups(items: max(s.nnz, 1), workgroupSize: wg, device: device)
-        try stream.dispatch(columnsKernel, bindings: [s.rowOffsets.slice, s.columnIndices.slice, result.whole], push: push,
+        try stream.dispatch(columnsKernel, bindings: [s.rowOffsets.slice, s.columnIndices.slice, result.whole],
+                            push: ValidateColumnsPush(rows: rows, cols: cols, nnz: nnz),
                             groups: (nnzGroups, 1, 1))
         try stream.synchronize()
 
@@ -110,4 +105,15 @@ enum SparseDeviceValidation {
     static func read(_ tensor: Tensor, first: Int, count: Int) throws -> [Int32] {
         try tensor.buffer.read(Int32.self, count: count, at: tensor.slice.offset + first * 4)
     }
+}
+
+/// Shaders/sparse/validate_rows.comp.
+struct ValidateRowsPush: PushConstantBlock {
+    var rows: UInt32, nnz: UInt32
+    var mean: Float
+}
+
+/// Shaders/sparse/validate_columns.comp.
+struct ValidateColumnsPush: PushConstantBlock {
+    var rows: UInt32, cols: UInt32, nnz: UInt32
 }

@@ -38,16 +38,14 @@ struct LinearCarry {
     var gateMode: Int { gating == .none ? 0 : (gating == .perHead ? 1 : 2) }
 
     func kernel(mode: Int) throws -> Kernel {
-        try device.kernel(KernelDescriptor(shader: Shaders.parallelLinearCarry, bindings: 5, pushConstantBytes: 32,
-                                           specialization: [0: .int(64), 1: .int(gateMode), 2: .int(mode)]))
+        try device.kernel(KernelDescriptor(shader: Shaders.parallelLinearCarry, bindings: 5,
+                                           specialization: ["local_size_x": .int(64), "GATE": .int(gateMode), "MODE": .int(mode)]))
     }
 
-    func push() throws -> PushConstants {
-        var p = PushConstants()
-        for (value, what) in [(B, "B"), (L, "L"), (H, "H"), (Dk, "Dk"), (Dv, "Dv"), (C, "chunk"), (NC, "chunks"), (0, "flags")] {
-            try p.append(u32: value, "linear carry \(what)")
-        }
-        return p
+    func push() throws -> GLAPush {
+        GLAPush(B: try UInt32(pushing: B, "linear carry B"), L: try UInt32(pushing: L, "linear carry L"), H: try UInt32(pushing: H, "linear carry H"),
+                Dk: try UInt32(pushing: Dk, "linear carry Dk"), Dv: try UInt32(pushing: Dv, "linear carry Dv"),
+                C: try UInt32(pushing: C, "linear carry chunk"), NC: try UInt32(pushing: NC, "linear carry chunks"), flags: 0)
     }
 
     func groups(_ invocations: Int) -> (Int, Int, Int) {

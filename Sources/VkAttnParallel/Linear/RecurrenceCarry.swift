@@ -31,19 +31,24 @@ enum RecurrenceCarry {
         let device = stream.device
         let wg = Launch.workgroupSize(ParallelKernels.group, device: device)
         let shader = mode == .backward ? Shaders.parallelRecurrenceCarryBackward : Shaders.parallelRecurrenceCarryReads
-        let kernel = try device.kernel(KernelDescriptor(shader: shader, bindings: 7, pushConstantBytes: 48,
-                                                        specialization: [0: .int(wg), 1: .int(mode.rawValue), 2: .bool(complex)]))
+        let kernel = try device.kernel(KernelDescriptor(shader: shader, bindings: 7,
+                                                        specialization: ["local_size_x": .int(wg), "MODE": .int(mode.rawValue), "COMPLEX": .bool(complex)]))
         let slots = try [o.m, o.x, o.scan, o.y, o.z, o.h, o.incoming].map { try ParallelKernels.bindable($0 ?? dummy) }
-        var push = PushConstants()
-        try push.append(u32: count, "elements")
-        try push.append(u32: length, "length")
-        try push.append(u32: channels, "channels")
-        push.append(UInt32(bdl ? 1 : 0))
-        push.append(UInt32((affine ? 1 : 0) | (o.incoming != nil ? 2 : 0) | (reversed ? 4 : 0)))
-        for (slot, name) in zip(slots, ["m", "x", "scan", "y", "z", "h", "incoming"]) {
-            try push.append(u32: slot.word, "\(name) offset")
-        }
+        let words = try zip(slots, ["m", "x", "scan", "y", "z", "h", "incoming"]).map { slot, name in try UInt32(pushing: slot.word, "\(name) offset") }
+        let push = RecurrenceCarryPush(
+            n: try UInt32(pushing: count, "elements"), steps: try UInt32(pushing: length, "length"), channels: try UInt32(pushing: channels, "channels"),
+            bdl: bdl ? 1 : 0, flags: UInt32((affine ? 1 : 0) | (o.incoming != nil ? 2 : 0) | (reversed ? 4 : 0)),
+            mOffset: words[0], xOffset: words[1], scanOffset: words[2], yOffset: words[3], zOffset: words[4], hOffset: words[5],
+            incomingOffset: words[6])
         try stream.dispatch(kernel, bindings: slots.map(\.range), push: push,
                             groups: (ParallelKernels.groups(count, device), 1, 1))
     }
+}
+
+/// Shaders/parallel/recurrence_carry.comp (offsets in words past each binding).
+struct RecurrenceCarryPush: PushConstantBlock {
+    var n: UInt32, steps: UInt32, channels: UInt32
+    var bdl: UInt32, flags: UInt32
+    var mOffset: UInt32, xOffset: UInt32, scanOffset: UInt32, yOffset: UInt32, zOffset: UInt32, hOffset: UInt32
+    var incomingOffset: UInt32
 }

@@ -35,19 +35,19 @@ public struct ComplexAffineScan: ScanCombine {
         let device = stream.device
         let wg = Launch.workgroupSize(ParallelKernels.group, device: device)
         let identity = earlier == nil || later == nil
-        let kernel = try device.kernel(KernelDescriptor(shader: Shaders.parallelComplexAffineCombine, bindings: 3, pushConstantBytes: 20,
-                                                        specialization: [0: .int(wg), 1: .bool(identity)]))
+        let kernel = try device.kernel(KernelDescriptor(shader: Shaders.parallelComplexAffineCombine, bindings: 3,
+                                                        specialization: ["local_size_x": .int(wg), "IDENTITY": .bool(identity)]))
         let slots = try [earlier ?? result, later ?? result, result].map { try ParallelKernels.bindable($0) }
-        var push = PushConstants()
-        try push.append(u32: rows, "rows")
-        try push.append(u32: width, "width")
+        var offsets: [UInt32] = []
         for (slot, what) in zip(slots, ["earlier", "later", "result"]) {
             // Complex elements: a row starts on a whole complex number of every binding.
             guard slot.word % 2 == 0 else {
                 throw VkAttnError.invalidValue(op: "communicator.allScan", operand: what, reason: "offset is not a multiple of 8 bytes past its binding")
             }
-            try push.append(u32: slot.word / 2, "\(what) offset")
+            offsets.append(try UInt32(pushing: slot.word / 2, "\(what) offset"))
         }
+        let push = AffineCombinePush(rows: try UInt32(pushing: rows, "rows"), width: try UInt32(pushing: width, "width"),
+                                     earlierOffset: offsets[0], laterOffset: offsets[1], resultOffset: offsets[2])
         try stream.dispatch(kernel, bindings: slots.map(\.range), push: push,
                             groups: (ParallelKernels.groups(rows * (width + 1), device), 1, 1))
     }

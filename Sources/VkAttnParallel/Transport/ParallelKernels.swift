@@ -35,14 +35,12 @@ public enum ParallelKernels {
         guard count > 0 else { return }
         let device = stream.device
         let wg = Launch.workgroupSize(group, device: device)
-        let kernel = try device.kernel(KernelDescriptor(shader: Shaders.parallelElementwise, bindings: 2, pushConstantBytes: 12,
-                                                        specialization: [0: .int(wg), 1: .int(op == .sum ? 0 : 1)]))
+        let kernel = try device.kernel(KernelDescriptor(shader: Shaders.parallelElementwise, bindings: 2,
+                                                        specialization: ["local_size_x": .int(wg), "OP": .int(op == .sum ? 0 : 1)]))
         let (xr, xw) = try bindable(try x.buffer.slice(offset: x.offset, byteCount: count * 4))
         let (yr, yw) = try bindable(try y.buffer.slice(offset: y.offset, byteCount: count * 4))
-        var push = PushConstants()
-        try push.append(u32: count, "elements")
-        try push.append(u32: xw, "x offset")
-        try push.append(u32: yw, "y offset")
+        let push = ElementwisePush(n: try UInt32(pushing: count, "elements"), xOffset: try UInt32(pushing: xw, "x offset"),
+                                   yOffset: try UInt32(pushing: yw, "y offset"))
         try stream.dispatch(kernel, bindings: [xr, yr], push: push, groups: (groups(count, device), 1, 1))
     }
 
@@ -61,13 +59,13 @@ public enum ParallelKernels {
             throw VkAttnError.invalidValue(op: "parallel copy", operand: "rows", reason: "\(rows) rows of \(width) words leave their buffers")
         }
         let wg = Launch.workgroupSize(group, device: device)
-        let kernel = try device.kernel(KernelDescriptor(shader: Shaders.parallelCopyRows, bindings: 2, pushConstantBytes: 24,
-                                                        specialization: [0: .int(wg), 1: .bool(accumulate)]))
-        var push = PushConstants()
-        for (value, what) in [(rows, "rows"), (width, "width"), (srcWord + sourceOffset, "source offset"), (sourceStride, "source stride"),
-                              (dstWord + destinationOffset, "destination offset"), (destinationStride, "destination stride")] {
-            try push.append(u32: value, what)
-        }
+        let kernel = try device.kernel(KernelDescriptor(shader: Shaders.parallelCopyRows, bindings: 2,
+                                                        specialization: ["local_size_x": .int(wg), "ACCUMULATE": .bool(accumulate)]))
+        let push = CopyRowsPush(rows: try UInt32(pushing: rows, "rows"), width: try UInt32(pushing: width, "width"),
+                                srcOffset: try UInt32(pushing: srcWord + sourceOffset, "source offset"),
+                                srcStride: try UInt32(pushing: sourceStride, "source stride"),
+                                dstOffset: try UInt32(pushing: dstWord + destinationOffset, "destination offset"),
+                                dstStride: try UInt32(pushing: destinationStride, "destination stride"))
         try stream.dispatch(kernel, bindings: [src, dst], push: push, groups: (groups(rows * width, device), 1, 1))
     }
 
@@ -79,14 +77,12 @@ public enum ParallelKernels {
         }
         let device = stream.device
         let wg = Launch.workgroupSize(group, device: device)
-        let kernel = try device.kernel(KernelDescriptor(shader: Shaders.parallelCast, bindings: 2, pushConstantBytes: 12,
-                                                        specialization: [0: .int(wg)]))
+        let kernel = try device.kernel(KernelDescriptor(shader: Shaders.parallelCast, bindings: 2,
+                                                        specialization: ["local_size_x": .int(wg)]))
         let (src, srcWord) = try bindable(try source.buffer.slice(offset: source.offset, byteCount: count * 4))
         let (dst, dstWord) = try bindable(try destination.buffer.slice(offset: destination.offset, byteCount: count * 2))
-        var push = PushConstants()
-        try push.append(u32: count / 2, "pairs")
-        try push.append(u32: srcWord, "source offset")
-        try push.append(u32: dstWord, "destination offset")
+        let push = CastPush(pairs: try UInt32(pushing: count / 2, "pairs"), srcOffset: try UInt32(pushing: srcWord, "source offset"),
+                            dstOffset: try UInt32(pushing: dstWord, "destination offset"))
         try stream.dispatch(kernel, bindings: [src, dst], push: push, groups: (groups(count / 2, device), 1, 1))
     }
 
@@ -105,11 +101,9 @@ public enum ParallelKernels {
                           tokens: Int, heads: Int, headDim: Int) throws {
         let device = stream.device
         let grid = rowGrid(rows: tokens * heads, device: device)
-        let kernel = try device.kernel(KernelDescriptor(shader: Shaders.parallelMergeInto, bindings: 4, pushConstantBytes: 8,
-                                                        specialization: [0: .int(grid.wg), 1: .int(headDim), 2: .int(grid.tpr)]))
-        var push = PushConstants()
-        try push.append(u32: tokens, "tokens")
-        try push.append(u32: heads, "heads")
+        let kernel = try device.kernel(KernelDescriptor(shader: Shaders.parallelMergeInto, bindings: 4,
+                                                        specialization: ["local_size_x": .int(grid.wg), "D": .int(headDim), "TPR": .int(grid.tpr)]))
+        let push = MergeIntoPush(tokens: try UInt32(pushing: tokens, "tokens"), heads: try UInt32(pushing: heads, "heads"))
         try stream.dispatch(kernel, bindings: [accO, accLSE, partO, partLSE], push: push, groups: grid.groups)
     }
 
@@ -118,16 +112,16 @@ public enum ParallelKernels {
         let device = stream.device
         let wg = Launch.workgroupSize(group, device: device)
         let identity = earlier == nil || later == nil
-        let kernel = try device.kernel(KernelDescriptor(shader: Shaders.parallelAffineCombine, bindings: 3, pushConstantBytes: 20,
-                                                        specialization: [0: .int(wg), 1: .bool(identity)]))
+        let kernel = try device.kernel(KernelDescriptor(shader: Shaders.parallelAffineCombine, bindings: 3,
+                                                        specialization: ["local_size_x": .int(wg), "IDENTITY": .bool(identity)]))
         // The identity reads nothing: its unused inputs get a read-only placeholder, never the
         // result being written (a same-buffer read and write that synchronization validation flags).
         let placeholder = identity ? try device.makeBuffer(byteCount: 16).whole : result
         let e = try bindable(earlier ?? placeholder), l = try bindable(later ?? placeholder), r = try bindable(result)
-        var push = PushConstants()
-        for (value, what) in [(rows, "rows"), (width, "width"), (e.word, "earlier offset"), (l.word, "later offset"), (r.word, "result offset")] {
-            try push.append(u32: value, what)
-        }
+        let push = AffineCombinePush(rows: try UInt32(pushing: rows, "rows"), width: try UInt32(pushing: width, "width"),
+                                     earlierOffset: try UInt32(pushing: e.word, "earlier offset"),
+                                     laterOffset: try UInt32(pushing: l.word, "later offset"),
+                                     resultOffset: try UInt32(pushing: r.word, "result offset"))
         try stream.dispatch(kernel, bindings: [e.range, l.range, r.range], push: push,
                             groups: (groups(rows * (width + 1), device), 1, 1))
     }
@@ -137,13 +131,44 @@ public enum ParallelKernels {
                      tokens: Int, heads: Int, seqQ: Int, headDim: Int, packed: Bool, finish: Bool) throws {
         let device = stream.device
         let grid = rowGrid(rows: tokens * heads, device: device)
-        let kernel = try device.kernel(KernelDescriptor(shader: Shaders.parallelTreeDecode, bindings: 4, pushConstantBytes: 12,
-                                                        specialization: [0: .int(grid.wg), 1: .int(headDim), 2: .int(grid.tpr),
-                                                                         3: .bool(packed), 4: .bool(finish)]))
-        var push = PushConstants()
-        try push.append(u32: tokens, "tokens")
-        try push.append(u32: heads, "heads")
-        try push.append(u32: seqQ, "seq_q")
+        let kernel = try device.kernel(KernelDescriptor(shader: Shaders.parallelTreeDecode, bindings: 4,
+                                                        specialization: ["local_size_x": .int(grid.wg), "D": .int(headDim), "TPR": .int(grid.tpr),
+                                                                         "VARLEN": .bool(packed), "FINISH": .bool(finish)]))
+        let push = TreeDecodePush(tokens: try UInt32(pushing: tokens, "tokens"), heads: try UInt32(pushing: heads, "heads"),
+                                  seqQ: try UInt32(pushing: seqQ, "seq_q"))
         try stream.dispatch(kernel, bindings: [o, lse, max, w], push: push, groups: grid.groups)
     }
+}
+
+/// Shaders/parallel/elementwise.comp.
+struct ElementwisePush: PushConstantBlock {
+    var n: UInt32, xOffset: UInt32, yOffset: UInt32
+}
+
+/// Shaders/parallel/copy_rows.comp (offsets and strides in words).
+struct CopyRowsPush: PushConstantBlock {
+    var rows: UInt32, width: UInt32
+    var srcOffset: UInt32, srcStride: UInt32
+    var dstOffset: UInt32, dstStride: UInt32
+}
+
+/// Shaders/parallel/cast.comp.
+struct CastPush: PushConstantBlock {
+    var pairs: UInt32, srcOffset: UInt32, dstOffset: UInt32
+}
+
+/// Shaders/parallel/merge_into.comp.
+struct MergeIntoPush: PushConstantBlock {
+    var tokens: UInt32, heads: UInt32
+}
+
+/// Shaders/parallel/affine_combine.comp and complex_affine_combine.comp (offsets in elements).
+struct AffineCombinePush: PushConstantBlock {
+    var rows: UInt32, width: UInt32
+    var earlierOffset: UInt32, laterOffset: UInt32, resultOffset: UInt32
+}
+
+/// Shaders/parallel/tree_decode.comp.
+struct TreeDecodePush: PushConstantBlock {
+    var tokens: UInt32, heads: UInt32, seqQ: UInt32
 }
