@@ -19,34 +19,9 @@ extension FlashAttention {
     public func decode(q: Tensor, kCache: Tensor, vCache: Tensor, layout: AttentionLayout = .dense,
                        splits requested: Int? = nil, into outputs: AttentionOutput? = nil,
                        on stream: Stream) throws -> AttentionOutput {
-        let prepared = try prepare(op: "attention.decode", q: q, k: kCache, v: vCache, layout: layout, outputs: outputs, stream: stream)
-        if let requested, requested < 1 {
-            throw VkAttnError.invalidValue(op: prepared.op, operand: "splits", reason: "\(requested) must be at least 1")
-        }
-        let g = prepared.geometry, device = stream.device
-        let tiling = try forwardTiling(prepared, q: q, k: kCache, v: vCache, device: device,
-                                       rows: g.maxSq * (prepared.pack ? g.groupSize : 1))
-        if let requested {
-            // More splits than key tiles (or than the grid holds) would be clamped: say so instead.
-            let keyTiles = max(1, (g.maxSk + tiling.bc - 1) / tiling.bc)
-            let limit = device.capabilities.maxWorkgroupCount[2] / max(1, g.batch)
-            guard requested <= keyTiles, requested <= limit else {
-                throw VkAttnError.invalidValue(op: prepared.op, operand: "splits",
-                                               reason: "\(requested) is more than the \(min(keyTiles, limit)) splits of \(tiling.bc)-key tiles this cache allows")
-            }
-        }
-        var plan = Self.decodePlan(g, tiling: tiling, pack: prepared.pack, device: device, requested: requested)
-        // Never more keys per split than one invocation may walk (lavapipe's loop cap).
-        if let maxTiles = tiling.maxTilesPerInvocation(headDim: g.headDim, device: device), plan.splitKeys > maxTiles * tiling.bc {
-            let splitKeys = maxTiles * tiling.bc
-            plan = DecodePlan(splits: (g.maxSk + splitKeys - 1) / splitKeys, splitKeys: splitKeys)
-        }
-        if plan.splits == 1 {
-            let result = try encodeSingle(prepared, q: q, k: kCache, v: vCache, tiling: tiling, stream: stream)
-            return AttentionOutput(o: result.o, lse: result.lse, path: "decode single-pass " + result.path)
-        }
-        return try encodeSplit(prepared, q: q, k: kCache, v: vCache, tiling: tiling, splitKeys: plan.splitKeys,
-                               splits: plan.splits, stream: stream, label: "decode split-kv")
+        guard q.device === stream.device else { throw VkAttnError.deviceMismatch(op: "attention.decode", operand: "stream") }
+        return try decodePlan(q: q, kCache: kCache, vCache: vCache, layout: layout, splits: requested)
+            .encode(q: q, k: kCache, v: vCache, into: outputs, on: stream)
     }
 
     /// Enough splits that the grid has about four workgroups per compute unit (16 units

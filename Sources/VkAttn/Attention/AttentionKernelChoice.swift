@@ -3,12 +3,6 @@ import VkAttnShaders
 
 extension FlashAttention {
     /// The forward's (and decode's) tiles; `rows` (decode) is the rows per (sequence, K/V head).
-    func forwardTiling(_ p: Prepared, q: Tensor, k: Tensor, v: Tensor, device: Device, rows: Int? = nil) throws -> AttentionTiling {
-        try tiling(.forward, op: p.op, geometry: p.geometry,
-                   shader: Self.forwardShader(input: p.geometry.dtype, output: p.out.o.dtype, cooperative: true),
-                   operands: [("Q", q), ("K", k), ("V", v)], device: device, rows: rows)
-    }
-
     /// A kernel's tiles: cooperative matrices where `preference` allows and the build (`shader`),
     /// the device and the operands can run them, else the scalar kernel's, with the reason
     /// recorded (`matrixSkipped`, shown in `path` on devices that offer cooperative matrices).

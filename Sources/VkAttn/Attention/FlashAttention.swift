@@ -48,79 +48,8 @@ public struct FlashAttention: Hashable, Sendable {
     /// exactly, as decode does; `path` says so.
     public func forward(q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout = .dense,
                         into outputs: AttentionOutput? = nil, on stream: Stream) throws -> AttentionOutput {
-        let prepared = try prepare(op: "attention.forward", q: q, k: k, v: v, layout: layout, outputs: outputs, stream: stream)
-        let g = prepared.geometry
-        let tiling = try forwardTiling(prepared, q: q, k: k, v: v, device: stream.device)
-        let keyTiles = max(1, (g.maxSk + tiling.bc - 1) / tiling.bc)
-        if let maxTiles = tiling.maxTilesPerInvocation(headDim: g.headDim, device: stream.device), keyTiles > maxTiles {
-            let splitKeys = maxTiles * tiling.bc
-            return try encodeSplit(prepared, q: q, k: k, v: v, tiling: tiling, splitKeys: splitKeys,
-                                   splits: (g.maxSk + splitKeys - 1) / splitKeys, stream: stream, label: "loop-capped split-kv")
-        }
-        return try encodeSingle(prepared, q: q, k: k, v: v, tiling: tiling, stream: stream)
-    }
-
-    /// A checked problem: geometry, options and the output tensors.
-    struct Prepared {
-        let op: String
-        let geometry: AttentionGeometry
-        let scale: Float
-        let softcap: Float?
-        let out: AttentionOutput
-        var pack: Bool
-    }
-
-    /// The checks every forward-like entry point makes before anything is recorded.
-    func prepare(op: String, q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout,
-                 outputs: AttentionOutput?, stream: Stream) throws -> Prepared {
-        let g = try AttentionGeometry.resolve(op: op, q: q, k: k, v: v, layout: layout)
-        let (scale, softcap) = try checkOptions(op: op, g)
-        let device = stream.device
-        guard q.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "stream") }
-        let oType = try outputType(op: op, input: g.dtype)
-        let out = try outputs ?? AttentionOutput(
-            o: device.makeTensor(shape: g.qShape, dtype: oType),
-            lse: device.makeTensor(shape: g.lseShape, dtype: .f32), path: "")
-        try out.o.expect(op: op, "O", shape: g.qShape, dtype: oType, device: device)
-        try out.lse.expect(op: op, "LSE", shape: g.lseShape, dtype: .f32, device: device)
-        try out.o.expectBindable(op: op, "O")
-        return Prepared(op: op, geometry: g, scale: scale, softcap: softcap, out: out, pack: g.groupSize > 1 && mask.blocks == nil)
-    }
-
-    /// One workgroup column per row block, writing O and LSE directly.
-    func encodeSingle(_ p: Prepared, q: Tensor, k: Tensor, v: Tensor, tiling: AttentionTiling, stream: Stream) throws -> AttentionOutput {
-        let g = p.geometry, device = stream.device
-        let launch = try AttentionLaunch(op: p.op, geometry: g, mask: mask, scale: p.scale, softcap: p.softcap,
-                                         tiling: tiling, packGQA: p.pack, device: device)
-        let kernel = try forwardKernel(launch, tiling: tiling, output: p.out.o.dtype, split: false, device: device)
-        try stream.dispatch(kernel, bindings: [q.slice, k.slice, v.slice, p.out.o.slice, p.out.lse.slice,
-                                               launch.cuQ, launch.cuK, launch.maskOffsets, launch.maskColumns],
-                            push: launch.pushConstants,
-                            groups: (launch.rowTiles, p.pack ? g.headsKV : g.headsQ, g.batch))
-        return AttentionOutput(o: p.out.o, lse: p.out.lse, path: path(g, tiling: tiling, pack: p.pack))
-    }
-
-    /// `splits` workgroups per row block, each over `splitKeys` keys, writing fp32 partials
-    /// that `AttentionMerge` combines into O and LSE.
-    func encodeSplit(_ p: Prepared, q: Tensor, k: Tensor, v: Tensor, tiling: AttentionTiling, splitKeys: Int, splits: Int,
-                     stream: Stream, label: String) throws -> AttentionOutput {
-        let g = p.geometry, device = stream.device
-        let launch = try AttentionLaunch(op: p.op, geometry: g, mask: mask, scale: p.scale, softcap: p.softcap, tiling: tiling,
-                                         packGQA: p.pack, splits: splits, splitKeys: splitKeys, device: device)
-        let partialO = try device.makeTensor(shape: [splits] + g.qShape, dtype: .f32)
-        let partialLSE = try device.makeTensor(shape: [splits] + g.lseShape, dtype: .f32)
-        try partialO.expectBindable(op: p.op, "partial O")
-        let kernel = try forwardKernel(launch, tiling: tiling, output: .f32, split: true, device: device)
-        try stream.dispatch(kernel, bindings: [q.slice, k.slice, v.slice, partialO.slice, partialLSE.slice,
-                                               launch.cuQ, launch.cuK, launch.maskOffsets, launch.maskColumns],
-                            push: launch.pushConstants,
-                            groups: (launch.rowTiles, p.pack ? g.headsKV : g.headsQ, g.batch * splits))
-        try stream.barrier()
-        try AttentionMerge.encode(stream, partialO: partialO.slice, partialLSE: partialLSE.slice, o: p.out.o, lse: p.out.lse,
-                                  splits: splits, headDim: g.headDim, heads: g.headsQ,
-                                  seqQ: g.isPacked ? g.totalQ : g.maxSq, totalQ: g.totalQ, packed: g.isPacked)
-        return AttentionOutput(o: p.out.o, lse: p.out.lse,
-                               path: "\(label) x\(splits) (\(splitKeys) keys) + merge, " + path(g, tiling: tiling, pack: p.pack))
+        guard q.device === stream.device else { throw VkAttnError.deviceMismatch(op: "attention.forward", operand: "stream") }
+        return try forwardPlan(q: q, k: k, v: v, layout: layout).encode(q: q, k: k, v: v, into: outputs, on: stream)
     }
 
     func forwardKernel(_ launch: AttentionLaunch, tiling: AttentionTiling, output: DType, split: Bool, device: Device) throws -> Kernel {
