@@ -2,14 +2,24 @@ import CVulkan
 
 /// A point on a queue's timeline: the completion of one submission.
 public struct Submission: Sendable {
+    /// The device whose queue runs the submission.
     public let device: Device
     let queue: Queue
+    /// The queue timeline's value that marks this submission done.
     public let value: UInt64
 
-    /// Whether the GPU has finished this submission.
-    public var isComplete: Bool {
+    /// Whether the GPU has finished this submission; false also when the counter cannot be
+    /// read (a lost device), so loops that must end should use `poll()` or `completion()`.
+    public var isComplete: Bool { (try? poll()) ?? false }
+
+    /// Whether the GPU has finished this submission, without waiting.
+    /// - Returns: true once the queue's timeline has reached this submission's value.
+    /// - Throws: `VulkanError.call` when the counter cannot be read (`isDeviceLost` after a
+    ///   device loss).
+    public func poll() throws -> Bool {
         var current: UInt64 = 0
-        return vkGetSemaphoreCounterValue(device.handle, queue.timeline, &current) == VK_SUCCESS && current >= value
+        try check(vkGetSemaphoreCounterValue(device.handle, queue.timeline, &current), "vkGetSemaphoreCounterValue")
+        return current >= value
     }
 
     /// Blocks until the GPU has finished this submission.
@@ -45,7 +55,7 @@ public struct Timestamp: Sendable, Hashable {
 ///
 /// Order: commands run in recording order only where a `barrier()` separates them. Host
 /// writes before `submit()` are visible to the GPU; GPU writes are visible to the host after
-/// `synchronize()` (or after waiting on the submission).
+/// `synchronize()` or `completion()` (or after waiting on the submission).
 public final class Stream {
     public let device: Device
     public let queueKind: QueueKind
@@ -277,11 +287,55 @@ public final class Stream {
     }
 
     /// Submits pending work, waits for all of it, reads the timestamps and recycles the
-    /// stream's command buffers and descriptor sets.
+    /// stream's command buffers and descriptor sets. Blocks the calling thread: from async
+    /// code, use `completion()`.
     public func synchronize(timeoutNanoseconds: UInt64 = .max) throws {
         if current != nil || !waits.isEmpty { try submit() }
         guard let lastSubmission else { return }
         try lastSubmission.wait(timeoutNanoseconds: timeoutNanoseconds)
+        try collect()
+    }
+
+    /// `synchronize()` for async code: submits pending work and suspends (never blocking a
+    /// thread) until the GPU has finished all of it, then reads the timestamps and recycles
+    /// the command buffers and descriptor sets, as `synchronize()` does.
+    ///
+    /// Work recorded on this stream while the wait is suspended (possible when the stream is
+    /// an actor's state and the actor is re-entered) is submitted and waited for too.
+    ///
+    /// Cancellation ends the wait, not the GPU work: the stream keeps its submitted work, and
+    /// every buffer and pipeline it uses, alive until a later `synchronize()` or `completion()`
+    /// collects it; releasing the stream instead blocks in its deinit until the GPU is done.
+    /// Nothing is freed while the GPU may still use it.
+    ///
+    /// - Parameters:
+    ///   - timeoutNanoseconds: how long to wait at most, in total (`.max`: no limit).
+    ///   - isolation: the caller's actor (the stream is not Sendable: the wait runs there).
+    /// - Throws: `CancellationError` when the task is cancelled before the GPU finished (the
+    ///   stream stays pending, see above), `VulkanError.timeout`, `VulkanError.call` when a
+    ///   submission or the wait fails (`isDeviceLost` after a device loss).
+    public func completion(timeoutNanoseconds: UInt64 = .max, isolation: isolated (any Actor)? = #isolation) async throws {
+        let start = ContinuousClock.now
+        while true {
+            if current != nil || !waits.isEmpty { try submit() }
+            guard let pending = lastSubmission else { return }  // nothing in flight, or another wait collected it
+            var left = timeoutNanoseconds
+            if timeoutNanoseconds != .max {
+                let (seconds, attoseconds) = start.duration(to: .now).components
+                let spent = UInt64(max(0, seconds)) &* 1_000_000_000 &+ UInt64(max(0, attoseconds) / 1_000_000_000)
+                left = timeoutNanoseconds > spent ? timeoutNanoseconds - spent : 0
+            }
+            try await pending.completion(timeoutNanoseconds: max(left, 1))
+            if current == nil, waits.isEmpty, lastSubmission?.value == pending.value {
+                try collect()
+                return
+            }
+        }
+    }
+
+    /// After the last submission finished: timestamps into `timestampTicks`, command buffers
+    /// and descriptor sets back to the pools, retained objects released.
+    private func collect() throws {
         if queriesUsed > 0, let queryPool {
             var ticks = [UInt64](repeating: 0, count: queriesUsed)
             try ticks.withUnsafeMutableBytes { raw in
