@@ -115,7 +115,7 @@ final class EngineLoop {
 
     /// Whether `submission` is done and every request of `after` succeeded (rethrows a failure).
     func isReady(_ submission: Submission?, after: [MPIRequest]) throws -> Bool {
-        if let submission, !submission.isComplete { return false }
+        if let submission, try !submission.poll() { return false }
         for r in after {
             switch r.event.result {
             case nil: return false

@@ -42,9 +42,7 @@ func maxAbsError(_ a: [Float], _ b: [Double]) -> Double {
 
 /// Submits `stream`, waits without blocking a pool thread, synchronizes.
 func finish(_ stream: Stream) async throws {
-    let submission = try stream.submit()
-    while !submission.isComplete { try await Task.sleep(nanoseconds: 100_000) }
-    try stream.synchronize()
+    try await stream.completion()
 }
 
 /// A tensor poisoned with NaN inside a buffer with guard words on both sides.

@@ -56,7 +56,5 @@ func allScanOnRanks<C: Communicator, S: ScanCombine>(_ comms: [C], count: Int, c
 
 /// Submits `stream`, waits for it without blocking a pool thread, then synchronizes it.
 func finish(_ stream: Stream) async throws {
-    let submission = try stream.submit()
-    while !submission.isComplete { try await Task.sleep(nanoseconds: 100_000) }
-    try stream.synchronize()
+    try await stream.completion()
 }

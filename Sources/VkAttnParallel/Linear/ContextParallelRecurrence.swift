@@ -320,7 +320,7 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
     /// Submits, waits without blocking a pool thread, records the timeline, surfaces transfer errors.
     func finish<C: Communicator>(_ stream: Stream, _ tracer: inout RankTracer, _ requests: [C.Request], _ comm: C) async throws {
         let submission = try stream.submit()
-        try await awaitCompletion(submission)
+        try await submission.completion()
         try stream.synchronize()
         try tracer.collect(stream)
         try comm.collectTimestamps(of: stream)

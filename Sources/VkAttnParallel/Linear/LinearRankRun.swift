@@ -70,7 +70,7 @@ final class LinearRankRun<C: Communicator> {
     /// Submits, waits without blocking a pool thread, records the timeline, surfaces transfer errors.
     func finish(_ requests: [C.Request]) async throws {
         submissions.append(try stream.submit())
-        for s in submissions { try await awaitCompletion(s) }
+        for s in submissions { try await s.completion() }
         try compute.synchronize()
         try stream.synchronize()
         try tracer.collect(stream)

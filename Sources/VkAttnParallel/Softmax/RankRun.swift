@@ -35,8 +35,8 @@ final class RankRun<C: Communicator> {
     func finish() async throws {
         let posted = try post.submit()
         let submission = try stream.submit()
-        try await awaitCompletion(posted)
-        try await awaitCompletion(submission)
+        try await posted.completion()
+        try await submission.completion()
         try post.synchronize()
         try stream.synchronize()
         try tracer.collect(stream)

@@ -61,7 +61,7 @@ public struct TreeDecode: Sendable, Hashable {
             }
             try stream.copy(from: lse.slice, to: out.lse.slice)
             let submission = try stream.submit()
-            try await awaitCompletion(submission)
+            try await submission.completion()
             try stream.synchronize()
             try tracer.collect(stream)
             try comm.collectTimestamps(of: stream)

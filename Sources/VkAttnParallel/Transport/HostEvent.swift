@@ -45,15 +45,3 @@ public final class HostEvent: Sendable {
         }
     }
 }
-
-/// Waits for a GPU submission without blocking a thread of the cooperative pool (a blocked
-/// pool thread could be the one a host copy needs: with two cores, that would deadlock).
-/// Polls the timeline with a short, growing sleep; `stop` is checked between polls.
-func awaitCompletion(_ submission: Submission, stop: (@Sendable () throws -> Void)? = nil) async throws {
-    var delay: UInt64 = 5_000
-    while !submission.isComplete {
-        try stop?()
-        try await Task.sleep(nanoseconds: delay)
-        delay = min(delay * 2, 200_000)
-    }
-}

@@ -188,9 +188,9 @@ final class LocalFabric: Sendable {
                 throw VkAttnError.invalidValue(op: "communicator", operand: "message",
                                                reason: "a send of \(sendRequest.bytes) bytes (rank \(m.key.source) -> \(m.key.destination), tag \(m.key.tag)) met a receive of \(receiveRequest.bytes) bytes")
             }
-            try await awaitCompletion(m.send.ready, stop: stop)
+            try await m.send.ready.completion(check: stop)
             for r in m.send.after { try await r.event.wait() }
-            if let free = m.receive.free { try await awaitCompletion(free, stop: stop) }
+            if let free = m.receive.free { try await free.completion(check: stop) }
             for r in m.receive.after { try await r.event.wait() }
             try stop()
             let start = HostClock.nanoseconds()
