@@ -8,17 +8,16 @@ struct VkAttnBench: ParsableCommand {
         commandName: "vkattn-bench",
         abstract: "Benchmarks and checks VkAttn's kernels on a Vulkan device.",
         discussion: """
-            With no subcommand: the device report and a short copy benchmark.
+            With no subcommand: the tour (the device report, then every op family checked and timed).
             Environment: VKATTN_DEVICE (index or name substring), VKATTN_VALIDATION (1 or sync).
             --json prints one JSON object per measured configuration (JSON Lines).
             """,
         subcommands: [Devices.self, Copy.self, Fill.self, Attention.self, Decode.self, SpMM.self, SDDMM.self, Scan.self,
                       Recurrence.self, LinearAttention.self, Ring.self, Ulysses.self, Hybrid.self, TreeDecodeCommand.self,
                       Lasp.self, Lasp2.self, Zeco.self,
-                      Suite.self, Compare.self]
+                      Suite.self, Compare.self, Tour.self],
+        defaultSubcommand: Tour.self
     )
-
-    @OptionGroup var device: DeviceOptions
 
     /// ArgumentParser's entry, then the teardown check (BenchTeardown) once the command and every
     /// device it made are gone.
@@ -30,16 +29,6 @@ struct VkAttnBench: ParsableCommand {
             exit(withError: error)
         }
         if !BenchTeardown.finish() { Foundation.exit(1) }
-    }
-
-    func run() throws {
-        let context = try BenchContext(device)
-        print(DeviceReport.table(context.device.physicalDevice.instance, selected: context.device.physicalDevice.index))
-        print("")
-        let bytes = 32 << 20
-        print("Copy bandwidth, \(formatBytes(bytes)) (run `vkattn-bench copy --help` for options)")
-        let rows = try CopyBenchmark(bytes: bytes, warmup: 3, iterations: 10, check: true).run(context)
-        try context.report(rows, json: false)
     }
 }
 
