@@ -135,7 +135,7 @@ struct StreamTests {
             let kernel = try device.kernel(affineDescriptor(scale: 2, step: 1))
             let stream = try device.makeStream()
             let start = try stream.timestamp()
-            try stream.dispatch(kernel, bindings: [xb.whole, yb.whole], push: [UInt32(n), Float(0.25)], groups: ((n + 63) / 64, 1, 1))
+            try stream.dispatch(kernel, bindings: [xb.whole, yb.whole], push: AffinePush(n: UInt32(n), bias: Float(0.25)), groups: ((n + 63) / 64, 1, 1))
             try stream.barrier()
             let end = try stream.timestamp()
             try await stream.completion()
@@ -328,7 +328,7 @@ private actor StreamOwner {
         let yb = try device.makeBuffer(of: Float.self, count: n)
         let kernel = try device.kernel(affineDescriptor(scale: scale, step: 1))
         for _ in 0..<rounds {
-            try stream.dispatch(kernel, bindings: [xb.whole, yb.whole], push: [UInt32(n), Float(0.5)], groups: ((n + 63) / 64, 1, 1))
+            try stream.dispatch(kernel, bindings: [xb.whole, yb.whole], push: AffinePush(n: UInt32(n), bias: Float(0.5)), groups: ((n + 63) / 64, 1, 1))
             try await stream.completion()
         }
         return try yb.read(Float.self, count: n)
