@@ -198,9 +198,9 @@ enum LinearChecks {
             // Bytes: a chain sends one value B H Dk (Dv + 1) fp32 per hop (none from the rank the
             // flow reaches last: the last rank forward, rank 0 backward); LASP-2 hands its value
             // to MPI_Iexscan on every rank (the point-to-point all-gather would send N - 1).
-            let value = c.b * c.h * c.dk * (c.dv + 1) * 4
-            let want: (forward: Int, backward: Int)
-            if case .lasp2 = scheme { want = (value, value) } else { want = (r < n - 1 ? value : 0, r > 0 ? value : 0) }
+            let shape = ContextParallelLinearAttention.Shape(batch: c.b, heads: c.h, dk: c.dk, dv: c.dv)
+            let want = (forward: MPICommunicator.expectedBytesSent(of: op, rank: r, shape: shape, backward: false),
+                        backward: MPICommunicator.expectedBytesSent(of: op, rank: r, shape: shape, backward: true))
             if n > 1 {
                 report.expect("\(what) bytes sent", sent == want, "forward \(sent.forward), backward \(sent.backward), expected \(want)")
             }

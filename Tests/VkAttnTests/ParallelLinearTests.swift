@@ -228,7 +228,7 @@ struct ParallelLinearTests {
             let comms = try group.communicators()
             let lengths = ContextParallelLinearAttention.evenLengths(total: p.l, ranks: 3)
             let op = ContextParallelLinearAttention(lengths: lengths, scheme: scheme, attention: GatedLinearAttention(gating: p.gating))
-            let value = p.b * p.h * p.dk * (p.dv + 1) * 4
+            let shape = ContextParallelLinearAttention.Shape(batch: p.b, heads: p.h, dk: p.dk, dv: p.dv)
             let starts = [0, lengths[0], lengths[0] + lengths[1]]
             struct Shard: Sendable { let q: Tensor, k: Tensor, v: Tensor, g: Tensor, dO: Tensor }
             let shards = try comms.map { comm -> Shard in
@@ -250,12 +250,9 @@ struct ParallelLinearTests {
                                       incomingStates: outs.map(\.incomingState), dOutput: shards.map(\.dO), communicators: comms)
             let backwardTraffic = group.traffic.map(\.bytesSent)
             let backwardIntervals = group.timeline.drain()
-            if scheme == .lasp2 {
-                #expect(forwardTraffic == [2 * value, 2 * value, 2 * value], "\(forwardTraffic), value \(value)")
-                #expect(backwardTraffic == [2 * value, 2 * value, 2 * value], "\(backwardTraffic), value \(value)")
-            } else {
-                #expect(forwardTraffic == [value, value, 0], "\(forwardTraffic), value \(value)")
-                #expect(backwardTraffic == [0, value, value], "\(backwardTraffic), value \(value)")
+            for (pass, traffic) in [("forward", forwardTraffic), ("backward", backwardTraffic)] {
+                let want = (0..<3).map { op.expectedBytesSent(rank: $0, shape: shape, backward: pass == "backward") }
+                #expect(traffic == want, "\(pass) \(traffic), expected \(want), seed \(seed)")
             }
             for (intervals, labels) in [(forwardIntervals, ["local states", "local output", "state correction"]),
                                         (backwardIntervals, ["state gradient", "local states", "local gradients"])] {

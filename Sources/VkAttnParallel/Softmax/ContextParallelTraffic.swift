@@ -1,0 +1,88 @@
+import VkAttn
+
+extension ContextParallelAttention {
+    /// Bytes one rank sends per call by the formulas of the schemes' papers, for a
+    /// configuration that `validate` accepts: N = `plan.ranks`, T = S / N tokens per rank (the
+    /// even split the papers assume; uneven splits make T a fraction), b bytes per element of
+    /// `shape.dtype`, fp32 LSE and gradient partials.
+    ///
+    /// - `.ring` (Liu et al.): N - 1 steps of one K and one V block, 2 T Hkv D b each; the
+    ///   backward adds N fp32 dK/dV blocks, 2 T Hkv D 4 each, over N steps.
+    /// - `.allToAll` (Ulysses, DeepSpeed): each all-to-all sends (N - 1) / N of a rank's tensor:
+    ///   Q, K, V in and O (the output type), LSE out; the backward: Q, K, V, O, dO, LSE in and
+    ///   fp32 dQ, dK, dV out. KV heads fewer than the ranks count one head per rank. Two steps.
+    /// - `.hierarchical(ulysses: u)`: Ulysses on u ranks, then the ring of N / u members with
+    ///   u T tokens and Hkv / u heads.
+    /// - `.allGather(headSlices:)`: exact for any split, from the plan: the K/V pieces the
+    ///   rank sends to the ranks whose queries attend them (causal: only those before them),
+    ///   and in the backward their fp32 dK/dV partials back; the busiest rank. One step per
+    ///   head slice. (Llama 3 gathers everything: 2 (N - 1) T Hkv D b, named in the formula.)
+    ///
+    /// The in-process schedulers send exactly these bytes for even splits (ParallelTrafficTests).
+    /// - Parameters:
+    ///   - shape: heads, head dimension and storage type of the problem.
+    ///   - backward: the backward pass instead of the forward.
+    /// - Returns: the busiest rank's bytes per call, the communication steps and the formula.
+    /// - Throws: `VkAttnError.unsupported` (op `context parallel attention`) where a pair of
+    ///   the plan's pieces has no single causal band, as `validate` does.
+    public func expectedTraffic(_ shape: Shape, backward: Bool) throws -> ExpectedTraffic {
+        let n = plan.ranks
+        let t = Double(plan.totalTokens) / Double(n)
+        let b = Double(shape.dtype.byteSize), ob = Double((attention.outputDType ?? shape.dtype).byteSize)
+        let hq = Double(shape.headsQ), hkv = Double(shape.headsKV), d = Double(shape.headDim)
+        // KV heads per rank of a Ulysses group of u: a slice, or one replicated head.
+        func kvPerRank(_ u: Int) -> Double { shape.headsKV % u == 0 ? hkv / Double(u) : 1 }
+        func ring(_ r: Int, tokens: Double, kvHeads: Double) -> ExpectedTraffic {
+            guard r > 1 else { return ExpectedTraffic(bytes: 0, steps: 1, formula: "one member: no ring traffic") }
+            let kv = 2 * tokens * kvHeads * d * b
+            if !backward {
+                return ExpectedTraffic(bytes: Double(r - 1) * kv, steps: r - 1,
+                                       formula: "ring (Liu et al.): per step one K and one V block, 2 (S/N) Hkv D b")
+            }
+            let dkv = 2 * tokens * kvHeads * d * 4
+            return ExpectedTraffic(bytes: Double(r - 1) * kv + Double(r) * dkv, steps: r,
+                                   formula: "ring backward: (N-1) K/V blocks 2 (S/N) Hkv D b + N fp32 dK/dV blocks 2 (S/N) Hkv D 4, over N steps")
+        }
+        func ulysses(_ u: Int) -> (bytes: Double, formula: String) {
+            guard u > 1 else { return (0, "") }
+            let share = Double(u - 1)
+            let q = share * t * (hq / Double(u)) * d
+            let kv = share * t * kvPerRank(u) * d
+            let lse = share * t * (hq / Double(u)) * 4
+            if !backward {
+                return (q * b + 2 * kv * b + q * ob + lse,
+                        "Ulysses (DeepSpeed): each all-to-all sends (N-1)/N of a rank's tensor; in Q, K, V, out O and LSE")
+            }
+            return (2 * q * b + 2 * kv * b + q * ob + lse + q * 4 + 2 * kv * 4,
+                    "Ulysses backward: in Q, K, V, O, dO, LSE; out fp32 dQ, dK, dV; each (N-1)/N of a rank's tensor")
+        }
+        switch scheme {
+        case .ring:
+            return ring(n, tokens: t, kvHeads: hkv)
+        case .allToAll:
+            let a2a = ulysses(n)
+            return ExpectedTraffic(bytes: a2a.bytes, steps: 2, formula: a2a.formula)
+        case let .hierarchical(u):
+            let a2a = ulysses(u)
+            let between = ring(n / u, tokens: t * Double(u), kvHeads: kvPerRank(u))
+            return ExpectedTraffic(bytes: a2a.bytes + between.bytes, steps: between.steps + (u > 1 ? 2 : 0),
+                                   formula: "\(a2a.formula); \(between.formula) with S/N -> u S/N tokens and Hkv/u heads")
+        case let .allGather(slices):
+            guard n > 1 else { return ExpectedTraffic(bytes: 0, steps: slices, formula: "one rank: no traffic") }
+            let needed = try (0..<n).map { try plan.keyPieces(neededBy: $0, causal: attention.mask.causal) }
+            func tokens(_ r: Int, _ c: Int) -> Double { Double(plan.pieces(rank: r)[c].tokens) }
+            let perRank = (0..<n).map { r -> Double in
+                let sent = needed.enumerated().filter { $0.offset != r }.reduce(0.0) { total, entry in
+                    total + entry.element.filter { $0.rank == r }.reduce(0.0) { $0 + tokens($1.rank, $1.piece) }
+                }
+                let received = needed[r].reduce(0.0) { $0 + tokens($1.rank, $1.piece) }
+                return 2 * hkv * d * (sent * b + (backward ? received * 4 : 0))
+            }
+            let full = Double(n - 1) * 2 * t * hkv * d * b
+            return ExpectedTraffic(
+                bytes: perRank.max() ?? 0, steps: slices,
+                formula: (backward ? "all-gather backward: the gather again plus fp32 dK/dV partials of every received piece back to its owner; " : "")
+                    + "Llama 3 CP gathers 2 (N-1) (S/N) Hkv D b = \(Int(full)) B per rank; this scheme sends each piece only to the ranks whose queries attend it")
+        }
+    }
+}

@@ -1,0 +1,29 @@
+/// What a scheme's paper says one rank sends per call, to set beside what `RankTraffic`
+/// measures: the bytes of the busiest rank, the communication steps they spread over, and the
+/// formula in words (with its source). Each scheduler computes its own
+/// (`ContextParallelAttention.expectedTraffic`, `TreeDecode.expectedTraffic`,
+/// `ContextParallelLinearAttention.expectedTraffic`).
+public struct ExpectedTraffic: Hashable, Sendable {
+    /// Bytes the busiest rank sends per call. Formulas written for an even split (S / N tokens
+    /// per rank) give a fraction when the split is uneven.
+    public var bytes: Double
+    /// Communication steps per call (ring steps, all-to-alls, head slices, exchange steps).
+    public var steps: Int
+    /// The formula and where it comes from, e.g. `ring (Liu et al.): per step one K and one V
+    /// block, 2 (S/N) Hkv D b`.
+    public var formula: String
+
+    /// Creates the expectation of one call.
+    /// - Parameters:
+    ///   - bytes: bytes the busiest rank sends per call.
+    ///   - steps: communication steps per call.
+    ///   - formula: the formula in words.
+    public init(bytes: Double, steps: Int, formula: String) {
+        self.bytes = bytes
+        self.steps = steps
+        self.formula = formula
+    }
+
+    /// Bytes per communication step: `bytes / steps` (all of them when `steps` is 0).
+    public var bytesPerStep: Double { bytes / Double(max(1, steps)) }
+}
