@@ -115,7 +115,9 @@ struct LinearParallelBenchmark {
         let gla = GatedLinearAttention(gating: GatedLinearAttention.Gating(rawValue: options.gating) ?? .perKey, chunkLength: options.chunkLength)
         let lengths = ContextParallelLinearAttention.evenLengths(total: l, ranks: n)
         let cp = ContextParallelLinearAttention(lengths: lengths, scheme: scheme, attention: gla)
-        try cp.validate(ranks: n, shape: .init(batch: b, heads: h, dk: dk, dv: dv))
+        let shape = ContextParallelLinearAttention.Shape(batch: b, heads: h, dk: dk, dv: dv)
+        try cp.validate(ranks: n, shape: shape)
+        let expected = cp.expectedTraffic(shape: shape)
         let gateTail = gla.gating == .perKey ? [h, dk] : [h]
         var rng = SeededRandom.fresh()
         let qv = rng.floats(b * l * h * dk), kv = rng.floats(b * l * h * dk), vv = rng.floats(b * l * h * dv)
@@ -178,7 +180,7 @@ struct LinearParallelBenchmark {
         let forwardCheck = measure.check ? relativeL2(try unshard(forwardOutputs.map(\.output), width: h * dv), try o1.readFloats(), infinitiesMatch: false) : nil
         let flops = Double(b * l * h) * Double(4 * dk * dv + 2 * gla.chunkLength(on: dev) * (dk + dv))
         var rows = [try row(forwardRuns, group: group, name: "\(op).forward", device: deviceName, single: singleForward, flops: flops,
-                            check: forwardCheck)]
+                            check: forwardCheck, expected: expected)]
         var lastRuns = forwardRuns
         if let singleBackward = s.backward, let single = s.grads {
             let grads = LinearBenchBox<[LinearParallelGradients]>([])
@@ -203,36 +205,19 @@ struct LinearParallelBenchmark {
                 check = errors.max()
             }
             rows.append(try row(backwardRuns, group: group, name: "\(op).backward", device: deviceName, single: singleBackward,
-                                flops: 2 * flops, check: check))
+                                flops: 2 * flops, check: check, expected: expected))
             lastRuns = backwardRuns
         }
         try writeGroupTimeline(options.timeline, group, lastRuns.runs)
         try reportParallel(rows, json: measure.json, log: log)
     }
 
-    /// Bytes one rank sends per call by the papers' formulas: one value is B H Dk (Dv + 1)
-    /// fp32 (each state row with its decay).
-    func expected(ranks n: Int) -> (bytes: Double, steps: Int, formula: String) {
-        let value = Double(options.batch * options.heads * options.dk * (options.dv + 1) * 4)
-        guard n > 1 else { return (0, 1, "one rank: no traffic") }
-        switch scheme {
-        case .lasp2:
-            return (Double(n - 1) * value, 1,
-                    "LASP-2: one all-gather, each rank sends its state to N-1 ranks: (N-1) B H Dk (Dv+1) 4 = \(Int(Double(n - 1) * value)) B")
-        case .lasp:
-            return (value, 1, "LASP: a chain, each rank but the last (backward: the first) sends one state B H Dk (Dv+1) 4 = \(Int(value)) B")
-        case let .zeco(segments):
-            return (value, 1, "ZeCO all-scan: a chain in \(segments) segments, each rank but the last (backward: the first) sends one state B H Dk (Dv+1) 4 = \(Int(value)) B")
-        }
-    }
-
     func row(_ measured: (runs: [TimedRun], path: String), group: DeviceGroup, name: String, device: String, single: Timing,
-             flops: Double, check: Double?) throws -> ParallelRow {
+             flops: Double, check: Double?, expected: ExpectedTraffic) throws -> ParallelRow {
         let timing = Timing(samplesMs: measured.runs.map(\.spanMs))
         let median = measured.runs.sorted { $0.spanMs < $1.spanMs }[measured.runs.count / 2]
         let report = OverlapReport(median.intervals)
         let bytes = median.traffic.map(\.bytesSent).max() ?? 0
-        let expected = expected(ranks: group.ranks)
         let config: [String: ConfigValue] = [
             "ranks": .int(group.ranks), "seq": .int(options.seq), "batch": .int(options.batch), "heads": .int(options.heads),
             "dk": .int(options.dk), "dv": .int(options.dv), "gating": .string(options.gating), "scheme": .string("\(scheme)"),

@@ -68,7 +68,7 @@ enum MPIBackend {
 
     /// The row of one measured call from every rank's figures of its median run.
     static func row(_ m: Measured, op: String, device: String, config: [String: ConfigValue], single: Timing, flops: Double,
-                    check: Double?, bound: Double, expected: (bytes: Double, steps: Int, formula: String)) -> ParallelRow {
+                    check: Double?, bound: Double, expected: ExpectedTraffic) -> ParallelRow {
         let n = m.median.count
         let copy = m.median.reduce(0) { $0 + $1.copyNs }, exposed = m.median.reduce(0) { $0 + $1.exposedNs }
         return .measured(op: op, device: device, config: config, path: m.path + " (MPI)", timing: Timing(samplesMs: m.spansMs),
@@ -197,7 +197,8 @@ struct MPIAttentionBenchmark {
         let plan = try ShardPlan(lengths: lengths, ranks: n, sharding: sharding)
         let attention = FlashAttention(mask: options.causal ? .causal : .none)
         let cp = ContextParallelAttention(plan: plan, scheme: scheme, attention: attention)
-        try cp.validate(.init(headsQ: hq, headsKV: hkv, headDim: d, dtype: dtype), ranks: n)
+        let shape = ContextParallelAttention.Shape(headsQ: hq, headsKV: hkv, headDim: d, dtype: dtype)
+        try cp.validate(shape, ranks: n)
         var rng = try await MPIBackend.sharedRandom(comm)
         let total = plan.totalTokens
         let round: (Float) -> Float = dtype == .f16 ? { Float(Float16($0)) } : { $0 }
@@ -242,7 +243,7 @@ struct MPIAttentionBenchmark {
         var rows: [ParallelRow] = []
         if let single {
             rows.append(row(forwardRuns, name: "\(op).forward", device: deviceName, single: single.forward, flops: flops(plan, hq: hq, d: d),
-                            backward: false, plan: plan, heads: (hq, hkv, d), dtype: dtype, check: check, sameHost: sameHost))
+                            expected: try cp.expectedTraffic(shape, backward: false), plan: plan, heads: (hq, hkv, d), dtype: dtype, check: check, sameHost: sameHost))
         }
         var last = forwardRuns
         if options.backward {
@@ -260,18 +261,16 @@ struct MPIAttentionBenchmark {
             }
             if let single, let timing = single.backward {
                 rows.append(row(backwardRuns, name: "\(op).backward", device: deviceName, single: timing, flops: 2.5 * flops(plan, hq: hq, d: d),
-                                backward: true, plan: plan, heads: (hq, hkv, d), dtype: dtype, check: check, sameHost: sameHost))
+                                expected: try cp.expectedTraffic(shape, backward: true), plan: plan, heads: (hq, hkv, d), dtype: dtype, check: check, sameHost: sameHost))
             }
             last = backwardRuns
         }
         try await MPIBackend.report(comm, last: last, timeline: options.timeline, rows: rows, json: measure.json, log: log)
     }
 
-    func row(_ m: MPIBackend.Measured, name: String, device: String, single: Timing, flops: Double, backward: Bool, plan: ShardPlan,
-             heads: (q: Int, kv: Int, d: Int), dtype: DType, check: Double?, sameHost: Bool) -> ParallelRow {
+    func row(_ m: MPIBackend.Measured, name: String, device: String, single: Timing, flops: Double, expected: ExpectedTraffic,
+             plan: ShardPlan, heads: (q: Int, kv: Int, d: Int), dtype: DType, check: Double?, sameHost: Bool) -> ParallelRow {
         let n = m.median.count
-        let expected = Traffic.expected(scheme, backward: backward, plan: plan, heads: heads, dtype: dtype, outputDType: dtype,
-                                        ranks: n, causalMask: options.causal)
         let config: [String: ConfigValue] = [
             "ranks": .int(n), "seq": .int(plan.lengths.max() ?? 0), "sequences": .int(plan.lengths.count),
             "heads": .int(heads.q), "kv_heads": .int(heads.kv), "dim": .int(heads.d), "dtype": .string(dtype.rawValue),

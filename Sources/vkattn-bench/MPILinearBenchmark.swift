@@ -28,7 +28,9 @@ struct MPILinearBenchmark {
         let gla = GatedLinearAttention(gating: GatedLinearAttention.Gating(rawValue: options.gating) ?? .perKey, chunkLength: options.chunkLength)
         let lengths = ContextParallelLinearAttention.evenLengths(total: l, ranks: n)
         let cp = ContextParallelLinearAttention(lengths: lengths, scheme: scheme, attention: gla)
-        try cp.validate(ranks: n, shape: .init(batch: b, heads: h, dk: dk, dv: dv))
+        let shape = ContextParallelLinearAttention.Shape(batch: b, heads: h, dk: dk, dv: dv)
+        try cp.validate(ranks: n, shape: shape)
+        let expected = MPICommunicator.expectedTraffic(of: cp, shape: shape)
         let gateTail = gla.gating == .perKey ? [h, dk] : [h], gateWidth = gateTail.reduce(1, *)
         var rng = try await MPIBackend.sharedRandom(comm)
         let qv = rng.floats(b * l * h * dk), kv = rng.floats(b * l * h * dk), vv = rng.floats(b * l * h * dv)
@@ -85,7 +87,7 @@ struct MPILinearBenchmark {
         var rows: [ParallelRow] = []
         if let single {
             rows.append(row(forwardRuns, name: "\(op).forward", device: deviceName, single: single.forward, flops: flops, check: check,
-                            sameHost: sameHost))
+                            sameHost: sameHost, expected: expected))
         }
         var last = forwardRuns
         if options.backward {
@@ -106,34 +108,16 @@ struct MPILinearBenchmark {
             }
             if let single, let timing = single.backward {
                 rows.append(row(backwardRuns, name: "\(op).backward", device: deviceName, single: timing, flops: 2 * flops, check: check,
-                                sameHost: sameHost))
+                                sameHost: sameHost, expected: expected))
             }
             last = backwardRuns
         }
         try await MPIBackend.report(comm, last: last, timeline: options.timeline, rows: rows, json: measure.json, log: log)
     }
 
-    /// Bytes one rank hands to MPI per call, and the papers' formulas beside it: LASP and ZeCO
-    /// send one state B H Dk (Dv + 1) fp32 per hop point to point; LASP-2's all-scan is one
-    /// MPI_Iexscan contribution of one state per rank, which Open MPI's libnbc forwards as a
-    /// chain (linear, its default: one state per hop, N - 1 hops) or by recursive doubling
-    /// (OMPI_MCA_coll_libnbc_iexscan_algorithm=2: ceil(log2 N) states per rank); the paper's
-    /// all-gather sends N - 1 states per rank (the in-process run's point-to-point all-gather).
-    func expected(ranks n: Int) -> (bytes: Double, steps: Int, formula: String) {
-        let value = options.batch * options.heads * options.dk * (options.dv + 1) * 4
-        guard case .lasp2 = scheme else {
-            return LinearParallelBenchmark(options: options, measure: measure, scheme: scheme, op: op).expected(ranks: n)
-        }
-        let rounds = n > 1 ? Int(log2(Double(n)).rounded(.up)) : 0
-        return (Double(value), 1, "LASP-2 on MPI_Iexscan: each rank hands MPI one state B H Dk (Dv+1) 4 = \(value) B; Open MPI's "
-                + "libnbc moves it as a chain (default: N-1 hops of \(value) B) or by recursive doubling (\(rounds) x \(value) B per rank); "
-                + "the paper's all-gather: (N-1) states = \((n - 1) * value) B per rank")
-    }
-
     func row(_ m: MPIBackend.Measured, name: String, device: String, single: Timing, flops: Double, check: Double?,
-             sameHost: Bool) -> ParallelRow {
+             sameHost: Bool, expected: ExpectedTraffic) -> ParallelRow {
         let n = m.median.count
-        let expected = expected(ranks: n)
         let config: [String: ConfigValue] = [
             "ranks": .int(n), "seq": .int(options.seq), "batch": .int(options.batch), "heads": .int(options.heads),
             "dk": .int(options.dk), "dv": .int(options.dv), "gating": .string(options.gating), "scheme": .string("\(scheme)"),

@@ -32,7 +32,8 @@ struct ParallelAttentionBenchmark {
         let plan = try ShardPlan(lengths: lengths, ranks: n, sharding: sharding)
         let attention = FlashAttention(mask: options.causal ? .causal : .none)
         let cp = ContextParallelAttention(plan: plan, scheme: scheme, attention: attention)
-        try cp.validate(.init(headsQ: hq, headsKV: hkv, headDim: d, dtype: dtype), ranks: n)
+        let shape = ContextParallelAttention.Shape(headsQ: hq, headsKV: hkv, headDim: d, dtype: dtype)
+        try cp.validate(shape, ranks: n)
         let total = plan.totalTokens
         var rng = SeededRandom.fresh()
         let round: (Float) -> Float = dtype == .f16 ? { Float(Float16($0)) } : { $0 }
@@ -73,7 +74,8 @@ struct ParallelAttentionBenchmark {
             }[0]
         }
         var rows = [try row(forwardRuns, group: group, name: "\(op).forward", device: deviceName, single: singleForward,
-                            flops: flops(plan, hq: hq, d: d), backward: false, plan: plan, heads: (hq, hkv, d), dtype: dtype,
+                            flops: flops(plan, hq: hq, d: d), expected: try cp.expectedTraffic(shape, backward: false), plan: plan,
+                            heads: (hq, hkv, d), dtype: dtype,
                             check: measure.check ? try compare(plan, tensors.map { $0.out.o }, single.o, width: hq * d, dtype: dtype) : nil)]
         if let lse = measure.check ? try compareColumns(plan, tensors.map { $0.out.lse }, single.lse, heads: hq) : nil,
            let current = rows[0].base.maxRelError {
@@ -96,7 +98,8 @@ struct ParallelAttentionBenchmark {
                              compare(plan, tensors.map { $0.grads.dv }, singleGrads.dv, width: hkv * d, dtype: dtype)].max()
             }
             rows.append(try row(backwardRuns, group: group, name: "\(op).backward", device: deviceName, single: singleBackward,
-                                flops: 2.5 * flops(plan, hq: hq, d: d), backward: true, plan: plan, heads: (hq, hkv, d), dtype: dtype,
+                                flops: 2.5 * flops(plan, hq: hq, d: d), expected: try cp.expectedTraffic(shape, backward: true), plan: plan,
+                                heads: (hq, hkv, d), dtype: dtype,
                                 check: check))
             lastRuns = backwardRuns
         }
@@ -105,13 +108,11 @@ struct ParallelAttentionBenchmark {
     }
 
     func row(_ measured: (runs: [TimedRun], path: String), group: DeviceGroup, name: String, device: String, single: Timing, flops: Double,
-             backward: Bool, plan: ShardPlan, heads: (q: Int, kv: Int, d: Int), dtype: DType, check: Double?) throws -> ParallelRow {
+             expected: ExpectedTraffic, plan: ShardPlan, heads: (q: Int, kv: Int, d: Int), dtype: DType, check: Double?) throws -> ParallelRow {
         let timing = Timing(samplesMs: measured.runs.map(\.spanMs))
         let median = measured.runs.sorted { $0.spanMs < $1.spanMs }[measured.runs.count / 2]
         let report = OverlapReport(median.intervals)
         let bytes = median.traffic.map(\.bytesSent).max() ?? 0
-        let expected = Traffic.expected(scheme, backward: backward, plan: plan, heads: heads, dtype: dtype,
-                                        outputDType: dtype, ranks: group.ranks, causalMask: options.causal)
         let config: [String: ConfigValue] = [
             "ranks": .int(group.ranks), "seq": .int(plan.lengths.max() ?? 0), "sequences": .int(plan.lengths.count),
             "heads": .int(heads.q), "kv_heads": .int(heads.kv), "dim": .int(heads.d), "dtype": .string(dtype.rawValue),

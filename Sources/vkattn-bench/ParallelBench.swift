@@ -78,7 +78,7 @@ struct ParallelRow: Encodable {
     /// Bytes one rank sends per call (the largest over ranks), and per scheduler step.
     var bytesPerRank: Int
     var bytesPerRankPerStep: Double
-    /// The paper's formula for the same quantity.
+    /// The paper's formula for the same quantity (the scheduler's `expectedTraffic`).
     var expectedBytesPerRankPerStep: Double
     var steps: Int
     var formula: String
@@ -132,14 +132,14 @@ extension ParallelRow {
     static func measured(op: String, device: String, config: [String: ConfigValue], path: String, timing: Timing, flops: Double,
                          check: Double?, bound: Double, ranks: Int, single: Timing, overlapEfficiency: Double, copyNs: Double,
                          exposedNs: Double, overlapRanks: Int, bytesPerRank bytes: Int,
-                         expected: (bytes: Double, steps: Int, formula: String)) -> ParallelRow {
+                         expected: ExpectedTraffic) -> ParallelRow {
         let result = check.map { $0 <= bound ? CheckResult.pass : .fail } ?? .skipped
         let base = ResultRow(op: op, device: device, config: config, path: path, timing: timing,
                              tflops: flops / (timing.medianMs * 1e9), check: result, maxRelError: check)
         return ParallelRow(base: base, ranks: ranks, singleDeviceMs: single.medianMs, overlapEfficiency: overlapEfficiency,
                            exposedCommMs: exposedNs / 1e6 / Double(max(1, overlapRanks)), copyMs: copyNs / 1e6 / Double(max(1, overlapRanks)),
                            bytesPerRank: bytes, bytesPerRankPerStep: Double(bytes) / Double(max(1, expected.steps)),
-                           expectedBytesPerRankPerStep: expected.bytes / Double(max(1, expected.steps)),
+                           expectedBytesPerRankPerStep: expected.bytesPerStep,
                            steps: expected.steps, formula: expected.formula)
     }
 }

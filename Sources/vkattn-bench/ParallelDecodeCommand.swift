@@ -79,14 +79,6 @@ struct TreeDecodeCommand: ParsableCommand {
         let timing = Timing(samplesMs: runs.runs.map(\.spanMs))
         let median = runs.runs.sorted { $0.spanMs < $1.spanMs }[runs.runs.count / 2]
         let report = OverlapReport(median.intervals)
-        let rowsQ = Double(totalQ * heads)
-        let steps = TreeDecode.steps(n)
-        // The busiest rank sends the whole buffer once per doubling step, plus once more
-        // (the result back to a folded rank) when N is not a power of two.
-        var p = 1
-        while p * 2 <= n { p *= 2 }
-        let sends = p.trailingZeroBitCount + (p < n ? 1 : 0)
-        let expected = Double(sends) * (rowsQ * 4 + rowsQ * Double(d + 1) * 4)
         let bytes = median.traffic.map(\.bytesSent).max() ?? 0
         let device = "\(dev.capabilities.name) x\(n) (\(group.placement.rawValue), \(group.path.rawValue))"
         let config: [String: ConfigValue] = ["ranks": .int(n), "batch": .int(batch), "queries": .int(queries), "cache": .int(cache),
@@ -95,7 +87,7 @@ struct TreeDecodeCommand: ParsableCommand {
             op: "tree-decode", device: device, config: config, path: runs.path, timing: timing,
             flops: 4 * Double(totalQ * cache * heads * d), check: check, bound: 1e-5, ranks: n, single: singleTiming,
             overlapEfficiency: report.efficiency, copyNs: report.copyNs, exposedNs: report.exposedNs, overlapRanks: report.ranks.count,
-            bytesPerRank: bytes, expected: (expected, 2 * steps, "tree attention: all-reduce max of LSE (Tq Hq 4 B) and sum of [num | den] (Tq Hq (D+1) 4 B); the busiest rank sends each buffer log2 P times (+1 when N > P, P the largest power of two <= N)"))
+            bytesPerRank: bytes, expected: TreeDecode.expectedTraffic(ranks: n, queryRows: totalQ * heads, headDim: d))
         if let timeline, let last = runs.runs.last {
             try ParallelTimeline.chromeTrace(last.intervals).write(toFile: timeline, atomically: true, encoding: .utf8)
         }
