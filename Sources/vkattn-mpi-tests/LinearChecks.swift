@@ -17,9 +17,10 @@ func boundRatio(_ got: [Float], _ ref: [Double], scale: [Double], tol: Double) -
     return worst
 }
 
-/// Rows [range) of every batch entry of x [B, L, width].
-func rowsOf<T>(_ x: [T], batch: Int, length: Int, width: Int, _ range: Range<Int>) -> [T] {
-    (0..<batch).flatMap { bb in x[((bb * length + range.lowerBound) * width)..<((bb * length + range.upperBound) * width)] }
+/// Rows [range) of every batch entry of x [B, L, width]: the middle part of the library's
+/// contiguous split [before, range, after].
+func rowsOf<T>(_ x: [T], batch: Int, length: Int, width: Int, _ range: Range<Int>) throws -> [T] {
+    try ContiguousSplit(lengths: [range.lowerBound, range.count, length - range.upperBound]).shard(x, outer: batch, inner: width, rank: 1)
 }
 
 /// One GLA problem [B, L, H, *] with initial state and final-state gradient, the same on
@@ -48,7 +49,7 @@ struct LinearCase {
     /// GLAHarness's depth: 4 (L + Dk + Dv + chunk); the tolerance 8u per unit.
     var tol: Double { 8 * 0x1p-24 * Double(4 * (l + dk + dv + chunk)) }
 
-    func rows<T>(_ x: [T], width: Int, _ range: Range<Int>) -> [T] { rowsOf(x, batch: b, length: l, width: width, range) }
+    func rows<T>(_ x: [T], width: Int, _ range: Range<Int>) throws -> [T] { try rowsOf(x, batch: b, length: l, width: width, range) }
 
     /// The first `tokens` tokens as a problem of their own (the reference of an incoming state).
     func reference(tokens: Int) -> GLAReference { GLAReference(gating: gating, batch: b, length: tokens, heads: h, dk: dk, dv: dv) }
@@ -141,14 +142,14 @@ enum LinearChecks {
         let prefix = 0..<start
         let pre = c.reference(tokens: start)
         let hk = c.h * c.dk, hv = c.h * c.dv
-        let incoming = r == 0 ? (c.s0.map(Double.init), c.s0.map { abs(Double($0)) }) : (
+        let incoming = r == 0 ? (c.s0.map(Double.init), c.s0.map { abs(Double($0)) }) : try (
             pre.forward(q: c.rows(c.q, width: hk, prefix), k: c.rows(c.k, width: hk, prefix), v: c.rows(c.v, width: hv, prefix),
-                        logGates: c.g.map { c.rows($0, width: c.gateWidth, prefix) }, initialState: c.s0).final,
+                        logGates: c.g.map { try c.rows($0, width: c.gateWidth, prefix) }, initialState: c.s0).final,
             pre.forward(q: absf(c.rows(c.q, width: hk, prefix)), k: absf(c.rows(c.k, width: hk, prefix)), v: absf(c.rows(c.v, width: hv, prefix)),
-                        logGates: c.g.map { c.rows($0, width: c.gateWidth, prefix) }, initialState: absf(c.s0)).final)
+                        logGates: c.g.map { try c.rows($0, width: c.gateWidth, prefix) }, initialState: absf(c.s0)).final)
         let single = try c.single(device)
         // Expected values of this rank's outputs: (reference, scale, one device).
-        var want: [(String, [Double], [Double], [Float])] = [
+        var want: [(String, [Double], [Double], [Float])] = try [
             ("o", c.rows(fwd.o, width: hv, mine), c.rows(fwdAbs.o, width: hv, mine), c.rows(single["o"] ?? [], width: hv, mine)),
             ("dq", c.rows(bwd.dq, width: hk, mine), c.rows(bwdAbs.dq, width: hk, mine), c.rows(single["dq"] ?? [], width: hk, mine)),
             ("dk", c.rows(bwd.dk, width: hk, mine), c.rows(bwdAbs.dk, width: hk, mine), c.rows(single["dk"] ?? [], width: hk, mine)),
@@ -156,7 +157,7 @@ enum LinearChecks {
         ]
         if c.g != nil {
             let w = c.gateWidth
-            want.append(("dLogGates", c.rows(bwd.dLogGates, width: w, mine), c.rows(gScale, width: w, mine),
+            want.append(try ("dLogGates", c.rows(bwd.dLogGates, width: w, mine), c.rows(gScale, width: w, mine),
                          c.rows(single["dLogGates"] ?? [], width: w, mine)))
         }
         if r == n - 1 { want.append(("final", fwd.final, fwdAbs.final, single["final"] ?? [])) }
@@ -166,7 +167,7 @@ enum LinearChecks {
         let q = try device.makeTensor(c.rows(c.q, width: hk, mine), shape: [c.b, lr, c.h, c.dk])
         let k = try device.makeTensor(c.rows(c.k, width: hk, mine), shape: [c.b, lr, c.h, c.dk])
         let v = try device.makeTensor(c.rows(c.v, width: hv, mine), shape: [c.b, lr, c.h, c.dv])
-        let g = try c.g.map { try device.makeTensor(c.rows($0, width: c.gateWidth, mine), shape: [c.b, lr] + c.gateTail) }
+        let g = try c.g.map { try device.makeTensor(try c.rows($0, width: c.gateWidth, mine), shape: [c.b, lr] + c.gateTail) }
         let dO = try device.makeTensor(c.rows(c.dO, width: hv, mine), shape: [c.b, lr, c.h, c.dv])
         let s0 = r == 0 ? try device.makeTensor(c.s0, shape: c.state) : nil
         let dFinal = r == n - 1 ? try device.makeTensor(c.dFinal, shape: c.state) : nil

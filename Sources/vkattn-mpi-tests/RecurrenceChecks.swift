@@ -40,16 +40,12 @@ struct RecurrenceCase {
     func first(_ n: Int) -> Int { reverse ? n - 1 : 0 }
     func last(_ n: Int) -> Int { reverse ? 0 : n - 1 }
 
-    /// Steps [lo, hi) of every channel, in the layout.
-    func slice<T>(_ x: [T], _ lo: Int, _ hi: Int) -> [T] {
-        var out: [T] = []
-        switch layout {
-        case .bld:
-            for bi in 0..<batch { out += x[((bi * length + lo) * channels * cw)..<((bi * length + hi) * channels * cw)] }
-        case .bdl:
-            for row in 0..<(batch * channels) { out += x[((row * length + lo) * cw)..<((row * length + hi) * cw)] }
-        }
-        return out
+    /// Steps [lo, hi) of every channel, in the layout: the middle part of the library's
+    /// contiguous split [lo, hi - lo, L - hi] of the time axis ([B, L, D]: outer B, inner D;
+    /// [B, D, L]: outer B D, inner 1; complex: inner x 2).
+    func slice<T>(_ x: [T], _ lo: Int, _ hi: Int) throws -> [T] {
+        let outer = layout == .bld ? batch : batch * channels, inner = (layout == .bld ? channels : 1) * cw
+        return try ContiguousSplit(lengths: [lo, hi - lo, length - hi]).shard(x, outer: outer, inner: inner, rank: 1)
     }
 
     /// The single-device kernel's h, final, da, db, dh0.
@@ -114,7 +110,7 @@ enum RecurrenceChecks {
         let hMax = ((single["h"] ?? []) + c.h0).map { abs(Double($0)) }.max() ?? 1
         let daScale = gScale.map { $0 * max(hMax, 1e-3) }
         let (da, db, dh0) = ref.backward(a: c.a, h: single["h"] ?? [], h0: c.h0, dh: c.dh, dFinal: c.dFinal)
-        var want: [(String, [Double], [Double], [Float])] = [
+        var want: [(String, [Double], [Double], [Float])] = try [
             ("h", c.slice(h, lo, hi), c.slice(m, lo, hi), c.slice(single["h"] ?? [], lo, hi)),
             ("db", c.slice(db, lo, hi), c.slice(gScale, lo, hi), c.slice(single["db"] ?? [], lo, hi)),
             ("da", c.slice(da, lo, hi), c.slice(daScale, lo, hi), c.slice(single["da"] ?? [], lo, hi)),
@@ -129,8 +125,8 @@ enum RecurrenceChecks {
         }
 
         let local = c.shape(hi - lo), state = c.stateShape
-        let aT = try device.makeTensor(c.slice(c.a, lo, hi), shape: local), bT = try device.makeTensor(c.slice(c.b, lo, hi), shape: local)
-        let dhT = try device.makeTensor(c.slice(c.dh, lo, hi), shape: local)
+        let aT = try device.makeTensor(try c.slice(c.a, lo, hi), shape: local), bT = try device.makeTensor(try c.slice(c.b, lo, hi), shape: local)
+        let dhT = try device.makeTensor(try c.slice(c.dh, lo, hi), shape: local)
         let h0T = r == c.first(n) ? try device.makeTensor(c.h0, shape: state) : nil
         let dFinalT = r == c.last(n) ? try device.makeTensor(c.dFinal, shape: state) : nil
         let rows = c.batch * c.channels

@@ -135,13 +135,12 @@ enum SchedulerChecks {
         let plan = try ShardPlan(lengths: cacheLengths, ranks: comm.size, sharding: .contiguous)
         let r = comm.rank
         let piece = plan.pieces(rank: r)[0]
-        let rows = plan.globalTokens(rank: r)
-        let shardK = rows.flatMap { k[($0 * hkv * d)..<(($0 + 1) * hkv * d)] }
-        let shardV = rows.flatMap { v[($0 * hkv * d)..<(($0 + 1) * hkv * d)] }
+        let rows = plan.tokens(rank: r)
+        let shardK = plan.shard(k, width: hkv * d, rank: r), shardV = plan.shard(v, width: hkv * d, rank: r)
         let o = try Guarded(device, shape: [totalQ, hq, d]), lse = try Guarded(device, shape: [hq, totalQ])
         let out = try await TreeDecode().decode(q: try device.makeTensor(q, shape: [totalQ, hq, d]),
-                                                kCache: try device.makeTensor(shardK, shape: [rows.count, hkv, d]),
-                                                vCache: try device.makeTensor(shardV, shape: [rows.count, hkv, d]),
+                                                kCache: try device.makeTensor(shardK, shape: [rows, hkv, d]),
+                                                vCache: try device.makeTensor(shardV, shape: [rows, hkv, d]),
                                                 layout: .packed(cuSeqlensQ: cuQ, cuSeqlensK: piece.cuSeqlens),
                                                 into: AttentionOutput(o: o.tensor, lse: lse.tensor), communicator: comm)
         let gotO = try o.tensor.readFloats(), gotL = try lse.tensor.readFloats()

@@ -31,14 +31,13 @@ struct ParallelDecodeTests {
                 let results = try await ContextParallelAttention.onEveryRank(try group.communicators(first: n)) { comm in
                     let r = comm.rank, dev = comm.device
                     let piece = plan.pieces(rank: r)[0]
-                    let rows = plan.globalTokens(rank: r)
-                    let shardK = rows.flatMap { k[($0 * hkv * d)..<(($0 + 1) * hkv * d)] }
-                    let shardV = rows.flatMap { v[($0 * hkv * d)..<(($0 + 1) * hkv * d)] }
+                    let rows = plan.tokens(rank: r)
+                    let shardK = plan.shard(k, width: hkv * d, rank: r), shardV = plan.shard(v, width: hkv * d, rank: r)
                     let o = try Guarded(dev, shape: [totalQ, hq, d], dtype: .f32)
                     let lse = try Guarded(dev, shape: [hq, totalQ], dtype: .f32)
                     _ = try await TreeDecode().decode(q: try dev.makeTensor(q, shape: [totalQ, hq, d]),
-                                                      kCache: try dev.makeTensor(shardK, shape: [rows.count, hkv, d]),
-                                                      vCache: try dev.makeTensor(shardV, shape: [rows.count, hkv, d]),
+                                                      kCache: try dev.makeTensor(shardK, shape: [rows, hkv, d]),
+                                                      vCache: try dev.makeTensor(shardV, shape: [rows, hkv, d]),
                                                       layout: .packed(cuSeqlensQ: cuQ, cuSeqlensK: piece.cuSeqlens),
                                                       into: AttentionOutput(o: o.tensor, lse: lse.tensor), communicator: comm)
                     try o.checkGuards("tree O rank \(r)")
@@ -65,18 +64,11 @@ struct ParallelDecodeTests {
             let results = try await ContextParallelAttention.onEveryRank(try group.communicators()) { comm in
                 let r = comm.rank, dev = comm.device, part = sk / n
                 // [B, Sk, H, D] -> this rank's [B, Sk / N, H, D] slice of each sequence.
-                func shard(_ x: [Float]) -> [Float] {
-                    var out: [Float] = []
-                    for s in 0..<b {
-                        let first: Int = (s * sk + r * part) * h * d
-                        let last: Int = first + part * h * d
-                        out += x[first..<last]
-                    }
-                    return out
-                }
+                let split = try ContiguousSplit(total: sk, ranks: n)
+                func shard(_ x: [Float]) throws -> [Float] { try split.shard(x, outer: b, inner: h * d, rank: r) }
                 let out = try await TreeDecode().decode(q: try dev.makeTensor(q, shape: [b, sq, h, d]),
-                                                        kCache: try dev.makeTensor(shard(k), shape: [b, part, h, d]),
-                                                        vCache: try dev.makeTensor(shard(v), shape: [b, part, h, d]), communicator: comm)
+                                                        kCache: try dev.makeTensor(try shard(k), shape: [b, part, h, d]),
+                                                        vCache: try dev.makeTensor(try shard(v), shape: [b, part, h, d]), communicator: comm)
                 return (try out.output.o.readFloats(), try out.output.lse.readFloats())
             }
             for (r, (o, lse)) in results.enumerated() {

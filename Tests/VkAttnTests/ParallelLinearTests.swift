@@ -24,24 +24,14 @@ struct LinearProblem: Sendable {
     var gateShapeTail: [Int] { gating == .perKey ? [h, dk] : [h] }
     var reference: GLAReference { GLAReference(gating: gating, batch: b, length: l, heads: h, dk: dk, dv: dv) }
 
-    /// Rows t in `range` of every batch entry of x [B, L, width].
-    func shard(_ x: [Float], width: Int, _ range: Range<Int>) -> [Float] {
-        (0..<b).flatMap { bb in x[((bb * l + range.lowerBound) * width)..<((bb * l + range.upperBound) * width)] }
+    /// Rank `rank`'s tokens under `split` of every batch entry of x [B, L, width].
+    func shard(_ x: [Float], width: Int, _ split: ContiguousSplit, rank: Int) throws -> [Float] {
+        try split.shard(x, outer: b, inner: width, rank: rank)
     }
 
     /// The inverse of `shard` over all ranks.
-    func unshard(_ parts: [[Float]], width: Int, lengths: [Int]) -> [Float] {
-        var out = [Float](repeating: .nan, count: b * l * width)
-        var start = 0
-        for (part, n) in zip(parts, lengths) {
-            for bb in 0..<b {
-                for t in 0..<n {
-                    for c in 0..<width { out[(bb * l + start + t) * width + c] = part[(bb * n + t) * width + c] }
-                }
-            }
-            start += n
-        }
-        return out
+    func unshard(_ parts: [[Float]], width: Int, _ split: ContiguousSplit) throws -> [Float] {
+        try split.unshard(parts, outer: b, inner: width)
     }
 }
 
@@ -64,17 +54,16 @@ func runParallelLinear(_ p: LinearProblem, comms: [LocalCommunicator], scheme: L
                        lengths custom: [Int]? = nil, poisoned: Bool = false) async throws -> LinearResult {
     let n = comms.count
     let lengths = custom ?? ContextParallelLinearAttention.evenLengths(total: p.l, ranks: n)
-    let starts = lengths.indices.map { lengths.prefix($0).reduce(0, +) }
+    let split = try ContiguousSplit(lengths: lengths)
     let op = ContextParallelLinearAttention(lengths: lengths, scheme: scheme, attention: GatedLinearAttention(gating: p.gating, chunkLength: chunk))
     let ranks = try await onRanks(comms) { comm -> RankLinearResult in
         let r = comm.rank, device = comm.device, lr = lengths[r]
-        let range = starts[r]..<(starts[r] + lr)
-        let q = try device.makeTensor(p.shard(p.q, width: p.h * p.dk, range), shape: [p.b, lr, p.h, p.dk])
-        let k = try device.makeTensor(p.shard(p.k, width: p.h * p.dk, range), shape: [p.b, lr, p.h, p.dk])
-        let v = try device.makeTensor(p.shard(p.v, width: p.h * p.dv, range), shape: [p.b, lr, p.h, p.dv])
+        let q = try device.makeTensor(p.shard(p.q, width: p.h * p.dk, split, rank: r), shape: [p.b, lr, p.h, p.dk])
+        let k = try device.makeTensor(p.shard(p.k, width: p.h * p.dk, split, rank: r), shape: [p.b, lr, p.h, p.dk])
+        let v = try device.makeTensor(p.shard(p.v, width: p.h * p.dv, split, rank: r), shape: [p.b, lr, p.h, p.dv])
         let gw = p.gateShapeTail.reduce(1, *)
-        let g = try p.g.map { try device.makeTensor(p.shard($0, width: gw, range), shape: [p.b, lr] + p.gateShapeTail) }
-        let dO = try device.makeTensor(p.shard(p.dO, width: p.h * p.dv, range), shape: [p.b, lr, p.h, p.dv])
+        let g = try p.g.map { try device.makeTensor(p.shard($0, width: gw, split, rank: r), shape: [p.b, lr] + p.gateShapeTail) }
+        let dO = try device.makeTensor(p.shard(p.dO, width: p.h * p.dv, split, rank: r), shape: [p.b, lr, p.h, p.dv])
         let state = [p.b, p.h, p.dk, p.dv]
         let s0 = r == 0 ? try p.s0.map { try device.makeTensor($0, shape: state) } : nil
         let dFinal = r == n - 1 ? try p.dFinal.map { try device.makeTensor($0, shape: state) } : nil
@@ -110,11 +99,11 @@ func runParallelLinear(_ p: LinearProblem, comms: [LocalCommunicator], scheme: L
                                 path: out.path + " | " + grads.path)
     }
     let gw = p.gateShapeTail.reduce(1, *)
-    return LinearResult(o: p.unshard(ranks.map(\.o), width: p.h * p.dv, lengths: lengths), final: ranks[n - 1].final,
-                        dq: p.unshard(ranks.map(\.dq), width: p.h * p.dk, lengths: lengths),
-                        dk: p.unshard(ranks.map(\.dk), width: p.h * p.dk, lengths: lengths),
-                        dv: p.unshard(ranks.map(\.dv), width: p.h * p.dv, lengths: lengths),
-                        dg: p.g == nil ? nil : p.unshard(ranks.map { $0.dg ?? [] }, width: gw, lengths: lengths),
+    return LinearResult(o: try p.unshard(ranks.map(\.o), width: p.h * p.dv, split), final: ranks[n - 1].final,
+                        dq: try p.unshard(ranks.map(\.dq), width: p.h * p.dk, split),
+                        dk: try p.unshard(ranks.map(\.dk), width: p.h * p.dk, split),
+                        dv: try p.unshard(ranks.map(\.dv), width: p.h * p.dv, split),
+                        dg: p.g == nil ? nil : try p.unshard(ranks.map { $0.dg ?? [] }, width: gw, split),
                         dInitial: ranks[0].dInitial, incoming: ranks.map(\.incoming), paths: ranks.map(\.path))
 }
 
@@ -170,7 +159,7 @@ struct ParallelLinearTests {
                     #expect(got.incoming[0] == s0, "incoming rank 0 \(what), seed \(seed)")
                     for r in 1..<n {
                         let before = lengths.prefix(r).reduce(0, +)
-                        let prefix = LinearProblem.prefix(p, tokens: before)
+                        let prefix = try LinearProblem.prefix(p, tokens: before)
                         let s = prefix.reference.forward(q: prefix.q, k: prefix.k, v: prefix.v, logGates: prefix.g, initialState: p.s0)
                         let sAbs = prefix.reference.forward(q: abs(prefix.q), k: abs(prefix.k), v: abs(prefix.v), logGates: prefix.g,
                                                             initialState: p.s0.map(abs))
@@ -229,15 +218,15 @@ struct ParallelLinearTests {
             let lengths = ContextParallelLinearAttention.evenLengths(total: p.l, ranks: 3)
             let op = ContextParallelLinearAttention(lengths: lengths, scheme: scheme, attention: GatedLinearAttention(gating: p.gating))
             let shape = ContextParallelLinearAttention.Shape(batch: p.b, heads: p.h, dk: p.dk, dv: p.dv)
-            let starts = [0, lengths[0], lengths[0] + lengths[1]]
+            let split = try ContiguousSplit(lengths: lengths)
             struct Shard: Sendable { let q: Tensor, k: Tensor, v: Tensor, g: Tensor, dO: Tensor }
             let shards = try comms.map { comm -> Shard in
-                let r = comm.rank, lr = lengths[r], range = starts[r]..<(starts[r] + lr), d = comm.device
-                return Shard(q: try d.makeTensor(p.shard(p.q, width: p.h * p.dk, range), shape: [p.b, lr, p.h, p.dk]),
-                             k: try d.makeTensor(p.shard(p.k, width: p.h * p.dk, range), shape: [p.b, lr, p.h, p.dk]),
-                             v: try d.makeTensor(p.shard(p.v, width: p.h * p.dv, range), shape: [p.b, lr, p.h, p.dv]),
-                             g: try d.makeTensor(p.shard(p.g ?? [], width: p.h, range), shape: [p.b, lr, p.h]),
-                             dO: try d.makeTensor(p.shard(p.dO, width: p.h * p.dv, range), shape: [p.b, lr, p.h, p.dv]))
+                let r = comm.rank, lr = lengths[r], d = comm.device
+                return Shard(q: try d.makeTensor(p.shard(p.q, width: p.h * p.dk, split, rank: r), shape: [p.b, lr, p.h, p.dk]),
+                             k: try d.makeTensor(p.shard(p.k, width: p.h * p.dk, split, rank: r), shape: [p.b, lr, p.h, p.dk]),
+                             v: try d.makeTensor(p.shard(p.v, width: p.h * p.dv, split, rank: r), shape: [p.b, lr, p.h, p.dv]),
+                             g: try d.makeTensor(p.shard(p.g ?? [], width: p.h, split, rank: r), shape: [p.b, lr, p.h]),
+                             dO: try d.makeTensor(p.shard(p.dO, width: p.h * p.dv, split, rank: r), shape: [p.b, lr, p.h, p.dv]))
             }
             _ = group.timeline.drain()
             group.resetTraffic()
@@ -385,19 +374,20 @@ struct ParallelLinearTests {
 
 extension LinearProblem {
     /// The first `tokens` tokens of `p` (for incoming-state references).
-    static func prefix(_ p: LinearProblem, tokens: Int) -> LinearProblem {
-        LinearProblem(p, length: tokens)
+    static func prefix(_ p: LinearProblem, tokens: Int) throws -> LinearProblem {
+        try LinearProblem(p, length: tokens)
     }
 
-    init(_ p: LinearProblem, length: Int) {
+    init(_ p: LinearProblem, length: Int) throws {
+        let split = try ContiguousSplit(lengths: [length, p.l - length])
         (gating, b, l, h, dk, dv) = (p.gating, p.b, length, p.h, p.dk, p.dv)
-        q = p.shard(p.q, width: p.h * p.dk, 0..<length)
-        k = p.shard(p.k, width: p.h * p.dk, 0..<length)
-        v = p.shard(p.v, width: p.h * p.dv, 0..<length)
+        q = try p.shard(p.q, width: p.h * p.dk, split, rank: 0)
+        k = try p.shard(p.k, width: p.h * p.dk, split, rank: 0)
+        v = try p.shard(p.v, width: p.h * p.dv, split, rank: 0)
         let gw = p.gateShapeTail.reduce(1, *)
-        g = p.g.map { p.shard($0, width: gw, 0..<length) }
+        g = try p.g.map { try p.shard($0, width: gw, split, rank: 0) }
         s0 = p.s0
-        dO = p.shard(p.dO, width: p.h * p.dv, 0..<length)
+        dO = try p.shard(p.dO, width: p.h * p.dv, split, rank: 0)
         dFinal = p.dFinal
     }
 }

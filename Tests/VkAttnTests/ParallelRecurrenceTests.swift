@@ -53,37 +53,22 @@ struct ShardedRecurrenceCase: Sendable {
     func first(_ n: Int) -> Int { reverse ? n - 1 : 0 }
     func last(_ n: Int) -> Int { reverse ? 0 : n - 1 }
 
-    /// Steps [lo, hi) of every channel, in the layout.
-    func slice(_ x: [Float], _ lo: Int, _ hi: Int) -> [Float] {
-        var out: [Float] = []
-        switch layout {
-        case .bld:
-            for bi in 0..<batch { out += x[((bi * length + lo) * channels * cw)..<((bi * length + hi) * channels * cw)] }
-        case .bdl:
-            for row in 0..<(batch * channels) { out += x[((row * length + lo) * cw)..<((row * length + hi) * cw)] }
-        }
-        return out
+    /// The time axis cut at `bounds` (the shard starts plus L): the library's contiguous split,
+    /// with the layout's [outer, L, inner] view ([B, L, D] or [B, D, L]; complex: inner x 2).
+    func split(_ bounds: [Int]) throws -> ContiguousSplit {
+        try ContiguousSplit(lengths: zip(bounds.dropFirst(), bounds).map { $0 - $1 })
+    }
+    var outer: Int { layout == .bld ? batch : batch * channels }
+    var inner: Int { (layout == .bld ? channels : 1) * cw }
+
+    /// Rank `rank`'s steps of every channel under `bounds`, in the layout.
+    func slice(_ x: [Float], bounds: [Int], rank: Int) throws -> [Float] {
+        try split(bounds).shard(x, outer: outer, inner: inner, rank: rank)
     }
 
     /// The shards back into the whole sequence.
-    func join(_ parts: [[Float]], bounds: [Int]) -> [Float] {
-        var out = [Float](repeating: .nan, count: batch * length * channels * cw)
-        for (r, part) in parts.enumerated() {
-            let lo = bounds[r], n = bounds[r + 1] - lo
-            var k = 0
-            // A run of `count` floats of the shard lands at float `at` of the whole.
-            func put(_ at: Int, _ count: Int) {
-                for j in 0..<count { out[at + j] = part[k + j] }
-                k += count
-            }
-            switch layout {
-            case .bld:
-                for bi in 0..<batch { put((bi * length + lo) * channels * cw, n * channels * cw) }
-            case .bdl:
-                for row in 0..<(batch * channels) { put((row * length + lo) * cw, n * cw) }
-            }
-        }
-        return out
+    func join(_ parts: [[Float]], bounds: [Int]) throws -> [Float] {
+        try split(bounds).unshard(parts, outer: outer, inner: inner)
     }
 
     struct Result: Sendable {
@@ -115,16 +100,16 @@ struct ShardedRecurrenceCase: Sendable {
         let perRank = try await ContextParallelAttention.onEveryRank(comms) { comm in
             let r = comm.rank, dev = comm.device, lo = bounds[r], hi = bounds[r + 1]
             let local = shape(hi - lo), state = stateShape
-            let aT = try dev.makeTensor(slice(a, lo, hi), shape: local)
+            let aT = try dev.makeTensor(try slice(a, bounds: bounds, rank: r), shape: local)
             let h = try Guarded(dev, shape: local, dtype: .f32), final = try Guarded(dev, shape: state, dtype: .f32)
             let incoming = try Guarded(dev, shape: state, dtype: .f32)
-            let forward = try await op.forward(a: aT, b: try dev.makeTensor(slice(b, lo, hi), shape: local),
+            let forward = try await op.forward(a: aT, b: try dev.makeTensor(try slice(b, bounds: bounds, rank: r), shape: local),
                                                h0: r == first(n) ? try h0.map { try dev.makeTensor($0, shape: state) } : nil,
                                                h: h.tensor, finalState: final.tensor, incoming: incoming.tensor, communicator: comm)
             let da = try Guarded(dev, shape: local, dtype: .f32), db = try Guarded(dev, shape: local, dtype: .f32)
             let dIncoming = try Guarded(dev, shape: state, dtype: .f32)
             let backward = try await op.backward(a: aT, h: h.tensor, incoming: r == first(n) && h0 == nil ? nil : incoming.tensor,
-                                                 dh: try dev.makeTensor(slice(dh, lo, hi), shape: local),
+                                                 dh: try dev.makeTensor(try slice(dh, bounds: bounds, rank: r), shape: local),
                                                  dFinal: r == last(n) ? try dFinal.map { try dev.makeTensor($0, shape: state) } : nil,
                                                  da: da.tensor, db: db.tensor, dIncoming: dIncoming.tensor, communicator: comm)
             for (g, what) in [(h, "h"), (final, "final"), (incoming, "incoming"), (da, "da"), (db, "db"), (dIncoming, "dIncoming")] {
@@ -134,8 +119,8 @@ struct ShardedRecurrenceCase: Sendable {
                     da: try da.tensor.readFloats(), db: try db.tensor.readFloats(), dIncoming: try dIncoming.tensor.readFloats(),
                     outputs: [forward, backward])
         }
-        let result = Result(h: join(perRank.map(\.h), bounds: bounds), final: perRank[last(n)].final,
-                            da: join(perRank.map(\.da), bounds: bounds), db: join(perRank.map(\.db), bounds: bounds),
+        let result = Result(h: try join(perRank.map(\.h), bounds: bounds), final: perRank[last(n)].final,
+                            da: try join(perRank.map(\.da), bounds: bounds), db: try join(perRank.map(\.db), bounds: bounds),
                             dh0: perRank[first(n)].dIncoming)
         return (result, perRank.map(\.incoming), perRank.map(\.outputs))
     }
@@ -333,7 +318,7 @@ struct ParallelRecurrenceTests {
                 try comms.map { comm in
                     let r = comm.rank, lo = bounds[r], hi = bounds[r + 1]
                     return x == nil ? try comm.device.makeTensor(shape: c.shape(hi - lo), dtype: .f32)
-                                    : try comm.device.makeTensor(c.slice(x ?? [], lo, hi), shape: c.shape(hi - lo))
+                                    : try comm.device.makeTensor(c.slice(x ?? [], bounds: bounds, rank: r), shape: c.shape(hi - lo))
                 }
             }
             func states() throws -> [Tensor] { try comms.map { try $0.device.makeTensor(shape: c.stateShape, dtype: .f32) } }
@@ -345,9 +330,9 @@ struct ParallelRecurrenceTests {
             _ = try await op.backward(a: a, h: h, incoming: incoming, dh: try tensors(c.dh),
                                       dFinal: try devices[0].makeTensor(c.dFinal ?? [], shape: c.stateShape),
                                       da: da, db: db, dIncoming: dIncoming, communicators: comms)
-            #expect(c.join(try h.map { try $0.readFloats() }, bounds: bounds) == want.h, "h, seed \(seed)")
-            #expect(c.join(try da.map { try $0.readFloats() }, bounds: bounds) == want.da, "da, seed \(seed)")
-            #expect(c.join(try db.map { try $0.readFloats() }, bounds: bounds) == want.db, "db, seed \(seed)")
+            #expect(try c.join(try h.map { try $0.readFloats() }, bounds: bounds) == want.h, "h, seed \(seed)")
+            #expect(try c.join(try da.map { try $0.readFloats() }, bounds: bounds) == want.da, "da, seed \(seed)")
+            #expect(try c.join(try db.map { try $0.readFloats() }, bounds: bounds) == want.db, "db, seed \(seed)")
             #expect(try final[0].readFloats() == want.final && dIncoming[2].readFloats() == want.dh0, "final, dh0, seed \(seed)")
 
             // Rank 1 with other channels: a typed error before any rank starts.
