@@ -133,25 +133,18 @@ struct LinearParallelBenchmark {
 
         // Every rank's shard.
         let comms = try group.communicators()
-        let starts = lengths.indices.map { lengths.prefix($0).reduce(0, +) }
-        func shard(_ x: [Float], width: Int, rank r: Int) -> [Float] {
-            var out: [Float] = []
-            for bb in 0..<b {
-                let from = (bb * l + starts[r]) * width, count = lengths[r] * width
-                out += x[from..<(from + count)]
-            }
-            return out
-        }
+        let split = try ContiguousSplit(lengths: lengths)
+        func shard(_ x: [Float], width: Int, rank r: Int) throws -> [Float] { try split.shard(x, outer: b, inner: width, rank: r) }
         let gateWidth = gateTail.reduce(1, *)
         var built: [Shard] = []
         for comm in comms {
             let r = comm.rank, lr = lengths[r], device = comm.device
-            let q = try device.makeTensor(shard(qv, width: h * dk, rank: r), shape: [b, lr, h, dk])
-            let k = try device.makeTensor(shard(kv, width: h * dk, rank: r), shape: [b, lr, h, dk])
-            let v = try device.makeTensor(shard(vv, width: h * dv, rank: r), shape: [b, lr, h, dv])
-            let dO = try device.makeTensor(shard(dOv, width: h * dv, rank: r), shape: [b, lr, h, dv])
+            let q = try device.makeTensor(try shard(qv, width: h * dk, rank: r), shape: [b, lr, h, dk])
+            let k = try device.makeTensor(try shard(kv, width: h * dk, rank: r), shape: [b, lr, h, dk])
+            let v = try device.makeTensor(try shard(vv, width: h * dv, rank: r), shape: [b, lr, h, dv])
+            let dO = try device.makeTensor(try shard(dOv, width: h * dv, rank: r), shape: [b, lr, h, dv])
             var g: Tensor?
-            if let gv { g = try device.makeTensor(shard(gv, width: gateWidth, rank: r), shape: [b, lr] + gateTail) }
+            if let gv { g = try device.makeTensor(try shard(gv, width: gateWidth, rank: r), shape: [b, lr] + gateTail) }
             built.append(Shard(q: q, k: k, v: v, g: g, dO: dO))
         }
         let shards = built
@@ -166,16 +159,7 @@ struct LinearParallelBenchmark {
         }
         let forwardOutputs = outputs.value
         func unshard(_ parts: [Tensor], width: Int) throws -> [Float] {
-            let values = try parts.map { try $0.readFloats() }
-            var out = [Float](repeating: .nan, count: b * l * width)
-            for (r, part) in values.enumerated() {
-                for bb in 0..<b {
-                    for t in 0..<lengths[r] {
-                        for c in 0..<width { out[(bb * l + starts[r] + t) * width + c] = part[(bb * lengths[r] + t) * width + c] }
-                    }
-                }
-            }
-            return out
+            try split.unshard(try parts.map { try $0.readFloats() }, outer: b, inner: width)
         }
         let forwardCheck = measure.check ? relativeL2(try unshard(forwardOutputs.map(\.output), width: h * dv), try o1.readFloats(), infinitiesMatch: false) : nil
         let flops = Double(b * l * h) * Double(4 * dk * dv + 2 * gla.chunkLength(on: dev) * (dk + dv))

@@ -55,20 +55,13 @@ struct MPILinearBenchmark {
         try await comm.barrier()
 
         // This rank's shard: tokens [start, start + lengths[r]) of every batch entry.
-        let start = lengths.prefix(r).reduce(0, +), lr = lengths[r]
-        func shard(_ x: [Float], width: Int) -> [Float] {
-            var out: [Float] = []
-            for bb in 0..<b {
-                let from: Int = (bb * l + start) * width
-                out += x[from..<(from + lr * width)]
-            }
-            return out
-        }
-        let q = try device.makeTensor(shard(qv, width: h * dk), shape: [b, lr, h, dk])
-        let k = try device.makeTensor(shard(kv, width: h * dk), shape: [b, lr, h, dk])
-        let v = try device.makeTensor(shard(vv, width: h * dv), shape: [b, lr, h, dv])
-        let g = try gv.map { try device.makeTensor(shard($0, width: gateWidth), shape: [b, lr] + gateTail) }
-        let dO = try device.makeTensor(shard(dOv, width: h * dv), shape: [b, lr, h, dv])
+        let split = try ContiguousSplit(lengths: lengths), lr = lengths[r]
+        func shard(_ x: [Float], width: Int) throws -> [Float] { try split.shard(x, outer: b, inner: width, rank: r) }
+        let q = try device.makeTensor(try shard(qv, width: h * dk), shape: [b, lr, h, dk])
+        let k = try device.makeTensor(try shard(kv, width: h * dk), shape: [b, lr, h, dk])
+        let v = try device.makeTensor(try shard(vv, width: h * dv), shape: [b, lr, h, dv])
+        let g = try gv.map { try device.makeTensor(try shard($0, width: gateWidth), shape: [b, lr] + gateTail) }
+        let dO = try device.makeTensor(try shard(dOv, width: h * dv), shape: [b, lr, h, dv])
 
         var forwardOut: LinearParallelOutput?
         let forwardRuns = try await MPIBackend.timed(comm, measure: measure, sameHost: sameHost) {
@@ -130,17 +123,6 @@ struct MPILinearBenchmark {
     func gather(_ comm: MPICommunicator, _ tensor: Tensor, lengths: [Int], width: Int) async throws -> [Float] {
         let parts = try await comm.hostAllGather(try tensor.readFloats().withUnsafeBytes { Array($0) })
             .map { bytes in bytes.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) } }
-        let b = options.batch, l = options.seq
-        var out = [Float](repeating: .nan, count: b * l * width)
-        var start = 0
-        for (part, lr) in zip(parts, lengths) {
-            for bb in 0..<b {
-                for t in 0..<lr {
-                    for c in 0..<width where part.count == b * lr * width { out[(bb * l + start + t) * width + c] = part[(bb * lr + t) * width + c] }
-                }
-            }
-            start += lr
-        }
-        return out
+        return try ContiguousSplit(lengths: lengths).unshard(parts, outer: options.batch, inner: width)
     }
 }
