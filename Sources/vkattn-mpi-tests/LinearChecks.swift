@@ -129,7 +129,7 @@ enum LinearChecks {
 
     static func check(_ comm: MPICommunicator, _ report: Report, _ c: LinearCase, lengths: [Int]) async throws {
         let r = comm.rank, n = comm.size, device = comm.device
-        let start = lengths.prefix(r).reduce(0, +), mine = start..<(start + lengths[r])
+        let mine = try ContiguousSplit(lengths: lengths).range(rank: r), start = mine.lowerBound
         let absf: ([Float]) -> [Float] = { $0.map { abs($0) } }
         let ref = c.reference(tokens: c.l)
         let fwd = ref.forward(q: c.q, k: c.k, v: c.v, logGates: c.g, initialState: c.s0)
