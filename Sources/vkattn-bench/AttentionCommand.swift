@@ -8,22 +8,19 @@ struct AttentionShapeOptions: ParsableArguments {
     @Option(help: "Query heads.") var heads = 8
     @Option(name: .customLong("kv-heads"), help: "Key/value heads (default: --heads; fewer is GQA/MQA).") var kvHeads: Int?
     @Option(help: "Head dimension (32, 64, 96, 128, 256).") var dim = 64
-    @Option(help: "Storage type: f32, f16 or bf16.") var dtype: String = "f32"
+    @Option(help: "Storage type.") var dtype = StorageType.f32
     @Flag(help: "Causal mask (bottom-right aligned when query and key lengths differ).") var causal = false
     @Option(help: "Sliding window: N keys before the diagonal, or L,R (keys before / after it; -1 or empty: unbounded).") var window: String?
     @Option(help: "Logit soft cap.") var softcap: Float?
 
     func validate() throws {
-        guard let t = DType(rawValue: dtype), t == .f32 || t.isHalfWidth else {
-            throw OptionError("--dtype must be f32, f16 or bf16")
-        }
         try Limits.positive(["--batch": batch, "--heads": heads, "--dim": dim])
         try Limits.positive("--kv-heads", kvHeads)
         if let softcap, !(softcap.isFinite && softcap > 0) { throw OptionError("--softcap must be finite and positive, got \(softcap)") }
         _ = try mask()
     }
 
-    var storage: DType { DType(rawValue: dtype) ?? .f32 }
+    var storage: DType { dtype.dtype }
 
     func mask(blocks: BlockMask? = nil) throws -> AttentionMask {
         var left: Int?, right: Int?

@@ -23,24 +23,21 @@ struct LinearAttention: ParsableCommand {
     @Option(help: "H (heads).") var heads = 4
     @Option(help: "Dk (key dimension).") var dk = 64
     @Option(help: "Dv (value dimension).") var dv = 64
-    @Option(help: "Gates: per-key (GLA), per-head (scalar decay), none.") var gating = "per-key"
+    @Option(help: "Gates: per-key (GLA), per-head (scalar decay) or none.") var gating = GatedLinearAttention.Gating.perKey
     @Option(help: "Rows per chunk (default: from the device's shared memory).") var chunkLength: Int?
     @Flag(help: "Time the backward pass.") var backward = false
-    @Option(help: "Type of q, k, v, dO and the outputs: f32, f16 or bf16 (gates and states are fp32).") var dtype = "f32"
-    @Option(help: "Kernels: auto, scalar or coopmat.") var kernel = KernelPreference.automatic.rawValue
+    @Option(help: "Type of q, k, v, dO and the outputs (gates and states are fp32).") var dtype = StorageType.f32
+    @Option(help: "Kernels: auto, scalar or coopmat.") var kernel = KernelPreference.automatic
 
     func validate() throws {
-        guard GatedLinearAttention.Gating(rawValue: gating) != nil else { throw OptionError("--gating must be per-key, per-head or none") }
         guard batch >= 1, length >= 1, heads >= 1, dk >= 1, dv >= 1 else { throw OptionError("sizes must be >= 1") }
-        guard let t = DType(rawValue: dtype), t == .f32 || t.isHalfWidth else { throw OptionError("--dtype must be f32, f16 or bf16") }
-        guard KernelPreference(rawValue: kernel) != nil else { throw OptionError("--kernel must be auto, scalar or coopmat") }
         if let chunkLength, !(1...64).contains(chunkLength) { throw OptionError("--chunk-length must be in 1...64, got \(chunkLength)") }
         try Limits.require(operands)
     }
 
     /// q, k, v and the gates.
     var operands: [(name: String, shape: [Int], element: Int)] {
-        let e = (DType(rawValue: dtype) ?? .f32).byteSize
+        let e = dtype.dtype.byteSize
         return [("q", [batch, length, heads, dk], e), ("v", [batch, length, heads, dv], e), ("gates", [batch, length, heads, dk], 4)]
     }
 
@@ -48,9 +45,8 @@ struct LinearAttention: ParsableCommand {
         let context = try BenchContext(device)
         try Limits.require(operands, on: context)
         let device = context.device
-        let op = GatedLinearAttention(gating: GatedLinearAttention.Gating(rawValue: gating) ?? .perKey, chunkLength: chunkLength,
-                                      preference: KernelPreference(rawValue: kernel) ?? .automatic)
-        let type = DType(rawValue: dtype) ?? .f32
+        let op = GatedLinearAttention(gating: gating, chunkLength: chunkLength, preference: kernel)
+        let type = dtype.dtype
         var rng = SeededRandom.fresh()
         let (b, l, h) = (batch, length, heads)
         let qv = rng.floats(b * l * h * dk).map(type.rounded), kv = rng.floats(b * l * h * dk).map(type.rounded)

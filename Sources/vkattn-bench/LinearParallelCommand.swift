@@ -13,20 +13,17 @@ struct LinearParallelOptions: ParsableArguments {
     @Option(help: "H (heads).") var heads = 4
     @Option(help: "Dk (key dimension).") var dk = 64
     @Option(help: "Dv (value dimension).") var dv = 64
-    @Option(help: "Gates: per-key (GLA), per-head (scalar decay), none.") var gating = "per-key"
+    @Option(help: "Gates: per-key (GLA), per-head (scalar decay) or none.") var gating = GatedLinearAttention.Gating.perKey
     @Option(help: "Rows per chunk of the local GLA (default: from the device).") var chunkLength: Int?
-    @Option(help: "Transfer path: host-mapped, staged or imported-host (default: host-mapped where all memory is host-visible, else imported-host where offered, else staged).") var path: String?
+    @Option(help: "Transfer path (default: host-mapped where all memory is host-visible, else imported-host where offered, else staged).") var path: TransferPath?
     @Flag(help: "Also time the backward pass.") var backward = false
     @Option(help: "Write a Chrome trace (chrome://tracing, Perfetto) of the last timed run to FILE.") var timeline: String?
     @Option(help: "local (ranks are devices of this process) or mpi (one process per rank: mpirun -np N vkattn-bench ...).")
-    var backend = "local"
+    var backend = Backend.local
 
     func validate() throws {
-        guard ["local", "mpi"].contains(backend) else { throw OptionError("--backend must be local or mpi") }
-        guard GatedLinearAttention.Gating(rawValue: gating) != nil else { throw OptionError("--gating must be per-key, per-head or none") }
         guard batch >= 1, seq >= 1, heads >= 1, dk >= 1, dv >= 1 else { throw OptionError("sizes must be >= 1") }
-        if let path, TransferPath(rawValue: path) == nil { throw OptionError("--path must be host-mapped, staged or imported-host") }
-        if backend == "local" {
+        if backend == .local {
             let n = try Limits.ranks(ranks)
             guard n <= seq else { throw OptionError("--ranks must be in 1...--seq") }
         }
@@ -104,15 +101,15 @@ struct LinearParallelBenchmark {
     }
 
     func run() throws {
-        if options.backend == "mpi" {
+        if options.backend == .mpi {
             return try MPILinearBenchmark(options: options, measure: measure, scheme: scheme, op: op).run()
         }
         let log = BenchTeardown.log()
         let n = options.rankCount
-        let group = try DeviceGroup(ranks: n, instance: Instance(log: log), path: options.path.flatMap(TransferPath.init(rawValue:)))
+        let group = try DeviceGroup(ranks: n, instance: Instance(log: log), path: options.path)
         BenchTeardown.watch(group.devices)
         let (b, l, h, dk, dv) = (options.batch, options.seq, options.heads, options.dk, options.dv)
-        let gla = GatedLinearAttention(gating: GatedLinearAttention.Gating(rawValue: options.gating) ?? .perKey, chunkLength: options.chunkLength)
+        let gla = GatedLinearAttention(gating: options.gating, chunkLength: options.chunkLength)
         let lengths = ContextParallelLinearAttention.evenLengths(total: l, ranks: n)
         let cp = ContextParallelLinearAttention(lengths: lengths, scheme: scheme, attention: gla)
         let shape = ContextParallelLinearAttention.Shape(batch: b, heads: h, dk: dk, dv: dv)
@@ -204,7 +201,7 @@ struct LinearParallelBenchmark {
         let bytes = median.traffic.map(\.bytesSent).max() ?? 0
         let config: [String: ConfigValue] = [
             "ranks": .int(group.ranks), "seq": .int(options.seq), "batch": .int(options.batch), "heads": .int(options.heads),
-            "dk": .int(options.dk), "dv": .int(options.dv), "gating": .string(options.gating), "scheme": .string("\(scheme)"),
+            "dk": .int(options.dk), "dv": .int(options.dv), "gating": .string(options.gating.rawValue), "scheme": .string("\(scheme)"),
             "placement": .string(group.placement.rawValue), "transfer": .string(group.path.rawValue),
             "clock": .string(group.clocks[0].method.rawValue)]
         return .measured(op: name, device: device, config: config, path: measured.path, timing: timing, flops: flops, check: check,

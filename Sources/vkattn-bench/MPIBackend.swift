@@ -22,9 +22,9 @@ enum MPIBackend {
 
     /// Runs `body` on this process's communicator (`path` forces a transfer path); an error
     /// aborts every rank instead of leaving them waiting.
-    static func run(path: String?, _ body: @escaping @Sendable (MPICommunicator, ValidationLog) async throws -> Void) throws {
+    static func run(path: TransferPath?, _ body: @escaping @Sendable (MPICommunicator, ValidationLog) async throws -> Void) throws {
         let log = BenchTeardown.log()
-        let comm = try communicator(log: log, path: path.flatMap(TransferPath.init(rawValue:)))
+        let comm = try communicator(log: log, path: path)
         defer { comm.finalize() }
         do {
             try blocking { try await body(comm, log) }
@@ -193,8 +193,7 @@ struct MPIAttentionBenchmark {
         try MPIBackend.checkRanks(options.ranks, comm)
         let lengths = try options.lengths()
         let hq = options.heads, hkv = options.kvHeads ?? hq, d = options.dim, dtype = options.storage
-        let sharding = SequenceSharding(rawValue: options.sharding) ?? .zigzag
-        let plan = try ShardPlan(lengths: lengths, ranks: n, sharding: sharding)
+        let plan = try ShardPlan(lengths: lengths, ranks: n, sharding: options.sharding)
         let attention = FlashAttention(mask: options.causal ? .causal : .none)
         let cp = ContextParallelAttention(plan: plan, scheme: scheme, attention: attention)
         let shape = ContextParallelAttention.Shape(headsQ: hq, headsKV: hkv, headDim: d, dtype: dtype)

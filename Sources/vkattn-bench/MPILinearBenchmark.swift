@@ -25,7 +25,7 @@ struct MPILinearBenchmark {
         try MPIBackend.checkRanks(options.ranks, comm)
         let (b, l, h, dk, dv) = (options.batch, options.seq, options.heads, options.dk, options.dv)
         guard l >= n else { throw OptionError("--seq \(l) is below the \(n) processes: every rank needs a token") }
-        let gla = GatedLinearAttention(gating: GatedLinearAttention.Gating(rawValue: options.gating) ?? .perKey, chunkLength: options.chunkLength)
+        let gla = GatedLinearAttention(gating: options.gating, chunkLength: options.chunkLength)
         let lengths = ContextParallelLinearAttention.evenLengths(total: l, ranks: n)
         let cp = ContextParallelLinearAttention(lengths: lengths, scheme: scheme, attention: gla)
         let shape = ContextParallelLinearAttention.Shape(batch: b, heads: h, dk: dk, dv: dv)
@@ -113,7 +113,7 @@ struct MPILinearBenchmark {
         let n = m.median.count
         let config: [String: ConfigValue] = [
             "ranks": .int(n), "seq": .int(options.seq), "batch": .int(options.batch), "heads": .int(options.heads),
-            "dk": .int(options.dk), "dv": .int(options.dv), "gating": .string(options.gating), "scheme": .string("\(scheme)"),
+            "dk": .int(options.dk), "dv": .int(options.dv), "gating": .string(options.gating.rawValue), "scheme": .string("\(scheme)"),
             "backend": .string("mpi"), "transfer": .string("mpi, \(device)"), "same_host": .bool(sameHost)]
         return MPIBackend.row(m, op: name, device: device, config: config, single: single, flops: flops, check: check, bound: 1e-5,
                               expected: expected)

@@ -19,17 +19,16 @@ struct ParallelAttentionBenchmark {
     }
 
     func run() throws {
-        if options.backend == "mpi" {
+        if options.backend == .mpi {
             return try MPIAttentionBenchmark(options: options, measure: measure, scheme: scheme, op: op).run()
         }
         let log = BenchTeardown.log()
         let n = options.rankCount
-        let group = try DeviceGroup(ranks: n, instance: Instance(log: log), path: options.path.flatMap(TransferPath.init(rawValue:)))
+        let group = try DeviceGroup(ranks: n, instance: Instance(log: log), path: options.path)
         BenchTeardown.watch(group.devices)
         let lengths = try options.lengths()
         let hq = options.heads, hkv = options.kvHeads ?? hq, d = options.dim, dtype = options.storage
-        let sharding = SequenceSharding(rawValue: options.sharding) ?? .zigzag
-        let plan = try ShardPlan(lengths: lengths, ranks: n, sharding: sharding)
+        let plan = try ShardPlan(lengths: lengths, ranks: n, sharding: options.sharding)
         let attention = FlashAttention(mask: options.causal ? .causal : .none)
         let cp = ContextParallelAttention(plan: plan, scheme: scheme, attention: attention)
         let shape = ContextParallelAttention.Shape(headsQ: hq, headsKV: hkv, headDim: d, dtype: dtype)

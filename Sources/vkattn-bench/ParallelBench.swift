@@ -14,21 +14,17 @@ struct ParallelOptions: ParsableArguments {
     @Option(help: "Query heads.") var heads = 2
     @Option(name: .customLong("kv-heads"), help: "Key/value heads (default: --heads).") var kvHeads: Int?
     @Option(help: "Head dimension (32, 64, 96, 128, 256).") var dim = 64
-    @Option(help: "Storage type: f32 or f16.") var dtype = "f32"
+    @Option(help: "Storage type.") var dtype = ParallelStorageType.f32
     @Flag(help: "Causal mask.") var causal = false
-    @Option(help: "Sharding: zigzag, striped or contiguous.") var sharding = "zigzag"
-    @Option(help: "Transfer path: host-mapped, staged or imported-host (default: host-mapped where all memory is host-visible, else imported-host where offered, else staged).") var path: String?
+    @Option(help: "Sharding of each sequence over the ranks.") var sharding = SequenceSharding.zigzag
+    @Option(help: "Transfer path (default: host-mapped where all memory is host-visible, else imported-host where offered, else staged).") var path: TransferPath?
     @Flag(help: "Also time the backward pass.") var backward = false
     @Option(help: "Write a Chrome trace (chrome://tracing, Perfetto) of the last timed run to FILE.") var timeline: String?
     @Option(help: "local (ranks are devices of this process) or mpi (one process per rank: mpirun -np N vkattn-bench ...).")
-    var backend = "local"
+    var backend = Backend.local
 
     func validate() throws {
-        guard DType(rawValue: dtype) == .f32 || DType(rawValue: dtype) == .f16 else { throw OptionError("--dtype must be f32 or f16") }
-        guard SequenceSharding(rawValue: sharding) != nil else { throw OptionError("--sharding must be zigzag, striped or contiguous") }
-        if let path, TransferPath(rawValue: path) == nil { throw OptionError("--path must be host-mapped, staged or imported-host") }
-        guard ["local", "mpi"].contains(backend) else { throw OptionError("--backend must be local or mpi") }
-        if backend == "local" { _ = try Limits.ranks(ranks) }
+        if backend == .local { _ = try Limits.ranks(ranks) }
         try Limits.positive(["--seq": seq, "--batch": batch, "--heads": heads, "--dim": dim])
         try Limits.positive("--kv-heads", kvHeads)
         let tokens = Int(try Limits.cumulative(try lengths(), varlen == nil ? "--seq x --batch" : "--varlen").last ?? 0)
@@ -39,7 +35,7 @@ struct ParallelOptions: ParsableArguments {
 
     /// `--ranks`, else VKATTN_RANKS, else 2 (validated in `validate`).
     var rankCount: Int { (try? Limits.ranks(ranks)) ?? 2 }
-    var storage: DType { DType(rawValue: dtype) ?? .f32 }
+    var storage: DType { dtype.dtype }
 
     func lengths() throws -> [Int] {
         if let varlen { return try parseList(varlen, "--varlen") }

@@ -15,26 +15,21 @@ struct Recurrence: ParsableCommand {
 
     @OptionGroup var device: DeviceOptions
     @OptionGroup var measure: MeasureOptions
-    @Option(help: "Layout: BLD ([B, L, D]) or BDL ([B, D, L]).") var layout = "BDL"
+    @Option(help: "Layout: BLD ([B, L, D]) or BDL ([B, D, L]); lower case too.") var layout = LinearRecurrence.Layout.bdl
     @Option(help: "B.") var batch = 4
     @Option(help: "L (time steps).") var length = 4096
     @Option(help: "D (channels).") var channels = 1024
     @Flag(help: "Complex values ((re, im) pairs).") var complex = false
     @Flag(help: "Run time backward (h_t from h_{t+1}).") var reverse = false
     @Flag(help: "Time the backward pass (gradients of a, b, h0).") var backward = false
-    @Option(help: "Path: chunked-3-pass, chained-lookback, both, or default (the device's choice).") var path = "default"
+    @Option(help: "Path: one forced, both in turn, or default (the device's choice).") var path = PathChoice<RecurrencePath>.deviceDefault
     @Option(help: "Steps per chunk (a multiple of 4; default: the device's choice).") var chunkLength: Int?
-    @Option(help: "Element type (fp32 only).") var dtype = "f32"
+    @Option(help: "Element type (fp32 only).") var dtype = RecurrenceElementType.f32
 
     func validate() throws {
-        guard LinearRecurrence.Layout(rawValue: layout.uppercased()) != nil else { throw OptionError("--layout must be BLD or BDL") }
         guard batch >= 1, length >= 1, channels >= 1 else { throw OptionError("--batch, --length and --channels must be >= 1") }
         try Limits.positive("--chunk-length", chunkLength)
         try Limits.require(operands)
-        guard dtype == "f32" else { throw OptionError("--dtype: the recurrence is fp32 only") }
-        guard ["default", "both"].contains(path) || RecurrencePath(rawValue: path) != nil else {
-            throw OptionError("--path must be chunked-3-pass, chained-lookback, both or default")
-        }
     }
 
     /// a, b and h ([B, L, D] or [B, D, L], complex: x2).
@@ -57,7 +52,7 @@ struct RecurrenceBenchmark {
     func run(_ context: BenchContext) throws -> [ResultRow] {
         let c = command
         let device = context.device
-        let layout = LinearRecurrence.Layout(rawValue: c.layout.uppercased()) ?? .bdl
+        let layout = c.layout
         let cw = c.complex ? 2 : 1
         let count = c.batch * c.length * c.channels * cw
         let shape: [Int] = (layout == .bld ? [c.batch, c.length, c.channels] : [c.batch, c.channels, c.length]) + (c.complex ? [2] : [])
@@ -88,7 +83,7 @@ struct RecurrenceBenchmark {
         let reference = RecurrenceReference(layout: layout, complex: c.complex, reverse: c.reverse,
                                             batch: c.batch, length: c.length, channels: c.channels)
 
-        let paths: [RecurrencePath?] = c.path == "both" ? RecurrencePath.allCases : [RecurrencePath(rawValue: c.path)]
+        let paths = c.path.paths
         var rows: [ResultRow] = []
         for forced in paths {
             let op = LinearRecurrence(layout: layout, complex: c.complex, reverse: c.reverse, path: forced, chunkLength: c.chunkLength)

@@ -15,17 +15,13 @@ struct Ring: ParsableCommand {
 
     @OptionGroup var options: ParallelOptions
     @OptionGroup var measure: MeasureOptions
-    @Option(help: "p2p (ring) or all-gather.") var variant = "p2p"
+    @Option(help: "p2p (the ring) or all-gather.") var variant = RingVariant.p2p
     @Option(name: .customLong("head-slices"), help: "All-gather variant: KV head slices, each prefetched while the previous computes.")
     var headSlices = 2
 
-    func validate() throws {
-        guard ["p2p", "all-gather"].contains(variant) else { throw OptionError("--variant must be p2p or all-gather") }
-    }
-
     func run() throws {
-        let scheme: ContextParallelScheme = variant == "p2p" ? .ring : .allGather(headSlices: headSlices)
+        let scheme: ContextParallelScheme = variant == .p2p ? .ring : .allGather(headSlices: headSlices)
         try ParallelAttentionBenchmark(options: options, measure: measure, scheme: scheme,
-                                       op: variant == "p2p" ? "ring" : "ring.all-gather").run()
+                                       op: variant == .p2p ? "ring" : "ring.all-gather").run()
     }
 }

@@ -68,7 +68,7 @@ struct SDDMM: ParsableCommand {
             print("\(plan.path): \(fixed(flops / seconds / 1e9, 3)) GFLOP/s, \(fixed(gbps, 2)) GB/s, median \(fixed(timing.medianMs, 3)) ms")
         }
         let config = source.merging(statisticsConfig(plan.statistics)).merging([
-            "cols": .int(a.cols), "k": .int(k), "dtype": .string(input.dtype), "scale": .bool(scale),
+            "cols": .int(a.cols), "k": .int(k), "dtype": .string(input.dtype.rawValue), "scale": .bool(scale),
             "validated_on": .string(plan.validatedOn.rawValue), "alpha": .double(Double(alpha))])
         let row = ResultRow(op: "sddmm", device: context.deviceName, config: config, path: plan.path, timing: timing, gbps: gbps,
                             tflops: flops / seconds / 1e12, ratioToCopy: gbps / copy, check: check.0, maxRelError: check.1)

@@ -20,21 +20,19 @@ struct Scan: ParsableCommand {
 
     var count: Int { parseBytes(countText) ?? 0 }
     @Option(help: "Rows scanned independently (input [batch, count]).") var batch = 1
-    @Option(help: "Element type: f32, i32, u32.") var dtype = "f32"
-    @Option(help: "Operator: add, or max (f32).") var op = "add"
+    @Option(help: "Element type.") var dtype = ScanElementType.f32
+    @Option(help: "Operator: add, or max (f32).") var op = ScanOperator.add
     @Flag(help: "Exclusive scan (default inclusive).") var exclusive = false
     @Option(help: "Head flags every this many elements (a segmented scan; default none).") var segmentLength: Int?
-    @Option(help: "Cross-tile path: single-pass-lookback, reduce-then-scan, both, or default (the device's choice).")
-    var path = "default"
+    @Option(help: "Cross-tile path: one forced, both in turn, or default (the device's choice).")
+    var path = PathChoice<ScanPath>.deviceDefault
     @Option(help: "Tuning: invocations per workgroup (default: the device's).") var workgroupSize: Int?
     @Option(help: "Tuning: elements per invocation, 4...32 (default: the device's).") var items: Int?
     @Option(help: "Tuning: look-back polls before the fallback (default: the device's).") var polls: Int?
     @Option(help: "Tuning: tiles per workgroup (default: the device's).") var tilesPerGroup: Int?
 
     func validate() throws {
-        guard DType(rawValue: dtype).map({ [.f32, .i32, .u32].contains($0) }) == true else { throw OptionError("--dtype must be f32, i32 or u32") }
-        guard let o = ScanOperator(rawValue: op) else { throw OptionError("--op must be add or max") }
-        guard o.dtypes.contains(DType(rawValue: dtype) ?? .f16) else { throw OptionError("--op \(op) does not take --dtype \(dtype)") }
+        guard op.dtypes.contains(dtype.dtype) else { throw OptionError("--op \(op.rawValue) does not take --dtype \(dtype.rawValue)") }
         guard batch >= 1 else { throw OptionError("--batch must be >= 1") }
         guard parseBytes(countText) != nil else { throw OptionError("--count: '\(countText)' is not a positive count like 4096, 64K, 64M") }
         try Limits.positive("--segment-length", segmentLength)
@@ -46,9 +44,6 @@ struct Scan: ParsableCommand {
         // each one allocation.
         let bytes = try Limits.bytes("--count x --batch", [count, batch], element: 4)
         guard bytes <= 1 << 40 else { throw OptionError("--count x --batch: \(bytes) bytes is beyond any device") }
-        guard ["default", "both"].contains(path) || ScanPath(rawValue: path) != nil else {
-            throw OptionError("--path must be single-pass-lookback, reduce-then-scan, both or default")
-        }
     }
 
     func run() throws {
@@ -58,8 +53,7 @@ struct Scan: ParsableCommand {
         guard bytes <= limit else {
             throw OptionError("--count x --batch: \(bytes) bytes per array is more than \(context.deviceName) allocates at once (\(limit) bytes)")
         }
-        let rows = try ScanBenchmark(count: count, batch: batch, dtype: DType(rawValue: dtype) ?? .f32,
-                                     op: ScanOperator(rawValue: op) ?? .add, exclusive: exclusive,
+        let rows = try ScanBenchmark(count: count, batch: batch, dtype: dtype.dtype, op: op, exclusive: exclusive,
                                      segmentLength: segmentLength ?? 0, path: path, measure: measure,
                                      tuning: tuning(context.device)).run(context)
         try context.report(rows, json: measure.json)
@@ -83,7 +77,7 @@ struct ScanBenchmark {
     var op: ScanOperator
     var exclusive: Bool
     var segmentLength: Int
-    var path: String
+    var path: PathChoice<ScanPath>
     var measure: MeasureOptions
     var tuning: PrefixScan.Tuning?
 
@@ -102,7 +96,7 @@ struct ScanBenchmark {
         let bytes = total * 4 * (flags == nil ? 2 : 3)
         let copyGBps = try CopyReference.gbps(context, bytes: bytes / 2, warmup: measure.warmup, iterations: measure.iterations)
 
-        let paths: [ScanPath?] = path == "both" ? ScanPath.allCases : [ScanPath(rawValue: path)]
+        let paths = path.paths
         var results: [ResultRow] = []
         for forced in paths {
             let scan = PrefixScan(op: op, exclusive: exclusive, path: forced, tuning: tuning)

@@ -21,9 +21,9 @@ struct SpMM: ParsableCommand {
     @OptionGroup var measure: MeasureOptions
     @OptionGroup var input: SparseMatrixOptions
     @Option(help: "Columns of B and C.") var n = 64
-    @Option(help: "csr or bsr.") var format = "csr"
+    @Option(help: "Sparse format: CSR or block-CSR.") var format = SparseFormat.csr
     @Option(help: "Block size of --format bsr: 16 or 32.") var block = 32
-    @Option(help: "CSR: auto, row-split, merge-path or all; BSR: auto, scalar, coopmat, coopmat-nv or all.") var kernel = "auto"
+    @Option(help: "CSR: auto, row-split, merge-path or all; BSR: auto, scalar, coopmat, coopmat-nv or all.") var kernel = SpMMKernelChoice.auto
     @Option(help: "C = alpha * A * B + beta * C.") var alpha: Float = 1
     @Option(help: "C = alpha * A * B + beta * C (0: C is not read).") var beta: Float = 0
     @Flag(help: "CSR: multiply by A^T, transposed on the device first (the transpose is timed as its own row).")
@@ -34,17 +34,14 @@ struct SpMM: ParsableCommand {
         guard BSRMatrix.supportedBlockSizes.contains(block) else { throw OptionError("--block must be 16 or 32, got \(block)") }
         try Limits.require([("B", [input.cols ?? input.rows, n], 4), ("C", [input.rows, n], 4)])
         switch format {
-        case "csr":
-            guard kernel == "auto" || kernel == "all" || SpMMKernel(rawValue: kernel) != nil else {
-                throw OptionError("--kernel for csr: auto, row-split, merge-path or all; got \(kernel)")
+        case .csr:
+            guard kernel.csrKernels != nil else {
+                throw OptionError("--kernel for csr: auto, row-split, merge-path or all; got \(kernel.rawValue)")
             }
-        case "bsr":
-            guard BSRMatrix.supportedBlockSizes.contains(block) else { throw OptionError("--block must be 16 or 32") }
-            guard kernel == "auto" || kernel == "all" || BSRKernel(rawValue: kernel) != nil else {
-                throw OptionError("--kernel for bsr: auto, scalar, coopmat, coopmat-nv or all; got \(kernel)")
+        case .bsr:
+            guard kernel.bsrKernels != nil else {
+                throw OptionError("--kernel for bsr: auto, scalar, coopmat, coopmat-nv or all; got \(kernel.rawValue)")
             }
-        default:
-            throw OptionError("--format must be csr or bsr, got \(format)")
         }
     }
 
@@ -52,7 +49,7 @@ struct SpMM: ParsableCommand {
         let context = try BenchContext(device)
         let seed = input.seed ?? SeededRandom.fresh().seed
         let rows: [ResultRow]
-        if format == "csr" {
+        if format == .csr {
             let (csr, source) = try input.load(seed: seed)
             rows = try runCSR(context, csr, source: source, seed: seed)
         } else if input.matrix != nil {
@@ -123,7 +120,7 @@ struct SpMM: ParsableCommand {
             matrix = t
             a = SparseReference.transpose(a)
         }
-        let kernels: [SpMMKernel?] = kernel == "all" ? SpMMKernel.allCases : [kernel == "auto" ? nil : SpMMKernel(rawValue: kernel)]
+        let kernels = kernel.csrKernels ?? []
         let columns = distinctColumns(a)
         for requested in kernels {
             let plan = try SpMMPlan(matrix, n: n, options: SpMMOptions(kernel: requested, validation: input.validation))
@@ -134,7 +131,7 @@ struct SpMM: ParsableCommand {
             let bytes = (a.rows + 1) * 4 + a.nnz * (4 + valueBytes) + columns * n * 4 + a.rows * n * 4 * (beta == 0 ? 1 : 2)
             var config = source.merging(statisticsConfig(plan.statistics))
             if transpose { config["transpose"] = .bool(true) }
-            config = config.merging(["cols": .int(a.cols), "n": .int(n), "dtype": .string(input.dtype), "format": .string("csr"),
+            config = config.merging(["cols": .int(a.cols), "n": .int(n), "dtype": .string(input.dtype.rawValue), "format": .string("csr"),
                                      "kernel": .string(requested?.rawValue ?? "auto"), "validated_on": .string(plan.validatedOn.rawValue),
                                      "alpha": .double(Double(alpha)), "beta": .double(Double(beta))])
             let alpha = self.alpha, beta = self.beta
@@ -170,7 +167,7 @@ struct SpMM: ParsableCommand {
         let gbps = Double(bytes) / (timing.medianMs * 1e6)
         let copy = try CopyReference.gbps(context, bytes: bytes, warmup: 2, iterations: 5)
         var config = source
-        config = config.merging(["rows": .int(a.rows), "cols": .int(a.cols), "dtype": .string(input.dtype)]) { $1 }
+        config = config.merging(["rows": .int(a.rows), "cols": .int(a.cols), "dtype": .string(input.dtype.rawValue)]) { $1 }
         if !measure.json { print("transpose: \(plan.tiles) row tiles, counts scanned by \(plan.scanPath.rawValue)") }
         return (ResultRow(op: "csr.transpose", device: context.deviceName, config: config,
                           path: "tiles\(plan.tiles)/\(plan.scanPath.rawValue)", timing: timing, gbps: gbps,
@@ -183,12 +180,12 @@ struct SpMM: ParsableCommand {
         let matrix = try device.makeBSR(a, valueType: input.valueType)
         // --dtype f16 or bf16 makes both operands 16-bit (values and B), as a training user would.
         let denseType = input.valueType
-        var kernels: [BSRKernel?] = kernel == "all" ? BSRKernel.allCases : [kernel == "auto" ? nil : BSRKernel(rawValue: kernel)]
+        var kernels = kernel.bsrKernels ?? []
         for coop in [BSRKernel.cooperativeMatrix, .cooperativeMatrixNV] {
             if let reason = BSRSpMMPlan.cooperativeMatrixUnavailableReason(device: device, blockSize: a.blockSize, valueType: input.valueType,
                                                                          denseType: denseType, kernel: coop) {
                 if !measure.json { print("spmm: \(coop) kernel unavailable: \(reason)") }
-                if kernel == "all" { kernels.removeAll { $0 == coop } }
+                if kernel == .all { kernels.removeAll { $0 == coop } }
             }
         }
         var rows: [ResultRow] = []
@@ -201,7 +198,7 @@ struct SpMM: ParsableCommand {
             let bytes = (a.blockRows + 1) * 4 + a.blockCount * 4 + a.storedValues * input.valueType.byteSize
                 + a.cols * n * plan.denseType.byteSize + a.rows * n * 4 * (beta == 0 ? 1 : 2)
             var config = source.merging(["rows": .int(a.rows), "cols": .int(a.cols), "blocks": .int(a.blockCount),
-                                         "block": .int(a.blockSize), "n": .int(n), "dtype": .string(input.dtype),
+                                         "block": .int(a.blockSize), "n": .int(n), "dtype": .string(input.dtype.rawValue),
                                          "dense_dtype": .string(plan.denseType.rawValue),
                                          "format": .string("bsr"), "kernel": .string(requested?.rawValue ?? "auto"),
                                          "alpha": .double(Double(alpha)), "beta": .double(Double(beta))])

@@ -14,16 +14,15 @@ struct SparseMatrixOptions: ParsableArguments {
     @Option(help: "Fraction of rows left empty (generated matrix).") var emptyRows = 0.0
     @Option(help: "Read the matrix from this Matrix Market (.mtx) file instead of generating one.") var matrix: String?
     @Option(help: "Seed of the generated matrix and dense operands (default: random).") var seed: UInt64?
-    @Option(help: "Values: f32, f16 or bf16 (bf16: block-CSR only).") var dtype = "f32"
+    @Option(help: "Values (bf16: block-CSR only).") var dtype = StorageType.f32
     @Option(help: "Where the structure is validated: auto, host, device.") var validation = SparseValidation.Mode.auto
 
-    var valueType: DType { DType(rawValue: dtype) ?? .f32 }
+    var valueType: DType { dtype.dtype }
 
     func validate() throws {
         guard rows >= 1, (cols ?? rows) >= 1 else { throw OptionError("--rows and --cols must be positive") }
         guard (0...1).contains(density) else { throw OptionError("--density must be in [0, 1], got \(density)") }
         guard (0...1).contains(emptyRows) else { throw OptionError("--empty-rows must be in [0, 1], got \(emptyRows)") }
-        guard ["f32", "f16", "bf16"].contains(dtype) else { throw OptionError("--dtype must be f32, f16 or bf16, got \(dtype)") }
         // Row offsets are rows + 1 words, the nonzeros a column index and a value each: both
         // must fit one binding (4 GiB in Vulkan) before the generator allocates them.
         let c = cols ?? rows

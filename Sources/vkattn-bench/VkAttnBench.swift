@@ -26,7 +26,7 @@ struct VkAttnBench: ParsableCommand {
             var command = try parseAsRoot()
             try command.run()
         } catch {
-            exit(withError: error)
+            exit(withError: oneLine(error))
         }
         if !BenchTeardown.finish() { Foundation.exit(1) }
     }
