@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Absurd values for every numeric option of every vkattn-bench subcommand: each must end in one
-# line "Error: ..." and exit status 1, before anything large is allocated (no crash, no hang, no
-# silent clamp). A few values are legitimate for their option (listed in `accepts`); those must
-# run to completion instead. Runs on lavapipe in CI (after the tests have built the bench).
+# Absurd values for every numeric option of every vkattn-bench subcommand, and a word outside the
+# values of every enum option: each must end in one line "Error: ..." and exit status 1, before
+# anything large is allocated (no crash, no hang, no silent clamp). A few values are legitimate
+# for their option (listed in `accepts`); those must run to completion instead. Runs on lavapipe
+# in CI (after the tests have built the bench).
 #     bash Tools/bench-sweep.sh [path/to/vkattn-bench]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -64,5 +65,26 @@ for command in "${!options[@]}"; do
     done
   done
 done
+# Words outside an enum option's values: one line "Error: ..." and exit status 1 as well (refused
+# while parsing, before any device is made).
+declare -A words=(
+  [attention]="--dtype" [decode]="--dtype" [spmm]="--format --kernel --dtype --distribution --validation" [sddmm]="--dtype"
+  [scan]="--dtype --op --path" [recurrence]="--layout --path --dtype" [linear-attention]="--gating --dtype --kernel"
+  [ring]="--dtype --sharding --path --backend --variant" [ulysses]="--sharding" [hybrid]="--dtype"
+  [lasp]="--gating --path --backend" [lasp2]="--gating" [zeco]="--backend"
+)
+for command in "${!words[@]}"; do
+  for option in ${words[$command]}; do
+    runs=$((runs + 1))
+    # shellcheck disable=SC2086
+    out=$(timeout 120 "$bench" "$command" ${base[$command]} "$option=bogus" 2>&1 >/dev/null)
+    status=$?
+    lines=$(printf '%s' "$out" | grep -c '')
+    [ "$status" -eq 1 ] && [ "$lines" -eq 1 ] && [[ "$out" == Error:* ]] && continue
+    echo "FAIL $command $option=bogus: status $status, $lines lines: $(echo "$out" | head -3 | cut -c1-200)"
+    failures=$((failures + 1))
+  done
+done
+
 echo "bench-sweep: $runs runs, $failures failures"
 [ "$failures" -eq 0 ]
