@@ -44,7 +44,7 @@ struct CopyBenchmark {
         }
         func poison() throws {
             let stream = try device.makeStream()
-            try ShaderFill.encode(stream, destination.whole, value: Float.nan)
+            try ShaderFill.encode(destination.whole, value: Float.nan, on: stream)
             try stream.synchronize()
         }
 
@@ -58,7 +58,7 @@ struct CopyBenchmark {
         try poison()
         let copy = ShaderCopy()
         let shader = try Timing.measure(device, warmup: warmup, iterations: iterations) { stream in
-            try copy.encode(stream, from: source.whole, to: destination.whole)
+            try copy.encode(from: source.whole, to: destination.whole, on: stream)
         }
         let shaderCheck = try verify()
         let shaderGBps = 2 * Double(bytes) / (shader.medianMs * 1e6)

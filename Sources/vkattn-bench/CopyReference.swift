@@ -11,7 +11,7 @@ enum CopyReference {
         let source = try device.makeBuffer(byteCount: size)
         let destination = try device.makeBuffer(byteCount: size)
         let stream = try device.makeStream()
-        try ShaderFill.encode(stream, source.whole, value: Float(1))
+        try ShaderFill.encode(source.whole, value: Float(1), on: stream)
         try stream.synchronize()
         let timing = try Timing.measure(device, warmup: warmup, iterations: iterations) { stream in
             try stream.copy(from: source.whole, to: destination.whole)

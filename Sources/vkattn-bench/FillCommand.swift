@@ -43,9 +43,9 @@ struct Fill: ParsableCommand {
             let bits = element == .f32 ? value.bitPattern : UInt32(truncatingIfNeeded: rng.next())
             let timing = try Timing.measure(device, warmup: measure.warmup, iterations: measure.iterations) { stream in
                 if element == .f32 {
-                    try ShaderFill.encode(stream, buffer.whole, value: value)
+                    try ShaderFill.encode(buffer.whole, value: value, on: stream)
                 } else {
-                    try ShaderFill.encode(stream, buffer.whole, value: bits)
+                    try ShaderFill.encode(buffer.whole, value: bits, on: stream)
                 }
             }
             result = try verify(bits)

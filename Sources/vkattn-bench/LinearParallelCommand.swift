@@ -228,7 +228,7 @@ struct SingleDeviceLinear {
         let g1 = try logGates.map { try device.makeTensor($0, shape: [b, l] + gateTail) }
         let o1 = try device.makeTensor(shape: [b, l, h, dv], dtype: .f32)
         forward = try Timing.measure(device, warmup: measure.warmup, iterations: measure.iterations) { stream in
-            try gla.forward(stream, q: q1, k: k1, v: v1, logGates: g1, output: o1)
+            try gla.forward(q: q1, k: k1, v: v1, logGates: g1, output: o1, on: stream)
         }
         output = o1
         guard options.backward else { return }
@@ -237,7 +237,7 @@ struct SingleDeviceLinear {
                  dv: try device.makeTensor(shape: [b, l, h, dv], dtype: .f32),
                  dg: try g1.map { _ in try device.makeTensor(shape: [b, l] + gateTail, dtype: .f32) })
         backward = try Timing.measure(device, warmup: measure.warmup, iterations: measure.iterations) { stream in
-            try gla.backward(stream, q: q1, k: k1, v: v1, logGates: g1, dOutput: dO1, dq: g.dq, dk: g.dk, dv: g.dv, dLogGates: g.dg)
+            try gla.backward(q: q1, k: k1, v: v1, logGates: g1, dOutput: dO1, dq: g.dq, dk: g.dk, dv: g.dv, dLogGates: g.dg, on: stream)
         }
         grads = g
     }

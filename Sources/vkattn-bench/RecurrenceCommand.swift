@@ -92,10 +92,10 @@ struct RecurrenceBenchmark {
             var check: (CheckResult, Double?) = (.skipped, nil)
             let timing: Timing
             if !c.backward {
-                try ShaderFill.encode(stream, h.slice, value: Float.nan)
+                try ShaderFill.encode(h.slice, value: Float.nan, on: stream)
                 try stream.synchronize()
                 timing = try Timing.measure(device, warmup: c.measure.warmup, iterations: c.measure.iterations) { s in
-                    label = try op.forward(s, a: a, b: b, h0: h0, h: h, finalState: final).label
+                    label = try op.forward(a: a, b: b, h0: h0, h: h, finalState: final, on: s).label
                 }
                 if c.measure.check {
                     let (refH, _) = reference.forward(a: aValues, b: bValues, h0: h0Values)
@@ -103,7 +103,7 @@ struct RecurrenceBenchmark {
                     check = compare(try h.readFloats(), refH, scale: m)
                 }
             } else {
-                try op.forward(stream, a: a, b: b, h0: h0, h: h, finalState: final)
+                try op.forward(a: a, b: b, h0: h0, h: h, finalState: final, on: stream)
                 try stream.synchronize()
                 let dh = try device.makeTensor(rng.floats(count), shape: shape)
                 let dFinal = try device.makeTensor(rng.floats(states), shape: stateShape)
@@ -111,7 +111,7 @@ struct RecurrenceBenchmark {
                 let db = try device.makeTensor(shape: shape, dtype: .f32)
                 let dh0 = try device.makeTensor(shape: stateShape, dtype: .f32)
                 timing = try Timing.measure(device, warmup: c.measure.warmup, iterations: c.measure.iterations) { s in
-                    label = try op.backward(s, a: a, h: h, h0: h0, dh: dh, dFinal: dFinal, da: da, db: db, dh0: dh0).label
+                    label = try op.backward(a: a, h: h, h0: h0, dh: dh, dFinal: dFinal, da: da, db: db, dh0: dh0, on: s).label
                 }
                 if c.measure.check {
                     let hValues = try h.readFloats()

@@ -47,16 +47,16 @@ struct SDDMM: ParsableCommand {
         var check: (CheckResult, Double?) = (.skipped, nil)
         if measure.check {
             let stream = try device.makeStream()
-            try ShaderFill.encode(stream, out.slice, value: Float.nan)
+            try ShaderFill.encode(out.slice, value: Float.nan, on: stream)
             try stream.barrier()
-            try plan.encode(stream, x: x, y: y, out: out, alpha: alpha)
+            try plan.encode(x: x, y: y, out: out, alpha: alpha, on: stream)
             try stream.synchronize()
             let reference = SparseReference.sddmm(a, x: xValues, y: yValues, k: k, alpha: alpha, scaleByValues: scale)
             let result = sparseCheck(reference, Array(try out.readFloats().prefix(a.nnz)), tolerance: 1e-4)
             check = (result.0, result.1)
         }
         let timing = try Timing.measure(device, warmup: measure.warmup, iterations: measure.iterations) { stream in
-            try plan.encode(stream, x: x, y: y, out: out, alpha: alpha)
+            try plan.encode(x: x, y: y, out: out, alpha: alpha, on: stream)
         }
         let seconds = timing.medianMs * 1e-3
         let flops = 2 * Double(a.nnz) * Double(k)

@@ -101,13 +101,13 @@ struct ScanBenchmark {
         for forced in paths {
             let scan = PrefixScan(op: op, exclusive: exclusive, path: forced, tuning: tuning)
             let stream = try device.makeStream()
-            try ShaderFill.encode(stream, output.slice, value: Float.nan)
+            try ShaderFill.encode(output.slice, value: Float.nan, on: stream)
             try stream.synchronize()
             let timing = try Timing.measure(device, warmup: measure.warmup, iterations: measure.iterations) { stream in
-                try scan.encode(stream, input: input, output: output, segments: segments)
+                try scan.encode(input: input, output: output, segments: segments, on: stream)
             }
             // One more run to report how often the single pass fell back (stderr: not a result).
-            let once = try scan.encode(stream, input: input, output: output, segments: segments)
+            let once = try scan.encode(input: input, output: output, segments: segments, on: stream)
             try stream.synchronize()
             if once.path == .singlePass {
                 FileHandle.standardError.write(Data("scan: \(try once.fallbacks()) fallbacks over \(once.tiles) tiles in one run\n".utf8))

@@ -89,7 +89,7 @@ struct SpMM: ParsableCommand {
         var check: (CheckResult, Double?) = (.skipped, nil)
         if measure.check {
             let stream = try device.makeStream()
-            if let cValues { try c.write(floats: cValues) } else { try ShaderFill.encode(stream, c.slice, value: Float.nan) }
+            if let cValues { try c.write(floats: cValues) } else { try ShaderFill.encode(c.slice, value: Float.nan, on: stream) }
             try stream.barrier()
             try encode(stream, b, c)
             try stream.synchronize()
@@ -139,7 +139,7 @@ struct SpMM: ParsableCommand {
                 context, m: a.rows, k: a.cols, seed: seed, config: config, path: plan.path,
                 flops: 2 * Double(a.nnz) * Double(n), bytes: bytes, tolerance: 1e-4,
                 reference: { b, c0 in SparseReference.spmm(a, b: b, n: n, alpha: alpha, beta: beta, c0: c0) },
-                encode: { stream, b, c in try plan.encode(stream, b: b, c: c, alpha: alpha, beta: beta) }))
+                encode: { stream, b, c in try plan.encode(b: b, c: c, alpha: alpha, beta: beta, on: stream) }))
         }
         return rows
     }
@@ -213,7 +213,7 @@ struct SpMM: ParsableCommand {
                     SparseReference.bsrmm(roundsInputs ? a.roundedToHalf() : a, b: roundsInputs ? b.map { Float(Float16($0)) } : b, n: n,
                                           alpha: alpha, beta: beta, c0: c0)
                 },
-                encode: { stream, b, c in try plan.encode(stream, b: b, c: c, alpha: alpha, beta: beta) }))
+                encode: { stream, b, c in try plan.encode(b: b, c: c, alpha: alpha, beta: beta, on: stream) }))
         }
         return rows
     }

@@ -41,7 +41,7 @@ enum CollectiveChecks {
             let incoming = try comm.receive(into: next.whole, from: (r + n - 1) % n, tag: 1, after: lastSend.map { [$0] } ?? [], on: stream)
             try comm.complete(incoming, on: stream)
             try stream.barrier()
-            try ParallelKernels.elementwise(stream, x: next.whole, y: acc.whole, count: count, op: .sum)
+            try ParallelKernels.elementwise(x: next.whole, y: acc.whole, count: count, op: .sum, on: stream)
             try stream.barrier()
             lastSend = sent
             received = incoming

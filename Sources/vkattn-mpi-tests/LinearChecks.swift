@@ -62,13 +62,13 @@ struct LinearCase {
         let gT = try g.map { try device.makeTensor($0, shape: [b, l] + gateTail) }
         let s0T = try device.makeTensor(s0, shape: state)
         let o = try device.makeTensor(shape: [b, l, h, dv], dtype: .f32), final = try device.makeTensor(shape: state, dtype: .f32)
-        try attention.forward(stream, q: qT, k: kT, v: vT, logGates: gT, initialState: s0T, output: o, finalState: final)
+        try attention.forward(q: qT, k: kT, v: vT, logGates: gT, initialState: s0T, output: o, finalState: final, on: stream)
         let dq = try device.makeTensor(shape: [b, l, h, dk], dtype: .f32), dk = try device.makeTensor(shape: [b, l, h, dk], dtype: .f32)
         let dvT = try device.makeTensor(shape: [b, l, h, dv], dtype: .f32), ds0 = try device.makeTensor(shape: state, dtype: .f32)
         let dg = try gT.map { _ in try device.makeTensor(shape: [b, l] + gateTail, dtype: .f32) }
         try stream.barrier()
-        try attention.backward(stream, q: qT, k: kT, v: vT, logGates: gT, initialState: s0T, dOutput: try device.makeTensor(dO, shape: [b, l, h, dv]),
-                               dFinalState: try device.makeTensor(dFinal, shape: state), dq: dq, dk: dk, dv: dvT, dLogGates: dg, dInitialState: ds0)
+        try attention.backward(q: qT, k: kT, v: vT, logGates: gT, initialState: s0T, dOutput: try device.makeTensor(dO, shape: [b, l, h, dv]),
+                               dFinalState: try device.makeTensor(dFinal, shape: state), dq: dq, dk: dk, dv: dvT, dLogGates: dg, dInitialState: ds0, on: stream)
         try stream.synchronize()
         var out = ["o": try o.readFloats(), "final": try final.readFloats(), "dq": try dq.readFloats(), "dk": try dk.readFloats(),
                    "dv": try dvT.readFloats(), "dInitial": try ds0.readFloats()]

@@ -54,12 +54,12 @@ struct RecurrenceCase {
         let stream = try device.makeStream()
         let aT = try device.makeTensor(a, shape: shape), h0T = try device.makeTensor(h0, shape: state)
         let hT = try device.makeTensor(shape: shape, dtype: .f32), finalT = try device.makeTensor(shape: state, dtype: .f32)
-        try op.forward(stream, a: aT, b: try device.makeTensor(b, shape: shape), h0: h0T, h: hT, finalState: finalT)
+        try op.forward(a: aT, b: try device.makeTensor(b, shape: shape), h0: h0T, h: hT, finalState: finalT, on: stream)
         let daT = try device.makeTensor(shape: shape, dtype: .f32), dbT = try device.makeTensor(shape: shape, dtype: .f32)
         let dh0T = try device.makeTensor(shape: state, dtype: .f32)
         try stream.barrier()
-        try op.backward(stream, a: aT, h: hT, h0: h0T, dh: try device.makeTensor(dh, shape: shape),
-                        dFinal: try device.makeTensor(dFinal, shape: state), da: daT, db: dbT, dh0: dh0T)
+        try op.backward(a: aT, h: hT, h0: h0T, dh: try device.makeTensor(dh, shape: shape),
+                        dFinal: try device.makeTensor(dFinal, shape: state), da: daT, db: dbT, dh0: dh0T, on: stream)
         try stream.synchronize()
         return ["h": try hT.readFloats(), "final": try finalT.readFloats(), "da": try daT.readFloats(), "db": try dbT.readFloats(),
                 "dh0": try dh0T.readFloats()]

@@ -25,7 +25,7 @@ struct HardeningTests {
             let stream = try device.makeStream()
             for count in [Int.max / 2, Int.max] {
                 #expect(throws: VkAttnError.self) {
-                    _ = try PrefixScan().encode(stream, input: x.slice, output: x.slice, count: count, dtype: .f32)
+                    _ = try PrefixScan().encode(input: x.slice, output: x.slice, count: count, dtype: .f32, on: stream)
                 }
             }
             try stream.synchronize()

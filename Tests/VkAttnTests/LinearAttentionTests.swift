@@ -116,8 +116,8 @@ struct GLAHarness {
         let oT = try poisoned([b, l, h, dv], dtype: dtype), finalT = try poisoned([b, h, dk, dv])
         let boundariesT = try poisoned([b, h, chunks + 1, dk, dv])
         let stream = try device.makeStream()
-        let forwardPath = try op.forward(stream, q: qT, k: kT, v: vT, logGates: gT, initialState: s0T, output: oT, finalState: finalT,
-                                         chunkStates: boundariesT).label
+        let forwardPath = try op.forward(q: qT, k: kT, v: vT, logGates: gT, initialState: s0T, output: oT, finalState: finalT,
+                                         chunkStates: boundariesT, on: stream).label
         if let expectPath { #expect(forwardPath.contains(expectPath), "\(forwardPath): \(what)") }
         try stream.synchronize()
 
@@ -138,8 +138,8 @@ struct GLAHarness {
         let dvT = try poisoned([b, l, h, dv], dtype: dtype)
         let dgT = try op.gating == .none ? nil : poisoned(op.gating == .perHead ? [b, l, h] : [b, l, h, dk])
         let ds0T = try poisoned([b, h, dk, dv])
-        let backwardPath = try op.backward(stream, q: qT, k: kT, v: vT, logGates: gT, initialState: s0T, dOutput: dOT, dFinalState: dFinalT,
-                                           dq: dqT, dk: dkT, dv: dvT, dLogGates: dgT, dInitialState: ds0T).label
+        let backwardPath = try op.backward(q: qT, k: kT, v: vT, logGates: gT, initialState: s0T, dOutput: dOT, dFinalState: dFinalT,
+                                           dq: dqT, dk: dkT, dv: dvT, dLogGates: dgT, dInitialState: ds0T, on: stream).label
         if let expectPath { #expect(backwardPath.contains(expectPath), "\(backwardPath): \(what)") }
         try stream.synchronize()
         let grads = ref.backward(q: q, k: k, v: v, logGates: g, initialState: s0, dO: dO, dFinal: dFinal)
@@ -239,10 +239,10 @@ struct LinearAttentionTests {
             let gateShape = gating == .perHead ? [b, l, h] : [b, l, h, dk]
             let dg = try gating == .none ? nil : device.makeTensor(shape: gateShape, dtype: .f32)
             let stream = try device.makeStream()
-            try op.backward(stream, q: t(q, [b, l, h, dk]), k: t(k, [b, l, h, dk]), v: t(v, [b, l, h, dv]),
+            try op.backward(q: t(q, [b, l, h, dk]), k: t(k, [b, l, h, dk]), v: t(v, [b, l, h, dv]),
                             logGates: try g.map { try t($0, gateShape) }, initialState: t(s0, [b, h, dk, dv]),
                             dOutput: t(dO, [b, l, h, dv]), dFinalState: t(dFinal, [b, h, dk, dv]),
-                            dq: dq, dk: dk_, dv: dvT, dLogGates: dg, dInitialState: ds0)
+                            dq: dq, dk: dk_, dv: dvT, dLogGates: dg, dInitialState: ds0, on: stream)
             try stream.synchronize()
             let gpu = (dq: try dq.readFloats(), dk: try dk_.readFloats(), dv: try dvT.readFloats(),
                        dg: try dg?.readFloats() ?? [], ds0: try ds0.readFloats())
@@ -277,49 +277,49 @@ struct LinearAttentionValidationTests {
             let gh = try device.makeTensor(shape: [b, l, h], dtype: .f32)
             let op = GatedLinearAttention(gating: .perKey)
             #expect(throws: VkAttnError.shapeMismatch(op: name, operand: "q", expected: "[B, L, H, Dk]", actual: "[10, 2, 4]")) {
-                try op.forward(stream, q: try device.makeTensor(shape: [l, h, dk], dtype: .f32), k: k, v: v, logGates: gk, output: o)
+                try op.forward(q: try device.makeTensor(shape: [l, h, dk], dtype: .f32), k: k, v: v, logGates: gk, output: o, on: stream)
             }
             #expect(throws: VkAttnError.shapeMismatch(op: name, operand: "k", expected: "[1, 10, 2, 4]", actual: "[1, 10, 2, 3]")) {
-                try op.forward(stream, q: q, k: v, v: v, logGates: gk, output: o)
+                try op.forward(q: q, k: v, v: v, logGates: gk, output: o, on: stream)
             }
             #expect(throws: VkAttnError.shapeMismatch(op: name, operand: "v", expected: "[1, 10, 2, Dv]", actual: "[1, 9, 2, 3]")) {
-                try op.forward(stream, q: q, k: k, v: try device.makeTensor(shape: [b, 9, h, dv], dtype: .f32), logGates: gk, output: o)
+                try op.forward(q: q, k: k, v: try device.makeTensor(shape: [b, 9, h, dv], dtype: .f32), logGates: gk, output: o, on: stream)
             }
             #expect(throws: VkAttnError.invalidValue(op: name, operand: "logGates", reason: "required for per-key gating")) {
-                try op.forward(stream, q: q, k: k, v: v, output: o)
+                try op.forward(q: q, k: k, v: v, output: o, on: stream)
             }
             #expect(throws: VkAttnError.invalidValue(op: name, operand: "logGates", reason: "given, but the gating is .none")) {
-                try GatedLinearAttention(gating: .none).forward(stream, q: q, k: k, v: v, logGates: gk, output: o)
+                try GatedLinearAttention(gating: .none).forward(q: q, k: k, v: v, logGates: gk, output: o, on: stream)
             }
             #expect(throws: VkAttnError.shapeMismatch(op: name, operand: "logGates", expected: "[1, 10, 2]", actual: "[1, 10, 2, 4]")) {
-                try GatedLinearAttention(gating: .perHead).forward(stream, q: q, k: k, v: v, logGates: gk, output: o)
+                try GatedLinearAttention(gating: .perHead).forward(q: q, k: k, v: v, logGates: gk, output: o, on: stream)
             }
             #expect(throws: VkAttnError.dtypeMismatch(op: name, operand: "v", expected: "f32", actual: "f16")) {
-                try op.forward(stream, q: q, k: k, v: try device.makeTensor(shape: [b, l, h, dv], dtype: .f16), logGates: gk, output: o)
+                try op.forward(q: q, k: k, v: try device.makeTensor(shape: [b, l, h, dv], dtype: .f16), logGates: gk, output: o, on: stream)
             }
             #expect(throws: VkAttnError.shapeMismatch(op: name, operand: "initialState", expected: "[1, 2, 4, 3]", actual: "[1, 2, 3, 4]")) {
-                try op.forward(stream, q: q, k: k, v: v, logGates: gk, initialState: try device.makeTensor(shape: [b, h, dv, dk], dtype: .f32), output: o)
+                try op.forward(q: q, k: k, v: v, logGates: gk, initialState: try device.makeTensor(shape: [b, h, dv, dk], dtype: .f32), output: o, on: stream)
             }
             let chunks = op.chunkCount(length: l, on: device)
             #expect(throws: VkAttnError.shapeMismatch(op: name, operand: "chunkStates", expected: "[1, 2, \(chunks + 1), 4, 3]", actual: "[1, 2, \(chunks), 4, 3]")) {
-                try op.forward(stream, q: q, k: k, v: v, logGates: gk, output: o,
-                               chunkStates: try device.makeTensor(shape: [b, h, chunks, dk, dv], dtype: .f32))
+                try op.forward(q: q, k: k, v: v, logGates: gk, output: o,
+                               chunkStates: try device.makeTensor(shape: [b, h, chunks, dk, dv], dtype: .f32), on: stream)
             }
             #expect(throws: VkAttnError.invalidValue(op: name, operand: "output", reason: "overlaps v")) {
-                try op.forward(stream, q: q, k: k, v: v, logGates: gk, output: v)
+                try op.forward(q: q, k: k, v: v, logGates: gk, output: v, on: stream)
             }
             #expect(throws: VkAttnError.self) {
-                try GatedLinearAttention(gating: .perKey, chunkLength: 1000).forward(stream, q: q, k: k, v: v, logGates: gk, output: o)
+                try GatedLinearAttention(gating: .perKey, chunkLength: 1000).forward(q: q, k: k, v: v, logGates: gk, output: o, on: stream)
             }
             #expect(throws: VkAttnError.invalidValue(op: name, operand: "dLogGates", reason: "required for per-head gating")) {
-                try GatedLinearAttention(gating: .perHead).backward(stream, q: q, k: k, v: v, logGates: gh, dOutput: o,
+                try GatedLinearAttention(gating: .perHead).backward(q: q, k: k, v: v, logGates: gh, dOutput: o,
                                                                   dq: try device.makeTensor(shape: [b, l, h, dk], dtype: .f32),
                                                                   dk: try device.makeTensor(shape: [b, l, h, dk], dtype: .f32),
-                                                                  dv: try device.makeTensor(shape: [b, l, h, dv], dtype: .f32))
+                                                                  dv: try device.makeTensor(shape: [b, l, h, dv], dtype: .f32), on: stream)
             }
             let other = try Device()
             #expect(throws: VkAttnError.deviceMismatch(op: name, operand: "output")) {
-                try op.forward(stream, q: q, k: k, v: v, logGates: gk, output: try other.makeTensor(shape: [b, l, h, dv], dtype: .f32))
+                try op.forward(q: q, k: k, v: v, logGates: gk, output: try other.makeTensor(shape: [b, l, h, dv], dtype: .f32), on: stream)
             }
             try stream.synchronize()
         }
@@ -366,10 +366,10 @@ struct LinearAttentionCoopmatTests {
             let q = try device.makeTensor(shape: [b, l, h, dk], dtype: .f16), v = try device.makeTensor(shape: [b, l, h, dv], dtype: .f16)
             let o = try device.makeTensor(shape: [b, l, h, dv], dtype: .f16)
             let stream = try device.makeStream()
-            let label = try GatedLinearAttention(gating: .none).forward(stream, q: q, k: q, v: v, output: o).label
+            let label = try GatedLinearAttention(gating: .none).forward(q: q, k: q, v: v, output: o, on: stream).label
             #expect(label.contains("scalar-f16") && label.contains("no coopmat"), "\(label)")
             #expect(throws: VkAttnError.self) {
-                try GatedLinearAttention(gating: .none, preference: .cooperativeMatrix).forward(stream, q: q, k: q, v: v, output: o)
+                try GatedLinearAttention(gating: .none, preference: .cooperativeMatrix).forward(q: q, k: q, v: v, output: o, on: stream)
             }
             try stream.synchronize()
         }

@@ -134,7 +134,7 @@ struct MatrixMarketTests {
             let bt = try device.makeTensor(b, shape: [40, 6])
             let c = try GuardedTensor(device, shape: [40, 6], values: nil)
             let stream = try device.makeStream()
-            try plan.encode(stream, b: bt, c: c.tensor)
+            try plan.encode(b: bt, c: c.tensor, on: stream)
             try stream.synchronize()
             let error = SparseReference.spmm(a, b: b, n: 6).maxError(of: try c.read())
             #expect(error <= 1e-5, "seed \(seed)")

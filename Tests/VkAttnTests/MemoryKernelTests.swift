@@ -18,8 +18,8 @@ struct MemoryKernelTests {
             let poison = [UInt32](repeating: Float.nan.bitPattern, count: words + 2 * guardWords)
             let dst = try device.makeBuffer(poison)
             let stream = try device.makeStream()
-            try ShaderCopy().encode(stream, from: src.slice(of: UInt32.self, first: guardWords, count: words),
-                                    to: dst.slice(of: UInt32.self, first: guardWords, count: words))
+            try ShaderCopy().encode(from: src.slice(of: UInt32.self, first: guardWords, count: words),
+                                    to: dst.slice(of: UInt32.self, first: guardWords, count: words), on: stream)
             try stream.synchronize()
             let out = try dst.read(UInt32.self, count: poison.count)
             #expect(Array(out[guardWords..<guardWords + words]) == source, "words \(words) seed \(seed)")
@@ -39,7 +39,7 @@ struct MemoryKernelTests {
             let range = try buffer.slice(of: UInt32.self, first: guardWords, count: words)
             let value = rng.floats(1, in: -100...100)[0]
             let stream = try device.makeStream()
-            try ShaderFill.encode(stream, range, value: value)
+            try ShaderFill.encode(range, value: value, on: stream)
             try stream.synchronize()
             var out = try buffer.read(UInt32.self, count: background.count)
             #expect(out[guardWords..<guardWords + words].allSatisfy { $0 == value.bitPattern }, "f32 words \(words) seed \(seed)")
@@ -47,7 +47,7 @@ struct MemoryKernelTests {
             #expect(Array(out[(guardWords + words)...]) == Array(background[(guardWords + words)...]))
 
             let word = UInt32(truncatingIfNeeded: rng.next())
-            try ShaderFill.encode(stream, range, value: word)
+            try ShaderFill.encode(range, value: word, on: stream)
             try stream.synchronize()
             out = try buffer.read(UInt32.self, count: background.count)
             #expect(out[guardWords..<guardWords + words].allSatisfy { $0 == word }, "u32 words \(words) seed \(seed)")
@@ -68,9 +68,9 @@ struct MemoryKernelTests {
             let src = try device.makeBuffer(source)
             let dst = try device.makeBuffer(of: UInt32.self, count: words)
             let stream = try device.makeStream()
-            try ShaderFill.encode(stream, dst.whole, value: UInt32(7))
+            try ShaderFill.encode(dst.whole, value: UInt32(7), on: stream)
             try stream.barrier()
-            try ShaderCopy().encode(stream, from: src.whole, to: dst.whole)
+            try ShaderCopy().encode(from: src.whole, to: dst.whole, on: stream)
             try stream.synchronize()
             #expect(try dst.read(UInt32.self, count: words) == source, "seed \(seed)")
         }
@@ -82,12 +82,12 @@ struct MemoryKernelTests {
             let b = try device.makeBuffer(byteCount: 64)
             let stream = try device.makeStream()
             #expect(throws: VulkanError.self) {
-                try ShaderCopy().encode(stream, from: a.slice(offset: 0, byteCount: 32), to: b.slice(offset: 0, byteCount: 16))
+                try ShaderCopy().encode(from: a.slice(offset: 0, byteCount: 32), to: b.slice(offset: 0, byteCount: 16), on: stream)
             }
             #expect(throws: VulkanError.self) {
-                try ShaderCopy().encode(stream, from: a.slice(offset: 0, byteCount: 10), to: b.slice(offset: 0, byteCount: 10))
+                try ShaderCopy().encode(from: a.slice(offset: 0, byteCount: 10), to: b.slice(offset: 0, byteCount: 10), on: stream)
             }
-            #expect(throws: VulkanError.self) { try ShaderFill.encode(stream, a.slice(offset: 0, byteCount: 6), value: Float(1)) }
+            #expect(throws: VulkanError.self) { try ShaderFill.encode(a.slice(offset: 0, byteCount: 6), value: Float(1), on: stream) }
             try stream.synchronize()
         }
     }

@@ -39,7 +39,7 @@ struct ParallelCommunicatorTests {
                                                         after: lastSend.map { [$0] } ?? [], on: stream)
                         try comm.complete(incoming, on: stream)
                         try stream.barrier()
-                        try ParallelKernels.elementwise(stream, x: next.whole, y: acc.whole, count: count, op: .sum)
+                        try ParallelKernels.elementwise(x: next.whole, y: acc.whole, count: count, op: .sum, on: stream)
                         try stream.barrier()
                         previousSend = lastSend
                         lastSend = sent

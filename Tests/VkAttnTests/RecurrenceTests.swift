@@ -67,7 +67,7 @@ struct RecurrenceHarness {
     func poisoned(_ shape: [Int]) throws -> Tensor {
         let t = try device.makeTensor(shape: shape, dtype: .f32)
         let stream = try device.makeStream()
-        try ShaderFill.encode(stream, t.slice, value: Float.nan)
+        try ShaderFill.encode(t.slice, value: Float.nan, on: stream)
         try stream.synchronize()
         return t
     }
@@ -88,7 +88,7 @@ struct RecurrenceHarness {
         let h0T = try h0.map { try tensor($0, stateShape) }
         let hT = try poisoned(shape), finalT = try poisoned(stateShape)
         let stream = try device.makeStream()
-        try op.forward(stream, a: aT, b: bT, h0: h0T, h: hT, finalState: finalT)
+        try op.forward(a: aT, b: bT, h0: h0T, h: hT, finalState: finalT, on: stream)
         try stream.synchronize()
 
         let ref = RecurrenceReference(layout: op.layout, complex: op.complex, reverse: op.reverse,
@@ -112,7 +112,7 @@ struct RecurrenceHarness {
         let dhT = try tensor(dh, shape)
         let dFinalT = try dFinal.map { try tensor($0, stateShape) }
         let daT = try poisoned(shape), dbT = try poisoned(shape), dh0T = try poisoned(stateShape)
-        try op.backward(stream, a: aT, h: hT, h0: h0T, dh: dhT, dFinal: dFinalT, da: daT, db: dbT, dh0: dh0T)
+        try op.backward(a: aT, h: hT, h0: h0T, dh: dhT, dFinal: dFinalT, da: daT, db: dbT, dh0: dh0T, on: stream)
         try stream.synchronize()
         let (da, db, dh0) = ref.backward(a: a, h: gotH, h0: h0, dh: dh, dFinal: dFinal)
         // Scales: the gradient recurrence run on |a| and |dh| (in the opposite direction),
@@ -213,42 +213,42 @@ struct RecurrenceValidationTests {
             let h = try device.makeTensor(shape: [2, 10, 4], dtype: .f32)
             let op = LinearRecurrence(layout: .bld)
             #expect(throws: VkAttnError.shapeMismatch(op: name, operand: "a", expected: "[B, L, D] or [B, D, L]", actual: "[20, 4]")) {
-                try op.forward(stream, a: try device.makeTensor(shape: [20, 4], dtype: .f32), b: b, h: h)
+                try op.forward(a: try device.makeTensor(shape: [20, 4], dtype: .f32), b: b, h: h, on: stream)
             }
             #expect(throws: VkAttnError.shapeMismatch(op: name, operand: "a", expected: "[B, L, D, 2] or [B, D, L, 2]", actual: "[2, 10, 4]")) {
-                try LinearRecurrence(layout: .bld, complex: true).forward(stream, a: a, b: b, h: h)
+                try LinearRecurrence(layout: .bld, complex: true).forward(a: a, b: b, h: h, on: stream)
             }
             #expect(throws: VkAttnError.shapeMismatch(op: name, operand: "b", expected: "[2, 10, 4]", actual: "[2, 10, 5]")) {
-                try op.forward(stream, a: a, b: try device.makeTensor(shape: [2, 10, 5], dtype: .f32), h: h)
+                try op.forward(a: a, b: try device.makeTensor(shape: [2, 10, 5], dtype: .f32), h: h, on: stream)
             }
             #expect(throws: VkAttnError.dtypeMismatch(op: name, operand: "b", expected: "f32", actual: "f16")) {
-                try op.forward(stream, a: a, b: try device.makeTensor(shape: [2, 10, 4], dtype: .f16), h: h)
+                try op.forward(a: a, b: try device.makeTensor(shape: [2, 10, 4], dtype: .f16), h: h, on: stream)
             }
             #expect(throws: VkAttnError.shapeMismatch(op: name, operand: "h0", expected: "[2, 4]", actual: "[2, 10]")) {
-                try op.forward(stream, a: a, b: b, h0: try device.makeTensor(shape: [2, 10], dtype: .f32), h: h)
+                try op.forward(a: a, b: b, h0: try device.makeTensor(shape: [2, 10], dtype: .f32), h: h, on: stream)
             }
             #expect(throws: VkAttnError.shapeMismatch(op: name, operand: "finalState", expected: "[2, 4]", actual: "[4]")) {
-                try op.forward(stream, a: a, b: b, h: h, finalState: try device.makeTensor(shape: [4], dtype: .f32))
+                try op.forward(a: a, b: b, h: h, finalState: try device.makeTensor(shape: [4], dtype: .f32), on: stream)
             }
             #expect(throws: VkAttnError.invalidValue(op: name, operand: "h", reason: "overlaps b")) {
-                try op.forward(stream, a: a, b: b, h: b)
+                try op.forward(a: a, b: b, h: b, on: stream)
             }
             #expect(throws: VkAttnError.self) {
-                try LinearRecurrence(layout: .bld, chunkLength: 6).forward(stream, a: a, b: b, h: h)
+                try LinearRecurrence(layout: .bld, chunkLength: 6).forward(a: a, b: b, h: h, on: stream)
             }
             #expect(throws: VkAttnError.shapeMismatch(op: name, operand: "dh", expected: "[2, 10, 4]", actual: "[2, 4, 10]")) {
-                try op.backward(stream, a: a, h: h, dh: try device.makeTensor(shape: [2, 4, 10], dtype: .f32),
-                                da: try device.makeTensor(shape: [2, 10, 4], dtype: .f32), db: b)
+                try op.backward(a: a, h: h, dh: try device.makeTensor(shape: [2, 4, 10], dtype: .f32),
+                                da: try device.makeTensor(shape: [2, 10, 4], dtype: .f32), db: b, on: stream)
             }
             if device.capabilities.type == .cpu {
                 let long = try device.makeTensor(shape: [1, 1, 70_000], dtype: .f32)
                 #expect(throws: VkAttnError.self) {
-                    try LinearRecurrence(layout: .bdl, path: .chained).forward(stream, a: long, b: long, h: try device.makeTensor(shape: [1, 1, 70_000], dtype: .f32))
+                    try LinearRecurrence(layout: .bdl, path: .chained).forward(a: long, b: long, h: try device.makeTensor(shape: [1, 1, 70_000], dtype: .f32), on: stream)
                 }
             }
             let other = try Device()
             #expect(throws: VkAttnError.deviceMismatch(op: name, operand: "h")) {
-                try op.forward(stream, a: a, b: b, h: try other.makeTensor(shape: [2, 10, 4], dtype: .f32))
+                try op.forward(a: a, b: b, h: try other.makeTensor(shape: [2, 10, 4], dtype: .f32), on: stream)
             }
             try stream.synchronize()
         }

@@ -32,8 +32,8 @@ struct SDDMMTests {
                                      options: SDDMMOptions(scaleByValues: scale, validation: validation))
             let out = try GuardedTensor(device, shape: [max(a.nnz, 1)], values: nil)
             let stream = try device.makeStream()
-            try plan.encode(stream, x: try device.makeTensor(x, shape: [a.rows, k]),
-                            y: try device.makeTensor(y, shape: [a.cols, k]), out: out.tensor, alpha: alpha)
+            try plan.encode(x: try device.makeTensor(x, shape: [a.rows, k]),
+                            y: try device.makeTensor(y, shape: [a.cols, k]), out: out.tensor, alpha: alpha, on: stream)
             try stream.synchronize()
             let got = try out.read()
             let ref = SparseReference.sddmm(a, x: x, y: y, k: k, alpha: alpha, scaleByValues: scale)
@@ -76,10 +76,10 @@ struct SDDMMTests {
             let y = try device.makeTensor(shape: [6, 3], dtype: .f32)
             let out = try device.makeTensor(shape: [11], dtype: .f32)
             #expect(throws: VkAttnError.shapeMismatch(op: "SDDMM", operand: "Y", expected: "[6, 3]", actual: "[8, 3]")) {
-                try plan.encode(stream, x: x, y: x, out: out)
+                try plan.encode(x: x, y: x, out: out, on: stream)
             }
             #expect(throws: VkAttnError.shapeMismatch(op: "SDDMM", operand: "out", expected: "[11]", actual: "[3]")) {
-                try plan.encode(stream, x: x, y: y, out: try device.makeTensor(shape: [3], dtype: .f32))
+                try plan.encode(x: x, y: y, out: try device.makeTensor(shape: [3], dtype: .f32), on: stream)
             }
             #expect(throws: VkAttnError.invalidValue(op: "SDDMM", operand: "k", reason: "0 is not positive")) {
                 _ = try SDDMMPlan(try device.makeCSR(SparseFixtures.small()), k: 0)

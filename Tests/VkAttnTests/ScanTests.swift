@@ -31,9 +31,9 @@ struct ScanHarness {
         let outShape = outputCount.map { [$0] } ?? shape
         let output = try Tensor(outBuffer, shape: outShape, dtype: dtype, byteOffset: 4 * g)
         let stream = try device.makeStream()
-        try ShaderFill.encode(stream, output.slice, value: Float.nan)
+        try ShaderFill.encode(output.slice, value: Float.nan, on: stream)
         try stream.barrier()
-        let dispatch = try scan.encode(stream, input: input, output: output, segments: segments)
+        let dispatch = try scan.encode(input: input, output: output, segments: segments, on: stream)
         try stream.synchronize()
         let all = try outBuffer.read(UInt32.self, count: outCount + 2 * g)
         #expect(all[..<g].allSatisfy { $0 == poison }, "wrote before the output, seed \(seed)")
@@ -237,8 +237,8 @@ struct ScanSegmentTests {
             let countBuffer = try device.makeBuffer(counts)
             let pointers = try device.makeBuffer(of: UInt32.self, count: counts.count + 1)
             let stream = try device.makeStream()
-            try PrefixScan(op: .add, exclusive: true, path: path).encode(stream, input: countBuffer.whole, output: pointers.whole,
-                                                                        count: counts.count, dtype: .u32)
+            try PrefixScan(op: .add, exclusive: true, path: path).encode(input: countBuffer.whole, output: pointers.whole,
+                                                                        count: counts.count, dtype: .u32, on: stream)
             try stream.synchronize()
             #expect(try pointers.read(UInt32.self, count: counts.count + 1) == ScanReference.scan(counts, exclusive: true) + [counts.reduce(0, +)],
                     "slices \(path) seed \(seed)")
@@ -279,7 +279,7 @@ struct ScanSegmentTests {
             let input = try Tensor(try device.makeBuffer(words), shape: [n], dtype: .u32)
             let output = try device.makeTensor(shape: [n], dtype: .u32)
             let stream = try device.makeStream()
-            let d = try PrefixScan(op: .add, path: path).encode(stream, input: input, output: output)
+            let d = try PrefixScan(op: .add, path: path).encode(input: input, output: output, on: stream)
             try stream.synchronize()
             #expect(d.chunks == 2)
             let out = try output.buffer.read(UInt32.self, count: n)
@@ -353,10 +353,10 @@ struct ScanSegmentTests {
             let words = rng.words(50_001)
             let t = try Tensor(try device.makeBuffer(words), shape: [words.count], dtype: .u32)
             let stream = try device.makeStream()
-            try PrefixScan(op: .add, path: .reduceThenScan).encode(stream, input: t, output: t)
+            try PrefixScan(op: .add, path: .reduceThenScan).encode(input: t, output: t, on: stream)
             try stream.synchronize()
             #expect(try t.buffer.read(UInt32.self, count: words.count) == ScanReference.scan(words), "seed \(seed)")
-            #expect(throws: VkAttnError.self) { try PrefixScan(op: .add, path: .singlePass).encode(stream, input: t, output: t) }
+            #expect(throws: VkAttnError.self) { try PrefixScan(op: .add, path: .singlePass).encode(input: t, output: t, on: stream) }
         }
     }
 
@@ -371,50 +371,50 @@ struct ScanSegmentTests {
             }
             let i = try device.makeTensor(shape: [100], dtype: .i32)
             expectError(.dtypeMismatch(op: name, operand: "input", expected: "f32", actual: "i32")) {
-                try PrefixScan(op: .max).encode(stream, input: i, output: i)
+                try PrefixScan(op: .max).encode(input: i, output: i, on: stream)
             }
             let h = try device.makeTensor(shape: [100], dtype: .f16)
             expectError(.dtypeMismatch(op: name, operand: "input", expected: "f32|i32|u32", actual: "f16")) {
-                try PrefixScan().encode(stream, input: h, output: h)
+                try PrefixScan().encode(input: h, output: h, on: stream)
             }
             let short = try device.makeTensor(shape: [99], dtype: .f32)
             expectError(.shapeMismatch(op: name, operand: "output", expected: "[100]", actual: "[99]")) {
-                try PrefixScan().encode(stream, input: x, output: short)
+                try PrefixScan().encode(input: x, output: short, on: stream)
             }
             let long = try device.makeTensor(shape: [101], dtype: .f32)
             expectError(.shapeMismatch(op: name, operand: "output", expected: "[100]", actual: "[101]")) {
-                try PrefixScan().encode(stream, input: x, output: long)  // a total needs an exclusive scan
+                try PrefixScan().encode(input: x, output: long, on: stream)  // a total needs an exclusive scan
             }
             expectError(.dtypeMismatch(op: name, operand: "output", expected: "f32", actual: "i32")) {
-                try PrefixScan().encode(stream, input: x, output: i)
+                try PrefixScan().encode(input: x, output: i, on: stream)
             }
             let badFlags = try device.makeTensor(shape: [50], dtype: .u32)
             expectError(.shapeMismatch(op: name, operand: "segments.headFlags", expected: "[100] or [100]", actual: "[50]")) {
-                try PrefixScan().encode(stream, input: x, output: y, segments: .headFlags(badFlags))
+                try PrefixScan().encode(input: x, output: y, segments: .headFlags(badFlags), on: stream)
             }
             let floatFlags = try device.makeTensor(shape: [100], dtype: .f32)
             expectError(.dtypeMismatch(op: name, operand: "segments.headFlags", expected: "u32|i32", actual: "f32")) {
-                try PrefixScan().encode(stream, input: x, output: y, segments: .headFlags(floatFlags))
+                try PrefixScan().encode(input: x, output: y, segments: .headFlags(floatFlags), on: stream)
             }
             let offsets2D = try device.makeTensor(shape: [2, 2], dtype: .u32)
             expectError(.shapeMismatch(op: name, operand: "segments.offsets", expected: "[segments]", actual: "[2, 2]")) {
-                try PrefixScan().encode(stream, input: x, output: y, segments: .offsets(offsets2D))
+                try PrefixScan().encode(input: x, output: y, segments: .offsets(offsets2D), on: stream)
             }
             let buffer = try device.makeBuffer(byteCount: 1024)
             let misaligned = try Tensor(buffer, shape: [100], dtype: .f32, byteOffset: 4)
-            #expect(throws: VkAttnError.self) { try PrefixScan().encode(stream, input: misaligned, output: y) }
+            #expect(throws: VkAttnError.self) { try PrefixScan().encode(input: misaligned, output: y, on: stream) }
             var tuning = PrefixScan.Tuning.preferred(for: device)
             tuning.itemsPerInvocation = 6
-            #expect(throws: VkAttnError.self) { try PrefixScan(tuning: tuning).encode(stream, input: x, output: y) }
+            #expect(throws: VkAttnError.self) { try PrefixScan(tuning: tuning).encode(input: x, output: y, on: stream) }
             tuning = PrefixScan.Tuning.preferred(for: device)
             tuning.workgroupSize = 100
-            #expect(throws: VkAttnError.self) { try PrefixScan(tuning: tuning).encode(stream, input: x, output: y) }
+            #expect(throws: VkAttnError.self) { try PrefixScan(tuning: tuning).encode(input: x, output: y, on: stream) }
             #expect(throws: VkAttnError.self) {
-                try PrefixScan().encode(stream, input: buffer.whole, output: buffer.whole, count: 0, dtype: .u32)
+                try PrefixScan().encode(input: buffer.whole, output: buffer.whole, count: 0, dtype: .u32, on: stream)
             }
             let other = try Device()
             let foreign = try other.makeTensor(shape: [100], dtype: .f32)
-            #expect(throws: VkAttnError.self) { try PrefixScan().encode(stream, input: x, output: foreign) }
+            #expect(throws: VkAttnError.self) { try PrefixScan().encode(input: x, output: foreign, on: stream) }
             try stream.synchronize()
         }
     }

@@ -43,7 +43,7 @@ struct SpMMTests {
             let bt = try device.makeTensor(b, shape: [a.cols, n])
             let c = try GuardedTensor(device, shape: [a.rows, n], values: c0, guardValue: beta == 0 ? .nan : 12345)
             let stream = try device.makeStream()
-            try plan.encode(stream, b: bt, c: c.tensor, alpha: alpha, beta: beta)
+            try plan.encode(b: bt, c: c.tensor, alpha: alpha, beta: beta, on: stream)
             try stream.synchronize()
             let reference = SparseReference.spmm(a, b: b, n: n, alpha: alpha, beta: beta, c0: c0)
             let error = reference.maxError(of: try c.read())
@@ -132,9 +132,9 @@ struct SpMMTests {
             for _ in 0..<3 {
                 let c = try device.makeTensor(shape: [a.rows, 9], dtype: .f32)
                 let stream = try device.makeStream()
-                try ShaderFill.encode(stream, c.slice, value: Float.nan)
+                try ShaderFill.encode(c.slice, value: Float.nan, on: stream)
                 try stream.barrier()
-                try plan.encode(stream, b: b, c: c, alpha: 1, beta: 0)
+                try plan.encode(b: b, c: c, alpha: 1, beta: 0, on: stream)
                 try stream.synchronize()
                 results.append(try c.buffer.read(UInt32.self, count: a.rows * 9))
             }
@@ -153,16 +153,16 @@ struct SpMMTests {
             let b = try device.makeTensor(shape: [6, 4], dtype: .f32)
             let c = try device.makeTensor(shape: [8, 4], dtype: .f32)
             #expect(throws: VkAttnError.shapeMismatch(op: "SpMM", operand: "B", expected: "[6, 4]", actual: "[5, 4]")) {
-                try plan.encode(stream, b: try device.makeTensor(shape: [5, 4], dtype: .f32), c: c)
+                try plan.encode(b: try device.makeTensor(shape: [5, 4], dtype: .f32), c: c, on: stream)
             }
             #expect(throws: VkAttnError.shapeMismatch(op: "SpMM", operand: "C", expected: "[8, 4]", actual: "[8, 5]")) {
-                try plan.encode(stream, b: b, c: try device.makeTensor(shape: [8, 5], dtype: .f32))
+                try plan.encode(b: b, c: try device.makeTensor(shape: [8, 5], dtype: .f32), on: stream)
             }
             #expect(throws: VkAttnError.dtypeMismatch(op: "SpMM", operand: "C", expected: "f32", actual: "f16")) {
-                try plan.encode(stream, b: b, c: try device.makeTensor(shape: [8, 4], dtype: .f16))
+                try plan.encode(b: b, c: try device.makeTensor(shape: [8, 4], dtype: .f16), on: stream)
             }
-            #expect(throws: VkAttnError.self) { try plan.encode(stream, b: b, c: c, alpha: .nan) }
-            #expect(throws: VkAttnError.self) { try plan.encode(stream, b: b, c: c, beta: .infinity) }
+            #expect(throws: VkAttnError.self) { try plan.encode(b: b, c: c, alpha: .nan, on: stream) }
+            #expect(throws: VkAttnError.self) { try plan.encode(b: b, c: c, beta: .infinity, on: stream) }
             let offsets = try device.makeTensor(shape: [9], dtype: .i32)
             let columns = try device.makeTensor(shape: [11], dtype: .i32)
             #expect(throws: VkAttnError.dtypeMismatch(op: "CSRMatrix", operand: "values", expected: "f32 or f16", actual: "i32")) {

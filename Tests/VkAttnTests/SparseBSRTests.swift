@@ -45,7 +45,7 @@ struct SparseBSRTests {
             let bt = try device.makeTensor(b, shape: [a.cols, n], dtype: denseType)
             let c = try GuardedTensor(device, shape: [a.rows, n], values: c0, guardValue: beta == 0 ? .nan : 99)
             let stream = try device.makeStream()
-            try plan.encode(stream, b: bt, c: c.tensor, alpha: alpha, beta: beta)
+            try plan.encode(b: bt, c: c.tensor, alpha: alpha, beta: beta, on: stream)
             try stream.synchronize()
             // The cooperative-matrix kernel rounds A and B to f16: compare with those inputs.
             if kernel == .cooperativeMatrixNV { b = b.map { Float(Float16($0)) } }
@@ -136,7 +136,7 @@ struct SparseBSRTests {
             let b = try device.makeTensor(rng.floats(a.cols * 20), shape: [a.cols, 20])
             let c = try GuardedTensor(device, shape: [a.rows, 20], values: rng.floats(a.rows * 20), guardValue: 5)
             let stream = try device.makeStream()
-            try plan.encode(stream, b: b, c: c.tensor, alpha: 1, beta: 1)
+            try plan.encode(b: b, c: c.tensor, alpha: 1, beta: 1, on: stream)
             try stream.synchronize()
             #expect(try c.guardsIntact(), "seed \(seed)")
         }
@@ -149,7 +149,7 @@ struct SparseBSRTests {
             let stream = try device.makeStream()
             let c = try device.makeTensor(shape: [32, 8], dtype: .f32)
             #expect(throws: VkAttnError.shapeMismatch(op: "BSR SpMM", operand: "B", expected: "[48, 8]", actual: "[32, 8]")) {
-                try plan.encode(stream, b: try device.makeTensor(shape: [32, 8], dtype: .f32), c: c)
+                try plan.encode(b: try device.makeTensor(shape: [32, 8], dtype: .f32), c: c, on: stream)
             }
             #expect(throws: VkAttnError.shapeMismatch(op: "makeBSR", operand: "values", expected: "[\(a.storedValues)]", actual: "[3]")) {
                 var bad = a
@@ -168,7 +168,7 @@ struct SparseBSRTests {
             let stream = try device.makeStream()
             let c = try device.makeTensor(shape: [32, 8], dtype: .f32)
             #expect(throws: VkAttnError.dtypeMismatch(op: "BSR SpMM", operand: "B", expected: "f16", actual: "f32")) {
-                try plan.encode(stream, b: try device.makeTensor(shape: [48, 8], dtype: .f32), c: c)
+                try plan.encode(b: try device.makeTensor(shape: [48, 8], dtype: .f32), c: c, on: stream)
             }
             #expect(throws: VkAttnError.self) {
                 _ = try BSRSpMMPlan(try device.makeBSR(a), n: 8, options: BSRSpMMOptions(denseType: .i32))

@@ -19,7 +19,7 @@ struct SparseLoopBudgetTests {
             let bt = try device.makeTensor(b, shape: [cols, n])
             let c = try device.makeTensor(shape: [2, n], dtype: .f32)
             let stream = try device.makeStream()
-            try plan.encode(stream, b: bt, c: c)
+            try plan.encode(b: bt, c: c, on: stream)
             try stream.synchronize()
             let error = SparseReference.spmm(a, b: b, n: n).maxError(of: try c.readFloats())
             #expect(error <= 1e-5, "\(plan.path) error \(error) seed \(seed)")

@@ -26,7 +26,7 @@ struct SparseTransposeTests {
             let bt = try device.makeTensor(b, shape: [a.rows, n])
             let c = try device.makeTensor(shape: [a.cols, n], dtype: .f32)
             let spmm = try SpMMPlan(t, n: n)
-            try spmm.encode(stream, b: bt, c: c)
+            try spmm.encode(b: bt, c: c, on: stream)
             try stream.synchronize()
             let reference = SparseReference.spmm(expected, b: b, n: n)
             let out = try c.readFloats()

@@ -41,12 +41,12 @@ public enum AttentionMerge {
             try t.expectBindable(op: op, name)
         }
         let totalQ = packed ? oShape[0] : oShape[0] * oShape[1]
-        try encode(stream, partialO: partialO.slice, partialLSE: partialLSE.slice, o: o, lse: lse, splits: splits,
-                   headDim: d, heads: heads, seqQ: packed ? totalQ : seq, totalQ: totalQ, packed: packed)
+        try encode(partialO: partialO.slice, partialLSE: partialLSE.slice, o: o, lse: lse, splits: splits,
+                   headDim: d, heads: heads, seqQ: packed ? totalQ : seq, totalQ: totalQ, packed: packed, on: stream)
     }
 
-    static func encode(_ stream: Stream, partialO: BufferSlice, partialLSE: BufferSlice, o: Tensor, lse: Tensor,
-                       splits: Int, headDim d: Int, heads: Int, seqQ: Int, totalQ: Int, packed: Bool) throws {
+    static func encode(partialO: BufferSlice, partialLSE: BufferSlice, o: Tensor, lse: Tensor,
+                       splits: Int, headDim d: Int, heads: Int, seqQ: Int, totalQ: Int, packed: Bool, on stream: Stream) throws {
         let device = stream.device
         let tpr = AttentionTiling.threadsPerRow(device)
         let group = min(256, device.capabilities.maxWorkgroupInvocations) / tpr * tpr

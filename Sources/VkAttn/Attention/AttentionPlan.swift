@@ -137,9 +137,9 @@ public final class AttentionPlan: Sendable {
         try stream.dispatch(kernel, bindings: [q.slice, k.slice, v.slice, partialO.slice, partialLSE.slice] + sideBuffers,
                             push: launch.pushConstants, groups: (launch.rowTiles, heads, g.batch * splits))
         try stream.barrier()
-        try AttentionMerge.encode(stream, partialO: partialO.slice, partialLSE: partialLSE.slice, o: out.o, lse: out.lse,
+        try AttentionMerge.encode(partialO: partialO.slice, partialLSE: partialLSE.slice, o: out.o, lse: out.lse,
                                   splits: splits, headDim: g.headDim, heads: g.headsQ,
-                                  seqQ: g.isPacked ? g.totalQ : g.maxSq, totalQ: g.totalQ, packed: g.isPacked)
+                                  seqQ: g.isPacked ? g.totalQ : g.maxSq, totalQ: g.totalQ, packed: g.isPacked, on: stream)
         return AttentionOutput(o: out.o, lse: out.lse, path: path)
     }
 }

@@ -20,7 +20,7 @@ public struct ShaderCopy: Hashable, Sendable {
     }
 
     /// Records the copy into `stream`; throws before recording anything on bad input.
-    public func encode(_ stream: Stream, from source: BufferSlice, to destination: BufferSlice) throws {
+    public func encode(from source: BufferSlice, to destination: BufferSlice, on stream: Stream) throws {
         guard source.byteCount == destination.byteCount else {
             throw VulkanError.invalidArgument("ShaderCopy: source has \(source.byteCount) bytes, destination \(destination.byteCount)")
         }

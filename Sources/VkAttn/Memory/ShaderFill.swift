@@ -20,16 +20,16 @@ public struct ShaderFill: Hashable, Sendable {
     public var path: String { "shader-fill-\(element.rawValue)x4" }
 
     /// Fills `destination` (a multiple of 4 bytes) with `value`.
-    public static func encode(_ stream: Stream, _ destination: BufferSlice, value: Float) throws {
-        try ShaderFill(element: .f32).encode(stream, destination, bits: value.bitPattern)
+    public static func encode(_ destination: BufferSlice, value: Float, on stream: Stream) throws {
+        try ShaderFill(element: .f32).encode(destination, bits: value.bitPattern, on: stream)
     }
 
     /// Fills `destination` (a multiple of 4 bytes) with `value`.
-    public static func encode(_ stream: Stream, _ destination: BufferSlice, value: UInt32) throws {
-        try ShaderFill(element: .u32).encode(stream, destination, bits: value)
+    public static func encode(_ destination: BufferSlice, value: UInt32, on stream: Stream) throws {
+        try ShaderFill(element: .u32).encode(destination, bits: value, on: stream)
     }
 
-    func encode(_ stream: Stream, _ destination: BufferSlice, bits: UInt32) throws {
+    func encode(_ destination: BufferSlice, bits: UInt32, on stream: Stream) throws {
         guard destination.byteCount % 4 == 0 else {
             throw VulkanError.invalidArgument("ShaderFill: \(destination.byteCount) bytes is not a multiple of 4")
         }

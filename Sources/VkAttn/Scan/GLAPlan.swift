@@ -213,7 +213,7 @@ package struct GLAPlan {
         try expectNoOverlap([("output", output)] + (finalState.map { [("finalState", $0)] } ?? []) + (chunkStates.map { [("chunkStates", $0)] } ?? []))
     }
 
-    package func forward(_ stream: Stream, output: Tensor, finalState: Tensor?, chunkStates: Tensor?) throws -> GLADispatch {
+    package func forward(output: Tensor, finalState: Tensor?, chunkStates: Tensor?, on stream: Stream) throws -> GLADispatch {
         try checkForward(output: output, finalState: finalState, chunkStates: chunkStates)
         let (statesSlice, gcum) = try encodeForwardStates(stream, chunkStates: chunkStates)
         try encodeForwardOutput(stream, states: statesSlice, gcum: gcum, output: output)
@@ -281,8 +281,8 @@ package struct GLAPlan {
         try expectNoOverlap(outputs)
     }
 
-    package func backward(_ stream: Stream, dOutput: Tensor, dFinalState: Tensor?, dq: Tensor, dk: Tensor, dv: Tensor,
-                  dLogGates: Tensor?, dInitialState: Tensor?) throws -> GLADispatch {
+    package func backward(dOutput: Tensor, dFinalState: Tensor?, dq: Tensor, dk: Tensor, dv: Tensor,
+                  dLogGates: Tensor?, dInitialState: Tensor?, on stream: Stream) throws -> GLADispatch {
         try checkBackward(dOutput: dOutput, dFinalState: dFinalState, dq: dq, dk: dk, dv: dv, dLogGates: dLogGates, dInitialState: dInitialState)
         let work = try encodeBackwardStates(stream, dOutput: dOutput)
         try encodeBackwardGradients(stream, work, dOutput: dOutput, dFinalState: dFinalState, dq: dq, dk: dk, dv: dv,

@@ -67,23 +67,23 @@ public struct GatedLinearAttention: Hashable, Sendable {
 
     /// Records the forward pass: o, and when given the final state and every boundary state.
     @discardableResult
-    public func forward(_ stream: Stream, q: Tensor, k: Tensor, v: Tensor, logGates: Tensor? = nil,
+    public func forward(q: Tensor, k: Tensor, v: Tensor, logGates: Tensor? = nil,
                         initialState: Tensor? = nil, output: Tensor, finalState: Tensor? = nil,
-                        chunkStates: Tensor? = nil) throws -> GLADispatch {
+                        chunkStates: Tensor? = nil, on stream: Stream) throws -> GLADispatch {
         let plan = try GLAPlan(op: self, device: stream.device, q: q, k: k, v: v, logGates: logGates, initialState: initialState)
-        return try plan.forward(stream, output: output, finalState: finalState, chunkStates: chunkStates)
+        return try plan.forward(output: output, finalState: finalState, chunkStates: chunkStates, on: stream)
     }
 
     /// Records the backward pass: from dOutput (and dFinalState, nil: zeros) the gradients of
     /// q, k, v, the log-gates (required unless `.none`) and, when given, the initial state.
     @discardableResult
-    public func backward(_ stream: Stream, q: Tensor, k: Tensor, v: Tensor, logGates: Tensor? = nil,
+    public func backward(q: Tensor, k: Tensor, v: Tensor, logGates: Tensor? = nil,
                          initialState: Tensor? = nil, dOutput: Tensor, dFinalState: Tensor? = nil,
                          dq: Tensor, dk: Tensor, dv: Tensor, dLogGates: Tensor? = nil,
-                         dInitialState: Tensor? = nil) throws -> GLADispatch {
+                         dInitialState: Tensor? = nil, on stream: Stream) throws -> GLADispatch {
         let plan = try GLAPlan(op: self, device: stream.device, q: q, k: k, v: v, logGates: logGates, initialState: initialState)
-        return try plan.backward(stream, dOutput: dOutput, dFinalState: dFinalState, dq: dq, dk: dk, dv: dv,
-                                 dLogGates: dLogGates, dInitialState: dInitialState)
+        return try plan.backward(dOutput: dOutput, dFinalState: dFinalState, dq: dq, dk: dk, dv: dv,
+                                 dLogGates: dLogGates, dInitialState: dInitialState, on: stream)
     }
 }
 

@@ -59,11 +59,11 @@ public struct LinearRecurrence: Hashable, Sendable {
     /// Records the forward pass: h (every state) and, when given, the final state. h0 nil
     /// means zeros.
     @discardableResult
-    public func forward(_ stream: Stream, a: Tensor, b: Tensor, h0: Tensor? = nil, h: Tensor,
-                        finalState: Tensor? = nil) throws -> RecurrenceDispatch {
+    public func forward(a: Tensor, b: Tensor, h0: Tensor? = nil, h: Tensor,
+                        finalState: Tensor? = nil, on stream: Stream) throws -> RecurrenceDispatch {
         let plan = try RecurrencePlan(op: self, device: stream.device, a: a, inputs: [("b", b)], h0: h0,
                                       outputs: [("h", h)], state: finalState.map { ("finalState", $0) }, backward: nil)
-        return try plan.encode(stream)
+        return try plan.encode(on: stream)
     }
 
     /// Records the backward pass of `forward` with the same a, h0 and direction: from dh (the
@@ -73,12 +73,12 @@ public struct LinearRecurrence: Hashable, Sendable {
     /// db_t = g_t, da_t = g_t * conj(h_{t-1}), dh0 = conj(a_first) * g_first, with
     /// g_t = dh_t + conj(a_{t+1}) * g_{t+1}: itself a recurrence in the opposite direction.
     @discardableResult
-    public func backward(_ stream: Stream, a: Tensor, h: Tensor, h0: Tensor? = nil, dh: Tensor, dFinal: Tensor? = nil,
-                         da: Tensor, db: Tensor, dh0: Tensor? = nil) throws -> RecurrenceDispatch {
+    public func backward(a: Tensor, h: Tensor, h0: Tensor? = nil, dh: Tensor, dFinal: Tensor? = nil,
+                         da: Tensor, db: Tensor, dh0: Tensor? = nil, on stream: Stream) throws -> RecurrenceDispatch {
         let plan = try RecurrencePlan(op: self, device: stream.device, a: a, inputs: [("dh", dh), ("h", h)], h0: dFinal,
                                       outputs: [("db", db), ("da", da)], state: dh0.map { ("dh0", $0) },
                                       backward: h0)
-        return try plan.encode(stream)
+        return try plan.encode(on: stream)
     }
 }
 

@@ -12,7 +12,7 @@ import VkAttnShaders
 /// each chunk to the next.
 ///
 /// ```swift
-/// try PrefixScan(op: .add, exclusive: true).encode(stream, input: counts, output: rowPointers)
+/// try PrefixScan(op: .add, exclusive: true).encode(input: counts, output: rowPointers, on: stream)
 /// ```
 public struct PrefixScan: Hashable, Sendable {
     public var op: ScanOperator
@@ -47,16 +47,16 @@ public struct PrefixScan: Hashable, Sendable {
     /// operand is wrong. In-place scans (`output` overlapping `input`) need
     /// `.reduceThenScan`: the single pass's fallback may re-read a predecessor's input.
     @discardableResult
-    public func encode(_ stream: Stream, input: Tensor, output: Tensor, segments: ScanSegments = .none) throws -> ScanDispatch {
+    public func encode(input: Tensor, output: Tensor, segments: ScanSegments = .none, on stream: Stream) throws -> ScanDispatch {
         let device = stream.device
         let plan = try ScanPlan(scan: self, device: device, input: input, output: output, segments: segments)
-        return try plan.encode(stream)
+        return try plan.encode(on: stream)
     }
 
     /// `encode` on buffer slices holding `count` elements of `dtype` (1-D). `output` holds
     /// `count` elements, or `count + 1` for an exclusive scan with the total at the end.
     @discardableResult
-    public func encode(_ stream: Stream, input: BufferSlice, output: BufferSlice, count: Int, dtype: DType) throws -> ScanDispatch {
+    public func encode(input: BufferSlice, output: BufferSlice, count: Int, dtype: DType, on stream: Stream) throws -> ScanDispatch {
         guard count > 0 else {
             throw VkAttnError.invalidValue(op: Self.name, operand: "count", reason: "must be positive, got \(count)")
         }
@@ -71,7 +71,7 @@ public struct PrefixScan: Hashable, Sendable {
         guard output.byteCount >= y.byteCount else {
             throw VkAttnError.shapeMismatch(op: Self.name, operand: "output", expected: "\(y.byteCount) bytes", actual: "\(output.byteCount) bytes")
         }
-        return try encode(stream, input: x, output: y)
+        return try encode(input: x, output: y, on: stream)
     }
 }
 

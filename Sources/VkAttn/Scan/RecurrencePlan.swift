@@ -164,7 +164,7 @@ package struct RecurrencePlan {
         return (x, (groups + x - 1) / x, 1)
     }
 
-    package func encode(_ stream: Stream) throws -> RecurrenceDispatch {
+    package func encode(on stream: Stream) throws -> RecurrenceDispatch {
         let cw = op.complex ? 2 : 1
         let channels = dims.batch * dims.channels
         let chained = path == .chained

@@ -164,7 +164,7 @@ struct ScanPlan {
         return (((tiles + perGroup - 1) / perGroup, 1, 1), perGroup)
     }
 
-    func encode(_ stream: Stream) throws -> ScanDispatch {
+    func encode(on stream: Stream) throws -> ScanDispatch {
         let op = Self.op
         let elementBytes = input.dtype.byteSize
         // Status words: [0] fallbacks, [1 + 2 chunk + pass] tickets, then two per tile (descriptors).

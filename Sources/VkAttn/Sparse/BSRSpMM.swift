@@ -238,7 +238,7 @@ public struct BSRSpMMPlan: Sendable {
     }
 
     /// Records C = alpha * A * B + beta * C. B: [A.cols, n] f32, C: [A.rows, n] f32.
-    public func encode(_ stream: Stream, b: Tensor, c: Tensor, alpha: Float = 1, beta: Float = 0) throws {
+    public func encode(b: Tensor, c: Tensor, alpha: Float = 1, beta: Float = 0, on stream: Stream) throws {
         let op = BSRSpMMPlan.op
         let device = matrix.device
         guard stream.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "stream") }

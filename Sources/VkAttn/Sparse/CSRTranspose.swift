@@ -110,7 +110,7 @@ public struct CSRTranspose: Sendable {
         try stream.dispatch(count, bindings: [matrix.rowOffsets.slice, matrix.columnIndices.slice, counts.whole],
                             push: push, groups: (groups, 1, 1))
         try stream.barrier()
-        let dispatch = try scan.encode(stream, input: counts.whole, output: cursors.whole, count: entries, dtype: .u32)
+        let dispatch = try scan.encode(input: counts.whole, output: cursors.whole, count: entries, dtype: .u32, on: stream)
         try stream.barrier()
         try stream.dispatch(firstSlots, bindings: [cursors.whole, pointers.slice], push: push,
                             groups: (SparseLaunch.groups(items: matrix.cols + 1, workgroupSize: pointwise, device: device), 1, 1))

@@ -89,7 +89,7 @@ public struct SDDMMPlan: Sendable {
 
     /// Records the sampled product into `out` (f32 [max(nnz, 1)]; only the first nnz
     /// elements are written). X: [M, k] f32, Y: [N, k] f32.
-    public func encode(_ stream: Stream, x: Tensor, y: Tensor, out: Tensor, alpha: Float = 1) throws {
+    public func encode(x: Tensor, y: Tensor, out: Tensor, alpha: Float = 1, on stream: Stream) throws {
         let op = SDDMMPlan.op
         let device = pattern.device
         guard stream.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "stream") }

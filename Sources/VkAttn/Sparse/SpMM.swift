@@ -162,7 +162,7 @@ public struct SpMMPlan: Sendable {
 
     /// Records C = alpha * A * B + beta * C into `stream`. B: [K, n] f32, C: [M, n] f32.
     /// Throws before recording anything on bad operands.
-    public func encode(_ stream: Stream, b: Tensor, c: Tensor, alpha: Float = 1, beta: Float = 0) throws {
+    public func encode(b: Tensor, c: Tensor, alpha: Float = 1, beta: Float = 0, on stream: Stream) throws {
         let op = SpMMPlan.op
         let device = matrix.device
         guard stream.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "stream") }

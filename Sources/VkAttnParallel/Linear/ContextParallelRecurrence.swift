@@ -192,20 +192,20 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
             (dispatch, requests) = shardPass
             try tracer.begin("recurrence carry", on: stream)
             if !isFirst {
-                try RecurrenceCarry.encode(stream, .forward, count: shard.elements, length: shard.length, channels: shard.channels,
+                try RecurrenceCarry.encode(.forward, count: shard.elements, length: shard.length, channels: shard.channels,
                                            bdl: recurrence.layout == .bdl, .init(m: decay.slice, scan: prefix.slice, y: h.slice),
-                                           dummy: dummy.slice, complex: shard.complex)
+                                           dummy: dummy.slice, complex: shard.complex, on: stream)
             }
             if let finalState {
-                try RecurrenceCarry.encode(stream, .state, count: shard.rows, length: 1, channels: shard.channels, bdl: false, affine: true,
-                                           .init(m: isFirst ? zeros.slice : endA.slice, x: endB.slice, scan: prefix.slice, y: finalState.slice), dummy: dummy.slice, complex: shard.complex)
+                try RecurrenceCarry.encode(.state, count: shard.rows, length: 1, channels: shard.channels, bdl: false, affine: true,
+                                           .init(m: isFirst ? zeros.slice : endA.slice, x: endB.slice, scan: prefix.slice, y: finalState.slice), dummy: dummy.slice, complex: shard.complex, on: stream)
             }
             if let incoming {
                 if let h0 {
                     try stream.copy(from: h0.slice, to: incoming.slice)
                 } else {
-                    try RecurrenceCarry.encode(stream, .state, count: shard.rows, length: 1, channels: shard.channels, bdl: false,
-                                               .init(scan: prefix.slice, y: incoming.slice), dummy: dummy.slice, complex: shard.complex)
+                    try RecurrenceCarry.encode(.state, count: shard.rows, length: 1, channels: shard.channels, bdl: false,
+                                               .init(scan: prefix.slice, y: incoming.slice), dummy: dummy.slice, complex: shard.complex, on: stream)
                 }
             }
             try tracer.end(on: stream)
@@ -259,14 +259,14 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
             (dispatch, requests) = shardPass
             try tracer.begin("recurrence backward carry", on: stream)
             if !isFirst {
-                try RecurrenceCarry.encode(stream, .backward, count: shard.elements, length: shard.length, channels: shard.channels,
+                try RecurrenceCarry.encode(.backward, count: shard.elements, length: shard.length, channels: shard.channels,
                                            bdl: recurrence.layout == .bdl, reversed: recurrence.reverse,
                                            .init(m: decay.slice, scan: suffix.slice, y: db.slice, z: da.slice, h: h.slice,
-                                                 incoming: incoming?.slice), dummy: dummy.slice, complex: shard.complex)
+                                                 incoming: incoming?.slice), dummy: dummy.slice, complex: shard.complex, on: stream)
             }
             if let dIncoming {
-                try RecurrenceCarry.encode(stream, .state, count: shard.rows, length: 1, channels: shard.channels, bdl: false, affine: true,
-                                           .init(m: isFirst ? zeros.slice : endA.slice, x: endG.slice, scan: suffix.slice, y: dIncoming.slice), dummy: dummy.slice, complex: shard.complex)
+                try RecurrenceCarry.encode(.state, count: shard.rows, length: 1, channels: shard.channels, bdl: false, affine: true,
+                                           .init(m: isFirst ? zeros.slice : endA.slice, x: endG.slice, scan: suffix.slice, y: dIncoming.slice), dummy: dummy.slice, complex: shard.complex, on: stream)
             }
             try tracer.end(on: stream)
             try await finish(stream, &tracer, requests, flow)
@@ -290,12 +290,12 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
         try tracer.begin(label, on: stream)
         try stream.fill(zeros.slice, word: 0)
         try stream.barrier()
-        let dispatch = try plans[0].encode(stream)
-        if !isFirst { _ = try plans[1].encode(stream) }
+        let dispatch = try plans[0].encode(on: stream)
+        if !isFirst { _ = try plans[1].encode(on: stream) }
         try stream.barrier()
-        try RecurrenceCarry.encode(stream, .pack, count: shard.rows, length: 1, channels: shard.channels, bdl: false,
+        try RecurrenceCarry.encode(.pack, count: shard.rows, length: 1, channels: shard.channels, bdl: false,
                                    .init(m: isFirst ? zeros.slice : endA.slice, x: end.slice, y: value.slice), dummy: dummy.slice,
-                                   complex: shard.complex)
+                                   complex: shard.complex, on: stream)
         try tracer.end(on: stream)
         return (dispatch, try scan(flow, value, into: result, shard, scratch: scratch, tag: tag, on: stream))
     }

@@ -88,14 +88,14 @@ struct LinearCarry {
 
     /// Copies a state [B, H, Dk, Dv] into the b columns of a value, or back.
     func pack(_ stream: Stream, state: BufferSlice, into value: BufferSlice) throws {
-        try ParallelKernels.copyRows(stream, from: state, to: value, rows: rows, width: Dv, sourceStride: Dv,
-                                     destinationOffset: 1, destinationStride: width)
+        try ParallelKernels.copyRows(from: state, to: value, rows: rows, width: Dv, sourceStride: Dv,
+                                     destinationOffset: 1, destinationStride: width, on: stream)
         try stream.barrier()
     }
 
     func unpack(_ stream: Stream, value: BufferSlice, into state: BufferSlice) throws {
-        try ParallelKernels.copyRows(stream, from: value, to: state, rows: rows, width: Dv, sourceOffset: 1, sourceStride: width,
-                                     destinationStride: Dv)
+        try ParallelKernels.copyRows(from: value, to: state, rows: rows, width: Dv, sourceOffset: 1, sourceStride: width,
+                                     destinationStride: Dv, on: stream)
         try stream.barrier()
     }
 }

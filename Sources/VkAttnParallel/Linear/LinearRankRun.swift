@@ -122,7 +122,7 @@ final class LinearRankRun<C: Communicator> {
         if returnFinalState && isLast {
             // The inclusive prefix: this rank's map after the incoming one.
             let inclusive = try device.makeBuffer(byteCount: combine.byteCount)
-            try combine.encode(stream, earlier: result.whole, later: value.whole, into: inclusive.whole, rows: 0..<combine.rows)
+            try combine.encode(earlier: result.whole, later: value.whole, into: inclusive.whole, rows: 0..<combine.rows, on: stream)
             try stream.barrier()
             let f = try storage.finalState ?? device.makeTensor(shape: stateShape, dtype: .f32)
             try carry.unpack(stream, value: inclusive.whole, into: f.slice)
@@ -155,11 +155,11 @@ final class LinearRankRun<C: Communicator> {
         try carry.encodeStateGradient(stream, q: q, dOutput: dOutput, value: value.whole)
         if isLast, let dFinalState {
             let outer = try device.makeBuffer(byteCount: combine.byteCount)
-            try combine.encodeIdentity(stream, into: outer.whole, rows: 0..<combine.rows)
+            try combine.encodeIdentity(into: outer.whole, rows: 0..<combine.rows, on: stream)
             try stream.barrier()
             try carry.pack(stream, state: dFinalState.slice, into: outer.whole)
             let folded = try device.makeBuffer(byteCount: combine.byteCount)
-            try combine.encode(stream, earlier: outer.whole, later: value.whole, into: folded.whole, rows: 0..<combine.rows)
+            try combine.encode(earlier: outer.whole, later: value.whole, into: folded.whole, rows: 0..<combine.rows, on: stream)
             try stream.barrier()
             value = folded
         }

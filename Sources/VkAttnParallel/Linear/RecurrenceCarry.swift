@@ -25,8 +25,8 @@ enum RecurrenceCarry {
     /// [B, D, L] values) or channels (pack, state). `affine`: state = x + m * s (else s);
     /// `reversed`: the recurrence runs backward in time; `complex`: values are (re, im) pairs
     /// (`count` counts pairs).
-    static func encode(_ stream: Stream, _ mode: Mode, count: Int, length: Int, channels: Int, bdl: Bool, affine: Bool = false,
-                       reversed: Bool = false, _ o: Operands, dummy: BufferSlice, complex: Bool) throws {
+    static func encode(_ mode: Mode, count: Int, length: Int, channels: Int, bdl: Bool, affine: Bool = false,
+                       reversed: Bool = false, _ o: Operands, dummy: BufferSlice, complex: Bool, on stream: Stream) throws {
         guard count > 0 else { return }
         let device = stream.device
         let wg = Launch.workgroupSize(ParallelKernels.group, device: device)

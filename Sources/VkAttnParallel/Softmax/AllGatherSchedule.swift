@@ -64,16 +64,16 @@ struct AllGatherSchedule<C: Communicator> {
     /// Packs heads [first, first + count) of `source` ([tokens, H, D]) into rows of `target`.
     func pack(_ source: Tensor, first: Int, count: Int, into target: Tensor, on stream: Stream? = nil) throws {
         let words = run.words(count, source.dtype)
-        try ParallelKernels.copyRows(stream ?? self.stream, from: source.slice, to: target.slice, rows: source.shape[0], width: words,
+        try ParallelKernels.copyRows(from: source.slice, to: target.slice, rows: source.shape[0], width: words,
                                      sourceOffset: first * d * source.dtype.byteSize / 4, sourceStride: run.words(source.shape[1], source.dtype),
-                                     destinationStride: words)
+                                     destinationStride: words, on: stream ?? self.stream)
     }
 
     /// Rows [0, tokens) of an fp32 [tokens, slice, D] tensor into heads [first, ...) of `target`.
     func unpack(_ source: Tensor, into target: Tensor, first: Int) throws {
         let words = source.shape[1] * d
-        try ParallelKernels.copyRows(stream, from: source.slice, to: target.slice, rows: source.shape[0], width: words,
-                                     sourceStride: words, destinationOffset: first * d, destinationStride: target.shape[1] * d)
+        try ParallelKernels.copyRows(from: source.slice, to: target.slice, rows: source.shape[0], width: words,
+                                     sourceStride: words, destinationOffset: first * d, destinationStride: target.shape[1] * d, on: stream)
     }
 
     /// Packs slice h of K and V into the own rows of `k`, `v` and posts its transfers, all on

@@ -82,9 +82,9 @@ struct Mesh<C: Communicator> {
             for m in 0..<u {
                 let headWords = firstHead(kind, member: m) * d * t.dtype.byteSize / 4
                 let destination = m == pos ? target : buffers[1 + m]
-                try ParallelKernels.copyRows(stream, from: t.slice, to: destination.slice, rows: localTokens, width: rowWords,
+                try ParallelKernels.copyRows(from: t.slice, to: destination.slice, rows: localTokens, width: rowWords,
                                              sourceOffset: headWords, sourceStride: stride,
-                                             destinationOffset: m == pos ? rowStarts[pos] * rowWords : 0, destinationStride: rowWords)
+                                             destinationOffset: m == pos ? rowStarts[pos] * rowWords : 0, destinationStride: rowWords, on: stream)
             }
             try stream.barrier()
             arrivals += try exchange({ buffers[1 + $0].slice },
@@ -115,9 +115,9 @@ struct Mesh<C: Communicator> {
                 defer { a += 1 }
                 guard piece.tokens > 0 else { continue }
                 let fromSelf = m == pos
-                try ParallelKernels.copyRows(stream, from: fromSelf ? lse.slice : blocks[m].slice, to: pieces[a].slice, rows: hq, width: piece.tokens,
+                try ParallelKernels.copyRows(from: fromSelf ? lse.slice : blocks[m].slice, to: pieces[a].slice, rows: hq, width: piece.tokens,
                                              sourceOffset: (fromSelf ? pos * hq * mine : 0) + set.rowOffsets[p],
-                                             sourceStride: fromSelf ? mine : set.tokens, destinationStride: piece.tokens)
+                                             sourceStride: fromSelf ? mine : set.tokens, destinationStride: piece.tokens, on: stream)
             }
         }
         try stream.barrier()
@@ -143,15 +143,15 @@ struct Mesh<C: Communicator> {
                 defer { a += 1 }
                 guard piece.tokens > 0 else { continue }
                 let toSelf = m == pos
-                try ParallelKernels.copyRows(stream, from: acc.lse[a].slice, to: toSelf ? out.lse.slice : lseBlocks[m].slice,
+                try ParallelKernels.copyRows(from: acc.lse[a].slice, to: toSelf ? out.lse.slice : lseBlocks[m].slice,
                                              rows: hq, width: piece.tokens, sourceStride: piece.tokens,
                                              destinationOffset: (toSelf ? pos * hq * mine : 0) + set.rowOffsets[p],
-                                             destinationStride: toSelf ? mine : set.tokens)
+                                             destinationStride: toSelf ? mine : set.tokens, on: stream)
             }
         }
-        try ParallelKernels.copyRows(stream, from: source.slice, to: out.o.slice, rows: mine, width: rowWords,
+        try ParallelKernels.copyRows(from: source.slice, to: out.o.slice, rows: mine, width: rowWords,
                                      sourceOffset: rowStarts[pos] * rowWords, sourceStride: rowWords,
-                                     destinationOffset: pos * rowWords, destinationStride: outStride)
+                                     destinationOffset: pos * rowWords, destinationStride: outStride, on: stream)
         try stream.barrier()
         let received = try ScratchArena.allocate(run.device, [([Int], DType)](repeating: ([mine, hq, d], oType), count: u))
         var arrivals = try exchange({ try source.rows(rowStarts[$0], members[$0].tokens).slice }, into: { received[$0].slice }, tag: tag)
@@ -159,8 +159,8 @@ struct Mesh<C: Communicator> {
         for r in arrivals { try group?.complete(r, on: stream) }
         try stream.barrier()
         for m in 0..<u where m != pos {
-            try ParallelKernels.copyRows(stream, from: received[m].slice, to: out.o.slice, rows: mine, width: rowWords,
-                                         sourceStride: rowWords, destinationOffset: m * rowWords, destinationStride: outStride)
+            try ParallelKernels.copyRows(from: received[m].slice, to: out.o.slice, rows: mine, width: rowWords,
+                                         sourceStride: rowWords, destinationOffset: m * rowWords, destinationStride: outStride, on: stream)
         }
         try stream.barrier()
     }
@@ -192,9 +192,9 @@ struct Mesh<C: Communicator> {
             let width = heads(kind), stride = target.shape[1] * d
             for m in 0..<u {
                 let accumulate = kind == .keyValue && replicatedKV
-                try ParallelKernels.copyRows(stream, from: m == pos ? source.slice : staging[i][m].slice, to: target.slice, rows: mine,
+                try ParallelKernels.copyRows(from: m == pos ? source.slice : staging[i][m].slice, to: target.slice, rows: mine,
                                              width: width * d, sourceOffset: m == pos ? rowStarts[pos] * width * d : 0, sourceStride: width * d,
-                                             destinationOffset: firstHead(kind, member: m) * d, destinationStride: stride, accumulate: accumulate)
+                                             destinationOffset: firstHead(kind, member: m) * d, destinationStride: stride, accumulate: accumulate, on: stream)
                 if accumulate { try stream.barrier() }
             }
         }

@@ -99,9 +99,9 @@ final class QueryAccumulator {
         let heads = lse.first?.shape[0] ?? 0
         let total = target.shape[1]
         for (a, piece) in set.pieces.enumerated() where piece.tokens > 0 {
-            try ParallelKernels.copyRows(stream, from: lse[a].slice, to: target.slice, rows: heads, width: piece.tokens,
+            try ParallelKernels.copyRows(from: lse[a].slice, to: target.slice, rows: heads, width: piece.tokens,
                                          sourceStride: piece.tokens,
-                                         destinationOffset: headOffset * total + set.rowOffsets[a], destinationStride: total)
+                                         destinationOffset: headOffset * total + set.rowOffsets[a], destinationStride: total, on: stream)
         }
     }
 }
@@ -176,7 +176,7 @@ final class GradientAccumulator {
 
     /// target += source (fp32 tensors of equal size).
     static func add(_ source: Tensor, into target: Tensor, on stream: Stream) throws {
-        try ParallelKernels.copyRows(stream, from: source.slice, to: target.slice, rows: 1, width: source.elementCount,
-                                     sourceStride: 0, destinationStride: 0, accumulate: true)
+        try ParallelKernels.copyRows(from: source.slice, to: target.slice, rows: 1, width: source.elementCount,
+                                     sourceStride: 0, destinationStride: 0, accumulate: true, on: stream)
     }
 }

@@ -50,7 +50,7 @@ final class RankRun<C: Communicator> {
         guard source.slice.buffer !== target.slice.buffer || source.slice.offset != target.slice.offset else { return }
         try stream.barrier()
         if target.dtype == .f16 {
-            try ParallelKernels.castToHalf(stream, from: source.slice, to: target.slice, count: source.elementCount)
+            try ParallelKernels.castToHalf(from: source.slice, to: target.slice, count: source.elementCount, on: stream)
         } else {
             try stream.copy(from: source.slice, to: target.slice)
         }
@@ -62,9 +62,9 @@ final class RankRun<C: Communicator> {
         let pieces = try ScratchArena.allocate(device, set.pieces.map { ([heads, max(1, $0.tokens)], .f32) })
         let total = lse.shape[1]
         for (a, p) in set.pieces.enumerated() where p.tokens > 0 {
-            try ParallelKernels.copyRows(stream, from: lse.slice, to: pieces[a].slice, rows: heads, width: p.tokens,
+            try ParallelKernels.copyRows(from: lse.slice, to: pieces[a].slice, rows: heads, width: p.tokens,
                                          sourceOffset: headOffset * total + set.rowOffsets[a], sourceStride: total,
-                                         destinationStride: p.tokens)
+                                         destinationStride: p.tokens, on: stream)
         }
         try stream.barrier()
         return pieces

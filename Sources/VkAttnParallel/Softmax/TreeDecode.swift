@@ -55,7 +55,7 @@ public struct TreeDecode: Sendable, Hashable {
                                      seqQ: g.maxSq, headDim: d, packed: g.isPacked, finish: true)
             try stream.barrier()
             if oType == .f16 {
-                try ParallelKernels.castToHalf(stream, from: o.slice, to: out.o.slice, count: o.elementCount)
+                try ParallelKernels.castToHalf(from: o.slice, to: out.o.slice, count: o.elementCount, on: stream)
             } else {
                 try stream.copy(from: o.slice, to: out.o.slice)
             }

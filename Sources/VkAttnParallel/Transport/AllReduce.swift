@@ -36,7 +36,7 @@ extension Communicator {
             }
             if combine && !sendOnly {
                 try stream.barrier()
-                try ParallelKernels.elementwise(stream, x: spare, y: data, count: count, op: op)
+                try ParallelKernels.elementwise(x: spare, y: data, count: count, op: op, on: stream)
                 try stream.barrier()
             }
         }

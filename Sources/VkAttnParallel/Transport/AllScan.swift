@@ -5,10 +5,10 @@ public protocol ScanCombine: Sendable {
     var rows: Int { get }
     var rowBytes: Int { get }
     /// Records result = the identity (rows `range`).
-    func encodeIdentity(_ stream: Stream, into result: BufferSlice, rows range: Range<Int>) throws
+    func encodeIdentity(into result: BufferSlice, rows range: Range<Int>, on stream: Stream) throws
     /// Records result = `later` applied after `earlier` (rows `range` of each slice, which
     /// start at row 0 of their value); the result never aliases an input.
-    func encode(_ stream: Stream, earlier: BufferSlice, later: BufferSlice, into result: BufferSlice, rows range: Range<Int>) throws
+    func encode(earlier: BufferSlice, later: BufferSlice, into result: BufferSlice, rows range: Range<Int>, on stream: Stream) throws
 }
 
 extension ScanCombine {
@@ -29,11 +29,11 @@ public struct AffineScan: ScanCombine {
 
     public var rowBytes: Int { (width + 1) * 4 }
 
-    public func encodeIdentity(_ stream: Stream, into result: BufferSlice, rows range: Range<Int>) throws {
+    public func encodeIdentity(into result: BufferSlice, rows range: Range<Int>, on stream: Stream) throws {
         try ParallelKernels.affine(stream, earlier: nil, later: nil, result: rowsOf(result, range), rows: range.count, width: width)
     }
 
-    public func encode(_ stream: Stream, earlier: BufferSlice, later: BufferSlice, into result: BufferSlice, rows range: Range<Int>) throws {
+    public func encode(earlier: BufferSlice, later: BufferSlice, into result: BufferSlice, rows range: Range<Int>, on stream: Stream) throws {
         try ParallelKernels.affine(stream, earlier: rowsOf(earlier, range), later: rowsOf(later, range),
                                    result: rowsOf(result, range), rows: range.count, width: width)
     }
@@ -102,7 +102,7 @@ extension Communicator {
                 guard !rows.isEmpty else { continue }
                 let offset = rows.lowerBound * combine.rowBytes, length = rows.count * combine.rowBytes
                 if rank == 0 {
-                    try combine.encodeIdentity(stream, into: out, rows: rows)
+                    try combine.encodeIdentity(into: out, rows: rows, on: stream)
                     if size > 1 {
                         requests.append(try send(try v.buffer.slice(offset: v.offset + offset, byteCount: length), to: 1, tag: tag + k, on: stream))
                     }
@@ -114,7 +114,7 @@ extension Communicator {
                 guard rank + 1 < size else { continue }
                 try complete(received, on: stream)
                 try stream.barrier()
-                try combine.encode(stream, earlier: out, later: v, into: inclusive, rows: rows)
+                try combine.encode(earlier: out, later: v, into: inclusive, rows: rows, on: stream)
                 requests.append(try send(try inclusive.buffer.slice(offset: inclusive.offset + offset, byteCount: length),
                                          to: rank + 1, tag: tag + k, on: stream))
             }
@@ -131,11 +131,11 @@ extension Communicator {
             let spare = try part(scratch, size)
             let all = 0..<combine.rows
             var target = rank % 2 == 0 ? out : spare
-            try combine.encodeIdentity(stream, into: target, rows: all)
+            try combine.encodeIdentity(into: target, rows: all, on: stream)
             for j in 0..<rank {
                 try stream.barrier()
                 let next = target.buffer === out.buffer && target.offset == out.offset ? spare : out
-                try combine.encode(stream, earlier: target, later: gathered[j], into: next, rows: all)
+                try combine.encode(earlier: target, later: gathered[j], into: next, rows: all, on: stream)
                 target = next
             }
         }

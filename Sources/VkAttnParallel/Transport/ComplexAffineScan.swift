@@ -17,20 +17,20 @@ public struct ComplexAffineScan: ScanCombine {
 
     public var rowBytes: Int { (width + 1) * 8 }
 
-    public func encodeIdentity(_ stream: Stream, into result: BufferSlice, rows range: Range<Int>) throws {
-        try encode(stream, earlier: nil, later: nil, result: try rowsOf(result, range), rows: range.count)
+    public func encodeIdentity(into result: BufferSlice, rows range: Range<Int>, on stream: Stream) throws {
+        try encode(earlier: nil, later: nil, result: try rowsOf(result, range), rows: range.count, on: stream)
     }
 
-    public func encode(_ stream: Stream, earlier: BufferSlice, later: BufferSlice, into result: BufferSlice, rows range: Range<Int>) throws {
-        try encode(stream, earlier: try rowsOf(earlier, range), later: try rowsOf(later, range), result: try rowsOf(result, range),
-                   rows: range.count)
+    public func encode(earlier: BufferSlice, later: BufferSlice, into result: BufferSlice, rows range: Range<Int>, on stream: Stream) throws {
+        try encode(earlier: try rowsOf(earlier, range), later: try rowsOf(later, range), result: try rowsOf(result, range),
+                   rows: range.count, on: stream)
     }
 
     func rowsOf(_ slice: BufferSlice, _ range: Range<Int>) throws -> BufferSlice {
         try slice.buffer.slice(offset: slice.offset + range.lowerBound * rowBytes, byteCount: range.count * rowBytes)
     }
 
-    func encode(_ stream: Stream, earlier: BufferSlice?, later: BufferSlice?, result: BufferSlice, rows: Int) throws {
+    func encode(earlier: BufferSlice?, later: BufferSlice?, result: BufferSlice, rows: Int, on stream: Stream) throws {
         guard rows > 0 else { return }
         let device = stream.device
         let wg = Launch.workgroupSize(ParallelKernels.group, device: device)

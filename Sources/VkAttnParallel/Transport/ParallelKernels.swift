@@ -31,7 +31,7 @@ public enum ParallelKernels {
     }
 
     /// y = op(y, x) over `count` floats.
-    public static func elementwise(_ stream: Stream, x: BufferSlice, y: BufferSlice, count: Int, op: ReduceOp) throws {
+    public static func elementwise(x: BufferSlice, y: BufferSlice, count: Int, op: ReduceOp, on stream: Stream) throws {
         guard count > 0 else { return }
         let device = stream.device
         let wg = Launch.workgroupSize(group, device: device)
@@ -46,9 +46,9 @@ public enum ParallelKernels {
 
     /// Copies `rows` rows of `width` words from `source` (row r at word `sourceOffset + r *
     /// sourceStride`) to `destination` (likewise); `accumulate` adds as floats instead.
-    public static func copyRows(_ stream: Stream, from source: BufferSlice, to destination: BufferSlice, rows: Int, width: Int,
+    public static func copyRows(from source: BufferSlice, to destination: BufferSlice, rows: Int, width: Int,
                          sourceOffset: Int = 0, sourceStride: Int, destinationOffset: Int = 0, destinationStride: Int,
-                         accumulate: Bool = false) throws {
+                         accumulate: Bool = false, on stream: Stream) throws {
         guard rows > 0, width > 0 else { return }
         let device = stream.device
         let (src, srcWord) = try bindable(source)
@@ -70,7 +70,7 @@ public enum ParallelKernels {
     }
 
     /// f32 -> f16 of `count` (even) values.
-    public static func castToHalf(_ stream: Stream, from source: BufferSlice, to destination: BufferSlice, count: Int) throws {
+    public static func castToHalf(from source: BufferSlice, to destination: BufferSlice, count: Int, on stream: Stream) throws {
         guard count > 0 else { return }
         guard count % 2 == 0 else {
             throw VkAttnError.invalidValue(op: "parallel cast", operand: "count", reason: "\(count) is odd")

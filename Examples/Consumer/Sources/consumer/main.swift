@@ -14,7 +14,7 @@ let values = rng.words(words)
 let source = try device.makeBuffer(values)
 let destination = try device.makeBuffer(of: UInt32.self, count: words)
 let stream = try device.makeStream()
-try ShaderCopy().encode(stream, from: source.whole, to: destination.whole)
+try ShaderCopy().encode(from: source.whole, to: destination.whole, on: stream)
 try stream.synchronize()
 let copied = try destination.read(UInt32.self, count: words)
 if copied == values {
