@@ -26,7 +26,7 @@ public final class MPICommunicator: Communicator {
     /// World rank of each member.
     public let members: [Int]
     public let device: Device
-    public let path: TransferPath
+    public let route: TransferRoute
     public let clock: GPUClock
     public let timeline: ParallelTimeline?
     /// How this rank's device was chosen.
@@ -34,14 +34,14 @@ public final class MPICommunicator: Communicator {
     let comm: CommHandle
     let context: Int
 
-    init(engine: MPIEngine, rank: Int, members: [Int], device: Device, path: TransferPath, clock: GPUClock,
+    init(engine: MPIEngine, rank: Int, members: [Int], device: Device, route: TransferRoute, clock: GPUClock,
          timeline: ParallelTimeline?, deviceChoice: String, comm: CommHandle, context: Int) {
         self.engine = engine
         self.rank = rank
         self.size = members.count
         self.members = members
         self.device = device
-        self.path = path
+        self.route = route
         self.clock = clock
         self.timeline = timeline
         self.deviceChoice = deviceChoice
@@ -56,7 +56,7 @@ public final class MPICommunicator: Communicator {
     /// device) aborts the group, so the other ranks fail naming this one.
     /// `path` forces a transfer path (default: host-mapped when the device's memory is
     /// host-visible, else staged).
-    public static func world(log: ValidationLog = ValidationLog(), timeout: Double? = nil, path: TransferPath? = nil) throws -> MPICommunicator {
+    public static func world(log: ValidationLog = ValidationLog(), timeout: Double? = nil, route: TransferRoute? = nil) throws -> MPICommunicator {
         let engine = try MPIEngine.start(timeout: timeout)
         do {
             let instance = try Instance(log: log)
@@ -72,16 +72,16 @@ public final class MPICommunicator: Communicator {
             }
             let device = try Device(physicalDevice: physical)
             let mapped = try device.makeBuffer(byteCount: 16).isHostVisible
-            if path == .importedHost {
+            if route == .importedHost {
                 // One process's host allocation cannot be imported by another process's device.
                 throw VkAttnError.unsupported(op: "MPICommunicator", reason: "the imported-host path moves bytes between devices of one process; use host-mapped or staged")
             }
-            if path == .hostMapped && !mapped {
+            if route == .hostMapped && !mapped {
                 throw VkAttnError.unsupported(op: "MPICommunicator", reason: "the host-mapped path needs host-visible device memory, which \(device.label) lacks")
             }
             let all = Array(0..<engine.worldSize)
             return MPICommunicator(engine: engine, rank: engine.worldRank, members: all, device: device,
-                                   path: path ?? (mapped ? .hostMapped : .staged), clock: try GPUClock.calibrate(device),
+                                   route: route ?? (mapped ? .hostMapped : .staged), clock: try GPUClock.calibrate(device),
                                    timeline: ParallelTimeline(), deviceChoice: choice, comm: CommHandle(raw: vkmpi_comm_world()), context: 0)
         } catch {
             engine.abort(error)
@@ -107,7 +107,7 @@ public final class MPICommunicator: Communicator {
         try check(peer: peer, tag: tag, op: op)
         try checkLocal(source, stream: stream, op: op, operand: "source")
         var from = source
-        if path == .staged {
+        if route == .staged {
             let staging = try device.makeBuffer(byteCount: source.byteCount, location: .host)
             try stream.barrier()
             try stream.copy(from: source, to: staging.whole)
@@ -128,7 +128,7 @@ public final class MPICommunicator: Communicator {
         let op = "communicator.receive"
         try check(peer: peer, tag: tag, op: op)
         try checkLocal(destination, stream: stream, op: op, operand: "destination")
-        let staging = path == .staged ? try device.makeBuffer(byteCount: destination.byteCount, location: .host) : nil
+        let staging = route == .staged ? try device.makeBuffer(byteCount: destination.byteCount, location: .host) : nil
         let free = try stream.submit()
         let key = ChannelKey(context: context, peer: peer, tag: tag, kind: .receive)
         let posted = try engine.core.post(key, device: device) { semaphore, value in
@@ -208,7 +208,7 @@ public final class MPICommunicator: Communicator {
             }
             return (id, h)
         }
-        return MPICommunicator(engine: engine, rank: mine, members: global, device: device, path: path, clock: clock,
+        return MPICommunicator(engine: engine, rank: mine, members: global, device: device, route: route, clock: clock,
                                timeline: timeline, deviceChoice: deviceChoice, comm: handle, context: context)
     }
 

@@ -14,7 +14,7 @@ public struct PointToPoint<Base: Communicator>: Communicator {
     public var globalRank: Int { base.globalRank }
     public var size: Int { base.size }
     public var device: Device { base.device }
-    public var path: TransferPath { base.path }
+    public var route: TransferRoute { base.route }
     public var clock: GPUClock { base.clock }
     public var timeline: ParallelTimeline? { base.timeline }
     public var traffic: RankTraffic { base.traffic }

@@ -15,7 +15,7 @@ struct LinearParallelOptions: ParsableArguments {
     @Option(help: "Dv (value dimension).") var dv = 64
     @Option(help: "Gates: per-key (GLA), per-head (scalar decay) or none.") var gating = GatedLinearAttention.Gating.perKey
     @Option(help: "Rows per chunk of the local GLA (default: from the device).") var chunkLength: Int?
-    @Option(help: "Transfer path (default: host-mapped where all memory is host-visible, else imported-host where offered, else staged).") var path: TransferPath?
+    @Option(help: "Transfer path (default: host-mapped where all memory is host-visible, else imported-host where offered, else staged).") var path: TransferRoute?
     @Flag(help: "Also time the backward pass.") var backward = false
     @Option(help: "Write a Chrome trace (chrome://tracing, Perfetto) of the last timed run to FILE.") var timeline: String?
     @Option(help: "local (ranks are devices of this process) or mpi (one process per rank: mpirun -np N vkattn-bench ...).")
@@ -106,7 +106,7 @@ struct LinearParallelBenchmark {
         }
         let log = BenchTeardown.log()
         let n = options.rankCount
-        let group = try DeviceGroup(ranks: n, instance: Instance(log: log), path: options.path)
+        let group = try DeviceGroup(ranks: n, instance: Instance(log: log), route: options.path)
         BenchTeardown.watch(group.devices)
         let (b, l, h, dk, dv) = (options.batch, options.seq, options.heads, options.dk, options.dv)
         let gla = GatedLinearAttention(gating: options.gating, chunkLength: options.chunkLength)
@@ -120,8 +120,8 @@ struct LinearParallelBenchmark {
         let qv = rng.floats(b * l * h * dk), kv = rng.floats(b * l * h * dk), vv = rng.floats(b * l * h * dv)
         let gv: [Float]? = gla.gating == .none ? nil : rng.floats(b * l * gateTail.reduce(1, *), in: -0.5...0)
         let dOv = rng.floats(b * l * h * dv)
-        let deviceName = "\(group.devices[0].capabilities.name) x\(n) (\(group.placement.rawValue), \(group.path.rawValue))"
-        note("\(op): \(n) ranks, lengths \(lengths), \(group.placement.rawValue), \(group.path.rawValue), clock \(group.clocks[0].method.rawValue)")
+        let deviceName = "\(group.devices[0].capabilities.name) x\(n) (\(group.placement.rawValue), \(group.route.rawValue))"
+        note("\(op): \(n) ranks, lengths \(lengths), \(group.placement.rawValue), \(group.route.rawValue), clock \(group.clocks[0].method.rawValue)")
 
         // The same problem on one device (rank 0's), timed with GPU timestamps.
         let dev = group.devices[0]
@@ -202,7 +202,7 @@ struct LinearParallelBenchmark {
         let config: [String: ConfigValue] = [
             "ranks": .int(group.ranks), "seq": .int(options.seq), "batch": .int(options.batch), "heads": .int(options.heads),
             "dk": .int(options.dk), "dv": .int(options.dv), "gating": .string(options.gating.rawValue), "scheme": .string("\(scheme)"),
-            "placement": .string(group.placement.rawValue), "transfer": .string(group.path.rawValue),
+            "placement": .string(group.placement.rawValue), "transfer": .string(group.route.rawValue),
             "clock": .string(group.clocks[0].method.rawValue)]
         return .measured(op: name, device: device, config: config, path: measured.path, timing: timing, flops: flops, check: check,
                          bound: 1e-5, ranks: group.ranks, single: single, overlapEfficiency: report.efficiency,

@@ -15,14 +15,14 @@ enum MPIBackend {
     static let benchTimeoutSeconds = 3600.0
 
     /// This process's communicator over every rank of the MPI job (`path` forces a transfer path).
-    static func communicator(log: ValidationLog, path: TransferPath? = nil) throws -> MPICommunicator {
+    static func communicator(log: ValidationLog, path: TransferRoute? = nil) throws -> MPICommunicator {
         let timeout = ProcessInfo.processInfo.environment["VKATTN_MPI_TIMEOUT"].flatMap(Double.init) ?? benchTimeoutSeconds
-        return try MPICommunicator.world(log: log, timeout: timeout, path: path)
+        return try MPICommunicator.world(log: log, timeout: timeout, route: path)
     }
 
     /// Runs `body` on this process's communicator (`path` forces a transfer path); an error
     /// aborts every rank instead of leaving them waiting.
-    static func run(path: TransferPath?, _ body: @escaping @Sendable (MPICommunicator, ValidationLog) async throws -> Void) throws {
+    static func run(path: TransferRoute?, _ body: @escaping @Sendable (MPICommunicator, ValidationLog) async throws -> Void) throws {
         let log = BenchTeardown.log()
         let comm = try communicator(log: log, path: path)
         defer { comm.finalize() }
@@ -205,9 +205,9 @@ struct MPIAttentionBenchmark {
         let v = rng.floats(total * hkv * d).map(round), dO = rng.floats(total * hq * d).map(round)
         let device = comm.device
         let sameHost = comm.engine.localSize == n
-        let deviceName = "\(device.capabilities.name) x\(n) (mpi, \(comm.path.rawValue))"
+        let deviceName = "\(device.capabilities.name) x\(n) (mpi, \(comm.route.rawValue))"
         if root {
-            note("\(op) --backend mpi: \(n) processes, rank 0 on \(comm.deviceChoice), \(comm.path.rawValue), clock \(comm.clock.method.rawValue) (+-\(Int(comm.clock.uncertaintyNanoseconds)) ns)\(sameHost ? "" : "; ranks on several hosts: spans are per rank")")
+            note("\(op) --backend mpi: \(n) processes, rank 0 on \(comm.deviceChoice), \(comm.route.rawValue), clock \(comm.clock.method.rawValue) (+-\(Int(comm.clock.uncertaintyNanoseconds)) ns)\(sameHost ? "" : "; ranks on several hosts: spans are per rank")")
         }
 
         // The single-device run on rank 0 (the others wait in the barrier below).

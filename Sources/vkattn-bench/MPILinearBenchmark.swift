@@ -38,9 +38,9 @@ struct MPILinearBenchmark {
         let dOv = rng.floats(b * l * h * dv)
         let device = comm.device
         let sameHost = comm.engine.localSize == n
-        let deviceName = "\(device.capabilities.name) x\(n) (mpi, \(comm.path.rawValue))"
+        let deviceName = "\(device.capabilities.name) x\(n) (mpi, \(comm.route.rawValue))"
         if root {
-            note("\(op) --backend mpi: \(n) processes, lengths \(lengths), rank 0 on \(comm.deviceChoice), \(comm.path.rawValue), clock \(comm.clock.method.rawValue) (+-\(Int(comm.clock.uncertaintyNanoseconds)) ns)\(sameHost ? "" : "; ranks on several hosts: spans are per rank")")
+            note("\(op) --backend mpi: \(n) processes, lengths \(lengths), rank 0 on \(comm.deviceChoice), \(comm.route.rawValue), clock \(comm.clock.method.rawValue) (+-\(Int(comm.clock.uncertaintyNanoseconds)) ns)\(sameHost ? "" : "; ranks on several hosts: spans are per rank")")
         }
 
         // The single-device run on rank 0 (the others wait in the barrier below).

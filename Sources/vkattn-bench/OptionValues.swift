@@ -10,7 +10,7 @@ import VkAttnParallel
 
 // The library's own enums, spelled by their raw values.
 extension SequenceSharding: ExpressibleByArgument {}
-extension TransferPath: ExpressibleByArgument {}
+extension TransferRoute: ExpressibleByArgument {}
 extension GatedLinearAttention.Gating: ExpressibleByArgument {}
 extension KernelPreference: ExpressibleByArgument {}
 extension ScanOperator: ExpressibleByArgument {}

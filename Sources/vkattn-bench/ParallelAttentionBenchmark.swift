@@ -24,7 +24,7 @@ struct ParallelAttentionBenchmark {
         }
         let log = BenchTeardown.log()
         let n = options.rankCount
-        let group = try DeviceGroup(ranks: n, instance: Instance(log: log), path: options.path)
+        let group = try DeviceGroup(ranks: n, instance: Instance(log: log), route: options.path)
         BenchTeardown.watch(group.devices)
         let lengths = try options.lengths()
         let hq = options.heads, hkv = options.kvHeads ?? hq, d = options.dim, dtype = options.storage
@@ -38,8 +38,8 @@ struct ParallelAttentionBenchmark {
         let round: (Float) -> Float = dtype == .f16 ? { Float(Float16($0)) } : { $0 }
         let data = Data(q: rng.floats(total * hq * d).map(round), k: rng.floats(total * hkv * d).map(round),
                         v: rng.floats(total * hkv * d).map(round), dO: rng.floats(total * hq * d).map(round))
-        let deviceName = "\(group.devices[0].capabilities.name) x\(n) (\(group.placement.rawValue), \(group.path.rawValue))"
-        note("\(op): \(n) ranks, \(group.placement.rawValue), \(group.path.rawValue), clock \(group.clocks[0].method.rawValue) (+-\(Int(group.clocks[0].uncertaintyNanoseconds)) ns)")
+        let deviceName = "\(group.devices[0].capabilities.name) x\(n) (\(group.placement.rawValue), \(group.route.rawValue))"
+        note("\(op): \(n) ranks, \(group.placement.rawValue), \(group.route.rawValue), clock \(group.clocks[0].method.rawValue) (+-\(Int(group.clocks[0].uncertaintyNanoseconds)) ns)")
 
         // The same problem on one device (rank 0's device), timed with GPU timestamps.
         let s = try SingleDeviceAttention(group.devices[0], attention, plan: plan, q: data.q, k: data.k, v: data.v, dO: data.dO,
@@ -116,7 +116,7 @@ struct ParallelAttentionBenchmark {
             "ranks": .int(group.ranks), "seq": .int(plan.lengths.max() ?? 0), "sequences": .int(plan.lengths.count),
             "heads": .int(heads.q), "kv_heads": .int(heads.kv), "dim": .int(heads.d), "dtype": .string(dtype.rawValue),
             "causal": .bool(options.causal), "sharding": .string(plan.sharding.rawValue), "scheme": .string("\(scheme)"),
-            "placement": .string(group.placement.rawValue), "transfer": .string(group.path.rawValue),
+            "placement": .string(group.placement.rawValue), "transfer": .string(group.route.rawValue),
             "clock": .string(group.clocks[0].method.rawValue)]
         return .measured(op: name, device: device, config: config, path: measured.path, timing: timing, flops: flops, check: check,
                          bound: bound(dtype), ranks: group.ranks, single: single, overlapEfficiency: report.efficiency,

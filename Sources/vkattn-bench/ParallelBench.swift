@@ -17,7 +17,7 @@ struct ParallelOptions: ParsableArguments {
     @Option(help: "Storage type.") var dtype = ParallelStorageType.f32
     @Flag(help: "Causal mask.") var causal = false
     @Option(help: "Sharding of each sequence over the ranks.") var sharding = SequenceSharding.zigzag
-    @Option(help: "Transfer path (default: host-mapped where all memory is host-visible, else imported-host where offered, else staged).") var path: TransferPath?
+    @Option(help: "Transfer path (default: host-mapped where all memory is host-visible, else imported-host where offered, else staged).") var path: TransferRoute?
     @Flag(help: "Also time the backward pass.") var backward = false
     @Option(help: "Write a Chrome trace (chrome://tracing, Perfetto) of the last timed run to FILE.") var timeline: String?
     @Option(help: "local (ranks are devices of this process) or mpi (one process per rank: mpirun -np N vkattn-bench ...).")

@@ -80,7 +80,7 @@ struct TreeDecodeCommand: ParsableCommand {
         let median = runs.runs.sorted { $0.spanMs < $1.spanMs }[runs.runs.count / 2]
         let report = OverlapReport(median.intervals)
         let bytes = median.traffic.map(\.bytesSent).max() ?? 0
-        let device = "\(dev.capabilities.name) x\(n) (\(group.placement.rawValue), \(group.path.rawValue))"
+        let device = "\(dev.capabilities.name) x\(n) (\(group.placement.rawValue), \(group.route.rawValue))"
         let config: [String: ConfigValue] = ["ranks": .int(n), "batch": .int(batch), "queries": .int(queries), "cache": .int(cache),
                                              "heads": .int(heads), "kv_heads": .int(hkv), "dim": .int(d)]
         let row = ParallelRow.measured(

@@ -22,7 +22,7 @@ struct Recurrence: ParsableCommand {
     @Flag(help: "Complex values ((re, im) pairs).") var complex = false
     @Flag(help: "Run time backward (h_t from h_{t+1}).") var reverse = false
     @Flag(help: "Time the backward pass (gradients of a, b, h0).") var backward = false
-    @Option(help: "Path: one forced, both in turn, or default (the device's choice).") var path = PathChoice<RecurrencePath>.deviceDefault
+    @Option(help: "Path: one forced, both in turn, or default (the device's choice).") var path = PathChoice<RecurrenceAlgorithm>.deviceDefault
     @Option(help: "Steps per chunk (a multiple of 4; default: the device's choice).") var chunkLength: Int?
     @Option(help: "Element type (fp32 only).") var dtype = RecurrenceElementType.f32
 
@@ -86,7 +86,7 @@ struct RecurrenceBenchmark {
         let paths = c.path.paths
         var rows: [ResultRow] = []
         for forced in paths {
-            let op = LinearRecurrence(layout: layout, complex: c.complex, reverse: c.reverse, path: forced, chunkLength: c.chunkLength)
+            let op = LinearRecurrence(layout: layout, complex: c.complex, reverse: c.reverse, algorithm: forced, chunkLength: c.chunkLength)
             let stream = try device.makeStream()
             var label = ""
             var check: (CheckResult, Double?) = (.skipped, nil)
@@ -95,7 +95,7 @@ struct RecurrenceBenchmark {
                 try ShaderFill.encode(h.slice, value: Float.nan, on: stream)
                 try stream.synchronize()
                 timing = try Timing.measure(device, warmup: c.measure.warmup, iterations: c.measure.iterations) { s in
-                    label = try op.forward(a: a, b: b, h0: h0, h: h, finalState: final, on: s).label
+                    label = try op.forward(a: a, b: b, h0: h0, h: h, finalState: final, on: s).path
                 }
                 if c.measure.check {
                     let (refH, _) = reference.forward(a: aValues, b: bValues, h0: h0Values)
@@ -111,7 +111,7 @@ struct RecurrenceBenchmark {
                 let db = try device.makeTensor(shape: shape, dtype: .f32)
                 let dh0 = try device.makeTensor(shape: stateShape, dtype: .f32)
                 timing = try Timing.measure(device, warmup: c.measure.warmup, iterations: c.measure.iterations) { s in
-                    label = try op.backward(a: a, h: h, h0: h0, dh: dh, dFinal: dFinal, da: da, db: db, dh0: dh0, on: s).label
+                    label = try op.backward(a: a, h: h, h0: h0, dh: dh, dFinal: dFinal, da: da, db: db, dh0: dh0, on: s).path
                 }
                 if c.measure.check {
                     let hValues = try h.readFloats()

@@ -25,7 +25,7 @@ struct Scan: ParsableCommand {
     @Flag(help: "Exclusive scan (default inclusive).") var exclusive = false
     @Option(help: "Head flags every this many elements (a segmented scan; default none).") var segmentLength: Int?
     @Option(help: "Cross-tile path: one forced, both in turn, or default (the device's choice).")
-    var path = PathChoice<ScanPath>.deviceDefault
+    var path = PathChoice<ScanAlgorithm>.deviceDefault
     @Option(help: "Tuning: invocations per workgroup (default: the device's).") var workgroupSize: Int?
     @Option(help: "Tuning: elements per invocation, 4...32 (default: the device's).") var items: Int?
     @Option(help: "Tuning: look-back polls before the fallback (default: the device's).") var polls: Int?
@@ -77,7 +77,7 @@ struct ScanBenchmark {
     var op: ScanOperator
     var exclusive: Bool
     var segmentLength: Int
-    var path: PathChoice<ScanPath>
+    var path: PathChoice<ScanAlgorithm>
     var measure: MeasureOptions
     var tuning: PrefixScan.Tuning?
 
@@ -99,7 +99,7 @@ struct ScanBenchmark {
         let paths = path.paths
         var results: [ResultRow] = []
         for forced in paths {
-            let scan = PrefixScan(op: op, exclusive: exclusive, path: forced, tuning: tuning)
+            let scan = PrefixScan(op: op, exclusive: exclusive, algorithm: forced, tuning: tuning)
             let stream = try device.makeStream()
             try ShaderFill.encode(output.slice, value: Float.nan, on: stream)
             try stream.synchronize()
@@ -109,7 +109,7 @@ struct ScanBenchmark {
             // One more run to report how often the single pass fell back (stderr: not a result).
             let once = try scan.encode(input: input, output: output, segments: segments, on: stream)
             try stream.synchronize()
-            if once.path == .singlePass {
+            if once.algorithm == .singlePass {
                 FileHandle.standardError.write(Data("scan: \(try once.fallbacks()) fallbacks over \(once.tiles) tiles in one run\n".utf8))
             }
             let check = measure.check ? try verify(output: output, floats: floats, words: words, flags: flagValues)
@@ -118,7 +118,7 @@ struct ScanBenchmark {
             var config: [String: ConfigValue] = ["count": .int(count), "batch": .int(batch), "dtype": .string(dtype.rawValue),
                                                  "op": .string(op.rawValue), "exclusive": .bool(exclusive)]
             if segmentLength > 0 { config["segment_length"] = .int(segmentLength) }
-            results.append(ResultRow(op: "scan", device: context.deviceName, config: config, path: scan.pathLabel(on: device),
+            results.append(ResultRow(op: "scan", device: context.deviceName, config: config, path: scan.path(on: device),
                                      timing: timing, gbps: gbps, ratioToCopy: gbps / copyGBps,
                                      check: check.0, maxRelError: check.1))
         }

@@ -168,9 +168,9 @@ struct SpMM: ParsableCommand {
         let copy = try CopyReference.gbps(context, bytes: bytes, warmup: 2, iterations: 5)
         var config = source
         config = config.merging(["rows": .int(a.rows), "cols": .int(a.cols), "dtype": .string(input.dtype.rawValue)]) { $1 }
-        if !measure.json { print("transpose: \(plan.tiles) row tiles, counts scanned by \(plan.scanPath.rawValue)") }
+        if !measure.json { print("transpose: \(plan.tiles) row tiles, counts scanned by \(plan.scanAlgorithm.rawValue)") }
         return (ResultRow(op: "csr.transpose", device: context.deviceName, config: config,
-                          path: "tiles\(plan.tiles)/\(plan.scanPath.rawValue)", timing: timing, gbps: gbps,
+                          path: "tiles\(plan.tiles)/\(plan.scanAlgorithm.rawValue)", timing: timing, gbps: gbps,
                           ratioToCopy: gbps / copy, check: check.0, maxRelError: check.1), t)
     }
 

@@ -34,7 +34,7 @@ func fail(_ rank: Int, _ error: any Error) -> Never {
 let log = ValidationLog()
 let comm: MPICommunicator
 do {
-    comm = try MPICommunicator.world(log: log, path: CommandLine.arguments.contains("--staged") ? .staged : nil)
+    comm = try MPICommunicator.world(log: log, route: CommandLine.arguments.contains("--staged") ? .staged : nil)
 } catch {
     fail(MPIEngine.startedWorldRank ?? -1, error)
 }
@@ -65,7 +65,7 @@ do {
     let seed = seeds[0].withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
     let report = Report(rank: rank, seed: seed)
     if rank == 0 {
-        print("vkattn-mpi-tests: \(comm.size) ranks, seed \(seed) (VKATTN_SEED replays), device: \(comm.deviceChoice), path \(comm.path.rawValue)")
+        print("vkattn-mpi-tests: \(comm.size) ranks, seed \(seed) (VKATTN_SEED replays), device: \(comm.deviceChoice), path \(comm.route.rawValue)")
         for (name, path) in MPICommunicator.collectivePaths.sorted(by: { $0.key < $1.key }) { print("  \(name): \(path)") }
     }
     let only = CommandLine.arguments.firstIndex(of: "--only").flatMap { i in

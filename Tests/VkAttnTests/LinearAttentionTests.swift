@@ -267,7 +267,7 @@ struct LinearAttentionValidationTests {
     @Test func badInputsThrowTypedErrors() throws {
         try withDevice { device in
             let stream = try device.makeStream()
-            let name = GatedLinearAttention.name
+            let name = GatedLinearAttention.opName
             let (b, l, h, dk, dv) = (1, 10, 2, 4, 3)
             let q = try device.makeTensor(shape: [b, l, h, dk], dtype: .f32)
             let k = try device.makeTensor(shape: [b, l, h, dk], dtype: .f32)

@@ -7,7 +7,7 @@ import TestSupport
 /// all-reduce, all-scan, for 1 to 4 ranks and every transfer path; errors and abort.
 @Suite("Parallel: communicator")
 struct ParallelCommunicatorTests {
-    static let paths: [TransferPath] = [.hostMapped, .staged, .importedHost]
+    static let paths: [TransferRoute] = [.hostMapped, .staged, .importedHost]
 
     static func values(_ seed: UInt64, rank: Int, count: Int) -> [Float] {
         var rng = SeededRandom(seed: seed &+ UInt64(rank) &* 7919)
@@ -15,7 +15,7 @@ struct ParallelCommunicatorTests {
     }
 
     @Test(arguments: paths)
-    func ringRotationAccumulatesEveryRank(path: TransferPath) async throws {
+    func ringRotationAccumulatesEveryRank(path: TransferRoute) async throws {
         let seed = testSeed()
         let count = 1000
         try await withGroup(path: path) { group in
@@ -65,7 +65,7 @@ struct ParallelCommunicatorTests {
 
 extension ParallelCommunicatorTests {
     @Test(arguments: paths)
-    func allGatherAndAllToAll(path: TransferPath) async throws {
+    func allGatherAndAllToAll(path: TransferRoute) async throws {
         let seed = testSeed()
         let count = 37
         try await withGroup(path: path) { group in
@@ -101,7 +101,7 @@ extension ParallelCommunicatorTests {
     }
 
     @Test(arguments: paths)
-    func allReduceSumAndMaxAgreeOnEveryRank(path: TransferPath) async throws {
+    func allReduceSumAndMaxAgreeOnEveryRank(path: TransferRoute) async throws {
         let seed = testSeed()
         let count = 301
         try await withGroup(path: path) { group in
@@ -168,14 +168,14 @@ extension ParallelCommunicatorTests {
         try await withGroup(ranks: 2) { group in
             let mapped = try group.devices.allSatisfy { try $0.makeBuffer(byteCount: 16).isHostVisible }
             let importing = group.devices.allSatisfy { $0.capabilities.externalMemoryHost }
-            #expect(group.path == (mapped ? .hostMapped : importing ? .importedHost : .staged), "\(group.path)")
+            #expect(group.route == (mapped ? .hostMapped : importing ? .importedHost : .staged), "\(group.route)")
             let comms = try group.communicators()
-            #expect(comms.allSatisfy { $0.path == group.path })
+            #expect(comms.allSatisfy { $0.route == group.route })
         }
     }
 
     @Test(arguments: paths)
-    func mismatchedSizesFailBothSidesAndBadPeersAreTypedErrors(path: TransferPath) async throws {
+    func mismatchedSizesFailBothSidesAndBadPeersAreTypedErrors(path: TransferRoute) async throws {
         try await withGroup(ranks: 2, path: path) { group in
             let comms = try group.communicators()
             let outcomes = try await onRanks(comms) { comm -> String in

@@ -118,7 +118,7 @@ struct ParallelLinearTests {
 
     /// Forward (o, final state, incoming states) and backward (dq, dk, dv, dg, dS0) of every
     /// scheme on 1..4 ranks against the reference and the one-device op.
-    func check(_ p: LinearProblem, chunk: Int?, ranks: ClosedRange<Int>, path: TransferPath? = nil, lengths custom: [Int]? = nil,
+    func check(_ p: LinearProblem, chunk: Int?, ranks: ClosedRange<Int>, path: TransferRoute? = nil, lengths custom: [Int]? = nil,
                poisoned: Bool = false, seed: UInt64) async throws {
         let ref = p.reference
         let abs: ([Float]) -> [Float] = { $0.map { Swift.abs($0) } }

@@ -215,13 +215,13 @@ struct ParallelRecurrenceTests {
 
     /// Time-contiguous layout, 33 channels, no h0 / dFinal, the chunked local path; both
     /// transfer paths.
-    @Test(arguments: schemes, TransferPath.allCases)
-    func bdlLayoutWithoutBoundaryStates(algorithm: AllScanAlgorithm, transfer: TransferPath) async throws {
+    @Test(arguments: schemes, TransferRoute.allCases)
+    func bdlLayoutWithoutBoundaryStates(algorithm: AllScanAlgorithm, transfer: TransferRoute) async throws {
         let seed = testSeed()
         try await withGroup(ranks: 3, path: transfer) { group in
             let c = ShardedRecurrenceCase(seed: seed, layout: .bdl, batch: 1, length: 301, channels: 33, withBoundaries: false,
                                           device: group.devices[0])
-            let recurrence = LinearRecurrence(layout: .bdl, path: .chunked, chunkLength: 16)
+            let recurrence = LinearRecurrence(layout: .bdl, algorithm: .chunked, chunkLength: 16)
             let single = try c.single(group.devices[0], op: LinearRecurrence(layout: .bdl))
             let op = ContextParallelRecurrence(recurrence: recurrence, algorithm: algorithm)
             for bounds in [[0, 150, 301], [0, 1, 300, 301], [0, 97, 98, 301]] {
@@ -363,7 +363,7 @@ struct ParallelRecurrenceTests {
                     try await body()
                     Issue.record("\(what): no error")
                 } catch let error as VkAttnError {
-                    #expect("\(error)".contains("contextParallelRecurrence") || "\(error)".contains("LinearRecurrence"), "\(what): \(error)")
+                    #expect("\(error)".contains("contextParallel.recurrence") || "\(error)".contains("recurrence"), "\(what): \(error)")
                 } catch {
                     Issue.record("\(what): \(error)")
                 }

@@ -30,7 +30,7 @@ struct ParallelRingTests {
     @Test func ringOverImportedHostMemoryMatchesOneDevice() async throws {
         let seed = testSeed()
         try await withGroup(path: .importedHost) { group in
-            #expect(group.path == .importedHost)
+            #expect(group.route == .importedHost)
             let c = ParallelCase(seed: seed, lengths: [37, 0, 50, 9], causal: true)
             let want = try c.single(group.devices[0], backward: true)
             for n in [2, 4] {

@@ -110,7 +110,7 @@ extension ParallelSchemeTests {
     @Test func stagedTransfersGiveTheSameResults() async throws {
         let seed = testSeed()
         try await withGroup(ranks: 4, path: .staged) { group in
-            #expect(group.path == .staged)
+            #expect(group.route == .staged)
             let c = ParallelCase(seed: seed, lengths: [45, 12], headsQ: 4, headsKV: 2, causal: true)
             let want = try c.single(group.devices[0], backward: true)
             for (n, scheme) in [(3, ContextParallelScheme.ring), (4, .hierarchical(ulysses: 2)), (2, .allToAll), (3, .allGather(headSlices: 2))] {

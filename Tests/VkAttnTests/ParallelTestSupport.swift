@@ -5,13 +5,13 @@ import TestSupport
 
 /// Runs `body` with a device group of `ranks` logical devices (validation per
 /// VKATTN_VALIDATION) and fails the test on any validation message.
-func withGroup<R: Sendable>(ranks: Int = 4, path: TransferPath? = nil,
+func withGroup<R: Sendable>(ranks: Int = 4, path: TransferRoute? = nil,
                             sourceLocation: SourceLocation = #_sourceLocation,
                             _ body: (DeviceGroup) async throws -> R) async throws -> R {
     let log = ValidationLog()
     let result: R
     do {
-        let group = try DeviceGroup(ranks: ranks, path: path, log: log)
+        let group = try DeviceGroup(ranks: ranks, route: path, log: log)
         result = try await body(group)
     }
     expectClean(log, sourceLocation: sourceLocation)

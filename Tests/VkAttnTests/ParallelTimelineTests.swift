@@ -27,11 +27,11 @@ struct ParallelTimelineTests {
 
     /// Every path records copies on every rank: host copies (host-mapped, staged) and the GPU
     /// copies to and from staging (staged, imported-host, with timestamps).
-    @Test(arguments: TransferPath.allCases)
-    func ringRecordsComputeAndCopiesOnEveryRankAndWritesAValidTrace(path: TransferPath) async throws {
+    @Test(arguments: TransferRoute.allCases)
+    func ringRecordsComputeAndCopiesOnEveryRankAndWritesAValidTrace(path: TransferRoute) async throws {
         let seed = testSeed()
         try await withGroup(ranks: 3, path: path) { group in
-            #expect(group.path == path)
+            #expect(group.route == path)
             let c = ParallelCase(seed: seed, lengths: [200], headsQ: 2, headsKV: 2, causal: true)
             _ = group.timeline.drain()
             _ = try await c.parallel(try group.communicators(), sharding: .zigzag, scheme: .ring, backward: true)

@@ -82,7 +82,7 @@ struct RecurrenceHarness {
         let a = coefficients(count, complex: op.complex, decay: decay)
         let b = rng.floats(count * cw)
         let h0 = withH0 ? rng.floats(batch * channels * cw) : nil
-        let what = "\(op.layout) complex \(op.complex) reverse \(op.reverse) \(op.path.map(\.rawValue) ?? "default") [\(batch), \(length), \(channels)] \(decay) h0 \(withH0)"
+        let what = "\(op.layout) complex \(op.complex) reverse \(op.reverse) \(op.algorithm.map(\.rawValue) ?? "default") [\(batch), \(length), \(channels)] \(decay) h0 \(withH0)"
 
         let aT = try tensor(a, shape), bT = try tensor(b, shape)
         let h0T = try h0.map { try tensor($0, stateShape) }
@@ -130,15 +130,15 @@ struct RecurrenceHarness {
 struct RecurrenceTests {
     static let cases: [(layout: LinearRecurrence.Layout, complex: Bool)] = [(.bld, false), (.bdl, false), (.bld, true), (.bdl, true)]
 
-    @Test(arguments: 0..<4, RecurrencePath.allCases)
-    func awkwardShapesForwardAndBackward(caseIndex: Int, path: RecurrencePath) throws {
+    @Test(arguments: 0..<4, RecurrenceAlgorithm.allCases)
+    func awkwardShapesForwardAndBackward(caseIndex: Int, path: RecurrenceAlgorithm) throws {
         let seed = testSeed()
         let (layout, complex) = Self.cases[caseIndex]
         try withDevice { device in
             var h = RecurrenceHarness(device: device, seed: seed)
             for (batch, length, channels) in [(1, 1, 1), (2, 7, 3), (1, 97, 5), (3, 131, 8), (1, 300, 4)] {
                 for reverse in [false, true] {
-                    let op = LinearRecurrence(layout: layout, complex: complex, reverse: reverse, path: path, chunkLength: 16)
+                    let op = LinearRecurrence(layout: layout, complex: complex, reverse: reverse, algorithm: path, chunkLength: 16)
                     try h.run(op, batch: batch, length: length, channels: channels, decay: .mixed, withH0: reverse)
                 }
             }
@@ -152,8 +152,8 @@ struct RecurrenceTests {
         try withDevice { device in
             var h = RecurrenceHarness(device: device, seed: seed)
             for decay in [RecurrenceHarness.Decay.nearZero, .nearOne] {
-                for path in RecurrencePath.allCases {
-                    let op = LinearRecurrence(layout: layout, complex: complex, reverse: decay == .nearOne, path: path)
+                for path in RecurrenceAlgorithm.allCases {
+                    let op = LinearRecurrence(layout: layout, complex: complex, reverse: decay == .nearOne, algorithm: path)
                     try h.run(op, batch: 2, length: 2053, channels: 12, decay: decay, withH0: true)
                 }
             }
@@ -168,7 +168,7 @@ struct RecurrenceTests {
             var h = RecurrenceHarness(device: device, seed: seed)
             for (layout, complex) in Self.cases {
                 for forced in [1, 3] {
-                    let op = LinearRecurrence(layout: layout, complex: complex, reverse: forced == 3, path: .chained,
+                    let op = LinearRecurrence(layout: layout, complex: complex, reverse: forced == 3, algorithm: .chained,
                                               chunkLength: 8, forcedFallbacks: forced)
                     try h.run(op, batch: 2, length: 203, channels: 6, decay: .mixed, withH0: true)
                 }
@@ -182,8 +182,8 @@ struct RecurrenceTests {
         try withDevice { device in
             var h = RecurrenceHarness(device: device, seed: seed)
             for (layout, complex) in Self.cases {
-                for path in RecurrencePath.allCases {
-                    let op = LinearRecurrence(layout: layout, complex: complex, reverse: complex, path: path, chunkLength: 32, wideLoads: false)
+                for path in RecurrenceAlgorithm.allCases {
+                    let op = LinearRecurrence(layout: layout, complex: complex, reverse: complex, algorithm: path, chunkLength: 32, wideLoads: false)
                     try h.run(op, batch: 2, length: 100, channels: 8, decay: .mixed, withH0: true)
                 }
             }
@@ -207,7 +207,7 @@ struct RecurrenceValidationTests {
     @Test func badInputsThrowTypedErrors() throws {
         try withDevice { device in
             let stream = try device.makeStream()
-            let name = LinearRecurrence.name
+            let name = LinearRecurrence.opName
             let a = try device.makeTensor(shape: [2, 10, 4], dtype: .f32)
             let b = try device.makeTensor(shape: [2, 10, 4], dtype: .f32)
             let h = try device.makeTensor(shape: [2, 10, 4], dtype: .f32)
@@ -243,7 +243,7 @@ struct RecurrenceValidationTests {
             if device.capabilities.type == .cpu {
                 let long = try device.makeTensor(shape: [1, 1, 70_000], dtype: .f32)
                 #expect(throws: VkAttnError.self) {
-                    try LinearRecurrence(layout: .bdl, path: .chained).forward(a: long, b: long, h: try device.makeTensor(shape: [1, 1, 70_000], dtype: .f32), on: stream)
+                    try LinearRecurrence(layout: .bdl, algorithm: .chained).forward(a: long, b: long, h: try device.makeTensor(shape: [1, 1, 70_000], dtype: .f32), on: stream)
                 }
             }
             let other = try Device()

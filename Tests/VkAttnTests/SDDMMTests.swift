@@ -75,13 +75,13 @@ struct SDDMMTests {
             let x = try device.makeTensor(shape: [8, 3], dtype: .f32)
             let y = try device.makeTensor(shape: [6, 3], dtype: .f32)
             let out = try device.makeTensor(shape: [11], dtype: .f32)
-            #expect(throws: VkAttnError.shapeMismatch(op: "SDDMM", operand: "Y", expected: "[6, 3]", actual: "[8, 3]")) {
+            #expect(throws: VkAttnError.shapeMismatch(op: "sparse.sddmm", operand: "Y", expected: "[6, 3]", actual: "[8, 3]")) {
                 try plan.encode(x: x, y: x, out: out, on: stream)
             }
-            #expect(throws: VkAttnError.shapeMismatch(op: "SDDMM", operand: "out", expected: "[11]", actual: "[3]")) {
+            #expect(throws: VkAttnError.shapeMismatch(op: "sparse.sddmm", operand: "out", expected: "[11]", actual: "[3]")) {
                 try plan.encode(x: x, y: y, out: try device.makeTensor(shape: [3], dtype: .f32), on: stream)
             }
-            #expect(throws: VkAttnError.invalidValue(op: "SDDMM", operand: "k", reason: "0 is not positive")) {
+            #expect(throws: VkAttnError.invalidValue(op: "sparse.sddmm", operand: "k", reason: "0 is not positive")) {
                 _ = try SDDMMPlan(try device.makeCSR(SparseFixtures.small()), k: 0)
             }
             try stream.synchronize()

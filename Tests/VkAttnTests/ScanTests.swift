@@ -69,17 +69,17 @@ struct ScanHarness {
 struct ScanTests {
     static let sizes = [1, 2, 3, 4, 5, 7, 31, 97, 1021, 4095, 4096, 4097, 12_289, 65_537]
 
-    @Test(arguments: ScanPath.allCases)
-    func f32SumsMatchReference(path: ScanPath) throws {
+    @Test(arguments: ScanAlgorithm.allCases)
+    func f32SumsMatchReference(path: ScanAlgorithm) throws {
         let seed = testSeed()
         try withDevice { device in
             var h = ScanHarness(device: device, seed: seed)
             for n in Self.sizes {
                 for exclusive in [false, true] {
                     let x = h.rng.floats(n, in: -1...1)
-                    let scan = PrefixScan(op: .add, exclusive: exclusive, path: path)
+                    let scan = PrefixScan(op: .add, exclusive: exclusive, algorithm: path)
                     let (out, d) = try h.run(scan, words: x.map(\.bitPattern), shape: [n], dtype: .f32)
-                    #expect(d.path == path)
+                    #expect(d.algorithm == path)
                     let ref = ScanReference.scan(x, op: .add, exclusive: exclusive)
                     var scale = ScanReference.absoluteScale(x)
                     if exclusive { scale = [0] + scale.dropLast() }
@@ -90,15 +90,15 @@ struct ScanTests {
         }
     }
 
-    @Test(arguments: ScanPath.allCases)
-    func integerSumsAreExact(path: ScanPath) throws {
+    @Test(arguments: ScanAlgorithm.allCases)
+    func integerSumsAreExact(path: ScanAlgorithm) throws {
         let seed = testSeed()
         try withDevice { device in
             var h = ScanHarness(device: device, seed: seed)
             for n in Self.sizes {
                 for exclusive in [false, true] {
                     let words = h.rng.words(n)
-                    let scan = PrefixScan(op: .add, exclusive: exclusive, path: path)
+                    let scan = PrefixScan(op: .add, exclusive: exclusive, algorithm: path)
                     let (u, _) = try h.run(scan, words: words, shape: [n], dtype: .u32)
                     #expect(u == ScanReference.scan(words, exclusive: exclusive), "u32 n \(n) exclusive \(exclusive) \(path) seed \(seed)")
                     let ints = words.map { Int32(bitPattern: $0) }
@@ -110,15 +110,15 @@ struct ScanTests {
         }
     }
 
-    @Test(arguments: ScanPath.allCases)
-    func runningMaxima(path: ScanPath) throws {
+    @Test(arguments: ScanAlgorithm.allCases)
+    func runningMaxima(path: ScanAlgorithm) throws {
         let seed = testSeed()
         try withDevice { device in
             var h = ScanHarness(device: device, seed: seed)
             for n in Self.sizes {
                 for exclusive in [false, true] {
                     let x = h.rng.floats(n, in: -1000...1000)
-                    let scan = PrefixScan(op: .max, exclusive: exclusive, path: path)
+                    let scan = PrefixScan(op: .max, exclusive: exclusive, algorithm: path)
                     let (out, _) = try h.run(scan, words: x.map(\.bitPattern), shape: [n], dtype: .f32)
                     let ref = ScanReference.scan(x, op: .max, exclusive: exclusive)
                     ScanHarness.checkFloats(out.map(Float.init(bitPattern:)), ref, scale: ref, op: .max, seed: seed,
@@ -133,8 +133,8 @@ struct ScanTests {
 /// NumPy's maximum.accumulate), on every path, in lone values and in runs across tiles.
 @Suite("Prefix scan: NaN in a max scan")
 struct ScanNaNTests {
-    @Test(arguments: ScanPath.allCases)
-    func nanPropagatesToTheEndOfItsSegment(path: ScanPath) throws {
+    @Test(arguments: ScanAlgorithm.allCases)
+    func nanPropagatesToTheEndOfItsSegment(path: ScanAlgorithm) throws {
         let seed = testSeed()
         try withDevice { device in
             var h = ScanHarness(device: device, seed: seed)
@@ -144,7 +144,7 @@ struct ScanNaNTests {
                     let at = Int(h.rng.next() % UInt64(rows * n))
                     x[at] = .nan
                     if rows * n > 10 { x[(at + rows * n / 2) % (rows * n)] = -.nan }
-                    let (f, _) = try h.run(PrefixScan(op: .max, exclusive: exclusive, path: path),
+                    let (f, _) = try h.run(PrefixScan(op: .max, exclusive: exclusive, algorithm: path),
                                            words: x.map(\.bitPattern), shape: rows > 1 ? [rows, n] : [n], dtype: .f32)
                     let ref = ScanReference.scan(x, op: .max, exclusive: exclusive, rowLength: rows > 1 ? n : nil)
                     ScanHarness.checkFloats(f.map(Float.init(bitPattern:)), ref, scale: ref, op: .max, seed: seed,
@@ -157,20 +157,20 @@ struct ScanNaNTests {
 
 @Suite("Prefix scan: segments, batches, large arrays")
 struct ScanSegmentTests {
-    @Test(arguments: ScanPath.allCases)
-    func batchedRowsScanIndependently(path: ScanPath) throws {
+    @Test(arguments: ScanAlgorithm.allCases)
+    func batchedRowsScanIndependently(path: ScanAlgorithm) throws {
         let seed = testSeed()
         try withDevice { device in
             var h = ScanHarness(device: device, seed: seed)
             for (rows, n) in [(3, 1), (5, 7), (2, 4096), (7, 1023), (16, 333), (1, 9001)] {
                 for exclusive in [false, true] {
                     let words = h.rng.words(rows * n)
-                    let scan = PrefixScan(op: .add, exclusive: exclusive, path: path)
+                    let scan = PrefixScan(op: .add, exclusive: exclusive, algorithm: path)
                     let (out, _) = try h.run(scan, words: words, shape: [rows, n], dtype: .u32)
                     #expect(out == ScanReference.scan(words, exclusive: exclusive, rowLength: n),
                             "rows \(rows) n \(n) exclusive \(exclusive) \(path) seed \(seed)")
                     let x = h.rng.floats(rows * n)
-                    let (f, _) = try h.run(PrefixScan(op: .max, exclusive: exclusive, path: path),
+                    let (f, _) = try h.run(PrefixScan(op: .max, exclusive: exclusive, algorithm: path),
                                            words: x.map(\.bitPattern), shape: [rows, n], dtype: .f32)
                     let ref = ScanReference.scan(x, op: .max, exclusive: exclusive, rowLength: n)
                     ScanHarness.checkFloats(f.map(Float.init(bitPattern:)), ref, scale: ref, op: .max, seed: seed,
@@ -180,8 +180,8 @@ struct ScanSegmentTests {
         }
     }
 
-    @Test(arguments: ScanPath.allCases)
-    func headFlagsAndOffsetsRestartTheScan(path: ScanPath) throws {
+    @Test(arguments: ScanAlgorithm.allCases)
+    func headFlagsAndOffsetsRestartTheScan(path: ScanAlgorithm) throws {
         let seed = testSeed()
         try withDevice { device in
             var h = ScanHarness(device: device, seed: seed)
@@ -192,7 +192,7 @@ struct ScanSegmentTests {
                     for i in [0, 1, 2, 2047, 2048, 4095, 4096, 6143, 6144, 8191, 8192] where i < n { flags[i] = h.rng.next() % 2 == 0 }
                     let words = h.rng.words(n).map { $0 & 0xFFFF }
                     let flagTensor = try device.makeTensor(flags.map { $0 ? 1 : 0 }, shape: [n], dtype: .u32)
-                    let scan = PrefixScan(op: .add, exclusive: exclusive, path: path)
+                    let scan = PrefixScan(op: .add, exclusive: exclusive, algorithm: path)
                     let (out, _) = try h.run(scan, words: words, shape: [n], dtype: .i32, segments: .headFlags(flagTensor))
                     let ref = ScanReference.scan(words.map { Int32(bitPattern: $0) }, exclusive: exclusive, flags: flags)
                     #expect(out.map { Int32(bitPattern: $0) } == ref, "flags n \(n) exclusive \(exclusive) \(path) seed \(seed)")
@@ -212,7 +212,7 @@ struct ScanSegmentTests {
             let x = h.rng.floats(rows * n)
             let flags = (0..<(rows * n)).map { _ in h.rng.next() % 50 == 0 }
             let flagTensor = try device.makeTensor(flags.map { $0 ? 1 : 0 }, shape: [rows, n], dtype: .u32)
-            let (f, _) = try h.run(PrefixScan(op: .add, path: path), words: x.map(\.bitPattern), shape: [rows, n],
+            let (f, _) = try h.run(PrefixScan(op: .add, algorithm: path), words: x.map(\.bitPattern), shape: [rows, n],
                                    dtype: .f32, segments: .headFlags(flagTensor))
             ScanHarness.checkFloats(f.map(Float.init(bitPattern:)), ScanReference.scan(x, op: .add, rowLength: n, flags: flags),
                                     scale: ScanReference.absoluteScale(x, rowLength: n, flags: flags), op: .add, seed: seed,
@@ -220,14 +220,14 @@ struct ScanSegmentTests {
         }
     }
 
-    @Test(arguments: ScanPath.allCases)
-    func exclusiveScanWritesTheTotal(path: ScanPath) throws {
+    @Test(arguments: ScanAlgorithm.allCases)
+    func exclusiveScanWritesTheTotal(path: ScanAlgorithm) throws {
         let seed = testSeed()
         try withDevice { device in
             var h = ScanHarness(device: device, seed: seed)
             for n in [1, 6, 4096, 10_007] {
                 let counts = h.rng.words(n).map { $0 % 40 }
-                let scan = PrefixScan(op: .add, exclusive: true, path: path)
+                let scan = PrefixScan(op: .add, exclusive: true, algorithm: path)
                 let (out, _) = try h.run(scan, words: counts, shape: [n], dtype: .u32, outputCount: n + 1)
                 let ref = ScanReference.scan(counts, exclusive: true)
                 #expect(out == ref + [counts.reduce(0, &+)], "n \(n) \(path) seed \(seed)")
@@ -237,7 +237,7 @@ struct ScanSegmentTests {
             let countBuffer = try device.makeBuffer(counts)
             let pointers = try device.makeBuffer(of: UInt32.self, count: counts.count + 1)
             let stream = try device.makeStream()
-            try PrefixScan(op: .add, exclusive: true, path: path).encode(input: countBuffer.whole, output: pointers.whole,
+            try PrefixScan(op: .add, exclusive: true, algorithm: path).encode(input: countBuffer.whole, output: pointers.whole,
                                                                         count: counts.count, dtype: .u32, on: stream)
             try stream.synchronize()
             #expect(try pointers.read(UInt32.self, count: counts.count + 1) == ScanReference.scan(counts, exclusive: true) + [counts.reduce(0, +)],
@@ -246,27 +246,27 @@ struct ScanSegmentTests {
     }
 
     /// >= 2^20 elements: f32 holding small integers (every prefix exact in fp32) and i32.
-    @Test(arguments: ScanPath.allCases)
-    func longArraysAreExact(path: ScanPath) throws {
+    @Test(arguments: ScanAlgorithm.allCases)
+    func longArraysAreExact(path: ScanAlgorithm) throws {
         let seed = testSeed()
         try withDevice { device in
             var h = ScanHarness(device: device, seed: seed)
             let n = (1 << 20) + 4099
             let small = h.rng.words(n).map { Float(Int32($0 % 17) - 8) }
-            let (f, _) = try h.run(PrefixScan(op: .add, path: path), words: small.map(\.bitPattern), shape: [n], dtype: .f32)
+            let (f, _) = try h.run(PrefixScan(op: .add, algorithm: path), words: small.map(\.bitPattern), shape: [n], dtype: .f32)
             let ref = ScanReference.scan(small, op: .add)
             let firstBad = f.indices.first { Double(Float(bitPattern: f[$0])) != ref[$0] }
             #expect(firstBad == nil, "f32 n \(n) \(path): element \(firstBad ?? -1) seed \(seed)")
             let words = h.rng.words(n)
-            let (i, _) = try h.run(PrefixScan(op: .add, exclusive: true, path: path), words: words, shape: [n], dtype: .i32)
+            let (i, _) = try h.run(PrefixScan(op: .add, exclusive: true, algorithm: path), words: words, shape: [n], dtype: .i32)
             #expect(i.map { Int32(bitPattern: $0) } == ScanReference.scan(words.map { Int32(bitPattern: $0) }, exclusive: true),
                     "i32 n \(n) \(path) seed \(seed)")
         }
     }
 
     /// An array larger than one binding is scanned in chunks with the carry between them.
-    @Test(arguments: ScanPath.allCases)
-    func arraysLargerThanOneBindingCarryAcrossChunks(path: ScanPath) throws {
+    @Test(arguments: ScanAlgorithm.allCases)
+    func arraysLargerThanOneBindingCarryAcrossChunks(path: ScanAlgorithm) throws {
         let seed = testSeed()
         try withDevice { device in
             let range = device.capabilities.maxStorageBufferRange
@@ -279,7 +279,7 @@ struct ScanSegmentTests {
             let input = try Tensor(try device.makeBuffer(words), shape: [n], dtype: .u32)
             let output = try device.makeTensor(shape: [n], dtype: .u32)
             let stream = try device.makeStream()
-            let d = try PrefixScan(op: .add, path: path).encode(input: input, output: output, on: stream)
+            let d = try PrefixScan(op: .add, algorithm: path).encode(input: input, output: output, on: stream)
             try stream.synchronize()
             #expect(d.chunks == 2)
             let out = try output.buffer.read(UInt32.self, count: n)
@@ -306,14 +306,14 @@ struct ScanSegmentTests {
                 tuning.tilesPerWorkgroup = perGroup
                 let n = 9 * tuning.tileElements + 77
                 let words = h.rng.words(n)
-                let scan = PrefixScan(op: .add, path: .singlePass, tuning: tuning)
+                let scan = PrefixScan(op: .add, algorithm: .singlePass, tuning: tuning)
                 let (out, d) = try h.run(scan, words: words, shape: [n], dtype: .u32)
                 #expect(out == ScanReference.scan(words), "forced \(forced) seed \(seed)")
                 let fallbacks = try d.fallbacks()
                 #expect(fallbacks >= 9, "forced \(forced): \(fallbacks) fallbacks")
                 let flags = (0..<n).map { _ in h.rng.next() % 3000 == 0 }
                 let flagTensor = try device.makeTensor(flags.map { $0 ? 1 : 0 }, shape: [n], dtype: .u32)
-                let (seg, _) = try h.run(PrefixScan(op: .add, exclusive: true, path: .singlePass, tuning: tuning),
+                let (seg, _) = try h.run(PrefixScan(op: .add, exclusive: true, algorithm: .singlePass, tuning: tuning),
                                          words: words, shape: [n], dtype: .u32, segments: .headFlags(flagTensor))
                 #expect(seg == ScanReference.scan(words, exclusive: true, flags: flags), "segmented forced \(forced) seed \(seed)")
             }
@@ -322,8 +322,8 @@ struct ScanSegmentTests {
 
     /// The launch shape GPUs get (256 invocations, 16 items, one tile per workgroup, 16-byte
     /// vectors), run here too.
-    @Test(arguments: ScanPath.allCases)
-    func gpuTuning(path: ScanPath) throws {
+    @Test(arguments: ScanAlgorithm.allCases)
+    func gpuTuning(path: ScanAlgorithm) throws {
         let seed = testSeed()
         try withDevice { device in
             var h = ScanHarness(device: device, seed: seed)
@@ -332,13 +332,13 @@ struct ScanSegmentTests {
                                            tilesPerWorkgroup: 1)
             for n in [1, 4097, 70_001] {
                 let words = h.rng.words(n)
-                let (out, _) = try h.run(PrefixScan(op: .add, exclusive: n % 2 == 1, path: path, tuning: tuning),
+                let (out, _) = try h.run(PrefixScan(op: .add, exclusive: n % 2 == 1, algorithm: path, tuning: tuning),
                                          words: words, shape: [n], dtype: .u32)
                 #expect(out == ScanReference.scan(words, exclusive: n % 2 == 1), "n \(n) \(path) seed \(seed)")
                 let flags = (0..<n).map { _ in h.rng.next() % 300 == 0 }
                 let flagTensor = try device.makeTensor(flags.map { $0 ? 1 : 0 }, shape: [n], dtype: .u32)
                 let x = h.rng.floats(n)
-                let (f, _) = try h.run(PrefixScan(op: .max, path: path, tuning: tuning), words: x.map(\.bitPattern), shape: [n],
+                let (f, _) = try h.run(PrefixScan(op: .max, algorithm: path, tuning: tuning), words: x.map(\.bitPattern), shape: [n],
                                        dtype: .f32, segments: .headFlags(flagTensor))
                 let ref = ScanReference.scan(x, op: .max, flags: flags)
                 ScanHarness.checkFloats(f.map(Float.init(bitPattern:)), ref, scale: ref, op: .max, seed: seed, "gpu tuning max n \(n) \(path)")
@@ -353,10 +353,10 @@ struct ScanSegmentTests {
             let words = rng.words(50_001)
             let t = try Tensor(try device.makeBuffer(words), shape: [words.count], dtype: .u32)
             let stream = try device.makeStream()
-            try PrefixScan(op: .add, path: .reduceThenScan).encode(input: t, output: t, on: stream)
+            try PrefixScan(op: .add, algorithm: .reduceThenScan).encode(input: t, output: t, on: stream)
             try stream.synchronize()
             #expect(try t.buffer.read(UInt32.self, count: words.count) == ScanReference.scan(words), "seed \(seed)")
-            #expect(throws: VkAttnError.self) { try PrefixScan(op: .add, path: .singlePass).encode(input: t, output: t, on: stream) }
+            #expect(throws: VkAttnError.self) { try PrefixScan(op: .add, algorithm: .singlePass).encode(input: t, output: t, on: stream) }
         }
     }
 
@@ -365,7 +365,7 @@ struct ScanSegmentTests {
             let stream = try device.makeStream()
             let x = try device.makeTensor(shape: [100], dtype: .f32)
             let y = try device.makeTensor(shape: [100], dtype: .f32)
-            let name = PrefixScan.name
+            let name = PrefixScan.opName
             func expectError(_ expected: VkAttnError, _ body: () throws -> Void) {
                 #expect(throws: expected) { try body() }
             }

@@ -145,30 +145,30 @@ struct SpMMTests {
     @Test func badOperandsAreTypedErrors() throws {
         try withDevice { device in
             let matrix = try device.makeCSR(SparseFixtures.small())
-            #expect(throws: VkAttnError.invalidValue(op: "SpMM", operand: "n", reason: "0 is not positive")) {
+            #expect(throws: VkAttnError.invalidValue(op: "sparse.spmm", operand: "n", reason: "0 is not positive")) {
                 _ = try SpMMPlan(matrix, n: 0)
             }
             let plan = try SpMMPlan(matrix, n: 4)
             let stream = try device.makeStream()
             let b = try device.makeTensor(shape: [6, 4], dtype: .f32)
             let c = try device.makeTensor(shape: [8, 4], dtype: .f32)
-            #expect(throws: VkAttnError.shapeMismatch(op: "SpMM", operand: "B", expected: "[6, 4]", actual: "[5, 4]")) {
+            #expect(throws: VkAttnError.shapeMismatch(op: "sparse.spmm", operand: "B", expected: "[6, 4]", actual: "[5, 4]")) {
                 try plan.encode(b: try device.makeTensor(shape: [5, 4], dtype: .f32), c: c, on: stream)
             }
-            #expect(throws: VkAttnError.shapeMismatch(op: "SpMM", operand: "C", expected: "[8, 4]", actual: "[8, 5]")) {
+            #expect(throws: VkAttnError.shapeMismatch(op: "sparse.spmm", operand: "C", expected: "[8, 4]", actual: "[8, 5]")) {
                 try plan.encode(b: b, c: try device.makeTensor(shape: [8, 5], dtype: .f32), on: stream)
             }
-            #expect(throws: VkAttnError.dtypeMismatch(op: "SpMM", operand: "C", expected: "f32", actual: "f16")) {
+            #expect(throws: VkAttnError.dtypeMismatch(op: "sparse.spmm", operand: "C", expected: "f32", actual: "f16")) {
                 try plan.encode(b: b, c: try device.makeTensor(shape: [8, 4], dtype: .f16), on: stream)
             }
             #expect(throws: VkAttnError.self) { try plan.encode(b: b, c: c, alpha: .nan, on: stream) }
             #expect(throws: VkAttnError.self) { try plan.encode(b: b, c: c, beta: .infinity, on: stream) }
             let offsets = try device.makeTensor(shape: [9], dtype: .i32)
             let columns = try device.makeTensor(shape: [11], dtype: .i32)
-            #expect(throws: VkAttnError.dtypeMismatch(op: "CSRMatrix", operand: "values", expected: "f32 or f16", actual: "i32")) {
+            #expect(throws: VkAttnError.dtypeMismatch(op: "sparse.csrMatrix", operand: "values", expected: "f32 or f16", actual: "i32")) {
                 _ = try CSRMatrix(rows: 8, cols: 6, nnz: 11, rowOffsets: offsets, columnIndices: columns, values: columns)
             }
-            #expect(throws: VkAttnError.shapeMismatch(op: "CSRMatrix", operand: "column indices", expected: "[12]", actual: "[11]")) {
+            #expect(throws: VkAttnError.shapeMismatch(op: "sparse.csrMatrix", operand: "column indices", expected: "[12]", actual: "[11]")) {
                 _ = try CSRMatrix(rows: 8, cols: 6, nnz: 12, rowOffsets: offsets, columnIndices: columns, values: b)
             }
             try stream.synchronize()

@@ -107,7 +107,7 @@ struct SparseBSRTests {
                 _ = try BSRSpMMPlan(matrix, n: 32, options: BSRSpMMOptions(kernel: .cooperativeMatrix))
             }
             if let reason = BSRCooperativeMatrixProbe.skipReason {
-                #expect(throws: VkAttnError.unsupported(op: "BSR SpMM", reason: "cooperative-matrix kernel: \(reason)")) {
+                #expect(throws: VkAttnError.unsupported(op: "sparse.bsrSpmm", reason: "cooperative-matrix kernel: \(reason)")) {
                     _ = try BSRSpMMPlan(matrix, n: 32, options: BSRSpMMOptions(kernel: .cooperativeMatrixNV))
                 }
             }
@@ -148,10 +148,10 @@ struct SparseBSRTests {
             let plan = try BSRSpMMPlan(try device.makeBSR(a), n: 8)
             let stream = try device.makeStream()
             let c = try device.makeTensor(shape: [32, 8], dtype: .f32)
-            #expect(throws: VkAttnError.shapeMismatch(op: "BSR SpMM", operand: "B", expected: "[48, 8]", actual: "[32, 8]")) {
+            #expect(throws: VkAttnError.shapeMismatch(op: "sparse.bsrSpmm", operand: "B", expected: "[48, 8]", actual: "[32, 8]")) {
                 try plan.encode(b: try device.makeTensor(shape: [32, 8], dtype: .f32), c: c, on: stream)
             }
-            #expect(throws: VkAttnError.shapeMismatch(op: "makeBSR", operand: "values", expected: "[\(a.storedValues)]", actual: "[3]")) {
+            #expect(throws: VkAttnError.shapeMismatch(op: "sparse.makeBSR", operand: "values", expected: "[\(a.storedValues)]", actual: "[3]")) {
                 var bad = a
                 bad.values = [1, 2, 3]
                 _ = try device.makeBSR(bad)
@@ -167,7 +167,7 @@ struct SparseBSRTests {
             let plan = try BSRSpMMPlan(try device.makeBSR(a), n: 8, options: BSRSpMMOptions(denseType: .f16))
             let stream = try device.makeStream()
             let c = try device.makeTensor(shape: [32, 8], dtype: .f32)
-            #expect(throws: VkAttnError.dtypeMismatch(op: "BSR SpMM", operand: "B", expected: "f16", actual: "f32")) {
+            #expect(throws: VkAttnError.dtypeMismatch(op: "sparse.bsrSpmm", operand: "B", expected: "f16", actual: "f32")) {
                 try plan.encode(b: try device.makeTensor(shape: [48, 8], dtype: .f32), c: c, on: stream)
             }
             #expect(throws: VkAttnError.self) {

@@ -74,7 +74,7 @@ struct SparseTransposeTests {
             bad.columnIndices[4] = 9  // row 2 points past the 6 columns
             let matrix = try uploadUnchecked(device, bad)
             let stream = try device.makeStream()
-            #expect(throws: VkAttnError.malformedSparse(op: "CSRTranspose", row: 2,
+            #expect(throws: VkAttnError.malformedSparse(op: "sparse.transpose", row: 2,
                                                         reason: "column index 9 at position 4 is outside 0..<6")) {
                 _ = try CSRTranspose.encode(matrix, on: stream, validation: .host)
             }

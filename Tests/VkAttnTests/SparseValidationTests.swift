@@ -51,7 +51,7 @@ struct SparseValidationTests {
                     _ = try SpMMPlan(matrix, n: 4, options: SpMMOptions(kernel: kernel, validation: mode))
                     Issue.record("\(b.name): no error (\(mode))")
                 } catch let VkAttnError.malformedSparse(op, row, reason) {
-                    #expect(op == "SpMM" && row == b.row, "\(b.name) \(mode): row \(row), \(reason)")
+                    #expect(op == "sparse.spmm" && row == b.row, "\(b.name) \(mode): row \(row), \(reason)")
                     #expect(reason.contains(b.reasonContains), "\(b.name) \(mode): \(reason)")
                 }
             }
@@ -59,7 +59,7 @@ struct SparseValidationTests {
                 _ = try SDDMMPlan(matrix, k: 3, options: SDDMMOptions(validation: mode))
                 Issue.record("\(b.name): SDDMM accepted it (\(mode))")
             } catch let VkAttnError.malformedSparse(op, row, _) {
-                #expect(op == "SDDMM" && row == b.row, "\(b.name) \(mode)")
+                #expect(op == "sparse.sddmm" && row == b.row, "\(b.name) \(mode)")
             }
         }
     }
@@ -70,7 +70,7 @@ struct SparseValidationTests {
         let nnz = b.nnz ?? a.nnz
         var hostError: VkAttnError? = nil
         do {
-            try SparseValidation.check(op: "SpMM", rows: a.rows, cols: a.cols, nnz: nnz, rowOffsets: a.rowOffsets,
+            try SparseValidation.check(op: "sparse.spmm", rows: a.rows, cols: a.cols, nnz: nnz, rowOffsets: a.rowOffsets,
                                        columnIndices: a.columnIndices + [0])
         } catch let error as VkAttnError {
             hostError = error
@@ -96,7 +96,7 @@ struct SparseValidationTests {
                 _ = try device.makeCSR(a)
                 Issue.record("\(b.name): makeCSR accepted it")
             } catch let VkAttnError.malformedSparse(op, row, _) {
-                #expect(op == "makeCSR" && row == b.row, "\(b.name)")
+                #expect(op == "sparse.makeCSR" && row == b.row, "\(b.name)")
             }
         }
     }
@@ -112,13 +112,13 @@ struct SparseValidationTests {
             try columns.buffer.write([Int32(0), 1, 2])  // 2 is past the 2 block columns, in block row 1
             let matrix = try BSRMatrix(blockSize: bs, blockRows: 3, blockCols: 2, blockCount: 3, blockRowOffsets: offsets,
                                        blockColumnIndices: columns, values: values)
-            #expect(throws: VkAttnError.malformedSparse(op: "BSR SpMM", row: 1,
+            #expect(throws: VkAttnError.malformedSparse(op: "sparse.bsrSpmm", row: 1,
                                                          reason: "block column index 2 at position 2 is outside 0..<2")) {
                 _ = try BSRSpMMPlan(matrix, n: 8, options: BSRSpMMOptions(validation: mode))
             }
             try offsets.buffer.write([Int32(0), 2, 1, 3])
             try columns.buffer.write([Int32(0), 1, 1])
-            #expect(throws: VkAttnError.malformedSparse(op: "BSR SpMM", row: 1,
+            #expect(throws: VkAttnError.malformedSparse(op: "sparse.bsrSpmm", row: 1,
                                                          reason: "block row offsets decrease: offsets[2] = 1 < offsets[1] = 2")) {
                 _ = try BSRSpMMPlan(matrix, n: 8, options: BSRSpMMOptions(validation: mode))
             }
@@ -148,21 +148,21 @@ struct SparseValidationTests {
             let offsets = try device.makeTensor(shape: [9], dtype: .i32)
             let columns = try device.makeTensor(shape: [11], dtype: .i32)
             let values = try device.makeTensor(shape: [11], dtype: .f32)
-            #expect(throws: VkAttnError.shapeMismatch(op: "CSRMatrix", operand: "row offsets", expected: "[8]", actual: "[9]")) {
+            #expect(throws: VkAttnError.shapeMismatch(op: "sparse.csrMatrix", operand: "row offsets", expected: "[8]", actual: "[9]")) {
                 _ = try CSRMatrix(rows: 7, cols: 6, nnz: 11, rowOffsets: offsets, columnIndices: columns, values: values)
             }
-            #expect(throws: VkAttnError.dtypeMismatch(op: "CSRMatrix", operand: "row offsets", expected: "i32", actual: "f32")) {
+            #expect(throws: VkAttnError.dtypeMismatch(op: "sparse.csrMatrix", operand: "row offsets", expected: "i32", actual: "f32")) {
                 _ = try CSRMatrix(rows: 10, cols: 6, nnz: 11, rowOffsets: values, columnIndices: columns, values: values)
             }
-            #expect(throws: VkAttnError.invalidValue(op: "CSRMatrix", operand: "cols", reason: "0 is not positive")) {
+            #expect(throws: VkAttnError.invalidValue(op: "sparse.csrMatrix", operand: "cols", reason: "0 is not positive")) {
                 _ = try CSRMatrix(rows: 8, cols: 0, nnz: 11, rowOffsets: offsets, columnIndices: columns, values: values)
             }
-            #expect(throws: VkAttnError.shapeMismatch(op: "makeCSR", operand: "values", expected: "[11]", actual: "[10]")) {
+            #expect(throws: VkAttnError.shapeMismatch(op: "sparse.makeCSR", operand: "values", expected: "[11]", actual: "[10]")) {
                 var a = SparseFixtures.small()
                 a.values.removeLast()
                 _ = try device.makeCSR(a)
             }
-            #expect(throws: VkAttnError.invalidValue(op: "BSRMatrix", operand: "block size", reason: "8 is not one of [16, 32]")) {
+            #expect(throws: VkAttnError.invalidValue(op: "sparse.bsrMatrix", operand: "block size", reason: "8 is not one of [16, 32]")) {
                 _ = try BSRMatrix(blockSize: 8, blockRows: 1, blockCols: 1, blockCount: 1, blockRowOffsets: offsets,
                                   blockColumnIndices: columns, values: values)
             }

@@ -18,7 +18,7 @@ package struct GLAPlan {
     /// Why the cooperative-matrix kernels do not run, on a device that offers them.
     package let coopmatSkipped: String?
 
-    package static let opName = GatedLinearAttention.name
+    package static let opName = GatedLinearAttention.opName
 
     package var gateMode: Int {
         switch op.gating {

@@ -44,7 +44,7 @@ public struct GatedLinearAttention: Hashable, Sendable {
         self.preference = preference
     }
 
-    public static let name = "GatedLinearAttention"
+    public static let opName = "linearAttention.gated"
 
     /// The largest of 64, 32, 16 rows whose two C x C fp32 matrices (the backward's A and dA)
     /// fit the device's shared memory.

@@ -11,10 +11,10 @@ import VkAttnShaders
 ///
 /// Parallel over time: the sequence is cut into chunks; each chunk reduces to an affine map
 /// (A, B) (h_end = A * h_start + B), a pass scans the maps per channel, a last pass replays each
-/// chunk from its start state (`RecurrencePath.chunked`). Where the device runs workgroups in
+/// chunk from its start state (`RecurrenceAlgorithm.chunked`). Where the device runs workgroups in
 /// order (lavapipe), chunks instead look back at their predecessor's published end state,
 /// reducing a predecessor that is not yet published from the input themselves
-/// (`RecurrencePath.chained`): one pass, no waiting without bound.
+/// (`RecurrenceAlgorithm.chained`): one pass, no waiting without bound.
 public struct LinearRecurrence: Hashable, Sendable {
     public enum Layout: String, Sendable, Hashable, CaseIterable, Codable, CustomStringConvertible {
         case bld = "BLD"
@@ -25,8 +25,8 @@ public struct LinearRecurrence: Hashable, Sendable {
     public var layout: Layout
     public var complex: Bool
     public var reverse: Bool
-    /// Forces a path; nil: `RecurrencePath.preferred(for:)`.
-    public var path: RecurrencePath?
+    /// Forces an algorithm; nil: `RecurrenceAlgorithm.preferred(for:)`.
+    public var algorithm: RecurrenceAlgorithm?
     /// Steps per chunk (a multiple of 4); nil: chosen from the device and the shape.
     public var chunkLength: Int?
     /// Moves aligned data as 64-bit words (true) or 16-byte vectors (false); nil: 64-bit words
@@ -36,18 +36,18 @@ public struct LinearRecurrence: Hashable, Sendable {
     /// unpublished and reduces their maps from the input.
     public var forcedFallbacks: Int
 
-    public init(layout: Layout, complex: Bool = false, reverse: Bool = false, path: RecurrencePath? = nil,
+    public init(layout: Layout, complex: Bool = false, reverse: Bool = false, algorithm: RecurrenceAlgorithm? = nil,
                 chunkLength: Int? = nil, wideLoads: Bool? = nil, forcedFallbacks: Int = 0) {
         self.layout = layout
         self.complex = complex
         self.reverse = reverse
-        self.path = path
+        self.algorithm = algorithm
         self.chunkLength = chunkLength
         self.wideLoads = wideLoads
         self.forcedFallbacks = forcedFallbacks
     }
 
-    public static let name = "LinearRecurrence"
+    public static let opName = "recurrence"
 
     /// The problem's dimensions read from a's shape.
     public struct Dimensions: Hashable, Sendable {
@@ -83,7 +83,7 @@ public struct LinearRecurrence: Hashable, Sendable {
 }
 
 /// How a chunked recurrence joins its chunks.
-public enum RecurrencePath: String, Sendable, Hashable, CaseIterable, Codable, CustomStringConvertible {
+public enum RecurrenceAlgorithm: String, Sendable, Hashable, CaseIterable, Codable, CustomStringConvertible {
     /// Three dispatches: chunk maps, a scan of the maps per channel, chunk replays. Fully
     /// parallel over chunks; reads a and b twice.
     case chunked = "chunked-3-pass"
@@ -97,16 +97,16 @@ public enum RecurrencePath: String, Sendable, Hashable, CaseIterable, Codable, C
 
     /// Chained where workgroups run roughly in dispatch order on a few threads (CPU devices),
     /// chunked elsewhere (GPUs run every chunk at once, so a chain would serialize).
-    public static func preferred(for device: Device) -> RecurrencePath {
+    public static func preferred(for device: Device) -> RecurrenceAlgorithm {
         device.capabilities.type == .cpu ? .chained : .chunked
     }
 }
 
 /// What a recurrence call recorded.
 public struct RecurrenceDispatch: Sendable {
-    public let path: RecurrencePath
+    public let algorithm: RecurrenceAlgorithm
     public let chunkLength: Int
     public let chunks: Int
-    /// The bench's path label: path, layout, load width, chunk length.
-    public let label: String
+    /// The kernel that ran, as the bench reports it: algorithm, layout, load width, chunk length.
+    public let path: String
 }

@@ -17,30 +17,31 @@ import VkAttnShaders
 public struct PrefixScan: Hashable, Sendable {
     public var op: ScanOperator
     public var exclusive: Bool
-    /// Forces a path; nil uses `ScanPath.preferred(for:)` of the stream's device.
-    public var path: ScanPath?
+    /// Forces an algorithm; nil uses `ScanAlgorithm.preferred(for:)` of the stream's device.
+    public var algorithm: ScanAlgorithm?
     /// Overrides the launch shape; nil uses `Tuning.preferred(for:)`.
     public var tuning: Tuning?
 
-    public init(op: ScanOperator = .add, exclusive: Bool = false, path: ScanPath? = nil, tuning: Tuning? = nil) {
+    public init(op: ScanOperator = .add, exclusive: Bool = false, algorithm: ScanAlgorithm? = nil, tuning: Tuning? = nil) {
         self.op = op
         self.exclusive = exclusive
-        self.path = path
+        self.algorithm = algorithm
         self.tuning = tuning
     }
 
     /// The op name in errors.
-    public static let name = "PrefixScan"
+    public static let opName = "scan.prefix"
 
-    /// The path `encode` takes on `device`.
-    public func resolvedPath(on device: Device) -> ScanPath {
-        path ?? ScanPath.preferred(for: device)
+    /// The algorithm `encode` takes on `device`.
+    public func resolvedAlgorithm(on device: Device) -> ScanAlgorithm {
+        algorithm ?? ScanAlgorithm.preferred(for: device)
     }
 
-    /// The path name the bench reports: the path, the load width and the tile.
-    public func pathLabel(on device: Device) -> String {
+    /// The kernel `encode` runs on `device`, as the bench reports it: the algorithm, the
+    /// load width and the tile.
+    public func path(on device: Device) -> String {
         let t = tuning ?? Tuning.preferred(for: device)
-        return "\(resolvedPath(on: device).rawValue)/\(t.wideLoads ? "u64x2" : "u32x4")/tile\(t.tileElements)"
+        return "\(resolvedAlgorithm(on: device).rawValue)/\(t.wideLoads ? "u64x2" : "u32x4")/tile\(t.tileElements)"
     }
 
     /// Records the scan into `stream`. Throws `VkAttnError` before recording anything when an
@@ -58,18 +59,18 @@ public struct PrefixScan: Hashable, Sendable {
     @discardableResult
     public func encode(input: BufferSlice, output: BufferSlice, count: Int, dtype: DType, on stream: Stream) throws -> ScanDispatch {
         guard count > 0 else {
-            throw VkAttnError.invalidValue(op: Self.name, operand: "count", reason: "must be positive, got \(count)")
+            throw VkAttnError.invalidValue(op: Self.opName, operand: "count", reason: "must be positive, got \(count)")
         }
         let outCount = output.byteCount / dtype.byteSize
-        let bytes = try Checked.product(op: Self.name, operand: "count", count, dtype.byteSize)
+        let bytes = try Checked.product(op: Self.opName, operand: "count", count, dtype.byteSize)
         guard input.byteCount >= bytes else {
-            throw VkAttnError.shapeMismatch(op: Self.name, operand: "input", expected: "\(bytes) bytes", actual: "\(input.byteCount) bytes")
+            throw VkAttnError.shapeMismatch(op: Self.opName, operand: "input", expected: "\(bytes) bytes", actual: "\(input.byteCount) bytes")
         }
         let wantsTotal = exclusive && outCount > count
         let x = try Tensor(input.buffer, shape: [count], dtype: dtype, byteOffset: input.offset)
         let y = try Tensor(output.buffer, shape: [wantsTotal ? count + 1 : count], dtype: dtype, byteOffset: output.offset)
         guard output.byteCount >= y.byteCount else {
-            throw VkAttnError.shapeMismatch(op: Self.name, operand: "output", expected: "\(y.byteCount) bytes", actual: "\(output.byteCount) bytes")
+            throw VkAttnError.shapeMismatch(op: Self.opName, operand: "output", expected: "\(y.byteCount) bytes", actual: "\(output.byteCount) bytes")
         }
         return try encode(input: x, output: y, on: stream)
     }
@@ -153,10 +154,10 @@ extension PrefixScan {
     }
 }
 
-/// What `PrefixScan.encode` recorded: the path, the tiling, and (after the stream is
+/// What `PrefixScan.encode` recorded: the algorithm, the tiling, and (after the stream is
 /// synchronized) how many predecessor tiles the single pass reduced itself.
 public struct ScanDispatch: Sendable {
-    public let path: ScanPath
+    public let algorithm: ScanAlgorithm
     public let tiles: Int
     public let chunks: Int
     let status: Buffer

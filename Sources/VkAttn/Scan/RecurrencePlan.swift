@@ -16,13 +16,13 @@ package struct RecurrencePlan {
     package let forwardH0: Tensor?   // backward: the forward's h0 (for da at the forward's first step)
     package let state: Tensor?       // final state (forward) or dh0 (backward)
     package let isBackward: Bool
-    package let path: RecurrencePath
+    package let path: RecurrenceAlgorithm
     package let vec: Bool
     package let wide: Bool
     package let chunkLength: Int
     package let chunks: Int
 
-    package static let opName = LinearRecurrence.name
+    package static let opName = LinearRecurrence.opName
 
     package init(op: LinearRecurrence, device: Device, a: Tensor, inputs: [(String, Tensor)], h0: Tensor?,
          outputs: [(String, Tensor)], state: (String, Tensor)?, backward forwardH0: Tensor??) throws {
@@ -135,12 +135,12 @@ package struct RecurrencePlan {
     /// The path: forced, or the device's preference, falling back to chunked where the chained
     /// path could exceed lavapipe's loop cap: an invocation that reduces every predecessor runs
     /// at most L + chunk + chunks * (polls + 2) loop iterations, and the cap is 65535.
-    package static func choosePath(op: LinearRecurrence, device: Device, length: Int, chunkLength: Int, chunks: Int) throws -> RecurrencePath {
-        let preferred = op.path ?? RecurrencePath.preferred(for: device)
+    package static func choosePath(op: LinearRecurrence, device: Device, length: Int, chunkLength: Int, chunks: Int) throws -> RecurrenceAlgorithm {
+        let preferred = op.algorithm ?? RecurrenceAlgorithm.preferred(for: device)
         guard preferred == .chained, device.capabilities.type == .cpu else { return preferred }
         let worst = length + chunkLength + chunks * (chainPolls + 2 + op.forcedFallbacks) + 64
         if worst < 60_000 { return .chained }
-        if op.path == .chained {
+        if op.algorithm == .chained {
             throw VkAttnError.unsupported(op: opName, reason: "the chained path on \(device.label) (a CPU device that caps each invocation at 65535 loop iterations) would need up to \(worst) iterations at L = \(length); use .chunked or longer chunks")
         }
         return .chunked
@@ -205,7 +205,7 @@ package struct RecurrencePlan {
             try stream.fill(startsBuffer.whole, word: 0)
             try stream.barrier()
             try dispatchPass(passes[0])
-            return RecurrenceDispatch(path: .chained, chunkLength: chunkLength, chunks: chunks, label: label)
+            return RecurrenceDispatch(algorithm: .chained, chunkLength: chunkLength, chunks: chunks, path: label)
         }
         try dispatchPass(passes[0])
         try stream.barrier()
@@ -214,7 +214,7 @@ package struct RecurrencePlan {
                             push: carryPush, groups: grid(invocations: channels, workgroup: 64))
         try stream.barrier()
         try dispatchPass(passes[1])
-        return RecurrenceDispatch(path: .chunked, chunkLength: chunkLength, chunks: chunks, label: label)
+        return RecurrenceDispatch(algorithm: .chunked, chunkLength: chunkLength, chunks: chunks, path: label)
     }
 }
 

@@ -8,7 +8,7 @@ struct ScanPlan {
     let device: Device
     let input: Tensor
     let output: Tensor
-    let path: ScanPath
+    let path: ScanAlgorithm
     let tuning: PrefixScan.Tuning
     let count: Int              // elements scanned
     let rowLength: Int?         // rows of a batched input restart the scan
@@ -19,7 +19,7 @@ struct ScanPlan {
     let chunks: [(start: Int, count: Int, tileBase: Int, tiles: Int)]
     let totalTiles: Int
 
-    static let op = PrefixScan.name
+    static let op = PrefixScan.opName
 
     init(scan: PrefixScan, device: Device, input: Tensor, output: Tensor, segments: ScanSegments) throws {
         let op = Self.op
@@ -75,7 +75,7 @@ struct ScanPlan {
             offsets = o
         }
 
-        let path = scan.resolvedPath(on: device)
+        let path = scan.resolvedAlgorithm(on: device)
         self.path = path
         let tuning = scan.tuning ?? PrefixScan.Tuning.preferred(for: device)
         try tuning.validate(op: op, device: device)
@@ -255,7 +255,7 @@ struct ScanPlan {
             try stream.barrier()
             try runPass(1)
         }
-        return ScanDispatch(path: path, tiles: totalTiles, chunks: chunks.count, status: status, statsWord: 0)
+        return ScanDispatch(algorithm: path, tiles: totalTiles, chunks: chunks.count, status: status, statsWord: 0)
     }
 }
 

@@ -25,7 +25,7 @@ public struct BSRMatrix: Sendable {
 
     public init(blockSize: Int, blockRows: Int, blockCols: Int, blockCount: Int,
                 blockRowOffsets: Tensor, blockColumnIndices: Tensor, values: Tensor) throws {
-        let op = "BSRMatrix"
+        let op = "sparse.bsrMatrix"
         try BSRMatrix.checkSizes(op: op, blockSize: blockSize, blockRows: blockRows, blockCols: blockCols, blockCount: blockCount)
         try blockRowOffsets.expect(op: op, "block row offsets", shape: [blockRows + 1], dtype: .i32)
         try blockColumnIndices.expect(op: op, "block column indices", shape: [max(blockCount, 1)], dtype: .i32,
@@ -58,7 +58,7 @@ extension Device {
     /// Uploads `matrix` with values of `valueType` (f32, f16 or bf16), after checking its block
     /// structure on the host.
     public func makeBSR(_ matrix: BSRArrays, valueType: DType = .f32) throws -> BSRMatrix {
-        let op = "makeBSR"
+        let op = "sparse.makeBSR"
         try BSRMatrix.checkSizes(op: op, blockSize: matrix.blockSize, blockRows: matrix.blockRows,
                                  blockCols: matrix.blockCols, blockCount: matrix.blockCount)
         guard valueType == .f32 || valueType.isHalfWidth else {

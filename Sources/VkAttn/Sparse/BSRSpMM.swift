@@ -41,7 +41,7 @@ public struct BSRSpMMOptions: Sendable, Hashable {
 /// The plan validates the block structure (the error names the first bad block row) and
 /// picks the kernel; `kernel`, `path` and `cooperativeMatrixSkipped` say what runs and why.
 public struct BSRSpMMPlan: Sendable {
-    public static let op = "BSR SpMM"
+    public static let opName = "sparse.bsrSpmm"
     static let tileColumns = 64
 
     public let matrix: BSRMatrix
@@ -66,7 +66,7 @@ public struct BSRSpMMPlan: Sendable {
     }
 
     public init(_ matrix: BSRMatrix, n: Int, options: BSRSpMMOptions = BSRSpMMOptions()) throws {
-        let op = BSRSpMMPlan.op
+        let op = BSRSpMMPlan.opName
         let device = matrix.device
         let caps = device.capabilities
         guard n >= 1 else { throw VkAttnError.invalidValue(op: op, operand: "n", reason: "\(n) is not positive") }
@@ -239,7 +239,7 @@ public struct BSRSpMMPlan: Sendable {
 
     /// Records C = alpha * A * B + beta * C. B: [A.cols, n] f32, C: [A.rows, n] f32.
     public func encode(b: Tensor, c: Tensor, alpha: Float = 1, beta: Float = 0, on stream: Stream) throws {
-        let op = BSRSpMMPlan.op
+        let op = BSRSpMMPlan.opName
         let device = matrix.device
         guard stream.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "stream") }
         try b.expect(op: op, "B", shape: [matrix.cols, n], dtype: denseType, device: device)

@@ -21,7 +21,7 @@ public struct CSRMatrix: Sendable {
     public var valueType: DType { values.dtype }
 
     public init(rows: Int, cols: Int, nnz: Int, rowOffsets: Tensor, columnIndices: Tensor, values: Tensor) throws {
-        let op = "CSRMatrix"
+        let op = "sparse.csrMatrix"
         try SparseShape.check(op: op, rows: rows, cols: cols, nnz: nnz)
         try rowOffsets.expect(op: op, "row offsets", shape: [rows + 1], dtype: .i32)
         try columnIndices.expect(op: op, "column indices", shape: [max(nnz, 1)], dtype: .i32, device: rowOffsets.device)
@@ -51,7 +51,7 @@ extension Device {
     /// on the host (a malformed one throws `VkAttnError.malformedSparse` naming the first bad
     /// row; nothing is allocated).
     public func makeCSR(_ matrix: CSRArrays, valueType: DType = .f32) throws -> CSRMatrix {
-        let op = "makeCSR"
+        let op = "sparse.makeCSR"
         try SparseShape.check(op: op, rows: matrix.rows, cols: matrix.cols, nnz: matrix.nnz)
         guard valueType == .f32 || valueType == .f16 else {
             throw VkAttnError.dtypeMismatch(op: op, operand: "values", expected: "f32 or f16", actual: valueType.rawValue)

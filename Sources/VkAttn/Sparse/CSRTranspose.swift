@@ -16,14 +16,14 @@ import VkAttnShaders
 /// wide or very sparse matrices (down to one, which is correct but serial); `plan.tiles` says
 /// how many ran.
 public struct CSRTranspose: Sendable {
-    public static let op = "CSRTranspose"
+    public static let opName = "sparse.transpose"
 
     /// Subgroups (row tiles) the transpose used.
     public let tiles: Int
     /// Where the input structure was validated.
     public let validatedOn: SparseValidation.Site
     /// The prefix-sum path that scanned the counts.
-    public let scanPath: ScanPath
+    public let scanAlgorithm: ScanAlgorithm
 
     /// Entries of the count table at most (and at most what one binding holds).
     static let countBudget = 1 << 23
@@ -34,14 +34,14 @@ public struct CSRTranspose: Sendable {
     public static func encode(_ matrix: CSRMatrix, on stream: Stream,
                               validation: SparseValidation.Mode = .auto) throws -> (transpose: CSRMatrix, plan: CSRTranspose) {
         let device = stream.device
-        guard matrix.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "matrix") }
-        try SparseLaunch.requireValues(op: op, matrix.valueType, device: device)
-        try SparseLaunch.requireShuffle(op: op, device: device)
+        guard matrix.device === device else { throw VkAttnError.deviceMismatch(op: opName, operand: "matrix") }
+        try SparseLaunch.requireValues(op: opName, matrix.valueType, device: device)
+        try SparseLaunch.requireShuffle(op: opName, device: device)
         for (name, tensor) in [("row offsets", matrix.rowOffsets), ("column indices", matrix.columnIndices), ("values", matrix.values)] {
-            try SparseLaunch.expectUsable(op: op, name, tensor, device: device)
+            try SparseLaunch.expectUsable(op: opName, name, tensor, device: device)
         }
         let (stats, site) = try SparseDeviceValidation.validate(
-            .init(op: op, rows: matrix.rows, cols: matrix.cols, nnz: matrix.nnz, rowOffsets: matrix.rowOffsets,
+            .init(op: opName, rows: matrix.rows, cols: matrix.cols, nnz: matrix.nnz, rowOffsets: matrix.rowOffsets,
                   columnIndices: matrix.columnIndices, unit: .row),
             mode: validation)
 
@@ -73,7 +73,7 @@ public struct CSRTranspose: Sendable {
             let budgetLimit = limit * 9 / 10
             while cost(tiles) > budgetLimit && tiles < min(matrix.rows, budget / cols, 65535) { tiles = min(tiles * 2, matrix.rows, budget / cols, 65535) }
             guard cost(tiles) <= budgetLimit else {
-                throw VkAttnError.unsupported(op: op, reason: "a row of \(stats.maxLength) nonzeros, or \(matrix.nnz) nonzeros over \(matrix.cols) columns, needs more loop iterations per invocation than \(device.label) allows (\(limit))")
+                throw VkAttnError.unsupported(op: opName, reason: "a row of \(stats.maxLength) nonzeros, or \(matrix.nnz) nonzeros over \(matrix.cols) columns, needs more loop iterations per invocation than \(device.label) allows (\(limit))")
             }
         }
         let entries = tiles * matrix.cols
@@ -92,7 +92,7 @@ public struct CSRTranspose: Sendable {
         guard entries > 0 else {
             // No columns: the transpose has no rows; its one pointer is 0.
             try stream.fill(pointers.slice, word: 0)
-            return (transpose, CSRTranspose(tiles: 0, validatedOn: site, scanPath: scan.resolvedPath(on: device)))
+            return (transpose, CSRTranspose(tiles: 0, validatedOn: site, scanAlgorithm: scan.resolvedAlgorithm(on: device)))
         }
         let counts = try device.makeBuffer(of: UInt32.self, count: entries)
         let cursors = try device.makeBuffer(of: UInt32.self, count: entries + 1)
@@ -118,7 +118,7 @@ public struct CSRTranspose: Sendable {
         try stream.dispatch(scatter, bindings: [matrix.rowOffsets.slice, matrix.columnIndices.slice, matrix.values.slice,
                                                 cursors.whole, outColumns.slice, outValues.slice],
                             push: push, groups: (groups, 1, 1))
-        return (transpose, CSRTranspose(tiles: tiles, validatedOn: site, scanPath: dispatch.path))
+        return (transpose, CSRTranspose(tiles: tiles, validatedOn: site, scanAlgorithm: dispatch.algorithm))
     }
 }
 

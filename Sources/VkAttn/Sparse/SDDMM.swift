@@ -19,7 +19,7 @@ public struct SDDMMOptions: Sendable, Hashable {
 /// Nonzero-split: teams of lanes take equal chunks of nonzeros, so skewed rows cost nothing
 /// extra. The plan validates the pattern first (the error names the first bad row).
 public struct SDDMMPlan: Sendable {
-    public static let op = "SDDMM"
+    public static let opName = "sparse.sddmm"
 
     public let pattern: CSRMatrix
     public let k: Int
@@ -40,7 +40,7 @@ public struct SDDMMPlan: Sendable {
     public var path: String { "nonzero-split/\(vectorWidth == 4 ? "vec4" : "scalar")" }
 
     public init(_ pattern: CSRMatrix, k: Int, options: SDDMMOptions = SDDMMOptions()) throws {
-        let op = SDDMMPlan.op
+        let op = SDDMMPlan.opName
         let device = pattern.device
         guard k >= 1 else { throw VkAttnError.invalidValue(op: op, operand: "k", reason: "\(k) is not positive") }
         try SparseLaunch.requireValues(op: op, pattern.valueType, device: device)
@@ -90,7 +90,7 @@ public struct SDDMMPlan: Sendable {
     /// Records the sampled product into `out` (f32 [max(nnz, 1)]; only the first nnz
     /// elements are written). X: [M, k] f32, Y: [N, k] f32.
     public func encode(x: Tensor, y: Tensor, out: Tensor, alpha: Float = 1, on stream: Stream) throws {
-        let op = SDDMMPlan.op
+        let op = SDDMMPlan.opName
         let device = pattern.device
         guard stream.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "stream") }
         try x.expect(op: op, "X", shape: [pattern.rows, k], dtype: .f32, device: device)

@@ -10,7 +10,7 @@
 ///
 /// A plan owns the merge-path scratch buffers: encode it into one stream at a time.
 public struct SpMMPlan: Sendable {
-    public static let op = "SpMM"
+    public static let opName = "sparse.spmm"
 
     public private(set) var matrix: CSRMatrix
     public private(set) var n: Int
@@ -44,7 +44,7 @@ public struct SpMMPlan: Sendable {
     public var path: String { "\(kernel.rawValue)/\(vectorWidth == 4 ? "vec4" : "scalar")" }
 
     public init(_ matrix: CSRMatrix, n: Int, options: SpMMOptions = SpMMOptions()) throws {
-        let op = SpMMPlan.op
+        let op = SpMMPlan.opName
         let device = matrix.device
         guard n >= 1 else { throw VkAttnError.invalidValue(op: op, operand: "n", reason: "\(n) is not positive") }
         try SparseLaunch.requireValues(op: op, matrix.valueType, device: device)
@@ -163,7 +163,7 @@ public struct SpMMPlan: Sendable {
     /// Records C = alpha * A * B + beta * C into `stream`. B: [K, n] f32, C: [M, n] f32.
     /// Throws before recording anything on bad operands.
     public func encode(b: Tensor, c: Tensor, alpha: Float = 1, beta: Float = 0, on stream: Stream) throws {
-        let op = SpMMPlan.op
+        let op = SpMMPlan.opName
         let device = matrix.device
         guard stream.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "stream") }
         try b.expect(op: op, "B", shape: [matrix.cols, n], dtype: .f32, device: device)

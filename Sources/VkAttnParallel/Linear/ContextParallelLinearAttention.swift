@@ -85,7 +85,7 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
         return (0..<ranks).map { total / ranks + ($0 < total % ranks ? 1 : 0) }
     }
 
-    static let op = "contextParallelLinear"
+    static let opName = "contextParallel.linearAttention"
 
     /// Batch, heads and head dimensions (from q and v).
     public struct Shape: Hashable, Sendable {
@@ -98,7 +98,7 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
 
     static func shape(q: Tensor, v: Tensor) throws -> Shape {
         guard q.shape.count == 4, v.shape.count == 4 else {
-            throw VkAttnError.shapeMismatch(op: op, operand: q.shape.count == 4 ? "v" : "q", expected: "[B, L_r, H, D]",
+            throw VkAttnError.shapeMismatch(op: opName, operand: q.shape.count == 4 ? "v" : "q", expected: "[B, L_r, H, D]",
                                             actual: "\(q.shape.count == 4 ? v.shape : q.shape)")
         }
         return Shape(batch: q.shape[0], heads: q.shape[2], dk: q.shape[3], dv: v.shape[3])
@@ -106,7 +106,7 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
 
     /// Checks the configuration shared by every rank (throws before anything is posted).
     public func validate(ranks: Int, shape: Shape) throws {
-        let op = Self.op
+        let op = Self.opName
         guard ranks == lengths.count else {
             throw VkAttnError.invalidValue(op: op, operand: "ranks", reason: "the communicator has \(ranks) ranks, lengths has \(lengths.count)")
         }
@@ -127,7 +127,7 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
     /// Checks one rank's tensors.
     func checkRank(_ shape: Shape, rank: Int, size: Int, device: Device, q: Tensor, k: Tensor, v: Tensor, logGates: Tensor?,
                    extra: [(String, Tensor?, [Int])]) throws {
-        let op = Self.op
+        let op = Self.opName
         let (b, l, h) = (shape.batch, lengths[rank], shape.heads)
         try q.expect(op: op, "q", shape: [b, l, h, shape.dk], dtype: .f32, device: device)
         try k.expect(op: op, "k", shape: [b, l, h, shape.dk], dtype: .f32, device: device)
@@ -158,7 +158,7 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
         do {
             let state = [shape.batch, shape.heads, shape.dk, shape.dv]
             if initialState != nil && comm.rank != 0 {
-                throw VkAttnError.invalidValue(op: Self.op, operand: "initialState", reason: "given on rank \(comm.rank); only rank 0 takes it")
+                throw VkAttnError.invalidValue(op: Self.opName, operand: "initialState", reason: "given on rank \(comm.rank); only rank 0 takes it")
             }
             try checkRank(shape, rank: comm.rank, size: comm.size, device: comm.device, q: q, k: k, v: v, logGates: logGates,
                           extra: [("initialState", initialState, state)])
@@ -185,7 +185,7 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
         do {
             let state = [shape.batch, shape.heads, shape.dk, shape.dv]
             if dFinalState != nil && comm.rank != comm.size - 1 {
-                throw VkAttnError.invalidValue(op: Self.op, operand: "dFinalState", reason: "given on rank \(comm.rank); only the last rank takes it")
+                throw VkAttnError.invalidValue(op: Self.opName, operand: "dFinalState", reason: "given on rank \(comm.rank); only the last rank takes it")
             }
             try checkRank(shape, rank: comm.rank, size: comm.size, device: comm.device, q: q, k: k, v: v, logGates: logGates,
                           extra: [("incomingState", incomingState, state), ("dOutput", dOutput, [shape.batch, lengths[comm.rank], shape.heads, shape.dv]),
@@ -262,19 +262,19 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
 
     func precheck<C: Communicator>(_ communicators: [C], _ lists: [[Tensor]]) throws {
         guard !communicators.isEmpty, communicators.enumerated().allSatisfy({ $0.offset == $0.element.rank }) else {
-            throw VkAttnError.invalidValue(op: Self.op, operand: "communicators", reason: "must be one per rank, in rank order")
+            throw VkAttnError.invalidValue(op: Self.opName, operand: "communicators", reason: "must be one per rank, in rank order")
         }
         guard communicators.count == lengths.count else {
-            throw VkAttnError.invalidValue(op: Self.op, operand: "ranks", reason: "\(communicators.count) communicators, lengths has \(lengths.count)")
+            throw VkAttnError.invalidValue(op: Self.opName, operand: "ranks", reason: "\(communicators.count) communicators, lengths has \(lengths.count)")
         }
         for list in lists where list.count != communicators.count {
-            throw VkAttnError.invalidValue(op: Self.op, operand: "tensors", reason: "\(list.count) tensors for \(communicators.count) ranks")
+            throw VkAttnError.invalidValue(op: Self.opName, operand: "tensors", reason: "\(list.count) tensors for \(communicators.count) ranks")
         }
     }
 
     func precheckCount(_ storages: Int?, _ ranks: Int) throws {
         if let storages, storages != ranks {
-            throw VkAttnError.invalidValue(op: Self.op, operand: "into", reason: "\(storages) output sets for \(ranks) ranks")
+            throw VkAttnError.invalidValue(op: Self.opName, operand: "into", reason: "\(storages) output sets for \(ranks) ranks")
         }
     }
 }

@@ -56,7 +56,7 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
         self.algorithm = algorithm
     }
 
-    public static let op = "contextParallelRecurrence"
+    public static let opName = "contextParallel.recurrence"
 
     /// The scheme's name: lasp, lasp2 or zeco(k).
     public var scheme: String {
@@ -95,7 +95,7 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
                       incoming: Tensor?) throws -> Shard {
         let shard = try check(a: a, device)
         guard h0 == nil || rank == firstRank(size) else {
-            throw VkAttnError.invalidValue(op: Self.op, operand: "h0", reason: "only rank \(firstRank(size)) (the first steps) takes the initial state (rank \(rank) of \(size) was given one)")
+            throw VkAttnError.invalidValue(op: Self.opName, operand: "h0", reason: "only rank \(firstRank(size)) (the first steps) takes the initial state (rank \(rank) of \(size) was given one)")
         }
         for (operand, t) in [("finalState", finalState), ("incoming", incoming)] { try checkState(t, operand, shard, device) }
         _ = try RecurrencePlan(op: recurrence, device: device, a: a, inputs: [("b", b)], h0: h0, outputs: [("h", h)], state: nil, backward: nil)
@@ -108,10 +108,10 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
         let shard = try check(a: a, device)
         let lastRank = size - 1 - firstRank(size)
         guard dFinal == nil || rank == lastRank else {
-            throw VkAttnError.invalidValue(op: Self.op, operand: "dFinal", reason: "only rank \(lastRank) (the last steps) takes the final state's gradient (rank \(rank) of \(size) was given one)")
+            throw VkAttnError.invalidValue(op: Self.opName, operand: "dFinal", reason: "only rank \(lastRank) (the last steps) takes the final state's gradient (rank \(rank) of \(size) was given one)")
         }
         guard incoming != nil || rank == firstRank(size) else {
-            throw VkAttnError.invalidValue(op: Self.op, operand: "incoming", reason: "rank \(rank) needs the state entering its shard (the forward's incoming) for da at its first step")
+            throw VkAttnError.invalidValue(op: Self.opName, operand: "incoming", reason: "rank \(rank) needs the state entering its shard (the forward's incoming) for da at its first step")
         }
         try checkState(dIncoming, "dIncoming", shard, device)
         _ = try RecurrencePlan(op: recurrence, device: device, a: a, inputs: [("dh", dh), ("h", h)], h0: dFinal,
@@ -120,7 +120,7 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
     }
 
     func check(a: Tensor, _ device: Device) throws -> Shard {
-        let op = Self.op
+        let op = Self.opName
         guard a.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "a") }
         let complex = recurrence.complex
         guard a.shape.count == (complex ? 4 : 3), a.shape.allSatisfy({ $0 > 0 }), !complex || a.shape[3] == 2 else {
@@ -137,8 +137,8 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
     }
 
     func checkState(_ t: Tensor?, _ operand: String, _ shard: Shard, _ device: Device) throws {
-        try t?.expect(op: Self.op, operand, shape: shard.stateShape, dtype: .f32, device: device)
-        if let t { try t.expectBindable(op: Self.op, operand) }
+        try t?.expect(op: Self.opName, operand, shape: shard.stateShape, dtype: .f32, device: device)
+        if let t { try t.expectBindable(op: Self.opName, operand) }
     }
 
     /// The communicator in the order the state flows: the ranks in order for a forward
@@ -332,7 +332,7 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
         let after = comm.traffic
         let carry = decayPass ? " + cumulative decay (the same kernel on b = 0, h0 = 1) + carry added in place"
                               : " (first of the flow: constant map, no decay pass, no carry)"
-        let path = "\(scheme) x\(comm.size) \(direction): \(dispatch.label)\(carry), \(comm.path.rawValue)"
+        let path = "\(scheme) x\(comm.size) \(direction): \(dispatch.path)\(carry), \(comm.route.rawValue)"
         return RecurrenceShardOutput(path: path, local: dispatch, bytesSent: after.bytesSent - before.bytesSent,
                                      messagesSent: after.messagesSent - before.messagesSent, decayPass: decayPass)
     }

@@ -44,17 +44,17 @@ extension ContextParallelRecurrence {
 
     func precheck<C: Communicator>(_ communicators: [C], _ lists: [[Tensor]]) throws {
         guard !communicators.isEmpty, communicators.enumerated().allSatisfy({ $0.offset == $0.element.rank }) else {
-            throw VkAttnError.invalidValue(op: Self.op, operand: "communicators", reason: "must be one per rank, in rank order")
+            throw VkAttnError.invalidValue(op: Self.opName, operand: "communicators", reason: "must be one per rank, in rank order")
         }
         for list in lists where list.count != communicators.count {
-            throw VkAttnError.invalidValue(op: Self.op, operand: "tensors", reason: "\(list.count) tensors for \(communicators.count) ranks")
+            throw VkAttnError.invalidValue(op: Self.opName, operand: "tensors", reason: "\(list.count) tensors for \(communicators.count) ranks")
         }
     }
 
     /// The ranks hold the same channels (only the lengths differ).
     func agree(_ shards: [Shard]) throws {
         for (r, s) in shards.enumerated() where s.batch != shards[0].batch || s.channels != shards[0].channels {
-            throw VkAttnError.shapeMismatch(op: Self.op, operand: "a of rank \(r)", expected: "batch \(shards[0].batch), channels \(shards[0].channels) (as rank 0)",
+            throw VkAttnError.shapeMismatch(op: Self.opName, operand: "a of rank \(r)", expected: "batch \(shards[0].batch), channels \(shards[0].channels) (as rank 0)",
                                             actual: "batch \(s.batch), channels \(s.channels)")
         }
     }

@@ -37,7 +37,7 @@ extension ContextParallelLinearAttention {
                       inputs: [(String, Tensor?)]) throws {
         let state = [shape.batch, shape.heads, shape.dk, shape.dv]
         if s.finalState != nil && !(returnFinalState && rank == size - 1) {
-            throw VkAttnError.invalidValue(op: Self.op, operand: "finalState",
+            throw VkAttnError.invalidValue(op: Self.opName, operand: "finalState",
                                            reason: "given on rank \(rank); only the last rank with returnFinalState writes one")
         }
         try checkStorage([("output", s.output, [shape.batch, lengths[rank], shape.heads, shape.dv]), ("incomingState", s.incomingState, state),
@@ -48,10 +48,10 @@ extension ContextParallelLinearAttention {
     func checkGradients(_ s: LinearParallelGradientStorage, shape: Shape, rank: Int, device: Device, inputs: [(String, Tensor?)]) throws {
         let (b, l, h) = (shape.batch, lengths[rank], shape.heads)
         if s.dLogGates != nil && attention.gating == .none {
-            throw VkAttnError.invalidValue(op: Self.op, operand: "dLogGates", reason: "given, but the gating is .none")
+            throw VkAttnError.invalidValue(op: Self.opName, operand: "dLogGates", reason: "given, but the gating is .none")
         }
         if s.dInitialState != nil && rank != 0 {
-            throw VkAttnError.invalidValue(op: Self.op, operand: "dInitialState", reason: "given on rank \(rank); only rank 0 writes it")
+            throw VkAttnError.invalidValue(op: Self.opName, operand: "dInitialState", reason: "given on rank \(rank); only rank 0 writes it")
         }
         let gates = attention.gating == .perKey ? [b, l, h, shape.dk] : [b, l, h]
         try checkStorage([("dq", s.dq, [b, l, h, shape.dk]), ("dk", s.dk, [b, l, h, shape.dk]), ("dv", s.dv, [b, l, h, shape.dv]),
@@ -65,13 +65,13 @@ extension ContextParallelLinearAttention {
         let given = outputs.compactMap { name, t, _ in t.map { (name, $0) } }
         for (name, t, expected) in outputs {
             guard let t else { continue }
-            try t.expect(op: Self.op, name, shape: expected, dtype: .f32, device: device)
-            try t.expectBindable(op: Self.op, name)
+            try t.expect(op: Self.opName, name, shape: expected, dtype: .f32, device: device)
+            try t.expectBindable(op: Self.opName, name)
         }
         let others = inputs.compactMap { name, t in t.map { (name, $0) } }
         for (i, (name, o)) in given.enumerated() {
             for (other, t) in others + given[..<i] where Self.overlap(o, t) {
-                throw VkAttnError.invalidValue(op: Self.op, operand: name, reason: "overlaps \(other)")
+                throw VkAttnError.invalidValue(op: Self.opName, operand: name, reason: "overlaps \(other)")
             }
         }
     }

@@ -51,7 +51,7 @@ final class LinearRankRun<C: Communicator> {
 
     func path(_ plan: GLAPlan, backward: Bool) -> String {
         "\(op.scheme)\(backward ? " backward" : "") x\(comm.size): local \(plan.label) + \(backward ? "state-gradient" : "correction") kernel, "
-            + "all-scan \(op.scheme.algorithm)\(backward ? " over the reversed ranks" : ""), \(comm.path.rawValue)"
+            + "all-scan \(op.scheme.algorithm)\(backward ? " over the reversed ranks" : ""), \(comm.route.rawValue)"
     }
 
     /// Submits what the scan needs: a send's bytes are ready once the submission that posted

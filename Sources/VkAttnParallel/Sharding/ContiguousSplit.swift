@@ -11,7 +11,7 @@ public struct ContiguousSplit: Hashable, Sendable {
     /// Length of each rank's range, in rank order (a range may be empty).
     public let lengths: [Int]
 
-    static let op = "ContiguousSplit"
+    static let opName = "ContiguousSplit"
 
     /// A split into ranges of `lengths`.
     /// - Parameter lengths: each rank's length, at least one rank, none negative.
@@ -19,12 +19,12 @@ public struct ContiguousSplit: Hashable, Sendable {
     ///   length, or a total that overflows `Int`.
     public init(lengths: [Int]) throws {
         guard !lengths.isEmpty else {
-            throw VkAttnError.invalidValue(op: Self.op, operand: "lengths", reason: "there must be at least one rank")
+            throw VkAttnError.invalidValue(op: Self.opName, operand: "lengths", reason: "there must be at least one rank")
         }
         if let r = lengths.firstIndex(where: { $0 < 0 }) {
-            throw VkAttnError.invalidValue(op: Self.op, operand: "lengths", reason: "rank \(r) has length \(lengths[r]); lengths must be >= 0")
+            throw VkAttnError.invalidValue(op: Self.opName, operand: "lengths", reason: "rank \(r) has length \(lengths[r]); lengths must be >= 0")
         }
-        _ = try Checked.sum(op: Self.op, operand: "lengths", lengths)
+        _ = try Checked.sum(op: Self.opName, operand: "lengths", lengths)
         self.lengths = lengths
     }
 
@@ -36,8 +36,8 @@ public struct ContiguousSplit: Hashable, Sendable {
     /// - Throws: `VkAttnError.invalidValue` (operand `total` or `ranks`) for a negative total
     ///   or no ranks.
     public init(total: Int, ranks: Int) throws {
-        guard total >= 0 else { throw VkAttnError.invalidValue(op: Self.op, operand: "total", reason: "\(total) must be >= 0") }
-        guard ranks >= 1 else { throw VkAttnError.invalidValue(op: Self.op, operand: "ranks", reason: "\(ranks) must be >= 1") }
+        guard total >= 0 else { throw VkAttnError.invalidValue(op: Self.opName, operand: "total", reason: "\(total) must be >= 0") }
+        guard ranks >= 1 else { throw VkAttnError.invalidValue(op: Self.opName, operand: "ranks", reason: "\(ranks) must be >= 1") }
         try self.init(lengths: ContextParallelLinearAttention.evenLengths(total: total, ranks: ranks))
     }
 
@@ -52,7 +52,7 @@ public struct ContiguousSplit: Hashable, Sendable {
     /// - Throws: `VkAttnError.invalidValue` (operand `rank`) outside 0..<ranks.
     public func range(rank: Int) throws -> Range<Int> {
         guard lengths.indices.contains(rank) else {
-            throw VkAttnError.invalidValue(op: Self.op, operand: "rank", reason: "\(rank) is not in 0..<\(ranks)")
+            throw VkAttnError.invalidValue(op: Self.opName, operand: "rank", reason: "\(rank) is not in 0..<\(ranks)")
         }
         let start = lengths.prefix(rank).reduce(0, +)
         return start..<(start + lengths[rank])
@@ -72,7 +72,7 @@ public struct ContiguousSplit: Hashable, Sendable {
         let range = try range(rank: rank)
         let count = try elements(outer: outer, length: total, inner: inner)
         guard global.count == count else {
-            throw VkAttnError.shapeMismatch(op: Self.op, operand: "global", expected: "\(count) elements ([\(outer), \(total), \(inner)])",
+            throw VkAttnError.shapeMismatch(op: Self.opName, operand: "global", expected: "\(count) elements ([\(outer), \(total), \(inner)])",
                                             actual: "\(global.count) elements")
         }
         var out: [T] = []
@@ -96,12 +96,12 @@ public struct ContiguousSplit: Hashable, Sendable {
     ///   `parts[r]`) for a part that does not hold outer * lengths[r] * inner elements.
     public func unshard<T>(_ parts: [[T]], outer: Int, inner: Int) throws -> [T] {
         guard parts.count == ranks else {
-            throw VkAttnError.invalidValue(op: Self.op, operand: "parts", reason: "\(parts.count) parts for \(ranks) ranks")
+            throw VkAttnError.invalidValue(op: Self.opName, operand: "parts", reason: "\(parts.count) parts for \(ranks) ranks")
         }
         for (r, part) in parts.enumerated() {
             let count = try elements(outer: outer, length: lengths[r], inner: inner)
             guard part.count == count else {
-                throw VkAttnError.shapeMismatch(op: Self.op, operand: "parts[\(r)]", expected: "\(count) elements ([\(outer), \(lengths[r]), \(inner)])",
+                throw VkAttnError.shapeMismatch(op: Self.opName, operand: "parts[\(r)]", expected: "\(count) elements ([\(outer), \(lengths[r]), \(inner)])",
                                                 actual: "\(part.count) elements")
             }
         }
@@ -120,8 +120,8 @@ public struct ContiguousSplit: Hashable, Sendable {
     /// outer * length * inner, checked.
     func elements(outer: Int, length: Int, inner: Int) throws -> Int {
         guard outer >= 0, inner >= 0 else {
-            throw VkAttnError.invalidValue(op: Self.op, operand: outer < 0 ? "outer" : "inner", reason: "\(outer < 0 ? outer : inner) must be >= 0")
+            throw VkAttnError.invalidValue(op: Self.opName, operand: outer < 0 ? "outer" : "inner", reason: "\(outer < 0 ? outer : inner) must be >= 0")
         }
-        return try Checked.product(op: Self.op, operand: "outer x length x inner", outer, length, inner)
+        return try Checked.product(op: Self.opName, operand: "outer x length x inner", outer, length, inner)
     }
 }

@@ -38,7 +38,7 @@ public struct ShardPlan: Hashable, Sendable {
     public let sharding: SequenceSharding
 
     public init(lengths: [Int], ranks: Int, sharding: SequenceSharding) throws {
-        let op = "ShardPlan"
+        let op = "parallel.shardPlan"
         guard !lengths.isEmpty, lengths.allSatisfy({ $0 >= 0 }) else {
             throw VkAttnError.invalidValue(op: op, operand: "lengths", reason: "\(lengths.prefix(8)) must be non-negative with at least one token")
         }

@@ -71,12 +71,12 @@ public struct ContextParallelAttention: Sendable, Hashable {
         }
     }
 
-    static let op = "contextParallel"
+    static let opName = "contextParallel.attention"
 
     /// Checks the configuration for `ranks` ranks (the same on every rank): mask, options,
     /// heads against the scheme, head dim, dtype. Throws the typed error.
     public func validate(_ shape: Shape, ranks: Int) throws {
-        let op = Self.op
+        let op = Self.opName
         guard ranks == plan.ranks else {
             throw VkAttnError.invalidValue(op: op, operand: "ranks", reason: "the communicator has \(ranks) ranks, the plan \(plan.ranks)")
         }
@@ -118,26 +118,26 @@ public struct ContextParallelAttention: Sendable, Hashable {
 
     static func checkUlysses(_ shape: Shape, ulysses u: Int) throws {
         guard shape.headsQ % u == 0 else {
-            throw VkAttnError.invalidValue(op: op, operand: "heads", reason: "\(shape.headsQ) query heads are not divisible by \(u) ranks (all-to-all shards heads)")
+            throw VkAttnError.invalidValue(op: opName, operand: "heads", reason: "\(shape.headsQ) query heads are not divisible by \(u) ranks (all-to-all shards heads)")
         }
         guard shape.headsKV % u == 0 || u % shape.headsKV == 0 else {
-            throw VkAttnError.invalidValue(op: op, operand: "kvHeads", reason: "\(shape.headsKV) key/value heads neither divide nor are divisible by \(u) ranks")
+            throw VkAttnError.invalidValue(op: opName, operand: "kvHeads", reason: "\(shape.headsKV) key/value heads neither divide nor are divisible by \(u) ranks")
         }
     }
 
     /// Checks one rank's tensors (after `validate`).
     func checkRank(_ shape: Shape, rank: Int, device: Device, tensors: [(String, Tensor, [Int], DType?)]) throws {
         for (name, t, expected, dtype) in tensors {
-            try t.expect(op: Self.op, name, shape: expected, dtype: dtype, device: device)
+            try t.expect(op: Self.opName, name, shape: expected, dtype: dtype, device: device)
         }
         if shape.dtype == .f16 && !(device.enabled.shaderFloat16 && device.enabled.storageBuffer16BitAccess) {
-            throw VkAttnError.unsupported(op: Self.op, reason: "f16 needs shaderFloat16 and storageBuffer16BitAccess, which \(device.label) lacks")
+            throw VkAttnError.unsupported(op: Self.opName, reason: "f16 needs shaderFloat16 and storageBuffer16BitAccess, which \(device.label) lacks")
         }
     }
 
     static func shape(q: Tensor, k: Tensor) throws -> Shape {
         guard q.shape.count == 3, k.shape.count == 3 else {
-            throw VkAttnError.shapeMismatch(op: op, operand: q.shape.count == 3 ? "K" : "Q", expected: "[localTokens, heads, headDim]",
+            throw VkAttnError.shapeMismatch(op: opName, operand: q.shape.count == 3 ? "K" : "Q", expected: "[localTokens, heads, headDim]",
                                             actual: "\(q.shape.count == 3 ? k.shape : q.shape)")
         }
         return Shape(headsQ: q.shape[1], headsKV: k.shape[1], headDim: q.shape[2], dtype: q.dtype)
@@ -152,7 +152,7 @@ public struct ContextParallelAttention: Sendable, Hashable {
         try validate(shape, ranks: comm.size)
         let device = comm.device
         let tokens = plan.tokens(rank: comm.rank)
-        let oType = try attention.outputType(op: Self.op, input: shape.dtype)
+        let oType = try attention.outputType(op: Self.opName, input: shape.dtype)
         // A rank-specific error (its tensors) aborts the group: the other ranks may already
         // have posted. Errors of the shared configuration above happen on every rank alike.
         do {
@@ -180,14 +180,14 @@ public struct ContextParallelAttention: Sendable, Hashable {
         try validate(shape, ranks: comm.size)
         let device = comm.device
         let tokens = plan.tokens(rank: comm.rank)
-        let gType = try FlashAttention(outputDType: gradientDType).outputType(op: Self.op, input: shape.dtype)
+        let gType = try FlashAttention(outputDType: gradientDType).outputType(op: Self.opName, input: shape.dtype)
         let qShape = [tokens, shape.headsQ, shape.headDim], kShape = [tokens, shape.headsKV, shape.headDim]
         do {
             let grads = try gradients ?? AttentionGradients(dq: device.makeTensor(shape: qShape, dtype: gType),
                                                             dk: device.makeTensor(shape: kShape, dtype: gType),
                                                             dv: device.makeTensor(shape: kShape, dtype: gType))
             guard o.dtype == shape.dtype || (shape.dtype == .f16 && o.dtype == .f32) else {
-                throw VkAttnError.dtypeMismatch(op: Self.op, operand: "O", expected: shape.dtype == .f16 ? "f16 or f32" : "f32", actual: o.dtype.rawValue)
+                throw VkAttnError.dtypeMismatch(op: Self.opName, operand: "O", expected: shape.dtype == .f16 ? "f16 or f32" : "f32", actual: o.dtype.rawValue)
             }
             try checkRank(shape, rank: comm.rank, device: device, tensors: [
                 ("Q", q, qShape, nil), ("K", k, kShape, shape.dtype), ("V", v, kShape, shape.dtype), ("O", o, qShape, nil),
@@ -243,10 +243,10 @@ public struct ContextParallelAttention: Sendable, Hashable {
 
     func precheck<C: Communicator>(_ communicators: [C], _ lists: [[Tensor]]) throws {
         guard !communicators.isEmpty, communicators.enumerated().allSatisfy({ $0.offset == $0.element.rank }) else {
-            throw VkAttnError.invalidValue(op: Self.op, operand: "communicators", reason: "must be one per rank, in rank order")
+            throw VkAttnError.invalidValue(op: Self.opName, operand: "communicators", reason: "must be one per rank, in rank order")
         }
         for list in lists where list.count != communicators.count {
-            throw VkAttnError.invalidValue(op: Self.op, operand: "tensors", reason: "\(list.count) tensors for \(communicators.count) ranks")
+            throw VkAttnError.invalidValue(op: Self.opName, operand: "tensors", reason: "\(list.count) tensors for \(communicators.count) ranks")
         }
     }
 

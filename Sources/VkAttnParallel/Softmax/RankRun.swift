@@ -87,7 +87,7 @@ final class RankRun<C: Communicator> {
             try AllGatherSchedule(run: self, slices: slices).forward(q: q, k: k, v: v, out: out)
         }
         try await finish()
-        return "\(scheme) x\(comm.size) \(plan.sharding), \(calls) attention calls, \(comm.path.rawValue)"
+        return "\(scheme) x\(comm.size) \(plan.sharding), \(calls) attention calls, \(comm.route.rawValue)"
     }
 
     /// Ulysses inside groups of `u` consecutive ranks, ring between the groups (u = 1: ring;
@@ -126,7 +126,7 @@ final class RankRun<C: Communicator> {
             try AllGatherSchedule(run: self, slices: slices).backward(q: q, k: k, v: v, o: o, lse: lse, dO: dO, grads: grads)
         }
         try await finish()
-        return "\(scheme) backward x\(comm.size) \(plan.sharding), \(calls) attention calls, \(comm.path.rawValue)"
+        return "\(scheme) backward x\(comm.size) \(plan.sharding), \(calls) attention calls, \(comm.route.rawValue)"
     }
 
     func ulyssesBackward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, dO: Tensor, grads: AttentionGradients,

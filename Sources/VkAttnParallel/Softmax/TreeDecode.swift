@@ -19,7 +19,7 @@ public struct TreeDecode: Sendable, Hashable {
     /// attention.outputDType) and LSE of the whole cache.
     public func decode<C: Communicator>(q: Tensor, kCache: Tensor, vCache: Tensor, layout: AttentionLayout = .dense,
                                         into output: AttentionOutput? = nil, communicator comm: C) async throws -> ContextParallelOutput {
-        let op = "treeDecode"
+        let op = "contextParallel.treeDecode"
         let mask = attention.mask
         guard mask == .none else {
             throw VkAttnError.unsupported(op: op, reason: "decode across ranks takes no mask (every cached key is before the queries)")

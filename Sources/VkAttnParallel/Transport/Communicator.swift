@@ -1,6 +1,6 @@
 import VkAttn
 /// How bytes move from one rank's device to another's.
-public enum TransferPath: String, Sendable, Hashable, Codable, CaseIterable {
+public enum TransferRoute: String, Sendable, Hashable, Codable, CaseIterable {
     /// A host task copies straight from the source's mapped memory into the destination's
     /// (every device's memory is host-visible: lavapipe, integrated GPUs).
     case hostMapped = "host-mapped"
@@ -47,7 +47,7 @@ public protocol Communicator: Sendable {
     var size: Int { get }
     /// This rank's device.
     var device: Device { get }
-    var path: TransferPath { get }
+    var route: TransferRoute { get }
     /// Maps this device's GPU timestamps to the host clock shared by every rank.
     var clock: GPUClock { get }
     /// Where intervals of compute and copies are recorded (nil: not recorded).

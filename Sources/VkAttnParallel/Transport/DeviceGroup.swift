@@ -27,7 +27,7 @@ public final class DeviceGroup: Sendable {
     let fabric: LocalFabric
 
     public var ranks: Int { devices.count }
-    public var path: TransferPath { fabric.path }
+    public var route: TransferRoute { fabric.route }
 
     /// `VKATTN_RANKS`, when set to a positive integer.
     public static var ranksFromEnvironment: Int? {
@@ -41,8 +41,8 @@ public final class DeviceGroup: Sendable {
     /// `path` forces a transfer path; by default host-mapped when every device's memory is
     /// host-visible, else imported-host where every device imports host allocations
     /// (VK_EXT_external_memory_host), else staged.
-    public init(ranks: Int, instance: Instance, physicalDevices: [PhysicalDevice]? = nil, path: TransferPath? = nil) throws {
-        let op = "DeviceGroup"
+    public init(ranks: Int, instance: Instance, physicalDevices: [PhysicalDevice]? = nil, route: TransferRoute? = nil) throws {
+        let op = "parallel.deviceGroup"
         guard ranks >= 1 else {
             throw VkAttnError.invalidValue(op: op, operand: "ranks", reason: "\(ranks) must be at least 1")
         }
@@ -66,21 +66,21 @@ public final class DeviceGroup: Sendable {
         self.devices = devices
         self.clocks = try devices.map { try GPUClock.calibrate($0) }
         let mapped = try devices.allSatisfy { try $0.makeBuffer(byteCount: 16).isHostVisible }
-        if path == .hostMapped && !mapped {
+        if route == .hostMapped && !mapped {
             throw VkAttnError.unsupported(op: op, reason: "the host-mapped path needs host-visible device memory, which \(devices.first { !((try? $0.makeBuffer(byteCount: 16).isHostVisible) ?? false) }?.label ?? "a device") lacks")
         }
         let importing = devices.allSatisfy { $0.enabled.externalMemoryHost }
-        if path == .importedHost && !importing {
+        if route == .importedHost && !importing {
             throw VkAttnError.unsupported(op: op, reason: "the imported-host path needs VK_EXT_external_memory_host, which \(devices.first { !$0.enabled.externalMemoryHost }?.label ?? "a device") does not offer")
         }
         timeline = ParallelTimeline()
-        fabric = LocalFabric(devices: devices, clocks: clocks, path: path ?? (mapped ? .hostMapped : importing ? .importedHost : .staged),
+        fabric = LocalFabric(devices: devices, clocks: clocks, route: route ?? (mapped ? .hostMapped : importing ? .importedHost : .staged),
                              timeline: timeline)
     }
 
     /// A group on a new instance (validation per `VKATTN_VALIDATION`).
-    public convenience init(ranks: Int, path: TransferPath? = nil, log: ValidationLog = ValidationLog()) throws {
-        try self.init(ranks: ranks, instance: Instance(log: log), path: path)
+    public convenience init(ranks: Int, route: TransferRoute? = nil, log: ValidationLog = ValidationLog()) throws {
+        try self.init(ranks: ranks, instance: Instance(log: log), route: route)
     }
 
     /// One communicator per rank, over all ranks of the group.

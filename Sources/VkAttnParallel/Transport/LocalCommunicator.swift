@@ -41,7 +41,7 @@ public final class LocalRequest: CommunicationRequest {
 }
 
 /// One rank's endpoint of an in-process `DeviceGroup`: messages move between the ranks'
-/// devices through host-visible memory (see `TransferPath`), host copies run on relay tasks,
+/// devices through host-visible memory (see `TransferRoute`), host copies run on relay tasks,
 /// and timeline semaphores signaled by the host order each device's GPU work after them.
 ///
 /// In the staged and imported-host paths, the GPU copies to and from staging go to the
@@ -83,13 +83,13 @@ public final class LocalCommunicator: Communicator {
         self.members = members
         self.context = context
         let device = fabric.devices[members[rank]]
-        lane = fabric.path != .hostMapped && device.hasDedicatedTransferQueue
+        lane = fabric.route != .hostMapped && device.hasDedicatedTransferQueue
             ? try TransferLane(device: device) : nil
     }
 
     public var globalRank: Int { members[rank] }
     public var device: Device { fabric.devices[globalRank] }
-    public var path: TransferPath { fabric.path }
+    public var route: TransferRoute { fabric.route }
     public var clock: GPUClock { fabric.clocks[globalRank] }
     public var timeline: ParallelTimeline? { fabric.timeline }
     public var traffic: RankTraffic { fabric.traffic(globalRank) }
@@ -119,7 +119,7 @@ public final class LocalCommunicator: Communicator {
         }
         var staging: Buffer?
         var ready: Submission?
-        switch path {
+        switch route {
         case .hostMapped:
             ready = try stream.submit()
         case .staged:
@@ -141,7 +141,7 @@ public final class LocalCommunicator: Communicator {
             }
             return LocalFabric.SendPost(source: source, ready: submitted, after: after, request: LocalRequest(
                 kind: .send, bytes: source.byteCount, peer: members[peer], semaphore: semaphore, value: value,
-                staging: buffer, destination: nil, stagedCopy: path == .hostMapped ? nil : submitted))
+                staging: buffer, destination: nil, stagedCopy: route == .hostMapped ? nil : submitted))
         }
     }
 
@@ -151,9 +151,9 @@ public final class LocalCommunicator: Communicator {
         try checkLocal(destination, stream: stream, op: op, operand: "destination")
         let key = LocalFabric.ChannelKey(source: members[peer], destination: globalRank, context: context, tag: tag)
         let free = try stream.submit()
-        let staging = path == .staged ? try device.makeBuffer(byteCount: destination.byteCount, location: .host) : nil
+        let staging = route == .staged ? try device.makeBuffer(byteCount: destination.byteCount, location: .host) : nil
         return try fabric.postReceive(key, bytes: destination.byteCount) { semaphore, value, imported in
-            LocalFabric.ReceivePost(destination: destination, free: path == .hostMapped ? free : nil, after: after, request: LocalRequest(
+            LocalFabric.ReceivePost(destination: destination, free: route == .hostMapped ? free : nil, after: after, request: LocalRequest(
                 kind: .receive, bytes: destination.byteCount, peer: members[peer], semaphore: semaphore, value: value,
                 staging: imported?.receiver ?? staging, destination: destination, stagedCopy: nil))
         }
@@ -163,7 +163,7 @@ public final class LocalCommunicator: Communicator {
         guard stream.device === device, request.semaphore.device === device else {
             throw VkAttnError.deviceMismatch(op: "communicator.complete", operand: "stream")
         }
-        switch (request.kind, path) {
+        switch (request.kind, route) {
         case (.receive, .hostMapped), (.send, .hostMapped):
             try stream.wait(for: request.semaphore, value: request.value)
         case (.send, .staged), (.send, .importedHost):
@@ -226,7 +226,7 @@ public final class LocalCommunicator: Communicator {
     private func checkLocal(_ slice: BufferSlice, stream: Stream, op: String, operand: String) throws {
         guard slice.buffer.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: operand) }
         guard stream.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "stream") }
-        if path == .hostMapped && !slice.buffer.isHostVisible {
+        if route == .hostMapped && !slice.buffer.isHostVisible {
             throw VkAttnError.unsupported(op: op, reason: "the host-mapped path needs host-visible buffers; \(operand) is not (use the staged path)")
         }
     }

@@ -9,7 +9,7 @@ import Synchronization
 final class LocalFabric: Sendable {
     let devices: [Device]
     let clocks: [GPUClock]
-    let path: TransferPath
+    let route: TransferRoute
     let timeline: ParallelTimeline?
 
     /// Messages from `source` to `destination` (global ranks) in one communicator context
@@ -85,10 +85,10 @@ final class LocalFabric: Sendable {
 
     private let state: Mutex<State>
 
-    init(devices: [Device], clocks: [GPUClock], path: TransferPath, timeline: ParallelTimeline?) {
+    init(devices: [Device], clocks: [GPUClock], route: TransferRoute, timeline: ParallelTimeline?) {
         self.devices = devices
         self.clocks = clocks
-        self.path = path
+        self.route = route
         self.timeline = timeline
         self.state = Mutex(State(traffic: [RankTraffic](repeating: RankTraffic(), count: devices.count)))
     }
@@ -117,7 +117,7 @@ final class LocalFabric: Sendable {
             var channel = try s.channels[key] ?? makeChannel(key)
             let number = channel[keyPath: posted] + 1
             let before = channel.imported[number]
-            let staging = path == .importedHost ? try importedStaging(&channel, key, number, bytes: bytes, bySend: bySend) : nil
+            let staging = route == .importedHost ? try importedStaging(&channel, key, number, bytes: bytes, bySend: bySend) : nil
             let post: P
             do {
                 post = try make(channel[keyPath: semaphore], number, staging)
@@ -194,7 +194,7 @@ final class LocalFabric: Sendable {
             for r in m.receive.after { try await r.event.wait() }
             try stop()
             let start = HostClock.nanoseconds()
-            switch path {
+            switch route {
             case .hostMapped:
                 try Buffer.hostCopy(from: m.send.source, to: m.receive.destination)
             case .staged:
@@ -231,8 +231,8 @@ final class LocalFabric: Sendable {
             s.traffic[m.key.destination].bytesReceived += bytes
             s.traffic[m.key.destination].messagesReceived += 1
         }
-        guard let timeline, path != .importedHost else { return }
-        let what = path == .staged ? "host copy (staged)" : "host copy"
+        guard let timeline, route != .importedHost else { return }
+        let what = route == .staged ? "host copy (staged)" : "host copy"
         timeline.record(.init(rank: m.key.source, kind: .copy, label: "send \(m.key.tag) -> \(m.key.destination), \(what)",
                               startNs: Double(start), endNs: Double(end), bytes: bytes))
         timeline.record(.init(rank: m.key.destination, kind: .copy, label: "recv \(m.key.tag) <- \(m.key.source), \(what)",

@@ -2,7 +2,7 @@ import VulkanCompute
 
 /// How a prefix scan crosses tile boundaries. Both paths are correct on every device and
 /// neither can hang; they differ in passes over memory.
-public enum ScanPath: String, Sendable, Hashable, CaseIterable, Codable, CustomStringConvertible {
+public enum ScanAlgorithm: String, Sendable, Hashable, CaseIterable, Codable, CustomStringConvertible {
     /// One pass (reads n, writes n): each tile takes a ticket from an atomic counter,
     /// publishes its total, and looks back over its predecessors' published totals
     /// (decoupled look-back). A predecessor that stays unpublished for a bounded number of
@@ -19,7 +19,7 @@ public enum ScanPath: String, Sendable, Hashable, CaseIterable, Codable, CustomS
     /// The path the library uses on `device` when the caller does not force one: the single
     /// pass everywhere (it moves the fewest bytes, and its fallback makes it safe on
     /// lavapipe; measured faster there too, see docs/PERFORMANCE.md).
-    public static func preferred(for device: Device) -> ScanPath {
+    public static func preferred(for device: Device) -> ScanAlgorithm {
         .singlePass
     }
 }
