@@ -83,7 +83,7 @@ struct Zeco: ParsableCommand {
 struct LinearParallelBenchmark {
     let options: LinearParallelOptions
     let measure: MeasureOptions
-    let scheme: LinearParallelScheme
+    let scheme: ContextParallelScheme
     let op: String
 
     static let discussion = """
@@ -113,7 +113,7 @@ struct LinearParallelBenchmark {
         let lengths = ContextParallelLinearAttention.evenLengths(total: l, ranks: n)
         let cp = ContextParallelLinearAttention(lengths: lengths, scheme: scheme, attention: gla)
         let shape = ContextParallelLinearAttention.Shape(batch: b, heads: h, dk: dk, dv: dv)
-        try cp.validate(ranks: n, shape: shape)
+        try cp.validate(shape, ranks: n)
         let expected = cp.expectedTraffic(shape: shape)
         let gateTail = gla.gating == .perKey ? [h, dk] : [h]
         var rng = SeededRandom.fresh()
@@ -145,7 +145,7 @@ struct LinearParallelBenchmark {
             built.append(Shard(q: q, k: k, v: v, g: g, dO: dO))
         }
         let shards = built
-        let outputs = LinearBenchBox<[LinearParallelOutput]>([])
+        let outputs = LinearBenchBox<[ContextParallelOutput]>([])
         let forwardRuns = try timedGroupRuns(group, measure: measure) {
             let out = try await ContextParallelAttention.onEveryRank(comms) { comm in
                 let s = shards[comm.rank]
@@ -164,7 +164,7 @@ struct LinearParallelBenchmark {
                             check: forwardCheck, expected: expected)]
         var lastRuns = forwardRuns
         if let singleBackward = s.backward, let single = s.grads {
-            let grads = LinearBenchBox<[LinearParallelGradients]>([])
+            let grads = LinearBenchBox<[ContextParallelGradients]>([])
             let backwardRuns = try timedGroupRuns(group, measure: measure) {
                 let out = try await ContextParallelAttention.onEveryRank(comms) { comm in
                     let s = shards[comm.rank]

@@ -13,7 +13,7 @@ import VkAttnMPI
 struct MPILinearBenchmark {
     let options: LinearParallelOptions
     let measure: MeasureOptions
-    let scheme: LinearParallelScheme
+    let scheme: ContextParallelScheme
     let op: String
 
     func run() throws {
@@ -29,7 +29,7 @@ struct MPILinearBenchmark {
         let lengths = ContextParallelLinearAttention.evenLengths(total: l, ranks: n)
         let cp = ContextParallelLinearAttention(lengths: lengths, scheme: scheme, attention: gla)
         let shape = ContextParallelLinearAttention.Shape(batch: b, heads: h, dk: dk, dv: dv)
-        try cp.validate(ranks: n, shape: shape)
+        try cp.validate(shape, ranks: n)
         let expected = MPICommunicator.expectedTraffic(of: cp, shape: shape)
         let gateTail = gla.gating == .perKey ? [h, dk] : [h], gateWidth = gateTail.reduce(1, *)
         var rng = try await MPIBackend.sharedRandom(comm)
@@ -63,7 +63,7 @@ struct MPILinearBenchmark {
         let g = try gv.map { try device.makeTensor(try shard($0, width: gateWidth), shape: [b, lr] + gateTail) }
         let dO = try device.makeTensor(try shard(dOv, width: h * dv), shape: [b, lr, h, dv])
 
-        var forwardOut: LinearParallelOutput?
+        var forwardOut: ContextParallelOutput?
         let forwardRuns = try await MPIBackend.timed(comm, measure: measure, sameHost: sameHost) {
             let out = try await cp.forward(q: q, k: k, v: v, logGates: g, communicator: comm)
             forwardOut = out
@@ -84,7 +84,7 @@ struct MPILinearBenchmark {
         }
         var last = forwardRuns
         if options.backward {
-            var gradients: LinearParallelGradients?
+            var gradients: ContextParallelGradients?
             let backwardRuns = try await MPIBackend.timed(comm, measure: measure, sameHost: sameHost) {
                 let grads = try await cp.backward(q: q, k: k, v: v, logGates: g, incomingState: forwardOut.incomingState, dOutput: dO,
                                                   communicator: comm)

@@ -110,7 +110,7 @@ struct LinearCase {
 /// ParallelLinearTests: 8u per unit of depth times the sum of absolute terms against the
 /// reference, twice that against the one-device op.
 enum LinearChecks {
-    static let schemes: [LinearParallelScheme] = [.lasp, .lasp2, .zeco(segments: 4)]
+    static let schemes: [ContextParallelScheme] = [.lasp, .lasp2, .zeco(segments: 4)]
 
     /// Uneven splits of `total` over `n` ranks: near-even, or skewed (a single-token shard, one
     /// of exactly one chunk, the rest last).
@@ -206,7 +206,13 @@ enum LinearChecks {
                 report.expect("\(what) bytes sent", sent == want, "forward \(sent.forward), backward \(sent.backward), expected \(want)")
             }
             report.expect("\(what) incoming state vs fp64 (error / bound)",
-                          error: boundRatio(try out.incomingState.readFloats(), incoming.0, scale: incoming.1, tol: c.tol), bound: 1)
+                          error: boundRatio(try required(out.incomingState, "incomingState").readFloats(), incoming.0, scale: incoming.1, tol: c.tol), bound: 1)
         }
     }
+}
+
+/// A tensor every linear forward returns (the incoming state), or a failure naming it.
+func required(_ tensor: Tensor?, _ what: String) throws -> Tensor {
+    guard let tensor else { throw VkAttnError.invalidValue(op: ContextParallelLinearAttention.opName, operand: what, reason: "the forward returned none") }
+    return tensor
 }

@@ -131,7 +131,7 @@ enum RecurrenceChecks {
         let dFinalT = r == c.last(n) ? try device.makeTensor(c.dFinal, shape: state) : nil
         let rows = c.batch * c.channels
         for algorithm in schemes {
-            let op = ContextParallelRecurrence(recurrence: c.recurrence, algorithm: algorithm)
+            let op = ContextParallelRecurrence(recurrence: c.recurrence, scheme: .linear(algorithm))
             let hT = try Guarded(device, shape: local), finalT = try Guarded(device, shape: state), incoming = try Guarded(device, shape: state)
             let forward = try await op.forward(a: aT, b: bT, h0: h0T, h: hT.tensor, finalState: finalT.tensor, incoming: incoming.tensor,
                                                communicator: comm)

@@ -174,7 +174,7 @@ struct ParallelRecurrenceTests {
                                           withBoundaries: true, device: group.devices[0])
             let recurrence = LinearRecurrence(layout: .bld, reverse: reverse)
             let single = try c.single(group.devices[0], op: recurrence)
-            let op = ContextParallelRecurrence(recurrence: recurrence, algorithm: algorithm)
+            let op = ContextParallelRecurrence(recurrence: recurrence, scheme: .linear(algorithm))
             for bounds in Self.splits(c.length) {
                 let n = bounds.count - 1
                 group.resetTraffic()
@@ -223,7 +223,7 @@ struct ParallelRecurrenceTests {
                                           device: group.devices[0])
             let recurrence = LinearRecurrence(layout: .bdl, algorithm: .chunked, chunkLength: 16)
             let single = try c.single(group.devices[0], op: LinearRecurrence(layout: .bdl))
-            let op = ContextParallelRecurrence(recurrence: recurrence, algorithm: algorithm)
+            let op = ContextParallelRecurrence(recurrence: recurrence, scheme: .linear(algorithm))
             for bounds in [[0, 150, 301], [0, 1, 300, 301], [0, 97, 98, 301]] {
                 let (got, _, _) = try await c.parallel(try group.communicators(first: bounds.count - 1), bounds: bounds, op: op)
                 c.check(got, single: single, "\(op.scheme) BDL \(transfer.rawValue) bounds \(bounds)")
@@ -241,7 +241,7 @@ struct ParallelRecurrenceTests {
             let recurrence = LinearRecurrence(layout: layout, complex: true, reverse: reverse)
             let single = try c.single(group.devices[0], op: recurrence)
             for (k, bounds) in [[0, 67], [0, 1, 67], [0, 20, 21, 67], [0, 16, 33, 50, 67]].enumerated() {
-                let op = ContextParallelRecurrence(recurrence: recurrence, algorithm: Self.schemes[k % Self.schemes.count])
+                let op = ContextParallelRecurrence(recurrence: recurrence, scheme: .linear(Self.schemes[k % Self.schemes.count]))
                 let n = bounds.count - 1
                 let (got, _, outputs) = try await c.parallel(try group.communicators(first: n), bounds: bounds, op: op)
                 c.check(got, single: single, "complex \(op.scheme) \(layout) reverse \(reverse) bounds \(bounds)")
@@ -289,7 +289,7 @@ struct ParallelRecurrenceTests {
     @Test(arguments: schemes)
     func ranksWithDifferentChannelCountsFailInsteadOfHanging(algorithm: AllScanAlgorithm) async throws {
         try await withGroup(ranks: 2) { group in
-            let op = ContextParallelRecurrence(algorithm: algorithm)
+            let op = ContextParallelRecurrence(scheme: .linear(algorithm))
             do {
                 _ = try await ContextParallelAttention.onEveryRank(try group.communicators()) { comm in
                     let dev = comm.device, shape = [1, 4, comm.rank == 0 ? 4 : 3]
@@ -312,7 +312,7 @@ struct ParallelRecurrenceTests {
                                           device: group.devices[0])
             let bounds = [0, 13, 14, 40]
             let comms = try group.communicators()
-            let op = ContextParallelRecurrence(recurrence: LinearRecurrence(layout: .bld, reverse: true), algorithm: .allGather)
+            let op = ContextParallelRecurrence(recurrence: LinearRecurrence(layout: .bld, reverse: true), scheme: .linear(.allGather))
             let (want, _, _) = try await c.parallel(comms, bounds: bounds, op: op)
             func tensors(_ x: [Float]?) throws -> [Tensor] {
                 try comms.map { comm in
@@ -380,7 +380,7 @@ struct ParallelRecurrenceTests {
                     .forward(a: x[0], b: x[1], h0: try d0.makeTensor(shape: [1, 3], dtype: .f32), h: x[2], communicator: comms[0])
             }
             await expectError("segments > rows") {
-                _ = try await ContextParallelRecurrence(algorithm: .chain(segments: 4)).forward(a: a, b: b, h: h, communicator: comms[1])
+                _ = try await ContextParallelRecurrence(scheme: .zeco(segments: 4)).forward(a: a, b: b, h: h, communicator: comms[1])
             }
             await expectError("b of another shape") {
                 _ = try await plain.forward(a: a, b: try dev.makeTensor(shape: [1, 4, 3], dtype: .f32), h: h, communicator: comms[1])

@@ -29,7 +29,7 @@ struct ParallelTrafficTests {
         let outs = try await op.forward(q: q, k: k, v: v, communicators: comms)
         let forward = group.traffic.map(\.bytesSent)
         group.resetTraffic()
-        _ = try await op.backward(q: q, k: k, v: v, o: outs.map(\.output.o), lse: outs.map(\.output.lse), dO: dO, communicators: comms)
+        _ = try await op.backward(q: q, k: k, v: v, o: outs.map(\.output), lse: outs.compactMap(\.lse), dO: dO, communicators: comms)
         return (op, forward, group.traffic.map(\.bytesSent))
     }
 
@@ -123,7 +123,7 @@ struct ParallelTrafficTests {
         let shape = ContextParallelLinearAttention.Shape(batch: 2, heads: 3, dk: 4, dv: 5)
         let value = 2 * 3 * 4 * 6 * 4
         #expect(ContextParallelLinearAttention.valueBytes(shape) == value)
-        for scheme in [LinearParallelScheme.lasp, .lasp2, .zeco(segments: 3)] {
+        for scheme in [ContextParallelScheme.lasp, .lasp2, .zeco(segments: 3)] {
             for n in 1...4 {
                 let op = ContextParallelLinearAttention(lengths: [Int](repeating: 5, count: n), scheme: scheme,
                                                         attention: GatedLinearAttention(gating: .perHead))

@@ -57,7 +57,7 @@ struct ShardingTests {
                 try body()
                 Issue.record("expected an error containing \(needle)")
             } catch {
-                #expect("\(error)".contains("ContiguousSplit") && "\(error)".contains(needle), "\(error)")
+                #expect("\(error)".contains("parallel.contiguousSplit") && "\(error)".contains(needle), "\(error)")
             }
         }
         expectError("lengths") { _ = try ContiguousSplit(lengths: []) }

@@ -1,55 +1,4 @@
 import VkAttn
-/// How the ranks of a linear-attention group pass states: one switch per call. Every scheme is
-/// the same exclusive all-scan over affine maps S -> a S + B (`AffineScan`), moved differently.
-public enum LinearParallelScheme: Hashable, Sendable, CustomStringConvertible {
-    /// LASP (Sun et al.): the serial chain; rank r waits for the prefix of ranks 0..<r.
-    case lasp
-    /// LASP-2 (Sun et al. 2025): one all-gather of every rank's (a, B), a local prefix combine.
-    case lasp2
-    /// ZeCO (Chou et al. 2025): the chain pipelined in `segments` row segments, so the next
-    /// rank combines the first rows while later ones are in flight.
-    case zeco(segments: Int)
-
-    public var algorithm: AllScanAlgorithm {
-        switch self {
-        case .lasp: return .chain(segments: 1)
-        case .lasp2: return .allGather
-        case let .zeco(segments): return .chain(segments: segments)
-        }
-    }
-
-    public var description: String {
-        switch self {
-        case .lasp: return "lasp"
-        case .lasp2: return "lasp2"
-        case let .zeco(segments): return "zeco(\(segments) segments)"
-        }
-    }
-}
-
-/// One rank's forward result (the tensors given in `into:`, where given).
-public struct LinearParallelOutput: Sendable {
-    /// o [B, L_r, H, Dv] fp32 of the rank's tokens.
-    public let output: Tensor
-    /// S_in [B, H, Dk, Dv]: the state entering the rank's shard (the global initial state, or
-    /// zeros, on rank 0). The backward takes it back.
-    public let incomingState: Tensor
-    /// The state after the whole sequence: on the last rank when asked for, else nil.
-    public let finalState: Tensor?
-    /// The schedule taken, e.g. `lasp2 x3 per-key: local chunked/per-key/chunk32 + correction kernel`.
-    public let path: String
-}
-
-/// One rank's gradients (the tensors given in `into:`, where given).
-public struct LinearParallelGradients: Sendable {
-    public let dq: Tensor, dk: Tensor, dv: Tensor
-    /// d(log-gates) in the gates' shape; nil for `.none`.
-    public let dLogGates: Tensor?
-    /// The gradient of the global initial state: on rank 0, else nil.
-    public let dInitialState: Tensor?
-    public let path: String
-}
-
 /// Chunked gated linear attention (`GatedLinearAttention`) over a sequence sharded
 /// contiguously across the ranks of a device group: rank r holds tokens
 /// [sum of lengths before r, + lengths[r]) of every batch entry, as q, k [B, L_r, H, Dk],
@@ -70,10 +19,12 @@ public struct LinearParallelGradients: Sendable {
 public struct ContextParallelLinearAttention: Sendable, Hashable {
     /// Tokens per rank (each >= 1).
     public var lengths: [Int]
-    public var scheme: LinearParallelScheme
+    /// `.lasp`, `.lasp2` or `.zeco(segments:)`: how the states move (every one the same
+    /// exclusive all-scan over affine maps S -> a S + B, `AffineScan`).
+    public var scheme: ContextParallelScheme
     public var attention: GatedLinearAttention
 
-    public init(lengths: [Int], scheme: LinearParallelScheme = .lasp2, attention: GatedLinearAttention) {
+    public init(lengths: [Int], scheme: ContextParallelScheme = .lasp2, attention: GatedLinearAttention) {
         self.lengths = lengths
         self.scheme = scheme
         self.attention = attention
@@ -85,16 +36,10 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
         return (0..<ranks).map { total / ranks + ($0 < total % ranks ? 1 : 0) }
     }
 
-    static let opName = "contextParallel.linearAttention"
+    public static let opName = "contextParallel.linearAttention"
 
-    /// Batch, heads and head dimensions (from q and v).
-    public struct Shape: Hashable, Sendable {
-        public var batch: Int, heads: Int, dk: Int, dv: Int
-
-        public init(batch: Int, heads: Int, dk: Int, dv: Int) {
-            (self.batch, self.heads, self.dk, self.dv) = (batch, heads, dk, dv)
-        }
-    }
+    /// The shape every rank checks (`ContextParallelShape`'s linear form).
+    public typealias Shape = ContextParallelShape
 
     static func shape(q: Tensor, v: Tensor) throws -> Shape {
         guard q.shape.count == 4, v.shape.count == 4 else {
@@ -105,8 +50,9 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
     }
 
     /// Checks the configuration shared by every rank (throws before anything is posted).
-    public func validate(ranks: Int, shape: Shape) throws {
+    public func validate(_ shape: Shape, ranks: Int) throws {
         let op = Self.opName
+        try scheme.expect(linear: true, op: op)
         guard ranks == lengths.count else {
             throw VkAttnError.invalidValue(op: op, operand: "ranks", reason: "the communicator has \(ranks) ranks, lengths has \(lengths.count)")
         }
@@ -152,9 +98,9 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
     /// checked with the inputs before anything is posted.
     public func forward<C: Communicator>(q: Tensor, k: Tensor, v: Tensor, logGates: Tensor? = nil, initialState: Tensor? = nil,
                                          returnFinalState: Bool = false, into outputs: LinearParallelOutputStorage? = nil,
-                                         communicator comm: C) async throws -> LinearParallelOutput {
+                                         communicator comm: C) async throws -> ContextParallelOutput {
         let shape = try Self.shape(q: q, v: v)
-        try validate(ranks: comm.size, shape: shape)
+        try validate(shape, ranks: comm.size)
         do {
             let state = [shape.batch, shape.heads, shape.dk, shape.dv]
             if initialState != nil && comm.rank != 0 {
@@ -177,12 +123,16 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
     /// One rank's backward: `incomingState` is the forward's; `dFinalState` only on the last
     /// rank (nil: zeros). Rank 0 also returns the initial state's gradient. `gradients`:
     /// caller-provided tensors to write (nil fields: allocated), checked before anything is posted.
-    public func backward<C: Communicator>(q: Tensor, k: Tensor, v: Tensor, logGates: Tensor? = nil, incomingState: Tensor,
+    public func backward<C: Communicator>(q: Tensor, k: Tensor, v: Tensor, logGates: Tensor? = nil, incomingState: Tensor?,
                                           dOutput: Tensor, dFinalState: Tensor? = nil, into gradients: LinearParallelGradientStorage? = nil,
-                                          communicator comm: C) async throws -> LinearParallelGradients {
+                                          communicator comm: C) async throws -> ContextParallelGradients {
         let shape = try Self.shape(q: q, v: v)
-        try validate(ranks: comm.size, shape: shape)
+        try validate(shape, ranks: comm.size)
         do {
+            // Optional so that a forward's `ContextParallelOutput.incomingState` passes as it is.
+            guard let incomingState else {
+                throw VkAttnError.invalidValue(op: Self.opName, operand: "incomingState", reason: "required: the forward's incoming state of this rank")
+            }
             let state = [shape.batch, shape.heads, shape.dk, shape.dv]
             if dFinalState != nil && comm.rank != comm.size - 1 {
                 throw VkAttnError.invalidValue(op: Self.opName, operand: "dFinalState", reason: "given on rank \(comm.rank); only the last rank takes it")
@@ -209,12 +159,12 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
     /// every rank's tensors (and `outputs`, one per rank) before any rank starts.
     public func forward<C: Communicator>(q: [Tensor], k: [Tensor], v: [Tensor], logGates: [Tensor]? = nil, initialState: Tensor? = nil,
                                          returnFinalState: Bool = false, into outputs: [LinearParallelOutputStorage]? = nil,
-                                         communicators: [C]) async throws -> [LinearParallelOutput] {
+                                         communicators: [C]) async throws -> [ContextParallelOutput] {
         try precheck(communicators, [q, k, v] + (logGates.map { [$0] } ?? []))
         try precheckCount(outputs?.count, communicators.count)
         for r in communicators.indices {
             let shape = try Self.shape(q: q[r], v: v[r])
-            try validate(ranks: communicators.count, shape: shape)
+            try validate(shape, ranks: communicators.count)
             let s0 = r == 0 ? initialState : nil
             try checkRank(shape, rank: r, size: communicators.count, device: communicators[r].device, q: q[r], k: k[r], v: v[r],
                           logGates: logGates?[r], extra: [("initialState", s0, [shape.batch, shape.heads, shape.dk, shape.dv])])
@@ -234,13 +184,13 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
     /// Every rank's backward, concurrently; arrays indexed by rank (`gradients`: one per rank).
     public func backward<C: Communicator>(q: [Tensor], k: [Tensor], v: [Tensor], logGates: [Tensor]? = nil, incomingStates: [Tensor],
                                           dOutput: [Tensor], dFinalState: Tensor? = nil, into gradients: [LinearParallelGradientStorage]? = nil,
-                                          communicators: [C]) async throws -> [LinearParallelGradients] {
+                                          communicators: [C]) async throws -> [ContextParallelGradients] {
         try precheck(communicators, [q, k, v, incomingStates, dOutput] + (logGates.map { [$0] } ?? []))
         try precheckCount(gradients?.count, communicators.count)
         let last = communicators.count - 1
         for r in communicators.indices {
             let shape = try Self.shape(q: q[r], v: v[r])
-            try validate(ranks: communicators.count, shape: shape)
+            try validate(shape, ranks: communicators.count)
             let state = [shape.batch, shape.heads, shape.dk, shape.dv]
             try checkRank(shape, rank: r, size: communicators.count, device: communicators[r].device, q: q[r], k: k[r], v: v[r],
                           logGates: logGates?[r], extra: [("incomingState", incomingStates[r], state),

@@ -48,24 +48,21 @@ public struct RecurrenceShardOutput: Sendable {
 public struct ContextParallelRecurrence: Sendable, Hashable {
     /// Layout, real or complex, direction, path, chunk length and loads of the local passes.
     public var recurrence: LinearRecurrence
-    /// `.chain(segments: 1)`: LASP; `.allGather`: LASP-2; `.chain(segments: k)`: ZeCO.
-    public var algorithm: AllScanAlgorithm
+    /// `.lasp`, `.lasp2` or `.zeco(segments:)`: how the shards' state maps move.
+    public var scheme: ContextParallelScheme
 
-    public init(recurrence: LinearRecurrence = LinearRecurrence(layout: .bld), algorithm: AllScanAlgorithm = .chain(segments: 1)) {
+    /// - Parameters:
+    ///   - recurrence: the local recurrence (layout, real or complex, direction, algorithm).
+    ///   - scheme: a linear scheme; a softmax one is refused by every call.
+    public init(recurrence: LinearRecurrence = LinearRecurrence(layout: .bld), scheme: ContextParallelScheme = .lasp) {
         self.recurrence = recurrence
-        self.algorithm = algorithm
+        self.scheme = scheme
     }
 
     public static let opName = "contextParallel.recurrence"
 
-    /// The scheme's name: lasp, lasp2 or zeco(k).
-    public var scheme: String {
-        switch algorithm {
-        case .chain(segments: 1): return "lasp"
-        case let .chain(segments: k): return "zeco(\(k))"
-        case .allGather: return "lasp2"
-        }
-    }
+    /// The scheme's all-scan. Only read after `check` has refused softmax schemes.
+    var algorithm: AllScanAlgorithm { scheme.allScanAlgorithm ?? .chain(segments: 1) }
 
     /// Bytes one rank sends per call with `channels` = B * D rows of 8 bytes (complex: 16):
     /// the chain passes one prefix on (none from the rank the state reaches last: the last rank for a
@@ -122,6 +119,7 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
     func check(a: Tensor, _ device: Device) throws -> Shard {
         let op = Self.opName
         guard a.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "a") }
+        try scheme.expect(linear: true, op: op)
         let complex = recurrence.complex
         guard a.shape.count == (complex ? 4 : 3), a.shape.allSatisfy({ $0 > 0 }), !complex || a.shape[3] == 2 else {
             let dims = recurrence.layout == .bld ? "[B, L, D" : "[B, D, L"

@@ -11,6 +11,8 @@ import VulkanCompute
 /// Lives in the rank's task (Stream is not Sendable).
 final class LinearRankRun<C: Communicator> {
     let comm: C
+    /// The all-scan of the scheme (LASP: a chain, LASP-2: an all-gather, ZeCO: a segmented chain).
+    let algorithm: AllScanAlgorithm
     let op: ContextParallelLinearAttention
     let shape: ContextParallelLinearAttention.Shape
     let stream: Stream
@@ -25,6 +27,10 @@ final class LinearRankRun<C: Communicator> {
     static var backwardTag: Int { 1 << 21 }
 
     init(comm: C, op: ContextParallelLinearAttention, shape: ContextParallelLinearAttention.Shape) throws {
+        guard let algorithm = op.scheme.allScanAlgorithm else {
+            throw VkAttnError.unsupported(op: ContextParallelLinearAttention.opName, reason: "\(op.scheme) is not a linear-attention scheme")
+        }
+        self.algorithm = algorithm
         self.comm = comm
         self.op = op
         self.shape = shape
@@ -51,7 +57,7 @@ final class LinearRankRun<C: Communicator> {
 
     func path(_ plan: GLAPlan, backward: Bool) -> String {
         "\(op.scheme)\(backward ? " backward" : "") x\(comm.size): local \(plan.label) + \(backward ? "state-gradient" : "correction") kernel, "
-            + "all-scan \(op.scheme.algorithm)\(backward ? " over the reversed ranks" : ""), \(comm.route.rawValue)"
+            + "all-scan \(algorithm)\(backward ? " over the reversed ranks" : ""), \(comm.route.rawValue)"
     }
 
     /// Submits what the scan needs: a send's bytes are ready once the submission that posted
@@ -81,7 +87,7 @@ final class LinearRankRun<C: Communicator> {
 
     /// `into`'s tensors were checked by the caller; nil ones are allocated here.
     func forward(q: Tensor, k: Tensor, v: Tensor, logGates: Tensor?, initialState: Tensor?, returnFinalState: Bool,
-                 into storage: LinearParallelOutputStorage) async throws -> LinearParallelOutput {
+                 into storage: LinearParallelOutputStorage) async throws -> ContextParallelOutput {
         let o = try storage.output ?? device.makeTensor(shape: [shape.batch, op.lengths[rank], shape.heads, shape.dv], dtype: .f32)
         let localFinal = try device.makeTensor(shape: stateShape, dtype: .f32)
         let incoming = try storage.incomingState ?? device.makeTensor(shape: stateShape, dtype: .f32)
@@ -104,7 +110,7 @@ final class LinearRankRun<C: Communicator> {
         try plan.encodeForwardOutput(compute, states: states, gcum: gcum, output: o)
         try computeTracer.end(on: compute)
         try releaseScanInputs()
-        let requests = try comm.allScan(value.whole, into: result.whole, combine: combine, algorithm: op.scheme.algorithm,
+        let requests = try comm.allScan(value.whole, into: result.whole, combine: combine, algorithm: algorithm,
                                         scratch: scratch.whole, tag: Self.forwardTag, on: stream)
         try releaseCompute()
 
@@ -130,11 +136,11 @@ final class LinearRankRun<C: Communicator> {
         }
         try tracer.end(on: stream)
         try await finish(requests)
-        return LinearParallelOutput(output: o, incomingState: incoming, finalState: final, path: path(plan, backward: false))
+        return ContextParallelOutput(output: o, incomingState: incoming, finalState: final, path: path(plan, backward: false))
     }
 
     func backward(q: Tensor, k: Tensor, v: Tensor, logGates: Tensor?, incomingState: Tensor, dOutput: Tensor,
-                  dFinalState: Tensor?, into storage: LinearParallelGradientStorage) async throws -> LinearParallelGradients {
+                  dFinalState: Tensor?, into storage: LinearParallelGradientStorage) async throws -> ContextParallelGradients {
         let l = op.lengths[rank]
         let dq = try storage.dq ?? device.makeTensor(shape: q.shape, dtype: .f32)
         let dk = try storage.dk ?? device.makeTensor(shape: k.shape, dtype: .f32)
@@ -173,7 +179,7 @@ final class LinearRankRun<C: Communicator> {
         // Suffix scan: the same combine over the ranks in reverse order.
         try releaseScanInputs()
         let reversed = try comm.subgroup(Array((0..<comm.size).reversed()))
-        let requests = try reversed.allScan(value.whole, into: result.whole, combine: combine, algorithm: op.scheme.algorithm,
+        let requests = try reversed.allScan(value.whole, into: result.whole, combine: combine, algorithm: algorithm,
                                             scratch: scratch.whole, tag: Self.backwardTag, on: stream)
         try releaseCompute()
         if !isLast, let dOut {
@@ -185,6 +191,6 @@ final class LinearRankRun<C: Communicator> {
                                          dInitialState: dInitial)
         try tracer.end(on: stream)
         try await finish(requests)
-        return LinearParallelGradients(dq: dq, dk: dk, dv: dv, dLogGates: dg, dInitialState: dInitial, path: path(plan, backward: true))
+        return ContextParallelGradients(dq: dq, dk: dk, dv: dv, dLogGates: dg, dInitialState: dInitial, path: path(plan, backward: true))
     }
 }

@@ -11,7 +11,7 @@ public struct ContiguousSplit: Hashable, Sendable {
     /// Length of each rank's range, in rank order (a range may be empty).
     public let lengths: [Int]
 
-    static let opName = "ContiguousSplit"
+    static let opName = "parallel.contiguousSplit"
 
     /// A split into ranges of `lengths`.
     /// - Parameter lengths: each rank's length, at least one rank, none negative.

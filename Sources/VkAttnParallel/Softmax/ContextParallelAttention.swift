@@ -1,40 +1,4 @@
 import VkAttn
-/// How the ranks of a context-parallel group exchange data for softmax attention: one switch
-/// per call, as TransformerEngine's cp_comm_type.
-public enum ContextParallelScheme: Hashable, Sendable, CustomStringConvertible {
-    /// Ring attention (p2p): K/V blocks rotate around the ranks while the current block
-    /// computes; partials merged with the exact LSE rule; the backward sends dK/dV around.
-    case ring
-    /// Each rank gathers the K/V its queries need (under a causal mask only the blocks before
-    /// them), `headSlices` slices of the KV heads at a time, the next slice's transfer running
-    /// while the current one computes; the backward returns dK/dV partials to their owners.
-    case allGather(headSlices: Int)
-    /// Ulysses (a2a): all-to-all from sequence shards to head shards, attention over the whole
-    /// sequence for Hq / N heads, all-to-all back.
-    case allToAll
-    /// 2-D (a2a+p2p, USP / LoongTrain): ranks form (N / ulysses) x ulysses; all-to-all inside
-    /// each group of `ulysses` consecutive ranks, ring attention between the groups.
-    case hierarchical(ulysses: Int)
-
-    public var description: String {
-        switch self {
-        case .ring: return "ring"
-        case let .allGather(slices): return "all-gather(\(slices) head slices)"
-        case .allToAll: return "all-to-all"
-        case let .hierarchical(u): return "hierarchical(ulysses \(u))"
-        }
-    }
-}
-
-/// The result of one rank's context-parallel forward.
-public struct ContextParallelOutput: Sendable {
-    /// O [localTokens, Hq, D] (attention.outputDType, default the input type) and
-    /// LSE [Hq, localTokens] fp32 of this rank's queries.
-    public let output: AttentionOutput
-    /// The schedule taken, e.g. `ring x4 zigzag, 10 calls`.
-    public let path: String
-}
-
 /// Exact softmax attention over sequences sharded across the ranks of a device group: each
 /// rank holds the tokens `plan` gives it (Q, K, V, O [localTokens, heads, D], LSE
 /// [Hq, localTokens], see `ShardPlan`); `scheme` picks how K/V (or heads) move. Outputs and
@@ -56,22 +20,10 @@ public struct ContextParallelAttention: Sendable, Hashable {
         self.attention = attention
     }
 
-    /// Heads and head dim of a problem (from the tensors).
-    public struct Shape: Hashable, Sendable {
-        public var headsQ: Int
-        public var headsKV: Int
-        public var headDim: Int
-        public var dtype: DType
+    /// The shape every rank checks (`ContextParallelShape`'s softmax form).
+    public typealias Shape = ContextParallelShape
 
-        public init(headsQ: Int, headsKV: Int, headDim: Int, dtype: DType) {
-            self.headsQ = headsQ
-            self.headsKV = headsKV
-            self.headDim = headDim
-            self.dtype = dtype
-        }
-    }
-
-    static let opName = "contextParallel.attention"
+    public static let opName = "contextParallel.attention"
 
     /// Checks the configuration for `ranks` ranks (the same on every rank): mask, options,
     /// heads against the scheme, head dim, dtype. Throws the typed error.
@@ -80,6 +32,7 @@ public struct ContextParallelAttention: Sendable, Hashable {
         guard ranks == plan.ranks else {
             throw VkAttnError.invalidValue(op: op, operand: "ranks", reason: "the communicator has \(ranks) ranks, the plan \(plan.ranks)")
         }
+        try scheme.expect(linear: false, op: op)
         let mask = attention.mask
         guard mask.windowLeft == nil, mask.windowRight == nil, mask.blocks == nil, mask.anchor == .bottomRight, mask.diagonalOffset == 0 else {
             throw VkAttnError.unsupported(op: op, reason: "context-parallel attention takes mask none or causal (no window, block mask, anchor or offset)")
@@ -107,6 +60,8 @@ public struct ContextParallelAttention: Sendable, Hashable {
                 throw VkAttnError.invalidValue(op: op, operand: "ulysses", reason: "\(u) does not divide \(ranks) ranks")
             }
             try Self.checkUlysses(shape, ulysses: u)
+        case .lasp, .lasp2, .zeco:
+            break  // refused above
         }
         // Every piece pair must have one band (true of the shardings; checked once here).
         for a in 0..<plan.ranks {
@@ -164,7 +119,7 @@ public struct ContextParallelAttention: Sendable, Hashable {
                 ("LSE", out.lse, [shape.headsQ, tokens], .f32)])
             let run = try RankRun(comm: comm, plan: plan, attention: attention, shape: shape)
             let path = try await run.forward(q: q, k: k, v: v, out: out, scheme: scheme)
-            return ContextParallelOutput(output: AttentionOutput(o: out.o, lse: out.lse, path: path), path: path)
+            return ContextParallelOutput(output: out.o, lse: out.lse, path: path)
         } catch {
             comm.abort(error)
             throw error
@@ -175,7 +130,7 @@ public struct ContextParallelAttention: Sendable, Hashable {
     /// (`gradientDType`, default the input type; f16 inputs may ask for f32).
     public func backward<C: Communicator>(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, dO: Tensor,
                                           gradientDType: DType? = nil, into gradients: AttentionGradients? = nil,
-                                          communicator comm: C) async throws -> AttentionGradients {
+                                          communicator comm: C) async throws -> ContextParallelGradients {
         let shape = try Self.shape(q: q, k: k)
         try validate(shape, ranks: comm.size)
         let device = comm.device
@@ -195,7 +150,7 @@ public struct ContextParallelAttention: Sendable, Hashable {
                 ("dQ", grads.dq, qShape, gType), ("dK", grads.dk, kShape, gType), ("dV", grads.dv, kShape, gType)])
             let run = try RankRun(comm: comm, plan: plan, attention: attention, shape: shape)
             let path = try await run.backward(q: q, k: k, v: v, o: o, lse: lse, dO: dO, grads: grads, scheme: scheme)
-            return AttentionGradients(dq: grads.dq, dk: grads.dk, dv: grads.dv, path: path)
+            return ContextParallelGradients(dq: grads.dq, dk: grads.dk, dv: grads.dv, path: path)
         } catch {
             comm.abort(error)
             throw error
@@ -223,7 +178,7 @@ public struct ContextParallelAttention: Sendable, Hashable {
 
     /// Every rank's backward, concurrently; arrays indexed by rank.
     public func backward<C: Communicator>(q: [Tensor], k: [Tensor], v: [Tensor], o: [Tensor], lse: [Tensor], dO: [Tensor],
-                                          gradientDType: DType? = nil, communicators: [C]) async throws -> [AttentionGradients] {
+                                          gradientDType: DType? = nil, communicators: [C]) async throws -> [ContextParallelGradients] {
         try precheck(communicators, [q, k, v, o, lse, dO])
         for r in communicators.indices {
             let shape = try Self.shape(q: q[r], k: k[r])

@@ -56,7 +56,10 @@ extension ContextParallelAttention {
             return (2 * q * b + 2 * kv * b + q * ob + lse + q * 4 + 2 * kv * 4,
                     "Ulysses backward: in Q, K, V, O, dO, LSE; out fp32 dQ, dK, dV; each (N-1)/N of a rank's tensor")
         }
+        try scheme.expect(linear: false, op: Self.opName)
         switch scheme {
+        case .lasp, .lasp2, .zeco:
+            return ExpectedTraffic(bytes: 0, steps: 0, formula: "")  // refused above
         case .ring:
             return ring(n, tokens: t, kvHeads: hkv)
         case .allToAll:

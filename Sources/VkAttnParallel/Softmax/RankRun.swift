@@ -85,6 +85,8 @@ final class RankRun<C: Communicator> {
             try ulyssesForward(q: q, k: k, v: v, out: out, ulysses: u)
         case let .allGather(slices):
             try AllGatherSchedule(run: self, slices: slices).forward(q: q, k: k, v: v, out: out)
+        case .lasp, .lasp2, .zeco:
+            try scheme.expect(linear: false, op: ContextParallelAttention.opName)
         }
         try await finish()
         return "\(scheme) x\(comm.size) \(plan.sharding), \(calls) attention calls, \(comm.route.rawValue)"
@@ -124,6 +126,8 @@ final class RankRun<C: Communicator> {
             try ulyssesBackward(q: q, k: k, v: v, o: o, lse: lse, dO: dO, grads: grads, ulysses: u)
         case let .allGather(slices):
             try AllGatherSchedule(run: self, slices: slices).backward(q: q, k: k, v: v, o: o, lse: lse, dO: dO, grads: grads)
+        case .lasp, .lasp2, .zeco:
+            try scheme.expect(linear: false, op: ContextParallelAttention.opName)
         }
         try await finish()
         return "\(scheme) backward x\(comm.size) \(plan.sharding), \(calls) attention calls, \(comm.route.rawValue)"

@@ -67,7 +67,7 @@ public struct TreeDecode: Sendable, Hashable {
             try comm.collectTimestamps(of: stream)
             for r in requests { try await r.wait() }
             let path = "tree x\(comm.size): \(local.path), all-reduce max + sum (\(Self.steps(comm.size)) steps each)"
-            return ContextParallelOutput(output: AttentionOutput(o: out.o, lse: out.lse, path: path), path: path)
+            return ContextParallelOutput(output: out.o, lse: out.lse, path: path)
         } catch {
             comm.abort(error)
             throw error
