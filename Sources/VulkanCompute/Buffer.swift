@@ -14,8 +14,11 @@ public enum MemoryLocation: String, Sendable, Codable {
 /// A byte range of a buffer, as bound to a kernel or used by a copy. Never VK_WHOLE_SIZE:
 /// every range is explicit and checked against its buffer when made.
 public struct BufferSlice: Sendable {
+    /// The buffer the range belongs to.
     public let buffer: Buffer
+    /// The first byte of the range.
     public let offset: Int
+    /// The range's length in bytes (never zero).
     public let byteCount: Int
 }
 
@@ -25,8 +28,11 @@ public struct BufferSlice: Sendable {
 /// reads and writes of the mapped memory take `hostAccess`, so two tasks never touch the
 /// mapping at once. (Device-side access is ordered by streams and their barriers.)
 public final class Buffer: Sendable {
+    /// The device that owns the memory.
     public let device: Device
+    /// The buffer's size in bytes.
     public let byteCount: Int
+    /// Where the memory lives (an imported host allocation is ``MemoryLocation/host``).
     public let location: MemoryLocation
     nonisolated(unsafe) let handle: VkBuffer
     nonisolated(unsafe) let memory: VkDeviceMemory
@@ -171,12 +177,25 @@ public final class Buffer: Sendable {
     public var whole: BufferSlice { BufferSlice(buffer: self, offset: 0, byteCount: byteCount) }
 
     /// Bytes `[offset, offset + byteCount)`; throws when the range leaves the buffer.
+    /// - Parameters:
+    ///   - offset: The first byte, from the start of the buffer.
+    ///   - byteCount: The number of bytes; must be positive.
+    /// - Returns: The slice.
+    /// - Throws: ``VulkanError/rangeOutOfBounds(offset:bytes:bufferBytes:)`` when the range is
+    ///   empty or leaves the buffer.
     public func slice(offset: Int, byteCount: Int) throws -> BufferSlice {
         try checkRange(offset: offset, bytes: byteCount)
         return BufferSlice(buffer: self, offset: offset, byteCount: byteCount)
     }
 
     /// Elements `[first, first + count)` of a buffer seen as an array of `T`.
+    /// - Parameters:
+    ///   - of: The element type whose stride measures `first` and `count`.
+    ///   - first: The first element.
+    ///   - count: The number of elements; must be positive.
+    /// - Returns: The slice.
+    /// - Throws: ``VulkanError/rangeOutOfBounds(offset:bytes:bufferBytes:)`` when the range is
+    ///   empty or leaves the buffer, ``VulkanError/invalidArgument(_:)`` when a size overflows.
     public func slice<T>(of _: T.Type, first: Int, count: Int) throws -> BufferSlice {
         try slice(offset: byteSize(first, of: T.self), byteCount: byteSize(count, of: T.self))
     }
@@ -188,6 +207,14 @@ public final class Buffer: Sendable {
     }
 
     /// Copies `values` into the buffer at `byteOffset` and returns when the data is in place.
+    /// Mapped memory is written directly; device-only memory goes through a host staging buffer
+    /// and a copy on a stream of its own, waited for before this returns. Order it after any GPU
+    /// work that reads or writes the same bytes.
+    /// - Parameters:
+    ///   - values: The values to copy; an empty array writes nothing.
+    ///   - byteOffset: Where the first value goes.
+    /// - Throws: ``VulkanError/rangeOutOfBounds(offset:bytes:bufferBytes:)`` when the values do
+    ///   not fit at `byteOffset`; the errors of the staging copy.
     public func write<T: BitwiseCopyable>(_ values: [T], at byteOffset: Int = 0) throws {
         let bytes = try byteSize(values.count, of: T.self)
         guard bytes > 0 else { return }
@@ -209,6 +236,13 @@ public final class Buffer: Sendable {
 
     /// Reads `count` values of `T` starting at `byteOffset`, after all submitted work that the
     /// caller has waited for.
+    /// - Parameters:
+    ///   - type: The element type.
+    ///   - count: How many values to read.
+    ///   - byteOffset: Where the first value starts.
+    /// - Returns: The values, copied out of the buffer.
+    /// - Throws: ``VulkanError/rangeOutOfBounds(offset:bytes:bufferBytes:)`` when the range
+    ///   leaves the buffer; the errors of the staging copy for device-only memory.
     public func read<T: BitwiseCopyable>(_: T.Type, count: Int, at byteOffset: Int = 0) throws -> [T] {
         let bytes = try byteSize(count, of: T.self)
         guard count > 0 else { return [] }
@@ -232,11 +266,23 @@ public final class Buffer: Sendable {
 
 extension Device {
     /// A new buffer of `byteCount` bytes; contents undefined.
+    /// - Parameters:
+    ///   - byteCount: The size in bytes; must be positive.
+    ///   - location: Device-local (the default) or host-visible staging memory.
+    /// - Returns: The buffer.
+    /// - Throws: ``VulkanError/invalidArgument(_:)`` for a size that is not positive,
+    ///   ``VulkanError/bufferTooLarge(bytes:limit:what:)`` past an allocation, buffer or heap
+    ///   limit (or when the heap is out of memory), ``VulkanError/call(_:result:)`` otherwise.
     public func makeBuffer(byteCount: Int, location: MemoryLocation = .device) throws -> Buffer {
         try Buffer(device: self, byteCount: byteCount, location: location)
     }
 
     /// A new buffer holding `values`.
+    /// - Parameters:
+    ///   - values: The initial contents; must not be empty.
+    ///   - location: Device-local (the default) or host-visible staging memory.
+    /// - Returns: The buffer, its contents written and in place.
+    /// - Throws: The errors of ``makeBuffer(byteCount:location:)`` and of ``Buffer/write(_:at:)``.
     public func makeBuffer<T: BitwiseCopyable>(_ values: [T], location: MemoryLocation = .device) throws -> Buffer {
         let buffer = try Buffer(device: self, byteCount: byteSize(values.count, of: T.self), location: location)
         try buffer.write(values)
@@ -244,12 +290,23 @@ extension Device {
     }
 
     /// A new buffer for `count` values of `T`; contents undefined.
+    /// - Parameters:
+    ///   - of: The element type.
+    ///   - count: The number of elements; must be positive.
+    ///   - location: Device-local (the default) or host-visible staging memory.
+    /// - Returns: The buffer.
+    /// - Throws: The errors of ``makeBuffer(byteCount:location:)``.
     public func makeBuffer<T>(of _: T.Type, count: Int, location: MemoryLocation = .device) throws -> Buffer {
         try Buffer(device: self, byteCount: byteSize(count, of: T.self), location: location)
     }
 }
 
 /// `count * stride(T)`, or a typed error for a negative count or an overflow.
+/// - Parameters:
+///   - count: The number of elements.
+///   - of: The element type.
+/// - Returns: The size in bytes.
+/// - Throws: ``VulkanError/invalidArgument(_:)`` for a negative count or an overflow.
 public func byteSize<T>(_ count: Int, of _: T.Type) throws -> Int {
     let (bytes, overflow) = count.multipliedReportingOverflow(by: MemoryLayout<T>.stride)
     guard count >= 0, !overflow else {

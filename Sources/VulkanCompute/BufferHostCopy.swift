@@ -5,6 +5,13 @@ extension Buffer {
     /// host-access locks (taken in a fixed order, so two opposite copies cannot deadlock).
     /// Both buffers must be host-visible; the caller orders the copy after the GPU work that
     /// wrote `source` and before the GPU work that reads `destination`.
+    /// - Parameters:
+    ///   - source: The bytes to copy; a host-visible buffer.
+    ///   - destination: Where they go; a host-visible buffer, the same size as `source` (ranges
+    ///     of one buffer may overlap).
+    /// - Throws: ``VulkanError/invalidArgument(_:)`` for different sizes or a buffer that is not
+    ///   mapped, ``VulkanError/rangeOutOfBounds(offset:bytes:bufferBytes:)`` for a range outside
+    ///   its buffer.
     public static func hostCopy(from source: BufferSlice, to destination: BufferSlice) throws {
         guard source.byteCount == destination.byteCount else {
             throw VulkanError.invalidArgument("host copy of \(source.byteCount) bytes into a range of \(destination.byteCount) bytes")

@@ -24,6 +24,12 @@ public final class HostAllocation: Sendable {
 
     /// `byteCount` bytes (rounded up to `alignment`, a power of two; the page size by
     /// default) at an `alignment`-aligned address.
+    /// - Parameters:
+    ///   - byteCount: The bytes wanted; must be positive.
+    ///   - alignment: The alignment of the address and the size: a power of two and a multiple of
+    ///     the pointer size.
+    /// - Throws: ``VulkanError/invalidArgument(_:)`` for a size that is not positive, a bad
+    ///   alignment or an overflow; ``VulkanError/call(_:result:)`` when the host is out of memory.
     public init(byteCount: Int, alignment: Int = Int(getpagesize())) throws {
         guard byteCount > 0 else {
             throw VulkanError.invalidArgument("host allocation size must be positive, got \(byteCount) bytes")
@@ -47,6 +53,11 @@ public final class HostAllocation: Sendable {
 
     /// A host allocation that `devices` can all import: aligned to the largest of their
     /// minImportedHostPointerAlignment (and the page size).
+    /// - Parameters:
+    ///   - byteCount: The bytes wanted; rounded up to the alignment.
+    ///   - devices: The devices that will import the allocation.
+    /// - Throws: ``VulkanError/unsupportedDevice(device:reason:)`` when one of `devices` lacks
+    ///   VK_EXT_external_memory_host; the errors of ``init(byteCount:alignment:)``.
     public convenience init(byteCount: Int, importableBy devices: [Device]) throws {
         var alignment = Int(getpagesize())
         for device in devices {
@@ -65,6 +76,18 @@ extension Buffer {
     /// A buffer on `device` whose memory is bytes `[offset, offset + byteCount)` of `allocation`
     /// (host-visible; mapped). Offset and size must be multiples of the device's
     /// minImportedHostPointerAlignment; `byteCount` defaults to the rest of the allocation.
+    /// The buffer keeps `allocation` alive (``hostAllocation``), so the memory outlives every
+    /// device that imported it.
+    /// - Parameters:
+    ///   - allocation: The host memory to import.
+    ///   - offset: The first byte of the range, from the allocation's start.
+    ///   - byteCount: The range's length; nil for the rest of the allocation.
+    ///   - device: The importing device.
+    /// - Throws: ``VulkanError/unsupportedDevice(device:reason:)`` when the device lacks the
+    ///   extension or no memory type imports the range, ``VulkanError/rangeOutOfBounds(offset:bytes:bufferBytes:)``
+    ///   for a range outside the allocation, ``VulkanError/misalignedImport(offset:bytes:alignment:)``
+    ///   for a misaligned range, ``VulkanError/bufferTooLarge(bytes:limit:what:)`` past
+    ///   maxMemoryAllocationSize, ``VulkanError/call(_:result:)`` when the import fails.
     public convenience init(importing allocation: HostAllocation, offset: Int = 0, byteCount: Int? = nil, on device: Device) throws {
         let bytes = byteCount ?? (allocation.byteCount - offset)
         guard device.enabled.externalMemoryHost, let getProperties = device.hostPointerProperties,
@@ -136,6 +159,12 @@ extension Buffer {
 
 extension Device {
     /// A buffer over bytes of `allocation` (see `Buffer.init(importing:offset:byteCount:on:)`).
+    /// - Parameters:
+    ///   - allocation: The host memory to import.
+    ///   - offset: The first byte of the range.
+    ///   - byteCount: The range's length; nil for the rest of the allocation.
+    /// - Returns: The buffer, host-visible and mapped.
+    /// - Throws: The errors of ``Buffer/init(importing:offset:byteCount:on:)``.
     public func importBuffer(_ allocation: HostAllocation, offset: Int = 0, byteCount: Int? = nil) throws -> Buffer {
         try Buffer(importing: allocation, offset: offset, byteCount: byteCount, on: self)
     }

@@ -3,24 +3,38 @@ import Synchronization
 
 /// Optional features VkAttn turned on for a logical device (each only where offered).
 public struct EnabledFeatures: Sendable, Codable, Equatable {
+    /// 16-bit float arithmetic in shaders.
     public var shaderFloat16 = false
+    /// 8-bit integer arithmetic in shaders.
     public var shaderInt8 = false
+    /// 16-bit integer arithmetic in shaders.
     public var shaderInt16 = false
+    /// 64-bit integer arithmetic in shaders.
     public var shaderInt64 = false
+    /// 64-bit float arithmetic in shaders.
     public var shaderFloat64 = false
+    /// 16-bit loads and stores in storage buffers (f16 and bf16 tensors).
     public var storageBuffer16BitAccess = false
+    /// 8-bit loads and stores in storage buffers.
     public var storageBuffer8BitAccess = false
+    /// Pinning a pipeline's subgroup size (Vulkan 1.3 subgroupSizeControl).
     public var subgroupSizeControl = false
+    /// Requiring full subgroups in compute pipelines.
     public var computeFullSubgroups = false
+    /// The Vulkan memory model (the cooperative-matrix kernels and the look-back scans use it).
     public var vulkanMemoryModel = false
     /// Device-scope memory model operations (plain GLSL atomics need it once the memory
     /// model is on).
     public var vulkanMemoryModelDeviceScope = false
+    /// Subgroup operations on 8-, 16- and 64-bit types.
     public var shaderSubgroupExtendedTypes = false
+    /// VK_KHR_cooperative_matrix (tensor cores through the Khronos extension).
     public var cooperativeMatrixKHR = false
+    /// VK_NV_cooperative_matrix (NVIDIA's older extension; one opt-in BSR SpMM kernel uses it).
     public var cooperativeMatrixNV = false
     /// VK_KHR_shader_bfloat16 with bf16 cooperative matrices (enabled only with both features).
     public var shaderBFloat16CooperativeMatrix = false
+    /// VK_EXT_memory_budget (per-heap budgets in ``Device/memoryHeaps()``).
     public var memoryBudget = false
     /// VK_EXT_calibrated_timestamps (GPU timestamps mapped to a host clock).
     public var calibratedTimestamps = false
@@ -36,9 +50,11 @@ public struct EnabledFeatures: Sendable, Codable, Equatable {
 /// the kernel cache is behind a lock; Vulkan allows the other device-level calls made here
 /// (allocation, object creation) from several threads at once.
 public final class Device: Sendable {
+    /// The physical device this logical device runs on.
     public let physicalDevice: PhysicalDevice
     /// A name for messages: `<device name>#<index>`.
     public let label: String
+    /// The optional features turned on for this device.
     public let enabled: EnabledFeatures
     /// Immutable after init; destroyed in `deinit` once every object that uses it is gone
     /// (buffers, kernels and streams hold a strong reference to this Device).
@@ -53,12 +69,20 @@ public final class Device: Sendable {
     /// vkGetMemoryHostPointerPropertiesEXT where VK_EXT_external_memory_host is enabled.
     let hostPointerProperties: PFN_vkGetMemoryHostPointerPropertiesEXT?
 
+    /// The instance that owns the physical device.
     public var instance: Instance { physicalDevice.instance }
+    /// The physical device's capability report.
     public var capabilities: DeviceCapabilities { physicalDevice.capabilities }
     /// True when copies on `.transfer` streams run on a DMA queue of their own.
     public var hasDedicatedTransferQueue: Bool { transferQueue !== computeQueue }
 
     /// Creates a logical device on `physicalDevice` (by default the instance's selected device).
+    /// Enables every optional feature the device offers that the kernels can use (``enabled``
+    /// says which), one compute queue and, where a DMA-only queue family exists, a transfer queue.
+    /// - Parameter physicalDevice: The device to open, e.g. from ``Instance/selectDevice(_:)``.
+    /// - Throws: ``VulkanError/unsupportedDevice(device:reason:)`` when the device lacks Vulkan 1.2,
+    ///   timeline semaphores or a compute queue; ``VulkanError/call(_:result:)`` when device or
+    ///   queue creation fails.
     public init(physicalDevice: PhysicalDevice) throws {
         let caps = physicalDevice.capabilities
         if let reason = caps.unsupportedReason {
@@ -232,6 +256,13 @@ public final class Device: Sendable {
 
     /// Creates a logical device on the selected physical device of a new instance
     /// (`VKATTN_DEVICE` picks it; validation per `VKATTN_VALIDATION`).
+    /// - Parameters:
+    ///   - selector: A device index or a case-insensitive substring of its name; nil reads
+    ///     `VKATTN_DEVICE`, and without that the default preference order picks.
+    ///   - validation: Which validation to enable on the new instance.
+    ///   - log: Where the instance's validation messages are collected.
+    /// - Throws: The errors of ``Instance/init(validation:log:)``,
+    ///   ``Instance/selectDevice(_:)`` and ``init(physicalDevice:)``.
     public convenience init(selector: String? = nil, validation: ValidationOptions = .fromEnvironment(), log: ValidationLog = ValidationLog()) throws {
         let instance = try Instance(validation: validation, log: log)
         try self.init(physicalDevice: instance.selectDevice(selector))
@@ -259,6 +290,7 @@ public final class Device: Sendable {
     }
 
     /// Heap budgets as of now (VK_EXT_memory_budget), or the static heap sizes without it.
+    /// - Returns: One entry per heap, in the device's heap order.
     public func memoryHeaps() -> [MemoryHeap] {
         DeviceCapabilities(instance: instance.handle, physicalDevice: physicalDevice.handle, index: physicalDevice.index).memoryHeaps
     }

@@ -2,10 +2,15 @@ import CVulkan
 
 /// The kind of a physical device, in the order the default device selection prefers them.
 public enum DeviceType: String, Sendable, Codable, CaseIterable {
+    /// A GPU with memory of its own (preferred first).
     case discreteGPU = "discrete-gpu"
+    /// A GPU sharing the host's memory.
     case integratedGPU = "integrated-gpu"
+    /// A GPU of a virtual machine.
     case virtualGPU = "virtual-gpu"
+    /// A CPU implementation such as Mesa's lavapipe.
     case cpu
+    /// Anything else the driver reports.
     case other
 
     init(_ type: VkPhysicalDeviceType) {
@@ -24,8 +29,11 @@ public enum DeviceType: String, Sendable, Codable, CaseIterable {
 
 /// One memory heap, with the VK_EXT_memory_budget figures where the device reports them.
 public struct MemoryHeap: Sendable, Codable, Equatable {
+    /// The heap's index in the device's memory properties.
     public var index: Int
+    /// The heap's size in bytes.
     public var bytes: Int
+    /// Whether the heap is device-local (VRAM on a discrete GPU).
     public var deviceLocal: Bool
     /// Bytes this process may still allocate from the heap (VK_EXT_memory_budget), if known.
     public var budgetBytes: Int?
@@ -35,11 +43,17 @@ public struct MemoryHeap: Sendable, Codable, Equatable {
 
 /// One queue family and what it can do.
 public struct QueueFamily: Sendable, Codable, Equatable {
+    /// The queue family's index.
     public var index: Int
+    /// How many queues the family offers.
     public var count: Int
+    /// Whether the family's queues draw.
     public var graphics: Bool
+    /// Whether the family's queues run compute work.
     public var compute: Bool
+    /// Whether the family's queues copy.
     public var transfer: Bool
+    /// Valid bits of the family's timestamps; 0 means the family cannot time work.
     public var timestampValidBits: Int
     /// A family that copies but neither computes nor draws (a DMA engine).
     public var isTransferOnly: Bool { transfer && !compute && !graphics }
@@ -48,67 +62,118 @@ public struct QueueFamily: Sendable, Codable, Equatable {
 /// A matrix-multiply-accumulate shape a cooperative-matrix extension offers:
 /// D (M x N, resultType) = A (M x K, aType) * B (K x N, bType) + C (M x N, cType).
 public struct CooperativeMatrixShape: Sendable, Codable, Hashable {
+    /// Rows of A, C and D.
     public var m: Int
+    /// Columns of B, C and D.
     public var n: Int
+    /// Columns of A and rows of B.
     public var k: Int
+    /// A's component type, e.g. `f16`.
     public var aType: String
+    /// B's component type.
     public var bType: String
+    /// C's (the accumulator's) component type.
     public var cType: String
+    /// D's component type.
     public var resultType: String
+    /// The scope the matrices live in (`subgroup` for every shape the kernels use).
     public var scope: String
+    /// Whether integer accumulation saturates.
     public var saturatingAccumulation: Bool
 }
 
 /// Everything the library (and a user choosing a device) needs to know about a physical device.
 public struct DeviceCapabilities: Sendable, Codable, Equatable {
+    /// The device's index in the instance's enumeration order.
     public var index: Int
+    /// The device's name as the driver reports it.
     public var name: String
+    /// The PCI vendor ID.
     public var vendorID: Int
+    /// The vendor's name (from the vendor ID where known).
     public var vendor: String
+    /// The vendor's device ID.
     public var deviceID: Int
+    /// The kind of device, which the default selection ranks.
     public var type: DeviceType
+    /// The Vulkan version the device supports, as `major.minor.patch`.
     public var apiVersion: String
+    /// The driver's name (VkPhysicalDeviceDriverProperties).
     public var driverName: String
+    /// The driver's free-form version information.
     public var driverInfo: String
+    /// The driver's version number, encoded as the vendor chooses.
     public var driverVersion: Int
 
+    /// The default subgroup size of compute pipelines.
     public var subgroupSize: Int
+    /// The smallest subgroup size a pipeline can pin (subgroupSizeControl).
     public var minSubgroupSize: Int
+    /// The largest subgroup size a pipeline can pin.
     public var maxSubgroupSize: Int
+    /// The subgroup operation classes the device offers (`basic`, `arithmetic`, `shuffle`, ...).
     public var subgroupOperations: [String]
+    /// Whether subgroup operations work in compute shaders.
     public var subgroupInCompute: Bool
     /// Streaming multiprocessors / compute units, where an extension reports them.
     public var computeUnits: Int?
 
+    /// Shared memory one workgroup may declare, in bytes (the attention tiles are sized from it).
     public var maxComputeSharedMemoryBytes: Int
+    /// The largest workgroup size in x, y, z.
     public var maxWorkgroupSize: [Int]
+    /// The most invocations one workgroup may have.
     public var maxWorkgroupInvocations: Int
+    /// The most workgroups one dispatch may have in x, y, z.
     public var maxWorkgroupCount: [Int]
+    /// The largest storage-buffer binding, in bytes (128 MiB on lavapipe).
     public var maxStorageBufferRange: Int
+    /// The largest single memory allocation, in bytes.
     public var maxMemoryAllocationBytes: Int
+    /// The largest buffer, in bytes, where the device reports it (Vulkan 1.3).
     public var maxBufferBytes: Int?
+    /// The push-constant space of a pipeline, in bytes.
     public var maxPushConstantsBytes: Int
+    /// The most storage buffers one shader stage may bind.
     public var maxPerStageStorageBuffers: Int
+    /// The alignment every storage-buffer binding offset must have, in bytes.
     public var minStorageBufferOffsetAlignment: Int
+    /// The memory heaps when the report was made.
     public var memoryHeaps: [MemoryHeap]
 
+    /// 16-bit float arithmetic in shaders.
     public var shaderFloat16: Bool
+    /// 64-bit float arithmetic in shaders.
     public var shaderFloat64: Bool
+    /// 8-bit integer arithmetic in shaders.
     public var shaderInt8: Bool
+    /// 16-bit integer arithmetic in shaders.
     public var shaderInt16: Bool
+    /// 64-bit integer arithmetic in shaders.
     public var shaderInt64: Bool
+    /// 16-bit loads and stores in storage buffers.
     public var storageBuffer16BitAccess: Bool
+    /// 8-bit loads and stores in storage buffers.
     public var storageBuffer8BitAccess: Bool
+    /// Timeline semaphores (required).
     public var timelineSemaphore: Bool
+    /// Pinning a pipeline's subgroup size.
     public var subgroupSizeControl: Bool
+    /// Requiring full subgroups in compute pipelines.
     public var computeFullSubgroups: Bool
+    /// The Vulkan memory model.
     public var vulkanMemoryModel: Bool
+    /// Device-scope operations of the Vulkan memory model.
     public var vulkanMemoryModelDeviceScope: Bool
+    /// Subgroup operations on 8-, 16- and 64-bit types.
     public var shaderSubgroupExtendedTypes: Bool
     /// VK_KHR_shader_bfloat16: bfloat16 as a shader type, and in cooperative matrices.
     public var shaderBFloat16Type: Bool
+    /// VK_KHR_shader_bfloat16's bf16 cooperative matrices.
     public var shaderBFloat16CooperativeMatrix: Bool
+    /// The shapes VK_KHR_cooperative_matrix offers; empty without the extension.
     public var cooperativeMatrixKHR: [CooperativeMatrixShape]
+    /// The shapes VK_NV_cooperative_matrix offers; empty without the extension.
     public var cooperativeMatrixNV: [CooperativeMatrixShape]
 
     /// Loop iterations one invocation may run in total, across all its loops, where the driver
@@ -122,9 +187,13 @@ public struct DeviceCapabilities: Sendable, Codable, Equatable {
     /// Whether the device imports host allocations (VK_EXT_external_memory_host).
     public var externalMemoryHost: Bool { minImportedHostPointerAlignment != nil }
 
+    /// Nanoseconds per timestamp tick.
     public var timestampPeriodNanoseconds: Double
+    /// Whether every compute and graphics queue supports timestamps.
     public var timestampComputeAndGraphics: Bool
+    /// The queue families, by index.
     public var queueFamilies: [QueueFamily]
+    /// The device extensions offered.
     public var extensions: [String]
 
     /// Whether VkAttn can run on the device (Vulkan 1.2 with timeline semaphores and timestamps).

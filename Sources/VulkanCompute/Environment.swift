@@ -27,5 +27,7 @@ public enum EnvironmentKey {
 
 extension EnvironmentKey {
     /// The value of the environment variable `name`, or nil when it is unset.
+    /// - Parameter name: The variable's name, e.g. ``validation``.
+    /// - Returns: Its value, or nil when unset.
     public static func value(of name: String) -> String? { environment(name) }
 }

@@ -9,6 +9,7 @@ import Darwin
 
 /// The host clock every timeline is expressed in: CLOCK_MONOTONIC, nanoseconds.
 public enum HostClock {
+    /// - Returns: CLOCK_MONOTONIC now, in nanoseconds.
     public static func nanoseconds() -> UInt64 {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
@@ -24,11 +25,15 @@ public enum HostClock {
 /// bracket: a timestamp-only submission between two host clock reads, the tightest of several
 /// tries (error half the bracket).
 public struct GPUClock: Sendable, Hashable {
+    /// How a clock was calibrated.
     public enum Method: String, Sendable, Hashable, Codable {
+        /// VK_EXT_calibrated_timestamps: device and host clocks sampled together.
         case calibratedTimestamps = "calibrated-timestamps"
+        /// A timestamp-only submission between two host clock reads.
         case submitBracket = "submit-bracket"
     }
 
+    /// How this clock was calibrated.
     public let method: Method
     /// Bound on the mapping error, nanoseconds.
     public let uncertaintyNanoseconds: Double
@@ -38,12 +43,21 @@ public struct GPUClock: Sendable, Hashable {
     let mask: UInt64
 
     /// Host nanoseconds of a timestamp read with `Stream.ticks(of:)`.
+    /// - Parameter ticks: Raw ticks of a timestamp of this device's queue.
+    /// - Returns: The same instant in ``HostClock`` nanoseconds.
     public func hostNanoseconds(ticks: UInt64) -> Double {
         let delta = Int64(bitPattern: (ticks & mask) &- (baseTicks & mask))
         return Double(baseHost) + Double(delta) * period
     }
 
     /// Calibrates `device`'s timestamps of `queue` against the host clock.
+    /// - Parameters:
+    ///   - device: The device whose timestamps to map.
+    ///   - queue: The queue whose timestamps will be read.
+    /// - Returns: The mapping (calibrated timestamps where offered, else the tightest of five
+    ///   submit brackets).
+    /// - Throws: `VulkanError.unsupportedDevice` when the queue family has no timestamps; the
+    ///   errors of the streams and calls used to sample.
     public static func calibrate(_ device: Device, queue: QueueKind = .compute) throws -> GPUClock {
         let family = device.queue(queue).family
         let bits = device.capabilities.queueFamilies[family].timestampValidBits

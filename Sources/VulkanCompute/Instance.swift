@@ -7,15 +7,21 @@ public struct ValidationOptions: Sendable, Equatable, Codable {
     /// Also synchronization validation (missing barriers, hazards between dispatches).
     public var synchronization: Bool
 
+    /// Validation options; synchronization validation is kept only with the core checks on.
+    /// - Parameters:
+    ///   - enabled: Turn on VK_LAYER_KHRONOS_validation.
+    ///   - synchronization: Also turn on synchronization validation (ignored when `enabled` is false).
     public init(enabled: Bool, synchronization: Bool = false) {
         self.enabled = enabled
         self.synchronization = synchronization && enabled
     }
 
+    /// No validation layer.
     public static let off = ValidationOptions(enabled: false)
 
     /// `VKATTN_VALIDATION`: unset, empty or `0` is off; `1` turns the layer on; a value
     /// containing `sync` adds synchronization validation.
+    /// - Returns: The options `VKATTN_VALIDATION` asks for; ``off`` when it is unset.
     public static func fromEnvironment() -> ValidationOptions {
         guard let value = environment(EnvironmentKey.validation)?.lowercased(),
               !value.isEmpty, value != "0", value != "off", value != "false" else { return .off }
@@ -45,6 +51,12 @@ public final class Instance: Sendable {
 
     /// Creates an instance. With validation requested but VK_LAYER_KHRONOS_validation not
     /// installed, throws `validationLayerMissing` rather than running unchecked.
+    /// - Parameters:
+    ///   - validation: Which validation to enable; by default what `VKATTN_VALIDATION` says.
+    ///   - log: Where the validation messages of this instance and its devices are collected.
+    /// - Throws: ``VulkanError/validationLayerMissing`` when validation is asked for and the layer
+    ///   is absent; ``VulkanError/noDevices(_:)`` when there is no Vulkan driver;
+    ///   ``VulkanError/call(_:result:)`` when a Vulkan call fails.
     public init(validation: ValidationOptions = .fromEnvironment(), log: ValidationLog = ValidationLog()) throws {
         self.log = log
         self.validation = validation

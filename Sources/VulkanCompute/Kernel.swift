@@ -2,12 +2,27 @@ import CVulkan
 
 /// A specialization-constant value: 32 bits, typed by the shader's declaration.
 public struct SpecializationValue: Hashable, Sendable {
+    /// The constant's 32 bits as the shader reads them.
     public let bits: UInt32
+    /// A `uint` constant.
+    /// - Parameter v: The value.
+    /// - Returns: The specialization value.
     public static func u32(_ v: UInt32) -> Self { Self(bits: v) }
+    /// An `int` constant.
+    /// - Parameter v: The value.
+    /// - Returns: The specialization value (two's complement bits).
     public static func i32(_ v: Int32) -> Self { Self(bits: UInt32(bitPattern: v)) }
+    /// A `float` constant.
+    /// - Parameter v: The value.
+    /// - Returns: The specialization value (IEEE 754 bits).
     public static func f32(_ v: Float) -> Self { Self(bits: v.bitPattern) }
+    /// A `bool` constant.
+    /// - Parameter v: The value.
+    /// - Returns: The specialization value (1 or 0).
     public static func bool(_ v: Bool) -> Self { Self(bits: v ? 1 : 0) }
     /// An Int that must fit a 32-bit constant (sizes, counts).
+    /// - Parameter v: The value; its low 32 bits are kept.
+    /// - Returns: The specialization value.
     public static func int(_ v: Int) -> Self { Self(bits: UInt32(truncatingIfNeeded: v)) }
 }
 
@@ -15,7 +30,9 @@ public struct SpecializationValue: Hashable, Sendable {
 /// push-constant layout), its storage-buffer bindings 0..<bindings in set 0 and its
 /// specialization. Hashable: it is the key of the device's pipeline cache.
 public struct KernelDescriptor: Hashable, Sendable {
+    /// The embedded shader variant.
     public var shader: ShaderSource
+    /// The number of storage buffers, bound at 0..<bindings of set 0.
     public var bindings: Int
     /// Specialization constants by their GLSL names (`local_size_x` for `local_size_x_id`);
     /// `Device.kernel` refuses a name the shader does not declare.
@@ -69,7 +86,9 @@ final class PipelineObject: Sendable {
 
 /// A compiled compute pipeline, ready to dispatch on its device.
 public struct Kernel: Sendable {
+    /// The device the pipeline was made on.
     public let device: Device
+    /// What the pipeline was made from.
     public let descriptor: KernelDescriptor
     let object: PipelineObject
 }
@@ -77,6 +96,13 @@ public struct Kernel: Sendable {
 extension Device {
     /// The pipeline for `descriptor`, compiled on first use and cached for the device's life.
     /// Safe to call from several tasks at once.
+    /// - Parameter descriptor: The shader, bindings and specialization.
+    /// - Returns: The kernel.
+    /// - Throws: ``VulkanError/invalidArgument(_:)`` for more bindings or push-constant bytes than
+    ///   the device allows or a specialization name the shader does not declare;
+    ///   ``VulkanError/unsupportedDevice(device:reason:)`` for a subgroup size or full subgroups
+    ///   the device cannot pin; ``VulkanError/shaderUnavailable(name:reason:)`` for a shader this
+    ///   build could not compile; ``VulkanError/call(_:result:)`` when pipeline creation fails.
     public func kernel(_ descriptor: KernelDescriptor) throws -> Kernel {
         let caps = capabilities
         guard descriptor.bindings >= 0, descriptor.bindings <= caps.maxPerStageStorageBuffers else {

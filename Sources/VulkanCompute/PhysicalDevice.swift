@@ -2,10 +2,14 @@ import CVulkan
 
 /// A physical device of an instance; keeps the instance alive.
 public struct PhysicalDevice: Sendable {
+    /// The instance that enumerated the device.
     public let instance: Instance
+    /// The device's index in the instance's enumeration order (what `VKATTN_DEVICE=<index>` selects).
     public let index: Int
 
+    /// The device's capability report.
     public var capabilities: DeviceCapabilities { instance.capabilities[index] }
+    /// The device's name as the driver reports it.
     public var name: String { capabilities.name }
     var handle: VkPhysicalDevice { instance.physicalHandles[index] }
 }
@@ -15,6 +19,12 @@ extension Instance {
     /// case-insensitive substring of the device name. Without one, prefers a discrete GPU, then
     /// an integrated one, then a virtual one, then a CPU device (lavapipe), skipping devices
     /// VkAttn cannot run on.
+    /// - Parameter selector: A device index or a name substring; nil reads `VKATTN_DEVICE`.
+    /// - Returns: The chosen physical device.
+    /// - Throws: ``VulkanError/noDevices(_:)`` when there is no device (or none VkAttn can run on),
+    ///   ``VulkanError/noMatchingDevice(selector:available:)`` when the selector matches nothing,
+    ///   ``VulkanError/unsupportedDevice(device:reason:)`` when it matches a device VkAttn cannot
+    ///   run on.
     public func selectDevice(_ selector: String? = nil) throws -> PhysicalDevice {
         let devices = physicalDevices
         guard !devices.isEmpty else {

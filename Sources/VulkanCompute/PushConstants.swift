@@ -5,20 +5,32 @@ public protocol PushConstantScalar: Sendable {
     /// The GLSL type this Swift type mirrors.
     static var glslScalar: ShaderInterface.Scalar { get }
 }
+/// `uint` members.
 extension UInt32: PushConstantScalar {
+    /// The value itself.
     public var pushWord: UInt32 { self }
+    /// `uint`.
     public static var glslScalar: ShaderInterface.Scalar { .uint }
 }
+/// `int` members.
 extension Int32: PushConstantScalar {
+    /// The two's complement bits.
     public var pushWord: UInt32 { UInt32(bitPattern: self) }
+    /// `int`.
     public static var glslScalar: ShaderInterface.Scalar { .int }
 }
+/// `float` members.
 extension Float: PushConstantScalar {
+    /// The IEEE 754 bits.
     public var pushWord: UInt32 { bitPattern }
+    /// `float`.
     public static var glslScalar: ShaderInterface.Scalar { .float }
 }
+/// `bool` members (one 32-bit word, 0 or 1).
 extension Bool: PushConstantScalar {
+    /// 1 for true, 0 for false.
     public var pushWord: UInt32 { self ? 1 : 0 }
+    /// `bool`.
     public static var glslScalar: ShaderInterface.Scalar { .bool }
 }
 
@@ -65,6 +77,7 @@ struct PushConstantWords {
     init() {}
 }
 
+/// Checked conversion of sizes and counts into `uint` push constants.
 extension UInt32 {
     /// `value` as a u32 push constant, or a typed error naming it when it does not fit
     /// (negative or >= 2^32).

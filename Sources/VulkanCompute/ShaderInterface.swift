@@ -6,6 +6,7 @@
 public struct ShaderInterface: Hashable, Sendable {
     /// The GLSL scalar type of a push-constant member (std430, 4 bytes each).
     public enum Scalar: String, Hashable, Sendable {
+        /// The GLSL scalar types: `uint`, `int`, `float`, `bool`.
         case uint, int, float, bool
     }
 
@@ -13,6 +14,7 @@ public struct ShaderInterface: Hashable, Sendable {
     public struct Member: Hashable, Sendable {
         /// The GLSL name (`heads_q`); the Swift twin is its camelCase (`headsQ`).
         public let name: String
+        /// The GLSL type.
         public let type: Scalar
         /// Byte offset in the block.
         public let offset: Int
@@ -40,6 +42,8 @@ public struct ShaderInterface: Hashable, Sendable {
     public static let empty = ShaderInterface(pushConstants: [], pushConstantBytes: 0, specializationIDs: [:])
 
     /// The Swift spelling of a GLSL member name: `heads_q` -> `headsQ`, `Dk` -> `Dk`.
+    /// - Parameter glslName: A GLSL member name.
+    /// - Returns: The camelCase name its `PushConstantBlock` property must have.
     public static func swiftName(_ glslName: String) -> String {
         var out = ""
         var upper = false

@@ -5,6 +5,7 @@
 /// without `.comp`, plus `.variant` for a `//! variant` build. Names are unique, so the name
 /// alone identifies the shader in cache keys.
 public struct ShaderSource: Hashable, Sendable, CustomStringConvertible {
+    /// The path under `Shaders/` without `.comp`, plus `.variant` for a variant build.
     public let name: String
     private let base64: StaticString?
     /// Why the shader is missing from this build, or nil when it is embedded.
@@ -35,10 +36,15 @@ public struct ShaderSource: Hashable, Sendable, CustomStringConvertible {
         self.interface = .empty
     }
 
+    /// Whether this build embedded the SPIR-V.
     public var isAvailable: Bool { base64 != nil }
+    /// The shader's name.
     public var description: String { name }
 
     /// The SPIR-V words. Throws `shaderUnavailable` for a shader this build could not compile.
+    /// - Returns: The decoded SPIR-V words.
+    /// - Throws: ``VulkanError/shaderUnavailable(name:reason:)`` for a shader that is not embedded
+    ///   or whose embedded text is not valid SPIR-V.
     public func spirv() throws -> [UInt32] {
         guard let base64 else {
             throw VulkanError.shaderUnavailable(name: name, reason: unavailableReason ?? "not embedded")
@@ -54,19 +60,35 @@ public struct ShaderSource: Hashable, Sendable, CustomStringConvertible {
         return words
     }
 
+    /// Shaders are equal when their names are (names are unique).
+    /// - Parameters:
+    ///   - a: A shader.
+    ///   - b: Another shader.
+    /// - Returns: Whether both have the same name.
     public static func == (a: ShaderSource, b: ShaderSource) -> Bool { a.name == b.name }
+    /// Hashes the name.
+    /// - Parameter hasher: The hasher to feed.
     public func hash(into hasher: inout Hasher) { hasher.combine(name) }
 }
 
 /// What the glslc that built this binary accepts (probed at build time), so that variants
 /// needing a GLSL extension can be gated on it.
 public struct ShaderToolchain: Sendable, Codable, Equatable {
+    /// The first line of `glslc --version`.
     public let glslcVersion: String
+    /// Whether glslc compiles GL_NV_cooperative_matrix.
     public let acceptsNVCooperativeMatrix: Bool
+    /// Whether glslc compiles GL_KHR_cooperative_matrix (glslang 13 and later).
     public let acceptsKHRCooperativeMatrix: Bool
     /// GL_EXT_bfloat16 with bf16 cooperative matrices (glslang 16).
     public let acceptsBFloat16CooperativeMatrix: Bool
 
+    /// The facts as the build tool writes them.
+    /// - Parameters:
+    ///   - glslcVersion: The compiler's version line.
+    ///   - acceptsNVCooperativeMatrix: Whether it compiles GL_NV_cooperative_matrix.
+    ///   - acceptsBFloat16CooperativeMatrix: Whether it compiles bf16 cooperative matrices.
+    ///   - acceptsKHRCooperativeMatrix: Whether it compiles GL_KHR_cooperative_matrix.
     public init(glslcVersion: String, acceptsNVCooperativeMatrix: Bool, acceptsBFloat16CooperativeMatrix: Bool = false,
                 acceptsKHRCooperativeMatrix: Bool) {
         self.acceptsBFloat16CooperativeMatrix = acceptsBFloat16CooperativeMatrix

@@ -23,6 +23,10 @@ public struct Submission: Sendable {
     }
 
     /// Blocks until the GPU has finished this submission.
+    /// Blocks the calling thread: from async code, use ``completion(timeoutNanoseconds:check:isolation:)``.
+    /// - Parameter timeoutNanoseconds: How long to wait at most (`.max`: no limit).
+    /// - Throws: `VulkanError.timeout` when the time passed first, `VulkanError.call` when the
+    ///   wait fails (`isDeviceLost` after a device loss).
     public func wait(timeoutNanoseconds: UInt64 = .max) throws {
         var semaphore: VkSemaphore? = queue.timeline
         var waitValue = value
@@ -57,7 +61,9 @@ public struct Timestamp: Sendable, Hashable {
 /// writes before `submit()` are visible to the GPU; GPU writes are visible to the host after
 /// `synchronize()` or `completion()` (or after waiting on the submission).
 public final class Stream {
+    /// The device whose queue runs the stream's work.
     public let device: Device
+    /// The queue the stream submits to.
     public let queueKind: QueueKind
     let queue: Queue
     private let commandPool: VkCommandPool
@@ -79,8 +85,14 @@ public final class Stream {
 
     static let setsPerPool = 64
     static let descriptorsPerPool = 64 * 16
+    /// The most timestamps a stream records between two synchronizations.
     public static let maxTimestamps = 1024
 
+    /// A stream on one queue of `device`; ``Device/makeStream(queue:)`` says the same.
+    /// - Parameters:
+    ///   - device: The device to record for.
+    ///   - kind: The compute queue (dispatches and copies) or the transfer queue (copies only).
+    /// - Throws: `VulkanError.call` when the command pool cannot be made.
     public init(device: Device, queue kind: QueueKind = .compute) throws {
         self.device = device
         self.queueKind = kind
@@ -186,6 +198,11 @@ public final class Stream {
     }
 
     /// Copies `source` into `destination` (equal sizes) with vkCmdCopyBuffer.
+    /// - Parameters:
+    ///   - source: The bytes to read; a buffer of this stream's device.
+    ///   - destination: Where they go; a buffer of this device, the same size as `source`.
+    /// - Throws: `VulkanError.invalidArgument` for different sizes or a buffer of another device,
+    ///   `VulkanError.rangeOutOfBounds` for a range outside its buffer.
     public func copy(from source: BufferSlice, to destination: BufferSlice) throws {
         guard source.byteCount == destination.byteCount else {
             throw VulkanError.invalidArgument("copy of \(source.byteCount) bytes into a range of \(destination.byteCount) bytes")
@@ -207,6 +224,11 @@ public final class Stream {
 
     /// Fills `destination` with a repeated 32-bit word (vkCmdFillBuffer): offset and size must
     /// be multiples of 4.
+    /// - Parameters:
+    ///   - destination: The range to fill; a buffer of this stream's device.
+    ///   - word: The 32-bit pattern written to every word.
+    /// - Throws: `VulkanError.invalidArgument` for a misaligned range or a buffer of another
+    ///   device, `VulkanError.rangeOutOfBounds` for a range outside its buffer.
     public func fill(_ destination: BufferSlice, word: UInt32) throws {
         guard destination.buffer.device === device else {
             throw VulkanError.invalidArgument("buffer of \(destination.buffer.device.label) used on a stream of \(device.label)")
@@ -223,6 +245,7 @@ public final class Stream {
 
     /// Makes every earlier dispatch and copy of this stream finish (and its writes visible)
     /// before any later one starts.
+    /// - Throws: `VulkanError.call` when a command buffer cannot be allocated or begun.
     public func barrier() throws {
         let cb = try commandBuffer()
         var b = VkMemoryBarrier()
@@ -235,6 +258,10 @@ public final class Stream {
     }
 
     /// Records a GPU timestamp taken when every earlier command has completed.
+    /// - Returns: The timestamp, readable with ``nanoseconds(from:to:)`` or ``ticks(of:)`` after
+    ///   the next ``synchronize(timeoutNanoseconds:)`` or ``completion(timeoutNanoseconds:isolation:)``.
+    /// - Throws: `VulkanError.unsupportedDevice` when the queue family has no timestamps,
+    ///   `VulkanError.invalidArgument` past ``maxTimestamps`` in one batch.
     public func timestamp() throws -> Timestamp {
         guard device.capabilities.queueFamilies[queue.family].timestampValidBits > 0 else {
             throw VulkanError.unsupportedDevice(device: device.label, reason: "queue family \(queue.family) has no timestamps")
@@ -253,6 +280,10 @@ public final class Stream {
 
     /// Makes the next submission wait until `submission` (on another queue of this device) has
     /// finished.
+    /// A submission of this stream's own queue is already ordered and adds no wait.
+    /// - Parameter submission: Work of a stream of this device (e.g. a copy on the transfer queue).
+    /// - Throws: `VulkanError.invalidArgument` for a submission of another device (wait for it on
+    ///   the host instead).
     public func wait(for submission: Submission) throws {
         guard submission.device === device else {
             throw VulkanError.invalidArgument("a stream of \(device.label) cannot wait on a submission of \(submission.device.label); wait on the host instead")
@@ -265,6 +296,9 @@ public final class Stream {
 
     /// Submits what was recorded since the last submit. Returns the submission to wait on
     /// (also from other streams of the device).
+    /// - Returns: The new submission; the previous one when nothing was recorded and no wait is
+    ///   pending.
+    /// - Throws: `VulkanError.call` when recording or the submission fails.
     @discardableResult
     public func submit() throws -> Submission {
         if current == nil && waits.isEmpty, let lastSubmission { return lastSubmission }
@@ -289,6 +323,9 @@ public final class Stream {
     /// Submits pending work, waits for all of it, reads the timestamps and recycles the
     /// stream's command buffers and descriptor sets. Blocks the calling thread: from async
     /// code, use `completion()`.
+    /// - Parameter timeoutNanoseconds: How long to wait at most (`.max`: no limit).
+    /// - Throws: `VulkanError.timeout` when the time passed first, `VulkanError.call` when a
+    ///   submission or the wait fails (`isDeviceLost` after a device loss).
     public func synchronize(timeoutNanoseconds: UInt64 = .max) throws {
         if current != nil || !waits.isEmpty { try submit() }
         guard let lastSubmission else { return }
@@ -363,6 +400,12 @@ public final class Stream {
     }
 
     /// Nanoseconds between two timestamps of the last synchronized batch.
+    /// - Parameters:
+    ///   - start: The earlier timestamp.
+    ///   - end: The later timestamp, recorded in the same batch.
+    /// - Returns: The GPU time between them (0 when `end` was recorded before `start`).
+    /// - Throws: `VulkanError.invalidArgument` for a timestamp of another batch, or one not yet
+    ///   synchronized.
     public func nanoseconds(from start: Timestamp, to end: Timestamp) throws -> Double {
         guard start.generation == resultsGeneration, end.generation == resultsGeneration,
               start.index < timestampTicks.count, end.index < timestampTicks.count else {
@@ -474,6 +517,9 @@ public final class Stream {
 
 extension Device {
     /// A new stream on the compute queue (or the transfer queue).
+    /// - Parameter queue: The compute queue (the default) or the transfer queue.
+    /// - Returns: The stream.
+    /// - Throws: `VulkanError.call` when the command pool cannot be made.
     public func makeStream(queue: QueueKind = .compute) throws -> Stream {
         try Stream(device: self, queue: queue)
     }

@@ -11,9 +11,14 @@ import CVulkan
 /// Sendable: the handle never changes; vkSignalSemaphore and vkWaitSemaphores may be called
 /// from any thread.
 public final class TimelineSemaphore: Sendable {
+    /// The device whose submissions wait on the semaphore.
     public let device: Device
     nonisolated(unsafe) let handle: VkSemaphore
 
+    /// - Parameters:
+    ///   - device: The device that owns the semaphore.
+    ///   - initialValue: The starting value.
+    /// - Throws: `VulkanError.call` when the semaphore cannot be made.
     public init(device: Device, initialValue: UInt64 = 0) throws {
         self.device = device
         var typeInfo = VkSemaphoreTypeCreateInfo()
@@ -46,6 +51,9 @@ public final class TimelineSemaphore: Sendable {
     }
 
     /// Sets the value to `value` from the host (must be greater than the current value).
+    /// - Parameter value: The new value.
+    /// - Throws: `VulkanError.call` when the signal fails (the layer also reports a value that
+    ///   does not grow).
     public func signal(_ value: UInt64) throws {
         var info = VkSemaphoreSignalInfo()
         info.sType = VK_STRUCTURE_TYPE_SEMAPHORE_SIGNAL_INFO
@@ -55,6 +63,11 @@ public final class TimelineSemaphore: Sendable {
     }
 
     /// Blocks until the value reaches `value`.
+    /// - Parameters:
+    ///   - value: The value to wait for.
+    ///   - timeoutNanoseconds: How long to wait at most (`.max`: no limit).
+    /// - Throws: `VulkanError.timeout` when the time passed first, `VulkanError.call` when the
+    ///   wait fails.
     public func wait(for value: UInt64, timeoutNanoseconds: UInt64 = .max) throws {
         var semaphore: VkSemaphore? = handle
         var waitValue = value
@@ -76,6 +89,10 @@ public final class TimelineSemaphore: Sendable {
 extension Stream {
     /// Makes the next submission of this stream wait (on the GPU) until `semaphore` reaches
     /// `value`. The semaphore must outlive that submission.
+    /// - Parameters:
+    ///   - semaphore: A semaphore of this stream's device, which a host task will signal.
+    ///   - value: The value the submission waits for.
+    /// - Throws: `VulkanError.invalidArgument` for a semaphore of another device.
     public func wait(for semaphore: TimelineSemaphore, value: UInt64) throws {
         guard semaphore.device === device else {
             throw VulkanError.invalidArgument("a stream of \(device.label) cannot wait on a semaphore of \(semaphore.device.label)")
@@ -85,6 +102,10 @@ extension Stream {
 
     /// Raw ticks of a timestamp of the last synchronized batch (multiply by the device's
     /// `timestampPeriodNanoseconds`; `GPUClock` maps them to the host clock).
+    /// - Parameter timestamp: A timestamp of the last synchronized batch.
+    /// - Returns: The raw GPU ticks.
+    /// - Throws: `VulkanError.invalidArgument` for a timestamp of another batch, or one not yet
+    ///   synchronized.
     public func ticks(of timestamp: Timestamp) throws -> UInt64 {
         guard timestamp.generation == resultsGeneration, timestamp.index < timestampTicks.count else {
             throw VulkanError.invalidArgument("timestamps are read after synchronize(), once, for the batch that recorded them")

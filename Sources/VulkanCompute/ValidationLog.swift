@@ -3,12 +3,16 @@ import Synchronization
 
 /// One message from the validation layer (or the loader) at warning or error severity.
 public struct ValidationMessage: Sendable, CustomStringConvertible {
+    /// How serious a message is (info and verbose messages are not collected).
     public enum Severity: String, Sendable { case warning, error }
+    /// Warning or error.
     public let severity: Severity
     /// The VUID or message name, e.g. `VUID-vkCmdDispatch-None-02697`.
     public let id: String
+    /// The layer's message.
     public let text: String
 
+    /// `[severity] id: text`.
     public var description: String { "[\(severity.rawValue)] \(id): \(text)" }
 }
 
@@ -22,8 +26,10 @@ public final class ValidationLog: Sendable {
     /// The old layers' false positive on host-signaled timeline semaphores (see `Instance`).
     static let semaphoreStateTimeout = "UNASSIGNED-VkSemaphore-state-timeout"
 
+    /// An empty log.
     public init() {}
 
+    /// The messages collected so far (known layer bugs excluded).
     public var messages: [ValidationMessage] { storage.withLock { $0 } }
 
     /// Message ids this log counts as known bugs of the installed layer instead of keeping them
@@ -37,6 +43,7 @@ public final class ValidationLog: Sendable {
     public var knownLayerBugCount: Int { known.withLock { $0.count } }
 
     /// Returns the messages collected so far and forgets them.
+    /// - Returns: The messages collected since the last drain.
     public func drain() -> [ValidationMessage] {
         storage.withLock { messages in
             defer { messages.removeAll() }

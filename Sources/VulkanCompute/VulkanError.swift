@@ -30,6 +30,8 @@ public enum VulkanError: Error, Equatable, Sendable, CustomStringConvertible {
     /// A wait that did not finish in time.
     case timeout(String)
 
+    /// A one-line message naming the call, value or limit involved (the device list for
+    /// ``noMatchingDevice(selector:available:)``).
     public var description: String {
         switch self {
         case let .call(name, result):
