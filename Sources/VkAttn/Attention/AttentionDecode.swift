@@ -4,7 +4,9 @@ import VkAttnShaders
 extension FlashAttention {
     /// How decode splits the key range: `splits` workgroup columns of `splitKeys` keys each.
     public struct DecodePlan: Hashable, Sendable {
+        /// Workgroup columns over the key range (1: a single pass, no merge).
         public let splits: Int
+        /// Keys per split, a whole number of key tiles.
         public let splitKeys: Int
     }
 
@@ -16,6 +18,19 @@ extension FlashAttention {
     ///
     /// Shapes and layouts as `forward` (the cache is K and V; a packed layout gives each
     /// sequence its own cache length). `splits` overrides the plan (tests, tuning).
+    /// - Parameters:
+    ///   - q: The query rows: [B, Sq, Hq, D] or [totalQ, Hq, D].
+    ///   - kCache: K of the cache: [B, Sk, Hkv, D] or [totalK, Hkv, D].
+    ///   - vCache: V of the cache, K's shape.
+    ///   - layout: Dense, or packed with per-sequence query and cache lengths.
+    ///   - requested: Workgroup columns over the key range; nil lets the device decide. At most
+    ///     the number of key tiles.
+    ///   - outputs: O and LSE to write; nil allocates them.
+    ///   - stream: A stream of Q's device.
+    /// - Returns: O, LSE and the path (`decode split-kv xN ... + merge` or `decode single-pass`).
+    /// - Throws: ``VkAttnError`` as ``forward(q:k:v:layout:into:on:)``, and
+    ///   ``VkAttnError/invalidValue(op:operand:reason:)`` for a split count below 1 or above what
+    ///   the cache allows.
     public func decode(q: Tensor, kCache: Tensor, vCache: Tensor, layout: AttentionLayout = .dense,
                        splits requested: Int? = nil, into outputs: AttentionOutput? = nil,
                        on stream: Stream) throws -> AttentionOutput {

@@ -21,6 +21,7 @@ public struct AttentionMask: Hashable, Sendable {
     /// Sliding window: keys more than `left` before / `right` after the aligned diagonal are
     /// masked; nil means unbounded on that side.
     public var windowLeft: Int?
+    /// The window's extent after the diagonal; see ``windowLeft``.
     public var windowRight: Int?
     /// Block-sparse mask, or nil.
     public var blocks: BlockMask?
@@ -29,6 +30,13 @@ public struct AttentionMask: Hashable, Sendable {
     /// Keys the diagonal is moved by (positive: later keys), after the anchor.
     public var diagonalOffset: Int
 
+    /// - Parameters:
+    ///   - causal: Mask keys after the diagonal.
+    ///   - windowLeft: Keys kept before the diagonal; nil: all.
+    ///   - windowRight: Keys kept after the diagonal; nil: all (causal caps it at 0).
+    ///   - blocks: A block-sparse pattern that further restricts attention; nil: none.
+    ///   - anchor: Where query 0's diagonal starts.
+    ///   - diagonalOffset: Keys the diagonal is moved by (the ops take at most +-2^30).
     public init(causal: Bool = false, windowLeft: Int? = nil, windowRight: Int? = nil, blocks: BlockMask? = nil,
                 anchor: Anchor = .bottomRight, diagonalOffset: Int = 0) {
         self.causal = causal
@@ -41,6 +49,11 @@ public struct AttentionMask: Hashable, Sendable {
 
     /// The key on the diagonal of query `i` (of `sq` queries, `sk` keys). The offset is taken
     /// within +-2^40 here (the ops refuse anything beyond +-2^30), so absurd values cannot trap.
+    /// - Parameters:
+    ///   - i: The query's position in its sequence.
+    ///   - sq: The sequence's query count.
+    ///   - sk: The sequence's key count.
+    /// - Returns: The key position aligned with query `i` (may lie outside `0..<sk`).
     public func diagonal(query i: Int, sq: Int, sk: Int) -> Int {
         i + (anchor == .topLeft ? 0 : sk - sq) + max(-Self.unboundedWindow << 10, min(Self.unboundedWindow << 10, diagonalOffset))
     }
@@ -49,7 +62,9 @@ public struct AttentionMask: Hashable, Sendable {
     /// (the kernels' 32-bit band arithmetic would overflow on larger ones).
     public static let unboundedWindow = 1 << 30
 
+    /// Every key of the sequence is visible.
     public static let none = AttentionMask()
+    /// Bottom-right aligned causal: query i sees keys up to i + Sk - Sq.
     public static let causal = AttentionMask(causal: true)
 
     /// The band as the kernels see it: keys in `[diagonal - left, diagonal + right]`, -1 for
@@ -62,6 +77,13 @@ public struct AttentionMask: Hashable, Sendable {
     }
 
     /// Whether query `i` (of `sq`) may attend key `j` (of `sk`).
+    /// The CPU references and tests use this as the mask's definition.
+    /// - Parameters:
+    ///   - i: The query's position in its sequence.
+    ///   - j: The key's position in its sequence.
+    ///   - sq: The sequence's query count.
+    ///   - sk: The sequence's key count.
+    /// - Returns: Whether the pair is kept.
     public func allows(query i: Int, key j: Int, sq: Int, sk: Int) -> Bool {
         guard j >= 0, j < sk else { return false }
         let diagonal = self.diagonal(query: i, sq: sq, sk: sk)
@@ -73,6 +95,10 @@ public struct AttentionMask: Hashable, Sendable {
     }
 
     /// The fraction of (query, key) pairs kept for a `sq` x `sk` problem (for FLOP counts).
+    /// - Parameters:
+    ///   - sq: Queries.
+    ///   - sk: Keys.
+    /// - Returns: Kept pairs over `sq * sk`; 0 for an empty problem.
     public func keptFraction(sq: Int, sk: Int) -> Double {
         guard sq > 0, sk > 0 else { return 0 }
         var kept = 0
@@ -97,10 +123,20 @@ public struct AttentionMask: Hashable, Sendable {
 /// `columnIndices[rowOffsets[r] ..< rowOffsets[r + 1]]`. Blocks are `blockSize` x `blockSize`
 /// positions (16, 32, 64, 128 or 256), relative to each sequence.
 public struct BlockMask: Hashable, Sendable {
+    /// Positions per block side: 16, 32, 64, 128 or 256 (checked by the ops).
     public let blockSize: Int
+    /// Start of each query block's key blocks in ``columnIndices``: query blocks + 1 entries,
+    /// starting at 0, never decreasing.
     public let rowOffsets: [Int32]
+    /// The key blocks each query block attends, strictly increasing within a row.
     public let columnIndices: [Int32]
 
+    /// A mask from its block-CSR arrays, checked by the op that uses it (ceil(Sq / blockSize)
+    /// query blocks; key blocks below ceil(Sk / blockSize)).
+    /// - Parameters:
+    ///   - blockSize: Positions per block side.
+    ///   - rowOffsets: Query blocks + 1 offsets into `columnIndices`.
+    ///   - columnIndices: The attended key blocks of each query block, in order.
     public init(blockSize: Int, rowOffsets: [Int32], columnIndices: [Int32]) {
         self.blockSize = blockSize
         self.rowOffsets = rowOffsets
@@ -108,6 +144,11 @@ public struct BlockMask: Hashable, Sendable {
     }
 
     /// A mask from a dense predicate over (query block, key block).
+    /// - Parameters:
+    ///   - blockSize: Positions per block side.
+    ///   - queryBlocks: Query blocks (ceil(Sq / blockSize) for the problem it masks).
+    ///   - keyBlocks: Key blocks to test for each query block.
+    ///   - attends: Whether query block r attends key block c.
     public init(blockSize: Int, queryBlocks: Int, keyBlocks: Int, _ attends: (Int, Int) -> Bool) {
         var offsets: [Int32] = [0]
         var columns: [Int32] = []
@@ -119,6 +160,7 @@ public struct BlockMask: Hashable, Sendable {
         self.init(blockSize: blockSize, rowOffsets: offsets, columnIndices: columns)
     }
 
+    /// The number of query blocks.
     public var queryBlocks: Int { rowOffsets.count - 1 }
 
     func allows(queryBlock r: Int, keyBlock c: Int) -> Bool {

@@ -10,6 +10,15 @@ import VkAttnShaders
 /// shapes without the leading dimension; O may be f32 or f16. A row no partial saw (all
 /// LSE_s = -inf) gets O = 0 and LSE = -inf.
 public enum AttentionMerge {
+    /// Records the merge of S partials.
+    /// - Parameters:
+    ///   - partialO: fp32 partial outputs: [S, B, Sq, H, D] or [S, totalQ, H, D].
+    ///   - partialLSE: fp32 partial LSEs: [S, B, H, Sq] or [S, H, totalQ].
+    ///   - o: The merged output: partialO's shape without S; f32, f16 or bf16.
+    ///   - lse: The merged LSE: partialLSE's shape without S; f32.
+    ///   - stream: A stream of the tensors' device.
+    /// - Throws: ``VkAttnError`` for a tensor on another device, a wrong shape or type, a head dim
+    ///   the kernels do not take, or a tensor larger than one binding.
     public static func merge(partialO: Tensor, partialLSE: Tensor, into o: Tensor, lse: Tensor, on stream: Stream) throws {
         let op = "attention.merge"
         let device = stream.device

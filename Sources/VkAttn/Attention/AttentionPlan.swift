@@ -21,6 +21,7 @@ public final class AttentionPlan: Sendable {
     public let path: String
     /// Shapes of Q, K (= V), O and LSE, and the input and output element types.
     public let qShape: [Int], kvShape: [Int], lseShape: [Int]
+    /// The type of Q, K, V (`inputType`) and of O (`outputType`).
     public let inputType: DType, outputType: DType
     /// Workgroup columns over the key range (1: one pass writing O directly).
     public let splits: Int

@@ -15,7 +15,9 @@ public struct AttentionTiling: Hashable, Sendable, CustomStringConvertible {
     public let bc: Int
     /// The subgroup size the kernel is built for.
     public let subgroupSize: Int
+    /// Invocations per workgroup.
     public let workgroupSize: Int
+    /// Shared memory the kernel declares, in bytes.
     public let sharedBytes: Int
     /// Rows (forward, dQ) or keys (dK/dV) each subgroup owns.
     public let rowsPerSubgroup: Int
@@ -34,6 +36,7 @@ public struct AttentionTiling: Hashable, Sendable, CustomStringConvertible {
 
     enum Kind: Hashable { case forward, dq, dkdv }
 
+    /// A one-line summary of the tiles, lanes and shared memory.
     public var description: String {
         (matrix.map { "coopmat \(CooperativeMatrix.text($0)) " } ?? "") + "Br=\(br) Bc=\(bc) wg=\(workgroupSize) sg=\(subgroupSize) rows/subgroup=\(rowsPerSubgroup) lanes \(scoreLanes)x\(quadLanes)"
             + (kind == .forward ? (separateKV ? " K|V" : " K,V") : "") + " smem=\(sharedBytes)B"
@@ -150,6 +153,12 @@ public struct AttentionTiling: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// Forward (and decode) tiles for `headDim` on `device`.
+    /// The largest scalar forward tiling that fits the device's shared memory and subgroups.
+    /// - Parameters:
+    ///   - headDim: D, one of 32, 64, 96, 128, 256.
+    ///   - device: The device to tile for.
+    /// - Returns: The tiling.
+    /// - Throws: ``VkAttnError/unsupported(op:reason:)`` when no tile fits the device.
     public static func forward(headDim: Int, device: Device) throws -> AttentionTiling {
         try choose(.forward, headDim: headDim, device: device)
     }

@@ -7,12 +7,13 @@ import VkAttnShaders
 /// Shapes (see `AttentionLayout`): dense Q, O [B, Sq, Hq, D]; K, V [B, Sk, Hkv, D];
 /// LSE [B, Hq, Sq] fp32, natural log. Packed variable-length: Q, O [totalQ, Hq, D];
 /// K, V [totalK, Hkv, D]; LSE [Hq, totalQ]. D in {32, 64, 96, 128, 256}; Hq a multiple of
-/// Hkv (MHA, GQA, MQA); f32 or f16 storage with fp32 accumulation.
+/// Hkv (MHA, GQA, MQA); f32, f16 or bf16 storage with fp32 accumulation.
 ///
 /// The value is the configuration (mask, scale, softcap, output type); it is Hashable so it
 /// can key caches. Every input is checked before anything is dispatched; errors are
 /// `VkAttnError`s naming the op and the operand.
 public struct FlashAttention: Hashable, Sendable {
+    /// Which keys each query sees: causal, sliding window, block-sparse, or all.
     public var mask: AttentionMask
     /// Softmax scale; nil means 1 / sqrt(D).
     public var scale: Float?
@@ -31,6 +32,7 @@ public struct FlashAttention: Hashable, Sendable {
     ///   - softcap: logit soft cap (cap * tanh(logit / cap)); nil means none.
     ///   - outputDType: the type of O (and of the backward's gradients); nil means the inputs'.
     ///   - preference: which kernels run (cooperative matrices or scalar).
+    /// An attention configuration; nothing is checked until a call sees the tensors.
     public init(mask: AttentionMask = .none, scale: Float? = nil, softcap: Float? = nil, outputDType: DType? = nil,
                 preference: KernelPreference = .automatic) {
         self.mask = mask
@@ -46,6 +48,17 @@ public struct FlashAttention: Hashable, Sendable {
     /// On devices that cap an invocation's loop iterations (lavapipe), a key range longer than
     /// one invocation may walk is split across workgroups whose fp32 partials are merged
     /// exactly, as decode does; `path` says so.
+    /// - Parameters:
+    ///   - q: Q: [B, Sq, Hq, D] dense or [totalQ, Hq, D] packed; f32, f16 or bf16.
+    ///   - k: K: [B, Sk, Hkv, D] or [totalK, Hkv, D], Q's type and device.
+    ///   - v: V: K's shape and type.
+    ///   - layout: Dense, or packed variable-length with the sequences' offsets.
+    ///   - outputs: O (Q's shape, `outputDType`) and LSE (f32) to write; nil allocates them.
+    ///   - stream: A stream of Q's device; the pass runs when it is submitted.
+    /// - Returns: O, LSE and the path of the kernel that ran.
+    /// - Throws: ``VkAttnError`` naming the operand or option that the op does not take
+    ///   (shapes, types, devices, head dim, heads, mask, scale, softcap, a requested kernel the
+    ///   device cannot run), before anything is recorded.
     public func forward(q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout = .dense,
                         into outputs: AttentionOutput? = nil, on stream: Stream) throws -> AttentionOutput {
         guard q.device === stream.device else { throw VkAttnError.deviceMismatch(op: "attention.forward", operand: "stream") }
@@ -111,11 +124,19 @@ public struct FlashAttention: Hashable, Sendable {
 
 /// The result of a forward pass: O and LSE, and which kernel variant produced them.
 public struct AttentionOutput: Sendable {
+    /// The attention output, Q's shape.
     public let o: Tensor
+    /// The log-sum-exp of each query row's scaled logits (natural log, f32): [B, Hq, Sq] or
+    /// [Hq, totalQ]. The backward needs it; partials merge by it.
     public let lse: Tensor
     /// The kernel variant (e.g. `scalar-f32 Br32 Bc32 tpr8`), reported by the bench.
     public let path: String
 
+    /// Output tensors for `into:` (the path is filled in by the op).
+    /// - Parameters:
+    ///   - o: O, Q's shape, in the op's output type.
+    ///   - lse: LSE, f32.
+    ///   - path: A kernel description; empty for caller-made outputs.
     public init(o: Tensor, lse: Tensor, path: String = "") {
         self.o = o
         self.lse = lse

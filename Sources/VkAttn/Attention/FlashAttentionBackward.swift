@@ -9,8 +9,15 @@ public struct AttentionGradients: Sendable {
     public let dk: Tensor
     /// Shaped as V (summed over the query heads of each group).
     public let dv: Tensor
+    /// The dQ and dK/dV kernel variants (and the loop-capped splits, where there were any).
     public let path: String
 
+    /// Gradient tensors for `into:` (the path is filled in by the op).
+    /// - Parameters:
+    ///   - dq: dQ, Q's shape.
+    ///   - dk: dK, K's shape.
+    ///   - dv: dV, V's shape.
+    ///   - path: A kernel description; empty for caller-made gradients.
     public init(dq: Tensor, dk: Tensor, dv: Tensor, path: String = "") {
         self.dq = dq
         self.dk = dk
@@ -29,6 +36,21 @@ extension FlashAttention {
     /// dO has Q's shape and dtype; O has Q's shape (the input dtype, or f32 for f16 inputs);
     /// LSE is f32 in the LSE layout. Gradients are in `gradientDType` (nil: the input dtype;
     /// f16 inputs may ask for f32).
+    /// - Parameters:
+    ///   - q: Q of the forward pass.
+    ///   - k: K of the forward pass.
+    ///   - v: V of the forward pass.
+    ///   - o: The forward's O.
+    ///   - lse: The forward's LSE.
+    ///   - dO: The loss's gradient with respect to O.
+    ///   - layout: The forward's layout.
+    ///   - gradientDType: The type of dQ, dK, dV; nil means the inputs'.
+    ///   - outputs: dQ, dK, dV to write; nil allocates them.
+    ///   - stream: A stream of Q's device.
+    /// - Returns: dQ, dK, dV and the kernels' path.
+    /// - Throws: ``VkAttnError`` naming the operand or option the op does not take, before
+    ///   anything is recorded; ``VkAttnError/unsupported(op:reason:)`` when a GQA group is too
+    ///   large for a loop-capped device.
     public func backward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, dO: Tensor,
                          layout: AttentionLayout = .dense, gradientDType: DType? = nil,
                          into outputs: AttentionGradients? = nil, on stream: Stream) throws -> AttentionGradients {

@@ -11,6 +11,7 @@ public enum KernelPreference: String, Hashable, Sendable, CaseIterable, CustomSt
     /// Cooperative matrices, or a `VkAttnError.unsupported` naming what is missing.
     case cooperativeMatrix = "coopmat"
 
+    /// The raw value: `auto`, `scalar` or `coopmat` (as the bench's `--kernel` options spell them).
     public var description: String { rawValue }
 }
 
@@ -27,6 +28,10 @@ public enum CooperativeMatrix {
     /// Why this build and `device` cannot run cooperative-matrix kernels on `input` at all (the
     /// environment, the build's glslc, the device's extension, features and shapes), or nil when
     /// they can; each op may still refuse a particular problem (its `path` says why).
+    /// - Parameters:
+    ///   - device: The device to ask about.
+    ///   - input: The matrix inputs' type: f16, or bf16 (which needs VK_KHR_shader_bfloat16).
+    /// - Returns: The reason, or nil when cooperative matrices can run.
     public static func unavailableReason(device: Device, input: DType = .f16) -> String? {
         let build = Shaders.toolchain.acceptsKHRCooperativeMatrix
             ? nil : "this build's glslc (\(Shaders.toolchain.glslcVersion)) does not accept GL_KHR_cooperative_matrix"
@@ -101,8 +106,10 @@ public enum CooperativeMatrix {
 
     /// Why a cooperative-matrix kernel does not run.
     public struct Unavailable: Error, Hashable, Sendable, CustomStringConvertible {
+        /// What is missing: the environment, the build, the device or a shape that fits.
         public let reason: String
         init(_ reason: String) { self.reason = reason }
+        /// The reason.
         public var description: String { reason }
     }
 

@@ -5,6 +5,7 @@ public enum DType: String, Sendable, Hashable, Codable, CaseIterable, CustomStri
     /// IEEE float32, float16, bfloat16 (the upper half of a float32), and 32-bit integers.
     case f32, f16, bf16, i32, u32
 
+    /// Bytes per element: 4 for f32, i32, u32; 2 for f16, bf16.
     public var byteSize: Int {
         switch self {
         case .f32, .i32, .u32: return 4
@@ -16,6 +17,8 @@ public enum DType: String, Sendable, Hashable, Codable, CaseIterable, CustomStri
     public var isHalfWidth: Bool { self == .f16 || self == .bf16 }
 
     /// `value` rounded to this type and back (identity for f32; integers truncate).
+    /// - Parameter value: A float32 (for the integer types, one they can hold).
+    /// - Returns: The value as this type stores it, widened back to float32.
     public func rounded(_ value: Float) -> Float {
         switch self {
         case .f32: return value
@@ -26,6 +29,7 @@ public enum DType: String, Sendable, Hashable, Codable, CaseIterable, CustomStri
         }
     }
 
+    /// The raw value: `f32`, `f16`, `bf16`, `i32`, `u32`.
     public var description: String { rawValue }
 }
 
@@ -33,11 +37,23 @@ public enum DType: String, Sendable, Hashable, Codable, CaseIterable, CustomStri
 /// contiguous) and an element type. Ops take and return tensors; they check shapes, types and
 /// devices at their entry point and throw `VkAttnError` naming the op and the operand.
 public struct Tensor: Sendable {
+    /// The bytes the tensor occupies.
     public let slice: BufferSlice
+    /// The dimensions, outermost first; the last is contiguous.
     public let shape: [Int]
+    /// The element type.
     public let dtype: DType
 
     /// Views `buffer` (from `byteOffset`) as a tensor; throws when the shape does not fit.
+    /// Several tensors may view one buffer (at different offsets); nothing is copied.
+    /// - Parameters:
+    ///   - buffer: The buffer holding the elements.
+    ///   - shape: The dimensions; their product must be positive.
+    ///   - dtype: The element type.
+    ///   - byteOffset: Where the first element starts.
+    /// - Throws: ``VkAttnError/invalidValue(op:operand:reason:)`` for a shape with no elements, a
+    ///   negative dimension or an overflowing size; `VulkanError.rangeOutOfBounds` when the
+    ///   elements do not fit in `buffer` from `byteOffset`.
     public init(_ buffer: Buffer, shape: [Int], dtype: DType, byteOffset: Int = 0) throws {
         let count = try Tensor.elementCount(shape)
         let bytes = try byteSize(count, of: UInt8.self) * dtype.byteSize
@@ -49,9 +65,13 @@ public struct Tensor: Sendable {
         self.dtype = dtype
     }
 
+    /// The device the tensor lives on.
     public var device: Device { slice.buffer.device }
+    /// The buffer the tensor views.
     public var buffer: Buffer { slice.buffer }
+    /// The number of elements (the product of the shape).
     public var elementCount: Int { shape.reduce(1, *) }
+    /// The tensor's size in bytes.
     public var byteCount: Int { slice.byteCount }
 
     static func elementCount(_ shape: [Int]) throws -> Int {
@@ -70,6 +90,16 @@ public struct Tensor: Sendable {
     }
 
     /// Throws unless this tensor has `shape` and `dtype` and lives on `device`.
+    /// Ops call this at their entry point; apps can too, for their own operands.
+    /// - Parameters:
+    ///   - op: The op's name, for the error.
+    ///   - operand: The operand's name, for the error.
+    ///   - expected: The shape the tensor must have.
+    ///   - dtype: The element type it must have; nil accepts any.
+    ///   - device: The device it must live on; nil accepts any.
+    /// - Throws: ``VkAttnError/shapeMismatch(op:operand:expected:actual:)``,
+    ///   ``VkAttnError/dtypeMismatch(op:operand:expected:actual:)`` or
+    ///   ``VkAttnError/deviceMismatch(op:operand:)``, the first that applies.
     public func expect(op: String, _ operand: String, shape expected: [Int], dtype: DType? = nil, device: Device? = nil) throws {
         guard shape == expected else {
             throw VkAttnError.shapeMismatch(op: op, operand: operand, expected: "\(expected)", actual: "\(shape)")
@@ -83,6 +113,11 @@ public struct Tensor: Sendable {
     }
 
     /// Throws unless the tensor can be bound to a kernel whole (maxStorageBufferRange).
+    /// - Parameters:
+    ///   - op: The op's name, for the error.
+    ///   - operand: The operand's name, for the error.
+    /// - Throws: ``VkAttnError/tooLarge(op:operand:bytes:limit:)`` past the device's
+    ///   maxStorageBufferRange.
     public func expectBindable(op: String, _ operand: String) throws {
         let limit = device.capabilities.maxStorageBufferRange
         guard byteCount <= limit else {
@@ -91,6 +126,9 @@ public struct Tensor: Sendable {
     }
 
     /// The tensor's values as Float (f16 widened, i32/u32 converted).
+    /// Call after the work that wrote the tensor has completed (`Stream.synchronize()`).
+    /// - Returns: The elements in row-major order (f16 and bf16 widened exactly, integers converted).
+    /// - Throws: The errors of `Buffer.read`.
     public func readFloats() throws -> [Float] {
         switch dtype {
         case .f32: return try buffer.read(Float.self, count: elementCount, at: slice.offset)
@@ -102,6 +140,10 @@ public struct Tensor: Sendable {
     }
 
     /// Overwrites the tensor with `values` (converted to its dtype).
+    /// - Parameter values: One value per element, in row-major order (rounded to nearest for f16
+    ///   and bf16; truncated toward zero for the integer types).
+    /// - Throws: ``VkAttnError/shapeMismatch(op:operand:expected:actual:)`` for a wrong count; the
+    ///   errors of `Buffer.write`.
     public func write(floats values: [Float]) throws {
         guard values.count == elementCount else {
             throw VkAttnError.shapeMismatch(op: "Tensor.write", operand: "values", expected: "\(elementCount) elements", actual: "\(values.count)")
@@ -116,8 +158,15 @@ public struct Tensor: Sendable {
     }
 }
 
+/// Making tensors.
 extension Device {
     /// A new tensor (contents undefined).
+    /// - Parameters:
+    ///   - shape: The dimensions; their product must be positive.
+    ///   - dtype: The element type.
+    /// - Returns: A tensor over a new device-local buffer of its exact size.
+    /// - Throws: ``VkAttnError/invalidValue(op:operand:reason:)`` for a shape with no elements, a
+    ///   negative dimension or an overflowing size; the errors of `Device.makeBuffer`.
     public func makeTensor(shape: [Int], dtype: DType) throws -> Tensor {
         let count = try Tensor.elementCount(shape)
         guard count > 0 else {
@@ -128,6 +177,12 @@ extension Device {
     }
 
     /// A new tensor holding `values` converted to `dtype`.
+    /// - Parameters:
+    ///   - values: One value per element, row-major.
+    ///   - shape: The dimensions.
+    ///   - dtype: The element type the values are converted to.
+    /// - Returns: The tensor, written and ready to use.
+    /// - Throws: The errors of ``makeTensor(shape:dtype:)`` and ``Tensor/write(floats:)``.
     public func makeTensor(_ values: [Float], shape: [Int], dtype: DType = .f32) throws -> Tensor {
         let tensor = try makeTensor(shape: shape, dtype: dtype)
         try tensor.write(floats: values)

@@ -17,6 +17,7 @@ public enum VkAttnError: Error, Equatable, Sendable, CustomStringConvertible {
     /// A configuration this device (or this build) cannot run; the reason says why.
     case unsupported(op: String, reason: String)
 
+    /// One line: the op, then what is wrong with which operand.
     public var description: String {
         switch self {
         case let .shapeMismatch(op, operand, expected, actual):

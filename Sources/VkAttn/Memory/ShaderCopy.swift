@@ -7,19 +7,31 @@ import VkAttnShaders
 /// Source and destination: equal sizes, a multiple of 4 bytes. Larger than
 /// `maxStorageBufferRange` is split into several dispatches.
 public struct ShaderCopy: Hashable, Sendable {
+    /// Invocations per workgroup (capped by the device); each moves 16 bytes per step.
     public var workgroupSize: Int
 
+    /// - Parameter workgroupSize: Invocations per workgroup.
     public init(workgroupSize: Int = 256) {
         self.workgroupSize = workgroupSize
     }
 
     /// The path name reported by the bench: 16-byte loads as two 64-bit words where the
     /// device has 64-bit integers (lavapipe moves those twice as fast), else as four 32-bit.
+    /// - Parameter device: The device that will run the copy.
+    /// - Returns: `shader-copy-u64x2` or `shader-copy-u32x4`.
     public static func path(on device: Device) -> String {
         device.enabled.shaderInt64 ? "shader-copy-u64x2" : "shader-copy-u32x4"
     }
 
     /// Records the copy into `stream`; throws before recording anything on bad input.
+    /// The copy runs when the stream is submitted; separate it from work that reads `destination`
+    /// with `Stream.barrier()`.
+    /// - Parameters:
+    ///   - stream: The stream to record into; its device owns both buffers.
+    ///   - source: The bytes to copy.
+    ///   - destination: Where they go: the same size as `source`.
+    /// - Throws: `VulkanError.invalidArgument` for different sizes or a size that is not a
+    ///   multiple of 4; the errors of `Device.kernel` and `Stream.dispatch`.
     public func encode(from source: BufferSlice, to destination: BufferSlice, on stream: Stream) throws {
         guard source.byteCount == destination.byteCount else {
             throw VulkanError.invalidArgument("ShaderCopy: source has \(source.byteCount) bytes, destination \(destination.byteCount)")

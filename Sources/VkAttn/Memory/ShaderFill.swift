@@ -4,13 +4,20 @@ import VkAttnShaders
 /// Fills a buffer with one value using a compute shader (vector stores): the write-only
 /// roofline, and the way kernels poison or zero their outputs.
 public struct ShaderFill: Hashable, Sendable {
+    /// The 32-bit element the fill value is written as.
     public enum Element: String, Sendable, Hashable, CaseIterable {
+        /// `f32`: a float's bits; `u32`: a raw word.
         case f32, u32
     }
 
+    /// The type of the value written.
     public var element: Element
+    /// Invocations per workgroup (capped by the device); each writes 16 bytes per step.
     public var workgroupSize: Int
 
+    /// - Parameters:
+    ///   - element: The type of the value written.
+    ///   - workgroupSize: Invocations per workgroup.
     public init(element: Element, workgroupSize: Int = 256) {
         self.element = element
         self.workgroupSize = workgroupSize
@@ -20,11 +27,23 @@ public struct ShaderFill: Hashable, Sendable {
     public var path: String { "shader-fill-\(element.rawValue)x4" }
 
     /// Fills `destination` (a multiple of 4 bytes) with `value`.
+    /// - Parameters:
+    ///   - stream: The stream to record into; its device owns the buffer.
+    ///   - destination: The range to fill.
+    ///   - value: The float written to every element.
+    /// - Throws: `VulkanError.invalidArgument` for a size that is not a multiple of 4; the errors
+    ///   of `Device.kernel` and `Stream.dispatch`.
     public static func encode(_ destination: BufferSlice, value: Float, on stream: Stream) throws {
         try ShaderFill(element: .f32).encode(destination, bits: value.bitPattern, on: stream)
     }
 
     /// Fills `destination` (a multiple of 4 bytes) with `value`.
+    /// - Parameters:
+    ///   - stream: The stream to record into; its device owns the buffer.
+    ///   - destination: The range to fill.
+    ///   - value: The word written to every element.
+    /// - Throws: `VulkanError.invalidArgument` for a size that is not a multiple of 4; the errors
+    ///   of `Device.kernel` and `Stream.dispatch`.
     public static func encode(_ destination: BufferSlice, value: UInt32, on stream: Stream) throws {
         try ShaderFill(element: .u32).encode(destination, bits: value, on: stream)
     }

@@ -19,13 +19,19 @@ import VkAttnShaders
 /// final state out, and on request every chunk-boundary state ([B, H, chunks + 1, Dk, Dv]:
 /// the state before each chunk, then the final state).
 public struct GatedLinearAttention: Hashable, Sendable {
+    /// Which decay the state carries from one step to the next.
     public enum Gating: String, Sendable, Hashable, CaseIterable, Codable, CustomStringConvertible {
+        /// No decay: plain linear attention.
         case none
+        /// A scalar decay per head and step (RetNet, Lightning): log-gates [B, L, H].
         case perHead = "per-head"
+        /// A decay per key dimension, head and step (GLA): log-gates [B, L, H, Dk].
         case perKey = "per-key"
+        /// The raw value: `none`, `per-head` or `per-key`.
         public var description: String { rawValue }
     }
 
+    /// The decay's form.
     public var gating: Gating
     /// Rows per chunk; nil: from the device (`preferredChunkLength(on:)`).
     public var chunkLength: Int?
@@ -44,28 +50,54 @@ public struct GatedLinearAttention: Hashable, Sendable {
         self.preference = preference
     }
 
+    /// The op name in errors.
     public static let opName = "linearAttention.gated"
 
     /// The largest of 64, 32, 16 rows whose two C x C fp32 matrices (the backward's A and dA)
     /// fit the device's shared memory.
+    /// - Parameter device: The device that will run the op.
+    /// - Returns: 64, 32 or 16 (8 where none of them fits).
     public static func preferredChunkLength(on device: Device) -> Int {
         let shared = device.capabilities.maxComputeSharedMemoryBytes
         for c in [64, 32, 16] where 2 * c * c * 4 + 512 <= shared { return c }
         return 8
     }
 
+    /// The chunk length calls on `device` use: ``chunkLength`` or the device's preference.
+    /// - Parameter device: The device that will run the op.
+    /// - Returns: Rows per chunk.
     public func chunkLength(on device: Device) -> Int {
         chunkLength ?? Self.preferredChunkLength(on: device)
     }
 
     /// Chunks of a sequence of `length` rows: the boundary states have chunks + 1 slots.
     /// (A chunk length below 1, which forward and backward refuse, counts as 1 here.)
+    /// - Parameters:
+    ///   - length: L, the sequence length.
+    ///   - device: The device that will run the op.
+    /// - Returns: ceil(L / chunk length).
     public func chunkCount(length: Int, on device: Device) -> Int {
         let c = max(1, chunkLength(on: device))
         return length / c + (length % c == 0 ? 0 : 1)
     }
 
     /// Records the forward pass: o, and when given the final state and every boundary state.
+    /// - Parameters:
+    ///   - stream: The stream to record into; the tensors live on its device.
+    ///   - q: Queries [B, L, H, Dk]: f32, f16 or bf16.
+    ///   - k: Keys, q's shape and type.
+    ///   - v: Values [B, L, H, Dv], q's type.
+    ///   - logGates: The log-decays, f32 ([B, L, H, Dk] per key, [B, L, H] per head); nil for
+    ///     `.none`.
+    ///   - initialState: S before step 0, [B, H, Dk, Dv] f32; nil means zeros.
+    ///   - output: Receives o, [B, L, H, Dv]: f32 or the inputs' type.
+    ///   - finalState: Receives S after the last step, [B, H, Dk, Dv] f32; nil skips it.
+    ///   - chunkStates: Receives every chunk-boundary state, [B, H, chunks + 1, Dk, Dv] f32;
+    ///     nil skips them.
+    /// - Returns: The chunk length, chunk count and kernel label.
+    /// - Throws: ``VkAttnError`` for a shape, type, device or overlap the op does not take, gates
+    ///   that do not match the gating, a chunk length it refuses, or a kernel preference the
+    ///   device cannot honour.
     @discardableResult
     public func forward(q: Tensor, k: Tensor, v: Tensor, logGates: Tensor? = nil,
                         initialState: Tensor? = nil, output: Tensor, finalState: Tensor? = nil,
@@ -76,6 +108,23 @@ public struct GatedLinearAttention: Hashable, Sendable {
 
     /// Records the backward pass: from dOutput (and dFinalState, nil: zeros) the gradients of
     /// q, k, v, the log-gates (required unless `.none`) and, when given, the initial state.
+    /// - Parameters:
+    ///   - stream: The stream to record into.
+    ///   - q: The forward's queries.
+    ///   - k: The forward's keys.
+    ///   - v: The forward's values.
+    ///   - logGates: The forward's log-gates.
+    ///   - initialState: The forward's initial state; nil means zeros.
+    ///   - dOutput: The gradient of o, [B, L, H, Dv] in q's type.
+    ///   - dFinalState: The gradient of the final state, [B, H, Dk, Dv] f32; nil means zeros.
+    ///   - dq: Receives q's gradient (f32 or the inputs' type; so do `dk`, `dv`).
+    ///   - dk: Receives k's gradient.
+    ///   - dv: Receives v's gradient.
+    ///   - dLogGates: Receives the log-gates' gradient (f32, their shape); required with gates,
+    ///     refused without.
+    ///   - dInitialState: Receives the initial state's gradient, [B, H, Dk, Dv] f32; nil skips it.
+    /// - Returns: What was recorded.
+    /// - Throws: ``VkAttnError``, as ``forward(_:q:k:v:logGates:initialState:output:finalState:chunkStates:)``.
     @discardableResult
     public func backward(q: Tensor, k: Tensor, v: Tensor, logGates: Tensor? = nil,
                          initialState: Tensor? = nil, dOutput: Tensor, dFinalState: Tensor? = nil,
@@ -89,7 +138,9 @@ public struct GatedLinearAttention: Hashable, Sendable {
 
 /// What a GLA call recorded.
 public struct GLADispatch: Sendable {
+    /// Rows per chunk.
     public let chunkLength: Int
+    /// Chunks per sequence.
     public let chunks: Int
     /// The bench's path label: gating and chunk length.
     public let label: String

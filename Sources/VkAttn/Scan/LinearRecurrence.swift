@@ -16,14 +16,21 @@ import VkAttnShaders
 /// reducing a predecessor that is not yet published from the input themselves
 /// (`RecurrenceAlgorithm.chained`): one pass, no waiting without bound.
 public struct LinearRecurrence: Hashable, Sendable {
+    /// Where time and channels lie in a, b, h and their gradients.
     public enum Layout: String, Sendable, Hashable, CaseIterable, Codable, CustomStringConvertible {
+        /// [B, L, D]: channels contiguous.
         case bld = "BLD"
+        /// [B, D, L]: time contiguous.
         case bdl = "BDL"
+        /// The raw value: `BLD` or `BDL`.
         public var description: String { rawValue }
     }
 
+    /// The tensors' layout.
     public var layout: Layout
+    /// Complex values (a trailing dimension of 2: re, im) with complex products.
     public var complex: Bool
+    /// Time runs from L - 1 down to 0.
     public var reverse: Bool
     /// Forces an algorithm; nil: `RecurrenceAlgorithm.preferred(for:)`.
     public var algorithm: RecurrenceAlgorithm?
@@ -36,6 +43,14 @@ public struct LinearRecurrence: Hashable, Sendable {
     /// unpublished and reduces their maps from the input.
     public var forcedFallbacks: Int
 
+    /// - Parameters:
+    ///   - layout: BLD or BDL.
+    ///   - complex: Complex values.
+    ///   - reverse: Run time backwards.
+    ///   - path: A path to force; nil lets the device decide.
+    ///   - chunkLength: Steps per chunk (a multiple of 4 in 4...16384); nil lets the device decide.
+    ///   - wideLoads: 64-bit words or 16-byte vectors; nil lets the device decide.
+    ///   - forcedFallbacks: Predecessor chunks the chained path treats as unpublished (tests).
     public init(layout: Layout, complex: Bool = false, reverse: Bool = false, algorithm: RecurrenceAlgorithm? = nil,
                 chunkLength: Int? = nil, wideLoads: Bool? = nil, forcedFallbacks: Int = 0) {
         self.layout = layout
@@ -47,17 +62,31 @@ public struct LinearRecurrence: Hashable, Sendable {
         self.forcedFallbacks = forcedFallbacks
     }
 
+    /// The op name in errors.
     public static let opName = "recurrence"
 
     /// The problem's dimensions read from a's shape.
     public struct Dimensions: Hashable, Sendable {
+        /// B.
         public var batch: Int
+        /// L, the time steps.
         public var length: Int
+        /// D, the independent channels.
         public var channels: Int
     }
 
     /// Records the forward pass: h (every state) and, when given, the final state. h0 nil
     /// means zeros.
+    /// - Parameters:
+    ///   - stream: The stream to record into; the tensors live on its device.
+    ///   - a: The decays: [B, L, D] or [B, D, L] (complex: plus [2]); f32.
+    ///   - b: The inputs, a's shape.
+    ///   - h0: The initial state [B, D] (complex: [B, D, 2]); nil means zeros.
+    ///   - h: Every state, a's shape; must not overlap the inputs.
+    ///   - finalState: The last state, h0's shape; nil skips it.
+    /// - Returns: The path, chunk length and chunk count recorded.
+    /// - Throws: ``VkAttnError`` for a shape, type, device, alignment or overlap the op does not
+    ///   take, a chunk length it refuses, or a problem too large for the device.
     @discardableResult
     public func forward(a: Tensor, b: Tensor, h0: Tensor? = nil, h: Tensor,
                         finalState: Tensor? = nil, on stream: Stream) throws -> RecurrenceDispatch {
@@ -72,6 +101,18 @@ public struct LinearRecurrence: Hashable, Sendable {
     /// convention (the gradient of a real loss L is dL/dRe + i dL/dIm), so that
     /// db_t = g_t, da_t = g_t * conj(h_{t-1}), dh0 = conj(a_first) * g_first, with
     /// g_t = dh_t + conj(a_{t+1}) * g_{t+1}: itself a recurrence in the opposite direction.
+    /// - Parameters:
+    ///   - stream: The stream to record into.
+    ///   - a: The forward's decays.
+    ///   - h: The forward's states.
+    ///   - h0: The forward's initial state; nil means zeros.
+    ///   - dh: The gradient of every state, a's shape.
+    ///   - dFinal: The gradient of the final state; nil means zeros.
+    ///   - da: Receives the decays' gradient, a's shape.
+    ///   - db: Receives the inputs' gradient, a's shape.
+    ///   - dh0: Receives the initial state's gradient; nil skips it.
+    /// - Returns: What was recorded.
+    /// - Throws: ``VkAttnError``, as ``forward(_:a:b:h0:h:finalState:)``.
     @discardableResult
     public func backward(a: Tensor, h: Tensor, h0: Tensor? = nil, dh: Tensor, dFinal: Tensor? = nil,
                          da: Tensor, db: Tensor, dh0: Tensor? = nil, on stream: Stream) throws -> RecurrenceDispatch {
@@ -93,10 +134,13 @@ public enum RecurrenceAlgorithm: String, Sendable, Hashable, CaseIterable, Codab
     /// order, as lavapipe runs workgroups.
     case chained = "chained-lookback"
 
+    /// The raw value: `chunked-3-pass` or `chained-lookback`.
     public var description: String { rawValue }
 
     /// Chained where workgroups run roughly in dispatch order on a few threads (CPU devices),
     /// chunked elsewhere (GPUs run every chunk at once, so a chain would serialize).
+    /// - Parameter device: The device that will run the recurrence.
+    /// - Returns: ``chained`` on CPU devices, ``chunked`` elsewhere.
     public static func preferred(for device: Device) -> RecurrenceAlgorithm {
         device.capabilities.type == .cpu ? .chained : .chunked
     }
@@ -104,8 +148,11 @@ public enum RecurrenceAlgorithm: String, Sendable, Hashable, CaseIterable, Codab
 
 /// What a recurrence call recorded.
 public struct RecurrenceDispatch: Sendable {
+    /// The path recorded.
     public let algorithm: RecurrenceAlgorithm
+    /// Steps per chunk.
     public let chunkLength: Int
+    /// Chunks per channel.
     public let chunks: Int
     /// The kernel that ran, as the bench reports it: algorithm, layout, load width, chunk length.
     public let path: String

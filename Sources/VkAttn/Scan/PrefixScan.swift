@@ -15,13 +15,21 @@ import VkAttnShaders
 /// try PrefixScan(op: .add, exclusive: true).encode(input: counts, output: rowPointers, on: stream)
 /// ```
 public struct PrefixScan: Hashable, Sendable {
+    /// The operator: sum or maximum.
     public var op: ScanOperator
+    /// Exclusive (element i gets the combination of elements before it; the first gets the
+    /// identity) or inclusive (elements up to and including i).
     public var exclusive: Bool
     /// Forces an algorithm; nil uses `ScanAlgorithm.preferred(for:)` of the stream's device.
     public var algorithm: ScanAlgorithm?
     /// Overrides the launch shape; nil uses `Tuning.preferred(for:)`.
     public var tuning: Tuning?
 
+    /// - Parameters:
+    ///   - op: The operator.
+    ///   - exclusive: Exclusive or inclusive.
+    ///   - path: A path to force; nil lets the device decide.
+    ///   - tuning: A launch shape to force; nil lets the device decide.
     public init(op: ScanOperator = .add, exclusive: Bool = false, algorithm: ScanAlgorithm? = nil, tuning: Tuning? = nil) {
         self.op = op
         self.exclusive = exclusive
@@ -32,13 +40,16 @@ public struct PrefixScan: Hashable, Sendable {
     /// The op name in errors.
     public static let opName = "scan.prefix"
 
-    /// The algorithm `encode` takes on `device`.
+    /// The path `encode` takes on `device`.
+    /// - Parameter device: The device that will run the scan.
+    /// - Returns: The forced path, or the device's preferred one.
     public func resolvedAlgorithm(on device: Device) -> ScanAlgorithm {
         algorithm ?? ScanAlgorithm.preferred(for: device)
     }
 
-    /// The kernel `encode` runs on `device`, as the bench reports it: the algorithm, the
-    /// load width and the tile.
+    /// The path name the bench reports: the path, the load width and the tile.
+    /// - Parameter device: The device that will run the scan.
+    /// - Returns: E.g. `single-pass-lookback/u64x2/tile2048`.
     public func path(on device: Device) -> String {
         let t = tuning ?? Tuning.preferred(for: device)
         return "\(resolvedAlgorithm(on: device).rawValue)/\(t.wideLoads ? "u64x2" : "u32x4")/tile\(t.tileElements)"
@@ -47,6 +58,16 @@ public struct PrefixScan: Hashable, Sendable {
     /// Records the scan into `stream`. Throws `VkAttnError` before recording anything when an
     /// operand is wrong. In-place scans (`output` overlapping `input`) need
     /// `.reduceThenScan`: the single pass's fallback may re-read a predecessor's input.
+    /// - Parameters:
+    ///   - stream: The stream to record into; the tensors live on its device.
+    ///   - input: [n] or [rows, ..., n]: f32, i32 or u32 for sums, f32 for maxima.
+    ///   - output: The input's shape and type; [n + 1] for an exclusive 1-D scan that also
+    ///     writes the total.
+    ///   - segments: Where segments start; rows are always separate.
+    /// - Returns: What was recorded (path, tiles, chunks; the fallback count once synchronized).
+    /// - Throws: ``VkAttnError`` for a shape, type, device, alignment or size the scan does not
+    ///   take, an output overlapping the input on the single pass, or a tuning the device cannot
+    ///   run.
     @discardableResult
     public func encode(input: Tensor, output: Tensor, segments: ScanSegments = .none, on stream: Stream) throws -> ScanDispatch {
         let device = stream.device
@@ -56,6 +77,15 @@ public struct PrefixScan: Hashable, Sendable {
 
     /// `encode` on buffer slices holding `count` elements of `dtype` (1-D). `output` holds
     /// `count` elements, or `count + 1` for an exclusive scan with the total at the end.
+    /// - Parameters:
+    ///   - stream: The stream to record into.
+    ///   - input: At least `count` elements.
+    ///   - output: `count` elements, or more for an exclusive scan with the total.
+    ///   - count: The elements to scan; positive.
+    ///   - dtype: Their type.
+    /// - Returns: What was recorded.
+    /// - Throws: ``VkAttnError`` for a count that is not positive or slices too small, and the
+    ///   errors of ``encode(_:input:output:segments:)``.
     @discardableResult
     public func encode(input: BufferSlice, output: BufferSlice, count: Int, dtype: DType, on stream: Stream) throws -> ScanDispatch {
         guard count > 0 else {
@@ -96,6 +126,14 @@ extension PrefixScan {
         /// chunk) as unpublished and reduces them from the input.
         public var forcedFallbacks: Int
 
+        /// A launch shape; checked against the device when the scan is encoded.
+        /// - Parameters:
+        ///   - workgroupSize: Invocations per workgroup.
+        ///   - itemsPerInvocation: Consecutive elements per invocation.
+        ///   - lookbackPolls: Polls before the single pass reduces a predecessor itself.
+        ///   - wideLoads: 64-bit words (needs shaderInt64).
+        ///   - tilesPerWorkgroup: Tiles each workgroup takes in turn.
+        ///   - forcedFallbacks: Predecessors each tile treats as unpublished (tests).
         public init(workgroupSize: Int, itemsPerInvocation: Int, lookbackPolls: Int, wideLoads: Bool,
                     tilesPerWorkgroup: Int, forcedFallbacks: Int = 0) {
             self.workgroupSize = workgroupSize
@@ -106,11 +144,14 @@ extension PrefixScan {
             self.forcedFallbacks = forcedFallbacks
         }
 
+        /// Elements per tile: workgroupSize x itemsPerInvocation.
         public var tileElements: Int { workgroupSize * itemsPerInvocation }
 
         /// Measured choices: on lavapipe (CPU) small workgroups with 32 items per invocation,
         /// short polls (a fallback costs one tile's loads) and 64-bit words; on GPUs 256
         /// invocations, long polls and 16-byte vectors.
+        /// - Parameter device: The device that will run the scan.
+        /// - Returns: The measured choice for its kind (CPU or GPU).
         public static func preferred(for device: Device) -> Tuning {
             let caps = device.capabilities
             let wg = min(256, caps.maxWorkgroupInvocations, caps.maxWorkgroupSize[0])
@@ -157,14 +198,19 @@ extension PrefixScan {
 /// What `PrefixScan.encode` recorded: the algorithm, the tiling, and (after the stream is
 /// synchronized) how many predecessor tiles the single pass reduced itself.
 public struct ScanDispatch: Sendable {
+    /// The path recorded.
     public let algorithm: ScanAlgorithm
+    /// Tiles over the whole input.
     public let tiles: Int
+    /// Bindable chunks the input was split into (1 below `maxStorageBufferRange`).
     public let chunks: Int
     let status: Buffer
     let statsWord: Int
 
     /// Single pass: how often a tile reduced an unpublished predecessor from the input
     /// (read after `synchronize()`). Zero for reduce-then-scan.
+    /// - Returns: The number of fallback reductions.
+    /// - Throws: The errors of reading the status buffer.
     public func fallbacks() throws -> Int {
         Int(try status.read(UInt32.self, count: 1, at: statsWord * 4)[0])
     }

@@ -14,11 +14,14 @@ public enum ScanAlgorithm: String, Sendable, Hashable, CaseIterable, Codable, Cu
     /// workgroup scans the totals, tile scans (reads n, writes n).
     case reduceThenScan = "reduce-then-scan"
 
+    /// The raw value: `single-pass-lookback` or `reduce-then-scan`.
     public var description: String { rawValue }
 
     /// The path the library uses on `device` when the caller does not force one: the single
     /// pass everywhere (it moves the fewest bytes, and its fallback makes it safe on
     /// lavapipe; measured faster there too, see docs/PERFORMANCE.md).
+    /// - Parameter device: The device that will run the scan.
+    /// - Returns: ``singlePass``.
     public static func preferred(for device: Device) -> ScanAlgorithm {
         .singlePass
     }
@@ -31,6 +34,7 @@ public enum ScanOperator: String, Sendable, Hashable, CaseIterable, Codable, Cus
     /// Maximum: f32 (identity -inf).
     case max
 
+    /// The raw value: `add` or `max`.
     public var description: String { rawValue }
 
     /// Element types this operator scans.
@@ -45,6 +49,7 @@ public enum ScanOperator: String, Sendable, Hashable, CaseIterable, Codable, Cus
 /// Where segments of a segmented scan start (a scan restarts at each segment's first element).
 /// Rows of a batched input ([rows, n]) are always separate segments in addition to these.
 public enum ScanSegments: Sendable {
+    /// No segments beyond the rows.
     case none
     /// u32 or i32, one per element (the input's shape or its element count): nonzero marks
     /// the first element of a segment.

@@ -6,13 +6,27 @@
 /// sits at block column `blockColumnIndices[b]` and its values are
 /// `values[b * blockSize * blockSize ..< (b + 1) * blockSize * blockSize]`, row-major.
 public struct BSRArrays: Sendable, Equatable {
+    /// Rows and columns of each block.
     public var blockSize: Int
+    /// Block rows (rows / blockSize).
     public var blockRows: Int
+    /// Block columns (cols / blockSize).
     public var blockCols: Int
+    /// Where each block row's blocks start: blockRows + 1 entries, from 0 to the block count.
     public var blockRowOffsets: [Int32]
+    /// The block column of each block, block row by block row.
     public var blockColumnIndices: [Int32]
+    /// The blocks' values, blockSize x blockSize per block, each row-major.
     public var values: [Float]
 
+    /// The matrix from its arrays, unchecked.
+    /// - Parameters:
+    ///   - blockSize: Rows and columns of each block.
+    ///   - blockRows: Block rows.
+    ///   - blockCols: Block columns.
+    ///   - blockRowOffsets: blockRows + 1 offsets.
+    ///   - blockColumnIndices: One block column per block.
+    ///   - values: blockSize^2 values per block.
     public init(blockSize: Int, blockRows: Int, blockCols: Int, blockRowOffsets: [Int32],
                 blockColumnIndices: [Int32], values: [Float]) {
         self.blockSize = blockSize
@@ -23,7 +37,9 @@ public struct BSRArrays: Sendable, Equatable {
         self.values = values
     }
 
+    /// Rows of the matrix.
     public var rows: Int { blockRows * blockSize }
+    /// Columns of the matrix.
     public var cols: Int { blockCols * blockSize }
     /// Blocks stored.
     public var blockCount: Int { blockColumnIndices.count }
@@ -33,6 +49,9 @@ public struct BSRArrays: Sendable, Equatable {
     /// The blocks of a well-formed CSR matrix: every `blockSize` x `blockSize` block holding
     /// a nonzero becomes a dense block (zeros where the CSR has none). Rows and columns are
     /// padded with zeros up to multiples of `blockSize`.
+    /// - Parameters:
+    ///   - csr: A well-formed CSR matrix.
+    ///   - bs: Rows and columns of each block.
     public init(csr: CSRArrays, blockSize bs: Int) {
         let blockRows = (csr.rows + bs - 1) / bs
         let blockCols = (csr.cols + bs - 1) / bs
@@ -66,9 +85,12 @@ public struct BSRArrays: Sendable, Equatable {
     }
 
     /// The same matrix with every value rounded to f16 and back.
+    /// - Returns: A copy with f16-rounded values.
     public func roundedToHalf() -> BSRArrays { rounded(to: .f16) }
 
     /// The same matrix with every value rounded to `dtype` and back (what the device holds).
+    /// - Parameter dtype: The device's value type.
+    /// - Returns: A copy with rounded values.
     public func rounded(to dtype: DType) -> BSRArrays {
         var copy = self
         copy.values = values.map(dtype.rounded)
@@ -76,6 +98,11 @@ public struct BSRArrays: Sendable, Equatable {
     }
 
     /// Checks the block structure (block rows named in errors).
+    /// - Parameter op: The op name errors carry.
+    /// - Returns: Statistics of the blocks per block row.
+    /// - Throws: ``VkAttnError/malformedSparse(op:row:reason:)`` naming the first bad block row;
+    ///   ``VkAttnError/shapeMismatch(op:operand:expected:actual:)`` for an offsets or indices
+    ///   array of the wrong length.
     @discardableResult
     public func validate(op: String) throws -> RowStatistics {
         try SparseValidation.check(op: op, rows: blockRows, cols: blockCols, nnz: blockCount,

@@ -3,26 +3,49 @@
 ///
 /// - `blockRowOffsets`: i32 [blockRows + 1].
 /// - `blockColumnIndices`: i32 [max(blocks, 1)].
-/// - `values`: f32 or f16 [max(blocks, 1), blockSize, blockSize], each block row-major.
+/// - `values`: f32, f16 or bf16 [max(blocks, 1), blockSize, blockSize], each block row-major.
 ///
 /// Building one checks shapes, element types and devices; the block structure is checked by
 /// the op before it dispatches.
 public struct BSRMatrix: Sendable {
+    /// The block sizes the kernels take.
     public static let supportedBlockSizes = [16, 32]
 
+    /// Rows and columns of each block: 16 or 32.
     public let blockSize: Int
+    /// Block rows.
     public let blockRows: Int
+    /// Block columns.
     public let blockCols: Int
+    /// Blocks stored.
     public let blockCount: Int
+    /// i32 [blockRows + 1].
     public let blockRowOffsets: Tensor
+    /// i32 [max(blockCount, 1)].
     public let blockColumnIndices: Tensor
+    /// f32, f16 or bf16 [max(blockCount, 1), blockSize, blockSize].
     public let values: Tensor
 
+    /// Rows of the matrix.
     public var rows: Int { blockRows * blockSize }
+    /// Columns of the matrix.
     public var cols: Int { blockCols * blockSize }
+    /// The device holding the arrays.
     public var device: Device { blockRowOffsets.device }
+    /// The values' element type.
     public var valueType: DType { values.dtype }
 
+    /// A matrix over tensors already on the device.
+    /// - Parameters:
+    ///   - blockSize: 16 or 32.
+    ///   - blockRows: Block rows.
+    ///   - blockCols: Block columns.
+    ///   - blockCount: Blocks stored.
+    ///   - blockRowOffsets: i32 [blockRows + 1].
+    ///   - blockColumnIndices: i32 [max(blockCount, 1)], on the same device.
+    ///   - values: [max(blockCount, 1), blockSize, blockSize], f32, f16 or bf16, on the same device.
+    /// - Throws: ``VkAttnError`` for an unsupported block size, sizes beyond 32-bit indices, or a
+    ///   tensor of the wrong shape, type or device.
     public init(blockSize: Int, blockRows: Int, blockCols: Int, blockCount: Int,
                 blockRowOffsets: Tensor, blockColumnIndices: Tensor, values: Tensor) throws {
         let op = "sparse.bsrMatrix"
@@ -54,9 +77,17 @@ public struct BSRMatrix: Sendable {
     }
 }
 
+/// Uploading block-CSR matrices.
 extension Device {
     /// Uploads `matrix` with values of `valueType` (f32, f16 or bf16), after checking its block
     /// structure on the host.
+    /// - Parameters:
+    ///   - matrix: The host matrix (block size 16 or 32).
+    ///   - valueType: f32, f16 or bf16.
+    /// - Returns: The matrix on this device, written and ready.
+    /// - Throws: ``VkAttnError/malformedSparse(op:row:reason:)`` for a malformed block structure;
+    ///   ``VkAttnError`` for an unsupported block size or value type, sizes beyond 32-bit
+    ///   indices, or a values array of the wrong length.
     public func makeBSR(_ matrix: BSRArrays, valueType: DType = .f32) throws -> BSRMatrix {
         let op = "sparse.makeBSR"
         try BSRMatrix.checkSizes(op: op, blockSize: matrix.blockSize, blockRows: matrix.blockRows,

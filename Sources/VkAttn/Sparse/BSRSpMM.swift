@@ -10,6 +10,7 @@ public enum BSRKernel: String, Sendable, Hashable, CaseIterable, CustomStringCon
     /// accumulators): only on request, since it narrows f32 operands.
     case cooperativeMatrixNV = "coopmat-nv"
 
+    /// The raw value: `scalar`, `coopmat` or `coopmat-nv`.
     public var description: String { rawValue }
 }
 
@@ -17,6 +18,7 @@ public enum BSRKernel: String, Sendable, Hashable, CaseIterable, CustomStringCon
 public struct BSRSpMMOptions: Sendable, Hashable {
     /// The kernel to run, or nil for the cooperative-matrix one where available, else scalar.
     public var kernel: BSRKernel?
+    /// Where the block structure is checked.
     public var validation: SparseValidation.Mode
     /// The element type of the dense operand B: f32, f16 or bf16.
     public var denseType: DType
@@ -41,13 +43,19 @@ public struct BSRSpMMOptions: Sendable, Hashable {
 /// The plan validates the block structure (the error names the first bad block row) and
 /// picks the kernel; `kernel`, `path` and `cooperativeMatrixSkipped` say what runs and why.
 public struct BSRSpMMPlan: Sendable {
+    /// The op name in errors.
     public static let opName = "sparse.bsrSpmm"
     static let tileColumns = 64
 
+    /// A, the planned block-sparse matrix.
     public let matrix: BSRMatrix
+    /// Columns of B and C.
     public let n: Int
+    /// Blocks per block row, from A's validation.
     public let statistics: RowStatistics
+    /// The kernel that runs.
     public let kernel: BSRKernel
+    /// Where the block structure was validated.
     public let validatedOn: SparseValidation.Site
     /// B's element type.
     public let denseType: DType
@@ -65,6 +73,16 @@ public struct BSRSpMMPlan: Sendable {
         return "bsr\(matrix.blockSize)-\(kernel.rawValue)"
     }
 
+    /// Validates `matrix`, chooses the kernel and makes its pipeline.
+    /// - Parameters:
+    ///   - matrix: A, block size 16 or 32; f32, f16 or bf16 values.
+    ///   - n: Columns of B and C; positive.
+    ///   - options: A kernel to force, where to validate, B's type.
+    /// - Throws: ``VkAttnError/malformedSparse(op:row:reason:)`` naming A's first bad block row;
+    ///   ``VkAttnError/unsupported(op:reason:)`` for a requested cooperative-matrix kernel the
+    ///   build or device cannot run, an operand type pair no kernel takes, or a block row past the
+    ///   loop cap; ``VkAttnError/tooLarge(op:operand:bytes:limit:)`` when B or C would exceed one
+    ///   binding; ``VkAttnError`` for an n that is not positive or needs too many workgroups.
     public init(_ matrix: BSRMatrix, n: Int, options: BSRSpMMOptions = BSRSpMMOptions()) throws {
         let op = BSRSpMMPlan.opName
         let device = matrix.device
@@ -204,6 +222,13 @@ public struct BSRSpMMPlan: Sendable {
     /// Why `kernel` (a cooperative-matrix one) cannot run on `device` for these blocks and
     /// operand types (this build's glslc, the device's extension, features or shapes, the
     /// operands), or nil when it can.
+    /// - Parameters:
+    ///   - device: The device to ask about.
+    ///   - blockSize: 16 or 32.
+    ///   - valueType: A's value type.
+    ///   - denseType: B's type.
+    ///   - kernel: ``BSRKernel/cooperativeMatrix`` or ``BSRKernel/cooperativeMatrixNV``.
+    /// - Returns: The reason, or nil when the kernel can run.
     public static func cooperativeMatrixUnavailableReason(device: Device, blockSize: Int, valueType: DType,
                                                           denseType: DType = .f16,
                                                           kernel: BSRKernel = .cooperativeMatrix) -> String? {
@@ -237,7 +262,15 @@ public struct BSRSpMMPlan: Sendable {
         return .success(best)
     }
 
-    /// Records C = alpha * A * B + beta * C. B: [A.cols, n] f32, C: [A.rows, n] f32.
+    /// Records C = alpha * A * B + beta * C. B: [A.cols, n] of `denseType`, C: [A.rows, n] f32.
+    /// - Parameters:
+    ///   - stream: A stream of A's device.
+    ///   - b: B [A.cols, n] of the plan's `denseType`.
+    ///   - c: C [A.rows, n], f32: read (unless beta is 0) and written.
+    ///   - alpha: The product's factor; finite.
+    ///   - beta: C's factor; finite. 0 never reads C.
+    /// - Throws: ``VkAttnError`` for an operand of the wrong shape, type or device, or a factor
+    ///   that is not finite.
     public func encode(b: Tensor, c: Tensor, alpha: Float = 1, beta: Float = 0, on stream: Stream) throws {
         let op = BSRSpMMPlan.opName
         let device = matrix.device

@@ -10,16 +10,34 @@
 /// `SparseValidation`). The same three arrays read as CSC describe the transpose, so a
 /// device-side transpose can return another `CSRMatrix` of shape [cols, rows].
 public struct CSRMatrix: Sendable {
+    /// Rows of the matrix.
     public let rows: Int
+    /// Columns of the matrix.
     public let cols: Int
+    /// Nonzeros stored.
     public let nnz: Int
+    /// i32 [rows + 1].
     public let rowOffsets: Tensor
+    /// i32 [max(nnz, 1)].
     public let columnIndices: Tensor
+    /// f32 or f16 [max(nnz, 1)].
     public let values: Tensor
 
+    /// The device holding the arrays.
     public var device: Device { rowOffsets.device }
+    /// The values' element type.
     public var valueType: DType { values.dtype }
 
+    /// A matrix over tensors already on the device (e.g. built by kernels).
+    /// - Parameters:
+    ///   - rows: Rows.
+    ///   - cols: Columns.
+    ///   - nnz: Nonzeros.
+    ///   - rowOffsets: i32 [rows + 1].
+    ///   - columnIndices: i32 [max(nnz, 1)], on rowOffsets' device.
+    ///   - values: f32 or f16 [max(nnz, 1)], on the same device.
+    /// - Throws: ``VkAttnError`` for sizes that are not positive or do not fit 32-bit indices, or a
+    ///   tensor of the wrong shape, type or device.
     public init(rows: Int, cols: Int, nnz: Int, rowOffsets: Tensor, columnIndices: Tensor, values: Tensor) throws {
         let op = "sparse.csrMatrix"
         try SparseShape.check(op: op, rows: rows, cols: cols, nnz: nnz)
@@ -38,6 +56,9 @@ public struct CSRMatrix: Sendable {
     }
 
     /// Copies the matrix back to the host (values widened to Float).
+    /// Call after the work that wrote the arrays has completed.
+    /// - Returns: The host arrays.
+    /// - Throws: The errors of reading the buffers.
     public func read() throws -> CSRArrays {
         let offsets = try rowOffsets.buffer.read(Int32.self, count: rows + 1, at: rowOffsets.slice.offset)
         let columns = nnz == 0 ? [] : try columnIndices.buffer.read(Int32.self, count: nnz, at: columnIndices.slice.offset)
@@ -46,10 +67,18 @@ public struct CSRMatrix: Sendable {
     }
 }
 
+/// Uploading CSR matrices.
 extension Device {
     /// Uploads `matrix` with values of `valueType` (f32 or f16), after checking its structure
     /// on the host (a malformed one throws `VkAttnError.malformedSparse` naming the first bad
     /// row; nothing is allocated).
+    /// - Parameters:
+    ///   - matrix: The host matrix.
+    ///   - valueType: f32 or f16.
+    /// - Returns: The matrix on this device, written and ready.
+    /// - Throws: ``VkAttnError/malformedSparse(op:row:reason:)`` for a malformed structure;
+    ///   ``VkAttnError`` for sizes beyond 32-bit indices, another value type, or a values array of
+    ///   the wrong length.
     public func makeCSR(_ matrix: CSRArrays, valueType: DType = .f32) throws -> CSRMatrix {
         let op = "sparse.makeCSR"
         try SparseShape.check(op: op, rows: matrix.rows, cols: matrix.cols, nnz: matrix.nnz)

@@ -16,6 +16,7 @@ import VkAttnShaders
 /// wide or very sparse matrices (down to one, which is correct but serial); `plan.tiles` says
 /// how many ran.
 public struct CSRTranspose: Sendable {
+    /// The op name in errors.
     public static let opName = "sparse.transpose"
 
     /// Subgroups (row tiles) the transpose used.
@@ -31,6 +32,14 @@ public struct CSRTranspose: Sendable {
     /// Records the transpose of `matrix` into `stream` and returns it (valid once the stream's
     /// work is done). The input's structure is validated first; a malformed matrix throws
     /// `VkAttnError.malformedSparse` before anything is recorded.
+    /// - Parameters:
+    ///   - matrix: A [M, K] on the stream's device (f32 or f16 values).
+    ///   - stream: The stream to record into.
+    ///   - validation: Where A's structure is checked.
+    /// - Returns: A^T [K, M] as a new ``CSRMatrix`` (values of A's type), and the plan that made it.
+    /// - Throws: ``VkAttnError/malformedSparse(op:row:reason:)`` naming A's first bad row;
+    ///   ``VkAttnError`` for a matrix on another device, or a device lacking what the kernels
+    ///   need.
     public static func encode(_ matrix: CSRMatrix, on stream: Stream,
                               validation: SparseValidation.Mode = .auto) throws -> (transpose: CSRMatrix, plan: CSRTranspose) {
         let device = stream.device
@@ -124,6 +133,11 @@ public struct CSRTranspose: Sendable {
 
 extension CSRMatrix {
     /// The transpose [cols, rows] computed on the device (see `CSRTranspose`).
+    /// - Parameters:
+    ///   - stream: A stream of the matrix's device.
+    ///   - validation: Where the structure is checked.
+    /// - Returns: The transpose, valid once the stream's work is done.
+    /// - Throws: The errors of ``CSRTranspose/encode(_:on:validation:)``.
     public func transposed(on stream: Stream, validation: SparseValidation.Mode = .auto) throws -> CSRMatrix {
         try CSRTranspose.encode(self, on: stream, validation: validation).transpose
     }

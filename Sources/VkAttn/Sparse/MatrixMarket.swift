@@ -1,16 +1,24 @@
 /// A Matrix Market file that cannot be read: the 1-based line (0 when the file itself could
 /// not be opened) and why.
 public struct MatrixMarketError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The 1-based line, or 0 for the file as a whole.
     public var line: Int
+    /// What is wrong.
     public var reason: String
+    /// The file, when read from one.
     public var path: String?
 
+    /// - Parameters:
+    ///   - line: The 1-based line, or 0.
+    ///   - reason: What is wrong.
+    ///   - path: The file, if any.
     public init(line: Int, reason: String, path: String? = nil) {
         self.line = line
         self.reason = reason
         self.path = path
     }
 
+    /// `path:line: reason`.
     public var description: String {
         "\(path ?? "Matrix Market input"):\(line): \(reason)"
     }
@@ -22,15 +30,23 @@ public struct MatrixMarketError: Error, Equatable, Sendable, CustomStringConvert
 /// in f32, alone and summed; the size line is checked against what any Vulkan device can bind
 /// before anything is allocated. Every problem is a `MatrixMarketError` naming the line.
 public enum MatrixMarket {
+    /// The banner's field: `real`, `integer` or `pattern` (every value 1).
     public enum Field: String, Sendable { case real, integer, pattern }
+    /// The banner's symmetry: `general`, `symmetric` or `skew-symmetric`.
     public enum Symmetry: String, Sendable { case general, symmetric, skewSymmetric = "skew-symmetric" }
 
     /// Parses the text of a .mtx file into CSR (rows and columns as the file's size line says).
+    /// - Parameter text: The whole file.
+    /// - Returns: The matrix, columns sorted within each row, duplicates summed.
+    /// - Throws: ``MatrixMarketError`` naming the first bad line.
     public static func parse(_ text: String) throws -> CSRArrays {
         try parse(bytes: Array(text.utf8))
     }
 
     /// Reads and parses the file at `path`.
+    /// - Parameter path: A file path.
+    /// - Returns: The matrix.
+    /// - Throws: ``MatrixMarketError`` with the path: line 0 when the file cannot be read.
     public static func read(path: String) throws -> CSRArrays {
         let bytes: [UInt8]
         do {
@@ -46,6 +62,10 @@ public enum MatrixMarket {
         }
     }
 
+    /// Parses the bytes of a .mtx file into CSR.
+    /// - Parameter bytes: The whole file, UTF-8.
+    /// - Returns: The matrix.
+    /// - Throws: ``MatrixMarketError`` naming the first bad line.
     public static func parse(bytes: [UInt8]) throws -> CSRArrays {
         var lines = LineReader(bytes)
         guard let (bannerLine, banner) = lines.next() else {

@@ -2,7 +2,9 @@
 /// Computed from row offsets that passed validation (on the host, or on the device for large
 /// matrices).
 public struct RowStatistics: Sendable, Equatable, CustomStringConvertible {
+    /// Rows (block rows for BSR).
     public var rows: Int
+    /// Nonzeros (blocks for BSR).
     public var nnz: Int
     /// Longest row (nonzeros).
     public var maxLength: Int
@@ -12,6 +14,13 @@ public struct RowStatistics: Sendable, Equatable, CustomStringConvertible {
     /// nonzeros).
     public var coefficientOfVariation: Double
 
+    /// Statistics computed elsewhere (the device's validation kernels).
+    /// - Parameters:
+    ///   - rows: Rows.
+    ///   - nnz: Nonzeros.
+    ///   - maxLength: The longest row's nonzeros.
+    ///   - emptyRows: Rows without nonzeros.
+    ///   - coefficientOfVariation: Standard deviation over mean of the row lengths.
     public init(rows: Int, nnz: Int, maxLength: Int, emptyRows: Int, coefficientOfVariation: Double) {
         self.rows = rows
         self.nnz = nnz
@@ -24,6 +33,7 @@ public struct RowStatistics: Sendable, Equatable, CustomStringConvertible {
     public var meanLength: Double { rows > 0 ? Double(nnz) / Double(rows) : 0 }
 
     /// From well-formed row offsets (`rows + 1` entries).
+    /// - Parameter rowOffsets: rows + 1 offsets, starting at 0 and never decreasing.
     public init(rowOffsets: [Int32]) {
         let rows = rowOffsets.count - 1
         let nnz = rows >= 0 ? Int(rowOffsets[rows]) : 0
@@ -46,6 +56,7 @@ public struct RowStatistics: Sendable, Equatable, CustomStringConvertible {
         return (sumSquaredDeviations / Double(rows)).squareRoot() / mean
     }
 
+    /// `rows R, nnz N, mean M, max X, cv C, empty E`.
     public var description: String {
         "rows \(rows), nnz \(nnz), mean \(formatted(meanLength)), max \(maxLength), cv \(formatted(coefficientOfVariation)), empty \(emptyRows)"
     }

@@ -2,8 +2,12 @@
 public struct SDDMMOptions: Sendable, Hashable {
     /// Multiply each sampled dot product by the pattern's value at that nonzero.
     public var scaleByValues: Bool
+    /// Where the pattern's structure is checked.
     public var validation: SparseValidation.Mode
 
+    /// - Parameters:
+    ///   - scaleByValues: Multiply by the pattern's values.
+    ///   - validation: Where the structure is checked.
     public init(scaleByValues: Bool = false, validation: SparseValidation.Mode = .auto) {
         self.scaleByValues = scaleByValues
         self.validation = validation
@@ -19,12 +23,18 @@ public struct SDDMMOptions: Sendable, Hashable {
 /// Nonzero-split: teams of lanes take equal chunks of nonzeros, so skewed rows cost nothing
 /// extra. The plan validates the pattern first (the error names the first bad row).
 public struct SDDMMPlan: Sendable {
+    /// The op name in errors.
     public static let opName = "sparse.sddmm"
 
+    /// The sampling pattern [M, N]; its values only matter with `scaleByValues`.
     public let pattern: CSRMatrix
+    /// The length of the dot products: columns of X and Y.
     public let k: Int
+    /// The options planned with.
     public let options: SDDMMOptions
+    /// The pattern's row statistics, from its validation.
     public let statistics: RowStatistics
+    /// Where the pattern was validated.
     public let validatedOn: SparseValidation.Site
     /// 4 (vec4 loads of X and Y) when k % 4 == 0, else 1.
     public let vectorWidth: Int
@@ -39,6 +49,15 @@ public struct SDDMMPlan: Sendable {
     /// The path name the bench reports, e.g. "nonzero-split/vec4".
     public var path: String { "nonzero-split/\(vectorWidth == 4 ? "vec4" : "scalar")" }
 
+    /// Validates `pattern` and makes the kernel.
+    /// - Parameters:
+    ///   - pattern: The CSR pattern [M, N] (f32 or f16 values).
+    ///   - k: Columns of X and Y; positive.
+    ///   - options: Scaling by the values, and where to validate.
+    /// - Throws: ``VkAttnError/malformedSparse(op:row:reason:)`` naming the first bad row;
+    ///   ``VkAttnError/tooLarge(op:operand:bytes:limit:)`` when X or Y would exceed one binding;
+    ///   ``VkAttnError/unsupported(op:reason:)`` when the device lacks subgroup shuffles or a team
+    ///   would run past its loop cap; ``VkAttnError`` for a k that is not positive.
     public init(_ pattern: CSRMatrix, k: Int, options: SDDMMOptions = SDDMMOptions()) throws {
         let op = SDDMMPlan.opName
         let device = pattern.device
@@ -89,6 +108,14 @@ public struct SDDMMPlan: Sendable {
 
     /// Records the sampled product into `out` (f32 [max(nnz, 1)]; only the first nnz
     /// elements are written). X: [M, k] f32, Y: [N, k] f32.
+    /// - Parameters:
+    ///   - stream: A stream of the pattern's device.
+    ///   - x: X [M, k], f32.
+    ///   - y: Y [N, k], f32.
+    ///   - out: f32 [max(nnz, 1)], one value per nonzero in the pattern's order.
+    ///   - alpha: The products' factor; finite.
+    /// - Throws: ``VkAttnError`` for an operand of the wrong shape, type or device, or an alpha
+    ///   that is not finite.
     public func encode(x: Tensor, y: Tensor, out: Tensor, alpha: Float = 1, on stream: Stream) throws {
         let op = SDDMMPlan.opName
         let device = pattern.device

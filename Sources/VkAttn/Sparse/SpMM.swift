@@ -10,10 +10,14 @@
 ///
 /// A plan owns the merge-path scratch buffers: encode it into one stream at a time.
 public struct SpMMPlan: Sendable {
+    /// The op name in errors.
     public static let opName = "sparse.spmm"
 
+    /// A, the planned sparse matrix [M, K].
     public private(set) var matrix: CSRMatrix
+    /// Columns of B and C.
     public private(set) var n: Int
+    /// A's row statistics, from its validation.
     public private(set) var statistics: RowStatistics
     /// The kernel that runs.
     public private(set) var kernel: SpMMKernel
@@ -32,6 +36,7 @@ public struct SpMMPlan: Sendable {
     public private(set) var lanesAcrossNonzeros: Int
     /// Merge-path items (rows + nonzeros) per team segment, and the number of segments.
     public private(set) var itemsPerSegment: Int
+    /// Merge-path segments (0 for row-split).
     public private(set) var segments: Int
 
     var workgroupSize: Int
@@ -43,6 +48,15 @@ public struct SpMMPlan: Sendable {
     /// The path name the bench reports, e.g. "merge-path/vec4".
     public var path: String { "\(kernel.rawValue)/\(vectorWidth == 4 ? "vec4" : "scalar")" }
 
+    /// Validates `matrix`, chooses the kernel and makes its pipelines and scratch buffers.
+    /// - Parameters:
+    ///   - matrix: A [M, K], f32 or f16 values.
+    ///   - n: Columns of B and C; positive.
+    ///   - options: A kernel to force, and where to validate.
+    /// - Throws: ``VkAttnError/malformedSparse(op:row:reason:)`` naming A's first bad row;
+    ///   ``VkAttnError/tooLarge(op:operand:bytes:limit:)`` when B or C would exceed one binding;
+    ///   ``VkAttnError/unsupported(op:reason:)`` when the device lacks what the kernel needs or
+    ///   a team would run past its loop cap; ``VkAttnError`` for an n that is not positive.
     public init(_ matrix: CSRMatrix, n: Int, options: SpMMOptions = SpMMOptions()) throws {
         let op = SpMMPlan.opName
         let device = matrix.device
@@ -162,6 +176,14 @@ public struct SpMMPlan: Sendable {
 
     /// Records C = alpha * A * B + beta * C into `stream`. B: [K, n] f32, C: [M, n] f32.
     /// Throws before recording anything on bad operands.
+    /// - Parameters:
+    ///   - stream: A stream of A's device.
+    ///   - b: B [K, n], f32.
+    ///   - c: C [M, n], f32: read (unless beta is 0) and written.
+    ///   - alpha: The product's factor; finite.
+    ///   - beta: C's factor; finite. 0 never reads C.
+    /// - Throws: ``VkAttnError`` for an operand of the wrong shape, type or device, or a factor
+    ///   that is not finite.
     public func encode(b: Tensor, c: Tensor, alpha: Float = 1, beta: Float = 0, on stream: Stream) throws {
         let op = SpMMPlan.opName
         let device = matrix.device

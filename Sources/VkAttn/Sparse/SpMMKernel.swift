@@ -8,6 +8,7 @@ public enum SpMMKernel: String, Sendable, Hashable, CaseIterable, CustomStringCo
     /// row lengths: a long row costs no more than its nonzeros.
     case mergePath = "merge-path"
 
+    /// The raw value: `row-split` or `merge-path`.
     public var description: String { rawValue }
 
     /// Coefficient of variation of the row lengths above which `choose` picks merge-path.
@@ -18,6 +19,8 @@ public enum SpMMKernel: String, Sendable, Hashable, CaseIterable, CustomStringCo
     /// The kernel for a matrix with these row statistics: merge-path for skewed row lengths
     /// (coefficient of variation above `skewedVariation`, or a row longer than
     /// `longRowFactor` x max(mean, 8)), row-split otherwise.
+    /// - Parameter stats: The matrix's row statistics.
+    /// - Returns: The kernel.
     public static func choose(for stats: RowStatistics) -> SpMMKernel {
         if stats.coefficientOfVariation > skewedVariation { return .mergePath }
         if Double(stats.maxLength) > longRowFactor * max(stats.meanLength, 8) { return .mergePath }
@@ -32,6 +35,9 @@ public struct SpMMOptions: Sendable, Hashable {
     /// Where the matrix's structure is checked.
     public var validation: SparseValidation.Mode
 
+    /// - Parameters:
+    ///   - kernel: A kernel to force; nil chooses from the row statistics.
+    ///   - validation: Where the structure is checked.
     public init(kernel: SpMMKernel? = nil, validation: SparseValidation.Mode = .auto) {
         self.kernel = kernel
         self.validation = validation

@@ -12,7 +12,9 @@
 public enum SparseValidation {
     /// What a "row" of the structure is, for messages.
     public enum Unit: String, Sendable {
+        /// A matrix row (CSR).
         case row
+        /// A block row (BSR).
         case blockRow = "block row"
     }
 
@@ -34,6 +36,17 @@ public enum SparseValidation {
     public static let deviceThreshold = 1 << 20
 
     /// Checks the whole structure; returns the row statistics when it is well-formed.
+    /// - Parameters:
+    ///   - op: The op name errors carry.
+    ///   - rows: Rows (block rows for BSR).
+    ///   - cols: Columns (block columns for BSR).
+    ///   - nnz: Nonzeros (blocks for BSR).
+    ///   - rowOffsets: rows + 1 offsets.
+    ///   - columnIndices: At least nnz column indices.
+    ///   - unit: What a row is called in messages.
+    /// - Returns: The row statistics.
+    /// - Throws: ``VkAttnError/shapeMismatch(op:operand:expected:actual:)`` for arrays of the
+    ///   wrong length, ``VkAttnError/malformedSparse(op:row:reason:)`` naming the first bad row.
     @discardableResult
     public static func check(op: String, rows: Int, cols: Int, nnz: Int, rowOffsets: [Int32],
                              columnIndices: [Int32], unit: Unit = .row) throws -> RowStatistics {
