@@ -1,4 +1,61 @@
 import VkAttn
+=======
+/// How the ranks of a linear-attention group pass states: one switch per call. Every scheme is
+/// the same exclusive all-scan over affine maps S -> a S + B (`AffineScan`), moved differently.
+public enum ContextParallelScheme: Hashable, Sendable, CustomStringConvertible {
+    /// LASP (Sun et al.): the serial chain; rank r waits for the prefix of ranks 0..<r.
+    case lasp
+    /// LASP-2 (Sun et al. 2025): one all-gather of every rank's (a, B), a local prefix combine.
+    case lasp2
+    /// ZeCO (Chou et al. 2025): the chain pipelined in `segments` row segments, so the next
+    /// rank combines the first rows while later ones are in flight.
+    case zeco(segments: Int)
+
+    /// The all-scan algorithm the scheme runs.
+    public var algorithm: AllScanAlgorithm {
+        switch self {
+        case .lasp: return .chain(segments: 1)
+        case .lasp2: return .allGather
+        case let .zeco(segments): return .chain(segments: segments)
+        }
+    }
+
+    /// `lasp`, `lasp2` or `zeco(K segments)`.
+    public var description: String {
+        switch self {
+        case .lasp: return "lasp"
+        case .lasp2: return "lasp2"
+        case let .zeco(segments): return "zeco(\(segments) segments)"
+        }
+    }
+}
+
+/// One rank's forward result (the tensors given in `into:`, where given).
+public struct LinearParallelOutput: Sendable {
+    /// o [B, L_r, H, Dv] fp32 of the rank's tokens.
+    public let output: Tensor
+    /// S_in [B, H, Dk, Dv]: the state entering the rank's shard (the global initial state, or
+    /// zeros, on rank 0). The backward takes it back.
+    public let incomingState: Tensor
+    /// The state after the whole sequence: on the last rank when asked for, else nil.
+    public let finalState: Tensor?
+    /// The schedule taken, e.g. `lasp2 x3 per-key: local chunked/per-key/chunk32 + correction kernel`.
+    public let path: String
+}
+
+/// One rank's gradients (the tensors given in `into:`, where given).
+public struct LinearParallelGradients: Sendable {
+    /// dq, dk [B, L_r, H, Dk] and dv [B, L_r, H, Dv], fp32.
+    public let dq: Tensor, dk: Tensor, dv: Tensor
+    /// d(log-gates) in the gates' shape; nil for `.none`.
+    public let dLogGates: Tensor?
+    /// The gradient of the global initial state: on rank 0, else nil.
+    public let dInitialState: Tensor?
+    /// The schedule taken.
+    public let path: String
+}
+
+>>>>>>> 01a6a44 (VkAttnParallel: doc comments on every public declaration; parameters, returns, throws and per-rank shapes on the schedulers' entry points)
 /// Chunked gated linear attention (`GatedLinearAttention`) over a sequence sharded
 /// contiguously across the ranks of a device group: rank r holds tokens
 /// [sum of lengths before r, + lengths[r]) of every batch entry, as q, k [B, L_r, H, Dk],
@@ -19,6 +76,7 @@ import VkAttn
 public struct ContextParallelLinearAttention: Sendable, Hashable {
     /// Tokens per rank (each >= 1).
     public var lengths: [Int]
+<<<<<<< HEAD
     /// `.lasp`, `.lasp2` or `.zeco(segments:)`: how the states move (every one the same
     /// exclusive all-scan over affine maps S -> a S + B, `AffineScan`).
     public var scheme: ContextParallelScheme
@@ -31,6 +89,10 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
     }
 
     /// `total` tokens split contiguously over `ranks` ranks, the first `total % ranks` one longer.
+    /// - Parameters:
+    ///   - total: Tokens of the whole sequence.
+    ///   - ranks: The number of ranks.
+    /// - Returns: Tokens per rank (empty for no ranks).
     public static func evenLengths(total: Int, ranks: Int) -> [Int] {
         guard ranks > 0 else { return [] }
         return (0..<ranks).map { total / ranks + ($0 < total % ranks ? 1 : 0) }
@@ -38,8 +100,20 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
 
     public static let opName = "contextParallel.linearAttention"
 
-    /// The shape every rank checks (`ContextParallelShape`'s linear form).
-    public typealias Shape = ContextParallelShape
+    /// Batch, heads and head dimensions (from q and v).
+    public struct Shape: Hashable, Sendable {
+        /// B, H, Dk and Dv.
+        public var batch: Int, heads: Int, dk: Int, dv: Int
+
+        /// - Parameters:
+        ///   - batch: B.
+        ///   - heads: H.
+        ///   - dk: Dk, the key dimension.
+        ///   - dv: Dv, the value dimension.
+        public init(batch: Int, heads: Int, dk: Int, dv: Int) {
+            (self.batch, self.heads, self.dk, self.dv) = (batch, heads, dk, dv)
+        }
+    }
 
     static func shape(q: Tensor, v: Tensor) throws -> Shape {
         guard q.shape.count == 4, v.shape.count == 4 else {
@@ -50,6 +124,11 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
     }
 
     /// Checks the configuration shared by every rank (throws before anything is posted).
+    /// - Parameters:
+    ///   - ranks: The communicator's size; must equal the number of lengths.
+    ///   - shape: The problem's dimensions.
+    /// - Throws: `VkAttnError` for a rank count other than the lengths', a rank without tokens, a
+    ///   dimension that is not positive, or ZeCO segments outside 1...B H Dk.
     public func validate(_ shape: Shape, ranks: Int) throws {
         let op = Self.opName
         try scheme.expect(linear: true, op: op)
@@ -96,6 +175,21 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
     /// `initialState` [B, H, Dk, Dv] only on rank 0; `returnFinalState` gives the final state
     /// on the last rank. `outputs`: caller-provided tensors to write (nil fields: allocated),
     /// checked with the inputs before anything is posted.
+    /// - Parameters:
+    ///   - q: This rank's queries [B, L_r, H, Dk], fp32.
+    ///   - k: This rank's keys, q's shape.
+    ///   - v: This rank's values [B, L_r, H, Dv].
+    ///   - logGates: This rank's log-gates ([B, L_r, H, Dk] per key, [B, L_r, H] per head); nil
+    ///     for `.none`.
+    ///   - initialState: The global initial state [B, H, Dk, Dv]; only on rank 0.
+    ///   - returnFinalState: Whether the last rank returns the global final state.
+    ///   - outputs: Tensors to write; nil fields are allocated.
+    ///   - comm: This rank's communicator.
+    /// - Returns: o, the incoming state (for the backward), the final state where asked for, and
+    ///   the path.
+    /// - Throws: `VkAttnError` from ``validate(ranks:shape:)`` (on every rank alike, nothing
+    ///   posted) or for this rank's tensors and storage (the group is then aborted); transfer and
+    ///   device errors.
     public func forward<C: Communicator>(q: Tensor, k: Tensor, v: Tensor, logGates: Tensor? = nil, initialState: Tensor? = nil,
                                          returnFinalState: Bool = false, into outputs: LinearParallelOutputStorage? = nil,
                                          communicator comm: C) async throws -> ContextParallelOutput {
@@ -123,6 +217,19 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
     /// One rank's backward: `incomingState` is the forward's; `dFinalState` only on the last
     /// rank (nil: zeros). Rank 0 also returns the initial state's gradient. `gradients`:
     /// caller-provided tensors to write (nil fields: allocated), checked before anything is posted.
+    /// - Parameters:
+    ///   - q: This rank's queries.
+    ///   - k: This rank's keys.
+    ///   - v: This rank's values.
+    ///   - logGates: This rank's log-gates; nil for `.none`.
+    ///   - incomingState: The forward's `incomingState` of this rank.
+    ///   - dOutput: The gradient of this rank's o, [B, L_r, H, Dv].
+    ///   - dFinalState: The gradient of the global final state; only on the last rank.
+    ///   - gradients: Tensors to write; nil fields are allocated.
+    ///   - comm: This rank's communicator.
+    /// - Returns: dq, dk, dv, d(log-gates) with gating, the initial state's gradient on rank 0,
+    ///   and the path.
+    /// - Throws: As ``forward(q:k:v:logGates:initialState:returnFinalState:into:communicator:)``.
     public func backward<C: Communicator>(q: Tensor, k: Tensor, v: Tensor, logGates: Tensor? = nil, incomingState: Tensor?,
                                           dOutput: Tensor, dFinalState: Tensor? = nil, into gradients: LinearParallelGradientStorage? = nil,
                                           communicator comm: C) async throws -> ContextParallelGradients {
@@ -157,6 +264,18 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
 
     /// Every rank's forward, concurrently (in-process groups); arrays indexed by rank. Checks
     /// every rank's tensors (and `outputs`, one per rank) before any rank starts.
+    /// - Parameters:
+    ///   - q: Each rank's queries, in rank order.
+    ///   - k: Each rank's keys.
+    ///   - v: Each rank's values.
+    ///   - logGates: Each rank's log-gates; nil for `.none`.
+    ///   - initialState: The global initial state, on rank 0's device.
+    ///   - returnFinalState: Whether the last rank returns the final state.
+    ///   - outputs: One storage per rank; nil allocates everything.
+    ///   - communicators: One per rank, in rank order.
+    /// - Returns: Each rank's output, in rank order.
+    /// - Throws: `VkAttnError` for any rank's tensors before any rank starts (the group stays
+    ///   usable); afterwards the first rank's failure, which aborts the group.
     public func forward<C: Communicator>(q: [Tensor], k: [Tensor], v: [Tensor], logGates: [Tensor]? = nil, initialState: Tensor? = nil,
                                          returnFinalState: Bool = false, into outputs: [LinearParallelOutputStorage]? = nil,
                                          communicators: [C]) async throws -> [ContextParallelOutput] {
@@ -182,6 +301,18 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
     }
 
     /// Every rank's backward, concurrently; arrays indexed by rank (`gradients`: one per rank).
+    /// - Parameters:
+    ///   - q: Each rank's queries, in rank order.
+    ///   - k: Each rank's keys.
+    ///   - v: Each rank's values.
+    ///   - logGates: Each rank's log-gates; nil for `.none`.
+    ///   - incomingStates: Each rank's `incomingState` from the forward.
+    ///   - dOutput: Each rank's output gradient.
+    ///   - dFinalState: The final state's gradient, on the last rank's device; nil means zeros.
+    ///   - gradients: One storage per rank; nil allocates everything.
+    ///   - communicators: One per rank, in rank order.
+    /// - Returns: Each rank's gradients, in rank order.
+    /// - Throws: As ``forward(q:k:v:logGates:initialState:returnFinalState:into:communicators:)``.
     public func backward<C: Communicator>(q: [Tensor], k: [Tensor], v: [Tensor], logGates: [Tensor]? = nil, incomingStates: [Tensor],
                                           dOutput: [Tensor], dFinalState: Tensor? = nil, into gradients: [LinearParallelGradientStorage]? = nil,
                                           communicators: [C]) async throws -> [ContextParallelGradients] {

@@ -11,6 +11,7 @@ public struct RecurrenceShardOutput: Sendable {
     public let local: RecurrenceDispatch
     /// Bytes and messages this rank sent during the call.
     public let bytesSent: Int
+    /// Messages this rank sent during the call.
     public let messagesSent: Int
     /// Whether this rank ran the cumulative-decay pass and the carry (every rank but the
     /// first of the flow: rank 0 of a forward recurrence's forward pass).
@@ -52,13 +53,14 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
     public var scheme: ContextParallelScheme
 
     /// - Parameters:
-    ///   - recurrence: the local recurrence (layout, real or complex, direction, algorithm).
-    ///   - scheme: a linear scheme; a softmax one is refused by every call.
+    ///   - recurrence: The local op (layout, complex, direction, path, chunking).
+    ///   - algorithm: How the all-scan moves states.
     public init(recurrence: LinearRecurrence = LinearRecurrence(layout: .bld), scheme: ContextParallelScheme = .lasp) {
         self.recurrence = recurrence
         self.scheme = scheme
     }
 
+    /// The op name in errors.
     public static let opName = "contextParallel.recurrence"
 
     /// The scheme's all-scan. Only read after `check` has refused softmax schemes.
@@ -68,6 +70,13 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
     /// the chain passes one prefix on (none from the rank the state reaches last: the last rank for a
     /// forward recurrence's forward pass or a reversed one's backward, else rank 0), the
     /// all-gather sends its map to every other rank.
+    /// - Parameters:
+    ///   - rank: The rank.
+    ///   - ranks: The group's size.
+    ///   - channels: B x D.
+    ///   - backward: Whether the call is the backward pass.
+    /// - Returns: The bytes the call sends from `rank` (what ``RecurrenceShardOutput/bytesSent``
+    ///   measures).
     public func expectedBytesSent(rank: Int, ranks: Int, channels: Int, backward: Bool) -> Int {
         let value = channels * (recurrence.complex ? 16 : 8)
         let position = backward == recurrence.reverse ? rank : ranks - 1 - rank
@@ -156,6 +165,18 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
     /// zeros). Writes h (every state of the shard) and, when given, `finalState` (the state
     /// leaving the shard; the last shard's is the global final state) and `incoming` (the
     /// state entering the shard, which `backward` takes).
+    /// - Parameters:
+    ///   - a: This rank's decays, [B, L_r, D] or [B, D, L_r] (complex: plus [2]); fp32.
+    ///   - b: This rank's inputs, a's shape.
+    ///   - h0: The global initial state [B, D] (+ [2]), on the first rank only; nil means zeros.
+    ///   - h: Receives every state of the shard, a's shape.
+    ///   - finalState: Receives the state leaving the shard, [B, D] (+ [2]); nil skips it.
+    ///   - incoming: Receives the state entering the shard (for the backward); nil skips it.
+    ///   - comm: This rank's communicator.
+    /// - Returns: The path, the local dispatch, the bytes and messages sent, whether the decay
+    ///   pass ran.
+    /// - Throws: `VkAttnError` for this rank's tensors before anything is posted; afterwards the
+    ///   first failure, which aborts the group.
     public func forward<C: Communicator>(a: Tensor, b: Tensor, h0: Tensor? = nil, h: Tensor, finalState: Tensor? = nil,
                                          incoming: Tensor? = nil, communicator comm: C) async throws -> RecurrenceShardOutput {
         let device = comm.device
@@ -223,6 +244,19 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
     /// dIncoming (the gradient of the state entering the shard; on the first rank: dh0).
     /// `incoming` is the forward's `incoming` (the state entering the shard), required on
     /// every rank but the first, where it is the global h0 (nil: zeros).
+    /// - Parameters:
+    ///   - a: This rank's decays.
+    ///   - h: This rank's states from the forward.
+    ///   - incoming: The forward's `incoming` (every rank but the first).
+    ///   - dh: The gradient of every state of the shard, a's shape.
+    ///   - dFinal: The global final state's gradient, on the rank of the last steps only; nil
+    ///     means zeros.
+    ///   - da: Receives the decays' gradient.
+    ///   - db: Receives the inputs' gradient.
+    ///   - dIncoming: Receives the gradient of the state entering the shard; nil skips it.
+    ///   - comm: This rank's communicator.
+    /// - Returns: What the call did.
+    /// - Throws: As ``forward(a:b:h0:h:finalState:incoming:communicator:)``.
     public func backward<C: Communicator>(a: Tensor, h: Tensor, incoming: Tensor? = nil, dh: Tensor, dFinal: Tensor? = nil,
                                           da: Tensor, db: Tensor, dIncoming: Tensor? = nil,
                                           communicator comm: C) async throws -> RecurrenceShardOutput {

@@ -5,6 +5,17 @@ import VkAttn
 extension ContextParallelRecurrence {
     /// Every rank's forward, concurrently; arrays indexed by rank (`h0` belongs to the first
     /// rank: rank 0, reversed: the last).
+    /// - Parameters:
+    ///   - a: Each rank's decays, in rank order.
+    ///   - b: Each rank's inputs.
+    ///   - h0: The global initial state, on the first rank's device; nil means zeros.
+    ///   - h: Each rank's states (written).
+    ///   - finalState: Each rank's outgoing state (written); nil skips them.
+    ///   - incoming: Each rank's incoming state (written); nil skips them.
+    ///   - communicators: One per rank, in rank order.
+    /// - Returns: Each rank's output, in rank order.
+    /// - Throws: `VkAttnError` for any rank's tensors, or ranks that disagree on batch or
+    ///   channels, before any rank starts; afterwards the first rank's failure.
     public func forward<C: Communicator>(a: [Tensor], b: [Tensor], h0: Tensor? = nil, h: [Tensor], finalState: [Tensor]? = nil,
                                          incoming: [Tensor]? = nil, communicators: [C]) async throws -> [RecurrenceShardOutput] {
         try precheck(communicators, [a, b, h] + [finalState, incoming].compactMap { $0 })
@@ -24,6 +35,18 @@ extension ContextParallelRecurrence {
 
     /// Every rank's backward, concurrently; arrays indexed by rank (`dFinal` belongs to the
     /// rank of the last steps; `incoming` as the forward wrote it, every rank's).
+    /// - Parameters:
+    ///   - a: Each rank's decays, in rank order.
+    ///   - h: Each rank's states from the forward.
+    ///   - incoming: Each rank's incoming state from the forward.
+    ///   - dh: Each rank's state gradients.
+    ///   - dFinal: The final state's gradient, on the last steps' rank's device; nil means zeros.
+    ///   - da: Each rank's decay gradients (written).
+    ///   - db: Each rank's input gradients (written).
+    ///   - dIncoming: Each rank's incoming-state gradients (written); nil skips them.
+    ///   - communicators: One per rank, in rank order.
+    /// - Returns: Each rank's output, in rank order.
+    /// - Throws: As ``forward(a:b:h0:h:finalState:incoming:communicators:)``.
     public func backward<C: Communicator>(a: [Tensor], h: [Tensor], incoming: [Tensor]? = nil, dh: [Tensor], dFinal: Tensor? = nil,
                                           da: [Tensor], db: [Tensor], dIncoming: [Tensor]? = nil,
                                           communicators: [C]) async throws -> [RecurrenceShardOutput] {

@@ -11,6 +11,10 @@ public struct LinearParallelOutputStorage: Sendable {
     /// The final state [B, H, Dk, Dv]: only on the last rank with `returnFinalState`.
     public var finalState: Tensor?
 
+    /// - Parameters:
+    ///   - output: o, or nil to allocate it.
+    ///   - incomingState: S_in, or nil to allocate it.
+    ///   - finalState: The final state (last rank with `returnFinalState` only), or nil.
     public init(output: Tensor? = nil, incomingState: Tensor? = nil, finalState: Tensor? = nil) {
         (self.output, self.incomingState, self.finalState) = (output, incomingState, finalState)
     }
@@ -26,6 +30,12 @@ public struct LinearParallelGradientStorage: Sendable {
     /// The initial state's gradient [B, H, Dk, Dv]: only on rank 0.
     public var dInitialState: Tensor?
 
+    /// - Parameters:
+    ///   - dq: dq, or nil to allocate it.
+    ///   - dk: dk, or nil to allocate it.
+    ///   - dv: dv, or nil to allocate it.
+    ///   - dLogGates: The log-gates' gradient (with gating only), or nil.
+    ///   - dInitialState: The initial state's gradient (rank 0 only), or nil.
     public init(dq: Tensor? = nil, dk: Tensor? = nil, dv: Tensor? = nil, dLogGates: Tensor? = nil, dInitialState: Tensor? = nil) {
         (self.dq, self.dk, self.dv, self.dLogGates, self.dInitialState) = (dq, dk, dv, dLogGates, dInitialState)
     }

@@ -14,10 +14,14 @@ public enum SequenceSharding: String, Sendable, Hashable, Codable, CaseIterable 
 /// `starts[b] + stride * i` for i in 0..<counts[b]. A rank's shard is a list of pieces; a
 /// piece is one packed attention operand ([tokens, heads, headDim] with `cuSeqlens`).
 public struct SequencePiece: Hashable, Sendable {
+    /// Per sequence, the first position the piece holds.
     public let starts: [Int]
+    /// Per sequence, the number of positions the piece holds (may be 0).
     public let counts: [Int]
+    /// The distance between consecutive positions: 1 for chunks, N for striped.
     public let stride: Int
 
+    /// Tokens in the piece, over every sequence.
     public var tokens: Int { counts.reduce(0, +) }
 
     /// Cumulative counts (batch + 1 entries), the packed layout's cu_seqlens.
@@ -33,10 +37,20 @@ public struct SequencePiece: Hashable, Sendable {
 /// Lengths that do not divide evenly give chunks that differ by one token (no padding tokens
 /// are computed or sent); a rank may hold no token of some sequence.
 public struct ShardPlan: Hashable, Sendable {
+    /// Tokens of each sequence of the global problem.
     public let lengths: [Int]
+    /// The number of ranks.
     public let ranks: Int
+    /// How the sequences are divided.
     public let sharding: SequenceSharding
 
+    /// - Parameters:
+    ///   - lengths: Tokens of each sequence; non-negative (empty sequences allowed).
+    ///   - ranks: The number of ranks; at least 1.
+    ///   - sharding: How the sequences are divided.
+    /// - Throws: `VkAttnError.invalidValue(op:operand:reason:)` for no sequence, a negative
+    ///   length, a total outside 1...Int32.max, a rank count outside 1...total, or a split that
+    ///   leaves a rank without a token.
     public init(lengths: [Int], ranks: Int, sharding: SequenceSharding) throws {
         let op = "parallel.shardPlan"
         guard !lengths.isEmpty, lengths.allSatisfy({ $0 >= 0 }) else {
@@ -60,6 +74,7 @@ public struct ShardPlan: Hashable, Sendable {
 
     /// Global cumulative lengths (the packed layout of the whole problem).
     public var cuSeqlens: [Int32] { lengths.reduce(into: [Int32(0)]) { $0.append($0[$0.count - 1] + Int32($1)) } }
+    /// Tokens of the whole problem.
     public var totalTokens: Int { lengths.reduce(0, +) }
 
     /// Chunk k of n of a sequence of length `length`: [k L / n, (k + 1) L / n).
@@ -68,6 +83,9 @@ public struct ShardPlan: Hashable, Sendable {
         return (start, (k + 1) * length / n - start)
     }
 
+    /// A rank's shard: one piece for contiguous and striped sharding, two for zigzag.
+    /// - Parameter r: A rank in 0..<ranks.
+    /// - Returns: The pieces, in local order.
     public func pieces(rank r: Int) -> [SequencePiece] {
         func chunkPiece(_ k: Int, of n: Int) -> SequencePiece {
             let chunks = lengths.map { Self.chunk(k, of: n, length: $0) }
@@ -83,9 +101,13 @@ public struct ShardPlan: Hashable, Sendable {
         }
     }
 
+    /// - Parameter rank: A rank in 0..<ranks.
+    /// - Returns: The rank's local tokens.
     public func tokens(rank: Int) -> Int { pieces(rank: rank).reduce(0) { $0 + $1.tokens } }
 
     /// The global token (index into the packed global problem) of each local token of `rank`.
+    /// - Parameter rank: A rank in 0..<ranks.
+    /// - Returns: One global token index per local token, in local order.
     public func globalTokens(rank: Int) -> [Int] {
         let cu = cuSeqlens
         var out: [Int] = []
@@ -98,11 +120,21 @@ public struct ShardPlan: Hashable, Sendable {
     }
 
     /// Rank `rank`'s rows of a global [totalTokens, width] array.
+    /// - Parameters:
+    ///   - global: totalTokens x width values.
+    ///   - width: Values per token (heads x headDim).
+    ///   - rank: The rank.
+    /// - Returns: The rank's [localTokens, width] values.
     public func shard<T>(_ global: [T], width: Int, rank: Int) -> [T] {
         globalTokens(rank: rank).flatMap { global[($0 * width)..<(($0 + 1) * width)] }
     }
 
     /// The global [totalTokens, width] array from every rank's rows.
+    /// - Parameters:
+    ///   - locals: Each rank's [localTokens, width] values, in rank order.
+    ///   - width: Values per token.
+    ///   - fill: The value of tokens no rank holds.
+    /// - Returns: The global [totalTokens, width] values.
     public func unshard<T>(_ locals: [[T]], width: Int, fill: T) -> [T] {
         var out = [T](repeating: fill, count: totalTokens * width)
         for (rank, local) in locals.enumerated() {
@@ -114,12 +146,22 @@ public struct ShardPlan: Hashable, Sendable {
     }
 
     /// Rank `rank`'s columns of a global [heads, totalTokens] array (LSE).
+    /// - Parameters:
+    ///   - global: heads x totalTokens values.
+    ///   - heads: Rows of the array.
+    ///   - rank: The rank.
+    /// - Returns: The rank's [heads, localTokens] values.
     public func shardColumns<T>(_ global: [T], heads: Int, rank: Int) -> [T] {
         let tokens = globalTokens(rank: rank)
         return (0..<heads).flatMap { h in tokens.map { global[h * totalTokens + $0] } }
     }
 
     /// The global [heads, totalTokens] array from every rank's [heads, localTokens] columns.
+    /// - Parameters:
+    ///   - locals: Each rank's [heads, localTokens] values, in rank order.
+    ///   - heads: Rows of the array.
+    ///   - fill: The value of tokens no rank holds.
+    /// - Returns: The global [heads, totalTokens] values.
     public func unshardColumns<T>(_ locals: [[T]], heads: Int, fill: T) -> [T] {
         var out = [T](repeating: fill, count: heads * totalTokens)
         for (rank, local) in locals.enumerated() {
@@ -174,6 +216,12 @@ extension ShardPlan {
     /// The key pieces (rank, piece index) of other ranks that some query of `rank` attends
     /// (under a causal mask: only pieces with positions before its queries): what the
     /// all-gather scheme moves to `rank`.
+    /// - Parameters:
+    ///   - rank: The rank whose queries attend.
+    ///   - causal: Whether the mask is causal.
+    /// - Returns: The (rank, piece index) pairs, by source rank.
+    /// - Throws: `VkAttnError.unsupported(op:reason:)` for a piece pair whose causal band
+    ///   differs between sequences.
     public func keyPieces(neededBy rank: Int, causal: Bool) throws -> [(rank: Int, piece: Int)] {
         let mine = pieces(rank: rank)
         var out: [(Int, Int)] = []

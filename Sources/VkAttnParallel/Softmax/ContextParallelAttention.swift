@@ -1,4 +1,43 @@
 import VkAttn
+=======
+/// How the ranks of a context-parallel group exchange data for softmax attention: one switch
+/// per call, as TransformerEngine's cp_comm_type.
+public enum ContextParallelScheme: Hashable, Sendable, CustomStringConvertible {
+    /// Ring attention (p2p): K/V blocks rotate around the ranks while the current block
+    /// computes; partials merged with the exact LSE rule; the backward sends dK/dV around.
+    case ring
+    /// Each rank gathers the K/V its queries need (under a causal mask only the blocks before
+    /// them), `headSlices` slices of the KV heads at a time, the next slice's transfer running
+    /// while the current one computes; the backward returns dK/dV partials to their owners.
+    case allGather(headSlices: Int)
+    /// Ulysses (a2a): all-to-all from sequence shards to head shards, attention over the whole
+    /// sequence for Hq / N heads, all-to-all back.
+    case allToAll
+    /// 2-D (a2a+p2p, USP / LoongTrain): ranks form (N / ulysses) x ulysses; all-to-all inside
+    /// each group of `ulysses` consecutive ranks, ring attention between the groups.
+    case hierarchical(ulysses: Int)
+
+    /// `ring`, `all-gather(S head slices)`, `all-to-all` or `hierarchical(ulysses U)`.
+    public var description: String {
+        switch self {
+        case .ring: return "ring"
+        case let .allGather(slices): return "all-gather(\(slices) head slices)"
+        case .allToAll: return "all-to-all"
+        case let .hierarchical(u): return "hierarchical(ulysses \(u))"
+        }
+    }
+}
+
+/// The result of one rank's context-parallel forward.
+public struct ContextParallelOutput: Sendable {
+    /// O [localTokens, Hq, D] (attention.outputDType, default the input type) and
+    /// LSE [Hq, localTokens] fp32 of this rank's queries.
+    public let output: AttentionOutput
+    /// The schedule taken, e.g. `ring x4 zigzag, 10 calls`.
+    public let path: String
+}
+
+>>>>>>> 01a6a44 (VkAttnParallel: doc comments on every public declaration; parameters, returns, throws and per-rank shapes on the schedulers' entry points)
 /// Exact softmax attention over sequences sharded across the ranks of a device group: each
 /// rank holds the tokens `plan` gives it (Q, K, V, O [localTokens, heads, D], LSE
 /// [Hq, localTokens], see `ShardPlan`); `scheme` picks how K/V (or heads) move. Outputs and
@@ -10,16 +49,24 @@ import VkAttn
 /// before anything is posted; a failure on one rank after that aborts the group so no peer
 /// waits forever.
 public struct ContextParallelAttention: Sendable, Hashable {
+    /// How the sequences are split over the ranks.
     public var plan: ShardPlan
+    /// How K/V (or heads) move between the ranks.
     public var scheme: ContextParallelScheme
+    /// The attention configuration: mask (none or causal), scale, softcap, output type, kernels.
     public var attention: FlashAttention
 
+    /// - Parameters:
+    ///   - plan: The sharding of the sequences.
+    ///   - scheme: The exchange scheme.
+    ///   - attention: The attention configuration.
     public init(plan: ShardPlan, scheme: ContextParallelScheme = .ring, attention: FlashAttention = FlashAttention()) {
         self.plan = plan
         self.scheme = scheme
         self.attention = attention
     }
 
+<<<<<<< HEAD
     /// The shape every rank checks (`ContextParallelShape`'s softmax form).
     public typealias Shape = ContextParallelShape
 
@@ -27,6 +74,13 @@ public struct ContextParallelAttention: Sendable, Hashable {
 
     /// Checks the configuration for `ranks` ranks (the same on every rank): mask, options,
     /// heads against the scheme, head dim, dtype. Throws the typed error.
+    /// - Parameters:
+    ///   - shape: Heads, head dim and type of the problem.
+    ///   - ranks: The communicator's size; must equal the plan's.
+    /// - Throws: `VkAttnError` for a rank count other than the plan's, a mask other than none or
+    ///   causal, options the attention op refuses, a type other than f32 or f16, head slices that
+    ///   do not divide Hkv, heads that the all-to-all cannot shard, or a Ulysses degree that does
+    ///   not divide the ranks.
     public func validate(_ shape: Shape, ranks: Int) throws {
         let op = Self.opName
         guard ranks == plan.ranks else {
@@ -101,6 +155,15 @@ public struct ContextParallelAttention: Sendable, Hashable {
     // MARK: Forward
 
     /// One rank's forward (every rank of `communicator` calls it with its local tensors).
+    /// - Parameters:
+    ///   - q: This rank's Q [localTokens, Hq, D].
+    ///   - k: This rank's K [localTokens, Hkv, D].
+    ///   - v: This rank's V, K's shape.
+    ///   - output: O [localTokens, Hq, D] and LSE [Hq, localTokens] to write; nil allocates them.
+    ///   - comm: This rank's communicator; its size must equal the plan's ranks.
+    /// - Returns: O and LSE of this rank's queries over the whole sequence, and the schedule's path.
+    /// - Throws: `VkAttnError` from ``validate(_:ranks:)`` (on every rank alike, nothing posted)
+    ///   or for this rank's tensors (the group is then aborted); transfer and device errors.
     public func forward<C: Communicator>(q: Tensor, k: Tensor, v: Tensor, into output: AttentionOutput? = nil,
                                          communicator comm: C) async throws -> ContextParallelOutput {
         let shape = try Self.shape(q: q, k: k)
@@ -128,6 +191,18 @@ public struct ContextParallelAttention: Sendable, Hashable {
 
     /// One rank's backward from the forward's O and LSE: dQ, dK, dV of the rank's tokens
     /// (`gradientDType`, default the input type; f16 inputs may ask for f32).
+    /// - Parameters:
+    ///   - q: This rank's Q.
+    ///   - k: This rank's K.
+    ///   - v: This rank's V.
+    ///   - o: This rank's O from the forward.
+    ///   - lse: This rank's LSE from the forward.
+    ///   - dO: The gradient of this rank's O.
+    ///   - gradientDType: The type of dQ, dK, dV; nil means the inputs'.
+    ///   - gradients: dQ, dK, dV to write; nil allocates them.
+    ///   - comm: This rank's communicator.
+    /// - Returns: dQ, dK, dV of this rank's tokens, and the schedule's path.
+    /// - Throws: As ``forward(q:k:v:into:communicator:)``.
     public func backward<C: Communicator>(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, dO: Tensor,
                                           gradientDType: DType? = nil, into gradients: AttentionGradients? = nil,
                                           communicator comm: C) async throws -> ContextParallelGradients {
@@ -161,6 +236,14 @@ public struct ContextParallelAttention: Sendable, Hashable {
 
     /// Every rank's forward, concurrently (in-process groups); arrays indexed by rank. Checks
     /// every rank's tensors before any rank starts.
+    /// - Parameters:
+    ///   - q: Each rank's Q, in rank order.
+    ///   - k: Each rank's K.
+    ///   - v: Each rank's V.
+    ///   - communicators: One per rank, in rank order.
+    /// - Returns: Each rank's output, in rank order.
+    /// - Throws: `VkAttnError` for any rank's tensors before any rank starts (the group stays
+    ///   usable); afterwards the first rank's failure, which aborts the group.
     public func forward<C: Communicator>(q: [Tensor], k: [Tensor], v: [Tensor], communicators: [C]) async throws -> [ContextParallelOutput] {
         try precheck(communicators, [q, k, v])
         for r in communicators.indices {
@@ -177,6 +260,17 @@ public struct ContextParallelAttention: Sendable, Hashable {
     }
 
     /// Every rank's backward, concurrently; arrays indexed by rank.
+    /// - Parameters:
+    ///   - q: Each rank's Q, in rank order.
+    ///   - k: Each rank's K.
+    ///   - v: Each rank's V.
+    ///   - o: Each rank's O.
+    ///   - lse: Each rank's LSE.
+    ///   - dO: Each rank's dO.
+    ///   - gradientDType: The type of the gradients; nil means the inputs'.
+    ///   - communicators: One per rank, in rank order.
+    /// - Returns: Each rank's gradients, in rank order.
+    /// - Throws: As ``forward(q:k:v:communicators:)``.
     public func backward<C: Communicator>(q: [Tensor], k: [Tensor], v: [Tensor], o: [Tensor], lse: [Tensor], dO: [Tensor],
                                           gradientDType: DType? = nil, communicators: [C]) async throws -> [ContextParallelGradients] {
         try precheck(communicators, [q, k, v, o, lse, dO])
@@ -206,6 +300,11 @@ public struct ContextParallelAttention: Sendable, Hashable {
     }
 
     /// Runs `body` on every communicator concurrently; the first failure aborts the group.
+    /// - Parameters:
+    ///   - communicators: One per rank.
+    ///   - body: One rank's work.
+    /// - Returns: The results, in rank order.
+    /// - Throws: The first failure.
     public static func onEveryRank<C: Communicator, R: Sendable>(_ communicators: [C],
                                                                  _ body: @escaping @Sendable (C) async throws -> R) async throws -> [R] {
         try await withThrowingTaskGroup(of: (Int, R).self) { tasks in

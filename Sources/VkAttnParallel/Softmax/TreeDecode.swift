@@ -7,8 +7,10 @@ import VkAttn
 /// result up to fp32 rounding. Each all-reduce takes log2(N) exchange steps (recursive
 /// doubling; two more when N is not a power of two), and every rank ends with the same bits.
 public struct TreeDecode: Sendable, Hashable {
+    /// The attention configuration: scale, softcap, output type, kernels (no mask).
     public var attention: FlashAttention
 
+    /// - Parameter attention: The attention configuration; its mask must be none.
     public init(attention: FlashAttention = FlashAttention()) {
         self.attention = attention
     }
@@ -17,6 +19,17 @@ public struct TreeDecode: Sendable, Hashable {
     /// every rank); `kCache`, `vCache`: this rank's shard in `layout` (packed: this rank's
     /// cache lengths per sequence in cuSeqlensK; a sequence may have none here). Writes O (in
     /// attention.outputDType) and LSE of the whole cache.
+    /// - Parameters:
+    ///   - q: The query rows, identical on every rank.
+    ///   - kCache: This rank's shard of the K cache.
+    ///   - vCache: This rank's shard of the V cache, K's shape.
+    ///   - layout: Dense, or packed with this rank's cache lengths.
+    ///   - output: O and LSE to write; nil allocates them.
+    ///   - comm: This rank's communicator.
+    /// - Returns: O and LSE over the whole cache (the same bits on every rank), and the path.
+    /// - Throws: `VkAttnError` for a mask, a tensor the decode does not take or a tensor of
+    ///   another device (the group is aborted once anything was posted); transfer and device
+    ///   errors.
     public func decode<C: Communicator>(q: Tensor, kCache: Tensor, vCache: Tensor, layout: AttentionLayout = .dense,
                                         into output: AttentionOutput? = nil, communicator comm: C) async throws -> ContextParallelOutput {
         let op = "contextParallel.treeDecode"
@@ -75,6 +88,8 @@ public struct TreeDecode: Sendable, Hashable {
     }
 
     /// Exchange steps of one all-reduce over `ranks` ranks.
+    /// - Parameter ranks: The group's size.
+    /// - Returns: log2 of the largest power of two P <= ranks, plus 2 when P < ranks.
     public static func steps(_ ranks: Int) -> Int {
         var p = 1, steps = 0
         while p * 2 <= ranks { p *= 2; steps += 1 }

@@ -7,6 +7,7 @@ import Synchronization
 ///
 /// Sendable: the list is behind a lock; ranks and the host copy tasks record concurrently.
 public final class ParallelTimeline: Sendable {
+    /// What an interval measures.
     public enum Kind: String, Sendable, Hashable, Codable {
         /// Kernels of a rank (attention, merges, accumulations).
         case compute
@@ -14,15 +15,28 @@ public final class ParallelTimeline: Sendable {
         case copy
     }
 
+    /// One recorded interval of one rank.
     public struct Interval: Sendable, Hashable {
+        /// The rank (its global index in the group).
         public var rank: Int
+        /// Compute or copy.
         public var kind: Kind
+        /// What ran, e.g. the step's name or a copy's direction and tag.
         public var label: String
+        /// The start, in host clock nanoseconds.
         public var startNs: Double
+        /// The end, in host clock nanoseconds.
         public var endNs: Double
         /// Bytes moved (copies).
         public var bytes: Int
 
+        /// - Parameters:
+        ///   - rank: The rank.
+        ///   - kind: Compute or copy.
+        ///   - label: What ran.
+        ///   - startNs: The start, host nanoseconds.
+        ///   - endNs: The end, host nanoseconds.
+        ///   - bytes: The bytes moved (copies).
         public init(rank: Int, kind: Kind, label: String, startNs: Double, endNs: Double, bytes: Int = 0) {
             self.rank = rank
             self.kind = kind
@@ -32,12 +46,14 @@ public final class ParallelTimeline: Sendable {
             self.bytes = bytes
         }
 
+        /// The interval's length in nanoseconds.
         public var durationNs: Double { endNs - startNs }
     }
 
     private let storage = Mutex<[Interval]>([])
     private let enabled = Mutex(true)
 
+    /// An empty timeline that records.
     public init() {}
 
     /// Whether intervals are kept (the bench turns recording off for warm-up runs).
@@ -46,14 +62,18 @@ public final class ParallelTimeline: Sendable {
         set { enabled.withLock { $0 = newValue } }
     }
 
+    /// Appends `interval` while ``isRecording`` is on.
+    /// - Parameter interval: The interval.
     public func record(_ interval: Interval) {
         guard isRecording else { return }
         storage.withLock { $0.append(interval) }
     }
 
+    /// The intervals recorded so far.
     public var intervals: [Interval] { storage.withLock { $0 } }
 
     /// Returns the intervals recorded so far and forgets them.
+    /// - Returns: The intervals, in recording order.
     public func drain() -> [Interval] {
         storage.withLock { list in
             defer { list.removeAll() }
@@ -64,7 +84,9 @@ public final class ParallelTimeline: Sendable {
 
 /// How well one rank's (or all ranks') copies hide behind compute.
 public struct OverlapReport: Sendable, Hashable {
+    /// One rank's figures.
     public struct Rank: Sendable, Hashable {
+        /// The rank.
         public var rank: Int
         /// Length of the union of the rank's compute intervals.
         public var computeNs: Double
@@ -72,20 +94,25 @@ public struct OverlapReport: Sendable, Hashable {
         public var copyNs: Double
         /// Copy time not covered by the rank's compute.
         public var exposedNs: Double
+        /// 1 - exposed / copy time (1 without copies).
         public var efficiency: Double { copyNs > 0 ? 1 - exposedNs / copyNs : 1 }
     }
 
+    /// Per rank, in rank order.
     public var ranks: [Rank]
     /// First start to last end over every interval.
     public var spanNs: Double
 
+    /// Copy time summed over the ranks.
     public var copyNs: Double { ranks.reduce(0) { $0 + $1.copyNs } }
+    /// Exposed communication summed over the ranks.
     public var exposedNs: Double { ranks.reduce(0) { $0 + $1.exposedNs } }
     /// 1 - exposed / total copy time, over all ranks.
     public var efficiency: Double { copyNs > 0 ? 1 - exposedNs / copyNs : 1 }
 
     /// Measures `intervals`: per rank, the union of copy intervals minus the union of compute
     /// intervals is the exposed communication.
+    /// - Parameter intervals: The intervals of one run (every rank).
     public init(_ intervals: [ParallelTimeline.Interval]) {
         let ranks = Set(intervals.map(\.rank)).sorted()
         self.ranks = ranks.map { rank in
@@ -123,6 +150,10 @@ extension ParallelTimeline {
     /// The intervals as a Chrome trace (the JSON object format of chrome://tracing and
     /// Perfetto): one process per rank, compute on thread 0 and copies on thread 1, complete
     /// ("X") events in microseconds from the first interval.
+    /// - Parameters:
+    ///   - intervals: The intervals to write.
+    ///   - rankNames: Process names by rank (default `rank N`).
+    /// - Returns: The JSON text.
     public static func chromeTrace(_ intervals: [Interval], rankNames: [Int: String] = [:]) -> String {
         let origin = intervals.map(\.startNs).min() ?? 0
         var events: [String] = []

@@ -9,6 +9,16 @@ extension Communicator {
     /// and recorded at once (the GPU and the relays do the waiting); the result is in `buffer`
     /// for work recorded on `stream` after this call. Returns the requests (await them to
     /// surface transfer errors).
+    /// - Parameters:
+    ///   - buffer: The values, replaced by the reduction.
+    ///   - count: The number of fp32 values.
+    ///   - op: Sum or maximum.
+    ///   - scratch: Room for `count` values.
+    ///   - tag: The tag of the collective's messages.
+    ///   - stream: A stream of this rank's device.
+    /// - Returns: The requests.
+    /// - Throws: `VkAttnError.invalidValue(op:operand:reason:)` for a count that is not positive
+    ///   or buffers too small.
     public func allReduce(_ buffer: BufferSlice, count: Int, op: ReduceOp, scratch: BufferSlice, tag: Int,
                           on stream: Stream) throws -> [Request] {
         let name = "communicator.allReduce"

@@ -2,16 +2,31 @@ import VkAttn
 /// An associative combine for `allScan`: values are `rows` rows of `rowBytes` bytes, combined
 /// row by row (so a value can be pipelined in row segments).
 public protocol ScanCombine: Sendable {
+    /// Rows of a value.
     var rows: Int { get }
+    /// Bytes of one row.
     var rowBytes: Int { get }
     /// Records result = the identity (rows `range`).
+    /// - Parameters:
+    ///   - stream: The stream to record into.
+    ///   - result: A value's bytes, from row 0.
+    ///   - range: The rows to write.
+    /// - Throws: The errors of recording the kernel.
     func encodeIdentity(into result: BufferSlice, rows range: Range<Int>, on stream: Stream) throws
     /// Records result = `later` applied after `earlier` (rows `range` of each slice, which
     /// start at row 0 of their value); the result never aliases an input.
+    /// - Parameters:
+    ///   - stream: The stream to record into.
+    ///   - earlier: The value applied first.
+    ///   - later: The value applied second.
+    ///   - result: Receives the combination.
+    ///   - range: The rows to combine.
+    /// - Throws: The errors of recording the kernel.
     func encode(earlier: BufferSlice, later: BufferSlice, into result: BufferSlice, rows range: Range<Int>, on stream: Stream) throws
 }
 
 extension ScanCombine {
+    /// Bytes of a whole value.
     public var byteCount: Int { rows * rowBytes }
 }
 
@@ -19,20 +34,40 @@ extension ScanCombine {
 /// combine of linear attention across ranks (LASP, LASP-2, ZeCO). A value is `rows` rows of
 /// [a, b_0 ... b_{width-1}] fp32; applying (a1, B1) then (a2, B2) gives (a2 a1, a2 B1 + B2).
 public struct AffineScan: ScanCombine {
+    /// Rows of the state (e.g. B x H x Dk for linear attention).
     public let rows: Int
+    /// Columns of B per row (Dv for linear attention).
     public let width: Int
 
+    /// - Parameters:
+    ///   - rows: Rows of the state.
+    ///   - width: Columns of B per row.
     public init(rows: Int, width: Int) {
         self.rows = rows
         self.width = width
     }
 
+    /// (width + 1) fp32 words: a, then B's row.
     public var rowBytes: Int { (width + 1) * 4 }
 
+    /// Records a = 1, B = 0 for rows `range`.
+    /// - Parameters:
+    ///   - stream: The stream to record into.
+    ///   - result: A value's bytes, from row 0.
+    ///   - range: The rows to write.
+    /// - Throws: The errors of recording the kernel.
     public func encodeIdentity(into result: BufferSlice, rows range: Range<Int>, on stream: Stream) throws {
         try ParallelKernels.affine(stream, earlier: nil, later: nil, result: rowsOf(result, range), rows: range.count, width: width)
     }
 
+    /// Records (a_l a_e, a_l B_e + B_l) for rows `range`.
+    /// - Parameters:
+    ///   - stream: The stream to record into.
+    ///   - earlier: The map applied first.
+    ///   - later: The map applied second.
+    ///   - result: Receives the composition; never aliases an input.
+    ///   - range: The rows to combine.
+    /// - Throws: The errors of recording the kernel.
     public func encode(earlier: BufferSlice, later: BufferSlice, into result: BufferSlice, rows range: Range<Int>, on stream: Stream) throws {
         try ParallelKernels.affine(stream, earlier: rowsOf(earlier, range), later: rowsOf(later, range),
                                    result: rowsOf(result, range), rows: range.count, width: width)
@@ -43,6 +78,10 @@ public struct AffineScan: ScanCombine {
     }
 
     /// The host reference: the composition of `values` in order (rank 0 first), fp64.
+    /// - Parameters:
+    ///   - values: One value per rank, rows of [a, b_0 ... b_{width-1}].
+    ///   - width: Columns of B per row.
+    /// - Returns: The composed map, fp64; empty for no values.
     public static func reference(_ values: [[Float]], width: Int) -> [Double] {
         guard let first = values.first else { return [] }
         var acc = first.map(Double.init)
@@ -75,6 +114,17 @@ extension Communicator {
     /// v_{r-1} after ... after v_0 (the identity on rank 0) in `result`. `scratch` holds
     /// one value for `.chain`, `size + 1` values for `.allGather`. Posted and recorded at
     /// once; the result is in place for work recorded on `stream` afterwards.
+    /// - Parameters:
+    ///   - value: This rank's value, `combine.byteCount` bytes.
+    ///   - result: Receives the exclusive prefix.
+    ///   - combine: The operator and the value's layout.
+    ///   - algorithm: A chain (LASP, ZeCO) or one all-gather (LASP-2).
+    ///   - scratch: One value for a chain, `size + 1` values for the all-gather.
+    ///   - tag: The first tag (a chain of k segments uses k tags).
+    ///   - stream: A stream of this rank's device.
+    /// - Returns: The requests.
+    /// - Throws: `VkAttnError.invalidValue(op:operand:reason:)` for buffers too small or a
+    ///   segment count outside 1...rows.
     public func allScan<C: ScanCombine>(_ value: BufferSlice, into result: BufferSlice, combine: C, algorithm: AllScanAlgorithm,
                                         scratch: BufferSlice, tag: Int, on stream: Stream) throws -> [Request] {
         let op = "communicator.allScan"

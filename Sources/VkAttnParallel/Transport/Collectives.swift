@@ -5,6 +5,13 @@ import VkAttn
 extension Communicator {
     /// Every rank's `source` lands in `destinations[r]` of every rank (`destinations[rank]`
     /// gets the local copy). Complete the returned requests on the stream that reads them.
+    /// - Parameters:
+    ///   - source: This rank's block.
+    ///   - destinations: One block per rank, each `source`'s size.
+    ///   - tag: The tag of the collective's messages.
+    ///   - stream: A stream of this rank's device.
+    /// - Returns: The requests.
+    /// - Throws: `VkAttnError` for a block count other than `size` or a block of another size.
     public func allGather(_ source: BufferSlice, into destinations: [BufferSlice], tag: Int, on stream: Stream) throws -> [Request] {
         let op = "communicator.allGather"
         guard destinations.count == size else {
@@ -17,6 +24,13 @@ extension Communicator {
     }
 
     /// Rank r's `sources[s]` lands in rank s's `destinations[r]` (sizes must agree pairwise).
+    /// - Parameters:
+    ///   - sources: One block per destination rank.
+    ///   - destinations: One block per source rank.
+    ///   - tag: The tag of the collective's messages.
+    ///   - stream: A stream of this rank's device.
+    /// - Returns: The requests; complete them on the stream that reads `destinations`.
+    /// - Throws: `VkAttnError` for block counts other than `size` or mismatched local sizes.
     public func allToAll(_ sources: [BufferSlice], into destinations: [BufferSlice], tag: Int, on stream: Stream) throws -> [Request] {
         let op = "communicator.allToAll"
         guard sources.count == size, destinations.count == size else {
@@ -42,11 +56,17 @@ extension Communicator {
     }
 
     /// Completes every request on `stream` (see `complete(_:on:)`).
+    /// - Parameters:
+    ///   - requests: Requests this rank posted.
+    ///   - stream: The stream whose later work needs them done.
+    /// - Throws: The errors of completing each request.
     public func complete(_ requests: [Request], on stream: Stream) throws {
         for r in requests { try complete(r, on: stream) }
     }
 
     /// Waits on the host for every request; rethrows the first failure.
+    /// - Parameter requests: Requests this rank posted.
+    /// - Throws: The first request's error.
     public func wait(_ requests: [Request]) async throws {
         for r in requests { try await r.wait() }
     }

@@ -7,20 +7,42 @@ import VkAttnShaders
 /// value is `rows` rows of [a, b_0 ... b_{width-1}] complex fp32 (re, im pairs); applying
 /// (a1, B1) then (a2, B2) gives (a2 a1, a2 B1 + B2) (Shaders/parallel/complex_affine_combine.comp).
 public struct ComplexAffineScan: ScanCombine {
+    /// Rows of the state (batch x channels for a recurrence).
     public let rows: Int
+    /// Complex columns of B per row.
     public let width: Int
 
+    /// - Parameters:
+    ///   - rows: Rows of the state.
+    ///   - width: Complex columns of B per row.
     public init(rows: Int, width: Int) {
         self.rows = rows
         self.width = width
     }
 
+    /// (width + 1) complex fp32 numbers: a, then B's row.
     public var rowBytes: Int { (width + 1) * 8 }
 
+    /// Records a = 1, B = 0 for rows `range`.
+    /// - Parameters:
+    ///   - stream: The stream to record into.
+    ///   - result: A value's bytes, from row 0.
+    ///   - range: The rows to write.
+    /// - Throws: `VkAttnError` for a slice not 8-byte aligned within its binding; the errors of
+    ///   recording the kernel.
     public func encodeIdentity(into result: BufferSlice, rows range: Range<Int>, on stream: Stream) throws {
         try encode(earlier: nil, later: nil, result: try rowsOf(result, range), rows: range.count, on: stream)
     }
 
+    /// Records (a_l a_e, a_l B_e + B_l) with complex products for rows `range`.
+    /// - Parameters:
+    ///   - stream: The stream to record into.
+    ///   - earlier: The map applied first.
+    ///   - later: The map applied second.
+    ///   - result: Receives the composition.
+    ///   - range: The rows to combine.
+    /// - Throws: `VkAttnError` for a slice not 8-byte aligned within its binding; the errors of
+    ///   recording the kernel.
     public func encode(earlier: BufferSlice, later: BufferSlice, into result: BufferSlice, rows range: Range<Int>, on stream: Stream) throws {
         try encode(earlier: try rowsOf(earlier, range), later: try rowsOf(later, range), result: try rowsOf(result, range),
                    rows: range.count, on: stream)
@@ -53,6 +75,10 @@ public struct ComplexAffineScan: ScanCombine {
     }
 
     /// The host reference: the composition of `values` in order (rank 0 first), fp64.
+    /// - Parameters:
+    ///   - values: One value per rank, rows of complex [a, b_0 ... b_{width-1}] as (re, im) pairs.
+    ///   - width: Complex columns of B per row.
+    /// - Returns: The composed map, fp64 (re, im) pairs; empty for no values.
     public static func reference(_ values: [[Float]], width: Int) -> [Double] {
         guard let first = values.first else { return [] }
         var acc = first.map(Double.init)

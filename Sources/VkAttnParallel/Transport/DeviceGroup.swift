@@ -20,13 +20,19 @@ public final class DeviceGroup: Sendable {
         case sharedPhysicalDevice = "shared-physical"
     }
 
+    /// One device per rank, in rank order.
     public let devices: [Device]
+    /// Where the ranks' devices live.
     public let placement: Placement
+    /// Each rank's GPU clock, mapped to the shared host clock.
     public let clocks: [GPUClock]
+    /// The compute and copy intervals every rank records.
     public let timeline: ParallelTimeline
     let fabric: LocalFabric
 
+    /// The number of ranks.
     public var ranks: Int { devices.count }
+    /// How bytes travel between the ranks' devices.
     public var route: TransferRoute { fabric.route }
 
     /// `VKATTN_RANKS`, when set to a positive integer.
@@ -41,6 +47,14 @@ public final class DeviceGroup: Sendable {
     /// `path` forces a transfer path; by default host-mapped when every device's memory is
     /// host-visible, else imported-host where every device imports host allocations
     /// (VK_EXT_external_memory_host), else staged.
+    /// - Parameters:
+    ///   - ranks: The number of ranks; at least 1.
+    ///   - instance: The instance whose physical devices are used.
+    ///   - physicalDevices: Devices to place the ranks on, round-robin; nil decides as above.
+    ///   - path: A transfer path to force; nil decides as above.
+    /// - Throws: `VkAttnError.invalidValue(op:operand:reason:)` for fewer than one rank or an
+    ///   empty device list; `VkAttnError.unsupported(op:reason:)` for a forced path the devices
+    ///   cannot take; the errors of creating the devices and calibrating their clocks.
     public init(ranks: Int, instance: Instance, physicalDevices: [PhysicalDevice]? = nil, route: TransferRoute? = nil) throws {
         let op = "parallel.deviceGroup"
         guard ranks >= 1 else {
@@ -79,16 +93,27 @@ public final class DeviceGroup: Sendable {
     }
 
     /// A group on a new instance (validation per `VKATTN_VALIDATION`).
+    /// - Parameters:
+    ///   - ranks: The number of ranks; at least 1.
+    ///   - path: A transfer path to force; nil decides.
+    ///   - log: Where the new instance's validation messages are collected.
+    /// - Throws: The errors of `Instance.init(validation:log:)` and
+    ///   ``init(ranks:instance:physicalDevices:path:)``.
     public convenience init(ranks: Int, route: TransferRoute? = nil, log: ValidationLog = ValidationLog()) throws {
         try self.init(ranks: ranks, instance: Instance(log: log), route: route)
     }
 
     /// One communicator per rank, over all ranks of the group.
+    /// - Returns: Rank r's communicator at index r.
+    /// - Throws: The errors of making the communicators.
     public func communicators() throws -> [LocalCommunicator] {
         try (0..<ranks).map { try LocalCommunicator(fabric: fabric, rank: $0, members: Array(0..<ranks), context: 0) }
     }
 
     /// Communicators over the first `count` ranks (tests run 1...N ranks on one group).
+    /// - Parameter count: The ranks, in 1...ranks.
+    /// - Returns: Rank r's communicator at index r, a group of `count` ranks.
+    /// - Throws: `VkAttnError.invalidValue(op:operand:reason:)` for a count outside 1...ranks.
     public func communicators(first count: Int) throws -> [LocalCommunicator] {
         guard count >= 1, count <= ranks else {
             throw VkAttnError.invalidValue(op: "DeviceGroup.communicators", operand: "count", reason: "\(count) is outside 1...\(ranks)")
@@ -100,6 +125,7 @@ public final class DeviceGroup: Sendable {
     /// Bytes and messages per rank since the last reset.
     public var traffic: [RankTraffic] { (0..<ranks).map { fabric.traffic($0) } }
 
+    /// Sets every rank's traffic back to zero.
     public func resetTraffic() { fabric.resetTraffic() }
 
     /// The error a rank aborted the group with (an aborted group stays aborted).

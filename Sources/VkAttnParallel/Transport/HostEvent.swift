@@ -12,15 +12,20 @@ public final class HostEvent: Sendable {
 
     private let state = Mutex(State())
 
+    /// A pending event.
     public init() {}
 
     /// nil while pending; the outcome afterwards.
     public var result: Result<Void, any Error>? { state.withLock { $0.result } }
 
+    /// Whether the event has succeeded or failed.
     public var isDone: Bool { state.withLock { $0.result != nil } }
 
+    /// Marks the event done and resumes its waiters (ignored once done).
     public func succeed() { finish(.success(())) }
 
+    /// Marks the event failed and resumes its waiters with `error` (ignored once done).
+    /// - Parameter error: The failure waiters rethrow.
     public func fail(_ error: any Error) { finish(.failure(error)) }
 
     private func finish(_ result: Result<Void, any Error>) {
@@ -34,6 +39,7 @@ public final class HostEvent: Sendable {
     }
 
     /// Returns when the event has happened; rethrows its failure.
+    /// - Throws: The error the event failed with.
     public func wait() async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let done: Result<Void, any Error>? = state.withLock { s in

@@ -3,9 +3,12 @@ import Synchronization
 
 /// A posted send or receive of a `LocalCommunicator`.
 public final class LocalRequest: CommunicationRequest {
+    /// Which side of a transfer a request is.
     public enum Kind: String, Sendable { case send, receive }
 
+    /// Send or receive.
     public let kind: Kind
+    /// The bytes the transfer moves.
     public let bytes: Int
     /// The other rank (global index in the device group).
     public let peer: Int
@@ -35,8 +38,11 @@ public final class LocalRequest: CommunicationRequest {
         self.stagedCopy = stagedCopy
     }
 
+    /// Returns when the relay has moved (or ordered) the bytes.
+    /// - Throws: The transfer's error: a size mismatch, the group's abort error.
     public func wait() async throws { try await event.wait() }
 
+    /// Whether the relay has finished (successfully or not).
     public var isDone: Bool { event.isDone }
 }
 
@@ -51,7 +57,9 @@ public final class LocalRequest: CommunicationRequest {
 /// the receiver's devices both import (made by whichever side posts first, `LocalFabric`).
 public final class LocalCommunicator: Communicator {
     let fabric: LocalFabric
+    /// This rank, in 0..<size.
     public let rank: Int
+    /// The number of ranks in this communicator.
     public let size: Int
     /// Global rank (device index in the group) of each member.
     public let members: [Int]
@@ -87,15 +95,31 @@ public final class LocalCommunicator: Communicator {
             ? try TransferLane(device: device) : nil
     }
 
+    /// This rank's device index in the group.
     public var globalRank: Int { members[rank] }
+    /// This rank's device.
     public var device: Device { fabric.devices[globalRank] }
+    /// The group's transfer path.
     public var route: TransferRoute { fabric.route }
+    /// This device's GPU clock.
     public var clock: GPUClock { fabric.clocks[globalRank] }
+    /// The group's timeline.
     public var timeline: ParallelTimeline? { fabric.timeline }
+    /// This rank's bytes and messages so far.
     public var traffic: RankTraffic { fabric.traffic(globalRank) }
 
     // MARK: Point to point
 
+    /// Posts a send; see ``Communicator/send(_:to:tag:after:on:)``.
+    /// - Parameters:
+    ///   - source: The bytes to send, on this rank's device.
+    ///   - peer: The receiving rank.
+    ///   - tag: The message's tag.
+    ///   - after: Requests the transfer must also follow.
+    ///   - stream: A stream of this rank's device; submitted.
+    /// - Returns: The request.
+    /// - Throws: `VkAttnError` for a peer outside the group, a slice of another device, or (the
+    ///   host-mapped path) a buffer that is not host-visible; the group's abort error.
     public func send(_ source: BufferSlice, to peer: Int, tag: Int, after: [LocalRequest], on stream: Stream) throws -> LocalRequest {
         let op = "communicator.send"
         try checkPeer(peer, op: op)
@@ -145,6 +169,16 @@ public final class LocalCommunicator: Communicator {
         }
     }
 
+    /// Posts a receive; see ``Communicator/receive(into:from:tag:after:on:)``.
+    /// - Parameters:
+    ///   - destination: Where the bytes go, on this rank's device.
+    ///   - peer: The sending rank.
+    ///   - tag: The message's tag.
+    ///   - after: Requests the transfer must also follow.
+    ///   - stream: A stream of this rank's device; submitted.
+    /// - Returns: The request.
+    /// - Throws: `VkAttnError` for a peer outside the group, a slice of another device, or (the
+    ///   host-mapped path) a buffer that is not host-visible; the group's abort error.
     public func receive(into destination: BufferSlice, from peer: Int, tag: Int, after: [LocalRequest], on stream: Stream) throws -> LocalRequest {
         let op = "communicator.receive"
         try checkPeer(peer, op: op)
@@ -159,6 +193,13 @@ public final class LocalCommunicator: Communicator {
         }
     }
 
+    /// Records the waits (and, staged, the copy out of staging) that order `stream`'s later work
+    /// after the transfer.
+    /// - Parameters:
+    ///   - request: A request of this rank.
+    ///   - stream: A stream of this rank's device.
+    /// - Throws: `VkAttnError.deviceMismatch(op:operand:)` for a stream or request of another
+    ///   device; the errors of recording.
     public func complete(_ request: LocalRequest, on stream: Stream) throws {
         guard stream.device === device, request.semaphore.device === device else {
             throw VkAttnError.deviceMismatch(op: "communicator.complete", operand: "stream")
@@ -233,6 +274,11 @@ public final class LocalCommunicator: Communicator {
 
     // MARK: Groups, timestamps, abort
 
+    /// A communicator over some of this one's ranks; see ``Communicator/subgroup(_:)``.
+    /// - Parameter members: Distinct ranks of this communicator, including this rank.
+    /// - Returns: This rank's communicator in the subgroup.
+    /// - Throws: `VkAttnError.invalidValue(op:operand:reason:)` for members out of range,
+    ///   repeated, or without this rank.
     public func subgroup(_ members: [Int]) throws -> LocalCommunicator {
         let op = "communicator.subgroup"
         guard !members.isEmpty, Set(members).count == members.count, members.allSatisfy({ $0 >= 0 && $0 < size }) else {
@@ -250,6 +296,9 @@ public final class LocalCommunicator: Communicator {
         return try LocalCommunicator(fabric: fabric, rank: mine, members: global, context: id)
     }
 
+    /// Moves the copy intervals recorded on `stream` (and on the transfer lane) into the timeline.
+    /// - Parameter stream: A synchronized stream of this rank.
+    /// - Throws: The errors of synchronizing the transfer lane.
     public func collectTimestamps(of stream: Stream) throws {
         try resolve(stream)
         if let lane {
@@ -272,5 +321,7 @@ public final class LocalCommunicator: Communicator {
         }
     }
 
+    /// Fails every pending and later operation of the group; see ``Communicator/abort(_:)``.
+    /// - Parameter error: The error they fail with.
     public func abort(_ error: any Error) { fabric.abort(error) }
 }

@@ -4,6 +4,7 @@ import VkAttnShaders
 
 /// An elementwise reduction of fp32 values.
 public enum ReduceOp: String, Sendable, Hashable, Codable {
+    /// `sum`: addition; `max`: the larger value.
     case sum, max
 }
 
@@ -31,6 +32,14 @@ public enum ParallelKernels {
     }
 
     /// y = op(y, x) over `count` floats.
+    /// - Parameters:
+    ///   - stream: The stream to record into.
+    ///   - x: The other operand, `count` floats at any 4-byte offset.
+    ///   - y: The operand that receives the result.
+    ///   - count: The number of floats; 0 records nothing.
+    ///   - op: Sum or maximum.
+    /// - Throws: `VkAttnError` for an offset that is not a multiple of 4; the errors of
+    ///   recording the kernel.
     public static func elementwise(x: BufferSlice, y: BufferSlice, count: Int, op: ReduceOp, on stream: Stream) throws {
         guard count > 0 else { return }
         let device = stream.device
@@ -46,6 +55,19 @@ public enum ParallelKernels {
 
     /// Copies `rows` rows of `width` words from `source` (row r at word `sourceOffset + r *
     /// sourceStride`) to `destination` (likewise); `accumulate` adds as floats instead.
+    /// - Parameters:
+    ///   - stream: The stream to record into.
+    ///   - source: The buffer range read.
+    ///   - destination: The buffer range written.
+    ///   - rows: The number of rows; 0 records nothing.
+    ///   - width: 32-bit words per row.
+    ///   - sourceOffset: Words before the first source row.
+    ///   - sourceStride: Words between source rows.
+    ///   - destinationOffset: Words before the first destination row.
+    ///   - destinationStride: Words between destination rows.
+    ///   - accumulate: Add to the destination as floats instead of overwriting it.
+    /// - Throws: `VkAttnError.invalidValue(op:operand:reason:)` when the rows leave their
+    ///   buffers; the errors of recording the kernel.
     public static func copyRows(from source: BufferSlice, to destination: BufferSlice, rows: Int, width: Int,
                          sourceOffset: Int = 0, sourceStride: Int, destinationOffset: Int = 0, destinationStride: Int,
                          accumulate: Bool = false, on stream: Stream) throws {
@@ -70,6 +92,12 @@ public enum ParallelKernels {
     }
 
     /// f32 -> f16 of `count` (even) values.
+    /// - Parameters:
+    ///   - stream: The stream to record into.
+    ///   - source: `count` f32 values.
+    ///   - destination: Receives `count` f16 values.
+    ///   - count: The number of values.
+    /// - Throws: The errors of binding the ranges and recording the kernel.
     public static func castToHalf(from source: BufferSlice, to destination: BufferSlice, count: Int, on stream: Stream) throws {
         guard count > 0 else { return }
         guard count % 2 == 0 else {
