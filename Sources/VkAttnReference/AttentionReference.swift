@@ -11,19 +11,35 @@ import Darwin
 public enum AttentionReference {
     /// One query row of one head: (sequence b, query i within it, query head h).
     public struct Row: Hashable, Sendable {
+        /// The sequence `b`, the query `i` within it, the query head `h`.
         public let b: Int, i: Int, h: Int
+        /// - Parameters:
+        ///   - b: The sequence.
+        ///   - i: The query within the sequence.
+        ///   - h: The query head.
         public init(b: Int, i: Int, h: Int) { self.b = b; self.i = i; self.h = h }
     }
 
     /// The problem, resolved from shapes; throws the same errors as the kernels.
     public struct Problem: Sendable {
         let g: AttentionGeometry
+        /// The configuration: mask, scale, softcap (the output type plays no part in fp64).
         public let attention: FlashAttention
+        /// Sequences.
         public var batch: Int { g.batch }
+        /// Query heads.
         public var headsQ: Int { g.headsQ }
+        /// Key/value heads.
         public var headsKV: Int { g.headsKV }
+        /// D.
         public var headDim: Int { g.headDim }
 
+        /// - Parameters:
+        ///   - qShape: Q's shape in `layout`.
+        ///   - kShape: K's (and V's) shape.
+        ///   - layout: Dense or packed.
+        ///   - attention: The configuration.
+        /// - Throws: `VkAttnError`, as the kernels for the same shapes and options.
         public init(qShape: [Int], kShape: [Int], layout: AttentionLayout = .dense, attention: FlashAttention) throws {
             g = try AttentionGeometry.resolve(op: "AttentionReference", qShape: qShape, kShape: kShape, vShape: kShape, dtype: .f32, layout: layout)
             self.attention = attention
@@ -40,7 +56,12 @@ public enum AttentionReference {
         }
 
         /// Offsets (in elements) of a row's D values in Q/O and of its LSE.
+        /// - Parameter row: A row of the problem.
+        /// - Returns: The element offset of its D values in Q (and O, dO, dQ).
         public func qOffset(_ row: Row) -> Int { g.qOffset(b: row.b, i: row.i, h: row.h) }
+        /// The element offset of a row's LSE.
+        /// - Parameter row: A row of the problem.
+        /// - Returns: The offset in the LSE layout.
         public func lseOffset(_ row: Row) -> Int { g.lseOffset(b: row.b, i: row.i, h: row.h) }
 
         var scale: Double { Double(attention.scale ?? 1 / Float(g.headDim).squareRoot()) }
@@ -66,6 +87,13 @@ public enum AttentionReference {
     }
 
     /// O (D values) and LSE of one row; a row that sees no key has O = 0 and LSE = -inf.
+    /// - Parameters:
+    ///   - problem: The problem.
+    ///   - row: The row.
+    ///   - q: Q, flat in the problem's layout.
+    ///   - k: K, flat.
+    ///   - v: V, flat.
+    /// - Returns: The row's O (D values) and LSE.
     public static func forward(_ problem: Problem, row: Row, q: [Float], k: [Float], v: [Float]) -> (o: [Double], lse: Double) {
         let g = problem.g
         let logits = problem.logits(row, q: q, k: k)
@@ -83,6 +111,12 @@ public enum AttentionReference {
     }
 
     /// The whole forward: O in Q's layout, LSE in the LSE layout.
+    /// - Parameters:
+    ///   - problem: The problem.
+    ///   - q: Q, flat in the problem's layout.
+    ///   - k: K, flat.
+    ///   - v: V, flat.
+    /// - Returns: O and LSE, flat.
     public static func forward(_ problem: Problem, q: [Float], k: [Float], v: [Float]) -> (o: [Double], lse: [Double]) {
         let g = problem.g
         var o = [Double](repeating: 0, count: g.totalQ * g.headsQ * g.headDim)
@@ -98,6 +132,13 @@ public enum AttentionReference {
 
     /// Gradients of sum(dO * O) with respect to Q, K and V, in their layouts (dK, dV summed
     /// over the query heads of each group).
+    /// - Parameters:
+    ///   - problem: The problem.
+    ///   - q: Q, flat.
+    ///   - k: K, flat.
+    ///   - v: V, flat.
+    ///   - dO: The gradient of O, Q's layout.
+    /// - Returns: dQ, dK, dV, flat.
     public static func backward(_ problem: Problem, q: [Float], k: [Float], v: [Float], dO: [Float]) -> (dq: [Double], dk: [Double], dv: [Double]) {
         let g = problem.g
         let dim = g.headDim
@@ -134,6 +175,10 @@ public enum AttentionReference {
 
     /// Combines partial results over disjoint key sets of the same queries: per row,
     /// LSE = log(sum exp(LSE_p)) and O = sum exp(LSE_p - LSE) O_p.
+    /// - Parameters:
+    ///   - o: Each partial's O of the row.
+    ///   - lse: Each partial's LSE of the row (-inf: the partial saw no key).
+    /// - Returns: The merged O and LSE (O = 0, LSE = -inf when no partial saw a key).
     public static func merge(o: [[Double]], lse: [Double]) -> (o: [Double], lse: Double) {
         let dim = o.first?.count ?? 0
         guard let m = lse.max(), m > -.infinity else { return ([Double](repeating: 0, count: dim), -.infinity) }
@@ -150,6 +195,14 @@ public enum AttentionReference {
 
 extension AttentionReference {
     /// dQ of one query row (fp64), from scratch: the row's own LSE and Delta are recomputed.
+    /// - Parameters:
+    ///   - problem: The problem.
+    ///   - row: The row.
+    ///   - q: Q, flat.
+    ///   - k: K, flat.
+    ///   - v: V, flat.
+    ///   - dO: The gradient of O, flat.
+    /// - Returns: The row's dQ (D values).
     public static func queryGradient(_ problem: Problem, row: Row, q: [Float], k: [Float], v: [Float], dO: [Float]) -> [Double] {
         let g = problem.g
         let fwd = forward(problem, row: row, q: q, k: k, v: v)
@@ -175,6 +228,18 @@ extension AttentionReference {
     /// query heads, given each query row's LSE and O as the device computed them (checking
     /// these on sampled rows is the forward check's job). Costs O(Sq * D) per key instead of
     /// a whole reference forward, so large problems can be spot-checked.
+    /// - Parameters:
+    ///   - problem: The problem.
+    ///   - b: The sequence.
+    ///   - j: The key within the sequence.
+    ///   - h: The key/value head.
+    ///   - q: Q, flat.
+    ///   - k: K, flat.
+    ///   - v: V, flat.
+    ///   - dO: The gradient of O, flat.
+    ///   - o: O as the device computed it.
+    ///   - lse: LSE as the device computed it.
+    /// - Returns: The key's dK and dV (D values each).
     public static func keyGradient(_ problem: Problem, b: Int, j: Int, h: Int, q: [Float], k: [Float], v: [Float],
                                    dO: [Float], o: [Float], lse: [Float]) -> (dk: [Double], dv: [Double]) {
         let g = problem.g
@@ -209,9 +274,19 @@ extension AttentionReference {
     }
 
     /// Offset of key j of sequence b, head h, in K's layout.
+    /// - Parameters:
+    ///   - problem: The problem.
+    ///   - b: The sequence.
+    ///   - j: The key within the sequence.
+    ///   - h: The key/value head.
+    /// - Returns: The element offset of its D values in K (and V, dK, dV).
     public static func keyOffset(_ problem: Problem, b: Int, j: Int, h: Int) -> Int { problem.g.kOffset(b: b, j: j, h: h) }
 
     /// Sequence lengths (queries, keys) of sequence b.
+    /// - Parameters:
+    ///   - problem: The problem.
+    ///   - b: The sequence.
+    /// - Returns: Its query and key counts.
     public static func lengths(_ problem: Problem, b: Int) -> (sq: Int, sk: Int) {
         let s = problem.g.sequence(b)
         return (s.sq, s.sk)

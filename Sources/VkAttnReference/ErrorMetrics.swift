@@ -11,6 +11,7 @@ import VkAttn
 ///   - a: the values under test.
 ///   - b: the reference, same length.
 ///   - floor: the smallest per-element norm the denominator may assume.
+/// - Returns: The relative error; 0 for equal arrays, infinity for a NaN or a mismatch.
 public func relativeError(_ a: [Float], _ b: [Double], floor: Double = 1e-3) -> Double {
     guard a.count == b.count else { return .infinity }
     var num = 0.0, den = 0.0
@@ -33,6 +34,7 @@ public func relativeError(_ a: [Float], _ b: [Double], floor: Double = 1e-3) -> 
 ///   - b: the reference, same length.
 ///   - infinitiesMatch: equal infinities (the LSE of a fully masked row) agree and others are
 ///     an infinite error; when false, infinities enter the sums as they are.
+/// - Returns: The relative L2 error; infinity for a NaN or a size mismatch.
 public func relativeL2(_ a: [Float], _ b: [Float], infinitiesMatch: Bool) -> Double {
     guard a.count == b.count else { return .infinity }
     var num = 0.0, den = 0.0
@@ -54,6 +56,7 @@ public func relativeL2(_ a: [Float], _ b: [Float], infinitiesMatch: Bool) -> Dou
 ///   - a: the values under test.
 ///   - b: the reference, same length.
 ///   - floor: the smallest magnitude a reference element is taken to have.
+/// - Returns: The largest elementwise relative error; infinity for a NaN or a size mismatch.
 public func maxRelativeError(_ a: [Float], _ b: [Float], floor: Float = 1e-6) -> Float {
     guard a.count == b.count else { return .infinity }
     var worst: Float = 0

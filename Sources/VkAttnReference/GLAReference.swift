@@ -10,9 +10,18 @@ import Darwin
 /// tests and `vkattn-bench --check`. Flat arrays in the op's layouts: q, k, per-key log-gates
 /// [B, L, H, Dk]; v, o [B, L, H, Dv]; per-head log-gates [B, L, H]; states [B, H, Dk, Dv].
 public struct GLAReference: Sendable {
+    /// The gates' form.
     public let gating: GatedLinearAttention.Gating
+    /// B, L, H, Dk and Dv.
     public let batch: Int, length: Int, heads: Int, dk: Int, dv: Int
 
+    /// - Parameters:
+    ///   - gating: The gates' form.
+    ///   - batch: B.
+    ///   - length: L.
+    ///   - heads: H.
+    ///   - dk: Dk.
+    ///   - dv: Dv.
     public init(gating: GatedLinearAttention.Gating, batch: Int, length: Int, heads: Int, dk: Int, dv: Int) {
         self.gating = gating
         self.batch = batch
@@ -37,6 +46,15 @@ public struct GLAReference: Sendable {
 
     /// o, the final state, and the state before every chunk of `chunkLength` rows followed by
     /// the final state ([B, H, chunks + 1, Dk, Dv]) when `chunkLength` is given.
+    /// - Parameters:
+    ///   - q: q, flat [B, L, H, Dk].
+    ///   - k: k, flat [B, L, H, Dk].
+    ///   - v: v, flat [B, L, H, Dv].
+    ///   - logGates: The log-gates in the gating's shape; nil for `.none`.
+    ///   - initialState: S before step 0, [B, H, Dk, Dv]; nil means zeros.
+    ///   - chunkLength: Rows per chunk for the boundary states; nil skips them.
+    /// - Returns: o [B, L, H, Dv], the final state [B, H, Dk, Dv], and the boundary states (empty
+    ///   without `chunkLength`).
     public func forward(q: [Float], k: [Float], v: [Float], logGates: [Float]?, initialState: [Float]?,
                         chunkLength: Int? = nil) -> (o: [Double], final: [Double], boundaries: [Double]) {
         var o = [Double](repeating: 0, count: batch * length * heads * dv)
@@ -73,6 +91,15 @@ public struct GLAReference: Sendable {
 
     /// Gradients of L = sum(o * dO) + sum(S_final * dFinal): dq, dk, dv, d(log-gates) (empty
     /// for `.none`), d(initial state).
+    /// - Parameters:
+    ///   - q: q, flat.
+    ///   - k: k, flat.
+    ///   - v: v, flat.
+    ///   - logGates: The log-gates; nil for `.none`.
+    ///   - initialState: S before step 0; nil means zeros.
+    ///   - dO: The gradient of o, [B, L, H, Dv].
+    ///   - dFinal: The gradient of the final state; nil means zeros.
+    /// - Returns: dq, dk, dv, d(log-gates) and d(initial state), flat.
     public func backward(q: [Float], k: [Float], v: [Float], logGates: [Float]?, initialState: [Float]?,
                          dO: [Float], dFinal: [Float]?)
         -> (dq: [Double], dk: [Double], dv: [Double], dLogGates: [Double], dInitial: [Double]) {

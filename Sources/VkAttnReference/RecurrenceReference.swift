@@ -3,13 +3,26 @@ import VkAttn
 /// tests and `vkattn-bench --check`. Arrays are flat in the op's layout ([B, L, D] or
 /// [B, D, L], complex values as interleaved (re, im)); states are [B, D] (interleaved).
 public struct RecurrenceReference: Sendable {
+    /// BLD or BDL.
     public let layout: LinearRecurrence.Layout
+    /// Complex values (interleaved re, im).
     public let complex: Bool
+    /// Time runs from L - 1 down to 0.
     public let reverse: Bool
+    /// B.
     public let batch: Int
+    /// L, the time steps.
     public let length: Int
+    /// D.
     public let channels: Int
 
+    /// - Parameters:
+    ///   - layout: BLD or BDL.
+    ///   - complex: Complex values.
+    ///   - reverse: Time reversed.
+    ///   - batch: B.
+    ///   - length: L.
+    ///   - channels: D.
     public init(layout: LinearRecurrence.Layout, complex: Bool, reverse: Bool, batch: Int, length: Int, channels: Int) {
         self.layout = layout
         self.complex = complex
@@ -22,6 +35,11 @@ public struct RecurrenceReference: Sendable {
     var cw: Int { complex ? 2 : 1 }
 
     /// Index of the first float of value (b, t, d).
+    /// - Parameters:
+    ///   - b: The batch entry.
+    ///   - t: The time step.
+    ///   - d: The channel.
+    /// - Returns: The index in the flat array (complex: of the real part).
     public func index(_ b: Int, _ t: Int, _ d: Int) -> Int {
         switch layout {
         case .bld: return ((b * length + t) * channels + d) * cw
@@ -42,6 +60,11 @@ public struct RecurrenceReference: Sendable {
     }
 
     /// h (every state) and the final state.
+    /// - Parameters:
+    ///   - a: The decays, flat in the layout.
+    ///   - b: The inputs, flat.
+    ///   - h0: The initial state [B, D] (complex: interleaved); nil means zeros.
+    /// - Returns: h, flat in the layout, and the final state.
     public func forward(a: [Float], b: [Float], h0: [Float]?) -> (h: [Double], final: [Double]) {
         var h = [Double](repeating: 0, count: a.count)
         var final = [Double](repeating: 0, count: batch * channels * cw)
@@ -63,6 +86,11 @@ public struct RecurrenceReference: Sendable {
 
     /// The forward run on |a| and |b| (|.| of each value): at each step, the scale of the
     /// terms a rounding error of the real recurrence can be proportional to.
+    /// - Parameters:
+    ///   - a: The decays.
+    ///   - b: The inputs.
+    ///   - h0: The initial state; nil means zeros.
+    /// - Returns: One scale per state, h's layout.
     public func magnitude(a: [Float], b: [Float], h0: [Float]?) -> [Double] {
         func absolute(_ v: [Float]) -> [Float] {
             guard complex else { return v.map { abs($0) } }
@@ -83,6 +111,11 @@ public struct RecurrenceReference: Sendable {
     /// neighbouring step (t + 1 for a forward recurrence, t - 1 reversed), not by a_t, so each
     /// step takes the largest |a| of t - 1, t and t + 1: a bound for either alignment (with a_t
     /// alone, a small a_t beside a large neighbour under-estimates the scale).
+    /// - Parameters:
+    ///   - a: The decays.
+    ///   - dh: The state gradients.
+    ///   - dFinal: The final state's gradient; nil means zeros.
+    /// - Returns: One scale per step, h's layout.
     public func gradientMagnitude(a: [Float], dh: [Float], dFinal: [Float]?) -> [Double] {
         var widest = [Float](repeating: 0, count: a.count)
         for bi in 0..<batch {
@@ -104,6 +137,13 @@ public struct RecurrenceReference: Sendable {
 
     /// Gradients of a real loss through the forward: da, db, dh0 from dh and dFinal, with `h`
     /// the forward's output (PyTorch's convention for complex values).
+    /// - Parameters:
+    ///   - a: The decays.
+    ///   - h: The forward's states.
+    ///   - h0: The forward's initial state; nil means zeros.
+    ///   - dh: The gradient of every state.
+    ///   - dFinal: The final state's gradient; nil means zeros.
+    /// - Returns: da and db (a's layout) and dh0 ([B, D]).
     public func backward(a: [Float], h: [Float], h0: [Float]?, dh: [Float], dFinal: [Float]?)
         -> (da: [Double], db: [Double], dh0: [Double]) {
         var da = [Double](repeating: 0, count: a.count)

@@ -17,6 +17,14 @@ public enum SparseDistribution: String, Sendable, Hashable, CaseIterable {
 public enum SparseGenerator {
     /// A [rows, cols] CSR matrix with about `density * rows * cols` nonzeros, sorted columns,
     /// and each row emptied with probability `emptyRowFraction`.
+    /// - Parameters:
+    ///   - distribution: How row lengths are drawn.
+    ///   - rows: Rows.
+    ///   - cols: Columns.
+    ///   - density: The fraction of entries present, clamped to 0...1.
+    ///   - emptyRowFraction: The probability that a row is emptied.
+    ///   - seed: The generator's seed.
+    /// - Returns: The matrix, well-formed.
     public static func csr(_ distribution: SparseDistribution, rows: Int, cols: Int, density: Double,
                            emptyRowFraction: Double = 0, seed: UInt64) -> CSRArrays {
         var rng = SeededRandom(seed: seed)
@@ -62,6 +70,15 @@ public enum SparseGenerator {
 
     /// A block-CSR matrix whose blocks follow `distribution` at block granularity
     /// (`blockRows` x `blockCols` blocks, block density `density`), each block dense.
+    /// - Parameters:
+    ///   - distribution: How block-row lengths are drawn.
+    ///   - blockSize: Rows and columns of each block.
+    ///   - blockRows: Block rows.
+    ///   - blockCols: Block columns.
+    ///   - density: The fraction of blocks present.
+    ///   - emptyRowFraction: The probability that a block row is emptied.
+    ///   - seed: The generator's seed.
+    /// - Returns: The matrix, well-formed.
     public static func bsr(_ distribution: SparseDistribution, blockSize: Int, blockRows: Int, blockCols: Int,
                            density: Double, emptyRowFraction: Double = 0, seed: UInt64) -> BSRArrays {
         let pattern = csr(distribution, rows: blockRows, cols: blockCols, density: density,
@@ -112,9 +129,14 @@ import Glibc
 import Darwin
 #endif
 
+/// Random block values over a given block structure.
 extension BSRArrays {
     /// Dense blocks at the nonzero positions of `pattern` (a CSR of blockRows x blockCols,
     /// whose values are ignored), with values from `rng`.
+    /// - Parameters:
+    ///   - blockSize: Rows and columns of each block.
+    ///   - pattern: The block structure.
+    ///   - rng: The generator the values come from (uniform in [-1, 1]).
     public init(blockSize: Int, pattern: CSRArrays, rng: inout SeededRandom) {
         self.init(blockSize: blockSize, blockRows: pattern.rows, blockCols: pattern.cols,
                   blockRowOffsets: pattern.rowOffsets, blockColumnIndices: pattern.columnIndices,

@@ -8,11 +8,17 @@ import VkAttn
 public enum SparseReference {
     /// Expected values and term magnitudes of one result.
     public struct Output: Sendable {
+        /// The reference values.
         public var expected: [Float]
+        /// Per value, the same sum over the terms' absolute values.
         public var magnitude: [Float]
 
         /// Largest |actual - expected| / max(magnitude, floor): the rounding error relative to
         /// the size of the terms. Infinite when a value is NaN or the counts differ.
+        /// - Parameters:
+        ///   - actual: The device's values.
+        ///   - floor: The smallest magnitude a term sum is taken to have.
+        /// - Returns: The largest relative error.
         public func maxError(of actual: [Float], floor: Float = 1e-20) -> Double {
             guard actual.count == expected.count else { return .infinity }
             var worst = 0.0
@@ -27,6 +33,14 @@ public enum SparseReference {
 
     /// C = alpha * A * B + beta * C0 for CSR `a` [M, K], dense row-major `b` [K, n] and
     /// `c0` [M, n] (not read when beta == 0; may be nil then). Returns [M, n] row-major.
+    /// - Parameters:
+    ///   - a: A [M, K].
+    ///   - b: B [K, n], row-major.
+    ///   - n: Columns of B and C.
+    ///   - alpha: The product's factor.
+    ///   - beta: C0's factor.
+    ///   - c0: C0 [M, n]; nil when beta is 0.
+    /// - Returns: C [M, n] and its magnitudes.
     public static func spmm(_ a: CSRArrays, b: [Float], n: Int, alpha: Float = 1, beta: Float = 0,
                             c0: [Float]? = nil) -> Output {
         var out = [Float](repeating: 0, count: a.rows * n)
@@ -52,6 +66,14 @@ public enum SparseReference {
     }
 
     /// C = alpha * A * B + beta * C0 for block-CSR `a` [M, K], dense `b` [K, n], `c0` [M, n].
+    /// - Parameters:
+    ///   - a: A, block-CSR.
+    ///   - b: B [A.cols, n], row-major.
+    ///   - n: Columns of B and C.
+    ///   - alpha: The product's factor.
+    ///   - beta: C0's factor.
+    ///   - c0: C0 [A.rows, n]; nil when beta is 0.
+    /// - Returns: C and its magnitudes.
     public static func bsrmm(_ a: BSRArrays, b: [Float], n: Int, alpha: Float = 1, beta: Float = 0,
                              c0: [Float]? = nil) -> Output {
         let bs = a.blockSize
@@ -89,6 +111,14 @@ public enum SparseReference {
     /// SDDMM: out[p] = alpha * dot(X[r, :], Y[c, :]) * (scaleByValues ? pattern.values[p] : 1)
     /// for each nonzero p at (r, c) of `pattern` [M, N]; X is [M, k], Y is [N, k], row-major.
     /// Returns [nnz].
+    /// - Parameters:
+    ///   - pattern: The CSR pattern [M, N].
+    ///   - x: X [M, k], row-major.
+    ///   - y: Y [N, k], row-major.
+    ///   - k: The dot products' length.
+    ///   - alpha: The factor.
+    ///   - scaleByValues: Multiply by the pattern's values.
+    /// - Returns: One value per nonzero, and the magnitudes.
     public static func sddmm(_ pattern: CSRArrays, x: [Float], y: [Float], k: Int, alpha: Float = 1,
                              scaleByValues: Bool = false) -> Output {
         var out = [Float](repeating: 0, count: pattern.nnz)
@@ -128,6 +158,8 @@ public enum SparseReference {
     /// The transpose of `a` as CSR (a stable counting sort by column: within a column, rows in
     /// increasing order, entries of one row in their original order), what `CSRTranspose`
     /// must produce exactly.
+    /// - Parameter a: A well-formed CSR matrix [M, K].
+    /// - Returns: A^T [K, M].
     public static func transpose(_ a: CSRArrays) -> CSRArrays {
         var counts = [Int32](repeating: 0, count: a.cols + 1)
         for c in a.columnIndices { counts[Int(c) + 1] += 1 }
