@@ -30,6 +30,15 @@ extension MPICommunicator {
         }.request
     }
 
+    /// All-gather on MPI_Iallgather.
+    /// - Parameters:
+    ///   - source: This rank's block.
+    ///   - destinations: One block per rank, each `source`'s size.
+    ///   - tag: Unused: MPI matches collectives by order.
+    ///   - stream: A stream of this rank's device.
+    /// - Returns: One request for the whole collective.
+    /// - Throws: `VkAttnError` for a block count other than `size`, a block of another size or
+    ///   device, or more than 2 GiB; ``MPIError`` once the group was aborted.
     public func allGather(_ source: BufferSlice, into destinations: [BufferSlice], tag: Int, on stream: Stream) throws -> [MPIRequest] {
         let op = "communicator.allGather"
         guard destinations.count == size else {
@@ -52,6 +61,15 @@ extension MPICommunicator {
                                store: { try $0.store(destinations) })]
     }
 
+    /// All-to-all on MPI_Ialltoallv.
+    /// - Parameters:
+    ///   - sources: One block per destination rank.
+    ///   - destinations: One block per source rank.
+    ///   - tag: Unused: MPI matches collectives by order.
+    ///   - stream: A stream of this rank's device.
+    /// - Returns: One request for the whole collective.
+    /// - Throws: `VkAttnError` for block counts other than `size`, mismatched local sizes, a
+    ///   block of another device, or more than 2 GiB; ``MPIError`` once the group was aborted.
     public func allToAll(_ sources: [BufferSlice], into destinations: [BufferSlice], tag: Int, on stream: Stream) throws -> [MPIRequest] {
         let op = "communicator.allToAll"
         guard sources.count == size, destinations.count == size else {
@@ -82,6 +100,18 @@ extension MPICommunicator {
                                store: { try $0.store(destinations) })]
     }
 
+    /// All-reduce on MPI_Iallreduce; the result is in place for work recorded on `stream` after
+    /// the call.
+    /// - Parameters:
+    ///   - buffer: The values, replaced by the reduction.
+    ///   - count: The number of fp32 values.
+    ///   - op: Sum or maximum.
+    ///   - scratch: Unused by MPI (checked for size, as the default does).
+    ///   - tag: Unused: MPI matches collectives by order.
+    ///   - stream: A stream of this rank's device.
+    /// - Returns: One request for the whole collective.
+    /// - Throws: `VkAttnError` for a count that is not positive, buffers too small or of another
+    ///   device; ``MPIError`` once the group was aborted.
     public func allReduce(_ buffer: BufferSlice, count: Int, op: ReduceOp, scratch: BufferSlice, tag: Int,
                           on stream: Stream) throws -> [MPIRequest] {
         let name = "communicator.allReduce"
@@ -106,6 +136,19 @@ extension MPICommunicator {
         return [request]
     }
 
+    /// All-scan: MPI_Iexscan with the affine op for an `AffineScan` with `.allGather`; the
+    /// point-to-point default otherwise.
+    /// - Parameters:
+    ///   - value: This rank's value.
+    ///   - result: Receives the exclusive prefix.
+    ///   - combine: The operator and the value's layout.
+    ///   - algorithm: `.allGather` takes MPI's scan; `.chain` the point-to-point chain.
+    ///   - scratch: Scratch for the point-to-point paths.
+    ///   - tag: The first tag of the point-to-point paths.
+    ///   - stream: A stream of this rank's device.
+    /// - Returns: The requests.
+    /// - Throws: `VkAttnError` for buffers too small or of another device; ``MPIError`` once the
+    ///   group was aborted.
     public func allScan<C: ScanCombine>(_ value: BufferSlice, into result: BufferSlice, combine: C, algorithm: AllScanAlgorithm,
                                         scratch: BufferSlice, tag: Int, on stream: Stream) throws -> [MPIRequest] {
         guard let affine = combine as? AffineScan, case .allGather = algorithm else {
@@ -149,6 +192,9 @@ extension MPICommunicator {
     // MARK: Host-side collectives (tests, bench reports)
 
     /// Every rank's `bytes` (any lengths), on every rank, in rank order.
+    /// - Parameter bytes: This rank's bytes.
+    /// - Returns: Every rank's bytes, in rank order.
+    /// - Throws: ``MPIError`` when MPI fails or the group was aborted.
     public func hostAllGather(_ bytes: [UInt8]) async throws -> [[UInt8]] {
         let lengths = try await gatherFixed(withUnsafeBytes(of: Int64(bytes.count).littleEndian) { Array($0) })
             .map { Int(Int64(littleEndian: $0.withUnsafeBytes { $0.loadUnaligned(as: Int64.self) })) }
@@ -158,6 +204,7 @@ extension MPICommunicator {
     }
 
     /// Waits until every rank got here (and surfaces an abort).
+    /// - Throws: ``MPIError`` when MPI fails or the group was aborted.
     public func barrier() async throws { _ = try await gatherFixed([0]) }
 
     private func gatherFixed(_ bytes: [UInt8]) async throws -> [[UInt8]] {

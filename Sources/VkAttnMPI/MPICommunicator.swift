@@ -20,14 +20,21 @@ import VkAttnParallel
 /// own MPI communicator (a subgroup gets one from MPI_Comm_create_group), so messages between
 /// two ranks with one tag are matched in posting order by MPI's non-overtaking rule.
 public final class MPICommunicator: Communicator {
+    /// The process's MPI engine.
     public let engine: MPIEngine
+    /// This rank, in 0..<size.
     public let rank: Int
+    /// The number of ranks in this communicator.
     public let size: Int
     /// World rank of each member.
     public let members: [Int]
+    /// This process's device.
     public let device: Device
+    /// How bytes move between the device and MPI's host blocks: host-mapped or staged.
     public let route: TransferRoute
+    /// This device's GPU clock.
     public let clock: GPUClock
+    /// Where this rank's intervals are recorded (this process's only).
     public let timeline: ParallelTimeline?
     /// How this rank's device was chosen.
     public let deviceChoice: String
@@ -56,6 +63,15 @@ public final class MPICommunicator: Communicator {
     /// device) aborts the group, so the other ranks fail naming this one.
     /// `path` forces a transfer path (default: host-mapped when the device's memory is
     /// host-visible, else staged).
+    /// - Parameters:
+    ///   - log: Where the new instance's validation messages are collected.
+    ///   - timeout: Seconds before a pending operation aborts the group; nil reads
+    ///     `VKATTN_MPI_TIMEOUT`.
+    ///   - path: A transfer path to force; nil decides as above.
+    /// - Returns: This process's communicator over MPI_COMM_WORLD.
+    /// - Throws: The errors of ``MPIEngine/start(timeout:)``; `VkAttnError.unsupported` for the
+    ///   imported-host path or a host-mapped path without host-visible memory; the errors of
+    ///   creating the device (the group is aborted).
     public static func world(log: ValidationLog = ValidationLog(), timeout: Double? = nil, route: TransferRoute? = nil) throws -> MPICommunicator {
         let engine = try MPIEngine.start(timeout: timeout)
         do {
@@ -89,7 +105,9 @@ public final class MPICommunicator: Communicator {
         }
     }
 
+    /// This process's world rank.
     public var globalRank: Int { members[rank] }
+    /// This process's bytes and messages so far.
     public var traffic: RankTraffic { engine.traffic }
 
     // MARK: Point to point
@@ -102,6 +120,16 @@ public final class MPICommunicator: Communicator {
                              timeout: engine.timeoutSeconds, timeline: timeline, globalRank: globalRank)
     }
 
+    /// Posts a send; see `Communicator.send(_:to:tag:after:on:)`.
+    /// - Parameters:
+    ///   - source: The bytes to send, on this rank's device.
+    ///   - peer: The receiving rank.
+    ///   - tag: The message's tag, below MPI_TAG_UB.
+    ///   - after: Requests the transfer must also follow.
+    ///   - stream: A stream of this rank's device; submitted.
+    /// - Returns: The request.
+    /// - Throws: `VkAttnError` for a peer or tag out of range or a slice of another device;
+    ///   ``MPIError`` once the group was aborted or MPI finalized.
     public func send(_ source: BufferSlice, to peer: Int, tag: Int, after: [MPIRequest], on stream: Stream) throws -> MPIRequest {
         let op = "communicator.send"
         try check(peer: peer, tag: tag, op: op)
@@ -124,6 +152,16 @@ public final class MPICommunicator: Communicator {
         return posted.request
     }
 
+    /// Posts a receive; see `Communicator.receive(into:from:tag:after:on:)`.
+    /// - Parameters:
+    ///   - destination: Where the bytes go, on this rank's device.
+    ///   - peer: The sending rank.
+    ///   - tag: The message's tag, below MPI_TAG_UB.
+    ///   - after: Requests the transfer must also follow.
+    ///   - stream: A stream of this rank's device; submitted.
+    /// - Returns: The request.
+    /// - Throws: `VkAttnError` for a peer or tag out of range or a slice of another device;
+    ///   ``MPIError`` once the group was aborted or MPI finalized.
     public func receive(into destination: BufferSlice, from peer: Int, tag: Int, after: [MPIRequest], on stream: Stream) throws -> MPIRequest {
         let op = "communicator.receive"
         try check(peer: peer, tag: tag, op: op)
@@ -142,6 +180,13 @@ public final class MPICommunicator: Communicator {
         return posted.request
     }
 
+    /// Records the wait on the request's semaphore (and, staged, the copy out of staging) on
+    /// `stream`.
+    /// - Parameters:
+    ///   - request: A request of this rank.
+    ///   - stream: A stream of this rank's device.
+    /// - Throws: `VkAttnError.deviceMismatch` for a stream of another device; the errors of
+    ///   recording.
     public func complete(_ request: MPIRequest, on stream: Stream) throws {
         guard stream.device === device, request.semaphore.device === device else {
             throw VkAttnError.deviceMismatch(op: "communicator.complete", operand: "stream")
@@ -174,6 +219,10 @@ public final class MPICommunicator: Communicator {
     /// MPI_Comm_create_group over `members` (collective over the members only, as the
     /// protocol asks). Blocks until every member has called it; the communicator is cached
     /// per member list, so repeated scheduler calls reuse it.
+    /// - Parameter members: Distinct ranks of this communicator, including this rank.
+    /// - Returns: This rank's communicator in the subgroup.
+    /// - Throws: `VkAttnError.invalidValue` for members out of range, repeated, or without this
+    ///   rank; ``MPIError`` when MPI fails to make the communicator.
     public func subgroup(_ members: [Int]) throws -> MPICommunicator {
         let op = "communicator.subgroup"
         guard !members.isEmpty, Set(members).count == members.count, members.allSatisfy({ $0 >= 0 && $0 < size }) else {
@@ -214,8 +263,12 @@ public final class MPICommunicator: Communicator {
 
     /// The engine records host intervals directly; GPU copies of the staged path happen inside
     /// Buffer.read/write on the engine thread and are part of those intervals.
+    /// - Parameter stream: Ignored.
+    /// - Throws: Nothing; the protocol's signature throws.
     public func collectTimestamps(of stream: Stream) throws {}
 
+    /// Aborts the whole MPI group; see ``MPIEngine/abort(_:)``.
+    /// - Parameter error: This rank's failure.
     public func abort(_ error: any Error) { engine.abort(error) }
 
     /// Ends MPI for this process (see `MPIEngine.finalize`).

@@ -119,8 +119,12 @@ public final class MPIEngine: Sendable {
     }
 
     /// The process's engine, starting MPI on first use (MPI initializes once per process).
-    /// `timeout`: seconds before a pending operation aborts the group (default
-    /// VKATTN_MPI_TIMEOUT, else 120).
+    /// - Parameter timeout: Seconds before a pending operation aborts the group; nil reads
+    ///   `VKATTN_MPI_TIMEOUT` (default 120).
+    /// - Returns: The process's engine (the same one on later calls).
+    /// - Throws: ``MPIError/threadLevel(provided:)`` when MPI lacks MPI_THREAD_FUNNELED,
+    ///   ``MPIError/call(_:code:message:)`` when MPI fails to start, ``MPIError/finalized`` after
+    ///   MPI was finalized; `VkAttnError.invalidValue` for a timeout that is not positive.
     public static func start(timeout: Double? = nil) throws -> MPIEngine {
         try current.withLock { engine in
             if let engine {
@@ -158,10 +162,15 @@ public final class MPIEngine: Sendable {
         }
     }
 
+    /// This process's rank in MPI_COMM_WORLD.
     public var worldRank: Int { identity.worldRank }
+    /// The number of processes in MPI_COMM_WORLD.
     public var worldSize: Int { identity.worldSize }
+    /// This process's rank among the processes of its host.
     public var localRank: Int { identity.localRank }
+    /// The number of processes on this host.
     public var localSize: Int { identity.localSize }
+    /// Seconds a posted operation may stay pending before the group is aborted.
     public var timeoutSeconds: Double { identity.timeoutSeconds }
 
     /// Runs `body` on the engine thread and returns its result (blocks the caller: for setup
@@ -183,6 +192,8 @@ public final class MPIEngine: Sendable {
     /// Aborts the whole group: every rank's pending and later operations fail with an error
     /// naming this rank and `error` (the first abort wins), and every GPU wait on them is
     /// released.
+    /// - Parameter error: This rank's failure, which the other ranks receive as
+    ///   ``MPIError/peerFailed(rank:cause:)``.
     public func abort(_ error: any Error) {
         if core.markAborted(error) { core.enqueue(.abort(error)) }
     }
@@ -193,6 +204,7 @@ public final class MPIEngine: Sendable {
     /// Bytes and messages this process sent and received since the last reset.
     public var traffic: RankTraffic { core.state.withLock { $0.traffic } }
 
+    /// Sets this process's traffic back to zero.
     public func resetTraffic() { core.state.withLock { $0.traffic = RankTraffic() } }
 
     /// Ends MPI for this process: fails what is still pending, lets abort notices leave, and

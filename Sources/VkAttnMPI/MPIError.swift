@@ -13,6 +13,7 @@ public enum MPIError: Error, CustomStringConvertible, Sendable {
     /// The engine is shut down (MPI finalized).
     case finalized
 
+    /// One line starting `MPI:`, naming the call, rank or limit.
     public var description: String {
         switch self {
         case let .call(name, code, message): "MPI: \(name) failed (\(code)): \(message)"

@@ -4,9 +4,12 @@ import VkAttnParallel
 
 /// A posted send, receive or collective of an `MPICommunicator`.
 public final class MPIRequest: CommunicationRequest {
+    /// Which operation a request is.
     public enum Kind: String, Sendable { case send, receive, collective }
 
+    /// Send, receive or collective.
     public let kind: Kind
+    /// The bytes the operation moves (a collective: what this rank receives).
     public let bytes: Int
     /// The other rank (in the posting communicator); -1 for a collective.
     public let peer: Int
@@ -32,7 +35,11 @@ public final class MPIRequest: CommunicationRequest {
         self.destination = destination
     }
 
+    /// Returns when the engine has finished the operation on the host side.
+    /// - Throws: The operation's error: an MPI failure, a size mismatch, a peer's abort
+    ///   (``MPIError/peerFailed(rank:cause:)``), a timeout (``MPIError/timeout(op:rank:seconds:)``).
     public func wait() async throws { try await event.wait() }
 
+    /// Whether the engine has finished the operation (successfully or not).
     public var isDone: Bool { event.isDone }
 }
