@@ -1,61 +1,4 @@
 import VkAttn
-=======
-/// How the ranks of a linear-attention group pass states: one switch per call. Every scheme is
-/// the same exclusive all-scan over affine maps S -> a S + B (`AffineScan`), moved differently.
-public enum ContextParallelScheme: Hashable, Sendable, CustomStringConvertible {
-    /// LASP (Sun et al.): the serial chain; rank r waits for the prefix of ranks 0..<r.
-    case lasp
-    /// LASP-2 (Sun et al. 2025): one all-gather of every rank's (a, B), a local prefix combine.
-    case lasp2
-    /// ZeCO (Chou et al. 2025): the chain pipelined in `segments` row segments, so the next
-    /// rank combines the first rows while later ones are in flight.
-    case zeco(segments: Int)
-
-    /// The all-scan algorithm the scheme runs.
-    public var algorithm: AllScanAlgorithm {
-        switch self {
-        case .lasp: return .chain(segments: 1)
-        case .lasp2: return .allGather
-        case let .zeco(segments): return .chain(segments: segments)
-        }
-    }
-
-    /// `lasp`, `lasp2` or `zeco(K segments)`.
-    public var description: String {
-        switch self {
-        case .lasp: return "lasp"
-        case .lasp2: return "lasp2"
-        case let .zeco(segments): return "zeco(\(segments) segments)"
-        }
-    }
-}
-
-/// One rank's forward result (the tensors given in `into:`, where given).
-public struct LinearParallelOutput: Sendable {
-    /// o [B, L_r, H, Dv] fp32 of the rank's tokens.
-    public let output: Tensor
-    /// S_in [B, H, Dk, Dv]: the state entering the rank's shard (the global initial state, or
-    /// zeros, on rank 0). The backward takes it back.
-    public let incomingState: Tensor
-    /// The state after the whole sequence: on the last rank when asked for, else nil.
-    public let finalState: Tensor?
-    /// The schedule taken, e.g. `lasp2 x3 per-key: local chunked/per-key/chunk32 + correction kernel`.
-    public let path: String
-}
-
-/// One rank's gradients (the tensors given in `into:`, where given).
-public struct LinearParallelGradients: Sendable {
-    /// dq, dk [B, L_r, H, Dk] and dv [B, L_r, H, Dv], fp32.
-    public let dq: Tensor, dk: Tensor, dv: Tensor
-    /// d(log-gates) in the gates' shape; nil for `.none`.
-    public let dLogGates: Tensor?
-    /// The gradient of the global initial state: on rank 0, else nil.
-    public let dInitialState: Tensor?
-    /// The schedule taken.
-    public let path: String
-}
-
->>>>>>> 01a6a44 (VkAttnParallel: doc comments on every public declaration; parameters, returns, throws and per-rank shapes on the schedulers' entry points)
 /// Chunked gated linear attention (`GatedLinearAttention`) over a sequence sharded
 /// contiguously across the ranks of a device group: rank r holds tokens
 /// [sum of lengths before r, + lengths[r]) of every batch entry, as q, k [B, L_r, H, Dk],
@@ -76,12 +19,15 @@ public struct LinearParallelGradients: Sendable {
 public struct ContextParallelLinearAttention: Sendable, Hashable {
     /// Tokens per rank (each >= 1).
     public var lengths: [Int]
-<<<<<<< HEAD
-    /// `.lasp`, `.lasp2` or `.zeco(segments:)`: how the states move (every one the same
-    /// exclusive all-scan over affine maps S -> a S + B, `AffineScan`).
+    /// How the ranks pass states.
     public var scheme: ContextParallelScheme
+    /// The local op: gating, chunk length, kernel preference.
     public var attention: GatedLinearAttention
 
+    /// - Parameters:
+    ///   - lengths: Tokens per rank, in rank order; each at least 1.
+    ///   - scheme: How the ranks pass states.
+    ///   - attention: The local op.
     public init(lengths: [Int], scheme: ContextParallelScheme = .lasp2, attention: GatedLinearAttention) {
         self.lengths = lengths
         self.scheme = scheme
@@ -100,20 +46,8 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
 
     public static let opName = "contextParallel.linearAttention"
 
-    /// Batch, heads and head dimensions (from q and v).
-    public struct Shape: Hashable, Sendable {
-        /// B, H, Dk and Dv.
-        public var batch: Int, heads: Int, dk: Int, dv: Int
-
-        /// - Parameters:
-        ///   - batch: B.
-        ///   - heads: H.
-        ///   - dk: Dk, the key dimension.
-        ///   - dv: Dv, the value dimension.
-        public init(batch: Int, heads: Int, dk: Int, dv: Int) {
-            (self.batch, self.heads, self.dk, self.dv) = (batch, heads, dk, dv)
-        }
-    }
+    /// The shape every rank checks (`ContextParallelShape`'s linear form).
+    public typealias Shape = ContextParallelShape
 
     static func shape(q: Tensor, v: Tensor) throws -> Shape {
         guard q.shape.count == 4, v.shape.count == 4 else {

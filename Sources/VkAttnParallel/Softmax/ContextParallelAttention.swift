@@ -1,43 +1,4 @@
 import VkAttn
-=======
-/// How the ranks of a context-parallel group exchange data for softmax attention: one switch
-/// per call, as TransformerEngine's cp_comm_type.
-public enum ContextParallelScheme: Hashable, Sendable, CustomStringConvertible {
-    /// Ring attention (p2p): K/V blocks rotate around the ranks while the current block
-    /// computes; partials merged with the exact LSE rule; the backward sends dK/dV around.
-    case ring
-    /// Each rank gathers the K/V its queries need (under a causal mask only the blocks before
-    /// them), `headSlices` slices of the KV heads at a time, the next slice's transfer running
-    /// while the current one computes; the backward returns dK/dV partials to their owners.
-    case allGather(headSlices: Int)
-    /// Ulysses (a2a): all-to-all from sequence shards to head shards, attention over the whole
-    /// sequence for Hq / N heads, all-to-all back.
-    case allToAll
-    /// 2-D (a2a+p2p, USP / LoongTrain): ranks form (N / ulysses) x ulysses; all-to-all inside
-    /// each group of `ulysses` consecutive ranks, ring attention between the groups.
-    case hierarchical(ulysses: Int)
-
-    /// `ring`, `all-gather(S head slices)`, `all-to-all` or `hierarchical(ulysses U)`.
-    public var description: String {
-        switch self {
-        case .ring: return "ring"
-        case let .allGather(slices): return "all-gather(\(slices) head slices)"
-        case .allToAll: return "all-to-all"
-        case let .hierarchical(u): return "hierarchical(ulysses \(u))"
-        }
-    }
-}
-
-/// The result of one rank's context-parallel forward.
-public struct ContextParallelOutput: Sendable {
-    /// O [localTokens, Hq, D] (attention.outputDType, default the input type) and
-    /// LSE [Hq, localTokens] fp32 of this rank's queries.
-    public let output: AttentionOutput
-    /// The schedule taken, e.g. `ring x4 zigzag, 10 calls`.
-    public let path: String
-}
-
->>>>>>> 01a6a44 (VkAttnParallel: doc comments on every public declaration; parameters, returns, throws and per-rank shapes on the schedulers' entry points)
 /// Exact softmax attention over sequences sharded across the ranks of a device group: each
 /// rank holds the tokens `plan` gives it (Q, K, V, O [localTokens, heads, D], LSE
 /// [Hq, localTokens], see `ShardPlan`); `scheme` picks how K/V (or heads) move. Outputs and
@@ -66,7 +27,6 @@ public struct ContextParallelAttention: Sendable, Hashable {
         self.attention = attention
     }
 
-<<<<<<< HEAD
     /// The shape every rank checks (`ContextParallelShape`'s softmax form).
     public typealias Shape = ContextParallelShape
 
