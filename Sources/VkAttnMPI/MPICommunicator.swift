@@ -67,7 +67,7 @@ public final class MPICommunicator: Communicator {
     ///   - log: Where the new instance's validation messages are collected.
     ///   - timeout: Seconds before a pending operation aborts the group; nil reads
     ///     `VKATTN_MPI_TIMEOUT`.
-    ///   - path: A transfer path to force; nil decides as above.
+    ///   - route: A transfer route to force; nil decides as above.
     /// - Returns: This process's communicator over MPI_COMM_WORLD.
     /// - Throws: The errors of ``MPIEngine/start(timeout:)``; `VkAttnError.unsupported` for the
     ///   imported-host path or a host-mapped path without host-visible memory; the errors of

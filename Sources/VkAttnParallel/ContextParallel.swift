@@ -62,6 +62,8 @@ public enum ContextParallelScheme: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// `ring`, `all-gather(S head slices)`, `all-to-all`, `hierarchical(ulysses U)`, `lasp`,
+    /// `lasp2` or `zeco(K segments)`, as paths and the bench print it.
     public var description: String {
         switch self {
         case .ring: return "ring"

@@ -72,7 +72,7 @@ struct LinearAttention: ParsableCommand {
         let timing: Timing
         if !backward {
             timing = try Timing.measure(device, warmup: measure.warmup, iterations: measure.iterations) { s in
-                label = try op.forward(q: q, k: k, v: v, logGates: g, output: o, on: s).label
+                label = try op.forward(q: q, k: k, v: v, logGates: g, output: o, on: s).path
             }
             if measure.check {
                 let absolute: ([Float]) -> [Float] = { $0.map { abs($0) } }
@@ -86,7 +86,7 @@ struct LinearAttention: ParsableCommand {
             let dvT = try device.makeTensor(shape: [b, l, h, dv], dtype: type)
             let dg = try g.map { _ in try device.makeTensor(shape: gateShape, dtype: .f32) }
             timing = try Timing.measure(device, warmup: measure.warmup, iterations: measure.iterations) { s in
-                label = try op.backward(q: q, k: k, v: v, logGates: g, dOutput: dO, dq: dq, dk: dkT, dv: dvT, dLogGates: dg, on: s).label
+                label = try op.backward(q: q, k: k, v: v, logGates: g, dOutput: dO, dq: dq, dk: dkT, dv: dvT, dLogGates: dg, on: s).path
             }
             if measure.check {
                 let absolute: ([Float]) -> [Float] = { $0.map { abs($0) } }

@@ -117,7 +117,7 @@ struct GLAHarness {
         let boundariesT = try poisoned([b, h, chunks + 1, dk, dv])
         let stream = try device.makeStream()
         let forwardPath = try op.forward(q: qT, k: kT, v: vT, logGates: gT, initialState: s0T, output: oT, finalState: finalT,
-                                         chunkStates: boundariesT, on: stream).label
+                                         chunkStates: boundariesT, on: stream).path
         if let expectPath { #expect(forwardPath.contains(expectPath), "\(forwardPath): \(what)") }
         try stream.synchronize()
 
@@ -139,7 +139,7 @@ struct GLAHarness {
         let dgT = try op.gating == .none ? nil : poisoned(op.gating == .perHead ? [b, l, h] : [b, l, h, dk])
         let ds0T = try poisoned([b, h, dk, dv])
         let backwardPath = try op.backward(q: qT, k: kT, v: vT, logGates: gT, initialState: s0T, dOutput: dOT, dFinalState: dFinalT,
-                                           dq: dqT, dk: dkT, dv: dvT, dLogGates: dgT, dInitialState: ds0T, on: stream).label
+                                           dq: dqT, dk: dkT, dv: dvT, dLogGates: dgT, dInitialState: ds0T, on: stream).path
         if let expectPath { #expect(backwardPath.contains(expectPath), "\(backwardPath): \(what)") }
         try stream.synchronize()
         let grads = ref.backward(q: q, k: k, v: v, logGates: g, initialState: s0, dO: dO, dFinal: dFinal)
@@ -366,7 +366,7 @@ struct LinearAttentionCoopmatTests {
             let q = try device.makeTensor(shape: [b, l, h, dk], dtype: .f16), v = try device.makeTensor(shape: [b, l, h, dv], dtype: .f16)
             let o = try device.makeTensor(shape: [b, l, h, dv], dtype: .f16)
             let stream = try device.makeStream()
-            let label = try GatedLinearAttention(gating: .none).forward(q: q, k: q, v: v, output: o, on: stream).label
+            let label = try GatedLinearAttention(gating: .none).forward(q: q, k: q, v: v, output: o, on: stream).path
             #expect(label.contains("scalar-f16") && label.contains("no coopmat"), "\(label)")
             #expect(throws: VkAttnError.self) {
                 try GatedLinearAttention(gating: .none, preference: .cooperativeMatrix).forward(q: q, k: q, v: v, output: o, on: stream)

@@ -221,7 +221,7 @@ package struct GLAPlan {
             try stream.barrier()
             try encodeFinalState(stream, states: statesSlice, into: finalState)
         }
-        return GLADispatch(chunkLength: C, chunks: NC, label: label)
+        return GLADispatch(chunkLength: C, chunks: NC, path: label)
     }
 
     /// The forward's first half: the boundary states (into `chunkStates` when given) and the
@@ -287,7 +287,7 @@ package struct GLAPlan {
         let work = try encodeBackwardStates(stream, dOutput: dOutput)
         try encodeBackwardGradients(stream, work, dOutput: dOutput, dFinalState: dFinalState, dq: dq, dk: dk, dv: dv,
                                     dLogGates: dLogGates, dInitialState: dInitialState)
-        return GLADispatch(chunkLength: C, chunks: NC, label: label + (coopmat.map { $0.gradsSubgroups == nil ? ", gradients scalar-\(inputType) (\($0.gradsSkipped))" : "" } ?? ""))
+        return GLADispatch(chunkLength: C, chunks: NC, path: label + (coopmat.map { $0.gradsSubgroups == nil ? ", gradients scalar-\(inputType) (\($0.gradsSkipped))" : "" } ?? ""))
     }
 
     /// What the backward's first half leaves for the second.

@@ -37,7 +37,7 @@ public struct GatedLinearAttention: Hashable, Sendable {
     public var chunkLength: Int?
     /// Cooperative-matrix (tensor-core) kernels for the chunk products or scalar ones;
     /// `.automatic` takes cooperative matrices for f16 inputs where the build and the device
-    /// allow (the dispatch's `label` says which ran).
+    /// allow (the dispatch's `path` says which ran).
     public var preference: KernelPreference
 
     /// - Parameters:
@@ -94,7 +94,7 @@ public struct GatedLinearAttention: Hashable, Sendable {
     ///   - finalState: Receives S after the last step, [B, H, Dk, Dv] f32; nil skips it.
     ///   - chunkStates: Receives every chunk-boundary state, [B, H, chunks + 1, Dk, Dv] f32;
     ///     nil skips them.
-    /// - Returns: The chunk length, chunk count and kernel label.
+    /// - Returns: The chunk length, chunk count and kernel path.
     /// - Throws: ``VkAttnError`` for a shape, type, device or overlap the op does not take, gates
     ///   that do not match the gating, a chunk length it refuses, or a kernel preference the
     ///   device cannot honour.
@@ -124,7 +124,7 @@ public struct GatedLinearAttention: Hashable, Sendable {
     ///     refused without.
     ///   - dInitialState: Receives the initial state's gradient, [B, H, Dk, Dv] f32; nil skips it.
     /// - Returns: What was recorded.
-    /// - Throws: ``VkAttnError``, as ``forward(_:q:k:v:logGates:initialState:output:finalState:chunkStates:)``.
+    /// - Throws: ``VkAttnError``, as ``forward(q:k:v:logGates:initialState:output:finalState:chunkStates:on:)``.
     @discardableResult
     public func backward(q: Tensor, k: Tensor, v: Tensor, logGates: Tensor? = nil,
                          initialState: Tensor? = nil, dOutput: Tensor, dFinalState: Tensor? = nil,
@@ -142,6 +142,7 @@ public struct GLADispatch: Sendable {
     public let chunkLength: Int
     /// Chunks per sequence.
     public let chunks: Int
-    /// The bench's path label: gating and chunk length.
-    public let label: String
+    /// The kernel that ran, as the bench reports it: algorithm, gating, chunk length and
+    /// the cooperative-matrix shape (or why not).
+    public let path: String
 }

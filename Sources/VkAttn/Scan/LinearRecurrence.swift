@@ -47,7 +47,7 @@ public struct LinearRecurrence: Hashable, Sendable {
     ///   - layout: BLD or BDL.
     ///   - complex: Complex values.
     ///   - reverse: Run time backwards.
-    ///   - path: A path to force; nil lets the device decide.
+    ///   - algorithm: An algorithm to force; nil lets the device decide.
     ///   - chunkLength: Steps per chunk (a multiple of 4 in 4...16384); nil lets the device decide.
     ///   - wideLoads: 64-bit words or 16-byte vectors; nil lets the device decide.
     ///   - forcedFallbacks: Predecessor chunks the chained path treats as unpublished (tests).
@@ -112,7 +112,7 @@ public struct LinearRecurrence: Hashable, Sendable {
     ///   - db: Receives the inputs' gradient, a's shape.
     ///   - dh0: Receives the initial state's gradient; nil skips it.
     /// - Returns: What was recorded.
-    /// - Throws: ``VkAttnError``, as ``forward(_:a:b:h0:h:finalState:)``.
+    /// - Throws: ``VkAttnError``, as ``forward(a:b:h0:h:finalState:on:)``.
     @discardableResult
     public func backward(a: Tensor, h: Tensor, h0: Tensor? = nil, dh: Tensor, dFinal: Tensor? = nil,
                          da: Tensor, db: Tensor, dh0: Tensor? = nil, on stream: Stream) throws -> RecurrenceDispatch {

@@ -28,7 +28,7 @@ public struct PrefixScan: Hashable, Sendable {
     /// - Parameters:
     ///   - op: The operator.
     ///   - exclusive: Exclusive or inclusive.
-    ///   - path: A path to force; nil lets the device decide.
+    ///   - algorithm: An algorithm to force; nil lets the device decide.
     ///   - tuning: A launch shape to force; nil lets the device decide.
     public init(op: ScanOperator = .add, exclusive: Bool = false, algorithm: ScanAlgorithm? = nil, tuning: Tuning? = nil) {
         self.op = op
@@ -85,7 +85,7 @@ public struct PrefixScan: Hashable, Sendable {
     ///   - dtype: Their type.
     /// - Returns: What was recorded.
     /// - Throws: ``VkAttnError`` for a count that is not positive or slices too small, and the
-    ///   errors of ``encode(_:input:output:segments:)``.
+    ///   errors of ``encode(input:output:segments:on:)``.
     @discardableResult
     public func encode(input: BufferSlice, output: BufferSlice, count: Int, dtype: DType, on stream: Stream) throws -> ScanDispatch {
         guard count > 0 else {

@@ -44,6 +44,7 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
         return (0..<ranks).map { total / ranks + ($0 < total % ranks ? 1 : 0) }
     }
 
+    /// The op name in errors.
     public static let opName = "contextParallel.linearAttention"
 
     /// The shape every rank checks (`ContextParallelShape`'s linear form).
@@ -121,7 +122,7 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
     ///   - comm: This rank's communicator.
     /// - Returns: o, the incoming state (for the backward), the final state where asked for, and
     ///   the path.
-    /// - Throws: `VkAttnError` from ``validate(ranks:shape:)`` (on every rank alike, nothing
+    /// - Throws: `VkAttnError` from ``validate(_:ranks:)`` (on every rank alike, nothing
     ///   posted) or for this rank's tensors and storage (the group is then aborted); transfer and
     ///   device errors.
     public func forward<C: Communicator>(q: Tensor, k: Tensor, v: Tensor, logGates: Tensor? = nil, initialState: Tensor? = nil,

@@ -53,8 +53,8 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
     public var scheme: ContextParallelScheme
 
     /// - Parameters:
-    ///   - recurrence: The local op (layout, complex, direction, path, chunking).
-    ///   - algorithm: How the all-scan moves states.
+    ///   - recurrence: The local op (layout, complex, direction, algorithm, chunking).
+    ///   - scheme: `.lasp`, `.lasp2` or `.zeco(segments:)`; a softmax scheme is refused by every call.
     public init(recurrence: LinearRecurrence = LinearRecurrence(layout: .bld), scheme: ContextParallelScheme = .lasp) {
         self.recurrence = recurrence
         self.scheme = scheme

@@ -30,6 +30,7 @@ public struct ContextParallelAttention: Sendable, Hashable {
     /// The shape every rank checks (`ContextParallelShape`'s softmax form).
     public typealias Shape = ContextParallelShape
 
+    /// The op name in errors.
     public static let opName = "contextParallel.attention"
 
     /// Checks the configuration for `ranks` ranks (the same on every rank): mask, options,

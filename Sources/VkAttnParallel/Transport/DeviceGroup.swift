@@ -51,7 +51,7 @@ public final class DeviceGroup: Sendable {
     ///   - ranks: The number of ranks; at least 1.
     ///   - instance: The instance whose physical devices are used.
     ///   - physicalDevices: Devices to place the ranks on, round-robin; nil decides as above.
-    ///   - path: A transfer path to force; nil decides as above.
+    ///   - route: A transfer route to force; nil decides as above.
     /// - Throws: `VkAttnError.invalidValue(op:operand:reason:)` for fewer than one rank or an
     ///   empty device list; `VkAttnError.unsupported(op:reason:)` for a forced path the devices
     ///   cannot take; the errors of creating the devices and calibrating their clocks.
@@ -95,10 +95,10 @@ public final class DeviceGroup: Sendable {
     /// A group on a new instance (validation per `VKATTN_VALIDATION`).
     /// - Parameters:
     ///   - ranks: The number of ranks; at least 1.
-    ///   - path: A transfer path to force; nil decides.
+    ///   - route: A transfer route to force; nil decides.
     ///   - log: Where the new instance's validation messages are collected.
     /// - Throws: The errors of `Instance.init(validation:log:)` and
-    ///   ``init(ranks:instance:physicalDevices:path:)``.
+    ///   ``init(ranks:instance:physicalDevices:route:)``.
     public convenience init(ranks: Int, route: TransferRoute? = nil, log: ValidationLog = ValidationLog()) throws {
         try self.init(ranks: ranks, instance: Instance(log: log), route: route)
     }
