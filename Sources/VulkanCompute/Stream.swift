@@ -79,7 +79,7 @@ public final class Stream {
     private var generation = 0
     var timestampTicks: [UInt64] = []
     var resultsGeneration = -1
-    private var retained: [AnyObject] = []
+    var retained: [AnyObject] = []
     var waits: [(semaphore: VkSemaphore, value: UInt64)] = []
     private var lastSubmission: Submission?
 

@@ -98,6 +98,7 @@ extension Stream {
             throw VulkanError.invalidArgument("a stream of \(device.label) cannot wait on a semaphore of \(semaphore.device.label)")
         }
         waits.append((semaphore.handle, value))
+        retained.append(semaphore)  // the submission waits on its handle: keep it alive until then
     }
 
     /// Raw ticks of a timestamp of the last synchronized batch (multiply by the device's

@@ -18,6 +18,23 @@ struct TensorTests {
         }
     }
 
+    /// Integer tensors take whole numbers in range; anything else is a typed error naming the
+    /// element (it used to trap converting NaN or 2^40 to an integer).
+    @Test func integerTensorsRefuseWhatTheyCannotHold() throws {
+        try withDevice { device in
+            for dtype in [DType.i32, .u32] {
+                let t = try device.makeTensor(shape: [4], dtype: dtype)
+                try t.write(floats: [0, 1, 2, 3])
+                #expect(try t.readFloats() == [0, 1, 2, 3])
+                for bad: Float in [.nan, .infinity, 1e12, 0.5, dtype == .u32 ? -1 : -3e9] {
+                    #expect(throws: VkAttnError.self, "\(dtype) \(bad)") { try t.write(floats: [0, bad, 2, 3]) }
+                }
+                #expect(dtype.rounded(.nan).isNaN)
+                #expect(dtype.rounded(1e20) <= 4_294_967_296 && dtype.rounded(2.7) == 2)
+            }
+        }
+    }
+
     @Test func viewsMustFitTheirBuffer() throws {
         try withDevice { device in
             let buffer = try device.makeBuffer(byteCount: 256)

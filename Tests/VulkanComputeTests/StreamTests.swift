@@ -146,6 +146,26 @@ struct StreamTests {
         }
     }
 
+    /// A stream keeps the semaphore it waits on alive until the work is done: the caller may
+    /// drop its own reference right after recording the wait (the handle must not be destroyed
+    /// under a pending submission; the validation layer would report it).
+    @Test func aWaitedSemaphoreLivesAsLongAsTheWork() throws {
+        try withDevice { device in
+            let target = try device.makeBuffer(of: UInt32.self, count: 64)
+            let stream = try device.makeStream()
+            weak var weakGate: TimelineSemaphore?
+            do {
+                let gate = try TimelineSemaphore(device: device, initialValue: 1)
+                try stream.wait(for: gate, value: 1)
+                weakGate = gate
+            }
+            #expect(weakGate != nil, "the stream dropped a semaphore its next submission waits on")
+            try stream.fill(target.whole, word: 7)
+            try stream.synchronize()
+            #expect(try target.read(UInt32.self, count: 64).allSatisfy { $0 == 7 })
+        }
+    }
+
     /// Many tasks wait on one submission that the GPU cannot finish until the host signals a
     /// semaphore from yet another task: were the waits holding threads of the cooperative pool
     /// (one per core), the signaling task would never run.

@@ -16,16 +16,20 @@ public enum DType: String, Sendable, Hashable, Codable, CaseIterable, CustomStri
     /// f16 or bf16: the 16-bit floating-point storage types.
     public var isHalfWidth: Bool { self == .f16 || self == .bf16 }
 
-    /// `value` rounded to this type and back (identity for f32; integers truncate).
-    /// - Parameter value: A float32 (for the integer types, one they can hold).
+    /// `value` rounded to this type and back (identity for f32; integers truncate toward zero
+    /// and saturate at their range, and NaN, which no integer holds, stays NaN).
+    /// - Parameter value: A float32.
     /// - Returns: The value as this type stores it, widened back to float32.
     public func rounded(_ value: Float) -> Float {
         switch self {
         case .f32: return value
         case .f16: return Float(Float16(value))
         case .bf16: return BFloat16.rounded(value)
-        case .i32: return Float(Int32(value))
-        case .u32: return Float(UInt32(value))
+        case .i32, .u32:
+            // Integers hold no NaN; others truncate toward zero and saturate at the type's range.
+            guard !value.isNaN else { return .nan }
+            let (low, high): (Float, Float) = self == .i32 ? (-2_147_483_648, 2_147_483_520) : (0, 4_294_967_040)
+            return min(max(value.rounded(.towardZero), low), high)
         }
     }
 
@@ -139,11 +143,16 @@ public struct Tensor: Sendable {
         }
     }
 
+    static func notInteger(_ index: Int, _ value: Float, _ dtype: DType) -> VkAttnError {
+        .invalidValue(op: "Tensor.write", operand: "values", reason: "element \(index) = \(value) is not a \(dtype) (integer tensors take whole numbers in range)")
+    }
+
     /// Overwrites the tensor with `values` (converted to its dtype).
     /// - Parameter values: One value per element, in row-major order (rounded to nearest for f16
-    ///   and bf16; truncated toward zero for the integer types).
-    /// - Throws: ``VkAttnError/shapeMismatch(op:operand:expected:actual:)`` for a wrong count; the
-    ///   errors of `Buffer.write`.
+    ///   and bf16; whole numbers in range for the integer types).
+    /// - Throws: ``VkAttnError/shapeMismatch(op:operand:expected:actual:)`` for a wrong count,
+    ///   ``VkAttnError/invalidValue(op:operand:reason:)`` for a value an integer tensor cannot
+    ///   hold (a fraction, NaN, infinity or out of range); the errors of `Buffer.write`.
     public func write(floats values: [Float]) throws {
         guard values.count == elementCount else {
             throw VkAttnError.shapeMismatch(op: "Tensor.write", operand: "values", expected: "\(elementCount) elements", actual: "\(values.count)")
@@ -152,8 +161,14 @@ public struct Tensor: Sendable {
         case .f32: try buffer.write(values, at: slice.offset)
         case .f16: try buffer.write(values.map(Float16.init), at: slice.offset)
         case .bf16: try buffer.write(values.map(BFloat16.bits), at: slice.offset)
-        case .i32: try buffer.write(values.map { Int32($0) }, at: slice.offset)
-        case .u32: try buffer.write(values.map { UInt32($0) }, at: slice.offset)
+        case .i32: try buffer.write(try values.enumerated().map { i, x in
+            guard let v = Int32(exactly: x) else { throw Self.notInteger(i, x, .i32) }
+            return v
+        }, at: slice.offset)
+        case .u32: try buffer.write(try values.enumerated().map { i, x in
+            guard let v = UInt32(exactly: x) else { throw Self.notInteger(i, x, .u32) }
+            return v
+        }, at: slice.offset)
         }
     }
 }
