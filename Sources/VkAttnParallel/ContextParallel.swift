@@ -176,3 +176,30 @@ public struct ContextParallelGradients: Sendable {
         (self.dq, self.dk, self.dv, self.dLogGates, self.dInitialState, self.path) = (dq, dk, dv, dLogGates, dInitialState, path)
     }
 }
+
+/// Runs `body` on every communicator of an in-process group concurrently (each rank its own
+/// task, as every op's all-ranks form does); the first failure aborts the group, so no rank
+/// waits forever on a peer that failed.
+/// - Parameters:
+///   - communicators: One per rank.
+///   - body: One rank's work.
+/// - Returns: The results, in rank order.
+/// - Throws: The first failure.
+public func onEveryRank<C: Communicator, R: Sendable>(_ communicators: [C],
+                                                 _ body: @escaping @Sendable (C) async throws -> R) async throws -> [R] {
+    try await withThrowingTaskGroup(of: (Int, R).self) { tasks in
+        for comm in communicators {
+            tasks.addTask {
+                do {
+                    return (comm.rank, try await body(comm))
+                } catch {
+                    comm.abort(error)
+                    throw error
+                }
+            }
+        }
+        var results = [R?](repeating: nil, count: communicators.count)
+        for try await (rank, value) in tasks { results[rank] = value }
+        return results.compactMap { $0 }
+    }
+}

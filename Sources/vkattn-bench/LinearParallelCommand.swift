@@ -147,7 +147,7 @@ struct LinearParallelBenchmark {
         let shards = built
         let outputs = LinearBenchBox<[ContextParallelOutput]>([])
         let forwardRuns = try timedGroupRuns(group, measure: measure) {
-            let out = try await ContextParallelAttention.onEveryRank(comms) { comm in
+            let out = try await onEveryRank(comms) { comm in
                 let s = shards[comm.rank]
                 return try await cp.forward(q: s.q, k: s.k, v: s.v, logGates: s.g, communicator: comm)
             }
@@ -166,7 +166,7 @@ struct LinearParallelBenchmark {
         if let singleBackward = s.backward, let single = s.grads {
             let grads = LinearBenchBox<[ContextParallelGradients]>([])
             let backwardRuns = try timedGroupRuns(group, measure: measure) {
-                let out = try await ContextParallelAttention.onEveryRank(comms) { comm in
+                let out = try await onEveryRank(comms) { comm in
                     let s = shards[comm.rank]
                     return try await cp.backward(q: s.q, k: s.k, v: s.v, logGates: s.g, incomingState: forwardOutputs[comm.rank].incomingState,
                                                  dOutput: s.dO, communicator: comm)

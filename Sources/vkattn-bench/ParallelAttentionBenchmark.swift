@@ -67,7 +67,7 @@ struct ParallelAttentionBenchmark {
         }
 
         let forwardRuns = try timedGroupRuns(group, measure: measure) {
-            try await ContextParallelAttention.onEveryRank(comms) { comm in
+            try await onEveryRank(comms) { comm in
                 let t = tensors[comm.rank]
                 return try await cp.forward(q: t.q, k: t.k, v: t.v, into: t.out, communicator: comm).path
             }[0]
@@ -84,7 +84,7 @@ struct ParallelAttentionBenchmark {
         var lastRuns = forwardRuns
         if options.backward, let singleBackward, let singleGrads {
             let backwardRuns = try timedGroupRuns(group, measure: measure) {
-                try await ContextParallelAttention.onEveryRank(comms) { comm in
+                try await onEveryRank(comms) { comm in
                     let t = tensors[comm.rank]
                     return try await cp.backward(q: t.q, k: t.k, v: t.v, o: t.out.o, lse: t.out.lse, dO: t.dO, into: t.grads,
                                                  communicator: comm).path

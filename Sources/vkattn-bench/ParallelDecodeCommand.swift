@@ -65,7 +65,7 @@ struct TreeDecodeCommand: ParsableCommand {
                                               lse: try device.makeTensor(shape: [heads, totalQ], dtype: .f32)))
         }
         let runs = try timedGroupRuns(group, measure: measure) {
-            try await ContextParallelAttention.onEveryRank(comms) { comm in
+            try await onEveryRank(comms) { comm in
                 let s = shards[comm.rank]
                 return try await TreeDecode().decode(q: s.q, kCache: s.k, vCache: s.v, layout: .packed(cuSeqlensQ: cuQ, cuSeqlensK: s.cuK),
                                                      into: s.out, communicator: comm).path

@@ -68,7 +68,7 @@ struct ParallelCase: CustomStringConvertible, Sendable {
         let plan = try ShardPlan(lengths: lengths, ranks: comms.count, sharding: sharding)
         let cp = ContextParallelAttention(plan: plan, scheme: scheme, attention: attention)
         let c = self
-        let perRank = try await ContextParallelAttention.onEveryRank(comms) { comm -> ([Float], [Float], [Float], [Float], [Float]) in
+        let perRank = try await onEveryRank(comms) { comm -> ([Float], [Float], [Float], [Float], [Float]) in
             let r = comm.rank, device = comm.device, t = plan.tokens(rank: r)
             let hq = c.headsQ * c.headDim, hkv = c.headsKV * c.headDim
             let q = try device.makeTensor(plan.shard(c.q, width: hq, rank: r), shape: [t, c.headsQ, c.headDim], dtype: c.dtype)

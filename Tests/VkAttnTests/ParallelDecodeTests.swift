@@ -28,7 +28,7 @@ struct ParallelDecodeTests {
             for n in 1...4 {
                 // Sequence b's cache split contiguously (unevenly) over the ranks.
                 let plan = try ShardPlan(lengths: cacheLengths, ranks: n, sharding: .contiguous)
-                let results = try await ContextParallelAttention.onEveryRank(try group.communicators(first: n)) { comm in
+                let results = try await onEveryRank(try group.communicators(first: n)) { comm in
                     let r = comm.rank, dev = comm.device
                     let piece = plan.pieces(rank: r)[0]
                     let rows = plan.tokens(rank: r)
@@ -61,7 +61,7 @@ struct ParallelDecodeTests {
         let problem = try AttentionReference.Problem(qShape: [b, sq, h, d], kShape: [b, sk, h, d], attention: FlashAttention())
         let ref = AttentionReference.forward(problem, q: q, k: k, v: v)
         try await withGroup(ranks: n) { group in
-            let results = try await ContextParallelAttention.onEveryRank(try group.communicators()) { comm in
+            let results = try await onEveryRank(try group.communicators()) { comm in
                 let r = comm.rank, dev = comm.device, part = sk / n
                 // [B, Sk, H, D] -> this rank's [B, Sk / N, H, D] slice of each sequence.
                 let split = try ContiguousSplit(total: sk, ranks: n)

@@ -97,7 +97,7 @@ struct ShardedRecurrenceCase: Sendable {
     func parallel(_ comms: [LocalCommunicator], bounds: [Int], op: ContextParallelRecurrence) async throws
         -> (Result, incoming: [[Float]], outputs: [[RecurrenceShardOutput]]) {
         let n = comms.count
-        let perRank = try await ContextParallelAttention.onEveryRank(comms) { comm in
+        let perRank = try await onEveryRank(comms) { comm in
             let r = comm.rank, dev = comm.device, lo = bounds[r], hi = bounds[r + 1]
             let local = shape(hi - lo), state = stateShape
             let aT = try dev.makeTensor(try slice(a, bounds: bounds, rank: r), shape: local)
@@ -291,7 +291,7 @@ struct ParallelRecurrenceTests {
         try await withGroup(ranks: 2) { group in
             let op = ContextParallelRecurrence(scheme: .linear(algorithm))
             do {
-                _ = try await ContextParallelAttention.onEveryRank(try group.communicators()) { comm in
+                _ = try await onEveryRank(try group.communicators()) { comm in
                     let dev = comm.device, shape = [1, 4, comm.rank == 0 ? 4 : 3]
                     let x = try (0..<3).map { _ in try dev.makeTensor([Float](repeating: 0.5, count: shape.reduce(1, *)), shape: shape) }
                     return try await op.forward(a: x[0], b: x[1], h: x[2], communicator: comm).bytesSent

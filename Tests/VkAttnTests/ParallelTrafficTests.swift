@@ -101,7 +101,7 @@ struct ParallelTrafficTests {
                 let plan = try ShardPlan(lengths: [cache, cache], ranks: n, sharding: .contiguous)
                 let comms = try group.communicators(first: n)
                 group.resetTraffic()
-                _ = try await ContextParallelAttention.onEveryRank(comms) { comm in
+                _ = try await onEveryRank(comms) { comm in
                     let r = comm.rank, dev = comm.device, tokens = plan.tokens(rank: r)
                     return try await TreeDecode().decode(q: try dev.makeTensor(q, shape: [b * sq, hq, d]),
                                                          kCache: try dev.makeTensor(plan.shard(k, width: hkv * d, rank: r), shape: [tokens, hkv, d]),

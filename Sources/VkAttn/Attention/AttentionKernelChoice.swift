@@ -5,7 +5,7 @@ extension FlashAttention {
     /// The forward's (and decode's) tiles; `rows` (decode) is the rows per (sequence, K/V head).
     /// A kernel's tiles: cooperative matrices where `preference` allows and the build (`shader`),
     /// the device and the operands can run them, else the scalar kernel's, with the reason
-    /// recorded (`matrixSkipped`, shown in `path` on devices that offer cooperative matrices).
+    /// recorded (`cooperativeMatrixSkipped`, shown in `path` on devices that offer cooperative matrices).
     /// `.cooperativeMatrix` turns every reason into a typed error.
     func tiling(_ kind: AttentionTiling.Kind, op: String, geometry g: AttentionGeometry, shader: ShaderSource,
                 operands: [(String, Tensor)], device: Device, rows: Int? = nil) throws -> AttentionTiling {
@@ -23,7 +23,7 @@ extension FlashAttention {
             }
         }
         var tiling = try AttentionTiling.choose(kind, headDim: g.headDim, device: device, maxTile: maxTile, rows: rows)
-        if device.enabled.cooperativeMatrixKHR { tiling.matrixSkipped = skipped }
+        if device.enabled.cooperativeMatrixKHR { tiling.cooperativeMatrixSkipped = skipped }
         return tiling
     }
 

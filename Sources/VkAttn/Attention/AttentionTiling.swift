@@ -32,7 +32,7 @@ public struct AttentionTiling: Hashable, Sendable, CustomStringConvertible {
     /// kernels. Each subgroup then owns M rows (forward, dQ) or M keys (dK/dV).
     public internal(set) var matrix: CooperativeMatrixShape? = nil
     /// For a scalar tiling on a device that offers cooperative matrices: why they are not used.
-    public internal(set) var matrixSkipped: String? = nil
+    public internal(set) var cooperativeMatrixSkipped: String? = nil
 
     enum Kind: Hashable { case forward, dq, dkdv }
 

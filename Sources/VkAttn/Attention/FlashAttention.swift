@@ -118,7 +118,7 @@ public struct FlashAttention: Hashable, Sendable {
             return "coopmat-\(g.dtype) \(CooperativeMatrix.text(shape)) " + geometry
         }
         return "scalar-\(g.dtype) " + geometry + (tiling.separateKV ? "" : " kv-shared")
-            + (tiling.matrixSkipped.map { " [no coopmat: \($0)]" } ?? "")
+            + (tiling.cooperativeMatrixSkipped.map { " [no coopmat: \($0)]" } ?? "")
     }
 }
 

@@ -195,7 +195,7 @@ extension FlashAttention {
     /// `dQ coopmat-f16 8x8x8 Br32 Bc32 wg32` or `dQ scalar-f32 Br32 Bc32 wg64 [no coopmat: ...]`.
     static func backwardPath(_ name: String, _ t: AttentionTiling, dtype: DType) -> String {
         let kernel = t.matrix.map { "coopmat-\(dtype) \(CooperativeMatrix.text($0))" } ?? "scalar-\(dtype)"
-        return "\(name) \(kernel) Br\(t.br) Bc\(t.bc) wg\(t.workgroupSize)" + (t.matrixSkipped.map { " [no coopmat: \($0)]" } ?? "")
+        return "\(name) \(kernel) Br\(t.br) Bc\(t.bc) wg\(t.workgroupSize)" + (t.cooperativeMatrixSkipped.map { " [no coopmat: \($0)]" } ?? "")
     }
 
     static func backwardVariant(input: DType, output: DType, cooperative: Bool = false,

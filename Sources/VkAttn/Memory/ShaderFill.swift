@@ -48,7 +48,15 @@ public struct ShaderFill: Hashable, Sendable {
         try ShaderFill(element: .u32).encode(destination, bits: value, on: stream)
     }
 
-    func encode(_ destination: BufferSlice, bits: UInt32, on stream: Stream) throws {
+    /// Fills `destination` (a multiple of 4 bytes) with the 32-bit pattern `bits`, as this
+    /// fill is configured (element type and workgroup size).
+    /// - Parameters:
+    ///   - destination: The range to fill.
+    ///   - bits: The word written to every element (a float's `bitPattern` for `.f32`).
+    ///   - stream: The stream to record into; its device owns the buffer.
+    /// - Throws: `VulkanError.invalidArgument` for a size that is not a multiple of 4; the errors
+    ///   of `Device.kernel` and `Stream.dispatch`.
+    public func encode(_ destination: BufferSlice, bits: UInt32, on stream: Stream) throws {
         guard destination.byteCount % 4 == 0 else {
             throw VulkanError.invalidArgument("ShaderFill: \(destination.byteCount) bytes is not a multiple of 4")
         }

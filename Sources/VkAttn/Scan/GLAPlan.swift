@@ -16,7 +16,7 @@ package struct GLAPlan {
     /// The cooperative-matrix layout of the chunk products, or nil for the scalar kernels.
     let coopmat: GLACoopmat?
     /// Why the cooperative-matrix kernels do not run, on a device that offers them.
-    package let coopmatSkipped: String?
+    package let cooperativeMatrixSkipped: String?
 
     package static let opName = GatedLinearAttention.opName
 
@@ -102,7 +102,7 @@ package struct GLAPlan {
             }
         }
         coopmat = chosen
-        coopmatSkipped = device.enabled.cooperativeMatrixKHR ? skipped : nil
+        cooperativeMatrixSkipped = device.enabled.cooperativeMatrixKHR ? skipped : nil
         // Lavapipe caps an invocation at 65535 loop iterations: the per-chunk kernels loop over
         // rows times head dimensions.
         if device.capabilities.type == .cpu {
@@ -117,7 +117,7 @@ package struct GLAPlan {
 
     package var label: String {
         let kernels = coopmat.map { "coopmat-\(inputType) \(CooperativeMatrix.text($0.shape))" } ?? "scalar-\(inputType)"
-        return "chunked/\(op.gating.rawValue)/chunk\(C)/\(kernels)" + (coopmatSkipped.map { " [no coopmat: \($0)]" } ?? "")
+        return "chunked/\(op.gating.rawValue)/chunk\(C)/\(kernels)" + (cooperativeMatrixSkipped.map { " [no coopmat: \($0)]" } ?? "")
     }
 
     /// The output type `t` (f32 or the input type) of an output operand, or a typed error.

@@ -228,7 +228,7 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
                                  inputs: [("q", q[r]), ("k", k[r]), ("v", v[r]), ("logGates", logGates?[r]), ("initialState", s0)])
             }
         }
-        return try await ContextParallelAttention.onEveryRank(communicators) { comm in
+        return try await onEveryRank(communicators) { comm in
             let r = comm.rank
             return try await self.forward(q: q[r], k: k[r], v: v[r], logGates: logGates?[r], initialState: r == 0 ? initialState : nil,
                                           returnFinalState: returnFinalState, into: outputs?[r], communicator: comm)
@@ -268,7 +268,7 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
                                             ("dOutput", dOutput[r]), ("dFinalState", r == last ? dFinalState : nil)])
             }
         }
-        return try await ContextParallelAttention.onEveryRank(communicators) { comm in
+        return try await onEveryRank(communicators) { comm in
             let r = comm.rank
             return try await self.backward(q: q[r], k: k[r], v: v[r], logGates: logGates?[r], incomingState: incomingStates[r],
                                            dOutput: dOutput[r], dFinalState: r == last ? dFinalState : nil, into: gradients?[r],

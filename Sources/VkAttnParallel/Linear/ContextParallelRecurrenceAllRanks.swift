@@ -26,7 +26,7 @@ extension ContextParallelRecurrence {
         }
         try agree(shards)
         let first = firstRank(communicators.count)
-        return try await ContextParallelAttention.onEveryRank(communicators) { comm in
+        return try await onEveryRank(communicators) { comm in
             let r = comm.rank
             return try await self.forward(a: a[r], b: b[r], h0: r == first ? h0 : nil, h: h[r], finalState: finalState?[r],
                                           incoming: incoming?[r], communicator: comm)
@@ -58,7 +58,7 @@ extension ContextParallelRecurrence {
                               dIncoming: dIncoming?[r])
         }
         try agree(shards)
-        return try await ContextParallelAttention.onEveryRank(communicators) { comm in
+        return try await onEveryRank(communicators) { comm in
             let r = comm.rank
             return try await self.backward(a: a[r], h: h[r], incoming: incoming?[r], dh: dh[r], dFinal: r == last ? dFinal : nil,
                                            da: da[r], db: db[r], dIncoming: dIncoming?[r], communicator: comm)

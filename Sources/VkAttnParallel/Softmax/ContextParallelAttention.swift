@@ -215,7 +215,7 @@ public struct ContextParallelAttention: Sendable, Hashable {
                 ("Q", q[r], [t, shape.headsQ, shape.headDim], nil), ("K", k[r], [t, shape.headsKV, shape.headDim], shape.dtype),
                 ("V", v[r], [t, shape.headsKV, shape.headDim], shape.dtype)])
         }
-        return try await Self.onEveryRank(communicators) { comm in
+        return try await onEveryRank(communicators) { comm in
             try await self.forward(q: q[comm.rank], k: k[comm.rank], v: v[comm.rank], communicator: comm)
         }
     }
@@ -244,7 +244,7 @@ public struct ContextParallelAttention: Sendable, Hashable {
                 ("V", v[r], [t, shape.headsKV, shape.headDim], shape.dtype), ("O", o[r], [t, shape.headsQ, shape.headDim], nil),
                 ("LSE", lse[r], [shape.headsQ, t], .f32), ("dO", dO[r], [t, shape.headsQ, shape.headDim], shape.dtype)])
         }
-        return try await Self.onEveryRank(communicators) { comm in
+        return try await onEveryRank(communicators) { comm in
             let r = comm.rank
             return try await self.backward(q: q[r], k: k[r], v: v[r], o: o[r], lse: lse[r], dO: dO[r],
                                            gradientDType: gradientDType, communicator: comm)
@@ -257,31 +257,6 @@ public struct ContextParallelAttention: Sendable, Hashable {
         }
         for list in lists where list.count != communicators.count {
             throw VkAttnError.invalidValue(op: Self.opName, operand: "tensors", reason: "\(list.count) tensors for \(communicators.count) ranks")
-        }
-    }
-
-    /// Runs `body` on every communicator concurrently; the first failure aborts the group.
-    /// - Parameters:
-    ///   - communicators: One per rank.
-    ///   - body: One rank's work.
-    /// - Returns: The results, in rank order.
-    /// - Throws: The first failure.
-    public static func onEveryRank<C: Communicator, R: Sendable>(_ communicators: [C],
-                                                                 _ body: @escaping @Sendable (C) async throws -> R) async throws -> [R] {
-        try await withThrowingTaskGroup(of: (Int, R).self) { tasks in
-            for comm in communicators {
-                tasks.addTask {
-                    do {
-                        return (comm.rank, try await body(comm))
-                    } catch {
-                        comm.abort(error)
-                        throw error
-                    }
-                }
-            }
-            var results = [R?](repeating: nil, count: communicators.count)
-            for try await (rank, value) in tasks { results[rank] = value }
-            return results.compactMap { $0 }
         }
     }
 }
