@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Synchronization
 import VkAttn
+import VkAttnParallel
 
 /// What a run leaves behind, checked after the command returned and every device it made was
 /// released: validation messages raised while devices and instances were destroyed (reports
@@ -28,6 +29,12 @@ enum BenchTeardown {
 
     /// Prints what the teardown found; false when anything was found.
     static func finish() -> Bool {
+        // In-process transfers end on their own tasks a moment after the ranks saw them land;
+        // until then they hold the message's buffers (and devices).
+        if !DeviceGroup.waitForTransfers() {
+            FileHandle.standardError.write(Data("error: \(DeviceGroup.transfersInFlight) host transfers still running at the end of the run\n".utf8))
+            return false
+        }
         let (logs, devices) = state.withLock { ($0.logs, $0.devices) }
         var clean = true
         for message in logs.flatMap({ $0.drain() }) {

@@ -12,6 +12,41 @@ import Darwin
 /// every scheduler runs on lavapipe and on a single GPU). Owns the in-process fabric that
 /// moves bytes between them, the per-device GPU clocks, and the timeline.
 public final class DeviceGroup: Sendable {
+    /// Host relays (the in-process transfers) still running in this process, over every group.
+    public static var transfersInFlight: Int { LocalFabric.relaysInFlight.load(ordering: .sequentiallyConsistent) }
+
+    /// Waits until every host relay of every group in this process has ended. A relay lets
+    /// go of the message's buffers and semaphores a moment after the ranks saw the message
+    /// arrive; call this before checking that devices were released (a leak check, a test's
+    /// teardown, the end of a benchmark).
+    /// - Parameter timeoutNanoseconds: How long to wait at most.
+    /// - Returns: Whether every relay ended in time.
+    @discardableResult
+    public static func waitForTransfers(timeoutNanoseconds: UInt64 = 10_000_000_000) -> Bool {
+        waitUntil(timeoutNanoseconds) { transfersInFlight == 0 }
+    }
+
+    /// This group's host relays still running.
+    public var transfersInFlight: Int { fabric.relays.load(ordering: .sequentiallyConsistent) }
+
+    /// Waits until every host relay of this group has ended (see the static form).
+    /// - Parameter timeoutNanoseconds: How long to wait at most.
+    /// - Returns: Whether every relay ended in time.
+    @discardableResult
+    public func waitForTransfers(timeoutNanoseconds: UInt64 = 10_000_000_000) -> Bool {
+        Self.waitUntil(timeoutNanoseconds) { transfersInFlight == 0 }
+    }
+
+    private static func waitUntil(_ timeoutNanoseconds: UInt64, _ done: () -> Bool) -> Bool {
+        let deadline = HostClock.nanoseconds() &+ timeoutNanoseconds
+        while !done() {
+            if HostClock.nanoseconds() >= deadline { return false }
+            var pause = timespec(tv_sec: 0, tv_nsec: 50_000)
+            nanosleep(&pause, nil)
+        }
+        return true
+    }
+
     /// How the ranks were placed.
     public enum Placement: String, Sendable, Hashable, Codable {
         /// Each rank on a physical device of its own.

@@ -174,8 +174,36 @@ final class LocalFabric: Sendable {
 
     // MARK: Relays
 
+    /// Relays still running in this process, over every fabric. A relay's task holds the
+    /// message's buffers and semaphores (hence their devices) until it ends, which may be a
+    /// moment after the ranks saw the message land: `DeviceGroup.waitForTransfers` waits for it.
+    static let relaysInFlight = Atomic<Int>(0)
+
+    /// Holds a match until its relay takes it, so that the task's closure keeps nothing alive
+    /// once the relay has returned.
+    private final class MatchBox: Sendable {
+        private let slot: Mutex<Match?>
+        init(_ match: Match) { slot = Mutex(match) }
+        func take() -> Match? { slot.withLock { value in
+            let taken = value
+            value = nil
+            return taken
+        } }
+    }
+
+    /// This fabric's relays still running.
+    let relays = Atomic<Int>(0)
+
     private func start(_ match: Match) {
-        Task.detached { [self] in await relay(match) }
+        let box = MatchBox(match)
+        Self.relaysInFlight.add(1, ordering: .sequentiallyConsistent)
+        relays.add(1, ordering: .sequentiallyConsistent)
+        Task.detached { [self] in
+            if let m = box.take() { await relay(m) }
+            // `m` and everything it referenced are released by now.
+            relays.subtract(1, ordering: .sequentiallyConsistent)
+            Self.relaysInFlight.subtract(1, ordering: .sequentiallyConsistent)
+        }
     }
 
     private func relay(_ m: Match) async {
