@@ -60,10 +60,10 @@ struct PushConstantWords {
         let expected = interface.pushConstants
         let swiftNames = children.map { $0.label ?? "_" }
         guard children.count == expected.count else {
-            throw VulkanError.invalidArgument("kernel \(shader): push-constant block \(type(of: block)) has \(children.count) members \(swiftNames), the shader's has \(expected.count) \(expected.map { ShaderInterface.swiftName($0.name) })")
+            throw VulkanError.invalidArgument("kernel \(shader): push-constant block \(type(of: block)) has \(children.count) members \(swiftNames), the shader's has \(expected.count) \(expected.map(\.swiftName))")
         }
         for (child, member) in zip(children, expected) {
-            let name = ShaderInterface.swiftName(member.name)
+            let name = member.swiftName
             guard child.label == name else {
                 throw VulkanError.invalidArgument("kernel \(shader): push-constant member \(child.label ?? "_") of \(type(of: block)) stands where the shader has \(member.type.rawValue) \(member.name) (Swift: \(name))")
             }

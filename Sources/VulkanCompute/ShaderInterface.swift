@@ -18,6 +18,9 @@ public struct ShaderInterface: Hashable, Sendable {
         public let type: Scalar
         /// Byte offset in the block.
         public let offset: Int
+        /// The Swift twin's property name (`headsQ` for `heads_q`), spelled once here rather
+        /// than on every dispatch.
+        public let swiftName: String
     }
 
     /// The push-constant block's members in declaration order (empty: the shader has none).
@@ -33,7 +36,7 @@ public struct ShaderInterface: Hashable, Sendable {
     ///   - pushConstantBytes: the block's size.
     ///   - specializationIDs: constant_id of each specialization constant, by name.
     public init(pushConstants: [(String, Scalar, Int)], pushConstantBytes: Int, specializationIDs: [String: UInt32]) {
-        self.pushConstants = pushConstants.map { Member(name: $0.0, type: $0.1, offset: $0.2) }
+        self.pushConstants = pushConstants.map { Member(name: $0.0, type: $0.1, offset: $0.2, swiftName: Self.swiftName($0.0)) }
         self.pushConstantBytes = pushConstantBytes
         self.specializationIDs = specializationIDs
     }

@@ -29,9 +29,7 @@ public func withDevice<R>(
         survivor = device
         result = try body(device)
     }
-    if let survivor {
-        Issue.record("Vulkan objects outlive the test, keeping the device alive: \(survivor.liveObjects)", sourceLocation: sourceLocation)
-    }
+    expectReleased([WeakDevice(survivor)], sourceLocation: sourceLocation)
     expectClean(log, sourceLocation: sourceLocation)
     return result
 }
@@ -62,11 +60,24 @@ public func withDevice<R: Sendable>(
         survivor = device
         result = try await body(device)
     }
-    if let survivor {
-        Issue.record("Vulkan objects outlive the test, keeping the device alive: \(survivor.liveObjects)", sourceLocation: sourceLocation)
-    }
+    expectReleased([WeakDevice(survivor)], sourceLocation: sourceLocation)
     expectClean(log, sourceLocation: sourceLocation)
     return result
+}
+
+/// A device held weakly, to see whether anything keeps it alive.
+public struct WeakDevice: @unchecked Sendable {
+    // Safe: set once at creation; read on the test's own task only.
+    public weak var device: Device?
+    public init(_ device: Device?) { self.device = device }
+}
+
+/// Fails the current test for each device still alive: some buffer, stream or semaphore made
+/// on it was leaked past the test.
+public func expectReleased(_ devices: [WeakDevice], sourceLocation: SourceLocation = #_sourceLocation) {
+    for device in devices.compactMap(\.device) {
+        Issue.record("Vulkan objects outlive the test, keeping \(device.label) alive: \(device.liveObjects)", sourceLocation: sourceLocation)
+    }
 }
 
 /// Fails the current test for each message in `log`.

@@ -21,7 +21,7 @@ struct ParallelCommunicatorTests {
         try await withGroup(path: path) { group in
             for n in 1...4 {
                 let comms = try group.communicators(first: n)
-                let sums = try await onRanks(comms) { comm in
+                let sums = try await onEveryRank(comms) { comm in
                     let device = comm.device
                     let stream = try device.makeStream()
                     let mine = Self.values(seed, rank: comm.rank, count: count)
@@ -71,7 +71,7 @@ extension ParallelCommunicatorTests {
         try await withGroup(path: path) { group in
             for n in 1...4 {
                 let comms = try group.communicators(first: n)
-                let results = try await onRanks(comms) { comm in
+                let results = try await onEveryRank(comms) { comm in
                     let device = comm.device, size = comm.size
                     let stream = try device.makeStream()
                     let mine = try device.makeBuffer(Self.values(seed, rank: comm.rank, count: count))
@@ -107,7 +107,7 @@ extension ParallelCommunicatorTests {
         try await withGroup(path: path) { group in
             for n in 1...4 {
                 let comms = try group.communicators(first: n)
-                let results = try await onRanks(comms) { comm in
+                let results = try await onEveryRank(comms) { comm in
                     let device = comm.device
                     let stream = try device.makeStream()
                     let sum = try device.makeBuffer(Self.values(seed, rank: comm.rank, count: count))
@@ -178,7 +178,7 @@ extension ParallelCommunicatorTests {
     func mismatchedSizesFailBothSidesAndBadPeersAreTypedErrors(path: TransferRoute) async throws {
         try await withGroup(ranks: 2, path: path) { group in
             let comms = try group.communicators()
-            let outcomes = try await onRanks(comms) { comm -> String in
+            let outcomes = try await onEveryRank(comms) { comm -> String in
                 let stream = try comm.device.makeStream()
                 #expect(throws: VkAttnError.self) {
                     _ = try comm.send(try comm.device.makeBuffer(byteCount: 16).whole, to: 2, tag: 0, on: stream)

@@ -56,7 +56,7 @@ func runParallelLinear(_ p: LinearProblem, comms: [LocalCommunicator], scheme: C
     let lengths = custom ?? ContextParallelLinearAttention.evenLengths(total: p.l, ranks: n)
     let split = try ContiguousSplit(lengths: lengths)
     let op = ContextParallelLinearAttention(lengths: lengths, scheme: scheme, attention: GatedLinearAttention(gating: p.gating, chunkLength: chunk))
-    let ranks = try await onRanks(comms) { comm -> RankLinearResult in
+    let ranks = try await onEveryRank(comms) { comm -> RankLinearResult in
         let r = comm.rank, device = comm.device, lr = lengths[r]
         let q = try device.makeTensor(p.shard(p.q, width: p.h * p.dk, split, rank: r), shape: [p.b, lr, p.h, p.dk])
         let k = try device.makeTensor(p.shard(p.k, width: p.h * p.dk, split, rank: r), shape: [p.b, lr, p.h, p.dk])

@@ -18,29 +18,15 @@ func withGroup<R: Sendable>(ranks: Int = 4, path: TransferRoute? = nil,
         result = try await body(group)
         #expect(group.waitForTransfers(), "\(group.transfersInFlight) host transfers still running", sourceLocation: sourceLocation)
     }
-    for device in devices.compactMap(\.device) {
-        Issue.record("\(device.label) outlives the test, kept alive by \(device.liveObjects)", sourceLocation: sourceLocation)
-    }
+    expectReleased(devices, sourceLocation: sourceLocation)
     expectClean(log, sourceLocation: sourceLocation)
     return result
-}
-
-/// A device held weakly, to see whether anything keeps it alive.
-struct WeakDevice: @unchecked Sendable {
-    // Safe: written once at creation and read on the test's task only.
-    weak var device: Device?
-    init(_ device: Device) { self.device = device }
-}
-
-/// Runs `body` once per communicator, concurrently; aborts the group when one rank fails.
-func onRanks<C: Communicator, R: Sendable>(_ comms: [C], _ body: @escaping @Sendable (C) async throws -> R) async throws -> [R] {
-    try await onEveryRank(comms, body)
 }
 
 /// Every rank's exclusive all-scan of its `value(rank)` (`count` floats) over `comms`, read back.
 func allScanOnRanks<C: Communicator, S: ScanCombine>(_ comms: [C], count: Int, combine: S, algorithm: AllScanAlgorithm, tag: Int,
                                                      _ value: @escaping @Sendable (Int) -> [Float]) async throws -> [[Float]] {
-    try await onRanks(comms) { comm in
+    try await onEveryRank(comms) { comm in
         let device = comm.device
         let stream = try device.makeStream()
         let mine = try device.makeBuffer(value(comm.rank))
