@@ -4,7 +4,8 @@
 //! variant f16o32 -DIN_T=float16_t -DOUT_T=float -DUSE_F16
 //! variant bf16 -DIN_T=uint16_t -DOUT_T=uint16_t -DIN_BF16 -DOUT_BF16 -DUSE_16BIT
 //! variant bf16o32 -DIN_T=uint16_t -DOUT_T=float -DIN_BF16 -DUSE_16BIT
-// Flash attention backward, dK and dV (FlashAttention-2 with recomputation). A workgroup
+// Flash attention backward, dK and dV (FlashAttention-2 with recomputation). Q, K and dK rows
+// are DK wide, V, dO and dV rows DV (tiles padded with zeros to DKP, DVP: attention/rows.glsl). A workgroup
 // owns BC keys of one (sequence, key/value head); each of its NS subgroups owns RM of them.
 // It walks every query head of its GQA group and every query tile that can see its keys,
 // recomputing per tile (vec4 rows in shared memory):
@@ -25,7 +26,7 @@
 #endif
 
 layout(local_size_x_id = 0) in;
-layout(constant_id = 1) const uint D = 64;
+layout(constant_id = 1) const uint DK = 64;   // Q, K, dK row width
 layout(constant_id = 2) const uint BR = 16;
 layout(constant_id = 3) const uint BC = 32;
 layout(constant_id = 4) const uint SG = 8;
@@ -36,6 +37,9 @@ layout(constant_id = 8) const bool SOFTCAP = false;
 layout(constant_id = 9) const bool SPLIT = false;     // query range split into pc.splits partials
 layout(constant_id = 11) const uint RL = 8;           // lanes along query rows in S^T
 layout(constant_id = 12) const uint QL = 8;           // lanes along dim quads in dK, dV
+layout(constant_id = 16) const uint DV = 64;          // V, dO, dV row width
+layout(constant_id = 17) const uint DKP = 64;         // DK padded to a multiple of 4 QL
+layout(constant_id = 18) const uint DVP = 64;         // DV padded likewise
 
 layout(std430, binding = 0) readonly buffer QBuf { IN_T q_buf[]; };
 layout(std430, binding = 1) readonly buffer KBuf { IN_T k_buf[]; };
@@ -52,33 +56,35 @@ layout(std430, binding = 11) readonly buffer MaskCols { int mask_cols[]; };
 
 #include "attention/params.glsl"
 #include "common/dtype.glsl"
+#include "attention/rows.glsl"
 
 const uint WG = gl_WorkGroupSize.x;
 const uint NS = WG / SG;
 const uint RM = BC / NS;          // keys per subgroup
-const uint D4 = D / 4;
+const uint K4 = DKP / 4;
+const uint V4 = DVP / 4;
 const uint RS = RM / (SG / RL);   // keys per lane in S^T
 const uint CR = BR / RL;          // query rows per lane in S^T
 const uint RZ = RM / (SG / QL);   // keys per lane in dK, dV
-const uint QZ = D4 / QL;
-const uint RQ = D4 + 1;
+const uint QZK = K4 / QL;         // dK quads per lane
+const uint QZV = V4 / QL;         // dV quads per lane
+const uint RK = K4 + 1;           // row stride (vec4) of the K and Q tiles
+const uint RV = V4 + 1;           // row stride (vec4) of the V and dO tiles
 const uint PQ = BR / 4 + 1;       // row stride (vec4) of the P^T and dS^T tiles
 
 // AttentionTiling.dkdvSharedBytes mirrors these declarations.
-shared vec4 sK[BC * RQ];
-shared vec4 sV[BC * RQ];
-shared vec4 sQ[BR * RQ];
-shared vec4 sDO[BR * RQ];
+shared vec4 sK[BC * RK];
+shared vec4 sV[BC * RV];
+shared vec4 sQ[BR * RK];
+shared vec4 sDO[BR * RV];
 shared vec4 sPT[BC * PQ];
 shared vec4 sDST[BC * PQ];
 shared vec2 sStats[BR];           // (LSE in log2 units, Delta) per query row of the tile
 
-vec4 load4(uint which, uint at) {
-    if (which == 0u) return vec4(LOAD_IN(q_buf[at]), LOAD_IN(q_buf[at + 1u]), LOAD_IN(q_buf[at + 2u]), LOAD_IN(q_buf[at + 3u]));
-    if (which == 1u) return vec4(LOAD_IN(do_buf[at]), LOAD_IN(do_buf[at + 1u]), LOAD_IN(do_buf[at + 2u]), LOAD_IN(do_buf[at + 3u]));
-    if (which == 2u) return vec4(LOAD_IN(k_buf[at]), LOAD_IN(k_buf[at + 1u]), LOAD_IN(k_buf[at + 2u]), LOAD_IN(k_buf[at + 3u]));
-    return vec4(LOAD_IN(v_buf[at]), LOAD_IN(v_buf[at + 1u]), LOAD_IN(v_buf[at + 2u]), LOAD_IN(v_buf[at + 3u]));
-}
+DEFINE_QUAD_LOAD(q_quad, q_buf)
+DEFINE_QUAD_LOAD(do_quad, do_buf)
+DEFINE_QUAD_LOAD(k_quad, k_buf)
+DEFINE_QUAD_LOAD(v_quad, v_buf)
 
 void main() {
     const uint sub = gl_SubgroupID;
@@ -105,20 +111,20 @@ void main() {
         qt_hi = min(qt_hi, (split + 1u) * (pc.split_keys / BR));
     }
 
-    for (uint x = gl_LocalInvocationIndex; x < BC * D4; x += WG) {
-        const uint jj = x / D4, dq = x % D4, j = key0 + jj;
-        const uint at = ((k0 + j) * pc.heads_kv + hkv) * D + dq * 4u;
-        sK[jj * RQ + dq] = j < sk ? load4(2u, at) : vec4(0.0);
-        sV[jj * RQ + dq] = j < sk ? load4(3u, at) : vec4(0.0);
+    for (uint x = gl_LocalInvocationIndex; x < BC * K4; x += WG) {
+        const uint jj = x / K4, dq = x % K4, j = key0 + jj;
+        sK[jj * RK + dq] = j < sk ? k_quad(((k0 + j) * pc.heads_kv + hkv) * DK, dq, DK) : vec4(0.0);
+    }
+    for (uint x = gl_LocalInvocationIndex; x < BC * V4; x += WG) {
+        const uint jj = x / V4, dq = x % V4, j = key0 + jj;
+        sV[jj * RV + dq] = j < sk ? v_quad(((k0 + j) * pc.heads_kv + hkv) * DV, dq, DV) : vec4(0.0);
     }
 
     const uint s_key0 = lane / RL, s_row0 = lane % RL;
     const uint o_key0 = lane / QL, o_quad0 = lane % QL;
-    vec4 dk_acc[RZ * QZ], dv_acc[RZ * QZ];
-    for (uint k = 0u; k < RZ * QZ; ++k) {
-        dk_acc[k] = vec4(0.0);
-        dv_acc[k] = vec4(0.0);
-    }
+    vec4 dk_acc[RZ * QZK], dv_acc[RZ * QZV];
+    for (uint k = 0u; k < RZ * QZK; ++k) dk_acc[k] = vec4(0.0);
+    for (uint k = 0u; k < RZ * QZV; ++k) dv_acc[k] = vec4(0.0);
 
     uint ranges = 1u, first_entry = 0u;
     if (BLOCK_MASK) {
@@ -141,11 +147,13 @@ void main() {
             }
             for (uint qt = lo; qt < hi; ++qt) {
                 barrier();
-                for (uint x = gl_LocalInvocationIndex; x < BR * D4; x += WG) {
-                    const uint rr = x / D4, dq = x % D4, ii = qt * BR + rr;
-                    const uint at = ((q0 + ii) * pc.heads_q + hq) * D + dq * 4u;
-                    sQ[rr * RQ + dq] = ii < sq ? load4(0u, at) : vec4(0.0);
-                    sDO[rr * RQ + dq] = ii < sq ? load4(1u, at) : vec4(0.0);
+                for (uint x = gl_LocalInvocationIndex; x < BR * K4; x += WG) {
+                    const uint rr = x / K4, dq = x % K4, ii = qt * BR + rr;
+                    sQ[rr * RK + dq] = ii < sq ? q_quad(((q0 + ii) * pc.heads_q + hq) * DK, dq, DK) : vec4(0.0);
+                }
+                for (uint x = gl_LocalInvocationIndex; x < BR * V4; x += WG) {
+                    const uint rr = x / V4, dq = x % V4, ii = qt * BR + rr;
+                    sDO[rr * RV + dq] = ii < sq ? do_quad(((q0 + ii) * pc.heads_q + hq) * DV, dq, DV) : vec4(0.0);
                 }
                 for (uint rr = gl_LocalInvocationIndex; rr < BR; rr += WG) {
                     const uint ii = qt * BR + rr;
@@ -158,19 +166,20 @@ void main() {
                     s[a] = 0.0;
                     dp[a] = 0.0;
                 }
-                for (uint dq = 0u; dq < D4; ++dq) {
-                    vec4 qv[CR], ov[CR];
-                    for (uint x = 0u; x < CR; ++x) {
-                        qv[x] = sQ[(s_row0 + x * RL) * RQ + dq];
-                        ov[x] = sDO[(s_row0 + x * RL) * RQ + dq];
-                    }
+                for (uint dq = 0u; dq < K4; ++dq) {
+                    vec4 qv[CR];
+                    for (uint x = 0u; x < CR; ++x) qv[x] = sQ[(s_row0 + x * RL) * RK + dq];
                     for (uint a = 0u; a < RS; ++a) {
-                        const uint c = sub * RM + s_key0 + a * (SG / RL);
-                        const vec4 kv = sK[c * RQ + dq], vv = sV[c * RQ + dq];
-                        for (uint x = 0u; x < CR; ++x) {
-                            s[a * CR + x] += dot(kv, qv[x]);
-                            dp[a * CR + x] += dot(vv, ov[x]);
-                        }
+                        const vec4 kv = sK[(sub * RM + s_key0 + a * (SG / RL)) * RK + dq];
+                        for (uint x = 0u; x < CR; ++x) s[a * CR + x] += dot(kv, qv[x]);
+                    }
+                }
+                for (uint dq = 0u; dq < V4; ++dq) {
+                    vec4 ov[CR];
+                    for (uint x = 0u; x < CR; ++x) ov[x] = sDO[(s_row0 + x * RL) * RV + dq];
+                    for (uint a = 0u; a < RS; ++a) {
+                        const vec4 vv = sV[(sub * RM + s_key0 + a * (SG / RL)) * RV + dq];
+                        for (uint x = 0u; x < CR; ++x) dp[a * CR + x] += dot(vv, ov[x]);
                     }
                 }
                 for (uint a = 0u; a < RS; ++a) {
@@ -198,19 +207,19 @@ void main() {
                 subgroupBarrier();
 
                 for (uint iq = 0u; iq < BR / 4u; ++iq) {
-                    vec4 oq[4 * QZ], qq[4 * QZ];
+                    vec4 oq[4 * QZV], qq[4 * QZK];
                     for (uint r = 0u; r < 4u; ++r) {
-                        for (uint z = 0u; z < QZ; ++z) {
-                            oq[r * QZ + z] = sDO[(iq * 4u + r) * RQ + o_quad0 + z * QL];
-                            qq[r * QZ + z] = sQ[(iq * 4u + r) * RQ + o_quad0 + z * QL];
-                        }
+                        for (uint z = 0u; z < QZV; ++z) oq[r * QZV + z] = sDO[(iq * 4u + r) * RV + o_quad0 + z * QL];
+                        for (uint z = 0u; z < QZK; ++z) qq[r * QZK + z] = sQ[(iq * 4u + r) * RK + o_quad0 + z * QL];
                     }
                     for (uint a = 0u; a < RZ; ++a) {
                         const uint c = sub * RM + o_key0 + a * (SG / QL);
                         const vec4 p = sPT[c * PQ + iq], ds = sDST[c * PQ + iq];
-                        for (uint z = 0u; z < QZ; ++z) {
-                            dv_acc[a * QZ + z] += p.x * oq[z] + p.y * oq[QZ + z] + p.z * oq[2u * QZ + z] + p.w * oq[3u * QZ + z];
-                            dk_acc[a * QZ + z] += ds.x * qq[z] + ds.y * qq[QZ + z] + ds.z * qq[2u * QZ + z] + ds.w * qq[3u * QZ + z];
+                        for (uint z = 0u; z < QZV; ++z) {
+                            dv_acc[a * QZV + z] += p.x * oq[z] + p.y * oq[QZV + z] + p.z * oq[2u * QZV + z] + p.w * oq[3u * QZV + z];
+                        }
+                        for (uint z = 0u; z < QZK; ++z) {
+                            dk_acc[a * QZK + z] += ds.x * qq[z] + ds.y * qq[QZK + z] + ds.z * qq[2u * QZK + z] + ds.w * qq[3u * QZK + z];
                         }
                     }
                 }
@@ -223,18 +232,8 @@ void main() {
         const uint j = key0 + sub * RM + o_key0 + a * (SG / QL);
         if (j >= sk) continue;
         const uint total_k = VARLEN ? uint(cu_k[pc.batch]) : pc.batch * pc.seq_k;
-        const uint base = ((SPLIT ? split * total_k : 0u) + (k0 + j)) * pc.heads_kv * D + hkv * D;
-        for (uint z = 0u; z < QZ; ++z) {
-            const vec4 gk = dk_acc[a * QZ + z] * scale, gv = dv_acc[a * QZ + z];
-            const uint at = base + (o_quad0 + z * QL) * 4u;
-            dk_buf[at] = STORE_OUT(gk.x);
-            dk_buf[at + 1u] = STORE_OUT(gk.y);
-            dk_buf[at + 2u] = STORE_OUT(gk.z);
-            dk_buf[at + 3u] = STORE_OUT(gk.w);
-            dv_buf[at] = STORE_OUT(gv.x);
-            dv_buf[at + 1u] = STORE_OUT(gv.y);
-            dv_buf[at + 2u] = STORE_OUT(gv.z);
-            dv_buf[at + 3u] = STORE_OUT(gv.w);
-        }
+        const uint row = ((SPLIT ? split * total_k : 0u) + (k0 + j)) * pc.heads_kv + hkv;
+        for (uint z = 0u; z < QZK; ++z) STORE_QUAD(dk_buf, row * DK, o_quad0 + z * QL, DK, dk_acc[a * QZK + z] * scale)
+        for (uint z = 0u; z < QZV; ++z) STORE_QUAD(dv_buf, row * DV, o_quad0 + z * QL, DV, dv_acc[a * QZV + z])
     }
 }

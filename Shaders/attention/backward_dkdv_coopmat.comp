@@ -9,8 +9,9 @@
 // Flash attention backward, dK and dV, on KHR cooperative matrices (the contract of
 // backward_dkdv.comp: recomputation, GQA heads summed inside the workgroup, no atomics, fp32
 // partials with SPLIT). A workgroup owns BC = NS * MM keys of one (sequence, K/V head);
-// subgroup `sub` owns MM of them, holds their K and V rows as D/KK A-fragments and dK, dV as
-// D/NN fp32 accumulators each. It walks every query head of the group and every query tile of
+// subgroup `sub` owns MM of them, holds their K and V rows as DKP/KK and DVP/KK A-fragments
+// and dK, dV as DKP/NN and DVP/NN fp32 accumulators (DK, DV: the widths of Q/K and V/dO rows;
+// DKP, DVP: padded with zeros). It walks every query head of the group and every query tile of
 // BR rows that can see its keys:
 //   S^T = K Q^T and dP^T = V dO^T   Q^T and dO^T loaded column-major from the [row][d] tiles;
 //   P^T, dS^T by lanes, by coordinate (masks, softcap factor), each scaled to 16 bits by a power
@@ -30,7 +31,7 @@
 #extension GL_EXT_control_flow_attributes : require
 
 layout(local_size_x_id = 0) in;
-layout(constant_id = 1) const uint D = 64;
+layout(constant_id = 1) const uint DK = 64;   // Q, K, dK row width
 layout(constant_id = 2) const uint BR = 32;
 layout(constant_id = 3) const uint BC = 32;
 layout(constant_id = 4) const uint SG = 8;
@@ -42,11 +43,18 @@ layout(constant_id = 9) const bool SPLIT = false;     // query range split into 
 layout(constant_id = 13) const uint MM = 8;
 layout(constant_id = 14) const uint NN = 8;
 layout(constant_id = 15) const uint KK = 8;
+layout(constant_id = 16) const uint DV = 64;   // V, dO, dV row width
+layout(constant_id = 17) const uint DKP = 64;  // DK padded
+layout(constant_id = 18) const uint DVP = 64;  // DV padded
 
 layout(std430, binding = 0) readonly buffer QBuf { uvec4 q_buf[]; };
 layout(std430, binding = 1) readonly buffer KBuf { uvec4 k_buf[]; };
 layout(std430, binding = 2) readonly buffer VBuf { uvec4 v_buf[]; };
 layout(std430, binding = 3) readonly buffer DOBuf { uvec4 do_buf[]; };
+layout(std430, binding = 0) readonly buffer QHalves { uint16_t q_h[]; };
+layout(std430, binding = 1) readonly buffer KHalves { uint16_t k_h[]; };
+layout(std430, binding = 2) readonly buffer VHalves { uint16_t v_h[]; };
+layout(std430, binding = 3) readonly buffer DOHalves { uint16_t do_h[]; };
 layout(std430, binding = 4) readonly buffer LseBuf { float lse_buf[]; };
 layout(std430, binding = 5) readonly buffer DeltaBuf { float delta_buf[]; };
 layout(std430, binding = 6) writeonly buffer DKBuf { OUT_T dk_buf[]; };
@@ -60,10 +68,17 @@ layout(std430, binding = 11) readonly buffer MaskCols { int mask_cols[]; };
 #include "attention/params.glsl"
 #include "attention/coopmat.glsl"
 
-const uint XR = BC > BR ? BC : BR;     // rows of each half of the staging tile
+DEFINE_WORD_LOAD(q_word, q_buf, q_h)
+DEFINE_WORD_LOAD(k_word, k_buf, k_h)
+DEFINE_WORD_LOAD(v_word, v_buf, v_h)
+DEFINE_WORD_LOAD(do_word, do_buf, do_h)
+
+const uint XR = BC > BR ? BC : BR;     // rows of each part of the staging tile
+const uint XV = XR * DWK;              // where the V (then dO) rows start
+const uint NK = DKP / NN, NV = DVP / NN;
 
 // AttentionTiling.coopmatDkdvSharedBytes mirrors these declarations.
-shared uvec4 sX[2u * XR * DW];         // K and V rows at the start; then per tile Q rows, dO rows
+shared uvec4 sX[XR * (DWK + DWV)];     // K rows, then V rows; then per tile Q rows, dO rows
 shared float sS[BC * SS];              // S^T, then P^T (fp32), then dK / dV blocks
 shared float sDP[BC * SS];             // dP^T, then dS^T (fp32)
 shared MAT_T sPT[BC * PS];             // P^T, scaled and rounded
@@ -96,32 +111,29 @@ void main() {
     }
 
     // K and V rows (zeros past the sequence) into A-fragments, held for the whole kernel.
-    for (uint x = gl_LocalInvocationIndex; x < BC * D8; x += WG) {
-        const uint jj = x / D8, c = x % D8, j = key0 + jj;
-        uvec4 kw = uvec4(0u), vw = uvec4(0u);
-        if (j < sk) {
-            const uint at = ((k0 + j) * pc.heads_kv + hkv) * D8 + c;
-            kw = k_buf[at];
-            vw = v_buf[at];
-        }
-        sX[jj * DW + c] = kw;
-        sX[(XR + jj) * DW + c] = vw;
+    for (uint x = gl_LocalInvocationIndex; x < BC * K8; x += WG) {
+        const uint jj = x / K8, c = x % K8, j = key0 + jj;
+        sX[jj * DWK + c] = j < sk ? k_word((k0 + j) * pc.heads_kv + hkv, c, DK) : uvec4(0u);
+    }
+    for (uint x = gl_LocalInvocationIndex; x < BC * V8; x += WG) {
+        const uint jj = x / V8, c = x % V8, j = key0 + jj;
+        sX[XV + jj * DWV + c] = j < sk ? v_word((k0 + j) * pc.heads_kv + hkv, c, DV) : uvec4(0u);
     }
     barrier();
-    MAT_A kf[D / KK];
-    MAT_A vf[D / KK];
-    COOP_LOOP for (uint kq = 0u; kq < D / KK; ++kq) {
-        coopMatLoad(kf[kq], sX, sub * MM * DW + kq * (KK / 8u), DW, gl_CooperativeMatrixLayoutRowMajor);
-        coopMatLoad(vf[kq], sX, (XR + sub * MM) * DW + kq * (KK / 8u), DW, gl_CooperativeMatrixLayoutRowMajor);
+    MAT_A kf[DKP / KK];
+    MAT_A vf[DVP / KK];
+    COOP_LOOP for (uint kq = 0u; kq < DKP / KK; ++kq) {
+        coopMatLoad(kf[kq], sX, sub * MM * DWK + kq * (KK / 8u), DWK, gl_CooperativeMatrixLayoutRowMajor);
+    }
+    COOP_LOOP for (uint kq = 0u; kq < DVP / KK; ++kq) {
+        coopMatLoad(vf[kq], sX, XV + sub * MM * DWV + kq * (KK / 8u), DWV, gl_CooperativeMatrixLayoutRowMajor);
     }
 
     const uint r_first = lane / TPR, c_first = lane % TPR;
-    MAT_C dk_acc[D / NN];
-    MAT_C dv_acc[D / NN];
-    COOP_LOOP for (uint n = 0u; n < D / NN; ++n) {
-        dk_acc[n] = MAT_C(0.0);
-        dv_acc[n] = MAT_C(0.0);
-    }
+    MAT_C dk_acc[NK];
+    MAT_C dv_acc[NV];
+    COOP_LOOP for (uint n = 0u; n < NK; ++n) dk_acc[n] = MAT_C(0.0);
+    COOP_LOOP for (uint n = 0u; n < NV; ++n) dv_acc[n] = MAT_C(0.0);
 
     uint ranges = 1u, first_entry = 0u;
     if (BLOCK_MASK) {
@@ -144,16 +156,13 @@ void main() {
             }
             for (uint qt = lo; qt < hi; ++qt) {
                 barrier();  // every subgroup is done with the previous tile (and with K, V's rows)
-                for (uint x = gl_LocalInvocationIndex; x < BR * D8; x += WG) {
-                    const uint rr = x / D8, c = x % D8, ii = qt * BR + rr;
-                    uvec4 qw = uvec4(0u), ow = uvec4(0u);
-                    if (ii < sq) {
-                        const uint at = ((q0 + ii) * pc.heads_q + hq) * D8 + c;
-                        qw = q_buf[at];
-                        ow = do_buf[at];
-                    }
-                    sX[rr * DW + c] = qw;
-                    sX[(XR + rr) * DW + c] = ow;
+                for (uint x = gl_LocalInvocationIndex; x < BR * K8; x += WG) {
+                    const uint rr = x / K8, c = x % K8, ii = qt * BR + rr;
+                    sX[rr * DWK + c] = ii < sq ? q_word((q0 + ii) * pc.heads_q + hq, c, DK) : uvec4(0u);
+                }
+                for (uint x = gl_LocalInvocationIndex; x < BR * V8; x += WG) {
+                    const uint rr = x / V8, c = x % V8, ii = qt * BR + rr;
+                    sX[XV + rr * DWV + c] = ii < sq ? do_word((q0 + ii) * pc.heads_q + hq, c, DV) : uvec4(0u);
                 }
                 for (uint rr = gl_LocalInvocationIndex; rr < BR; rr += WG) {
                     const uint ii = qt * BR + rr;
@@ -164,11 +173,14 @@ void main() {
                 // S^T = K Q^T and dP^T = V dO^T, NN query rows at a time.
                 COOP_LOOP for (uint n = 0u; n < BR / NN; ++n) {
                     MAT_C s = MAT_C(0.0), dp = MAT_C(0.0);
-                    COOP_LOOP for (uint kq = 0u; kq < D / KK; ++kq) {
-                        MAT_B qt_frag, ot_frag;
-                        coopMatLoad(qt_frag, sX, n * NN * DW + kq * (KK / 8u), DW, gl_CooperativeMatrixLayoutColumnMajor);
-                        coopMatLoad(ot_frag, sX, (XR + n * NN) * DW + kq * (KK / 8u), DW, gl_CooperativeMatrixLayoutColumnMajor);
+                    COOP_LOOP for (uint kq = 0u; kq < DKP / KK; ++kq) {
+                        MAT_B qt_frag;
+                        coopMatLoad(qt_frag, sX, n * NN * DWK + kq * (KK / 8u), DWK, gl_CooperativeMatrixLayoutColumnMajor);
                         s = coopMatMulAdd(kf[kq], qt_frag, s);
+                    }
+                    COOP_LOOP for (uint kq = 0u; kq < DVP / KK; ++kq) {
+                        MAT_B ot_frag;
+                        coopMatLoad(ot_frag, sX, XV + n * NN * DWV + kq * (KK / 8u), DWV, gl_CooperativeMatrixLayoutColumnMajor);
                         dp = coopMatMulAdd(vf[kq], ot_frag, dp);
                     }
                     coopMatStore(s, sS, sub * MM * SS + n * NN, SS, gl_CooperativeMatrixLayoutRowMajor);
@@ -223,16 +235,22 @@ void main() {
                     coopMatLoad(dsf[kk], sDST, sub * MM * PS + kk * KK, PS, gl_CooperativeMatrixLayoutRowMajor);
                 }
                 const float p_unscale = 1.0 / p_scale, ds_unscale = 1.0 / ds_scale;
-                COOP_LOOP for (uint n = 0u; n < D / NN; ++n) {
-                    MAT_C tv = MAT_C(0.0), tk = MAT_C(0.0);
+                COOP_LOOP for (uint n = 0u; n < NV; ++n) {
+                    MAT_C tv = MAT_C(0.0);
                     COOP_LOOP for (uint kk = 0u; kk < BR / KK; ++kk) {
-                        MAT_B o_frag, q_frag;
-                        coopMatLoad(o_frag, sX, (XR + kk * KK) * DW + n * (NN / 8u), DW, gl_CooperativeMatrixLayoutRowMajor);
-                        coopMatLoad(q_frag, sX, kk * KK * DW + n * (NN / 8u), DW, gl_CooperativeMatrixLayoutRowMajor);
+                        MAT_B o_frag;
+                        coopMatLoad(o_frag, sX, XV + kk * KK * DWV + n * (NN / 8u), DWV, gl_CooperativeMatrixLayoutRowMajor);
                         tv = coopMatMulAdd(pf[kk], o_frag, tv);
-                        tk = coopMatMulAdd(dsf[kk], q_frag, tk);
                     }
                     dv_acc[n] = dv_acc[n] + tv * p_unscale;
+                }
+                COOP_LOOP for (uint n = 0u; n < NK; ++n) {
+                    MAT_C tk = MAT_C(0.0);
+                    COOP_LOOP for (uint kk = 0u; kk < BR / KK; ++kk) {
+                        MAT_B q_frag;
+                        coopMatLoad(q_frag, sX, kk * KK * DWK + n * (NN / 8u), DWK, gl_CooperativeMatrixLayoutRowMajor);
+                        tk = coopMatMulAdd(dsf[kk], q_frag, tk);
+                    }
                     dk_acc[n] = dk_acc[n] + tk * ds_unscale;
                 }
             }
@@ -244,17 +262,17 @@ void main() {
     const uint total_k = VARLEN ? uint(cu_k[pc.batch]) : pc.batch * pc.seq_k;
     subgroupMemoryBarrierShared();
     subgroupBarrier();
-    COOP_LOOP for (uint n = 0u; n < D / NN; ++n) {
-        coopMatStore(dk_acc[n] * scale, sS, sub * MM * SS, SS, gl_CooperativeMatrixLayoutRowMajor);
-        coopMatStore(dv_acc[n], sDP, sub * MM * SS, SS, gl_CooperativeMatrixLayoutRowMajor);
+    COOP_LOOP for (uint n = 0u; n < (NK > NV ? NK : NV); ++n) {
+        if (n < NK) coopMatStore(dk_acc[n] * scale, sS, sub * MM * SS, SS, gl_CooperativeMatrixLayoutRowMajor);
+        if (n < NV) coopMatStore(dv_acc[n], sDP, sub * MM * SS, SS, gl_CooperativeMatrixLayoutRowMajor);
         subgroupMemoryBarrierShared();
         subgroupBarrier();
         for (uint x = lane; x < MM * NN; x += SG) {
             const uint cl = x / NN, c = x % NN, j = key0 + sub * MM + cl;
             if (j < sk) {
-                const uint at = ((SPLIT ? split * total_k : 0u) + (k0 + j)) * pc.heads_kv * D + hkv * D + n * NN + c;
-                dk_buf[at] = OUT_T(sS[(sub * MM + cl) * SS + c]);
-                dv_buf[at] = OUT_T(sDP[(sub * MM + cl) * SS + c]);
+                const uint row = ((SPLIT ? split * total_k : 0u) + (k0 + j)) * pc.heads_kv + hkv;
+                if (n * NN + c < DK) dk_buf[row * DK + n * NN + c] = OUT_T(sS[(sub * MM + cl) * SS + c]);
+                if (n * NN + c < DV) dv_buf[row * DV + n * NN + c] = OUT_T(sDP[(sub * MM + cl) * SS + c]);
             }
         }
         subgroupMemoryBarrierShared();

@@ -4,7 +4,8 @@
 //! variant f16o32 -DIN_T=float16_t -DOUT_T=float -DUSE_F16
 //! variant bf16 -DIN_T=uint16_t -DOUT_T=uint16_t -DIN_BF16 -DOUT_BF16 -DUSE_16BIT
 //! variant bf16o32 -DIN_T=uint16_t -DOUT_T=float -DIN_BF16 -DUSE_16BIT
-// Flash attention backward, dQ (FlashAttention-2 with recomputation, no atomics). A workgroup
+// Flash attention backward, dQ (FlashAttention-2 with recomputation, no atomics). Q, K and dQ
+// rows are DK wide, V and dO rows DV (tiles padded with zeros to DKP, DVP: attention/rows.glsl). A workgroup
 // owns BR query rows of one (sequence, query head); each of its NS subgroups owns RM of them.
 // Per K/V tile (vec4 rows in shared memory, as in forward.comp):
 //   S = Q K^T and dP = dO V^T   lanes along keys (KL), rows per lane RS, keys per lane CN;
@@ -23,7 +24,7 @@
 #endif
 
 layout(local_size_x_id = 0) in;
-layout(constant_id = 1) const uint D = 64;
+layout(constant_id = 1) const uint DK = 64;   // Q, K, dQ row width
 layout(constant_id = 2) const uint BR = 16;
 layout(constant_id = 3) const uint BC = 32;
 layout(constant_id = 4) const uint SG = 8;
@@ -34,6 +35,9 @@ layout(constant_id = 8) const bool SOFTCAP = false;
 layout(constant_id = 9) const bool SPLIT = false;     // key range split into pc.splits partials
 layout(constant_id = 11) const uint KL = 8;
 layout(constant_id = 12) const uint QL = 8;
+layout(constant_id = 16) const uint DV = 64;   // V, dO row width
+layout(constant_id = 17) const uint DKP = 64;  // DK padded to a multiple of 4 QL
+layout(constant_id = 18) const uint DVP = 64;  // DV padded likewise
 
 layout(std430, binding = 0) readonly buffer QBuf { IN_T q_buf[]; };
 layout(std430, binding = 1) readonly buffer KBuf { IN_T k_buf[]; };
@@ -49,31 +53,32 @@ layout(std430, binding = 10) readonly buffer MaskCols { int mask_cols[]; };
 
 #include "attention/params.glsl"
 #include "common/dtype.glsl"
+#include "attention/rows.glsl"
 
 const uint WG = gl_WorkGroupSize.x;
 const uint NS = WG / SG;
 const uint RM = BR / NS;
-const uint D4 = D / 4;
+const uint K4 = DKP / 4;
+const uint V4 = DVP / 4;
 const uint RS = RM / (SG / KL);
 const uint CN = BC / KL;
 const uint RZ = RM / (SG / QL);
-const uint QZ = D4 / QL;
-const uint RQ = D4 + 1;
+const uint QZ = K4 / QL;     // dQ quads per lane
+const uint RK = K4 + 1;      // row stride (vec4) of the Q and K tiles
+const uint RV = V4 + 1;      // row stride (vec4) of the dO and V tiles
 const uint PQ = BC / 4 + 1;  // the padding quad of a dS row holds (LSE in log2 units, Delta)
 
 // AttentionTiling.dqSharedBytes mirrors these declarations.
-shared vec4 sQ[BR * RQ];
-shared vec4 sDO[BR * RQ];
-shared vec4 sK[BC * RQ];
-shared vec4 sV[BC * RQ];
+shared vec4 sQ[BR * RK];
+shared vec4 sDO[BR * RV];
+shared vec4 sK[BC * RK];
+shared vec4 sV[BC * RV];
 shared vec4 sDS[BR * PQ];
 
-vec4 load4(uint which, uint at) {
-    if (which == 0u) return vec4(LOAD_IN(q_buf[at]), LOAD_IN(q_buf[at + 1u]), LOAD_IN(q_buf[at + 2u]), LOAD_IN(q_buf[at + 3u]));
-    if (which == 1u) return vec4(LOAD_IN(do_buf[at]), LOAD_IN(do_buf[at + 1u]), LOAD_IN(do_buf[at + 2u]), LOAD_IN(do_buf[at + 3u]));
-    if (which == 2u) return vec4(LOAD_IN(k_buf[at]), LOAD_IN(k_buf[at + 1u]), LOAD_IN(k_buf[at + 2u]), LOAD_IN(k_buf[at + 3u]));
-    return vec4(LOAD_IN(v_buf[at]), LOAD_IN(v_buf[at + 1u]), LOAD_IN(v_buf[at + 2u]), LOAD_IN(v_buf[at + 3u]));
-}
+DEFINE_QUAD_LOAD(q_quad, q_buf)
+DEFINE_QUAD_LOAD(do_quad, do_buf)
+DEFINE_QUAD_LOAD(k_quad, k_buf)
+DEFINE_QUAD_LOAD(v_quad, v_buf)
 
 void main() {
     const uint sub = gl_SubgroupID;
@@ -100,11 +105,13 @@ void main() {
         kt_hi = min(kt_hi, (split + 1u) * (pc.split_keys / BC));
     }
 
-    for (uint x = gl_LocalInvocationIndex; x < BR * D4; x += WG) {
-        const uint rr = x / D4, dq = x % D4, ii = row0 + rr;
-        const uint at = ((q0 + ii) * pc.heads_q + hq) * D + dq * 4u;
-        sQ[rr * RQ + dq] = ii < sq ? load4(0u, at) : vec4(0.0);
-        sDO[rr * RQ + dq] = ii < sq ? load4(1u, at) : vec4(0.0);
+    for (uint x = gl_LocalInvocationIndex; x < BR * K4; x += WG) {
+        const uint rr = x / K4, dq = x % K4, ii = row0 + rr;
+        sQ[rr * RK + dq] = ii < sq ? q_quad(((q0 + ii) * pc.heads_q + hq) * DK, dq, DK) : vec4(0.0);
+    }
+    for (uint x = gl_LocalInvocationIndex; x < BR * V4; x += WG) {
+        const uint rr = x / V4, dq = x % V4, ii = row0 + rr;
+        sDO[rr * RV + dq] = ii < sq ? do_quad(((q0 + ii) * pc.heads_q + hq) * DV, dq, DV) : vec4(0.0);
     }
     for (uint rr = gl_LocalInvocationIndex; rr < BR; rr += WG) {
         const uint ii = row0 + rr;
@@ -141,11 +148,13 @@ void main() {
         }
         for (uint kt = lo; kt < hi; ++kt) {
             barrier();
-            for (uint x = gl_LocalInvocationIndex; x < BC * D4; x += WG) {
-                const uint jj = x / D4, dq = x % D4, j = kt * BC + jj;
-                const uint at = ((k0 + j) * pc.heads_kv + hkv) * D + dq * 4u;
-                sK[jj * RQ + dq] = j < sk ? load4(2u, at) : vec4(0.0);
-                sV[jj * RQ + dq] = j < sk ? load4(3u, at) : vec4(0.0);
+            for (uint x = gl_LocalInvocationIndex; x < BC * K4; x += WG) {
+                const uint jj = x / K4, dq = x % K4, j = kt * BC + jj;
+                sK[jj * RK + dq] = j < sk ? k_quad(((k0 + j) * pc.heads_kv + hkv) * DK, dq, DK) : vec4(0.0);
+            }
+            for (uint x = gl_LocalInvocationIndex; x < BC * V4; x += WG) {
+                const uint jj = x / V4, dq = x % V4, j = kt * BC + jj;
+                sV[jj * RV + dq] = j < sk ? v_quad(((k0 + j) * pc.heads_kv + hkv) * DV, dq, DV) : vec4(0.0);
             }
             barrier();
 
@@ -154,19 +163,20 @@ void main() {
                 s[a] = 0.0;
                 dp[a] = 0.0;
             }
-            for (uint dq = 0u; dq < D4; ++dq) {
-                vec4 kv[CN], vv[CN];
-                for (uint x = 0u; x < CN; ++x) {
-                    kv[x] = sK[(s_key0 + x * KL) * RQ + dq];
-                    vv[x] = sV[(s_key0 + x * KL) * RQ + dq];
-                }
+            for (uint dq = 0u; dq < K4; ++dq) {
+                vec4 kv[CN];
+                for (uint x = 0u; x < CN; ++x) kv[x] = sK[(s_key0 + x * KL) * RK + dq];
                 for (uint a = 0u; a < RS; ++a) {
-                    const uint r = sub * RM + s_row0 + a * (SG / KL);
-                    const vec4 qv = sQ[r * RQ + dq], ov = sDO[r * RQ + dq];
-                    for (uint x = 0u; x < CN; ++x) {
-                        s[a * CN + x] += dot(qv, kv[x]);
-                        dp[a * CN + x] += dot(ov, vv[x]);
-                    }
+                    const vec4 qv = sQ[(sub * RM + s_row0 + a * (SG / KL)) * RK + dq];
+                    for (uint x = 0u; x < CN; ++x) s[a * CN + x] += dot(qv, kv[x]);
+                }
+            }
+            for (uint dq = 0u; dq < V4; ++dq) {
+                vec4 vv[CN];
+                for (uint x = 0u; x < CN; ++x) vv[x] = sV[(s_key0 + x * KL) * RV + dq];
+                for (uint a = 0u; a < RS; ++a) {
+                    const vec4 ov = sDO[(sub * RM + s_row0 + a * (SG / KL)) * RV + dq];
+                    for (uint x = 0u; x < CN; ++x) dp[a * CN + x] += dot(ov, vv[x]);
                 }
             }
             for (uint a = 0u; a < RS; ++a) {
@@ -193,7 +203,7 @@ void main() {
             for (uint jq = 0u; jq < BC / 4u; ++jq) {
                 vec4 kq[4 * QZ];
                 for (uint c = 0u; c < 4u; ++c) {
-                    for (uint z = 0u; z < QZ; ++z) kq[c * QZ + z] = sK[(jq * 4u + c) * RQ + o_quad0 + z * QL];
+                    for (uint z = 0u; z < QZ; ++z) kq[c * QZ + z] = sK[(jq * 4u + c) * RK + o_quad0 + z * QL];
                 }
                 for (uint a = 0u; a < RZ; ++a) {
                     const vec4 ds = sDS[(sub * RM + o_row0 + a * (SG / QL)) * PQ + jq];
@@ -209,14 +219,7 @@ void main() {
     for (uint a = 0u; a < RZ; ++a) {
         const uint ii = row0 + sub * RM + o_row0 + a * (SG / QL);
         if (ii >= sq) continue;
-        const uint base = ((SPLIT ? split * pc.total_q : 0u) + (q0 + ii)) * pc.heads_q * D + hq * D;
-        for (uint z = 0u; z < QZ; ++z) {
-            const vec4 g = dq_acc[a * QZ + z] * scale;
-            const uint at = base + (o_quad0 + z * QL) * 4u;
-            dq_buf[at] = STORE_OUT(g.x);
-            dq_buf[at + 1u] = STORE_OUT(g.y);
-            dq_buf[at + 2u] = STORE_OUT(g.z);
-            dq_buf[at + 3u] = STORE_OUT(g.w);
-        }
+        const uint base = ((SPLIT ? split * pc.total_q : 0u) + (q0 + ii)) * pc.heads_q * DK + hq * DK;
+        for (uint z = 0u; z < QZ; ++z) STORE_QUAD(dq_buf, base, o_quad0 + z * QL, DK, dq_acc[a * QZ + z] * scale)
     }
 }

@@ -9,7 +9,8 @@
 // Flash attention backward, dQ, on KHR cooperative matrices (the contract of backward_dq.comp:
 // recomputation, no atomics, fp32 partials with SPLIT). A workgroup owns BR = NS * MM query rows
 // of one (sequence, query head); subgroup `sub` owns MM of them and holds their Q and dO as
-// D/KK A-fragments and dQ as D/NN fp32 accumulators. Per K/V tile of BC keys:
+// DKP/KK and DVP/KK A-fragments and dQ as DKP/NN fp32 accumulators (DK, DV: the widths of
+// Q/K/dQ and V/dO rows; DKP, DVP: padded with zeros). Per K/V tile of BC keys:
 //   S = Q K^T and dP = dO V^T   multiply-adds with K^T and V^T loaded column-major, to the
 //                               subgroup's fp32 scratch rows;
 //   dS = P (dP - Delta)         by lanes, by coordinate (masks, softcap factor), P from LSE;
@@ -30,7 +31,7 @@
 #extension GL_EXT_control_flow_attributes : require
 
 layout(local_size_x_id = 0) in;
-layout(constant_id = 1) const uint D = 64;
+layout(constant_id = 1) const uint DK = 64;   // Q, K, dQ row width
 layout(constant_id = 2) const uint BR = 32;
 layout(constant_id = 3) const uint BC = 32;
 layout(constant_id = 4) const uint SG = 8;
@@ -42,11 +43,18 @@ layout(constant_id = 9) const bool SPLIT = false;     // key range split into pc
 layout(constant_id = 13) const uint MM = 8;
 layout(constant_id = 14) const uint NN = 8;
 layout(constant_id = 15) const uint KK = 8;
+layout(constant_id = 16) const uint DV = 64;   // V, dO row width
+layout(constant_id = 17) const uint DKP = 64;  // DK padded
+layout(constant_id = 18) const uint DVP = 64;  // DV padded
 
 layout(std430, binding = 0) readonly buffer QBuf { uvec4 q_buf[]; };
 layout(std430, binding = 1) readonly buffer KBuf { uvec4 k_buf[]; };
 layout(std430, binding = 2) readonly buffer VBuf { uvec4 v_buf[]; };
 layout(std430, binding = 3) readonly buffer DOBuf { uvec4 do_buf[]; };
+layout(std430, binding = 0) readonly buffer QHalves { uint16_t q_h[]; };
+layout(std430, binding = 1) readonly buffer KHalves { uint16_t k_h[]; };
+layout(std430, binding = 2) readonly buffer VHalves { uint16_t v_h[]; };
+layout(std430, binding = 3) readonly buffer DOHalves { uint16_t do_h[]; };
 layout(std430, binding = 4) readonly buffer LseBuf { float lse_buf[]; };
 layout(std430, binding = 5) readonly buffer DeltaBuf { float delta_buf[]; };
 layout(std430, binding = 6) writeonly buffer DQBuf { OUT_T dq_buf[]; };
@@ -58,8 +66,15 @@ layout(std430, binding = 10) readonly buffer MaskCols { int mask_cols[]; };
 #include "attention/params.glsl"
 #include "attention/coopmat.glsl"
 
+DEFINE_WORD_LOAD(q_word, q_buf, q_h)
+DEFINE_WORD_LOAD(k_word, k_buf, k_h)
+DEFINE_WORD_LOAD(v_word, v_buf, v_h)
+DEFINE_WORD_LOAD(do_word, do_buf, do_h)
+
+const uint KV_WORDS = BC * (DWK + DWV);
+const uint ROW_WORDS = BR * (DWK > DWV ? DWK : DWV);
 // AttentionTiling.coopmatDqSharedBytes mirrors these declarations.
-shared uvec4 sKV[2u * BC * DW];        // K tile, then V tile; Q and dO rows at the start (BR <= 2 BC)
+shared uvec4 sKV[ROW_WORDS > KV_WORDS ? ROW_WORDS : KV_WORDS];  // K tile, then V tile; Q, dO rows first
 shared float sS[BR * SS];              // S, then dS (fp32), then dQ blocks
 shared float sDP[BR * SS];             // dP
 shared MAT_T sDS[BR * PS];             // dS, scaled and rounded
@@ -90,28 +105,26 @@ void main() {
     }
 
     // Q rows, then dO rows, through shared memory into A-fragments.
-    MAT_A qf[D / KK];
-    MAT_A of[D / KK];
-    for (uint pass = 0u; pass < 2u; ++pass) {
-        for (uint x = gl_LocalInvocationIndex; x < BR * D8; x += WG) {
-            const uint rr = x / D8, c = x % D8, ii = row0 + rr;
-            uvec4 word = uvec4(0u);
-            if (ii < sq) {
-                const uint at = ((q0 + ii) * pc.heads_q + hq) * D8 + c;
-                word = pass == 0u ? q_buf[at] : do_buf[at];
-            }
-            sKV[rr * DW + c] = word;
-        }
-        barrier();
-        COOP_LOOP for (uint kq = 0u; kq < D / KK; ++kq) {
-            if (pass == 0u) {
-                coopMatLoad(qf[kq], sKV, sub * MM * DW + kq * (KK / 8u), DW, gl_CooperativeMatrixLayoutRowMajor);
-            } else {
-                coopMatLoad(of[kq], sKV, sub * MM * DW + kq * (KK / 8u), DW, gl_CooperativeMatrixLayoutRowMajor);
-            }
-        }
-        barrier();
+    MAT_A qf[DKP / KK];
+    MAT_A of[DVP / KK];
+    for (uint x = gl_LocalInvocationIndex; x < BR * K8; x += WG) {
+        const uint rr = x / K8, c = x % K8, ii = row0 + rr;
+        sKV[rr * DWK + c] = ii < sq ? q_word((q0 + ii) * pc.heads_q + hq, c, DK) : uvec4(0u);
     }
+    barrier();
+    COOP_LOOP for (uint kq = 0u; kq < DKP / KK; ++kq) {
+        coopMatLoad(qf[kq], sKV, sub * MM * DWK + kq * (KK / 8u), DWK, gl_CooperativeMatrixLayoutRowMajor);
+    }
+    barrier();
+    for (uint x = gl_LocalInvocationIndex; x < BR * V8; x += WG) {
+        const uint rr = x / V8, c = x % V8, ii = row0 + rr;
+        sKV[rr * DWV + c] = ii < sq ? do_word((q0 + ii) * pc.heads_q + hq, c, DV) : uvec4(0u);
+    }
+    barrier();
+    COOP_LOOP for (uint kq = 0u; kq < DVP / KK; ++kq) {
+        coopMatLoad(of[kq], sKV, sub * MM * DWV + kq * (KK / 8u), DWV, gl_CooperativeMatrixLayoutRowMajor);
+    }
+    barrier();
 
     const uint r_first = lane / TPR, c_first = lane % TPR;
     ivec2 band[RPL];
@@ -123,8 +136,8 @@ void main() {
         lse2[a] = ii < sq ? lse_buf[lse_index(b, hq, ii)] * LOG2E : 0.0;
         delta[a] = ii < sq ? delta_buf[lse_index(b, hq, ii)] : 0.0;
     }
-    MAT_C dq_acc[D / NN];
-    COOP_LOOP for (uint n = 0u; n < D / NN; ++n) dq_acc[n] = MAT_C(0.0);
+    MAT_C dq_acc[DKP / NN];
+    COOP_LOOP for (uint n = 0u; n < DKP / NN; ++n) dq_acc[n] = MAT_C(0.0);
 
     uint ranges = 1u, first_entry = 0u;
     if (BLOCK_MASK) {
@@ -145,27 +158,27 @@ void main() {
         }
         for (uint kt = lo; kt < hi; ++kt) {
             barrier();
-            for (uint x = gl_LocalInvocationIndex; x < BC * D8; x += WG) {
-                const uint jj = x / D8, c = x % D8, j = kt * BC + jj;
-                uvec4 kw = uvec4(0u), vw = uvec4(0u);
-                if (j < sk) {
-                    const uint at = ((k0 + j) * pc.heads_kv + hkv) * D8 + c;
-                    kw = k_buf[at];
-                    vw = v_buf[at];
-                }
-                sKV[jj * DW + c] = kw;
-                sKV[(BC + jj) * DW + c] = vw;
+            for (uint x = gl_LocalInvocationIndex; x < BC * K8; x += WG) {
+                const uint jj = x / K8, c = x % K8, j = kt * BC + jj;
+                sKV[jj * DWK + c] = j < sk ? k_word((k0 + j) * pc.heads_kv + hkv, c, DK) : uvec4(0u);
+            }
+            for (uint x = gl_LocalInvocationIndex; x < BC * V8; x += WG) {
+                const uint jj = x / V8, c = x % V8, j = kt * BC + jj;
+                sKV[BC * DWK + jj * DWV + c] = j < sk ? v_word((k0 + j) * pc.heads_kv + hkv, c, DV) : uvec4(0u);
             }
             barrier();
 
             // S = Q K^T and dP = dO V^T, NN keys at a time.
             COOP_LOOP for (uint n = 0u; n < BC / NN; ++n) {
                 MAT_C s = MAT_C(0.0), dp = MAT_C(0.0);
-                COOP_LOOP for (uint kq = 0u; kq < D / KK; ++kq) {
-                    MAT_B kt_frag, vt_frag;
-                    coopMatLoad(kt_frag, sKV, n * NN * DW + kq * (KK / 8u), DW, gl_CooperativeMatrixLayoutColumnMajor);
-                    coopMatLoad(vt_frag, sKV, (BC + n * NN) * DW + kq * (KK / 8u), DW, gl_CooperativeMatrixLayoutColumnMajor);
+                COOP_LOOP for (uint kq = 0u; kq < DKP / KK; ++kq) {
+                    MAT_B kt_frag;
+                    coopMatLoad(kt_frag, sKV, n * NN * DWK + kq * (KK / 8u), DWK, gl_CooperativeMatrixLayoutColumnMajor);
                     s = coopMatMulAdd(qf[kq], kt_frag, s);
+                }
+                COOP_LOOP for (uint kq = 0u; kq < DVP / KK; ++kq) {
+                    MAT_B vt_frag;
+                    coopMatLoad(vt_frag, sKV, BC * DWK + n * NN * DWV + kq * (KK / 8u), DWV, gl_CooperativeMatrixLayoutColumnMajor);
                     dp = coopMatMulAdd(of[kq], vt_frag, dp);
                 }
                 coopMatStore(s, sS, sub * MM * SS + n * NN, SS, gl_CooperativeMatrixLayoutRowMajor);
@@ -212,11 +225,11 @@ void main() {
                 coopMatLoad(dsf[kk], sDS, sub * MM * PS + kk * KK, PS, gl_CooperativeMatrixLayoutRowMajor);
             }
             const float unscale = 1.0 / ds_scale;
-            COOP_LOOP for (uint n = 0u; n < D / NN; ++n) {
+            COOP_LOOP for (uint n = 0u; n < DKP / NN; ++n) {
                 MAT_C t = MAT_C(0.0);
                 COOP_LOOP for (uint kk = 0u; kk < BC / KK; ++kk) {
                     MAT_B k_frag;
-                    coopMatLoad(k_frag, sKV, kk * KK * DW + n * (NN / 8u), DW, gl_CooperativeMatrixLayoutRowMajor);
+                    coopMatLoad(k_frag, sKV, kk * KK * DWK + n * (NN / 8u), DWK, gl_CooperativeMatrixLayoutRowMajor);
                     t = coopMatMulAdd(dsf[kk], k_frag, t);
                 }
                 dq_acc[n] = dq_acc[n] + t * unscale;
@@ -228,14 +241,14 @@ void main() {
     const float scale = pc.scale_log2 * LN2;
     subgroupMemoryBarrierShared();
     subgroupBarrier();
-    COOP_LOOP for (uint n = 0u; n < D / NN; ++n) {
+    COOP_LOOP for (uint n = 0u; n < DKP / NN; ++n) {
         coopMatStore(dq_acc[n] * scale, sS, sub * MM * SS, SS, gl_CooperativeMatrixLayoutRowMajor);
         subgroupMemoryBarrierShared();
         subgroupBarrier();
         for (uint x = lane; x < MM * NN; x += SG) {
             const uint rl = x / NN, c = x % NN, ii = row0 + sub * MM + rl;
-            if (ii < sq) {
-                const uint base = ((SPLIT ? split * pc.total_q : 0u) + (q0 + ii)) * pc.heads_q * D + hq * D;
+            if (ii < sq && n * NN + c < DK) {
+                const uint base = ((SPLIT ? split * pc.total_q : 0u) + (q0 + ii)) * pc.heads_q * DK + hq * DK;
                 dq_buf[base + n * NN + c] = OUT_T(sS[(sub * MM + rl) * SS + c]);
             }
         }

@@ -15,7 +15,7 @@
 #endif
 
 layout(local_size_x_id = 0) in;
-layout(constant_id = 1) const uint D = 64;
+layout(constant_id = 1) const uint D = 64;   // the row width of dO and O (Dv)
 layout(constant_id = 4) const uint TPR = 8;
 layout(constant_id = 5) const bool VARLEN = false;
 layout(constant_id = 8) const bool SOFTCAP = false;  // unused here

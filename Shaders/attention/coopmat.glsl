@@ -1,6 +1,7 @@
 // Shared by the cooperative-matrix attention kernels: fragment types, shared-memory strides and
 // the lanes-per-row layout of the coordinate work (softmax, masks) that KHR cooperative matrices
-// cannot do in registers. Include after the specialization constants D, BR, BC, SG, MM, NN, KK
+// cannot do in registers. Include after the specialization constants DK, DV (row widths of Q/K
+// and V/O), DKP, DVP (the widths padded to multiples of 8, KK and NN), BR, BC, SG, MM, NN, KK
 // and the MAT_T define; STREAM (default BC) is the width of the score tiles: the keys of a tile
 // (forward, dQ) or the query rows of one (dK/dV).
 #ifndef VKATTN_ATTENTION_COOPMAT_GLSL
@@ -22,8 +23,10 @@
 
 const uint WG = gl_WorkGroupSize.x;
 const uint NS = WG / SG;                    // subgroups
-const uint D8 = D / 8u;                     // 16-byte words per row of D 16-bit elements
-const uint DW = D8 + 1u;                    // shared row stride in words (one word of padding)
+const uint K8 = DKP / 8u;                   // 16-byte words per padded Q or K row
+const uint V8 = DVP / 8u;                   // 16-byte words per padded V or dO row
+const uint DWK = K8 + 1u;                   // shared row strides in words (one word of padding)
+const uint DWV = V8 + 1u;
 #ifndef STREAM
 #define STREAM BC
 #endif
@@ -33,6 +36,21 @@ const uint PS = STREAM + 8u;                // 16-bit P (dS) row stride (16 byte
 const uint TPR = SG >= MM ? SG / MM : 1u;
 const uint RPL = SG >= MM ? 1u : MM / SG;
 const uint CPL = STREAM / TPR;              // columns of a score row per lane
+
+// Defines `uvec4 NAME(uint row, uint c, uint width)`: word c (16-bit elements 8c ... 8c + 7) of
+// row `row` of a [rows, width] tensor, zeros past `width`. Rows whose width is a multiple of 8
+// are read as words (WORDS, the uvec4 view of the binding); others element by element (HALVES,
+// a uint16_t view of the same binding).
+#define DEFINE_WORD_LOAD(NAME, WORDS, HALVES)                                                        \
+    uvec4 NAME(uint row, uint c, uint width) {                                                       \
+        if (width % 8u == 0u) return c < width / 8u ? WORDS[row * (width / 8u) + c] : uvec4(0u);     \
+        uvec4 word = uvec4(0u);                                                                      \
+        for (uint e = 0u; e < 8u; ++e) {                                                             \
+            const uint d = c * 8u + e;                                                               \
+            if (d < width) word[e >> 1u] |= uint(HALVES[row * width + d]) << (16u * (e & 1u));       \
+        }                                                                                            \
+        return word;                                                                                 \
+    }
 
 // Reductions over the TPR lanes of a row (adjacent lanes; TPR is a power of two).
 float lanes_max(float x) {

@@ -4,7 +4,8 @@
 //! variant f16o32 -DIN_T=float16_t -DOUT_T=float -DUSE_F16
 //! variant bf16 -DIN_T=uint16_t -DOUT_T=uint16_t -DIN_BF16 -DOUT_BF16 -DUSE_16BIT
 //! variant bf16o32 -DIN_T=uint16_t -DOUT_T=float -DIN_BF16 -DUSE_16BIT
-// Flash attention forward (FlashAttention-2 schedule). A workgroup owns BR query rows of one
+// Flash attention forward (FlashAttention-2 schedule). Q and K rows are DK wide, V and O rows
+// DV (any widths; the tiles use DKP and DVP, padded with zeros: attention/rows.glsl). A workgroup owns BR query rows of one
 // (sequence, head) -- with PACK_GQA, BR rows of (query, head) pairs that share one key/value
 // head -- and streams K and V through shared memory BC keys at a time, keeping per row the
 // running max m, the running sum l and the output accumulator (online softmax, log2 domain).
@@ -34,7 +35,7 @@
 #endif
 
 layout(local_size_x_id = 0) in;
-layout(constant_id = 1) const uint D = 64;
+layout(constant_id = 1) const uint DK = 64;   // Q, K row width
 layout(constant_id = 2) const uint BR = 32;
 layout(constant_id = 3) const uint BC = 32;
 layout(constant_id = 4) const uint SG = 8;    // subgroup size the pipeline runs with
@@ -46,6 +47,9 @@ layout(constant_id = 9) const bool SPLIT = false;
 layout(constant_id = 10) const bool SEPARATE_KV = true;
 layout(constant_id = 11) const uint KL = 8;   // lanes along keys in S = Q K^T (power of 2, <= SG)
 layout(constant_id = 12) const uint QL = 8;   // lanes along dim quads in O += P V (<= SG)
+layout(constant_id = 16) const uint DV = 64;   // V, O row width
+layout(constant_id = 17) const uint DKP = 64;  // DK padded to a multiple of 4 QL
+layout(constant_id = 18) const uint DVP = 64;  // DV padded likewise
 
 layout(std430, binding = 0) readonly buffer QBuf { IN_T q_buf[]; };
 layout(std430, binding = 1) readonly buffer KBuf { IN_T k_buf[]; };
@@ -59,41 +63,49 @@ layout(std430, binding = 8) readonly buffer MaskCols { int mask_cols[]; };
 
 #include "attention/params.glsl"
 #include "common/dtype.glsl"
+#include "attention/rows.glsl"
 
 const uint WG = gl_WorkGroupSize.x;
 const uint NS = WG / SG;          // subgroups
 const uint RM = BR / NS;          // rows per subgroup
-const uint D4 = D / 4;            // dim quads
+const uint K4 = DKP / 4;          // quads of a Q or K row
+const uint V4 = DVP / 4;          // quads of a V or O row
 const uint RS = RM / (SG / KL);   // rows per lane in S = Q K^T
 const uint CN = BC / KL;          // keys per lane in S = Q K^T
 const uint RZ = RM / (SG / QL);   // rows per lane in O += P V
-const uint QZ = D4 / QL;          // dim quads per lane in O += P V
-const uint RQ = D4 + 1;           // row stride (vec4) of the Q, K, V tiles
+const uint QZ = V4 / QL;          // dim quads per lane in O += P V
+const uint RK = K4 + 1;           // row stride (vec4) of the Q and K tiles
+const uint RV = V4 + 1;           // row stride (vec4) of the V tile
 const uint PQ = BC / 4 + 1;       // row stride (vec4) of the P tile
 
 // AttentionTiling.forwardSharedBytes mirrors these declarations.
-shared vec4 sQ[BR * RQ];
-shared vec4 sK[BC * RQ];                      // K rows, then V rows when not SEPARATE_KV
-shared vec4 sV[SEPARATE_KV ? BC * RQ : 1];
+shared vec4 sQ[BR * RK];
+shared vec4 sK[BC * (SEPARATE_KV || RK > RV ? RK : RV)];  // K rows, then V rows when not SEPARATE_KV
+shared vec4 sV[SEPARATE_KV ? BC * RV : 1];
 shared vec4 sP[BR * PQ];
 
 vec4 o_acc[RZ * QZ];
 float m_run[RS];  // running max of logits (log2 units) of the lane's S rows
 float l_run[RS];  // running sum of exp2(logit - m)
 
+DEFINE_QUAD_LOAD(q_quad, q_buf)
+DEFINE_QUAD_LOAD(k_quad, k_buf)
+DEFINE_QUAD_LOAD(v_quad, v_buf)
+
 vec4 v_at(uint index) { return SEPARATE_KV ? sV[index] : sK[index]; }
 
-// Loads keys kt * BC ... of a K or V head into shared vec4 rows; zeros past the sequence.
+// Loads keys kt * BC ... of a K or V head into shared vec4 rows (stride RK or RV); zeros past
+// the sequence and past the row width.
 void load_tile(bool is_v, uint kt, uint sk, uint k0, uint hkv) {
-    for (uint x = gl_LocalInvocationIndex; x < BC * D4; x += WG) {
-        const uint jj = x / D4, dq = x % D4, j = kt * BC + jj;
+    const uint quads = is_v ? V4 : K4, stride = is_v ? RV : RK;
+    for (uint x = gl_LocalInvocationIndex; x < BC * quads; x += WG) {
+        const uint jj = x / quads, dq = x % quads, j = kt * BC + jj;
         vec4 value = vec4(0.0);
         if (j < sk) {
-            const uint at = ((k0 + j) * pc.heads_kv + hkv) * D + dq * 4u;
-            value = is_v ? vec4(LOAD_IN(v_buf[at]), LOAD_IN(v_buf[at + 1u]), LOAD_IN(v_buf[at + 2u]), LOAD_IN(v_buf[at + 3u]))
-                         : vec4(LOAD_IN(k_buf[at]), LOAD_IN(k_buf[at + 1u]), LOAD_IN(k_buf[at + 2u]), LOAD_IN(k_buf[at + 3u]));
+            const uint row = (k0 + j) * pc.heads_kv + hkv;
+            value = is_v ? v_quad(row * DV, dq, DV) : k_quad(row * DK, dq, DK);
         }
-        if (is_v && SEPARATE_KV) sV[jj * RQ + dq] = value; else sK[jj * RQ + dq] = value;
+        if (is_v && SEPARATE_KV) sV[jj * stride + dq] = value; else sK[jj * stride + dq] = value;
     }
 }
 
@@ -137,16 +149,15 @@ void main() {
         kt_hi = uint(key_hi) / BC + 1u;
     }
 
-    for (uint x = gl_LocalInvocationIndex; x < BR * D4; x += WG) {
-        const uint rr = x / D4, dq = x % D4, rw = row0 + rr;
+    for (uint x = gl_LocalInvocationIndex; x < BR * K4; x += WG) {
+        const uint rr = x / K4, dq = x % K4, rw = row0 + rr;
         vec4 value = vec4(0.0);
         if (rw < rows) {
             const uint ii = PACK_GQA ? rw / G : rw;
             const uint hh = PACK_GQA ? gl_WorkGroupID.y * G + rw % G : gl_WorkGroupID.y;
-            const uint at = ((q0 + ii) * pc.heads_q + hh) * D + dq * 4u;
-            value = vec4(LOAD_IN(q_buf[at]), LOAD_IN(q_buf[at + 1u]), LOAD_IN(q_buf[at + 2u]), LOAD_IN(q_buf[at + 3u]));
+            value = q_quad(((q0 + ii) * pc.heads_q + hh) * DK, dq, DK);
         }
-        sQ[rr * RQ + dq] = value;
+        sQ[rr * RK + dq] = value;
     }
 
     // Lane coordinates: S = Q K^T rows sub*RM + s_row0 + a*(SG/KL), keys s_key0 + x*KL;
@@ -193,11 +204,11 @@ void main() {
             // S = Q K^T: RS rows x CN keys per lane, four dims per load.
             float s[RS * CN];
             for (uint a = 0u; a < RS * CN; ++a) s[a] = 0.0;
-            for (uint dq = 0u; dq < D4; ++dq) {
+            for (uint dq = 0u; dq < K4; ++dq) {
                 vec4 kv[CN];
-                for (uint x = 0u; x < CN; ++x) kv[x] = sK[(s_key0 + x * KL) * RQ + dq];
+                for (uint x = 0u; x < CN; ++x) kv[x] = sK[(s_key0 + x * KL) * RK + dq];
                 for (uint a = 0u; a < RS; ++a) {
-                    const vec4 qv = sQ[(sub * RM + s_row0 + a * (SG / KL)) * RQ + dq];
+                    const vec4 qv = sQ[(sub * RM + s_row0 + a * (SG / KL)) * RK + dq];
                     for (uint x = 0u; x < CN; ++x) s[a * CN + x] += dot(qv, kv[x]);
                 }
             }
@@ -243,7 +254,7 @@ void main() {
             for (uint jq = 0u; jq < BC / 4u; ++jq) {
                 vec4 vv[4 * QZ];
                 for (uint c = 0u; c < 4u; ++c) {
-                    for (uint z = 0u; z < QZ; ++z) vv[c * QZ + z] = v_at((jq * 4u + c) * RQ + o_quad0 + z * QL);
+                    for (uint z = 0u; z < QZ; ++z) vv[c * QZ + z] = v_at((jq * 4u + c) * RV + o_quad0 + z * QL);
                 }
                 for (uint a = 0u; a < RZ; ++a) {
                     const vec4 p = sP[(sub * RM + o_row0 + a * (SG / QL)) * PQ + jq];
@@ -277,15 +288,8 @@ void main() {
         if (rw >= rows) continue;
         const uint ii = PACK_GQA ? rw / G : rw;
         const uint hh = PACK_GQA ? gl_WorkGroupID.y * G + rw % G : gl_WorkGroupID.y;
-        const uint o_base = (split_rows + (q0 + ii) * pc.heads_q + hh) * D;
+        const uint o_base = (split_rows + (q0 + ii) * pc.heads_q + hh) * DV;
         const float inv_l = sP[r * PQ + BC / 4u].y;
-        for (uint z = 0u; z < QZ; ++z) {
-            const vec4 o = o_acc[a * QZ + z] * inv_l;
-            const uint at = o_base + (o_quad0 + z * QL) * 4u;
-            o_buf[at] = STORE_OUT(o.x);
-            o_buf[at + 1u] = STORE_OUT(o.y);
-            o_buf[at + 2u] = STORE_OUT(o.z);
-            o_buf[at + 3u] = STORE_OUT(o.w);
-        }
+        for (uint z = 0u; z < QZ; ++z) STORE_QUAD(o_buf, o_base, o_quad0 + z * QL, DV, o_acc[a * QZ + z] * inv_l)
     }
 }

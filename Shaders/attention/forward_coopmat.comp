@@ -15,7 +15,8 @@
 //
 // A workgroup owns BR = NS * MM query rows (with PACK_GQA, rows of (query, head) pairs sharing
 // one K/V head); subgroup `sub` owns rows sub*MM ... for the whole kernel and holds its Q rows as
-// D/KK A-fragments and its output as D/NN fp32 accumulators. Per key tile of BC keys:
+// DKP/KK A-fragments and its output as DVP/NN fp32 accumulators (DK, DV: the row widths of Q/K
+// and V/O; DKP, DVP: padded with zeros to multiples of 8, KK and NN). Per key tile of BC keys:
 //   1. the workgroup copies the K and V tiles into shared memory as raw 16-byte words (zeros past
 //      the sequence);
 //   2. S = Q K^T: per NN-key block, D/KK multiply-adds with K^T loaded column-major from the
@@ -39,7 +40,7 @@
 #extension GL_EXT_control_flow_attributes : require
 
 layout(local_size_x_id = 0) in;
-layout(constant_id = 1) const uint D = 64;
+layout(constant_id = 1) const uint DK = 64;   // Q, K row width
 layout(constant_id = 2) const uint BR = 32;
 layout(constant_id = 3) const uint BC = 32;
 layout(constant_id = 4) const uint SG = 8;
@@ -51,11 +52,18 @@ layout(constant_id = 9) const bool SPLIT = false;
 layout(constant_id = 13) const uint MM = 8;   // cooperative-matrix shape M x N x K
 layout(constant_id = 14) const uint NN = 8;
 layout(constant_id = 15) const uint KK = 8;
+layout(constant_id = 16) const uint DV = 64;   // V, O row width
+layout(constant_id = 17) const uint DKP = 64;  // DK padded
+layout(constant_id = 18) const uint DVP = 64;  // DV padded
 
-// Q, K and V as 16-byte words (eight 16-bit elements): rows of D elements are D/8 words.
+// Q, K and V as 16-byte words (eight 16-bit elements), and as 16-bit elements for rows whose
+// width is not a multiple of 8.
 layout(std430, binding = 0) readonly buffer QBuf { uvec4 q_buf[]; };
 layout(std430, binding = 1) readonly buffer KBuf { uvec4 k_buf[]; };
 layout(std430, binding = 2) readonly buffer VBuf { uvec4 v_buf[]; };
+layout(std430, binding = 0) readonly buffer QHalves { uint16_t q_h[]; };
+layout(std430, binding = 1) readonly buffer KHalves { uint16_t k_h[]; };
+layout(std430, binding = 2) readonly buffer VHalves { uint16_t v_h[]; };
 layout(std430, binding = 3) writeonly buffer OBuf { OUT_T o_buf[]; };
 layout(std430, binding = 4) writeonly buffer LseBuf { float lse_buf[]; };
 layout(std430, binding = 5) readonly buffer CuQ { int cu_q[]; };
@@ -66,8 +74,13 @@ layout(std430, binding = 8) readonly buffer MaskCols { int mask_cols[]; };
 #include "attention/params.glsl"
 #include "attention/coopmat.glsl"
 
+DEFINE_WORD_LOAD(q_word, q_buf, q_h)
+DEFINE_WORD_LOAD(k_word, k_buf, k_h)
+DEFINE_WORD_LOAD(v_word, v_buf, v_h)
+
+const uint KV_WORDS = BC * (DWK + DWV);
 // AttentionCoopmatTiling.forwardSharedBytes mirrors these declarations.
-shared uvec4 sKV[2u * BC * DW];        // K tile, then V tile; Q rows at the start (BR <= 2 BC)
+shared uvec4 sKV[BR * DWK > KV_WORDS ? BR * DWK : KV_WORDS];  // K tile, then V tile; Q rows first
 shared float sS[BR * SS];              // S rows of each subgroup (fp32), then O blocks
 shared MAT_T sP[BR * PS];              // P rows
 shared float sT[NS * MM * NN];         // per-subgroup broadcast tile (alpha, then 1 / l)
@@ -102,20 +115,20 @@ void main() {
     }
 
     // Q rows (zeros past the sequence) through shared memory into A-fragments.
-    for (uint x = gl_LocalInvocationIndex; x < BR * D8; x += WG) {
-        const uint rr = x / D8, c = x % D8, rw = row0 + rr;
+    for (uint x = gl_LocalInvocationIndex; x < BR * K8; x += WG) {
+        const uint rr = x / K8, c = x % K8, rw = row0 + rr;
         uvec4 word = uvec4(0u);
         if (rw < rows) {
             const uint ii = PACK_GQA ? rw / G : rw;
             const uint hh = PACK_GQA ? gl_WorkGroupID.y * G + rw % G : gl_WorkGroupID.y;
-            word = q_buf[((q0 + ii) * pc.heads_q + hh) * D8 + c];
+            word = q_word((q0 + ii) * pc.heads_q + hh, c, DK);
         }
-        sKV[rr * DW + c] = word;
+        sKV[rr * DWK + c] = word;
     }
     barrier();
-    MAT_A qf[D / KK];
-    COOP_LOOP for (uint kq = 0u; kq < D / KK; ++kq) {
-        coopMatLoad(qf[kq], sKV, sub * MM * DW + kq * (KK / 8u), DW, gl_CooperativeMatrixLayoutRowMajor);
+    MAT_A qf[DKP / KK];
+    COOP_LOOP for (uint kq = 0u; kq < DKP / KK; ++kq) {
+        coopMatLoad(qf[kq], sKV, sub * MM * DWK + kq * (KK / 8u), DWK, gl_CooperativeMatrixLayoutRowMajor);
     }
 
     // Softmax lanes: TPR lanes per row, RPL rows per lane.
@@ -133,8 +146,8 @@ void main() {
         m_run[a] = NEG_INF;
         l_run[a] = 0.0;
     }
-    MAT_C o_acc[D / NN];
-    for (uint j = 0u; j < D / NN; ++j) o_acc[j] = MAT_C(0.0);
+    MAT_C o_acc[DVP / NN];
+    for (uint j = 0u; j < DVP / NN; ++j) o_acc[j] = MAT_C(0.0);
 
     uint ranges = 1u, first_entry = 0u;
     if (BLOCK_MASK) {
@@ -155,25 +168,22 @@ void main() {
         }
         for (uint kt = lo; kt < hi; ++kt) {
             barrier();  // every subgroup is done with the previous tile (and with Q's rows)
-            for (uint x = gl_LocalInvocationIndex; x < BC * D8; x += WG) {
-                const uint jj = x / D8, c = x % D8, j = kt * BC + jj;
-                uvec4 kw = uvec4(0u), vw = uvec4(0u);
-                if (j < sk) {
-                    const uint at = ((k0 + j) * pc.heads_kv + hkv) * D8 + c;
-                    kw = k_buf[at];
-                    vw = v_buf[at];
-                }
-                sKV[jj * DW + c] = kw;
-                sKV[(BC + jj) * DW + c] = vw;
+            for (uint x = gl_LocalInvocationIndex; x < BC * K8; x += WG) {
+                const uint jj = x / K8, c = x % K8, j = kt * BC + jj;
+                sKV[jj * DWK + c] = j < sk ? k_word((k0 + j) * pc.heads_kv + hkv, c, DK) : uvec4(0u);
+            }
+            for (uint x = gl_LocalInvocationIndex; x < BC * V8; x += WG) {
+                const uint jj = x / V8, c = x % V8, j = kt * BC + jj;
+                sKV[BC * DWK + jj * DWV + c] = j < sk ? v_word((k0 + j) * pc.heads_kv + hkv, c, DV) : uvec4(0u);
             }
             barrier();
 
             // S = Q K^T, NN keys at a time, into this subgroup's scratch rows.
             COOP_LOOP for (uint n = 0u; n < BC / NN; ++n) {
                 MAT_C s = MAT_C(0.0);
-                COOP_LOOP for (uint kq = 0u; kq < D / KK; ++kq) {
+                COOP_LOOP for (uint kq = 0u; kq < DKP / KK; ++kq) {
                     MAT_B kt_frag;
-                    coopMatLoad(kt_frag, sKV, n * NN * DW + kq * (KK / 8u), DW, gl_CooperativeMatrixLayoutColumnMajor);
+                    coopMatLoad(kt_frag, sKV, n * NN * DWK + kq * (KK / 8u), DWK, gl_CooperativeMatrixLayoutColumnMajor);
                     s = coopMatMulAdd(qf[kq], kt_frag, s);
                 }
                 coopMatStore(s, sS, sub * MM * SS + n * NN, SS, gl_CooperativeMatrixLayoutRowMajor);
@@ -218,11 +228,11 @@ void main() {
             COOP_LOOP for (uint kk = 0u; kk < BC / KK; ++kk) {
                 coopMatLoad(pf[kk], sP, sub * MM * PS + kk * KK, PS, gl_CooperativeMatrixLayoutRowMajor);
             }
-            COOP_LOOP for (uint n = 0u; n < D / NN; ++n) {
+            COOP_LOOP for (uint n = 0u; n < DVP / NN; ++n) {
                 MAT_C o = o_acc[n] * alpha_tile;
                 COOP_LOOP for (uint kk = 0u; kk < BC / KK; ++kk) {
                     MAT_B v_frag;
-                    coopMatLoad(v_frag, sKV, (BC + kk * KK) * DW + n * (NN / 8u), DW, gl_CooperativeMatrixLayoutRowMajor);
+                    coopMatLoad(v_frag, sKV, BC * DWK + kk * KK * DWV + n * (NN / 8u), DWV, gl_CooperativeMatrixLayoutRowMajor);
                     o = coopMatMulAdd(pf[kk], v_frag, o);
                 }
                 o_acc[n] = o;
@@ -249,16 +259,16 @@ void main() {
     subgroupBarrier();
     MAT_C inv_tile;
     coopMatLoad(inv_tile, sT, sub * MM * NN, NN, gl_CooperativeMatrixLayoutRowMajor);
-    COOP_LOOP for (uint n = 0u; n < D / NN; ++n) {
+    COOP_LOOP for (uint n = 0u; n < DVP / NN; ++n) {
         coopMatStore(o_acc[n] * inv_tile, sS, sub * MM * SS, SS, gl_CooperativeMatrixLayoutRowMajor);
         subgroupMemoryBarrierShared();
         subgroupBarrier();
         for (uint x = lane; x < MM * NN; x += SG) {
             const uint rl = x / NN, c = x % NN, rw = row0 + sub * MM + rl;
-            if (rw < rows) {
+            if (rw < rows && n * NN + c < DV) {
                 const uint ii = PACK_GQA ? rw / G : rw;
                 const uint hh = PACK_GQA ? gl_WorkGroupID.y * G + rw % G : gl_WorkGroupID.y;
-                o_buf[(split_rows + (q0 + ii) * pc.heads_q + hh) * D + n * NN + c] = OUT_T(sS[(sub * MM + rl) * SS + c]);
+                o_buf[(split_rows + (q0 + ii) * pc.heads_q + hh) * DV + n * NN + c] = OUT_T(sS[(sub * MM + rl) * SS + c]);
             }
         }
         subgroupMemoryBarrierShared();

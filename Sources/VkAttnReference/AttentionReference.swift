@@ -31,17 +31,20 @@ public enum AttentionReference {
         public var headsQ: Int { g.headsQ }
         /// Key/value heads.
         public var headsKV: Int { g.headsKV }
-        /// D.
+        /// Dk: the width of Q and K rows.
         public var headDim: Int { g.headDim }
+        /// Dv: the width of V and O rows.
+        public var headDimV: Int { g.headDimV }
 
         /// - Parameters:
         ///   - qShape: Q's shape in `layout`.
-        ///   - kShape: K's (and V's) shape.
+        ///   - kShape: K's shape.
+        ///   - vShape: V's shape (K's with Dv); nil: K's.
         ///   - layout: Dense or packed.
         ///   - attention: The configuration.
         /// - Throws: `VkAttnError`, as the kernels for the same shapes and options.
-        public init(qShape: [Int], kShape: [Int], layout: AttentionLayout = .dense, attention: FlashAttention) throws {
-            g = try AttentionGeometry.resolve(op: "AttentionReference", qShape: qShape, kShape: kShape, vShape: kShape, dtype: .f32, layout: layout)
+        public init(qShape: [Int], kShape: [Int], vShape: [Int]? = nil, layout: AttentionLayout = .dense, attention: FlashAttention) throws {
+            g = try AttentionGeometry.resolve(op: "AttentionReference", qShape: qShape, kShape: kShape, vShape: vShape ?? kShape, dtype: .f32, layout: layout)
             self.attention = attention
             _ = try attention.checkOptions(op: "AttentionReference", g)
         }
@@ -55,10 +58,14 @@ public enum AttentionReference {
             return result
         }
 
-        /// Offsets (in elements) of a row's D values in Q/O and of its LSE.
+        /// Offsets (in elements) of a row's Dk values in Q and of its LSE.
         /// - Parameter row: A row of the problem.
-        /// - Returns: The element offset of its D values in Q (and O, dO, dQ).
+        /// - Returns: The element offset of its Dk values in Q (and dQ).
         public func qOffset(_ row: Row) -> Int { g.qOffset(b: row.b, i: row.i, h: row.h) }
+        /// The element offset of a row's Dv values in O (and dO).
+        /// - Parameter row: A row of the problem.
+        /// - Returns: The offset in O's layout.
+        public func oOffset(_ row: Row) -> Int { g.oOffset(b: row.b, i: row.i, h: row.h) }
         /// The element offset of a row's LSE.
         /// - Parameter row: A row of the problem.
         /// - Returns: The offset in the LSE layout.
@@ -86,31 +93,31 @@ public enum AttentionReference {
         }
     }
 
-    /// O (D values) and LSE of one row; a row that sees no key has O = 0 and LSE = -inf.
+    /// O (Dv values) and LSE of one row; a row that sees no key has O = 0 and LSE = -inf.
     /// - Parameters:
     ///   - problem: The problem.
     ///   - row: The row.
     ///   - q: Q, flat in the problem's layout.
     ///   - k: K, flat.
     ///   - v: V, flat.
-    /// - Returns: The row's O (D values) and LSE.
+    /// - Returns: The row's O (Dv values) and LSE.
     public static func forward(_ problem: Problem, row: Row, q: [Float], k: [Float], v: [Float]) -> (o: [Double], lse: Double) {
         let g = problem.g
         let logits = problem.logits(row, q: q, k: k)
-        guard let m = logits.map(\.s).max() else { return ([Double](repeating: 0, count: g.headDim), -.infinity) }
+        guard let m = logits.map(\.s).max() else { return ([Double](repeating: 0, count: g.headDimV), -.infinity) }
         var l = 0.0
-        var o = [Double](repeating: 0, count: g.headDim)
+        var o = [Double](repeating: 0, count: g.headDimV)
         let hk = row.h / g.groupSize
         for (j, s, _) in logits {
             let p = exp(s - m)
             l += p
-            let vo = g.kOffset(b: row.b, j: j, h: hk)
-            for d in 0..<g.headDim { o[d] += p * Double(v[vo + d]) }
+            let vo = g.vOffset(b: row.b, j: j, h: hk)
+            for d in 0..<g.headDimV { o[d] += p * Double(v[vo + d]) }
         }
         return (o.map { $0 / l }, m + log(l))
     }
 
-    /// The whole forward: O in Q's layout, LSE in the LSE layout.
+    /// The whole forward: O in O's layout (Q's with Dv), LSE in the LSE layout.
     /// - Parameters:
     ///   - problem: The problem.
     ///   - q: Q, flat in the problem's layout.
@@ -119,12 +126,12 @@ public enum AttentionReference {
     /// - Returns: O and LSE, flat.
     public static func forward(_ problem: Problem, q: [Float], k: [Float], v: [Float]) -> (o: [Double], lse: [Double]) {
         let g = problem.g
-        var o = [Double](repeating: 0, count: g.totalQ * g.headsQ * g.headDim)
+        var o = [Double](repeating: 0, count: g.totalQ * g.headsQ * g.headDimV)
         var lse = [Double](repeating: -.infinity, count: g.totalQ * g.headsQ)
         for row in problem.rows {
             let r = forward(problem, row: row, q: q, k: k, v: v)
-            let qo = problem.qOffset(row)
-            for d in 0..<g.headDim { o[qo + d] = r.o[d] }
+            let oo = problem.oOffset(row)
+            for d in 0..<g.headDimV { o[oo + d] = r.o[d] }
             lse[problem.lseOffset(row)] = r.lse
         }
         return (o, lse)
@@ -137,11 +144,11 @@ public enum AttentionReference {
     ///   - q: Q, flat.
     ///   - k: K, flat.
     ///   - v: V, flat.
-    ///   - dO: The gradient of O, Q's layout.
+    ///   - dO: The gradient of O, O's layout.
     /// - Returns: dQ, dK, dV, flat.
     public static func backward(_ problem: Problem, q: [Float], k: [Float], v: [Float], dO: [Float]) -> (dq: [Double], dk: [Double], dv: [Double]) {
         let g = problem.g
-        let dim = g.headDim
+        let dim = g.headDim, dimV = g.headDimV
         var dq = [Double](repeating: 0, count: q.count)
         var dk = [Double](repeating: 0, count: k.count)
         var dv = [Double](repeating: 0, count: v.count)
@@ -149,17 +156,17 @@ public enum AttentionReference {
         for row in problem.rows {
             let fwd = forward(problem, row: row, q: q, k: k, v: v)
             guard fwd.lse > -.infinity else { continue }
-            let qo = problem.qOffset(row)
+            let qo = problem.qOffset(row), oo = problem.oOffset(row)
             let hk = row.h / g.groupSize
             var rowD = 0.0
-            for d in 0..<dim { rowD += Double(dO[qo + d]) * fwd.o[d] }
+            for d in 0..<dimV { rowD += Double(dO[oo + d]) * fwd.o[d] }
             for (j, s, u) in problem.logits(row, q: q, k: k) {
                 let p = exp(s - fwd.lse)
-                let ko = g.kOffset(b: row.b, j: j, h: hk)
+                let ko = g.kOffset(b: row.b, j: j, h: hk), vo = g.vOffset(b: row.b, j: j, h: hk)
                 var dp = 0.0
-                for d in 0..<dim {
-                    dv[ko + d] += p * Double(dO[qo + d])
-                    dp += Double(dO[qo + d]) * Double(v[ko + d])
+                for d in 0..<dimV {
+                    dv[vo + d] += p * Double(dO[oo + d])
+                    dp += Double(dO[oo + d]) * Double(v[vo + d])
                 }
                 var ds = p * (dp - rowD)
                 if let cap { let t = tanh(u / cap); ds *= 1 - t * t }
@@ -202,21 +209,21 @@ extension AttentionReference {
     ///   - k: K, flat.
     ///   - v: V, flat.
     ///   - dO: The gradient of O, flat.
-    /// - Returns: The row's dQ (D values).
+    /// - Returns: The row's dQ (Dk values).
     public static func queryGradient(_ problem: Problem, row: Row, q: [Float], k: [Float], v: [Float], dO: [Float]) -> [Double] {
         let g = problem.g
         let fwd = forward(problem, row: row, q: q, k: k, v: v)
         var dq = [Double](repeating: 0, count: g.headDim)
         guard fwd.lse > -.infinity else { return dq }
-        let qo = problem.qOffset(row)
+        let oo = problem.oOffset(row)
         let hk = row.h / g.groupSize
         var rowD = 0.0
-        for d in 0..<g.headDim { rowD += Double(dO[qo + d]) * fwd.o[d] }
+        for d in 0..<g.headDimV { rowD += Double(dO[oo + d]) * fwd.o[d] }
         let cap = problem.attention.softcap.map(Double.init)
         for (j, s, u) in problem.logits(row, q: q, k: k) {
-            let ko = g.kOffset(b: row.b, j: j, h: hk)
+            let ko = g.kOffset(b: row.b, j: j, h: hk), vo = g.vOffset(b: row.b, j: j, h: hk)
             var dp = 0.0
-            for d in 0..<g.headDim { dp += Double(dO[qo + d]) * Double(v[ko + d]) }
+            for d in 0..<g.headDimV { dp += Double(dO[oo + d]) * Double(v[vo + d]) }
             var ds = exp(s - fwd.lse) * (dp - rowD)
             if let cap { let t = tanh(u / cap); ds *= 1 - t * t }
             for d in 0..<g.headDim { dq[d] += problem.scale * ds * Double(k[ko + d]) }
@@ -239,24 +246,24 @@ extension AttentionReference {
     ///   - dO: The gradient of O, flat.
     ///   - o: O as the device computed it.
     ///   - lse: LSE as the device computed it.
-    /// - Returns: The key's dK and dV (D values each).
+    /// - Returns: The key's dK (Dk values) and dV (Dv values).
     public static func keyGradient(_ problem: Problem, b: Int, j: Int, h: Int, q: [Float], k: [Float], v: [Float],
                                    dO: [Float], o: [Float], lse: [Float]) -> (dk: [Double], dv: [Double]) {
         let g = problem.g
         let seq = g.sequence(b)
-        let ko = g.kOffset(b: b, j: j, h: h)
-        var dk = [Double](repeating: 0, count: g.headDim), dv = dk
+        let ko = g.kOffset(b: b, j: j, h: h), vo = g.vOffset(b: b, j: j, h: h)
+        var dk = [Double](repeating: 0, count: g.headDim), dv = [Double](repeating: 0, count: g.headDimV)
         let cap = problem.attention.softcap.map(Double.init)
         for hq in h * g.groupSize..<(h + 1) * g.groupSize {
             for i in 0..<seq.sq where problem.attention.mask.allows(query: i, key: j, sq: seq.sq, sk: seq.sk) {
-                let qo = g.qOffset(b: b, i: i, h: hq)
+                let qo = g.qOffset(b: b, i: i, h: hq), oo = g.oOffset(b: b, i: i, h: hq)
                 let rowLSE = Double(lse[g.lseOffset(b: b, i: i, h: hq)])
                 guard rowLSE > -.infinity else { continue }
                 var dot = 0.0, dp = 0.0, rowD = 0.0
-                for d in 0..<g.headDim {
-                    dot += Double(q[qo + d]) * Double(k[ko + d])
-                    dp += Double(dO[qo + d]) * Double(v[ko + d])
-                    rowD += Double(dO[qo + d]) * Double(o[qo + d])
+                for d in 0..<g.headDim { dot += Double(q[qo + d]) * Double(k[ko + d]) }
+                for d in 0..<g.headDimV {
+                    dp += Double(dO[oo + d]) * Double(v[vo + d])
+                    rowD += Double(dO[oo + d]) * Double(o[oo + d])
                 }
                 let u = dot * problem.scale
                 var s = u
@@ -264,10 +271,8 @@ extension AttentionReference {
                 let p = exp(s - rowLSE)
                 var ds = p * (dp - rowD)
                 if let cap { let t = tanh(u / cap); ds *= 1 - t * t }
-                for d in 0..<g.headDim {
-                    dv[d] += p * Double(dO[qo + d])
-                    dk[d] += problem.scale * ds * Double(q[qo + d])
-                }
+                for d in 0..<g.headDimV { dv[d] += p * Double(dO[oo + d]) }
+                for d in 0..<g.headDim { dk[d] += problem.scale * ds * Double(q[qo + d]) }
             }
         }
         return (dk, dv)
@@ -279,8 +284,17 @@ extension AttentionReference {
     ///   - b: The sequence.
     ///   - j: The key within the sequence.
     ///   - h: The key/value head.
-    /// - Returns: The element offset of its D values in K (and V, dK, dV).
+    /// - Returns: The element offset of its Dk values in K (and dK).
     public static func keyOffset(_ problem: Problem, b: Int, j: Int, h: Int) -> Int { problem.g.kOffset(b: b, j: j, h: h) }
+
+    /// Offset of value j of sequence b, head h, in V's layout.
+    /// - Parameters:
+    ///   - problem: The problem.
+    ///   - b: The sequence.
+    ///   - j: The key within the sequence.
+    ///   - h: The key/value head.
+    /// - Returns: The element offset of its Dv values in V (and dV).
+    public static func valueOffset(_ problem: Problem, b: Int, j: Int, h: Int) -> Int { problem.g.vOffset(b: b, j: j, h: h) }
 
     /// Sequence lengths (queries, keys) of sequence b.
     /// - Parameters:

@@ -7,7 +7,9 @@ struct AttentionShapeOptions: ParsableArguments {
     @Option(help: "Sequences in the batch.") var batch = 1
     @Option(help: "Query heads.") var heads = 8
     @Option(name: .customLong("kv-heads"), help: "Key/value heads (default: --heads; fewer is GQA/MQA).") var kvHeads: Int?
-    @Option(help: "Head dimension (32, 64, 96, 128, 256).") var dim = 64
+    @Option(help: "Head dimension of Q and K (Dk): 1...576 forward and decode, up to 256 backward.") var dim = 64
+    @Option(name: .customLong("dim-v"), help: "Head dimension of V and O (Dv, default: --dim): 1...512; MLA is --dim 576 --dim-v 512.")
+    var dimV: Int?
     @Option(help: "Storage type.") var dtype = StorageType.f32
     @Flag(help: "Causal mask (bottom-right aligned when query and key lengths differ).") var causal = false
     @Option(help: "Sliding window: N keys before the diagonal, or L,R (keys before / after it; -1 or empty: unbounded).") var window: String?
@@ -16,11 +18,14 @@ struct AttentionShapeOptions: ParsableArguments {
     func validate() throws {
         try Limits.positive(["--batch": batch, "--heads": heads, "--dim": dim])
         try Limits.positive("--kv-heads", kvHeads)
+        try Limits.positive("--dim-v", dimV)
         if let softcap, !(softcap.isFinite && softcap > 0) { throw OptionError("--softcap must be finite and positive, got \(softcap)") }
         _ = try mask()
     }
 
     var storage: DType { dtype.dtype }
+    /// Dv: `--dim-v`, else `--dim`.
+    var valueDim: Int { dimV ?? dim }
 
     func mask(blocks: BlockMask? = nil) throws -> AttentionMask {
         var left: Int?, right: Int?
@@ -63,7 +68,7 @@ struct Attention: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Flash attention forward (and --backward): TFLOP/s, --check against the fp64 reference.",
         discussion: """
-            TFLOP/s counts 4*B*H*Sq*Sk*D for the forward, scaled by the fraction of (query, key) pairs the \
+            TFLOP/s counts 2*B*H*Sq*Sk*(Dk+Dv) for the forward (4*B*H*Sq*Sk*D when Dk = Dv = D), scaled by the fraction of (query, key) pairs the \
             mask keeps (about half for causal), and 2.5x that for the backward. --check compares a random \
             sample of query rows (O, LSE, dQ) and of keys (dK, dV, computed from the device's LSE) with the \
             fp64 reference and says how many.
@@ -89,7 +94,7 @@ struct Attention: ParsableCommand {
 
     /// Q, K, V (and the layout and lengths) the options describe, checked for overflow.
     func operands() throws -> (list: [(name: String, shape: [Int], element: Int)], layout: AttentionLayout,
-                               qShape: [Int], kShape: [Int], varlen: [Int]?) {
+                               qShape: [Int], kShape: [Int], vShape: [Int], oShape: [Int], varlen: [Int]?) {
         let hkv = shape.kvHeads ?? shape.heads
         var layout = AttentionLayout.dense
         var qShape = [shape.batch, seq, shape.heads, shape.dim]
@@ -103,8 +108,9 @@ struct Attention: ParsableCommand {
             kShape = [Int(cu.last ?? 0), hkv, shape.dim]
             lens = parsed
         }
+        let vShape = Array(kShape.dropLast()) + [shape.valueDim], oShape = Array(qShape.dropLast()) + [shape.valueDim]
         let e = shape.storage.byteSize
-        return ([("Q", qShape, e), ("K", kShape, e), ("V", kShape, e)], layout, qShape, kShape, lens)
+        return ([("Q", qShape, e), ("K", kShape, e), ("V", vShape, e), ("O", oShape, 4)], layout, qShape, kShape, vShape, oShape, lens)
     }
 
     func run() throws {
@@ -117,6 +123,7 @@ struct Attention: ParsableCommand {
         let described = try operands()
         try Limits.require(described.list, on: context)
         let layout = described.layout, qShape = described.qShape, kShape = described.kShape
+        let vShape = described.vShape, oShape = described.oShape
         let lengths = described.varlen?.map { ($0, $0) } ?? [(Int, Int)](repeating: (seq, seqK ?? seq), count: shape.batch)
         var blocks: BlockMask?
         if let blockMask {
@@ -133,20 +140,21 @@ struct Attention: ParsableCommand {
         let round = dtype.rounded
         let hq = rng.floats(qShape.reduce(1, *)).map(round)
         let hk = rng.floats(kShape.reduce(1, *)).map(round)
-        let hv = rng.floats(kShape.reduce(1, *)).map(round)
+        let hv = rng.floats(vShape.reduce(1, *)).map(round)
         let q = try dev.makeTensor(hq, shape: qShape, dtype: dtype)
         let k = try dev.makeTensor(hk, shape: kShape, dtype: dtype)
-        let v = try dev.makeTensor(hv, shape: kShape, dtype: dtype)
+        let v = try dev.makeTensor(hv, shape: vShape, dtype: dtype)
 
-        // Work: the pairs the mask keeps, per sequence.
+        // Work: the pairs the mask keeps, per sequence; 2 (Dk + Dv) flops per pair and head.
         let kept = lengths.reduce(0.0) { $0 + Double($1.0) * Double($1.1) * attention.mask.keptFraction(sq: $1.0, sk: $1.1) }
-        let forwardFlops = 4 * kept * Double(shape.heads) * Double(shape.dim)
+        let forwardFlops = 2 * kept * Double(shape.heads) * Double(shape.dim + shape.valueDim)
         var config: [String: ConfigValue] = [
             "batch": .int(lengths.count), "seq_q": .int(lengths.map(\.0).max() ?? 0), "seq_k": .int(lengths.map(\.1).max() ?? 0),
             "heads": .int(shape.heads), "kv_heads": .int(hkv), "dim": .int(shape.dim), "dtype": .string(dtype.rawValue),
             "mask": .string(shape.maskName(attention.mask)), "kept_fraction": .double(kept / lengths.reduce(0.0) { $0 + Double($1.0 * $1.1) }),
         ]
         if varlen != nil { config["varlen"] = .bool(true) }
+        if shape.valueDim != shape.dim { config["dim_v"] = .int(shape.valueDim) }
         if let softcap = shape.softcap { config["softcap"] = .double(Double(softcap)) }
 
         var output: AttentionOutput?
@@ -154,7 +162,7 @@ struct Attention: ParsableCommand {
             output = try attention.forward(q: q, k: k, v: v, layout: layout, into: output, on: stream)
         }
         guard let out = output else { throw OptionError("forward produced nothing") }
-        let problem = try AttentionReference.Problem(qShape: qShape, kShape: kShape, layout: layout, attention: attention)
+        let problem = try AttentionReference.Problem(qShape: qShape, kShape: kShape, vShape: vShape, layout: layout, attention: attention)
         let bound = checkBound(dtype)
         var forwardCheck: (CheckResult, Double?) = (.skipped, nil)
         let rows = measure.check ? sampleRows(problem, count: checkRows, &rng) : []
@@ -163,8 +171,8 @@ struct Attention: ParsableCommand {
             var num = 0.0, den = 0.0, lseError = 0.0
             for row in rows {
                 let ref = AttentionReference.forward(problem, row: row, q: hq, k: hk, v: hv)
-                let base = problem.qOffset(row)
-                for d in 0..<shape.dim {
+                let base = problem.oOffset(row)
+                for d in 0..<shape.valueDim {
                     let diff = Double(gpuO[base + d]) - ref.o[d]
                     num += diff.isNaN ? .infinity : diff * diff
                     den += ref.o[d] * ref.o[d]
@@ -185,8 +193,8 @@ struct Attention: ParsableCommand {
                                  check: forwardCheck.0, maxRelError: forwardCheck.1)]
 
         if backward {
-            let hdO = rng.floats(qShape.reduce(1, *)).map(round)
-            let dO = try dev.makeTensor(hdO, shape: qShape, dtype: dtype)
+            let hdO = rng.floats(oShape.reduce(1, *)).map(round)
+            let dO = try dev.makeTensor(hdO, shape: oShape, dtype: dtype)
             var grads: AttentionGradients?
             let timing = try Timing.measure(dev, warmup: measure.warmup, iterations: measure.iterations) { stream in
                 grads = try attention.backward(q: q, k: k, v: v, o: out.o, lse: out.lse, dO: dO, layout: layout, into: grads, on: stream)
@@ -214,7 +222,8 @@ struct Attention: ParsableCommand {
                     let ref = AttentionReference.keyGradient(problem, b: b, j: j, h: h, q: hq, k: hk, v: hv, dO: hdO, o: gpuO, lse: gpuL)
                     let base = AttentionReference.keyOffset(problem, b: b, j: j, h: h)
                     add(gdk[base..<base + shape.dim], ref.dk)
-                    add(gdv[base..<base + shape.dim], ref.dv)
+                    let vBase = AttentionReference.valueOffset(problem, b: b, j: j, h: h)
+                    add(gdv[vBase..<vBase + shape.valueDim], ref.dv)
                 }
                 let error = (num / max(den, 1e-12)).squareRoot()
                 check = (error <= bound ? .pass : .fail, error)

@@ -29,7 +29,7 @@ struct Decode: ParsableCommand {
 
     /// Q, K, V and the layout the options describe, checked for overflow.
     func operands() throws -> (list: [(name: String, shape: [Int], element: Int)], layout: AttentionLayout,
-                               qShape: [Int], kShape: [Int], lengths: [Int]?) {
+                               qShape: [Int], kShape: [Int], vShape: [Int], lengths: [Int]?) {
         let hkv = shape.kvHeads ?? shape.heads
         var layout = AttentionLayout.dense
         var qShape = [shape.batch, queries, shape.heads, shape.dim]
@@ -44,8 +44,9 @@ struct Decode: ParsableCommand {
             kShape = [Int(cuK.last ?? 0), hkv, shape.dim]
             lengths = parsed
         }
+        let vShape = Array(kShape.dropLast()) + [shape.valueDim]
         let e = shape.storage.byteSize
-        return ([("Q", qShape, e), ("K cache", kShape, e), ("V cache", kShape, e)], layout, qShape, kShape, lengths)
+        return ([("Q", qShape, e), ("K cache", kShape, e), ("V cache", vShape, e)], layout, qShape, kShape, vShape, lengths)
     }
 
     func run() throws {
@@ -56,16 +57,16 @@ struct Decode: ParsableCommand {
         var rng = SeededRandom.fresh()
         let described = try operands()
         try Limits.require(described.list, on: context)
-        let layout = described.layout, qShape = described.qShape, kShape = described.kShape
+        let layout = described.layout, qShape = described.qShape, kShape = described.kShape, vShape = described.vShape
         let lengths = described.lengths ?? [Int](repeating: cache, count: shape.batch)
         let attention = FlashAttention(mask: try shape.mask(), softcap: shape.softcap)
         let round = dtype.rounded
         let hq = rng.floats(qShape.reduce(1, *)).map(round)
         let hk = rng.floats(kShape.reduce(1, *)).map(round)
-        let hv = rng.floats(kShape.reduce(1, *)).map(round)
+        let hv = rng.floats(vShape.reduce(1, *)).map(round)
         let q = try dev.makeTensor(hq, shape: qShape, dtype: dtype)
         let k = try dev.makeTensor(hk, shape: kShape, dtype: dtype)
-        let v = try dev.makeTensor(hv, shape: kShape, dtype: dtype)
+        let v = try dev.makeTensor(hv, shape: vShape, dtype: dtype)
 
         var output: AttentionOutput?
         let timing = try Timing.measure(dev, warmup: measure.warmup, iterations: measure.iterations) { stream in
@@ -74,15 +75,16 @@ struct Decode: ParsableCommand {
         guard let out = output else { throw OptionError("decode produced nothing") }
 
         let element = dtype.byteSize
-        let bytes = 2 * kShape.reduce(1, *) * element + 2 * qShape.reduce(1, *) * element + qShape.reduce(1, *) / shape.dim * 4
+        let rowsQ = qShape.reduce(1, *) / shape.dim
+        let bytes = (kShape.reduce(1, *) + vShape.reduce(1, *) + qShape.reduce(1, *) + rowsQ * shape.valueDim) * element + rowsQ * 4
         let kept = lengths.reduce(0.0) { $0 + Double(queries * $1) * attention.mask.keptFraction(sq: queries, sk: $1) }
-        let flops = 4 * kept * Double(shape.heads) * Double(shape.dim)
+        let flops = 2 * kept * Double(shape.heads) * Double(shape.dim + shape.valueDim)
         let copyGBps = try CopyReference.gbps(context, bytes: bytes, warmup: measure.warmup, iterations: measure.iterations)
         let gbps = Double(bytes) / (timing.medianMs * 1e6)
 
         var check: (CheckResult, Double?) = (.skipped, nil)
         if measure.check {
-            let problem = try AttentionReference.Problem(qShape: qShape, kShape: kShape, layout: layout, attention: attention)
+            let problem = try AttentionReference.Problem(qShape: qShape, kShape: kShape, vShape: vShape, layout: layout, attention: attention)
             let ref = AttentionReference.forward(problem, q: hq, k: hk, v: hv)
             let gpuO = try out.o.readFloats(), gpuL = try out.lse.readFloats()
             var num = 0.0, den = 0.0, lseError = 0.0
@@ -101,11 +103,12 @@ struct Decode: ParsableCommand {
             let error = max((num / max(den, 1e-12)).squareRoot(), lseError)
             check = (error <= checkBound(dtype) ? .pass : .fail, error)
         }
-        let config: [String: ConfigValue] = [
+        var config: [String: ConfigValue] = [
             "batch": .int(lengths.count), "queries": .int(queries), "cache": .int(lengths.max() ?? 0),
             "heads": .int(shape.heads), "kv_heads": .int(hkv), "dim": .int(shape.dim), "dtype": .string(dtype.rawValue),
             "mask": .string(shape.maskName(attention.mask)), "packed": .bool(cacheLengths != nil),
         ]
+        if shape.valueDim != shape.dim { config["dim_v"] = .int(shape.valueDim) }
         try context.report([ResultRow(op: "attention.decode", device: context.deviceName, config: config, path: out.path,
                                       timing: timing, gbps: gbps, tflops: flops / (timing.medianMs * 1e9),
                                       ratioToCopy: gbps / copyGBps, check: check.0, maxRelError: check.1)],

@@ -4,25 +4,33 @@ import VulkanCompute
 /// shared-memory formulas mirror the shaders' `shared` declarations: a change to either must
 /// change both.
 extension AttentionTiling {
-    /// Forward: the K and V tiles as 16-byte words with one word of padding per row
-    /// (2 * bc rows of d/8 + 1 words; Q's rows pass through them first, so br <= 2 bc), the fp32
-    /// score rows (br rows of bc + 4), the 16-bit P rows (br rows of bc + 8) and one M x N fp32
-    /// broadcast tile per subgroup.
-    static func coopmatForwardSharedBytes(br: Int, bc: Int, d: Int, subgroups: Int, shape: CooperativeMatrixShape) -> Int {
-        16 * 2 * bc * (d / 8 + 1) + 4 * br * (bc + 4) + 2 * br * (bc + 8) + 4 * subgroups * shape.m * shape.n
+    /// Forward: the K and V tiles as 16-byte words with one word of padding per row (bc rows
+    /// of pk/8 + 1 words and bc rows of pv/8 + 1; `pk`, `pv`: the padded Dk and Dv; Q's br rows
+    /// of pk/8 + 1 pass through the same buffer first), the fp32 score rows (br rows of bc + 4),
+    /// the 16-bit P rows (br rows of bc + 8) and one M x N fp32 broadcast tile per subgroup.
+    static func coopmatForwardSharedBytes(br: Int, bc: Int, pk: Int, pv: Int, subgroups: Int, shape: CooperativeMatrixShape) -> Int {
+        let wk = pk / 8 + 1, wv = pv / 8 + 1
+        return 16 * max(br * wk, bc * (wk + wv)) + 4 * br * (bc + 4) + 2 * br * (bc + 8) + 4 * subgroups * shape.m * shape.n
     }
 
-    /// dQ: the K and V tiles as words (Q's and dO's rows pass through them first, so br <= 2 bc),
-    /// the fp32 S and dP rows (br rows of bc + 4 each) and the 16-bit dS rows (br rows of bc + 8).
-    static func coopmatDqSharedBytes(br: Int, bc: Int, d: Int) -> Int {
-        16 * 2 * bc * (d / 8 + 1) + 2 * 4 * br * (bc + 4) + 2 * br * (bc + 8)
+    /// dQ: the K and V tiles as words (Q's and dO's rows pass through them first), the fp32 S
+    /// and dP rows (br rows of bc + 4 each) and the 16-bit dS rows (br rows of bc + 8).
+    static func coopmatDqSharedBytes(br: Int, bc: Int, pk: Int, pv: Int) -> Int {
+        let wk = pk / 8 + 1, wv = pv / 8 + 1
+        return 16 * max(br * max(wk, wv), bc * (wk + wv)) + 2 * 4 * br * (bc + 4) + 2 * br * (bc + 8)
     }
 
-    /// dK/dV: a staging tile of 2 * max(bc, br) word rows (K and V first, then Q and dO per query
-    /// tile), the fp32 S^T and dP^T rows (bc rows of br + 4 each), the 16-bit P^T and dS^T rows
-    /// (bc rows of br + 8 each) and (LSE, Delta) per query row.
-    static func coopmatDkdvSharedBytes(br: Int, bc: Int, d: Int) -> Int {
-        16 * 2 * max(bc, br) * (d / 8 + 1) + 2 * 4 * bc * (br + 4) + 2 * 2 * bc * (br + 8) + 8 * br
+    /// dK/dV: a staging tile of max(bc, br) word rows of each width (K and V first, then Q and
+    /// dO per query tile), the fp32 S^T and dP^T rows (bc rows of br + 4 each), the 16-bit P^T
+    /// and dS^T rows (bc rows of br + 8 each) and (LSE, Delta) per query row.
+    static func coopmatDkdvSharedBytes(br: Int, bc: Int, pk: Int, pv: Int) -> Int {
+        16 * max(bc, br) * (pk / 8 + 1 + pv / 8 + 1) + 2 * 4 * bc * (br + 4) + 2 * 2 * bc * (br + 8) + 8 * br
+    }
+
+    /// A width padded for matrices of `shape`: a multiple of 8 (16-byte words) and of the
+    /// shape's K and N sides, which every product walks or writes it by.
+    static func coopmatPadded(_ d: Int, shape: CooperativeMatrixShape) -> Int {
+        roundUp(d, max(8, shape.k, shape.n))
     }
 
     /// Tiles of a cooperative-matrix kernel with matrices of `shape`, or nil when none fits the
@@ -30,13 +38,15 @@ extension AttentionTiling {
     /// Each subgroup owns `shape.m` rows (forward, dQ: query rows; dK/dV: keys); the workgroup
     /// streams tiles of the other dimension. `rows` (decode) caps the subgroups near the rows
     /// there are.
-    static func chooseCooperative(_ kind: Kind, headDim d: Int, shape: CooperativeMatrixShape, device: Device,
+    static func chooseCooperative(_ kind: Kind, headDim dk: Int, headDimV dv: Int, shape: CooperativeMatrixShape, device: Device,
                                   maxTile: Int? = nil, rows: Int? = nil) -> AttentionTiling? {
         let caps = device.capabilities
         let required: Int?
         do { required = try subgroupRequirement(device) } catch { return nil }
         let sg = required ?? caps.subgroupSize
-        guard d % shape.k == 0, d % shape.n == 0, d % 8 == 0 else { return nil }
+        // max(8, K, N) is a multiple of each (all powers of two).
+        guard [8, shape.k, shape.n].allSatisfy({ $0 > 0 && $0 & ($0 - 1) == 0 }) else { return nil }
+        let pk = coopmatPadded(dk, shape: shape), pv = coopmatPadded(dv, shape: shape)
         // The coordinate work splits a subgroup's M rows over its lanes: a power-of-two number of
         // lanes per row, or a whole number of rows per lane.
         let lanesPerRow = sg >= shape.m ? sg / shape.m : 1
@@ -53,18 +63,18 @@ extension AttentionTiling {
                 let smem: Int
                 switch kind {
                 case .forward:
-                    guard br <= 2 * bc else { continue }
-                    smem = coopmatForwardSharedBytes(br: br, bc: bc, d: d, subgroups: ns, shape: shape)
+                    smem = coopmatForwardSharedBytes(br: br, bc: bc, pk: pk, pv: pv, subgroups: ns, shape: shape)
                 case .dq:
-                    guard br <= 2 * bc else { continue }
-                    smem = coopmatDqSharedBytes(br: br, bc: bc, d: d)
+                    smem = coopmatDqSharedBytes(br: br, bc: bc, pk: pk, pv: pv)
                 case .dkdv:
-                    smem = coopmatDkdvSharedBytes(br: br, bc: bc, d: d)
+                    smem = coopmatDkdvSharedBytes(br: br, bc: bc, pk: pk, pv: pv)
                 }
                 guard smem <= caps.maxComputeSharedMemoryBytes else { continue }
-                return AttentionTiling(br: br, bc: bc, subgroupSize: sg, workgroupSize: ns * sg, sharedBytes: smem,
-                                       rowsPerSubgroup: shape.m, scoreLanes: lanesPerRow, quadLanes: 0, separateKV: true,
-                                       kind: kind, matrix: shape)
+                var tiling = AttentionTiling(br: br, bc: bc, subgroupSize: sg, workgroupSize: ns * sg, sharedBytes: smem,
+                                             rowsPerSubgroup: shape.m, scoreLanes: lanesPerRow, quadLanes: 0, separateKV: true,
+                                             kind: kind, matrix: shape)
+                (tiling.paddedHeadDim, tiling.paddedHeadDimV) = (pk, pv)
+                return tiling
             }
         }
         return nil
@@ -73,7 +83,9 @@ extension AttentionTiling {
     /// Loop iterations per streamed tile and once, counted as `loopIterations` does, with every
     /// cooperative-matrix load, store and multiply-add weighted as `matrixOpIterations` loop
     /// iterations (what a device that emulates them, like lavapipe, may spend on each).
-    func coopmatLoopIterations(headDim d: Int, shape: CooperativeMatrixShape) -> (perTile: Int, once: Int) {
+    func coopmatLoopIterations(shape: CooperativeMatrixShape) -> (perTile: Int, once: Int) {
+        // Counted at the wider padded width (an upper bound for every product).
+        let d = max(paddedHeadDim, paddedHeadDimV)
         let wg = workgroupSize, d8 = d / 8, ns = workgroupSize / subgroupSize
         let w = Self.matrixOpIterations(shape, subgroupSize: subgroupSize)
         let streamed = kind == .dkdv ? br : bc, owned = kind == .dkdv ? bc : br

@@ -22,7 +22,7 @@ extension FlashAttention {
                 skipped = why.reason
             }
         }
-        var tiling = try AttentionTiling.choose(kind, headDim: g.headDim, device: device, maxTile: maxTile, rows: rows)
+        var tiling = try AttentionTiling.choose(kind, headDim: g.headDim, headDimV: g.headDimV, device: device, maxTile: maxTile, rows: rows)
         if device.enabled.cooperativeMatrixKHR { tiling.cooperativeMatrixSkipped = skipped }
         return tiling
     }
@@ -35,12 +35,12 @@ extension FlashAttention {
             return .failure(CooperativeMatrix.Unavailable("\(name) starts at byte \(t.slice.offset), not a multiple of 16"))
         }
         let tile = { (shape: CooperativeMatrixShape) in
-            AttentionTiling.chooseCooperative(kind, headDim: g.headDim, shape: shape, device: device, maxTile: maxTile, rows: rows)
+            AttentionTiling.chooseCooperative(kind, headDim: g.headDim, headDimV: g.headDimV, shape: shape, device: device, maxTile: maxTile, rows: rows)
         }
         return CooperativeMatrix.shape(device: device, input: g.dtype, shader: shader) { tile($0) != nil }
             .flatMap { shape in
                 tile(shape).map { .success($0) }
-                    ?? .failure(CooperativeMatrix.Unavailable("no \(kind) tile of head dim \(g.headDim) fits \(device.label)"))
+                    ?? .failure(CooperativeMatrix.Unavailable("no \(kind) tile of head dims \(g.headDim)/\(g.headDimV) fits \(device.label)"))
             }
     }
 }

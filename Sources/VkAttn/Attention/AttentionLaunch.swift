@@ -38,7 +38,8 @@ struct AttentionLaunch {
         self.maskRows = blockMask?.queryBlocks ?? 0
 
         try AttentionLaunch.checkGrid(op: op, [rowTiles, packGQA ? g.headsKV : g.headsQ, g.batch * splits], device: device)
-        for value in [g.totalQ * g.headsQ * g.headDim * splits, g.totalK * g.headsKV * g.headDim] where value >= Int(UInt32.max) {
+        let width = max(g.headDim, g.headDimV)
+        for value in [g.totalQ * g.headsQ * width * splits, g.totalK * g.headsKV * width] where value >= Int(UInt32.max) {
             throw VkAttnError.tooLarge(op: op, operand: "tensor", bytes: value, limit: Int(UInt32.max))
         }
     }
@@ -70,14 +71,15 @@ struct AttentionLaunch {
             diagOffset: Int32(clamping: mask.diagonalOffset), topLeft: mask.anchor == .topLeft ? 1 : 0)
     }
 
-    /// Specialization shared by the kernels (names as in the GLSL): the workgroup size, head
-    /// dim, tile (BR x BC), subgroup size, packed layout, GQA packing, block mask, softcap and
+    /// Specialization shared by the kernels (names as in the GLSL): the workgroup size, row
+    /// widths (DK, DV) and the tiling's padded widths (DKP, DVP), tile (BR x BC), subgroup size, packed layout, GQA packing, block mask, softcap and
     /// split; the scalar kernels add their lane split of the two products (the forward also
     /// whether K and V sit in separate shared buffers), the cooperative-matrix ones the shape
     /// MM x NN x KK.
     func specialization(workgroupSize: Int, split: Bool = false) -> [String: SpecializationValue] {
         var spec: [String: SpecializationValue] = [
-            "local_size_x": .int(workgroupSize), "D": .int(geometry.headDim), "BR": .int(tiling.br), "BC": .int(tiling.bc),
+            "local_size_x": .int(workgroupSize), "DK": .int(geometry.headDim), "DV": .int(geometry.headDimV),
+            "DKP": .int(tiling.paddedHeadDim), "DVP": .int(tiling.paddedHeadDimV), "BR": .int(tiling.br), "BC": .int(tiling.bc),
             "SG": .int(tiling.subgroupSize), "VARLEN": .bool(geometry.isPacked),
             "PACK_GQA": .bool(packGQA), "BLOCK_MASK": .bool(mask.blocks != nil), "SOFTCAP": .bool(softcap != nil), "SPLIT": .bool(split)]
         if let shape = tiling.matrix {

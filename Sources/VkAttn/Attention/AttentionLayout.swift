@@ -1,9 +1,11 @@
-/// How the tokens of Q, K, V (and O, dO, dQ, dK, dV) are laid out in memory.
+/// How the tokens of Q, K, V (and O, dO, dQ, dK, dV) are laid out in memory. Q and K rows hold
+/// Dk values, V and O rows Dv (Dk = Dv = D in most models; MLA has Dk = 576, Dv = 512).
 public enum AttentionLayout: Hashable, Sendable {
-    /// Q, O: [batch, Sq, Hq, D]; K, V: [batch, Sk, Hkv, D]; LSE: [batch, Hq, Sq].
+    /// Q: [batch, Sq, Hq, Dk]; K: [batch, Sk, Hkv, Dk]; V: [batch, Sk, Hkv, Dv];
+    /// O: [batch, Sq, Hq, Dv]; LSE: [batch, Hq, Sq].
     case dense
-    /// Variable-length sequences packed back to back: Q, O: [totalQ, Hq, D];
-    /// K, V: [totalK, Hkv, D]; LSE: [Hq, totalQ]. Sequence b owns query tokens
+    /// Variable-length sequences packed back to back: Q: [totalQ, Hq, Dk], O: [totalQ, Hq, Dv];
+    /// K: [totalK, Hkv, Dk], V: [totalK, Hkv, Dv]; LSE: [Hq, totalQ]. Sequence b owns query tokens
     /// `cuSeqlensQ[b] ..< cuSeqlensQ[b + 1]` and key tokens `cuSeqlensK[b] ..< cuSeqlensK[b + 1]`
     /// (cumulative lengths, starting at 0; empty sequences allowed).
     case packed(cuSeqlensQ: [Int32], cuSeqlensK: [Int32])
@@ -14,7 +16,10 @@ package struct AttentionGeometry: Hashable {
     package var batch: Int
     package var headsQ: Int
     package var headsKV: Int
+    /// Dk: the width of Q and K rows.
     package var headDim: Int
+    /// Dv: the width of V and O rows.
+    package var headDimV: Int
     /// Dense: the sequence lengths. Packed: the longest sequence.
     package var maxSq: Int
     package var maxSk: Int
@@ -37,16 +42,27 @@ package struct AttentionGeometry: Hashable {
 
     package var qShape: [Int] { isPacked ? [totalQ, headsQ, headDim] : [batch, maxSq, headsQ, headDim] }
     package var kvShape: [Int] { isPacked ? [totalK, headsKV, headDim] : [batch, maxSk, headsKV, headDim] }
+    /// V's shape: K's with Dv.
+    package var vShape: [Int] { isPacked ? [totalK, headsKV, headDimV] : [batch, maxSk, headsKV, headDimV] }
+    /// O's (and dO's) shape: Q's with Dv.
+    package var oShape: [Int] { isPacked ? [totalQ, headsQ, headDimV] : [batch, maxSq, headsQ, headDimV] }
     package var lseShape: [Int] { isPacked ? [headsQ, totalQ] : [batch, headsQ, maxSq] }
 
     /// Element offset of row (b, i, h) of a [*, S, H, D]-style tensor.
     package func qOffset(b: Int, i: Int, h: Int) -> Int { ((sequence(b).qStart + i) * headsQ + h) * headDim }
     package func kOffset(b: Int, j: Int, h: Int) -> Int { ((sequence(b).kStart + j) * headsKV + h) * headDim }
+    package func vOffset(b: Int, j: Int, h: Int) -> Int { ((sequence(b).kStart + j) * headsKV + h) * headDimV }
+    package func oOffset(b: Int, i: Int, h: Int) -> Int { ((sequence(b).qStart + i) * headsQ + h) * headDimV }
     package func lseOffset(b: Int, i: Int, h: Int) -> Int {
         isPacked ? h * totalQ + sequence(b).qStart + i : (b * headsQ + h) * maxSq + i
     }
 
-    package static let supportedHeadDims = [32, 64, 96, 128, 256]
+    /// The widest Q/K rows (Dk) the forward and decode take: DeepSeek's MLA (576).
+    package static let maxHeadDimK = 576
+    /// The widest V/O rows (Dv) the forward and decode take: MLA's 512.
+    package static let maxHeadDimV = 512
+    /// The widest rows the backward takes (Dk and Dv).
+    package static let maxBackwardHeadDim = 256
 
     /// Checks Q, K, V and the layout; throws a `VkAttnError` naming `op` and the operand.
     package static func resolve(op: String, q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout) throws -> AttentionGeometry {
@@ -82,16 +98,19 @@ package struct AttentionGeometry: Hashable {
         for (name, shape) in [("Q", qShape), ("K", kShape), ("V", vShape)] where shape.count != rank || shape.contains(where: { $0 <= 0 && !packed }) {
             throw VkAttnError.shapeMismatch(op: op, operand: name, expected: packed ? "[tokens, heads, headDim]" : "[batch, seq, heads, headDim] (all positive)", actual: "\(shape)")
         }
-        let d = qShape[rank - 1]
-        guard supportedHeadDims.contains(d) else {
-            throw VkAttnError.invalidValue(op: op, operand: "headDim", reason: "\(d) is not one of \(supportedHeadDims)")
+        let d = qShape[rank - 1], dv = vShape[rank - 1]
+        guard (1...maxHeadDimK).contains(d) else {
+            throw VkAttnError.invalidValue(op: op, operand: "headDim", reason: "\(d) (Q's last dimension) is outside 1...\(maxHeadDimK)")
+        }
+        guard (1...maxHeadDimV).contains(dv) else {
+            throw VkAttnError.invalidValue(op: op, operand: "headDimV", reason: "\(dv) (V's last dimension) is outside 1...\(maxHeadDimV)")
         }
         let hq = qShape[rank - 2], hkv = kShape[rank - 2]
         guard kShape[rank - 1] == d else {
-            throw VkAttnError.shapeMismatch(op: op, operand: "K", expected: "head dim \(d)", actual: "\(kShape)")
+            throw VkAttnError.shapeMismatch(op: op, operand: "K", expected: "head dim \(d) (as Q)", actual: "\(kShape)")
         }
-        guard vShape == kShape else {
-            throw VkAttnError.shapeMismatch(op: op, operand: "V", expected: "\(kShape) (as K)", actual: "\(vShape)")
+        guard Array(vShape.dropLast()) == Array(kShape.dropLast()) else {
+            throw VkAttnError.shapeMismatch(op: op, operand: "V", expected: "\(Array(kShape.dropLast()) + [dv]) (as K, any head dim)", actual: "\(vShape)")
         }
         guard hkv > 0, hq > 0, hq % hkv == 0 else {
             throw VkAttnError.invalidValue(op: op, operand: "heads", reason: "query heads \(hq) is not a multiple of key/value heads \(hkv)")
@@ -101,7 +120,7 @@ package struct AttentionGeometry: Hashable {
             guard kShape[0] == qShape[0] else {
                 throw VkAttnError.shapeMismatch(op: op, operand: "K", expected: "batch \(qShape[0])", actual: "\(kShape)")
             }
-            return AttentionGeometry(batch: qShape[0], headsQ: hq, headsKV: hkv, headDim: d, maxSq: qShape[1], maxSk: kShape[1],
+            return AttentionGeometry(batch: qShape[0], headsQ: hq, headsKV: hkv, headDim: d, headDimV: dv, maxSq: qShape[1], maxSk: kShape[1],
                                      totalQ: qShape[0] * qShape[1], totalK: kShape[0] * kShape[1], dtype: dtype)
         case let .packed(cuQ, cuK):
             try checkCumulative(op: op, "cuSeqlensQ", cuQ, total: qShape[0])
@@ -114,7 +133,7 @@ package struct AttentionGeometry: Hashable {
             }
             let lengthsQ = zip(cuQ.dropFirst(), cuQ).map { Int($0 - $1) }
             let lengthsK = zip(cuK.dropFirst(), cuK).map { Int($0 - $1) }
-            return AttentionGeometry(batch: cuQ.count - 1, headsQ: hq, headsKV: hkv, headDim: d,
+            return AttentionGeometry(batch: cuQ.count - 1, headsQ: hq, headsKV: hkv, headDim: d, headDimV: dv,
                                      maxSq: lengthsQ.max() ?? 0, maxSk: lengthsK.max() ?? 0,
                                      totalQ: qShape[0], totalK: kShape[0], dtype: dtype, cuSeqlensQ: cuQ, cuSeqlensK: cuK)
         }

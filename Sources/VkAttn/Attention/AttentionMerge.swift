@@ -35,8 +35,8 @@ public enum AttentionMerge {
         let splits = partialO.shape[0]
         let oShape = Array(partialO.shape.dropFirst())
         let d = oShape[oShape.count - 1], heads = oShape[oShape.count - 2]
-        guard AttentionGeometry.supportedHeadDims.contains(d) else {
-            throw VkAttnError.invalidValue(op: op, operand: "headDim", reason: "\(d) is not one of \(AttentionGeometry.supportedHeadDims)")
+        guard (1...AttentionGeometry.maxHeadDimV).contains(d) else {
+            throw VkAttnError.invalidValue(op: op, operand: "headDim", reason: "\(d) is outside 1...\(AttentionGeometry.maxHeadDimV)")
         }
         let seq = packed ? oShape[0] : oShape[1]
         let lseShape = packed ? [heads, oShape[0]] : [oShape[0], heads, seq]

@@ -6,8 +6,9 @@ import VulkanCompute
 /// are the planned ones and records. Make one per shape and reuse it across steps, as a
 /// serving loop does; `FlashAttention.forward` and `decode` make a plan per call.
 ///
-/// Shapes and layouts as `FlashAttention`: dense Q, O [B, Sq, Hq, D], K, V [B, Sk, Hkv, D],
-/// LSE [B, Hq, Sq]; packed Q, O [totalQ, Hq, D], K, V [totalK, Hkv, D], LSE [Hq, totalQ].
+/// Shapes and layouts as `FlashAttention`: dense Q [B, Sq, Hq, Dk], K [B, Sk, Hkv, Dk],
+/// V [B, Sk, Hkv, Dv], O [B, Sq, Hq, Dv], LSE [B, Hq, Sq]; packed Q [totalQ, Hq, Dk],
+/// K [totalK, Hkv, Dk], V [totalK, Hkv, Dv], O [totalQ, Hq, Dv], LSE [Hq, totalQ].
 ///
 /// Sendable: every stored property is immutable and Sendable (the side buffers are only read
 /// by the GPU).
@@ -19,8 +20,10 @@ public final class AttentionPlan: Sendable {
     /// The kernel chosen, as `AttentionOutput.path` reports it (e.g. `scalar-f32 Br32 Bc32
     /// wg64`, `decode split-kv x8 (512 keys) + merge, coopmat-f16 8x8x8 ...`).
     public let path: String
-    /// Shapes of Q, K (= V), O and LSE, and the input and output element types.
+    /// Shapes of Q, K and LSE, and the input and output element types.
     public let qShape: [Int], kvShape: [Int], lseShape: [Int]
+    /// Shapes of V (K's with Dv) and O (Q's with Dv).
+    public let vShape: [Int], oShape: [Int]
     /// The type of Q, K, V (`inputType`) and of O (`outputType`).
     public let inputType: DType, outputType: DType
     /// Workgroup columns over the key range (1: one pass writing O directly).
@@ -57,7 +60,7 @@ public final class AttentionPlan: Sendable {
                                           operands: [("Q", q), ("K", k), ("V", v)], device: device,
                                           rows: decode ? g.maxSq * (pack ? g.groupSize : 1) : nil)
         let keyTiles = max(1, (g.maxSk + tiling.bc - 1) / tiling.bc)
-        let maxTiles = tiling.maxTilesPerInvocation(headDim: g.headDim, device: device)
+        let maxTiles = tiling.maxTilesPerInvocation(device: device)
         var split = (splits: 1, splitKeys: 0)
         var label: String?
         if decode {
@@ -95,6 +98,7 @@ public final class AttentionPlan: Sendable {
         }
         (self.attention, self.device, self.op, self.geometry, self.launch, self.pack) = (attention, device, op, g, launch, pack)
         (self.qShape, self.kvShape, self.lseShape) = (g.qShape, g.kvShape, g.lseShape)
+        (self.vShape, self.oShape) = (g.vShape, g.oShape)
         (self.inputType, self.outputType, self.splits) = (g.dtype, outputType, split.splits)
         self.alignedOperands = tiling.matrix != nil
     }
@@ -102,25 +106,25 @@ public final class AttentionPlan: Sendable {
     /// Records the planned pass: O and LSE of `q` against `k`, `v` (rows that see no key get
     /// O = 0 and LSE = -inf).
     /// - Parameters:
-    ///   - q: Q of `qShape` and `inputType` on the plan's device (so are `k` and `v`, of `kvShape`).
+    ///   - q: Q of `qShape` and `inputType` on the plan's device (so are `k`, of `kvShape`, and `v`, of `vShape`).
     ///   - k: K.
     ///   - v: V.
-    ///   - outputs: O (`qShape`, `outputType`) and LSE (`lseShape`, f32) to write; nil allocates them.
+    ///   - outputs: O (`oShape`, `outputType`) and LSE (`lseShape`, f32) to write; nil allocates them.
     ///   - stream: a stream of the plan's device.
     /// - Returns: O, LSE and the plan's `path`.
     /// - Throws: `VkAttnError` naming the operand that is not what the plan was made for.
     public func encode(q: Tensor, k: Tensor, v: Tensor, into outputs: AttentionOutput? = nil, on stream: Stream) throws -> AttentionOutput {
         guard stream.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "stream") }
-        for (name, t, shape) in [("Q", q, qShape), ("K", k, kvShape), ("V", v, kvShape)] {
+        for (name, t, shape) in [("Q", q, qShape), ("K", k, kvShape), ("V", v, vShape)] {
             try t.expect(op: op, name, shape: shape, dtype: inputType, device: device)
             try t.expectBindable(op: op, name)
             if alignedOperands && t.slice.offset % 16 != 0 {
                 throw VkAttnError.invalidValue(op: op, operand: name, reason: "starts at byte \(t.slice.offset); the plan's cooperative-matrix kernel needs a multiple of 16")
             }
         }
-        let out = try outputs ?? AttentionOutput(o: device.makeTensor(shape: qShape, dtype: outputType),
+        let out = try outputs ?? AttentionOutput(o: device.makeTensor(shape: oShape, dtype: outputType),
                                                  lse: device.makeTensor(shape: lseShape, dtype: .f32))
-        try out.o.expect(op: op, "O", shape: qShape, dtype: outputType, device: device)
+        try out.o.expect(op: op, "O", shape: oShape, dtype: outputType, device: device)
         try out.lse.expect(op: op, "LSE", shape: lseShape, dtype: .f32, device: device)
         try out.o.expectBindable(op: op, "O")
         let g = geometry
@@ -132,14 +136,14 @@ public final class AttentionPlan: Sendable {
             return AttentionOutput(o: out.o, lse: out.lse, path: path)
         }
         // `splits` workgroups per row block write fp32 partials that AttentionMerge combines.
-        let partialO = try device.makeTensor(shape: [splits] + qShape, dtype: .f32)
+        let partialO = try device.makeTensor(shape: [splits] + oShape, dtype: .f32)
         let partialLSE = try device.makeTensor(shape: [splits] + lseShape, dtype: .f32)
         try partialO.expectBindable(op: op, "partial O")
         try stream.dispatch(kernel, bindings: [q.slice, k.slice, v.slice, partialO.slice, partialLSE.slice] + sideBuffers,
                             push: launch.pushConstants, groups: (launch.rowTiles, heads, g.batch * splits))
         try stream.barrier()
         try AttentionMerge.encode(partialO: partialO.slice, partialLSE: partialLSE.slice, o: out.o, lse: out.lse,
-                                  splits: splits, headDim: g.headDim, heads: g.headsQ,
+                                  splits: splits, headDim: g.headDimV, heads: g.headsQ,
                                   seqQ: g.isPacked ? g.totalQ : g.maxSq, totalQ: g.totalQ, packed: g.isPacked, on: stream)
         return AttentionOutput(o: out.o, lse: out.lse, path: path)
     }

@@ -27,6 +27,10 @@ public struct AttentionTiling: Hashable, Sendable, CustomStringConvertible {
     public let quadLanes: Int
     /// Forward only: whether K and V have their own shared buffers (else they take turns).
     public let separateKV: Bool
+    /// The widths the kernel works at: Dk and Dv rounded up to what its lanes or matrices
+    /// need (a multiple of 4 x `quadLanes` for the scalar kernels, of 8 and the matrix side for
+    /// the cooperative-matrix ones). Loads fill the padding with zeros; stores skip it.
+    public internal(set) var paddedHeadDim: Int = 0, paddedHeadDimV: Int = 0
     let kind: Kind
     /// The cooperative-matrix shape (M x N x K) of a tensor-core tiling; nil for the scalar
     /// kernels. Each subgroup then owns M rows (forward, dQ) or M keys (dK/dV).
@@ -42,28 +46,38 @@ public struct AttentionTiling: Hashable, Sendable, CustomStringConvertible {
             + (kind == .forward ? (separateKV ? " K|V" : " K,V") : "") + " smem=\(sharedBytes)B"
     }
 
-    // MARK: Shared memory (must match the shaders)
-
-    /// Forward: vec4 rows padded by one vec4: the Q tile (br rows of D/4 + 1), the K tile (bc
-    /// rows), the V tile (bc rows, or one vec4 when V reuses the K buffer) and the P tile (br
-    /// rows of bc/4 + 1).
-    static func forwardSharedBytes(br: Int, bc: Int, d: Int, separateKV: Bool) -> Int {
-        let rq = d / 4 + 1, pq = bc / 4 + 1
-        return 16 * (br * rq + bc * rq + (separateKV ? bc * rq : 1) + br * pq)
+    /// The padded widths as the path shows them: "" when no padding, else e.g. " pad 59->64".
+    func paddingText(headDim dk: Int, headDimV dv: Int) -> String {
+        var parts: [String] = []
+        if paddedHeadDim != dk { parts.append("\(dk)->\(paddedHeadDim)") }
+        if paddedHeadDimV != dv && (dv != dk || paddedHeadDimV != paddedHeadDim) { parts.append("v \(dv)->\(paddedHeadDimV)") }
+        return parts.isEmpty ? "" : " pad " + parts.joined(separator: " ")
     }
 
-    /// dQ: Q and dO tiles (br rows each), K and V tiles (bc rows each), dS (br rows of
-    /// bc/4 + 1, the padding quad holding LSE and Delta).
-    static func dqSharedBytes(br: Int, bc: Int, d: Int) -> Int {
-        let rq = d / 4 + 1
-        return 16 * (2 * br * rq + 2 * bc * rq + br * (bc / 4 + 1))
+    // MARK: Shared memory (must match the shaders)
+
+    /// Forward: vec4 rows padded by one vec4 (`pk`, `pv`: the padded Dk and Dv): the Q tile
+    /// (br rows of pk/4 + 1), the K tile (bc rows), the V tile (bc rows of pv/4 + 1; without
+    /// `separateKV` V takes turns with K in one buffer of the wider rows, and V's own is one
+    /// vec4) and the P tile (br rows of bc/4 + 1).
+    static func forwardSharedBytes(br: Int, bc: Int, pk: Int, pv: Int, separateKV: Bool) -> Int {
+        let rk = pk / 4 + 1, rv = pv / 4 + 1, pq = bc / 4 + 1
+        let kv = separateKV ? bc * rk + bc * rv : bc * max(rk, rv) + 1
+        return 16 * (br * rk + kv + br * pq)
+    }
+
+    /// dQ: the Q tile (br rows of pk/4 + 1) and dO tile (br rows of pv/4 + 1), the K and V
+    /// tiles (bc rows each), dS (br rows of bc/4 + 1, the padding quad holding LSE and Delta).
+    static func dqSharedBytes(br: Int, bc: Int, pk: Int, pv: Int) -> Int {
+        let rk = pk / 4 + 1, rv = pv / 4 + 1
+        return 16 * (br * (rk + rv) + bc * (rk + rv) + br * (bc / 4 + 1))
     }
 
     /// dK/dV: K and V tiles (bc rows each), Q and dO tiles (br rows each), P^T and dS^T (bc rows
     /// of br/4 + 1 each), and (LSE, Delta) per query row.
-    static func dkdvSharedBytes(br: Int, bc: Int, d: Int) -> Int {
-        let rq = d / 4 + 1
-        return 16 * (2 * bc * rq + 2 * br * rq + 2 * bc * (br / 4 + 1)) + 8 * br
+    static func dkdvSharedBytes(br: Int, bc: Int, pk: Int, pv: Int) -> Int {
+        let rk = pk / 4 + 1, rv = pv / 4 + 1
+        return 16 * (bc * (rk + rv) + br * (rk + rv) + 2 * bc * (br / 4 + 1)) + 8 * br
     }
 
     // MARK: Choice
@@ -84,28 +98,42 @@ public struct AttentionTiling: Hashable, Sendable, CustomStringConvertible {
         return caps.subgroupSize
     }
 
-    /// Lanes along dim quads: the largest power of two dividing both the subgroup and D/4
-    /// (D = 96 has 24 quads: 8 lanes along quads).
-    static func quadLanes(subgroup sg: Int, headDim d: Int) -> Int {
+    /// Lanes along dim quads: the largest power of two up to the subgroup size for which
+    /// rounding each width's quads (ceil(d / 4)) up to a multiple of the lanes wastes at most an
+    /// eighth of them. Widths that are multiples of 4 x lanes waste nothing (D = 96 has 24
+    /// quads: 8 lanes); D = 59 has 15 quads, padded to 16 for 8 lanes.
+    static func quadLanes(subgroup sg: Int, widths: [Int]) -> Int {
         var lanes = 1
-        while lanes * 2 <= sg && (d / 4) % (lanes * 2) == 0 { lanes *= 2 }
+        while lanes * 2 <= sg && widths.allSatisfy({ d in
+            let quads = (d + 3) / 4
+            return (roundUp(quads, lanes * 2) - quads) * 8 <= quads
+        }) { lanes *= 2 }
         return lanes
     }
+
+    static func roundUp(_ x: Int, _ multiple: Int) -> Int { (x + multiple - 1) / multiple * multiple }
 
     /// The first candidate (largest blocks first) that fits the device's shared memory,
     /// workgroup limits, subgroup size and a register budget. `rows` (small, as in decode)
     /// caps the forward's row block near the rows there are.
-    static func choose(_ kind: Kind, headDim d: Int, device: Device, maxTile: Int? = nil, rows: Int? = nil) throws -> AttentionTiling {
+    static func choose(_ kind: Kind, headDim dk: Int, headDimV dv: Int, device: Device, maxTile: Int? = nil, rows: Int? = nil) throws -> AttentionTiling {
         let caps = device.capabilities
         let sg = try subgroupRequirement(device) ?? caps.subgroupSize
         let maxWG = min(256, caps.maxWorkgroupInvocations, caps.maxWorkgroupSize[0])
-        let ql = quadLanes(subgroup: sg, headDim: d)
-        let qz = (d / 4) / ql
+        let ql = quadLanes(subgroup: sg, widths: [dk, dv])
+        let pk = 4 * roundUp((dk + 3) / 4, ql), pv = 4 * roundUp((dv + 3) / 4, ql)
+        // Quads per lane of the output products: O (forward) is Dv wide, dQ Dk, dK and dV both.
+        let qz: Int
+        switch kind {
+        case .forward: qz = pv / 4 / ql
+        case .dq: qz = pk / 4 / ql
+        case .dkdv: qz = (pk + pv) / 8 / ql
+        }
         let blocks: [(Int, Int)]
         switch kind {
         case .forward:
             blocks = [(64, 64), (64, 32), (32, 64), (32, 32), (32, 16), (16, 64), (16, 32), (16, 16),
-                      (8, 64), (8, 32), (8, 16), (8, 8), (4, 64), (4, 32), (4, 16)]
+                      (8, 64), (8, 32), (8, 16), (8, 8), (4, 64), (4, 32), (4, 16), (4, 8), (4, 4)]
         case .dq:
             blocks = [(32, 32), (16, 32), (32, 16), (16, 16), (8, 32), (8, 16), (8, 8), (4, 16), (4, 8)]
         case .dkdv:
@@ -121,9 +149,9 @@ public struct AttentionTiling: Hashable, Sendable, CustomStringConvertible {
             for separate in kind == .forward ? [true, false] : [true] {
                 let smem: Int
                 switch kind {
-                case .forward: smem = forwardSharedBytes(br: br, bc: bc, d: d, separateKV: separate)
-                case .dq: smem = dqSharedBytes(br: br, bc: bc, d: d)
-                case .dkdv: smem = dkdvSharedBytes(br: br, bc: bc, d: d)
+                case .forward: smem = forwardSharedBytes(br: br, bc: bc, pk: pk, pv: pv, separateKV: separate)
+                case .dq: smem = dqSharedBytes(br: br, bc: bc, pk: pk, pv: pv)
+                case .dkdv: smem = dkdvSharedBytes(br: br, bc: bc, pk: pk, pv: pv)
                 }
                 guard smem <= caps.maxComputeSharedMemoryBytes else { continue }
                 let owned = kind == .dkdv ? bc : br      // rows (keys) the subgroups share out
@@ -136,12 +164,14 @@ public struct AttentionTiling: Hashable, Sendable, CustomStringConvertible {
                     let scoreRegisters = (kind == .forward ? 1 : 2) * rs * cn
                     let outputRegisters = (kind == .dkdv ? 2 : 1) * rz * qz * 4
                     guard scoreRegisters <= 64, outputRegisters <= 128, cn <= 8 else { continue }
-                    return AttentionTiling(br: br, bc: bc, subgroupSize: sg, workgroupSize: subgroups * sg, sharedBytes: smem,
-                                           rowsPerSubgroup: rm, scoreLanes: sl, quadLanes: ql, separateKV: separate, kind: kind)
+                    var tiling = AttentionTiling(br: br, bc: bc, subgroupSize: sg, workgroupSize: subgroups * sg, sharedBytes: smem,
+                                                 rowsPerSubgroup: rm, scoreLanes: sl, quadLanes: ql, separateKV: separate, kind: kind)
+                    (tiling.paddedHeadDim, tiling.paddedHeadDimV) = (pk, pv)
+                    return tiling
                 }
             }
         }
-        throw VkAttnError.unsupported(op: "attention", reason: "no \(kind) tile of head dim \(d) fits \(caps.maxComputeSharedMemoryBytes) bytes of shared memory and subgroups of \(sg) on \(device.label)")
+        throw VkAttnError.unsupported(op: "attention", reason: "no \(kind) tile of head dims \(dk)/\(dv) fits \(caps.maxComputeSharedMemoryBytes) bytes of shared memory and subgroups of \(sg) on \(device.label)")
     }
 
     /// Lanes per row of the small row-wise kernels (Delta pre-pass, merge): a power of two no
@@ -155,12 +185,13 @@ public struct AttentionTiling: Hashable, Sendable, CustomStringConvertible {
     /// Forward (and decode) tiles for `headDim` on `device`.
     /// The largest scalar forward tiling that fits the device's shared memory and subgroups.
     /// - Parameters:
-    ///   - headDim: D, one of 32, 64, 96, 128, 256.
+    ///   - headDim: Dk, the width of Q and K rows (1 ... 576).
+    ///   - headDimV: Dv, the width of V and O rows (1 ... 512); nil: as Dk.
     ///   - device: The device to tile for.
     /// - Returns: The tiling.
     /// - Throws: ``VkAttnError/unsupported(op:reason:)`` when no tile fits the device.
-    public static func forward(headDim: Int, device: Device) throws -> AttentionTiling {
-        try choose(.forward, headDim: headDim, device: device)
+    public static func forward(headDim: Int, headDimV: Int? = nil, device: Device) throws -> AttentionTiling {
+        try choose(.forward, headDim: headDim, headDimV: headDimV ?? headDim, device: device)
     }
 }
 
@@ -173,9 +204,10 @@ extension AttentionTiling {
     /// outside the tile loop. Devices that cap an invocation's loop iterations
     /// (`DeviceCapabilities.loopIterationLimit`) get the work split so that prologue + tiles x
     /// per-tile stays below the cap.
-    func loopIterations(headDim d: Int) -> (perTile: Int, once: Int) {
-        if let shape = matrix { return coopmatLoopIterations(headDim: d, shape: shape) }
-        let wg = workgroupSize, d4 = d / 4
+    func loopIterations() -> (perTile: Int, once: Int) {
+        if let shape = matrix { return coopmatLoopIterations(shape: shape) }
+        // Counted at the wider padded width (an upper bound for both products).
+        let wg = workgroupSize, d4 = max(paddedHeadDim, paddedHeadDimV) / 4
         let streamed = kind == .dkdv ? br : bc
         let owned = kind == .dkdv ? bc : br
         let rs = rowsPerSubgroup / max(1, subgroupSize / scoreLanes)
@@ -201,9 +233,9 @@ extension AttentionTiling {
 
     /// The most streamed tiles one invocation may walk on `device` (nil: no cap), keeping a
     /// tenth of the budget in reserve.
-    func maxTilesPerInvocation(headDim d: Int, device: Device) -> Int? {
+    func maxTilesPerInvocation(device: Device) -> Int? {
         guard let limit = device.capabilities.loopIterationLimit else { return nil }
-        let cost = loopIterations(headDim: d)
+        let cost = loopIterations()
         return max(1, (limit * 9 / 10 - cost.once) / cost.perTile)
     }
 }

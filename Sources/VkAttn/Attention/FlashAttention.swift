@@ -4,10 +4,14 @@ import VkAttnShaders
 /// Exact attention that never materializes the Sq x Sk score matrix (FlashAttention-2), on
 /// any Vulkan device: forward -> (O, LSE), backward -> (dQ, dK, dV), decode (split-KV), merge.
 ///
-/// Shapes (see `AttentionLayout`): dense Q, O [B, Sq, Hq, D]; K, V [B, Sk, Hkv, D];
-/// LSE [B, Hq, Sq] fp32, natural log. Packed variable-length: Q, O [totalQ, Hq, D];
-/// K, V [totalK, Hkv, D]; LSE [Hq, totalQ]. D in {32, 64, 96, 128, 256}; Hq a multiple of
-/// Hkv (MHA, GQA, MQA); f32, f16 or bf16 storage with fp32 accumulation.
+/// Shapes (see `AttentionLayout`): dense Q [B, Sq, Hq, Dk], K [B, Sk, Hkv, Dk],
+/// V [B, Sk, Hkv, Dv], O [B, Sq, Hq, Dv]; LSE [B, Hq, Sq] fp32, natural log. Packed
+/// variable-length: Q [totalQ, Hq, Dk], K [totalK, Hkv, Dk], V [totalK, Hkv, Dv],
+/// O [totalQ, Hq, Dv]; LSE [Hq, totalQ]. Any head dims: Dk in 1...576 and Dv in 1...512 for
+/// the forward and decode (Dk != Dv as in MLA), both up to 256 for the backward; widths the
+/// tiles cannot take directly are padded with zeros inside the kernels (`path` shows
+/// `pad 59->64`). Hq a multiple of Hkv (MHA, GQA, MQA); f32, f16 or bf16 storage with fp32
+/// accumulation.
 ///
 /// The value is the configuration (mask, scale, softcap, output type); it is Hashable so it
 /// can key caches. Every input is checked before anything is dispatched; errors are
@@ -15,7 +19,7 @@ import VkAttnShaders
 public struct FlashAttention: Hashable, Sendable {
     /// Which keys each query sees: causal, sliding window, block-sparse, or all.
     public var mask: AttentionMask
-    /// Softmax scale; nil means 1 / sqrt(D).
+    /// Softmax scale; nil means 1 / sqrt(Dk).
     public var scale: Float?
     /// Logit soft cap: logits become cap * tanh(logit / cap); nil means none.
     public var softcap: Float?
@@ -53,7 +57,7 @@ public struct FlashAttention: Hashable, Sendable {
     ///   - k: K: [B, Sk, Hkv, D] or [totalK, Hkv, D], Q's type and device.
     ///   - v: V: K's shape and type.
     ///   - layout: Dense, or packed variable-length with the sequences' offsets.
-    ///   - outputs: O (Q's shape, `outputDType`) and LSE (f32) to write; nil allocates them.
+    ///   - outputs: O (Q's shape with Dv, `outputDType`) and LSE (f32) to write; nil allocates them.
     ///   - stream: A stream of Q's device; the pass runs when it is submitted.
     /// - Returns: O, LSE and the path of the kernel that ran.
     /// - Throws: ``VkAttnError`` naming the operand or option that the op does not take
@@ -114,6 +118,7 @@ public struct FlashAttention: Hashable, Sendable {
 
     func path(_ g: AttentionGeometry, tiling: AttentionTiling, pack: Bool) -> String {
         let geometry = "Br\(tiling.br) Bc\(tiling.bc) wg\(tiling.workgroupSize)" + (pack ? " packGQA" : "")
+            + tiling.paddingText(headDim: g.headDim, headDimV: g.headDimV)
         if let shape = tiling.matrix {
             return "coopmat-\(g.dtype) \(CooperativeMatrix.text(shape)) " + geometry
         }
@@ -124,7 +129,7 @@ public struct FlashAttention: Hashable, Sendable {
 
 /// The result of a forward pass: O and LSE, and which kernel variant produced them.
 public struct AttentionOutput: Sendable {
-    /// The attention output, Q's shape.
+    /// The attention output: Q's shape with V's head dim (Dv).
     public let o: Tensor
     /// The log-sum-exp of each query row's scaled logits (natural log, f32): [B, Hq, Sq] or
     /// [Hq, totalQ]. The backward needs it; partials merge by it.
@@ -134,7 +139,7 @@ public struct AttentionOutput: Sendable {
 
     /// Output tensors for `into:` (the path is filled in by the op).
     /// - Parameters:
-    ///   - o: O, Q's shape, in the op's output type.
+    ///   - o: O, Q's shape with Dv, in the op's output type.
     ///   - lse: LSE, f32.
     ///   - path: A kernel description; empty for caller-made outputs.
     public init(o: Tensor, lse: Tensor, path: String = "") {

@@ -56,11 +56,14 @@ extension FlashAttention {
                          into outputs: AttentionGradients? = nil, on stream: Stream) throws -> AttentionGradients {
         let op = "attention.backward"
         let g = try AttentionGeometry.resolve(op: op, q: q, k: k, v: v, layout: layout)
+        for (name, d) in [("headDim", g.headDim), ("headDimV", g.headDimV)] where d > AttentionGeometry.maxBackwardHeadDim {
+            throw VkAttnError.invalidValue(op: op, operand: name, reason: "\(d) is beyond the backward's \(AttentionGeometry.maxBackwardHeadDim) (the forward takes up to \(AttentionGeometry.maxHeadDimK)/\(AttentionGeometry.maxHeadDimV))")
+        }
         let (scale, softcap) = try checkOptions(op: op, g)
         let device = stream.device
         guard q.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "stream") }
-        try dO.expect(op: op, "dO", shape: g.qShape, dtype: g.dtype, device: device)
-        try o.expect(op: op, "O", shape: g.qShape, device: device)
+        try dO.expect(op: op, "dO", shape: g.oShape, dtype: g.dtype, device: device)
+        try o.expect(op: op, "O", shape: g.oShape, device: device)
         guard o.dtype == g.dtype || (g.dtype.isHalfWidth && o.dtype == .f32) else {
             throw VkAttnError.dtypeMismatch(op: op, operand: "O", expected: g.dtype.isHalfWidth ? "\(g.dtype) or f32" : "f32", actual: o.dtype.rawValue)
         }
@@ -69,10 +72,10 @@ extension FlashAttention {
         let grads = try outputs ?? AttentionGradients(
             dq: device.makeTensor(shape: g.qShape, dtype: gType),
             dk: device.makeTensor(shape: g.kvShape, dtype: gType),
-            dv: device.makeTensor(shape: g.kvShape, dtype: gType))
+            dv: device.makeTensor(shape: g.vShape, dtype: gType))
         try grads.dq.expect(op: op, "dQ", shape: g.qShape, dtype: gType, device: device)
         try grads.dk.expect(op: op, "dK", shape: g.kvShape, dtype: gType, device: device)
-        try grads.dv.expect(op: op, "dV", shape: g.kvShape, dtype: gType, device: device)
+        try grads.dv.expect(op: op, "dV", shape: g.vShape, dtype: gType, device: device)
         for (name, t) in [("O", o), ("dO", dO), ("dQ", grads.dq), ("dK", grads.dk), ("dV", grads.dv)] {
             try t.expectBindable(op: op, name)
         }
@@ -87,9 +90,9 @@ extension FlashAttention {
         // Devices that cap an invocation's loop iterations (lavapipe) get the streamed range
         // split into fp32 partials, summed in split order afterwards.
         let dqSplit = try Self.backwardSplit(op: op, tiling: dqTiling, streamed: g.maxSk, tile: dqTiling.bc,
-                                             repeats: 1, headDim: g.headDim, device: device)
+                                             repeats: 1, device: device)
         let dkdvSplit = try Self.backwardSplit(op: op, tiling: dkdvTiling, streamed: g.maxSq, tile: dkdvTiling.br,
-                                               repeats: g.groupSize, headDim: g.headDim, device: device)
+                                               repeats: g.groupSize, device: device)
         let dqLaunch = try AttentionLaunch(op: op, geometry: g, mask: mask, scale: scale, softcap: softcap,
                                            tiling: dqTiling, packGQA: false, splits: dqSplit.splits, splitKeys: dqSplit.size,
                                            device: device)
@@ -108,7 +111,7 @@ extension FlashAttention {
         let gx = min(groups, device.capabilities.maxWorkgroupCount[0])
         let rowsum = try device.kernel(KernelDescriptor(
             shader: Self.rowsumShader(dO: g.dtype, o: o.dtype), bindings: 5,
-            specialization: ["local_size_x": .int(rowsumGroup), "D": .int(g.headDim), "TPR": .int(tpr), "VARLEN": .bool(g.isPacked)]))
+            specialization: ["local_size_x": .int(rowsumGroup), "D": .int(g.headDimV), "TPR": .int(tpr), "VARLEN": .bool(g.isPacked)]))
         try stream.dispatch(rowsum, bindings: [dO.slice, o.slice, delta.slice, dqLaunch.cuQ, dqLaunch.cuK],
                             push: dqLaunch.pushConstants, groups: (gx, (groups + gx - 1) / gx, 1))
         try stream.barrier()
@@ -126,7 +129,7 @@ extension FlashAttention {
                                                  dqLaunch.cuQ, dqLaunch.cuK, dqLaunch.maskOffsets, dqLaunch.maskColumns],
                             push: dqLaunch.pushConstants, groups: (dqLaunch.rowTiles, g.headsQ, g.batch * dqSplit.splits))
         let dkParts = dkdvSplit.splits > 1 ? try device.makeTensor(shape: [dkdvSplit.splits] + g.kvShape, dtype: .f32) : nil
-        let dvParts = dkdvSplit.splits > 1 ? try device.makeTensor(shape: [dkdvSplit.splits] + g.kvShape, dtype: .f32) : nil
+        let dvParts = dkdvSplit.splits > 1 ? try device.makeTensor(shape: [dkdvSplit.splits] + g.vShape, dtype: .f32) : nil
         let dkdvKernel = try device.kernel(KernelDescriptor(
             shader: Self.backwardVariant(input: g.dtype, output: dkParts == nil ? gType : .f32, cooperative: dkdvTiling.matrix != nil,
                                          rolled: Self.rolledCooperativeLoops(device)).dkdv, bindings: 12,
@@ -144,6 +147,7 @@ extension FlashAttention {
             try Self.sumPartials(parts, into: out, splits: splits, stream: stream)
         }
         var path = Self.backwardPath("dQ", dqTiling, dtype: g.dtype) + ", " + Self.backwardPath("dKdV", dkdvTiling, dtype: g.dtype)
+            + dkdvTiling.paddingText(headDim: g.headDim, headDimV: g.headDimV)
         if dqSplit.splits > 1 || dkdvSplit.splits > 1 {
             path += ", loop-capped splits dQ x\(dqSplit.splits) dKdV x\(dkdvSplit.splits)"
         }
@@ -155,9 +159,9 @@ extension FlashAttention {
     /// more loop iterations than the device allows: `splits` ranges of `size` positions (a
     /// whole number of tiles). One split where the device has no cap or the range fits.
     static func backwardSplit(op: String, tiling: AttentionTiling, streamed: Int, tile: Int, repeats: Int,
-                              headDim: Int, device: Device) throws -> (splits: Int, size: Int) {
+                              device: Device) throws -> (splits: Int, size: Int) {
         let tiles = max(1, (streamed + tile - 1) / tile)
-        guard let maxTiles = tiling.maxTilesPerInvocation(headDim: headDim, device: device), tiles * repeats > maxTiles else {
+        guard let maxTiles = tiling.maxTilesPerInvocation(device: device), tiles * repeats > maxTiles else {
             return (1, tiles * tile)
         }
         let perSplit = maxTiles / repeats

@@ -42,15 +42,15 @@ public struct TreeDecode: Sendable, Hashable {
         let g = try AttentionGeometry.resolve(op: op, q: q, k: kCache, v: vCache, layout: layout)
         _ = try attention.checkOptions(op: op, g)
         let oType = try attention.outputType(op: op, input: g.dtype)
-        let out = try output ?? AttentionOutput(o: device.makeTensor(shape: g.qShape, dtype: oType),
+        let out = try output ?? AttentionOutput(o: device.makeTensor(shape: g.oShape, dtype: oType),
                                                 lse: device.makeTensor(shape: g.lseShape, dtype: .f32))
-        try out.o.expect(op: op, "O", shape: g.qShape, dtype: oType, device: device)
+        try out.o.expect(op: op, "O", shape: g.oShape, dtype: oType, device: device)
         try out.lse.expect(op: op, "LSE", shape: g.lseShape, dtype: .f32, device: device)
-        let rows = g.totalQ * g.headsQ, d = g.headDim
+        let rows = g.totalQ * g.headsQ, d = g.headDimV
         do {
             let stream = try device.makeStream()
             var tracer = RankTracer(rank: comm.globalRank, clock: comm.clock, timeline: comm.timeline)
-            let t = try ScratchArena.allocate(device, [(g.qShape, .f32), (g.lseShape, .f32), (g.lseShape, .f32),
+            let t = try ScratchArena.allocate(device, [(g.oShape, .f32), (g.lseShape, .f32), (g.lseShape, .f32),
                                                        ([rows * (d + 1)], .f32), ([rows * (d + 1)], .f32)])
             let (o, lse, m, w, scratch) = (t[0], t[1], t[2], t[3], t[4])
             try tracer.begin("decode shard", on: stream)
