@@ -36,13 +36,33 @@ struct AttentionCoopmatTests {
         }
     }
 
-    @Test(arguments: [32, 64, 96, 128, 256])
+    /// FlashAttention-2's head-size grid, forward and backward (widths that are not a multiple
+    /// of 8 are read element-wise and padded).
+    @Test(arguments: [32, 40, 59, 64, 80, 96, 111, 112, 128, 160, 192, 224, 256])
     func everyHeadDim(headDim: Int) throws {
         let seed = testSeed()
         try withDevice { device in
             try requireCooperativeMatrix(device)
-            try checkForward(AttentionCase(seed: seed, sq: 37, sk: 70, headsQ: 1, headDim: headDim, dtype: .f16,
-                                           attention: Self.attention(.causal)), device)
+            let c = AttentionCase(seed: seed, sq: 37, sk: 70, headsQ: 1, headDim: headDim, dtype: .f16, attention: Self.attention(.causal))
+            try checkForward(c, device)
+            try expectCoopmatPath(c, device)
+            try checkBackward(AttentionCase(seed: seed, sq: 21, sk: 40, headsQ: 1, headDim: headDim, dtype: .f16,
+                                            attention: Self.attention(.causal)), device)
+        }
+    }
+
+    /// MLA (Dk 576, Dv 512) forward and decode, and Dk != Dv in the backward.
+    @Test func differentKeyAndValueWidths() throws {
+        let seed = testSeed()
+        try withDevice { device in
+            try requireCooperativeMatrix(device)
+            try checkForward(AttentionCase(seed: seed, sq: 19, sk: 45, headsQ: 2, headsKV: 1, headDim: 576, headDimV: 512,
+                                           dtype: .f16, attention: Self.attention(.causal)), device)
+            let path = try checkDecode(AttentionCase(seed: seed, batch: 2, sq: 1, sk: 300, headsQ: 4, headsKV: 1, headDim: 576,
+                                                     headDimV: 512, dtype: .f16, attention: Self.coopmat), device)
+            #expect(path.contains("coopmat-"), "\(path)")
+            try checkBackward(AttentionCase(seed: seed, sq: 23, sk: 31, headsQ: 2, headsKV: 1, headDim: 96, headDimV: 40,
+                                            dtype: .f16, attention: Self.attention(.causal)), device)
         }
     }
 

@@ -8,6 +8,10 @@ struct AttentionCase: CustomStringConvertible {
     var seed: UInt64
     var qShape: [Int]
     var kShape: [Int]
+    /// V's shape: K's with Dv (Dv = Dk unless the case says otherwise).
+    var vShape: [Int]
+    /// O's (and dO's) shape: Q's with Dv.
+    var oShape: [Int] { Array(qShape.dropLast()) + [vShape.last ?? 0] }
     var layout: AttentionLayout = .dense
     var dtype: DType = .f32
     var attention = FlashAttention()
@@ -17,24 +21,26 @@ struct AttentionCase: CustomStringConvertible {
     var dO: [Float] = []
 
     init(seed: UInt64, batch: Int = 1, sq: Int, sk: Int, headsQ: Int = 2, headsKV: Int? = nil, headDim: Int = 32,
-         dtype: DType = .f32, attention: FlashAttention = FlashAttention()) {
+         headDimV: Int? = nil, dtype: DType = .f32, attention: FlashAttention = FlashAttention()) {
         self.init(seed: seed, qShape: [batch, sq, headsQ, headDim], kShape: [batch, sk, headsKV ?? headsQ, headDim],
-                  layout: .dense, dtype: dtype, attention: attention)
+                  vShape: [batch, sk, headsKV ?? headsQ, headDimV ?? headDim], layout: .dense, dtype: dtype, attention: attention)
     }
 
     /// Packed variable-length sequences with the given lengths.
     init(seed: UInt64, packedQ: [Int], packedK: [Int], headsQ: Int = 2, headsKV: Int? = nil, headDim: Int = 32,
-         dtype: DType = .f32, attention: FlashAttention = FlashAttention()) {
+         headDimV: Int? = nil, dtype: DType = .f32, attention: FlashAttention = FlashAttention()) {
         func cumulative(_ lengths: [Int]) -> [Int32] { lengths.reduce(into: [Int32(0)]) { $0.append($0.last! + Int32($1)) } }
         let cq = cumulative(packedQ), ck = cumulative(packedK)
         self.init(seed: seed, qShape: [Int(cq.last!), headsQ, headDim], kShape: [Int(ck.last!), headsKV ?? headsQ, headDim],
+                  vShape: [Int(ck.last!), headsKV ?? headsQ, headDimV ?? headDim],
                   layout: .packed(cuSeqlensQ: cq, cuSeqlensK: ck), dtype: dtype, attention: attention)
     }
 
-    init(seed: UInt64, qShape: [Int], kShape: [Int], layout: AttentionLayout, dtype: DType, attention: FlashAttention) {
+    init(seed: UInt64, qShape: [Int], kShape: [Int], vShape: [Int]? = nil, layout: AttentionLayout, dtype: DType, attention: FlashAttention) {
         self.seed = seed
         self.qShape = qShape
         self.kShape = kShape
+        self.vShape = vShape ?? kShape
         self.layout = layout
         self.dtype = dtype
         self.attention = attention
@@ -42,14 +48,16 @@ struct AttentionCase: CustomStringConvertible {
         let round = dtype.rounded
         q = rng.floats(qShape.reduce(1, *), in: -1...1).map(round)
         k = rng.floats(kShape.reduce(1, *), in: -1...1).map(round)
-        v = rng.floats(kShape.reduce(1, *), in: -1...1).map(round)
-        dO = rng.floats(qShape.reduce(1, *), in: -1...1).map(round)
+        v = rng.floats(self.vShape.reduce(1, *), in: -1...1).map(round)
+        dO = rng.floats(oShape.reduce(1, *), in: -1...1).map(round)
     }
 
-    var description: String { "q\(qShape) k\(kShape) \(dtype) \(layout) \(attention) seed \(seed)" }
+    var description: String {
+        "q\(qShape) k\(kShape)" + (vShape == kShape ? "" : " v\(vShape)") + " \(dtype) \(layout) \(attention) seed \(seed)"
+    }
 
     var problem: AttentionReference.Problem {
-        get throws { try AttentionReference.Problem(qShape: qShape, kShape: kShape, layout: layout, attention: attention) }
+        get throws { try AttentionReference.Problem(qShape: qShape, kShape: kShape, vShape: vShape, layout: layout, attention: attention) }
     }
 
     /// Relative error bound of the whole output (||out - ref|| / ||ref||) for this case's type.
@@ -67,7 +75,7 @@ struct AttentionCase: CustomStringConvertible {
     func tensors(_ device: Device) throws -> (q: Tensor, k: Tensor, v: Tensor) {
         (try device.makeTensor(q, shape: qShape, dtype: dtype),
          try device.makeTensor(k, shape: kShape, dtype: dtype),
-         try device.makeTensor(v, shape: kShape, dtype: dtype))
+         try device.makeTensor(v, shape: vShape, dtype: dtype))
     }
 }
 
@@ -92,7 +100,7 @@ func checkForward(_ c: AttentionCase, _ device: Device, sourceLocation: SourceLo
     let (q, k, v) = try c.tensors(device)
     let problem = try c.problem
     let oType = c.attention.outputDType ?? c.dtype
-    let o = try device.makeTensor(shape: c.qShape, dtype: oType)
+    let o = try device.makeTensor(shape: c.oShape, dtype: oType)
     let lseShape: [Int]
     switch c.layout {
     case .dense: lseShape = [c.qShape[0], c.qShape[2], c.qShape[1]]
@@ -119,11 +127,11 @@ func checkBackward(_ c: AttentionCase, _ device: Device, gradientDType: DType? =
                    sourceLocation: SourceLocation = #_sourceLocation) throws -> [[Float]] {
     let (q, k, v) = try c.tensors(device)
     let problem = try c.problem
-    let dO = try device.makeTensor(c.dO, shape: c.qShape, dtype: c.dtype)
+    let dO = try device.makeTensor(c.dO, shape: c.oShape, dtype: c.dtype)
     let gType = gradientDType ?? c.dtype
     let grads = AttentionGradients(dq: try device.makeTensor(shape: c.qShape, dtype: gType),
                                    dk: try device.makeTensor(shape: c.kShape, dtype: gType),
-                                   dv: try device.makeTensor(shape: c.kShape, dtype: gType))
+                                   dv: try device.makeTensor(shape: c.vShape, dtype: gType))
     for t in [grads.dq, grads.dk, grads.dv] { try poison(t, device) }
     let stream = try device.makeStream()
     let out = try c.attention.forward(q: q, k: k, v: v, layout: c.layout, on: stream)

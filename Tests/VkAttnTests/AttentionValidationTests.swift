@@ -26,8 +26,21 @@ struct AttentionValidationTests {
             let a = FlashAttention()
             let q = try tensor(device, [1, 8, 4, 64]), k = try tensor(device, [1, 8, 2, 64])
             expectError("attention.forward", "headDim") {
-                let x = try tensor(device, [1, 8, 2, 48])
+                let x = try tensor(device, [1, 8, 2, 577])
                 _ = try a.forward(q: x, k: x, v: x, on: stream)
+            }
+            expectError("attention.forward", "headDimV") {
+                let x = try tensor(device, [1, 8, 2, 64])
+                _ = try a.forward(q: x, k: x, v: try tensor(device, [1, 8, 2, 513]), on: stream)
+            }
+            expectError("attention.backward", "beyond the backward's 256") {
+                let x = try tensor(device, [1, 8, 2, 320]), lse = try tensor(device, [1, 2, 8])
+                _ = try a.backward(q: x, k: x, v: x, o: x, lse: lse, dO: x, on: stream)
+            }
+            expectError("attention.forward", "O") {
+                // O takes V's width (Dv = 32 here), not Q's.
+                let v = try tensor(device, [1, 8, 2, 32])
+                _ = try a.forward(q: q, k: k, v: v, into: AttentionOutput(o: try tensor(device, [1, 8, 4, 64]), lse: try tensor(device, [1, 4, 8])), on: stream)
             }
             expectError("attention.forward", "heads") {
                 let k3 = try tensor(device, [1, 8, 3, 64])
