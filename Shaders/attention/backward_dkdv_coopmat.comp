@@ -63,6 +63,7 @@ layout(std430, binding = 8) readonly buffer CuQ { int cu_q[]; };
 layout(std430, binding = 9) readonly buffer CuK { int cu_k[]; };
 layout(std430, binding = 10) readonly buffer MaskRows { int mask_offsets[]; };
 layout(std430, binding = 11) readonly buffer MaskCols { int mask_cols[]; };
+#define ALIBI_BINDING 12
 
 #define STREAM BR
 #include "attention/params.glsl"
@@ -146,6 +147,7 @@ void main() {
     }
     for (uint g = 0u; g < G; ++g) {
         const uint hq = hkv * G + g;
+        const float slope = alibi_slope_log2(hq);
         for (uint e = 0u; e < ranges; ++e) {
             uint lo = qt_lo, hi = qt_hi;
             if (BLOCK_MASK) {
@@ -202,7 +204,7 @@ void main() {
                         if (j < int(sk) && i < int(sq) && j >= band.x && j <= band.y) {
                             const vec2 stats = sStats[rr];
                             const float s = sS[c * SS + rr];
-                            p = exp2(logit_log2(s) - stats.x);
+                            p = exp2(logit_log2(s) + alibi_log2(slope, i + diagonal_shift(int(sq), int(sk)), j) - stats.x);
                             ds = p * (sDP[c * SS + rr] - stats.y);
                             if (SOFTCAP) {
                                 const float th = tanh(s * (pc.scale_log2 * LN2) / pc.softcap);

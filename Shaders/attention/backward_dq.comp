@@ -50,6 +50,7 @@ layout(std430, binding = 7) readonly buffer CuQ { int cu_q[]; };
 layout(std430, binding = 8) readonly buffer CuK { int cu_k[]; };
 layout(std430, binding = 9) readonly buffer MaskRows { int mask_offsets[]; };
 layout(std430, binding = 10) readonly buffer MaskCols { int mask_cols[]; };
+#define ALIBI_BINDING 11
 
 #include "attention/params.glsl"
 #include "common/dtype.glsl"
@@ -122,6 +123,8 @@ void main() {
     const uint s_row0 = lane / KL, s_key0 = lane % KL;
     const uint o_row0 = lane / QL, o_quad0 = lane % QL;
     ivec2 band[RS];
+    const float slope = alibi_slope_log2(hq);
+    const int shift = diagonal_shift(int(sq), int(sk));
     for (uint a = 0u; a < RS; ++a) {
         const uint ii = row0 + sub * RM + s_row0 + a * (SG / KL);
         band[a] = ii < sq ? key_band(int(ii), int(sq), int(sk)) : ivec2(0, -1);
@@ -187,7 +190,8 @@ void main() {
                     const int j = int(kt * BC + jj);
                     float ds = 0.0;
                     if (j >= band[a].x && j <= band[a].y) {
-                        const float p = exp2(logit_log2(s[a * CN + x]) - stats.x);
+                        const int diag = int(row0 + sub * RM + s_row0 + a * (SG / KL)) + shift;
+                        const float p = exp2(logit_log2(s[a * CN + x]) + alibi_log2(slope, diag, j) - stats.x);
                         ds = p * (dp[a * CN + x] - stats.y);
                         if (SOFTCAP) {
                             const float th = tanh(s[a * CN + x] * (pc.scale_log2 * LN2) / pc.softcap);

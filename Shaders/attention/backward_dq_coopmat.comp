@@ -62,6 +62,7 @@ layout(std430, binding = 7) readonly buffer CuQ { int cu_q[]; };
 layout(std430, binding = 8) readonly buffer CuK { int cu_k[]; };
 layout(std430, binding = 9) readonly buffer MaskRows { int mask_offsets[]; };
 layout(std430, binding = 10) readonly buffer MaskCols { int mask_cols[]; };
+#define ALIBI_BINDING 11
 
 #include "attention/params.glsl"
 #include "attention/coopmat.glsl"
@@ -130,6 +131,8 @@ void main() {
     ivec2 band[RPL];
     float lse2[RPL];
     float delta[RPL];
+    const float slope = alibi_slope_log2(hq);
+    const int shift = diagonal_shift(int(sq), int(sk));
     for (uint a = 0u; a < RPL; ++a) {
         const uint ii = row0 + sub * MM + r_first + a * (SG / TPR);
         band[a] = ii < sq ? key_band(int(ii), int(sq), int(sk)) : ivec2(0, -1);
@@ -197,7 +200,8 @@ void main() {
                     float ds = 0.0;
                     if (j >= band[a].x && j <= band[a].y) {
                         const float s = sS[r * SS + col];
-                        const float p = exp2(logit_log2(s) - lse2[a]);
+                        const int diag = int(row0 + sub * MM + r_first + a * (SG / TPR)) + shift;
+                        const float p = exp2(logit_log2(s) + alibi_log2(slope, diag, j) - lse2[a]);
                         ds = p * (sDP[r * SS + col] - delta[a]);
                         if (SOFTCAP) {
                             const float th = tanh(s * (pc.scale_log2 * LN2) / pc.softcap);

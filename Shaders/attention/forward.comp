@@ -60,6 +60,8 @@ layout(std430, binding = 5) readonly buffer CuQ { int cu_q[]; };
 layout(std430, binding = 6) readonly buffer CuK { int cu_k[]; };
 layout(std430, binding = 7) readonly buffer MaskRows { int mask_offsets[]; };
 layout(std430, binding = 8) readonly buffer MaskCols { int mask_cols[]; };
+#define ALIBI_BINDING 9
+#define SINKS_BINDING 10
 
 #include "attention/params.glsl"
 #include "common/dtype.glsl"
@@ -165,12 +167,19 @@ void main() {
     const uint s_row0 = lane / KL, s_key0 = lane % KL;
     const uint o_row0 = lane / QL, o_quad0 = lane % QL;
     ivec2 band[RS];
+    float slope[RS];  // ALiBi slope (log2 units) of the row's head
+    int diag[RS];     // the row's diagonal key
     for (uint a = 0u; a < RS; ++a) {
         const uint rw = row0 + sub * RM + s_row0 + a * (SG / KL);
         band[a] = ivec2(0, -1);
+        slope[a] = 0.0;
+        diag[a] = 0;
         if (rw < rows) {
-            const ivec2 kb = key_band(int(PACK_GQA ? rw / G : rw), int(sq), int(sk));
+            const int ii = int(PACK_GQA ? rw / G : rw);
+            const ivec2 kb = key_band(ii, int(sq), int(sk));
             band[a] = ivec2(max(kb.x, split_lo), min(kb.y, split_hi));
+            slope[a] = alibi_slope_log2(PACK_GQA ? gl_WorkGroupID.y * G + rw % G : gl_WorkGroupID.y);
+            diag[a] = ii + diagonal_shift(int(sq), int(sk));
         }
         m_run[a] = NEG_INF;
         l_run[a] = 0.0;
@@ -218,7 +227,7 @@ void main() {
                 float tile_max = NEG_INF;
                 for (uint x = 0u; x < CN; ++x) {
                     const int j = int(kt * BC + s_key0 + x * KL);
-                    s[a * CN + x] = (j >= band[a].x && j <= band[a].y) ? logit_log2(s[a * CN + x]) : NEG_INF;
+                    s[a * CN + x] = (j >= band[a].x && j <= band[a].y) ? logit_log2(s[a * CN + x]) + alibi_log2(slope[a], diag[a], j) : NEG_INF;
                     tile_max = max(tile_max, s[a * CN + x]);
                 }
                 tile_max = row_max(tile_max);
@@ -267,18 +276,19 @@ void main() {
     }
 
     // 1 / l and LSE per row: the S lanes hold them; pass 1 / l through the P tile's padding.
+    // A sink joins the denominator here (split partials get it in the merge instead).
     subgroupMemoryBarrierShared();
     subgroupBarrier();
     const uint split_rows = SPLIT ? split * pc.total_q * pc.heads_q : 0u;
     for (uint a = 0u; a < RS; ++a) {
         const uint r = sub * RM + s_row0 + a * (SG / KL);
-        if (s_key0 == 0u) sP[r * PQ + BC / 4u].y = l_run[a] > 0.0 ? 1.0 / l_run[a] : 0.0;  // fully masked: O = 0
         const uint rw = row0 + r;
-        if (s_key0 == 0u && rw < rows) {
-            const uint ii = PACK_GQA ? rw / G : rw;
-            const uint hh = PACK_GQA ? gl_WorkGroupID.y * G + rw % G : gl_WorkGroupID.y;
-            lse_buf[split_rows + lse_index(b, hh, ii)] = l_run[a] > 0.0 ? (m_run[a] + log2(l_run[a])) * LN2 : NEG_INF;
-        }
+        const uint ii = PACK_GQA ? rw / G : rw;
+        const uint hh = PACK_GQA ? gl_WorkGroupID.y * G + rw % G : gl_WorkGroupID.y;
+        float m = m_run[a], l = l_run[a], rescale = 1.0;
+        if (SINKS && !SPLIT) rescale = fold_sink(sink_logits[hh] * LOG2E, m, l);
+        if (s_key0 == 0u) sP[r * PQ + BC / 4u].y = l > 0.0 ? rescale / l : 0.0;  // fully masked: O = 0
+        if (s_key0 == 0u && rw < rows) lse_buf[split_rows + lse_index(b, hh, ii)] = l > 0.0 ? (m + log2(l)) * LN2 : NEG_INF;
     }
     subgroupMemoryBarrierShared();
     subgroupBarrier();

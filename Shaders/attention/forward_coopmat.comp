@@ -70,6 +70,8 @@ layout(std430, binding = 5) readonly buffer CuQ { int cu_q[]; };
 layout(std430, binding = 6) readonly buffer CuK { int cu_k[]; };
 layout(std430, binding = 7) readonly buffer MaskRows { int mask_offsets[]; };
 layout(std430, binding = 8) readonly buffer MaskCols { int mask_cols[]; };
+#define ALIBI_BINDING 9
+#define SINKS_BINDING 10
 
 #include "attention/params.glsl"
 #include "attention/coopmat.glsl"
@@ -134,14 +136,21 @@ void main() {
     // Softmax lanes: TPR lanes per row, RPL rows per lane.
     const uint r_first = lane / TPR, c_first = lane % TPR;
     ivec2 band[RPL];
+    float slope[RPL];  // ALiBi slope (log2 units) of the row's head
+    int diag[RPL];     // the row's diagonal key
     float m_run[RPL];
     float l_run[RPL];
     for (uint a = 0u; a < RPL; ++a) {
         const uint rw = row0 + sub * MM + r_first + a * (SG / TPR);
         band[a] = ivec2(0, -1);
+        slope[a] = 0.0;
+        diag[a] = 0;
         if (rw < rows) {
-            const ivec2 kb = key_band(int(PACK_GQA ? rw / G : rw), int(sq), int(sk));
+            const int ii = int(PACK_GQA ? rw / G : rw);
+            const ivec2 kb = key_band(ii, int(sq), int(sk));
             band[a] = ivec2(max(kb.x, split_lo), min(kb.y, split_hi));
+            slope[a] = alibi_slope_log2(PACK_GQA ? gl_WorkGroupID.y * G + rw % G : gl_WorkGroupID.y);
+            diag[a] = ii + diagonal_shift(int(sq), int(sk));
         }
         m_run[a] = NEG_INF;
         l_run[a] = 0.0;
@@ -199,7 +208,7 @@ void main() {
                 for (uint x = 0u; x < CPL; ++x) {
                     const uint col = c_first + x * TPR;
                     const int j = int(kt * BC + col);
-                    const float s = (j >= band[a].x && j <= band[a].y) ? logit_log2(sS[r * SS + col]) : NEG_INF;
+                    const float s = (j >= band[a].x && j <= band[a].y) ? logit_log2(sS[r * SS + col]) + alibi_log2(slope[a], diag[a], j) : NEG_INF;
                     sS[r * SS + col] = s;
                     tile_max = max(tile_max, s);
                 }
@@ -240,20 +249,21 @@ void main() {
         }
     }
 
-    // 1 / l into the broadcast tile, LSE by the row's first lane.
+    // 1 / l into the broadcast tile, LSE by the row's first lane; a sink joins the denominator
+    // here (split partials get it in the merge instead).
     subgroupMemoryBarrierShared();
     subgroupBarrier();
     const uint split_rows = SPLIT ? split * pc.total_q * pc.heads_q : 0u;
     for (uint a = 0u; a < RPL; ++a) {
         const uint rl = r_first + a * (SG / TPR);
-        const float inv_l = l_run[a] > 0.0 ? 1.0 / l_run[a] : 0.0;  // fully masked: O = 0
-        for (uint c = c_first; c < NN; c += TPR) sT[(sub * MM + rl) * NN + c] = inv_l;
         const uint rw = row0 + sub * MM + rl;
-        if (c_first == 0u && rw < rows) {
-            const uint ii = PACK_GQA ? rw / G : rw;
-            const uint hh = PACK_GQA ? gl_WorkGroupID.y * G + rw % G : gl_WorkGroupID.y;
-            lse_buf[split_rows + lse_index(b, hh, ii)] = l_run[a] > 0.0 ? (m_run[a] + log2(l_run[a])) * LN2 : NEG_INF;
-        }
+        const uint ii = PACK_GQA ? rw / G : rw;
+        const uint hh = PACK_GQA ? gl_WorkGroupID.y * G + rw % G : gl_WorkGroupID.y;
+        float m = m_run[a], l = l_run[a], rescale = 1.0;
+        if (SINKS && !SPLIT) rescale = fold_sink(sink_logits[hh] * LOG2E, m, l);
+        const float inv_l = l > 0.0 ? rescale / l : 0.0;  // fully masked: O = 0
+        for (uint c = c_first; c < NN; c += TPR) sT[(sub * MM + rl) * NN + c] = inv_l;
+        if (c_first == 0u && rw < rows) lse_buf[split_rows + lse_index(b, hh, ii)] = l > 0.0 ? (m + log2(l)) * LN2 : NEG_INF;
     }
     subgroupMemoryBarrierShared();
     subgroupBarrier();

@@ -5,7 +5,8 @@
 // Merges `splits` partial attention results over disjoint key sets of the same queries:
 // LSE = log(sum_s exp(LSE_s)), O = sum_s exp(LSE_s - LSE) * O_s. Partials are fp32, stacked
 // split-major: O_s at s * rows * D, LSE_s at s * rows (rows = total_q * heads_q, LSE layout as
-// the forward's). Rows whose every partial is -inf (no key seen) get O = 0, LSE = -inf.
+// the forward's). Rows whose every partial is -inf (no key seen) get O = 0, LSE = -inf. With
+// SINKS, head h's sink logit joins as one more partial whose O is zero.
 // TPR lanes share a row; each owns dims lane, lane + TPR, ...
 #extension GL_KHR_shader_subgroup_basic : require
 #ifdef USE_F16
@@ -27,6 +28,7 @@ layout(std430, binding = 2) writeonly buffer OBuf { OUT_T o_buf[]; };
 layout(std430, binding = 3) writeonly buffer LseBuf { float lse_buf[]; };
 layout(std430, binding = 4) readonly buffer CuQ { int cu_q[]; };
 layout(std430, binding = 5) readonly buffer CuK { int cu_k[]; };
+#define SINKS_BINDING 6
 
 #include "attention/params.glsl"
 #include "common/dtype.glsl"
@@ -41,14 +43,14 @@ void main() {
     const uint token = row / pc.heads_q, h = row % pc.heads_q;
     const uint li = VARLEN ? h * pc.total_q + token : ((token / pc.seq_q) * pc.heads_q + h) * pc.seq_q + token % pc.seq_q;
 
-    float m = NEG_INF;
+    float m = SINKS ? sink_logits[h] : NEG_INF;
     for (uint s = 0u; s < pc.splits; ++s) m = max(m, part_lse[s * rows + li]);
     if (m == NEG_INF) {
         for (uint d = lane; d < D; d += TPR) o_buf[row * D + d] = STORE_OUT(0.0);
         if (lane == 0u) lse_buf[li] = NEG_INF;
         return;
     }
-    float total = 0.0;
+    float total = SINKS ? exp(sink_logits[h] - m) : 0.0;
     for (uint s = 0u; s < pc.splits; ++s) total += exp(part_lse[s * rows + li] - m);
     const float lse = m + log(total);
     for (uint d = lane; d < D; d += TPR) {

@@ -1,6 +1,7 @@
 // Shared by the attention kernels: the push constants, the sequence geometry (dense or packed
-// variable-length) and the band mask. Include after the specialization constants VARLEN and
-// PACK_GQA and the cu_q / cu_k buffers are declared.
+// variable-length), the band mask, ALiBi and attention sinks. Include after the specialization
+// constants VARLEN and PACK_GQA and the cu_q / cu_k buffers are declared; a kernel that reads
+// ALiBi slopes or sink logits defines ALIBI_BINDING / SINKS_BINDING first.
 #ifndef VKATTN_ATTENTION_PARAMS_GLSL
 #define VKATTN_ATTENTION_PARAMS_GLSL
 
@@ -26,6 +27,17 @@ layout(push_constant) uniform Params {
 const float LOG2E = 1.4426950408889634;
 const float LN2 = 0.6931471805599453;
 const float NEG_INF = -1.0 / 0.0;
+
+layout(constant_id = 19) const bool ALIBI = false;  // per-head ALiBi slopes (alibi_slopes)
+layout(constant_id = 20) const bool SINKS = false;  // per-head sink logits (sink_logits)
+#ifdef ALIBI_BINDING
+layout(std430, binding = ALIBI_BINDING) readonly buffer AlibiSlopes { float alibi_slopes[]; };
+// Query head h's ALiBi slope in log2 units (0 without ALiBi).
+float alibi_slope_log2(uint h) { return ALIBI ? alibi_slopes[h] * LOG2E : 0.0; }
+#endif
+#ifdef SINKS_BINDING
+layout(std430, binding = SINKS_BINDING) readonly buffer SinkLogits { float sink_logits[]; };
+#endif
 
 // Start token and length of sequence b (queries or keys).
 uint q_start(uint b) { return VARLEN ? uint(cu_q[b]) : b * pc.seq_q; }
@@ -58,6 +70,21 @@ ivec2 query_band(int j, int sq, int sk) {
     int lo = pc.window_right < 0 ? 0 : max(0, j - shift - pc.window_right);
     int hi = pc.window_left < 0 ? sq - 1 : min(sq - 1, j - shift + pc.window_left);
     return ivec2(lo, hi);
+}
+
+// ALiBi's bias in log2 units for key j of a query whose diagonal key is `diag`:
+// -slope * |j - diag| (natural units), added after the softcap. Zero without ALiBi.
+float alibi_log2(float slope_log2, int diag, int j) { return ALIBI ? -slope_log2 * abs(float(j - diag)) : 0.0; }
+
+// Folds a sink logit (log2 units) into a row's softmax state: the sink joins the denominator
+// and adds nothing to O. Updates the running max m and sum l (l = 0: the row saw no key) and
+// returns the factor that rescales the row's accumulated output.
+float fold_sink(float sink_log2, inout float m, inout float l) {
+    const float m_new = max(m, sink_log2);
+    const float rescale = l > 0.0 ? exp2(m - m_new) : 0.0;
+    l = l * rescale + exp2(sink_log2 - m_new);
+    m = m_new;
+    return rescale;
 }
 
 // Logit in log2 units from a raw dot product q.k.

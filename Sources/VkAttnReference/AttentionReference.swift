@@ -73,12 +73,17 @@ public enum AttentionReference {
 
         var scale: Double { Double(attention.scale ?? 1 / Float(g.headDim).squareRoot()) }
 
-        /// Logits (natural units, after scale and softcap) of one row against its keys, with
-        /// the raw scaled dot products (the backward needs them for the softcap derivative).
+        /// The row's sink logit (natural units), or nil without sinks.
+        func sink(_ row: Row) -> Double? { attention.sinks.map { Double($0[row.h]) } }
+
+        /// Logits (natural units, after scale, softcap and ALiBi) of one row against its keys,
+        /// with the raw scaled dot products (the backward needs them for the softcap derivative).
         func logits(_ row: Row, q: [Float], k: [Float]) -> [(j: Int, s: Double, u: Double)] {
             let seq = g.sequence(row.b)
             let hk = row.h / g.groupSize
             let qo = g.qOffset(b: row.b, i: row.i, h: row.h)
+            let slope = attention.alibiSlopes.map { Double($0[row.h]) }
+            let diagonal = attention.mask.diagonal(query: row.i, sq: seq.sq, sk: seq.sk)
             var out: [(Int, Double, Double)] = []
             for j in 0..<seq.sk where attention.mask.allows(query: row.i, key: j, sq: seq.sq, sk: seq.sk) {
                 let ko = g.kOffset(b: row.b, j: j, h: hk)
@@ -87,13 +92,15 @@ public enum AttentionReference {
                 let u = dot * scale
                 var s = u
                 if let cap = attention.softcap.map(Double.init) { s = cap * tanh(u / cap) }
+                if let slope { s -= slope * Double(abs(j - diagonal)) }
                 out.append((j, s, u))
             }
             return out
         }
     }
 
-    /// O (Dv values) and LSE of one row; a row that sees no key has O = 0 and LSE = -inf.
+    /// O (Dv values) and LSE of one row; a row that sees no key has O = 0 and LSE = -inf (or
+    /// the sink's logit, with sinks: the sink joins the softmax denominator and adds nothing to O).
     /// - Parameters:
     ///   - problem: The problem.
     ///   - row: The row.
@@ -104,8 +111,11 @@ public enum AttentionReference {
     public static func forward(_ problem: Problem, row: Row, q: [Float], k: [Float], v: [Float]) -> (o: [Double], lse: Double) {
         let g = problem.g
         let logits = problem.logits(row, q: q, k: k)
-        guard let m = logits.map(\.s).max() else { return ([Double](repeating: 0, count: g.headDimV), -.infinity) }
-        var l = 0.0
+        let sink = problem.sink(row)
+        guard let m = (logits.map(\.s) + (sink.map { [$0] } ?? [])).max() else {
+            return ([Double](repeating: 0, count: g.headDimV), -.infinity)
+        }
+        var l = sink.map { exp($0 - m) } ?? 0
         var o = [Double](repeating: 0, count: g.headDimV)
         let hk = row.h / g.groupSize
         for (j, s, _) in logits {
@@ -138,20 +148,23 @@ public enum AttentionReference {
     }
 
     /// Gradients of sum(dO * O) with respect to Q, K and V, in their layouts (dK, dV summed
-    /// over the query heads of each group).
+    /// over the query heads of each group), and with sinks, with respect to each head's sink
+    /// (`dsinks`, empty without).
     /// - Parameters:
     ///   - problem: The problem.
     ///   - q: Q, flat.
     ///   - k: K, flat.
     ///   - v: V, flat.
     ///   - dO: The gradient of O, O's layout.
-    /// - Returns: dQ, dK, dV, flat.
-    public static func backward(_ problem: Problem, q: [Float], k: [Float], v: [Float], dO: [Float]) -> (dq: [Double], dk: [Double], dv: [Double]) {
+    /// - Returns: dQ, dK, dV, flat, and dsinks ([Hq]).
+    public static func backward(_ problem: Problem, q: [Float], k: [Float], v: [Float], dO: [Float])
+        -> (dq: [Double], dk: [Double], dv: [Double], dsinks: [Double]) {
         let g = problem.g
         let dim = g.headDim, dimV = g.headDimV
         var dq = [Double](repeating: 0, count: q.count)
         var dk = [Double](repeating: 0, count: k.count)
         var dv = [Double](repeating: 0, count: v.count)
+        var dsinks = [Double](repeating: 0, count: problem.attention.sinks == nil ? 0 : g.headsQ)
         let cap = problem.attention.softcap.map(Double.init)
         for row in problem.rows {
             let fwd = forward(problem, row: row, q: q, k: k, v: v)
@@ -160,6 +173,8 @@ public enum AttentionReference {
             let hk = row.h / g.groupSize
             var rowD = 0.0
             for d in 0..<dimV { rowD += Double(dO[oo + d]) * fwd.o[d] }
+            // dL/dsink = -p_sink * (dO . O) per row.
+            if let sink = problem.sink(row) { dsinks[row.h] -= exp(sink - fwd.lse) * rowD }
             for (j, s, u) in problem.logits(row, q: q, k: k) {
                 let p = exp(s - fwd.lse)
                 let ko = g.kOffset(b: row.b, j: j, h: hk), vo = g.vOffset(b: row.b, j: j, h: hk)
@@ -177,7 +192,7 @@ public enum AttentionReference {
                 }
             }
         }
-        return (dq, dk, dv)
+        return (dq, dk, dv, dsinks)
     }
 
     /// Combines partial results over disjoint key sets of the same queries: per row,
@@ -268,6 +283,9 @@ extension AttentionReference {
                 let u = dot * problem.scale
                 var s = u
                 if let cap { s = cap * tanh(u / cap) }
+                if let slopes = problem.attention.alibiSlopes {
+                    s -= Double(slopes[hq]) * Double(abs(j - problem.attention.mask.diagonal(query: i, sq: seq.sq, sk: seq.sk)))
+                }
                 let p = exp(s - rowLSE)
                 var ds = p * (dp - rowD)
                 if let cap { let t = tanh(u / cap); ds *= 1 - t * t }

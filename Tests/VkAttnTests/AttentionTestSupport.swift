@@ -136,10 +136,17 @@ func checkBackward(_ c: AttentionCase, _ device: Device, gradientDType: DType? =
     let stream = try device.makeStream()
     let out = try c.attention.forward(q: q, k: k, v: v, layout: c.layout, on: stream)
     try stream.barrier()
-    _ = try c.attention.backward(q: q, k: k, v: v, o: out.o, lse: out.lse, dO: dO, layout: c.layout,
-                                 gradientDType: gradientDType, into: grads, on: stream)
+    let result = try c.attention.backward(q: q, k: k, v: v, o: out.o, lse: out.lse, dO: dO, layout: c.layout,
+                                          gradientDType: gradientDType, into: grads, on: stream)
     try stream.synchronize()
     let ref = AttentionReference.backward(problem, q: c.q, k: c.k, v: c.v, dO: c.dO)
+    if c.attention.sinks != nil {
+        let got = try result.dsinks?.readFloats() ?? []
+        let err = relativeError(got, ref.dsinks, floor: 1e-2)
+        #expect(got.count == ref.dsinks.count && err <= max(c.tolerance, 1e-4), "dsinks error \(err): \(c)", sourceLocation: sourceLocation)
+    } else {
+        #expect(result.dsinks == nil, "dsinks without sinks: \(c)", sourceLocation: sourceLocation)
+    }
     let got = [try grads.dq.readFloats(), try grads.dk.readFloats(), try grads.dv.readFloats()]
     let bound = c.tolerance
     for (name, gpu, cpu) in [("dQ", got[0], ref.dq), ("dK", got[1], ref.dk), ("dV", got[2], ref.dv)] {

@@ -17,10 +17,14 @@ struct AttentionLaunch {
     let cuK: BufferSlice
     let maskOffsets: BufferSlice
     let maskColumns: BufferSlice
+    /// ALiBi slopes and sink logits per query head (a dummy word where unused).
+    let alibiSlopes: BufferSlice
+    let sinks: BufferSlice
+    let hasAlibi: Bool, hasSinks: Bool
 
     init(op: String, geometry g: AttentionGeometry, mask: AttentionMask, scale: Float, softcap: Float?,
          tiling: AttentionTiling, packGQA: Bool, splits: Int = 1, splitKeys: Int = 0,
-         blocks: BlockMask? = nil, device: Device) throws {
+         blocks: BlockMask? = nil, alibiSlopes alibi: [Float]? = nil, sinks sinkLogits: [Float]? = nil, device: Device) throws {
         self.geometry = g
         self.mask = mask
         self.scale = scale
@@ -36,6 +40,9 @@ struct AttentionLaunch {
         maskOffsets = try blockMask.map { try device.makeBuffer($0.rowOffsets).whole } ?? dummy
         maskColumns = try blockMask.flatMap { $0.columnIndices.isEmpty ? nil : try device.makeBuffer($0.columnIndices).whole } ?? dummy
         self.maskRows = blockMask?.queryBlocks ?? 0
+        alibiSlopes = try alibi.map { try device.makeBuffer($0).whole } ?? dummy
+        sinks = try sinkLogits.map { try device.makeBuffer($0).whole } ?? dummy
+        (hasAlibi, hasSinks) = (alibi != nil, sinkLogits != nil)
 
         try AttentionLaunch.checkGrid(op: op, [rowTiles, packGQA ? g.headsKV : g.headsQ, g.batch * splits], device: device)
         let width = max(g.headDim, g.headDimV)
@@ -81,7 +88,8 @@ struct AttentionLaunch {
             "local_size_x": .int(workgroupSize), "DK": .int(geometry.headDim), "DV": .int(geometry.headDimV),
             "DKP": .int(tiling.paddedHeadDim), "DVP": .int(tiling.paddedHeadDimV), "BR": .int(tiling.br), "BC": .int(tiling.bc),
             "SG": .int(tiling.subgroupSize), "VARLEN": .bool(geometry.isPacked),
-            "PACK_GQA": .bool(packGQA), "BLOCK_MASK": .bool(mask.blocks != nil), "SOFTCAP": .bool(softcap != nil), "SPLIT": .bool(split)]
+            "PACK_GQA": .bool(packGQA), "BLOCK_MASK": .bool(mask.blocks != nil), "SOFTCAP": .bool(softcap != nil), "SPLIT": .bool(split),
+            "ALIBI": .bool(hasAlibi), "SINKS": .bool(hasSinks)]
         if let shape = tiling.matrix {
             spec["MM"] = .int(shape.m)
             spec["NN"] = .int(shape.n)
@@ -118,6 +126,15 @@ struct AttentionParams: PushConstantBlock {
 extension FlashAttention {
     /// Checks the options against a resolved problem.
     package func checkOptions(op: String, _ g: AttentionGeometry) throws -> (scale: Float, softcap: Float?) {
+        for (name, values) in [("alibiSlopes", alibiSlopes), ("sinks", sinks)] {
+            guard let values else { continue }
+            guard values.count == g.headsQ else {
+                throw VkAttnError.invalidValue(op: op, operand: name, reason: "has \(values.count) values, one per query head (\(g.headsQ)) expected")
+            }
+            if let bad = values.firstIndex(where: { !$0.isFinite }) {
+                throw VkAttnError.invalidValue(op: op, operand: name, reason: "value \(bad) is \(values[bad]), not finite")
+            }
+        }
         let scale = self.scale ?? 1 / Float(g.headDim).squareRoot()
         guard scale.isFinite, scale != 0 else {
             throw VkAttnError.invalidValue(op: op, operand: "scale", reason: "\(scale) is not a finite nonzero number")

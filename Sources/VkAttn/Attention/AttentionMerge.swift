@@ -55,7 +55,8 @@ public enum AttentionMerge {
     }
 
     static func encode(partialO: BufferSlice, partialLSE: BufferSlice, o: Tensor, lse: Tensor,
-                       splits: Int, headDim d: Int, heads: Int, seqQ: Int, totalQ: Int, packed: Bool, on stream: Stream) throws {
+                       splits: Int, headDim d: Int, heads: Int, seqQ: Int, totalQ: Int, packed: Bool,
+                       sinks: BufferSlice? = nil, on stream: Stream) throws {
         let device = stream.device
         let tpr = AttentionTiling.threadsPerRow(device)
         let group = min(256, device.capabilities.maxWorkgroupInvocations) / tpr * tpr
@@ -68,10 +69,11 @@ public enum AttentionMerge {
                                    splitKeys: 0, splits: UInt32(splits), maskBlock: 0, maskRows: 0, diagOffset: 0, topLeft: 0)
         let kernel = try device.kernel(KernelDescriptor(
             shader: o.dtype == .f16 ? Shaders.attentionMergeF16 : o.dtype == .bf16 ? Shaders.attentionMergeBf16 : Shaders.attentionMergeF32,
-            bindings: 6,
-            specialization: ["local_size_x": .int(group), "D": .int(d), "TPR": .int(tpr), "VARLEN": .bool(packed)]))
+            bindings: 7,
+            specialization: ["local_size_x": .int(group), "D": .int(d), "TPR": .int(tpr), "VARLEN": .bool(packed), "SINKS": .bool(sinks != nil)]))
         let dummy = try device.makeBuffer([Int32(0), 0, 0, 0]).whole
-        try stream.dispatch(kernel, bindings: [partialO, partialLSE, o.slice, lse.slice, dummy, dummy],
+        // With sinks, head h's sink logit joins the merge as a partial whose O is zero.
+        try stream.dispatch(kernel, bindings: [partialO, partialLSE, o.slice, lse.slice, dummy, dummy, sinks ?? dummy],
                             push: push, groups: (gx, (groups + gx - 1) / gx, 1))
     }
 }

@@ -87,7 +87,8 @@ public final class AttentionPlan: Sendable {
             label = "loop-capped split-kv"
         }
         let launch = try AttentionLaunch(op: op, geometry: g, mask: attention.mask, scale: scale, softcap: softcap, tiling: tiling,
-                                         packGQA: pack, splits: split.splits, splitKeys: split.splitKeys, device: device)
+                                         packGQA: pack, splits: split.splits, splitKeys: split.splitKeys,
+                                         alibiSlopes: attention.alibiSlopes, sinks: attention.sinks, device: device)
         self.kernel = try attention.forwardKernel(launch, tiling: tiling, output: split.splits > 1 ? .f32 : outputType,
                                                   split: split.splits > 1, device: device)
         let kernelPath = attention.path(g, tiling: tiling, pack: pack)
@@ -128,7 +129,7 @@ public final class AttentionPlan: Sendable {
         try out.lse.expect(op: op, "LSE", shape: lseShape, dtype: .f32, device: device)
         try out.o.expectBindable(op: op, "O")
         let g = geometry
-        let sideBuffers = [launch.cuQ, launch.cuK, launch.maskOffsets, launch.maskColumns]
+        let sideBuffers = [launch.cuQ, launch.cuK, launch.maskOffsets, launch.maskColumns, launch.alibiSlopes, launch.sinks]
         let heads = pack ? g.headsKV : g.headsQ
         if splits == 1 {
             try stream.dispatch(kernel, bindings: [q.slice, k.slice, v.slice, out.o.slice, out.lse.slice] + sideBuffers,
@@ -144,7 +145,8 @@ public final class AttentionPlan: Sendable {
         try stream.barrier()
         try AttentionMerge.encode(partialO: partialO.slice, partialLSE: partialLSE.slice, o: out.o, lse: out.lse,
                                   splits: splits, headDim: g.headDimV, heads: g.headsQ,
-                                  seqQ: g.isPacked ? g.totalQ : g.maxSq, totalQ: g.totalQ, packed: g.isPacked, on: stream)
+                                  seqQ: g.isPacked ? g.totalQ : g.maxSq, totalQ: g.totalQ, packed: g.isPacked,
+                                  sinks: launch.hasSinks ? launch.sinks : nil, on: stream)
         return AttentionOutput(o: out.o, lse: out.lse, path: path)
     }
 }

@@ -1,5 +1,10 @@
 import VulkanCompute
 import VkAttnShaders
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// Exact attention that never materializes the Sq x Sk score matrix (FlashAttention-2), on
 /// any Vulkan device: forward -> (O, LSE), backward -> (dQ, dK, dV), decode (split-KV), merge.
@@ -23,6 +28,15 @@ public struct FlashAttention: Hashable, Sendable {
     public var scale: Float?
     /// Logit soft cap: logits become cap * tanh(logit / cap); nil means none.
     public var softcap: Float?
+    /// ALiBi slopes, one per query head: query i's logit for key j gains
+    /// -slope * |j - diagonal(i)| (natural units, after the soft cap; the diagonal is the mask's,
+    /// bottom-right aligned by default, as FlashAttention-2 does). nil means none.
+    public var alibiSlopes: [Float]?
+    /// Attention sinks, one logit per query head (natural units): each row's softmax
+    /// denominator gains exp(sink), which takes weight from the keys and adds nothing to O.
+    /// LSE then includes the sink (a row that sees no key gets O = 0 and LSE = sink), and the
+    /// backward also returns dL/dsink (`AttentionGradients.dsinks`). nil means none.
+    public var sinks: [Float]?
     /// Element type of O; nil means the input type. f16 inputs may ask for f32 outputs
     /// (partials that are merged later should not be rounded).
     public var outputDType: DType?
@@ -34,14 +48,18 @@ public struct FlashAttention: Hashable, Sendable {
     ///   - mask: causal, sliding-window and block-sparse masking (`AttentionMask`).
     ///   - scale: the softmax scale; nil means 1 / sqrt(D).
     ///   - softcap: logit soft cap (cap * tanh(logit / cap)); nil means none.
+    ///   - alibiSlopes: ALiBi slopes, one per query head; nil means none.
+    ///   - sinks: sink logits, one per query head; nil means none.
     ///   - outputDType: the type of O (and of the backward's gradients); nil means the inputs'.
     ///   - preference: which kernels run (cooperative matrices or scalar).
     /// An attention configuration; nothing is checked until a call sees the tensors.
-    public init(mask: AttentionMask = .none, scale: Float? = nil, softcap: Float? = nil, outputDType: DType? = nil,
-                preference: KernelPreference = .automatic) {
+    public init(mask: AttentionMask = .none, scale: Float? = nil, softcap: Float? = nil, alibiSlopes: [Float]? = nil,
+                sinks: [Float]? = nil, outputDType: DType? = nil, preference: KernelPreference = .automatic) {
         self.mask = mask
         self.scale = scale
         self.softcap = softcap
+        self.alibiSlopes = alibiSlopes
+        self.sinks = sinks
         self.outputDType = outputDType
         self.preference = preference
     }
@@ -69,10 +87,26 @@ public struct FlashAttention: Hashable, Sendable {
         return try forwardPlan(q: q, k: k, v: v, layout: layout).encode(q: q, k: k, v: v, into: outputs, on: stream)
     }
 
+    /// The ALiBi paper's slopes for `heads` heads: the geometric sequence 2^(-8/n), 2^(-16/n), ...
+    /// for n the largest power of two up to `heads`, then every other slope of the sequence for
+    /// 2n for the remaining heads.
+    /// - Parameter heads: The query heads (at least 1).
+    /// - Returns: One slope per head.
+    public static func alibiSlopes(heads: Int) -> [Float] {
+        guard heads > 0 else { return [] }
+        func geometric(_ n: Int) -> [Double] { (1...n).map { exp2(-8.0 * Double($0) / Double(n)) } }
+        let base = 1 << (Int.bitWidth - 1 - heads.leadingZeroBitCount)
+        var slopes = geometric(base)
+        if base < heads {
+            slopes += geometric(2 * base).enumerated().filter { $0.offset % 2 == 0 }.map(\.element).prefix(heads - base)
+        }
+        return slopes.map(Float.init)
+    }
+
     func forwardKernel(_ launch: AttentionLaunch, tiling: AttentionTiling, output: DType, split: Bool, device: Device) throws -> Kernel {
         try device.kernel(KernelDescriptor(
             shader: Self.forwardShader(input: launch.geometry.dtype, output: output, cooperative: tiling.matrix != nil,
-                                       rolled: Self.rolledCooperativeLoops(device)), bindings: 9,
+                                       rolled: Self.rolledCooperativeLoops(device)), bindings: 11,
             specialization: launch.specialization(workgroupSize: tiling.workgroupSize, split: split),
             requiredSubgroupSize: try AttentionTiling.subgroupRequirement(device),
             fullSubgroups: device.enabled.computeFullSubgroups))

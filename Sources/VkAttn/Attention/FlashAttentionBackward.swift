@@ -9,6 +9,8 @@ public struct AttentionGradients: Sendable {
     public let dk: Tensor
     /// Shaped as V (summed over the query heads of each group).
     public let dv: Tensor
+    /// dL/dsink per query head ([Hq], f32) when the attention has sinks; nil otherwise.
+    public let dsinks: Tensor?
     /// The dQ and dK/dV kernel variants (and the loop-capped splits, where there were any).
     public let path: String
 
@@ -17,11 +19,13 @@ public struct AttentionGradients: Sendable {
     ///   - dq: dQ, Q's shape.
     ///   - dk: dK, K's shape.
     ///   - dv: dV, V's shape.
+    ///   - dsinks: dL/dsink, [Hq] f32, for attention with sinks; nil allocates it where needed.
     ///   - path: A kernel description; empty for caller-made gradients.
-    public init(dq: Tensor, dk: Tensor, dv: Tensor, path: String = "") {
+    public init(dq: Tensor, dk: Tensor, dv: Tensor, dsinks: Tensor? = nil, path: String = "") {
         self.dq = dq
         self.dk = dk
         self.dv = dv
+        self.dsinks = dsinks
         self.path = path
     }
 }
@@ -47,7 +51,7 @@ extension FlashAttention {
     ///   - gradientDType: The type of dQ, dK, dV; nil means the inputs'.
     ///   - outputs: dQ, dK, dV to write; nil allocates them.
     ///   - stream: A stream of Q's device.
-    /// - Returns: dQ, dK, dV and the kernels' path.
+    /// - Returns: dQ, dK, dV (and dsinks with sinks) and the kernels' path.
     /// - Throws: ``VkAttnError`` naming the operand or option the op does not take, before
     ///   anything is recorded; ``VkAttnError/unsupported(op:reason:)`` when a GQA group is too
     ///   large for a loop-capped device.
@@ -79,6 +83,11 @@ extension FlashAttention {
         for (name, t) in [("O", o), ("dO", dO), ("dQ", grads.dq), ("dK", grads.dk), ("dV", grads.dv)] {
             try t.expectBindable(op: op, name)
         }
+        var dsinks: Tensor?
+        if sinks != nil {
+            dsinks = try grads.dsinks ?? device.makeTensor(shape: [g.headsQ], dtype: .f32)
+            try dsinks?.expect(op: op, "dsinks", shape: [g.headsQ], dtype: .f32, device: device)
+        }
         let delta = try device.makeTensor(shape: g.lseShape, dtype: .f32)
 
         let blocks = mask.blocks
@@ -95,11 +104,11 @@ extension FlashAttention {
                                                repeats: g.groupSize, device: device)
         let dqLaunch = try AttentionLaunch(op: op, geometry: g, mask: mask, scale: scale, softcap: softcap,
                                            tiling: dqTiling, packGQA: false, splits: dqSplit.splits, splitKeys: dqSplit.size,
-                                           device: device)
+                                           alibiSlopes: alibiSlopes, sinks: sinks, device: device)
         let keyBlocks = blocks.map { (g.maxSk + $0.blockSize - 1) / $0.blockSize } ?? 0
         let dkdvLaunch = try AttentionLaunch(op: op, geometry: g, mask: mask, scale: scale, softcap: softcap,
                                              tiling: dkdvTiling, packGQA: false, splits: dkdvSplit.splits, splitKeys: dkdvSplit.size,
-                                             blocks: blocks?.transposed(keyBlocks: keyBlocks), device: device)
+                                             blocks: blocks?.transposed(keyBlocks: keyBlocks), alibiSlopes: alibiSlopes, device: device)
         let keyTiles = max(1, (g.maxSk + dkdvTiling.bc - 1) / dkdvTiling.bc)
         try AttentionLaunch.checkGrid(op: op, [keyTiles, g.headsKV, g.batch * dkdvSplit.splits], device: device)
 
@@ -115,30 +124,38 @@ extension FlashAttention {
         try stream.dispatch(rowsum, bindings: [dO.slice, o.slice, delta.slice, dqLaunch.cuQ, dqLaunch.cuK],
                             push: dqLaunch.pushConstants, groups: (gx, (groups + gx - 1) / gx, 1))
         try stream.barrier()
+        if let dsinks {
+            // dL/dsink_h = -sum over the head's rows of exp(sink_h - LSE) * Delta: one workgroup per head.
+            let sinkGrad = try device.kernel(KernelDescriptor(
+                shader: Shaders.attentionSinkGrad, bindings: 6,
+                specialization: ["local_size_x": .int(64), "VARLEN": .bool(g.isPacked)]))
+            try stream.dispatch(sinkGrad, bindings: [lse.slice, delta.slice, dsinks.slice, dqLaunch.cuQ, dqLaunch.cuK, dqLaunch.sinks],
+                                push: dqLaunch.pushConstants, groups: (g.headsQ, 1, 1))
+        }
 
         // dQ: one column of workgroups per split, into dQ itself or into fp32 partials.
         let dqParts = dqSplit.splits > 1 ? try device.makeTensor(shape: [dqSplit.splits] + g.qShape, dtype: .f32) : nil
         let dqKernel = try device.kernel(KernelDescriptor(
             shader: Self.backwardVariant(input: g.dtype, output: dqParts == nil ? gType : .f32, cooperative: dqTiling.matrix != nil,
-                                         rolled: Self.rolledCooperativeLoops(device)).dq, bindings: 11,
+                                         rolled: Self.rolledCooperativeLoops(device)).dq, bindings: 12,
             specialization: dqLaunch.specialization(workgroupSize: dqTiling.workgroupSize, split: dqParts != nil),
             requiredSubgroupSize: try AttentionTiling.subgroupRequirement(device),
             fullSubgroups: device.enabled.computeFullSubgroups))
         try stream.dispatch(dqKernel, bindings: [q.slice, k.slice, v.slice, dO.slice, lse.slice, delta.slice,
                                                  (dqParts ?? grads.dq).slice,
-                                                 dqLaunch.cuQ, dqLaunch.cuK, dqLaunch.maskOffsets, dqLaunch.maskColumns],
+                                                 dqLaunch.cuQ, dqLaunch.cuK, dqLaunch.maskOffsets, dqLaunch.maskColumns, dqLaunch.alibiSlopes],
                             push: dqLaunch.pushConstants, groups: (dqLaunch.rowTiles, g.headsQ, g.batch * dqSplit.splits))
         let dkParts = dkdvSplit.splits > 1 ? try device.makeTensor(shape: [dkdvSplit.splits] + g.kvShape, dtype: .f32) : nil
         let dvParts = dkdvSplit.splits > 1 ? try device.makeTensor(shape: [dkdvSplit.splits] + g.vShape, dtype: .f32) : nil
         let dkdvKernel = try device.kernel(KernelDescriptor(
             shader: Self.backwardVariant(input: g.dtype, output: dkParts == nil ? gType : .f32, cooperative: dkdvTiling.matrix != nil,
-                                         rolled: Self.rolledCooperativeLoops(device)).dkdv, bindings: 12,
+                                         rolled: Self.rolledCooperativeLoops(device)).dkdv, bindings: 13,
             specialization: dkdvLaunch.specialization(workgroupSize: dkdvTiling.workgroupSize, split: dkParts != nil),
             requiredSubgroupSize: try AttentionTiling.subgroupRequirement(device),
             fullSubgroups: device.enabled.computeFullSubgroups))
         try stream.dispatch(dkdvKernel, bindings: [q.slice, k.slice, v.slice, dO.slice, lse.slice, delta.slice,
                                                    (dkParts ?? grads.dk).slice, (dvParts ?? grads.dv).slice,
-                                                   dkdvLaunch.cuQ, dkdvLaunch.cuK, dkdvLaunch.maskOffsets, dkdvLaunch.maskColumns],
+                                                   dkdvLaunch.cuQ, dkdvLaunch.cuK, dkdvLaunch.maskOffsets, dkdvLaunch.maskColumns, dkdvLaunch.alibiSlopes],
                             push: dkdvLaunch.pushConstants, groups: (keyTiles, g.headsKV, g.batch * dkdvSplit.splits))
         for (parts, out, splits) in [(dqParts, grads.dq, dqSplit.splits), (dkParts, grads.dk, dkdvSplit.splits),
                                      (dvParts, grads.dv, dkdvSplit.splits)] {
@@ -151,7 +168,7 @@ extension FlashAttention {
         if dqSplit.splits > 1 || dkdvSplit.splits > 1 {
             path += ", loop-capped splits dQ x\(dqSplit.splits) dKdV x\(dkdvSplit.splits)"
         }
-        return AttentionGradients(dq: grads.dq, dk: grads.dk, dv: grads.dv, path: path)
+        return AttentionGradients(dq: grads.dq, dk: grads.dk, dv: grads.dv, dsinks: dsinks, path: path)
     }
 
     /// How to split a backward kernel's streamed range (keys for dQ, query rows for dK/dV,
