@@ -14,6 +14,8 @@ struct AttentionShapeOptions: ParsableArguments {
     @Flag(help: "Causal mask (bottom-right aligned when query and key lengths differ).") var causal = false
     @Option(help: "Sliding window: N keys before the diagonal, or L,R (keys before / after it; -1 or empty: unbounded).") var window: String?
     @Option(help: "Logit soft cap.") var softcap: Float?
+    @Flag(help: "ALiBi: the paper's slope per query head (FlashAttention.alibiSlopes(heads:)).") var alibi = false
+    @Flag(help: "Attention sinks: a random sink logit per query head, in [-2, 3].") var sinks = false
 
     func validate() throws {
         try Limits.positive(["--batch": batch, "--heads": heads, "--dim": dim])
@@ -42,6 +44,18 @@ struct AttentionShapeOptions: ParsableArguments {
             right = try side(parts[1])
         }
         return AttentionMask(causal: causal, windowLeft: left, windowRight: right, blocks: blocks)
+    }
+
+    /// The attention the options describe (mask, soft cap, ALiBi, sinks drawn from `rng`).
+    func attention(mask: AttentionMask, _ rng: inout SeededRandom) -> FlashAttention {
+        FlashAttention(mask: mask, softcap: softcap, alibiSlopes: alibi ? FlashAttention.alibiSlopes(heads: heads) : nil,
+                       sinks: sinks ? rng.floats(heads, in: -2...3) : nil)
+    }
+
+    /// Config entries for ALiBi and sinks.
+    func biasConfig(_ config: inout [String: ConfigValue]) {
+        if alibi { config["alibi"] = .bool(true) }
+        if sinks { config["sinks"] = .bool(true) }
     }
 
     func maskName(_ mask: AttentionMask) -> String {
@@ -136,7 +150,7 @@ struct Attention: ParsableCommand {
                 r == c || Double(rng.next() % 1_000_000) / 1e6 < density
             }
         }
-        let attention = FlashAttention(mask: try shape.mask(blocks: blocks), softcap: shape.softcap)
+        let attention = shape.attention(mask: try shape.mask(blocks: blocks), &rng)
         let round = dtype.rounded
         let hq = rng.floats(qShape.reduce(1, *)).map(round)
         let hk = rng.floats(kShape.reduce(1, *)).map(round)
@@ -155,6 +169,7 @@ struct Attention: ParsableCommand {
         ]
         if varlen != nil { config["varlen"] = .bool(true) }
         if shape.valueDim != shape.dim { config["dim_v"] = .int(shape.valueDim) }
+        shape.biasConfig(&config)
         if let softcap = shape.softcap { config["softcap"] = .double(Double(softcap)) }
 
         var output: AttentionOutput?
@@ -225,7 +240,13 @@ struct Attention: ParsableCommand {
                     let vBase = AttentionReference.valueOffset(problem, b: b, j: j, h: h)
                     add(gdv[vBase..<vBase + shape.valueDim], ref.dv)
                 }
-                let error = (num / max(den, 1e-12)).squareRoot()
+                var error = (num / max(den, 1e-12)).squareRoot()
+                if let dsinks = grads.dsinks {
+                    // dL/dsink needs every row: the whole fp64 backward (small problems only).
+                    let ref = AttentionReference.backward(problem, q: hq, k: hk, v: hv, dO: hdO).dsinks
+                    error = max(error, relativeError(try dsinks.readFloats(), ref, floor: 1e-2))
+                    note("check: dsinks on every row")
+                }
                 check = (error <= bound ? .pass : .fail, error)
                 note("check: backward dQ on \(rows.count) sampled rows, dK and dV on \(keys.count) sampled keys")
             }

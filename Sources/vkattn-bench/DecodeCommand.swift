@@ -59,7 +59,7 @@ struct Decode: ParsableCommand {
         try Limits.require(described.list, on: context)
         let layout = described.layout, qShape = described.qShape, kShape = described.kShape, vShape = described.vShape
         let lengths = described.lengths ?? [Int](repeating: cache, count: shape.batch)
-        let attention = FlashAttention(mask: try shape.mask(), softcap: shape.softcap)
+        let attention = shape.attention(mask: try shape.mask(), &rng)
         let round = dtype.rounded
         let hq = rng.floats(qShape.reduce(1, *)).map(round)
         let hk = rng.floats(kShape.reduce(1, *)).map(round)
@@ -109,6 +109,7 @@ struct Decode: ParsableCommand {
             "mask": .string(shape.maskName(attention.mask)), "packed": .bool(cacheLengths != nil),
         ]
         if shape.valueDim != shape.dim { config["dim_v"] = .int(shape.valueDim) }
+        shape.biasConfig(&config)
         try context.report([ResultRow(op: "attention.decode", device: context.deviceName, config: config, path: out.path,
                                       timing: timing, gbps: gbps, tflops: flops / (timing.medianMs * 1e9),
                                       ratioToCopy: gbps / copyGBps, check: check.0, maxRelError: check.1)],
