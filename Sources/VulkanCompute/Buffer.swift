@@ -18,7 +18,9 @@ public struct BufferSlice: Sendable {
     public let buffer: Buffer
     /// The first byte of the range.
     public let offset: Int
-    /// The range's length in bytes (never zero).
+    /// The range's length in bytes; zero for an empty range (a zero-sized tensor's), which
+    /// copies, fills and host reads and writes treat as nothing to do and a dispatch binds as
+    /// the buffer's first bytes (a descriptor's range is never zero).
     public let byteCount: Int
 }
 
@@ -30,8 +32,14 @@ public struct BufferSlice: Sendable {
 public final class Buffer: Sendable {
     /// The device that owns the memory.
     public let device: Device
-    /// The buffer's size in bytes.
+    /// The buffer's size in bytes; zero for an empty buffer (whose Vulkan buffer, which cannot
+    /// be empty, has ``emptyBackingBytes`` bytes that nothing reads or writes).
     public let byteCount: Int
+    /// The size of the Vulkan buffer behind an empty one: Vulkan forbids size-0 buffers, and a
+    /// binding needs a valid buffer, so an empty buffer still holds this many bytes.
+    public static let emptyBackingBytes = 16
+    /// The size of the Vulkan buffer: `byteCount`, or ``emptyBackingBytes`` for an empty buffer.
+    let backingBytes: Int
     /// Where the memory lives (an imported host allocation is ``MemoryLocation/host``).
     public let location: MemoryLocation
     nonisolated(unsafe) let handle: VkBuffer
@@ -47,9 +55,10 @@ public final class Buffer: Sendable {
 
     init(device: Device, byteCount: Int, location: MemoryLocation) throws {
         let caps = device.capabilities
-        guard byteCount > 0 else {
-            throw VulkanError.invalidArgument("buffer size must be positive, got \(byteCount) bytes")
+        guard byteCount >= 0 else {
+            throw VulkanError.invalidArgument("buffer size must not be negative, got \(byteCount) bytes")
         }
+        let backingBytes = byteCount == 0 ? Buffer.emptyBackingBytes : byteCount
         if byteCount > caps.maxMemoryAllocationBytes {
             throw VulkanError.bufferTooLarge(bytes: byteCount, limit: caps.maxMemoryAllocationBytes, what: "maxMemoryAllocationSize")
         }
@@ -58,9 +67,10 @@ public final class Buffer: Sendable {
         }
         self.device = device
         self.byteCount = byteCount
+        self.backingBytes = backingBytes
         self.location = location
 
-        let buffer = try Buffer.makeHandle(device: device, byteCount: byteCount, external: nil)
+        let buffer = try Buffer.makeHandle(device: device, byteCount: backingBytes, external: nil)
 
         var requirements = VkMemoryRequirements()
         vkGetBufferMemoryRequirements(device.handle, buffer, &requirements)
@@ -105,7 +115,7 @@ public final class Buffer: Sendable {
         do {
             try check(vkBindBufferMemory(device.handle, buffer, memory, 0), "vkBindBufferMemory")
             if device.memoryTypes[typeIndex].flags & hostFlags == hostFlags {
-                try check(vkMapMemory(device.handle, memory, 0, VkDeviceSize(byteCount), 0, &mapping), "vkMapMemory")
+                try check(vkMapMemory(device.handle, memory, 0, VkDeviceSize(backingBytes), 0, &mapping), "vkMapMemory")
             }
         } catch {
             vkFreeMemory(device.handle, memory, nil)
@@ -124,6 +134,7 @@ public final class Buffer: Sendable {
          hostAllocation: HostAllocation) {
         self.device = device
         self.byteCount = byteCount
+        self.backingBytes = byteCount
         self.location = .host
         self.handle = handle
         self.memory = memory
@@ -179,10 +190,10 @@ public final class Buffer: Sendable {
     /// Bytes `[offset, offset + byteCount)`; throws when the range leaves the buffer.
     /// - Parameters:
     ///   - offset: The first byte, from the start of the buffer.
-    ///   - byteCount: The number of bytes; must be positive.
+    ///   - byteCount: The number of bytes; zero makes an empty slice (at most at the end).
     /// - Returns: The slice.
     /// - Throws: ``VulkanError/rangeOutOfBounds(offset:bytes:bufferBytes:)`` when the range is
-    ///   empty or leaves the buffer.
+    ///   negative or leaves the buffer.
     public func slice(offset: Int, byteCount: Int) throws -> BufferSlice {
         try checkRange(offset: offset, bytes: byteCount)
         return BufferSlice(buffer: self, offset: offset, byteCount: byteCount)
@@ -192,16 +203,16 @@ public final class Buffer: Sendable {
     /// - Parameters:
     ///   - of: The element type whose stride measures `first` and `count`.
     ///   - first: The first element.
-    ///   - count: The number of elements; must be positive.
+    ///   - count: The number of elements; zero makes an empty slice.
     /// - Returns: The slice.
-    /// - Throws: ``VulkanError/rangeOutOfBounds(offset:bytes:bufferBytes:)`` when the range is
-    ///   empty or leaves the buffer, ``VulkanError/invalidArgument(_:)`` when a size overflows.
+    /// - Throws: ``VulkanError/rangeOutOfBounds(offset:bytes:bufferBytes:)`` when the range
+    ///   leaves the buffer, ``VulkanError/invalidArgument(_:)`` when a size is negative or overflows.
     public func slice<T>(of _: T.Type, first: Int, count: Int) throws -> BufferSlice {
         try slice(offset: byteSize(first, of: T.self), byteCount: byteSize(count, of: T.self))
     }
 
     func checkRange(offset: Int, bytes: Int) throws {
-        guard offset >= 0, bytes > 0, offset <= byteCount, bytes <= byteCount - offset else {
+        guard offset >= 0, bytes >= 0, offset <= byteCount, bytes <= byteCount - offset else {
             throw VulkanError.rangeOutOfBounds(offset: offset, bytes: bytes, bufferBytes: byteCount)
         }
     }
@@ -265,12 +276,14 @@ public final class Buffer: Sendable {
 }
 
 extension Device {
-    /// A new buffer of `byteCount` bytes; contents undefined.
+    /// A new buffer of `byteCount` bytes; contents undefined. An empty buffer (0 bytes) is
+    /// legal: it reports 0 bytes and is backed by a Vulkan buffer of
+    /// ``Buffer/emptyBackingBytes`` (Vulkan has no empty buffers), so its slices can be bound.
     /// - Parameters:
-    ///   - byteCount: The size in bytes; must be positive.
+    ///   - byteCount: The size in bytes; zero or more.
     ///   - location: Device-local (the default) or host-visible staging memory.
     /// - Returns: The buffer.
-    /// - Throws: ``VulkanError/invalidArgument(_:)`` for a size that is not positive,
+    /// - Throws: ``VulkanError/invalidArgument(_:)`` for a negative size,
     ///   ``VulkanError/bufferTooLarge(bytes:limit:what:)`` past an allocation, buffer or heap
     ///   limit (or when the heap is out of memory), ``VulkanError/call(_:result:)`` otherwise.
     public func makeBuffer(byteCount: Int, location: MemoryLocation = .device) throws -> Buffer {
@@ -279,7 +292,7 @@ extension Device {
 
     /// A new buffer holding `values`.
     /// - Parameters:
-    ///   - values: The initial contents; must not be empty.
+    ///   - values: The initial contents; may be empty (an empty buffer).
     ///   - location: Device-local (the default) or host-visible staging memory.
     /// - Returns: The buffer, its contents written and in place.
     /// - Throws: The errors of ``makeBuffer(byteCount:location:)`` and of ``Buffer/write(_:at:)``.
@@ -292,7 +305,7 @@ extension Device {
     /// A new buffer for `count` values of `T`; contents undefined.
     /// - Parameters:
     ///   - of: The element type.
-    ///   - count: The number of elements; must be positive.
+    ///   - count: The number of elements; zero or more.
     ///   - location: Device-local (the default) or host-visible staging memory.
     /// - Returns: The buffer.
     /// - Throws: The errors of ``makeBuffer(byteCount:location:)``.

@@ -82,6 +82,15 @@ public final class Stream {
     var retained: [AnyObject] = []
     var waits: [(semaphore: VkSemaphore, value: UInt64)] = []
     private var lastSubmission: Submission?
+    /// Dispatches recorded since the stream was made (never reset): tests read it to prove that
+    /// an op recorded no kernel (zero-sized inputs), and how many it recorded otherwise.
+    package private(set) var dispatchesRecorded = 0
+    /// Buffer copies (vkCmdCopyBuffer) recorded since the stream was made; empty copies record
+    /// nothing and are not counted.
+    package private(set) var copiesRecorded = 0
+    /// Buffer fills (vkCmdFillBuffer) recorded since the stream was made; empty fills record
+    /// nothing and are not counted.
+    package private(set) var fillsRecorded = 0
 
     static let setsPerPool = 64
     static let descriptorsPerPool = 64 * 16
@@ -122,7 +131,8 @@ public final class Stream {
     /// and `push` as its push constants.
     /// - Parameters:
     ///   - kernel: a pipeline of this stream's device.
-    ///   - bindings: one slice per binding of the kernel, in binding order.
+    ///   - bindings: one slice per binding of the kernel, in binding order; an empty slice is
+    ///     bound as its buffer's first bytes (Vulkan has no empty descriptor ranges).
     ///   - push: the Swift twin of the shader's push-constant block (checked member by member
     ///     against the shader's `ShaderInterface`).
     ///   - groups: workgroups along x, y, z (0 on any axis records nothing).
@@ -168,7 +178,14 @@ public final class Stream {
 
         let cb = try commandBuffer()
         let set = try allocateDescriptorSet(kernel.object.setLayout)
-        let infos = bindings.map { VkDescriptorBufferInfo(buffer: $0.buffer.handle, offset: VkDeviceSize($0.offset), range: VkDeviceSize($0.byteCount)) }
+        // An empty slice (a zero-sized tensor) binds its buffer's first bytes: a descriptor's
+        // range is never zero, and the kernel, told the size, reads none of them.
+        let infos = bindings.map { slice in
+            slice.byteCount == 0
+                ? VkDescriptorBufferInfo(buffer: slice.buffer.handle, offset: 0,
+                                         range: VkDeviceSize(min(slice.buffer.backingBytes, Buffer.emptyBackingBytes)))
+                : VkDescriptorBufferInfo(buffer: slice.buffer.handle, offset: VkDeviceSize(slice.offset), range: VkDeviceSize(slice.byteCount))
+        }
         infos.withUnsafeBufferPointer { infoBuffer in
             var writes = (0..<bindings.count).map { i -> VkWriteDescriptorSet in
                 var w = VkWriteDescriptorSet()
@@ -195,9 +212,11 @@ public final class Stream {
         retained.append(kernel.object)
         retained.append(contentsOf: bindings.map { $0.buffer as AnyObject })
         recorded += 1
+        dispatchesRecorded += 1
     }
 
-    /// Copies `source` into `destination` (equal sizes) with vkCmdCopyBuffer.
+    /// Copies `source` into `destination` (equal sizes) with vkCmdCopyBuffer; an empty copy
+    /// (0 bytes) is checked and records nothing.
     /// - Parameters:
     ///   - source: The bytes to read; a buffer of this stream's device.
     ///   - destination: Where they go; a buffer of this device, the same size as `source`.
@@ -213,6 +232,7 @@ public final class Stream {
             }
             try s.buffer.checkRange(offset: s.offset, bytes: s.byteCount)
         }
+        guard source.byteCount > 0 else { return }
         let cb = try commandBuffer()
         var region = VkBufferCopy(srcOffset: VkDeviceSize(source.offset), dstOffset: VkDeviceSize(destination.offset),
                                   size: VkDeviceSize(source.byteCount))
@@ -220,10 +240,11 @@ public final class Stream {
         retained.append(source.buffer)
         retained.append(destination.buffer)
         recorded += 1
+        copiesRecorded += 1
     }
 
     /// Fills `destination` with a repeated 32-bit word (vkCmdFillBuffer): offset and size must
-    /// be multiples of 4.
+    /// be multiples of 4. An empty range (0 bytes) is checked and records nothing.
     /// - Parameters:
     ///   - destination: The range to fill; a buffer of this stream's device.
     ///   - word: The 32-bit pattern written to every word.
@@ -237,10 +258,12 @@ public final class Stream {
         guard destination.offset % 4 == 0, destination.byteCount % 4 == 0 else {
             throw VulkanError.invalidArgument("fill range [\(destination.offset), +\(destination.byteCount)) is not 4-byte aligned")
         }
+        guard destination.byteCount > 0 else { return }
         let cb = try commandBuffer()
         vkCmdFillBuffer(cb, destination.buffer.handle, VkDeviceSize(destination.offset), VkDeviceSize(destination.byteCount), word)
         retained.append(destination.buffer)
         recorded += 1
+        fillsRecorded += 1
     }
 
     /// Makes every earlier dispatch and copy of this stream finish (and its writes visible)
@@ -432,7 +455,8 @@ public final class Stream {
         guard slice.byteCount <= caps.maxStorageBufferRange else {
             throw VulkanError.bindingTooLarge(bytes: slice.byteCount, maxStorageBufferRange: caps.maxStorageBufferRange)
         }
-        guard slice.offset % caps.minStorageBufferOffsetAlignment == 0 else {
+        // An empty slice is bound at offset 0 (see `dispatch`), so its own offset never matters.
+        guard slice.byteCount == 0 || slice.offset % caps.minStorageBufferOffsetAlignment == 0 else {
             throw VulkanError.misalignedOffset(offset: slice.offset, alignment: caps.minStorageBufferOffsetAlignment)
         }
     }
