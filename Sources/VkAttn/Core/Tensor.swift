@@ -52,18 +52,15 @@ public struct Tensor: Sendable {
     /// Several tensors may view one buffer (at different offsets); nothing is copied.
     /// - Parameters:
     ///   - buffer: The buffer holding the elements.
-    ///   - shape: The dimensions; their product must be positive.
+    ///   - shape: The dimensions; any may be zero (an empty tensor, 0 bytes).
     ///   - dtype: The element type.
     ///   - byteOffset: Where the first element starts.
-    /// - Throws: ``VkAttnError/invalidValue(op:operand:reason:)`` for a shape with no elements, a
-    ///   negative dimension or an overflowing size; `VulkanError.rangeOutOfBounds` when the
-    ///   elements do not fit in `buffer` from `byteOffset`.
+    /// - Throws: ``VkAttnError/invalidValue(op:operand:reason:)`` for a negative dimension or an
+    ///   overflowing size; `VulkanError.rangeOutOfBounds` when the elements do not fit in
+    ///   `buffer` from `byteOffset`.
     public init(_ buffer: Buffer, shape: [Int], dtype: DType, byteOffset: Int = 0) throws {
         let count = try Tensor.elementCount(shape)
-        let bytes = try byteSize(count, of: UInt8.self) * dtype.byteSize
-        guard bytes > 0 else {
-            throw VkAttnError.invalidValue(op: "Tensor", operand: "shape", reason: "\(shape) has no elements")
-        }
+        let bytes = try Checked.product(op: "Tensor", operand: "shape", count, dtype.byteSize)
         self.slice = try buffer.slice(offset: byteOffset, byteCount: bytes)
         self.shape = shape
         self.dtype = dtype
@@ -73,8 +70,10 @@ public struct Tensor: Sendable {
     public var device: Device { slice.buffer.device }
     /// The buffer the tensor views.
     public var buffer: Buffer { slice.buffer }
-    /// The number of elements (the product of the shape).
+    /// The number of elements (the product of the shape); zero for an empty tensor.
     public var elementCount: Int { shape.reduce(1, *) }
+    /// True when the tensor has no elements (a dimension is zero): ops record nothing for it.
+    public var isEmpty: Bool { shape.contains(0) }
     /// The tensor's size in bytes.
     public var byteCount: Int { slice.byteCount }
 
@@ -177,17 +176,15 @@ public struct Tensor: Sendable {
 extension Device {
     /// A new tensor (contents undefined).
     /// - Parameters:
-    ///   - shape: The dimensions; their product must be positive.
+    ///   - shape: The dimensions; any may be zero: an empty tensor (0 elements, 0 bytes, over
+    ///     an empty buffer that can still be bound), which every op takes and records nothing for.
     ///   - dtype: The element type.
     /// - Returns: A tensor over a new device-local buffer of its exact size.
-    /// - Throws: ``VkAttnError/invalidValue(op:operand:reason:)`` for a shape with no elements, a
-    ///   negative dimension or an overflowing size; the errors of `Device.makeBuffer`.
+    /// - Throws: ``VkAttnError/invalidValue(op:operand:reason:)`` for a negative dimension or an
+    ///   overflowing size; the errors of `Device.makeBuffer`.
     public func makeTensor(shape: [Int], dtype: DType) throws -> Tensor {
         let count = try Tensor.elementCount(shape)
-        guard count > 0 else {
-            throw VkAttnError.invalidValue(op: "makeTensor", operand: "shape", reason: "\(shape) has no elements")
-        }
-        let buffer = try makeBuffer(byteCount: try byteSize(count, of: UInt8.self) * dtype.byteSize)
+        let buffer = try makeBuffer(byteCount: try Checked.product(op: "makeTensor", operand: "shape", count, dtype.byteSize))
         return try Tensor(buffer, shape: shape, dtype: dtype)
     }
 

@@ -28,7 +28,7 @@ public struct ShaderCopy: Hashable, Sendable {
     /// with `Stream.barrier()`.
     /// - Parameters:
     ///   - stream: The stream to record into; its device owns both buffers.
-    ///   - source: The bytes to copy.
+    ///   - source: The bytes to copy (an empty range records nothing).
     ///   - destination: Where they go: the same size as `source`.
     /// - Throws: `VulkanError.invalidArgument` for different sizes or a size that is not a
     ///   multiple of 4; the errors of `Device.kernel` and `Stream.dispatch`.
@@ -39,6 +39,7 @@ public struct ShaderCopy: Hashable, Sendable {
         guard source.byteCount % 4 == 0 else {
             throw VulkanError.invalidArgument("ShaderCopy: \(source.byteCount) bytes is not a multiple of 4")
         }
+        guard source.byteCount > 0 else { return }  // an empty copy: nothing recorded
         let device = stream.device
         let wg = Launch.workgroupSize(workgroupSize, device: device)
         let kernel = try device.kernel(KernelDescriptor(

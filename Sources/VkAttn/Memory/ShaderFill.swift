@@ -29,7 +29,7 @@ public struct ShaderFill: Hashable, Sendable {
     /// Fills `destination` (a multiple of 4 bytes) with `value`.
     /// - Parameters:
     ///   - stream: The stream to record into; its device owns the buffer.
-    ///   - destination: The range to fill.
+    ///   - destination: The range to fill (an empty one records nothing).
     ///   - value: The float written to every element.
     /// - Throws: `VulkanError.invalidArgument` for a size that is not a multiple of 4; the errors
     ///   of `Device.kernel` and `Stream.dispatch`.
@@ -40,7 +40,7 @@ public struct ShaderFill: Hashable, Sendable {
     /// Fills `destination` (a multiple of 4 bytes) with `value`.
     /// - Parameters:
     ///   - stream: The stream to record into; its device owns the buffer.
-    ///   - destination: The range to fill.
+    ///   - destination: The range to fill (an empty one records nothing).
     ///   - value: The word written to every element.
     /// - Throws: `VulkanError.invalidArgument` for a size that is not a multiple of 4; the errors
     ///   of `Device.kernel` and `Stream.dispatch`.
@@ -51,7 +51,7 @@ public struct ShaderFill: Hashable, Sendable {
     /// Fills `destination` (a multiple of 4 bytes) with the 32-bit pattern `bits`, as this
     /// fill is configured (element type and workgroup size).
     /// - Parameters:
-    ///   - destination: The range to fill.
+    ///   - destination: The range to fill (an empty one records nothing).
     ///   - bits: The word written to every element (a float's `bitPattern` for `.f32`).
     ///   - stream: The stream to record into; its device owns the buffer.
     /// - Throws: `VulkanError.invalidArgument` for a size that is not a multiple of 4; the errors
@@ -60,6 +60,7 @@ public struct ShaderFill: Hashable, Sendable {
         guard destination.byteCount % 4 == 0 else {
             throw VulkanError.invalidArgument("ShaderFill: \(destination.byteCount) bytes is not a multiple of 4")
         }
+        guard destination.byteCount > 0 else { return }  // an empty range: nothing recorded
         let device = stream.device
         let wg = Launch.workgroupSize(workgroupSize, device: device)
         let shader = element == .f32 ? Shaders.memoryFillF32 : Shaders.memoryFillU32
