@@ -410,7 +410,7 @@ struct ScanSegmentTests {
             tuning.workgroupSize = 100
             #expect(throws: VkAttnError.self) { try PrefixScan(tuning: tuning).encode(input: x, output: y, on: stream) }
             #expect(throws: VkAttnError.self) {
-                try PrefixScan().encode(input: buffer.whole, output: buffer.whole, count: 0, dtype: .u32, on: stream)
+                try PrefixScan().encode(input: buffer.whole, output: buffer.whole, count: -1, dtype: .u32, on: stream)
             }
             let other = try Device()
             let foreign = try other.makeTensor(shape: [100], dtype: .f32)

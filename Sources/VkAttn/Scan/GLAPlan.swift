@@ -35,11 +35,11 @@ package struct GLAPlan {
         self.q = q
         self.k = k
         self.v = v
-        guard q.shape.count == 4, q.shape.allSatisfy({ $0 > 0 }) else {
+        guard q.shape.count == 4 else {
             throw VkAttnError.shapeMismatch(op: name, operand: "q", expected: "[B, L, H, Dk]", actual: "\(q.shape)")
         }
         (B, L, H, Dk) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
-        guard v.shape.count == 4, Array(v.shape.prefix(3)) == [B, L, H], v.shape[3] > 0 else {
+        guard v.shape.count == 4, Array(v.shape.prefix(3)) == [B, L, H] else {
             throw VkAttnError.shapeMismatch(op: name, operand: "v", expected: "[\(B), \(L), \(H), Dv]", actual: "\(v.shape)")
         }
         Dv = v.shape[3]
@@ -89,7 +89,7 @@ package struct GLAPlan {
         gradsWorkgroup = Dk + Dv > 256 ? 256 : 128
         var skipped: String? = "the scalar kernels were requested"
         var chosen: GLACoopmat? = nil
-        if op.preference != .scalar {
+        if op.preference != .scalar && !(q.isEmpty || v.isEmpty) {
             switch GLACoopmat.choose(device: device, input: inputType, chunk: C, dk: Dk, dv: Dv) {
             case .success(let layout):
                 chosen = layout
@@ -114,6 +114,9 @@ package struct GLAPlan {
         }
     }
 
+
+    /// True when q or v has no elements (B, L, H, Dk or Dv is zero): no kernel is recorded.
+    package var isEmpty: Bool { q.isEmpty || v.isEmpty }
 
     package var label: String {
         let kernels = coopmat.map { "coopmat-\(inputType) \(CooperativeMatrix.text($0.shape))" } ?? "scalar-\(inputType)"
@@ -215,6 +218,15 @@ package struct GLAPlan {
 
     package func forward(output: Tensor, finalState: Tensor?, chunkStates: Tensor?, on stream: Stream) throws -> GLADispatch {
         try checkForward(output: output, finalState: finalState, chunkStates: chunkStates)
+        if isEmpty {
+            // No kernel: o = q S is zero (Dk = 0) or empty; after zero steps (L = 0) every
+            // state, final or boundary, is the initial one (or zero without one).
+            try output.recordFill(bits: 0, on: stream)
+            for state in [finalState, chunkStates].compactMap({ $0 }) where !state.isEmpty {
+                if let initial { try state.recordCopy(from: initial, on: stream) } else { try state.recordFill(bits: 0, on: stream) }
+            }
+            return GLADispatch(chunkLength: C, chunks: NC, path: emptyInputPath)
+        }
         let (statesSlice, gcum) = try encodeForwardStates(stream, chunkStates: chunkStates)
         try encodeForwardOutput(stream, states: statesSlice, gcum: gcum, output: output)
         if let finalState {
@@ -284,6 +296,15 @@ package struct GLAPlan {
     package func backward(dOutput: Tensor, dFinalState: Tensor?, dq: Tensor, dk: Tensor, dv: Tensor,
                   dLogGates: Tensor?, dInitialState: Tensor?, on stream: Stream) throws -> GLADispatch {
         try checkBackward(dOutput: dOutput, dFinalState: dFinalState, dq: dq, dk: dk, dv: dv, dLogGates: dLogGates, dInitialState: dInitialState)
+        if isEmpty {
+            // No kernel: with no steps or an empty state, nothing reaches o through q, k, v or
+            // the gates (zero gradients), and the initial state's gradient is dFinalState's.
+            for t in [dq, dk, dv] + (dLogGates.map { [$0] } ?? []) { try t.recordFill(bits: 0, on: stream) }
+            if let dInitialState {
+                if let dFinalState { try dInitialState.recordCopy(from: dFinalState, on: stream) } else { try dInitialState.recordFill(bits: 0, on: stream) }
+            }
+            return GLADispatch(chunkLength: C, chunks: NC, path: emptyInputPath)
+        }
         let work = try encodeBackwardStates(stream, dOutput: dOutput)
         try encodeBackwardGradients(stream, work, dOutput: dOutput, dFinalState: dFinalState, dq: dq, dk: dk, dv: dv,
                                     dLogGates: dLogGates, dInitialState: dInitialState)

@@ -60,7 +60,9 @@ public struct PrefixScan: Hashable, Sendable {
     /// `.reduceThenScan`: the single pass's fallback may re-read a predecessor's input.
     /// - Parameters:
     ///   - stream: The stream to record into; the tensors live on its device.
-    ///   - input: [n] or [rows, ..., n]: f32, i32 or u32 for sums, f32 for maxima.
+    ///   - input: [n] or [rows, ..., n]: f32, i32 or u32 for sums, f32 for maxima. Any
+    ///     dimension may be zero: then no kernel is recorded (an exclusive `[0]` scan into a
+    ///     `[1]` output writes the identity, `[0]` for sums, with one fill).
     ///   - output: The input's shape and type; [n + 1] for an exclusive 1-D scan that also
     ///     writes the total.
     ///   - segments: Where segments start; rows are always separate.
@@ -71,6 +73,7 @@ public struct PrefixScan: Hashable, Sendable {
     @discardableResult
     public func encode(input: Tensor, output: Tensor, segments: ScanSegments = .none, on stream: Stream) throws -> ScanDispatch {
         let device = stream.device
+        if input.isEmpty { return try encodeEmpty(input: input, output: output, segments: segments, on: stream) }
         let plan = try ScanPlan(scan: self, device: device, input: input, output: output, segments: segments)
         return try plan.encode(on: stream)
     }
@@ -81,15 +84,16 @@ public struct PrefixScan: Hashable, Sendable {
     ///   - stream: The stream to record into.
     ///   - input: At least `count` elements.
     ///   - output: `count` elements, or more for an exclusive scan with the total.
-    ///   - count: The elements to scan; positive.
+    ///   - count: The elements to scan; zero records no kernel (an exclusive scan with the total
+    ///     then writes the identity, 0 for sums, as its one element: a fill).
     ///   - dtype: Their type.
     /// - Returns: What was recorded.
-    /// - Throws: ``VkAttnError`` for a count that is not positive or slices too small, and the
-    ///   errors of ``encode(input:output:segments:on:)``.
+    /// - Throws: ``VkAttnError`` for a negative count or slices too small, and the errors of
+    ///   ``encode(input:output:segments:on:)``.
     @discardableResult
     public func encode(input: BufferSlice, output: BufferSlice, count: Int, dtype: DType, on stream: Stream) throws -> ScanDispatch {
-        guard count > 0 else {
-            throw VkAttnError.invalidValue(op: Self.opName, operand: "count", reason: "must be positive, got \(count)")
+        guard count >= 0 else {
+            throw VkAttnError.invalidValue(op: Self.opName, operand: "count", reason: "must not be negative, got \(count)")
         }
         let outCount = output.byteCount / dtype.byteSize
         let bytes = try Checked.product(op: Self.opName, operand: "count", count, dtype.byteSize)
@@ -204,14 +208,51 @@ public struct ScanDispatch: Sendable {
     public let tiles: Int
     /// Bindable chunks the input was split into (1 below `maxStorageBufferRange`).
     public let chunks: Int
-    let status: Buffer
+    /// The status words; nil for an empty scan, which recorded no kernel.
+    let status: Buffer?
     let statsWord: Int
 
     /// Single pass: how often a tile reduced an unpublished predecessor from the input
-    /// (read after `synchronize()`). Zero for reduce-then-scan.
+    /// (read after `synchronize()`). Zero for reduce-then-scan and for an empty scan.
     /// - Returns: The number of fallback reductions.
     /// - Throws: The errors of reading the status buffer.
     public func fallbacks() throws -> Int {
-        Int(try status.read(UInt32.self, count: 1, at: statsWord * 4)[0])
+        guard let status else { return 0 }
+        return Int(try status.read(UInt32.self, count: 1, at: statsWord * 4)[0])
+    }
+}
+
+extension PrefixScan {
+    /// An input with no elements: the operands are checked as for any scan, no kernel is
+    /// recorded, and an exclusive 1-D scan with the total (output `[1]`) gets the operator's
+    /// identity (0 for sums, -inf for maxima) written by one fill (vkCmdFillBuffer): the
+    /// exclusive scan of nothing with its total is `[0]`, the row pointers of a matrix with no rows.
+    func encodeEmpty(input: Tensor, output: Tensor, segments: ScanSegments, on stream: Stream) throws -> ScanDispatch {
+        let op = Self.opName
+        let device = stream.device
+        guard !input.shape.isEmpty else {
+            throw VkAttnError.shapeMismatch(op: op, operand: "input", expected: "[n] or [..., n]", actual: "\(input.shape)")
+        }
+        guard self.op.dtypes.contains(input.dtype) else {
+            throw VkAttnError.dtypeMismatch(op: op, operand: "input", expected: self.op.dtypes.map(\.rawValue).joined(separator: "|"),
+                                            actual: input.dtype.rawValue)
+        }
+        guard input.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "input") }
+        let writesTotal = exclusive && input.shape == [0] && output.shape == [1]
+        try output.expect(op: op, "output", shape: writesTotal ? [1] : input.shape, dtype: input.dtype, device: device)
+        switch segments {
+        case .none: break
+        case let .headFlags(f), let .offsets(f):
+            let name = { if case .headFlags = segments { return "segments.headFlags" } else { return "segments.offsets" } }()
+            guard f.dtype == .u32 || f.dtype == .i32 else {
+                throw VkAttnError.dtypeMismatch(op: op, operand: name, expected: "u32|i32", actual: f.dtype.rawValue)
+            }
+            guard f.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: name) }
+        }
+        if writesTotal {
+            let identity: UInt32 = self.op == .max ? Float(-Float.infinity).bitPattern : 0
+            try stream.fill(output.slice, word: identity)
+        }
+        return ScanDispatch(algorithm: resolvedAlgorithm(on: device), tiles: 0, chunks: 0, status: nil, statsWord: 0)
     }
 }

@@ -36,9 +36,7 @@ package struct RecurrencePlan {
                                             actual: "\(a.shape)")
         }
         let (batch, length, channels) = op.layout == .bld ? (a.shape[0], a.shape[1], a.shape[2]) : (a.shape[0], a.shape[2], a.shape[1])
-        guard batch > 0, length > 0, channels > 0 else {
-            throw VkAttnError.shapeMismatch(op: name, operand: "a", expected: "positive dimensions", actual: "\(a.shape)")
-        }
+        // Any of B, L, D may be zero: `encode` then records no kernel (see `encodeEmpty`).
         dims = .init(batch: batch, length: length, channels: channels)
         try a.expect(op: name, "a", shape: a.shape, dtype: .f32, device: device)
         let stateShape = [batch, channels] + (op.complex ? [2] : [])
@@ -165,6 +163,7 @@ package struct RecurrencePlan {
     }
 
     package func encode(on stream: Stream) throws -> RecurrenceDispatch {
+        if a.isEmpty { return try encodeEmpty(on: stream) }
         let cw = op.complex ? 2 : 1
         let channels = dims.batch * dims.channels
         let chained = path == .chained
@@ -242,4 +241,20 @@ struct RecurrenceCarriesPush: PushConstantBlock {
     var L: UInt32, D: UInt32
     var layoutBDL: UInt32
     var tFirst: UInt32
+}
+
+extension RecurrencePlan {
+    /// No elements (B, L or D is zero): no kernel. With L = 0 and states to write, the final
+    /// state (forward) or dh0 (backward) is the initial one, h0 or dFinal, copied
+    /// (vkCmdCopyBuffer), or zero without one (vkCmdFillBuffer); the outputs are empty.
+    func encodeEmpty(on stream: Stream) throws -> RecurrenceDispatch {
+        if let state {
+            if let initial {
+                try state.recordCopy(from: initial, on: stream)
+            } else {
+                try state.recordFill(bits: 0, on: stream)
+            }
+        }
+        return RecurrenceDispatch(algorithm: path, chunkLength: chunkLength, chunks: 0, path: emptyInputPath)
+    }
 }
