@@ -145,8 +145,8 @@ struct SpMMTests {
     @Test func badOperandsAreTypedErrors() throws {
         try withDevice { device in
             let matrix = try device.makeCSR(SparseFixtures.small())
-            #expect(throws: VkAttnError.invalidValue(op: "sparse.spmm", operand: "n", reason: "0 is not positive")) {
-                _ = try SpMMPlan(matrix, n: 0)
+            #expect(throws: VkAttnError.invalidValue(op: "sparse.spmm", operand: "n", reason: "-1 is negative")) {
+                _ = try SpMMPlan(matrix, n: -1)
             }
             let plan = try SpMMPlan(matrix, n: 4)
             let stream = try device.makeStream()

@@ -42,8 +42,9 @@ public struct BSRMatrix: Sendable {
     ///   - blockCols: Block columns.
     ///   - blockCount: Blocks stored.
     ///   - blockRowOffsets: i32 [blockRows + 1].
-    ///   - blockColumnIndices: i32 [max(blockCount, 1)], on the same device.
-    ///   - values: [max(blockCount, 1), blockSize, blockSize], f32, f16 or bf16, on the same device.
+    ///   - blockColumnIndices: i32 [max(blockCount, 1)] (or [0] with no blocks), on the same device.
+    ///   - values: [max(blockCount, 1), blockSize, blockSize] (or [0, ...] with no blocks), f32,
+    ///     f16 or bf16, on the same device.
     /// - Throws: ``VkAttnError`` for an unsupported block size, sizes beyond 32-bit indices, or a
     ///   tensor of the wrong shape, type or device.
     public init(blockSize: Int, blockRows: Int, blockCols: Int, blockCount: Int,
@@ -51,9 +52,12 @@ public struct BSRMatrix: Sendable {
         let op = "sparse.bsrMatrix"
         try BSRMatrix.checkSizes(op: op, blockSize: blockSize, blockRows: blockRows, blockCols: blockCols, blockCount: blockCount)
         try blockRowOffsets.expect(op: op, "block row offsets", shape: [blockRows + 1], dtype: .i32)
-        try blockColumnIndices.expect(op: op, "block column indices", shape: [max(blockCount, 1)], dtype: .i32,
+        // No blocks: a placeholder block, or empty [0] and [0, blockSize, blockSize] tensors.
+        let stored = blockCount == 0 && blockColumnIndices.shape == [0] ? 0 : max(blockCount, 1)
+        try blockColumnIndices.expect(op: op, "block column indices", shape: [stored], dtype: .i32,
                                       device: blockRowOffsets.device)
-        try values.expect(op: op, "values", shape: [max(blockCount, 1), blockSize, blockSize], device: blockRowOffsets.device)
+        try values.expect(op: op, "values", shape: [blockCount == 0 && values.shape.first == 0 ? 0 : max(blockCount, 1), blockSize, blockSize],
+                          device: blockRowOffsets.device)
         guard values.dtype == .f32 || values.dtype.isHalfWidth else {
             throw VkAttnError.dtypeMismatch(op: op, operand: "values", expected: "f32, f16 or bf16", actual: values.dtype.rawValue)
         }

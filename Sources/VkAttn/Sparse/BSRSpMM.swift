@@ -87,7 +87,7 @@ public struct BSRSpMMPlan: Sendable {
         let op = BSRSpMMPlan.opName
         let device = matrix.device
         let caps = device.capabilities
-        guard n >= 1 else { throw VkAttnError.invalidValue(op: op, operand: "n", reason: "\(n) is not positive") }
+        guard n >= 0 else { throw VkAttnError.invalidValue(op: op, operand: "n", reason: "\(n) is negative") }
         try SparseLaunch.requireValues(op: op, matrix.valueType, device: device)
         for (name, tensor) in [("block row offsets", matrix.blockRowOffsets), ("block column indices", matrix.blockColumnIndices),
                                ("values", matrix.values)] {
@@ -266,7 +266,8 @@ public struct BSRSpMMPlan: Sendable {
     /// - Parameters:
     ///   - stream: A stream of A's device.
     ///   - b: B [A.cols, n] of the plan's `denseType`.
-    ///   - c: C [A.rows, n], f32: read (unless beta is 0) and written.
+    ///   - c: C [A.rows, n], f32: read (unless beta is 0) and written. Empty (A.rows = 0 or n = 0): nothing
+    ///     is recorded. With no nonzeros, C = beta C takes no kernel for beta 0 (a fill) or 1.
     ///   - alpha: The product's factor; finite.
     ///   - beta: C's factor; finite. 0 never reads C.
     /// - Throws: ``VkAttnError`` for an operand of the wrong shape, type or device, or a factor
@@ -281,6 +282,12 @@ public struct BSRSpMMPlan: Sendable {
         try SparseLaunch.expectUsable(op: op, "C", c, device: device)
         try SparseLaunch.expectFinite(op: op, "alpha", alpha)
         try SparseLaunch.expectFinite(op: op, "beta", beta)
+        // As SpMM: empty C records nothing; no blocks leave C = beta C (a fill for beta 0).
+        if c.isEmpty { return }
+        if matrix.blockCount == 0 && (beta == 0 || beta == 1) {
+            if beta == 0 { try c.recordFill(bits: 0, on: stream) }
+            return
+        }
         let push = BSRSpMMPush(blockRows: try UInt32(pushing: matrix.blockRows, "block rows"), blockCols: try UInt32(pushing: matrix.blockCols, "block cols"),
                                n: try UInt32(pushing: n, "n"), blocks: try UInt32(pushing: matrix.blockCount, "blocks"), alpha: alpha, beta: beta)
         let tiles = (n + BSRSpMMPlan.tileColumns - 1) / BSRSpMMPlan.tileColumns

@@ -34,16 +34,18 @@ public struct CSRMatrix: Sendable {
     ///   - cols: Columns.
     ///   - nnz: Nonzeros.
     ///   - rowOffsets: i32 [rows + 1].
-    ///   - columnIndices: i32 [max(nnz, 1)], on rowOffsets' device.
-    ///   - values: f32 or f16 [max(nnz, 1)], on the same device.
+    ///   - columnIndices: i32 [max(nnz, 1)] (or [0] with no nonzeros), on rowOffsets' device.
+    ///   - values: f32 or f16 [max(nnz, 1)] (or [0] with no nonzeros), on the same device.
     /// - Throws: ``VkAttnError`` for sizes that are not positive or do not fit 32-bit indices, or a
     ///   tensor of the wrong shape, type or device.
     public init(rows: Int, cols: Int, nnz: Int, rowOffsets: Tensor, columnIndices: Tensor, values: Tensor) throws {
         let op = "sparse.csrMatrix"
         try SparseShape.check(op: op, rows: rows, cols: cols, nnz: nnz)
         try rowOffsets.expect(op: op, "row offsets", shape: [rows + 1], dtype: .i32)
-        try columnIndices.expect(op: op, "column indices", shape: [max(nnz, 1)], dtype: .i32, device: rowOffsets.device)
-        try values.expect(op: op, "values", shape: [max(nnz, 1)], device: rowOffsets.device)
+        // No nonzeros: [1] (a placeholder element) or an empty [0] tensor.
+        let arrayShape = nnz == 0 && columnIndices.shape == [0] ? [0] : [max(nnz, 1)]
+        try columnIndices.expect(op: op, "column indices", shape: arrayShape, dtype: .i32, device: rowOffsets.device)
+        try values.expect(op: op, "values", shape: nnz == 0 && values.shape == [0] ? [0] : [max(nnz, 1)], device: rowOffsets.device)
         guard values.dtype == .f32 || values.dtype == .f16 else {
             throw VkAttnError.dtypeMismatch(op: op, operand: "values", expected: "f32 or f16", actual: values.dtype.rawValue)
         }
@@ -103,8 +105,9 @@ extension Device {
 /// Limits every sparse format shares: sizes that fit i32 indices.
 enum SparseShape {
     static func check(op: String, rows: Int, cols: Int, nnz: Int) throws {
-        guard rows >= 1 else { throw VkAttnError.invalidValue(op: op, operand: "rows", reason: "\(rows) is not positive") }
-        guard cols >= 1 else { throw VkAttnError.invalidValue(op: op, operand: "cols", reason: "\(cols) is not positive") }
+        // Zero rows or columns are legal (an empty matrix: row offsets [0], no nonzeros).
+        guard rows >= 0 else { throw VkAttnError.invalidValue(op: op, operand: "rows", reason: "\(rows) is negative") }
+        guard cols >= 0 else { throw VkAttnError.invalidValue(op: op, operand: "cols", reason: "\(cols) is negative") }
         guard nnz >= 0 else { throw VkAttnError.invalidValue(op: op, operand: "nnz", reason: "\(nnz) is negative") }
         let limit = Int(Int32.max) - 1
         for (name, value) in [("rows", rows), ("cols", cols), ("nnz", nnz)] where value > limit {

@@ -33,7 +33,8 @@ public struct CSRTranspose: Sendable {
     /// work is done). The input's structure is validated first; a malformed matrix throws
     /// `VkAttnError.malformedSparse` before anything is recorded.
     /// - Parameters:
-    ///   - matrix: A [M, K] on the stream's device (f32 or f16 values).
+    ///   - matrix: A [M, K] on the stream's device (f32 or f16 values); with no nonzeros (M or K
+    ///     zero too) no kernel is recorded, only a fill of the transpose's row pointers with 0.
     ///   - stream: The stream to record into.
     ///   - validation: Where A's structure is checked.
     /// - Returns: A^T [K, M] as a new ``CSRMatrix`` (values of A's type), and the plan that made it.
@@ -98,8 +99,9 @@ public struct CSRTranspose: Sendable {
                                  nnz: try UInt32(pushing: matrix.nnz, "nnz"), tiles: try UInt32(pushing: tiles, "tiles"))
 
         let scan = PrefixScan(op: .add, exclusive: true)
-        guard entries > 0 else {
-            // No columns: the transpose has no rows; its one pointer is 0.
+        guard entries > 0, matrix.nnz > 0 else {
+            // No columns or no nonzeros (no rows among them): every row of the transpose is
+            // empty, its pointers all 0 (one fill, no kernel; [0] for a transpose of no rows).
             try stream.fill(pointers.slice, word: 0)
             return (transpose, CSRTranspose(tiles: 0, validatedOn: site, scanAlgorithm: scan.resolvedAlgorithm(on: device)))
         }

@@ -52,16 +52,17 @@ public struct SDDMMPlan: Sendable {
     /// Validates `pattern` and makes the kernel.
     /// - Parameters:
     ///   - pattern: The CSR pattern [M, N] (f32 or f16 values).
-    ///   - k: Columns of X and Y; positive.
+    ///   - k: Columns of X and Y; zero or more (k = 0 makes every sampled product 0, written
+    ///     by a fill with no kernel).
     ///   - options: Scaling by the values, and where to validate.
     /// - Throws: ``VkAttnError/malformedSparse(op:row:reason:)`` naming the first bad row;
     ///   ``VkAttnError/tooLarge(op:operand:bytes:limit:)`` when X or Y would exceed one binding;
     ///   ``VkAttnError/unsupported(op:reason:)`` when the device lacks subgroup shuffles or a team
-    ///   would run past its loop cap; ``VkAttnError`` for a k that is not positive.
+    ///   would run past its loop cap; ``VkAttnError`` for a negative k.
     public init(_ pattern: CSRMatrix, k: Int, options: SDDMMOptions = SDDMMOptions()) throws {
         let op = SDDMMPlan.opName
         let device = pattern.device
-        guard k >= 1 else { throw VkAttnError.invalidValue(op: op, operand: "k", reason: "\(k) is not positive") }
+        guard k >= 0 else { throw VkAttnError.invalidValue(op: op, operand: "k", reason: "\(k) is negative") }
         try SparseLaunch.requireValues(op: op, pattern.valueType, device: device)
         try SparseLaunch.requireShuffle(op: op, device: device)
         for (name, tensor) in [("row offsets", pattern.rowOffsets), ("column indices", pattern.columnIndices), ("values", pattern.values)] {
@@ -112,7 +113,8 @@ public struct SDDMMPlan: Sendable {
     ///   - stream: A stream of the pattern's device.
     ///   - x: X [M, k], f32.
     ///   - y: Y [N, k], f32.
-    ///   - out: f32 [max(nnz, 1)], one value per nonzero in the pattern's order.
+    ///   - out: f32 [max(nnz, 1)] (or an empty [0] when nnz = 0), one value per nonzero in the
+    ///     pattern's order.
     ///   - alpha: The products' factor; finite.
     /// - Throws: ``VkAttnError`` for an operand of the wrong shape, type or device, or an alpha
     ///   that is not finite.
@@ -122,12 +124,14 @@ public struct SDDMMPlan: Sendable {
         guard stream.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "stream") }
         try x.expect(op: op, "X", shape: [pattern.rows, k], dtype: .f32, device: device)
         try y.expect(op: op, "Y", shape: [pattern.cols, k], dtype: .f32, device: device)
-        try out.expect(op: op, "out", shape: [max(pattern.nnz, 1)], dtype: .f32, device: device)
+        try out.expect(op: op, "out", shape: pattern.nnz == 0 && out.shape == [0] ? [0] : [max(pattern.nnz, 1)], dtype: .f32, device: device)
         for (name, tensor) in [("X", x), ("Y", y), ("out", out)] {
             try SparseLaunch.expectUsable(op: op, name, tensor, device: device)
         }
         try SparseLaunch.expectFinite(op: op, "alpha", alpha)
         guard pattern.nnz > 0 else { return }
+        // k = 0: every sampled dot product is an empty sum, 0 (a fill, no kernel).
+        guard k > 0 else { return try out.recordFill(bits: 0, on: stream) }
         let push = SDDMMPush(rows: try UInt32(pushing: pattern.rows, "rows"), cols: try UInt32(pushing: pattern.cols, "cols"),
                              k: try UInt32(pushing: k, "k"), nnz: try UInt32(pushing: pattern.nnz, "nnz"),
                              chunk: try UInt32(pushing: nonzerosPerTeam, "chunk"), alpha: alpha)

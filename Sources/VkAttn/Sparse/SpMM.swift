@@ -51,16 +51,17 @@ public struct SpMMPlan: Sendable {
     /// Validates `matrix`, chooses the kernel and makes its pipelines and scratch buffers.
     /// - Parameters:
     ///   - matrix: A [M, K], f32 or f16 values.
-    ///   - n: Columns of B and C; positive.
+    ///   - n: Columns of B and C; zero or more (with n = 0, or a matrix of no rows, C is empty
+    ///     and ``encode(b:c:alpha:beta:on:)`` records nothing).
     ///   - options: A kernel to force, and where to validate.
     /// - Throws: ``VkAttnError/malformedSparse(op:row:reason:)`` naming A's first bad row;
     ///   ``VkAttnError/tooLarge(op:operand:bytes:limit:)`` when B or C would exceed one binding;
     ///   ``VkAttnError/unsupported(op:reason:)`` when the device lacks what the kernel needs or
-    ///   a team would run past its loop cap; ``VkAttnError`` for an n that is not positive.
+    ///   a team would run past its loop cap; ``VkAttnError`` for a negative n.
     public init(_ matrix: CSRMatrix, n: Int, options: SpMMOptions = SpMMOptions()) throws {
         let op = SpMMPlan.opName
         let device = matrix.device
-        guard n >= 1 else { throw VkAttnError.invalidValue(op: op, operand: "n", reason: "\(n) is not positive") }
+        guard n >= 0 else { throw VkAttnError.invalidValue(op: op, operand: "n", reason: "\(n) is negative") }
         try SparseLaunch.requireValues(op: op, matrix.valueType, device: device)
         for (name, tensor) in [("row offsets", matrix.rowOffsets), ("column indices", matrix.columnIndices), ("values", matrix.values)] {
             try SparseLaunch.expectUsable(op: op, name, tensor, device: device)
@@ -88,7 +89,7 @@ public struct SpMMPlan: Sendable {
         let vecN = n / vectorWidth
         let tn = min(width, SparseLaunch.nextPowerOfTwo(vecN))
         self.lanesAcrossColumns = tn
-        let cpl = min(4, (vecN + tn - 1) / tn)
+        let cpl = max(1, min(4, (vecN + tn - 1) / tn))  // 1 for n = 0 (nothing to launch)
         self.columnVectorsPerLane = cpl
         let f16 = matrix.valueType == .f16
         let v4 = vectorWidth == 4
@@ -179,7 +180,8 @@ public struct SpMMPlan: Sendable {
     /// - Parameters:
     ///   - stream: A stream of A's device.
     ///   - b: B [K, n], f32.
-    ///   - c: C [M, n], f32: read (unless beta is 0) and written.
+    ///   - c: C [M, n], f32: read (unless beta is 0) and written. Empty (M = 0 or n = 0): nothing
+    ///     is recorded. With no nonzeros, C = beta C takes no kernel for beta 0 (a fill) or 1.
     ///   - alpha: The product's factor; finite.
     ///   - beta: C's factor; finite. 0 never reads C.
     /// - Throws: ``VkAttnError`` for an operand of the wrong shape, type or device, or a factor
@@ -194,6 +196,13 @@ public struct SpMMPlan: Sendable {
         try SparseLaunch.expectUsable(op: op, "C", c, device: device)
         try SparseLaunch.expectFinite(op: op, "alpha", alpha)
         try SparseLaunch.expectFinite(op: op, "beta", beta)
+        // Empty C (M = 0 or n = 0): nothing to do. No nonzeros (nnz = 0, or K = 0): A B = 0,
+        // so C = beta C, which needs no kernel for beta 0 (a fill) or 1 (C as it is).
+        if c.isEmpty { return }
+        if matrix.nnz == 0 && (beta == 0 || beta == 1) {
+            if beta == 0 { try c.recordFill(bits: 0, on: stream) }
+            return
+        }
 
         let push = SpMMRowSplitPush(rows: try UInt32(pushing: matrix.rows, "rows"), k: try UInt32(pushing: matrix.cols, "k"),
                                     n: try UInt32(pushing: n, "n"), nnz: try UInt32(pushing: matrix.nnz, "nnz"), alpha: alpha, beta: beta)

@@ -56,6 +56,10 @@ public enum SparseValidation {
         guard columnIndices.count >= nnz else {
             throw VkAttnError.shapeMismatch(op: op, operand: "column indices", expected: "[\(nnz)]", actual: "[\(columnIndices.count)]")
         }
+        if rows == 0 && (rowOffsets != [0] || nnz != 0) {
+            throw VkAttnError.invalidValue(op: op, operand: unit == .row ? "row offsets" : "block row offsets",
+                                           reason: "a matrix with no rows has offsets [0] and nnz 0, got \(rowOffsets) and nnz \(nnz)")
+        }
         for r in 0..<rows {
             if let reason = offsetProblem(row: r, rows: rows, nnz: nnz, start: rowOffsets[r], end: rowOffsets[r + 1], unit: unit) {
                 throw VkAttnError.malformedSparse(op: op, row: r, reason: reason)
