@@ -84,7 +84,9 @@ public struct GatedLinearAttention: Hashable, Sendable {
     /// Records the forward pass: o, and when given the final state and every boundary state.
     /// - Parameters:
     ///   - stream: The stream to record into; the tensors live on its device.
-    ///   - q: Queries [B, L, H, Dk]: f32, f16 or bf16.
+    ///   - q: Queries [B, L, H, Dk]: f32, f16 or bf16. Any size may be zero: no kernel is
+    ///     recorded; with L = 0 every state written is the initial one (a copy, or 0), with
+    ///     Dk = 0 the output is 0 (a fill).
     ///   - k: Keys, q's shape and type.
     ///   - v: Values [B, L, H, Dv], q's type.
     ///   - logGates: The log-decays, f32 ([B, L, H, Dk] per key, [B, L, H] per head); nil for

@@ -79,7 +79,8 @@ public struct LinearRecurrence: Hashable, Sendable {
     /// means zeros.
     /// - Parameters:
     ///   - stream: The stream to record into; the tensors live on its device.
-    ///   - a: The decays: [B, L, D] or [B, D, L] (complex: plus [2]); f32.
+    ///   - a: The decays: [B, L, D] or [B, D, L] (complex: plus [2]); f32. B, L or D may be
+    ///     zero: no kernel is recorded, and with L = 0 the final state is h0 (a copy) or 0 (a fill).
     ///   - b: The inputs, a's shape.
     ///   - h0: The initial state [B, D] (complex: [B, D, 2]); nil means zeros.
     ///   - h: Every state, a's shape; must not overlap the inputs.
@@ -103,7 +104,8 @@ public struct LinearRecurrence: Hashable, Sendable {
     /// g_t = dh_t + conj(a_{t+1}) * g_{t+1}: itself a recurrence in the opposite direction.
     /// - Parameters:
     ///   - stream: The stream to record into.
-    ///   - a: The forward's decays.
+    ///   - a: The forward's decays. Zero sizes record no kernel; with L = 0, dh0 is dFinal
+    ///     (a copy) or 0 (a fill).
     ///   - h: The forward's states.
     ///   - h0: The forward's initial state; nil means zeros.
     ///   - dh: The gradient of every state, a's shape.
