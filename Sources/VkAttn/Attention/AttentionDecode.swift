@@ -19,7 +19,8 @@ extension FlashAttention {
     /// Shapes and layouts as `forward` (the cache is K and V; a packed layout gives each
     /// sequence its own cache length). `splits` overrides the plan (tests, tuning).
     /// - Parameters:
-    ///   - q: The query rows: [B, Sq, Hq, D] or [totalQ, Hq, D].
+    ///   - q: The query rows: [B, Sq, Hq, D] or [totalQ, Hq, D]. Zero sizes (an empty cache
+    ///     too) record no kernel, as for the forward.
     ///   - kCache: K of the cache: [B, Sk, Hkv, D] or [totalK, Hkv, D].
     ///   - vCache: V of the cache, K's shape.
     ///   - layout: Dense, or packed with per-sequence query and cache lengths.

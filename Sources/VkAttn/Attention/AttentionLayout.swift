@@ -31,7 +31,7 @@ package struct AttentionGeometry: Hashable {
     package var cuSeqlensK: [Int32]?
 
     package var isPacked: Bool { cuSeqlensQ != nil }
-    package var groupSize: Int { headsQ / headsKV }
+    package var groupSize: Int { max(1, headsQ / max(headsKV, 1)) }  // 1 when there are no heads
 
     package func sequence(_ b: Int) -> (qStart: Int, sq: Int, kStart: Int, sk: Int) {
         if let cq = cuSeqlensQ, let ck = cuSeqlensK {
@@ -95,8 +95,8 @@ package struct AttentionGeometry: Hashable {
         case .packed: packed = true
         }
         let rank = packed ? 3 : 4
-        for (name, shape) in [("Q", qShape), ("K", kShape), ("V", vShape)] where shape.count != rank || shape.contains(where: { $0 <= 0 && !packed }) {
-            throw VkAttnError.shapeMismatch(op: op, operand: name, expected: packed ? "[tokens, heads, headDim]" : "[batch, seq, heads, headDim] (all positive)", actual: "\(shape)")
+        for (name, shape) in [("Q", qShape), ("K", kShape), ("V", vShape)] where shape.count != rank || shape.contains(where: { $0 < 0 }) {
+            throw VkAttnError.shapeMismatch(op: op, operand: name, expected: packed ? "[tokens, heads, headDim]" : "[batch, seq, heads, headDim] (zero or more each)", actual: "\(shape)")
         }
         let d = qShape[rank - 1], dv = vShape[rank - 1]
         guard (1...maxHeadDimK).contains(d) else {
@@ -112,7 +112,8 @@ package struct AttentionGeometry: Hashable {
         guard Array(vShape.dropLast()) == Array(kShape.dropLast()) else {
             throw VkAttnError.shapeMismatch(op: op, operand: "V", expected: "\(Array(kShape.dropLast()) + [dv]) (as K, any head dim)", actual: "\(vShape)")
         }
-        guard hkv > 0, hq > 0, hq % hkv == 0 else {
+        // No query heads is legal (nothing to compute); query heads with no key/value heads is not.
+        guard hq == 0 || (hkv > 0 && hq % hkv == 0) else {
             throw VkAttnError.invalidValue(op: op, operand: "heads", reason: "query heads \(hq) is not a multiple of key/value heads \(hkv)")
         }
         switch layout {
@@ -128,9 +129,6 @@ package struct AttentionGeometry: Hashable {
             guard cuQ.count == cuK.count else {
                 throw VkAttnError.invalidValue(op: op, operand: "cuSeqlensK", reason: "has \(cuK.count) entries, cuSeqlensQ has \(cuQ.count)")
             }
-            guard qShape[0] > 0, kShape[0] > 0 else {
-                throw VkAttnError.shapeMismatch(op: op, operand: qShape[0] > 0 ? "K" : "Q", expected: "at least one token", actual: "\(qShape[0] > 0 ? kShape : qShape)")
-            }
             let lengthsQ = zip(cuQ.dropFirst(), cuQ).map { Int($0 - $1) }
             let lengthsK = zip(cuK.dropFirst(), cuK).map { Int($0 - $1) }
             return AttentionGeometry(batch: cuQ.count - 1, headsQ: hq, headsKV: hkv, headDim: d, headDimV: dv,
@@ -140,8 +138,8 @@ package struct AttentionGeometry: Hashable {
     }
 
     package static func checkCumulative(op: String, _ name: String, _ cu: [Int32], total: Int) throws {
-        guard cu.count >= 2 else {
-            throw VkAttnError.invalidValue(op: op, operand: name, reason: "needs batch + 1 >= 2 entries, got \(cu.count)")
+        guard cu.count >= 1 else {
+            throw VkAttnError.invalidValue(op: op, operand: name, reason: "needs batch + 1 entries ([0] for no sequences), got none")
         }
         guard cu[0] == 0 else {
             throw VkAttnError.invalidValue(op: op, operand: name, reason: "must start at 0, got \(cu[0])")

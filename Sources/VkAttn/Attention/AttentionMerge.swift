@@ -12,7 +12,9 @@ import VkAttnShaders
 public enum AttentionMerge {
     /// Records the merge of S partials.
     /// - Parameters:
-    ///   - partialO: fp32 partial outputs: [S, B, Sq, H, D] or [S, totalQ, H, D].
+    ///   - partialO: fp32 partial outputs: [S, B, Sq, H, D] or [S, totalQ, H, D]. Any size but
+    ///     D may be zero: no kernel is recorded (with S = 0 and rows to write, fills write
+    ///     O = 0 and LSE = -inf).
     ///   - partialLSE: fp32 partial LSEs: [S, B, H, Sq] or [S, H, totalQ].
     ///   - o: The merged output: partialO's shape without S; f32, f16 or bf16.
     ///   - lse: The merged LSE: partialLSE's shape without S; f32.
@@ -48,6 +50,13 @@ public enum AttentionMerge {
         try lse.expect(op: op, "LSE", shape: lseShape, dtype: .f32)
         for (name, t) in [("partialO", partialO), ("partialLSE", partialLSE), ("O", o), ("LSE", lse)] {
             try t.expectBindable(op: op, name)
+        }
+        // No rows, or no partials to merge (splits = 0: every row saw no key, O = 0, LSE = -inf):
+        // no kernel, only fills.
+        if o.isEmpty || splits == 0 {
+            try o.recordFill(bits: 0, on: stream)
+            try lse.recordFill(bits: (-Float.infinity).bitPattern, on: stream)
+            return
         }
         let totalQ = packed ? oShape[0] : oShape[0] * oShape[1]
         try encode(partialO: partialO.slice, partialLSE: partialLSE.slice, o: o, lse: lse, splits: splits,

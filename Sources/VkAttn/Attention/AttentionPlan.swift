@@ -31,8 +31,9 @@ public final class AttentionPlan: Sendable {
 
     let op: String
     let geometry: AttentionGeometry
-    let launch: AttentionLaunch
-    let kernel: Kernel
+    /// The launch and its kernel; nil for an empty problem, which records no kernel.
+    let launch: AttentionLaunch?
+    let kernel: Kernel?
     let pack: Bool
     /// Cooperative-matrix kernels read their operands as 16-byte words.
     let alignedOperands: Bool
@@ -41,7 +42,8 @@ public final class AttentionPlan: Sendable {
     /// - Parameters:
     ///   - attention: mask, scale, softcap, output type, kernel preference.
     ///   - op: the op name errors carry (`attention.forward`, `attention.decode`).
-    ///   - q: a Q of the planned shape (also K and V).
+    ///   - q: a Q of the planned shape (also K and V); zero sizes make a plan that records no
+    ///     kernel (`path` says `empty (no kernel)`).
     ///   - layout: dense or packed variable-length.
     ///   - decode: split the key range for a long cache (`decodeSplits` or the device's count).
     /// - Throws: `VkAttnError` for any shape, type, layout or option the op does not take.
@@ -54,6 +56,12 @@ public final class AttentionPlan: Sendable {
         let pack = g.groupSize > 1 && attention.mask.blocks == nil
         if let requested, requested < 1 {
             throw VkAttnError.invalidValue(op: op, operand: "splits", reason: "\(requested) must be at least 1")
+        }
+        if g.isEmpty {  // no queries, heads or keys: no kernel (AttentionEmpty.swift)
+            (self.attention, self.device, self.op, self.geometry, self.launch, self.kernel, self.pack) = (attention, device, op, g, nil, nil, pack)
+            (self.qShape, self.kvShape, self.lseShape) = (g.qShape, g.kvShape, g.lseShape)
+            (self.inputType, self.outputType, self.splits, self.alignedOperands, self.path) = (g.dtype, outputType, 1, false, emptyInputPath)
+            return
         }
         let tiling = try attention.tiling(.forward, op: op, geometry: g,
                                           shader: FlashAttention.forwardShader(input: g.dtype, output: outputType, cooperative: true),
@@ -128,6 +136,10 @@ public final class AttentionPlan: Sendable {
         try out.o.expect(op: op, "O", shape: oShape, dtype: outputType, device: device)
         try out.lse.expect(op: op, "LSE", shape: lseShape, dtype: .f32, device: device)
         try out.o.expectBindable(op: op, "O")
+        guard let kernel, let launch else {
+            try geometry.recordEmptyForward(o: out.o, lse: out.lse, sinks: attention.sinks, on: stream)
+            return AttentionOutput(o: out.o, lse: out.lse, path: path)
+        }
         let g = geometry
         let sideBuffers = [launch.cuQ, launch.cuK, launch.maskOffsets, launch.maskColumns, launch.alibiSlopes, launch.sinks]
         let heads = pack ? g.headsKV : g.headsQ

@@ -71,7 +71,10 @@ public struct FlashAttention: Hashable, Sendable {
     /// one invocation may walk is split across workgroups whose fp32 partials are merged
     /// exactly, as decode does; `path` says so.
     /// - Parameters:
-    ///   - q: Q: [B, Sq, Hq, D] dense or [totalQ, Hq, D] packed; f32, f16 or bf16.
+    ///   - q: Q: [B, Sq, Hq, D] dense or [totalQ, Hq, D] packed; f32, f16 or bf16. B, Sq, Hq
+    ///     (and Sk, Hkv) may be zero, D may not: no kernel is recorded; when there are query rows
+    ///     but no keys, fills write O = 0 and LSE = -inf (rows that see no key), else O and LSE
+    ///     are empty. A packed layout with no sequences has `cuSeqlens` of `[0]`.
     ///   - k: K: [B, Sk, Hkv, D] or [totalK, Hkv, D], Q's type and device.
     ///   - v: V: K's shape and type.
     ///   - layout: Dense, or packed variable-length with the sequences' offsets.

@@ -41,7 +41,8 @@ extension FlashAttention {
     /// LSE is f32 in the LSE layout. Gradients are in `gradientDType` (nil: the input dtype;
     /// f16 inputs may ask for f32).
     /// - Parameters:
-    ///   - q: Q of the forward pass.
+    ///   - q: Q of the forward pass. With zero sizes (as for the forward) no kernel is recorded:
+    ///     every gradient is zero, its non-empty ones written by fills.
     ///   - k: K of the forward pass.
     ///   - v: V of the forward pass.
     ///   - o: The forward's O.
@@ -88,6 +89,7 @@ extension FlashAttention {
             dsinks = try grads.dsinks ?? device.makeTensor(shape: [g.headsQ], dtype: .f32)
             try dsinks?.expect(op: op, "dsinks", shape: [g.headsQ], dtype: .f32, device: device)
         }
+        if g.isEmpty { return try recordEmptyBackward(grads, dsinks: dsinks, on: stream) }  // zero gradients, no kernel
         let delta = try device.makeTensor(shape: g.lseShape, dtype: .f32)
 
         let blocks = mask.blocks

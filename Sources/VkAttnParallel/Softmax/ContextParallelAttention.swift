@@ -56,6 +56,9 @@ public struct ContextParallelAttention: Sendable, Hashable {
         let g = try AttentionGeometry.resolve(op: op, qShape: [total, shape.headsQ, shape.headDim],
                                               kShape: [total, shape.headsKV, shape.headDim], vShape: [total, shape.headsKV, shape.headDim],
                                               dtype: shape.dtype, layout: .packed(cuSeqlensQ: plan.cuSeqlens, cuSeqlensK: plan.cuSeqlens))
+        guard !g.isEmpty else {  // the one-device ops take empty inputs; splitting nothing over ranks is not offered
+            throw VkAttnError.unsupported(op: op, reason: "no query heads, query rows or keys to split over ranks; empty inputs are for the one-device FlashAttention, which records nothing for them")
+        }
         _ = try attention.checkOptions(op: op, g)
         guard shape.dtype == .f32 || shape.dtype == .f16 else {
             throw VkAttnError.dtypeMismatch(op: op, operand: "Q", expected: "f32 or f16", actual: shape.dtype.rawValue)

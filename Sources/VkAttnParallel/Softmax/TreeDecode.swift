@@ -40,6 +40,9 @@ public struct TreeDecode: Sendable, Hashable {
         let device = comm.device
         guard q.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "Q") }
         let g = try AttentionGeometry.resolve(op: op, q: q, k: kCache, v: vCache, layout: layout)
+        guard !g.isEmpty else {  // the one-device ops take empty inputs; splitting nothing over ranks is not offered
+            throw VkAttnError.unsupported(op: op, reason: "no query heads, query rows or keys to split over ranks; empty inputs are for the one-device FlashAttention, which records nothing for them")
+        }
         _ = try attention.checkOptions(op: op, g)
         let oType = try attention.outputType(op: op, input: g.dtype)
         let out = try output ?? AttentionOutput(o: device.makeTensor(shape: g.oShape, dtype: oType),
