@@ -81,8 +81,8 @@ struct SDDMMTests {
             #expect(throws: VkAttnError.shapeMismatch(op: "sparse.sddmm", operand: "out", expected: "[11]", actual: "[3]")) {
                 try plan.encode(x: x, y: y, out: try device.makeTensor(shape: [3], dtype: .f32), on: stream)
             }
-            #expect(throws: VkAttnError.invalidValue(op: "sparse.sddmm", operand: "k", reason: "0 is not positive")) {
-                _ = try SDDMMPlan(try device.makeCSR(SparseFixtures.small()), k: 0)
+            #expect(throws: VkAttnError.invalidValue(op: "sparse.sddmm", operand: "k", reason: "-1 is negative")) {
+                _ = try SDDMMPlan(try device.makeCSR(SparseFixtures.small()), k: -1)
             }
             try stream.synchronize()
         }

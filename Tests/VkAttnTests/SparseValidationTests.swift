@@ -154,7 +154,11 @@ struct SparseValidationTests {
             #expect(throws: VkAttnError.dtypeMismatch(op: "sparse.csrMatrix", operand: "row offsets", expected: "i32", actual: "f32")) {
                 _ = try CSRMatrix(rows: 10, cols: 6, nnz: 11, rowOffsets: values, columnIndices: columns, values: values)
             }
-            #expect(throws: VkAttnError.invalidValue(op: "sparse.csrMatrix", operand: "cols", reason: "0 is not positive")) {
+            #expect(throws: VkAttnError.invalidValue(op: "sparse.csrMatrix", operand: "cols", reason: "-1 is negative")) {
+                _ = try CSRMatrix(rows: 8, cols: -1, nnz: 11, rowOffsets: offsets, columnIndices: columns, values: values)
+            }
+            // No columns is legal, but then no nonzeros.
+            #expect(throws: VkAttnError.invalidValue(op: "sparse.csrMatrix", operand: "nnz", reason: "8 x 0 has no entries for 11 nonzeros")) {
                 _ = try CSRMatrix(rows: 8, cols: 0, nnz: 11, rowOffsets: offsets, columnIndices: columns, values: values)
             }
             #expect(throws: VkAttnError.shapeMismatch(op: "sparse.makeCSR", operand: "values", expected: "[11]", actual: "[10]")) {

@@ -109,6 +109,9 @@ enum SparseShape {
         guard rows >= 0 else { throw VkAttnError.invalidValue(op: op, operand: "rows", reason: "\(rows) is negative") }
         guard cols >= 0 else { throw VkAttnError.invalidValue(op: op, operand: "cols", reason: "\(cols) is negative") }
         guard nnz >= 0 else { throw VkAttnError.invalidValue(op: op, operand: "nnz", reason: "\(nnz) is negative") }
+        guard nnz == 0 || (rows > 0 && cols > 0) else {
+            throw VkAttnError.invalidValue(op: op, operand: "nnz", reason: "\(rows) x \(cols) has no entries for \(nnz) nonzeros")
+        }
         let limit = Int(Int32.max) - 1
         for (name, value) in [("rows", rows), ("cols", cols), ("nnz", nnz)] where value > limit {
             throw VkAttnError.invalidValue(op: op, operand: name, reason: "\(value) does not fit 32-bit indices")
