@@ -59,7 +59,7 @@ public final class AttentionPlan: Sendable {
         }
         if g.isEmpty {  // no queries, heads or keys: no kernel (AttentionEmpty.swift)
             (self.attention, self.device, self.op, self.geometry, self.launch, self.kernel, self.pack) = (attention, device, op, g, nil, nil, pack)
-            (self.qShape, self.kvShape, self.lseShape) = (g.qShape, g.kvShape, g.lseShape)
+            (self.qShape, self.kvShape, self.lseShape, self.vShape, self.oShape) = (g.qShape, g.kvShape, g.lseShape, g.vShape, g.oShape)
             (self.inputType, self.outputType, self.splits, self.alignedOperands, self.path) = (g.dtype, outputType, 1, false, emptyInputPath)
             return
         }
