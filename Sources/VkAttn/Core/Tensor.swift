@@ -4,12 +4,16 @@ import VulkanCompute
 public enum DType: String, Sendable, Hashable, Codable, CaseIterable, CustomStringConvertible {
     /// IEEE float32, float16, bfloat16 (the upper half of a float32), and 32-bit integers.
     case f32, f16, bf16, i32, u32
+    /// Signed 8-bit integers: the values of a quantized K/V cache (`KVQuantization`). Kernels
+    /// read them four to a 32-bit word, so devices need no 8-bit storage feature.
+    case i8
 
-    /// Bytes per element: 4 for f32, i32, u32; 2 for f16, bf16.
+    /// Bytes per element: 4 for f32, i32, u32; 2 for f16, bf16; 1 for i8.
     public var byteSize: Int {
         switch self {
         case .f32, .i32, .u32: return 4
         case .f16, .bf16: return 2
+        case .i8: return 1
         }
     }
 
@@ -25,15 +29,20 @@ public enum DType: String, Sendable, Hashable, Codable, CaseIterable, CustomStri
         case .f32: return value
         case .f16: return Float(Float16(value))
         case .bf16: return BFloat16.rounded(value)
-        case .i32, .u32:
+        case .i32, .u32, .i8:
             // Integers hold no NaN; others truncate toward zero and saturate at the type's range.
             guard !value.isNaN else { return .nan }
-            let (low, high): (Float, Float) = self == .i32 ? (-2_147_483_648, 2_147_483_520) : (0, 4_294_967_040)
+            let (low, high): (Float, Float)
+            switch self {
+            case .i32: (low, high) = (-2_147_483_648, 2_147_483_520)
+            case .i8: (low, high) = (-128, 127)
+            default: (low, high) = (0, 4_294_967_040)
+            }
             return min(max(value.rounded(.towardZero), low), high)
         }
     }
 
-    /// The raw value: `f32`, `f16`, `bf16`, `i32`, `u32`.
+    /// The raw value: `f32`, `f16`, `bf16`, `i32`, `u32`, `i8`.
     public var description: String { rawValue }
 }
 
@@ -139,6 +148,7 @@ public struct Tensor: Sendable {
         case .bf16: return try buffer.read(UInt16.self, count: elementCount, at: slice.offset).map(BFloat16.float)
         case .i32: return try buffer.read(Int32.self, count: elementCount, at: slice.offset).map { Float($0) }
         case .u32: return try buffer.read(UInt32.self, count: elementCount, at: slice.offset).map { Float($0) }
+        case .i8: return try buffer.read(Int8.self, count: elementCount, at: slice.offset).map { Float($0) }
         }
     }
 
@@ -166,6 +176,10 @@ public struct Tensor: Sendable {
         }, at: slice.offset)
         case .u32: try buffer.write(try values.enumerated().map { i, x in
             guard let v = UInt32(exactly: x) else { throw Self.notInteger(i, x, .u32) }
+            return v
+        }, at: slice.offset)
+        case .i8: try buffer.write(try values.enumerated().map { i, x in
+            guard let v = Int8(exactly: x) else { throw Self.notInteger(i, x, .i8) }
             return v
         }, at: slice.offset)
         }
