@@ -45,6 +45,7 @@ struct AttentionDecodeTests {
             var first = full, second = full
             first.kShape = [b, half, h, d]
             second.kShape = [b, sk - half, h, d]
+            (first.vShape, second.vShape) = (first.kShape, second.kShape)
             // Split K and V along the sequence.
             func part(_ x: [Float], _ range: Range<Int>) -> [Float] {
                 (0..<b).flatMap { bb in range.flatMap { j in (0..<h * d).map { x[((bb * sk + j) * h) * d + $0] } } }
