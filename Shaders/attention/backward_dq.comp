@@ -76,10 +76,10 @@ shared vec4 sK[BC * RK];
 shared vec4 sV[BC * RV];
 shared vec4 sDS[BR * PQ];
 
-DEFINE_QUAD_LOAD(q_quad, q_buf)
-DEFINE_QUAD_LOAD(do_quad, do_buf)
-DEFINE_QUAD_LOAD(k_quad, k_buf)
-DEFINE_QUAD_LOAD(v_quad, v_buf)
+DEFINE_QUAD_LOAD(q_quad, q_buf, LOAD_IN)
+DEFINE_QUAD_LOAD(do_quad, do_buf, LOAD_IN)
+DEFINE_QUAD_LOAD(k_quad, k_buf, LOAD_IN)
+DEFINE_QUAD_LOAD(v_quad, v_buf, LOAD_IN)
 
 void main() {
     const uint sub = gl_SubgroupID;
@@ -108,11 +108,11 @@ void main() {
 
     for (uint x = gl_LocalInvocationIndex; x < BR * K4; x += WG) {
         const uint rr = x / K4, dq = x % K4, ii = row0 + rr;
-        sQ[rr * RK + dq] = ii < sq ? q_quad(((q0 + ii) * pc.heads_q + hq) * DK, dq, DK) : vec4(0.0);
+        sQ[rr * RK + dq] = ii < sq ? q_quad((q0 + ii) * pc.heads_q + hq, dq, DK) : vec4(0.0);
     }
     for (uint x = gl_LocalInvocationIndex; x < BR * V4; x += WG) {
         const uint rr = x / V4, dq = x % V4, ii = row0 + rr;
-        sDO[rr * RV + dq] = ii < sq ? do_quad(((q0 + ii) * pc.heads_q + hq) * DV, dq, DV) : vec4(0.0);
+        sDO[rr * RV + dq] = ii < sq ? do_quad((q0 + ii) * pc.heads_q + hq, dq, DV) : vec4(0.0);
     }
     for (uint rr = gl_LocalInvocationIndex; rr < BR; rr += WG) {
         const uint ii = row0 + rr;
@@ -153,11 +153,11 @@ void main() {
             barrier();
             for (uint x = gl_LocalInvocationIndex; x < BC * K4; x += WG) {
                 const uint jj = x / K4, dq = x % K4, j = kt * BC + jj;
-                sK[jj * RK + dq] = j < sk ? k_quad(((k0 + j) * pc.heads_kv + hkv) * DK, dq, DK) : vec4(0.0);
+                sK[jj * RK + dq] = j < sk ? k_quad((k0 + j) * pc.heads_kv + hkv, dq, DK) : vec4(0.0);
             }
             for (uint x = gl_LocalInvocationIndex; x < BC * V4; x += WG) {
                 const uint jj = x / V4, dq = x % V4, j = kt * BC + jj;
-                sV[jj * RV + dq] = j < sk ? v_quad(((k0 + j) * pc.heads_kv + hkv) * DV, dq, DV) : vec4(0.0);
+                sV[jj * RV + dq] = j < sk ? v_quad((k0 + j) * pc.heads_kv + hkv, dq, DV) : vec4(0.0);
             }
             barrier();
 

@@ -1,11 +1,24 @@
 #version 450
-//! variant f32 -DIN_T=float -DOUT_T=float
-//! variant f16 -DIN_T=float16_t -DOUT_T=float16_t -DUSE_F16
-//! variant f16o32 -DIN_T=float16_t -DOUT_T=float -DUSE_F16
-//! variant bf16 -DIN_T=uint16_t -DOUT_T=uint16_t -DIN_BF16 -DOUT_BF16 -DUSE_16BIT
-//! variant bf16o32 -DIN_T=uint16_t -DOUT_T=float -DIN_BF16 -DUSE_16BIT
+//! variant f32 -DQ_T=float -DKV_T=float -DOUT_T=float
+//! variant f16 -DQ_T=float16_t -DKV_T=float16_t -DOUT_T=float16_t -DUSE_F16
+//! variant f16o32 -DQ_T=float16_t -DKV_T=float16_t -DOUT_T=float -DUSE_F16
+//! variant bf16 -DQ_T=uint16_t -DKV_T=uint16_t -DOUT_T=uint16_t -DQ_BF16 -DKV_BF16 -DOUT_BF16 -DUSE_16BIT
+//! variant bf16o32 -DQ_T=uint16_t -DKV_T=uint16_t -DOUT_T=float -DQ_BF16 -DKV_BF16 -DUSE_16BIT
+//! variant q32kv16 -DQ_T=float -DKV_T=float16_t -DOUT_T=float -DUSE_F16
+//! variant q32kvbf16 -DQ_T=float -DKV_T=uint16_t -DOUT_T=float -DKV_BF16 -DUSE_16BIT
+//! variant q16kvbf16 -DQ_T=float16_t -DKV_T=uint16_t -DOUT_T=float16_t -DKV_BF16 -DUSE_F16
+//! variant q16kvbf16o32 -DQ_T=float16_t -DKV_T=uint16_t -DOUT_T=float -DKV_BF16 -DUSE_F16
+//! variant qbf16kv16 -DQ_T=uint16_t -DKV_T=float16_t -DOUT_T=uint16_t -DQ_BF16 -DOUT_BF16 -DUSE_F16
+//! variant qbf16kv16o32 -DQ_T=uint16_t -DKV_T=float16_t -DOUT_T=float -DQ_BF16 -DUSE_F16
+//! variant q32kv8 -DQ_T=float -DKV_T=uint -DOUT_T=float -DKV_I8
+//! variant q16kv8 -DQ_T=float16_t -DKV_T=uint -DOUT_T=float16_t -DKV_I8 -DUSE_F16
+//! variant q16kv8o32 -DQ_T=float16_t -DKV_T=uint -DOUT_T=float -DKV_I8 -DUSE_F16
+//! variant qbf16kv8 -DQ_T=uint16_t -DKV_T=uint -DOUT_T=uint16_t -DQ_BF16 -DOUT_BF16 -DKV_I8 -DUSE_16BIT
+//! variant qbf16kv8o32 -DQ_T=uint16_t -DKV_T=uint -DOUT_T=float -DQ_BF16 -DKV_I8 -DUSE_16BIT
 // Flash attention forward (FlashAttention-2 schedule). Q and K rows are DK wide, V and O rows
-// DV (any widths; the tiles use DKP and DVP, padded with zeros: attention/rows.glsl). A workgroup owns BR query rows of one
+// DV (any widths; the tiles use DKP and DVP, padded with zeros: attention/rows.glsl). Q and K/V
+// have their own storage types (Q_T, KV_T: mixed precision), K/V may be int8 with per-block
+// scales (KV_I8, KVQuantization's layout) and may live in pages (PAGED: kv_row). A workgroup owns BR query rows of one
 // (sequence, head) -- with PACK_GQA, BR rows of (query, head) pairs that share one key/value
 // head -- and streams K and V through shared memory BC keys at a time, keeping per row the
 // running max m, the running sum l and the output accumulator (online softmax, log2 domain).
@@ -51,9 +64,9 @@ layout(constant_id = 16) const uint DV = 64;   // V, O row width
 layout(constant_id = 17) const uint DKP = 64;  // DK padded to a multiple of 4 QL
 layout(constant_id = 18) const uint DVP = 64;  // DV padded likewise
 
-layout(std430, binding = 0) readonly buffer QBuf { IN_T q_buf[]; };
-layout(std430, binding = 1) readonly buffer KBuf { IN_T k_buf[]; };
-layout(std430, binding = 2) readonly buffer VBuf { IN_T v_buf[]; };
+layout(std430, binding = 0) readonly buffer QBuf { Q_T q_buf[]; };
+layout(std430, binding = 1) readonly buffer KBuf { KV_T k_buf[]; };  // KV_I8: i8 values, four to a word
+layout(std430, binding = 2) readonly buffer VBuf { KV_T v_buf[]; };
 layout(std430, binding = 3) writeonly buffer OBuf { OUT_T o_buf[]; };
 layout(std430, binding = 4) writeonly buffer LseBuf { float lse_buf[]; };
 layout(std430, binding = 5) readonly buffer CuQ { int cu_q[]; };
@@ -62,10 +75,24 @@ layout(std430, binding = 7) readonly buffer MaskRows { int mask_offsets[]; };
 layout(std430, binding = 8) readonly buffer MaskCols { int mask_cols[]; };
 #define ALIBI_BINDING 9
 #define SINKS_BINDING 10
+layout(std430, binding = 11) readonly buffer KScales { float k_scales[]; };  // KV_I8: [*, Hkv, ceil(DK / 32)]
+layout(std430, binding = 12) readonly buffer VScales { float v_scales[]; };  // KV_I8: [*, Hkv, ceil(DV / 32)]
+#define PAGES_BINDING 13
 
 #include "attention/params.glsl"
 #include "common/dtype.glsl"
 #include "attention/rows.glsl"
+
+#ifdef Q_BF16
+#define LOAD_Q(x) bf16_to_float(uint(x))
+#else
+#define LOAD_Q(x) float(x)
+#endif
+#ifdef KV_BF16
+#define LOAD_KV(x) bf16_to_float(uint(x))
+#else
+#define LOAD_KV(x) float(x)
+#endif
 
 const uint WG = gl_WorkGroupSize.x;
 const uint NS = WG / SG;          // subgroups
@@ -90,22 +117,27 @@ vec4 o_acc[RZ * QZ];
 float m_run[RS];  // running max of logits (log2 units) of the lane's S rows
 float l_run[RS];  // running sum of exp2(logit - m)
 
-DEFINE_QUAD_LOAD(q_quad, q_buf)
-DEFINE_QUAD_LOAD(k_quad, k_buf)
-DEFINE_QUAD_LOAD(v_quad, v_buf)
+DEFINE_QUAD_LOAD(q_quad, q_buf, LOAD_Q)
+#ifdef KV_I8
+DEFINE_QUAD_LOAD_I8(k_quad, k_buf, k_scales)
+DEFINE_QUAD_LOAD_I8(v_quad, v_buf, v_scales)
+#else
+DEFINE_QUAD_LOAD(k_quad, k_buf, LOAD_KV)
+DEFINE_QUAD_LOAD(v_quad, v_buf, LOAD_KV)
+#endif
 
 vec4 v_at(uint index) { return SEPARATE_KV ? sV[index] : sK[index]; }
 
 // Loads keys kt * BC ... of a K or V head into shared vec4 rows (stride RK or RV); zeros past
 // the sequence and past the row width.
-void load_tile(bool is_v, uint kt, uint sk, uint k0, uint hkv) {
+void load_tile(bool is_v, uint kt, uint sk, uint b, uint k0, uint hkv) {
     const uint quads = is_v ? V4 : K4, stride = is_v ? RV : RK;
     for (uint x = gl_LocalInvocationIndex; x < BC * quads; x += WG) {
         const uint jj = x / quads, dq = x % quads, j = kt * BC + jj;
         vec4 value = vec4(0.0);
         if (j < sk) {
-            const uint row = (k0 + j) * pc.heads_kv + hkv;
-            value = is_v ? v_quad(row * DV, dq, DV) : k_quad(row * DK, dq, DK);
+            const uint row = kv_row(b, k0, j, hkv);
+            value = is_v ? v_quad(row, dq, DV) : k_quad(row, dq, DK);
         }
         if (is_v && SEPARATE_KV) sV[jj * stride + dq] = value; else sK[jj * stride + dq] = value;
     }
@@ -157,7 +189,7 @@ void main() {
         if (rw < rows) {
             const uint ii = PACK_GQA ? rw / G : rw;
             const uint hh = PACK_GQA ? gl_WorkGroupID.y * G + rw % G : gl_WorkGroupID.y;
-            value = q_quad(((q0 + ii) * pc.heads_q + hh) * DK, dq, DK);
+            value = q_quad((q0 + ii) * pc.heads_q + hh, dq, DK);
         }
         sQ[rr * RK + dq] = value;
     }
@@ -206,8 +238,8 @@ void main() {
         }
         for (uint kt = lo; kt < hi; ++kt) {
             barrier();  // the previous tile is done with sK, sV and sP
-            load_tile(false, kt, sk, k0, hkv);
-            if (SEPARATE_KV) load_tile(true, kt, sk, k0, hkv);
+            load_tile(false, kt, sk, b, k0, hkv);
+            if (SEPARATE_KV) load_tile(true, kt, sk, b, k0, hkv);
             barrier();
 
             // S = Q K^T: RS rows x CN keys per lane, four dims per load.
@@ -251,7 +283,7 @@ void main() {
                 subgroupBarrier();
             } else {
                 barrier();  // every subgroup is done with K
-                load_tile(true, kt, sk, k0, hkv);
+                load_tile(true, kt, sk, b, k0, hkv);
                 barrier();
             }
 

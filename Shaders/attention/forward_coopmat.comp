@@ -72,6 +72,7 @@ layout(std430, binding = 7) readonly buffer MaskRows { int mask_offsets[]; };
 layout(std430, binding = 8) readonly buffer MaskCols { int mask_cols[]; };
 #define ALIBI_BINDING 9
 #define SINKS_BINDING 10
+#define PAGES_BINDING 13   // (11, 12: the scalar kernel's int8 scales; not read here)
 
 #include "attention/params.glsl"
 #include "attention/coopmat.glsl"
@@ -179,11 +180,11 @@ void main() {
             barrier();  // every subgroup is done with the previous tile (and with Q's rows)
             for (uint x = gl_LocalInvocationIndex; x < BC * K8; x += WG) {
                 const uint jj = x / K8, c = x % K8, j = kt * BC + jj;
-                sKV[jj * DWK + c] = j < sk ? k_word((k0 + j) * pc.heads_kv + hkv, c, DK) : uvec4(0u);
+                sKV[jj * DWK + c] = j < sk ? k_word(kv_row(b, k0, j, hkv), c, DK) : uvec4(0u);
             }
             for (uint x = gl_LocalInvocationIndex; x < BC * V8; x += WG) {
                 const uint jj = x / V8, c = x % V8, j = kt * BC + jj;
-                sKV[BC * DWK + jj * DWV + c] = j < sk ? v_word((k0 + j) * pc.heads_kv + hkv, c, DV) : uvec4(0u);
+                sKV[BC * DWK + jj * DWV + c] = j < sk ? v_word(kv_row(b, k0, j, hkv), c, DV) : uvec4(0u);
             }
             barrier();
 

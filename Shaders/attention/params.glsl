@@ -22,6 +22,8 @@ layout(push_constant) uniform Params {
     uint mask_rows;     // query blocks of the block mask
     int diag_offset;    // added to the diagonal (AttentionMask.diagonalOffset)
     uint top_left;      // 1: the diagonal of query i is key i (+ offset), not i + sk - sq
+    uint page_size;     // tokens per K/V page, when PAGED
+    uint table_stride;  // block-table entries per sequence, when PAGED
 } pc;
 
 const float LOG2E = 1.4426950408889634;
@@ -30,6 +32,7 @@ const float NEG_INF = -1.0 / 0.0;
 
 layout(constant_id = 19) const bool ALIBI = false;  // per-head ALiBi slopes (alibi_slopes)
 layout(constant_id = 20) const bool SINKS = false;  // per-head sink logits (sink_logits)
+layout(constant_id = 21) const bool PAGED = false;  // K/V in pages listed by block_table
 #ifdef ALIBI_BINDING
 layout(std430, binding = ALIBI_BINDING) readonly buffer AlibiSlopes { float alibi_slopes[]; };
 // Query head h's ALiBi slope in log2 units (0 without ALiBi).
@@ -38,12 +41,29 @@ float alibi_slope_log2(uint h) { return ALIBI ? alibi_slopes[h] * LOG2E : 0.0; }
 #ifdef SINKS_BINDING
 layout(std430, binding = SINKS_BINDING) readonly buffer SinkLogits { float sink_logits[]; };
 #endif
+#ifdef PAGES_BINDING
+// [batch, table_stride] page ids: page p of sequence b holds its keys p * page_size ....
+layout(std430, binding = PAGES_BINDING) readonly buffer BlockTable { int block_table[]; };
+#endif
 
 // Start token and length of sequence b (queries or keys).
 uint q_start(uint b) { return VARLEN ? uint(cu_q[b]) : b * pc.seq_q; }
 uint q_len(uint b)   { return VARLEN ? uint(cu_q[b + 1] - cu_q[b]) : pc.seq_q; }
 uint k_start(uint b) { return VARLEN ? uint(cu_k[b]) : b * pc.seq_k; }
 uint k_len(uint b)   { return VARLEN ? uint(cu_k[b + 1] - cu_k[b]) : pc.seq_k; }
+
+#ifdef PAGES_BINDING
+// Row (token * heads_kv + head) of K/V holding key j of sequence b (keys of b start at k0 when
+// contiguous; when PAGED, key j sits at row j % page_size of page block_table[b][j / page_size]
+// of a [pages, page_size, heads_kv, D] cache).
+uint kv_row(uint b, uint k0, uint j, uint hkv) {
+    if (PAGED) {
+        const uint page = uint(block_table[b * pc.table_stride + j / pc.page_size]);
+        return (page * pc.page_size + j % pc.page_size) * pc.heads_kv + hkv;
+    }
+    return (k0 + j) * pc.heads_kv + hkv;
+}
+#endif
 
 // Index of LSE (and of the backward's row sums D) for query i of sequence b, head h:
 // dense [B, Hq, Sq], packed [Hq, total_q].

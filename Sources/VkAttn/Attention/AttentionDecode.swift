@@ -21,9 +21,12 @@ extension FlashAttention {
     /// - Parameters:
     ///   - q: The query rows: [B, Sq, Hq, D] or [totalQ, Hq, D]. Zero sizes (an empty cache
     ///     too) record no kernel, as for the forward.
-    ///   - kCache: K of the cache: [B, Sk, Hkv, D] or [totalK, Hkv, D].
-    ///   - vCache: V of the cache, K's shape.
-    ///   - layout: Dense, or packed with per-sequence query and cache lengths.
+    ///   - kCache: K of the cache: [B, Sk, Hkv, Dk] or [totalK, Hkv, Dk], or
+    ///     [pages, pageSize, Hkv, Dk] with `pages`; Q's type, or f16 or bf16 under any Q.
+    ///   - vCache: V of the cache, K's shape with Dv and K's type.
+    ///   - layout: Dense, or packed with per-sequence query and cache lengths (paged caches
+    ///     take the packed layout: `cuSeqlensK` gives each sequence's cached keys).
+    ///   - pages: The block table of a paged cache; nil for a contiguous one.
     ///   - requested: Workgroup columns over the key range; nil lets the device decide. At most
     ///     the number of key tiles.
     ///   - outputs: O and LSE to write; nil allocates them.
@@ -32,11 +35,11 @@ extension FlashAttention {
     /// - Throws: ``VkAttnError`` as ``forward(q:k:v:layout:into:on:)``, and
     ///   ``VkAttnError/invalidValue(op:operand:reason:)`` for a split count below 1 or above what
     ///   the cache allows.
-    public func decode(q: Tensor, kCache: Tensor, vCache: Tensor, layout: AttentionLayout = .dense,
+    public func decode(q: Tensor, kCache: Tensor, vCache: Tensor, layout: AttentionLayout = .dense, pages: KVPages? = nil,
                        splits requested: Int? = nil, into outputs: AttentionOutput? = nil,
                        on stream: Stream) throws -> AttentionOutput {
         guard q.device === stream.device else { throw VkAttnError.deviceMismatch(op: "attention.decode", operand: "stream") }
-        return try decodePlan(q: q, kCache: kCache, vCache: vCache, layout: layout, splits: requested)
+        return try decodePlan(q: q, kCache: kCache, vCache: vCache, layout: layout, pages: pages, splits: requested)
             .encode(q: q, k: kCache, v: vCache, into: outputs, on: stream)
     }
 

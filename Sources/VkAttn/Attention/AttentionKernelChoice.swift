@@ -30,6 +30,9 @@ extension FlashAttention {
     func cooperativeTiling(_ kind: AttentionTiling.Kind, geometry g: AttentionGeometry, shader: ShaderSource,
                            operands: [(String, Tensor)], device: Device, maxTile: Int?,
                            rows: Int?) -> Result<AttentionTiling, CooperativeMatrix.Unavailable> {
+        if g.kvType != g.dtype {
+            return .failure(CooperativeMatrix.Unavailable("Q is \(g.dtype) and K/V \(g.kvType): the cooperative-matrix kernels take one 16-bit type"))
+        }
         // The kernels read their 16-bit operands as 16-byte words.
         for (name, t) in operands where t.slice.offset % 16 != 0 {
             return .failure(CooperativeMatrix.Unavailable("\(name) starts at byte \(t.slice.offset), not a multiple of 16"))

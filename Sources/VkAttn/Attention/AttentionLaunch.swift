@@ -21,6 +21,10 @@ struct AttentionLaunch {
     let alibiSlopes: BufferSlice
     let sinks: BufferSlice
     let hasAlibi: Bool, hasSinks: Bool
+    /// The paged cache's block table (a dummy word when contiguous).
+    let blockTable: BufferSlice
+    /// The op name errors carry.
+    let op: String
 
     init(op: String, geometry g: AttentionGeometry, mask: AttentionMask, scale: Float, softcap: Float?,
          tiling: AttentionTiling, packGQA: Bool, splits: Int = 1, splitKeys: Int = 0,
@@ -43,6 +47,8 @@ struct AttentionLaunch {
         alibiSlopes = try alibi.map { try device.makeBuffer($0).whole } ?? dummy
         sinks = try sinkLogits.map { try device.makeBuffer($0).whole } ?? dummy
         (hasAlibi, hasSinks) = (alibi != nil, sinkLogits != nil)
+        blockTable = try g.pages.flatMap { $0.blockTable.isEmpty ? nil : try device.makeBuffer($0.blockTable).whole } ?? dummy
+        self.op = op
 
         try AttentionLaunch.checkGrid(op: op, [rowTiles, packGQA ? g.headsKV : g.headsQ, g.batch * splits], device: device)
         let width = max(g.headDim, g.headDimV)
@@ -75,7 +81,8 @@ struct AttentionLaunch {
             seqK: UInt32(g.maxSk), totalQ: UInt32(g.totalQ), scaleLog2: scale * 1.442_695_040_888_963_4, softcap: softcap ?? 0,
             windowLeft: Int32(clamping: band.left), windowRight: Int32(clamping: band.right), splitKeys: UInt32(splitKeys),
             splits: UInt32(splits), maskBlock: UInt32(mask.blocks?.blockSize ?? 0), maskRows: UInt32(maskRows),
-            diagOffset: Int32(clamping: mask.diagonalOffset), topLeft: mask.anchor == .topLeft ? 1 : 0)
+            diagOffset: Int32(clamping: mask.diagonalOffset), topLeft: mask.anchor == .topLeft ? 1 : 0,
+            pageSize: UInt32(g.pages?.pageSize ?? 0), tableStride: UInt32(g.pages?.pagesPerSequence ?? 0))
     }
 
     /// Specialization shared by the kernels (names as in the GLSL): the workgroup size, row
@@ -89,7 +96,7 @@ struct AttentionLaunch {
             "DKP": .int(tiling.paddedHeadDim), "DVP": .int(tiling.paddedHeadDimV), "BR": .int(tiling.br), "BC": .int(tiling.bc),
             "SG": .int(tiling.subgroupSize), "VARLEN": .bool(geometry.isPacked),
             "PACK_GQA": .bool(packGQA), "BLOCK_MASK": .bool(mask.blocks != nil), "SOFTCAP": .bool(softcap != nil), "SPLIT": .bool(split),
-            "ALIBI": .bool(hasAlibi), "SINKS": .bool(hasSinks)]
+            "ALIBI": .bool(hasAlibi), "SINKS": .bool(hasSinks), "PAGED": .bool(geometry.pages != nil)]
         if let shape = tiling.matrix {
             spec["MM"] = .int(shape.m)
             spec["NN"] = .int(shape.n)
@@ -121,6 +128,8 @@ struct AttentionParams: PushConstantBlock {
     var maskRows: UInt32
     var diagOffset: Int32
     var topLeft: UInt32
+    var pageSize: UInt32
+    var tableStride: UInt32
 }
 
 extension FlashAttention {

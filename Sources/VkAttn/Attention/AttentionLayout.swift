@@ -25,10 +25,19 @@ package struct AttentionGeometry: Hashable {
     package var maxSk: Int
     package var totalQ: Int
     package var totalK: Int
+    /// Q's storage type (and O's unless the op says otherwise).
     package var dtype: DType
     /// Packed layouts only: cumulative lengths (batch + 1 entries each).
     package var cuSeqlensQ: [Int32]?
     package var cuSeqlensK: [Int32]?
+    /// K's and V's storage type: Q's, or (forward and decode) f16, bf16 or int8 under any Q.
+    package var kvDType: DType? = nil
+    /// K and V in pages (forward and decode, packed layouts): the block table and page count.
+    package var pages: KVPages? = nil
+    package var pageCount: Int = 0
+
+    /// K's and V's storage type.
+    package var kvType: DType { kvDType ?? dtype }
 
     package var isPacked: Bool { cuSeqlensQ != nil }
     package var groupSize: Int { max(1, headsQ / max(headsKV, 1)) }  // 1 when there are no heads
@@ -41,9 +50,12 @@ package struct AttentionGeometry: Hashable {
     }
 
     package var qShape: [Int] { isPacked ? [totalQ, headsQ, headDim] : [batch, maxSq, headsQ, headDim] }
-    package var kvShape: [Int] { isPacked ? [totalK, headsKV, headDim] : [batch, maxSk, headsKV, headDim] }
+    package var kvShape: [Int] {
+        if let pages { return [pageCount, pages.pageSize, headsKV, headDim] }
+        return isPacked ? [totalK, headsKV, headDim] : [batch, maxSk, headsKV, headDim]
+    }
     /// V's shape: K's with Dv.
-    package var vShape: [Int] { isPacked ? [totalK, headsKV, headDimV] : [batch, maxSk, headsKV, headDimV] }
+    package var vShape: [Int] { Array(kvShape.dropLast()) + [headDimV] }
     /// O's (and dO's) shape: Q's with Dv.
     package var oShape: [Int] { isPacked ? [totalQ, headsQ, headDimV] : [batch, maxSq, headsQ, headDimV] }
     package var lseShape: [Int] { isPacked ? [headsQ, totalQ] : [batch, headsQ, maxSq] }
@@ -70,11 +82,20 @@ package struct AttentionGeometry: Hashable {
         for (name, t) in [("K", k), ("V", v)] where t.device !== device {
             throw VkAttnError.deviceMismatch(op: op, operand: name)
         }
-        guard q.dtype == .f32 || q.dtype.isHalfWidth else {
-            throw VkAttnError.dtypeMismatch(op: op, operand: "Q", expected: "f32, f16 or bf16", actual: q.dtype.rawValue)
-        }
+        try checkQueryType(op: op, q)
         for (name, t) in [("K", k), ("V", v)] where t.dtype != q.dtype {
             throw VkAttnError.dtypeMismatch(op: op, operand: name, expected: q.dtype.rawValue, actual: t.dtype.rawValue)
+        }
+        let g = try resolve(op: op, qShape: q.shape, kShape: k.shape, vShape: v.shape, dtype: q.dtype, layout: layout)
+        for (name, t) in [("Q", q), ("K", k), ("V", v)] { try t.expectBindable(op: op, name) }
+        return g
+    }
+
+    /// Q is f32, f16 or bf16, and the device can store it.
+    static func checkQueryType(op: String, _ q: Tensor) throws {
+        let device = q.device
+        guard q.dtype == .f32 || q.dtype.isHalfWidth else {
+            throw VkAttnError.dtypeMismatch(op: op, operand: "Q", expected: "f32, f16 or bf16", actual: q.dtype.rawValue)
         }
         if q.dtype == .f16 && !(device.enabled.shaderFloat16 && device.enabled.storageBuffer16BitAccess) {
             throw VkAttnError.unsupported(op: op, reason: "f16 needs shaderFloat16 and storageBuffer16BitAccess, which \(device.label) lacks")
@@ -82,9 +103,6 @@ package struct AttentionGeometry: Hashable {
         if q.dtype == .bf16 && !device.enabled.storageBuffer16BitAccess {
             throw VkAttnError.unsupported(op: op, reason: "bf16 needs storageBuffer16BitAccess, which \(device.label) lacks")
         }
-        let g = try resolve(op: op, qShape: q.shape, kShape: k.shape, vShape: v.shape, dtype: q.dtype, layout: layout)
-        for (name, t) in [("Q", q), ("K", k), ("V", v)] { try t.expectBindable(op: op, name) }
-        return g
     }
 
     /// Checks the shapes and the layout (no device involved).

@@ -75,7 +75,8 @@ public enum AttentionMerge {
         // The merge reads the shared attention block: only its sizes and the split count matter.
         let push = AttentionParams(batch: 1, headsQ: UInt32(heads), headsKv: UInt32(heads), seqQ: UInt32(seqQ), seqK: 0,
                                    totalQ: UInt32(totalQ), scaleLog2: 0, softcap: 0, windowLeft: -1, windowRight: -1,
-                                   splitKeys: 0, splits: UInt32(splits), maskBlock: 0, maskRows: 0, diagOffset: 0, topLeft: 0)
+                                   splitKeys: 0, splits: UInt32(splits), maskBlock: 0, maskRows: 0, diagOffset: 0, topLeft: 0,
+                                   pageSize: 0, tableStride: 0)
         let kernel = try device.kernel(KernelDescriptor(
             shader: o.dtype == .f16 ? Shaders.attentionMergeF16 : o.dtype == .bf16 ? Shaders.attentionMergeBf16 : Shaders.attentionMergeF32,
             bindings: 7,

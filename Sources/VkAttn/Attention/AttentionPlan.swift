@@ -24,8 +24,11 @@ public final class AttentionPlan: Sendable {
     public let qShape: [Int], kvShape: [Int], lseShape: [Int]
     /// Shapes of V (K's with Dv) and O (Q's with Dv).
     public let vShape: [Int], oShape: [Int]
-    /// The type of Q, K, V (`inputType`) and of O (`outputType`).
-    public let inputType: DType, outputType: DType
+    /// The type of Q (`inputType`), of K and V (`kvType`: Q's, or f16, bf16 or i8 under any
+    /// Q), and of O (`outputType`).
+    public let inputType: DType, kvType: DType, outputType: DType
+    /// The paged cache's geometry, when K and V live in pages.
+    public let pages: KVPages?
     /// Workgroup columns over the key range (1: one pass writing O directly).
     public let splits: Int
 
@@ -48,9 +51,9 @@ public final class AttentionPlan: Sendable {
     ///   - decode: split the key range for a long cache (`decodeSplits` or the device's count).
     /// - Throws: `VkAttnError` for any shape, type, layout or option the op does not take.
     init(_ attention: FlashAttention, op: String, q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout,
-         decode: Bool, decodeSplits requested: Int?) throws {
+         scales: (k: Tensor, v: Tensor)? = nil, pages: KVPages? = nil, decode: Bool, decodeSplits requested: Int?) throws {
         let device = q.device
-        let g = try AttentionGeometry.resolve(op: op, q: q, k: k, v: v, layout: layout)
+        let g = try AttentionGeometry.resolveCache(op: op, q: q, k: k, v: v, layout: layout, scales: scales, pages: pages)
         let (scale, softcap) = try attention.checkOptions(op: op, g)
         let outputType = try attention.outputType(op: op, input: g.dtype)
         let pack = g.groupSize > 1 && attention.mask.blocks == nil
@@ -61,6 +64,7 @@ public final class AttentionPlan: Sendable {
             (self.attention, self.device, self.op, self.geometry, self.launch, self.kernel, self.pack) = (attention, device, op, g, nil, nil, pack)
             (self.qShape, self.kvShape, self.lseShape, self.vShape, self.oShape) = (g.qShape, g.kvShape, g.lseShape, g.vShape, g.oShape)
             (self.inputType, self.outputType, self.splits, self.alignedOperands, self.path) = (g.dtype, outputType, 1, false, emptyInputPath)
+            (self.kvType, self.pages) = (g.kvType, pages)
             return
         }
         let tiling = try attention.tiling(.forward, op: op, geometry: g,
@@ -109,6 +113,7 @@ public final class AttentionPlan: Sendable {
         (self.qShape, self.kvShape, self.lseShape) = (g.qShape, g.kvShape, g.lseShape)
         (self.vShape, self.oShape) = (g.vShape, g.oShape)
         (self.inputType, self.outputType, self.splits) = (g.dtype, outputType, split.splits)
+        (self.kvType, self.pages) = (g.kvType, pages)
         self.alignedOperands = tiling.matrix != nil
     }
 
@@ -123,9 +128,18 @@ public final class AttentionPlan: Sendable {
     /// - Returns: O, LSE and the plan's `path`.
     /// - Throws: `VkAttnError` naming the operand that is not what the plan was made for.
     public func encode(q: Tensor, k: Tensor, v: Tensor, into outputs: AttentionOutput? = nil, on stream: Stream) throws -> AttentionOutput {
+        try encode(q: q, k: k, v: v, scales: nil, into: outputs, on: stream)
+    }
+
+    /// `encode` with the int8 cache's scales (`kvType` i8).
+    package func encode(q: Tensor, k: Tensor, v: Tensor, scales: (k: Tensor, v: Tensor)?, into outputs: AttentionOutput?,
+                on stream: Stream) throws -> AttentionOutput {
         guard stream.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "stream") }
+        guard (scales != nil) == (kvType == .i8) else {
+            throw VkAttnError.invalidValue(op: op, operand: "scales", reason: kvType == .i8 ? "missing: the plan is for an int8 cache" : "given, but the plan is for a \(kvType) cache")
+        }
         for (name, t, shape) in [("Q", q, qShape), ("K", k, kvShape), ("V", v, vShape)] {
-            try t.expect(op: op, name, shape: shape, dtype: inputType, device: device)
+            try t.expect(op: op, name, shape: shape, dtype: name == "Q" ? inputType : kvType, device: device)
             try t.expectBindable(op: op, name)
             if alignedOperands && t.slice.offset % 16 != 0 {
                 throw VkAttnError.invalidValue(op: op, operand: name, reason: "starts at byte \(t.slice.offset); the plan's cooperative-matrix kernel needs a multiple of 16")
@@ -141,10 +155,21 @@ public final class AttentionPlan: Sendable {
             return AttentionOutput(o: out.o, lse: out.lse, path: path)
         }
         let g = geometry
+        var scaleSlices = [launch.cuQ, launch.cuQ]  // unread placeholders unless int8
+        var kSlice = k.slice, vSlice = v.slice
+        if let scales {
+            for (name, t, shape) in [("K scales", scales.k, kvShape), ("V scales", scales.v, vShape)] {
+                try t.expect(op: op, name, shape: Array(shape.dropLast()) + [(shape[shape.count - 1] + 31) / 32], dtype: .f32, device: device)
+                try t.expectBindable(op: op, name)
+            }
+            scaleSlices = [scales.k.slice, scales.v.slice]
+            (kSlice, vSlice) = (try k.wordSlice(op: op, "K"), try v.wordSlice(op: op, "V"))
+        }
         let sideBuffers = [launch.cuQ, launch.cuK, launch.maskOffsets, launch.maskColumns, launch.alibiSlopes, launch.sinks]
+            + scaleSlices + [launch.blockTable]
         let heads = pack ? g.headsKV : g.headsQ
         if splits == 1 {
-            try stream.dispatch(kernel, bindings: [q.slice, k.slice, v.slice, out.o.slice, out.lse.slice] + sideBuffers,
+            try stream.dispatch(kernel, bindings: [q.slice, kSlice, vSlice, out.o.slice, out.lse.slice] + sideBuffers,
                                 push: launch.pushConstants, groups: (launch.rowTiles, heads, g.batch))
             return AttentionOutput(o: out.o, lse: out.lse, path: path)
         }
@@ -152,7 +177,7 @@ public final class AttentionPlan: Sendable {
         let partialO = try device.makeTensor(shape: [splits] + oShape, dtype: .f32)
         let partialLSE = try device.makeTensor(shape: [splits] + lseShape, dtype: .f32)
         try partialO.expectBindable(op: op, "partial O")
-        try stream.dispatch(kernel, bindings: [q.slice, k.slice, v.slice, partialO.slice, partialLSE.slice] + sideBuffers,
+        try stream.dispatch(kernel, bindings: [q.slice, kSlice, vSlice, partialO.slice, partialLSE.slice] + sideBuffers,
                             push: launch.pushConstants, groups: (launch.rowTiles, heads, g.batch * splits))
         try stream.barrier()
         try AttentionMerge.encode(partialO: partialO.slice, partialLSE: partialLSE.slice, o: out.o, lse: out.lse,
@@ -170,10 +195,11 @@ extension FlashAttention {
     ///   - k: K.
     ///   - v: V.
     ///   - layout: dense or packed variable-length.
+    ///   - pages: the block table of K and V in pages; nil for contiguous K and V.
     /// - Returns: the plan; its `encode` records the pass.
     /// - Throws: `VkAttnError` for shapes, types, layouts or options the op does not take.
-    public func forwardPlan(q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout = .dense) throws -> AttentionPlan {
-        try AttentionPlan(self, op: "attention.forward", q: q, k: k, v: v, layout: layout, decode: false, decodeSplits: nil)
+    public func forwardPlan(q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout = .dense, pages: KVPages? = nil) throws -> AttentionPlan {
+        try AttentionPlan(self, op: "attention.forward", q: q, k: k, v: v, layout: layout, pages: pages, decode: false, decodeSplits: nil)
     }
 
     /// Plans decode against a K/V cache (see `decode` and `AttentionPlan`).
@@ -182,11 +208,13 @@ extension FlashAttention {
     ///   - kCache: K of the cache; `vCache` likewise.
     ///   - vCache: V of the cache.
     ///   - layout: dense or packed variable-length (each sequence its own cache length).
+    ///   - pages: the block table of a paged cache; nil for a contiguous one.
     ///   - splits: workgroup columns over the key range; nil lets the device decide.
     /// - Returns: the plan.
     /// - Throws: `VkAttnError`, as `decode`.
     public func decodePlan(q: Tensor, kCache: Tensor, vCache: Tensor, layout: AttentionLayout = .dense,
-                           splits: Int? = nil) throws -> AttentionPlan {
-        try AttentionPlan(self, op: "attention.decode", q: q, k: kCache, v: vCache, layout: layout, decode: true, decodeSplits: splits)
+                           pages: KVPages? = nil, splits: Int? = nil) throws -> AttentionPlan {
+        try AttentionPlan(self, op: "attention.decode", q: q, k: kCache, v: vCache, layout: layout, pages: pages,
+                          decode: true, decodeSplits: splits)
     }
 }

@@ -75,19 +75,22 @@ public struct FlashAttention: Hashable, Sendable {
     ///     (and Sk, Hkv) may be zero, D may not: no kernel is recorded; when there are query rows
     ///     but no keys, fills write O = 0 and LSE = -inf (rows that see no key), else O and LSE
     ///     are empty. A packed layout with no sequences has `cuSeqlens` of `[0]`.
-    ///   - k: K: [B, Sk, Hkv, D] or [totalK, Hkv, D], Q's type and device.
-    ///   - v: V: K's shape and type.
-    ///   - layout: Dense, or packed variable-length with the sequences' offsets.
+    ///   - k: K: [B, Sk, Hkv, Dk] or [totalK, Hkv, Dk] (or [pages, pageSize, Hkv, Dk] with
+    ///     `pages`), on Q's device, of Q's type or (mixed precision) f16 or bf16 under any Q.
+    ///   - v: V: K's shape with Dv, K's type.
+    ///   - layout: Dense, or packed variable-length with the sequences' offsets (paged K/V take
+    ///     the packed layout: queries over a cached prefix are chunked prefill).
+    ///   - pages: The block table of K and V in pages; nil for contiguous K and V.
     ///   - outputs: O (Q's shape with Dv, `outputDType`) and LSE (f32) to write; nil allocates them.
     ///   - stream: A stream of Q's device; the pass runs when it is submitted.
     /// - Returns: O, LSE and the path of the kernel that ran.
     /// - Throws: ``VkAttnError`` naming the operand or option that the op does not take
     ///   (shapes, types, devices, head dim, heads, mask, scale, softcap, a requested kernel the
     ///   device cannot run), before anything is recorded.
-    public func forward(q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout = .dense,
+    public func forward(q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout = .dense, pages: KVPages? = nil,
                         into outputs: AttentionOutput? = nil, on stream: Stream) throws -> AttentionOutput {
         guard q.device === stream.device else { throw VkAttnError.deviceMismatch(op: "attention.forward", operand: "stream") }
-        return try forwardPlan(q: q, k: k, v: v, layout: layout).encode(q: q, k: k, v: v, into: outputs, on: stream)
+        return try forwardPlan(q: q, k: k, v: v, layout: layout, pages: pages).encode(q: q, k: k, v: v, into: outputs, on: stream)
     }
 
     /// The ALiBi paper's slopes for `heads` heads: the geometric sequence 2^(-8/n), 2^(-16/n), ...
@@ -107,9 +110,16 @@ public struct FlashAttention: Hashable, Sendable {
     }
 
     func forwardKernel(_ launch: AttentionLaunch, tiling: AttentionTiling, output: DType, split: Bool, device: Device) throws -> Kernel {
-        try device.kernel(KernelDescriptor(
-            shader: Self.forwardShader(input: launch.geometry.dtype, output: output, cooperative: tiling.matrix != nil,
-                                       rolled: Self.rolledCooperativeLoops(device)), bindings: 11,
+        let g = launch.geometry
+        let shader: ShaderSource
+        if g.kvType == g.dtype {
+            shader = Self.forwardShader(input: g.dtype, output: output, cooperative: tiling.matrix != nil,
+                                        rolled: Self.rolledCooperativeLoops(device))
+        } else {
+            shader = try Self.mixedForwardShader(op: launch.op, query: g.dtype, kv: g.kvType, output: output)
+        }
+        return try device.kernel(KernelDescriptor(
+            shader: shader, bindings: 14,
             specialization: launch.specialization(workgroupSize: tiling.workgroupSize, split: split),
             requiredSubgroupSize: try AttentionTiling.subgroupRequirement(device),
             fullSubgroups: device.enabled.computeFullSubgroups))
@@ -153,13 +163,31 @@ public struct FlashAttention: Hashable, Sendable {
         }
     }
 
+    /// The scalar forward variant for Q of one type and K/V of another (mixed precision, int8).
+    static func mixedForwardShader(op: String, query: DType, kv: DType, output: DType) throws -> ShaderSource {
+        func code(_ t: DType) -> String {
+            switch t {
+            case .f32: return "32"
+            case .f16: return "16"
+            case .bf16: return "bf16"
+            default: return "8"
+            }
+        }
+        let name = "attention/forward.q\(code(query))kv\(code(kv))" + (output != query ? "o32" : "")
+        guard let shader = Shaders.named(name) else {
+            throw VkAttnError.unsupported(op: op, reason: "no kernel takes Q \(query), K/V \(kv) and O \(output)")
+        }
+        return shader
+    }
+
     func path(_ g: AttentionGeometry, tiling: AttentionTiling, pack: Bool) -> String {
         let geometry = "Br\(tiling.br) Bc\(tiling.bc) wg\(tiling.workgroupSize)" + (pack ? " packGQA" : "")
             + tiling.paddingText(headDim: g.headDim, headDimV: g.headDimV)
         if let shape = tiling.matrix {
-            return "coopmat-\(g.dtype) \(CooperativeMatrix.text(shape)) " + geometry
+            return "coopmat-\(g.dtype) \(CooperativeMatrix.text(shape)) " + geometry + (g.pages.map { " paged(\($0.pageSize))" } ?? "")
         }
-        return "scalar-\(g.dtype) " + geometry + (tiling.separateKV ? "" : " kv-shared")
+        let types = g.kvType == g.dtype ? "\(g.dtype)" : "q\(g.dtype)-kv\(g.kvType)"
+        return "scalar-\(types) " + geometry + (g.pages.map { " paged(\($0.pageSize))" } ?? "") + (tiling.separateKV ? "" : " kv-shared")
             + (tiling.cooperativeMatrixSkipped.map { " [no coopmat: \($0)]" } ?? "")
     }
 }

@@ -86,6 +86,25 @@ public struct Tensor: Sendable {
     /// The tensor's size in bytes.
     public var byteCount: Int { slice.byteCount }
 
+    /// The tensor's bytes widened to whole 32-bit words: how kernels that read 8-bit elements
+    /// four to a word bind them.
+    /// - Parameters:
+    ///   - op: The op, for errors.
+    ///   - name: The operand, for errors.
+    /// - Returns: The slice from the tensor's first byte to the end of the word holding its last.
+    /// - Throws: ``VkAttnError/invalidValue(op:operand:reason:)`` when the tensor does not start
+    ///   on a 4-byte boundary or its last word runs past its buffer.
+    package func wordSlice(op: String, _ name: String) throws -> BufferSlice {
+        guard slice.offset % 4 == 0 else {
+            throw VkAttnError.invalidValue(op: op, operand: name, reason: "starts at byte \(slice.offset); \(dtype) operands are read in 32-bit words and must start on a 4-byte boundary")
+        }
+        let bytes = (byteCount + 3) / 4 * 4
+        guard slice.offset + bytes <= buffer.byteCount else {
+            throw VkAttnError.invalidValue(op: op, operand: name, reason: "ends mid-word at its buffer's end; \(dtype) operands are read in 32-bit words (Device.makeTensor rounds their buffers up)")
+        }
+        return try buffer.slice(offset: slice.offset, byteCount: bytes)
+    }
+
     static func elementCount(_ shape: [Int]) throws -> Int {
         var count = 1
         for d in shape {
@@ -193,12 +212,15 @@ extension Device {
     ///   - shape: The dimensions; any may be zero: an empty tensor (0 elements, 0 bytes, over
     ///     an empty buffer that can still be bound), which every op takes and records nothing for.
     ///   - dtype: The element type.
-    /// - Returns: A tensor over a new device-local buffer of its exact size.
+    /// - Returns: A tensor over a new device-local buffer of its exact size (for i8, rounded up
+    ///   to whole 32-bit words, which is how kernels read it).
     /// - Throws: ``VkAttnError/invalidValue(op:operand:reason:)`` for a negative dimension or an
     ///   overflowing size; the errors of `Device.makeBuffer`.
     public func makeTensor(shape: [Int], dtype: DType) throws -> Tensor {
         let count = try Tensor.elementCount(shape)
-        let buffer = try makeBuffer(byteCount: try Checked.product(op: "makeTensor", operand: "shape", count, dtype.byteSize))
+        var bytes = try Checked.product(op: "makeTensor", operand: "shape", count, dtype.byteSize)
+        if dtype == .i8 { bytes = (bytes + 3) / 4 * 4 }
+        let buffer = try makeBuffer(byteCount: bytes)
         return try Tensor(buffer, shape: shape, dtype: dtype)
     }
 
