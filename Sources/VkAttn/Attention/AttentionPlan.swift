@@ -217,4 +217,19 @@ extension FlashAttention {
         try AttentionPlan(self, op: "attention.decode", q: q, k: kCache, v: vCache, layout: layout, pages: pages,
                           decode: true, decodeSplits: splits)
     }
+
+    /// `decodePlan` for an int8 cache: `kCache` and `vCache` hold i8 values, `scales` their
+    /// per-block f32 scales (KVQuantization's layout).
+    package func decodePlan(q: Tensor, kCache: Tensor, vCache: Tensor, layout: AttentionLayout = .dense,
+                            pages: KVPages? = nil, splits: Int? = nil, scales: (k: Tensor, v: Tensor)?) throws -> AttentionPlan {
+        try AttentionPlan(self, op: "attention.decode", q: q, k: kCache, v: vCache, layout: layout, scales: scales, pages: pages,
+                          decode: true, decodeSplits: splits)
+    }
+
+    /// `forwardPlan` for an int8 K/V (see `decodePlan(q:kCache:vCache:layout:pages:splits:scales:)`).
+    package func forwardPlan(q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout = .dense, pages: KVPages? = nil,
+                             scales: (k: Tensor, v: Tensor)?) throws -> AttentionPlan {
+        try AttentionPlan(self, op: "attention.forward", q: q, k: k, v: v, layout: layout, scales: scales, pages: pages,
+                          decode: false, decodeSplits: nil)
+    }
 }
