@@ -20,6 +20,7 @@ declare -A base=(
   [linear-attention]="--batch 1 --length 8 --heads 1 --dk 8 --dv 8"
   [ring]="--seq 32 --heads 1 --dim 32" [ulysses]="--seq 32 --heads 2 --dim 32" [hybrid]="--ranks 4 --seq 32 --heads 2 --dim 32 --ulysses 2"
   [tree-decode]="--batch 1 --cache 32 --heads 1 --dim 32"
+  [star-attention]="--context 32 --query 4 --heads 1 --dim 32"
   [lasp]="--seq 16 --heads 1 --dk 8 --dv 8" [lasp2]="--seq 16 --heads 1 --dk 8 --dv 8" [zeco]="--seq 16 --heads 1 --dk 8 --dv 8"
   [suite]="--quick"
 )
@@ -35,12 +36,13 @@ declare -A options=(
   [ring]="--ranks --seq --batch --heads --kv-heads --dim" [ulysses]="--ranks --seq --batch --heads --dim"
   [hybrid]="--ranks --ulysses --seq --heads"
   [tree-decode]="--ranks --batch --queries --cache --heads --kv-heads --dim"
+  [star-attention]="--ranks --context --query --heads --kv-heads --dim --anchor"
   [lasp]="--ranks --seq --batch --heads --dk --dv --chunk-length" [lasp2]="--ranks --seq --dk"
   [zeco]="--ranks --seq --segments"
   [suite]="--iterations"
 )
 # option=value pairs that are legitimate (they run).
-accepts=" --warmup=0 --check-rows=2147483648 --check-rows=1099511627776 --check-rows=4611686018427387904 --check-rows=9223372036854775807 --density=0 --empty-rows=0 "
+accepts=" --warmup=0 --check-rows=2147483648 --check-rows=1099511627776 --check-rows=4611686018427387904 --check-rows=9223372036854775807 --density=0 --empty-rows=0 --anchor=0 "
 
 failures=0 runs=0
 for command in "${!options[@]}"; do
@@ -70,7 +72,7 @@ done
 declare -A words=(
   [attention]="--dtype" [decode]="--dtype" [spmm]="--format --kernel --dtype --distribution --validation" [sddmm]="--dtype"
   [scan]="--dtype --op --path" [recurrence]="--layout --path --dtype" [linear-attention]="--gating --dtype --kernel"
-  [ring]="--dtype --sharding --path --backend --variant" [ulysses]="--sharding" [hybrid]="--dtype"
+  [ring]="--dtype --sharding --path --backend --variant" [ulysses]="--sharding" [hybrid]="--dtype" [star-attention]="--dtype --path"
   [lasp]="--gating --path --backend" [lasp2]="--gating" [zeco]="--backend"
 )
 for command in "${!words[@]}"; do
