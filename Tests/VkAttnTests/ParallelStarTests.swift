@@ -125,6 +125,18 @@ struct ParallelStarTests {
         }
     }
 
+    @Test func stagedTransfers() async throws {
+        let seed = testSeed()
+        // GPU copies through host staging (the discrete-GPU style path) on 2 and 4 ranks.
+        try await withGroup(ranks: 4, path: .staged) { group in
+            #expect(group.route == .staged)
+            for (n, dtype) in [(2, DType.f16), (4, .f32)] {
+                let c = Case(seed: seed &+ UInt64(n), context: 50, query: 4, anchor: 9, ranks: n, dtype: dtype)
+                try c.expectMatches(try await c.run(try group.communicators(first: n)))
+            }
+        }
+    }
+
     @Test func sendsTheBytesOfItsFormula() async throws {
         let seed = testSeed()
         try await withGroup { group in
