@@ -33,6 +33,11 @@ enum StorageType: String, CaseIterable, ExpressibleByArgument {
     }
 }
 
+/// `--kv-dtype` of decode: a K/V cache stored as f32, f16, bf16, or int8 with per-block scales.
+enum CacheStorageType: String, CaseIterable, ExpressibleByArgument {
+    case f32, f16, bf16, int8
+}
+
 /// `--dtype` of the context-parallel attention commands: f32 or f16 storage.
 enum ParallelStorageType: String, CaseIterable, ExpressibleByArgument {
     case f32, f16
