@@ -227,6 +227,30 @@ struct KVQuantizationTests {
         }
     }
 
+    /// The example of the Memory article (VkAttn.docc), as written there, with k filled.
+    @Test func articleExampleRuns() throws {
+        let seed = testSeed()
+        try withDevice { device in
+            guard device.enabled.storageBuffer16BitAccess else { return }
+            var rng = SeededRandom(seed: seed)
+            let stream = try device.makeStream()
+            let k = try device.makeTensor(shape: [4096, 8, 128], dtype: .f16)   // [tokens, Hkv, D]
+            let x = rng.floats(k.elementCount, in: -4...4).map { DType.f16.rounded($0) }
+            try k.write(floats: x)
+            let cache = try device.makeQuantizedTensor(shape: k.shape)          // scales [4096, 8, 4]
+            #expect(cache.scales.shape == [4096, 8, 4])
+            try KVQuantization.quantize(k, into: cache, on: stream)
+            try stream.barrier()
+            let restored = try KVQuantization.dequantize(cache, dtype: .f16, on: stream)
+            try stream.synchronize()
+            let got = try restored.readFloats()
+            let scales = try cache.scales.readFloats()
+            // Half a scale, plus the f16 rounding of the result (half an f16 ulp of at most 4).
+            let bad = x.indices.first { abs(got[$0] - x[$0]) > scales[$0 / 32] / 2 + 0x1p-9 }
+            #expect(bad == nil, "element \(bad ?? 0): \(bad.map { x[$0] } ?? 0) came back as \(bad.map { got[$0] } ?? 0), seed \(seed)")
+        }
+    }
+
     /// NaN and infinities poison their own block only: NaN (or +inf) scale, values 0, and the
     /// block dequantizes to NaN; the row's other blocks are quantized as usual.
     @Test func nonFiniteElementsPoisonTheirBlock() throws {
