@@ -164,8 +164,13 @@ struct KVQuantizationTests {
                         i % 11 == 3 ? 0 : Float(sign: .plus, exponent: Int.random(in: range, using: &h.rng),
                                                 significand: Float.random(in: 1..<2, using: &h.rng))
                     }
-                    let q = try QuantizedTensor(values: try device.makeTensor(values.map(Float.init), shape: shape, dtype: .i8),
-                                                scales: try device.makeTensor(scales, shape: scalesShape, dtype: .f32))
+                    // Inputs inside larger buffers too (bound from an offset; the last partial word of
+                    // the values read through the scratch word, not past the tensor).
+                    let valuesTensor = try h.poisoned(shape: shape, dtype: .i8, poison: 0x80)
+                    try valuesTensor.write(floats: values.map(Float.init))
+                    let scalesTensor = try h.poisoned(shape: scalesShape, dtype: .f32, poison: 0xFF)
+                    try scalesTensor.write(floats: scales)
+                    let q = try QuantizedTensor(values: valuesTensor, scales: scalesTensor)
                     let out = try h.poisoned(shape: shape, dtype: dtype, poison: 0xFF)  // NaN in every type
                     let stream = try device.makeStream()
                     let written = try KVQuantization.dequantize(q, dtype: dtype, into: out, on: stream)
