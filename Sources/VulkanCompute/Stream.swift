@@ -243,6 +243,38 @@ public final class Stream {
         copiesRecorded += 1
     }
 
+    /// Copies byte ranges of `source` into `destination` with one vkCmdCopyBuffer (a gather or
+    /// scatter of rows); no regions records nothing.
+    /// - Parameters:
+    ///   - source: The buffer to read; of this stream's device.
+    ///   - destination: The buffer to write; of this device, not `source` (ranges may not overlap).
+    ///   - regions: (source offset, destination offset, bytes) per range, in bytes; every range
+    ///     inside its buffer, destination ranges disjoint.
+    /// - Throws: `VulkanError.invalidArgument` for a buffer of another device or the same buffer,
+    ///   `VulkanError.rangeOutOfBounds` for a range outside its buffer.
+    public func copy(from source: Buffer, to destination: Buffer, regions: [(source: Int, destination: Int, bytes: Int)]) throws {
+        for b in [source, destination] where b.device !== device {
+            throw VulkanError.invalidArgument("buffer of \(b.device.label) used on a stream of \(device.label)")
+        }
+        guard source !== destination else {
+            throw VulkanError.invalidArgument("a region copy within one buffer")
+        }
+        for r in regions {
+            try source.checkRange(offset: r.source, bytes: r.bytes)
+            try destination.checkRange(offset: r.destination, bytes: r.bytes)
+        }
+        let copies = regions.filter { $0.bytes > 0 }.map {
+            VkBufferCopy(srcOffset: VkDeviceSize($0.source), dstOffset: VkDeviceSize($0.destination), size: VkDeviceSize($0.bytes))
+        }
+        guard !copies.isEmpty else { return }
+        let cb = try commandBuffer()
+        copies.withUnsafeBufferPointer { vkCmdCopyBuffer(cb, source.handle, destination.handle, UInt32($0.count), $0.baseAddress) }
+        retained.append(source)
+        retained.append(destination)
+        recorded += 1
+        copiesRecorded += 1
+    }
+
     /// Fills `destination` with a repeated 32-bit word (vkCmdFillBuffer): offset and size must
     /// be multiples of 4. An empty range (0 bytes) is checked and records nothing.
     /// - Parameters:

@@ -165,6 +165,37 @@ struct AttentionKVCacheTests {
         }
     }
 
+    /// An int8 cache filled page by page with `append` (values and scales) decodes exactly as
+    /// the contiguous int8 cache quantized in one go.
+    @Test func appendedInt8PagesEqualContiguous() throws {
+        let seed = testSeed()
+        try withDevice { device in
+            let c = Cache(seed: seed, queries: [1, 1], keys: [137, 12], hq: 4, hkv: 1, dk: 33, dv: 64, qType: .f16, kvType: .f32)
+            let stream = try device.makeStream()
+            let q = try device.makeTensor(c.q, shape: c.qShape, dtype: .f16)
+            let kq = try KVQuantization.quantize(try device.makeTensor(c.k, shape: c.kShape), on: stream)
+            let vq = try KVQuantization.quantize(try device.makeTensor(c.v, shape: c.vShape), on: stream)
+            let pages = KVPages(pageSize: 16, pagesPerSequence: 9, blockTable: (0..<18).map { Int32((($0 * 5) + 3) % 18) })
+            let kPaged = try device.makeQuantizedTensor(shape: [18, 16, 1, c.dk])
+            let vPaged = try device.makeQuantizedTensor(shape: [18, 16, 1, c.dv])
+            try stream.barrier()
+            // All tokens at once into empty pages (row t of the packed cache is sequence b's token t - start).
+            try pages.append(kq, cuSeqlens: [0, 137, 149], into: kPaged, cachedLengths: [0, 0], on: stream)
+            try pages.append(vq, cuSeqlens: [0, 137, 149], into: vPaged, cachedLengths: [0, 0], on: stream)
+            try stream.barrier()
+            let attention = FlashAttention(mask: .causal)
+            let contiguous = try attention.decode(q: q, kCache: kq, vCache: vq, layout: c.layout, splits: 2, on: stream)
+            let paged = try attention.decode(q: q, kCache: kPaged, vCache: vPaged, layout: c.layout, pages: pages, splits: 2, on: stream)
+            try stream.synchronize()
+            #expect(try contiguous.o.readFloats() == paged.o.readFloats() && contiguous.lse.readFloats() == paged.lse.readFloats(),
+                    "\(paged.path) seed \(seed)")
+            #expect(paged.path.contains("kvi8") && paged.path.contains("paged(16)"), "\(paged.path)")
+            #expect(throws: VkAttnError.self) {  // the table covers 144 tokens per sequence
+                try pages.append(kq, cuSeqlens: [0, 137, 149], into: kPaged, cachedLengths: [20, 0], on: stream)  // 157 > 144
+            }
+        }
+    }
+
     @Test func badCachesAreTypedErrors() throws {
         try withDevice { device in
             let stream = try device.makeStream()

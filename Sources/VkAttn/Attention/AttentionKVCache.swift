@@ -120,3 +120,85 @@ extension AttentionGeometry {
         return g
     }
 }
+
+// MARK: Appending tokens
+
+extension KVPages {
+    /// The op name `append` errors carry.
+    public static let appendOpName = "kvCache.append"
+
+    /// Writes new tokens' K (or V) rows into the pages after each sequence's cached tokens: new
+    /// token t of sequence b lands at position `cachedLengths[b] + t`, row (position % pageSize)
+    /// of page `blockTable[b * pagesPerSequence + position / pageSize]`. One copy command
+    /// (a region per token), no kernel; nothing when there are no new tokens.
+    /// - Parameters:
+    ///   - rows: The new rows, packed [newTokens, Hkv, D], `cache`'s type.
+    ///   - cuSeqlens: Cumulative new-token counts per sequence (batch + 1 entries, from 0).
+    ///   - cache: The paged K or V: [pages, pageSize, Hkv, D].
+    ///   - cachedLengths: Tokens each sequence already holds (the table must cover the new end).
+    ///   - stream: A stream of the tensors' device.
+    /// - Throws: ``VkAttnError`` for shapes, types or devices that do not match, a table that
+    ///   does not cover the new positions, or a page id outside the cache.
+    public func append(_ rows: Tensor, cuSeqlens: [Int32], into cache: Tensor, cachedLengths: [Int], on stream: Stream) throws {
+        let op = Self.appendOpName
+        try checkAppend(op: op, rows: rows, cuSeqlens: cuSeqlens, cache: cache, cachedLengths: cachedLengths, stream: stream)
+        guard cache.dtype == rows.dtype else {
+            throw VkAttnError.dtypeMismatch(op: op, operand: "rows", expected: cache.dtype.rawValue, actual: rows.dtype.rawValue)
+        }
+        let rowBytes = rows.shape[1] * rows.shape[2] * rows.dtype.byteSize
+        try stream.copy(from: rows.buffer, to: cache.buffer,
+                        regions: regions(cuSeqlens: cuSeqlens, cachedLengths: cachedLengths, rowBytes: rowBytes,
+                                         source: rows.slice.offset, destination: cache.slice.offset))
+    }
+
+    /// `append` for an int8 cache: the new rows' values and scales (quantize them first with
+    /// `KVQuantization.quantize`) go to the same positions of the cache's values and scales.
+    /// - Parameters:
+    ///   - rows: The new rows quantized: values [newTokens, Hkv, D].
+    ///   - cuSeqlens: Cumulative new-token counts per sequence.
+    ///   - cache: The paged, quantized K or V: values [pages, pageSize, Hkv, D].
+    ///   - cachedLengths: Tokens each sequence already holds.
+    ///   - stream: A stream of the tensors' device.
+    /// - Throws: ``VkAttnError`` as the unquantized `append`.
+    public func append(_ rows: QuantizedTensor, cuSeqlens: [Int32], into cache: QuantizedTensor, cachedLengths: [Int],
+                       on stream: Stream) throws {
+        let op = Self.appendOpName
+        try checkAppend(op: op, rows: rows.values, cuSeqlens: cuSeqlens, cache: cache.values, cachedLengths: cachedLengths, stream: stream)
+        for (from, to, width) in [(rows.values, cache.values, rows.rowWidth), (rows.scales, cache.scales, rows.blocksPerRow)] {
+            let bytes = rows.values.shape[1] * width * from.dtype.byteSize
+            try stream.copy(from: from.buffer, to: to.buffer,
+                            regions: regions(cuSeqlens: cuSeqlens, cachedLengths: cachedLengths, rowBytes: bytes,
+                                             source: from.slice.offset, destination: to.slice.offset))
+        }
+    }
+
+    func checkAppend(op: String, rows: Tensor, cuSeqlens: [Int32], cache: Tensor, cachedLengths: [Int], stream: Stream) throws {
+        for (name, t) in [("rows", rows), ("cache", cache)] where t.device !== stream.device {
+            throw VkAttnError.deviceMismatch(op: op, operand: name)
+        }
+        guard cache.shape.count == 4, cache.shape[1] == pageSize else {
+            throw VkAttnError.shapeMismatch(op: op, operand: "cache", expected: "[pages, \(pageSize), heads, headDim]", actual: "\(cache.shape)")
+        }
+        try AttentionGeometry.checkCumulative(op: op, "cuSeqlens", cuSeqlens, total: rows.shape.first ?? 0)
+        guard rows.shape.count == 3, Array(rows.shape.dropFirst()) == Array(cache.shape.suffix(2)) else {
+            throw VkAttnError.shapeMismatch(op: op, operand: "rows", expected: "[tokens, \(cache.shape[2]), \(cache.shape[3])]", actual: "\(rows.shape)")
+        }
+        guard cachedLengths.count == cuSeqlens.count - 1, cachedLengths.allSatisfy({ $0 >= 0 }) else {
+            throw VkAttnError.invalidValue(op: op, operand: "cachedLengths", reason: "needs \(cuSeqlens.count - 1) counts of zero or more, got \(cachedLengths)")
+        }
+        let ends = zip(cachedLengths, zip(cuSeqlens.dropFirst(), cuSeqlens)).map { $0 + Int($1.0 - $1.1) }
+        try validate(op: op, lengths: ends, pageCount: cache.shape[0])
+    }
+
+    func regions(cuSeqlens: [Int32], cachedLengths: [Int], rowBytes: Int, source: Int, destination: Int) -> [(source: Int, destination: Int, bytes: Int)] {
+        var out: [(source: Int, destination: Int, bytes: Int)] = []
+        for b in 0..<(cuSeqlens.count - 1) {
+            for t in Int(cuSeqlens[b])..<Int(cuSeqlens[b + 1]) {
+                let position = cachedLengths[b] + t - Int(cuSeqlens[b])
+                let page = Int(blockTable[b * pagesPerSequence + position / pageSize])
+                out.append((source + t * rowBytes, destination + (page * pageSize + position % pageSize) * rowBytes, rowBytes))
+            }
+        }
+        return out
+    }
+}

@@ -21,9 +21,11 @@ public struct TreeDecode: Sendable, Hashable {
     /// attention.outputDType) and LSE of the whole cache.
     /// - Parameters:
     ///   - q: The query rows, identical on every rank.
-    ///   - kCache: This rank's shard of the K cache.
-    ///   - vCache: This rank's shard of the V cache, K's shape.
-    ///   - layout: Dense, or packed with this rank's cache lengths.
+    ///   - kCache: This rank's shard of the K cache (Q's type, or f16/bf16 under any Q;
+    ///     [pages, pageSize, Hkv, Dk] with `pages`).
+    ///   - vCache: This rank's shard of the V cache, K's shape with Dv.
+    ///   - layout: Dense, or packed with this rank's cache lengths (paged shards take packed).
+    ///   - pages: The block table of this rank's paged shard; nil for a contiguous one.
     ///   - output: O and LSE to write; nil allocates them.
     ///   - comm: This rank's communicator.
     /// - Returns: O and LSE over the whole cache (the same bits on every rank), and the path.
@@ -31,7 +33,8 @@ public struct TreeDecode: Sendable, Hashable {
     ///   another device (the group is aborted once anything was posted); transfer and device
     ///   errors.
     public func decode<C: Communicator>(q: Tensor, kCache: Tensor, vCache: Tensor, layout: AttentionLayout = .dense,
-                                        into output: AttentionOutput? = nil, communicator comm: C) async throws -> ContextParallelOutput {
+                                        pages: KVPages? = nil, into output: AttentionOutput? = nil,
+                                        communicator comm: C) async throws -> ContextParallelOutput {
         let op = "contextParallel.treeDecode"
         let mask = attention.mask
         guard mask == .none else {
@@ -39,7 +42,10 @@ public struct TreeDecode: Sendable, Hashable {
         }
         let device = comm.device
         guard q.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "Q") }
-        let g = try AttentionGeometry.resolve(op: op, q: q, k: kCache, v: vCache, layout: layout)
+        guard attention.alibiSlopes == nil, attention.sinks == nil else {
+            throw VkAttnError.unsupported(op: op, reason: "decode across ranks takes no ALiBi slopes or sinks (each rank's partial would need the global positions, and the sink must join once)")
+        }
+        let g = try AttentionGeometry.resolveCache(op: op, q: q, k: kCache, v: vCache, layout: layout, scales: nil, pages: pages)
         guard !g.isEmpty else {  // the one-device ops take empty inputs; splitting nothing over ranks is not offered
             throw VkAttnError.unsupported(op: op, reason: "no query heads, query rows or keys to split over ranks; empty inputs are for the one-device FlashAttention, which records nothing for them")
         }
@@ -58,7 +64,8 @@ public struct TreeDecode: Sendable, Hashable {
             let (o, lse, m, w, scratch) = (t[0], t[1], t[2], t[3], t[4])
             try tracer.begin("decode shard", on: stream)
             let partial = FlashAttention(mask: mask, scale: attention.scale, softcap: attention.softcap, outputDType: .f32)
-            let local = try partial.decode(q: q, kCache: kCache, vCache: vCache, layout: layout, into: AttentionOutput(o: o, lse: lse), on: stream)
+            let local = try partial.decode(q: q, kCache: kCache, vCache: vCache, layout: layout, pages: pages,
+                                           into: AttentionOutput(o: o, lse: lse), on: stream)
             try stream.barrier()
             try stream.copy(from: lse.slice, to: m.slice)
             try tracer.end(on: stream)
