@@ -26,8 +26,8 @@ declare -A base=(
 )
 declare -A options=(
   [copy]="--bytes --warmup --iterations" [fill]="--bytes --warmup --iterations"
-  [attention]="--batch --heads --kv-heads --dim --seq --seq-k --check-rows --warmup --iterations"
-  [decode]="--batch --heads --kv-heads --dim --queries --cache --splits"
+  [attention]="--batch --heads --kv-heads --dim --dim-v --seq --seq-k --check-rows --warmup --iterations"
+  [decode]="--batch --heads --kv-heads --dim --dim-v --queries --cache --splits --page-size"
   [spmm]="--rows --cols --n --block --density --empty-rows"
   [sddmm]="--rows --cols --k --density"
   [scan]="--count --batch --segment-length --workgroup-size --items --polls --tiles-per-group"
@@ -70,7 +70,7 @@ done
 # Words outside an enum option's values: one line "Error: ..." and exit status 1 as well (refused
 # while parsing, before any device is made).
 declare -A words=(
-  [attention]="--dtype" [decode]="--dtype" [spmm]="--format --kernel --dtype --distribution --validation" [sddmm]="--dtype"
+  [attention]="--dtype" [decode]="--dtype --kv-dtype" [spmm]="--format --kernel --dtype --distribution --validation" [sddmm]="--dtype"
   [scan]="--dtype --op --path" [recurrence]="--layout --path --dtype" [linear-attention]="--gating --dtype --kernel"
   [ring]="--dtype --sharding --path --backend --variant" [ulysses]="--sharding" [hybrid]="--dtype" [star-attention]="--dtype --path"
   [lasp]="--gating --path --backend" [lasp2]="--gating" [zeco]="--backend"

@@ -56,7 +56,14 @@ struct Decode: ParsableCommand {
         }
         let vShape = Array(kShape.dropLast()) + [shape.valueDim]
         let e = shape.storage.byteSize, kvBytes = cacheType.dtype.byteSize
-        return ([("Q", qShape, e), ("K cache", kShape, kvBytes), ("V cache", vShape, kvBytes)], layout, qShape, kShape, vShape, lengths)
+        var list = [("Q", qShape, e), ("K cache", kShape, kvBytes), ("V cache", vShape, kvBytes)]
+        if let pageSize, let lengths {
+            // The paged copies: every sequence's pages plus two spare ones (see `run`).
+            let longest = lengths.max() ?? 0
+            let pageCount = lengths.count * (longest / pageSize + (longest % pageSize == 0 ? 0 : 1)) + 2
+            list += [("K pages", [pageCount, pageSize, hkv, shape.dim], 4), ("V pages", [pageCount, pageSize, hkv, shape.valueDim], 4)]
+        }
+        return (list, layout, qShape, kShape, vShape, lengths)
     }
 
     /// The cache's storage: `--kv-dtype`, else Q's.
@@ -110,7 +117,8 @@ struct Decode: ParsableCommand {
         var pages: KVPages?
         var pageCount = 0
         if let pageSize {
-            let perSequence = ((lengths.max() ?? 0) + pageSize - 1) / pageSize
+            let longest = lengths.max() ?? 0
+            let perSequence = longest / pageSize + (longest % pageSize == 0 ? 0 : 1)
             pageCount = lengths.count * perSequence + 2  // two spare pages nobody's table lists
             var ids = (0..<pageCount).map(Int32.init)
             for i in stride(from: ids.count - 1, to: 0, by: -1) { ids.swapAt(i, Int(rng.next() % UInt64(i + 1))) }

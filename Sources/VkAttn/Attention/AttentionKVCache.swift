@@ -29,14 +29,16 @@ public struct KVPages: Hashable, Sendable {
     /// Checks the table against `batch` sequences of `lengths` keys and a cache of `pageCount`
     /// pages; throws a `VkAttnError` naming `op`.
     func validate(op: String, lengths: [Int], pageCount: Int) throws {
-        guard pageSize >= 1, pagesPerSequence >= 0 else {
-            throw VkAttnError.invalidValue(op: op, operand: "pages", reason: "page size \(pageSize) and \(pagesPerSequence) pages per sequence must be positive")
+        // The kernels take both as 32-bit push constants; 2^30 keeps every product in range.
+        guard (1...(1 << 30)).contains(pageSize), (0...(1 << 30)).contains(pagesPerSequence) else {
+            throw VkAttnError.invalidValue(op: op, operand: "pages", reason: "page size \(pageSize) must be in 1...2^30 and pages per sequence \(pagesPerSequence) in 0...2^30")
         }
-        guard blockTable.count == lengths.count * pagesPerSequence else {
+        let (entries, overflow) = lengths.count.multipliedReportingOverflow(by: pagesPerSequence)
+        guard !overflow, blockTable.count == entries else {
             throw VkAttnError.invalidValue(op: op, operand: "blockTable", reason: "has \(blockTable.count) entries; \(lengths.count) sequences x \(pagesPerSequence) pages expected")
         }
         for (b, length) in lengths.enumerated() {
-            let needed = (length + pageSize - 1) / pageSize
+            let needed = length / pageSize + (length % pageSize == 0 ? 0 : 1)
             guard needed <= pagesPerSequence else {
                 throw VkAttnError.invalidValue(op: op, operand: "blockTable", reason: "sequence \(b) has \(length) keys, more than \(pagesPerSequence) pages of \(pageSize) hold")
             }
