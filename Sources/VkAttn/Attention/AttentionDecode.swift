@@ -32,7 +32,7 @@ extension FlashAttention {
     ///   - outputs: O and LSE to write; nil allocates them.
     ///   - stream: A stream of Q's device.
     /// - Returns: O, LSE and the path (`decode split-kv xN ... + merge` or `decode single-pass`).
-    /// - Throws: ``VkAttnError`` as ``forward(q:k:v:layout:into:on:)``, and
+    /// - Throws: ``VkAttnError`` as ``forward(q:k:v:layout:pages:into:on:)-(Tensor,Tensor,Tensor,_,_,_,_)``, and
     ///   ``VkAttnError/invalidValue(op:operand:reason:)`` for a split count below 1 or above what
     ///   the cache allows.
     public func decode(q: Tensor, kCache: Tensor, vCache: Tensor, layout: AttentionLayout = .dense, pages: KVPages? = nil,

@@ -6,7 +6,7 @@ import VulkanCompute
 // no 8-bit storage feature; results match attention over the dequantized cache.
 
 extension FlashAttention {
-    /// Decode against an int8 cache (see ``decode(q:kCache:vCache:layout:pages:splits:into:on:)``).
+    /// Decode against an int8 cache (see ``decode(q:kCache:vCache:layout:pages:splits:into:on:)-(Tensor,Tensor,Tensor,_,_,_,_,_)``).
     /// - Parameters:
     ///   - q: The query rows, f32, f16 or bf16: [B, Sq, Hq, Dk] or [totalQ, Hq, Dk].
     ///   - kCache: K quantized: values [B, Sk, Hkv, Dk] (or packed, or paged) and scales.
@@ -26,7 +26,7 @@ extension FlashAttention {
             .encode(q: q, k: kCache, v: vCache, into: outputs, on: stream)
     }
 
-    /// Plans decode against an int8 cache (see ``decodePlan(q:kCache:vCache:layout:pages:splits:)``).
+    /// Plans decode against an int8 cache (see ``decodePlan(q:kCache:vCache:layout:pages:splits:)-(Tensor,Tensor,Tensor,_,_,_)``).
     /// - Parameters:
     ///   - q: A Q of the planned shape and type.
     ///   - kCache: K quantized.
