@@ -13,8 +13,8 @@
 // by division is corrected with exact residuals. Products of a 12-bit half of the scale with
 // an integer of at most 8 bits are exact, and the one difference of nearly equal numbers is
 // exact by Sterbenz' lemma, so every comparison below is exact (`precise` forbids any
-// contraction that could change that). This holds for normal scales (>= 2^-125); devices that
-// flush subnormals may differ below.
+// contraction that could change that). This holds while the scale's low half is normal (scales
+// above about 2^-102); devices that flush subnormals may differ below.
 #ifdef USE_16BIT
 #extension GL_EXT_shader_16bit_storage : require
 #endif

@@ -7,7 +7,7 @@ struct AttentionShapeOptions: ParsableArguments {
     @Option(help: "Sequences in the batch.") var batch = 1
     @Option(help: "Query heads.") var heads = 8
     @Option(name: .customLong("kv-heads"), help: "Key/value heads (default: --heads; fewer is GQA/MQA).") var kvHeads: Int?
-    @Option(help: "Head dimension of Q and K (Dk): 1...576 forward and decode, up to 256 backward.") var dim = 64
+    @Option(help: "Head dimension of Q and K (Dk): 1...576 forward and decode; the backward where shared memory holds a tile.") var dim = 64
     @Option(name: .customLong("dim-v"), help: "Head dimension of V and O (Dv, default: --dim): 1...512; MLA is --dim 576 --dim-v 512.")
     var dimV: Int?
     @Option(help: "Storage type.") var dtype = StorageType.f32

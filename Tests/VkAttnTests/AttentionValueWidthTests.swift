@@ -29,6 +29,16 @@ struct AttentionValueWidthTests {
         }
     }
 
+    /// Beyond 256: the backward runs wherever a tile fits the device's shared memory
+    /// (lavapipe's 32 KiB holds 320 wide rows).
+    @Test func wideBackward() throws {
+        let seed = testSeed()
+        try withDevice { device in
+            try checkBackward(AttentionCase(seed: seed, sq: 13, sk: 21, headsQ: 2, headsKV: 1, headDim: 320, headDimV: 272,
+                                            attention: FlashAttention(mask: .causal)), device)
+        }
+    }
+
     @Test func packedSequencesAndHalfPrecision() throws {
         let seed = testSeed()
         try withDevice { device in

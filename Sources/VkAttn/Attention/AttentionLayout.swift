@@ -73,8 +73,6 @@ package struct AttentionGeometry: Hashable {
     package static let maxHeadDimK = 576
     /// The widest V/O rows (Dv) the forward and decode take: MLA's 512.
     package static let maxHeadDimV = 512
-    /// The widest rows the backward takes (Dk and Dv).
-    package static let maxBackwardHeadDim = 256
 
     /// Checks Q, K, V and the layout; throws a `VkAttnError` naming `op` and the operand.
     package static func resolve(op: String, q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout) throws -> AttentionGeometry {

@@ -171,7 +171,7 @@ public struct AttentionTiling: Hashable, Sendable, CustomStringConvertible {
                 }
             }
         }
-        throw VkAttnError.unsupported(op: "attention", reason: "no \(kind) tile of head dims \(dk)/\(dv) fits \(caps.maxComputeSharedMemoryBytes) bytes of shared memory and subgroups of \(sg) on \(device.label)")
+        throw VkAttnError.unsupported(op: "attention", reason: "no \(kind) tile of head dims \(dk)/\(dv) fits \(caps.maxComputeSharedMemoryBytes) bytes of shared memory (the limit), subgroups of \(sg) and 128 accumulators per lane on \(device.label)")
     }
 
     /// Lanes per row of the small row-wise kernels (Delta pre-pass, merge): a power of two no

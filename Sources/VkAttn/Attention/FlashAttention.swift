@@ -13,7 +13,7 @@ import Darwin
 /// V [B, Sk, Hkv, Dv], O [B, Sq, Hq, Dv]; LSE [B, Hq, Sq] fp32, natural log. Packed
 /// variable-length: Q [totalQ, Hq, Dk], K [totalK, Hkv, Dk], V [totalK, Hkv, Dv],
 /// O [totalQ, Hq, Dv]; LSE [Hq, totalQ]. Any head dims: Dk in 1...576 and Dv in 1...512 for
-/// the forward and decode (Dk != Dv as in MLA), both up to 256 for the backward; widths the
+/// the forward and decode (Dk != Dv as in MLA), the backward where shared memory holds a tile; widths the
 /// tiles cannot take directly are padded with zeros inside the kernels (`path` shows
 /// `pad 59->64`). Hq a multiple of Hkv (MHA, GQA, MQA); f32, f16 or bf16 storage with fp32
 /// accumulation.

@@ -61,9 +61,8 @@ extension FlashAttention {
                          into outputs: AttentionGradients? = nil, on stream: Stream) throws -> AttentionGradients {
         let op = "attention.backward"
         let g = try AttentionGeometry.resolve(op: op, q: q, k: k, v: v, layout: layout)
-        for (name, d) in [("headDim", g.headDim), ("headDimV", g.headDimV)] where d > AttentionGeometry.maxBackwardHeadDim {
-            throw VkAttnError.invalidValue(op: op, operand: name, reason: "\(d) is beyond the backward's \(AttentionGeometry.maxBackwardHeadDim) (the forward takes up to \(AttentionGeometry.maxHeadDimK)/\(AttentionGeometry.maxHeadDimV))")
-        }
+        // Head dims up to the forward's (576/512) where the device's shared memory holds a
+        // tile: the tiling throws `unsupported` naming the shared memory otherwise.
         let (scale, softcap) = try checkOptions(op: op, g)
         let device = stream.device
         guard q.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "stream") }

@@ -19,8 +19,10 @@ import VkAttnShaders
 ///
 /// The device follows the rule exactly (its divisions are corrected with exact residuals), so
 /// its values and scales equal `QuantizationReference`'s bit for bit, for every input type
-/// (f16 and bf16 are widened exactly). One caveat: scales below 2^-125 (blocks whose max |x| is
-/// below about 4e-36) involve subnormal arithmetic, which devices may flush to zero.
+/// (f16 and bf16 are widened exactly). One caveat: the correction splits the scale into 12-bit
+/// halves, whose low half is subnormal for scales below about 2^-102 (blocks whose max |x| is
+/// below about 2.5e-29); devices that flush subnormals (Mesa 26's lavapipe does) may then
+/// differ from the reference by one level or one ulp of the scale.
 ///
 /// Both ops record into a stream like the other ops (inputs checked before anything is
 /// recorded; zero-sized inputs record nothing), and separate their own passes with barriers;
