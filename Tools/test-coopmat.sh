@@ -41,6 +41,11 @@ for loops in rolled unrolled; do
     check coopmat linear-attention --dtype f16 --length 1000 --backward
     check coopmat spmm --format bsr --dtype f16 --rows 2048 --density 0.02
 done
+# Issue 17's widths (rolled loops: an unrolled 576-wide kernel takes minutes to compile on a CPU).
+export VKATTN_COOPMAT_LOOPS=rolled
+check coopmat attention --seq 333 --heads 4 --kv-heads 2 --dim 59 --dtype f16 --causal --backward
+check coopmat decode --dtype f16 --heads 8 --kv-heads 1 --dim 576 --dim-v 512 --cache 1000
+check coopmat decode --dtype f16 --heads 8 --kv-heads 2 --dim 128 --cache 2000 --page-size 16
 unset VKATTN_COOPMAT_LOOPS
 # bf16 has no cooperative-matrix kernels on this device: the same commands pass on the scalar ones.
 echo "--- bf16"
