@@ -53,7 +53,7 @@ struct ParallelValidationTests {
             try await Self.expectError(ContextParallelAttention(plan: plan), comms, hq: 2, hkv: 2, extraToken: 2,
                                        { if case let .shapeMismatch(_, o, _, _) = $0 { return o == "Q" } else { return false } }, "rank 2 Q too long")
             #expect(throws: VkAttnError.self) { try ShardPlan(lengths: [5], ranks: 4, sharding: .zigzag) }
-            #expect(throws: VkAttnError.self) { try ShardPlan(lengths: [], ranks: 2, sharding: .striped) }
+            #expect(throws: VkAttnError.self) { try ShardPlan(lengths: [-1, 4], ranks: 2, sharding: .striped) }
             #expect(group.abortError == nil, "a typed error before dispatch must not abort the group")
             // The group still works.
             let t = try Self.tensors(comms, plan: plan, hq: 2, hkv: 2)

@@ -17,7 +17,7 @@ import VkAttn
 /// final state, and the local GLA backward from S_in with that gradient gives dq, dk, dv and
 /// d(log-gates).
 public struct ContextParallelLinearAttention: Sendable, Hashable {
-    /// Tokens per rank (each >= 1).
+    /// Tokens per rank (each >= 1; >= 0 when the problem ``isEmpty(_:)``).
     public var lengths: [Int]
     /// How the ranks pass states.
     public var scheme: ContextParallelScheme
@@ -58,23 +58,36 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
         return Shape(batch: q.shape[0], heads: q.shape[2], dk: q.shape[3], dv: v.shape[3])
     }
 
+    /// Whether the problem is empty: B, H, Dk or Dv is 0, so the state [B, H, Dk, Dv] is empty
+    /// and nothing flows between the ranks (every rank sees it alike). Each rank then returns at
+    /// once with its outputs zeroed by fills (o is 0 when Dk is; every gradient is 0), the
+    /// empty states as they are, no kernel and no message; ranks may then hold no tokens.
+    /// - Parameter shape: The problem's dimensions.
+    /// - Returns: True when nothing is computed.
+    public func isEmpty(_ shape: Shape) -> Bool { shape.batch == 0 || shape.heads == 0 || shape.dk == 0 || shape.dv == 0 }
+
     /// Checks the configuration shared by every rank (throws before anything is posted).
     /// - Parameters:
     ///   - ranks: The communicator's size; must equal the number of lengths.
     ///   - shape: The problem's dimensions.
-    /// - Throws: `VkAttnError` for a rank count other than the lengths', a rank without tokens, a
-    ///   dimension that is not positive, or ZeCO segments outside 1...B H Dk.
+    /// - Throws: `VkAttnError` for a rank count other than the lengths', a rank without tokens
+    ///   (unless the problem ``isEmpty(_:)``), a negative dimension, or ZeCO segments outside
+    ///   1...B H Dk.
     public func validate(_ shape: Shape, ranks: Int) throws {
         let op = Self.opName
         try scheme.expect(linear: true, op: op)
         guard ranks == lengths.count else {
             throw VkAttnError.invalidValue(op: op, operand: "ranks", reason: "the communicator has \(ranks) ranks, lengths has \(lengths.count)")
         }
-        if let r = lengths.firstIndex(where: { $0 < 1 }) {
-            throw VkAttnError.invalidValue(op: op, operand: "lengths", reason: "rank \(r) holds \(lengths[r]) tokens; every rank needs at least one")
+        guard shape.batch >= 0, shape.heads >= 0, shape.dk >= 0, shape.dv >= 0 else {
+            throw VkAttnError.shapeMismatch(op: op, operand: "q", expected: "non-negative B, H, Dk, Dv", actual: "\(shape)")
         }
-        guard shape.batch > 0, shape.heads > 0, shape.dk > 0, shape.dv > 0 else {
-            throw VkAttnError.shapeMismatch(op: op, operand: "q", expected: "positive B, H, Dk, Dv", actual: "\(shape)")
+        if isEmpty(shape) {  // nothing flows between the ranks: any lengths, no segments to check
+            guard let r = lengths.firstIndex(where: { $0 < 0 }) else { return }
+            throw VkAttnError.invalidValue(op: op, operand: "lengths", reason: "rank \(r) holds \(lengths[r]) tokens")
+        }
+        if let r = lengths.firstIndex(where: { $0 < 1 }) {
+            throw VkAttnError.invalidValue(op: op, operand: "lengths", reason: "rank \(r) holds \(lengths[r]) tokens; with a non-empty state every rank needs at least one (each rank's shard is one link of the state chain, computed by the local op)")
         }
         if case let .zeco(segments) = scheme {
             let rows = shape.batch * shape.heads * shape.dk
@@ -140,6 +153,14 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
             let outputs = outputs ?? LinearParallelOutputStorage()
             try checkOutputs(outputs, shape: shape, rank: comm.rank, size: comm.size, returnFinalState: returnFinalState, device: comm.device,
                              inputs: [("q", q), ("k", k), ("v", v), ("logGates", logGates), ("initialState", initialState)])
+            if isEmpty(shape) {  // every rank returns here, nothing posted
+                let o = try outputs.output ?? comm.device.makeTensor(shape: [shape.batch, lengths[comm.rank], shape.heads, shape.dv], dtype: .f32)
+                let incoming = try outputs.incomingState ?? comm.device.makeTensor(shape: state, dtype: .f32)
+                let last = returnFinalState && comm.rank == comm.size - 1
+                let final = last ? try outputs.finalState ?? comm.device.makeTensor(shape: state, dtype: .f32) : nil
+                try await recordZeros([o], on: comm.device)
+                return ContextParallelOutput(output: o, incomingState: incoming, finalState: final, path: emptyInputPath)
+            }
             let run = try LinearRankRun(comm: comm, op: self, shape: shape)
             return try await run.forward(q: q, k: k, v: v, logGates: logGates, initialState: initialState, returnFinalState: returnFinalState,
                                          into: outputs)
@@ -186,6 +207,18 @@ public struct ContextParallelLinearAttention: Sendable, Hashable {
             try checkGradients(gradients, shape: shape, rank: comm.rank, device: comm.device,
                                inputs: [("q", q), ("k", k), ("v", v), ("logGates", logGates), ("incomingState", incomingState),
                                         ("dOutput", dOutput), ("dFinalState", dFinalState)])
+            if isEmpty(shape) {  // every rank returns here, nothing posted; every gradient is 0
+                let device = comm.device, (b, l, h) = (shape.batch, lengths[comm.rank], shape.heads)
+                let dq = try gradients.dq ?? device.makeTensor(shape: [b, l, h, shape.dk], dtype: .f32)
+                let dk = try gradients.dk ?? device.makeTensor(shape: [b, l, h, shape.dk], dtype: .f32)
+                let dv = try gradients.dv ?? device.makeTensor(shape: [b, l, h, shape.dv], dtype: .f32)
+                let dg = try logGates.map { _ in
+                    try gradients.dLogGates ?? device.makeTensor(shape: attention.gating == .perKey ? [b, l, h, shape.dk] : [b, l, h], dtype: .f32)
+                }
+                let dInitial = comm.rank == 0 ? try gradients.dInitialState ?? device.makeTensor(shape: state, dtype: .f32) : nil
+                try await recordZeros([dq, dk, dv] + (dg.map { [$0] } ?? []), on: device)
+                return ContextParallelGradients(dq: dq, dk: dk, dv: dv, dLogGates: dg, dInitialState: dInitial, path: emptyInputPath)
+            }
             let run = try LinearRankRun(comm: comm, op: self, shape: shape)
             return try await run.backward(q: q, k: k, v: v, logGates: logGates, incomingState: incomingState, dOutput: dOutput,
                                           dFinalState: dFinalState, into: gradients)

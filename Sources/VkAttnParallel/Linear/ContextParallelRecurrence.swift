@@ -44,6 +44,8 @@ public struct RecurrenceShardOutput: Sendable {
 /// products are of conj(a), and da takes conj(h_{t-1}), PyTorch's convention).
 /// With `reverse` the state flows from the last rank to rank 0 (the forward's scan runs on the
 /// reversed ranks, the backward's on the ranks in order): "first" and "last" swap.
+/// With B = 0 or D = 0 the state is empty: every rank returns at once (any L, no kernel, no
+/// message, `bytesSent` 0).
 ///
 /// Every check happens before anything is posted; a failure after that aborts the group.
 public struct ContextParallelRecurrence: Sendable, Hashable {
@@ -130,13 +132,19 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
         guard a.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "a") }
         try scheme.expect(linear: true, op: op)
         let complex = recurrence.complex
-        guard a.shape.count == (complex ? 4 : 3), a.shape.allSatisfy({ $0 > 0 }), !complex || a.shape[3] == 2 else {
-            let dims = recurrence.layout == .bld ? "[B, L, D" : "[B, D, L"
-            throw VkAttnError.shapeMismatch(op: op, operand: "a", expected: "\(dims)\(complex ? ", 2" : "")], L >= 1 on every rank",
-                                            actual: "\(a.shape)")
+        let dims = recurrence.layout == .bld ? "[B, L, D" : "[B, D, L"
+        guard a.shape.count == (complex ? 4 : 3), !complex || a.shape[3] == 2 else {
+            throw VkAttnError.shapeMismatch(op: op, operand: "a", expected: "\(dims)\(complex ? ", 2" : "")]", actual: "\(a.shape)")
         }
         let shard = recurrence.layout == .bld ? Shard(batch: a.shape[0], length: a.shape[1], channels: a.shape[2], complex: complex)
                                               : Shard(batch: a.shape[0], length: a.shape[2], channels: a.shape[1], complex: complex)
+        // B = 0 or D = 0: an empty state, nothing flows between the ranks (any L). Otherwise each
+        // rank's shard is one link of the state chain and needs a step.
+        guard shard.rows == 0 || shard.length >= 1 else {
+            throw VkAttnError.shapeMismatch(op: op, operand: "a", expected: "\(dims)\(complex ? ", 2" : "")], L >= 1 on every rank (with B, D > 0 each rank's shard is one link of the state chain)",
+                                            actual: "\(a.shape)")
+        }
+        if shard.rows == 0 { return shard }
         if case let .chain(segments) = algorithm, segments < 1 || segments > shard.rows {
             throw VkAttnError.invalidValue(op: op, operand: "segments", reason: "\(segments) must be in 1...\(shard.rows) (B * D rows of the state)")
         }
@@ -182,6 +190,10 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
         let device = comm.device
         let shard = try checkForward(rank: comm.rank, size: comm.size, device: device, a: a, b: b, h0: h0, h: h,
                                      finalState: finalState, incoming: incoming)
+        if shard.rows == 0 {  // an empty state (B or D is 0): every rank returns here, no kernel, nothing posted
+            let plan = try RecurrencePlan(op: recurrence, device: device, a: a, inputs: [("b", b)], h0: h0, outputs: [("h", h)], state: nil, backward: nil)
+            return try emptyOutput("forward", plan, comm)
+        }
         let stateShape = shard.stateShape, v = shard.valueFloats
         let t = try ScratchArena.allocate(device, [(a.shape, .f32), (a.shape, .f32), (stateShape, .f32),
                                                    (stateShape, .f32), ([v], .f32), ([v], .f32), ([v * (comm.size + 1)], .f32), ([4], .f32)])
@@ -263,6 +275,11 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
         let device = comm.device
         let shard = try checkBackward(rank: comm.rank, size: comm.size, device: device, a: a, h: h, incoming: incoming, dh: dh,
                                       dFinal: dFinal, da: da, db: db, dIncoming: dIncoming)
+        if shard.rows == 0 {  // an empty state: every rank returns here, no kernel, nothing posted
+            let plan = try RecurrencePlan(op: recurrence, device: device, a: a, inputs: [("dh", dh), ("h", h)], h0: dFinal,
+                                          outputs: [("db", db), ("da", da)], state: nil, backward: .some(incoming))
+            return try emptyOutput("backward", plan, comm)
+        }
         let stateShape = shard.stateShape, v = shard.valueFloats
         let t = try ScratchArena.allocate(device, [(a.shape, .f32), (a.shape, .f32), (a.shape, .f32), (stateShape, .f32),
                                                    (stateShape, .f32), ([v], .f32), ([v], .f32), ([v * (comm.size + 1)], .f32), ([4], .f32)])
@@ -357,6 +374,16 @@ public struct ContextParallelRecurrence: Sendable, Hashable {
         try tracer.collect(stream)
         try comm.collectTimestamps(of: stream)
         for r in requests { try await r.wait() }
+    }
+
+    /// The result of a rank whose state is empty: the local plan records nothing (its outputs
+    /// and states are empty), nothing is sent.
+    func emptyOutput<C: Communicator>(_ direction: String, _ plan: RecurrencePlan, _ comm: C) throws -> RecurrenceShardOutput {
+        let stream = try comm.device.makeStream()
+        let dispatch = try plan.encode(on: stream)
+        try stream.synchronize()
+        return RecurrenceShardOutput(path: "\(scheme) x\(comm.size) \(direction): \(dispatch.path), nothing sent", local: dispatch,
+                                     bytesSent: 0, messagesSent: 0, decayPass: false)
     }
 
     func output<C: Communicator>(_ direction: String, _ dispatch: RecurrenceDispatch, _ before: RankTraffic, _ comm: C,

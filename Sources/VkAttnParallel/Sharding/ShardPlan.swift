@@ -45,30 +45,33 @@ public struct ShardPlan: Hashable, Sendable {
     public let sharding: SequenceSharding
 
     /// - Parameters:
-    ///   - lengths: Tokens of each sequence; non-negative (empty sequences allowed).
+    ///   - lengths: Tokens of each sequence; non-negative (empty sequences allowed). No
+    ///     sequence, or none with a token, is the empty problem: every rank holds no token and
+    ///     the ops return at once (see "Empty inputs" in docs/PARALLEL.md).
     ///   - ranks: The number of ranks; at least 1.
     ///   - sharding: How the sequences are divided.
-    /// - Throws: `VkAttnError.invalidValue(op:operand:reason:)` for no sequence, a negative
-    ///   length, a total outside 1...Int32.max, a rank count outside 1...total, or a split that
-    ///   leaves a rank without a token.
+    /// - Throws: `VkAttnError.invalidValue(op:operand:reason:)` for a negative length, a total
+    ///   above Int32.max, a rank count below 1 or (with tokens) above the total, or a split
+    ///   that leaves a rank without a token while others have some.
     public init(lengths: [Int], ranks: Int, sharding: SequenceSharding) throws {
         let op = "parallel.shardPlan"
-        guard !lengths.isEmpty, lengths.allSatisfy({ $0 >= 0 }) else {
-            throw VkAttnError.invalidValue(op: op, operand: "lengths", reason: "\(lengths.prefix(8)) must be non-negative with at least one token")
+        guard lengths.allSatisfy({ $0 >= 0 }) else {
+            throw VkAttnError.invalidValue(op: op, operand: "lengths", reason: "\(lengths.prefix(8)) must be non-negative")
         }
         // Packed layouts count tokens in 32-bit cu_seqlens.
         let total = try Checked.sum(op: op, operand: "lengths", lengths)
-        guard total > 0, total <= Int(Int32.max) else {
-            throw VkAttnError.invalidValue(op: op, operand: "lengths", reason: "\(total) tokens in all; 1 ... \(Int32.max) fit the packed layouts")
+        guard total <= Int(Int32.max) else {
+            throw VkAttnError.invalidValue(op: op, operand: "lengths", reason: "\(total) tokens in all; 0 ... \(Int32.max) fit the packed layouts")
         }
-        guard ranks >= 1, ranks <= total else {
+        // No token at all is the empty problem (every rank holds nothing, on any number of ranks).
+        guard ranks >= 1, total == 0 || ranks <= total else {
             throw VkAttnError.invalidValue(op: op, operand: "ranks", reason: "\(ranks) must be between 1 and the \(total) tokens")
         }
         self.lengths = lengths
         self.ranks = ranks
         self.sharding = sharding
-        for r in 0..<ranks where tokens(rank: r) == 0 {
-            throw VkAttnError.invalidValue(op: op, operand: "lengths", reason: "\(lengths.reduce(0, +)) tokens leave rank \(r) of \(ranks) without a token under \(sharding) sharding")
+        for r in 0..<ranks where total > 0 && tokens(rank: r) == 0 {
+            throw VkAttnError.invalidValue(op: op, operand: "lengths", reason: "\(lengths.reduce(0, +)) tokens leave rank \(r) of \(ranks) without a token under \(sharding) sharding (a rank may hold nothing only when every rank does: the schedules pair every rank's queries with keys)")
         }
     }
 

@@ -6,7 +6,9 @@ import VkAttn
 /// fp32 until the final write.
 ///
 /// Supported: mask none or causal, scale, softcap; MHA/GQA/MQA; f32 and f16 storage; packed
-/// variable-length sequences (a dense batch is the equal-length case). Every check happens
+/// variable-length sequences (a dense batch is the equal-length case). An empty problem (no
+/// query heads, or a plan without tokens: ``isEmpty(_:)``) returns at once on every rank with
+/// the path `empty (no kernel)`, no kernel and no message. Every check happens
 /// before anything is posted; a failure on one rank after that aborts the group so no peer
 /// waits forever.
 public struct ContextParallelAttention: Sendable, Hashable {
@@ -56,9 +58,6 @@ public struct ContextParallelAttention: Sendable, Hashable {
         let g = try AttentionGeometry.resolve(op: op, qShape: [total, shape.headsQ, shape.headDim],
                                               kShape: [total, shape.headsKV, shape.headDim], vShape: [total, shape.headsKV, shape.headDim],
                                               dtype: shape.dtype, layout: .packed(cuSeqlensQ: plan.cuSeqlens, cuSeqlensK: plan.cuSeqlens))
-        guard !g.isEmpty else {  // the one-device ops take empty inputs; splitting nothing over ranks is not offered
-            throw VkAttnError.unsupported(op: op, reason: "no query heads, query rows or keys to split over ranks; empty inputs are for the one-device FlashAttention, which records nothing for them")
-        }
         _ = try attention.checkOptions(op: op, g)
         guard shape.dtype == .f32 || shape.dtype == .f16 else {
             throw VkAttnError.dtypeMismatch(op: op, operand: "Q", expected: "f32 or f16", actual: shape.dtype.rawValue)
@@ -88,6 +87,13 @@ public struct ContextParallelAttention: Sendable, Hashable {
             }
         }
     }
+
+    /// Whether the problem is empty (no query heads, or no token in the whole plan): every rank
+    /// sees it alike, and each returns at once with empty outputs (zero dK, dV for key/value
+    /// heads without query heads), no kernel and no message.
+    /// - Parameter shape: The problem's heads, head dim and type.
+    /// - Returns: True when nothing is computed.
+    public func isEmpty(_ shape: Shape) -> Bool { shape.headsQ == 0 || plan.totalTokens == 0 }
 
     static func checkUlysses(_ shape: Shape, ulysses u: Int) throws {
         guard shape.headsQ % u == 0 else {
@@ -144,6 +150,8 @@ public struct ContextParallelAttention: Sendable, Hashable {
                 ("Q", q, [tokens, shape.headsQ, shape.headDim], nil), ("K", k, [tokens, shape.headsKV, shape.headDim], shape.dtype),
                 ("V", v, [tokens, shape.headsKV, shape.headDim], shape.dtype), ("O", out.o, [tokens, shape.headsQ, shape.headDim], oType),
                 ("LSE", out.lse, [shape.headsQ, tokens], .f32)])
+            // O and LSE are empty too (no rows or no heads); every rank returns here, nothing posted.
+            if isEmpty(shape) { return ContextParallelOutput(output: out.o, lse: out.lse, path: emptyInputPath) }
             let run = try RankRun(comm: comm, plan: plan, attention: attention, shape: shape)
             let path = try await run.forward(q: q, k: k, v: v, out: out, scheme: scheme)
             return ContextParallelOutput(output: out.o, lse: out.lse, path: path)
@@ -187,6 +195,10 @@ public struct ContextParallelAttention: Sendable, Hashable {
                 ("Q", q, qShape, nil), ("K", k, kShape, shape.dtype), ("V", v, kShape, shape.dtype), ("O", o, qShape, nil),
                 ("LSE", lse, [shape.headsQ, tokens], .f32), ("dO", dO, qShape, shape.dtype),
                 ("dQ", grads.dq, qShape, gType), ("dK", grads.dk, kShape, gType), ("dV", grads.dv, kShape, gType)])
+            if isEmpty(shape) {  // every rank returns here; dK, dV of keys no query saw are 0 (fills)
+                try await recordZeros([grads.dq, grads.dk, grads.dv], on: device)
+                return ContextParallelGradients(dq: grads.dq, dk: grads.dk, dv: grads.dv, path: emptyInputPath)
+            }
             let run = try RankRun(comm: comm, plan: plan, attention: attention, shape: shape)
             let path = try await run.backward(q: q, k: k, v: v, o: o, lse: lse, dO: dO, grads: grads, scheme: scheme)
             return ContextParallelGradients(dq: grads.dq, dk: grads.dk, dv: grads.dv, path: path)

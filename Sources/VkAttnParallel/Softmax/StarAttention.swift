@@ -82,18 +82,20 @@ public struct StarAttention: Sendable, Hashable {
     ///   - shape: Heads, head dim and type of the problem (`ContextParallelShape`'s softmax form).
     ///   - ranks: The communicator's size; must equal the split's.
     /// - Throws: `VkAttnError` for a rank count other than the split's, a rank without context
-    ///   tokens, no query token, an anchor outside 0...(rank 0's tokens), a mask other than causal,
+    ///   tokens or no query token (unless there is no token at all: ``isEmpty(_:)``), an anchor outside 0...(rank 0's tokens), a mask other than causal,
     ///   options the attention op refuses, or a type other than f32 or f16.
     public func validate(_ shape: ContextParallelShape, ranks: Int) throws {
         let op = Self.opName
         guard ranks == context.ranks else {
             throw VkAttnError.invalidValue(op: op, operand: "ranks", reason: "the communicator has \(ranks) ranks, the context split \(context.ranks)")
         }
-        if let r = context.lengths.firstIndex(where: { $0 < 1 }) {
-            throw VkAttnError.invalidValue(op: op, operand: "context", reason: "rank \(r) has \(context.lengths[r]) context tokens; every rank needs at least one")
-        }
-        guard queryLength >= 1 else {
-            throw VkAttnError.invalidValue(op: op, operand: "queryLength", reason: "\(queryLength) must be >= 1")
+        if totalTokens != 0 || queryLength < 0 {  // no token at all is the empty problem (isEmpty)
+            if let r = context.lengths.firstIndex(where: { $0 < 1 }) {
+                throw VkAttnError.invalidValue(op: op, operand: "context", reason: "rank \(r) has \(context.lengths[r]) context tokens; every rank needs at least one (phase 1 encodes each rank's block behind the anchor, phase 2 merges one partial per rank)")
+            }
+            guard queryLength >= 1 else {
+                throw VkAttnError.invalidValue(op: op, operand: "queryLength", reason: "\(queryLength) must be >= 1 when there is context (a prefill without a query is one-device attention of the context)")
+            }
         }
         let first = context.lengths[0]
         guard (0...first).contains(anchorTokens) else {
@@ -112,6 +114,13 @@ public struct StarAttention: Sendable, Hashable {
         _ = try attention.checkOptions(op: op, g)
         _ = try attention.outputType(op: op, input: shape.dtype)
     }
+
+    /// Whether the problem is empty: no query heads, or no token at all (no context and no
+    /// query). Every rank sees it alike and returns at once with its (empty) O and LSE, no
+    /// kernel and no message.
+    /// - Parameter shape: Heads, head dim and type of the problem.
+    /// - Returns: True when nothing is computed.
+    public func isEmpty(_ shape: ContextParallelShape) -> Bool { shape.headsQ == 0 || totalTokens == 0 }
 
     static func shape(q: Tensor, k: Tensor) throws -> ContextParallelShape {
         guard q.shape.count == 3, k.shape.count == 3 else {
@@ -156,6 +165,12 @@ public struct StarAttention: Sendable, Hashable {
         try validate(shape, ranks: comm.size)
         do {
             try checkRank(shape, rank: comm.rank, device: comm.device, q: q, k: k, v: v, output: output)
+            if isEmpty(shape) {  // O [t, 0, D] and LSE [0, t], or no rows: every rank returns here, nothing posted
+                let t = tokens(rank: comm.rank), oType = try attention.outputType(op: Self.opName, input: shape.dtype)
+                let out = try output ?? AttentionOutput(o: comm.device.makeTensor(shape: [t, shape.headsQ, shape.headDim], dtype: oType),
+                                                        lse: comm.device.makeTensor(shape: [shape.headsQ, t], dtype: .f32))
+                return ContextParallelOutput(output: out.o, lse: out.lse, path: emptyInputPath)
+            }
             let run = try StarRank(comm: comm, star: self, shape: shape, q: q, k: k, v: v, output: output)
             return try await run.run()
         } catch {

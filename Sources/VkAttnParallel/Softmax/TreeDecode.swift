@@ -18,7 +18,10 @@ public struct TreeDecode: Sendable, Hashable {
     /// One rank's call. `q`: dense [B, Sq, Hq, D] or packed [totalQ, Hq, D] (the same on
     /// every rank); `kCache`, `vCache`: this rank's shard in `layout` (packed: this rank's
     /// cache lengths per sequence in cuSeqlensK; a sequence may have none here). Writes O (in
-    /// attention.outputDType) and LSE of the whole cache.
+    /// attention.outputDType) and LSE of the whole cache. No query rows (batch 0, no query
+    /// heads or no queries, alike on every rank) returns at once with empty O and LSE, no
+    /// kernel and no message; a shard with no cached key joins the all-reduces with O = 0 and
+    /// LSE = -inf (a row no rank has a key for ends with O = 0, LSE = -inf).
     /// - Parameters:
     ///   - q: The query rows, identical on every rank.
     ///   - kCache: This rank's shard of the K cache (Q's type, or f16/bf16 under any Q;
@@ -46,15 +49,18 @@ public struct TreeDecode: Sendable, Hashable {
             throw VkAttnError.unsupported(op: op, reason: "decode across ranks takes no ALiBi slopes or sinks (each rank's partial would need the global positions, and the sink must join once)")
         }
         let g = try AttentionGeometry.resolveCache(op: op, q: q, k: kCache, v: vCache, layout: layout, scales: nil, pages: pages)
-        guard !g.isEmpty else {  // the one-device ops take empty inputs; splitting nothing over ranks is not offered
-            throw VkAttnError.unsupported(op: op, reason: "no query heads, query rows or keys to split over ranks; empty inputs are for the one-device FlashAttention, which records nothing for them")
-        }
         _ = try attention.checkOptions(op: op, g)
         let oType = try attention.outputType(op: op, input: g.dtype)
         let out = try output ?? AttentionOutput(o: device.makeTensor(shape: g.oShape, dtype: oType),
                                                 lse: device.makeTensor(shape: g.lseShape, dtype: .f32))
         try out.o.expect(op: op, "O", shape: g.oShape, dtype: oType, device: device)
         try out.lse.expect(op: op, "LSE", shape: g.lseShape, dtype: .f32, device: device)
+        // No query rows (batch 0, no query heads or no queries), the same on every rank: O and
+        // LSE are empty, every rank returns here with nothing posted. A shard without cached
+        // keys still joins the all-reduces (its partial is O = 0, LSE = -inf, by fills).
+        if g.batch == 0 || g.headsQ == 0 || g.totalQ == 0 {
+            return ContextParallelOutput(output: out.o, lse: out.lse, path: emptyInputPath)
+        }
         let rows = g.totalQ * g.headsQ, d = g.headDimV
         do {
             let stream = try device.makeStream()
