@@ -16,6 +16,7 @@ func recordZeros(_ tensors: [Tensor], on device: Device) async throws {
     guard tensors.contains(where: { !$0.isEmpty }) else { return }
     let stream = try device.makeStream()
     for t in tensors { try t.recordFill(bits: 0, on: stream) }
-    try await stream.completion()
-    try stream.synchronize()  // releases what the stream held
+    // A blocking wait (the fills are tiny): an awaited completion's waiter could keep the
+    // stream, and with it the tensors, alive a moment after this returns.
+    try stream.synchronize()
 }
