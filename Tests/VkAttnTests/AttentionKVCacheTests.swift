@@ -196,6 +196,26 @@ struct AttentionKVCacheTests {
         }
     }
 
+    /// Nothing to append, or an empty cache and query: no command at all.
+    @Test func emptyAppendsAndCachesRecordNothing() throws {
+        try withDevice { device in
+            let stream = try device.makeStream()
+            let pages = KVPages(pageSize: 4, pagesPerSequence: 2, blockTable: [0, 1, 2, 3])
+            let cache = try device.makeTensor(shape: [4, 4, 1, 8], dtype: .f16)
+            try pages.append(try device.makeTensor(shape: [0, 1, 8], dtype: .f16), cuSeqlens: [0, 0, 0], into: cache,
+                             cachedLengths: [3, 8], on: stream)
+            let quantized = try device.makeQuantizedTensor(shape: [4, 4, 1, 8])
+            try pages.append(try device.makeQuantizedTensor(shape: [0, 1, 8]), cuSeqlens: [0, 0, 0], into: quantized,
+                             cachedLengths: [0, 0], on: stream)
+            // A paged decode of no query rows.
+            let out = try FlashAttention().decode(q: try device.makeTensor(shape: [0, 2, 8], dtype: .f16), kCache: cache, vCache: cache,
+                                                  layout: .packed(cuSeqlensQ: [0, 0, 0], cuSeqlensK: [0, 3, 8]), pages: pages, on: stream)
+            #expect(out.o.isEmpty && out.lse.isEmpty)
+            #expect(stream.dispatchesRecorded == 0 && stream.copiesRecorded == 0 && stream.fillsRecorded == 0)
+            try stream.synchronize()
+        }
+    }
+
     @Test func badCachesAreTypedErrors() throws {
         try withDevice { device in
             let stream = try device.makeStream()
