@@ -1,7 +1,36 @@
 import VkAttn
+
+/// One rank's call that computes on `stream`, posts transfers on `post`, traces its compute
+/// and collects its posted requests (RankRun, StarRank). Lives in the rank's task.
+protocol RankStreams: AnyObject {
+    associatedtype C: Communicator
+    var comm: C { get }
+    var stream: Stream { get }
+    var post: Stream { get }
+    var tracer: RankTracer { get set }
+    var requests: [C.Request] { get }
+}
+
+extension RankStreams {
+    /// Submits, waits without blocking a pool thread, synchronizes, records the timeline and
+    /// surfaces transfer errors.
+    func finish() async throws {
+        let posted = try post.submit()
+        let submission = try stream.submit()
+        try await posted.completion()
+        try await submission.completion()
+        try post.synchronize()
+        try stream.synchronize()
+        try tracer.collect(stream)
+        try comm.collectTimestamps(of: stream)
+        try comm.collectTimestamps(of: post)
+        for r in requests { try await r.wait() }
+    }
+}
+
 /// One rank's context-parallel call: its stream, its compute tracer, the requests it posted,
 /// and the schedules of each scheme. Lives in the rank's task (Stream is not Sendable).
-final class RankRun<C: Communicator> {
+final class RankRun<C: Communicator>: RankStreams {
     let comm: C
     let plan: ShardPlan
     let pairs: PairAttention
@@ -29,21 +58,6 @@ final class RankRun<C: Communicator> {
     var rank: Int { comm.rank }
     var d: Int { shape.headDim }
     func set(_ rank: Int) -> PieceSet { PieceSet(plan.pieces(rank: rank)) }
-
-    /// Submits, waits without blocking a pool thread, synchronizes, records the timeline and
-    /// surfaces transfer errors.
-    func finish() async throws {
-        let posted = try post.submit()
-        let submission = try stream.submit()
-        try await posted.completion()
-        try await submission.completion()
-        try post.synchronize()
-        try stream.synchronize()
-        try tracer.collect(stream)
-        try comm.collectTimestamps(of: stream)
-        try comm.collectTimestamps(of: post)
-        for r in requests { try await r.wait() }
-    }
 
     /// Copies (f32 -> f32) or casts (f32 -> f16) a whole fp32 tensor into `target`.
     func store(_ source: Tensor, into target: Tensor) throws {

@@ -253,7 +253,7 @@ public struct StarAttention: Sendable, Hashable {
 
 /// One rank's Star Attention call: its streams, tracer, scratch, plans and posted requests.
 /// Lives in the rank's task (Stream is not Sendable).
-final class StarRank<C: Communicator> {
+final class StarRank<C: Communicator>: RankStreams {
     let comm: C
     let star: StarAttention
     let q: Tensor, k: Tensor, v: Tensor
@@ -404,16 +404,7 @@ final class StarRank<C: Communicator> {
             try ParallelKernels.copyRows(from: partialLSE.slice, to: out.lse.slice, rows: heads, width: lq, sourceStride: lq,
                                          destinationOffset: block, destinationStride: tokens, on: stream)
         }
-        let posted = try post.submit()
-        let submission = try stream.submit()
-        try await posted.completion()
-        try await submission.completion()
-        try post.synchronize()
-        try stream.synchronize()
-        try tracer.collect(stream)
-        try comm.collectTimestamps(of: stream)
-        try comm.collectTimestamps(of: post)
-        for r in requests { try await r.wait() }
+        try await finish()
         let anchorText = a > 0 ? "anchor \(a) + block" : "block (no anchor)"
         let path = "star x\(n): phase 1 \(anchorText) causal (\(p1.path)), phase 2 query \(lq) x \(n) blocks (\(p2.path)), "
             + "tree all-reduce max + sum (\(TreeDecode.steps(n)) steps each), \(comm.route.rawValue)"
