@@ -18,6 +18,7 @@ declare -A base=(
   [spmm]="--rows 32 --n 4" [sddmm]="--rows 32 --k 4"
   [scan]="--count 64" [recurrence]="--batch 1 --length 8 --channels 4"
   [linear-attention]="--batch 1 --length 8 --heads 1 --dk 8 --dv 8"
+  [delta-rule]="--seq 8 --heads 1 --dk 8 --dv 8"
   [ring]="--seq 32 --heads 1 --dim 32" [ulysses]="--seq 32 --heads 2 --dim 32" [hybrid]="--ranks 4 --seq 32 --heads 2 --dim 32 --ulysses 2"
   [tree-decode]="--batch 1 --cache 32 --heads 1 --dim 32"
   [star-attention]="--context 32 --query 4 --heads 1 --dim 32"
@@ -33,6 +34,7 @@ declare -A options=(
   [scan]="--count --batch --segment-length --workgroup-size --items --polls --tiles-per-group"
   [recurrence]="--batch --length --channels --chunk-length"
   [linear-attention]="--batch --length --heads --dk --dv --chunk-length"
+  [delta-rule]="--batch --seq --heads --dk --dv --chunk-length --ranks"
   [ring]="--ranks --seq --batch --heads --kv-heads --dim" [ulysses]="--ranks --seq --batch --heads --dim"
   [hybrid]="--ranks --ulysses --seq --heads"
   [tree-decode]="--ranks --batch --queries --cache --heads --kv-heads --dim"
@@ -72,6 +74,7 @@ done
 declare -A words=(
   [attention]="--dtype" [decode]="--dtype --kv-dtype" [spmm]="--format --kernel --dtype --distribution --validation" [sddmm]="--dtype"
   [scan]="--dtype --op --path" [recurrence]="--layout --path --dtype" [linear-attention]="--gating --dtype --kernel"
+  [delta-rule]="--dtype --scheme"
   [ring]="--dtype --sharding --path --backend --variant" [ulysses]="--sharding" [hybrid]="--dtype" [star-attention]="--dtype --path"
   [lasp]="--gating --path --backend" [lasp2]="--gating" [zeco]="--backend"
 )
