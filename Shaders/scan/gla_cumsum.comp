@@ -3,6 +3,7 @@
 // per (b, h, key dimension or head, chunk), serial over the chunk's rows.
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint GATE = 2;  // 1: per head, 2: per key dimension
+#define GLA_TABLE_BINDING 2
 #include "common/scan_gla.glsl"
 
 layout(std430, binding = 0) readonly buffer G { float gates[]; };
@@ -18,8 +19,9 @@ void main() {
     if (bh >= pc.B * pc.H) return;
     const uint b = bh / pc.H, h = bh % pc.H;
     float acc = 0.0;
-    for (uint r = 0u; r < chunk_rows(c); ++r) {
-        const uint at = gate_index(b, c * pc.C + r, h, i);
+    const uint t0 = chunk_t0(c), rows = chunk_len(c);
+    for (uint r = 0u; r < rows; ++r) {
+        const uint at = gate_index(b, t0 + r, h, i);
         acc += gates[at];
         gcum[at] = acc;
     }

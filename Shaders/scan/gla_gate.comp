@@ -8,6 +8,7 @@
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint GATE = 2;
 layout(constant_id = 2) const uint MODE = 0;
+#define GLA_TABLE_BINDING 5
 #include "common/scan_gla.glsl"
 
 layout(std430, binding = 0) readonly buffer R { float rloc[]; };      // [B, L, H, Dk]
@@ -23,15 +24,24 @@ void main() {
         const uint bh = id / pc.Dk;
         if (bh >= pc.B * pc.H) return;
         const uint b = bh / pc.H, h = bh % pc.H;
-        float carry = 0.0;
-        if ((pc.flags & 2u) != 0u) {
-            for (uint j = 0u; j < pc.Dv; ++j) carry += gfinal[(bh * pc.Dk + i) * pc.Dv + j] * states[state_index(b, h, pc.NC, i, j)];
-        }
-        for (uint cc = 0u; cc < pc.NC; ++cc) {
-            const uint at = (bh * pc.NC + (pc.NC - 1u - cc)) * pc.Dk + i;
-            const float total = totals[at];
-            totals[at] = carry;
-            carry += total;
+        // Dense: one run per (b, h); packed: one run per sequence n, from its own final
+        // state and final-state gradient.
+        const uint runs = packed_seqs() ? pc.NSEQ : 1u;
+        for (uint n = 0u; n < runs; ++n) {
+            const uint c0 = packed_seqs() ? seq_first_chunk(n) : 0u;
+            const uint nc = packed_seqs() ? seq_chunks(n) : pc.NC;
+            const uint finalSlot = packed_seqs() ? c0 + n + nc : pc.NC;
+            const uint gf0 = packed_seqs() ? (n * pc.H + h) * pc.Dk + i : bh * pc.Dk + i;
+            float carry = 0.0;
+            if ((pc.flags & 2u) != 0u) {
+                for (uint j = 0u; j < pc.Dv; ++j) carry += gfinal[gf0 * pc.Dv + j] * states[state_index(b, h, finalSlot, i, j)];
+            }
+            for (uint cc = 0u; cc < nc; ++cc) {
+                const uint at = (bh * pc.NC + (c0 + nc - 1u - cc)) * pc.Dk + i;
+                const float total = totals[at];
+                totals[at] = carry;
+                carry += total;
+            }
         }
         return;
     }
@@ -42,7 +52,7 @@ void main() {
     const uint h = row % pc.H;
     const uint t = (row / pc.H) % pc.L;
     const uint b = row / (pc.H * pc.L);
-    const uint c = t / pc.C;
+    const uint c = row_chunk(t);
     const uint bh = b * pc.H + h;
     if (GATE == 2u) {
         dgate[row * pc.Dk + i] = rloc[row * pc.Dk + i] + totals[(bh * pc.NC + c) * pc.Dk + i];

@@ -20,6 +20,7 @@
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint GATE = 2;
 layout(constant_id = 3) const uint CH = 32;
+#define GLA_TABLE_BINDING 12
 #include "common/scan_gla.glsl"
 #include "common/dtype.glsl"
 
@@ -48,8 +49,8 @@ void main() {
     const uint bh = wg / pc.NC;
     if (bh >= pc.B * pc.H) return;  // uniform
     const uint b = bh / pc.H, h = bh % pc.H;
-    const uint rows = chunk_rows(c);
-    const uint t0 = c * pc.C;
+    const uint rows = chunk_len(c);
+    const uint t0 = chunk_t0(c);
     const uint last = t0 + rows - 1u;
     const uint lid = gl_LocalInvocationIndex;
 
@@ -78,8 +79,8 @@ void main() {
                 const float gt = gc(b, tg, h, i);
                 float sq = 0.0, gv = 0.0;
                 for (uint j = 0u; j < pc.Dv; ++j) {
-                    sq += LOAD_IN(dO[vo_index(b, tg, h, j)]) * states[state_index(b, h, c, i, j)];
-                    gv += dstates[state_index(b, h, c, i, j)] * LOAD_IN(v[vo_index(b, tg, h, j)]);
+                    sq += LOAD_IN(dO[vo_index(b, tg, h, j)]) * states[state_index(b, h, chunk_slot(c), i, j)];
+                    gv += dstates[state_index(b, h, chunk_slot(c), i, j)] * LOAD_IN(v[vo_index(b, tg, h, j)]);
                 }
                 float dqv = (GATE != 0u ? exp(gt) : 1.0) * sq;
                 float dkv = (GATE != 0u ? exp(gLast - gt) : 1.0) * gv;
@@ -100,7 +101,7 @@ void main() {
                 float acc = 0.0;
                 for (uint i = 0u; i < pc.Dk; ++i) {
                     acc += LOAD_IN(k[qk_index(b, tg, h, i)]) * (GATE != 0u ? exp(gc(b, last, h, i) - gc(b, tg, h, i)) : 1.0)
-                         * dstates[state_index(b, h, c, i, j)];
+                         * dstates[state_index(b, h, chunk_slot(c), i, j)];
                 }
                 for (uint u = t; u < rows; ++u) acc += A[u * CH + t] * LOAD_IN(dO[vo_index(b, t0 + u, h, j)]);
                 dv[vo_index(b, tg, h, j)] = STORE_OUT(acc);

@@ -40,6 +40,7 @@ layout(constant_id = 4) const uint DK = 64;
 layout(constant_id = 5) const uint DV = 64;
 layout(constant_id = 6) const uint MM = 8;
 layout(constant_id = 7) const uint SG = 8;
+#define GLA_TABLE_BINDING 10
 #include "common/scan_gla.glsl"
 #include "common/dtype.glsl"
 #include "scan/gla_coopmat.glsl"
@@ -175,8 +176,8 @@ void main() {
     if (bh >= pc.B * pc.H) return;  // uniform
     b_ = bh / pc.H;
     h_ = bh % pc.H;
-    rows_ = chunk_rows(c);
-    t0_ = c * pc.C;
+    rows_ = chunk_len(c);
+    t0_ = chunk_t0(c);
     last_ = rows_ - 1u;
     const uint sub = gl_SubgroupID, lane = gl_SubgroupInvocationID, lid = gl_LocalInvocationIndex;
 
@@ -188,8 +189,8 @@ void main() {
     // One power of two each for S and G (largest entry near 2^13).
     float s_local = 0.0, g_local = 0.0;
     for (uint e = lid; e < DK * DV; e += WG) {
-        s_local = max(s_local, abs(states[state_index(b_, h_, c, e / DV, e % DV)]));
-        g_local = max(g_local, abs(dstates[state_index(b_, h_, c, e / DV, e % DV)]));
+        s_local = max(s_local, abs(states[state_index(b_, h_, chunk_slot(c), e / DV, e % DV)]));
+        g_local = max(g_local, abs(dstates[state_index(b_, h_, chunk_slot(c), e / DV, e % DV)]));
     }
     s_local = subgroupMax(s_local);
     g_local = subgroupMax(g_local);
@@ -344,8 +345,8 @@ void main() {
             barrier();  // the previous slices are consumed
             for (uint e = lid; e < MM * DV; e += WG) {
                 const uint ii = e / DV, j = e % DV;
-                sSl[ii * VS + j] = MAT_T(states[state_index(b_, h_, c, iq * MM + ii, j)] * s_scale);
-                sGl[ii * VS + j] = MAT_T(dstates[state_index(b_, h_, c, iq * MM + ii, j)] * g_scale);
+                sSl[ii * VS + j] = MAT_T(states[state_index(b_, h_, chunk_slot(c), iq * MM + ii, j)] * s_scale);
+                sGl[ii * VS + j] = MAT_T(dstates[state_index(b_, h_, chunk_slot(c), iq * MM + ii, j)] * g_scale);
             }
             barrier();
             // dq[:, iq] += exp(gcum_t) o (dO_T S^T);  dk[:, iq] += exp(gcum_last - gcum_t) o (v_T G^T).

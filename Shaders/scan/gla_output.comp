@@ -15,6 +15,7 @@
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint GATE = 2;  // 0: none, 1: per head, 2: per key dimension
 layout(constant_id = 3) const uint CH = 32;   // rows per chunk (sizes the shared matrix)
+#define GLA_TABLE_BINDING 6
 #include "common/scan_gla.glsl"
 #include "common/dtype.glsl"
 
@@ -35,8 +36,8 @@ void main() {
     const uint bh = wg / pc.NC;
     if (bh >= pc.B * pc.H) return;  // uniform
     const uint b = bh / pc.H, h = bh % pc.H;
-    const uint rows = chunk_rows(c);
-    const uint t0 = c * pc.C;
+    const uint rows = chunk_len(c);
+    const uint t0 = chunk_t0(c);
     const uint lid = gl_LocalInvocationIndex;
 
     for (uint e = lid; e < rows * rows; e += gl_WorkGroupSize.x) {
@@ -58,7 +59,7 @@ void main() {
         float acc = 0.0;
         for (uint i = 0u; i < pc.Dk; ++i) {
             const float d = GATE != 0u ? exp(gc(b, t0 + t, h, i)) : 1.0;
-            acc += LOAD_IN(q[qk_index(b, t0 + t, h, i)]) * d * states[state_index(b, h, c, i, j)];
+            acc += LOAD_IN(q[qk_index(b, t0 + t, h, i)]) * d * states[state_index(b, h, chunk_slot(c), i, j)];
         }
         for (uint s = 0u; s <= t; ++s) acc += A[t * CH + s] * LOAD_IN(v[vo_index(b, t0 + s, h, j)]);
         o[vo_index(b, t0 + t, h, j)] = STORE_OUT(acc);

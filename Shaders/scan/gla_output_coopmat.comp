@@ -34,6 +34,7 @@ layout(constant_id = 4) const uint DK = 64;
 layout(constant_id = 5) const uint DV = 64;
 layout(constant_id = 6) const uint MM = 8;     // square cooperative-matrix shape MM = NN = KK
 layout(constant_id = 7) const uint SG = 8;     // subgroup size
+#define GLA_TABLE_BINDING 6
 #include "common/scan_gla.glsl"
 #include "common/dtype.glsl"
 #include "scan/gla_coopmat.glsl"
@@ -63,8 +64,8 @@ void main() {
     const uint bh = wg / pc.NC;
     if (bh >= pc.B * pc.H) return;  // uniform
     const uint b = bh / pc.H, h = bh % pc.H;
-    const uint rows = chunk_rows(c);
-    const uint t0 = c * pc.C;
+    const uint rows = chunk_len(c);
+    const uint t0 = chunk_t0(c);
     const uint sub = gl_SubgroupID, lane = gl_SubgroupInvocationID;
     const uint lid = gl_LocalInvocationIndex;
 
@@ -78,7 +79,7 @@ void main() {
 
     // Inter-chunk: one scale for the whole state.
     float local_max = 0.0;
-    for (uint e = lid; e < DK * DV; e += WG) local_max = max(local_max, abs(states[state_index(b, h, c, e / DV, e % DV)]));
+    for (uint e = lid; e < DK * DV; e += WG) local_max = max(local_max, abs(states[state_index(b, h, chunk_slot(c), e / DV, e % DV)]));
     local_max = subgroupMax(local_max);
     if (lane == 0u) sMax[sub] = local_max;
     barrier();
@@ -92,7 +93,7 @@ void main() {
         barrier();  // the previous slice is consumed
         for (uint e = lid; e < MM * DV; e += WG) {
             const uint ii = e / DV, j = e % DV;
-            sSlice[ii * VS + j] = MAT_T(states[state_index(b, h, c, kq * MM + ii, j)] * s_scale);
+            sSlice[ii * VS + j] = MAT_T(states[state_index(b, h, chunk_slot(c), kq * MM + ii, j)] * s_scale);
         }
         barrier();
         for (uint tb = 0u; tb < TB; ++tb) {

@@ -14,6 +14,7 @@
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint GATE = 2;  // 0: none, 1: per head, 2: per key dimension
 layout(constant_id = 2) const uint MODE = 0;
+#define GLA_TABLE_BINDING 4
 #include "common/scan_gla.glsl"
 #include "common/dtype.glsl"
 
@@ -31,8 +32,8 @@ void main() {
     const uint bh = rest / pc.NC;
     if (bh >= pc.B * pc.H) return;
     const uint b = bh / pc.H, h = bh % pc.H;
-    const uint rows = chunk_rows(c);
-    const uint t0 = c * pc.C;
+    const uint rows = chunk_len(c);
+    const uint t0 = chunk_t0(c);
     const float last = GATE != 0u ? gcum[gate_index(b, t0 + rows - 1u, h, i)] : 0.0;
     float acc = 0.0;
     for (uint r = 0u; r < rows; ++r) {
@@ -41,5 +42,5 @@ void main() {
         const float decay = GATE != 0u ? exp(MODE == 0u ? last - g : g) : 1.0;
         acc += LOAD_IN(x[qk_index(b, t, h, i)]) * decay * LOAD_IN(y[vo_index(b, t, h, j)]);
     }
-    states[state_index(b, h, MODE == 0u ? c + 1u : c, i, j)] = acc;
+    states[state_index(b, h, MODE == 0u ? chunk_slot(c) + 1u : chunk_slot(c), i, j)] = acc;
 }

@@ -29,6 +29,7 @@ layout(constant_id = 4) const uint DK = 64;
 layout(constant_id = 5) const uint DV = 64;
 layout(constant_id = 6) const uint MM = 8;
 layout(constant_id = 7) const uint SG = 8;
+#define GLA_TABLE_BINDING 4
 #include "common/scan_gla.glsl"
 #include "scan/gla_coopmat.glsl"
 
@@ -69,12 +70,12 @@ void main() {
     const uint bh = wg / pc.NC;
     if (bh >= pc.B * pc.H) return;  // uniform
     const uint b = bh / pc.H, h = bh % pc.H;
-    const uint rows = chunk_rows(c);
-    const uint t0 = c * pc.C;
+    const uint rows = chunk_len(c);
+    const uint t0 = chunk_t0(c);
     const uint last = t0 + rows - 1u;
     const uint sub = gl_SubgroupID;
     const uint lid = gl_LocalInvocationIndex;
-    const uint slot = MODE == 0u ? c + 1u : c;
+    const uint slot = MODE == 0u ? chunk_slot(c) + 1u : chunk_slot(c);
     const uint tiles = (DK / MM) * (DV / MM);
 
     for (uint rb0 = 0u; rb0 < rows; rb0 += RB) {

@@ -9,6 +9,7 @@
 #extension GL_EXT_shader_16bit_storage : require
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint GATE = 2;
+#define GLA_TABLE_BINDING 6
 #include "common/scan_gla.glsl"
 #include "common/dtype.glsl"
 
@@ -27,7 +28,7 @@ void main() {
     const uint bh = rest / pc.NC;
     if (bh >= pc.B * pc.H) return;
     const uint b = bh / pc.H, h = bh % pc.H;
-    const uint rows = chunk_rows(c), t0 = c * pc.C;
+    const uint rows = chunk_len(c), t0 = chunk_t0(c);
     float run = 0.0;
     for (uint rr = 0u; rr < rows; ++rr) {
         const uint at = qk_index(b, t0 + rows - 1u - rr, h, i);

@@ -162,3 +162,80 @@ public struct GLAReference: Sendable {
         return (dq, dkOut, dvOut, dg, dInitial)
     }
 }
+
+extension GLAReference {
+    /// Rows [start, end) of a packed [1, T, ...] array with `width` values per row.
+    static func rows(_ x: [Float], _ start: Int, _ end: Int, width: Int) -> [Float] { Array(x[(start * width)..<(end * width)]) }
+
+    /// The packed (variable-length) forward: each sequence of `cuSeqlens` run on its own (no
+    /// state crosses a boundary). Tensors are packed with batch 1 (q [1, T, H, Dk], ...);
+    /// states are per sequence, [N_seq, H, Dk, Dv].
+    /// - Parameters:
+    ///   - gating: The gates' form.
+    ///   - heads: H.
+    ///   - dk: Dk.
+    ///   - dv: Dv.
+    ///   - cuSeqlens: N_seq + 1 token offsets (0 first, nondecreasing, T last).
+    ///   - q: q, flat [1, T, H, Dk].
+    ///   - k: k, flat [1, T, H, Dk].
+    ///   - v: v, flat [1, T, H, Dv].
+    ///   - logGates: The packed log-gates; nil for `.none`.
+    ///   - initialState: Per-sequence initial states [N_seq, H, Dk, Dv]; nil means zeros.
+    /// - Returns: o [1, T, H, Dv] and the final states [N_seq, H, Dk, Dv].
+    public static func packedForward(gating: GatedLinearAttention.Gating, heads: Int, dk: Int, dv: Int, cuSeqlens: [Int32],
+                                     q: [Float], k: [Float], v: [Float], logGates: [Float]?, initialState: [Float]?)
+        -> (o: [Double], final: [Double]) {
+        var o: [Double] = [], final: [Double] = []
+        let gw = gating == .perKey ? heads * dk : heads
+        let sw = heads * dk * dv
+        for n in 0..<(cuSeqlens.count - 1) {
+            let (s, e) = (Int(cuSeqlens[n]), Int(cuSeqlens[n + 1]))
+            let ref = GLAReference(gating: gating, batch: 1, length: e - s, heads: heads, dk: dk, dv: dv)
+            let r = ref.forward(q: rows(q, s, e, width: heads * dk), k: rows(k, s, e, width: heads * dk), v: rows(v, s, e, width: heads * dv),
+                                logGates: logGates.map { rows($0, s, e, width: gw) },
+                                initialState: initialState.map { rows($0, n, n + 1, width: sw) })
+            o += r.o
+            final += r.final
+        }
+        return (o, final)
+    }
+
+    /// The packed backward, each sequence on its own (see
+    /// ``packedForward(gating:heads:dk:dv:cuSeqlens:q:k:v:logGates:initialState:)``).
+    /// - Parameters:
+    ///   - gating: The gates' form.
+    ///   - heads: H.
+    ///   - dk: Dk.
+    ///   - dv: Dv.
+    ///   - cuSeqlens: N_seq + 1 token offsets.
+    ///   - q: q, flat [1, T, H, Dk].
+    ///   - k: k, flat [1, T, H, Dk].
+    ///   - v: v, flat [1, T, H, Dv].
+    ///   - logGates: The packed log-gates; nil for `.none`.
+    ///   - initialState: Per-sequence initial states; nil means zeros.
+    ///   - dO: The gradient of o, [1, T, H, Dv].
+    ///   - dFinal: The gradient of the final states [N_seq, H, Dk, Dv]; nil means zeros.
+    /// - Returns: dq, dk, dv, d(log-gates) (packed) and d(initial states) [N_seq, H, Dk, Dv].
+    public static func packedBackward(gating: GatedLinearAttention.Gating, heads: Int, dk: Int, dv: Int, cuSeqlens: [Int32],
+                                      q: [Float], k: [Float], v: [Float], logGates: [Float]?, initialState: [Float]?,
+                                      dO: [Float], dFinal: [Float]?)
+        -> (dq: [Double], dk: [Double], dv: [Double], dLogGates: [Double], dInitial: [Double]) {
+        var out: (dq: [Double], dk: [Double], dv: [Double], dLogGates: [Double], dInitial: [Double]) = ([], [], [], [], [])
+        let gw = gating == .perKey ? heads * dk : heads
+        let sw = heads * dk * dv
+        for n in 0..<(cuSeqlens.count - 1) {
+            let (s, e) = (Int(cuSeqlens[n]), Int(cuSeqlens[n + 1]))
+            let ref = GLAReference(gating: gating, batch: 1, length: e - s, heads: heads, dk: dk, dv: dv)
+            let r = ref.backward(q: rows(q, s, e, width: heads * dk), k: rows(k, s, e, width: heads * dk), v: rows(v, s, e, width: heads * dv),
+                                 logGates: logGates.map { rows($0, s, e, width: gw) },
+                                 initialState: initialState.map { rows($0, n, n + 1, width: sw) },
+                                 dO: rows(dO, s, e, width: heads * dv), dFinal: dFinal.map { rows($0, n, n + 1, width: sw) })
+            out.dq += r.dq
+            out.dk += r.dk
+            out.dv += r.dv
+            out.dLogGates += r.dLogGates
+            out.dInitial += r.dInitial
+        }
+        return out
+    }
+}

@@ -107,7 +107,7 @@ extension GLACoopmat {
         let shader = output == .f32 ? (rolled ? Shaders.scanGlaGradsCoopmatF16o32Cpu : Shaders.scanGlaGradsCoopmatF16o32)
             : (rolled ? Shaders.scanGlaGradsCoopmatF16Cpu : Shaders.scanGlaGradsCoopmatF16)
         return try device.kernel(KernelDescriptor(
-            shader: shader, bindings: 10,
+            shader: shader, bindings: 11,
             specialization: specialization(workgroup: subgroups * subgroupSize, gate: gate, mode: nil, rows: chunk, dk: dk, dv: dv),
             requiredSubgroupSize: device.enabled.subgroupSizeControl ? subgroupSize : nil, fullSubgroups: true))
     }
@@ -120,12 +120,12 @@ extension GLAPlan {
             let wg = cm.stateSubgroups * cm.subgroupSize
             let shader = FlashAttention.rolledCooperativeLoops(device) ? Shaders.scanGlaStateCoopmatF16Cpu : Shaders.scanGlaStateCoopmatF16
             let kernel = try device.kernel(KernelDescriptor(
-                shader: shader, bindings: 4,
+                shader: shader, bindings: 5,
                 specialization: cm.specialization(workgroup: wg, gate: gateMode, mode: mode, rows: cm.stateRows, dk: Dk, dv: Dv),
                 requiredSubgroupSize: device.enabled.subgroupSizeControl ? cm.subgroupSize : nil, fullSubgroups: true))
             return (kernel, grid(groups: B * H * NC))
         }
-        return (try kernel(stateShader, bindings: 4, mode: mode), grid(invocations: B * H * NC * Dk * Dv, workgroup: 64))
+        return (try kernel(stateShader, bindings: 5, mode: mode), grid(invocations: B * H * NC * Dk * Dv, workgroup: 64))
     }
 
     /// The forward's output kernel for outputs of `output` type, and its workgroup size.
@@ -136,12 +136,12 @@ extension GLAPlan {
             let shader = output == .f32 ? (rolled ? Shaders.scanGlaOutputCoopmatF16o32Cpu : Shaders.scanGlaOutputCoopmatF16o32)
                 : (rolled ? Shaders.scanGlaOutputCoopmatF16Cpu : Shaders.scanGlaOutputCoopmatF16)
             return try device.kernel(KernelDescriptor(
-                shader: shader, bindings: 6,
+                shader: shader, bindings: 7,
                 specialization: cm.specialization(workgroup: wg, gate: gateMode, mode: nil, rows: C, dk: Dk, dv: Dv),
                 requiredSubgroupSize: device.enabled.subgroupSizeControl ? cm.subgroupSize : nil, fullSubgroups: true))
         }
         return try kernel(variant(Shaders.scanGlaOutputF32, f16: Shaders.scanGlaOutputF16, f16o32: Shaders.scanGlaOutputF16o32,
                                   bf16: Shaders.scanGlaOutputBf16, bf16o32: Shaders.scanGlaOutputBf16o32, output: output),
-                          bindings: 6, workgroup: 128)
+                          bindings: 7, workgroup: 128)
     }
 }

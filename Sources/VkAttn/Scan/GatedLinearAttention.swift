@@ -18,6 +18,15 @@ import VkAttnShaders
 /// positive number), and an inter-chunk pass carries the state. Optional initial state in,
 /// final state out, and on request every chunk-boundary state ([B, H, chunks + 1, Dk, Dv]:
 /// the state before each chunk, then the final state).
+///
+/// Packed variable-length batches: with `cuSeqlens` (N_seq + 1 offsets from 0, nondecreasing,
+/// the last T; empty sequences allowed) q, k, v, o and the gates are packed with batch 1
+/// (q [1, T, H, Dk], ...) and the states are per sequence ([N_seq, H, Dk, Dv]). No state crosses
+/// a sequence boundary: chunks are cut at every boundary (a host-built chunk table), so each
+/// sequence's result equals its own dense run. The chunk-boundary states are then defined per
+/// chunk table: [1, H, chunks + N_seq, Dk, Dv], sequence n owning its chunks + 1 consecutive
+/// slots (the state before each of its chunks, then its final state; one slot, its initial
+/// state, for an empty sequence), sequences in order.
 public struct GatedLinearAttention: Hashable, Sendable {
     /// Which decay the state carries from one step to the next.
     public enum Gating: String, Sendable, Hashable, CaseIterable, Codable, CustomStringConvertible {
@@ -95,16 +104,19 @@ public struct GatedLinearAttention: Hashable, Sendable {
     ///   - output: Receives o, [B, L, H, Dv]: f32 or the inputs' type.
     ///   - finalState: Receives S after the last step, [B, H, Dk, Dv] f32; nil skips it.
     ///   - chunkStates: Receives every chunk-boundary state, [B, H, chunks + 1, Dk, Dv] f32;
-    ///     nil skips them.
-    /// - Returns: The chunk length, chunk count and kernel path.
+    ///     nil skips them. Packed: [1, H, chunks + N_seq, Dk, Dv] (see the type's notes).
+    ///   - cuSeqlens: Packed sequences: N_seq + 1 token offsets (0 first, nondecreasing, T
+    ///     last); the tensors then have batch 1 and the states are [N_seq, H, Dk, Dv]. nil: dense.
+    /// - Returns: The chunk length, chunk count (over all sequences when packed) and kernel path.
     /// - Throws: ``VkAttnError`` for a shape, type, device or overlap the op does not take, gates
-    ///   that do not match the gating, a chunk length it refuses, or a kernel preference the
-    ///   device cannot honour.
+    ///   that do not match the gating, a chunk length it refuses, a kernel preference the
+    ///   device cannot honour, or bad `cuSeqlens` (or a batch other than 1 with them).
     @discardableResult
     public func forward(q: Tensor, k: Tensor, v: Tensor, logGates: Tensor? = nil,
                         initialState: Tensor? = nil, output: Tensor, finalState: Tensor? = nil,
-                        chunkStates: Tensor? = nil, on stream: Stream) throws -> GLADispatch {
-        let plan = try GLAPlan(op: self, device: stream.device, q: q, k: k, v: v, logGates: logGates, initialState: initialState)
+                        chunkStates: Tensor? = nil, cuSeqlens: [Int32]? = nil, on stream: Stream) throws -> GLADispatch {
+        let plan = try GLAPlan(op: self, device: stream.device, q: q, k: k, v: v, logGates: logGates, initialState: initialState,
+                               cuSeqlens: cuSeqlens)
         return try plan.forward(output: output, finalState: finalState, chunkStates: chunkStates, on: stream)
     }
 
@@ -125,14 +137,17 @@ public struct GatedLinearAttention: Hashable, Sendable {
     ///   - dLogGates: Receives the log-gates' gradient (f32, their shape); required with gates,
     ///     refused without.
     ///   - dInitialState: Receives the initial state's gradient, [B, H, Dk, Dv] f32; nil skips it.
+    ///   - cuSeqlens: The forward's packed sequences (nil: dense); the state gradients are then
+    ///     [N_seq, H, Dk, Dv].
     /// - Returns: What was recorded.
-    /// - Throws: ``VkAttnError``, as ``forward(q:k:v:logGates:initialState:output:finalState:chunkStates:on:)``.
+    /// - Throws: ``VkAttnError``, as ``forward(q:k:v:logGates:initialState:output:finalState:chunkStates:cuSeqlens:on:)``.
     @discardableResult
     public func backward(q: Tensor, k: Tensor, v: Tensor, logGates: Tensor? = nil,
                          initialState: Tensor? = nil, dOutput: Tensor, dFinalState: Tensor? = nil,
                          dq: Tensor, dk: Tensor, dv: Tensor, dLogGates: Tensor? = nil,
-                         dInitialState: Tensor? = nil, on stream: Stream) throws -> GLADispatch {
-        let plan = try GLAPlan(op: self, device: stream.device, q: q, k: k, v: v, logGates: logGates, initialState: initialState)
+                         dInitialState: Tensor? = nil, cuSeqlens: [Int32]? = nil, on stream: Stream) throws -> GLADispatch {
+        let plan = try GLAPlan(op: self, device: stream.device, q: q, k: k, v: v, logGates: logGates, initialState: initialState,
+                               cuSeqlens: cuSeqlens)
         return try plan.backward(dOutput: dOutput, dFinalState: dFinalState, dq: dq, dk: dk, dv: dv,
                                  dLogGates: dLogGates, dInitialState: dInitialState, on: stream)
     }
