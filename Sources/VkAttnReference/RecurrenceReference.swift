@@ -171,3 +171,131 @@ public struct RecurrenceReference: Sendable {
         return (da, db, dh0)
     }
 }
+
+/// The fp64 reference of a packed (cu_seqlens) recurrence: each sequence run on its own by
+/// ``RecurrenceReference``. Arrays are packed with batch 1 in the layout ([1, T, D] or
+/// [1, D, T], complex interleaved); states are [N_seq, D].
+public struct PackedRecurrenceReference: Sendable {
+    /// BLD or BDL.
+    public let layout: LinearRecurrence.Layout
+    /// Complex values.
+    public let complex: Bool
+    /// Time reversed within each sequence.
+    public let reverse: Bool
+    /// D.
+    public let channels: Int
+    /// N_seq + 1 step offsets.
+    public let cuSeqlens: [Int32]
+
+    /// - Parameters:
+    ///   - layout: BLD or BDL.
+    ///   - complex: Complex values.
+    ///   - reverse: Time reversed.
+    ///   - channels: D.
+    ///   - cuSeqlens: N_seq + 1 step offsets (0 first, nondecreasing, T last).
+    public init(layout: LinearRecurrence.Layout, complex: Bool, reverse: Bool, channels: Int, cuSeqlens: [Int32]) {
+        self.layout = layout
+        self.complex = complex
+        self.reverse = reverse
+        self.channels = channels
+        self.cuSeqlens = cuSeqlens
+    }
+
+    var cw: Int { complex ? 2 : 1 }
+    var steps: Int { Int(cuSeqlens.last ?? 0) }
+    var packedRef: RecurrenceReference { RecurrenceReference(layout: layout, complex: complex, reverse: reverse, batch: 1, length: steps, channels: channels) }
+
+    func sequence(_ n: Int) -> (ref: RecurrenceReference, start: Int) {
+        let (s, e) = (Int(cuSeqlens[n]), Int(cuSeqlens[n + 1]))
+        return (RecurrenceReference(layout: layout, complex: complex, reverse: reverse, batch: 1, length: e - s, channels: channels), s)
+    }
+
+    func gather<T>(_ x: [T], _ n: Int) -> [T] {
+        let (ref, s) = sequence(n)
+        var out: [T] = []
+        for i in 0..<(ref.length * channels) {
+            let (t, d) = layout == .bld ? (i / channels, i % channels) : (i % ref.length, i / ref.length)
+            let from = packedRef.index(0, s + t, d)
+            out += x[from..<(from + cw)]
+            _ = ref
+        }
+        // `out` is in (t, d) order for BLD and (d, t) order for BDL: the sequence's own layout.
+        return out
+    }
+
+    func scatter(_ y: [Double], _ n: Int, into out: inout [Double]) {
+        let (ref, s) = sequence(n)
+        for i in 0..<(ref.length * channels) {
+            let (t, d) = layout == .bld ? (i / channels, i % channels) : (i % ref.length, i / ref.length)
+            let to = packedRef.index(0, s + t, d)
+            for k in 0..<cw { out[to + k] = y[i * cw + k] }
+        }
+    }
+
+    func state<T>(_ x: [T]?, _ n: Int) -> [T]? { x.map { Array($0[(n * channels * cw)..<((n + 1) * channels * cw)]) } }
+
+    /// h and the per-sequence final states.
+    /// - Parameters:
+    ///   - a: The decays, packed.
+    ///   - b: The inputs, packed.
+    ///   - h0: The initial states [N_seq, D]; nil means zeros.
+    /// - Returns: h (packed) and the final states [N_seq, D].
+    public func forward(a: [Float], b: [Float], h0: [Float]?) -> (h: [Double], final: [Double]) {
+        var h = [Double](repeating: 0, count: a.count), final: [Double] = []
+        for n in 0..<(cuSeqlens.count - 1) {
+            let r = sequence(n).ref.forward(a: gather(a, n), b: gather(b, n), h0: state(h0, n))
+            scatter(r.h, n, into: &h)
+            final += r.final
+        }
+        return (h, final)
+    }
+
+    /// The magnitudes of ``RecurrenceReference/magnitude(a:b:h0:)``, per sequence.
+    /// - Parameters:
+    ///   - a: The decays, packed.
+    ///   - b: The inputs, packed.
+    ///   - h0: The initial states; nil means zeros.
+    /// - Returns: Packed magnitudes.
+    public func magnitude(a: [Float], b: [Float], h0: [Float]?) -> [Double] {
+        var m = [Double](repeating: 0, count: a.count)
+        for n in 0..<(cuSeqlens.count - 1) { scatter(sequence(n).ref.magnitude(a: gather(a, n), b: gather(b, n), h0: state(h0, n)), n, into: &m) }
+        return m
+    }
+
+    /// The magnitudes of ``RecurrenceReference/gradientMagnitude(a:dh:dFinal:)``, per sequence.
+    /// - Parameters:
+    ///   - a: The decays, packed.
+    ///   - dh: The gradient of every state, packed.
+    ///   - dFinal: The final states' gradients; nil means zeros.
+    /// - Returns: Packed magnitudes.
+    public func gradientMagnitude(a: [Float], dh: [Float], dFinal: [Float]?) -> [Double] {
+        var m = [Double](repeating: 0, count: a.count)
+        for n in 0..<(cuSeqlens.count - 1) {
+            scatter(sequence(n).ref.gradientMagnitude(a: gather(a, n), dh: gather(dh, n), dFinal: state(dFinal, n)), n, into: &m)
+        }
+        return m
+    }
+
+    /// da, db (packed) and dh0 [N_seq, D].
+    /// - Parameters:
+    ///   - a: The decays, packed.
+    ///   - h: The forward's states, packed.
+    ///   - h0: The initial states; nil means zeros.
+    ///   - dh: The gradient of every state, packed.
+    ///   - dFinal: The final states' gradients; nil means zeros.
+    /// - Returns: da, db and dh0.
+    public func backward(a: [Float], h: [Float], h0: [Float]?, dh: [Float], dFinal: [Float]?) -> (da: [Double], db: [Double], dh0: [Double]) {
+        var da = [Double](repeating: 0, count: a.count), db = da, dh0: [Double] = []
+        for n in 0..<(cuSeqlens.count - 1) {
+            guard sequence(n).ref.length > 0 else {
+                dh0 += state(dFinal, n).map { $0.map(Double.init) } ?? [Double](repeating: 0, count: channels * cw)
+                continue
+            }
+            let r = sequence(n).ref.backward(a: gather(a, n), h: gather(h, n), h0: state(h0, n), dh: gather(dh, n), dFinal: state(dFinal, n))
+            scatter(r.da, n, into: &da)
+            scatter(r.db, n, into: &db)
+            dh0 += r.dh0
+        }
+        return (da, db, dh0)
+    }
+}

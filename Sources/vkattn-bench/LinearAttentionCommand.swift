@@ -13,7 +13,9 @@ struct LinearAttention: ParsableCommand {
             TFLOP/s counts the chunked algorithm's multiply-adds (x2): per chunk of C rows the \
             intra-chunk products C^2/2 (Dk + Dv) and the inter-chunk terms C Dk Dv (x2 with the \
             state update); backward about twice as many. ratio_to_copy divides GB/s by \
-            vkCmdCopyBuffer's over as many bytes, measured in the same run.
+            vkCmdCopyBuffer's over as many bytes, measured in the same run. With --varlen the batch \
+            is B packed sequences (cu_seqlens) of seeded random lengths in 0...2L (a length-1 and \
+            an empty one among them), checked against each sequence run on its own.
             """)
 
     @OptionGroup var device: DeviceOptions
@@ -28,6 +30,7 @@ struct LinearAttention: ParsableCommand {
     @Flag(help: "Time the backward pass.") var backward = false
     @Option(help: "Type of q, k, v, dO and the outputs (gates and states are fp32).") var dtype = StorageType.f32
     @Option(help: "Kernels: auto, scalar or coopmat.") var kernel = KernelPreference.automatic
+    @Flag(help: "Packed variable-length batch: B sequences of random lengths (cu_seqlens).") var varlen = false
 
     func validate() throws {
         guard batch >= 1, length >= 1, heads >= 1, dk >= 1, dv >= 1 else { throw OptionError("sizes must be >= 1") }
@@ -48,7 +51,9 @@ struct LinearAttention: ParsableCommand {
         let op = GatedLinearAttention(gating: gating, chunkLength: chunkLength, preference: kernel)
         let type = dtype.dtype
         var rng = SeededRandom.fresh()
-        let (b, l, h) = (batch, length, heads)
+        let lengths = varlen ? VarlenLengths.make(batch: batch, length: length, rng: &rng) : []
+        let cu: [Int32]? = varlen ? VarlenLengths.cumulative(lengths) : nil
+        let (b, l, h) = varlen ? (1, lengths.reduce(0, +), heads) : (batch, length, heads)
         let qv = rng.floats(b * l * h * dk).map(type.rounded), kv = rng.floats(b * l * h * dk).map(type.rounded)
         let vv = rng.floats(b * l * h * dv).map(type.rounded)
         let gateShape = op.gating == .perHead ? [b, l, h] : [b, l, h, dk]
@@ -62,7 +67,9 @@ struct LinearAttention: ParsableCommand {
         let gateBytes = (gv?.count ?? 0) * 4, e = type.byteSize
         let forwardBytes = (2 * b * l * h * dk + 2 * b * l * h * dv) * e + gateBytes
         let bytes = backward ? forwardBytes + (b * l * h * dv + 2 * b * l * h * dk + b * l * h * dv) * e + gateBytes : forwardBytes
-        let c = Double(op.chunkLength(on: device)), chunks = Double(op.chunkCount(length: l, on: device))
+        let c = Double(op.chunkLength(on: device))
+        let chunks = Double(varlen ? lengths.reduce(0) { $0 + op.chunkCount(length: $1, on: device) } : op.chunkCount(length: l, on: device))
+        let depthLength = varlen ? (lengths.max() ?? 0) : l
         let perChunk = c * c / 2 * Double(dk + dv) + 2 * c * Double(dk * dv)
         let flops = 2 * Double(b * h) * chunks * perChunk * (backward ? 2 : 1)
         let copyGBps = try CopyReference.gbps(context, bytes: bytes / 2, warmup: measure.warmup, iterations: measure.iterations)
@@ -72,13 +79,21 @@ struct LinearAttention: ParsableCommand {
         let timing: Timing
         if !backward {
             timing = try Timing.measure(device, warmup: measure.warmup, iterations: measure.iterations) { s in
-                label = try op.forward(q: q, k: k, v: v, logGates: g, output: o, on: s).path
+                label = try op.forward(q: q, k: k, v: v, logGates: g, output: o, cuSeqlens: cu, on: s).path
             }
             if measure.check {
                 let absolute: ([Float]) -> [Float] = { $0.map { abs($0) } }
-                let ref = reference.forward(q: qv, k: kv, v: vv, logGates: gv, initialState: nil).o
-                let scale = reference.forward(q: absolute(qv), k: absolute(kv), v: absolute(vv), logGates: gv, initialState: nil).o
-                check = compare(try o.readFloats(), ref, scale: scale, depth: 4 * (l + dk + dv + Int(c)), type: type)
+                let (ref, scale): ([Double], [Double])
+                if let cu {
+                    ref = GLAReference.packedForward(gating: op.gating, heads: h, dk: dk, dv: dv, cuSeqlens: cu, q: qv, k: kv, v: vv,
+                                                     logGates: gv, initialState: nil).o
+                    scale = GLAReference.packedForward(gating: op.gating, heads: h, dk: dk, dv: dv, cuSeqlens: cu, q: absolute(qv), k: absolute(kv),
+                                                       v: absolute(vv), logGates: gv, initialState: nil).o
+                } else {
+                    ref = reference.forward(q: qv, k: kv, v: vv, logGates: gv, initialState: nil).o
+                    scale = reference.forward(q: absolute(qv), k: absolute(kv), v: absolute(vv), logGates: gv, initialState: nil).o
+                }
+                check = compare(try o.readFloats(), ref, scale: scale, depth: 4 * (depthLength + dk + dv + Int(c)), type: type)
             }
         } else {
             let dO = try device.makeTensor(rng.floats(b * l * h * dv).map(type.rounded), shape: [b, l, h, dv], dtype: type)
@@ -86,15 +101,23 @@ struct LinearAttention: ParsableCommand {
             let dvT = try device.makeTensor(shape: [b, l, h, dv], dtype: type)
             let dg = try g.map { _ in try device.makeTensor(shape: gateShape, dtype: .f32) }
             timing = try Timing.measure(device, warmup: measure.warmup, iterations: measure.iterations) { s in
-                label = try op.backward(q: q, k: k, v: v, logGates: g, dOutput: dO, dq: dq, dk: dkT, dv: dvT, dLogGates: dg, on: s).path
+                label = try op.backward(q: q, k: k, v: v, logGates: g, dOutput: dO, dq: dq, dk: dkT, dv: dvT, dLogGates: dg, cuSeqlens: cu, on: s).path
             }
             if measure.check {
                 let absolute: ([Float]) -> [Float] = { $0.map { abs($0) } }
                 let dOValues = try dO.readFloats()
-                let ref = reference.backward(q: qv, k: kv, v: vv, logGates: gv, initialState: nil, dO: dOValues, dFinal: nil)
-                let scale = reference.backward(q: absolute(qv), k: absolute(kv), v: absolute(vv), logGates: gv, initialState: nil,
+                let ref, scale: (dq: [Double], dk: [Double], dv: [Double], dLogGates: [Double], dInitial: [Double])
+                if let cu {
+                    ref = GLAReference.packedBackward(gating: op.gating, heads: h, dk: dk, dv: dv, cuSeqlens: cu, q: qv, k: kv, v: vv,
+                                                      logGates: gv, initialState: nil, dO: dOValues, dFinal: nil)
+                    scale = GLAReference.packedBackward(gating: op.gating, heads: h, dk: dk, dv: dv, cuSeqlens: cu, q: absolute(qv), k: absolute(kv),
+                                                        v: absolute(vv), logGates: gv, initialState: nil, dO: absolute(dOValues), dFinal: nil)
+                } else {
+                    ref = reference.backward(q: qv, k: kv, v: vv, logGates: gv, initialState: nil, dO: dOValues, dFinal: nil)
+                    scale = reference.backward(q: absolute(qv), k: absolute(kv), v: absolute(vv), logGates: gv, initialState: nil,
                                                dO: absolute(dOValues), dFinal: nil)
-                let depth = 4 * (l + dk + dv + Int(c))
+                }
+                let depth = 4 * (depthLength + dk + dv + Int(c))
                 let results = [compare(try dq.readFloats(), ref.dq, scale: scale.dq, depth: depth, type: type),
                                compare(try dkT.readFloats(), ref.dk, scale: scale.dk, depth: depth, type: type),
                                compare(try dvT.readFloats(), ref.dv, scale: scale.dv, depth: depth, type: type)]
@@ -103,8 +126,9 @@ struct LinearAttention: ParsableCommand {
         }
         let gbps = Double(bytes) / (timing.medianMs * 1e6)
         let config: [String: ConfigValue] = [
-            "batch": .int(b), "length": .int(l), "heads": .int(h), "dk": .int(dk), "dv": .int(dv),
+            "batch": .int(batch), "length": .int(length), "heads": .int(h), "dk": .int(dk), "dv": .int(dv),
             "gating": .string(op.gating.rawValue), "pass": .string(backward ? "backward" : "forward"), "dtype": .string(type.rawValue),
+            "varlen": .string(varlen ? "\(batch) sequences, \(l) tokens" : "no"),
         ]
         let row = ResultRow(op: "linear-attention", device: context.deviceName, config: config, path: label, timing: timing,
                             gbps: gbps, tflops: flops / (timing.medianMs * 1e9), ratioToCopy: gbps / copyGBps,
@@ -128,4 +152,16 @@ struct LinearAttention: ParsableCommand {
         }
         return (ok ? .pass : .fail, worst)
     }
+}
+
+/// Sequence lengths for the benches' `--varlen`: `batch` seeded random lengths in 0...2L, the
+/// first ones 1 and 0 (where there are several) so a packed batch always holds the awkward cases.
+enum VarlenLengths {
+    static func make(batch: Int, length: Int, rng: inout SeededRandom) -> [Int] {
+        var lengths = (0..<batch).map { _ in Int(rng.floats(1, in: 0...1)[0] * Float(2 * length)) }
+        if batch >= 3 { (lengths[0], lengths[1]) = (1, 0) }
+        return lengths
+    }
+
+    static func cumulative(_ lengths: [Int]) -> [Int32] { lengths.reduce(into: [Int32(0)]) { $0.append($0.last! + Int32($1)) } }
 }

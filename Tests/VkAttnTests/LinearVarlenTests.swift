@@ -168,3 +168,101 @@ struct LinearAttentionVarlenTests {
         }
     }
 }
+
+/// Packed (cu_seqlens) recurrences against each sequence run on its own by the fp64 reference.
+extension RecurrenceHarness {
+    mutating func runPacked(_ op: LinearRecurrence, lengths: [Int], channels: Int, withH0: Bool) throws {
+        let cu = cumulative(lengths)
+        let (n, t) = (lengths.count, lengths.reduce(0, +))
+        let cw = op.complex ? 2 : 1
+        let shape = (op.layout == .bld ? [1, t, channels] : [1, channels, t]) + (op.complex ? [2] : [])
+        let stateShape = [n, channels] + (op.complex ? [2] : [])
+        let a = coefficients(t * channels, complex: op.complex, decay: .mixed)
+        let b = rng.floats(t * channels * cw)
+        let h0 = withH0 ? rng.floats(n * channels * cw) : nil
+        let what = "packed \(op.layout) complex \(op.complex) reverse \(op.reverse) \(op.algorithm.map(\.rawValue) ?? "default") chunk \(op.chunkLength.map(String.init) ?? "auto") lengths \(lengths) D \(channels) h0 \(withH0)"
+        let aT = try tensor(a, shape), bT = try tensor(b, shape)
+        let h0T = try h0.map { try tensor($0, stateShape) }
+        let hT = try poisoned(shape), finalT = try poisoned(stateShape)
+        let stream = try device.makeStream()
+        try op.forward(a: aT, b: bT, h0: h0T, h: hT, finalState: finalT, cuSeqlens: cu, on: stream)
+        try stream.synchronize()
+        let ref = PackedRecurrenceReference(layout: op.layout, complex: op.complex, reverse: op.reverse, channels: channels, cuSeqlens: cu)
+        let (h, final) = ref.forward(a: a, b: b, h0: h0)
+        let m = ref.magnitude(a: a, b: b, h0: h0)
+        let steps = lengths.max() ?? 0
+        let gotH = try hT.readFloats()
+        Self.check(gotH, h, scale: m, steps: steps, seed: seed, "h " + what)
+        let mMax = (m + (h0 ?? []).map { Swift.abs(Double($0)) }).max() ?? 1
+        Self.check(try finalT.readFloats(), final, scale: final.map { _ in mMax }, steps: steps, seed: seed, "final " + what)
+
+        let dh = rng.floats(t * channels * cw)
+        let dFinal = withH0 ? rng.floats(n * channels * cw) : nil
+        let dhT = try tensor(dh, shape)
+        let dFinalT = try dFinal.map { try tensor($0, stateShape) }
+        let daT = try poisoned(shape), dbT = try poisoned(shape), dh0T = try poisoned(stateShape)
+        try op.backward(a: aT, h: hT, h0: h0T, dh: dhT, dFinal: dFinalT, da: daT, db: dbT, dh0: dh0T, cuSeqlens: cu, on: stream)
+        try stream.synchronize()
+        let (da, db, dh0) = ref.backward(a: a, h: gotH, h0: h0, dh: dh, dFinal: dFinal)
+        let gScale = ref.gradientMagnitude(a: a, dh: dh, dFinal: dFinal)
+        let hMax = (gotH + (h0 ?? [])).map { Swift.abs(Double($0)) }.max() ?? 1
+        Self.check(try dbT.readFloats(), db, scale: gScale.map { $0 * 2 }, steps: steps, seed: seed, "db " + what)
+        Self.check(try daT.readFloats(), da, scale: gScale.map { $0 * 2 * max(hMax, 1e-3) }, steps: steps, seed: seed, "da " + what)
+        let gMax = max(gScale.max() ?? 1, (dFinal ?? []).map { Swift.abs(Double($0)) }.max() ?? 0)
+        Self.check(try dh0T.readFloats(), dh0, scale: dh0.map { _ in gMax * 2 }, steps: steps, seed: seed, "dh0 " + what)
+    }
+}
+
+@Suite("Packed variable-length batches (cu_seqlens): linear recurrence")
+struct RecurrenceVarlenTests {
+    @Test(arguments: 0..<4, RecurrenceAlgorithm.allCases)
+    func packedEqualsPerSequence(caseIndex: Int, path: RecurrenceAlgorithm) throws {
+        let seed = testSeed()
+        let (layout, complex) = RecurrenceTests.cases[caseIndex]
+        try withDevice { device in
+            var h = RecurrenceHarness(device: device, seed: seed)
+            for reverse in [false, true] {
+                for (chunk, channels, withH0) in [(8, 3, true), (4, 8, false)] {
+                    let op = LinearRecurrence(layout: layout, complex: complex, reverse: reverse, algorithm: path, chunkLength: chunk)
+                    try h.runPacked(op, lengths: varlenLengths(chunk: chunk), channels: channels, withH0: withH0)
+                }
+                let op = LinearRecurrence(layout: layout, complex: complex, reverse: reverse, algorithm: path)
+                try h.runPacked(op, lengths: [0, 0], channels: 4, withH0: true)
+                try h.runPacked(op, lengths: [1], channels: 4, withH0: true)
+                try h.runPacked(op, lengths: [300, 0, 1, 129], channels: 4, withH0: true)
+            }
+        }
+    }
+
+    @Test func badCuSeqlensThrowTypedErrors() throws {
+        try withDevice { device in
+            let stream = try device.makeStream()
+            let name = LinearRecurrence.opName
+            let op = LinearRecurrence(layout: .bld)
+            let a = try device.makeTensor(shape: [1, 10, 4], dtype: .f32), b = try device.makeTensor(shape: [1, 10, 4], dtype: .f32)
+            let h = try device.makeTensor(shape: [1, 10, 4], dtype: .f32)
+            #expect(throws: VkAttnError.invalidValue(op: name, operand: "cuSeqlens", reason: "ends at 9 but the tensor has 10 tokens")) {
+                try op.forward(a: a, b: b, h: h, cuSeqlens: [0, 9], on: stream)
+            }
+            #expect(throws: VkAttnError.invalidValue(op: name, operand: "cuSeqlens", reason: "decreases at index 2 (6 -> 4): not monotonic")) {
+                try op.forward(a: a, b: b, h: h, cuSeqlens: [0, 6, 4, 10], on: stream)
+            }
+            #expect(throws: VkAttnError.shapeMismatch(op: name, operand: "h0", expected: "[2, 4]", actual: "[1, 4]")) {
+                try op.forward(a: a, b: b, h0: try device.makeTensor(shape: [1, 4], dtype: .f32), h: h, cuSeqlens: [0, 6, 10], on: stream)
+            }
+            let a2 = try device.makeTensor(shape: [2, 5, 4], dtype: .f32)
+            #expect(throws: VkAttnError.shapeMismatch(op: name, operand: "a", expected: "[1, T, D] with cuSeqlens (packed sequences)", actual: "[2, 5, 4]")) {
+                try op.forward(a: a2, b: a2, h: try device.makeTensor(shape: [2, 5, 4], dtype: .f32), cuSeqlens: [0, 5, 10], on: stream)
+            }
+            #expect(throws: VkAttnError.invalidValue(op: name, operand: "h", reason: "overlaps b")) {
+                try op.forward(a: a, b: b, h: b, cuSeqlens: [0, 10], on: stream)
+            }
+            #expect(throws: VkAttnError.invalidValue(op: name, operand: "cuSeqlens", reason: "must start at 0, got 2")) {
+                try op.backward(a: a, h: h, dh: b, da: try device.makeTensor(shape: [1, 10, 4], dtype: .f32),
+                                db: try device.makeTensor(shape: [1, 10, 4], dtype: .f32), cuSeqlens: [2, 10], on: stream)
+            }
+            #expect(stream.dispatchesRecorded == 0)
+            try stream.synchronize()
+        }
+    }
+}

@@ -9,6 +9,12 @@ import VkAttnShaders
 /// initial state h0 and the final state are [B, D] (plus [2]). With `reverse`, time runs from
 /// L - 1 down to 0 (h_t = a_t * h_{t+1} + b_t, h0 entering at t = L - 1).
 ///
+/// Packed variable-length batches: with `cuSeqlens` (N_seq + 1 offsets from 0, nondecreasing,
+/// the last T; empty sequences allowed) a, b, h and their gradients are [1, T, D] (or
+/// [1, D, T]) and the states are per sequence, [N_seq, D] (plus [2]); each sequence runs on
+/// its own (its h0 entering at its first step, or its last when reversed), no state crossing
+/// a boundary. This costs one extra copy of two inputs (see `RecurrenceVarlen`).
+///
 /// Parallel over time: the sequence is cut into chunks; each chunk reduces to an affine map
 /// (A, B) (h_end = A * h_start + B), a pass scans the maps per channel, a last pass replays each
 /// chunk from its start state (`RecurrenceAlgorithm.chunked`). Where the device runs workgroups in
@@ -85,12 +91,20 @@ public struct LinearRecurrence: Hashable, Sendable {
     ///   - h0: The initial state [B, D] (complex: [B, D, 2]); nil means zeros.
     ///   - h: Every state, a's shape; must not overlap the inputs.
     ///   - finalState: The last state, h0's shape; nil skips it.
+    ///   - cuSeqlens: Packed sequences: N_seq + 1 step offsets (0 first, nondecreasing, T last);
+    ///     a is then [1, T, D] (or [1, D, T]) and h0, finalState [N_seq, D]. nil: dense.
     /// - Returns: The path, chunk length and chunk count recorded.
     /// - Throws: ``VkAttnError`` for a shape, type, device, alignment or overlap the op does not
-    ///   take, a chunk length it refuses, or a problem too large for the device.
+    ///   take, a chunk length it refuses, a problem too large for the device, or bad
+    ///   `cuSeqlens` (or a batch other than 1 with them).
     @discardableResult
     public func forward(a: Tensor, b: Tensor, h0: Tensor? = nil, h: Tensor,
-                        finalState: Tensor? = nil, on stream: Stream) throws -> RecurrenceDispatch {
+                        finalState: Tensor? = nil, cuSeqlens: [Int32]? = nil, on stream: Stream) throws -> RecurrenceDispatch {
+        if let cuSeqlens {
+            let packed = try RecurrenceVarlen(op: self, device: stream.device, a: a, cuSeqlens: cuSeqlens,
+                                              states: [("h0", h0), ("finalState", finalState)])
+            return try packed.forward(a: a, b: b, h0: h0, h: h, finalState: finalState, on: stream)
+        }
         let plan = try RecurrencePlan(op: self, device: stream.device, a: a, inputs: [("b", b)], h0: h0,
                                       outputs: [("h", h)], state: finalState.map { ("finalState", $0) }, backward: nil)
         return try plan.encode(on: stream)
@@ -113,11 +127,18 @@ public struct LinearRecurrence: Hashable, Sendable {
     ///   - da: Receives the decays' gradient, a's shape.
     ///   - db: Receives the inputs' gradient, a's shape.
     ///   - dh0: Receives the initial state's gradient; nil skips it.
+    ///   - cuSeqlens: The forward's packed sequences (nil: dense); h0, dFinal and dh0 are then
+    ///     [N_seq, D].
     /// - Returns: What was recorded.
-    /// - Throws: ``VkAttnError``, as ``forward(a:b:h0:h:finalState:on:)``.
+    /// - Throws: ``VkAttnError``, as ``forward(a:b:h0:h:finalState:cuSeqlens:on:)``.
     @discardableResult
     public func backward(a: Tensor, h: Tensor, h0: Tensor? = nil, dh: Tensor, dFinal: Tensor? = nil,
-                         da: Tensor, db: Tensor, dh0: Tensor? = nil, on stream: Stream) throws -> RecurrenceDispatch {
+                         da: Tensor, db: Tensor, dh0: Tensor? = nil, cuSeqlens: [Int32]? = nil, on stream: Stream) throws -> RecurrenceDispatch {
+        if let cuSeqlens {
+            let packed = try RecurrenceVarlen(op: self, device: stream.device, a: a, cuSeqlens: cuSeqlens,
+                                              states: [("h0", h0), ("dFinal", dFinal), ("dh0", dh0)])
+            return try packed.backward(a: a, h: h, h0: h0, dh: dh, dFinal: dFinal, da: da, db: db, dh0: dh0, on: stream)
+        }
         let plan = try RecurrencePlan(op: self, device: stream.device, a: a, inputs: [("dh", dh), ("h", h)], h0: dFinal,
                                       outputs: [("db", db), ("da", da)], state: dh0.map { ("dh0", $0) },
                                       backward: h0)
