@@ -234,3 +234,109 @@ struct SelectiveScanTests {
         }
     }
 }
+
+@Suite("Mamba selective scan: bad and empty inputs")
+struct SelectiveScanValidationTests {
+    @Test func badInputsThrowTypedErrors() throws {
+        try withDevice { device in
+            let stream = try device.makeStream()
+            let name = SelectiveScan.opName
+            let (b, l, dc, n) = (1, 10, 4, 3)
+            let f = { (shape: [Int]) in try device.makeTensor(shape: shape, dtype: .f32) }
+            let x = try f([b, l, dc]), delta = try f([b, l, dc]), A = try f([dc, n]), B = try f([b, l, n]), C = try f([b, l, n])
+            let out = try f([b, l, dc])
+            let op = SelectiveScan()
+            #expect(throws: VkAttnError.shapeMismatch(op: name, operand: "x", expected: "[B, L, Dch]", actual: "[10, 4]")) {
+                try op.forward(x: try f([l, dc]), delta: delta, A: A, B: B, C: C, output: out, on: stream)
+            }
+            #expect(throws: VkAttnError.shapeMismatch(op: name, operand: "A", expected: "[4, N]", actual: "[3, 3]")) {
+                try op.forward(x: x, delta: delta, A: try f([3, 3]), B: B, C: C, output: out, on: stream)
+            }
+            #expect(throws: VkAttnError.shapeMismatch(op: name, operand: "C", expected: "[1, 10, 3]", actual: "[1, 10, 4]")) {
+                try op.forward(x: x, delta: delta, A: A, B: B, C: try f([b, l, 4]), output: out, on: stream)
+            }
+            #expect(throws: VkAttnError.dtypeMismatch(op: name, operand: "delta", expected: "f32", actual: "f16")) {
+                try op.forward(x: x, delta: try device.makeTensor(shape: [b, l, dc], dtype: .f16), A: A, B: B, C: C, output: out, on: stream)
+            }
+            #expect(throws: VkAttnError.shapeMismatch(op: name, operand: "D", expected: "[4]", actual: "[3]")) {
+                try op.forward(x: x, delta: delta, A: A, B: B, C: C, D: try f([3]), output: out, on: stream)
+            }
+            #expect(throws: VkAttnError.unsupported(op: name, reason: "state sizes N up to 256 (A is [4, 257])")) {
+                try op.forward(x: x, delta: delta, A: try f([dc, 257]), B: try f([b, l, 257]), C: try f([b, l, 257]), output: out, on: stream)
+            }
+            #expect(throws: VkAttnError.invalidValue(op: name, operand: "output", reason: "overlaps x")) {
+                try op.forward(x: x, delta: delta, A: A, B: B, C: C, output: x, on: stream)
+            }
+            #expect(throws: VkAttnError.shapeMismatch(op: name, operand: "finalState", expected: "[2, 4, 3]", actual: "[1, 4, 3]")) {
+                try op.forward(x: x, delta: delta, A: A, B: B, C: C, cuSeqlens: [0, 4, 10], output: out, finalState: try f([1, dc, n]), on: stream)
+            }
+            #expect(throws: VkAttnError.invalidValue(op: name, operand: "chunkLength", reason: "0 must be at least 1")) {
+                try SelectiveScan(chunkLength: 0).forward(x: x, delta: delta, A: A, B: B, C: C, output: out, on: stream)
+            }
+            // cu_seqlens: not from 0, decreasing, not ending at T, none; a dense batch of 2.
+            for (cu, reason) in [([1, 10], "must start at 0, got 1"), ([0, 6, 5, 10], "decreases at index 2 (6 -> 5): not monotonic"),
+                                 ([0, 9], "ends at 9 but the tensor has 10 tokens"), ([], "needs batch + 1 entries ([0] for no sequences), got none")]
+                as [([Int32], String)] {
+                #expect(throws: VkAttnError.invalidValue(op: name, operand: "cuSeqlens", reason: reason)) {
+                    try op.forward(x: x, delta: delta, A: A, B: B, C: C, cuSeqlens: cu, output: out, on: stream)
+                }
+            }
+            let x2 = try f([2, 5, dc])
+            #expect(throws: VkAttnError.shapeMismatch(op: name, operand: "x", expected: "[1, T, Dch] with cuSeqlens (one packed batch)", actual: "[2, 5, 4]")) {
+                try op.forward(x: x2, delta: x2, A: A, B: try f([2, 5, n]), C: try f([2, 5, n]), cuSeqlens: [0, 10], output: try f([2, 5, dc]), on: stream)
+            }
+            // Backward: gradients of inputs the forward did not have, wrong shapes.
+            let g = { try f([b, l, dc]) }
+            #expect(throws: VkAttnError.invalidValue(op: name, operand: "dz", reason: "given, but the forward had no z")) {
+                try op.backward(x: x, delta: delta, A: A, B: B, C: C, dOutput: out, dx: try g(), dDelta: try g(), dA: try f([dc, n]),
+                                dB: try f([b, l, n]), dC: try f([b, l, n]), dz: try g(), on: stream)
+            }
+            #expect(throws: VkAttnError.shapeMismatch(op: name, operand: "dA", expected: "[4, 3]", actual: "[3, 4]")) {
+                try op.backward(x: x, delta: delta, A: A, B: B, C: C, dOutput: out, dx: try g(), dDelta: try g(), dA: try f([n, dc]),
+                                dB: try f([b, l, n]), dC: try f([b, l, n]), on: stream)
+            }
+            #expect(stream.dispatchesRecorded == 0)
+        }
+    }
+
+    /// No rows or no channels: no kernel; final states are the initial ones (copies) or zero
+    /// (fills), gradients of A, B, C, D and the bias zero, dInitial dFinal.
+    @Test func emptyInputsRecordNoKernel() throws {
+        try withDevice { device in
+            let (dc, n) = (3, 2)
+            let f = { (shape: [Int]) in try device.makeTensor([Float](repeating: .nan, count: shape.reduce(1, *)), shape: shape) }
+            let op = SelectiveScan(deltaSoftplus: true)
+            for (b, l, cu) in [(2, 0, nil), (1, 0, [0, 0, 0] as [Int32]?)] as [(Int, Int, [Int32]?)] {
+                let S = cu.map { $0.count - 1 } ?? b
+                let stream = try device.makeStream()
+                let x = try f([b, l, dc]), A = try f([dc, n]), B = try f([b, l, n])
+                let h0Values = (0..<(S * dc * n)).map { Float($0) + 0.5 }
+                let h0 = try device.makeTensor(h0Values, shape: [S, dc, n])
+                let final = try f([S, dc, n]), zeroFinal = try f([S, dc, n])
+                try op.forward(x: x, delta: x, A: A, B: B, C: B, D: f([dc]), z: x, deltaBias: f([dc]), initialState: h0, cuSeqlens: cu,
+                               output: f([b, l, dc]), finalState: final, on: stream)
+                try op.forward(x: x, delta: x, A: A, B: B, C: B, cuSeqlens: cu, output: f([b, l, dc]), finalState: zeroFinal, on: stream)
+                let dA = try f([dc, n]), dD = try f([dc]), dBias = try f([dc]), dInit = try f([S, dc, n])
+                try op.backward(x: x, delta: x, A: A, B: B, C: B, D: f([dc]), z: x, deltaBias: f([dc]), initialState: h0, cuSeqlens: cu,
+                                dOutput: f([b, l, dc]), dFinalState: h0, dx: f([b, l, dc]), dDelta: f([b, l, dc]), dA: dA, dB: f([b, l, n]),
+                                dC: f([b, l, n]), dD: dD, dz: f([b, l, dc]), dDeltaBias: dBias, dInitialState: dInit, on: stream)
+                try stream.synchronize()
+                EmptyInputTests.expectRecorded(stream, fills: 4, copies: 2, "selective scan [\(b), \(l)] cu \(cu ?? [])")
+                #expect(try final.readFloats() == h0Values)
+                #expect(try zeroFinal.readFloats() == [Float](repeating: 0, count: S * dc * n))
+                #expect(try dInit.readFloats() == h0Values)
+                #expect(try dA.readFloats() + dD.readFloats() + dBias.readFloats() == [Float](repeating: 0, count: dc * n + 2 * dc))
+            }
+            // No channels: every tensor but B and C (and their zero gradients) is empty.
+            let stream = try device.makeStream()
+            let x = try f([1, 4, 0]), B = try f([1, 4, n])
+            let dB = try f([1, 4, n])
+            try op.forward(x: x, delta: x, A: f([0, n]), B: B, C: B, output: f([1, 4, 0]), finalState: f([1, 0, n]), on: stream)
+            try op.backward(x: x, delta: x, A: f([0, n]), B: B, C: B, dOutput: f([1, 4, 0]), dx: f([1, 4, 0]), dDelta: f([1, 4, 0]),
+                            dA: f([0, n]), dB: dB, dC: f([1, 4, n]), on: stream)
+            try stream.synchronize()
+            EmptyInputTests.expectRecorded(stream, fills: 2, "selective scan with no channels")
+            #expect(try dB.readFloats() == [Float](repeating: 0, count: 4 * n))
+        }
+    }
+}
