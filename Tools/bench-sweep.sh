@@ -19,6 +19,7 @@ declare -A base=(
   [scan]="--count 64" [recurrence]="--batch 1 --length 8 --channels 4"
   [linear-attention]="--batch 1 --length 8 --heads 1 --dk 8 --dv 8"
   [delta-rule]="--seq 8 --heads 1 --dk 8 --dv 8"
+  [mamba]="--batch 1 --seq 8 --channels 4 --state 4"
   [ring]="--seq 32 --heads 1 --dim 32" [ulysses]="--seq 32 --heads 2 --dim 32" [hybrid]="--ranks 4 --seq 32 --heads 2 --dim 32 --ulysses 2"
   [tree-decode]="--batch 1 --cache 32 --heads 1 --dim 32"
   [star-attention]="--context 32 --query 4 --heads 1 --dim 32"
@@ -35,6 +36,7 @@ declare -A options=(
   [recurrence]="--batch --length --channels --chunk-length"
   [linear-attention]="--batch --length --heads --dk --dv --chunk-length"
   [delta-rule]="--batch --seq --heads --dk --dv --chunk-length --ranks"
+  [mamba]="--batch --seq --channels --state --chunk-length"
   [ring]="--ranks --seq --batch --heads --kv-heads --dim" [ulysses]="--ranks --seq --batch --heads --dim"
   [hybrid]="--ranks --ulysses --seq --heads"
   [tree-decode]="--ranks --batch --queries --cache --heads --kv-heads --dim"
@@ -75,6 +77,7 @@ declare -A words=(
   [attention]="--dtype" [decode]="--dtype --kv-dtype" [spmm]="--format --kernel --dtype --distribution --validation" [sddmm]="--dtype"
   [scan]="--dtype --op --path" [recurrence]="--layout --path --dtype" [linear-attention]="--gating --dtype --kernel"
   [delta-rule]="--dtype --scheme"
+  [mamba]="--dtype --variant"
   [ring]="--dtype --sharding --path --backend --variant" [ulysses]="--sharding" [hybrid]="--dtype" [star-attention]="--dtype --path"
   [lasp]="--gating --path --backend" [lasp2]="--gating" [zeco]="--backend"
 )

@@ -1,0 +1,171 @@
+import ArgumentParser
+import Foundation
+import VkAttn
+import VkAttnReference
+
+struct Mamba: ParsableCommand {
+    /// Which Mamba scan runs.
+    enum Variant: String, CaseIterable, ExpressibleByArgument {
+        /// Mamba-1's selective scan (`SelectiveScan`).
+        case selective
+        /// Mamba-2's SSD (not wired into the bench yet).
+        case ssd
+    }
+
+    static let configuration = CommandConfiguration(
+        commandName: "mamba",
+        abstract: "Mamba scans: Mamba-1's selective scan (chunked, fp32), forward or backward, dense or packed variable-length batches.",
+        discussion: """
+            The selective scan runs with every optional input of a Mamba-1 block: D, the z gate, \
+            a delta bias and softplus on delta, initial states (and dFinal backward). GB/s counts \
+            the minimum bytes moved: forward reads x, delta, z, B, C and writes out; backward also \
+            reads dOut and writes dx, ddelta, dz, dB, dC. TFLOP/s counts 5 multiply-adds (x2) per \
+            (row, channel, state) forward (the chunk maps, the replay and the C product) and 15 \
+            backward. --varlen packs each batch row's --seq rows as sequences of random lengths \
+            (one of length 1, one empty) into one batch with cu_seqlens. ratio_to_copy divides \
+            GB/s by vkCmdCopyBuffer's over as many bytes, measured in the same run.
+            """)
+
+    @OptionGroup var device: DeviceOptions
+    @OptionGroup var measure: MeasureOptions
+    @Option(help: "Which scan: selective (Mamba-1) or ssd (Mamba-2).") var variant = Variant.selective
+    @Option(help: "B.") var batch = 1
+    @Option(help: "L (rows per batch row).") var seq = 4096
+    @Option(help: "Dch (channels).") var channels = 64
+    @Option(help: "N (state size, at most 256).") var state = 16
+    @Option(help: "Rows per chunk at most (default: the most the kernels take).") var chunkLength: Int?
+    @Option(help: "Storage type of x, delta, z, B, C and the outputs (f32 only so far).") var dtype = StorageType.f32
+    @Flag(help: "Pack each batch row into sequences of random lengths (cu_seqlens).") var varlen = false
+    @Flag(help: "Time the backward pass.") var backward = false
+
+    func validate() throws {
+        guard batch >= 1, seq >= 1, channels >= 1, state >= 1 else { throw OptionError("sizes must be >= 1") }
+        guard state <= 256 else { throw OptionError("--state must be at most 256, got \(state)") }
+        if let chunkLength, !(1...64).contains(chunkLength) { throw OptionError("--chunk-length must be in 1...64, got \(chunkLength)") }
+        guard variant == .selective else { throw OptionError("--variant ssd (Mamba-2's SSD) is not built into the bench yet; use --variant selective") }
+        guard dtype == .f32 else { throw OptionError("--dtype \(dtype.rawValue): the selective scan takes f32 storage only so far") }
+        try Limits.require(operands)
+    }
+
+    /// x (and delta, z, out), B (and C) and the states.
+    var operands: [(name: String, shape: [Int], element: Int)] {
+        [("x", [batch, seq, channels], 4), ("B", [batch, seq, state], 4), ("states", [batch, channels, state], 4)]
+    }
+
+    /// Random lengths summing to `total`: one of length 1 first, random pieces, one empty last.
+    static func lengths(_ total: Int, _ rng: inout SeededRandom) -> [Int] {
+        guard total > 1 else { return [total, 0] }
+        let cuts = (0..<Int(rng.next() % 6)).map { _ in 1 + Int(rng.next() % UInt64(total - 1)) }.sorted()
+        var pieces = [1]
+        var last = 1
+        for c in cuts + [total] {
+            pieces.append(c - last)
+            last = c
+        }
+        return pieces + [0]
+    }
+
+    func run() throws {
+        let context = try BenchContext(device)
+        try Limits.require(operands, on: context)
+        let device = context.device
+        let op = SelectiveScan(deltaSoftplus: true, chunkLength: chunkLength)
+        var rng = SeededRandom.fresh()
+        let (dc, n) = (channels, state)
+        let T = batch * seq
+        let cu: [Int]? = varlen ? (0..<batch).flatMap { _ in Self.lengths(seq, &rng) }.reduce(into: [0]) { $0.append($0.last! + $1) } : nil
+        let cuList = cu ?? (0...batch).map { $0 * seq }
+        let S = cuList.count - 1
+        let (b, l) = varlen ? (1, T) : (batch, seq)
+        let inputs = MambaReference.Inputs(
+            x: rng.floats(T * dc), delta: rng.floats(T * dc, in: -4...0), A: rng.floats(dc * n, in: -8 ... -0.5),
+            B: rng.floats(T * n), C: rng.floats(T * n), D: rng.floats(dc), z: rng.floats(T * dc, in: -3...3),
+            deltaBias: rng.floats(dc, in: -0.5...0.5), initial: rng.floats(S * dc * n))
+        let t = { (v: [Float], shape: [Int]) in try device.makeTensor(v, shape: shape) }
+        let x = try t(inputs.x, [b, l, dc]), delta = try t(inputs.delta, [b, l, dc]), A = try t(inputs.A, [dc, n])
+        let B = try t(inputs.B, [b, l, n]), C = try t(inputs.C, [b, l, n]), D = try t(inputs.D!, [dc])
+        let z = try t(inputs.z!, [b, l, dc]), bias = try t(inputs.deltaBias!, [dc]), h0 = try t(inputs.initial!, [S, dc, n])
+        let cu32 = try cu.map { try Limits.cumulative(zip($0.dropFirst(), $0).map { $0 - $1 }, "--varlen") }
+        let reference = MambaReference(channels: dc, state: n, deltaSoftplus: true)
+
+        let rowBytes = 4 * (dc + n)
+        let forwardBytes = T * (3 * dc + 2 * n) * 4 + T * dc * 4
+        let bytes = backward ? forwardBytes + T * dc * 4 + T * rowBytes + 2 * T * dc * 4 + T * n * 4 : forwardBytes
+        let flops = 2 * Double(T * dc * n) * (backward ? 15 : 5)
+        let copyGBps = try CopyReference.gbps(context, bytes: bytes / 2, warmup: measure.warmup, iterations: measure.iterations)
+
+        var label = ""
+        var check: (CheckResult, Double?) = (.skipped, nil)
+        let timing: Timing
+        if !backward {
+            let out = try device.makeTensor(shape: [b, l, dc], dtype: .f32), final = try device.makeTensor(shape: [S, dc, n], dtype: .f32)
+            timing = try Timing.measure(device, warmup: measure.warmup, iterations: measure.iterations) { s in
+                label = try op.forward(x: x, delta: delta, A: A, B: B, C: C, D: D, z: z, deltaBias: bias, initialState: h0, cuSeqlens: cu32,
+                                       output: out, finalState: final, on: s).path
+            }
+            if measure.check {
+                let (o, f) = reference.forward(inputs, cuSeqlens: cuList)
+                let (oS, fS) = reference.forward(inputs, cuSeqlens: cuList, absolute: true)
+                let depth = depth(cuList)
+                check = Self.combine([compare(try out.readFloats(), o, scale: oS, depth: depth),
+                                      compare(try final.readFloats(), f, scale: fS, depth: depth)])
+            }
+        } else {
+            let dOutValues = rng.floats(T * dc), dFinalValues = rng.floats(S * dc * n)
+            let dOut = try t(dOutValues, [b, l, dc]), dFinal = try t(dFinalValues, [S, dc, n])
+            let m = { (shape: [Int]) in try device.makeTensor(shape: shape, dtype: .f32) }
+            let dx = try m([b, l, dc]), dDelta = try m([b, l, dc]), dA = try m([dc, n]), dB = try m([b, l, n]), dC = try m([b, l, n])
+            let dD = try m([dc]), dz = try m([b, l, dc]), dBias = try m([dc]), dInit = try m([S, dc, n])
+            timing = try Timing.measure(device, warmup: measure.warmup, iterations: measure.iterations) { s in
+                label = try op.backward(x: x, delta: delta, A: A, B: B, C: C, D: D, z: z, deltaBias: bias, initialState: h0, cuSeqlens: cu32,
+                                        dOutput: dOut, dFinalState: dFinal, dx: dx, dDelta: dDelta, dA: dA, dB: dB, dC: dC, dD: dD, dz: dz,
+                                        dDeltaBias: dBias, dInitialState: dInit, on: s).path
+            }
+            if measure.check {
+                let g = reference.backward(inputs, cuSeqlens: cuList, dOut: dOutValues, dFinal: dFinalValues)
+                let s = reference.backward(inputs, cuSeqlens: cuList, dOut: dOutValues, dFinal: dFinalValues, absolute: true)
+                let d = depth(cuList), all = d + 4 * T
+                check = Self.combine([
+                    compare(try dx.readFloats(), g.dx, scale: s.dx, depth: d), compare(try dDelta.readFloats(), g.dDelta, scale: s.dDelta, depth: d),
+                    compare(try dA.readFloats(), g.dA, scale: s.dA, depth: all), compare(try dB.readFloats(), g.dB, scale: s.dB, depth: d),
+                    compare(try dC.readFloats(), g.dC, scale: s.dC, depth: d), compare(try dD.readFloats(), g.dD, scale: s.dD, depth: all),
+                    compare(try dz.readFloats(), g.dz, scale: s.dz, depth: d),
+                    compare(try dBias.readFloats(), g.dDeltaBias, scale: s.dDeltaBias, depth: all),
+                    compare(try dInit.readFloats(), g.dInitial, scale: s.dInitial, depth: d),
+                ])
+            }
+        }
+        let gbps = Double(bytes) / (timing.medianMs * 1e6)
+        var config: [String: ConfigValue] = [
+            "variant": .string(variant.rawValue), "batch": .int(batch), "seq": .int(seq), "channels": .int(dc), "state": .int(n),
+            "pass": .string(backward ? "backward" : "forward"), "dtype": .string(dtype.rawValue),
+        ]
+        if varlen { config["sequences"] = .int(S) }
+        let row = ResultRow(op: "mamba", device: context.deviceName, config: config, path: label, timing: timing,
+                            gbps: gbps, tflops: flops / (timing.medianMs * 1e9), ratioToCopy: gbps / copyGBps,
+                            check: check.0, maxRelError: check.1)
+        try context.report([row], json: measure.json)
+    }
+
+    /// The error bound's depth (see SelectiveScanTests): 4 (longest sequence + N + Dch + 64).
+    func depth(_ cu: [Int]) -> Int {
+        4 * ((zip(cu.dropFirst(), cu).map { $0 - $1 }.max() ?? 0) + state + channels + 64)
+    }
+
+    static func combine(_ results: [(CheckResult, Double?)]) -> (CheckResult, Double?) {
+        (results.allSatisfy { $0.0 == .pass } ? .pass : .fail, results.map { $0.1 ?? 0 }.max())
+    }
+
+    /// Error relative to the same sum of absolute terms, failing above 8u per unit of depth.
+    func compare(_ got: [Float], _ ref: [Double], scale: [Double], depth: Int) -> (CheckResult, Double?) {
+        let tol = 8 * 0x1p-24 * Double(depth)
+        var worst = 0.0
+        var ok = got.count == ref.count
+        for i in got.indices where i < ref.count {
+            let err = abs(Double(got[i]) - ref[i])
+            worst = max(worst, err / max(scale[i], 1e-30))
+            if !(err <= tol * scale[i] + 1e-30) { ok = false }
+        }
+        return (ok ? .pass : .fail, worst)
+    }
+}
