@@ -6,7 +6,8 @@
 // (states plane 1): g_t = a_{t+1} g_{t+1} + C_t[n] dy_t, dy = dOut silu(z) (dOut without z), and
 //   dA[d, n]   += g_t a_t h_{t-1} dt_t                     (per chunk: partials[k][d][n])
 //   dx_t[d]     = sum_n g_t dt_t B_t[n] + D[d] dy_t         (shared-memory reduction over n)
-//   ddt_t[d]    = sum_n g_t (A[d, n] a_t h_{t-1} + B_t[n] x_t[d]), times softplus' (ddelta)
+//   ddt_t[d]    = sum_n g_t (A[d, n] a_t h_{t-1} + B_t[n] x_t[d]) (into ddelta; steps.comp
+//                 then multiplies by softplus')
 //   dB_t[n]    += g_t dt_t x_t[d],  dC_t[n] += dy_t h_t[d, n]  (over the block's channels,
 //                 partials[cb][t][n]; reduce.comp sums the blocks)
 //   dz_t[d]     = dOut_t y_t silu'(z_t) with y (before the gate) from the y workspace; with
@@ -20,13 +21,12 @@ layout(constant_id = 4) const uint WGS = 64;
 const uint BLOCK = 64u;
 
 layout(std430, binding = 0) readonly buffer X { float x[]; };
-layout(std430, binding = 1) readonly buffer DT { float delta[]; };
+layout(std430, binding = 1) readonly buffer DT { float dts[]; };     // the steps dt (steps.comp)
 layout(std430, binding = 2) readonly buffer AM { float A[]; };
 layout(std430, binding = 3) readonly buffer BM { float Bm[]; };
 layout(std430, binding = 4) readonly buffer CM { float Cm[]; };
 layout(std430, binding = 5) readonly buffer DV { float Dv[]; };
 layout(std430, binding = 6) readonly buffer Z { float z[]; };
-layout(std430, binding = 7) readonly buffer BI { float bias[]; };
 layout(std430, binding = 8) readonly buffer TB { uint table[]; };
 layout(std430, binding = 9) readonly buffer ST { float states[]; };   // [2][nChunks][Dch][N]
 layout(std430, binding = 10) readonly buffer DO { float dout[]; };
@@ -51,29 +51,30 @@ void main() {
     const uint dl = tid / NL, n = tid % NL;
     const uint start = table[4u * k], rows = table[4u * k + 1u];
     for (uint i = 0u; i < rows; ++i) { sB[i * WGS + tid] = 0.0; sC[i * WGS + tid] = 0.0; }
-    float hs[CT];
+    float hs[CT], as_[CT];
     for (uint r = 0u; r < R; ++r) {
         const uint d = cb * BLOCK + r * DP + dl;
         const bool live = d < pc.Dch && n < pc.N && r * DP + dl < BLOCK;
         if (live) {
             const uint slot = (k * pc.Dch + d) * pc.N + n;
             const float An = A[d * pc.N + n];
-            const float bv = has(HAS_BIAS) ? bias[d] : 0.0;
             const float h0 = states[slot];
             float h = h0;
             for (uint i = 0u; i < rows; ++i) {
                 const uint e = (start + i) * pc.Dch + d;
-                const float dt = step_of(delta[e] + bv);
-                h = exp(dt * An) * h + dt * Bm[(start + i) * pc.N + n] * x[e];
+                const float dt = dts[e];
+                const float a = exp(dt * An);
+                h = a * h + dt * Bm[(start + i) * pc.N + n] * x[e];
                 hs[i] = h;
+                as_[i] = a;
             }
             float gn = states[pc.plane + slot];
             float dA = 0.0;
             for (uint j = 0u; j < rows; ++j) {
                 const uint i = rows - 1u - j;
                 const uint e = (start + i) * pc.Dch + d;
-                const float dt = step_of(delta[e] + bv);
-                const float a = exp(dt * An);
+                const float dt = dts[e];
+                const float a = as_[i];
                 const float dy = dout[e] * (has(HAS_Z) ? silu_(z[e]) : 1.0);
                 const float b = Bm[(start + i) * pc.N + n], c = Cm[(start + i) * pc.N + n];
                 const float xv = x[e];
@@ -98,11 +99,10 @@ void main() {
             float sx = 0.0, sd = 0.0;
             for (uint l = 0u; l < NL; ++l) { sx += sX[i * WGS + j * NL + l]; sd += sD[i * WGS + j * NL + l]; }
             const uint e = (start + i) * pc.Dch + dd;
-            const float raw = delta[e] + (has(HAS_BIAS) ? bias[dd] : 0.0);
             const float gate = has(HAS_Z) ? silu_(z[e]) : 1.0;
             const float dy = dout[e] * gate;
             dx[e] = sx + (has(HAS_D) ? Dv[dd] * dy : 0.0);
-            ddelta[e] = has(SOFTPLUS) ? sd * dsoftplus_(raw) : sd;
+            ddelta[e] = sd;  // dL/d(dt): steps.comp PASS 1 applies softplus'
             if (has(WRITE_DZ)) dz[e] = dout[e] * yws[e] * dsilu_(z[e]);
             if (has(WRITE_DD)) yws[e] = dy * x[e];
         }

@@ -17,13 +17,12 @@ layout(constant_id = 4) const uint WGS = 64;  // the local size
 #include "common/mamba_selective.glsl"
 
 layout(std430, binding = 0) readonly buffer X { float x[]; };        // [T, Dch]
-layout(std430, binding = 1) readonly buffer DT { float delta[]; };   // [T, Dch]
+layout(std430, binding = 1) readonly buffer DT { float dts[]; };     // [T, Dch]: the steps dt (steps.comp)
 layout(std430, binding = 2) readonly buffer AM { float A[]; };       // [Dch, N]
 layout(std430, binding = 3) readonly buffer BM { float Bm[]; };      // [T, N]
 layout(std430, binding = 4) readonly buffer CM { float Cm[]; };      // [T, N]
 layout(std430, binding = 5) readonly buffer DV { float Dv[]; };      // [Dch]
 layout(std430, binding = 6) readonly buffer Z { float z[]; };        // [T, Dch]
-layout(std430, binding = 7) readonly buffer BI { float bias[]; };    // [Dch]
 layout(std430, binding = 8) readonly buffer TB { uint table[]; };
 layout(std430, binding = 9) buffer MP { float maps[]; };             // [3][nChunks][Dch][N]
 layout(std430, binding = 10) readonly buffer ST { float states[]; }; // [2][nChunks][Dch][N]
@@ -44,14 +43,13 @@ void main() {
     const uint start = table[4u * k], rows = table[4u * k + 1u];
     const uint slot = (k * pc.Dch + d) * pc.N + n;
     const float An = live ? A[d * pc.N + n] : 0.0;
-    const float bv = (has(HAS_BIAS) && d < pc.Dch) ? bias[d] : 0.0;
 
     if (PASS == 1u) {
         if (!live) return;
         float P = 1.0, U = 0.0;
         for (uint i = 0u; i < rows; ++i) {
             const uint e = (start + i) * pc.Dch + d;
-            const float dt = step_of(delta[e] + bv);
+            const float dt = dts[e];
             const float a = exp(dt * An);
             P *= a;
             U = a * U + dt * Bm[(start + i) * pc.N + n] * x[e];
@@ -66,7 +64,7 @@ void main() {
         for (uint j = 0u; j < rows; ++j) {
             const uint i = rows - 1u - j;
             const uint e = (start + i) * pc.Dch + d;
-            const float dt = step_of(delta[e] + bv);
+            const float dt = dts[e];
             const float a = exp(dt * An);
             const float dy = dout[e] * (has(HAS_Z) ? silu_(z[e]) : 1.0);
             q = a * (q + Cm[(start + i) * pc.N + n] * dy);
@@ -80,7 +78,7 @@ void main() {
         float c = 0.0;
         if (live) {
             const uint e = (start + i) * pc.Dch + d;
-            const float dt = step_of(delta[e] + bv);
+            const float dt = dts[e];
             h = exp(dt * An) * h + dt * Bm[(start + i) * pc.N + n] * x[e];
             c = Cm[(start + i) * pc.N + n] * h;
         }

@@ -134,7 +134,7 @@ struct SelectiveScanTests {
             let all = SelectiveScanHarness.Options()
             let bare = SelectiveScanHarness.Options(D: false, z: false, bias: false, softplus: false, states: false)
             for (b, l, dc, n, chunk, o) in [(1, 1, 1, 1, nil, all), (2, 7, 3, 5, 4, all), (1, 37, 5, 16, 8, bare), (2, 23, 67, 3, nil, all),
-                                             (1, 64, 4, 16, 16, all), (1, 29, 2, 70, 5, all), (1, 13, 3, 0, nil, all)]
+                                             (1, 64, 4, 16, 16, all), (1, 29, 2, 70, 5, all), (1, 13, 3, 0, nil, all), (1, 9, 2, 256, nil, all)]
                 as [(Int, Int, Int, Int, Int?, SelectiveScanHarness.Options)] {
                 let op = SelectiveScan(deltaSoftplus: o.softplus, chunkLength: chunk)
                 try h.runAndCheck(op, h.problem(batch: b, length: l, channels: dc, state: n, o), "chunk \(chunk ?? 0)")

@@ -191,12 +191,12 @@ package struct SelectiveScanPlan {
     func workspace(floats: Int) throws -> Buffer { try device.makeBuffer(byteCount: max(16, floats * 4)) }
 
     /// Records the forward's passes: maps, starts (and final states), then out (or y).
-    func encodeForward(_ stream: Stream, table: Buffer, maps: Buffer, states: Buffer, output: BufferSlice, writeY: Bool,
+    func encodeForward(_ stream: Stream, table: Buffer, maps: Buffer, states: Buffer, steps: BufferSlice, output: BufferSlice, writeY: Bool,
                        finalState: Tensor?, dOutput: BufferSlice? = nil, runOutput: Bool = true) throws {
         let dummy = x.slice
         let chunkBindings = { (out: BufferSlice) in
-            [self.x.slice, self.delta.slice, self.A.slice, self.B.slice, self.C.slice, self.D?.slice ?? dummy, self.z?.slice ?? dummy,
-             self.bias?.slice ?? dummy, table.whole, maps.whole, states.whole, dOutput ?? dummy, out]
+            [self.x.slice, steps, self.A.slice, self.B.slice, self.C.slice, self.D?.slice ?? dummy, self.z?.slice ?? dummy,
+             dummy, table.whole, maps.whole, states.whole, dOutput ?? dummy, out]
         }
         let groups = chunks * forwardGroups
         try stream.dispatch(try chunkKernel(pass: 1), bindings: chunkBindings(dummy), push: try push(flags: 0, groups: forwardGroups),
@@ -217,6 +217,24 @@ package struct SelectiveScanPlan {
                             push: try push(flags: writeY ? 64 : 0, groups: forwardGroups), groups: grid(groups: groups))
     }
 
+    /// True when the steps differ from delta (a bias or the softplus): steps.comp writes them.
+    var needsSteps: Bool { bias != nil || op.deltaSoftplus }
+
+    func stepsKernel(pass: Int) throws -> Kernel {
+        try device.kernel(KernelDescriptor(shader: Shaders.mambaSteps, bindings: 3, specialization: ["local_size_x": .int(64), "PASS": .int(pass)]))
+    }
+
+    /// The steps dt of every (row, channel): delta itself, or steps.comp's output (then a
+    /// barrier) in a new workspace.
+    func encodeSteps(_ stream: Stream) throws -> (slice: BufferSlice, buffer: Buffer?) {
+        guard needsSteps else { return (delta.slice, nil) }
+        let steps = try workspace(floats: T * Dch)
+        try stream.dispatch(try stepsKernel(pass: 0), bindings: [delta.slice, bias?.slice ?? delta.slice, steps.whole],
+                            push: try push(flags: 0, groups: 1), groups: grid(invocations: T * Dch, workgroup: 64))
+        try stream.barrier()
+        return (steps.whole, steps)
+    }
+
     package func forward(output: Tensor, finalState: Tensor?, on stream: Stream) throws -> SelectiveScanDispatch {
         let name = Self.opName
         try output.expect(op: name, "output", shape: x.shape, dtype: .f32, device: device)
@@ -235,7 +253,9 @@ package struct SelectiveScanPlan {
         let tableBuffer = try device.makeBuffer(table)
         let plane = chunks * Dch * N
         let maps = try workspace(floats: 2 * plane), states = try workspace(floats: plane)
-        try encodeForward(stream, table: tableBuffer, maps: maps, states: states, output: output.slice, writeY: false, finalState: finalState)
+        let steps = try encodeSteps(stream)
+        try encodeForward(stream, table: tableBuffer, maps: maps, states: states, steps: steps.slice, output: output.slice, writeY: false,
+                          finalState: finalState)
         return SelectiveScanDispatch(chunkLength: chunkLength, chunks: chunks, path: label)
     }
 
@@ -293,7 +313,8 @@ package struct SelectiveScanPlan {
         let partials = try workspace(floats: plane + 2 * blocks * T * N)
 
         // Maps (P, U, Q), then the start states and the incoming adjoints, then y.
-        try encodeForward(stream, table: tableBuffer, maps: maps, states: states, output: yws.whole, writeY: true, finalState: nil,
+        let steps = try encodeSteps(stream)
+        try encodeForward(stream, table: tableBuffer, maps: maps, states: states, steps: steps.slice, output: yws.whole, writeY: true, finalState: nil,
                           dOutput: dOutput.slice, runOutput: g.dz != nil)
         let dInit = g.dInitialState.flatMap { $0.isEmpty ? nil : $0 }
         let carryFlags: UInt32 = (dFinalState != nil ? 16 : 0) | (dInit != nil ? 32 : 0)
@@ -305,12 +326,18 @@ package struct SelectiveScanPlan {
         let bwd = try device.kernel(KernelDescriptor(shader: Shaders.mambaSelectiveBwd, bindings: 16, specialization: [
             "local_size_x": .int(workgroup), "NL": .int(lanes), "CT": .int(chunkLength), "WGS": .int(workgroup)]))
         let bwdFlags: UInt32 = (g.dz != nil ? 128 : 0) | (g.dD != nil ? 256 : 0)
-        try stream.dispatch(bwd, bindings: [x.slice, delta.slice, A.slice, B.slice, C.slice, D?.slice ?? dummy, z?.slice ?? dummy,
-                                            bias?.slice ?? dummy, tableBuffer.whole, states.whole, dOutput.slice, yws.whole,
+        try stream.dispatch(bwd, bindings: [x.slice, steps.slice, A.slice, B.slice, C.slice, D?.slice ?? dummy, z?.slice ?? dummy,
+                                            dummy, tableBuffer.whole, states.whole, dOutput.slice, yws.whole,
                                             g.dx.slice, g.dDelta.slice, g.dz?.slice ?? yws.whole, partials.whole],
                             push: try push(flags: bwdFlags, groups: blocks, partB: partB, partC: partC),
                             groups: grid(groups: chunks * blocks))
         try stream.barrier()
+        if op.deltaSoftplus {
+            // dDelta holds dL/d(dt): times softplus'(delta + bias).
+            try stream.dispatch(try stepsKernel(pass: 1), bindings: [delta.slice, bias?.slice ?? delta.slice, g.dDelta.slice],
+                                push: try push(flags: 0, groups: 1), groups: grid(invocations: T * Dch, workgroup: 64))
+            try stream.barrier()
+        }
 
         // Reductions: dA over chunks, dB and dC over channel blocks, dD and dDeltaBias over rows.
         var reductions: [(BufferSlice, Int, Int, Int, Tensor)] = [
