@@ -1,4 +1,7 @@
 #version 450
+//! variant f32 -DIN_T=float
+//! variant f16 -DIN_T=float16_t -DUSE_F16
+//! variant bf16 -DIN_T=uint16_t -DIN_BF16 -DUSE_16BIT
 // Mamba-1 selective scan backward, one workgroup per (chunk k, block of BLOCK channels);
 // invocation (dl, n) takes channel cb * BLOCK + r * DP + dl in rounds r (DP = WGS / NL channels
 // per round) and state index n. Per (d, n): replays the chunk forward from its start state
@@ -12,24 +15,28 @@
 //                 partials[cb][t][n]; reduce.comp sums the blocks)
 //   dz_t[d]     = dOut_t y_t silu'(z_t) with y (before the gate) from the y workspace; with
 //                 WRITE_DD the workspace then receives dy_t x_t[d] (dD's rows).
+#if defined(USE_F16) || defined(USE_16BIT)
+#extension GL_EXT_shader_16bit_storage : require
+#endif
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint NL = 16;
 layout(constant_id = 2) const uint CT = 16;
 layout(constant_id = 4) const uint WGS = 64;
 #include "common/mamba_selective.glsl"
+#include "common/dtype.glsl"
 
 const uint BLOCK = 64u;
 
-layout(std430, binding = 0) readonly buffer X { float x[]; };
+layout(std430, binding = 0) readonly buffer X { IN_T x[]; };
 layout(std430, binding = 1) readonly buffer DT { float dts[]; };     // the steps dt (steps.comp)
 layout(std430, binding = 2) readonly buffer AM { float A[]; };
-layout(std430, binding = 3) readonly buffer BM { float Bm[]; };
-layout(std430, binding = 4) readonly buffer CM { float Cm[]; };
+layout(std430, binding = 3) readonly buffer BM { IN_T Bm[]; };
+layout(std430, binding = 4) readonly buffer CM { IN_T Cm[]; };
 layout(std430, binding = 5) readonly buffer DV { float Dv[]; };
-layout(std430, binding = 6) readonly buffer Z { float z[]; };
+layout(std430, binding = 6) readonly buffer Z { IN_T z[]; };
 layout(std430, binding = 8) readonly buffer TB { uint table[]; };
 layout(std430, binding = 9) readonly buffer ST { float states[]; };   // [2][nChunks][Dch][N]
-layout(std430, binding = 10) readonly buffer DO { float dout[]; };
+layout(std430, binding = 10) readonly buffer DO { IN_T dout[]; };
 layout(std430, binding = 11) buffer YW { float yws[]; };              // [T, Dch]
 layout(std430, binding = 12) writeonly buffer DX { float dx[]; };
 layout(std430, binding = 13) writeonly buffer DDT { float ddelta[]; };
@@ -64,7 +71,7 @@ void main() {
                 const uint e = (start + i) * pc.Dch + d;
                 const float dt = dts[e];
                 const float a = exp(dt * An);
-                h = a * h + dt * Bm[(start + i) * pc.N + n] * x[e];
+                h = a * h + dt * LOAD_IN(Bm[(start + i) * pc.N + n]) * LOAD_IN(x[e]);
                 hs[i] = h;
                 as_[i] = a;
             }
@@ -75,9 +82,9 @@ void main() {
                 const uint e = (start + i) * pc.Dch + d;
                 const float dt = dts[e];
                 const float a = as_[i];
-                const float dy = dout[e] * (has(HAS_Z) ? silu_(z[e]) : 1.0);
-                const float b = Bm[(start + i) * pc.N + n], c = Cm[(start + i) * pc.N + n];
-                const float xv = x[e];
+                const float dy = LOAD_IN(dout[e]) * (has(HAS_Z) ? silu_(LOAD_IN(z[e])) : 1.0);
+                const float b = LOAD_IN(Bm[(start + i) * pc.N + n]), c = LOAD_IN(Cm[(start + i) * pc.N + n]);
+                const float xv = LOAD_IN(x[e]);
                 const float g = gn + c * dy;
                 const float hp = i > 0u ? hs[i - 1u] : h0;
                 dA += g * a * hp * dt;
@@ -99,12 +106,12 @@ void main() {
             float sx = 0.0, sd = 0.0;
             for (uint l = 0u; l < NL; ++l) { sx += sX[i * WGS + j * NL + l]; sd += sD[i * WGS + j * NL + l]; }
             const uint e = (start + i) * pc.Dch + dd;
-            const float gate = has(HAS_Z) ? silu_(z[e]) : 1.0;
-            const float dy = dout[e] * gate;
+            const float gate = has(HAS_Z) ? silu_(LOAD_IN(z[e])) : 1.0;
+            const float dy = LOAD_IN(dout[e]) * gate;
             dx[e] = sx + (has(HAS_D) ? Dv[dd] * dy : 0.0);
             ddelta[e] = sd;  // dL/d(dt): steps.comp PASS 1 applies softplus'
-            if (has(WRITE_DZ)) dz[e] = dout[e] * yws[e] * dsilu_(z[e]);
-            if (has(WRITE_DD)) yws[e] = dy * x[e];
+            if (has(WRITE_DZ)) dz[e] = LOAD_IN(dout[e]) * yws[e] * dsilu_(LOAD_IN(z[e]));
+            if (has(WRITE_DD)) yws[e] = dy * LOAD_IN(x[e]);
         }
         barrier();
     }

@@ -1,4 +1,9 @@
 #version 450
+//! variant f32 -DIN_T=float -DOUT_T=float
+//! variant f16 -DIN_T=float16_t -DOUT_T=float16_t -DUSE_F16
+//! variant f16o32 -DIN_T=float16_t -DOUT_T=float -DUSE_F16
+//! variant bf16 -DIN_T=uint16_t -DOUT_T=uint16_t -DIN_BF16 -DOUT_BF16 -DUSE_16BIT
+//! variant bf16o32 -DIN_T=uint16_t -DOUT_T=float -DIN_BF16 -DUSE_16BIT
 // Mamba-1 selective scan, per-chunk passes. One workgroup per (chunk k, group of DP channels);
 // invocation (dl, n): channel d = group * DP + dl, state index n (NL lanes, NL >= N, a power of
 // two; lanes n >= N idle). Per (d, n) the recurrence is
@@ -9,25 +14,29 @@
 //   PASS 3: replays the chunk from its start state (states plane 0) and reduces over n in
 //           shared memory: y_t[d] = sum_n C_t[n] h_t[d, n] + D[d] x_t[d], out = y silu(z) (or y
 //           itself into the y workspace with WRITE_Y).
+#if defined(USE_F16) || defined(USE_16BIT)
+#extension GL_EXT_shader_16bit_storage : require
+#endif
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint NL = 16;   // lanes over n
 layout(constant_id = 2) const uint CT = 64;   // rows per chunk at most
 layout(constant_id = 3) const uint PASS = 1;
 layout(constant_id = 4) const uint WGS = 64;  // the local size
 #include "common/mamba_selective.glsl"
+#include "common/dtype.glsl"
 
-layout(std430, binding = 0) readonly buffer X { float x[]; };        // [T, Dch]
+layout(std430, binding = 0) readonly buffer X { IN_T x[]; };        // [T, Dch]
 layout(std430, binding = 1) readonly buffer DT { float dts[]; };     // [T, Dch]: the steps dt (steps.comp)
 layout(std430, binding = 2) readonly buffer AM { float A[]; };       // [Dch, N]
-layout(std430, binding = 3) readonly buffer BM { float Bm[]; };      // [T, N]
-layout(std430, binding = 4) readonly buffer CM { float Cm[]; };      // [T, N]
+layout(std430, binding = 3) readonly buffer BM { IN_T Bm[]; };      // [T, N]
+layout(std430, binding = 4) readonly buffer CM { IN_T Cm[]; };      // [T, N]
 layout(std430, binding = 5) readonly buffer DV { float Dv[]; };      // [Dch]
-layout(std430, binding = 6) readonly buffer Z { float z[]; };        // [T, Dch]
+layout(std430, binding = 6) readonly buffer Z { IN_T z[]; };        // [T, Dch]
 layout(std430, binding = 8) readonly buffer TB { uint table[]; };
 layout(std430, binding = 9) buffer MP { float maps[]; };             // [3][nChunks][Dch][N]
 layout(std430, binding = 10) readonly buffer ST { float states[]; }; // [2][nChunks][Dch][N]
-layout(std430, binding = 11) readonly buffer DO { float dout[]; };   // [T, Dch]
-layout(std430, binding = 12) writeonly buffer O { float outv[]; };   // [T, Dch]
+layout(std430, binding = 11) readonly buffer DO { IN_T dout[]; };   // [T, Dch]
+layout(std430, binding = 12) writeonly buffer O { OUT_T outv[]; };   // [T, Dch]
 
 shared float red[CT * WGS];
 
@@ -52,7 +61,7 @@ void main() {
             const float dt = dts[e];
             const float a = exp(dt * An);
             P *= a;
-            U = a * U + dt * Bm[(start + i) * pc.N + n] * x[e];
+            U = a * U + dt * LOAD_IN(Bm[(start + i) * pc.N + n]) * LOAD_IN(x[e]);
         }
         maps[slot] = P;
         maps[pc.plane + slot] = U;
@@ -66,8 +75,8 @@ void main() {
             const uint e = (start + i) * pc.Dch + d;
             const float dt = dts[e];
             const float a = exp(dt * An);
-            const float dy = dout[e] * (has(HAS_Z) ? silu_(z[e]) : 1.0);
-            q = a * (q + Cm[(start + i) * pc.N + n] * dy);
+            const float dy = LOAD_IN(dout[e]) * (has(HAS_Z) ? silu_(LOAD_IN(z[e])) : 1.0);
+            q = a * (q + LOAD_IN(Cm[(start + i) * pc.N + n]) * dy);
         }
         maps[2u * pc.plane + slot] = q;
         return;
@@ -79,8 +88,8 @@ void main() {
         if (live) {
             const uint e = (start + i) * pc.Dch + d;
             const float dt = dts[e];
-            h = exp(dt * An) * h + dt * Bm[(start + i) * pc.N + n] * x[e];
-            c = Cm[(start + i) * pc.N + n] * h;
+            h = exp(dt * An) * h + dt * LOAD_IN(Bm[(start + i) * pc.N + n]) * LOAD_IN(x[e]);
+            c = LOAD_IN(Cm[(start + i) * pc.N + n]) * h;
         }
         red[i * WGS + tid] = c;
     }
@@ -92,8 +101,8 @@ void main() {
         float y = 0.0;
         for (uint l = 0u; l < NL; ++l) y += red[i * WGS + j * NL + l];
         const uint e = (start + i) * pc.Dch + dd;
-        if (has(HAS_D)) y += Dv[dd] * x[e];
-        if (!has(WRITE_Y) && has(HAS_Z)) y *= silu_(z[e]);
-        outv[e] = y;
+        if (has(HAS_D)) y += Dv[dd] * LOAD_IN(x[e]);
+        if (!has(WRITE_Y) && has(HAS_Z)) y *= silu_(LOAD_IN(z[e]));
+        outv[e] = STORE_OUT(y);
     }
 }

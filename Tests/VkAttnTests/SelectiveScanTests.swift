@@ -30,6 +30,8 @@ struct SelectiveScanHarness {
         var cu: [Int]
         var batch: Int, length: Int, channels: Int, state: Int
         var packed: Bool
+        /// x, delta, z, B, C, dOut and out (values rounded to it).
+        var dtype: DType = .f32
     }
 
     struct Results {
@@ -37,9 +39,10 @@ struct SelectiveScanHarness {
         var dx: [Float], dDelta: [Float], dA: [Float], dB: [Float], dC: [Float], dD: [Float], dz: [Float], dBias: [Float], dInitial: [Float]
     }
 
-    static func check(_ got: [Float], _ ref: [Double], scale: [Double], depth: Int, seed: UInt64, _ what: String) {
+    /// `rounding`: the unit roundoff of a 16-bit output (0 for f32).
+    static func check(_ got: [Float], _ ref: [Double], scale: [Double], depth: Int, seed: UInt64, _ what: String, rounding: Double = 0) {
         #expect(got.count == ref.count, "\(what): \(got.count) values, reference \(ref.count), seed \(seed)")
-        let tol = 8 * 0x1p-24 * Double(depth)
+        let tol = 8 * 0x1p-24 * Double(depth) + 8 * rounding
         var bad = -1
         for i in got.indices where i < ref.count && !(abs(Double(got[i]) - ref[i]) <= tol * scale[i] + 1e-30) {
             bad = i
@@ -49,7 +52,7 @@ struct SelectiveScanHarness {
     }
 
     /// A random problem: a dense batch [batch, length] or, with `lengths`, one packed batch.
-    mutating func problem(batch: Int, length: Int, lengths: [Int]? = nil, channels: Int, state: Int, _ o: Options) -> Problem {
+    mutating func problem(batch: Int, length: Int, lengths: [Int]? = nil, channels: Int, state: Int, _ o: Options, dtype: DType = .f32) -> Problem {
         let cu: [Int] = lengths.map { l in l.reduce(into: [0]) { $0.append($0.last! + $1) } } ?? (0...batch).map { $0 * length }
         let T = cu.last!, S = cu.count - 1
         let inputs = MambaReference.Inputs(
@@ -57,13 +60,16 @@ struct SelectiveScanHarness {
             A: rng.floats(channels * state, in: -2 ... -0.1), B: rng.floats(T * state), C: rng.floats(T * state),
             D: o.D ? rng.floats(channels) : nil, z: o.z ? rng.floats(T * channels, in: -3...3) : nil,
             deltaBias: o.bias ? rng.floats(channels, in: -0.3...0.3) : nil, initial: o.states ? rng.floats(S * channels * state) : nil)
-        return Problem(inputs: inputs, dOut: rng.floats(T * channels), dFinal: o.states ? rng.floats(S * channels * state) : nil, cu: cu,
+        let r = dtype.rounded
+        var rounded = inputs
+        (rounded.x, rounded.delta, rounded.B, rounded.C, rounded.z) = (inputs.x.map(r), inputs.delta.map(r), inputs.B.map(r), inputs.C.map(r), inputs.z?.map(r))
+        return Problem(inputs: rounded, dOut: rng.floats(T * channels).map(r), dFinal: o.states ? rng.floats(S * channels * state) : nil, cu: cu,
                        batch: lengths == nil ? batch : 1, length: lengths == nil ? length : T, channels: channels, state: state,
-                       packed: lengths != nil)
+                       packed: lengths != nil, dtype: dtype)
     }
 
-    func poisoned(_ shape: [Int]) throws -> Tensor {
-        try device.makeTensor([Float](repeating: .nan, count: shape.reduce(1, *)), shape: shape)
+    func poisoned(_ shape: [Int], dtype: DType = .f32) throws -> Tensor {
+        try device.makeTensor([Float](repeating: .nan, count: shape.reduce(1, *)), shape: shape, dtype: dtype)
     }
 
     /// Runs forward and backward on the device with NaN-prefilled outputs.
@@ -71,17 +77,18 @@ struct SelectiveScanHarness {
         let (b, l, dc, n, S) = (p.batch, p.length, p.channels, p.state, p.cu.count - 1)
         let i = p.inputs
         let t = { (v: [Float], shape: [Int]) in try device.makeTensor(v, shape: shape) }
-        let x = try t(i.x, [b, l, dc]), delta = try t(i.delta, [b, l, dc]), A = try t(i.A, [dc, n])
-        let B = try t(i.B, [b, l, n]), C = try t(i.C, [b, l, n])
-        let D = try i.D.map { try t($0, [dc]) }, z = try i.z.map { try t($0, [b, l, dc]) }
+        let h = { (v: [Float], shape: [Int]) in try device.makeTensor(v, shape: shape, dtype: p.dtype) }
+        let x = try h(i.x, [b, l, dc]), delta = try h(i.delta, [b, l, dc]), A = try t(i.A, [dc, n])
+        let B = try h(i.B, [b, l, n]), C = try h(i.C, [b, l, n])
+        let D = try i.D.map { try t($0, [dc]) }, z = try i.z.map { try h($0, [b, l, dc]) }
         let bias = try i.deltaBias.map { try t($0, [dc]) }, h0 = try i.initial.map { try t($0, [S, dc, n]) }
         let cu = p.packed ? p.cu.map { Int32($0) } : nil
-        let out = try poisoned([b, l, dc]), final = try poisoned([S, dc, n])
+        let out = try poisoned([b, l, dc], dtype: p.dtype), final = try poisoned([S, dc, n])
         let stream = try device.makeStream()
         let fw = try op.forward(x: x, delta: delta, A: A, B: B, C: C, D: D, z: z, deltaBias: bias, initialState: h0, cuSeqlens: cu,
                                 output: out, finalState: final, on: stream)
         if let expectPath { #expect(fw.path.contains(expectPath), "\(fw.path), seed \(seed)") }
-        let dOut = try t(p.dOut, [b, l, dc]), dFinal = try p.dFinal.map { try t($0, [S, dc, n]) }
+        let dOut = try h(p.dOut, [b, l, dc]), dFinal = try p.dFinal.map { try t($0, [S, dc, n]) }
         let dx = try poisoned([b, l, dc]), dDelta = try poisoned([b, l, dc]), dA = try poisoned([dc, n])
         let dB = try poisoned([b, l, n]), dC = try poisoned([b, l, n])
         let dD = try D.map { _ in try poisoned([dc]) }, dz = try z.map { _ in try poisoned([b, l, dc]) }
@@ -98,14 +105,15 @@ struct SelectiveScanHarness {
     /// Runs `p` and checks every output against the reference.
     @discardableResult
     func runAndCheck(_ op: SelectiveScan, _ p: Problem, _ what: String) throws -> Results {
-        let r = try run(op, p)
+        let r = try run(op, p, expectPath: "/\(p.dtype.rawValue)")
         let ref = MambaReference(channels: p.channels, state: p.state, deltaSoftplus: op.deltaSoftplus)
         let (o, f) = ref.forward(p.inputs, cuSeqlens: p.cu)
         let (oS, fS) = ref.forward(p.inputs, cuSeqlens: p.cu, absolute: true)
         let longest = zip(p.cu.dropFirst(), p.cu).map { $0 - $1 }.max() ?? 0
         let depth = 4 * (longest + p.state + p.channels + (op.chunkLength ?? 64))
-        let w = "\(what) [\(p.batch), \(p.length), \(p.channels), \(p.state)] cu \(p.packed ? "\(p.cu)" : "dense")"
-        Self.check(r.out, o, scale: oS, depth: depth, seed: seed, "out " + w)
+        let w = "\(what) \(p.dtype) [\(p.batch), \(p.length), \(p.channels), \(p.state)] cu \(p.packed ? "\(p.cu)" : "dense")"
+        let rounding = p.dtype == .f16 ? 0x1p-11 : p.dtype == .bf16 ? 0x1p-8 : 0
+        Self.check(r.out, o, scale: oS, depth: depth, seed: seed, "out " + w, rounding: rounding)
         Self.check(r.final, f, scale: fS, depth: depth, seed: seed, "final " + w)
         let g = ref.backward(p.inputs, cuSeqlens: p.cu, dOut: p.dOut, dFinal: p.dFinal)
         let s = ref.backward(p.inputs, cuSeqlens: p.cu, dOut: p.dOut, dFinal: p.dFinal, absolute: true)
@@ -176,6 +184,21 @@ struct SelectiveScanTests {
                 #expect(Array(packed.final[range]) == Array(p.inputs.initial![range]).map { $0 }, "final of empty sequence \(s), seed \(seed)")
                 #expect(Array(packed.dInitial[range]) == Array(p.dFinal![range]), "dInitial of empty sequence \(s), seed \(seed)")
             }
+        }
+    }
+
+    /// 16-bit x, delta, z, B, C, dOut and out (gradients, A, D, the bias and the states f32).
+    @Test(arguments: [DType.f16, .bf16])
+    func halfWidthInputs(dtype: DType) throws {
+        let seed = testSeed()
+        try withDevice { device in
+            var h = SelectiveScanHarness(device: device, seed: seed)
+            for (b, l, dc, n, chunk) in [(1, 1, 2, 3, nil), (2, 19, 5, 16, 4), (1, 70, 3, 8, nil)] as [(Int, Int, Int, Int, Int?)] {
+                try h.runAndCheck(SelectiveScan(deltaSoftplus: true, chunkLength: chunk),
+                                  h.problem(batch: b, length: l, channels: dc, state: n, .init(), dtype: dtype), "chunk \(chunk ?? 0)")
+            }
+            try h.runAndCheck(SelectiveScan(deltaSoftplus: true, chunkLength: 4),
+                              h.problem(batch: 1, length: 0, lengths: [3, 1, 0, 8], channels: 4, state: 5, .init(), dtype: dtype), "packed")
         }
     }
 

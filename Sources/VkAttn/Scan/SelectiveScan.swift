@@ -2,7 +2,7 @@ import VulkanCompute
 import VkAttnShaders
 
 /// Mamba-1's selective scan (the selective SSM with per-channel discretisation), forward and
-/// backward, fp32 storage and accumulation:
+/// backward, fp32 accumulation:
 ///
 ///     dt_t[d]   = delta_t[d] (+ deltaBias[d]; softplus of that with `deltaSoftplus`)
 ///     h_t[d, n] = exp(dt_t[d] A[d, n]) h_{t-1}[d, n] + dt_t[d] B_t[n] x_t[d]
@@ -11,7 +11,9 @@ import VkAttnShaders
 ///
 /// Shapes (channels contiguous): x, delta, z, out [B, L, Dch]; A [Dch, N]; B, C [B, L, N] (one
 /// group, shared by every channel, as Mamba-1); D, deltaBias [Dch]; initial and final states
-/// [B, Dch, N]. N is at most 256. All f32.
+/// [B, Dch, N]. N is at most 256. x, delta, z, B, C (and the backward's dOutput) are f32, f16 or
+/// bf16, all alike; out is f32 or that type; A, D, deltaBias, the states and every gradient
+/// are f32.
 ///
 /// Variable-length packed batches: with `cuSeqlens` (S + 1 entries from 0, nondecreasing, the
 /// last equal to T; empty sequences allowed) the tensors hold one packed batch ([1, T, Dch],
@@ -48,21 +50,21 @@ public struct SelectiveScan: Hashable, Sendable {
     /// Records the forward pass: out and, when given, the final state of every sequence.
     /// - Parameters:
     ///   - stream: The stream to record into; the tensors live on its device.
-    ///   - x: The input [B, L, Dch] f32 ([1, T, Dch] with `cuSeqlens`). B, L (T) or Dch may be
+    ///   - x: The input [B, L, Dch] ([1, T, Dch] with `cuSeqlens`): f32, f16 or bf16. B, L (T) or Dch may be
     ///     zero: no kernel is recorded, and the final state is the initial one (a copy) or 0 (a
     ///     fill).
-    ///   - delta: The raw steps, x's shape.
+    ///   - delta: The raw steps, x's shape and type.
     ///   - A: The state matrix [Dch, N] f32 (negative entries decay).
-    ///   - B: The input projection [B, L, N] ([1, T, N] packed).
+    ///   - B: The input projection [B, L, N] ([1, T, N] packed), x's type.
     ///   - C: The output projection, B's shape.
     ///   - D: The skip [Dch]; nil means none.
-    ///   - z: The gate, x's shape; nil means no gate.
+    ///   - z: The gate, x's shape and type; nil means no gate.
     ///   - deltaBias: Added to delta before the softplus, [Dch]; nil means none.
     ///   - initialState: h before each sequence's first step, [B, Dch, N] ([S, Dch, N] packed);
     ///     nil means zeros.
     ///   - cuSeqlens: Packed sequence boundaries (S + 1 entries from 0 to T); nil for a dense
     ///     batch.
-    ///   - output: Receives out, x's shape; must not overlap an input.
+    ///   - output: Receives out, x's shape, f32 or x's type; must not overlap an input.
     ///   - finalState: Receives h after each sequence's last step, initialState's shape; nil
     ///     skips it.
     /// - Returns: The chunk length, chunk count and kernel path.
@@ -92,9 +94,9 @@ public struct SelectiveScan: Hashable, Sendable {
     ///   - deltaBias: The forward's delta bias; nil means none.
     ///   - initialState: The forward's initial state; nil means zeros.
     ///   - cuSeqlens: The forward's sequence boundaries; nil for a dense batch.
-    ///   - dOutput: The gradient of out, x's shape.
+    ///   - dOutput: The gradient of out, x's shape and type.
     ///   - dFinalState: The gradient of the final state, initialState's shape; nil means zeros.
-    ///   - dx: Receives x's gradient, x's shape.
+    ///   - dx: Receives x's gradient, x's shape, f32 (so do the other gradients).
     ///   - dDelta: Receives the raw delta's gradient (through the bias and softplus), x's shape.
     ///   - dA: Receives A's gradient, [Dch, N].
     ///   - dB: Receives B's gradient, B's shape.

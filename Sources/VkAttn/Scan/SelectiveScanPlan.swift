@@ -11,6 +11,8 @@ package struct SelectiveScanPlan {
     /// Rows (B * L, or T packed), channels, state size, sequences.
     package let T: Int, Dch: Int, N: Int, sequences: Int
     package let packed: Bool
+    /// x, delta, z, B, C and dOutput: f32, f16 or bf16.
+    package let inputType: DType
     /// Lanes over n (a power of two >= N), the workgroup size and channels per workgroup.
     package let lanes: Int, workgroup: Int, channelsPerGroup: Int
     package let chunkLength: Int
@@ -37,8 +39,15 @@ package struct SelectiveScanPlan {
         }
         let (batch, length) = (x.shape[0], x.shape[1])
         Dch = x.shape[2]
-        try x.expect(op: name, "x", shape: x.shape, dtype: .f32, device: device)
-        try delta.expect(op: name, "delta", shape: x.shape, dtype: .f32, device: device)
+        inputType = x.dtype
+        guard inputType == .f32 || inputType.isHalfWidth else {
+            throw VkAttnError.dtypeMismatch(op: name, operand: "x", expected: "f32, f16 or bf16", actual: inputType.rawValue)
+        }
+        if inputType.isHalfWidth && !device.enabled.storageBuffer16BitAccess {
+            throw VkAttnError.unsupported(op: name, reason: "\(inputType) inputs need storageBuffer16BitAccess, which \(device.label) lacks")
+        }
+        try x.expect(op: name, "x", shape: x.shape, dtype: inputType, device: device)
+        try delta.expect(op: name, "delta", shape: x.shape, dtype: inputType, device: device)
         guard A.shape.count == 2, A.shape[0] == Dch else {
             throw VkAttnError.shapeMismatch(op: name, operand: "A", expected: "[\(Dch), N]", actual: "\(A.shape)")
         }
@@ -47,10 +56,10 @@ package struct SelectiveScanPlan {
         guard N <= 256 else {
             throw VkAttnError.unsupported(op: name, reason: "state sizes N up to 256 (A is \(A.shape))")
         }
-        try B.expect(op: name, "B", shape: [batch, length, N], dtype: .f32, device: device)
-        try C.expect(op: name, "C", shape: [batch, length, N], dtype: .f32, device: device)
+        try B.expect(op: name, "B", shape: [batch, length, N], dtype: inputType, device: device)
+        try C.expect(op: name, "C", shape: [batch, length, N], dtype: inputType, device: device)
         if let D { try D.expect(op: name, "D", shape: [Dch], dtype: .f32, device: device) }
-        if let z { try z.expect(op: name, "z", shape: x.shape, dtype: .f32, device: device) }
+        if let z { try z.expect(op: name, "z", shape: x.shape, dtype: inputType, device: device) }
         if let deltaBias { try deltaBias.expect(op: name, "deltaBias", shape: [Dch], dtype: .f32, device: device) }
         var cu: [Int32]
         if let cuSeqlens {
@@ -149,7 +158,7 @@ package struct SelectiveScanPlan {
     package var isEmpty: Bool { T == 0 || Dch == 0 }
 
     package var label: String {
-        "chunked-3-pass/chunk\(chunkLength)/lanes\(lanes)x\(channelsPerGroup)/\(packed ? "packed" : "dense")"
+        "chunked-3-pass/chunk\(chunkLength)/lanes\(lanes)x\(channelsPerGroup)/\(packed ? "packed" : "dense")/\(inputType)"
     }
 
     var flags: UInt32 {
@@ -174,8 +183,16 @@ package struct SelectiveScanPlan {
         grid(groups: (invocations + workgroup - 1) / workgroup)
     }
 
-    func chunkKernel(pass: Int) throws -> Kernel {
-        try device.kernel(KernelDescriptor(shader: Shaders.mambaSelectiveChunk, bindings: 13, specialization: [
+    /// A shader of the input type: f32, f16 or bf16 variants.
+    func variant(_ f32: ShaderSource, _ f16: ShaderSource, _ bf16: ShaderSource) -> ShaderSource {
+        inputType == .f16 ? f16 : inputType == .bf16 ? bf16 : f32
+    }
+
+    func chunkKernel(pass: Int, output: DType = .f32) throws -> Kernel {
+        let narrow = output != .f32
+        let shader = variant(Shaders.mambaSelectiveChunkF32, narrow ? Shaders.mambaSelectiveChunkF16 : Shaders.mambaSelectiveChunkF16o32,
+                             narrow ? Shaders.mambaSelectiveChunkBf16 : Shaders.mambaSelectiveChunkBf16o32)
+        return try device.kernel(KernelDescriptor(shader: shader, bindings: 13, specialization: [
             "local_size_x": .int(workgroup), "NL": .int(lanes), "CT": .int(chunkLength), "PASS": .int(pass), "WGS": .int(workgroup)]))
     }
 
@@ -191,7 +208,8 @@ package struct SelectiveScanPlan {
     func workspace(floats: Int) throws -> Buffer { try device.makeBuffer(byteCount: max(16, floats * 4)) }
 
     /// Records the forward's passes: maps, starts (and final states), then out (or y).
-    func encodeForward(_ stream: Stream, table: Buffer, maps: Buffer, states: Buffer, steps: BufferSlice, output: BufferSlice, writeY: Bool,
+    func encodeForward(_ stream: Stream, table: Buffer, maps: Buffer, states: Buffer, steps: BufferSlice, output: BufferSlice,
+                       outputType: DType = .f32, writeY: Bool,
                        finalState: Tensor?, dOutput: BufferSlice? = nil, runOutput: Bool = true) throws {
         let dummy = x.slice
         let chunkBindings = { (out: BufferSlice) in
@@ -213,15 +231,15 @@ package struct SelectiveScanPlan {
                             push: try push(flags: carryFlags, groups: 1), groups: grid(invocations: sequences * Dch * N, workgroup: 64))
         guard runOutput else { return }
         try stream.barrier()
-        try stream.dispatch(try chunkKernel(pass: 3), bindings: chunkBindings(output),
+        try stream.dispatch(try chunkKernel(pass: 3, output: outputType), bindings: chunkBindings(output),
                             push: try push(flags: writeY ? 64 : 0, groups: forwardGroups), groups: grid(groups: groups))
     }
 
     /// True when the steps differ from delta (a bias or the softplus): steps.comp writes them.
-    var needsSteps: Bool { bias != nil || op.deltaSoftplus }
+    var needsSteps: Bool { bias != nil || op.deltaSoftplus || inputType != .f32 }
 
     func stepsKernel(pass: Int) throws -> Kernel {
-        try device.kernel(KernelDescriptor(shader: Shaders.mambaSteps, bindings: 3, specialization: ["local_size_x": .int(64), "PASS": .int(pass)]))
+        try device.kernel(KernelDescriptor(shader: variant(Shaders.mambaStepsF32, Shaders.mambaStepsF16, Shaders.mambaStepsBf16), bindings: 3, specialization: ["local_size_x": .int(64), "PASS": .int(pass)]))
     }
 
     /// The steps dt of every (row, channel): delta itself, or steps.comp's output (then a
@@ -237,7 +255,10 @@ package struct SelectiveScanPlan {
 
     package func forward(output: Tensor, finalState: Tensor?, on stream: Stream) throws -> SelectiveScanDispatch {
         let name = Self.opName
-        try output.expect(op: name, "output", shape: x.shape, dtype: .f32, device: device)
+        try output.expect(op: name, "output", shape: x.shape, device: device)
+        guard output.dtype == .f32 || output.dtype == inputType else {
+            throw VkAttnError.dtypeMismatch(op: name, operand: "output", expected: inputType == .f32 ? "f32" : "f32 or \(inputType)", actual: output.dtype.rawValue)
+        }
         if let finalState { try finalState.expect(op: name, "finalState", shape: stateShape, dtype: .f32, device: device) }
         let outputs = [("output", output)] + (finalState.map { [("finalState", $0)] } ?? [])
         try Self.checkBindable(outputs, device: device)
@@ -254,7 +275,7 @@ package struct SelectiveScanPlan {
         let plane = chunks * Dch * N
         let maps = try workspace(floats: 2 * plane), states = try workspace(floats: plane)
         let steps = try encodeSteps(stream)
-        try encodeForward(stream, table: tableBuffer, maps: maps, states: states, steps: steps.slice, output: output.slice, writeY: false,
+        try encodeForward(stream, table: tableBuffer, maps: maps, states: states, steps: steps.slice, output: output.slice, outputType: output.dtype, writeY: false,
                           finalState: finalState)
         return SelectiveScanDispatch(chunkLength: chunkLength, chunks: chunks, path: label)
     }
@@ -267,7 +288,7 @@ package struct SelectiveScanPlan {
 
     func checkBackward(dOutput: Tensor, dFinalState: Tensor?, grads g: Gradients) throws {
         let name = Self.opName
-        try dOutput.expect(op: name, "dOutput", shape: x.shape, dtype: .f32, device: device)
+        try dOutput.expect(op: name, "dOutput", shape: x.shape, dtype: inputType, device: device)
         if let dFinalState { try dFinalState.expect(op: name, "dFinalState", shape: stateShape, dtype: .f32, device: device) }
         try g.dx.expect(op: name, "dx", shape: x.shape, dtype: .f32, device: device)
         try g.dDelta.expect(op: name, "dDelta", shape: x.shape, dtype: .f32, device: device)
@@ -323,7 +344,7 @@ package struct SelectiveScanPlan {
                             push: try push(flags: carryFlags, groups: 1), groups: grid(invocations: sequences * Dch * N, workgroup: 64))
         try stream.barrier()
 
-        let bwd = try device.kernel(KernelDescriptor(shader: Shaders.mambaSelectiveBwd, bindings: 16, specialization: [
+        let bwd = try device.kernel(KernelDescriptor(shader: variant(Shaders.mambaSelectiveBwdF32, Shaders.mambaSelectiveBwdF16, Shaders.mambaSelectiveBwdBf16), bindings: 16, specialization: [
             "local_size_x": .int(workgroup), "NL": .int(lanes), "CT": .int(chunkLength), "WGS": .int(workgroup)]))
         let bwdFlags: UInt32 = (g.dz != nil ? 128 : 0) | (g.dD != nil ? 256 : 0)
         try stream.dispatch(bwd, bindings: [x.slice, steps.slice, A.slice, B.slice, C.slice, D?.slice ?? dummy, z?.slice ?? dummy,
