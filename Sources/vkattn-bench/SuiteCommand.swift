@@ -51,6 +51,10 @@ struct Suite: ParsableCommand {
                 steps.append(("linear-attention", ["--batch", "2", "--length", "16384", "--heads", "8", "--dk", "128", "--dv", "128",
                                                    "--dtype", "f16"] + (backward ? ["--backward"] : [])))
             }
+            for backward in [false, true] {
+                steps.append(("mamba", ["--batch", "2", "--seq", "16384", "--channels", "1536", "--state", "16", "--dtype", "f16"]
+                                       + (backward ? ["--backward"] : [])))
+            }
             steps.append(("spmm", ["--format", "bsr", "--dtype", "f16", "--rows", "16384", "--density", "0.01", "--n", "256"]))
         }
         for n in quick ? [16] : [64, 256, 512] {
