@@ -319,6 +319,17 @@ struct SelectiveScanValidationTests {
                                 dB: try f([b, l, n]), dC: try f([b, l, n]), on: stream)
             }
             #expect(stream.dispatchesRecorded == 0)
+            // Lavapipe's loop cap: the carry pass walks a sequence's chunks in one invocation.
+            if device.capabilities.type == .cpu {
+                let long = try f([1, 60_000, 1]), Bl = try f([1, 60_000, 1])
+                let error = #expect(throws: VkAttnError.self) {
+                    try SelectiveScan(chunkLength: 1).forward(x: long, delta: long, A: try f([1, 1]), B: Bl, C: Bl, output: try f([1, 60_000, 1]), on: stream)
+                }
+                #expect("\(error.map { "\($0)" } ?? "")".contains("60000 chunks in one sequence exceed the loop cap"), "\(String(describing: error))")
+                try SelectiveScan(chunkLength: 2).forward(x: long, delta: long, A: try f([1, 1]), B: Bl, C: Bl, output: try f([1, 60_000, 1]), on: stream)
+                #expect(stream.dispatchesRecorded > 0)
+                try stream.synchronize()
+            }
         }
     }
 
