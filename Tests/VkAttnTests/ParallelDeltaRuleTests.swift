@@ -99,6 +99,32 @@ struct ParallelDeltaRuleTests {
         }
     }
 
+    @Test("empty problems (B, H, Dk or Dv zero) on 1 to 3 ranks: zero outputs, no kernel, nothing sent")
+    func empty() async throws {
+        for ranks in 1...3 {
+            try await withGroup(ranks: ranks) { group in
+                for (b, h, dk, dv) in [(0, 2, 4, 4), (1, 0, 4, 4), (1, 2, 0, 4), (1, 2, 4, 0)] {
+                    let lengths = [Int](repeating: 3, count: ranks)
+                    let op = ContextParallelDeltaRule(lengths: lengths, deltaRule: DeltaRule(gated: true))
+                    #expect(op.isEmpty(ContextParallelDeltaRule.Shape(batch: b, heads: h, dk: dk, dv: dv)))
+                    group.resetTraffic()
+                    let paths = try await onEveryRank(try group.communicators()) { comm -> [String] in
+                        let d = comm.device
+                        let q = try d.makeTensor(shape: [b, 3, h, dk], dtype: .f32), v = try d.makeTensor(shape: [b, 3, h, dv], dtype: .f32)
+                        let beta = try d.makeTensor(shape: [b, 3, h], dtype: .f32)
+                        let out = try await op.forward(q: q, k: q, v: v, beta: beta, logDecay: beta, returnFinalState: true, communicator: comm)
+                        let grads = try await op.backward(q: q, k: q, v: v, beta: beta, logDecay: beta, incomingState: out.incomingState,
+                                                          dOutput: v, communicator: comm)
+                        #expect(try out.output.readFloats().allSatisfy { $0 == 0 } && grads.dq.readFloats().allSatisfy { $0 == 0 })
+                        return [out.path, grads.path]
+                    }
+                    #expect(paths.allSatisfy { $0 == ["empty (no kernel)", "empty (no kernel)"] }, "\(ranks) ranks \((b, h, dk, dv)): \(paths)")
+                    #expect(group.traffic.allSatisfy { $0.bytesSent == 0 }, "\(ranks) ranks \((b, h, dk, dv)) sent bytes")
+                }
+            }
+        }
+    }
+
     @Test("bad configurations are typed errors before anything is posted")
     func validation() throws {
         let op = ContextParallelDeltaRule(lengths: [4, 0], deltaRule: DeltaRule(gated: true))
