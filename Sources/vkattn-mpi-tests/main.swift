@@ -73,7 +73,7 @@ do {
     }
     let groups: [(String, (MPICommunicator, Report) async throws -> Void)] = [
         ("collectives", CollectiveChecks.run), ("schedulers", SchedulerChecks.run),
-        ("linear", LinearChecks.run), ("recurrence", RecurrenceChecks.run),
+        ("linear", LinearChecks.run), ("recurrence", RecurrenceChecks.run), ("delta", DeltaChecks.run),
     ]
     for (name, checks) in groups where only?.contains(name) ?? true {
         try await checks(comm, report)
