@@ -34,6 +34,7 @@ layout(std430, binding = 3) readonly buffer BM { IN_T Bm[]; };
 layout(std430, binding = 4) readonly buffer CM { IN_T Cm[]; };
 layout(std430, binding = 5) readonly buffer DV { float Dv[]; };
 layout(std430, binding = 6) readonly buffer Z { IN_T z[]; };
+layout(std430, binding = 7) readonly buffer DY { float dys[]; };     // dy = dOut silu(z) (steps.comp)
 layout(std430, binding = 8) readonly buffer TB { uint table[]; };
 layout(std430, binding = 9) readonly buffer ST { float states[]; };   // [2][nChunks][Dch][N]
 layout(std430, binding = 10) readonly buffer DO { IN_T dout[]; };
@@ -82,7 +83,7 @@ void main() {
                 const uint e = (start + i) * pc.Dch + d;
                 const float dt = dts[e];
                 const float a = as_[i];
-                const float dy = LOAD_IN(dout[e]) * (has(HAS_Z) ? silu_(LOAD_IN(z[e])) : 1.0);
+                const float dy = dys[e];
                 const float b = LOAD_IN(Bm[(start + i) * pc.N + n]), c = LOAD_IN(Cm[(start + i) * pc.N + n]);
                 const float xv = LOAD_IN(x[e]);
                 const float g = gn + c * dy;
@@ -106,8 +107,7 @@ void main() {
             float sx = 0.0, sd = 0.0;
             for (uint l = 0u; l < NL; ++l) { sx += sX[i * WGS + j * NL + l]; sd += sD[i * WGS + j * NL + l]; }
             const uint e = (start + i) * pc.Dch + dd;
-            const float gate = has(HAS_Z) ? silu_(LOAD_IN(z[e])) : 1.0;
-            const float dy = LOAD_IN(dout[e]) * gate;
+            const float dy = dys[e];
             dx[e] = sx + (has(HAS_D) ? Dv[dd] * dy : 0.0);
             ddelta[e] = sd;  // dL/d(dt): steps.comp PASS 1 applies softplus'
             if (has(WRITE_DZ)) dz[e] = LOAD_IN(dout[e]) * yws[e] * dsilu_(LOAD_IN(z[e]));

@@ -35,7 +35,7 @@ layout(std430, binding = 6) readonly buffer Z { IN_T z[]; };        // [T, Dch]
 layout(std430, binding = 8) readonly buffer TB { uint table[]; };
 layout(std430, binding = 9) buffer MP { float maps[]; };             // [3][nChunks][Dch][N]
 layout(std430, binding = 10) readonly buffer ST { float states[]; }; // [2][nChunks][Dch][N]
-layout(std430, binding = 11) readonly buffer DO { IN_T dout[]; };   // [T, Dch]
+layout(std430, binding = 11) readonly buffer DY { float dys[]; };   // [T, Dch]: dy = dOut silu(z) (steps.comp)
 layout(std430, binding = 12) writeonly buffer O { OUT_T outv[]; };   // [T, Dch]
 
 shared float red[CT * WGS];
@@ -75,7 +75,7 @@ void main() {
             const uint e = (start + i) * pc.Dch + d;
             const float dt = dts[e];
             const float a = exp(dt * An);
-            const float dy = LOAD_IN(dout[e]) * (has(HAS_Z) ? silu_(LOAD_IN(z[e])) : 1.0);
+            const float dy = dys[e];
             q = a * (q + LOAD_IN(Cm[(start + i) * pc.N + n]) * dy);
         }
         maps[2u * pc.plane + slot] = q;

@@ -210,16 +210,16 @@ package struct SelectiveScanPlan {
     /// Records the forward's passes: maps, starts (and final states), then out (or y).
     func encodeForward(_ stream: Stream, table: Buffer, maps: Buffer, states: Buffer, steps: BufferSlice, output: BufferSlice,
                        outputType: DType = .f32, writeY: Bool,
-                       finalState: Tensor?, dOutput: BufferSlice? = nil, runOutput: Bool = true) throws {
+                       finalState: Tensor?, dy: BufferSlice? = nil, runOutput: Bool = true) throws {
         let dummy = x.slice
         let chunkBindings = { (out: BufferSlice) in
             [self.x.slice, steps, self.A.slice, self.B.slice, self.C.slice, self.D?.slice ?? dummy, self.z?.slice ?? dummy,
-             dummy, table.whole, maps.whole, states.whole, dOutput ?? dummy, out]
+             dummy, table.whole, maps.whole, states.whole, dy ?? dummy, out]
         }
         let groups = chunks * forwardGroups
         try stream.dispatch(try chunkKernel(pass: 1), bindings: chunkBindings(dummy), push: try push(flags: 0, groups: forwardGroups),
                             groups: grid(groups: groups))
-        if dOutput != nil {
+        if dy != nil {
             try stream.dispatch(try chunkKernel(pass: 2), bindings: chunkBindings(dummy), push: try push(flags: 0, groups: forwardGroups),
                                 groups: grid(groups: groups))
         }
@@ -239,7 +239,7 @@ package struct SelectiveScanPlan {
     var needsSteps: Bool { bias != nil || op.deltaSoftplus || inputType != .f32 }
 
     func stepsKernel(pass: Int) throws -> Kernel {
-        try device.kernel(KernelDescriptor(shader: variant(Shaders.mambaStepsF32, Shaders.mambaStepsF16, Shaders.mambaStepsBf16), bindings: 3, specialization: ["local_size_x": .int(64), "PASS": .int(pass)]))
+        try device.kernel(KernelDescriptor(shader: variant(Shaders.mambaStepsF32, Shaders.mambaStepsF16, Shaders.mambaStepsBf16), bindings: 6, specialization: ["local_size_x": .int(64), "PASS": .int(pass)]))
     }
 
     /// The steps dt of every (row, channel): delta itself, or steps.comp's output (then a
@@ -247,7 +247,7 @@ package struct SelectiveScanPlan {
     func encodeSteps(_ stream: Stream) throws -> (slice: BufferSlice, buffer: Buffer?) {
         guard needsSteps else { return (delta.slice, nil) }
         let steps = try workspace(floats: T * Dch)
-        try stream.dispatch(try stepsKernel(pass: 0), bindings: [delta.slice, bias?.slice ?? delta.slice, steps.whole],
+        try stream.dispatch(try stepsKernel(pass: 0), bindings: [delta.slice, bias?.slice ?? delta.slice, steps.whole, delta.slice, delta.slice, steps.whole],
                             push: try push(flags: 0, groups: 1), groups: grid(invocations: T * Dch, workgroup: 64))
         try stream.barrier()
         return (steps.whole, steps)
@@ -334,9 +334,14 @@ package struct SelectiveScanPlan {
         let partials = try workspace(floats: plane + 2 * blocks * T * N)
 
         // Maps (P, U, Q), then the start states and the incoming adjoints, then y.
-        let steps = try encodeSteps(stream)
-        try encodeForward(stream, table: tableBuffer, maps: maps, states: states, steps: steps.slice, output: yws.whole, writeY: true, finalState: nil,
-                          dOutput: dOutput.slice, runOutput: g.dz != nil)
+        // The steps and dy = dOut silu(z) of every (row, channel).
+        let steps = try workspace(floats: T * Dch), dy = try workspace(floats: T * Dch)
+        try stream.dispatch(try stepsKernel(pass: 2), bindings: [delta.slice, bias?.slice ?? delta.slice, steps.whole, dOutput.slice,
+                                                                  z?.slice ?? dOutput.slice, dy.whole],
+                            push: try push(flags: 0, groups: 1), groups: grid(invocations: T * Dch, workgroup: 64))
+        try stream.barrier()
+        try encodeForward(stream, table: tableBuffer, maps: maps, states: states, steps: steps.whole, output: yws.whole, writeY: true, finalState: nil,
+                          dy: dy.whole, runOutput: g.dz != nil)
         let dInit = g.dInitialState.flatMap { $0.isEmpty ? nil : $0 }
         let carryFlags: UInt32 = (dFinalState != nil ? 16 : 0) | (dInit != nil ? 32 : 0)
         try stream.dispatch(try carryKernel(backward: true),
@@ -347,15 +352,16 @@ package struct SelectiveScanPlan {
         let bwd = try device.kernel(KernelDescriptor(shader: variant(Shaders.mambaSelectiveBwdF32, Shaders.mambaSelectiveBwdF16, Shaders.mambaSelectiveBwdBf16), bindings: 16, specialization: [
             "local_size_x": .int(workgroup), "NL": .int(lanes), "CT": .int(chunkLength), "WGS": .int(workgroup)]))
         let bwdFlags: UInt32 = (g.dz != nil ? 128 : 0) | (g.dD != nil ? 256 : 0)
-        try stream.dispatch(bwd, bindings: [x.slice, steps.slice, A.slice, B.slice, C.slice, D?.slice ?? dummy, z?.slice ?? dummy,
-                                            dummy, tableBuffer.whole, states.whole, dOutput.slice, yws.whole,
+        try stream.dispatch(bwd, bindings: [x.slice, steps.whole, A.slice, B.slice, C.slice, D?.slice ?? dummy, z?.slice ?? dummy,
+                                            dy.whole, tableBuffer.whole, states.whole, dOutput.slice, yws.whole,
                                             g.dx.slice, g.dDelta.slice, g.dz?.slice ?? yws.whole, partials.whole],
                             push: try push(flags: bwdFlags, groups: blocks, partB: partB, partC: partC),
                             groups: grid(groups: chunks * blocks))
         try stream.barrier()
         if op.deltaSoftplus {
             // dDelta holds dL/d(dt): times softplus'(delta + bias).
-            try stream.dispatch(try stepsKernel(pass: 1), bindings: [delta.slice, bias?.slice ?? delta.slice, g.dDelta.slice],
+            try stream.dispatch(try stepsKernel(pass: 1), bindings: [delta.slice, bias?.slice ?? delta.slice, g.dDelta.slice,
+                                                                      delta.slice, delta.slice, g.dDelta.slice],
                                 push: try push(flags: 0, groups: 1), groups: grid(invocations: T * Dch, workgroup: 64))
             try stream.barrier()
         }
