@@ -87,6 +87,12 @@ package struct SelectiveScanPlan {
         self.lanes = lanes
         workgroup = max(64, lanes)
         channelsPerGroup = workgroup / lanes
+        // One lane per state index in a workgroup; 16 KiB of shared memory (forward: a C h
+        // product per row and lane; backward: four such arrays of 1024 / W rows).
+        guard workgroup <= device.capabilities.maxWorkgroupInvocations, workgroup <= device.capabilities.maxWorkgroupSize[0],
+              16 * 1024 + 256 <= device.capabilities.maxComputeSharedMemoryBytes else {
+            throw VkAttnError.unsupported(op: name, reason: "N = \(N) needs workgroups of \(workgroup) invocations and 16 KiB of shared memory, more than \(device.label) offers")
+        }
         let most = backward ? 1024 / workgroup : min(64, 4096 / workgroup)
         if let forced = op.chunkLength, forced < 1 {
             throw VkAttnError.invalidValue(op: name, operand: "chunkLength", reason: "\(forced) must be at least 1")
