@@ -155,7 +155,9 @@ public struct MambaReference: Sendable {
                     if let z = inputs.z {
                         let zv = Double(z[e]), sg = Self.sigmoid(zv)
                         gate = f(zv * sg)
-                        g.dz[e] = f(dov * ys[row - lo] * sg * (1 + zv * (1 - sg)))
+                        // silu'(z) = s (1 + z (1 - s)): the scale adds |z| (1 - s), whose
+                        // cancellation near z = -1.28 the device's fp32 cannot avoid.
+                        g.dz[e] = f(dov * ys[row - lo]) * sg * (1 + (absolute ? Swift.abs(zv) : zv) * (1 - sg))
                     }
                     let dy = f(dov * gate)
                     var dx = 0.0, ddt = 0.0
