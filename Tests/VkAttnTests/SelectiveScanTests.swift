@@ -204,6 +204,31 @@ struct SelectiveScanTests {
         }
     }
 
+    /// The optional gradients (dz, dD, dDeltaBias, dInitialState) skipped: the others are the
+    /// same bits as with them.
+    @Test func optionalGradientsMayBeSkipped() throws {
+        let seed = testSeed()
+        try withDevice { device in
+            var h = SelectiveScanHarness(device: device, seed: seed)
+            let p = h.problem(batch: 2, length: 11, channels: 3, state: 4, .init())
+            let op = SelectiveScan(deltaSoftplus: true, chunkLength: 4)
+            let full = try h.run(op, p)
+            let i = p.inputs
+            let t = { (v: [Float], shape: [Int]) in try device.makeTensor(v, shape: shape) }
+            let (b, l, dc, n) = (2, 11, 3, 4)
+            let dx = try h.poisoned([b, l, dc]), dDelta = try h.poisoned([b, l, dc]), dA = try h.poisoned([dc, n])
+            let dB = try h.poisoned([b, l, n]), dC = try h.poisoned([b, l, n])
+            let stream = try device.makeStream()
+            try op.backward(x: t(i.x, [b, l, dc]), delta: t(i.delta, [b, l, dc]), A: t(i.A, [dc, n]), B: t(i.B, [b, l, n]), C: t(i.C, [b, l, n]),
+                            D: t(i.D!, [dc]), z: t(i.z!, [b, l, dc]), deltaBias: t(i.deltaBias!, [dc]), initialState: t(i.initial!, [b, dc, n]),
+                            dOutput: t(p.dOut, [b, l, dc]), dFinalState: t(p.dFinal!, [b, dc, n]),
+                            dx: dx, dDelta: dDelta, dA: dA, dB: dB, dC: dC, on: stream)
+            try stream.synchronize()
+            #expect(try dx.readFloats() == full.dx && dDelta.readFloats() == full.dDelta && dA.readFloats() == full.dA, "seed \(seed)")
+            #expect(try dB.readFloats() == full.dB && dC.readFloats() == full.dC, "seed \(seed)")
+        }
+    }
+
     /// A longer sequence with the default chunks (several chunks, the carry pass at work).
     @Test func defaultChunksOverALongerSequence() throws {
         let seed = testSeed()
