@@ -36,7 +36,7 @@ declare -A options=(
   [recurrence]="--batch --length --channels --chunk-length"
   [linear-attention]="--batch --length --heads --dk --dv --chunk-length"
   [delta-rule]="--batch --seq --heads --dk --dv --chunk-length --ranks"
-  [mamba]="--batch --seq --channels --state --chunk-length"
+  [mamba]="--batch --seq --channels --state --chunk-length --heads --head-dim --groups"
   [ring]="--ranks --seq --batch --heads --kv-heads --dim" [ulysses]="--ranks --seq --batch --heads --dim"
   [hybrid]="--ranks --ulysses --seq --heads"
   [tree-decode]="--ranks --batch --queries --cache --heads --kv-heads --dim"

@@ -8,13 +8,13 @@ struct Mamba: ParsableCommand {
     enum Variant: String, CaseIterable, ExpressibleByArgument {
         /// Mamba-1's selective scan (`SelectiveScan`).
         case selective
-        /// Mamba-2's SSD (not wired into the bench yet).
+        /// Mamba-2's SSD (`MambaSSD`, run by `MambaSSDBench`).
         case ssd
     }
 
     static let configuration = CommandConfiguration(
         commandName: "mamba",
-        abstract: "Mamba scans: Mamba-1's selective scan (chunked, fp32), forward or backward, dense or packed variable-length batches.",
+        abstract: "Mamba scans: Mamba-1's selective scan or Mamba-2's SSD (chunked, fp32 accumulation), forward or backward, dense or packed variable-length batches.",
         discussion: """
             The selective scan runs with every optional input of a Mamba-1 block: D, the z gate, \
             a delta bias and softplus on delta, initial states (and dFinal backward). GB/s counts \
@@ -23,7 +23,9 @@ struct Mamba: ParsableCommand {
             (row, channel, state) forward (the chunk maps, the replay and the C product) and 15 \
             backward. --varlen packs each batch row's --seq rows as sequences of random lengths \
             (one of length 1, one empty) into one batch with cu_seqlens. ratio_to_copy divides \
-            GB/s by vkCmdCopyBuffer's over as many bytes, measured in the same run.
+            GB/s by vkCmdCopyBuffer's over as many bytes, measured in the same run. \
+            --variant ssd runs Mamba-2's SSD instead (MambaSSD: --heads, --head-dim, --state, \
+            --groups; --channels is the selective scan's only), with MambaSSDBench's counts.
             """)
 
     @OptionGroup var device: DeviceOptions
@@ -31,24 +33,55 @@ struct Mamba: ParsableCommand {
     @Option(help: "Which scan: selective (Mamba-1) or ssd (Mamba-2).") var variant = Variant.selective
     @Option(help: "B.") var batch = 1
     @Option(help: "L (rows per batch row).") var seq = 4096
-    @Option(help: "Dch (channels).") var channels = 64
+    @Option(help: "Dch (channels; selective, default 64).") var channels: Int?
     @Option(help: "N (state size, at most 256).") var state = 16
+    @Option(help: "H (heads; ssd, default 4).") var heads: Int?
+    @Option(help: "P (head dimension; ssd, default 64).") var headDim: Int?
+    @Option(help: "G (groups of B and C, dividing H; ssd, default 1).") var groups: Int?
     @Option(help: "Rows per chunk at most (default: the most the kernels take).") var chunkLength: Int?
     @Option(help: "Storage type of x, delta, z, B, C, dOut and out (A, D, the bias, the states and the gradients are f32).") var dtype = StorageType.f32
     @Flag(help: "Pack each batch row into sequences of random lengths (cu_seqlens).") var varlen = false
     @Flag(help: "Time the backward pass.") var backward = false
 
     func validate() throws {
-        guard batch >= 1, seq >= 1, channels >= 1, state >= 1 else { throw OptionError("sizes must be >= 1") }
+        guard batch >= 1, seq >= 1, (channels ?? 1) >= 1, state >= 1, (heads ?? 1) >= 1, (headDim ?? 1) >= 1, (groups ?? 1) >= 1 else {
+            throw OptionError("sizes must be >= 1")
+        }
         guard state <= 256 else { throw OptionError("--state must be at most 256, got \(state)") }
         if let chunkLength, !(1...64).contains(chunkLength) { throw OptionError("--chunk-length must be in 1...64, got \(chunkLength)") }
-        guard variant == .selective else { throw OptionError("--variant ssd (Mamba-2's SSD) is not built into the bench yet; use --variant selective") }
+        switch variant {
+        case .selective:
+            if let extra = [("--heads", heads), ("--head-dim", headDim), ("--groups", groups)].first(where: { $0.1 != nil }) {
+                throw OptionError("\(extra.0) is an option of --variant ssd")
+            }
+        case .ssd:
+            if channels != nil { throw OptionError("--channels is an option of --variant selective (ssd takes --heads and --head-dim)") }
+            try ssd.validate()
+        }
         try Limits.require(operands)
     }
 
+    /// Dch.
+    var dch: Int { channels ?? 64 }
+
     /// x (and delta, z, out), B (and C) and the states.
     var operands: [(name: String, shape: [Int], element: Int)] {
-        [("x", [batch, seq, channels], 4), ("B", [batch, seq, state], 4), ("states", [batch, channels, state], 4)]
+        switch variant {
+        case .selective:
+            return [("x", [batch, seq, dch], 4), ("B", [batch, seq, state], 4), ("states", [batch, dch, state], 4)]
+        case .ssd:
+            // Packed sequences take up to 2 L rows each.
+            let rows = varlen ? 2 : 1
+            return [("x", [batch, rows * seq, ssd.heads, ssd.headDim], 4), ("B", [batch, rows * seq, ssd.groups, state], 4),
+                    ("states", [batch, ssd.heads, ssd.headDim, state], 4)]
+        }
+    }
+
+    /// The SSD run of these options.
+    var ssd: MambaSSDBench {
+        MambaSSDBench(batch: batch, seq: seq, heads: heads ?? 4, headDim: headDim ?? 64, state: state, groups: groups ?? 1, dtype: dtype.dtype,
+                      varlen: varlen, backward: backward, check: measure.check, seed: nil, warmup: measure.warmup,
+                      iterations: measure.iterations, chunkLength: chunkLength)
     }
 
     /// Random lengths summing to `total`: one of length 1 first, random pieces, one empty last.
@@ -67,6 +100,11 @@ struct Mamba: ParsableCommand {
     func run() throws {
         let context = try BenchContext(device)
         try Limits.require(operands, on: context)
+        if variant == .ssd {
+            try context.report(try ssd.run(context), json: measure.json)
+            return
+        }
+        let channels = dch
         let device = context.device
         let op = SelectiveScan(deltaSoftplus: true, chunkLength: chunkLength)
         var rng = SeededRandom.fresh()
@@ -151,7 +189,8 @@ struct Mamba: ParsableCommand {
 
     /// The error bound's depth (see SelectiveScanTests): 4 (longest sequence + N + Dch + 64).
     func depth(_ cu: [Int]) -> Int {
-        4 * ((zip(cu.dropFirst(), cu).map { $0 - $1 }.max() ?? 0) + state + channels + 64)
+        let longest: Int = zip(cu.dropFirst(), cu).map { $0 - $1 }.max() ?? 0
+        return 4 * (longest + state + dch + 64)
     }
 
     static func combine(_ results: [(CheckResult, Double?)]) -> (CheckResult, Double?) {

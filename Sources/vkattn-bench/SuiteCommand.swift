@@ -54,6 +54,8 @@ struct Suite: ParsableCommand {
             for backward in [false, true] {
                 steps.append(("mamba", ["--batch", "2", "--seq", "16384", "--channels", "1536", "--state", "16", "--dtype", "f16"]
                                        + (backward ? ["--backward"] : [])))
+                steps.append(("mamba", ["--variant", "ssd", "--batch", "2", "--seq", "16384", "--heads", "24", "--head-dim", "64",
+                                        "--state", "128", "--dtype", "f16"] + (backward ? ["--backward"] : [])))
             }
             steps.append(("spmm", ["--format", "bsr", "--dtype", "f16", "--rows", "16384", "--density", "0.01", "--n", "256"]))
         }
