@@ -113,26 +113,27 @@ public struct MambaSSD: Hashable, Sendable {
     }
 }
 
-/// A validated SSD call: shapes, then the GLA plan over its workspaces.
-struct MambaSSDPlan {
+/// A validated SSD call: shapes, then the GLA plan over its workspaces (the context-parallel
+/// SSD runs its pieces around ContextParallelLinearAttention).
+package struct MambaSSDPlan {
     let op: MambaSSD
     let device: Device
     let x: Tensor, dt: Tensor, a: Tensor, b: Tensor, c: Tensor
     let d: Tensor?, dtBias: Tensor?, initial: Tensor?
     let cu: [Int32]?
-    let batch: Int, length: Int, heads: Int, headDim: Int, groups: Int, stateDim: Int
+    package let batch: Int, length: Int, heads: Int, headDim: Int, groups: Int, stateDim: Int
     let stateBatch: Int
-    let inputType: DType
+    package let inputType: DType
 
     static let opName = MambaSSD.opName
     /// Tokens per block of the head reductions (lavapipe's loop cap bounds both levels).
     static let reduceRows = 256
 
-    var tokens: Int { batch * length }
-    var isEmpty: Bool { x.isEmpty }
+    package var tokens: Int { batch * length }
+    package var isEmpty: Bool { x.isEmpty }
 
-    init(op: MambaSSD, device: Device, x: Tensor, dt: Tensor, a: Tensor, b: Tensor, c: Tensor, d: Tensor?, dtBias: Tensor?,
-         initialState: Tensor?, cuSeqlens: [Int32]?) throws {
+    package init(op: MambaSSD, device: Device, x: Tensor, dt: Tensor, a: Tensor, b: Tensor, c: Tensor, d: Tensor?, dtBias: Tensor?,
+                 initialState: Tensor?, cuSeqlens: [Int32]?) throws {
         let name = Self.opName
         (self.op, self.device, self.x, self.dt, self.a, self.b, self.c, self.d, self.dtBias, self.initial, self.cu) =
             (op, device, x, dt, a, b, c, d, dtBias, initialState, cuSeqlens)
@@ -248,18 +249,30 @@ struct MambaSSDPlan {
 
     /// q = C, k = dt_eff B (x's type) and the per-head log-gates, and the GLA plan over them.
     func encodePrep(_ stream: Stream) throws -> (plan: GLAPlan, q: Tensor, k: Tensor, gates: Tensor) {
-        let q = try device.makeTensor(shape: qkShape, dtype: inputType), k = try device.makeTensor(shape: qkShape, dtype: inputType)
-        let gates = try device.makeTensor(shape: [batch, length, heads], dtype: .f32)
+        let (q, k, gates) = try makeInputs()
         let plan = try GLAPlan(op: op.attention, device: device, q: q, k: k, v: x, logGates: gates, initialState: initial, cuSeqlens: cu)
+        try encodeInputs(stream, q: q, k: k, gates: gates)
+        return (plan, q, k, gates)
+    }
+
+    /// The GLA inputs' workspaces: q, k [B, L, H, N] in x's type, log-gates [B, L, H] f32.
+    package func makeInputs() throws -> (q: Tensor, k: Tensor, gates: Tensor) {
+        (try device.makeTensor(shape: qkShape, dtype: inputType), try device.makeTensor(shape: qkShape, dtype: inputType),
+         try device.makeTensor(shape: [batch, length, heads], dtype: .f32))
+    }
+
+    /// Records q = C, k = dt_eff B and the log-gates dt_eff A into `makeInputs()`'s tensors (a
+    /// barrier follows).
+    package func encodeInputs(_ stream: Stream, q: Tensor, k: Tensor, gates: Tensor) throws {
         let prep = try kernel(inputType == .f16 ? Shaders.mambaSsdPrepF16 : inputType == .bf16 ? Shaders.mambaSsdPrepBf16 : Shaders.mambaSsdPrepF32,
                               bindings: 8)
         try stream.dispatch(prep, bindings: [dt.slice, dtBias?.slice ?? dt.slice, a.slice, b.slice, c.slice, q.slice, k.slice, gates.slice],
                             push: try push(), groups: grid(tokens * heads * stateDim))
         try stream.barrier()
-        return (plan, q, k, gates)
     }
 
-    func forward(y: Tensor, finalState: Tensor?, on stream: Stream) throws -> GLADispatch {
+    /// Checks the forward's outputs (before anything is recorded).
+    package func checkForward(y: Tensor, finalState: Tensor?) throws {
         let name = Self.opName
         try expectOutput("y", y, shape: x.shape, halfAllowed: true)
         if let finalState {
@@ -267,6 +280,21 @@ struct MambaSSDPlan {
             try finalState.expectBindable(op: name, "finalState")
         }
         try expectNoOverlap([("y", y), ("finalState", finalState)])
+    }
+
+    /// y = o + D x from GLA's o (f32), where the call has D.
+    package func encodeOutput(_ stream: Stream, o: Tensor, y: Tensor) throws {
+        let epilogue = try kernel(variant(Shaders.mambaSsdOutputF32, f16: Shaders.mambaSsdOutputF16, f16o32: Shaders.mambaSsdOutputF16o32,
+                                          bf16: Shaders.mambaSsdOutputBf16, bf16o32: Shaders.mambaSsdOutputBf16o32, output: y.dtype), bindings: 4)
+        try stream.dispatch(epilogue, bindings: [o.slice, x.slice, d?.slice ?? a.slice, y.slice], push: try push(),
+                            groups: grid(tokens * heads * headDim))
+    }
+
+    /// Whether the call has D (y then needs the epilogue).
+    package var hasD: Bool { d != nil }
+
+    func forward(y: Tensor, finalState: Tensor?, on stream: Stream) throws -> GLADispatch {
+        try checkForward(y: y, finalState: finalState)
         if isEmpty {
             try y.recordFill(bits: 0, on: stream)
             if let finalState, !finalState.isEmpty {
@@ -281,16 +309,14 @@ struct MambaSSDPlan {
         let dispatch = try plan.forward(output: o, finalState: finalState, chunkStates: nil, on: stream)
         if d != nil {
             try stream.barrier()
-            let epilogue = try kernel(variant(Shaders.mambaSsdOutputF32, f16: Shaders.mambaSsdOutputF16, f16o32: Shaders.mambaSsdOutputF16o32,
-                                              bf16: Shaders.mambaSsdOutputBf16, bf16o32: Shaders.mambaSsdOutputBf16o32, output: y.dtype), bindings: 4)
-            try stream.dispatch(epilogue, bindings: [o.slice, x.slice, d?.slice ?? a.slice, y.slice], push: try push(),
-                                groups: grid(tokens * heads * headDim))
+            try encodeOutput(stream, o: o, y: y)
         }
         return GLADispatch(chunkLength: dispatch.chunkLength, chunks: dispatch.chunks, path: "ssd/" + dispatch.path)
     }
 
-    func backward(dy: Tensor, dFinalState: Tensor?, dx: Tensor, ddt: Tensor, da: Tensor, db: Tensor, dc: Tensor, dd: Tensor?,
-                  dDtBias: Tensor?, dInitialState: Tensor?, on stream: Stream) throws -> GLADispatch {
+    /// Checks the backward's operands (before anything is recorded).
+    package func checkBackward(dy: Tensor, dFinalState: Tensor?, dx: Tensor, ddt: Tensor, da: Tensor, db: Tensor, dc: Tensor, dd: Tensor?,
+                               dDtBias: Tensor?, dInitialState: Tensor?) throws {
         let name = Self.opName
         let stateShape = [stateBatch, heads, stateDim, headDim]
         try dy.expect(op: name, "dy", shape: x.shape, dtype: inputType, device: device)
@@ -323,6 +349,12 @@ struct MambaSSDPlan {
         if let dInitialState { try expectOutput("dInitialState", dInitialState, shape: stateShape, halfAllowed: false) }
         try expectNoOverlap([("dx", dx), ("ddt", ddt), ("da", da), ("db", db), ("dc", dc), ("dd", dd), ("dDtBias", dDtBias),
                              ("dInitialState", dInitialState)], inputs: [("dy", dy), ("dFinalState", dFinalState)])
+    }
+
+    func backward(dy: Tensor, dFinalState: Tensor?, dx: Tensor, ddt: Tensor, da: Tensor, db: Tensor, dc: Tensor, dd: Tensor?,
+                  dDtBias: Tensor?, dInitialState: Tensor?, on stream: Stream) throws -> GLADispatch {
+        try checkBackward(dy: dy, dFinalState: dFinalState, dx: dx, ddt: ddt, da: da, db: db, dc: dc, dd: dd, dDtBias: dDtBias,
+                          dInitialState: dInitialState)
         if isEmpty {
             // No kernel: nothing reaches y, so every gradient is 0, but the initial states'
             // (dFinalState's, after zero steps).
@@ -338,6 +370,14 @@ struct MambaSSDPlan {
         let dispatch = try plan.backward(dOutput: dy, dFinalState: dFinalState, dq: dq, dk: dk, dv: dv, dLogGates: dlg,
                                          dInitialState: dInitialState, on: stream)
         try stream.barrier()
+        try encodeGradients(stream, dy: dy, dq: dq, dk: dk, dv: dv, dLogGates: dlg, dx: dx, ddt: ddt, da: da, db: db, dc: dc, dd: dd, dDtBias: dDtBias)
+        return GLADispatch(chunkLength: dispatch.chunkLength, chunks: dispatch.chunks, path: "ssd/" + dispatch.path)
+    }
+
+    /// From GLA's gradients (dq, dk, dv [B, L, H, *] and the log-gates' [B, L, H], f32): dx,
+    /// ddt, dB, dC, and dA, dD, the dt bias gradient summed over this call's tokens.
+    package func encodeGradients(_ stream: Stream, dy: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, dLogGates dlg: Tensor, dx: Tensor, ddt: Tensor,
+                                 da: Tensor, db: Tensor, dc: Tensor, dd: Tensor?, dDtBias: Tensor?) throws {
         let rows = try device.makeBuffer(byteCount: tokens * heads * 3 * 4)
         let blocks = (tokens + Self.reduceRows - 1) / Self.reduceRows
         let partials = try device.makeBuffer(byteCount: max(1, blocks * heads * 3) * 4)
@@ -355,7 +395,6 @@ struct MambaSSDPlan {
         try stream.barrier()
         try stream.dispatch(try kernel(Shaders.mambaSsdReduce, bindings: 5, mode: 1), bindings: reduce,
                             push: try push(flags: wantBias, blocks: blocks), groups: grid(heads * 3))
-        return GLADispatch(chunkLength: dispatch.chunkLength, chunks: dispatch.chunks, path: "ssd/" + dispatch.path)
     }
 }
 
