@@ -266,3 +266,33 @@ struct RecurrenceVarlenTests {
         }
     }
 }
+
+@Suite("Packed variable-length batches (cu_seqlens): no tokens")
+struct VarlenEmptyTests {
+    /// Only empty sequences (T = 0): no dispatch; the final states are the initial ones
+    /// (copies), the initial states' gradients the final states' (copies).
+    @Test func onlyEmptySequencesRecordNoDispatch() throws {
+        try withDevice { device in
+            let cu: [Int32] = [0, 0, 0]
+            let (h, dk, dv, d) = (2, 3, 4, 5)
+            let stream = try device.makeStream()
+            let gla = GatedLinearAttention(gating: .perHead)
+            let q = try device.makeTensor(shape: [1, 0, h, dk], dtype: .f32), v = try device.makeTensor(shape: [1, 0, h, dv], dtype: .f32)
+            let g = try device.makeTensor(shape: [1, 0, h], dtype: .f32)
+            let s0 = try device.makeTensor((0..<(2 * h * dk * dv)).map(Float.init), shape: [2, h, dk, dv])
+            let final = try device.makeTensor(shape: [2, h, dk, dv], dtype: .f32)
+            try gla.forward(q: q, k: q, v: v, logGates: g, initialState: s0, output: v, finalState: final, cuSeqlens: cu, on: stream)
+            let rec = LinearRecurrence(layout: .bld)
+            let a = try device.makeTensor(shape: [1, 0, d], dtype: .f32)
+            let h0 = try device.makeTensor((0..<(2 * d)).map(Float.init), shape: [2, d]), hf = try device.makeTensor(shape: [2, d], dtype: .f32)
+            try rec.forward(a: a, b: a, h0: h0, h: try device.makeTensor(shape: [1, 0, d], dtype: .f32), finalState: hf, cuSeqlens: cu, on: stream)
+            let dh0 = try device.makeTensor(shape: [2, d], dtype: .f32)
+            try rec.backward(a: a, h: a, h0: h0, dh: a, dFinal: h0, da: try device.makeTensor(shape: [1, 0, d], dtype: .f32),
+                             db: try device.makeTensor(shape: [1, 0, d], dtype: .f32), dh0: dh0, cuSeqlens: cu, on: stream)
+            #expect(stream.dispatchesRecorded == 0)
+            try stream.synchronize()
+            #expect(try final.readFloats() == s0.readFloats())
+            #expect(try hf.readFloats() == h0.readFloats() && dh0.readFloats() == h0.readFloats())
+        }
+    }
+}

@@ -278,3 +278,22 @@ struct MambaSSDTests {
         }
     }
 }
+
+extension MambaSSDTests {
+    /// Packed with only empty sequences: no dispatch, final states = initial states.
+    @Test func packedEmptySequencesRecordNoDispatch() throws {
+        try withDevice { device in
+            let (h, p, g, n) = (2, 3, 1, 4)
+            let stream = try device.makeStream()
+            let x = try device.makeTensor(shape: [1, 0, h, p], dtype: .f32), dt = try device.makeTensor(shape: [1, 0, h], dtype: .f32)
+            let b = try device.makeTensor(shape: [1, 0, g, n], dtype: .f32)
+            let s0 = try device.makeTensor((0..<(3 * h * n * p)).map(Float.init), shape: [3, h, n, p])
+            let final = try device.makeTensor(shape: [3, h, n, p], dtype: .f32)
+            try MambaSSD().forward(x: x, dt: dt, a: try device.makeTensor([-1, -1], shape: [h]), b: b, c: b, initialState: s0,
+                                   y: try device.makeTensor(shape: [1, 0, h, p], dtype: .f32), finalState: final, cuSeqlens: [0, 0, 0, 0], on: stream)
+            #expect(stream.dispatchesRecorded == 0)
+            try stream.synchronize()
+            #expect(try final.readFloats() == s0.readFloats())
+        }
+    }
+}

@@ -26,7 +26,8 @@ import VkAttnShaders
 /// sequence's result equals its own dense run. The chunk-boundary states are then defined per
 /// chunk table: [1, H, chunks + N_seq, Dk, Dv], sequence n owning its chunks + 1 consecutive
 /// slots (the state before each of its chunks, then its final state; one slot, its initial
-/// state, for an empty sequence), sequences in order.
+/// state, for an empty sequence), sequences in order. On CPU devices (lavapipe's loop cap) the
+/// state passes walk every sequence: N_seq (Dv + 2) + chunks must stay below 60000.
 public struct GatedLinearAttention: Hashable, Sendable {
     /// Which decay the state carries from one step to the next.
     public enum Gating: String, Sendable, Hashable, CaseIterable, Codable, CustomStringConvertible {
