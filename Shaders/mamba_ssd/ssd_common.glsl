@@ -17,7 +17,7 @@ layout(push_constant) uniform Push {
 uint group_of(uint h) { return h / (pc.H / pc.G); }
 
 // softplus(x) = log(1 + exp(x)), without overflow.
-float softplus(float x) { return x > 20.0 ? x : log(1.0 + exp(x)); }
+float softplus(float x) { return x > 20.0 ? x : (x < -15.0 ? exp(x) : log(1.0 + exp(x))); }
 float sigmoid(float x) { return 1.0 / (1.0 + exp(-x)); }
 
 #endif

@@ -36,6 +36,8 @@ public struct SSDReference: Sendable {
     public struct Inputs: Sendable {
         /// x, dt, A, B, C, D (nil: none), dt bias (nil: none), initial states (nil: zeros).
         public var x: [Float], dt: [Float], a: [Float], b: [Float], c: [Float], d: [Float]?, dtBias: [Float]?, initialState: [Float]?
+        /// The output gate z [B, L, H, P] (y times silu(z)); nil: none.
+        public var z: [Float]?
 
         /// - Parameters:
         ///   - x: [B, L, H, P].
@@ -46,15 +48,19 @@ public struct SSDReference: Sendable {
         ///   - d: [H] or nil.
         ///   - dtBias: [H] or nil.
         ///   - initialState: [B, H, N, P] or nil.
-        public init(x: [Float], dt: [Float], a: [Float], b: [Float], c: [Float], d: [Float]? = nil, dtBias: [Float]? = nil, initialState: [Float]? = nil) {
-            (self.x, self.dt, self.a, self.b, self.c, self.d, self.dtBias, self.initialState) = (x, dt, a, b, c, d, dtBias, initialState)
+        ///   - z: [B, L, H, P] or nil.
+        public init(x: [Float], dt: [Float], a: [Float], b: [Float], c: [Float], d: [Float]? = nil, dtBias: [Float]? = nil, initialState: [Float]? = nil,
+                    z: [Float]? = nil) {
+            (self.x, self.dt, self.a, self.b, self.c, self.d, self.dtBias, self.initialState, self.z) = (x, dt, a, b, c, d, dtBias, initialState, z)
         }
     }
 
     /// The gradients of one call.
     public struct Gradients: Sendable {
-        /// dx, ddt, dA, dB, dC, dD, d(dt bias), d(initial states) (each all zeros when unused).
+        /// dx, ddt, dA, dB, dC, dD, d(dt bias), d(initial states), dz (each all zeros when unused).
         public var dx: [Double], ddt: [Double], da: [Double], db: [Double], dc: [Double], dd: [Double], dDtBias: [Double], dInitial: [Double]
+        /// dz (empty without z).
+        public var dz: [Double] = []
     }
 
     func xi(_ b: Int, _ t: Int, _ h: Int, _ p: Int) -> Int { ((b * length + t) * heads + h) * headDim + p }
@@ -62,6 +68,13 @@ public struct SSDReference: Sendable {
     func group(_ h: Int) -> Int { h / (heads / groups) }
     func raw(_ inp: Inputs, _ b: Int, _ t: Int, _ h: Int) -> Double { Double(inp.dt[(b * length + t) * heads + h]) + (inp.dtBias.map { Double($0[h]) } ?? 0) }
     func dtEff(_ r: Double) -> Double { dtSoftplus ? (r > 20 ? r : log1p(exp(r))) : r }
+    /// silu(z) and its derivative (magnitudes with `absolute`).
+    func gate(_ z: [Float]?, _ i: Int, absolute: Bool) -> (silu: Double, slope: Double) {
+        guard let z else { return (1, 0) }
+        let v = Double(z[i]), s = 1 / (1 + exp(-v))
+        let silu = v * s, slope = s * (1 + v * (1 - s))
+        return absolute ? (Swift.abs(silu), Swift.abs(slope)) : (silu, slope)
+    }
 
     /// y [B, L, H, P] and the final states [B, H, N, P].
     /// - Parameters:
@@ -87,7 +100,7 @@ public struct SSDReference: Sendable {
                     for p in 0..<headDim {
                         var acc = inputs.d.map { f($0[h]) * f(inputs.x[xi(b, t, h, p)]) } ?? 0
                         for n in 0..<stateDim { acc += f(inputs.c[bi(b, t, g, n)]) * s[n * headDim + p] }
-                        y[xi(b, t, h, p)] = acc
+                        y[xi(b, t, h, p)] = acc * gate(inputs.z, xi(b, t, h, p), absolute: absolute).silu
                     }
                 }
                 for e in 0..<np { final[(b * heads + h) * np + e] = s[e] }
@@ -110,6 +123,7 @@ public struct SSDReference: Sendable {
                             da: .init(repeating: 0, count: heads), db: .init(repeating: 0, count: inputs.b.count),
                             dc: .init(repeating: 0, count: inputs.c.count), dd: .init(repeating: 0, count: heads),
                             dDtBias: .init(repeating: 0, count: heads), dInitial: .init(repeating: 0, count: batch * heads * np))
+        if inputs.z != nil { out.dz = .init(repeating: 0, count: inputs.x.count) }
         for b in 0..<batch {
             for h in 0..<heads {
                 let g = group(h)
@@ -132,8 +146,16 @@ public struct SSDReference: Sendable {
                     let decay = exp(dte * Double(inputs.a[h]))
                     let s = states[t + 1], prev = states[t]
                     for p in 0..<headDim {
-                        let gy = f(dy[xi(b, t, h, p)])
                         let xv = f(inputs.x[xi(b, t, h, p)])
+                        var gy = f(dy[xi(b, t, h, p)])
+                        if inputs.z != nil {
+                            // y = y_pre silu(z): dz = dy y_pre silu'(z), and y_pre's gradient dy silu(z).
+                            var pre = inputs.d.map { f($0[h]) * xv } ?? 0
+                            for n in 0..<stateDim { pre += f(inputs.c[bi(b, t, g, n)]) * s[n * headDim + p] }
+                            let (silu, slope) = gate(inputs.z, xi(b, t, h, p), absolute: absolute)
+                            out.dz[xi(b, t, h, p)] = gy * pre * slope
+                            gy *= silu
+                        }
                         if let d = inputs.d {
                             out.dx[xi(b, t, h, p)] += f(d[h]) * gy
                             out.dd[h] += gy * xv
@@ -183,7 +205,8 @@ extension SSDReference {
         let rows = { (x: [Float], w: Int) in Array(x[(a0 * w)..<(e * w)]) }
         let inp = Inputs(x: rows(inputs.x, heads * headDim), dt: rows(inputs.dt, heads), a: inputs.a, b: rows(inputs.b, groups * stateDim),
                          c: rows(inputs.c, groups * stateDim), d: inputs.d, dtBias: inputs.dtBias,
-                         initialState: inputs.initialState.map { Array($0[(s * np)..<((s + 1) * np)]) })
+                         initialState: inputs.initialState.map { Array($0[(s * np)..<((s + 1) * np)]) },
+                         z: inputs.z.map { rows($0, heads * headDim) })
         return (ref, inp)
     }
 
@@ -226,6 +249,7 @@ extension SSDReference {
             out.db += r.db
             out.dc += r.dc
             out.dInitial += r.dInitial
+            out.dz += r.dz
             for h in 0..<heads {
                 out.da[h] += r.da[h]
                 out.dd[h] += r.dd[h]

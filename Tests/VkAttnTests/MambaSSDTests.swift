@@ -39,7 +39,8 @@ struct SSDHarness {
     }
 
     /// Runs forward and backward once (dense, or packed with `lengths`) and checks every output.
-    mutating func run(_ op: MambaSSD, _ s: Shape, lengths: [Int]? = nil, withD: Bool, withBias: Bool, states: Bool, dtype: DType = .f32) throws {
+    mutating func run(_ op: MambaSSD, _ s: Shape, lengths: [Int]? = nil, withD: Bool, withBias: Bool, states: Bool, dtype: DType = .f32,
+                      withZ: Bool = false) throws {
         let cu = lengths.map(cumulative)
         let (bt, l) = lengths.map { (1, $0.reduce(0, +)) } ?? (s.batch, s.length)
         let nStates = lengths?.count ?? bt
@@ -53,8 +54,9 @@ struct SSDHarness {
         let bias = withBias ? rng.floats(s.heads, in: op.dtSoftplus ? -0.5...0.5 : 0...0.3) : nil
         let stateCount = nStates * s.heads * s.state * s.headDim
         let s0 = states ? rng.floats(stateCount) : nil
-        let inputs = SSDReference.Inputs(x: x, dt: dt, a: a, b: bm, c: cm, d: d, dtBias: bias, initialState: s0)
-        let what = "ssd \(s) lengths \(lengths.map { "\($0)" } ?? "dense") chunk \(op.attention.chunkLength(on: device)) softplus \(op.dtSoftplus) D \(withD) bias \(withBias) states \(states) \(dtype)"
+        let z = withZ ? rng.floats(tokens * s.heads * s.headDim, in: -3...3).map(round) : nil
+        let inputs = SSDReference.Inputs(x: x, dt: dt, a: a, b: bm, c: cm, d: d, dtBias: bias, initialState: s0, z: z)
+        let what = "ssd \(s) lengths \(lengths.map { "\($0)" } ?? "dense") chunk \(op.attention.chunkLength(on: device)) softplus \(op.dtSoftplus) D \(withD) bias \(withBias) z \(withZ) states \(states) \(dtype)"
         let rounding = GLAHarness.rounding(dtype)
 
         let xShape = [bt, l, s.heads, s.headDim], bShape = [bt, l, s.groups, s.state], stateShape = [nStates, s.heads, s.state, s.headDim]
@@ -63,9 +65,10 @@ struct SSDHarness {
         let bT = try device.makeTensor(bm, shape: bShape, dtype: dtype), cT = try device.makeTensor(cm, shape: bShape, dtype: dtype)
         let dT = try d.map { try device.makeTensor($0, shape: [s.heads]) }, biasT = try bias.map { try device.makeTensor($0, shape: [s.heads]) }
         let s0T = try s0.map { try device.makeTensor($0, shape: stateShape) }
+        let zT = try z.map { try device.makeTensor($0, shape: xShape, dtype: dtype) }
         let yT = try poisoned(xShape, dtype: dtype), finalT = try poisoned(stateShape)
         let stream = try device.makeStream()
-        try op.forward(x: xT, dt: dtT, a: aT, b: bT, c: cT, d: dT, dtBias: biasT, initialState: s0T, y: yT, finalState: finalT,
+        try op.forward(x: xT, dt: dtT, a: aT, b: bT, c: cT, d: dT, dtBias: biasT, z: zT, initialState: s0T, y: yT, finalState: finalT,
                        cuSeqlens: cu, on: stream)
         try stream.synchronize()
         let ref = SSDReference(batch: bt, length: l, heads: s.heads, headDim: s.headDim, groups: s.groups, stateDim: s.state, dtSoftplus: op.dtSoftplus)
@@ -83,14 +86,18 @@ struct SSDHarness {
         let dxT = try poisoned(xShape, dtype: dtype), ddtT = try poisoned([bt, l, s.heads]), daT = try poisoned([s.heads])
         let dbT = try poisoned(bShape, dtype: dtype), dcT = try poisoned(bShape, dtype: dtype)
         let ddT = try withD ? poisoned([s.heads]) : nil, dBiasT = try withBias ? poisoned([s.heads]) : nil
-        let ds0T = try poisoned(stateShape)
-        try op.backward(x: xT, dt: dtT, a: aT, b: bT, c: cT, d: dT, dtBias: biasT, initialState: s0T, dy: dyT, dFinalState: dFinalT,
-                        dx: dxT, ddt: ddtT, da: daT, db: dbT, dc: dcT, dd: ddT, dDtBias: dBiasT, dInitialState: ds0T, cuSeqlens: cu, on: stream)
+        let ds0T = try poisoned(stateShape), dzT = try withZ ? poisoned(xShape, dtype: dtype) : nil
+        try op.backward(x: xT, dt: dtT, a: aT, b: bT, c: cT, d: dT, dtBias: biasT, z: zT, initialState: s0T, dy: dyT, dFinalState: dFinalT,
+                        dx: dxT, ddt: ddtT, da: daT, db: dbT, dc: dcT, dd: ddT, dDtBias: dBiasT, dz: dzT, dInitialState: ds0T, cuSeqlens: cu, on: stream)
         try stream.synchronize()
         let g = cu.map { ref.packedBackward(inputs, cuSeqlens: $0, dy: dy, dFinal: dFinal) } ?? ref.backward(inputs, dy: dy, dFinal: dFinal)
         let gAbs = cu.map { ref.packedBackward(inputs, cuSeqlens: $0, dy: dy, dFinal: dFinal, absolute: true) }
             ?? ref.backward(inputs, dy: dy, dFinal: dFinal, absolute: true)
         GLAHarness.check(try dxT.readFloats(), g.dx, scale: gAbs.dx, depth: depth, seed: seed, "dx " + what, rounding: rounding)
+        if let dzT {
+            #expect(g.dz.count == tokens * s.heads * s.headDim)
+            GLAHarness.check(try dzT.readFloats(), g.dz, scale: gAbs.dz, depth: depth, seed: seed, "dz " + what, rounding: rounding)
+        }
         GLAHarness.check(try dbT.readFloats(), g.db, scale: gAbs.db, depth: depth, seed: seed, "dB " + what, rounding: rounding)
         GLAHarness.check(try dcT.readFloats(), g.dc, scale: gAbs.dc, depth: depth, seed: seed, "dC " + what, rounding: rounding)
         GLAHarness.check(try ds0T.readFloats(), g.dInitial, scale: gAbs.dInitial, depth: depth, seed: seed, "dInitial " + what, rounding: rounding)
@@ -119,7 +126,8 @@ struct MambaSSDTests {
         try withDevice { device in
             var h = SSDHarness(device: device, seed: seed)
             for (k, (shape, chunk)) in Self.shapes.enumerated() {
-                try h.run(MambaSSD(chunkLength: chunk, dtSoftplus: softplus), shape, withD: k % 2 == 1, withBias: k >= 2, states: k % 2 == 0 || softplus)
+                try h.run(MambaSSD(chunkLength: chunk, dtSoftplus: softplus), shape, withD: k % 2 == 1, withBias: k >= 2, states: k % 2 == 0 || softplus,
+                          withZ: (k + (softplus ? 1 : 0)) % 2 == 0)
             }
         }
     }
@@ -130,7 +138,7 @@ struct MambaSSDTests {
         try withDevice { device in
             var h = SSDHarness(device: device, seed: seed)
             try h.run(MambaSSD(chunkLength: 16), .init(batch: 1, length: 45, heads: 2, headDim: 16, groups: 1, state: 16),
-                      withD: true, withBias: true, states: true, dtype: dtype)
+                      withD: true, withBias: true, states: true, dtype: dtype, withZ: true)
         }
     }
 
@@ -141,7 +149,7 @@ struct MambaSSDTests {
         try withDevice { device in
             var h = SSDHarness(device: device, seed: seed)
             let shape = SSDHarness.Shape(batch: 1, length: 0, heads: 4, headDim: 8, groups: 2, state: 4)
-            try h.run(MambaSSD(chunkLength: 8), shape, lengths: varlenLengths(chunk: 8), withD: true, withBias: false, states: true)
+            try h.run(MambaSSD(chunkLength: 8), shape, lengths: varlenLengths(chunk: 8), withD: true, withBias: false, states: true, withZ: true)
             try h.run(MambaSSD(chunkLength: 4, dtSoftplus: true), shape, lengths: [1, 0, 5, 4, 3], withD: false, withBias: true, states: false)
             try h.run(MambaSSD(chunkLength: 8), shape, lengths: [0, 0], withD: true, withBias: true, states: true)
         }
@@ -156,7 +164,7 @@ struct MambaSSDTests {
         let ref = SSDReference(batch: b, length: l, heads: h, headDim: p, groups: g, stateDim: n, dtSoftplus: softplus)
         let base = SSDReference.Inputs(x: rng.floats(b * l * h * p), dt: rng.floats(b * l * h, in: 0.05...0.5), a: rng.floats(h, in: -1 ... -0.1),
                                        b: rng.floats(b * l * g * n), c: rng.floats(b * l * g * n), d: rng.floats(h), dtBias: rng.floats(h, in: -0.3...0.3),
-                                       initialState: rng.floats(b * h * n * p))
+                                       initialState: rng.floats(b * h * n * p), z: rng.floats(b * l * h * p, in: -3...3))
         let dy = rng.floats(b * l * h * p), dFinal = rng.floats(b * h * n * p)
         let grads = ref.backward(base, dy: dy, dFinal: dFinal)
         func loss(_ inputs: SSDReference.Inputs) -> Double {
@@ -191,6 +199,7 @@ struct MambaSSDTests {
             expectClose(grads.dDtBias[i], fdOptional(\.dtBias, i), "dDtBias[\(i)]")
         }
         for i in [0, 11] { expectClose(grads.dInitial[i], fdOptional(\.initialState, i), "dInitial[\(i)]") }
+        for i in [0, 9, base.x.count - 1] { expectClose(grads.dz[i], fdOptional(\.z, i), "dz[\(i)]") }
     }
 
     @Test func badInputsThrowTypedErrors() throws {
@@ -241,6 +250,12 @@ struct MambaSSDTests {
             #expect(throws: VkAttnError.invalidValue(op: name, operand: "dDtBias", reason: "given, but the forward had no dt bias")) {
                 try op.backward(x: x, dt: dt, a: a, b: b, c: c, dy: y, dx: dx, ddt: ddt, da: da, db: db, dc: dc,
                                 dDtBias: try device.makeTensor(shape: [h], dtype: .f32), on: stream)
+            }
+            #expect(throws: VkAttnError.invalidValue(op: name, operand: "dz", reason: "required with z")) {
+                try op.backward(x: x, dt: dt, a: a, b: b, c: c, z: dx, dy: y, dx: dx, ddt: ddt, da: da, db: db, dc: dc, on: stream)
+            }
+            #expect(throws: VkAttnError.shapeMismatch(op: name, operand: "z", expected: "[1, 10, 4, 3]", actual: "[1, 10, 4]")) {
+                try op.forward(x: x, dt: dt, a: a, b: b, c: c, z: dt, y: y, on: stream)
             }
             #expect(throws: VkAttnError.invalidValue(op: name, operand: "b", reason: "the state size N must be at least 1, got 0")) {
                 let b0 = try device.makeTensor(shape: [1, l, g, 0], dtype: .f32)

@@ -19,7 +19,9 @@ import VkAttnShaders
 /// the backward's dy) are f32, f16 or bf16, all alike; y, dx, dB, dC are f32 or that type.
 /// dt: as given (the step sizes, positive), or with ``dtSoftplus`` dt_eff = softplus(dt +
 /// dtBias) as mamba_ssm's `dt_softplus` with `dt_bias` (dtBias [H] f32, optional either way:
-/// without softplus dt_eff = dt + dtBias). No z gate: apply y * silu(z) outside.
+/// without softplus dt_eff = dt + dtBias). Optional output gate z [B, L, H, P] in x's type:
+/// y = (C H + D x) * silu(z), silu(z) = z sigmoid(z) (the backward then reruns the GLA forward
+/// for the ungated output and also returns dz).
 ///
 /// Packed variable-length batches: with `cuSeqlens` (as ``GatedLinearAttention``) the tensors
 /// have batch 1 (x [1, T, H, P], dt [1, T, H], B, C [1, T, G, N]) and the states are
@@ -58,6 +60,7 @@ public struct MambaSSD: Hashable, Sendable {
     ///   - c: C [B, L, G, N] in x's type.
     ///   - d: D [H] f32, the skip connection; nil: none.
     ///   - dtBias: A bias added to dt [H] f32; nil: none.
+    ///   - z: The output gate [B, L, H, P] in x's type (y times silu(z)); nil: none.
     ///   - initialState: The states before step 0 [B, H, N, P] f32; nil: zeros.
     ///   - y: Receives y [B, L, H, P]: f32 or x's type.
     ///   - finalState: Receives the states after the last step [B, H, N, P] f32; nil skips them.
@@ -68,10 +71,10 @@ public struct MambaSSD: Hashable, Sendable {
     /// - Throws: ``VkAttnError`` (op `mamba.ssd`) for a shape, type, device or overlap the op
     ///   does not take, bad `cuSeqlens`, or a problem the GLA kernels refuse.
     @discardableResult
-    public func forward(x: Tensor, dt: Tensor, a: Tensor, b: Tensor, c: Tensor, d: Tensor? = nil, dtBias: Tensor? = nil,
+    public func forward(x: Tensor, dt: Tensor, a: Tensor, b: Tensor, c: Tensor, d: Tensor? = nil, dtBias: Tensor? = nil, z: Tensor? = nil,
                         initialState: Tensor? = nil, y: Tensor, finalState: Tensor? = nil, cuSeqlens: [Int32]? = nil,
                         on stream: Stream) throws -> GLADispatch {
-        let plan = try MambaSSDPlan(op: self, device: stream.device, x: x, dt: dt, a: a, b: b, c: c, d: d, dtBias: dtBias,
+        let plan = try MambaSSDPlan(op: self, device: stream.device, x: x, dt: dt, a: a, b: b, c: c, d: d, dtBias: dtBias, z: z,
                                     initialState: initialState, cuSeqlens: cuSeqlens)
         return try plan.forward(y: y, finalState: finalState, on: stream)
     }
@@ -86,6 +89,7 @@ public struct MambaSSD: Hashable, Sendable {
     ///   - c: The forward's C.
     ///   - d: The forward's D; nil: none.
     ///   - dtBias: The forward's dt bias; nil: none.
+    ///   - z: The forward's output gate; nil: none.
     ///   - initialState: The forward's initial states; nil: zeros.
     ///   - dy: The gradient of y [B, L, H, P] in x's type.
     ///   - dFinalState: The gradient of the final states [B, H, N, P] f32; nil: zeros.
@@ -96,20 +100,21 @@ public struct MambaSSD: Hashable, Sendable {
     ///   - dc: Receives C's gradient [B, L, G, N].
     ///   - dd: Receives D's gradient [H] f32: required with D, refused without.
     ///   - dDtBias: Receives the dt bias gradient [H] f32: required with a bias, refused without.
+    ///   - dz: Receives z's gradient (dx's type): required with z, refused without.
     ///   - dInitialState: Receives the initial states' gradient [B, H, N, P] f32; nil skips it.
     ///   - cuSeqlens: The forward's packed sequences; nil: dense.
     ///   - stream: The stream to record into.
     /// - Returns: The GLA dispatch.
-    /// - Throws: ``VkAttnError``, as ``forward(x:dt:a:b:c:d:dtBias:initialState:y:finalState:cuSeqlens:on:)``.
+    /// - Throws: ``VkAttnError``, as ``forward(x:dt:a:b:c:d:dtBias:z:initialState:y:finalState:cuSeqlens:on:)``.
     @discardableResult
-    public func backward(x: Tensor, dt: Tensor, a: Tensor, b: Tensor, c: Tensor, d: Tensor? = nil, dtBias: Tensor? = nil,
+    public func backward(x: Tensor, dt: Tensor, a: Tensor, b: Tensor, c: Tensor, d: Tensor? = nil, dtBias: Tensor? = nil, z: Tensor? = nil,
                          initialState: Tensor? = nil, dy: Tensor, dFinalState: Tensor? = nil,
-                         dx: Tensor, ddt: Tensor, da: Tensor, db: Tensor, dc: Tensor, dd: Tensor? = nil, dDtBias: Tensor? = nil,
+                         dx: Tensor, ddt: Tensor, da: Tensor, db: Tensor, dc: Tensor, dd: Tensor? = nil, dDtBias: Tensor? = nil, dz: Tensor? = nil,
                          dInitialState: Tensor? = nil, cuSeqlens: [Int32]? = nil, on stream: Stream) throws -> GLADispatch {
-        let plan = try MambaSSDPlan(op: self, device: stream.device, x: x, dt: dt, a: a, b: b, c: c, d: d, dtBias: dtBias,
+        let plan = try MambaSSDPlan(op: self, device: stream.device, x: x, dt: dt, a: a, b: b, c: c, d: d, dtBias: dtBias, z: z,
                                     initialState: initialState, cuSeqlens: cuSeqlens)
         return try plan.backward(dy: dy, dFinalState: dFinalState, dx: dx, ddt: ddt, da: da, db: db, dc: dc, dd: dd, dDtBias: dDtBias,
-                                 dInitialState: dInitialState, on: stream)
+                                 dz: dz, dInitialState: dInitialState, on: stream)
     }
 }
 
@@ -119,7 +124,7 @@ package struct MambaSSDPlan {
     let op: MambaSSD
     let device: Device
     let x: Tensor, dt: Tensor, a: Tensor, b: Tensor, c: Tensor
-    let d: Tensor?, dtBias: Tensor?, initial: Tensor?
+    let d: Tensor?, dtBias: Tensor?, z: Tensor?, initial: Tensor?
     let cu: [Int32]?
     package let batch: Int, length: Int, heads: Int, headDim: Int, groups: Int, stateDim: Int
     let stateBatch: Int
@@ -133,10 +138,10 @@ package struct MambaSSDPlan {
     package var isEmpty: Bool { x.isEmpty }
 
     package init(op: MambaSSD, device: Device, x: Tensor, dt: Tensor, a: Tensor, b: Tensor, c: Tensor, d: Tensor?, dtBias: Tensor?,
-                 initialState: Tensor?, cuSeqlens: [Int32]?) throws {
+                 z: Tensor? = nil, initialState: Tensor?, cuSeqlens: [Int32]?) throws {
         let name = Self.opName
-        (self.op, self.device, self.x, self.dt, self.a, self.b, self.c, self.d, self.dtBias, self.initial, self.cu) =
-            (op, device, x, dt, a, b, c, d, dtBias, initialState, cuSeqlens)
+        (self.op, self.device, self.x, self.dt, self.a, self.b, self.c, self.d, self.dtBias, self.z, self.initial, self.cu) =
+            (op, device, x, dt, a, b, c, d, dtBias, z, initialState, cuSeqlens)
         guard x.shape.count == 4 else {
             throw VkAttnError.shapeMismatch(op: name, operand: "x", expected: "[B, L, H, P]", actual: "\(x.shape)")
         }
@@ -168,6 +173,7 @@ package struct MambaSSDPlan {
         try a.expect(op: name, "a", shape: [heads], dtype: .f32, device: device)
         if let d { try d.expect(op: name, "d", shape: [heads], dtype: .f32, device: device) }
         if let dtBias { try dtBias.expect(op: name, "dtBias", shape: [heads], dtype: .f32, device: device) }
+        if let z { try z.expect(op: name, "z", shape: x.shape, dtype: inputType, device: device) }
         if let cuSeqlens {
             guard batch == 1 else {
                 throw VkAttnError.shapeMismatch(op: name, operand: "x", expected: "[1, T, H, P] with cuSeqlens (packed sequences)", actual: "\(x.shape)")
@@ -179,7 +185,7 @@ package struct MambaSSDPlan {
             try initialState.expect(op: name, "initialState", shape: [stateBatch, heads, stateDim, headDim], dtype: .f32, device: device)
         }
         for (operand, t) in [("x", x), ("dt", dt), ("a", a), ("b", b), ("c", c)] + (d.map { [("d", $0)] } ?? [])
-            + (dtBias.map { [("dtBias", $0)] } ?? []) + (initialState.map { [("initialState", $0)] } ?? []) {
+            + (dtBias.map { [("dtBias", $0)] } ?? []) + (z.map { [("z", $0)] } ?? []) + (initialState.map { [("initialState", $0)] } ?? []) {
             try t.expectBindable(op: name, operand)
         }
         guard tokens * heads * max(stateDim, headDim) < 1 << 31 else {
@@ -205,7 +211,8 @@ package struct MambaSSDPlan {
     }
 
     func expectNoOverlap(_ outputs: [(String, Tensor?)], inputs extra: [(String, Tensor?)] = []) throws {
-        let inputs: [(String, Tensor?)] = [("x", x), ("dt", dt), ("a", a), ("b", b), ("c", c), ("d", d), ("dtBias", dtBias), ("initialState", initial)] + extra
+        let inputs: [(String, Tensor?)] = [("x", x), ("dt", dt), ("a", a), ("b", b), ("c", c), ("d", d), ("dtBias", dtBias), ("z", z),
+                                           ("initialState", initial)] + extra
         let outs = outputs.compactMap { o in o.1.map { (o.0, $0) } }
         for (k, (oName, o)) in outs.enumerated() {
             for (iName, i) in inputs.compactMap({ i in i.1.map { (i.0, $0) } }) + outs[(k + 1)...].map({ $0 }) where o.buffer === i.buffer
@@ -217,7 +224,7 @@ package struct MambaSSDPlan {
 
     func push(flags: Int = 0, blocks: Int = 0) throws -> MambaSSDPush {
         let n = Self.opName
-        var f = (d != nil ? 1 : 0) | (op.dtSoftplus ? 2 : 0) | (dtBias != nil ? 4 : 0)
+        var f = (d != nil ? 1 : 0) | (op.dtSoftplus ? 2 : 0) | (dtBias != nil ? 4 : 0) | (z != nil ? 16 : 0)
         f |= flags
         return MambaSSDPush(T: try UInt32(pushing: tokens, "\(n) tokens"), H: try UInt32(pushing: heads, "\(n) H"), G: try UInt32(pushing: groups, "\(n) G"),
                             N: try UInt32(pushing: stateDim, "\(n) N"), P: try UInt32(pushing: headDim, "\(n) P"), flags: UInt32(f),
@@ -282,16 +289,20 @@ package struct MambaSSDPlan {
         try expectNoOverlap([("y", y), ("finalState", finalState)])
     }
 
-    /// y = o + D x from GLA's o (f32), where the call has D.
+    /// y = (o + D x) silu(z) from GLA's o (f32), where the call has D or z.
     package func encodeOutput(_ stream: Stream, o: Tensor, y: Tensor) throws {
-        let epilogue = try kernel(variant(Shaders.mambaSsdOutputF32, f16: Shaders.mambaSsdOutputF16, f16o32: Shaders.mambaSsdOutputF16o32,
-                                          bf16: Shaders.mambaSsdOutputBf16, bf16o32: Shaders.mambaSsdOutputBf16o32, output: y.dtype), bindings: 4)
-        try stream.dispatch(epilogue, bindings: [o.slice, x.slice, d?.slice ?? a.slice, y.slice], push: try push(),
-                            groups: grid(tokens * heads * headDim))
+        try stream.dispatch(try outputKernel(mode: 0, output: y.dtype), bindings: [o.slice, x.slice, d?.slice ?? a.slice, y.slice, z?.slice ?? x.slice,
+                                                                                 x.slice, o.slice],
+                            push: try push(), groups: grid(tokens * heads * headDim))
     }
 
-    /// Whether the call has D (y then needs the epilogue).
-    package var hasD: Bool { d != nil }
+    func outputKernel(mode: Int, output: DType) throws -> Kernel {
+        try kernel(variant(Shaders.mambaSsdOutputF32, f16: Shaders.mambaSsdOutputF16, f16o32: Shaders.mambaSsdOutputF16o32,
+                           bf16: Shaders.mambaSsdOutputBf16, bf16o32: Shaders.mambaSsdOutputBf16o32, output: output), bindings: 7, mode: mode)
+    }
+
+    /// Whether y needs the epilogue (the call has D or z).
+    package var hasD: Bool { d != nil || z != nil }
 
     func forward(y: Tensor, finalState: Tensor?, on stream: Stream) throws -> GLADispatch {
         try checkForward(y: y, finalState: finalState)
@@ -305,9 +316,9 @@ package struct MambaSSDPlan {
         let (plan, q, k, gates) = try encodePrep(stream)
         _ = (q, k, gates)
         // Without D, GLA writes y itself; with it, o goes through an fp32 workspace and the epilogue.
-        let o = d == nil ? y : try device.makeTensor(shape: x.shape, dtype: .f32)
+        let o = hasD ? try device.makeTensor(shape: x.shape, dtype: .f32) : y
         let dispatch = try plan.forward(output: o, finalState: finalState, chunkStates: nil, on: stream)
-        if d != nil {
+        if hasD {
             try stream.barrier()
             try encodeOutput(stream, o: o, y: y)
         }
@@ -316,7 +327,7 @@ package struct MambaSSDPlan {
 
     /// Checks the backward's operands (before anything is recorded).
     package func checkBackward(dy: Tensor, dFinalState: Tensor?, dx: Tensor, ddt: Tensor, da: Tensor, db: Tensor, dc: Tensor, dd: Tensor?,
-                               dDtBias: Tensor?, dInitialState: Tensor?) throws {
+                               dDtBias: Tensor?, dz: Tensor? = nil, dInitialState: Tensor?) throws {
         let name = Self.opName
         let stateShape = [stateBatch, heads, stateDim, headDim]
         try dy.expect(op: name, "dy", shape: x.shape, dtype: inputType, device: device)
@@ -346,19 +357,27 @@ package struct MambaSSDPlan {
         case (_, let g?): try expectOutput("dDtBias", g, shape: [heads], halfAllowed: false)
         default: break
         }
+        switch (z, dz) {
+        case (nil, .some): throw VkAttnError.invalidValue(op: name, operand: "dz", reason: "given, but the forward had no z")
+        case (.some, nil): throw VkAttnError.invalidValue(op: name, operand: "dz", reason: "required with z")
+        case (_, let dz?):
+            try dz.expect(op: name, "dz", shape: x.shape, dtype: dx.dtype, device: device)
+            try dz.expectBindable(op: name, "dz")
+        default: break
+        }
         if let dInitialState { try expectOutput("dInitialState", dInitialState, shape: stateShape, halfAllowed: false) }
-        try expectNoOverlap([("dx", dx), ("ddt", ddt), ("da", da), ("db", db), ("dc", dc), ("dd", dd), ("dDtBias", dDtBias),
+        try expectNoOverlap([("dx", dx), ("ddt", ddt), ("da", da), ("db", db), ("dc", dc), ("dd", dd), ("dDtBias", dDtBias), ("dz", dz),
                              ("dInitialState", dInitialState)], inputs: [("dy", dy), ("dFinalState", dFinalState)])
     }
 
     func backward(dy: Tensor, dFinalState: Tensor?, dx: Tensor, ddt: Tensor, da: Tensor, db: Tensor, dc: Tensor, dd: Tensor?,
-                  dDtBias: Tensor?, dInitialState: Tensor?, on stream: Stream) throws -> GLADispatch {
-        try checkBackward(dy: dy, dFinalState: dFinalState, dx: dx, ddt: ddt, da: da, db: db, dc: dc, dd: dd, dDtBias: dDtBias,
+                  dDtBias: Tensor?, dz: Tensor?, dInitialState: Tensor?, on stream: Stream) throws -> GLADispatch {
+        try checkBackward(dy: dy, dFinalState: dFinalState, dx: dx, ddt: ddt, da: da, db: db, dc: dc, dd: dd, dDtBias: dDtBias, dz: dz,
                           dInitialState: dInitialState)
         if isEmpty {
             // No kernel: nothing reaches y, so every gradient is 0, but the initial states'
             // (dFinalState's, after zero steps).
-            for t in [dx, ddt, da, db, dc] + [dd, dDtBias].compactMap({ $0 }) { try t.recordFill(bits: 0, on: stream) }
+            for t in [dx, ddt, da, db, dc] + [dd, dDtBias, dz].compactMap({ $0 }) { try t.recordFill(bits: 0, on: stream) }
             if let dInitialState {
                 if let dFinalState, length == 0 { try dInitialState.recordCopy(from: dFinalState, on: stream) } else { try dInitialState.recordFill(bits: 0, on: stream) }
             }
@@ -367,6 +386,18 @@ package struct MambaSSDPlan {
         let (plan, _, _, _) = try encodePrep(stream)
         let dq = try device.makeTensor(shape: qkShape, dtype: .f32), dk = try device.makeTensor(shape: qkShape, dtype: .f32)
         let dv = try device.makeTensor(shape: x.shape, dtype: .f32), dlg = try device.makeTensor(shape: dt.shape, dtype: .f32)
+        var dy = dy
+        if let dz {
+            // The gate needs the ungated output: the GLA forward again, then dz and dy silu(z).
+            let o = try device.makeTensor(shape: x.shape, dtype: .f32), dyEff = try device.makeTensor(shape: x.shape, dtype: inputType)
+            _ = try plan.forward(output: o, finalState: nil, chunkStates: nil, on: stream)
+            try stream.barrier()
+            try stream.dispatch(try outputKernel(mode: 1, output: dz.dtype), bindings: [o.slice, x.slice, d?.slice ?? a.slice, dz.slice,
+                                                                                      z?.slice ?? x.slice, dy.slice, dyEff.slice],
+                                push: try push(), groups: grid(tokens * heads * headDim))
+            try stream.barrier()
+            dy = dyEff
+        }
         let dispatch = try plan.backward(dOutput: dy, dFinalState: dFinalState, dq: dq, dk: dk, dv: dv, dLogGates: dlg,
                                          dInitialState: dInitialState, on: stream)
         try stream.barrier()
