@@ -3,8 +3,8 @@ import Foundation
 import VkAttn
 import VkAttnReference
 
-/// The Mamba-2 SSD benchmark body (`MambaSSD`), from plain values, for `mamba --variant ssd`
-/// (and the hidden `mamba-ssd` subcommand): dt through softplus with a bias, D skip, A in
+/// The Mamba-2 SSD benchmark body (`MambaSSD`), from plain values, for `mamba --variant ssd`:
+/// dt through softplus with a bias, D skip, A in
 /// -8...-1 (the models' A_log range), random raw dt in -5...-2 (dt_eff about 0.007...0.13).
 /// GB/s counts the minimum bytes: forward reads x, dt, B, C and writes y; backward also reads
 /// dy and writes dx, ddt, dB, dC. TFLOP/s counts the chunked GLA multiply-adds (x2) with
@@ -129,32 +129,5 @@ struct MambaSSDBench {
         return [ResultRow(op: "mamba-ssd", device: context.deviceName, config: config, path: label, timing: timing,
                           gbps: gbps, tflops: flops / (timing.medianMs * 1e9), ratioToCopy: gbps / copyGBps,
                           check: result.0, maxRelError: result.1)]
-    }
-}
-
-/// Hidden: runs ``MambaSSDBench`` until `mamba --variant ssd` calls it.
-struct MambaSSDCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "mamba-ssd", abstract: "Mamba-2 SSD (see MambaSSDBench).",
-                                                    shouldDisplay: false)
-
-    @OptionGroup var device: DeviceOptions
-    @OptionGroup var measure: MeasureOptions
-    @Option(help: "B.") var batch = 1
-    @Option(help: "L (sequence length).") var seq = 2048
-    @Option(help: "H (heads).") var heads = 4
-    @Option(help: "P (head dimension).") var headDim = 64
-    @Option(help: "N (state size).") var state = 64
-    @Option(help: "G (groups of B and C; divides H).") var groups = 1
-    @Option(help: "Type of x, B, C, dy and the outputs.") var dtype = StorageType.f32
-    @Flag(help: "Packed variable-length batch: B sequences of random lengths (cu_seqlens).") var varlen = false
-    @Flag(help: "Time the backward pass.") var backward = false
-    @Option(help: "Seed (default: fresh).") var seed: UInt64?
-
-    func run() throws {
-        let context = try BenchContext(device)
-        let bench = MambaSSDBench(batch: batch, seq: seq, heads: heads, headDim: headDim, state: state, groups: groups, dtype: dtype.dtype,
-                                  varlen: varlen, backward: backward, check: measure.check, seed: seed,
-                                  warmup: measure.warmup, iterations: measure.iterations)
-        try context.report(try bench.run(context), json: measure.json)
     }
 }
