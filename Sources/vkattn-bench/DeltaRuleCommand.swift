@@ -9,8 +9,8 @@ struct DeltaRuleCommand: ParsableCommand {
         abstract: "The delta rule (DeltaNet) or Gated DeltaNet, chunked (WY/UT form), forward or backward, one device or --ranks.",
         discussion: """
             Inputs are the models' regime: q and k L2-normalised per head and row, beta in [0, 1], \
-            log-decays in [-1, 0] (--gated). --varlen packs --batch x --seq tokens as sequences of \
-            random lengths (one of length 1 among them) with cu_seqlens. GB/s counts the minimum bytes \
+            log-decays in [-1, 0] (--gated). --varlen packs the --batch x --seq tokens as sequences of \
+            random lengths (one of length 1 and one empty among them) with cu_seqlens. GB/s counts the minimum bytes \
             moved (q, k, v, beta, decays, o; the backward also dO and the gradients). TFLOP/s counts \
             the chunked algorithm's multiply-adds (x2): per chunk of C rows about C^2 (2 Dk + Dv) for \
             the WY form and 3 C Dk Dv + Dk^2 (Dk + Dv) for the outputs and the chunk's map; the \
@@ -49,20 +49,6 @@ struct DeltaRuleCommand: ParsableCommand {
         return [("q", [batch, seq, heads, dk], e), ("v", [batch, seq, heads, dv], e), ("states", [batch, heads, dk, dv], 4)]
     }
 
-    /// Random lengths summing to `total`, one of them 1 (when there is room), the rest between 1
-    /// and twice the mean of 8 sequences.
-    static func randomLengths(total: Int, rng: inout SeededRandom) -> [Int] {
-        var lengths: [Int] = total > 1 ? [1] : []
-        var left = total - lengths.reduce(0, +)
-        let mean = max(1, total / 8)
-        while left > 0 {
-            let n = min(left, 1 + Int(rng.next() % UInt64(2 * mean)))
-            lengths.append(n)
-            left -= n
-        }
-        return lengths.shuffled(using: &rng)
-    }
-
     func run() throws {
         if ranks > 1 { return try DeltaRuleParallelBenchmark(command: self).run() }
         let context = try BenchContext(device)
@@ -71,7 +57,7 @@ struct DeltaRuleCommand: ParsableCommand {
         let op = DeltaRule(gated: gated, chunkLength: chunkLength)
         let type = dtype.dtype
         var rng = SeededRandom.fresh()
-        let lengths = varlen ? Self.randomLengths(total: batch * seq, rng: &rng) : [Int](repeating: seq, count: batch)
+        let lengths = varlen ? VarlenLengths.make(batch: batch, length: seq, rng: &rng) : [Int](repeating: seq, count: batch)
         let t = batch * seq, h = heads
         let (b, l) = varlen ? (1, t) : (batch, seq)
         let cu: [Int32]? = varlen ? try Limits.cumulative(lengths, "--varlen") : nil

@@ -13,9 +13,9 @@ struct LinearAttention: ParsableCommand {
             TFLOP/s counts the chunked algorithm's multiply-adds (x2): per chunk of C rows the \
             intra-chunk products C^2/2 (Dk + Dv) and the inter-chunk terms C Dk Dv (x2 with the \
             state update); backward about twice as many. ratio_to_copy divides GB/s by \
-            vkCmdCopyBuffer's over as many bytes, measured in the same run. With --varlen the batch \
-            is B packed sequences (cu_seqlens) of seeded random lengths in 0...2L (a length-1 and \
-            an empty one among them), checked against each sequence run on its own.
+            vkCmdCopyBuffer's over as many bytes, measured in the same run. With --varlen the B x L \
+            tokens are packed sequences (cu_seqlens) of seeded random lengths up to 2L (a length-1 \
+            and an empty one among them), checked against each sequence run on its own.
             """)
 
     @OptionGroup var device: DeviceOptions
@@ -30,7 +30,7 @@ struct LinearAttention: ParsableCommand {
     @Flag(help: "Time the backward pass.") var backward = false
     @Option(help: "Type of q, k, v, dO and the outputs (gates and states are fp32).") var dtype = StorageType.f32
     @Option(help: "Kernels: auto, scalar or coopmat.") var kernel = KernelPreference.automatic
-    @Flag(help: "Packed variable-length batch: B sequences of random lengths (cu_seqlens).") var varlen = false
+    @Flag(help: "Packed variable-length batch: the B x L tokens as sequences of random lengths (cu_seqlens).") var varlen = false
 
     func validate() throws {
         guard batch >= 1, length >= 1, heads >= 1, dk >= 1, dv >= 1 else { throw OptionError("sizes must be >= 1") }
@@ -128,7 +128,7 @@ struct LinearAttention: ParsableCommand {
         let config: [String: ConfigValue] = [
             "batch": .int(batch), "length": .int(length), "heads": .int(h), "dk": .int(dk), "dv": .int(dv),
             "gating": .string(op.gating.rawValue), "pass": .string(backward ? "backward" : "forward"), "dtype": .string(type.rawValue),
-            "varlen": .string(varlen ? "\(batch) sequences, \(l) tokens" : "no"),
+            "varlen": .string(varlen ? "\(lengths.count) sequences, \(l) tokens" : "no"),
         ]
         let row = ResultRow(op: "linear-attention", device: context.deviceName, config: config, path: label, timing: timing,
                             gbps: gbps, tflops: flops / (timing.medianMs * 1e9), ratioToCopy: gbps / copyGBps,
@@ -152,16 +152,4 @@ struct LinearAttention: ParsableCommand {
         }
         return (ok ? .pass : .fail, worst)
     }
-}
-
-/// Sequence lengths for the benches' `--varlen`: `batch` seeded random lengths in 0...2L, the
-/// first ones 1 and 0 (where there are several) so a packed batch always holds the awkward cases.
-enum VarlenLengths {
-    static func make(batch: Int, length: Int, rng: inout SeededRandom) -> [Int] {
-        var lengths = (0..<batch).map { _ in Int(rng.floats(1, in: 0...1)[0] * Float(2 * length)) }
-        if batch >= 3 { (lengths[0], lengths[1]) = (1, 0) }
-        return lengths
-    }
-
-    static func cumulative(_ lengths: [Int]) -> [Int32] { lengths.reduce(into: [Int32(0)]) { $0.append($0.last! + Int32($1)) } }
 }

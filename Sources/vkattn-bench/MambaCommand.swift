@@ -21,8 +21,8 @@ struct Mamba: ParsableCommand {
             the minimum bytes moved: forward reads x, delta, z, B, C and writes out; backward also \
             reads dOut and writes dx, ddelta, dz, dB, dC. TFLOP/s counts 5 multiply-adds (x2) per \
             (row, channel, state) forward (the chunk maps, the replay and the C product) and 15 \
-            backward. --varlen packs each batch row's --seq rows as sequences of random lengths \
-            (one of length 1, one empty) into one batch with cu_seqlens. ratio_to_copy divides \
+            backward. --varlen packs the --batch x --seq rows as sequences of random lengths up to \
+            2 --seq (one of length 1, one empty; both variants) with cu_seqlens. ratio_to_copy divides \
             GB/s by vkCmdCopyBuffer's over as many bytes, measured in the same run. \
             --variant ssd runs Mamba-2's SSD instead (MambaSSD: --heads, --head-dim, --state, \
             --groups; --channels is the selective scan's only), with MambaSSDBench's counts.
@@ -40,7 +40,7 @@ struct Mamba: ParsableCommand {
     @Option(help: "G (groups of B and C, dividing H; ssd, default 1).") var groups: Int?
     @Option(help: "Rows per chunk at most (default: the most the kernels take).") var chunkLength: Int?
     @Option(help: "Storage type of x, delta, z, B, C, dOut and out (A, D, the bias, the states and the gradients are f32).") var dtype = StorageType.f32
-    @Flag(help: "Pack each batch row into sequences of random lengths (cu_seqlens).") var varlen = false
+    @Flag(help: "Pack the B x L rows as sequences of random lengths (cu_seqlens).") var varlen = false
     @Flag(help: "Time the backward pass.") var backward = false
 
     func validate() throws {
@@ -84,19 +84,6 @@ struct Mamba: ParsableCommand {
                       iterations: measure.iterations, chunkLength: chunkLength)
     }
 
-    /// Random lengths summing to `total`: one of length 1 first, random pieces, one empty last.
-    static func lengths(_ total: Int, _ rng: inout SeededRandom) -> [Int] {
-        guard total > 1 else { return [total, 0] }
-        let cuts = (0..<Int(rng.next() % 6)).map { _ in 1 + Int(rng.next() % UInt64(total - 1)) }.sorted()
-        var pieces = [1]
-        var last = 1
-        for c in cuts + [total] {
-            pieces.append(c - last)
-            last = c
-        }
-        return pieces + [0]
-    }
-
     func run() throws {
         let context = try BenchContext(device)
         try Limits.require(operands, on: context)
@@ -110,7 +97,7 @@ struct Mamba: ParsableCommand {
         var rng = SeededRandom.fresh()
         let (dc, n) = (channels, state)
         let T = batch * seq
-        let cu: [Int]? = varlen ? (0..<batch).flatMap { _ in Self.lengths(seq, &rng) }.reduce(into: [0]) { $0.append($0.last! + $1) } : nil
+        let cu: [Int]? = varlen ? VarlenLengths.make(batch: batch, length: seq, rng: &rng).reduce(into: [0]) { $0.append($0.last! + $1) } : nil
         let cuList = cu ?? (0...batch).map { $0 * seq }
         let S = cuList.count - 1
         let (b, l) = varlen ? (1, T) : (batch, seq)

@@ -9,8 +9,8 @@ import VkAttnReference
 /// GB/s counts the minimum bytes: forward reads x, dt, B, C and writes y; backward also reads
 /// dy and writes dx, ddt, dB, dC. TFLOP/s counts the chunked GLA multiply-adds (x2) with
 /// Dk = N, Dv = P (backward about twice as many). --check compares with the fp64 step-by-step
-/// reference (SSDReference), per sequence with --varlen (B packed sequences of seeded random
-/// lengths in 0...2L).
+/// reference (SSDReference), per sequence with --varlen (the B x L tokens packed as
+/// `VarlenLengths` sequences).
 struct MambaSSDBench {
     var batch: Int
     var seq: Int
@@ -124,7 +124,7 @@ struct MambaSSDBench {
         let config: [String: ConfigValue] = [
             "batch": .int(batch), "seq": .int(seq), "heads": .int(h), "head_dim": .int(p), "state": .int(n), "groups": .int(g),
             "pass": .string(backward ? "backward" : "forward"), "dtype": .string(dtype.rawValue),
-            "varlen": .string(varlen ? "\(batch) sequences, \(l) tokens" : "no"),
+            "varlen": .string(varlen ? "\(lengths.count) sequences, \(l) tokens" : "no"),
         ]
         return [ResultRow(op: "mamba-ssd", device: context.deviceName, config: config, path: label, timing: timing,
                           gbps: gbps, tflops: flops / (timing.medianMs * 1e9), ratioToCopy: gbps / copyGBps,

@@ -11,8 +11,9 @@ struct Recurrence: ParsableCommand {
             per step and channel) plus h0 and the final state; backward reads a, h and dh and \
             writes da and db (5 per step) plus dFinal, h0 and dh0. ratio_to_copy divides by \
             vkCmdCopyBuffer's GB/s (read + write) over as many bytes, measured in the same run. \
-            With --varlen the batch is B packed sequences (cu_seqlens) of seeded random lengths \
-            in 0...2L, checked against each sequence run on its own.
+            With --varlen the B x L steps are packed sequences (cu_seqlens) of seeded random lengths \
+            up to 2L (a length-1 and an empty one among them), checked against each sequence run \
+            on its own.
             """)
 
     @OptionGroup var device: DeviceOptions
@@ -27,7 +28,7 @@ struct Recurrence: ParsableCommand {
     @Option(help: "Path: one forced, both in turn, or default (the device's choice).") var path = PathChoice<RecurrenceAlgorithm>.deviceDefault
     @Option(help: "Steps per chunk (a multiple of 4; default: the device's choice).") var chunkLength: Int?
     @Option(help: "Element type (fp32 only).") var dtype = RecurrenceElementType.f32
-    @Flag(help: "Packed variable-length batch: B sequences of random lengths (cu_seqlens).") var varlen = false
+    @Flag(help: "Packed variable-length batch: the B x L steps as sequences of random lengths (cu_seqlens).") var varlen = false
 
     func validate() throws {
         guard batch >= 1, length >= 1, channels >= 1 else { throw OptionError("--batch, --length and --channels must be >= 1") }
