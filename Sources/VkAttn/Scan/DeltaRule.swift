@@ -33,13 +33,23 @@ public struct DeltaRule: Hashable, Sendable {
     public var gated: Bool
     /// Rows per chunk (1...64); nil: from the device (`preferredChunkLength(on:)`).
     public var chunkLength: Int?
+    /// Whether the forward's chunk products (W = U - Wk S_0, Q S_0, P = Q K^T, P W) run on
+    /// cooperative matrices (f16 inputs only: f16 operands, fp32 accumulators; the fp32
+    /// intermediates S_0, Wk, W and P are rounded to f16 for the products, a few f16 units of
+    /// relative error in o) or the scalar kernels. `.automatic` takes cooperative matrices where
+    /// this build, the device and the shapes allow (the `path` says which ran and, on a device
+    /// that offers them, why not); `.cooperativeMatrix` throws `VkAttnError.unsupported` where
+    /// they cannot run. The WY form, the chunk maps, the carry and the backward are scalar.
+    public var preference: KernelPreference
 
     /// - Parameters:
     ///   - gated: Gated DeltaNet (a log-decay per head and step) or DeltaNet.
     ///   - chunkLength: Rows per chunk; nil chooses from the device.
-    public init(gated: Bool, chunkLength: Int? = nil) {
+    ///   - preference: Cooperative-matrix or scalar kernels (``preference``).
+    public init(gated: Bool, chunkLength: Int? = nil, preference: KernelPreference = .automatic) {
         self.gated = gated
         self.chunkLength = chunkLength
+        self.preference = preference
     }
 
     /// The op name in errors.

@@ -25,6 +25,10 @@ package struct DeltaRulePlan {
     package let seqTable: [UInt32]
     let workgroup: Int
     static let carryWorkgroup = 256
+    /// The cooperative-matrix layout of the forward's output kernel, or nil for the scalar one.
+    let coopmat: DeltaRuleCoopmat?
+    /// Why the cooperative-matrix kernels do not run, on a device that offers them.
+    package let cooperativeMatrixSkipped: String?
 
     package static let opName = DeltaRule.opName
 
@@ -84,6 +88,22 @@ package struct DeltaRulePlan {
             throw VkAttnError.invalidValue(op: name, operand: "chunkLength",
                                            reason: "\(C) must be in 1...64 with five \(C) x \(C) fp32 matrices in shared memory (\(device.capabilities.maxComputeSharedMemoryBytes) bytes)")
         }
+        var skipped: String? = "the scalar kernels were requested"
+        var chosen: DeltaRuleCoopmat? = nil
+        if op.preference != .scalar && !(q.isEmpty || v.isEmpty) {
+            switch DeltaRuleCoopmat.choose(device: device, input: inputType, chunk: C, dk: Dk, dv: Dv) {
+            case .success(let layout):
+                chosen = layout
+                skipped = nil
+            case .failure(let why):
+                if op.preference == .cooperativeMatrix {
+                    throw VkAttnError.unsupported(op: name, reason: "cooperative-matrix kernels: \(why.reason)")
+                }
+                skipped = why.reason
+            }
+        }
+        coopmat = chosen
+        cooperativeMatrixSkipped = device.enabled.cooperativeMatrixKHR ? skipped : nil
         var table: [UInt32] = [], seqs: [UInt32] = []
         var row = 0, longest = 0
         for (s, length) in lengths.enumerated() {
@@ -128,7 +148,20 @@ package struct DeltaRulePlan {
     /// True when nothing is computed: no rows, heads or an empty state (Dk or Dv zero).
     package var isEmpty: Bool { T == 0 || H == 0 || Dk == 0 || Dv == 0 }
 
-    package var label: String { "chunked-wy/\(op.gated ? "gated" : "ungated")/chunk\(C)/scalar-\(inputType)" }
+    /// The kernels as paths report them: `coopmat-f16 8x8x8` when the forward's output kernel
+    /// runs on cooperative matrices (the other kernels are scalar), else the scalar type and,
+    /// on a device that offers cooperative matrices, why they do not run.
+    package var label: String {
+        let kernels = coopmat.map { "coopmat-\(inputType) \(CooperativeMatrix.text($0.shape))" } ?? "scalar-\(inputType)"
+        return "chunked-wy/\(op.gated ? "gated" : "ungated")/chunk\(C)/\(kernels)" + (cooperativeMatrixSkipped.map { " [no coopmat: \($0)]" } ?? "")
+    }
+
+    /// The backward's path: its kernels are all scalar (the cooperative-matrix output kernel is
+    /// the forward's), which it says where the forward would take cooperative matrices.
+    var backwardLabel: String {
+        guard coopmat != nil else { return label }
+        return "chunked-wy/\(op.gated ? "gated" : "ungated")/chunk\(C)/scalar-\(inputType) [no coopmat: the backward has no cooperative-matrix kernels]"
+    }
 
     package func push(flags: Int) throws -> DeltaPush {
         let name = Self.opName
@@ -275,8 +308,16 @@ package struct DeltaRulePlan {
         return DeltaRuleDispatch(chunkLength: C, chunks: chunks, path: label)
     }
 
-    /// o from the boundary states (output.comp, mode 0).
+    /// o from the boundary states (output.comp, mode 0, or output_coopmat.comp).
     package func encodeOutput(_ stream: Stream, _ work: Work, states: BufferSlice, output: Tensor) throws {
+        if let cm = coopmat {
+            let kernel = try cm.outputKernel(device: device, chunk: C, dk: Dk, dv: Dv, output: output.dtype)
+            let w = try device.makeBuffer(byteCount: T * H * Dv * 4)
+            try stream.dispatch(kernel, bindings: [work.chunkTable.whole, q.slice, k.slice, work.gcum.whole, work.u.whole, work.wk.whole,
+                                                   states, w.whole, output.slice],
+                                push: push(flags: 0), groups: grid(groups: chunks * H))
+            return
+        }
         let shader = variant(Shaders.deltaOutputF32, f16: Shaders.deltaOutputF16, f16o32: Shaders.deltaOutputF16o32,
                              bf16: Shaders.deltaOutputBf16, bf16o32: Shaders.deltaOutputBf16o32, output: output.dtype)
         let kernel = try kernel(shader, bindings: 12, workgroup: workgroup, extra: ["MODE": .int(0)])
@@ -344,7 +385,7 @@ package struct DeltaRulePlan {
         if let dInitialState {
             try encodeSlots(stream, from: dstates, first: true, into: dInitialState)
         }
-        return DeltaRuleDispatch(chunkLength: C, chunks: chunks, path: label)
+        return DeltaRuleDispatch(chunkLength: C, chunks: chunks, path: backwardLabel)
     }
 
     /// What the backward's state-gradient pass leaves for the gradients.

@@ -1,0 +1,79 @@
+import VulkanCompute
+import VkAttnShaders
+
+/// How a delta-rule call runs its forward's chunk products on cooperative matrices
+/// (Shaders/delta/output_coopmat.comp: W = U - Wk S_0, Q S_0, P = Q K^T and P W): the square
+/// shape and the subgroups of the output kernel. The shared-memory formula mirrors the shader's
+/// declarations. The WY form (prep.comp), the chunk maps, the carry and the backward stay on the
+/// scalar kernels.
+struct DeltaRuleCoopmat: Hashable {
+    let shape: CooperativeMatrixShape
+    let subgroupSize: Int
+    /// Subgroups of the output kernel (each owns chunk / M / subgroups row blocks).
+    let subgroups: Int
+    /// Whether every subgroup must run as many matrix operations (lavapipe; see
+    /// Shaders/delta/output_coopmat.comp).
+    let uniformMatrixOps: Bool
+
+    var m: Int { shape.m }
+
+    /// The output kernel's shared memory: the chunk's W rows and a state slice (16-bit, rows of
+    /// Dv + 8), per subgroup two [M][Dk + 8] 16-bit tiles, an M x (M + 4) fp32 tile, an
+    /// M x (M + 8) 16-bit tile and a word, and the chunk's decays and block scales.
+    static func outputSharedBytes(chunk: Int, dk: Int, dv: Int, m: Int, subgroups: Int) -> Int {
+        2 * chunk * (dv + 8) + 2 * m * (dv + 8) + subgroups * (2 * 2 * m * (dk + 8) + 4 * m * (m + 4) + 2 * m * (m + 8) + 4)
+            + 4 * chunk + 4 * (chunk / m)
+    }
+
+    /// The layout for this problem on `device`, or why the cooperative-matrix kernel cannot run.
+    /// - Parameters:
+    ///   - device: The device that will run the call.
+    ///   - input: q's type: only f16 runs on cooperative matrices (bf16 is never narrowed).
+    ///   - chunk: Rows per chunk (a multiple of the shape's M).
+    ///   - dk: The key dimension (a multiple of M).
+    ///   - dv: The value dimension (a multiple of M).
+    static func choose(device: Device, input: DType, chunk: Int, dk: Int, dv: Int) -> Result<DeltaRuleCoopmat, CooperativeMatrix.Unavailable> {
+        guard input == .f16 else {
+            return .failure(CooperativeMatrix.Unavailable("\(input) inputs (the delta rule's cooperative-matrix kernels take f16; bf16 is never narrowed)"))
+        }
+        let caps = device.capabilities
+        let sg = caps.subgroupSize
+        let maxWG = min(256, caps.maxWorkgroupInvocations, caps.maxWorkgroupSize[0])
+        let shared = caps.maxComputeSharedMemoryBytes
+        func layout(_ s: CooperativeMatrixShape) -> DeltaRuleCoopmat? {
+            let m = s.m
+            guard s.n == m, s.k == m, dk % m == 0, dv % m == 0, chunk % m == 0 else { return nil }
+            guard let ns = [4, 2, 1].first(where: { ns in
+                (chunk / m) % ns == 0 && ns * sg <= maxWG && outputSharedBytes(chunk: chunk, dk: dk, dv: dv, m: m, subgroups: ns) <= shared
+            }) else { return nil }
+            return DeltaRuleCoopmat(shape: s, subgroupSize: sg, subgroups: ns, uniformMatrixOps: caps.driverName == "llvmpipe")
+        }
+        switch CooperativeMatrix.shape(device: device, input: input, shader: Shaders.deltaOutputCoopmatF16, fits: { layout($0) != nil }) {
+        case .failure(let why):
+            if why.reason.hasPrefix("no offered shape") {
+                return .failure(CooperativeMatrix.Unavailable(
+                    "no square shape divides Dk \(dk), Dv \(dv) and \(chunk)-row chunks within \(shared) bytes of shared memory (\(why.reason))"))
+            }
+            return .failure(why)
+        case .success(let shape):
+            guard let chosen = layout(shape) else {
+                return .failure(CooperativeMatrix.Unavailable("no square shape fits Dk \(dk), Dv \(dv) and \(chunk)-row chunks"))
+            }
+            return .success(chosen)
+        }
+    }
+
+    /// The forward's output kernel for outputs of `output` type (f16 or f32), one workgroup of
+    /// `subgroups` subgroups per (chunk, head).
+    func outputKernel(device: Device, chunk: Int, dk: Int, dv: Int, output: DType) throws -> Kernel {
+        let rolled = FlashAttention.rolledCooperativeLoops(device)
+        let shader = output == .f32 ? (rolled ? Shaders.deltaOutputCoopmatF16o32Cpu : Shaders.deltaOutputCoopmatF16o32)
+            : (rolled ? Shaders.deltaOutputCoopmatF16Cpu : Shaders.deltaOutputCoopmatF16)
+        let spec: [String: SpecializationValue] = [
+            "local_size_x": .int(subgroups * subgroupSize), "CH": .int(chunk), "DK": .int(dk), "DV": .int(dv), "MM": .int(m),
+            "SG": .int(subgroupSize), "UNIFORM_MATRIX_OPS": .bool(uniformMatrixOps)]
+        return try device.kernel(KernelDescriptor(
+            shader: shader, bindings: 9, specialization: spec,
+            requiredSubgroupSize: device.enabled.subgroupSizeControl ? subgroupSize : nil, fullSubgroups: true))
+    }
+}
