@@ -1,11 +1,11 @@
 import VulkanCompute
 import VkAttnShaders
 
-/// How a delta-rule call runs its forward's chunk products on cooperative matrices
-/// (Shaders/delta/output_coopmat.comp: W = U - Wk S_0, Q S_0, P = Q K^T and P W): the square
-/// shape and the subgroups of the output kernel. The shared-memory formula mirrors the shader's
-/// declarations. The WY form (prep.comp), the chunk maps, the carry and the backward stay on the
-/// scalar kernels.
+/// How a delta-rule call runs its chunk products on cooperative matrices
+/// (Shaders/delta/output_coopmat.comp: W = U - Wk S_0, Q S_0, P = Q K^T and P W forward; W, R =
+/// P^T dO and G = Q^T diag(exp(g)) dO - Wk^T R backward): the square shape and the subgroups of
+/// the kernel. The shared-memory formula mirrors the shader's declarations. The WY form
+/// (prep.comp), the chunk maps, the carry and the gradients kernel (grads.comp) stay scalar.
 struct DeltaRuleCoopmat: Hashable {
     let shape: CooperativeMatrixShape
     let subgroupSize: Int
@@ -17,12 +17,26 @@ struct DeltaRuleCoopmat: Hashable {
 
     var m: Int { shape.m }
 
-    /// The output kernel's shared memory: the chunk's W rows and a state slice (16-bit, rows of
-    /// Dv + 8), per subgroup two [M][Dk + 8] 16-bit tiles, an M x (M + 4) fp32 tile, an
-    /// M x (M + 8) 16-bit tile and a word, and the chunk's decays and block scales.
-    static func outputSharedBytes(chunk: Int, dk: Int, dv: Int, m: Int, subgroups: Int) -> Int {
-        2 * chunk * (dv + 8) + 2 * m * (dv + 8) + subgroups * (2 * 2 * m * (dk + 8) + 4 * m * (m + 4) + 2 * m * (m + 8) + 4)
-            + 4 * chunk + 4 * (chunk / m)
+    /// The kernel's shared memory (the backward's, MODE 1, the larger): the chunk's W (or R)
+    /// rows, its dO rows (MODE 1) and a state slice (16-bit, rows of Dv + 8), per subgroup two
+    /// [M][Dk + 8] 16-bit tiles, an M x (M + 4) fp32 tile, an M x (M + 8) 16-bit tile and a
+    /// word, and the chunk's decays and block scales.
+    static func sharedBytes(chunk: Int, dk: Int, dv: Int, m: Int, subgroups: Int, backward: Bool = true) -> Int {
+        2 * (backward ? 2 : 1) * chunk * (dv + 8) + 2 * m * (dv + 8)
+            + subgroups * (2 * 2 * m * (dk + 8) + 4 * m * (m + 4) + 2 * m * (m + 8) + 4) + 4 * chunk + 4 * (chunk / m)
+    }
+
+    /// Loop iterations of one invocation of the kernel, over-estimated (lavapipe caps them at
+    /// 65535): phase 1's tiles and state slices, the block pairs of phase 2, the backward's G
+    /// tiles over the row blocks.
+    static func loopIterations(chunk: Int, dk: Int, dv: Int, m: Int, subgroups: Int, subgroupSize sg: Int) -> Int {
+        let wg = subgroups * sg, blocks = chunk / m, perSubgroup = blocks / subgroups
+        let tile = (m * m + sg - 1) / sg, rows = (m * dk + sg - 1) / sg
+        let phase1 = perSubgroup * (2 * rows + (dk / m) * ((m * dv + wg - 1) / wg + dv / m) + (dv / m) * 3 * tile)
+        let phase2 = perSubgroup * blocks * (rows + dk / m + 2 * tile + dv / m) + perSubgroup * (dv / m) * 2 * tile
+        let tiles = (dk / m) * (dv / m)
+        let phase3 = (tiles + subgroups - 1) / subgroups * (blocks * 3 * tile + tile)
+        return phase1 + phase2 + phase3 + (dk * dv + chunk * dv) / wg + chunk
     }
 
     /// The layout for this problem on `device`, or why the cooperative-matrix kernel cannot run.
@@ -44,7 +58,8 @@ struct DeltaRuleCoopmat: Hashable {
             let m = s.m
             guard s.n == m, s.k == m, dk % m == 0, dv % m == 0, chunk % m == 0 else { return nil }
             guard let ns = [4, 2, 1].first(where: { ns in
-                (chunk / m) % ns == 0 && ns * sg <= maxWG && outputSharedBytes(chunk: chunk, dk: dk, dv: dv, m: m, subgroups: ns) <= shared
+                (chunk / m) % ns == 0 && ns * sg <= maxWG && sharedBytes(chunk: chunk, dk: dk, dv: dv, m: m, subgroups: ns) <= shared
+                    && (caps.type != .cpu || loopIterations(chunk: chunk, dk: dk, dv: dv, m: m, subgroups: ns, subgroupSize: sg) < 60_000)
             }) else { return nil }
             return DeltaRuleCoopmat(shape: s, subgroupSize: sg, subgroups: ns, uniformMatrixOps: caps.driverName == "llvmpipe")
         }
@@ -52,7 +67,8 @@ struct DeltaRuleCoopmat: Hashable {
         case .failure(let why):
             if why.reason.hasPrefix("no offered shape") {
                 return .failure(CooperativeMatrix.Unavailable(
-                    "no square shape divides Dk \(dk), Dv \(dv) and \(chunk)-row chunks within \(shared) bytes of shared memory (\(why.reason))"))
+                    "no square shape divides Dk \(dk), Dv \(dv) and \(chunk)-row chunks within \(shared) bytes of shared memory"
+                        + (caps.type == .cpu ? " and the loop cap" : "") + " (\(why.reason))"))
             }
             return .failure(why)
         case .success(let shape):
@@ -63,17 +79,17 @@ struct DeltaRuleCoopmat: Hashable {
         }
     }
 
-    /// The forward's output kernel for outputs of `output` type (f16 or f32), one workgroup of
-    /// `subgroups` subgroups per (chunk, head).
-    func outputKernel(device: Device, chunk: Int, dk: Int, dv: Int, output: DType) throws -> Kernel {
+    /// The kernel of `mode` (0: the forward's o of `output` type, f16 or f32; 1: the backward's
+    /// W, R and G), one workgroup of `subgroups` subgroups per (chunk, head).
+    func kernel(device: Device, mode: Int, chunk: Int, dk: Int, dv: Int, output: DType) throws -> Kernel {
         let rolled = FlashAttention.rolledCooperativeLoops(device)
         let shader = output == .f32 ? (rolled ? Shaders.deltaOutputCoopmatF16o32Cpu : Shaders.deltaOutputCoopmatF16o32)
             : (rolled ? Shaders.deltaOutputCoopmatF16Cpu : Shaders.deltaOutputCoopmatF16)
         let spec: [String: SpecializationValue] = [
             "local_size_x": .int(subgroups * subgroupSize), "CH": .int(chunk), "DK": .int(dk), "DV": .int(dv), "MM": .int(m),
-            "SG": .int(subgroupSize), "UNIFORM_MATRIX_OPS": .bool(uniformMatrixOps)]
+            "SG": .int(subgroupSize), "UNIFORM_MATRIX_OPS": .bool(uniformMatrixOps), "MODE": .int(mode)]
         return try device.kernel(KernelDescriptor(
-            shader: shader, bindings: 9, specialization: spec,
+            shader: shader, bindings: 12, specialization: spec,
             requiredSubgroupSize: device.enabled.subgroupSizeControl ? subgroupSize : nil, fullSubgroups: true))
     }
 }

@@ -156,12 +156,9 @@ package struct DeltaRulePlan {
         return "chunked-wy/\(op.gated ? "gated" : "ungated")/chunk\(C)/\(kernels)" + (cooperativeMatrixSkipped.map { " [no coopmat: \($0)]" } ?? "")
     }
 
-    /// The backward's path: its kernels are all scalar (the cooperative-matrix output kernel is
-    /// the forward's), which it says where the forward would take cooperative matrices.
-    var backwardLabel: String {
-        guard coopmat != nil else { return label }
-        return "chunked-wy/\(op.gated ? "gated" : "ungated")/chunk\(C)/scalar-\(inputType) [no coopmat: the backward has no cooperative-matrix kernels]"
-    }
+    /// The backward's path: the label, and that the gradients kernel (grads.comp) is scalar
+    /// where W, R and G run on cooperative matrices.
+    var backwardLabel: String { label + (coopmat != nil ? ", gradients scalar-\(inputType)" : "") }
 
     package func push(flags: Int) throws -> DeltaPush {
         let name = Self.opName
@@ -310,17 +307,14 @@ package struct DeltaRulePlan {
 
     /// o from the boundary states (output.comp, mode 0, or output_coopmat.comp).
     package func encodeOutput(_ stream: Stream, _ work: Work, states: BufferSlice, output: Tensor) throws {
+        let kernel: Kernel
         if let cm = coopmat {
-            let kernel = try cm.outputKernel(device: device, chunk: C, dk: Dk, dv: Dv, output: output.dtype)
-            let w = try device.makeBuffer(byteCount: T * H * Dv * 4)
-            try stream.dispatch(kernel, bindings: [work.chunkTable.whole, q.slice, k.slice, work.gcum.whole, work.u.whole, work.wk.whole,
-                                                   states, w.whole, output.slice],
-                                push: push(flags: 0), groups: grid(groups: chunks * H))
-            return
+            kernel = try cm.kernel(device: device, mode: 0, chunk: C, dk: Dk, dv: Dv, output: output.dtype)
+        } else {
+            let shader = variant(Shaders.deltaOutputF32, f16: Shaders.deltaOutputF16, f16o32: Shaders.deltaOutputF16o32,
+                                 bf16: Shaders.deltaOutputBf16, bf16o32: Shaders.deltaOutputBf16o32, output: output.dtype)
+            kernel = try self.kernel(shader, bindings: 12, workgroup: workgroup, extra: ["MODE": .int(0)])
         }
-        let shader = variant(Shaders.deltaOutputF32, f16: Shaders.deltaOutputF16, f16o32: Shaders.deltaOutputF16o32,
-                             bf16: Shaders.deltaOutputBf16, bf16o32: Shaders.deltaOutputBf16o32, output: output.dtype)
-        let kernel = try kernel(shader, bindings: 12, workgroup: workgroup, extra: ["MODE": .int(0)])
         let w = try device.makeBuffer(byteCount: T * H * Dv * 4)
         let d = work.dummy.whole
         try stream.dispatch(kernel, bindings: [work.chunkTable.whole, q.slice, k.slice, work.gcum.whole, work.u.whole, work.wk.whole,
@@ -395,11 +389,16 @@ package struct DeltaRulePlan {
         package let g: Buffer
     }
 
-    /// W, R = P^T dO and each chunk's G (output.comp, mode 1).
+    /// W, R = P^T dO and each chunk's G (output.comp, mode 1, or output_coopmat.comp).
     package func encodeStateGradientBias(_ stream: Stream, _ work: Work, states: BufferSlice, dOutput: Tensor) throws -> BackwardWork {
-        let shader = variant(Shaders.deltaOutputF32, f16: Shaders.deltaOutputF16, f16o32: Shaders.deltaOutputF16o32,
-                             bf16: Shaders.deltaOutputBf16, bf16o32: Shaders.deltaOutputBf16o32, output: inputType)
-        let kernel = try kernel(shader, bindings: 12, workgroup: workgroup, extra: ["MODE": .int(1)])
+        let kernel: Kernel
+        if let cm = coopmat {
+            kernel = try cm.kernel(device: device, mode: 1, chunk: C, dk: Dk, dv: Dv, output: inputType)
+        } else {
+            let shader = variant(Shaders.deltaOutputF32, f16: Shaders.deltaOutputF16, f16o32: Shaders.deltaOutputF16o32,
+                                 bf16: Shaders.deltaOutputBf16, bf16o32: Shaders.deltaOutputBf16o32, output: inputType)
+            kernel = try self.kernel(shader, bindings: 12, workgroup: workgroup, extra: ["MODE": .int(1)])
+        }
         let back = BackwardWork(w: try device.makeBuffer(byteCount: T * H * Dv * 4), r: try device.makeBuffer(byteCount: T * H * Dv * 4),
                                 g: try device.makeBuffer(byteCount: chunks * H * Dk * Dv * 4))
         let d = work.dummy.whole
