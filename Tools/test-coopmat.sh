@@ -40,6 +40,9 @@ for loops in rolled unrolled; do
     check coopmat linear-attention --dtype f16 --length 1000
     check coopmat linear-attention --dtype f16 --length 1000 --backward
     check coopmat spmm --format bsr --dtype f16 --rows 2048 --density 0.02
+    check coopmat delta-rule --dtype f16 --seq 1000 --gated
+    check coopmat delta-rule --dtype f16 --seq 1000 --gated --backward
+    check coopmat delta-rule --dtype f16 --batch 4 --seq 250 --varlen --dk 128 --dv 64
 done
 # Issue 17's widths (rolled loops: an unrolled 576-wide kernel takes minutes to compile on a CPU).
 export VKATTN_COOPMAT_LOOPS=rolled
@@ -55,3 +58,4 @@ check any decode --dtype bf16 --cache 4096
 check any linear-attention --dtype bf16 --length 1000
 check any linear-attention --dtype bf16 --length 1000 --backward
 check any spmm --format bsr --dtype bf16 --rows 2048 --density 0.02
+check any delta-rule --dtype bf16 --seq 1000 --gated --backward
