@@ -15,6 +15,7 @@
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint GATED = 1;  // 0: no decay (DeltaNet), 1: a log-decay per head and step
 layout(constant_id = 2) const uint CH = 32;    // rows per chunk (sizes the shared matrices)
+layout(constant_id = 3) const uint PRODUCTS = 1;  // 0: T only (wy_coopmat.comp forms U and Wk)
 #include "delta/delta.glsl"
 #include "common/dtype.glsl"
 
@@ -75,6 +76,7 @@ void main() {
         t_out[tBase + i * pc.C + j] = sT[i * CH + j];
     }
     for (uint i = lid; i < n; i += WG) gcum[gate_index(r0 + i, h)] = sg[i];
+    if (PRODUCTS == 0u) return;
     for (uint e = lid; e < n * pc.Dv; e += WG) {
         const uint i = e / pc.Dv, x = e % pc.Dv;
         float acc = 0.0;

@@ -33,13 +33,16 @@ public struct DeltaRule: Hashable, Sendable {
     public var gated: Bool
     /// Rows per chunk (1...64); nil: from the device (`preferredChunkLength(on:)`).
     public var chunkLength: Int?
-    /// Whether the forward's chunk products (W = U - Wk S_0, Q S_0, P = Q K^T, P W) run on
-    /// cooperative matrices (f16 inputs only: f16 operands, fp32 accumulators; the fp32
-    /// intermediates S_0, Wk, W and P are rounded to f16 for the products, a few f16 units of
-    /// relative error in o) or the scalar kernels. `.automatic` takes cooperative matrices where
-    /// this build, the device and the shapes allow (the `path` says which ran and, on a device
-    /// that offers them, why not); `.cooperativeMatrix` throws `VkAttnError.unsupported` where
-    /// they cannot run. The WY form, the chunk maps, the carry and the backward are scalar.
+    /// Whether the chunk products run on cooperative matrices (f16 inputs only: f16 operands,
+    /// fp32 accumulators) or the scalar kernels: the WY form's U = T diag(beta) V and
+    /// Wk = T diag(beta exp(g)) K, the forward's W = U - Wk S_0, Q S_0, P = Q K^T and P W, the
+    /// backward's R = P^T dO and G = Q^T diag(exp(g)) dO - Wk^T R. The fp32 intermediates (T's
+    /// tiles, S_0, Wk, W, P, R) are rounded to f16 for the products: a few f16 units of relative
+    /// error in o, the final state and the gradients. `.automatic` takes cooperative matrices
+    /// where this build, the device and the shapes allow (the `path` says which ran and, on a
+    /// device that offers them, why not); `.cooperativeMatrix` throws `VkAttnError.unsupported`
+    /// where they cannot run. T's forward substitution, the chunk maps, the carry and the
+    /// gradients kernel stay scalar.
     public var preference: KernelPreference
 
     /// - Parameters:

@@ -1,11 +1,13 @@
 import VulkanCompute
 import VkAttnShaders
 
-/// How a delta-rule call runs its chunk products on cooperative matrices
-/// (Shaders/delta/output_coopmat.comp: W = U - Wk S_0, Q S_0, P = Q K^T and P W forward; W, R =
-/// P^T dO and G = Q^T diag(exp(g)) dO - Wk^T R backward): the square shape and the subgroups of
-/// the kernel. The shared-memory formula mirrors the shader's declarations. The WY form
-/// (prep.comp), the chunk maps, the carry and the gradients kernel (grads.comp) stay scalar.
+/// How a delta-rule call runs its chunk products on cooperative matrices: the WY form's U =
+/// T diag(beta) V and Wk = T diag(beta exp(g)) K (Shaders/delta/wy_coopmat.comp, after prep.comp
+/// made T), and W = U - Wk S_0, Q S_0, P = Q K^T and P W forward, W, R = P^T dO and
+/// G = Q^T diag(exp(g)) dO - Wk^T R backward (output_coopmat.comp): the square shape and the
+/// subgroups of the kernels. The shared-memory formulas mirror the shaders' declarations. T's
+/// forward substitution, the chunk maps, the carry and the gradients kernel (grads.comp) stay
+/// scalar.
 struct DeltaRuleCoopmat: Hashable {
     let shape: CooperativeMatrixShape
     let subgroupSize: Int
@@ -26,6 +28,13 @@ struct DeltaRuleCoopmat: Hashable {
             + subgroups * (2 * 2 * m * (dk + 8) + 4 * m * (m + 4) + 2 * m * (m + 8) + 4) + 4 * chunk + 4 * (chunk / m)
     }
 
+    /// wy_coopmat.comp's shared memory: the chunk's v and k rows (16-bit, rows of Dv + 8 and
+    /// Dk + 8), per subgroup an M x (M + 4) fp32 tile and two M x (M + 8) 16-bit tiles, and two
+    /// words per row.
+    static func wySharedBytes(chunk: Int, dk: Int, dv: Int, m: Int, subgroups: Int) -> Int {
+        2 * chunk * (dv + 8 + dk + 8) + subgroups * (4 * m * (m + 4) + 2 * 2 * m * (m + 8)) + 2 * 4 * chunk
+    }
+
     /// Loop iterations of one invocation of the kernel, over-estimated (lavapipe caps them at
     /// 65535): phase 1's tiles and state slices, the block pairs of phase 2, the backward's G
     /// tiles over the row blocks.
@@ -36,6 +45,7 @@ struct DeltaRuleCoopmat: Hashable {
         let phase2 = perSubgroup * blocks * (rows + dk / m + 2 * tile + dv / m) + perSubgroup * (dv / m) * 2 * tile
         let tiles = (dk / m) * (dv / m)
         let phase3 = (tiles + subgroups - 1) / subgroups * (blocks * 3 * tile + tile)
+        // wy_coopmat.comp: its block pairs, fewer than phase 2's.
         return phase1 + phase2 + phase3 + (dk * dv + chunk * dv) / wg + chunk
     }
 
@@ -59,6 +69,7 @@ struct DeltaRuleCoopmat: Hashable {
             guard s.n == m, s.k == m, dk % m == 0, dv % m == 0, chunk % m == 0 else { return nil }
             guard let ns = [4, 2, 1].first(where: { ns in
                 (chunk / m) % ns == 0 && ns * sg <= maxWG && sharedBytes(chunk: chunk, dk: dk, dv: dv, m: m, subgroups: ns) <= shared
+                    && wySharedBytes(chunk: chunk, dk: dk, dv: dv, m: m, subgroups: ns) <= shared
                     && (caps.type != .cpu || loopIterations(chunk: chunk, dk: dk, dv: dv, m: m, subgroups: ns, subgroupSize: sg) < 60_000)
             }) else { return nil }
             return DeltaRuleCoopmat(shape: s, subgroupSize: sg, subgroups: ns, uniformMatrixOps: caps.driverName == "llvmpipe")
@@ -90,6 +101,18 @@ struct DeltaRuleCoopmat: Hashable {
             "SG": .int(subgroupSize), "UNIFORM_MATRIX_OPS": .bool(uniformMatrixOps), "MODE": .int(mode)]
         return try device.kernel(KernelDescriptor(
             shader: shader, bindings: 12, specialization: spec,
+            requiredSubgroupSize: device.enabled.subgroupSizeControl ? subgroupSize : nil, fullSubgroups: true))
+    }
+
+    /// The WY form's products (wy_coopmat.comp), one workgroup of `subgroups` subgroups per
+    /// (chunk, head).
+    func wyKernel(device: Device, chunk: Int, dk: Int, dv: Int) throws -> Kernel {
+        let shader = FlashAttention.rolledCooperativeLoops(device) ? Shaders.deltaWyCoopmatF16Cpu : Shaders.deltaWyCoopmatF16
+        let spec: [String: SpecializationValue] = [
+            "local_size_x": .int(subgroups * subgroupSize), "CH": .int(chunk), "DK": .int(dk), "DV": .int(dv), "MM": .int(m),
+            "SG": .int(subgroupSize), "UNIFORM_MATRIX_OPS": .bool(uniformMatrixOps)]
+        return try device.kernel(KernelDescriptor(
+            shader: shader, bindings: 8, specialization: spec,
             requiredSubgroupSize: device.enabled.subgroupSizeControl ? subgroupSize : nil, fullSubgroups: true))
     }
 }

@@ -216,8 +216,8 @@ package struct DeltaRulePlan {
         package let maps: Buffer
     }
 
-    /// The first passes of both directions: each chunk's WY form (prep.comp) and affine map
-    /// (transition.comp).
+    /// The first passes of both directions: each chunk's WY form (prep.comp, or prep.comp's T
+    /// and wy_coopmat.comp's products) and affine map (transition.comp).
     package func encodeMaps(_ stream: Stream) throws -> Work {
         let f = 4
         let work = Work(chunkTable: try device.makeBuffer(chunkTable.isEmpty ? [0, 0, 0, 0] : chunkTable),
@@ -228,11 +228,19 @@ package struct DeltaRulePlan {
                         u: try device.makeBuffer(byteCount: T * H * Dv * f), wk: try device.makeBuffer(byteCount: T * H * Dk * f),
                         maps: try device.makeBuffer(byteCount: chunks * H * Dk * (Dk + Dv) * f))
         let groups = grid(groups: chunks * H)
-        let prep = try kernel(variant(Shaders.deltaPrepF32, f16: Shaders.deltaPrepF16, bf16: Shaders.deltaPrepBf16), bindings: 9, workgroup: workgroup)
+        let prep = try kernel(variant(Shaders.deltaPrepF32, f16: Shaders.deltaPrepF16, bf16: Shaders.deltaPrepBf16), bindings: 9,
+                              workgroup: workgroup, extra: ["PRODUCTS": .int(coopmat == nil ? 1 : 0)])
         try stream.dispatch(prep, bindings: [work.chunkTable.whole, k.slice, v.slice, beta.slice, decay?.slice ?? work.dummy.whole,
                                              work.gcum.whole, work.inverses.whole, work.u.whole, work.wk.whole],
                             push: push(flags: 0), groups: groups)
         try stream.barrier()
+        if let cm = coopmat {
+            let wy = try cm.wyKernel(device: device, chunk: C, dk: Dk, dv: Dv)
+            try stream.dispatch(wy, bindings: [work.chunkTable.whole, k.slice, v.slice, beta.slice, work.gcum.whole, work.inverses.whole,
+                                               work.u.whole, work.wk.whole],
+                                push: push(flags: 0), groups: groups)
+            try stream.barrier()
+        }
         let transition = try kernel(variant(Shaders.deltaTransitionF32, f16: Shaders.deltaTransitionF16, bf16: Shaders.deltaTransitionBf16),
                                     bindings: 6, workgroup: workgroup)
         try stream.dispatch(transition, bindings: [work.chunkTable.whole, k.slice, work.gcum.whole, work.u.whole, work.wk.whole, work.maps.whole],
