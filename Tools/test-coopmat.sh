@@ -43,6 +43,7 @@ for loops in rolled unrolled; do
     check coopmat delta-rule --dtype f16 --seq 1000 --gated
     check coopmat delta-rule --dtype f16 --seq 1000 --gated --backward
     check coopmat delta-rule --dtype f16 --batch 4 --seq 250 --varlen --dk 128 --dv 64
+    check coopmat delta-rule --dtype f16 --batch 4 --seq 250 --varlen --dk 128 --dv 64 --backward
 done
 # Issue 17's widths (rolled loops: an unrolled 576-wide kernel takes minutes to compile on a CPU).
 export VKATTN_COOPMAT_LOOPS=rolled

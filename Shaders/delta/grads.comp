@@ -24,6 +24,9 @@
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint GATED = 1;
 layout(constant_id = 2) const uint CH = 32;
+// 0: grads_state_coopmat.comp has formed dW (over R), dWk, and the rows' dS_1 W^T and dO S_0^T
+// terms (in pk and pq); 1: this kernel forms them.
+layout(constant_id = 3) const uint STATE_PRODUCTS = 1;
 #include "delta/delta.glsl"
 #include "common/dtype.glsl"
 
@@ -86,7 +89,7 @@ void main() {
     }
     barrier();
     // dW = R + diag(exp(g_n - g)) K dS_1, in place; the P terms of each row's log-decay gradient.
-    for (uint e = lid; e < n * Dv; e += WG) {
+    for (uint e = lid; e < n * Dv && STATE_PRODUCTS != 0u; e += WG) {
         const uint j = e / Dv, x = e % Dv;
         float acc = 0.0;
         for (uint d = 0u; d < Dk; ++d) acc += LOAD_IN(k[qk_index(r0 + j, h, d)]) * dstates[state_index(slot + 1u, h, d, x)];
@@ -105,7 +108,7 @@ void main() {
         const uint i = e / n, j = e % n;
         sP[i * CH + j] = j <= i ? sTmp[i * CH + j] * exp(sg[i] - sg[j]) : 0.0;
     }
-    for (uint e = lid; e < n * Dk; e += WG) {
+    for (uint e = lid; e < n * Dk && STATE_PRODUCTS != 0u; e += WG) {
         const uint i = e / Dk, d = e % Dk;
         float acc = 0.0;
         for (uint x = 0u; x < Dv; ++x) acc += dw[vo_index(r0 + i, h, x)] * states[state_index(slot, h, d, x)];
@@ -195,15 +198,23 @@ void main() {
         for (uint m = 0u; m < j; ++m) fromA += sE[j * CH + m] * LOAD_IN(k[qk_index(r0 + m, h, d)]);
         for (uint i = j + 1u; i < n; ++i) fromA += sE[i * CH + j] * LOAD_IN(k[qk_index(r0 + i, h, d)]);
         for (uint i = j; i < n; ++i) fromP += sP[i * CH + j] * LOAD_IN(q[qk_index(r0 + i, h, d)]);
-        for (uint x = 0u; x < Dv; ++x) fromS += dstates[state_index(slot + 1u, h, d, x)] * w[vo_index(r0 + j, h, x)];
-        fromS *= exp(gn - sg[j]);
+        if (STATE_PRODUCTS != 0u) {
+            for (uint x = 0u; x < Dv; ++x) fromS += dstates[state_index(slot + 1u, h, d, x)] * w[vo_index(r0 + j, h, x)];
+            fromS *= exp(gn - sg[j]);
+        } else {
+            fromS = pk[qk_index(r0 + j, h, d)];
+        }
         const float kj = LOAD_IN(k[qk_index(r0 + j, h, d)]);
         dk[qk_index(r0 + j, h, d)] = STORE_OUT(sb[j] * exp(sg[j]) * ty + fromA + fromP + fromS);
         pk[qk_index(r0 + j, h, d)] = kj * fromS;
 
         float inter = 0.0, fromPq = 0.0;
-        for (uint x = 0u; x < Dv; ++x) inter += states[state_index(slot, h, d, x)] * LOAD_IN(dout[vo_index(r0 + j, h, x)]);
-        inter *= exp(sg[j]);
+        if (STATE_PRODUCTS != 0u) {
+            for (uint x = 0u; x < Dv; ++x) inter += states[state_index(slot, h, d, x)] * LOAD_IN(dout[vo_index(r0 + j, h, x)]);
+            inter *= exp(sg[j]);
+        } else {
+            inter = pq[qk_index(r0 + j, h, d)];
+        }
         for (uint m = 0u; m <= j; ++m) fromPq += sP[j * CH + m] * LOAD_IN(k[qk_index(r0 + m, h, d)]);
         dq[qk_index(r0 + j, h, d)] = STORE_OUT(inter + fromPq);
         pq[qk_index(r0 + j, h, d)] = LOAD_IN(q[qk_index(r0 + j, h, d)]) * inter;

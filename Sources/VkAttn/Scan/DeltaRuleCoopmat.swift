@@ -4,10 +4,11 @@ import VkAttnShaders
 /// How a delta-rule call runs its chunk products on cooperative matrices: the WY form's U =
 /// T diag(beta) V and Wk = T diag(beta exp(g)) K (Shaders/delta/wy_coopmat.comp, after prep.comp
 /// made T), and W = U - Wk S_0, Q S_0, P = Q K^T and P W forward, W, R = P^T dO and
-/// G = Q^T diag(exp(g)) dO - Wk^T R backward (output_coopmat.comp): the square shape and the
-/// subgroups of the kernels. The shared-memory formulas mirror the shaders' declarations. T's
-/// forward substitution, the chunk maps, the carry and the gradients kernel (grads.comp) stay
-/// scalar.
+/// G = Q^T diag(exp(g)) dO - Wk^T R backward (output_coopmat.comp), and the backward's products
+/// with the states, dW = R + diag(exp(g_n - g)) K dS_1, dWk = -dW S_0^T, W dS_1^T and dO S_0^T
+/// (grads_state_coopmat.comp, before grads.comp): the square shape and the subgroups of the
+/// kernels. The shared-memory formulas mirror the shaders' declarations. T's forward
+/// substitution, the chunk maps, the carry and grads.comp's C x C products stay scalar.
 struct DeltaRuleCoopmat: Hashable {
     let shape: CooperativeMatrixShape
     let subgroupSize: Int
@@ -33,6 +34,13 @@ struct DeltaRuleCoopmat: Hashable {
     /// words per row.
     static func wySharedBytes(chunk: Int, dk: Int, dv: Int, m: Int, subgroups: Int) -> Int {
         2 * chunk * (dv + 8 + dk + 8) + subgroups * (4 * m * (m + 4) + 2 * 2 * m * (m + 8)) + 2 * 4 * chunk
+    }
+
+    /// grads_state_coopmat.comp's shared memory: two state slices (16-bit, rows of Dv + 8), per
+    /// subgroup an [M][Dk + 8] and three [M][Dv + 8] 16-bit tiles, an M x (M + 4) fp32 tile and
+    /// two words, and a word per row.
+    static func gradsStateSharedBytes(chunk: Int, dk: Int, dv: Int, m: Int, subgroups: Int) -> Int {
+        2 * 2 * m * (dv + 8) + subgroups * (2 * m * (dk + 8) + 3 * 2 * m * (dv + 8) + 4 * m * (m + 4) + 8) + 4 * chunk
     }
 
     /// Loop iterations of one invocation of the kernel, over-estimated (lavapipe caps them at
@@ -70,6 +78,7 @@ struct DeltaRuleCoopmat: Hashable {
             guard let ns = [4, 2, 1].first(where: { ns in
                 (chunk / m) % ns == 0 && ns * sg <= maxWG && sharedBytes(chunk: chunk, dk: dk, dv: dv, m: m, subgroups: ns) <= shared
                     && wySharedBytes(chunk: chunk, dk: dk, dv: dv, m: m, subgroups: ns) <= shared
+                    && gradsStateSharedBytes(chunk: chunk, dk: dk, dv: dv, m: m, subgroups: ns) <= shared
                     && (caps.type != .cpu || loopIterations(chunk: chunk, dk: dk, dv: dv, m: m, subgroups: ns, subgroupSize: sg) < 60_000)
             }) else { return nil }
             return DeltaRuleCoopmat(shape: s, subgroupSize: sg, subgroups: ns, uniformMatrixOps: caps.driverName == "llvmpipe")
@@ -101,6 +110,18 @@ struct DeltaRuleCoopmat: Hashable {
             "SG": .int(subgroupSize), "UNIFORM_MATRIX_OPS": .bool(uniformMatrixOps), "MODE": .int(mode)]
         return try device.kernel(KernelDescriptor(
             shader: shader, bindings: 12, specialization: spec,
+            requiredSubgroupSize: device.enabled.subgroupSizeControl ? subgroupSize : nil, fullSubgroups: true))
+    }
+
+    /// The backward's products with the states (grads_state_coopmat.comp), one workgroup of
+    /// `subgroups` subgroups per (chunk, head).
+    func gradsStateKernel(device: Device, chunk: Int, dk: Int, dv: Int) throws -> Kernel {
+        let shader = FlashAttention.rolledCooperativeLoops(device) ? Shaders.deltaGradsStateCoopmatF16Cpu : Shaders.deltaGradsStateCoopmatF16
+        let spec: [String: SpecializationValue] = [
+            "local_size_x": .int(subgroups * subgroupSize), "CH": .int(chunk), "DK": .int(dk), "DV": .int(dv), "MM": .int(m),
+            "SG": .int(subgroupSize)]
+        return try device.kernel(KernelDescriptor(
+            shader: shader, bindings: 11, specialization: spec,
             requiredSubgroupSize: device.enabled.subgroupSizeControl ? subgroupSize : nil, fullSubgroups: true))
     }
 

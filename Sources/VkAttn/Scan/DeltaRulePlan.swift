@@ -156,9 +156,9 @@ package struct DeltaRulePlan {
         return "chunked-wy/\(op.gated ? "gated" : "ungated")/chunk\(C)/\(kernels)" + (cooperativeMatrixSkipped.map { " [no coopmat: \($0)]" } ?? "")
     }
 
-    /// The backward's path: the label, and that the gradients kernel (grads.comp) is scalar
-    /// where W, R and G run on cooperative matrices.
-    var backwardLabel: String { label + (coopmat != nil ? ", gradients scalar-\(inputType)" : "") }
+    /// The backward's path: the label, and that grads.comp's C x C products are scalar where
+    /// the others run on cooperative matrices.
+    var backwardLabel: String { label + (coopmat != nil ? ", C x C gradients scalar-\(inputType)" : "") }
 
     package func push(flags: Int) throws -> DeltaPush {
         let name = Self.opName
@@ -421,10 +421,17 @@ package struct DeltaRulePlan {
                                  dOutput: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, dBeta: Tensor, dLogDecay: Tensor?) throws {
         let shader = variant(Shaders.deltaGradsF32, f16: Shaders.deltaGradsF16, f16o32: Shaders.deltaGradsF16o32,
                              bf16: Shaders.deltaGradsBf16, bf16o32: Shaders.deltaGradsBf16o32, output: dq.dtype)
-        let kernel = try kernel(shader, bindings: 20, workgroup: workgroup)
+        let kernel = try kernel(shader, bindings: 20, workgroup: workgroup, extra: ["STATE_PRODUCTS": .int(coopmat == nil ? 1 : 0)])
         let scratch = T * H * Dk * 4
         let dwk = try device.makeBuffer(byteCount: scratch), pq = try device.makeBuffer(byteCount: scratch)
         let pk = try device.makeBuffer(byteCount: scratch)
+        if let cm = coopmat {
+            let products = try cm.gradsStateKernel(device: device, chunk: C, dk: Dk, dv: Dv)
+            try stream.dispatch(products, bindings: [work.chunkTable.whole, k.slice, dOutput.slice, work.gcum.whole, states, dstates,
+                                                     back.w.whole, back.r.whole, dwk.whole, pk.whole, pq.whole],
+                                push: push(flags: 0), groups: grid(groups: chunks * H))
+            try stream.barrier()
+        }
         try stream.dispatch(kernel, bindings: [work.chunkTable.whole, q.slice, k.slice, v.slice, beta.slice, work.gcum.whole, dOutput.slice,
                                                work.inverses.whole, states, dstates, back.w.whole, back.r.whole, dwk.whole, pq.whole, pk.whole,
                                                dq.slice, dk.slice, dv.slice, dBeta.slice, dLogDecay?.slice ?? work.dummy.whole],
