@@ -319,6 +319,24 @@ struct DeltaRuleCoopmatTests {
         }
     }
 
+    @Test("strong decays (exp(g) far below f16's range within a chunk) and head dimensions of 128")
+    func strongDecayAndWideHeads() throws {
+        let seed = testSeed()
+        var rng = SeededRandom(seed: seed)
+        try withDevice { device in
+            try requireCooperativeMatrix(device)
+            let r = DeltaProblem(rng: &rng, gated: true, lengths: [70, 9], heads: 2, dk: 32, dv: 16, dtype: .f16)
+            let strong = DeltaProblem(gated: true, lengths: r.lengths, heads: r.heads, dk: r.dk, dv: r.dv, q: r.q, k: r.k, v: r.v,
+                                      beta: r.beta, logDecay: r.logDecay?.map { $0 * 12 }, initial: r.initial, dO: r.dO, dFinal: r.dFinal)
+            let run = try DeltaRun(strong, device: device, dtype: .f16, outputType: .f32, chunk: 32, preference: .cooperativeMatrix)
+            run.check(strong, bound: Self.f32OutputBound, seed: seed, "strong decays")
+            let wide = DeltaProblem(rng: &rng, gated: false, lengths: [45], heads: 1, dk: 128, dv: 128, dtype: .f16)
+            let wideRun = try DeltaRun(wide, device: device, dtype: .f16, outputType: .f32, preference: .cooperativeMatrix)
+            #expect(wideRun.path.contains("coopmat-f16"), "\(wideRun.path)")
+            wideRun.check(wide, bound: Self.f32OutputBound, seed: seed, "Dk = Dv = 128")
+        }
+    }
+
     @Test(".scalar still runs the scalar kernels; shapes the tiles cannot cover say why; an explicit request is a typed error")
     func scalarAndUnfit() throws {
         let seed = testSeed()
@@ -335,6 +353,10 @@ struct DeltaRuleCoopmatTests {
             #expect(run.path.contains("scalar-f16") && run.path.contains("no coopmat"), "\(run.path)")
             #expect(throws: VkAttnError.self) {
                 _ = try DeltaRun(unfit, device: device, dtype: .f16, outputType: .f32, chunk: 8, backward: false, preference: .cooperativeMatrix)
+            }
+            // f32 inputs are never rounded to f16: an explicit request is a typed error.
+            #expect(throws: VkAttnError.self) {
+                _ = try DeltaRun(unfit, device: device, dtype: .f32, chunk: 8, backward: false, preference: .cooperativeMatrix)
             }
         }
     }
