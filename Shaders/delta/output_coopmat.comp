@@ -238,38 +238,9 @@ void main() {
                 const uint rr = e / DK, d = e % DK, s = s0 + rr;
                 sY[(tile + rr) * KS + d] = s < n ? k[qk_index(r0 + s, h, d)] : MAT_T(0.0);
             }
-            subgroupMemoryBarrierShared();
-            subgroupBarrier();
-            MAT_C a = MAT_C(0.0);
-            COOP_LOOP for (uint kq = 0u; kq < DK / MM; ++kq) {
-                MAT_A xa;
-                MAT_B yb;
-                coopMatLoad(xa, sX, tile * KS + kq * MM, KS, gl_CooperativeMatrixLayoutRowMajor);
-                coopMatLoad(yb, sY, tile * KS + kq * MM, KS, gl_CooperativeMatrixLayoutColumnMajor);
-                a = coopMatMulAdd(xa, yb, a);
-            }
-            coopMatStore(a, sA, tile * AS, AS, gl_CooperativeMatrixLayoutRowMajor);
-            subgroupMemoryBarrierShared();
-            subgroupBarrier();
-            // Lanes: the decays, the causal mask, the tile scale.
-            float p_max = 0.0;
-            for (uint e = lane; e < MM * MM; e += SG) {
-                const uint rr = e / MM, cc = e % MM, t = t0 + rr, s = s0 + cc;
-                const float x = sA[(tile + rr) * AS + cc];
-                const float p = t < n && s <= t ? x * exp(sg[t] - sg[s]) : 0.0;
-                sA[(tile + rr) * AS + cc] = p;
-                p_max = max(p_max, abs(p));
-            }
-            const float p_scale = tile_scale(p_max);
-            for (uint e = lane; e < MM * MM; e += SG) {
-                const uint rr = e / MM, cc = e % MM;
-                sP[(tile + rr) * PS + cc] = MAT_T(sA[(tile + rr) * AS + cc] * p_scale);
-            }
-            subgroupMemoryBarrierShared();
-            subgroupBarrier();
+            const float unscale = p_tile(n, t0, s0, tile) * sWUnscale[sblock];
             MAT_A pa;
             coopMatLoad(pa, sP, tile * PS, PS, gl_CooperativeMatrixLayoutRowMajor);
-            const float unscale = sWUnscale[sblock] / p_scale;
             COOP_LOOP for (uint nb = 0u; nb < DV / MM; ++nb) {
                 MAT_B wb;
                 coopMatLoad(wb, sW, s0 * VS + nb * MM, VS, gl_CooperativeMatrixLayoutRowMajor);
