@@ -25,7 +25,8 @@ package struct DeltaRulePlan {
     package let seqTable: [UInt32]
     let workgroup: Int
     static let carryWorkgroup = 256
-    /// The cooperative-matrix layout of the forward's output kernel, or nil for the scalar one.
+    /// The cooperative-matrix layout of the chunk products (DeltaRuleCoopmat), or nil for the
+    /// scalar kernels.
     let coopmat: DeltaRuleCoopmat?
     /// Why the cooperative-matrix kernels do not run, on a device that offers them.
     package let cooperativeMatrixSkipped: String?
@@ -134,7 +135,8 @@ package struct DeltaRulePlan {
             throw VkAttnError.tooLarge(op: name, operand: operand, bytes: bytes, limit: min(limit, 1 << 33))
         }
         // Lavapipe caps an invocation at 65535 loop iterations: the carry steps Dk per chunk of
-        // a sequence, the per-chunk kernels loop over rows times head dimensions.
+        // a sequence, the per-chunk kernels loop over rows times head dimensions (the
+        // cooperative-matrix kernels' own estimate is in DeltaRuleCoopmat.choose).
         if device.capabilities.type == .cpu {
             let wg = workgroup, per = { (n: Int) in (n + wg - 1) / wg }
             let pairs = per(C * C), rowsV = per(C * Dv), rowsK = per(C * Dk)
@@ -148,9 +150,9 @@ package struct DeltaRulePlan {
     /// True when nothing is computed: no rows, heads or an empty state (Dk or Dv zero).
     package var isEmpty: Bool { T == 0 || H == 0 || Dk == 0 || Dv == 0 }
 
-    /// The kernels as paths report them: `coopmat-f16 8x8x8` when the forward's output kernel
-    /// runs on cooperative matrices (the other kernels are scalar), else the scalar type and,
-    /// on a device that offers cooperative matrices, why they do not run.
+    /// The kernels as paths report them: `coopmat-f16 8x8x8` when the chunk products run on
+    /// cooperative matrices (wy_coopmat.comp, output_coopmat.comp, grads_state_coopmat.comp),
+    /// else the scalar type and, on a device that offers cooperative matrices, why they do not.
     package var label: String {
         let kernels = coopmat.map { "coopmat-\(inputType) \(CooperativeMatrix.text($0.shape))" } ?? "scalar-\(inputType)"
         return "chunked-wy/\(op.gated ? "gated" : "ungated")/chunk\(C)/\(kernels)" + (cooperativeMatrixSkipped.map { " [no coopmat: \($0)]" } ?? "")
