@@ -97,7 +97,9 @@ struct DeltaRun {
     }
 
     /// Compares every output with the fp64 reference within `bound` (relative L2 error).
-    func check(_ p: DeltaProblem, bound: Double, seed: UInt64, _ what: String, backward: Bool = true) {
+    /// `reductionBound` (nil: `bound`) applies to dbeta and the log-decay gradient, sums over Dk
+    /// and Dv of terms that can cancel.
+    func check(_ p: DeltaProblem, bound: Double, reductionBound: Double? = nil, seed: UInt64, _ what: String, backward: Bool = true) {
         let r = p.reference
         let fwd = r.forward(q: p.q, k: p.k, v: p.v, beta: p.beta, logDecay: p.logDecay, initialState: p.initial)
         var pairs: [(String, [Float], [Double])] = [("o", o, fwd.o), ("final", final, fwd.final)]
@@ -108,7 +110,8 @@ struct DeltaRun {
         }
         for (name, got, want) in pairs {
             let err = relativeError(got, want)
-            #expect(err <= bound, "\(what): \(name) relative error \(err) > \(bound) (\(path)), seed \(seed)")
+            let limit = name == "dbeta" || name == "dlogDecay" ? reductionBound ?? bound : bound
+            #expect(err <= limit, "\(what): \(name) relative error \(err) > \(limit) (\(path)), seed \(seed)")
             if ProcessInfo.processInfo.environment["VKATTN_PRINT_ERRORS"] == "1" { print("\(what): \(name) \(err) (\(path))") }
         }
     }
@@ -181,8 +184,9 @@ struct DeltaRuleTests {
             let wide = try DeltaRun(p, device: device, dtype: dtype, outputType: .f32)
             // The cooperative-matrix kernels (f16 on a device with them) round fp32 operands to
             // f16: the f32 outputs' bound is a few f16 units there.
-            wide.check(p, bound: wide.path.contains("coopmat-") ? DeltaRuleCoopmatTests.f32OutputBound : 2e-5, seed: seed,
-                       "\(dtype) in, f32 out")
+            let coop = wide.path.contains("coopmat-")
+            wide.check(p, bound: coop ? DeltaRuleCoopmatTests.f32OutputBound : 2e-5,
+                       reductionBound: coop ? DeltaRuleCoopmatTests.reductionBound : nil, seed: seed, "\(dtype) in, f32 out")
             let rounding = dtype == .f16 ? 2e-3 : 1.6e-2
             try DeltaRun(p, device: device, dtype: dtype).check(p, bound: rounding, seed: seed, "\(dtype) in and out")
         }
@@ -286,6 +290,11 @@ struct DeltaRuleCoopmatTests {
     /// to 4) where the scalar kernels keep fp32's 2e-7: the bound is two f16 units (2^-10, about
     /// 1e-3) instead of 2e-5. f16 outputs keep the f16 bound, 2e-3.
     static let f32OutputBound = 1e-3
+    /// dbeta and the log-decay gradient are per-row sums over Dk and Dv whose terms can cancel
+    /// (dW . v against exp(g) dWk . k, dWk from f16-rounded dW and S_0): their error is the
+    /// terms' f16 units over a smaller sum, up to about 9e-4 with few rows (L = 1, seeds 1 to
+    /// 12): four f16 units (2^-9, about 2e-3).
+    static let reductionBound = 2e-3
 
     @Test("forward and backward at awkward lengths, packed and dense, gated and not",
           arguments: [(true, [1], 16), (true, [31, 33], 16), (false, [32, 64], 16), (true, [97], 32), (false, [5, 2], 8),
@@ -295,11 +304,13 @@ struct DeltaRuleCoopmatTests {
         var rng = SeededRandom(seed: seed)
         try withDevice { device in
             try requireCooperativeMatrix(device)
-            let p = DeltaProblem(rng: &rng, gated: gated, lengths: lengths, heads: 2, dk: 16, dv: 24, dtype: .f16)
+            // Few rows: more heads, so dbeta's relative error is not over two numbers.
+            let heads = lengths.reduce(0, +) < 8 ? 6 : 2
+            let p = DeltaProblem(rng: &rng, gated: gated, lengths: lengths, heads: heads, dk: 16, dv: 24, dtype: .f16)
             let wide = try DeltaRun(p, device: device, dtype: .f16, outputType: .f32, chunk: chunk, preference: .cooperativeMatrix)
             #expect(wide.path.contains("coopmat-f16"), "\(wide.path)")
             #expect(wide.backwardPath.contains("coopmat-f16") && wide.backwardPath.contains("C x C gradients scalar-f16"), "\(wide.backwardPath)")
-            wide.check(p, bound: Self.f32OutputBound, seed: seed, "coopmat \(lengths), f32 out")
+            wide.check(p, bound: Self.f32OutputBound, reductionBound: Self.reductionBound, seed: seed, "coopmat \(lengths), f32 out")
             let narrow = try DeltaRun(p, device: device, dtype: .f16, chunk: chunk)
             #expect(narrow.path.contains("coopmat-f16"), "\(narrow.path)")
             narrow.check(p, bound: 2e-3, seed: seed, "coopmat \(lengths), f16 out")
@@ -315,7 +326,7 @@ struct DeltaRuleCoopmatTests {
             let p = DeltaProblem(rng: &rng, gated: true, lengths: [83, 83], heads: 2, dk: 64, dv: 32, dtype: .f16)
             let run = try DeltaRun(p, device: device, dtype: .f16, outputType: .f32, dense: true)
             #expect(run.path.contains("coopmat-f16"), "\(run.path)")
-            run.check(p, bound: Self.f32OutputBound, seed: seed, "coopmat dense")
+            run.check(p, bound: Self.f32OutputBound, reductionBound: Self.reductionBound, seed: seed, "coopmat dense")
         }
     }
 
@@ -329,11 +340,11 @@ struct DeltaRuleCoopmatTests {
             let strong = DeltaProblem(gated: true, lengths: r.lengths, heads: r.heads, dk: r.dk, dv: r.dv, q: r.q, k: r.k, v: r.v,
                                       beta: r.beta, logDecay: r.logDecay?.map { $0 * 12 }, initial: r.initial, dO: r.dO, dFinal: r.dFinal)
             let run = try DeltaRun(strong, device: device, dtype: .f16, outputType: .f32, chunk: 32, preference: .cooperativeMatrix)
-            run.check(strong, bound: Self.f32OutputBound, seed: seed, "strong decays")
+            run.check(strong, bound: Self.f32OutputBound, reductionBound: Self.reductionBound, seed: seed, "strong decays")
             let wide = DeltaProblem(rng: &rng, gated: false, lengths: [45], heads: 1, dk: 128, dv: 128, dtype: .f16)
             let wideRun = try DeltaRun(wide, device: device, dtype: .f16, outputType: .f32, preference: .cooperativeMatrix)
             #expect(wideRun.path.contains("coopmat-f16"), "\(wideRun.path)")
-            wideRun.check(wide, bound: Self.f32OutputBound, seed: seed, "Dk = Dv = 128")
+            wideRun.check(wide, bound: Self.f32OutputBound, reductionBound: Self.reductionBound, seed: seed, "Dk = Dv = 128")
         }
     }
 
