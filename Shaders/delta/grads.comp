@@ -27,6 +27,9 @@ layout(constant_id = 2) const uint CH = 32;
 // 0: grads_state_coopmat.comp has formed dW (over R), dWk, and the rows' dS_1 W^T and dO S_0^T
 // terms (in pk and pq); 1: this kernel forms them.
 layout(constant_id = 3) const uint STATE_PRODUCTS = 1;
+// 0: grads_gram_coopmat.comp has formed Q K^T, dO W^T, dW V^T, dWk K^T and K K^T (gram_in);
+// 1: this kernel forms them.
+layout(constant_id = 4) const uint GRAM = 1;
 #include "delta/delta.glsl"
 #include "common/dtype.glsl"
 
@@ -49,6 +52,7 @@ layout(std430, binding = 16) writeonly buffer DK { OUT_T dk[]; };
 layout(std430, binding = 17) writeonly buffer DV { OUT_T dv[]; };
 layout(std430, binding = 18) writeonly buffer DBeta { float dbeta[]; };
 layout(std430, binding = 19) writeonly buffer DLog { float dlog[]; };
+layout(std430, binding = 20) readonly buffer Gram { float gram_in[]; };  // [chunks, H, 5, C, C]
 
 shared float sg[CH], sb[CH], sdg[CH], sdb[CH], st[CH];
 shared float sT[CH * CH], sP[CH * CH], sE[CH * CH], sTmp[CH * CH], sY[CH * CH];
@@ -71,6 +75,7 @@ void main() {
         sdb[i] = 0.0;
     }
     const uint tBase = (c * pc.H + h) * pc.C * pc.C;
+    const uint gBase = (c * pc.H + h) * 5u * pc.C * pc.C;
     for (uint e = lid; e < n * n; e += WG) sT[(e / n) * CH + e % n] = t_in[tBase + (e / n) * pc.C + e % n];
     barrier();
     const float gn = sg[n - 1u];
@@ -79,7 +84,10 @@ void main() {
     for (uint e = lid; e < n * n; e += WG) {
         const uint i = e / n, j = e % n;
         float p = 0.0, dp = 0.0;
-        if (j <= i) {
+        if (j <= i && GRAM == 0u) {
+            p = gram_in[gBase + i * pc.C + j] * exp(sg[i] - sg[j]);
+            dp = gram_in[gBase + pc.C * pc.C + i * pc.C + j];
+        } else if (j <= i) {
             for (uint d = 0u; d < Dk; ++d) p += LOAD_IN(q[qk_index(r0 + i, h, d)]) * LOAD_IN(k[qk_index(r0 + j, h, d)]);
             p *= exp(sg[i] - sg[j]);
             for (uint x = 0u; x < Dv; ++x) dp += LOAD_IN(dout[vo_index(r0 + i, h, x)]) * w[vo_index(r0 + j, h, x)];
@@ -123,8 +131,13 @@ void main() {
         float dt = 0.0, tx = 0.0, ty = 0.0;
         if (j <= i) {
             float xd = 0.0, yd = 0.0;
-            for (uint x = 0u; x < Dv; ++x) xd += dw[vo_index(r0 + i, h, x)] * LOAD_IN(v[vo_index(r0 + j, h, x)]);
-            for (uint d = 0u; d < Dk; ++d) yd += dwk[qk_index(r0 + i, h, d)] * LOAD_IN(k[qk_index(r0 + j, h, d)]);
+            if (GRAM == 0u) {
+                xd = gram_in[gBase + 2u * pc.C * pc.C + i * pc.C + j];
+                yd = gram_in[gBase + 3u * pc.C * pc.C + i * pc.C + j];
+            } else {
+                for (uint x = 0u; x < Dv; ++x) xd += dw[vo_index(r0 + i, h, x)] * LOAD_IN(v[vo_index(r0 + j, h, x)]);
+                for (uint d = 0u; d < Dk; ++d) yd += dwk[qk_index(r0 + i, h, d)] * LOAD_IN(k[qk_index(r0 + j, h, d)]);
+            }
             yd *= exp(sg[j]);
             dt = sb[j] * (xd + yd);
             tx = sT[i * CH + j] * (xd + yd);
@@ -167,7 +180,11 @@ void main() {
         float hv = 0.0, ev = 0.0;
         if (m < j) {
             float kk = 0.0;
-            for (uint d = 0u; d < Dk; ++d) kk += LOAD_IN(k[qk_index(r0 + j, h, d)]) * LOAD_IN(k[qk_index(r0 + m, h, d)]);
+            if (GRAM == 0u) {
+                kk = gram_in[gBase + 4u * pc.C * pc.C + j * pc.C + m];
+            } else {
+                for (uint d = 0u; d < Dk; ++d) kk += LOAD_IN(k[qk_index(r0 + j, h, d)]) * LOAD_IN(k[qk_index(r0 + m, h, d)]);
+            }
             const float gam = exp(sg[j] - sg[m]);
             hv = sY[j * CH + m] * gam * kk;
             ev = sY[j * CH + m] * sb[j] * gam;

@@ -36,13 +36,14 @@ public struct DeltaRule: Hashable, Sendable {
     /// Whether the chunk products run on cooperative matrices (f16 inputs only: f16 operands,
     /// fp32 accumulators) or the scalar kernels: the WY form's U = T diag(beta) V and
     /// Wk = T diag(beta exp(g)) K, the forward's W = U - Wk S_0, Q S_0, P = Q K^T and P W, the
-    /// backward's R = P^T dO and G = Q^T diag(exp(g)) dO - Wk^T R. The fp32 intermediates (T's
-    /// tiles, S_0, Wk, W, P, R) are rounded to f16 for the products: a few f16 units of relative
-    /// error in o, the final state and the gradients. `.automatic` takes cooperative matrices
+    /// backward's R = P^T dO, G = Q^T diag(exp(g)) dO - Wk^T R, its products with the states
+    /// and its C x C products over the head dimensions. The fp32 intermediates (T's tiles, S_0,
+    /// dS_1, Wk, W, dW, dWk, P, R) are rounded to f16 for the products: a few f16 units of
+    /// relative error in o, the final state and the gradients. `.automatic` takes cooperative matrices
     /// where this build, the device and the shapes allow (the `path` says which ran and, on a
     /// device that offers them, why not); `.cooperativeMatrix` throws `VkAttnError.unsupported`
     /// where they cannot run. T's forward substitution, the chunk maps, the carry and the
-    /// gradients kernel stay scalar.
+    /// gradients' sums over a chunk's rows stay scalar.
     public var preference: KernelPreference
 
     /// - Parameters:

@@ -6,9 +6,11 @@ import VkAttnShaders
 /// made T), and W = U - Wk S_0, Q S_0, P = Q K^T and P W forward, W, R = P^T dO and
 /// G = Q^T diag(exp(g)) dO - Wk^T R backward (output_coopmat.comp), and the backward's products
 /// with the states, dW = R + diag(exp(g_n - g)) K dS_1, dWk = -dW S_0^T, W dS_1^T and dO S_0^T
-/// (grads_state_coopmat.comp, before grads.comp): the square shape and the subgroups of the
-/// kernels. The shared-memory formulas mirror the shaders' declarations. T's forward
-/// substitution, the chunk maps, the carry and grads.comp's C x C products stay scalar.
+/// (grads_state_coopmat.comp), and its C x C products over the head dimensions, Q K^T, dO W^T,
+/// dW V^T, dWk K^T and K K^T (grads_gram_coopmat.comp), before grads.comp: the square shape and
+/// the subgroups of the kernels. The shared-memory formulas mirror the shaders' declarations.
+/// T's forward substitution, the chunk maps, the carry and grads.comp's sums over rows stay
+/// scalar.
 struct DeltaRuleCoopmat: Hashable {
     let shape: CooperativeMatrixShape
     let subgroupSize: Int
@@ -43,6 +45,12 @@ struct DeltaRuleCoopmat: Hashable {
         2 * 2 * m * (dv + 8) + subgroups * (2 * m * (dk + 8) + 3 * 2 * m * (dv + 8) + 4 * m * (m + 4) + 8) + 4 * chunk
     }
 
+    /// grads_gram_coopmat.comp's shared memory: per subgroup two [M][max(Dk, Dv) + 8] 16-bit
+    /// tiles and an M x (M + 4) fp32 tile.
+    static func gramSharedBytes(dk: Int, dv: Int, m: Int, subgroups: Int) -> Int {
+        subgroups * (2 * 2 * m * (max(dk, dv) + 8) + 4 * m * (m + 4))
+    }
+
     /// Loop iterations of one invocation of the kernel, over-estimated (lavapipe caps them at
     /// 65535): phase 1's tiles and state slices, the block pairs of phase 2, the backward's G
     /// tiles over the row blocks.
@@ -53,8 +61,11 @@ struct DeltaRuleCoopmat: Hashable {
         let phase2 = perSubgroup * blocks * (rows + dk / m + 2 * tile + dv / m) + perSubgroup * (dv / m) * 2 * tile
         let tiles = (dk / m) * (dv / m)
         let phase3 = (tiles + subgroups - 1) / subgroups * (blocks * 3 * tile + tile)
-        // wy_coopmat.comp: its block pairs, fewer than phase 2's.
-        return phase1 + phase2 + phase3 + (dk * dv + chunk * dv) / wg + chunk
+        // wy_coopmat.comp: its block pairs, fewer than phase 2's. grads_gram_coopmat.comp: five
+        // products per block pair, each staging two tiles (twice the fp32 ones).
+        let width = max(dk, dv), pairs = perSubgroup * blocks
+        let gram = pairs * 5 * (3 * ((m * width + sg - 1) / sg) + width / m + tile)
+        return max(phase1 + phase2 + phase3 + (dk * dv + chunk * dv) / wg + chunk, gram)
     }
 
     /// The layout for this problem on `device`, or why the cooperative-matrix kernel cannot run.
@@ -79,6 +90,7 @@ struct DeltaRuleCoopmat: Hashable {
                 (chunk / m) % ns == 0 && ns * sg <= maxWG && sharedBytes(chunk: chunk, dk: dk, dv: dv, m: m, subgroups: ns) <= shared
                     && wySharedBytes(chunk: chunk, dk: dk, dv: dv, m: m, subgroups: ns) <= shared
                     && gradsStateSharedBytes(chunk: chunk, dk: dk, dv: dv, m: m, subgroups: ns) <= shared
+                    && gramSharedBytes(dk: dk, dv: dv, m: m, subgroups: ns) <= shared
                     && (caps.type != .cpu || loopIterations(chunk: chunk, dk: dk, dv: dv, m: m, subgroups: ns, subgroupSize: sg) < 60_000)
             }) else { return nil }
             return DeltaRuleCoopmat(shape: s, subgroupSize: sg, subgroups: ns, uniformMatrixOps: caps.driverName == "llvmpipe")
@@ -122,6 +134,18 @@ struct DeltaRuleCoopmat: Hashable {
             "SG": .int(subgroupSize)]
         return try device.kernel(KernelDescriptor(
             shader: shader, bindings: 11, specialization: spec,
+            requiredSubgroupSize: device.enabled.subgroupSizeControl ? subgroupSize : nil, fullSubgroups: true))
+    }
+
+    /// The backward's C x C products over the head dimensions (grads_gram_coopmat.comp), one
+    /// workgroup of `subgroups` subgroups per (chunk, head).
+    func gramKernel(device: Device, chunk: Int, dk: Int, dv: Int) throws -> Kernel {
+        let shader = FlashAttention.rolledCooperativeLoops(device) ? Shaders.deltaGradsGramCoopmatF16Cpu : Shaders.deltaGradsGramCoopmatF16
+        let spec: [String: SpecializationValue] = [
+            "local_size_x": .int(subgroups * subgroupSize), "CH": .int(chunk), "DK": .int(dk), "DV": .int(dv), "MM": .int(m),
+            "SG": .int(subgroupSize), "UNIFORM_MATRIX_OPS": .bool(uniformMatrixOps)]
+        return try device.kernel(KernelDescriptor(
+            shader: shader, bindings: 9, specialization: spec,
             requiredSubgroupSize: device.enabled.subgroupSizeControl ? subgroupSize : nil, fullSubgroups: true))
     }
 

@@ -131,6 +131,7 @@ package struct DeltaRulePlan {
         let limit = device.capabilities.maxStorageBufferRange
         let sizes = [("boundary states", (chunks + N) * H * Dk * Dv * 4), ("chunk maps", chunks * H * Dk * (Dk + Dv) * 4),
                      ("chunk workspace", T * H * max(Dk, Dv) * 4), ("chunk inverses", chunks * H * C * C * 4)]
+            + (coopmat != nil ? [("chunk products", chunks * H * 5 * C * C * 4)] : [])
         for (operand, bytes) in sizes where bytes > limit || bytes / 4 >= 1 << 31 {
             throw VkAttnError.tooLarge(op: name, operand: operand, bytes: bytes, limit: min(limit, 1 << 33))
         }
@@ -151,16 +152,17 @@ package struct DeltaRulePlan {
     package var isEmpty: Bool { T == 0 || H == 0 || Dk == 0 || Dv == 0 }
 
     /// The kernels as paths report them: `coopmat-f16 8x8x8` when the chunk products run on
-    /// cooperative matrices (wy_coopmat.comp, output_coopmat.comp, grads_state_coopmat.comp),
+    /// cooperative matrices (wy_coopmat.comp, output_coopmat.comp, grads_state_coopmat.comp,
+    /// grads_gram_coopmat.comp),
     /// else the scalar type and, on a device that offers cooperative matrices, why they do not.
     package var label: String {
         let kernels = coopmat.map { "coopmat-\(inputType) \(CooperativeMatrix.text($0.shape))" } ?? "scalar-\(inputType)"
         return "chunked-wy/\(op.gated ? "gated" : "ungated")/chunk\(C)/\(kernels)" + (cooperativeMatrixSkipped.map { " [no coopmat: \($0)]" } ?? "")
     }
 
-    /// The backward's path: the label, and that grads.comp's C x C products are scalar where
-    /// the others run on cooperative matrices.
-    var backwardLabel: String { label + (coopmat != nil ? ", C x C gradients scalar-\(inputType)" : "") }
+    /// The backward's path: the label, and that grads.comp's sums over a chunk's rows (T^T dW,
+    /// P^T Q, dA K, ...) stay scalar where its other products run on cooperative matrices.
+    var backwardLabel: String { label + (coopmat != nil ? ", row-sum gradients scalar-\(inputType)" : "") }
 
     package func push(flags: Int) throws -> DeltaPush {
         let name = Self.opName
@@ -423,20 +425,30 @@ package struct DeltaRulePlan {
                                  dOutput: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, dBeta: Tensor, dLogDecay: Tensor?) throws {
         let shader = variant(Shaders.deltaGradsF32, f16: Shaders.deltaGradsF16, f16o32: Shaders.deltaGradsF16o32,
                              bf16: Shaders.deltaGradsBf16, bf16o32: Shaders.deltaGradsBf16o32, output: dq.dtype)
-        let kernel = try kernel(shader, bindings: 20, workgroup: workgroup, extra: ["STATE_PRODUCTS": .int(coopmat == nil ? 1 : 0)])
+        let coop = coopmat == nil ? 1 : 0
+        let kernel = try kernel(shader, bindings: 21, workgroup: workgroup, extra: ["STATE_PRODUCTS": .int(coop), "GRAM": .int(coop)])
         let scratch = T * H * Dk * 4
         let dwk = try device.makeBuffer(byteCount: scratch), pq = try device.makeBuffer(byteCount: scratch)
         let pk = try device.makeBuffer(byteCount: scratch)
+        var gramProducts: Buffer? = nil
         if let cm = coopmat {
-            let products = try cm.gradsStateKernel(device: device, chunk: C, dk: Dk, dv: Dv)
-            try stream.dispatch(products, bindings: [work.chunkTable.whole, k.slice, dOutput.slice, work.gcum.whole, states, dstates,
+            let stateProducts = try cm.gradsStateKernel(device: device, chunk: C, dk: Dk, dv: Dv)
+            try stream.dispatch(stateProducts, bindings: [work.chunkTable.whole, k.slice, dOutput.slice, work.gcum.whole, states, dstates,
                                                      back.w.whole, back.r.whole, dwk.whole, pk.whole, pq.whole],
                                 push: push(flags: 0), groups: grid(groups: chunks * H))
             try stream.barrier()
+            let gram = try cm.gramKernel(device: device, chunk: C, dk: Dk, dv: Dv)
+            let products = try device.makeBuffer(byteCount: chunks * H * 5 * C * C * 4)
+            try stream.dispatch(gram, bindings: [work.chunkTable.whole, q.slice, k.slice, v.slice, dOutput.slice, back.w.whole, back.r.whole,
+                                                 dwk.whole, products.whole],
+                                push: push(flags: 0), groups: grid(groups: chunks * H))
+            try stream.barrier()
+            gramProducts = products
         }
         try stream.dispatch(kernel, bindings: [work.chunkTable.whole, q.slice, k.slice, v.slice, beta.slice, work.gcum.whole, dOutput.slice,
                                                work.inverses.whole, states, dstates, back.w.whole, back.r.whole, dwk.whole, pq.whole, pk.whole,
-                                               dq.slice, dk.slice, dv.slice, dBeta.slice, dLogDecay?.slice ?? work.dummy.whole],
+                                               dq.slice, dk.slice, dv.slice, dBeta.slice, dLogDecay?.slice ?? work.dummy.whole,
+                                               gramProducts?.whole ?? work.dummy.whole],
                             push: push(flags: 0), groups: grid(groups: chunks * H))
     }
 
