@@ -76,7 +76,7 @@ done
 declare -A words=(
   [attention]="--dtype" [decode]="--dtype --kv-dtype" [spmm]="--format --kernel --dtype --distribution --validation" [sddmm]="--dtype"
   [scan]="--dtype --op --path" [recurrence]="--layout --path --dtype" [linear-attention]="--gating --dtype --kernel"
-  [delta-rule]="--dtype --scheme"
+  [delta-rule]="--dtype --scheme --kernel"
   [mamba]="--dtype --variant"
   [ring]="--dtype --sharding --path --backend --variant" [ulysses]="--sharding" [hybrid]="--dtype" [star-attention]="--dtype --path"
   [lasp]="--gating --path --backend" [lasp2]="--gating" [zeco]="--backend"

@@ -32,6 +32,7 @@ struct DeltaRuleCommand: ParsableCommand {
     @Option(help: "Rows per chunk (default: from the device's shared memory).") var chunkLength: Int?
     @Flag(help: "Time the backward pass.") var backward = false
     @Option(help: "Type of q, k, v, dO and the outputs (beta, decays and states are fp32).") var dtype = StorageType.f32
+    @Option(help: "Kernels: auto, scalar or coopmat (f16 inputs).") var kernel = KernelPreference.automatic
     @Option(help: "Ranks to split the sequence over (logical devices); 1: one device.") var ranks = 1
     @Option(help: "With --ranks: lasp (chain), lasp2 (all-gather) or zeco (segmented chain).") var scheme = DeltaScheme.lasp2
 
@@ -41,6 +42,7 @@ struct DeltaRuleCommand: ParsableCommand {
         if let chunkLength, !(1...64).contains(chunkLength) { throw OptionError("--chunk-length must be in 1...64, got \(chunkLength)") }
         guard (1...min(seq, Limits.maxRanks)).contains(ranks) else { throw OptionError("--ranks must be in 1...min(--seq, \(Limits.maxRanks))") }
         if ranks > 1 && varlen { throw OptionError("--varlen takes one device (--ranks 1)") }
+        if ranks > 1 && dtype != .f32 { throw OptionError("--ranks > 1 runs f32 inputs (--dtype f32)") }
         try Limits.require(operands)
     }
 
@@ -54,7 +56,7 @@ struct DeltaRuleCommand: ParsableCommand {
         let context = try BenchContext(device)
         try Limits.require(operands, on: context)
         let device = context.device
-        let op = DeltaRule(gated: gated, chunkLength: chunkLength)
+        let op = DeltaRule(gated: gated, chunkLength: chunkLength, preference: kernel)
         let type = dtype.dtype
         var rng = SeededRandom.fresh()
         let lengths = varlen ? VarlenLengths.make(batch: batch, length: seq, rng: &rng) : [Int](repeating: seq, count: batch)

@@ -29,7 +29,7 @@ struct DeltaRuleParallelBenchmark {
         let group = try DeviceGroup(ranks: n, instance: Instance(log: log), route: nil)
         BenchTeardown.watch(group.devices)
         let (b, l, h, dk, dv) = (c.batch, c.seq, c.heads, c.dk, c.dv)
-        let rule = DeltaRule(gated: c.gated, chunkLength: c.chunkLength)
+        let rule = DeltaRule(gated: c.gated, chunkLength: c.chunkLength, preference: c.kernel)
         let lengths = ContextParallelLinearAttention.evenLengths(total: l, ranks: n)
         let cp = ContextParallelDeltaRule(lengths: lengths, scheme: scheme, deltaRule: rule)
         let shape = ContextParallelDeltaRule.Shape(batch: b, heads: h, dk: dk, dv: dv)
