@@ -39,6 +39,8 @@ for loops in rolled unrolled; do
     check coopmat decode --dtype f16 --cache 4096
     check coopmat linear-attention --dtype f16 --length 1000
     check coopmat linear-attention --dtype f16 --length 1000 --backward
+    check coopmat linear-attention --dtype f16 --batch 4 --length 250 --varlen --backward
+    check coopmat mamba --variant ssd --dtype f16 --batch 3 --seq 300 --varlen --backward
     check coopmat spmm --format bsr --dtype f16 --rows 2048 --density 0.02
     check coopmat delta-rule --dtype f16 --seq 1000 --gated
     check coopmat delta-rule --dtype f16 --seq 1000 --gated --backward
