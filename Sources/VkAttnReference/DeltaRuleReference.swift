@@ -34,6 +34,22 @@ public struct DeltaRuleReference: Sendable {
         self.dv = dv
     }
 
+    /// Each row of `width` values scaled to unit L2 norm (rows of norm below 1e-3 divided by
+    /// 1e-3): the models' normalised q and k, which the tests, the bench and the MPI checks draw.
+    /// - Parameters:
+    ///   - x: Rows of `width` values, flat.
+    ///   - width: Values per row (Dk).
+    /// - Returns: The normalised rows.
+    public static func l2Normalised(_ x: [Float], width: Int) -> [Float] {
+        var out = x
+        guard width > 0 else { return out }
+        for start in stride(from: 0, to: x.count, by: width) {
+            let norm = (start..<(start + width)).reduce(Float(0)) { $0 + x[$1] * x[$1] }.squareRoot()
+            for i in start..<(start + width) { out[i] = x[i] / max(norm, 1e-3) }
+        }
+        return out
+    }
+
     /// Cumulative lengths (N + 1 entries from 0), the op's `cuSeqlens`.
     public var cuSeqlens: [Int32] { lengths.reduce(into: [Int32(0)]) { $0.append($0.last! + Int32($1)) } }
 

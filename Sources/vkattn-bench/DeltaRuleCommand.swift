@@ -64,8 +64,8 @@ struct DeltaRuleCommand: ParsableCommand {
         let (b, l) = varlen ? (1, t) : (batch, seq)
         let cu: [Int32]? = varlen ? try Limits.cumulative(lengths, "--varlen") : nil
         let n = lengths.count
-        let qv = Self.normalised(rng.floats(t * h * dk), width: dk).map(type.rounded)
-        let kv = Self.normalised(rng.floats(t * h * dk), width: dk).map(type.rounded)
+        let qv = DeltaRuleReference.l2Normalised(rng.floats(t * h * dk), width: dk).map(type.rounded)
+        let kv = DeltaRuleReference.l2Normalised(rng.floats(t * h * dk), width: dk).map(type.rounded)
         let vv = rng.floats(t * h * dv).map(type.rounded)
         let betav = rng.floats(t * h, in: 0...1)
         let gv: [Float]? = gated ? rng.floats(t * h, in: -1...0) : nil
@@ -127,16 +127,6 @@ struct DeltaRuleCommand: ParsableCommand {
                             gbps: gbps, tflops: flops / (timing.medianMs * 1e9), ratioToCopy: gbps / copyGBps,
                             check: check.0, maxRelError: check.1)
         try context.report([row], json: measure.json)
-    }
-
-    /// Each row of width `width` scaled to unit length (the models' L2-normalised q and k).
-    static func normalised(_ x: [Float], width: Int) -> [Float] {
-        var out = x
-        for start in stride(from: 0, to: x.count, by: max(width, 1)) {
-            let norm = (start..<(start + width)).reduce(Float(0)) { $0 + x[$1] * x[$1] }.squareRoot()
-            for i in start..<(start + width) { out[i] = x[i] / max(norm, 1e-3) }
-        }
-        return out
     }
 
     /// Pass when every output's relative L2 error is within `bound`; reports the largest.

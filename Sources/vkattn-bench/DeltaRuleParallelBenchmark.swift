@@ -36,8 +36,8 @@ struct DeltaRuleParallelBenchmark {
         try cp.validate(shape, ranks: n)
         let expected = cp.expectedTraffic(shape: shape)
         var rng = SeededRandom.fresh()
-        let qv = DeltaRuleCommand.normalised(rng.floats(b * l * h * dk), width: dk)
-        let kv = DeltaRuleCommand.normalised(rng.floats(b * l * h * dk), width: dk)
+        let qv = DeltaRuleReference.l2Normalised(rng.floats(b * l * h * dk), width: dk)
+        let kv = DeltaRuleReference.l2Normalised(rng.floats(b * l * h * dk), width: dk)
         let vv = rng.floats(b * l * h * dv), betav = rng.floats(b * l * h, in: 0...1)
         let gv: [Float]? = c.gated ? rng.floats(b * l * h, in: -1...0) : nil
         let dOv = rng.floats(b * l * h * dv)

@@ -15,19 +15,11 @@ enum DeltaChecks {
         }
     }
 
-    static func normalised(_ x: [Float], width: Int) -> [Float] {
-        var out = x
-        for start in stride(from: 0, to: x.count, by: width) {
-            let norm = (start..<(start + width)).reduce(Float(0)) { $0 + x[$1] * x[$1] }.squareRoot()
-            for i in start..<(start + width) { out[i] = x[i] / max(norm, 1e-3) }
-        }
-        return out
-    }
-
     static func check(_ comm: MPICommunicator, _ report: Report, gated: Bool, seed: UInt64, lengths: [Int]) async throws {
         let (b, l, h, dk, dv) = (2, lengths.reduce(0, +), 2, 6, 5)
         var rng = SeededRandom(seed: seed)
-        let q = normalised(rng.floats(b * l * h * dk), width: dk), k = normalised(rng.floats(b * l * h * dk), width: dk)
+        let q = DeltaRuleReference.l2Normalised(rng.floats(b * l * h * dk), width: dk)
+        let k = DeltaRuleReference.l2Normalised(rng.floats(b * l * h * dk), width: dk)
         let v = rng.floats(b * l * h * dv), beta = rng.floats(b * l * h, in: 0...1)
         let g: [Float]? = gated ? rng.floats(b * l * h, in: -1...0) : nil
         let s0 = rng.floats(b * h * dk * dv), dO = rng.floats(b * l * h * dv), dFinal = rng.floats(b * h * dk * dv)

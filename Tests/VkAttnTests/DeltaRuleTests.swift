@@ -11,15 +11,6 @@ struct DeltaProblem {
     var rows: Int { lengths.reduce(0, +) }
     var reference: DeltaRuleReference { DeltaRuleReference(gated: gated, lengths: lengths, heads: heads, dk: dk, dv: dv) }
 
-    static func normalised(_ x: [Float], width: Int) -> [Float] {
-        var out = x
-        for start in stride(from: 0, to: x.count, by: max(width, 1)) {
-            let norm = (start..<(start + width)).reduce(Float(0)) { $0 + x[$1] * x[$1] }.squareRoot()
-            for i in start..<(start + width) { out[i] = x[i] / max(norm, 1e-3) }
-        }
-        return out
-    }
-
     init(gated: Bool, lengths: [Int], heads: Int, dk: Int, dv: Int, q: [Float], k: [Float], v: [Float], beta: [Float],
          logDecay: [Float]?, initial: [Float]?, dO: [Float], dFinal: [Float]?) {
         (self.gated, self.lengths, self.heads, self.dk, self.dv) = (gated, lengths, heads, dk, dv)
@@ -30,8 +21,8 @@ struct DeltaProblem {
          states: Bool = true) {
         (self.gated, self.lengths, self.heads, self.dk, self.dv) = (gated, lengths, heads, dk, dv)
         let t = lengths.reduce(0, +)
-        q = Self.normalised(rng.floats(t * heads * dk), width: dk).map(dtype.rounded)
-        k = Self.normalised(rng.floats(t * heads * dk), width: dk).map(dtype.rounded)
+        q = DeltaRuleReference.l2Normalised(rng.floats(t * heads * dk), width: dk).map(dtype.rounded)
+        k = DeltaRuleReference.l2Normalised(rng.floats(t * heads * dk), width: dk).map(dtype.rounded)
         v = rng.floats(t * heads * dv).map(dtype.rounded)
         beta = rng.floats(t * heads, in: 0...1)
         logDecay = gated ? rng.floats(t * heads, in: -1...0) : nil

@@ -47,24 +47,8 @@ package struct GLAPlan {
         self.q = q
         self.k = k
         self.v = v
-        guard q.shape.count == 4 else {
-            throw VkAttnError.shapeMismatch(op: name, operand: "q", expected: "[B, L, H, Dk]", actual: "\(q.shape)")
-        }
-        (B, L, H, Dk) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
-        guard v.shape.count == 4, Array(v.shape.prefix(3)) == [B, L, H] else {
-            throw VkAttnError.shapeMismatch(op: name, operand: "v", expected: "[\(B), \(L), \(H), Dv]", actual: "\(v.shape)")
-        }
-        Dv = v.shape[3]
-        inputType = q.dtype
-        guard inputType == .f32 || inputType.isHalfWidth else {
-            throw VkAttnError.dtypeMismatch(op: name, operand: "q", expected: "f32, f16 or bf16", actual: inputType.rawValue)
-        }
-        if inputType.isHalfWidth && !device.enabled.storageBuffer16BitAccess {
-            throw VkAttnError.unsupported(op: name, reason: "\(inputType) inputs need storageBuffer16BitAccess, which \(device.label) lacks")
-        }
-        try q.expect(op: name, "q", shape: q.shape, dtype: inputType, device: device)
-        try k.expect(op: name, "k", shape: q.shape, dtype: inputType, device: device)
-        try v.expect(op: name, "v", shape: v.shape, dtype: inputType, device: device)
+        let operands = try LinearOperands(op: name, device: device, q: q, k: k, v: v)
+        (B, L, H, Dk, Dv, inputType) = (operands.B, operands.L, operands.H, operands.Dk, operands.Dv, operands.inputType)
         switch (op.gating, logGates) {
         case (.none, nil):
             break
@@ -152,22 +136,13 @@ package struct GLAPlan {
 
     /// The output type `t` (f32 or the input type) of an output operand, or a typed error.
     package func expectOutputType(_ operand: String, _ t: Tensor) throws {
-        guard t.dtype == .f32 || t.dtype == inputType else {
-            throw VkAttnError.dtypeMismatch(op: Self.opName, operand: operand, expected: inputType == .f32 ? "f32" : "f32 or \(inputType)",
-                                            actual: t.dtype.rawValue)
-        }
+        try LinearOperands.expectOutputType(op: Self.opName, input: inputType, operand, t)
     }
 
     /// The variant of a kernel reading the inputs and writing outputs of type `output`.
     package func variant(_ f32: ShaderSource, f16: ShaderSource, f16o32: ShaderSource, bf16: ShaderSource, bf16o32: ShaderSource,
                  output: DType) -> ShaderSource {
-        switch (inputType, output) {
-        case (.f16, .f16): return f16
-        case (.f16, _): return f16o32
-        case (.bf16, .bf16): return bf16
-        case (.bf16, _): return bf16o32
-        default: return f32
-        }
+        LinearOperands.variant(input: inputType, output: output, f32, f16: f16, f16o32: f16o32, bf16: bf16, bf16o32: bf16o32)
     }
 
     /// The state-contribution kernel for the inputs' type.

@@ -245,13 +245,7 @@ package struct MambaSSDPlan {
     }
 
     func variant(_ f32: ShaderSource, f16: ShaderSource, f16o32: ShaderSource, bf16: ShaderSource, bf16o32: ShaderSource, output: DType) -> ShaderSource {
-        switch (inputType, output) {
-        case (.f16, .f16): return f16
-        case (.f16, _): return f16o32
-        case (.bf16, .bf16): return bf16
-        case (.bf16, _): return bf16o32
-        default: return f32
-        }
+        LinearOperands.variant(input: inputType, output: output, f32, f16: f16, f16o32: f16o32, bf16: bf16, bf16o32: bf16o32)
     }
 
     /// q = C, k = dt_eff B (x's type) and the per-head log-gates, and the GLA plan over them.
