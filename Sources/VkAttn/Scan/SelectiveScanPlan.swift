@@ -218,22 +218,25 @@ package struct SelectiveScanPlan {
                        outputType: DType = .f32, writeY: Bool,
                        finalState: Tensor?, dy: BufferSlice? = nil, runOutput: Bool = true) throws {
         let dummy = x.slice
+        // Bindings a pass never writes still count as written for synchronization validation:
+        // each dispatch's unused writable binding gets a scratch word of its own, never an input.
+        let unused = { try self.workspace(floats: 4).whole }
         let chunkBindings = { (out: BufferSlice) in
             [self.x.slice, steps, self.A.slice, self.B.slice, self.C.slice, self.D?.slice ?? dummy, self.z?.slice ?? dummy,
              dummy, table.whole, maps.whole, states.whole, dy ?? dummy, out]
         }
         let groups = chunks * forwardGroups
-        try stream.dispatch(try chunkKernel(pass: 1), bindings: chunkBindings(dummy), push: try push(flags: 0, groups: forwardGroups),
+        try stream.dispatch(try chunkKernel(pass: 1), bindings: chunkBindings(try unused()), push: try push(flags: 0, groups: forwardGroups),
                             groups: grid(groups: groups))
         if dy != nil {
-            try stream.dispatch(try chunkKernel(pass: 2), bindings: chunkBindings(dummy), push: try push(flags: 0, groups: forwardGroups),
+            try stream.dispatch(try chunkKernel(pass: 2), bindings: chunkBindings(try unused()), push: try push(flags: 0, groups: forwardGroups),
                                 groups: grid(groups: groups))
         }
         try stream.barrier()
         let final = finalState.flatMap { $0.isEmpty ? nil : $0 }
         let carryFlags: UInt32 = (initial != nil ? 16 : 0) | (final != nil ? 32 : 0)
         try stream.dispatch(try carryKernel(backward: false),
-                            bindings: [maps.whole, states.whole, initial?.slice ?? dummy, final?.slice ?? states.whole, table.whole],
+                            bindings: [maps.whole, states.whole, initial?.slice ?? dummy, final?.slice ?? unused(), table.whole],
                             push: try push(flags: carryFlags, groups: 1), groups: grid(invocations: sequences * Dch * N, workgroup: 64))
         guard runOutput else { return }
         try stream.barrier()
@@ -348,10 +351,11 @@ package struct SelectiveScanPlan {
         try stream.barrier()
         try encodeForward(stream, table: tableBuffer, maps: maps, states: states, steps: steps.whole, output: yws.whole, writeY: true, finalState: nil,
                           dy: dy.whole, runOutput: g.dz != nil)
+        try stream.barrier()  // the carry below rewrites the states the forward's last pass read
         let dInit = g.dInitialState.flatMap { $0.isEmpty ? nil : $0 }
         let carryFlags: UInt32 = (dFinalState != nil ? 16 : 0) | (dInit != nil ? 32 : 0)
         try stream.dispatch(try carryKernel(backward: true),
-                            bindings: [maps.whole, states.whole, dFinalState?.slice ?? dummy, dInit?.slice ?? states.whole, tableBuffer.whole],
+                            bindings: [maps.whole, states.whole, dFinalState?.slice ?? dummy, dInit?.slice ?? workspace(floats: 4).whole, tableBuffer.whole],
                             push: try push(flags: carryFlags, groups: 1), groups: grid(invocations: sequences * Dch * N, workgroup: 64))
         try stream.barrier()
 
@@ -360,7 +364,7 @@ package struct SelectiveScanPlan {
         let bwdFlags: UInt32 = (g.dz != nil ? 128 : 0) | (g.dD != nil ? 256 : 0)
         try stream.dispatch(bwd, bindings: [x.slice, steps.whole, A.slice, B.slice, C.slice, D?.slice ?? dummy, z?.slice ?? dummy,
                                             dy.whole, tableBuffer.whole, states.whole, dOutput.slice, yws.whole,
-                                            g.dx.slice, g.dDelta.slice, g.dz?.slice ?? yws.whole, partials.whole],
+                                            g.dx.slice, g.dDelta.slice, g.dz?.slice ?? workspace(floats: 4).whole, partials.whole],
                             push: try push(flags: bwdFlags, groups: blocks, partB: partB, partC: partC),
                             groups: grid(groups: chunks * blocks))
         try stream.barrier()
