@@ -68,12 +68,14 @@ public struct SSDReference: Sendable {
     func group(_ h: Int) -> Int { h / (heads / groups) }
     func raw(_ inp: Inputs, _ b: Int, _ t: Int, _ h: Int) -> Double { Double(inp.dt[(b * length + t) * heads + h]) + (inp.dtBias.map { Double($0[h]) } ?? 0) }
     func dtEff(_ r: Double) -> Double { dtSoftplus ? (r > 20 ? r : log1p(exp(r))) : r }
-    /// silu(z) and its derivative (magnitudes with `absolute`).
+    /// silu(z) and its derivative (magnitudes with `absolute`). silu'(z) = s (1 + z (1 - s)) is a
+    /// sum whose terms cancel near z = -1.28, so its magnitude is that of the terms, s (1 + |z| (1 - s)),
+    /// not of the near-zero result (which would make the error scale of dz too small).
     func gate(_ z: [Float]?, _ i: Int, absolute: Bool) -> (silu: Double, slope: Double) {
         guard let z else { return (1, 0) }
         let v = Double(z[i]), s = 1 / (1 + exp(-v))
-        let silu = v * s, slope = s * (1 + v * (1 - s))
-        return absolute ? (Swift.abs(silu), Swift.abs(slope)) : (silu, slope)
+        let silu = v * s
+        return absolute ? (Swift.abs(silu), s * (1 + Swift.abs(v) * (1 - s))) : (silu, s * (1 + v * (1 - s)))
     }
 
     /// y [B, L, H, P] and the final states [B, H, N, P].
