@@ -7,7 +7,7 @@ import VkAttn
 
 /// How the ranks of a context-parallel group split one sequence and exchange data: one switch
 /// per call, as TransformerEngine's cp_comm_type. Softmax attention (`ContextParallelAttention`)
-/// takes `ring`, `allGather`, `allToAll` and `hierarchical`; linear attention
+/// takes `ring`, `tokenRing`, `doubleRing`, `allGather`, `allToAll` and `hierarchical`; linear attention
 /// (`ContextParallelLinearAttention`) and the recurrence (`ContextParallelRecurrence`) take
 /// `lasp`, `lasp2` and `zeco`. A scheme of the other family is a typed error.
 public enum ContextParallelScheme: Hashable, Sendable, CustomStringConvertible {
@@ -24,6 +24,15 @@ public enum ContextParallelScheme: Hashable, Sendable, CustomStringConvertible {
     /// 2-D (a2a+p2p, USP / LoongTrain): ranks form (N / ulysses) x ulysses; all-to-all inside
     /// each group of `ulysses` consecutive ranks, ring attention between the groups.
     case hierarchical(ulysses: Int)
+    /// TokenRing (Wang et al. 2024): K/V stay put; query blocks travel one way around the
+    /// ring and the fp32 partial (O, LSE) of each block goes back to its owner, so both
+    /// directions of the links carry traffic. The backward sends Q, O, dO and LSE one way and
+    /// dQ partials back; dK/dV accumulate locally.
+    case tokenRing
+    /// The double ring (LoongTrain, Gu et al. 2024): nodes of `ranksPerNode` consecutive ranks;
+    /// K/V blocks of the other nodes arrive over an outer ring between nodes (one transfer per
+    /// node step) while an inner ring circulates the current node step's blocks inside the node.
+    case doubleRing(ranksPerNode: Int)
     /// LASP (Sun et al.): the serial chain of states; rank r waits for the prefix of ranks 0..<r.
     case lasp
     /// LASP-2 (Sun et al. 2025): one all-gather of every rank's state map, a local prefix combine.
@@ -36,7 +45,7 @@ public enum ContextParallelScheme: Hashable, Sendable, CustomStringConvertible {
     public var isLinear: Bool {
         switch self {
         case .lasp, .lasp2, .zeco: return true
-        case .ring, .allGather, .allToAll, .hierarchical: return false
+        case .ring, .tokenRing, .doubleRing, .allGather, .allToAll, .hierarchical: return false
         }
     }
 
@@ -47,7 +56,7 @@ public enum ContextParallelScheme: Hashable, Sendable, CustomStringConvertible {
         case .lasp: return .chain(segments: 1)
         case .lasp2: return .allGather
         case let .zeco(segments): return .chain(segments: segments)
-        case .ring, .allGather, .allToAll, .hierarchical: return nil
+        case .ring, .tokenRing, .doubleRing, .allGather, .allToAll, .hierarchical: return nil
         }
     }
 
@@ -62,11 +71,14 @@ public enum ContextParallelScheme: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
-    /// `ring`, `all-gather(S head slices)`, `all-to-all`, `hierarchical(ulysses U)`, `lasp`,
+    /// `ring`, `token-ring`, `double-ring(K ranks per node)`, `all-gather(S head slices)`,
+    /// `all-to-all`, `hierarchical(ulysses U)`, `lasp`,
     /// `lasp2` or `zeco(K segments)`, as paths and the bench print it.
     public var description: String {
         switch self {
         case .ring: return "ring"
+        case .tokenRing: return "token-ring"
+        case let .doubleRing(m): return "double-ring(\(m) ranks per node)"
         case let .allGather(slices): return "all-gather(\(slices) head slices)"
         case .allToAll: return "all-to-all"
         case let .hierarchical(u): return "hierarchical(ulysses \(u))"
@@ -79,7 +91,7 @@ public enum ContextParallelScheme: Hashable, Sendable, CustomStringConvertible {
     /// Throws unless the scheme belongs to the family `op` runs.
     func expect(linear: Bool, op: String) throws {
         guard isLinear == linear else {
-            throw VkAttnError.unsupported(op: op, reason: "\(self) is a \(isLinear ? "linear-attention" : "softmax-attention") scheme; this op takes \(linear ? "lasp, lasp2 or zeco" : "ring, allGather, allToAll or hierarchical")")
+            throw VkAttnError.unsupported(op: op, reason: "\(self) is a \(isLinear ? "linear-attention" : "softmax-attention") scheme; this op takes \(linear ? "lasp, lasp2 or zeco" : "ring, tokenRing, doubleRing, allGather, allToAll or hierarchical")")
         }
     }
 }

@@ -213,7 +213,7 @@ public struct ContextParallelDeltaRule: Sendable, Hashable {
         switch scheme {
         case .lasp2: return (n - 1) * pair
         case .lasp, .zeco: return (backward ? rank > 0 : rank < n - 1) ? pair : 0
-        case .ring, .allGather, .allToAll, .hierarchical: return 0
+        case .ring, .tokenRing, .doubleRing, .allGather, .allToAll, .hierarchical: return 0
         }
     }
 
@@ -238,7 +238,7 @@ public struct ContextParallelDeltaRule: Sendable, Hashable {
         case let .zeco(segments):
             return ExpectedTraffic(bytes: Double(pair), steps: 1,
                                    formula: "ZeCO: a chain in \(segments) segments of one pair B H Dk (Dk+Dv) 4 = \(pair) B" + versus)
-        case .ring, .allGather, .allToAll, .hierarchical:
+        case .ring, .tokenRing, .doubleRing, .allGather, .allToAll, .hierarchical:
             return ExpectedTraffic(bytes: 0, steps: 0, formula: "\(scheme) is not a linear scheme")
         }
     }

@@ -24,7 +24,7 @@ extension ContextParallelLinearAttention {
         case .lasp, .zeco:
             // The flow's last rank has no one to pass the prefix to.
             return (backward ? rank > 0 : rank < n - 1) ? value : 0
-        case .ring, .allGather, .allToAll, .hierarchical:
+        case .ring, .tokenRing, .doubleRing, .allGather, .allToAll, .hierarchical:
             return 0  // not a linear scheme: validate refuses it
         }
     }
@@ -47,7 +47,7 @@ extension ContextParallelLinearAttention {
         case let .zeco(segments):
             return ExpectedTraffic(bytes: value, steps: 1,
                                    formula: "ZeCO all-scan: a chain in \(segments) segments, each rank but the last (backward: the first) sends one state B H Dk (Dv+1) 4 = \(Int(value)) B")
-        case .ring, .allGather, .allToAll, .hierarchical:
+        case .ring, .tokenRing, .doubleRing, .allGather, .allToAll, .hierarchical:
             return ExpectedTraffic(bytes: 0, steps: 0, formula: "\(scheme) is not a linear-attention scheme")
         }
     }

@@ -66,6 +66,8 @@ public struct ContextParallelAttention: Sendable, Hashable {
         switch scheme {
         case .ring:
             break
+        case .tokenRing, .doubleRing:
+            try Self.checkTwoWayRing(scheme, mask: mask, ranks: ranks)
         case let .allGather(slices):
             guard slices >= 1, shape.headsKV % slices == 0 else {
                 throw VkAttnError.invalidValue(op: op, operand: "headSlices", reason: "\(slices) does not divide the \(shape.headsKV) key/value heads")

@@ -11,6 +11,11 @@ extension ContextParallelAttention {
     /// - `.allToAll` (Ulysses, DeepSpeed): each all-to-all sends (N - 1) / N of a rank's tensor:
     ///   Q, K, V in and O (the output type), LSE out; the backward: Q, K, V, O, dO, LSE in and
     ///   fp32 dQ, dK, dV out. KV heads fewer than the ranks count one head per rank. Two steps.
+    /// - `.tokenRing` (Wang et al.): N - 1 query-side blocks one way and N - 1 fp32 partials
+    ///   back (``ringChoice(_:backward:)`` sets them beside the ring's).
+    /// - `.doubleRing(ranksPerNode: m)` (LoongTrain): the inner ring's bytes inside each node,
+    ///   one block per node step between nodes (`interNodeBytes`); the backward adds the fp32
+    ///   dK/dV sums on both levels.
     /// - `.hierarchical(ulysses: u)`: Ulysses on u ranks, then the ring of N / u members with
     ///   u T tokens and Hkv / u heads.
     /// - `.allGather(headSlices:)`: exact for any split, from the plan: the K/V pieces the
@@ -24,7 +29,8 @@ extension ContextParallelAttention {
     ///   - backward: the backward pass instead of the forward.
     /// - Returns: the busiest rank's bytes per call, the communication steps and the formula.
     /// - Throws: `VkAttnError.unsupported` (op `context parallel attention`) where a pair of
-    ///   the plan's pieces has no single causal band, as `validate` does.
+    ///   the plan's pieces has no single causal band, as `validate` does;
+    ///   `VkAttnError.invalidValue` for a double ring whose node size does not divide the ranks.
     public func expectedTraffic(_ shape: Shape, backward: Bool) throws -> ExpectedTraffic {
         let n = plan.ranks
         let t = Double(plan.totalTokens) / Double(n)
@@ -62,6 +68,11 @@ extension ContextParallelAttention {
             return ExpectedTraffic(bytes: 0, steps: 0, formula: "")  // refused above
         case .ring:
             return ring(n, tokens: t, kvHeads: hkv)
+        case .tokenRing:
+            return tokenRingTraffic(shape, backward: backward)
+        case let .doubleRing(m):
+            try Self.checkTwoWayRing(scheme, mask: attention.mask, ranks: n)
+            return doubleRingTraffic(shape, ranksPerNode: m, backward: backward)
         case .allToAll:
             let a2a = ulysses(n)
             return ExpectedTraffic(bytes: a2a.bytes, steps: 2, formula: a2a.formula)

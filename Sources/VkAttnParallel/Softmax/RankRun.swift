@@ -99,6 +99,10 @@ final class RankRun<C: Communicator>: RankStreams {
             try ulyssesForward(q: q, k: k, v: v, out: out, ulysses: u)
         case let .allGather(slices):
             try AllGatherSchedule(run: self, slices: slices).forward(q: q, k: k, v: v, out: out)
+        case .tokenRing:
+            try TokenRingSchedule(run: self, tag: 600).forward(q: q, k: k, v: v, out: out)
+        case let .doubleRing(m):
+            try DoubleRingSchedule(run: self, ranksPerNode: m, tag: 700).forward(q: q, k: k, v: v, out: out)
         case .lasp, .lasp2, .zeco:
             try scheme.expect(linear: false, op: ContextParallelAttention.opName)
         }
@@ -140,6 +144,10 @@ final class RankRun<C: Communicator>: RankStreams {
             try ulyssesBackward(q: q, k: k, v: v, o: o, lse: lse, dO: dO, grads: grads, ulysses: u)
         case let .allGather(slices):
             try AllGatherSchedule(run: self, slices: slices).backward(q: q, k: k, v: v, o: o, lse: lse, dO: dO, grads: grads)
+        case .tokenRing:
+            try TokenRingSchedule(run: self, tag: 600).backward(q: q, k: k, v: v, o: o, lse: lse, dO: dO, grads: grads)
+        case let .doubleRing(m):
+            try DoubleRingSchedule(run: self, ranksPerNode: m, tag: 700).backward(q: q, k: k, v: v, o: o, lse: lse, dO: dO, grads: grads)
         case .lasp, .lasp2, .zeco:
             try scheme.expect(linear: false, op: ContextParallelAttention.opName)
         }

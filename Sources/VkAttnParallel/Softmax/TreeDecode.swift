@@ -6,13 +6,24 @@ import VkAttn
 /// gives numerator and denominator: O = num / den, LSE = M + log(den), exactly the single-device
 /// result up to fp32 rounding. Each all-reduce takes log2(N) exchange steps (recursive
 /// doubling; two more when N is not a power of two), and every rank ends with the same bits.
+///
+/// With `ranksPerNode` m the all-reduces run over two levels (nodes of m consecutive ranks):
+/// inside each node first, then between the nodes' leaders (position 0), then each leader
+/// sends the result to its node. Every rank still ends with the same bits; against the flat
+/// all-reduce the max is bit-identical and the sum differs only in its order of additions.
 public struct TreeDecode: Sendable, Hashable {
     /// The attention configuration: scale, softcap, output type, kernels (no mask).
     public var attention: FlashAttention
+    /// Ranks per node for the two-level all-reduces (consecutive ranks form a node; must divide
+    /// the ranks); nil for the flat all-reduce over every rank.
+    public var ranksPerNode: Int?
 
-    /// - Parameter attention: The attention configuration; its mask must be none.
-    public init(attention: FlashAttention = FlashAttention()) {
+    /// - Parameters:
+    ///   - attention: The attention configuration; its mask must be none.
+    ///   - ranksPerNode: Ranks per node for the two-level all-reduces, or nil for flat ones.
+    public init(attention: FlashAttention = FlashAttention(), ranksPerNode: Int? = nil) {
         self.attention = attention
+        self.ranksPerNode = ranksPerNode
     }
 
     /// One rank's call. `q`: dense [B, Sq, Hq, D] or packed [totalQ, Hq, D] (the same on
@@ -32,9 +43,9 @@ public struct TreeDecode: Sendable, Hashable {
     ///   - output: O and LSE to write; nil allocates them.
     ///   - comm: This rank's communicator.
     /// - Returns: O and LSE over the whole cache (the same bits on every rank), and the path.
-    /// - Throws: `VkAttnError` for a mask, a tensor the decode does not take or a tensor of
-    ///   another device (the group is aborted once anything was posted); transfer and device
-    ///   errors.
+    /// - Throws: `VkAttnError` for a mask, a tensor the decode does not take, a tensor of
+    ///   another device or a `ranksPerNode` that does not divide the ranks (the group is
+    ///   aborted once anything was posted); transfer and device errors.
     public func decode<C: Communicator>(q: Tensor, kCache: Tensor, vCache: Tensor, layout: AttentionLayout = .dense,
                                         pages: KVPages? = nil, into output: AttentionOutput? = nil,
                                         communicator comm: C) async throws -> ContextParallelOutput {
@@ -42,6 +53,9 @@ public struct TreeDecode: Sendable, Hashable {
         let mask = attention.mask
         guard mask == .none else {
             throw VkAttnError.unsupported(op: op, reason: "decode across ranks takes no mask (every cached key is before the queries)")
+        }
+        if let m = ranksPerNode, m < 1 || comm.size % m != 0 {
+            throw VkAttnError.invalidValue(op: op, operand: "ranksPerNode", reason: "\(m) does not divide \(comm.size) ranks")
         }
         let device = comm.device
         guard q.device === device else { throw VkAttnError.deviceMismatch(op: op, operand: "Q") }
@@ -75,11 +89,16 @@ public struct TreeDecode: Sendable, Hashable {
             try stream.barrier()
             try stream.copy(from: lse.slice, to: m.slice)
             try tracer.end(on: stream)
-            var requests = try comm.allReduce(m.slice, count: rows, op: .max, scratch: scratch.slice, tag: 900, on: stream)
+            let levels = try ranksPerNode.map { try NodeLevels(comm: comm, ranksPerNode: $0) }
+            func allReduce(_ buffer: Tensor, count: Int, op: ReduceOp, tag: Int) throws -> [C.Request] {
+                guard let levels else { return try comm.allReduce(buffer.slice, count: count, op: op, scratch: scratch.slice, tag: tag, on: stream) }
+                return try levels.allReduce(buffer.slice, count: count, op: op, scratch: scratch.slice, tag: tag, on: stream)
+            }
+            var requests = try allReduce(m, count: rows, op: .max, tag: 900)
             try ParallelKernels.tree(stream, o: o.slice, lse: lse.slice, max: m.slice, w: w.slice, tokens: g.totalQ, heads: g.headsQ,
                                      seqQ: g.maxSq, headDim: d, packed: g.isPacked, finish: false)
             try stream.barrier()
-            requests += try comm.allReduce(w.slice, count: rows * (d + 1), op: .sum, scratch: scratch.slice, tag: 910, on: stream)
+            requests += try allReduce(w, count: rows * (d + 1), op: .sum, tag: 910)
             try ParallelKernels.tree(stream, o: o.slice, lse: lse.slice, max: m.slice, w: w.slice, tokens: g.totalQ, heads: g.headsQ,
                                      seqQ: g.maxSq, headDim: d, packed: g.isPacked, finish: true)
             try stream.barrier()
@@ -95,7 +114,9 @@ public struct TreeDecode: Sendable, Hashable {
             try tracer.collect(stream)
             try comm.collectTimestamps(of: stream)
             for r in requests { try await r.wait() }
-            let path = "tree x\(comm.size): \(local.path), all-reduce max + sum (\(Self.steps(comm.size)) steps each)"
+            let reduce = levels.map { "two-level all-reduce max + sum (\($0.description))" }
+                ?? "all-reduce max + sum (\(Self.steps(comm.size)) steps each)"
+            let path = "tree x\(comm.size): \(local.path), \(reduce)"
             return ContextParallelOutput(output: out.o, lse: out.lse, path: path)
         } catch {
             comm.abort(error)

@@ -12,17 +12,25 @@ public struct ExpectedTraffic: Hashable, Sendable {
     /// The formula and where it comes from, e.g. `ring (Liu et al.): per step one K and one V
     /// block, 2 (S/N) Hkv D b`.
     public var formula: String
+    /// Of `bytes`, those that cross between nodes, for schedules over two levels of ranks (the
+    /// double ring, the hierarchical tree decode); nil for one level.
+    public var interNodeBytes: Double?
 
     /// Creates the expectation of one call.
     /// - Parameters:
     ///   - bytes: bytes the busiest rank sends per call.
     ///   - steps: communication steps per call.
     ///   - formula: the formula in words.
-    public init(bytes: Double, steps: Int, formula: String) {
+    ///   - interNodeBytes: of `bytes`, those sent to other nodes (two-level schedules); nil for one level.
+    public init(bytes: Double, steps: Int, formula: String, interNodeBytes: Double? = nil) {
         self.bytes = bytes
         self.steps = steps
         self.formula = formula
+        self.interNodeBytes = interNodeBytes
     }
+
+    /// Of `bytes`, those that stay inside a node (`bytes - interNodeBytes`); nil for one level.
+    public var intraNodeBytes: Double? { interNodeBytes.map { bytes - $0 } }
 
     /// Bytes per communication step: `bytes / steps` (all of them when `steps` is 0).
     public var bytesPerStep: Double { bytes / Double(max(1, steps)) }
