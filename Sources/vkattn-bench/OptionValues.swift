@@ -75,6 +75,10 @@ enum Backend: String, CaseIterable, ExpressibleByArgument {
 enum RingVariant: String, CaseIterable, ExpressibleByArgument {
     case p2p
     case allGather = "all-gather"
+    /// TokenRing: queries travel, partials return.
+    case token
+    /// The K/V ring or TokenRing, whichever `ringChoice` picks by bytes per link direction.
+    case auto
 }
 
 /// `spmm --format`.

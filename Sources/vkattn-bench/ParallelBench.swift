@@ -78,12 +78,16 @@ struct ParallelRow: Encodable {
     var expectedBytesPerRankPerStep: Double
     var steps: Int
     var formula: String
+    /// Two-level schedules: the formula's bytes per rank inside a node and between nodes.
+    var expectedIntraNodeBytes: Double?
+    var expectedInterNodeBytes: Double?
 
     enum Keys: String, CodingKey {
         case ranks, singleDeviceMs = "single_device_ms", speedup, overlapEfficiency = "overlap_efficiency"
         case exposedCommMs = "exposed_comm_ms", copyMs = "copy_ms", bytesPerRank = "bytes_per_rank"
         case bytesPerRankPerStep = "bytes_per_rank_per_step", expectedBytesPerRankPerStep = "expected_bytes_per_rank_per_step"
         case steps, formula
+        case expectedIntraNodeBytes = "expected_intra_node_bytes_per_rank", expectedInterNodeBytes = "expected_inter_node_bytes_per_rank"
     }
 
     func encode(to encoder: Encoder) throws {
@@ -100,6 +104,8 @@ struct ParallelRow: Encodable {
         try c.encode(expectedBytesPerRankPerStep, forKey: .expectedBytesPerRankPerStep)
         try c.encode(steps, forKey: .steps)
         try c.encode(formula, forKey: .formula)
+        try c.encodeIfPresent(expectedIntraNodeBytes, forKey: .expectedIntraNodeBytes)
+        try c.encodeIfPresent(expectedInterNodeBytes, forKey: .expectedInterNodeBytes)
     }
 
     func jsonLine() -> String {
@@ -136,7 +142,8 @@ extension ParallelRow {
                            exposedCommMs: exposedNs / 1e6 / Double(max(1, overlapRanks)), copyMs: copyNs / 1e6 / Double(max(1, overlapRanks)),
                            bytesPerRank: bytes, bytesPerRankPerStep: Double(bytes) / Double(max(1, expected.steps)),
                            expectedBytesPerRankPerStep: expected.bytesPerStep,
-                           steps: expected.steps, formula: expected.formula)
+                           steps: expected.steps, formula: expected.formula,
+                           expectedIntraNodeBytes: expected.intraNodeBytes, expectedInterNodeBytes: expected.interNodeBytes)
     }
 }
 
@@ -148,7 +155,12 @@ func reportParallel(_ rows: [ParallelRow], json: Bool, log: ValidationLog) throw
         for row in rows { print(row.jsonLine()) }
     } else {
         print(ParallelRow.table(rows))
-        for row in rows { print("  \(row.base.op): \(row.formula)") }
+        for row in rows {
+            print("  \(row.base.op): \(row.formula)")
+            if let intra = row.expectedIntraNodeBytes, let inter = row.expectedInterNodeBytes {
+                print("  \(row.base.op): bytes_per_rank \(row.bytesPerRank) measured; expected intra-node \(Int(intra)) + inter-node \(Int(inter)) = \(Int(intra + inter))")
+            }
+        }
     }
     let messages = log.drain()
     for message in messages { note("validation: \(message)") }

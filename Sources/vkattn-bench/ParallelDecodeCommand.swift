@@ -10,7 +10,9 @@ struct TreeDecodeCommand: ParsableCommand {
         abstract: "Decode across N ranks (Tree Attention): KV cache sharded, local split-KV decode, all-reduce max and sum.",
         discussion: """
             Columns as `ring`; the expected bytes are the all-reduce's: per exchange step the whole buffer, \
-            max(LSE) (rows x 4 bytes) then [num | den] (rows x (D + 1) x 4 bytes), log2(N) steps each.
+            max(LSE) (rows x 4 bytes) then [num | den] (rows x (D + 1) x 4 bytes), log2(N) steps each. \
+            --ranks-per-node K runs each all-reduce inside nodes of K ranks, then between their leaders, then \
+            back inside the node (intra- and inter-node bytes printed).
             """)
 
     @OptionGroup var measure: MeasureOptions
@@ -22,9 +24,14 @@ struct TreeDecodeCommand: ParsableCommand {
     @Option(name: .customLong("kv-heads"), help: "Key/value heads (default: --heads).") var kvHeads: Int?
     @Option(help: "Head dimension.") var dim = 64
     @Option(help: "Write a Chrome trace of the last timed run to FILE.") var timeline: String?
+    @Option(name: .customLong("ranks-per-node"), help: "Two-level all-reduces: ranks per node (must divide --ranks; default flat).")
+    var ranksPerNode: Int?
 
     func validate() throws {
-        _ = try Limits.ranks(ranks)
+        let n = try Limits.ranks(ranks)
+        if let ranksPerNode, ranksPerNode < 1 || ranksPerNode > n || n % ranksPerNode != 0 {
+            throw OptionError("--ranks-per-node must divide --ranks \(n), got \(ranksPerNode)")
+        }
         try Limits.positive(["--batch": batch, "--queries": queries, "--cache": cache, "--heads": heads, "--dim": dim])
         try Limits.positive("--kv-heads", kvHeads)
         guard batch <= 1 << 20 else { throw OptionError("--batch must be at most 2^20, got \(batch)") }
@@ -67,7 +74,7 @@ struct TreeDecodeCommand: ParsableCommand {
         let runs = try timedGroupRuns(group, measure: measure) {
             try await onEveryRank(comms) { comm in
                 let s = shards[comm.rank]
-                return try await TreeDecode().decode(q: s.q, kCache: s.k, vCache: s.v, layout: .packed(cuSeqlensQ: cuQ, cuSeqlensK: s.cuK),
+                return try await TreeDecode(ranksPerNode: ranksPerNode).decode(q: s.q, kCache: s.k, vCache: s.v, layout: .packed(cuSeqlensQ: cuQ, cuSeqlensK: s.cuK),
                                                      into: s.out, communicator: comm).path
             }[0]
         }
@@ -82,12 +89,14 @@ struct TreeDecodeCommand: ParsableCommand {
         let bytes = median.traffic.map(\.bytesSent).max() ?? 0
         let device = "\(dev.capabilities.name) x\(n) (\(group.placement.rawValue), \(group.route.rawValue))"
         let config: [String: ConfigValue] = ["ranks": .int(n), "batch": .int(batch), "queries": .int(queries), "cache": .int(cache),
-                                             "heads": .int(heads), "kv_heads": .int(hkv), "dim": .int(d)]
+                                             "heads": .int(heads), "kv_heads": .int(hkv), "dim": .int(d),
+                                             "ranks_per_node": .int(ranksPerNode ?? n)]
         let row = ParallelRow.measured(
             op: "tree-decode", device: device, config: config, path: runs.path, timing: timing,
             flops: 4 * Double(totalQ * cache * heads * d), check: check, bound: 1e-5, ranks: n, single: singleTiming,
             overlapEfficiency: report.efficiency, copyNs: report.copyNs, exposedNs: report.exposedNs, overlapRanks: report.ranks.count,
-            bytesPerRank: bytes, expected: TreeDecode.expectedTraffic(ranks: n, queryRows: totalQ * heads, headDim: d))
+            bytesPerRank: bytes, expected: ranksPerNode.map { TreeDecode.expectedTraffic(ranks: n, ranksPerNode: $0, queryRows: totalQ * heads, headDim: d) }
+                ?? TreeDecode.expectedTraffic(ranks: n, queryRows: totalQ * heads, headDim: d))
         if let timeline, let last = runs.runs.last {
             try ParallelTimeline.chromeTrace(last.intervals).write(toFile: timeline, atomically: true, encoding: .utf8)
         }
