@@ -103,6 +103,10 @@ enum SchedulerChecks {
             for sharding in shardings {
                 try await c.check(comm, report, want: want, sharding: sharding, scheme: .ring)
             }
+            // TokenRing, and the double ring (2 x 2 on 4 ranks, else a ring of one-rank nodes).
+            try await c.check(comm, report, want: want, sharding: causal ? .zigzag : .contiguous, scheme: .tokenRing)
+            let perNode = n % 2 == 0 && n > 2 ? 2 : 1
+            try await c.check(comm, report, want: want, sharding: causal ? .striped : .contiguous, scheme: .doubleRing(ranksPerNode: perNode))
             guard causal else { continue }
             try await c.check(comm, report, want: want, sharding: .zigzag, scheme: .allGather(headSlices: hkv == 2 ? 2 : 1))
             try await c.check(comm, report, want: want, sharding: .striped, scheme: .allGather(headSlices: 1))
@@ -137,18 +141,20 @@ enum SchedulerChecks {
         let piece = plan.pieces(rank: r)[0]
         let rows = plan.tokens(rank: r)
         let shardK = plan.shard(k, width: hkv * d, rank: r), shardV = plan.shard(v, width: hkv * d, rank: r)
-        let o = try Guarded(device, shape: [totalQ, hq, d]), lse = try Guarded(device, shape: [hq, totalQ])
-        let out = try await TreeDecode().decode(q: try device.makeTensor(q, shape: [totalQ, hq, d]),
-                                                kCache: try device.makeTensor(shardK, shape: [rows, hkv, d]),
-                                                vCache: try device.makeTensor(shardV, shape: [rows, hkv, d]),
-                                                layout: .packed(cuSeqlensQ: cuQ, cuSeqlensK: piece.cuSeqlens),
-                                                into: AttentionOutput(o: o.tensor, lse: lse.tensor), communicator: comm)
-        let gotO = try o.tensor.readFloats(), gotL = try lse.tensor.readFloats()
-        let what = "tree decode x\(comm.size) [\(out.path)]"
-        report.expect("\(what) O", error: relativeError(gotO, try want.o.readFloats().map(Double.init)), bound: 1e-5)
-        report.expect("\(what) LSE", error: relativeError(gotL, try want.lse.readFloats().map(Double.init)), bound: 1e-5)
-        report.expect("\(what) guard words intact", o.intact && lse.intact)
-        let all = try await comm.hostAllGather((gotO + gotL).withUnsafeBytes { Array($0) })
-        report.expect("\(what) identical on every rank", all.allSatisfy { $0 == all[0] })
+        // Flat, then two-level (2 x 2 on 4 ranks, else one node of every rank).
+        for ranksPerNode in [nil, comm.size % 2 == 0 && comm.size > 2 ? 2 : comm.size] {
+            let o = try Guarded(device, shape: [totalQ, hq, d]), lse = try Guarded(device, shape: [hq, totalQ])
+            let out = try await TreeDecode(ranksPerNode: ranksPerNode).decode(
+                q: try device.makeTensor(q, shape: [totalQ, hq, d]), kCache: try device.makeTensor(shardK, shape: [rows, hkv, d]),
+                vCache: try device.makeTensor(shardV, shape: [rows, hkv, d]), layout: .packed(cuSeqlensQ: cuQ, cuSeqlensK: piece.cuSeqlens),
+                into: AttentionOutput(o: o.tensor, lse: lse.tensor), communicator: comm)
+            let gotO = try o.tensor.readFloats(), gotL = try lse.tensor.readFloats()
+            let what = "tree decode x\(comm.size) [\(out.path)]"
+            report.expect("\(what) O", error: relativeError(gotO, try want.o.readFloats().map(Double.init)), bound: 1e-5)
+            report.expect("\(what) LSE", error: relativeError(gotL, try want.lse.readFloats().map(Double.init)), bound: 1e-5)
+            report.expect("\(what) guard words intact", o.intact && lse.intact)
+            let all = try await comm.hostAllGather((gotO + gotL).withUnsafeBytes { Array($0) })
+            report.expect("\(what) identical on every rank", all.allSatisfy { $0 == all[0] })
+        }
     }
 }
