@@ -44,13 +44,16 @@ struct TokenRingSchedule<C: Communicator> {
         return Travel(blocks: blocks, received: [[C.Request]](repeating: [], count: blocks.count))
     }
 
-    /// Step i's block, its arrival completed on `post` (it is forwarded from there) and on
-    /// the compute stream.
+    /// Step i's block, its arrival completed on `post` (it is forwarded from there; the staged
+    /// path copies it out of staging there) and on the compute stream. `post` is submitted
+    /// at once: the step's partial send submits the compute stream, which must not run ahead
+    /// of that copy (same queue, submission order).
     func arrive(step i: Int, _ travel: Travel) throws -> [Tensor] {
         for r in travel.received[i] {
             try comm.complete(r, on: run.post)
             try comm.complete(r, on: run.stream)
         }
+        try run.post.submit()
         try run.stream.barrier()
         return travel.blocks[i]
     }
