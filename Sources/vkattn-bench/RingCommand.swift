@@ -29,7 +29,8 @@ struct Ring: ParsableCommand {
     func validate() throws {
         guard let ranksPerNode else { return }
         guard variant == .p2p else { throw OptionError("--ranks-per-node takes --variant p2p, got \(variant.rawValue)") }
-        let n = options.rankCount
+        // Under MPI the world's size is known only at run time: validate checks it there.
+        let n = options.backend == .mpi ? ranksPerNode : options.rankCount
         guard ranksPerNode >= 1, ranksPerNode <= n, n % ranksPerNode == 0 else {
             throw OptionError("--ranks-per-node must divide --ranks \(n), got \(ranksPerNode)")
         }
@@ -39,7 +40,7 @@ struct Ring: ParsableCommand {
         let scheme: ContextParallelScheme
         switch variant {
         case .p2p:
-            scheme = ranksPerNode.map { $0 < options.rankCount ? .doubleRing(ranksPerNode: $0) : .ring } ?? .ring
+            scheme = ranksPerNode.map { options.backend == .mpi || $0 < options.rankCount ? .doubleRing(ranksPerNode: $0) : .ring } ?? .ring
         case .allGather:
             scheme = .allGather(headSlices: headSlices)
         case .token:

@@ -21,7 +21,8 @@ struct ParallelEmptyInputTests {
         for ranks in 1...4 {
             try await withGroup(ranks: ranks) { group in
                 let comms = try group.communicators()
-                let schemes: [ContextParallelScheme] = [.ring, .allGather(headSlices: 1), .allToAll, .hierarchical(ulysses: 1)]
+                let schemes: [ContextParallelScheme] = [.ring, .allGather(headSlices: 1), .allToAll, .hierarchical(ulysses: 1), .tokenRing,
+                                                        .doubleRing(ranksPerNode: 1)]
                 // (lengths, Hq, Hkv): no token in the plan (batch 0, or empty sequences), or no query heads.
                 for (lengths, hq, hkv) in [([Int](), 12, 12), ([0, 0], 24, 12), ([8 * ranks], 0, 12), ([3 * ranks, 5], 0, 0)] {
                     for scheme in schemes {

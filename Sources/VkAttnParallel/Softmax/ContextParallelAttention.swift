@@ -43,7 +43,7 @@ public struct ContextParallelAttention: Sendable, Hashable {
     /// - Throws: `VkAttnError` for a rank count other than the plan's, a mask other than none or
     ///   causal, options the attention op refuses, a type other than f32 or f16, head slices that
     ///   do not divide Hkv, heads that the all-to-all cannot shard, or a Ulysses degree that does
-    ///   not divide the ranks.
+    ///   not divide the ranks (or a double ring's `ranksPerNode` that does not).
     public func validate(_ shape: Shape, ranks: Int) throws {
         let op = Self.opName
         guard ranks == plan.ranks else {
