@@ -9,8 +9,8 @@ import VkAttn
 /// Backward: the inner ring carries each block's fp32 dK/dV accumulator as the ring does, so
 /// at the end of node step j it holds the node's whole contribution to block (g - j, p); that
 /// goes straight back to the owner over the outer communicator, which adds the N / m - 1 it
-/// receives to its own node's sum. Each node step's block and returning sums have buffers of
-/// their own.
+/// receives to its own node's sum. Each node step's outer block and returning sums have
+/// buffers of their own (N / m - 1 blocks held until the call ends).
 struct DoubleRingSchedule<C: Communicator> {
     let run: RankRun<C>
     let m: Int

@@ -9,8 +9,9 @@ import VkAttn
 /// backward recomputes D = rowsum(dO * O) from O); the dQ partial of each block returns and
 /// the owner adds it; dK/dV of the rank's own keys accumulate locally over every step.
 /// Every step sends a partial, even one no pair attends (then O = 0, LSE = -inf or dQ = 0),
-/// so the bytes are the formula's for any mask. Each step's block and partial have buffers of
-/// their own (N - 1 of each are held; the ring's two-buffer rotation would halve that).
+/// so the bytes are the formula's for any mask. Each step's block, partial and scratch have
+/// buffers of their own, held until the call ends: memory grows with N (about the whole
+/// sequence's query-side tensors per rank); a two-slot rotation as the ring's would bound it.
 struct TokenRingSchedule<C: Communicator> {
     let run: RankRun<C>
     /// The first of the tags this schedule uses (a block's tensors take tag, tag + 1, ...;
