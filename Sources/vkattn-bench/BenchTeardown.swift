@@ -35,6 +35,13 @@ enum BenchTeardown {
             FileHandle.standardError.write(Data("error: \(DeviceGroup.transfersInFlight) host transfers still running at the end of the run\n".utf8))
             return false
         }
+        // The tasks that ran a command (`blocking`) signal their result before they end, and
+        // release what their closures captured only as they end: give them a moment (under
+        // load, seconds) before calling a live device a leak. A real leak outlives the wait.
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline, state.withLock({ $0.devices.contains { $0.device != nil } }) {
+            Thread.sleep(forTimeInterval: 0.01)
+        }
         let (logs, devices) = state.withLock { ($0.logs, $0.devices) }
         var clean = true
         for message in logs.flatMap({ $0.drain() }) {
