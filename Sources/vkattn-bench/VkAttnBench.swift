@@ -13,7 +13,7 @@ struct VkAttnBench: ParsableCommand {
             --json prints one JSON object per measured configuration (JSON Lines).
             """,
         subcommands: [Devices.self, Copy.self, Fill.self, Attention.self, Decode.self, SpMM.self, SDDMM.self, Scan.self,
-                      Recurrence.self, LinearAttention.self, DeltaRuleCommand.self, Mamba.self, Ring.self, Ulysses.self, Hybrid.self,
+                      Recurrence.self, LinearAttention.self, DeltaRuleCommand.self, Mamba.self, Ring.self, Placement.self, Ulysses.self, Hybrid.self,
                       TreeDecodeCommand.self,
                       StarAttentionCommand.self, Lasp.self, Lasp2.self, Zeco.self,
                       Suite.self, Compare.self, Tour.self],

@@ -143,6 +143,13 @@ public struct PlacementPlan: Hashable, Sendable {
                              groups: [Group(ranks: 0..<ranks, sequences: Array(lengths.indices), shardPlan: plan)])
     }
 
+    /// The same groups predicted with another model (the backward's beside the forward's).
+    /// - Parameter model: The model to predict with; the groups are kept as they are.
+    /// - Returns: The plan with ``model`` and ``predictedTimes`` of `model`.
+    public func predicted(with model: PlacementCostModel) -> PlacementPlan {
+        PlacementPlan(lengths: lengths, ranks: ranks, model: model, groups: groups)
+    }
+
     static func check(lengths: [Int], ranks: Int) throws {
         let op = opName
         if let bad = lengths.firstIndex(where: { $0 < 0 }) {
