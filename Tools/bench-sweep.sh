@@ -22,6 +22,7 @@ declare -A base=(
   [mamba]="--batch 1 --seq 8 --channels 4 --state 4"
   [ring]="--seq 32 --heads 1 --dim 32" [ulysses]="--seq 32 --heads 2 --dim 32" [hybrid]="--ranks 4 --seq 32 --heads 2 --dim 32 --ulysses 2"
   [tree-decode]="--batch 1 --cache 32 --heads 1 --dim 32"
+  [placement]="--lengths 2x9,5 --heads 1 --dim 32"
   [star-attention]="--context 32 --query 4 --heads 1 --dim 32"
   [lasp]="--seq 16 --heads 1 --dk 8 --dv 8" [lasp2]="--seq 16 --heads 1 --dk 8 --dv 8" [zeco]="--seq 16 --heads 1 --dk 8 --dv 8"
   [suite]="--quick"
@@ -40,6 +41,7 @@ declare -A options=(
   [ring]="--ranks --seq --batch --heads --kv-heads --dim --ranks-per-node" [ulysses]="--ranks --seq --batch --heads --dim"
   [hybrid]="--ranks --ulysses --seq --heads"
   [tree-decode]="--ranks --batch --queries --cache --heads --kv-heads --dim --ranks-per-node"
+  [placement]="--ranks --heads --kv-heads --dim --ranks-per-node --intra-node-gbps --inter-node-gbps"
   [star-attention]="--ranks --context --query --heads --kv-heads --dim --anchor"
   [lasp]="--ranks --seq --batch --heads --dk --dv --chunk-length" [lasp2]="--ranks --seq --dk"
   [zeco]="--ranks --seq --segments"
@@ -79,6 +81,7 @@ declare -A words=(
   [delta-rule]="--dtype --scheme --kernel"
   [mamba]="--dtype --variant"
   [ring]="--dtype --sharding --path --backend --variant" [ulysses]="--sharding" [hybrid]="--dtype" [star-attention]="--dtype --path"
+  [placement]="--dtype --path --lengths"
   [lasp]="--gating --path --backend" [lasp2]="--gating" [zeco]="--backend"
 )
 for command in "${!words[@]}"; do

@@ -46,7 +46,9 @@ struct PlacementOptions: ParsableArguments {
         _ = try Limits.ranks(ranks)
         try Limits.positive(["--heads": heads, "--dim": dim])
         try Limits.positive("--kv-heads", kvHeads)
-        try Limits.positive("--ranks-per-node", ranksPerNode)
+        if let ranksPerNode, !(1...Limits.maxRanks).contains(ranksPerNode) {
+            throw OptionError("--ranks-per-node must be in 1...\(Limits.maxRanks), got \(ranksPerNode)")
+        }
         for (name, value) in [("--intra-node-gbps", intraNodeGBps), ("--inter-node-gbps", interNodeGBps)] where !(value > 0 && value <= 1e6) {
             throw OptionError("\(name) must be in (0, 1e6], got \(value)")
         }

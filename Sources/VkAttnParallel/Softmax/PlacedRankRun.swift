@@ -108,10 +108,10 @@ final class PlacedRankRun<C: Communicator> {
     // MARK: Forward
 
     func forward(q: Tensor, k: Tensor, v: Tensor, out: AttentionOutput) async throws {
-        try tracer.begin("placement: gather", on: stream)
+        if !direct { try tracer.begin("placement: gather", on: stream) }
         let qs = try perGroup(q, fill: true), ks = try perGroup(k, fill: true), vs = try perGroup(v, fill: true)
         let os = try perGroup(out.o, fill: false), ls = try perGroupColumns(out.lse, fill: false)
-        try tracer.end(on: stream)
+        if !direct { try tracer.end(on: stream) }
         try stream.barrier()
         try await runGroups(local: { group, i in
             let cu = group.shardPlan.cuSeqlens
@@ -128,11 +128,11 @@ final class PlacedRankRun<C: Communicator> {
     // MARK: Backward
 
     func backward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, dO: Tensor, grads: AttentionGradients) async throws {
-        try tracer.begin("placement: gather", on: stream)
+        if !direct { try tracer.begin("placement: gather", on: stream) }
         let qs = try perGroup(q, fill: true), ks = try perGroup(k, fill: true), vs = try perGroup(v, fill: true)
         let os = try perGroup(o, fill: true), dOs = try perGroup(dO, fill: true), ls = try perGroupColumns(lse, fill: true)
         let dqs = try perGroup(grads.dq, fill: false), dks = try perGroup(grads.dk, fill: false), dvs = try perGroup(grads.dv, fill: false)
-        try tracer.end(on: stream)
+        if !direct { try tracer.end(on: stream) }
         try stream.barrier()
         let gType = grads.dq.dtype
         try await runGroups(local: { group, i in
