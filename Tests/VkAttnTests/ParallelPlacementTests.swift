@@ -64,6 +64,9 @@ struct ParallelPlacementTests {
             #expect((0..<4).map { placed.predictedBytes(rank: $0) }.max() ?? 0 < (0..<4).map { naive.predictedBytes(rank: $0) }.max() ?? 0)
             #expect(placed.predictedImbalance < 1.1, "imbalance \(placed.predictedImbalance)")
             #expect(naive.groups.count == 1 && naive.groups[0].shardPlan.sharding == .zigzag)
+            // Another model's prediction keeps the groups and changes only the times.
+            let again = placed.predicted(with: hidden)
+            #expect(again.groups == placed.groups && again.model == hidden && again.predictedMakespan <= placed.predictedMakespan)
         }
         // A ragged long tail the naive zigzag cannot split evenly: the placement balances better.
         let ragged = [67, 13, 1, 29, 5, 0, 41]

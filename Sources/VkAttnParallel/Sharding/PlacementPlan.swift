@@ -89,7 +89,9 @@ public struct PlacementPlan: Hashable, Sendable {
                 if let b = best, (b.after, b.across, b.window.lowerBound) <= key { continue }
                 best = (key.0, key.1, w)
             }
-            guard let w = best?.window else { continue }  // g <= ranks: some window exists
+            guard let w = best?.window else {  // unreachable (g <= ranks), but never a silent drop
+                throw VkAttnError.invalidValue(op: Self.opName, operand: "ranks", reason: "no window of \(g) ranks among \(ranks) for sequence \(i)")
+            }
             let t = model.groupTime(computeSeconds: cost / Double(g), tokens: length, window: w)
             for r in w { load[r] += t }
             if members[w] == nil { windows.append(w) }
