@@ -97,5 +97,24 @@ for command in "${!words[@]}"; do
   done
 done
 
+# attention --block-mask's numbers (SIZE:DENSITY, s2:LOCAL:STRIDE[:SIZE]): absurd ones are one-line
+# errors as well; a local window wider than the context is legitimate (it is the whole context).
+for value in 0:0.5 -1:0.5 9223372036854775807:0.5 64:2 64:-1 s2:-1:1 s2:1:0 s2:1:2 s2:1:9223372036854775807 \
+             s2:1:1:0 s2:1:1:24 s2:1:1:9223372036854775807 s2:1 s2:x:1 s2:9223372036854775807:1; do
+  runs=$((runs + 1))
+  # shellcheck disable=SC2086
+  out=$(timeout 120 "$bench" attention ${base[attention]} --iterations 1 --warmup 0 "--block-mask=$value" 2>&1 >/dev/null)
+  status=$?
+  if [ "$value" = s2:9223372036854775807:1 ]; then
+    [ "$status" -eq 0 ] && continue
+    echo "FAIL attention --block-mask=$value: a legitimate value failed (status $status): $(echo "$out" | head -3)"
+  else
+    lines=$(printf '%s' "$out" | grep -c '')
+    [ "$status" -eq 1 ] && [ "$lines" -eq 1 ] && [[ "$out" == Error:* ]] && continue
+    echo "FAIL attention --block-mask=$value: status $status, $lines lines: $(echo "$out" | head -3 | cut -c1-200)"
+  fi
+  failures=$((failures + 1))
+done
+
 echo "bench-sweep: $runs runs, $failures failures"
 [ "$failures" -eq 0 ]

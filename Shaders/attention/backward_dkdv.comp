@@ -127,17 +127,20 @@ void main() {
     for (uint k = 0u; k < RZ * QZK; ++k) dk_acc[k] = vec4(0.0);
     for (uint k = 0u; k < RZ * QZV; ++k) dv_acc[k] = vec4(0.0);
 
-    uint ranges = 1u, first_entry = 0u;
-    if (BLOCK_MASK) {
-        const uint kb = key0 / pc.mask_block;
-        ranges = 0u;
-        if (kb < pc.mask_rows) {
-            first_entry = uint(mask_offsets[kb]);
-            ranges = uint(mask_offsets[kb + 1u]) - first_entry;
-        }
-    }
     for (uint g = 0u; g < G; ++g) {
         const uint hq = hkv * G + g;
+        // The transposed mask lists, per key block (per query head when MASK_PER_HEAD), the
+        // query blocks that attend it.
+        uint ranges = 1u, first_entry = 0u;
+        if (BLOCK_MASK) {
+            const uint kb = key0 / pc.mask_block;
+            ranges = 0u;
+            if (kb < pc.mask_rows) {
+                const uint row = mask_row(hq, kb);
+                first_entry = uint(mask_offsets[row]);
+                ranges = uint(mask_offsets[row + 1u]) - first_entry;
+            }
+        }
         const float slope = alibi_slope_log2(hq);
         for (uint e = 0u; e < ranges; ++e) {
             uint lo = qt_lo, hi = qt_hi;

@@ -136,17 +136,20 @@ void main() {
     COOP_LOOP for (uint n = 0u; n < NK; ++n) dk_acc[n] = MAT_C(0.0);
     COOP_LOOP for (uint n = 0u; n < NV; ++n) dv_acc[n] = MAT_C(0.0);
 
-    uint ranges = 1u, first_entry = 0u;
-    if (BLOCK_MASK) {
-        const uint kb = key0 / pc.mask_block;
-        ranges = 0u;
-        if (kb < pc.mask_rows) {
-            first_entry = uint(mask_offsets[kb]);
-            ranges = uint(mask_offsets[kb + 1u]) - first_entry;
-        }
-    }
     for (uint g = 0u; g < G; ++g) {
         const uint hq = hkv * G + g;
+        // The transposed mask lists, per key block (per query head when MASK_PER_HEAD), the
+        // query blocks that attend it.
+        uint ranges = 1u, first_entry = 0u;
+        if (BLOCK_MASK) {
+            const uint kb = key0 / pc.mask_block;
+            ranges = 0u;
+            if (kb < pc.mask_rows) {
+                const uint row = mask_row(hq, kb);
+                first_entry = uint(mask_offsets[row]);
+                ranges = uint(mask_offsets[row + 1u]) - first_entry;
+            }
+        }
         const float slope = alibi_slope_log2(hq);
         for (uint e = 0u; e < ranges; ++e) {
             uint lo = qt_lo, hi = qt_hi;

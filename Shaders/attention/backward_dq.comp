@@ -137,8 +137,9 @@ void main() {
         const uint qb = row0 / pc.mask_block;
         ranges = 0u;
         if (qb < pc.mask_rows) {
-            first_entry = uint(mask_offsets[qb]);
-            ranges = uint(mask_offsets[qb + 1u]) - first_entry;
+            const uint row = mask_row(hq, qb);
+            first_entry = uint(mask_offsets[row]);
+            ranges = uint(mask_offsets[row + 1u]) - first_entry;
         }
     }
     for (uint e = 0u; e < ranges; ++e) {

@@ -224,8 +224,10 @@ void main() {
         const uint qb = i_first / pc.mask_block;
         ranges = 0u;
         if (qb < pc.mask_rows) {
-            first_entry = uint(mask_offsets[qb]);
-            ranges = uint(mask_offsets[qb + 1u]) - first_entry;
+            // Block masks never run packed: the workgroup's rows belong to query head y.
+            const uint row = mask_row(gl_WorkGroupID.y, qb);
+            first_entry = uint(mask_offsets[row]);
+            ranges = uint(mask_offsets[row + 1u]) - first_entry;
         }
     }
     for (uint e = 0u; e < ranges; ++e) {

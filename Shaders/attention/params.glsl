@@ -33,6 +33,11 @@ const float NEG_INF = -1.0 / 0.0;
 layout(constant_id = 19) const bool ALIBI = false;  // per-head ALiBi slopes (alibi_slopes)
 layout(constant_id = 20) const bool SINKS = false;  // per-head sink logits (sink_logits)
 layout(constant_id = 21) const bool PAGED = false;  // K/V in pages listed by block_table
+layout(constant_id = 22) const bool MASK_PER_HEAD = false;  // block mask: one pattern per query head
+
+// Row of the block mask's CSR arrays for block `blk` (a query block; the dK/dV pass's
+// transpose: a key block) of query head h: per-head patterns sit head-major, mask_rows each.
+uint mask_row(uint h, uint blk) { return (MASK_PER_HEAD ? h * pc.mask_rows : 0u) + blk; }
 #ifdef ALIBI_BINDING
 layout(std430, binding = ALIBI_BINDING) readonly buffer AlibiSlopes { float alibi_slopes[]; };
 // Query head h's ALiBi slope in log2 units (0 without ALiBi).

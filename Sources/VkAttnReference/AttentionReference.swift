@@ -85,7 +85,7 @@ public enum AttentionReference {
             let slope = attention.alibiSlopes.map { Double($0[row.h]) }
             let diagonal = attention.mask.diagonal(query: row.i, sq: seq.sq, sk: seq.sk)
             var out: [(Int, Double, Double)] = []
-            for j in 0..<seq.sk where attention.mask.allows(query: row.i, key: j, sq: seq.sq, sk: seq.sk) {
+            for j in 0..<seq.sk where attention.mask.allows(head: row.h, query: row.i, key: j, sq: seq.sq, sk: seq.sk) {
                 let ko = g.kOffset(b: row.b, j: j, h: hk)
                 var dot = 0.0
                 for d in 0..<g.headDim { dot += Double(q[qo + d]) * Double(k[ko + d]) }
@@ -270,7 +270,7 @@ extension AttentionReference {
         var dk = [Double](repeating: 0, count: g.headDim), dv = [Double](repeating: 0, count: g.headDimV)
         let cap = problem.attention.softcap.map(Double.init)
         for hq in h * g.groupSize..<(h + 1) * g.groupSize {
-            for i in 0..<seq.sq where problem.attention.mask.allows(query: i, key: j, sq: seq.sq, sk: seq.sk) {
+            for i in 0..<seq.sq where problem.attention.mask.allows(head: hq, query: i, key: j, sq: seq.sq, sk: seq.sk) {
                 let qo = g.qOffset(b: b, i: i, h: hq), oo = g.oOffset(b: b, i: i, h: hq)
                 let rowLSE = Double(lse[g.lseOffset(b: b, i: i, h: hq)])
                 guard rowLSE > -.infinity else { continue }

@@ -64,7 +64,9 @@ struct AttentionShapeOptions: ParsableArguments {
         if mask.windowLeft != nil || mask.windowRight != nil {
             parts.append("window(\(mask.windowLeft.map(String.init) ?? "inf"),\(mask.windowRight.map(String.init) ?? "inf"))")
         }
-        if let b = mask.blocks { parts.append("blocks\(b.blockSize):\(b.columnIndices.count)/\(b.queryBlocks)rows") }
+        if let b = mask.blocks {
+            parts.append("blocks\(b.blockSize):\(b.columnIndices.count)/\(b.queryBlocks)rows" + (b.heads > 1 ? "x\(b.heads)heads" : ""))
+        }
         return parts.isEmpty ? "none" : parts.joined(separator: "+")
     }
 }
@@ -95,7 +97,11 @@ struct Attention: ParsableCommand {
     @Option(name: .customLong("seq-k"), help: "Key sequence length (default: --seq).") var seqK: Int?
     @Option(help: "Packed variable-length batch: comma-separated sequence lengths (queries = keys); overrides --batch/--seq.")
     var varlen: String?
-    @Option(name: .customLong("block-mask"), help: "Random block-sparse mask SIZE:DENSITY, e.g. 64:0.25 (diagonal blocks always kept).")
+    @Option(name: .customLong("block-mask"), help: """
+        Block-sparse mask: SIZE:DENSITY, random blocks shared by every head (e.g. 64:0.25; diagonal blocks always kept), or \
+        s2:LOCAL:STRIDE[:SIZE], S2-Attention's per-head sharding (head h attends key blocks c with c % STRIDE == h % STRIDE \
+        plus the LOCAL most recent blocks; SIZE 64 unless given; causal with --causal).
+        """)
     var blockMask: String?
     @Flag(help: "Also time the backward pass.") var backward = false
     @Option(name: .customLong("check-rows"), help: "Query rows (and keys) sampled by --check.") var checkRows = 64
@@ -104,6 +110,7 @@ struct Attention: ParsableCommand {
         try Limits.positive(["--seq": seq, "--check-rows": checkRows])
         try Limits.positive("--seq-k", seqK)
         try Limits.require(try operands().list)
+        _ = try blockMask.map { try BlockMaskOption($0, heads: shape.heads) }
     }
 
     /// Q, K, V (and the layout and lengths) the options describe, checked for overflow.
@@ -139,16 +146,9 @@ struct Attention: ParsableCommand {
         let layout = described.layout, qShape = described.qShape, kShape = described.kShape
         let vShape = described.vShape, oShape = described.oShape
         let lengths = described.varlen?.map { ($0, $0) } ?? [(Int, Int)](repeating: (seq, seqK ?? seq), count: shape.batch)
-        var blocks: BlockMask?
-        if let blockMask {
-            let parts = blockMask.split(separator: ":")
-            guard parts.count == 2, let size = Int(parts[0]), let density = Double(parts[1]), size >= 1, (0...1).contains(density) else {
-                throw OptionError("--block-mask takes SIZE:DENSITY (size >= 1, density in 0...1), got '\(blockMask)'")
-            }
-            let maxQ = lengths.map(\.0).max() ?? 0, maxK = lengths.map(\.1).max() ?? 0
-            blocks = BlockMask(blockSize: size, queryBlocks: (maxQ + size - 1) / size, keyBlocks: (maxK + size - 1) / size) { r, c in
-                r == c || Double(rng.next() % 1_000_000) / 1e6 < density
-            }
+        let maxQ = lengths.map(\.0).max() ?? 0, maxK = lengths.map(\.1).max() ?? 0
+        let blocks = try blockMask.map {
+            try BlockMaskOption($0, heads: shape.heads).mask(maxQ: maxQ, maxK: maxK, heads: shape.heads, causal: shape.causal, &rng)
         }
         let attention = shape.attention(mask: try shape.mask(blocks: blocks), &rng)
         let round = dtype.rounded
@@ -168,6 +168,11 @@ struct Attention: ParsableCommand {
             "mask": .string(shape.maskName(attention.mask)), "kept_fraction": .double(kept / lengths.reduce(0.0) { $0 + Double($1.0 * $1.1) }),
         ]
         if varlen != nil { config["varlen"] = .bool(true) }
+        if let blocks {
+            let fraction = kept / lengths.reduce(0.0) { $0 + Double($1.0 * $1.1) }
+            note("block mask \(blockMask ?? ""): \(blocks.heads) pattern\(blocks.heads == 1 ? "" : "s"), \(blocks.columnIndices.count) blocks listed, "
+                 + "kept fraction \((fraction * 10_000).rounded() / 10_000) of the (query, key) pairs per head")
+        }
         if shape.valueDim != shape.dim { config["dim_v"] = .int(shape.valueDim) }
         shape.biasConfig(&config)
         if let softcap = shape.softcap { config["softcap"] = .double(Double(softcap)) }

@@ -44,6 +44,11 @@ struct AttentionLaunch {
         maskOffsets = try blockMask.map { try device.makeBuffer($0.rowOffsets).whole } ?? dummy
         maskColumns = try blockMask.flatMap { $0.columnIndices.isEmpty ? nil : try device.makeBuffer($0.columnIndices).whole } ?? dummy
         self.maskRows = blockMask?.queryBlocks ?? 0
+        self.maskPerHead = (blockMask?.heads ?? 1) > 1
+        // A packed tile mixes the heads of a GQA group, which a per-head mask tells apart.
+        guard !(packGQA && maskPerHead) else {
+            throw VkAttnError.unsupported(op: op, reason: "GQA packing with a per-head block mask")
+        }
         alibiSlopes = try alibi.map { try device.makeBuffer($0).whole } ?? dummy
         sinks = try sinkLogits.map { try device.makeBuffer($0).whole } ?? dummy
         (hasAlibi, hasSinks) = (alibi != nil, sinkLogits != nil)
@@ -58,6 +63,8 @@ struct AttentionLaunch {
     }
 
     private let maskRows: Int
+    /// The block mask holds one pattern per query head (rows head-major, `maskRows` per head).
+    private let maskPerHead: Bool
 
     /// Throws unless a grid of `groups` workgroups fits the device.
     static func checkGrid(op: String, _ groups: [Int], device: Device) throws {
@@ -86,7 +93,8 @@ struct AttentionLaunch {
     }
 
     /// Specialization shared by the kernels (names as in the GLSL): the workgroup size, row
-    /// widths (DK, DV) and the tiling's padded widths (DKP, DVP), tile (BR x BC), subgroup size, packed layout, GQA packing, block mask, softcap and
+    /// widths (DK, DV) and the tiling's padded widths (DKP, DVP), tile (BR x BC), subgroup size, packed layout, GQA packing, block mask (and
+    /// whether it is per head), softcap and
     /// split; the scalar kernels add their lane split of the two products (the forward also
     /// whether K and V sit in separate shared buffers), the cooperative-matrix ones the shape
     /// MM x NN x KK.
@@ -95,7 +103,7 @@ struct AttentionLaunch {
             "local_size_x": .int(workgroupSize), "DK": .int(geometry.headDim), "DV": .int(geometry.headDimV),
             "DKP": .int(tiling.paddedHeadDim), "DVP": .int(tiling.paddedHeadDimV), "BR": .int(tiling.br), "BC": .int(tiling.bc),
             "SG": .int(tiling.subgroupSize), "VARLEN": .bool(geometry.isPacked),
-            "PACK_GQA": .bool(packGQA), "BLOCK_MASK": .bool(mask.blocks != nil), "SOFTCAP": .bool(softcap != nil), "SPLIT": .bool(split),
+            "PACK_GQA": .bool(packGQA), "BLOCK_MASK": .bool(mask.blocks != nil), "MASK_PER_HEAD": .bool(maskPerHead), "SOFTCAP": .bool(softcap != nil), "SPLIT": .bool(split),
             "ALIBI": .bool(hasAlibi), "SINKS": .bool(hasSinks), "PAGED": .bool(geometry.pages != nil)]
         if let shape = tiling.matrix {
             spec["MM"] = .int(shape.m)
@@ -162,7 +170,7 @@ extension FlashAttention {
             }
         }
         if let blocks = mask.blocks {
-            try blocks.validate(op: op, maxSq: g.maxSq, maxSk: g.maxSk)
+            try blocks.validate(op: op, maxSq: g.maxSq, maxSk: g.maxSk, headsQ: g.headsQ)
         }
         return (scale, softcap)
     }

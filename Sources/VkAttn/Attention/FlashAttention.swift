@@ -180,9 +180,15 @@ public struct FlashAttention: Hashable, Sendable {
         return shader
     }
 
+    /// What the block mask changes in the launch: per-head patterns, and GQA heads run unpacked.
+    func blockMaskText(_ g: AttentionGeometry) -> String {
+        guard let blocks = mask.blocks else { return "" }
+        return (blocks.heads > 1 ? " blocks/head" : "") + (g.groupSize > 1 ? " unpacked-GQA(block mask)" : "")
+    }
+
     func path(_ g: AttentionGeometry, tiling: AttentionTiling, pack: Bool) -> String {
         let geometry = "Br\(tiling.br) Bc\(tiling.bc) wg\(tiling.workgroupSize)" + (pack ? " packGQA" : "")
-            + tiling.paddingText(headDim: g.headDim, headDimV: g.headDimV)
+            + tiling.paddingText(headDim: g.headDim, headDimV: g.headDimV) + blockMaskText(g)
         if let shape = tiling.matrix {
             return "coopmat-\(g.dtype) \(CooperativeMatrix.text(shape)) " + geometry + (g.pages.map { " paged(\($0.pageSize))" } ?? "")
         }

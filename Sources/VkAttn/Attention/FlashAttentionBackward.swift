@@ -165,7 +165,7 @@ extension FlashAttention {
             try Self.sumPartials(parts, into: out, splits: splits, stream: stream)
         }
         var path = Self.backwardPath("dQ", dqTiling, dtype: g.dtype) + ", " + Self.backwardPath("dKdV", dkdvTiling, dtype: g.dtype)
-            + dkdvTiling.paddingText(headDim: g.headDim, headDimV: g.headDimV)
+            + dkdvTiling.paddingText(headDim: g.headDim, headDimV: g.headDimV) + (mask.blocks.map { $0.heads > 1 ? ", blocks/head" : "" } ?? "")
         if dqSplit.splits > 1 || dkdvSplit.splits > 1 {
             path += ", loop-capped splits dQ x\(dqSplit.splits) dKdV x\(dkdvSplit.splits)"
         }
