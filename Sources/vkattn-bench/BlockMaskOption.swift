@@ -8,7 +8,8 @@ enum BlockMaskOption {
     case random(size: Int, density: Double)
     case s2(local: Int, stride: Int, size: Int)
 
-    static let usage = "--block-mask takes SIZE:DENSITY (size >= 1, density in 0...1) or s2:LOCAL:STRIDE[:SIZE] (local >= 0 blocks, stride in 1...heads, size 64 unless given)"
+    static let usage = "--block-mask takes SIZE:DENSITY (density in 0...1) or s2:LOCAL:STRIDE[:SIZE] (local >= 0 blocks, stride in 1...heads, "
+        + "SIZE one of \(BlockMask.supportedBlockSizes), 64 unless given)"
 
     init(_ text: String, heads: Int) throws {
         let parts = text.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
@@ -17,13 +18,14 @@ enum BlockMaskOption {
                   let size = parts.count == 4 ? Int(parts[3]) : 64 else {
                 throw OptionError("\(Self.usage), got '\(text)'")
             }
-            guard local >= 0, stride >= 1, stride <= heads, size >= 1 else {
+            guard local >= 0, stride >= 1, stride <= heads, BlockMask.supportedBlockSizes.contains(size) else {
                 throw OptionError("\(Self.usage) (--heads \(heads)), got '\(text)'")
             }
             self = .s2(local: local, stride: stride, size: size)
             return
         }
-        guard parts.count == 2, let size = Int(parts[0]), let density = Double(parts[1]), size >= 1, (0...1).contains(density) else {
+        guard parts.count == 2, let size = Int(parts[0]), let density = Double(parts[1]), BlockMask.supportedBlockSizes.contains(size),
+              (0...1).contains(density) else {
             throw OptionError("\(Self.usage), got '\(text)'")
         }
         self = .random(size: size, density: density)

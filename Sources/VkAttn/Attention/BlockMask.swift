@@ -132,7 +132,8 @@ public struct BlockMask: Hashable, Sendable {
         return BlockMask(blockSize: blockSize, heads: heads, rowOffsets: offsets, columnIndices: columns)
     }
 
-    static let supportedBlockSizes = [16, 32, 64, 128, 256]
+    /// The block sizes the kernels take (positions per block side).
+    public static let supportedBlockSizes = [16, 32, 64, 128, 256]
 
     /// Checks the structure against a problem of `maxSq` x `maxSk` positions and `headsQ` query heads.
     func validate(op: String, maxSq: Int, maxSk: Int, headsQ: Int) throws {
