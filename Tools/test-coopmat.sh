@@ -36,6 +36,7 @@ for loops in rolled unrolled; do
     echo "--- $loops cooperative-matrix loops"
     check coopmat attention --seq 1023 --heads 4 --kv-heads 2 --dim 128 --dtype f16 --causal --backward
     check coopmat attention --seq 1023 --heads 4 --kv-heads 2 --dim 128 --dtype f16 --causal --backward --window 64
+    check coopmat attention --seq 511 --heads 4 --kv-heads 2 --dim 64 --dtype f16 --causal --backward --block-mask s2:1:2:32
     check coopmat decode --dtype f16 --cache 4096
     check coopmat linear-attention --dtype f16 --length 1000
     check coopmat linear-attention --dtype f16 --length 1000 --backward
