@@ -19,7 +19,7 @@ layout(push_constant) uniform Params {
     uint split_keys;    // keys per split when SPLIT (a multiple of BC)
     uint splits;        // splits of the key range (>= 1)
     uint mask_block;    // block-mask block size (positions), when BLOCK_MASK
-    uint mask_rows;     // query blocks of the block mask
+    uint mask_rows;     // query blocks of the block mask (per head when MASK_PER_HEAD)
     int diag_offset;    // added to the diagonal (AttentionMask.diagonalOffset)
     uint top_left;      // 1: the diagonal of query i is key i (+ offset), not i + sk - sq
     uint page_size;     // tokens per K/V page, when PAGED
