@@ -13,6 +13,8 @@ struct ParallelCase: CustomStringConvertible, Sendable {
     var headDim: Int
     var causal: Bool
     var dtype: DType = .f32
+    /// A mask other than none/causal (windows, block masks); nil: `causal` decides.
+    var mask: AttentionMask?
     var q: [Float] = [], k: [Float] = [], v: [Float] = [], dO: [Float] = []
 
     init(seed: UInt64, lengths: [Int], headsQ: Int = 4, headsKV: Int = 2, headDim: Int = 32, causal: Bool, dtype: DType = .f32) {
@@ -32,10 +34,10 @@ struct ParallelCase: CustomStringConvertible, Sendable {
         dO = rng.floats(total * headsQ * headDim).map(round)
     }
 
-    var description: String { "lengths \(lengths.count > 6 ? "\(lengths.prefix(6))..." : "\(lengths)") Hq \(headsQ) Hkv \(headsKV) D \(headDim) \(causal ? "causal" : "full") \(dtype) seed \(seed)" }
+    var description: String { "lengths \(lengths.count > 6 ? "\(lengths.prefix(6))..." : "\(lengths)") Hq \(headsQ) Hkv \(headsKV) D \(headDim) \(mask.map { "\($0)" } ?? (causal ? "causal" : "full")) \(dtype) seed \(seed)" }
     var total: Int { lengths.reduce(0, +) }
     var cu: [Int32] { lengths.reduce(into: [Int32(0)]) { $0.append($0[$0.count - 1] + Int32($1)) } }
-    var attention: FlashAttention { FlashAttention(mask: causal ? .causal : .none) }
+    var attention: FlashAttention { FlashAttention(mask: mask ?? (causal ? .causal : .none)) }
     var tolerance: Double { dtype == .f16 ? 2e-3 : 1e-5 }
 
     struct Results: Sendable {

@@ -46,8 +46,16 @@ struct ParallelValidationTests {
                                        isValue("ulysses"), "ulysses 3 of 4 ranks")
             try await Self.expectError(ContextParallelAttention(plan: plan, scheme: .allGather(headSlices: 3)), comms, hq: 4, hkv: 2,
                                        isValue("headSlices"), "3 slices of 2 KV heads")
-            try await Self.expectError(ContextParallelAttention(plan: plan, attention: FlashAttention(mask: AttentionMask(causal: true, windowLeft: 8))),
-                                       comms, hq: 2, hkv: 2, unsupported, "sliding window")
+            // Windows and block masks run (ParallelMaskTests); what stays refused: a global anchor or
+            // offset, a block mask with striped sharding, chunks off the block boundaries.
+            try await Self.expectError(ContextParallelAttention(plan: plan, attention: FlashAttention(mask: AttentionMask(causal: true, diagonalOffset: 3))),
+                                       comms, hq: 2, hkv: 2, unsupported, "diagonal offset")
+            let blocks = BlockMask(blockSize: 16, queryBlocks: 4, keyBlocks: 4) { r, c in c <= r }
+            try await Self.expectError(ContextParallelAttention(plan: try ShardPlan(lengths: [64], ranks: 4, sharding: .striped),
+                                                                attention: FlashAttention(mask: AttentionMask(blocks: blocks))),
+                                       comms, hq: 2, hkv: 2, unsupported, "block mask, striped")
+            try await Self.expectError(ContextParallelAttention(plan: plan, attention: FlashAttention(mask: AttentionMask(blocks: blocks))),
+                                       comms, hq: 2, hkv: 2, unsupported, "block mask, zigzag chunks of 8 tokens")
             try await Self.expectError(ContextParallelAttention(plan: try ShardPlan(lengths: [64], ranks: 2, sharding: .zigzag)),
                                        comms, hq: 2, hkv: 2, isValue("ranks"), "plan for 2 ranks on 4")
             try await Self.expectError(ContextParallelAttention(plan: plan), comms, hq: 2, hkv: 2, extraToken: 2,

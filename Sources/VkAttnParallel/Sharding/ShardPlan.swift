@@ -177,44 +177,6 @@ public struct ShardPlan: Hashable, Sendable {
     }
 }
 
-/// What one query piece does with one key piece under the mask.
-enum PieceRelation: Hashable, Sendable {
-    /// No query sees any key.
-    case skip
-    /// One attention call with this mask (none, or causal with a top-left offset).
-    case attend(AttentionMask)
-
-    /// The exact relation of two pieces of the same sequences: causal masks become a band
-    /// with the offset their positions imply; for every sequence with tokens in both pieces
-    /// it must be the same band (true of the shardings here).
-    static func between(query: SequencePiece, key: SequencePiece, causal: Bool) throws -> PieceRelation {
-        let shared = query.counts.indices.filter { query.counts[$0] > 0 && key.counts[$0] > 0 }
-        guard !shared.isEmpty else { return .skip }
-        guard causal else { return .attend(.none) }
-        guard query.stride == key.stride else {
-            throw VkAttnError.unsupported(op: "context parallel attention", reason: "pieces with strides \(query.stride) and \(key.stride)")
-        }
-        let n = query.stride
-        var full = true, none = true
-        var offsets = Set<Int>()
-        for b in shared {
-            let qFirst = query.starts[b], qLast = qFirst + n * (query.counts[b] - 1)
-            let kFirst = key.starts[b], kLast = kFirst + n * (key.counts[b] - 1)
-            if kLast > qFirst { full = false }
-            if kFirst <= qLast { none = false }
-            // key j <= query i  <=>  j <= i + floor((qFirst - kFirst) / n)
-            let d = qFirst - kFirst
-            offsets.insert(d >= 0 ? d / n : -((-d + n - 1) / n))
-        }
-        if none { return .skip }
-        if full { return .attend(.none) }
-        guard offsets.count == 1, let offset = offsets.first else {
-            throw VkAttnError.unsupported(op: "context parallel attention", reason: "a piece pair whose causal band differs between sequences (offsets \(offsets.sorted()))")
-        }
-        return .attend(AttentionMask(causal: true, anchor: .topLeft, diagonalOffset: offset))
-    }
-}
-
 extension ShardPlan {
     /// The key pieces (rank, piece index) of other ranks that some query of `rank` attends
     /// (under a causal mask: only pieces with positions before its queries): what the
@@ -223,16 +185,31 @@ extension ShardPlan {
     ///   - rank: The rank whose queries attend.
     ///   - causal: Whether the mask is causal.
     /// - Returns: The (rank, piece index) pairs, by source rank.
-    /// - Throws: `VkAttnError.unsupported(op:reason:)` for a piece pair whose causal band
-    ///   differs between sequences.
+    /// - Throws: `VkAttnError.unsupported(op:reason:)` for a piece pair the schedules cannot
+    ///   express (see ``keyPieces(neededBy:mask:)``).
     public func keyPieces(neededBy rank: Int, causal: Bool) throws -> [(rank: Int, piece: Int)] {
+        try keyPieces(neededBy: rank, mask: causal ? .causal : .none)
+    }
+
+    /// The key pieces (rank, piece index) of other ranks that some query of `rank` attends
+    /// under `mask` (a piece whose every (query, key) pair the mask removes is left out):
+    /// what the all-gather scheme moves to `rank`.
+    /// - Parameters:
+    ///   - rank: The rank whose queries attend.
+    ///   - mask: The global mask (causal, sliding window, block mask; bottom-right anchor and
+    ///     no diagonal offset, as `ContextParallelAttention.validate` requires).
+    /// - Returns: The (rank, piece index) pairs, by source rank.
+    /// - Throws: `VkAttnError.unsupported(op:reason:)` for a piece pair the schedules cannot
+    ///   express: a block mask with striped sharding, or a chunk whose start is not a multiple
+    ///   of the block size (docs/PARALLEL.md, "Masks across ranks").
+    public func keyPieces(neededBy rank: Int, mask: AttentionMask) throws -> [(rank: Int, piece: Int)] {
         let mine = pieces(rank: rank)
         var out: [(Int, Int)] = []
         for source in 0..<ranks where source != rank {
             for (c, key) in pieces(rank: source).enumerated() where key.tokens > 0 {
                 let attended = try mine.contains { query in
-                    if case .attend = try PieceRelation.between(query: query, key: key, causal: causal) { return true }
-                    return false
+                    if case .skip = try PieceRelation.between(query: query, key: key, mask: mask) { return false }
+                    return true
                 }
                 if attended { out.append((source, c)) }
             }

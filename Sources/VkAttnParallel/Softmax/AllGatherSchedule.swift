@@ -207,7 +207,7 @@ struct AllGatherSchedule<C: Communicator> {
                                v: try b.v.rows(0, plan.keys.tokens), keys: plan.keys,
                                dk: try part.k.rows(0, plan.keys.tokens), dv: try part.v.rows(0, plan.keys.tokens),
                                keyStarted: &started, on: stream)
-            run.calls += try run.pairs.pairs(queries: mine, keys: plan.keys).count
+            run.calls += try run.pairs.calls(queries: mine, keys: plan.keys)
             try acc.finishUnreached(on: stream)
             try GradientAccumulator.finishUnreached(keys: plan.keys, dk: part.k, dv: part.v, started: started, on: stream)
             try run.tracer.end(on: stream)

@@ -5,7 +5,9 @@ import VkAttn
 /// gradients equal the single-device `FlashAttention`'s within fp32 rounding: partials stay
 /// fp32 until the final write.
 ///
-/// Supported: mask none or causal, scale, softcap; MHA/GQA/MQA; f32 and f16 storage; packed
+/// Supported: masks causal, sliding window (left, right, both, with or without causal) and
+/// block-sparse (contiguous and zigzag sharding on block boundaries) with the default anchor
+/// and no diagonal offset ("Masks across ranks" in docs/PARALLEL.md), scale, softcap; MHA/GQA/MQA; f32 and f16 storage; packed
 /// variable-length sequences (a dense batch is the equal-length case). An empty problem (no
 /// query heads, or a plan without tokens: ``isEmpty(_:)``) returns at once on every rank with
 /// the path `empty (no kernel)`, no kernel and no message. Every check happens
@@ -16,7 +18,7 @@ public struct ContextParallelAttention: Sendable, Hashable {
     public var plan: ShardPlan
     /// How K/V (or heads) move between the ranks.
     public var scheme: ContextParallelScheme
-    /// The attention configuration: mask (none or causal), scale, softcap, output type, kernels.
+    /// The attention configuration: mask (causal, window, block mask), scale, softcap, output type, kernels.
     public var attention: FlashAttention
 
     /// - Parameters:
@@ -40,8 +42,9 @@ public struct ContextParallelAttention: Sendable, Hashable {
     /// - Parameters:
     ///   - shape: Heads, head dim and type of the problem.
     ///   - ranks: The communicator's size; must equal the plan's.
-    /// - Throws: `VkAttnError` for a rank count other than the plan's, a mask other than none or
-    ///   causal, options the attention op refuses, a type other than f32 or f16, head slices that
+    /// - Throws: `VkAttnError` for a rank count other than the plan's, a mask with another
+    ///   anchor or a diagonal offset, a block mask with striped sharding or with chunks that do
+    ///   not start on a block boundary (`unsupported`), options the attention op refuses, a type other than f32 or f16, head slices that
     ///   do not divide Hkv, heads that the all-to-all cannot shard, or a Ulysses degree that does
     ///   not divide the ranks (or a double ring's `ranksPerNode` that does not).
     public func validate(_ shape: Shape, ranks: Int) throws {
@@ -51,8 +54,8 @@ public struct ContextParallelAttention: Sendable, Hashable {
         }
         try scheme.expect(linear: false, op: op)
         let mask = attention.mask
-        guard mask.windowLeft == nil, mask.windowRight == nil, mask.blocks == nil, mask.anchor == .bottomRight, mask.diagonalOffset == 0 else {
-            throw VkAttnError.unsupported(op: op, reason: "context-parallel attention takes mask none or causal (no window, block mask, anchor or offset)")
+        guard mask.anchor == .bottomRight, mask.diagonalOffset == 0 else {
+            throw VkAttnError.unsupported(op: op, reason: "context-parallel attention takes the global mask with its default anchor and no diagonal offset (got anchor \(mask.anchor), offset \(mask.diagonalOffset)): the schedules derive each piece pair's anchor and offset themselves")
         }
         let total = plan.totalTokens
         let g = try AttentionGeometry.resolve(op: op, qShape: [total, shape.headsQ, shape.headDim],
@@ -82,12 +85,9 @@ public struct ContextParallelAttention: Sendable, Hashable {
         case .lasp, .lasp2, .zeco:
             break  // refused above
         }
-        // Every piece pair must have one band (true of the shardings; checked once here).
-        for a in 0..<plan.ranks {
-            for b in 0..<plan.ranks {
-                for p in plan.pieces(rank: a) { for k in plan.pieces(rank: b) { _ = try PieceRelation.between(query: p, key: k, causal: mask.causal) } }
-            }
-        }
+        // Every piece pair must have an expressible sub-mask (block masks: whole blocks; checked once here).
+        let pieces = (0..<plan.ranks).flatMap { plan.pieces(rank: $0) }
+        for p in pieces { for k in pieces { _ = try PieceRelation.between(query: p, key: k, mask: mask) } }
     }
 
     /// Whether the problem is empty (no query heads, or no token in the whole plan): every rank

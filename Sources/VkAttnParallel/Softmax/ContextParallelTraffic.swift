@@ -7,8 +7,11 @@ extension ContextParallelAttention {
     /// `shape.dtype`, fp32 LSE and gradient partials.
     ///
     /// - `.ring` (Liu et al.): N - 1 steps of one K and one V block, 2 T Hkv D b each; the
-    ///   backward adds N fp32 dK/dV blocks, 2 T Hkv D 4 each, over N steps.
-    /// - `.allToAll` (Ulysses, DeepSpeed): each all-to-all sends (N - 1) / N of a rank's tensor:
+    ///   backward adds N fp32 dK/dV blocks, 2 T Hkv D 4 each, over N steps. Counted exactly
+    ///   from the plan: under a mask a block travels only as far as the last rank that needs
+    ///   it (fewer hops, and the dK/dV accumulator goes straight home from there).
+    /// - `.allToAll` (Ulysses, DeepSpeed): each all-to-all sends (N - 1) / N of a rank's tensor
+    ///   (whatever the mask: the full-sequence attention after it just takes the mask):
     ///   Q, K, V in and O (the output type), LSE out; the backward: Q, K, V, O, dO, LSE in and
     ///   fp32 dQ, dK, dV out. KV heads fewer than the ranks count one head per rank. Two steps.
     /// - `.tokenRing` (Wang et al.): N - 1 query-side blocks one way and N - 1 fp32 partials
@@ -29,7 +32,7 @@ extension ContextParallelAttention {
     ///   - backward: the backward pass instead of the forward.
     /// - Returns: the busiest rank's bytes per call, the communication steps and the formula.
     /// - Throws: `VkAttnError.unsupported` (op `context parallel attention`) where a pair of
-    ///   the plan's pieces has no single causal band, as `validate` does;
+    ///   the plan's pieces has no expressible sub-mask, as `validate` does;
     ///   `VkAttnError.invalidValue` for a double ring whose node size does not divide the ranks.
     public func expectedTraffic(_ shape: Shape, backward: Bool) throws -> ExpectedTraffic {
         let n = plan.ranks
@@ -38,16 +41,22 @@ extension ContextParallelAttention {
         let hq = Double(shape.headsQ), hkv = Double(shape.headsKV), d = Double(shape.headDim)
         // KV heads per rank of a Ulysses group of u: a slice, or one replicated head.
         func kvPerRank(_ u: Int) -> Double { shape.headsKV % u == 0 ? hkv / Double(u) : 1 }
-        func ring(_ r: Int, tokens: Double, kvHeads: Double) -> ExpectedTraffic {
+        // The ring over `members` (each with `kvHeads` K/V heads per rank), exact from the plan:
+        // under the mask a block travels only as far as its last user (`RingReach`).
+        func ring(_ members: [PieceSet], kvHeads: Int) throws -> ExpectedTraffic {
+            let r = members.count
             guard r > 1 else { return ExpectedTraffic(bytes: 0, steps: 1, formula: "one member: no ring traffic") }
-            let kv = 2 * tokens * kvHeads * d * b
-            if !backward {
-                return ExpectedTraffic(bytes: Double(r - 1) * kv, steps: r - 1,
-                                       formula: "ring (Liu et al.): per step one K and one V block, 2 (S/N) Hkv D b")
-            }
-            let dkv = 2 * tokens * kvHeads * d * 4
-            return ExpectedTraffic(bytes: Double(r - 1) * kv + Double(r) * dkv, steps: r,
-                                   formula: "ring backward: (N-1) K/V blocks 2 (S/N) Hkv D b + N fp32 dK/dV blocks 2 (S/N) Hkv D 4, over N steps")
+            let reach = try RingReach(members: members, pairs: PairAttention(base: attention))
+            let bytes = (0..<r).map {
+                reach.bytes(member: $0, tokens: members.map(\.tokens), bytesPerToken: kvHeads * shape.headDim * shape.dtype.byteSize,
+                            gradientBytesPerToken: kvHeads * shape.headDim * 4, backward: backward)
+            }.max() ?? 0
+            let full = reach.reach.allSatisfy { $0 == r - 1 }
+            let masked = full ? "" : "; under the mask each block travels only to its last user (hops \(reach.reach)), \(reach.skippedSteps) of \(r * r) (member, step) pairs compute nothing"
+            let paper = backward
+                ? "ring backward: (N-1) K/V blocks 2 (S/N) Hkv D b + N fp32 dK/dV blocks 2 (S/N) Hkv D 4, over N steps"
+                : "ring (Liu et al.): per step one K and one V block, 2 (S/N) Hkv D b"
+            return ExpectedTraffic(bytes: Double(bytes), steps: reach.steps(backward: backward), formula: paper + masked)
         }
         func ulysses(_ u: Int) -> (bytes: Double, formula: String) {
             guard u > 1 else { return (0, "") }
@@ -67,7 +76,7 @@ extension ContextParallelAttention {
         case .lasp, .lasp2, .zeco:
             return ExpectedTraffic(bytes: 0, steps: 0, formula: "")  // refused above
         case .ring:
-            return ring(n, tokens: t, kvHeads: hkv)
+            return try ring(ringMembers(ulysses: 1), kvHeads: shape.headsKV)
         case .tokenRing:
             return tokenRingTraffic(shape, backward: backward)
         case let .doubleRing(m):
@@ -78,12 +87,12 @@ extension ContextParallelAttention {
             return ExpectedTraffic(bytes: a2a.bytes, steps: 2, formula: a2a.formula)
         case let .hierarchical(u):
             let a2a = ulysses(u)
-            let between = ring(n / u, tokens: t * Double(u), kvHeads: kvPerRank(u))
+            let between = try ring(ringMembers(ulysses: u), kvHeads: shape.headsKV % u == 0 ? shape.headsKV / u : 1)
             return ExpectedTraffic(bytes: a2a.bytes + between.bytes, steps: between.steps + (u > 1 ? 2 : 0),
                                    formula: "\(a2a.formula); \(between.formula) with S/N -> u S/N tokens and Hkv/u heads")
         case let .allGather(slices):
             guard n > 1 else { return ExpectedTraffic(bytes: 0, steps: slices, formula: "one rank: no traffic") }
-            let needed = try (0..<n).map { try plan.keyPieces(neededBy: $0, causal: attention.mask.causal) }
+            let needed = try (0..<n).map { try plan.keyPieces(neededBy: $0, mask: attention.mask) }
             func tokens(_ r: Int, _ c: Int) -> Double { Double(plan.pieces(rank: r)[c].tokens) }
             let perRank = (0..<n).map { r -> Double in
                 let sent = needed.enumerated().filter { $0.offset != r }.reduce(0.0) { total, entry in
@@ -97,6 +106,53 @@ extension ContextParallelAttention {
                 bytes: perRank.max() ?? 0, steps: slices,
                 formula: (backward ? "all-gather backward: the gather again plus fp32 dK/dV partials of every received piece back to its owner; " : "")
                     + "Llama 3 CP gathers 2 (N-1) (S/N) Hkv D b = \(Int(full)) B per rank; this scheme sends each piece only to the ranks whose queries attend it")
+        }
+    }
+
+    /// The ring members of a Ulysses degree `u`: each group's shards one after another.
+    func ringMembers(ulysses u: Int) -> [PieceSet] {
+        (0..<plan.ranks / u).map { g in PieceSet(concatenating: (0..<u).map { PieceSet(plan.pieces(rank: g * u + $0)) }) }
+    }
+
+    /// The same schedule's bytes without a mask (`expectedTraffic` of this configuration with
+    /// mask `.none`), to set beside the masked run's.
+    /// - Parameters:
+    ///   - shape: heads, head dimension and storage type of the problem.
+    ///   - backward: the backward pass instead of the forward.
+    /// - Returns: the busiest rank's bytes per call without a mask, the steps and the formula.
+    /// - Throws: As ``expectedTraffic(_:backward:)``.
+    public func unmaskedTraffic(_ shape: Shape, backward: Bool) throws -> ExpectedTraffic {
+        var plain = self
+        plain.attention.mask = .none
+        return try plain.expectedTraffic(shape, backward: backward)
+    }
+
+    /// The (rank, step) pairs of the schedule that compute nothing because the mask empties
+    /// every piece pair between the rank's queries and the step's keys: ring steps (a rank at
+    /// step i and the block of rank - i), ring steps between Ulysses groups for each rank of
+    /// the hybrid (Ulysses: its one step, the whole sequence), and (rank, source rank) pairs of
+    /// the all-gather (whose pieces are then not gathered).
+    /// - Returns: The skipped pairs and all pairs.
+    /// - Throws: As ``expectedTraffic(_:backward:)``.
+    public func skippedSteps() throws -> (skipped: Int, steps: Int) {
+        let n = plan.ranks, pairs = PairAttention(base: attention)
+        func ring(_ u: Int) throws -> (skipped: Int, steps: Int) {
+            let reach = try RingReach(members: ringMembers(ulysses: u), pairs: pairs)
+            return (reach.skippedSteps * u, n * (n / u))
+        }
+        switch scheme {
+        case .ring: return try ring(1)
+        case .allToAll: return try ring(n)
+        case let .hierarchical(u): return try ring(u)
+        case .allGather:
+            let sets = (0..<n).map { PieceSet(plan.pieces(rank: $0)) }
+            let skipped = try sets.reduce(0) { total, queries in
+                total + (try sets.filter { try pairs.pairs(queries: queries, keys: $0).isEmpty }.count)
+            }
+            return (skipped, n * n)
+        case .lasp, .lasp2, .zeco:
+            try scheme.expect(linear: false, op: Self.opName)
+            return (0, 0)
         }
     }
 }

@@ -121,7 +121,7 @@ final class RankRun<C: Communicator>: RankStreams {
         let ring = RingSchedule(comm: mesh.ring, members: mesh.ringMembers, pairs: pairs, headsKV: mesh.hkv, headDim: d,
                                 dtype: shape.dtype, tag: 1)
         requests += try ring.forward(q: qg, k: kg, v: vg, into: acc, tracer: &tracer, post: post, compute: stream)
-        calls += try mesh.ringMembers.reduce(0) { $0 + (try pairs.pairs(queries: mesh.gathered, keys: $1).count) }
+        calls += try mesh.ringMembers.reduce(0) { $0 + (try pairs.calls(queries: mesh.gathered, keys: $1)) }
         try acc.finishUnreached(on: stream)
         if u == 1 {
             try store(acc.o, into: out.o)
@@ -172,7 +172,7 @@ final class RankRun<C: Communicator>: RankStreams {
                                 dtype: shape.dtype, tag: 1)
         requests += try ring.backward(q: qg, k: kg, v: vg, o: og, dO: dOg, lse: lsePieces, grads: acc, dk: dk, dv: dv,
                                       tracer: &tracer, post: post, compute: stream)
-        calls += try mesh.ringMembers.reduce(0) { $0 + (try pairs.pairs(queries: mesh.gathered, keys: $1).count) }
+        calls += try mesh.ringMembers.reduce(0) { $0 + (try pairs.calls(queries: mesh.gathered, keys: $1)) }
         try acc.finishUnreached(on: stream)
         if direct {
             try store(acc.dq, into: grads.dq)
