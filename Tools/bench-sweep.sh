@@ -38,8 +38,8 @@ declare -A options=(
   [linear-attention]="--batch --length --heads --dk --dv --chunk-length"
   [delta-rule]="--batch --seq --heads --dk --dv --chunk-length --ranks"
   [mamba]="--batch --seq --channels --state --chunk-length --heads --head-dim --groups"
-  [ring]="--ranks --seq --batch --heads --kv-heads --dim --ranks-per-node" [ulysses]="--ranks --seq --batch --heads --dim"
-  [hybrid]="--ranks --ulysses --seq --heads"
+  [ring]="--ranks --seq --batch --heads --kv-heads --dim --ranks-per-node --window --window-right" [ulysses]="--ranks --seq --batch --heads --dim --window"
+  [hybrid]="--ranks --ulysses --seq --heads --window-right"
   [tree-decode]="--ranks --batch --queries --cache --heads --kv-heads --dim --ranks-per-node"
   [placement]="--ranks --heads --kv-heads --dim --ranks-per-node --intra-node-gbps --inter-node-gbps"
   [star-attention]="--ranks --context --query --heads --kv-heads --dim --anchor"
@@ -48,7 +48,7 @@ declare -A options=(
   [suite]="--iterations"
 )
 # option=value pairs that are legitimate (they run).
-accepts=" --warmup=0 --check-rows=2147483648 --check-rows=1099511627776 --check-rows=4611686018427387904 --check-rows=9223372036854775807 --density=0 --empty-rows=0 --anchor=0 "
+accepts=" --window=0 --window-right=0 --warmup=0 --check-rows=2147483648 --check-rows=1099511627776 --check-rows=4611686018427387904 --check-rows=9223372036854775807 --density=0 --empty-rows=0 --anchor=0 "
 
 failures=0 runs=0
 for command in "${!options[@]}"; do
@@ -80,7 +80,8 @@ declare -A words=(
   [scan]="--dtype --op --path" [recurrence]="--layout --path --dtype" [linear-attention]="--gating --dtype --kernel"
   [delta-rule]="--dtype --scheme --kernel"
   [mamba]="--dtype --variant"
-  [ring]="--dtype --sharding --path --backend --variant" [ulysses]="--sharding" [hybrid]="--dtype" [star-attention]="--dtype --path"
+  [ring]="--dtype --sharding --path --backend --variant --block-sparse" [ulysses]="--sharding --block-sparse" [hybrid]="--dtype --block-sparse"
+  [star-attention]="--dtype --path"
   [placement]="--dtype --path --lengths"
   [lasp]="--gating --path --backend" [lasp2]="--gating" [zeco]="--backend"
 )

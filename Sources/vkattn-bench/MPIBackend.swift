@@ -194,7 +194,7 @@ struct MPIAttentionBenchmark {
         let lengths = try options.lengths()
         let hq = options.heads, hkv = options.kvHeads ?? hq, d = options.dim, dtype = options.storage
         let plan = try ShardPlan(lengths: lengths, ranks: n, sharding: options.sharding)
-        let attention = FlashAttention(mask: options.causal ? .causal : .none)
+        let attention = FlashAttention(mask: try options.mask(lengths: lengths))
         let cp = ContextParallelAttention(plan: plan, scheme: scheme, attention: attention)
         let shape = ContextParallelAttention.Shape(headsQ: hq, headsKV: hkv, headDim: d, dtype: dtype)
         try cp.validate(shape, ranks: n)
@@ -241,7 +241,7 @@ struct MPIAttentionBenchmark {
         }
         var rows: [ParallelRow] = []
         if let single {
-            rows.append(row(forwardRuns, name: "\(op).forward", device: deviceName, single: single.forward, flops: flops(plan, hq: hq, d: d),
+            rows.append(row(forwardRuns, name: "\(op).forward", device: deviceName, single: single.forward, flops: try flops(plan, hq: hq, d: d),
                             expected: try cp.expectedTraffic(shape, backward: false), plan: plan, heads: (hq, hkv, d), dtype: dtype, check: check, sameHost: sameHost))
         }
         var last = forwardRuns
@@ -259,7 +259,7 @@ struct MPIAttentionBenchmark {
                 }
             }
             if let single, let timing = single.backward {
-                rows.append(row(backwardRuns, name: "\(op).backward", device: deviceName, single: timing, flops: 2.5 * flops(plan, hq: hq, d: d),
+                rows.append(row(backwardRuns, name: "\(op).backward", device: deviceName, single: timing, flops: 2.5 * (try flops(plan, hq: hq, d: d)),
                                 expected: try cp.expectedTraffic(shape, backward: true), plan: plan, heads: (hq, hkv, d), dtype: dtype, check: check, sameHost: sameHost))
             }
             last = backwardRuns
@@ -294,8 +294,8 @@ struct MPIAttentionBenchmark {
         bytes.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
     }
 
-    func flops(_ plan: ShardPlan, hq: Int, d: Int) -> Double {
-        let mask: AttentionMask = options.causal ? .causal : .none
+    func flops(_ plan: ShardPlan, hq: Int, d: Int) throws -> Double {
+        let mask = try options.mask(lengths: plan.lengths)
         return 4 * plan.lengths.reduce(0.0) { $0 + Double($1) * Double($1) * mask.keptFraction(sq: $1, sk: $1) } * Double(hq) * Double(d)
     }
 }

@@ -29,7 +29,8 @@ struct ParallelAttentionBenchmark {
         let lengths = try options.lengths()
         let hq = options.heads, hkv = options.kvHeads ?? hq, d = options.dim, dtype = options.storage
         let plan = try ShardPlan(lengths: lengths, ranks: n, sharding: options.sharding)
-        let attention = FlashAttention(mask: options.causal ? .causal : .none)
+        let mask = try options.mask(lengths: lengths)
+        let attention = FlashAttention(mask: mask)
         let cp = ContextParallelAttention(plan: plan, scheme: scheme, attention: attention)
         let shape = ContextParallelAttention.Shape(headsQ: hq, headsKV: hkv, headDim: d, dtype: dtype)
         try cp.validate(shape, ranks: n)
@@ -73,7 +74,7 @@ struct ParallelAttentionBenchmark {
             }[0]
         }
         var rows = [try row(forwardRuns, group: group, name: "\(op).forward", device: deviceName, single: singleForward,
-                            flops: flops(plan, hq: hq, d: d), expected: try cp.expectedTraffic(shape, backward: false), plan: plan,
+                            flops: flops(plan, mask: mask, hq: hq, d: d), expected: try cp.expectedTraffic(shape, backward: false), plan: plan,
                             heads: (hq, hkv, d), dtype: dtype,
                             check: measure.check ? try compare(plan, tensors.map { $0.out.o }, single.o, width: hq * d, dtype: dtype) : nil)]
         if let lse = measure.check ? try compareColumns(plan, tensors.map { $0.out.lse }, single.lse, heads: hq) : nil,
@@ -97,13 +98,36 @@ struct ParallelAttentionBenchmark {
                              compare(plan, tensors.map { $0.grads.dv }, singleGrads.dv, width: hkv * d, dtype: dtype)].max()
             }
             rows.append(try row(backwardRuns, group: group, name: "\(op).backward", device: deviceName, single: singleBackward,
-                                flops: 2.5 * flops(plan, hq: hq, d: d), expected: try cp.expectedTraffic(shape, backward: true), plan: plan,
+                                flops: 2.5 * flops(plan, mask: mask, hq: hq, d: d), expected: try cp.expectedTraffic(shape, backward: true), plan: plan,
                                 heads: (hq, hkv, d), dtype: dtype,
                                 check: check))
             lastRuns = backwardRuns
         }
         try writeGroupTimeline(options.timeline, group, lastRuns.runs)
+        if mask != .none && mask != .causal && !measure.json {
+            try printMaskedTraffic(cp, shape: shape, rows: rows, mask: mask)
+        }
         try reportParallel(rows, json: measure.json, log: log)
+    }
+
+    /// The masked schedule's bytes beside the unmasked schedule's for the same shape (both
+    /// from `expectedTraffic`, which ParallelMaskTests holds equal to the measured bytes), the
+    /// bytes saved, and the (rank, step) pairs the mask skips.
+    func printMaskedTraffic(_ cp: ContextParallelAttention, shape: ContextParallelAttention.Shape, rows: [ParallelRow],
+                            mask: AttentionMask) throws {
+        let skipped = try cp.skippedSteps()
+        print("mask \(options.maskLabel(mask)): \(skipped.skipped) of \(skipped.steps) (rank, step) pairs skipped")
+        for (pass, row) in zip(["forward", "backward"], rows) {
+            let backward = pass == "backward"
+            let masked = try cp.expectedBytesPerRank(shape, backward: backward)
+            let plain = try cp.unmaskedTraffic(shape, backward: backward)
+            var unmasked = cp
+            unmasked.attention = FlashAttention()
+            let plainTotal = try unmasked.expectedBytesPerRank(shape, backward: backward).reduce(0, +)
+            let busiest = masked.max() ?? 0, total = masked.reduce(0, +)
+            print("  \(pass) bytes/rank (busiest) \(Int(busiest)) measured \(row.bytesPerRank), unmasked \(Int(plain.bytes)), saved \(Int(plain.bytes - busiest)); "
+                  + "all ranks \(Int(total)), unmasked \(Int(plainTotal)), saved \(Int(plainTotal - total)) (\(String(format: "%.1f", 100 * (plainTotal - total) / max(plainTotal, 1)))%)")
+        }
     }
 
     func row(_ measured: (runs: [TimedRun], path: String), group: DeviceGroup, name: String, device: String, single: Timing, flops: Double,
@@ -115,7 +139,7 @@ struct ParallelAttentionBenchmark {
         let config: [String: ConfigValue] = [
             "ranks": .int(group.ranks), "seq": .int(plan.lengths.max() ?? 0), "sequences": .int(plan.lengths.count),
             "heads": .int(heads.q), "kv_heads": .int(heads.kv), "dim": .int(heads.d), "dtype": .string(dtype.rawValue),
-            "causal": .bool(options.causal), "sharding": .string(plan.sharding.rawValue), "scheme": .string("\(scheme)"),
+            "causal": .bool(options.causal), "mask": .string(options.maskLabel(try options.mask(lengths: plan.lengths))), "sharding": .string(plan.sharding.rawValue), "scheme": .string("\(scheme)"),
             "placement": .string(group.placement.rawValue), "transfer": .string(group.route.rawValue),
             "clock": .string(group.clocks[0].method.rawValue)]
         return .measured(op: name, device: device, config: config, path: measured.path, timing: timing, flops: flops, check: check,
@@ -124,9 +148,8 @@ struct ParallelAttentionBenchmark {
                          expected: expected)
     }
 
-    func flops(_ plan: ShardPlan, hq: Int, d: Int) -> Double {
-        let mask: AttentionMask = options.causal ? .causal : .none
-        return 4 * plan.lengths.reduce(0.0) { $0 + Double($1) * Double($1) * mask.keptFraction(sq: $1, sk: $1) } * Double(hq) * Double(d)
+    func flops(_ plan: ShardPlan, mask: AttentionMask, hq: Int, d: Int) -> Double {
+        4 * plan.lengths.reduce(0.0) { $0 + Double($1) * Double($1) * mask.keptFraction(sq: $1, sk: $1) } * Double(hq) * Double(d)
     }
 
     func bound(_ dtype: DType) -> Double { dtype == .f16 ? 2e-3 : 1e-5 }

@@ -4,6 +4,7 @@ import Foundation
 import Synchronization
 import VkAttn
 import VkAttnParallel
+import VkAttnReference
 
 /// Options of the context-parallel subcommands (ring, ulysses, hybrid).
 struct ParallelOptions: ParsableArguments {
@@ -16,6 +17,15 @@ struct ParallelOptions: ParsableArguments {
     @Option(help: "Head dimension (32, 64, 96, 128, 256).") var dim = 64
     @Option(help: "Storage type.") var dtype = ParallelStorageType.f32
     @Flag(help: "Causal mask.") var causal = false
+    @Option(help: "Sliding window: keys kept before each query's diagonal (the keys after it stay unbounded unless --causal or --window-right).")
+    var window: Int?
+    @Option(name: .customLong("window-right"), help: "Sliding window: keys kept after each query's diagonal.") var windowRight: Int?
+    @Option(name: .customLong("block-sparse"), help: """
+        Block-sparse mask SIZE:LOCAL: query block r attends key blocks r-LOCAL+1 ... r and a reproducible random half of the \
+        LOCAL blocks before those (SIZE 16, 32, 64, 128 or 256; every chunk must start on a block boundary: zigzag needs \
+        sequences of a multiple of 2N SIZE tokens, contiguous of N SIZE).
+        """)
+    var blockSparse: String?
     @Option(help: "Sharding of each sequence over the ranks.") var sharding = SequenceSharding.zigzag
     @Option(help: "Transfer path (default: host-mapped where all memory is host-visible, else imported-host where offered, else staged).") var path: TransferRoute?
     @Flag(help: "Also time the backward pass.") var backward = false
@@ -31,6 +41,54 @@ struct ParallelOptions: ParsableArguments {
         let e = storage.byteSize
         try Limits.require([("Q", [tokens, heads, dim], e), ("K", [tokens, kvHeads ?? heads, dim], e)])
         try checkWritable(timeline, "--timeline")
+        for (name, value) in [("--window", window), ("--window-right", windowRight)] {
+            if let value, value < 0 || value > AttentionMask.unboundedWindow {
+                throw OptionError("\(name) must be in 0...\(AttentionMask.unboundedWindow), got \(value)")
+            }
+        }
+        _ = try blockPattern()
+    }
+
+    /// `--block-sparse SIZE:LOCAL`, parsed (nil without it).
+    func blockPattern() throws -> (size: Int, local: Int)? {
+        guard let blockSparse else { return nil }
+        let parts = blockSparse.split(separator: ":", omittingEmptySubsequences: false).map { Int($0) }
+        guard parts.count == 2, let size = parts[0], let local = parts[1], [16, 32, 64, 128, 256].contains(size), (1...(1 << 20)).contains(local) else {
+            throw OptionError("--block-sparse takes SIZE:LOCAL (SIZE 16, 32, 64, 128 or 256; LOCAL in 1...\(1 << 20)), got '\(blockSparse)'")
+        }
+        return (size, local)
+    }
+
+    /// The global mask of --causal, --window, --window-right and --block-sparse for sequences
+    /// of `lengths` tokens.
+    func mask(lengths: [Int]) throws -> AttentionMask {
+        var blocks: BlockMask?
+        if let (size, local) = try blockPattern() {
+            let rows = ((lengths.max() ?? 0) + size - 1) / size
+            var rng = SeededRandom(seed: 0x5EED)
+            var keep: [[Bool]] = []
+            for r in 0..<rows {
+                keep.append((0..<rows).map { c in
+                    let far = rng.next() % 2 == 0
+                    return c <= r && (r - c < local || (r - c < 2 * local && far))
+                })
+            }
+            blocks = BlockMask(blockSize: size, queryBlocks: rows, keyBlocks: rows) { keep[$0][$1] }
+        }
+        return AttentionMask(causal: causal, windowLeft: window, windowRight: windowRight, blocks: blocks)
+    }
+
+    /// The mask in words, for the output.
+    func maskLabel(_ mask: AttentionMask) -> String {
+        var parts: [String] = []
+        if mask.causal { parts.append("causal") }
+        if mask.windowLeft != nil || mask.windowRight != nil {
+            parts.append("window(\(mask.windowLeft.map(String.init) ?? "inf"),\(mask.windowRight.map(String.init) ?? "inf"))")
+        }
+        if let b = mask.blocks, let p = try? blockPattern() {
+            parts.append("block-sparse \(b.blockSize):\(p.local) (\(b.columnIndices.count) of \(b.queryBlocks * b.queryBlocks) blocks)")
+        }
+        return parts.isEmpty ? "none" : parts.joined(separator: " ")
     }
 
     /// `--ranks`, else VKATTN_RANKS, else 2 (validated in `validate`).

@@ -35,6 +35,33 @@ extension ContextParallelAttention {
     ///   the plan's pieces has no expressible sub-mask, as `validate` does;
     ///   `VkAttnError.invalidValue` for a double ring whose node size does not divide the ranks.
     public func expectedTraffic(_ shape: Shape, backward: Bool) throws -> ExpectedTraffic {
+        switch scheme {
+        case .tokenRing:
+            try scheme.expect(linear: false, op: Self.opName)
+            return tokenRingTraffic(shape, backward: backward)
+        case let .doubleRing(m):
+            try Self.checkTwoWayRing(scheme, mask: attention.mask, ranks: plan.ranks)
+            return doubleRingTraffic(shape, ranksPerNode: m, backward: backward)
+        default:
+            break
+        }
+        let t = try traffic(shape, backward: backward)
+        return ExpectedTraffic(bytes: t.perRank.max() ?? 0, steps: t.steps, formula: t.formula)
+    }
+
+    /// Bytes each rank sends per call, by the formulas of ``expectedTraffic(_:backward:)``
+    /// (exact from the plan for the ring, the hybrid's ring and the all-gather; the
+    /// all-to-all's even-split share for every rank).
+    /// - Parameters:
+    ///   - shape: heads, head dimension and storage type of the problem.
+    ///   - backward: the backward pass instead of the forward.
+    /// - Returns: One value per rank, in rank order.
+    /// - Throws: As ``expectedTraffic(_:backward:)``.
+    public func expectedBytesPerRank(_ shape: Shape, backward: Bool) throws -> [Double] {
+        try traffic(shape, backward: backward).perRank
+    }
+
+    func traffic(_ shape: Shape, backward: Bool) throws -> (perRank: [Double], steps: Int, formula: String) {
         let n = plan.ranks
         let t = Double(plan.totalTokens) / Double(n)
         let b = Double(shape.dtype.byteSize), ob = Double((attention.outputDType ?? shape.dtype).byteSize)
@@ -43,20 +70,20 @@ extension ContextParallelAttention {
         func kvPerRank(_ u: Int) -> Double { shape.headsKV % u == 0 ? hkv / Double(u) : 1 }
         // The ring over `members` (each with `kvHeads` K/V heads per rank), exact from the plan:
         // under the mask a block travels only as far as its last user (`RingReach`).
-        func ring(_ members: [PieceSet], kvHeads: Int) throws -> ExpectedTraffic {
+        func ring(_ members: [PieceSet], kvHeads: Int) throws -> (perMember: [Double], steps: Int, formula: String) {
             let r = members.count
-            guard r > 1 else { return ExpectedTraffic(bytes: 0, steps: 1, formula: "one member: no ring traffic") }
+            guard r > 1 else { return ([0], 1, "one member: no ring traffic") }
             let reach = try RingReach(members: members, pairs: PairAttention(base: attention))
             let bytes = (0..<r).map {
-                reach.bytes(member: $0, tokens: members.map(\.tokens), bytesPerToken: kvHeads * shape.headDim * shape.dtype.byteSize,
-                            gradientBytesPerToken: kvHeads * shape.headDim * 4, backward: backward)
-            }.max() ?? 0
+                Double(reach.bytes(member: $0, tokens: members.map(\.tokens), bytesPerToken: kvHeads * shape.headDim * shape.dtype.byteSize,
+                                   gradientBytesPerToken: kvHeads * shape.headDim * 4, backward: backward))
+            }
             let full = reach.reach.allSatisfy { $0 == r - 1 }
             let masked = full ? "" : "; under the mask each block travels only to its last user (hops \(reach.reach)), \(reach.skippedSteps) of \(r * r) (member, step) pairs compute nothing"
             let paper = backward
                 ? "ring backward: (N-1) K/V blocks 2 (S/N) Hkv D b + N fp32 dK/dV blocks 2 (S/N) Hkv D 4, over N steps"
                 : "ring (Liu et al.): per step one K and one V block, 2 (S/N) Hkv D b"
-            return ExpectedTraffic(bytes: Double(bytes), steps: reach.steps(backward: backward), formula: paper + masked)
+            return (bytes, reach.steps(backward: backward), paper + masked)
         }
         func ulysses(_ u: Int) -> (bytes: Double, formula: String) {
             guard u > 1 else { return (0, "") }
@@ -74,24 +101,24 @@ extension ContextParallelAttention {
         try scheme.expect(linear: false, op: Self.opName)
         switch scheme {
         case .lasp, .lasp2, .zeco:
-            return ExpectedTraffic(bytes: 0, steps: 0, formula: "")  // refused above
+            return ([Double](repeating: 0, count: n), 0, "")  // refused above
         case .ring:
-            return try ring(ringMembers(ulysses: 1), kvHeads: shape.headsKV)
-        case .tokenRing:
-            return tokenRingTraffic(shape, backward: backward)
-        case let .doubleRing(m):
-            try Self.checkTwoWayRing(scheme, mask: attention.mask, ranks: n)
-            return doubleRingTraffic(shape, ranksPerNode: m, backward: backward)
+            let ranks = try ring(ringMembers(ulysses: 1), kvHeads: shape.headsKV)
+            return (ranks.perMember, ranks.steps, ranks.formula)
+        case .tokenRing, .doubleRing:
+            // Their formulas assume the even split: every rank sends the same.
+            let even = try expectedTraffic(shape, backward: backward)
+            return ([Double](repeating: even.bytes, count: n), even.steps, even.formula)
         case .allToAll:
             let a2a = ulysses(n)
-            return ExpectedTraffic(bytes: a2a.bytes, steps: 2, formula: a2a.formula)
+            return ([Double](repeating: a2a.bytes, count: n), 2, a2a.formula + "; the mask changes no byte: the full-sequence attention after the all-to-all takes it")
         case let .hierarchical(u):
             let a2a = ulysses(u)
             let between = try ring(ringMembers(ulysses: u), kvHeads: shape.headsKV % u == 0 ? shape.headsKV / u : 1)
-            return ExpectedTraffic(bytes: a2a.bytes + between.bytes, steps: between.steps + (u > 1 ? 2 : 0),
-                                   formula: "\(a2a.formula); \(between.formula) with S/N -> u S/N tokens and Hkv/u heads")
+            return ((0..<n).map { a2a.bytes + between.perMember[$0 / u] }, between.steps + (u > 1 ? 2 : 0),
+                    "\(a2a.formula); \(between.formula) with S/N -> u S/N tokens and Hkv/u heads")
         case let .allGather(slices):
-            guard n > 1 else { return ExpectedTraffic(bytes: 0, steps: slices, formula: "one rank: no traffic") }
+            guard n > 1 else { return ([0], slices, "one rank: no traffic") }
             let needed = try (0..<n).map { try plan.keyPieces(neededBy: $0, mask: attention.mask) }
             func tokens(_ r: Int, _ c: Int) -> Double { Double(plan.pieces(rank: r)[c].tokens) }
             let perRank = (0..<n).map { r -> Double in
@@ -102,9 +129,9 @@ extension ContextParallelAttention {
                 return 2 * hkv * d * (sent * b + (backward ? received * 4 : 0))
             }
             let full = Double(n - 1) * 2 * t * hkv * d * b
-            return ExpectedTraffic(
-                bytes: perRank.max() ?? 0, steps: slices,
-                formula: (backward ? "all-gather backward: the gather again plus fp32 dK/dV partials of every received piece back to its owner; " : "")
+            return (
+                perRank, slices,
+                (backward ? "all-gather backward: the gather again plus fp32 dK/dV partials of every received piece back to its owner; " : "")
                     + "Llama 3 CP gathers 2 (N-1) (S/N) Hkv D b = \(Int(full)) B per rank; this scheme sends each piece only to the ranks whose queries attend it")
         }
     }
@@ -144,7 +171,9 @@ extension ContextParallelAttention {
         case .ring: return try ring(1)
         case .allToAll: return try ring(n)
         case let .hierarchical(u): return try ring(u)
-        case .allGather:
+        case .allGather, .tokenRing, .doubleRing:
+            // Every (query rank, key rank) pair is one step of these (TokenRing and the double
+            // ring still send a skipped step's partial or block: their bytes do not change).
             let sets = (0..<n).map { PieceSet(plan.pieces(rank: $0)) }
             let skipped = try sets.reduce(0) { total, queries in
                 total + (try sets.filter { try pairs.pairs(queries: queries, keys: $0).isEmpty }.count)
