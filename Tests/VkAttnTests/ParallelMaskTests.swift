@@ -76,13 +76,13 @@ struct ParallelMaskTests {
     }
 
     /// Striped pieces under a window: the band in local indices (ceil / floor of the offsets
-    /// over N) on 2...4 ranks, causal and two-sided, f32.
+    /// over N) on 2...4 ranks, causal, two-sided and right-only, f32.
     @Test func stripedWindowsMatchOneDevice() async throws {
         let seed = testSeed()
         var rng = SeededRandom(seed: seed)
         try await withGroup { group in
             for (n, mask) in [(2, AttentionMask(causal: true, windowLeft: 5)), (3, AttentionMask(windowLeft: 7, windowRight: 2)),
-                              (4, AttentionMask(windowLeft: 0, windowRight: 9))] {
+                              (4, AttentionMask(windowLeft: 0, windowRight: 9)), (2, AttentionMask(windowRight: 3))] {
                 var c = ParallelCase(seed: rng.next(), lengths: [37, 23], headsQ: 2, headsKV: 1, causal: false)
                 c.mask = mask
                 let want = try c.single(group.devices[0], backward: true)
