@@ -116,7 +116,7 @@ extension ContextParallelAttention {
             let a2a = ulysses(u)
             let between = try ring(ringMembers(ulysses: u), kvHeads: shape.headsKV % u == 0 ? shape.headsKV / u : 1)
             return ((0..<n).map { a2a.bytes + between.perMember[$0 / u] }, between.steps + (u > 1 ? 2 : 0),
-                    "\(a2a.formula); \(between.formula) with S/N -> u S/N tokens and Hkv/u heads")
+                    "\(a2a.formula); between the groups (S/N -> u S/N tokens, Hkv/u heads) \(between.formula)")
         case let .allGather(slices):
             guard n > 1 else { return ([0], slices, "one rank: no traffic") }
             let needed = try (0..<n).map { try plan.keyPieces(neededBy: $0, mask: attention.mask) }
