@@ -130,6 +130,14 @@ struct PieceMask: Hashable, Sendable {
 
     /// Whether the sub-mask keeps no pair, some, or all of an sq x sk problem.
     func kept(sq: Int, sk: Int) -> Kept {
+        guard blocks != nil else {
+            // The band alone: rows first...last see a key (i + hi >= 0, i + lo <= sk - 1), and
+            // every row sees every key when the band covers the whole rectangle.
+            if let lo, let hi, lo > hi { return .none }
+            let first = max(0, hi.map { -$0 } ?? 0), last = min(sq - 1, lo.map { sk - 1 - $0 } ?? sq - 1)
+            guard first <= last else { return .none }
+            return (lo.map { sq - 1 + $0 <= 0 } ?? true) && (hi.map { $0 >= sk - 1 } ?? true) ? .all : .some
+        }
         var any = false, all = true
         for i in 0..<sq {
             let (lower, upper) = band(i, sk: sk)
