@@ -38,7 +38,8 @@ struct DoubleRingSchedule<C: Communicator> {
     func members(node h: Int) -> [PieceSet] { (0..<m).map { run.set(h * m + $0) } }
     func ring(step j: Int) -> RingSchedule<C> {
         RingSchedule(comm: inner, members: members(node: sourceNode(step: j)), pairs: run.pairs, headsKV: run.shape.headsKV,
-                     headDim: run.d, dtype: run.shape.dtype, tag: tag + 8 + 4 * j)
+                     headDim: run.d, dtype: run.shape.dtype, tag: tag + 8 + 4 * j,
+                     queries: members(node: node), wholeRing: true)
     }
 
     /// Per node step j >= 1 the block of rank (g - j, p): K, V buffers of its token count.

@@ -12,11 +12,18 @@ struct RingReach: Sendable {
 
     var size: Int { reach.count }
 
-    init(members: [PieceSet], pairs: PairAttention) throws {
+    /// - Parameters:
+    ///   - members: The K/V pieces of each member.
+    ///   - queries: The query pieces of each member; nil: `members` (a ring whose members
+    ///     hold their own queries; the double ring's inner ring carries another node's K/V).
+    ///   - pairs: The piece-pair attention (its mask decides `needs`).
+    ///   - wholeRing: Every block visits every member (the double ring, whose traffic is its
+    ///     formula's); `needs` still skips the compute of steps the mask empties.
+    init(members: [PieceSet], queries: [PieceSet]? = nil, pairs: PairAttention, wholeRing: Bool = false) throws {
         let n = members.count
-        let needs = try members.map { queries in try members.map { keys in !(try pairs.pairs(queries: queries, keys: keys).isEmpty) } }
+        let needs = try (queries ?? members).map { q in try members.map { keys in !(try pairs.pairs(queries: q, keys: keys).isEmpty) } }
         self.needs = needs
-        reach = (0..<n).map { s in (0..<n).last { i in needs[(s + i) % n][s] } ?? 0 }
+        reach = (0..<n).map { s in wholeRing ? n - 1 : ((0..<n).last { i in needs[(s + i) % n][s] } ?? 0) }
     }
 
     /// The hop of the block of `source` when member `m` holds it: m - source mod N.

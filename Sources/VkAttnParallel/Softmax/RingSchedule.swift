@@ -13,6 +13,10 @@ struct RingSchedule<C: Communicator> {
     let headDim: Int
     let dtype: DType
     let tag: Int
+    /// The query pieces of each member; nil: `members` (see `RingReach`).
+    var queries: [PieceSet]? = nil
+    /// Every block visits every member (see `RingReach`).
+    var wholeRing = false
 
     var size: Int { comm.size }
     var rank: Int { comm.rank }
@@ -92,7 +96,7 @@ struct RingSchedule<C: Communicator> {
     /// streams share the queue). Returns the requests.
     func forward(q: Tensor, k: Tensor, v: Tensor, into acc: QueryAccumulator, tracer: inout RankTracer,
                  post: Stream, compute: Stream) throws -> [C.Request] {
-        let reach = try RingReach(members: members, pairs: pairs)
+        let reach = try RingReach(members: members, queries: queries, pairs: pairs, wholeRing: wholeRing)
         let buffers = try rotationBuffers()
         var rotation = Rotation()
         for i in 0..<size {
@@ -124,7 +128,7 @@ struct RingSchedule<C: Communicator> {
     /// that only relays the block forwards the accumulator unchanged.
     func backward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, dO: Tensor, lse: [Tensor], grads: GradientAccumulator,
                   dk: Tensor, dv: Tensor, tracer: inout RankTracer, post: Stream, compute: Stream) throws -> [C.Request] {
-        let reach = try RingReach(members: members, pairs: pairs)
+        let reach = try RingReach(members: members, queries: queries, pairs: pairs, wholeRing: wholeRing)
         let buffers = try rotationBuffers()
         var rotation = Rotation()
         let shape = [maxTokens, headsKV, headDim]
