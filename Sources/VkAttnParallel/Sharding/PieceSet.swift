@@ -45,8 +45,8 @@ extension Tensor {
 
 /// Scratch memory of one rank call: tensors carved out of one buffer at aligned offsets.
 enum ScratchArena {
-    /// Allocates `shapes` (each at an offset aligned for binding) in one buffer.
-    static func allocate(_ device: Device, _ shapes: [(shape: [Int], dtype: DType)]) throws -> [Tensor] {
+    /// The aligned offsets of `shapes` in one buffer and the bytes that buffer needs.
+    static func layout(_ device: Device, _ shapes: [(shape: [Int], dtype: DType)]) -> (offsets: [Int], byteCount: Int) {
         let alignment = max(256, device.capabilities.minStorageBufferOffsetAlignment)
         var offsets: [Int] = []
         var total = 0
@@ -55,7 +55,18 @@ enum ScratchArena {
             let bytes = max(1, s.shape.reduce(1, *)) * s.dtype.byteSize
             total += (bytes + alignment - 1) / alignment * alignment
         }
-        let buffer = try device.makeBuffer(byteCount: max(total, alignment))
-        return try zip(shapes, offsets).map { try Tensor(buffer, shape: $0.0.shape, dtype: $0.0.dtype, byteOffset: $0.1) }
+        return (offsets, max(total, alignment))
+    }
+
+    /// Allocates `shapes` (each at an offset aligned for binding) in one buffer.
+    static func allocate(_ device: Device, _ shapes: [(shape: [Int], dtype: DType)]) throws -> [Tensor] {
+        let layout = layout(device, shapes)
+        return try carve(try device.makeBuffer(byteCount: layout.byteCount), device, shapes)
+    }
+
+    /// `shapes` laid out as `allocate` lays them, in `buffer` (at least `layout`'s byte count):
+    /// reused scratch whose shapes change from step to step.
+    static func carve(_ buffer: Buffer, _ device: Device, _ shapes: [(shape: [Int], dtype: DType)]) throws -> [Tensor] {
+        try zip(shapes, layout(device, shapes).offsets).map { try Tensor(buffer, shape: $0.0.shape, dtype: $0.0.dtype, byteOffset: $0.1) }
     }
 }

@@ -50,17 +50,24 @@ final class QueryAccumulator {
     let sequenceLSE: Tensor
     var initialized: [Bool]
 
-    /// `o`: an fp32 [tokens, Hq, D] tensor to accumulate into (the caller's output when it is
-    /// fp32), or nil for scratch.
-    init(set: PieceSet, headsQ: Int, headDim: Int, o: Tensor?, device: Device) throws {
-        self.set = set
+    /// The scratch an accumulator of `set` takes (`ownsO`: O too).
+    static func scratchShapes(set: PieceSet, headsQ: Int, headDim: Int, ownsO: Bool) -> [(shape: [Int], dtype: DType)] {
         let maxTokens = max(1, set.maxPieceTokens)
         var shapes: [(shape: [Int], dtype: DType)] = set.pieces.map { ([headsQ, max(1, $0.tokens)], .f32) }
         shapes.append(([maxTokens, headsQ, headDim], .f32))
         shapes.append(([headsQ, maxTokens], .f32))
         shapes.append(([headsQ, maxTokens], .f32))
-        if o == nil { shapes.append(([max(1, set.tokens), headsQ, headDim], .f32)) }
-        let t = try ScratchArena.allocate(device, shapes)
+        if ownsO { shapes.append(([max(1, set.tokens), headsQ, headDim], .f32)) }
+        return shapes
+    }
+
+    /// `o`: an fp32 [tokens, Hq, D] tensor to accumulate into (the caller's output when it is
+    /// fp32), or nil for scratch. `storage`: a buffer to carve the scratch from (reused from
+    /// step to step on one stream), or nil for a buffer of its own.
+    init(set: PieceSet, headsQ: Int, headDim: Int, o: Tensor?, device: Device, storage: Buffer? = nil) throws {
+        self.set = set
+        let shapes = Self.scratchShapes(set: set, headsQ: headsQ, headDim: headDim, ownsO: o == nil)
+        let t = try storage.map { try ScratchArena.carve($0, device, shapes) } ?? ScratchArena.allocate(device, shapes)
         lse = Array(t[0..<set.pieces.count])
         partialO = t[set.pieces.count]
         partialLSE = t[set.pieces.count + 1]
@@ -164,15 +171,26 @@ final class GradientAccumulator {
     /// One sequence's LSE [Hq, count] for a per-sequence call.
     let sequenceLSE: Tensor
 
-    init(set: PieceSet, headsQ: Int, headsKV: Int, headDim: Int, maxKeyPieceTokens: Int, dq: Tensor?, device: Device) throws {
-        self.set = set
+    /// The scratch an accumulator of `set` takes (`ownsDQ`: dQ too).
+    static func scratchShapes(set: PieceSet, headsQ: Int, headsKV: Int, headDim: Int, maxKeyPieceTokens: Int,
+                              ownsDQ: Bool) -> [(shape: [Int], dtype: DType)] {
         var shapes: [(shape: [Int], dtype: DType)] = [
             ([max(1, set.maxPieceTokens), headsQ, headDim], .f32),
             ([max(1, maxKeyPieceTokens), headsKV, headDim], .f32),
             ([max(1, maxKeyPieceTokens), headsKV, headDim], .f32),
             ([headsQ, max(1, set.maxPieceTokens)], .f32)]
-        if dq == nil { shapes.append(([max(1, set.tokens), headsQ, headDim], .f32)) }
-        let t = try ScratchArena.allocate(device, shapes)
+        if ownsDQ { shapes.append(([max(1, set.tokens), headsQ, headDim], .f32)) }
+        return shapes
+    }
+
+    /// `storage`: a buffer to carve the scratch from (reused from step to step on one
+    /// stream), or nil for a buffer of its own.
+    init(set: PieceSet, headsQ: Int, headsKV: Int, headDim: Int, maxKeyPieceTokens: Int, dq: Tensor?, device: Device,
+         storage: Buffer? = nil) throws {
+        self.set = set
+        let shapes = Self.scratchShapes(set: set, headsQ: headsQ, headsKV: headsKV, headDim: headDim,
+                                        maxKeyPieceTokens: maxKeyPieceTokens, ownsDQ: dq == nil)
+        let t = try storage.map { try ScratchArena.carve($0, device, shapes) } ?? ScratchArena.allocate(device, shapes)
         tmpDQ = t[0]
         tmpDK = t[1]
         tmpDV = t[2]

@@ -71,9 +71,23 @@ final class RankRun<C: Communicator>: RankStreams {
         try stream.barrier()
     }
 
-    /// Per-piece LSE tensors [H, pieceTokens] from an [H, tokens] one.
-    func splitLSE(_ lse: Tensor, set: PieceSet, heads: Int, headOffset: Int = 0) throws -> [Tensor] {
-        let pieces = try ScratchArena.allocate(device, set.pieces.map { ([heads, max(1, $0.tokens)], .f32) })
+    /// The scratch `splitLSE` takes for `set`.
+    static func lseShapes(set: PieceSet, heads: Int) -> [(shape: [Int], dtype: DType)] {
+        set.pieces.map { ([heads, max(1, $0.tokens)], .f32) }
+    }
+
+    /// Per-piece LSE tensors [H, pieceTokens] from an [H, tokens] one. `storage`: a buffer to
+    /// carve them from (reused from step to step: a barrier first orders the overwrite after
+    /// the earlier readers), or nil for a buffer of their own.
+    func splitLSE(_ lse: Tensor, set: PieceSet, heads: Int, headOffset: Int = 0, storage: Buffer? = nil) throws -> [Tensor] {
+        let shapes = Self.lseShapes(set: set, heads: heads)
+        let pieces: [Tensor]
+        if let storage {
+            try stream.barrier()
+            pieces = try ScratchArena.carve(storage, device, shapes)
+        } else {
+            pieces = try ScratchArena.allocate(device, shapes)
+        }
         let total = lse.shape[1]
         for (a, p) in set.pieces.enumerated() where p.tokens > 0 {
             try ParallelKernels.copyRows(from: lse.slice, to: pieces[a].slice, rows: heads, width: p.tokens,
