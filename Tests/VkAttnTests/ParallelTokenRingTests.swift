@@ -49,6 +49,21 @@ struct ParallelTokenRingTests {
         }
     }
 
+    /// Six ranks: every slot of TokenRing and of the double ring is reused (travelling blocks
+    /// from step 2, partials sent and returning from step 3; the double ring's inner buffer sets
+    /// with 3 nodes, its outer slots and sums with 6), each reuse ordered after the reads of
+    /// the slot's previous content (the validation layer watches the GPU side).
+    @Test func tokenRingAndDoubleRingReuseTheirSlots() async throws {
+        let seed = testSeed()
+        try await withGroup(ranks: 6) { group in
+            let c = ParallelCase(seed: seed, lengths: [37, 0, 50, 9], causal: true)
+            let want = try c.single(group.devices[0], backward: true)
+            for scheme in [ContextParallelScheme.tokenRing, .doubleRing(ranksPerNode: 2), .doubleRing(ranksPerNode: 1)] {
+                try await expectMatchesOneDevice(group, c, want, ranks: 6, sharding: .zigzag, scheme: scheme)
+            }
+        }
+    }
+
     @Test func tokenRingSendsTheBytesOfItsFormula() async throws {
         let seed = testSeed()
         try await withGroup { group in
