@@ -52,10 +52,12 @@ struct ParallelTokenRingTests {
     /// Six ranks: every slot of TokenRing and of the double ring is reused (travelling blocks
     /// from step 2, partials sent and returning from step 3; the double ring's inner buffer sets
     /// with 3 nodes, its outer slots and sums with 6), each reuse ordered after the reads of
-    /// the slot's previous content (the validation layer watches the GPU side).
-    @Test func tokenRingAndDoubleRingReuseTheirSlots() async throws {
+    /// the slot's previous content (the validation layer watches the GPU side), on every path.
+    @Test(arguments: [TransferRoute.hostMapped, .staged, .importedHost])
+    func tokenRingAndDoubleRingReuseTheirSlots(path: TransferRoute) async throws {
         let seed = testSeed()
-        try await withGroup(ranks: 6) { group in
+        try await withGroup(ranks: 6, path: path) { group in
+            #expect(group.route == path)
             let c = ParallelCase(seed: seed, lengths: [37, 0, 50, 9], causal: true)
             let want = try c.single(group.devices[0], backward: true)
             for scheme in [ContextParallelScheme.tokenRing, .doubleRing(ranksPerNode: 2), .doubleRing(ranksPerNode: 1)] {
