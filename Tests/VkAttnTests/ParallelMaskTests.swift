@@ -158,4 +158,37 @@ struct ParallelMaskTests {
             }
         }
     }
+
+    /// A block mask with a pattern per query head (S2-Attention's heterogeneous shards: head h
+    /// attends the key blocks c with c % 2 == h % 2 plus its own block) across ranks: the ring
+    /// and the all-gather with one head slice match one device forward and backward, on 2...4
+    /// ranks, contiguous and zigzag, causal and not; schemes that split the heads refuse it.
+    @Test func perHeadBlockMasksMatchOneDevice() async throws {
+        let seed = testSeed()
+        var rng = SeededRandom(seed: seed)
+        try await withGroup { group in
+            for (n, sharding, scheme, causal) in [(2, SequenceSharding.zigzag, ContextParallelScheme.ring, true),
+                                                 (3, .contiguous, .allGather(headSlices: 1), false),
+                                                 (4, .contiguous, .ring, false), (4, .zigzag, .allGather(headSlices: 1), true)] {
+                let length = 16 * (sharding == .zigzag ? 2 * n : n) * 2
+                let blocks = length / 16
+                var c = ParallelCase(seed: rng.next(), lengths: [length, length / 2], headsQ: 4, headsKV: 2, causal: false)
+                c.mask = AttentionMask(causal: causal, blocks: try BlockMask.s2Attention(
+                    blockSize: 16, queryBlocks: blocks, keyBlocks: blocks, heads: 4, localBlocks: 1, stride: 2, causal: causal))
+                let want = try c.single(group.devices[0], backward: true)
+                let got = try await c.parallel(try group.communicators(first: n), sharding: sharding, scheme: scheme, backward: true)
+                for (name, err) in ParallelCase.errors(got, want) {
+                    #expect(err <= c.tolerance, "\(name) error \(err), \(scheme) x\(n) \(sharding) per-head: \(c) (test seed \(seed))")
+                }
+            }
+            let mask = AttentionMask(blocks: try BlockMask.s2Attention(blockSize: 16, queryBlocks: 4, keyBlocks: 4, heads: 4,
+                                                                       localBlocks: 1, stride: 2))
+            let shape = ContextParallelAttention.Shape(headsQ: 4, headsKV: 2, headDim: 32, dtype: .f32)
+            for scheme in [ContextParallelScheme.allToAll, .hierarchical(ulysses: 2), .allGather(headSlices: 2)] {
+                let op = ContextParallelAttention(plan: try ShardPlan(lengths: [64], ranks: 2, sharding: .contiguous), scheme: scheme,
+                                                  attention: FlashAttention(mask: mask))
+                #expect(throws: VkAttnError.self, "\(scheme) splits the heads") { try op.validate(shape, ranks: 2) }
+            }
+        }
+    }
 }

@@ -138,23 +138,27 @@ struct PieceMask: Hashable, Sendable {
             guard first <= last else { return .none }
             return (lo.map { sq - 1 + $0 <= 0 } ?? true) && (hi.map { $0 >= sk - 1 } ?? true) ? .all : .some
         }
+        // A per-head mask keeps a pair when any head's pattern does (the call computes every
+        // head; a pair is skipped only when no head sees a key).
         var any = false, all = true
         for i in 0..<sq {
             let (lower, upper) = band(i, sk: sk)
-            var count = max(0, upper - lower + 1)
-            if let blocks, count > 0 {
-                count = 0
-                let size = blocks.blockSize, row = queryBlock + i / size
-                if row < blocks.queryBlocks {
-                    for c in blocks.columnIndices[Int(blocks.rowOffsets[row])..<Int(blocks.rowOffsets[row + 1])] {
-                        let first = (Int(c) - keyBlock) * size
-                        count += max(0, min(upper, first + size - 1) - max(lower, first) + 1)
+            for h in 0..<max(1, blocks?.heads ?? 1) {
+                var count = max(0, upper - lower + 1)
+                if let blocks, count > 0 {
+                    count = 0
+                    let size = blocks.blockSize, row = queryBlock + i / size
+                    if row < blocks.queryBlocks {
+                        for c in blocks.keyBlocks(head: h, queryBlock: row) {
+                            let first = (Int(c) - keyBlock) * size
+                            count += max(0, min(upper, first + size - 1) - max(lower, first) + 1)
+                        }
                     }
                 }
+                if count > 0 { any = true }
+                if count < sk { all = false }
+                if any && !all { return .some }
             }
-            if count > 0 { any = true }
-            if count < sk { all = false }
-            if any && !all { return .some }
         }
         return any ? (all ? .all : .some) : .none
     }
@@ -180,18 +184,6 @@ struct PieceMask: Hashable, Sendable {
     /// `blocks`, renumbered from 0 (rows past the global mask's are empty). One mask in, one
     /// out: a per-head mask translates head by head.
     static func translate(_ blocks: BlockMask, queryBlock: Int, rows: Int, keyBlock: Int, columns: Int) -> BlockMask {
-        var offsets: [Int32] = [0]
-        var indices: [Int32] = []
-        for a in 0..<rows {
-            let row = queryBlock + a
-            if row < blocks.queryBlocks {
-                for c in blocks.columnIndices[Int(blocks.rowOffsets[row])..<Int(blocks.rowOffsets[row + 1])] {
-                    let local = Int(c) - keyBlock
-                    if local >= 0 && local < columns { indices.append(Int32(local)) }
-                }
-            }
-            offsets.append(Int32(indices.count))
-        }
-        return BlockMask(blockSize: blocks.blockSize, rowOffsets: offsets, columnIndices: indices)
+        blocks.cropped(queryBlocks: queryBlock..<(queryBlock + rows), keyBlocks: keyBlock..<(keyBlock + columns))
     }
 }

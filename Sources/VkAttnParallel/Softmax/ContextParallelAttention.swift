@@ -46,7 +46,8 @@ public struct ContextParallelAttention: Sendable, Hashable {
     ///   anchor or a diagonal offset, a block mask with striped sharding or with chunks that do
     ///   not start on a block boundary (`unsupported`), options the attention op refuses, a type other than f32 or f16, head slices that
     ///   do not divide Hkv, heads that the all-to-all cannot shard, or a Ulysses degree that does
-    ///   not divide the ranks (or a double ring's `ranksPerNode` that does not).
+    ///   not divide the ranks (or a double ring's `ranksPerNode` that does not); a block mask
+    ///   with a pattern per head under a scheme that splits the heads (`unsupported`).
     public func validate(_ shape: Shape, ranks: Int) throws {
         let op = Self.opName
         guard ranks == plan.ranks else {
@@ -56,6 +57,14 @@ public struct ContextParallelAttention: Sendable, Hashable {
         let mask = attention.mask
         guard mask.anchor == .bottomRight, mask.diagonalOffset == 0 else {
             throw VkAttnError.unsupported(op: op, reason: "context-parallel attention takes the global mask with its default anchor and no diagonal offset (got anchor \(mask.anchor), offset \(mask.diagonalOffset)): the schedules derive each piece pair's anchor and offset themselves")
+        }
+        // A mask with a pattern per query head runs where every call computes all heads.
+        if let blocks = mask.blocks, blocks.heads > 1 {
+            switch scheme {
+            case .ring, .allGather(headSlices: 1): break
+            default:
+                throw VkAttnError.unsupported(op: op, reason: "a block mask with a pattern per head (\(blocks.heads) patterns) runs on the ring or the all-gather with one head slice, whose calls compute every head; \(scheme) splits the heads")
+            }
         }
         let total = plan.totalTokens
         let g = try AttentionGeometry.resolve(op: op, qShape: [total, shape.headsQ, shape.headDim],
