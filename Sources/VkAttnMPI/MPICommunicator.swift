@@ -167,6 +167,9 @@ public final class MPICommunicator: Communicator {
         try check(peer: peer, tag: tag, op: op)
         try checkLocal(destination, stream: stream, op: op, operand: "destination")
         let staging = route == .staged ? try device.makeBuffer(byteCount: destination.byteCount, location: .host) : nil
+        // A fresh submission after everything submitted to the queue so far (an empty
+        // submit() hands back the stream's previous one; see LocalCommunicator.receive).
+        try stream.barrier()
         let free = try stream.submit()
         let key = ChannelKey(context: context, peer: peer, tag: tag, kind: .receive)
         let posted = try engine.core.post(key, device: device) { semaphore, value in

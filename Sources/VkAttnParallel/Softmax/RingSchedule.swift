@@ -39,6 +39,8 @@ struct RingSchedule<C: Communicator> {
         var sentFrom: [(C.Request, C.Request)?] = [nil, nil]
         var sends: [C.Request] = []
         var requests: [C.Request] = []
+        /// The compute stream's last submission (the previous step's, which read the slots).
+        var computed: Submission?
     }
 
     /// The block of step i, once its arrival is completed: on `post` first (the staged path
@@ -63,6 +65,14 @@ struct RingSchedule<C: Communicator> {
                       state: inout Rotation, post: Stream) throws {
         let filled = state.received.map { [$0.0, $0.1] } ?? []
         state.received = nil
+        // The receives posted below (and the backward's accumulator receives after them) may
+        // overwrite a slot the previous step's compute read. A receive's destination is free
+        // once its stream's work so far is done; at a step without a block nothing else is
+        // recorded on `post`, whose submit would then hand back an older submission than that
+        // compute's: record a barrier (a new submission, after the compute's on a shared
+        // queue) and wait for the compute (another queue).
+        if let computed = state.computed { try post.wait(for: computed) }
+        try post.barrier()
         if let block, reach.sendsBlock(member: rank, source: source(step: i)) {
             let sk = try comm.send(block.k.slice, to: next, tag: tag, after: filled.isEmpty ? [] : [filled[0]], on: post)
             let sv = try comm.send(block.v.slice, to: next, tag: tag + 1, after: filled.isEmpty ? [] : [filled[1]], on: post)
@@ -113,7 +123,7 @@ struct RingSchedule<C: Communicator> {
             }
             try forwardBlock(step: i, block: block, buffers: buffers, reach: reach, state: &rotation, post: post)
             try post.submit()
-            try compute.submit()
+            rotation.computed = try compute.submit()
         }
         for sent in rotation.sends { try comm.complete(sent, on: compute) }
         return rotation.requests
@@ -143,7 +153,7 @@ struct RingSchedule<C: Communicator> {
             guard present(step: i, reach: reach) else {
                 try forwardBlock(step: i, block: nil, buffers: buffers, reach: reach, state: &rotation, post: post)
                 try post.submit()
-                try compute.submit()
+                rotation.computed = try compute.submit()
                 continue
             }
             let block = try arrive(step: i, k: k, v: v, buffers: buffers, state: rotation, post: post, compute: compute)
@@ -179,7 +189,7 @@ struct RingSchedule<C: Communicator> {
                 requests += [rk, rv]
             }
             try post.submit()
-            try compute.submit()
+            rotation.computed = try compute.submit()
             if let arriving {
                 try comm.complete(arriving.0, on: compute)
                 try comm.complete(arriving.1, on: compute)

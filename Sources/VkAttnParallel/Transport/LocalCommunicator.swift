@@ -184,6 +184,11 @@ public final class LocalCommunicator: Communicator {
         try checkPeer(peer, op: op)
         try checkLocal(destination, stream: stream, op: op, operand: "destination")
         let key = LocalFabric.ChannelKey(source: members[peer], destination: globalRank, context: context, tag: tag)
+        // With nothing recorded, submit() hands back the stream's previous submission, which
+        // may predate work another stream of the same queue submitted since (a ring step's
+        // compute still reading the slot): a barrier makes the free point a new submission,
+        // after everything submitted to the queue so far.
+        try stream.barrier()
         let free = try stream.submit()
         let staging = route == .staged ? try device.makeBuffer(byteCount: destination.byteCount, location: .host) : nil
         return try fabric.postReceive(key, bytes: destination.byteCount) { semaphore, value, imported in
