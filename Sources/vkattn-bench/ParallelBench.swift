@@ -106,16 +106,29 @@ struct ParallelOptions: ParsableArguments {
 /// the cooperative pool).
 func blocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
     let box = Mutex<Result<T, any Error>?>(nil)
+    // The task takes the body out of `work` and drops it before it signals: what the body
+    // captured (devices, groups) is released on that task, before the main thread goes on to
+    // the teardown and exit, not while the process exits (a driver torn down under a thread
+    // still destroying its device crashed at exit, intermittently).
+    let work = Mutex<(@Sendable () async throws -> T)?>(body)
     let done = DispatchSemaphore(value: 0)
     Task.detached {
-        let result: Result<T, any Error>
-        do { result = .success(try await body()) } catch { result = .failure(error) }
+        let result = await runTaking(work)
         box.withLock { $0 = result }
         done.signal()
     }
     done.wait()
     guard let result = box.withLock({ $0 }) else { throw OptionError("no result") }
     return try result.get()
+}
+
+/// Runs the body held in `work`, emptying `work` first; the body is released when this returns.
+private func runTaking<T: Sendable>(_ work: borrowing Mutex<(@Sendable () async throws -> T)?>) async -> Result<T, any Error> {
+    guard let body = work.withLock({ held -> (@Sendable () async throws -> T)? in
+        defer { held = nil }
+        return held
+    }) else { return .failure(OptionError("no work")) }
+    do { return .success(try await body()) } catch { return .failure(error) }
 }
 
 /// One measured configuration of a parallel scheduler: the bench's JSON contract (op,
